@@ -1,1 +1,152 @@
-fn main() {}
+//! Agora's project automation, run as `cargo xtask <command>` (matklad's xtask pattern).
+//!
+//! One binary and no dependencies beyond std, so it builds in seconds on a fresh machine.
+//! Every path comes from [`project_root`], never from the current directory, so the
+//! commands behave the same from any folder of the workspace. This crate drives tools; it
+//! must never hold project logic that the tests or the book depend on.
+
+mod book;
+mod ci;
+mod fuzz;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+Usage: cargo xtask <command>
+
+Commands:
+  ci                   fmt check, clippy, the whole test suite, the book (what .ci/run runs)
+  book                 build the book: book/ -> book/book/index.html (installs mdbook if missing)
+  fuzz [--seconds N]   run the `decode` fuzz target for N seconds, default 60 (nightly toolchain)
+  help                 print this text
+";
+
+/// A parsed command line.
+#[derive(Debug, PartialEq, Eq)]
+enum Task {
+    Ci,
+    Book,
+    Fuzz { seconds: u64 },
+    Help,
+}
+
+fn main() -> ExitCode {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect();
+    let task = match args {
+        Ok(args) => parse(&args),
+        Err(arg) => Err(format!("argument is not UTF-8: {arg:?}")),
+    };
+    let task = match task {
+        Ok(task) => task,
+        Err(msg) => {
+            eprintln!("error: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match task {
+        Task::Ci => ci::run(),
+        Task::Book => book::run(),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(args: &[String]) -> Result<Task, String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Err("no command given".to_owned());
+    };
+    let task = match command.as_str() {
+        "ci" => Task::Ci,
+        "book" => Task::Book,
+        "fuzz" => return parse_fuzz(rest),
+        "help" | "--help" | "-h" => Task::Help,
+        other => return Err(format!("unknown command `{other}`")),
+    };
+    match rest.first() {
+        Some(extra) => Err(format!("`{command}` takes no arguments, got `{extra}`")),
+        None => Ok(task),
+    }
+}
+
+fn parse_fuzz(args: &[String]) -> Result<Task, String> {
+    let mut seconds = fuzz::DEFAULT_SECONDS;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.strip_prefix("--seconds") {
+            Some("") => args.next().ok_or("`--seconds` needs a value")?.as_str(),
+            Some(value) if value.starts_with('=') => &value[1..],
+            _ => return Err(format!("`fuzz` does not take `{arg}`")),
+        };
+        seconds =
+            value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                format!("`--seconds` wants a whole number above 0, got `{value}`")
+            })?;
+    }
+    Ok(Task::Fuzz { seconds })
+}
+
+/// The workspace root: the folder that holds `xtask/`.
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ lives inside the workspace")
+        .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &str) -> Result<Task, String> {
+        let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        parse(&args)
+    }
+
+    #[test]
+    fn parses_each_command() {
+        assert_eq!(parse_str("ci"), Ok(Task::Ci));
+        assert_eq!(parse_str("book"), Ok(Task::Book));
+        assert_eq!(parse_str("help"), Ok(Task::Help));
+        assert_eq!(parse_str("--help"), Ok(Task::Help));
+        assert_eq!(parse_str("-h"), Ok(Task::Help));
+    }
+
+    #[test]
+    fn fuzz_seconds_default_and_both_spellings() {
+        assert_eq!(parse_str("fuzz"), Ok(Task::Fuzz { seconds: 60 }));
+        assert_eq!(parse_str("fuzz --seconds 5"), Ok(Task::Fuzz { seconds: 5 }));
+        assert_eq!(parse_str("fuzz --seconds=7"), Ok(Task::Fuzz { seconds: 7 }));
+    }
+
+    #[test]
+    fn rejects_what_it_does_not_know() {
+        assert!(parse_str("").is_err());
+        assert!(parse_str("deploy").is_err());
+        assert!(parse_str("ci --fast").is_err());
+        assert!(parse_str("fuzz --seconds").is_err());
+        assert!(parse_str("fuzz --seconds 0").is_err());
+        assert!(parse_str("fuzz --seconds ten").is_err());
+        assert!(parse_str("fuzz --secondsx").is_err());
+    }
+
+    #[test]
+    fn project_root_holds_the_workspace_manifest() {
+        assert!(project_root().join("Cargo.toml").is_file());
+        assert!(project_root().join("xtask").is_dir());
+    }
+}
