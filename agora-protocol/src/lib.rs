@@ -1,1 +1,71 @@
-//! placeholder
+//! The Agora wire protocol: frames, streaming decode, encode. Sans-IO.
+//!
+//! ```text
+//! frame    = line [payload]
+//! line     = command [SP "#" request-id] *(SP arg) CRLF      ; LF alone is accepted
+//! payload  = <n bytes, as declared by the line's last token> CRLF
+//!
+//! PUB topic:prices 5\r\nhello\r\n                 publish to a topic
+//! PUB #7 queue:orders 2\r\nhi\r\n                 publish to a queue, request id 7
+//! HPUB topic:t 16 21\r\nTrace-Id: ab\r\n\r\nhello\r\n    with headers
+//! SUB queue:orders 1 prefetch=64 ack=manual\r\n   consume a queue
+//! MSG queue:orders 1 42 1 2\r\nhi\r\n              delivery 42 on subscription 1
+//! ACK 42\r\n                                      done with delivery 42
+//! ERR #7 queue_full queue 'orders' is full\r\n    an error, echoing request id 7
+//! ```
+//!
+//! Control lines are text (a person can type them at `telnet localhost 48879`); the
+//! command word is case-insensitive. Payloads are binary-safe and carried by an explicit
+//! byte count, never by a terminator. The complete grammar, every frame, the error-code
+//! table and the `STATS` schema are in the book's Protocol chapter
+//! (`book/src/protocol.md`).
+//!
+//! The API is two functions: [`decode`] (and [`decode_with`] for other [`Limits`]) takes
+//! bytes from the front of a [`BytesMut`](bytes::BytesMut) and returns `Ok(None)` until a
+//! whole frame is there; [`encode`] appends a frame to a buffer. Both the broker and the
+//! client use them: nothing else defines frames.
+#![warn(missing_docs, rust_2018_idioms)]
+
+mod decode;
+mod encode;
+mod error;
+mod frame;
+
+pub use bytes;
+pub use decode::{decode, decode_with};
+pub use encode::{encode, encode_err, encode_msg, encode_pub};
+pub use error::{ErrorKind, ProtocolError};
+pub use frame::{
+    AckMode, Connect, Delivery, Destination, DestinationError, ErrorCode, ErrorReply, Frame,
+    HeaderError, Headers, Info, Kind, Name, NameError, Publish, RequestId, Subscribe, MAX_NAME_LEN,
+};
+
+/// The broker's default TCP and UDP port (0xBEEF).
+pub const DEFAULT_PORT: u16 = 48879;
+
+/// The protocol version this crate speaks, as sent in `INFO` and `CONNECT`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default longest control line, in bytes, CRLF not counted.
+pub const DEFAULT_MAX_LINE: usize = 4096;
+
+/// Default largest payload (header block included), in bytes.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// The limits the decoder enforces before buffering a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest control line, CRLF not counted.
+    pub max_line: usize,
+    /// Largest payload, header block included.
+    pub max_payload: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line: DEFAULT_MAX_LINE,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}

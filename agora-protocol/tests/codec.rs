@@ -1,0 +1,819 @@
+//! Known answers, round trips, prefixes, cut streams and malformed input for the codec.
+
+use agora_protocol::bytes::{Bytes, BytesMut};
+use agora_protocol::*;
+use proptest::prelude::*;
+
+fn dest(s: &str) -> Destination {
+    s.parse().unwrap()
+}
+
+fn enc(f: &Frame) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    encode(f, &mut b);
+    b.to_vec()
+}
+
+/// Decodes every frame in `bytes`, asserting the buffer ends empty.
+fn decode_all(bytes: &[u8]) -> Vec<Frame> {
+    let mut buf = BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while let Some(f) = decode(&mut buf).unwrap() {
+        out.push(f);
+    }
+    assert!(
+        buf.is_empty(),
+        "left over: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    out
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Headers {
+    let mut h = Headers::new();
+    for (k, v) in pairs {
+        h.append(k, v).unwrap();
+    }
+    h
+}
+
+/// Every frame with its exact wire form.
+fn known_answers() -> Vec<(Frame, &'static [u8])> {
+    vec![
+        (
+            Frame::Connect(Connect {
+                rid: Some(1),
+                name: Some("billing".into()),
+                proto: Some(1),
+                confirm: Some(true),
+            }),
+            b"CONNECT #1 name=billing proto=1 confirm=on\r\n",
+        ),
+        (Frame::Connect(Connect::default()), b"CONNECT\r\n"),
+        (
+            Frame::Pub(Publish {
+                rid: None,
+                dest: dest("topic:prices.eu-west"),
+                headers: Headers::new(),
+                payload: Bytes::from_static(b"hello"),
+            }),
+            b"PUB topic:prices.eu-west 5\r\nhello\r\n",
+        ),
+        (
+            Frame::Pub(Publish {
+                rid: Some(7),
+                dest: dest("queue:orders"),
+                headers: headers(&[("Trace-Id", "ab")]),
+                payload: Bytes::from_static(b"hi"),
+            }),
+            b"HPUB #7 queue:orders 16 18\r\nTrace-Id: ab\r\n\r\nhi\r\n",
+        ),
+        (
+            Frame::Pub(Publish {
+                rid: None,
+                dest: dest("queue:q"),
+                headers: Headers::new(),
+                payload: Bytes::new(),
+            }),
+            b"PUB queue:q 0\r\n\r\n",
+        ),
+        (
+            Frame::Sub(Subscribe {
+                rid: Some(2),
+                dest: dest("queue:orders"),
+                sid: 1,
+                prefetch: Some(64),
+                ack: Some(AckMode::Manual),
+            }),
+            b"SUB #2 queue:orders 1 prefetch=64 ack=manual\r\n",
+        ),
+        (
+            Frame::Sub(Subscribe {
+                rid: None,
+                dest: dest("topic:t"),
+                sid: 9,
+                prefetch: None,
+                ack: None,
+            }),
+            b"SUB topic:t 9\r\n",
+        ),
+        (
+            Frame::Sub(Subscribe {
+                rid: None,
+                dest: dest("queue:w"),
+                sid: 3,
+                prefetch: None,
+                ack: Some(AckMode::Auto),
+            }),
+            b"SUB queue:w 3 ack=auto\r\n",
+        ),
+        (Frame::Unsub { rid: None, sid: 1 }, b"UNSUB 1\r\n"),
+        (Frame::Ack { rid: None, did: 42 }, b"ACK 42\r\n"),
+        (
+            Frame::Ack {
+                rid: Some(3),
+                did: 42,
+            },
+            b"ACK #3 42\r\n",
+        ),
+        (Frame::Nack { rid: None, did: 43 }, b"NACK 43\r\n"),
+        (
+            Frame::SetAck {
+                rid: None,
+                on: true,
+            },
+            b"SETACK on\r\n",
+        ),
+        (
+            Frame::SetAck {
+                rid: Some(4),
+                on: false,
+            },
+            b"SETACK #4 off\r\n",
+        ),
+        (Frame::Stats { rid: None }, b"STATS\r\n"),
+        (Frame::Help { rid: Some(5) }, b"HELP #5\r\n"),
+        (
+            Frame::Purge {
+                rid: None,
+                dest: dest("queue:orders"),
+            },
+            b"PURGE queue:orders\r\n",
+        ),
+        (
+            Frame::Delete {
+                rid: Some(6),
+                dest: dest("topic:t"),
+            },
+            b"DELETE #6 topic:t\r\n",
+        ),
+        (
+            Frame::ChainGet {
+                rid: None,
+                dest: dest("topic:t"),
+            },
+            b"CHAIN GET topic:t\r\n",
+        ),
+        (
+            Frame::ChainSet {
+                rid: Some(8),
+                dest: dest("topic:t"),
+                chain: Bytes::from_static(b"sample 10"),
+            },
+            b"CHAIN #8 SET topic:t 9\r\nsample 10\r\n",
+        ),
+        (
+            Frame::ChainClear {
+                rid: None,
+                dest: dest("queue:q"),
+            },
+            b"CHAIN CLEAR queue:q\r\n",
+        ),
+        (Frame::Disconnect, b"DISCONNECT\r\n"),
+        (Frame::PingReq { rid: None }, b"PINGREQ\r\n"),
+        (Frame::PingResp { rid: Some(9) }, b"PINGRESP #9\r\n"),
+        (
+            Frame::Info(Info {
+                server: "agora".into(),
+                version: "0.1.0".into(),
+                proto: 1,
+                max_payload: 1048576,
+                max_line: 4096,
+            }),
+            b"INFO server=agora version=0.1.0 proto=1 max_payload=1048576 max_line=4096\r\n",
+        ),
+        (
+            Frame::Msg(Delivery {
+                dest: dest("queue:orders"),
+                sid: 1,
+                did: 42,
+                count: 2,
+                headers: Headers::new(),
+                payload: Bytes::from_static(b"hi"),
+            }),
+            b"MSG queue:orders 1 42 2 2\r\nhi\r\n",
+        ),
+        (
+            Frame::Msg(Delivery {
+                dest: dest("topic:t"),
+                sid: 5,
+                did: 0,
+                count: 1,
+                headers: headers(&[("a", "1"), ("b", "x y")]),
+                payload: Bytes::from_static(b"z"),
+            }),
+            b"HMSG topic:t 5 0 1 16 17\r\na: 1\r\nb: x y\r\n\r\nz\r\n",
+        ),
+        (Frame::Ok { rid: None }, b"OK\r\n"),
+        (Frame::Ok { rid: Some(10) }, b"OK #10\r\n"),
+        (
+            Frame::PubAck {
+                rid: Some(11),
+                filtered: false,
+            },
+            b"PUBACK #11\r\n",
+        ),
+        (
+            Frame::PubAck {
+                rid: None,
+                filtered: true,
+            },
+            b"PUBACK filtered\r\n",
+        ),
+        (
+            Frame::Err(ErrorReply {
+                rid: Some(7),
+                code: ErrorCode::QueueFull,
+                message: "queue 'orders' is full".into(),
+            }),
+            b"ERR #7 queue_full queue 'orders' is full\r\n",
+        ),
+        (
+            Frame::StatsResp {
+                rid: None,
+                json: Bytes::from_static(b"{}"),
+            },
+            b"STATSRESP 2\r\n{}\r\n",
+        ),
+        (
+            Frame::HelpResp {
+                rid: Some(1),
+                text: Bytes::from_static(b"PUB\r\nSUB"),
+            },
+            b"HELPRESP #1 8\r\nPUB\r\nSUB\r\n",
+        ),
+        (
+            Frame::ChainResp {
+                rid: None,
+                dest: dest("topic:t"),
+                chain: Bytes::new(),
+            },
+            b"CHAINRESP topic:t 0\r\n\r\n",
+        ),
+        (
+            Frame::Cancel {
+                sid: 3,
+                code: ErrorCode::SlowConsumer,
+                message: "fell 1000 behind".into(),
+            },
+            b"CANCEL 3 slow_consumer fell 1000 behind\r\n",
+        ),
+        (
+            Frame::Shutdown {
+                message: "broker is shutting down".into(),
+            },
+            b"SHUTDOWN broker is shutting down\r\n",
+        ),
+    ]
+}
+
+#[test]
+fn every_frame_has_its_known_wire_form() {
+    for (frame, wire) in known_answers() {
+        assert_eq!(
+            String::from_utf8_lossy(&enc(&frame)),
+            String::from_utf8_lossy(wire),
+            "encode {frame:?}"
+        );
+        assert_eq!(
+            decode_all(wire),
+            vec![frame.clone()],
+            "decode {:?}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+}
+
+#[test]
+fn known_answers_cover_every_command_word() {
+    let words: std::collections::BTreeSet<_> =
+        known_answers().iter().map(|(f, _)| f.command()).collect();
+    for w in [
+        "CONNECT",
+        "PUB",
+        "HPUB",
+        "SUB",
+        "UNSUB",
+        "ACK",
+        "NACK",
+        "SETACK",
+        "STATS",
+        "HELP",
+        "PURGE",
+        "DELETE",
+        "CHAIN",
+        "DISCONNECT",
+        "PINGREQ",
+        "PINGRESP",
+        "INFO",
+        "MSG",
+        "HMSG",
+        "OK",
+        "PUBACK",
+        "ERR",
+        "STATSRESP",
+        "HELPRESP",
+        "CHAINRESP",
+        "CANCEL",
+        "SHUTDOWN",
+    ] {
+        assert!(words.contains(w), "no known answer for {w}");
+    }
+}
+
+#[test]
+fn every_strict_prefix_is_incomplete_and_consumes_nothing() {
+    for (_, wire) in known_answers() {
+        for cut in 0..wire.len() {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            assert_eq!(
+                decode(&mut buf).unwrap(),
+                None,
+                "prefix {:?}",
+                String::from_utf8_lossy(&wire[..cut])
+            );
+            assert_eq!(&buf[..], &wire[..cut], "a prefix must not be consumed");
+        }
+    }
+}
+
+#[test]
+fn lenient_forms_are_accepted() {
+    // Lower-case command, bare LF, extra blanks, blank lines, PING/PONG aliases.
+    let frames =
+        decode_all(b"\r\n  \npub   topic:t 2\nhi\n\tsub topic:t 1  \r\nping\r\npong #2\r\n");
+    assert_eq!(frames.len(), 4);
+    assert!(matches!(&frames[0], Frame::Pub(p) if &p.payload[..] == b"hi"));
+    assert!(matches!(&frames[1], Frame::Sub(s) if s.sid == 1));
+    assert_eq!(frames[2], Frame::PingReq { rid: None });
+    assert_eq!(frames[3], Frame::PingResp { rid: Some(2) });
+}
+
+#[test]
+fn payloads_are_binary_safe() {
+    let payload: Vec<u8> = (0..=255u8)
+        .chain(b"\r\n\r\nPUB x 1\r\n".iter().copied())
+        .collect();
+    let f = Frame::Pub(Publish {
+        rid: None,
+        dest: dest("topic:bin"),
+        headers: Headers::new(),
+        payload: Bytes::from(payload.clone()),
+    });
+    assert_eq!(decode_all(&enc(&f)), vec![f]);
+}
+
+#[test]
+fn payload_is_split_off_without_copy() {
+    let mut buf = BytesMut::from(&b"PUB topic:t 5\r\nhello\r\n"[..]);
+    let base = buf.as_ptr() as usize;
+    let Some(Frame::Pub(p)) = decode(&mut buf).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        p.payload.as_ptr() as usize,
+        base + 15,
+        "payload must point into the read buffer"
+    );
+}
+
+fn kind_of(input: &[u8]) -> (ErrorKind, bool, usize) {
+    let mut buf = BytesMut::from(input);
+    let e = decode(&mut buf).expect_err("must be an error");
+    (e.kind().clone(), e.is_fatal(), buf.len())
+}
+
+#[test]
+fn unknown_command_is_recoverable() {
+    let mut buf = BytesMut::from(&b"FROB x y\r\nPINGREQ\r\n"[..]);
+    let e = decode(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::UnknownCommand);
+    assert_eq!(e.code(), ErrorCode::UnknownCommand);
+    assert!(!e.is_fatal());
+    assert!(e.to_string().contains("FROB"), "{e}");
+    assert_eq!(
+        decode(&mut buf).unwrap(),
+        Some(Frame::PingReq { rid: None })
+    );
+}
+
+#[test]
+fn bad_args_are_recoverable_and_echo_the_request_id() {
+    for input in [
+        &b"SUB #4 topic:t notanumber\r\n"[..],
+        b"SUB #4\r\n",
+        b"ACK #4 -1\r\n",
+        b"ACK #4 1 2\r\n",
+        b"SETACK #4 maybe\r\n",
+        b"SUB #4 queue:q 1 prefetch=0\r\n",
+        b"SUB #4 queue:q 1 color=blue\r\n",
+        b"UNSUB #4 99999999999999999999999\r\n",
+        b"CHAIN #4 FROB topic:t\r\n",
+    ] {
+        let mut buf = BytesMut::from(input);
+        let e = decode(&mut buf).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &ErrorKind::BadArgs,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+        assert_eq!(
+            e.request_id(),
+            Some(4),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+        assert!(!e.is_fatal());
+        assert!(buf.is_empty());
+    }
+}
+
+#[test]
+fn bad_names_are_recoverable() {
+    for input in [
+        &b"SUB orders 1\r\n"[..],
+        b"SUB queue:has/slash 1\r\n",
+        b"SUB queue: 1\r\n",
+        b"SUB queue:$ 1\r\n",
+    ] {
+        let (k, fatal, left) = kind_of(input);
+        assert!(
+            matches!(k, ErrorKind::BadName(_)),
+            "{:?}: {k:?}",
+            String::from_utf8_lossy(input)
+        );
+        assert!(!fatal);
+        assert_eq!(left, 0);
+    }
+    let long = format!("SUB topic:{} 1\r\n", "a".repeat(256));
+    let (k, _, _) = kind_of(long.as_bytes());
+    assert_eq!(k, ErrorKind::BadName(Some(NameError::TooLong(256))));
+    let ok = format!("SUB topic:{} 1\r\n", "a".repeat(255));
+    assert_eq!(decode_all(ok.as_bytes()).len(), 1);
+}
+
+#[test]
+fn bad_name_in_pub_skips_the_payload_and_keeps_the_stream() {
+    let mut buf = BytesMut::from(&b"PUB #3 nokind 5\r\nhello\r\nPINGREQ\r\n"[..]);
+    let e = decode(&mut buf).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::BadName(_)));
+    assert_eq!(e.request_id(), Some(3));
+    assert!(!e.is_fatal());
+    assert_eq!(
+        decode(&mut buf).unwrap(),
+        Some(Frame::PingReq { rid: None })
+    );
+}
+
+#[test]
+fn pub_without_readable_size_is_fatal() {
+    let (k, fatal, _) = kind_of(b"PUB topic:t five\r\nhello\r\n");
+    assert_eq!(k, ErrorKind::BadArgs);
+    assert!(fatal);
+    let (_, fatal, _) = kind_of(b"HPUB topic:t 10 5\r\n");
+    assert!(fatal, "header size above total");
+}
+
+#[test]
+fn line_too_long_is_fatal_and_found_before_the_line_ends() {
+    let limits = Limits {
+        max_line: 16,
+        max_payload: 100,
+    };
+    // No LF at all, but more than max_line + 2 bytes: known to be too long already.
+    let mut buf = BytesMut::from(&[b'x'; 18][..]);
+    let e = decode_with(&mut buf, &limits).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::LineTooLong { max: 16 });
+    assert!(e.is_fatal());
+    assert_eq!(e.code(), ErrorCode::LineTooLong);
+    // Exactly at the limit is fine.
+    let mut buf = BytesMut::from(&b"PUB topic:abcd 0\r\n\r\n"[..]);
+    assert!(decode_with(&mut buf, &limits).unwrap().is_some());
+    // One over, with a LF.
+    let mut buf = BytesMut::from(&b"PUB topic:abcde 0\r\n\r\n"[..]);
+    assert!(decode_with(&mut buf, &limits).unwrap_err().is_fatal());
+    // Still within the window without LF: incomplete.
+    let mut buf = BytesMut::from(&[b'x'; 17][..]);
+    assert_eq!(decode_with(&mut buf, &limits).unwrap(), None);
+}
+
+#[test]
+fn payload_too_large_is_refused_before_buffering() {
+    let limits = Limits {
+        max_line: 4096,
+        max_payload: 10,
+    };
+    // Only the line has arrived: the size is refused without waiting for the body.
+    let mut buf = BytesMut::from(&b"PUB #1 topic:t 11\r\n"[..]);
+    let e = decode_with(&mut buf, &limits).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        &ErrorKind::PayloadTooLarge {
+            declared: 11,
+            max: 10
+        }
+    );
+    assert_eq!(e.request_id(), Some(1));
+    assert!(e.is_fatal());
+    assert_eq!(e.code(), ErrorCode::PayloadTooLarge);
+    let mut buf = BytesMut::from(&b"PUB topic:t 10\r\n0123456789\r\n"[..]);
+    assert!(decode_with(&mut buf, &limits).unwrap().is_some());
+}
+
+#[test]
+fn payload_longer_or_shorter_than_declared_is_fatal() {
+    let (k, fatal, _) = kind_of(b"PUB topic:t 3\r\nhello\r\n");
+    assert_eq!(k, ErrorKind::PayloadSizeMismatch);
+    assert!(fatal);
+    // Shorter: the next line is taken as payload, and its end does not line up.
+    let (k, _, _) = kind_of(b"PUB topic:t 8\r\nhi\r\nPINGREQ\r\n");
+    assert_eq!(k, ErrorKind::PayloadSizeMismatch);
+}
+
+#[test]
+fn malformed_headers_are_recoverable() {
+    for input in [
+        &b"HPUB topic:t 9 10\r\nnocolon\r\nx\r\n"[..],
+        b"HPUB topic:t 6 8\r\nk: v\r\nxx\r\n",
+        b"HPUB topic:t 10 10\r\nb@d: v\r\n\r\n\r\n",
+    ] {
+        let mut buf = BytesMut::from(input);
+        let e = decode(&mut buf).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            &ErrorKind::BadHeaders,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+        assert_eq!(e.code(), ErrorCode::BadFrame);
+        assert!(!e.is_fatal());
+        assert!(buf.is_empty());
+    }
+}
+
+#[test]
+fn control_bytes_in_a_line_are_bad_args() {
+    let (k, fatal, _) = kind_of(b"PINGREQ \x01\r\n");
+    assert_eq!(k, ErrorKind::BadArgs);
+    assert!(!fatal);
+}
+
+#[test]
+fn errors_name_their_position() {
+    let mut buf = BytesMut::from(&b"SUB topic:t x\r\n"[..]);
+    let e = decode(&mut buf).unwrap_err();
+    assert_eq!(e.offset(), 12);
+    assert!(e.to_string().contains("at byte 12"), "{e}");
+}
+
+#[test]
+fn unknown_error_codes_and_info_keys_are_tolerated() {
+    let f = decode_all(b"ERR brand_new_code something\r\nINFO server=a version=1 proto=1 max_payload=5 max_line=6 shiny=yes\r\n");
+    assert!(
+        matches!(&f[0], Frame::Err(e) if e.code == ErrorCode::Unrecognized && e.message == "something")
+    );
+    assert!(matches!(&f[1], Frame::Info(i) if i.max_line == 6));
+}
+
+#[test]
+fn error_codes_round_trip_as_tokens() {
+    for c in ErrorCode::ALL {
+        assert_eq!(ErrorCode::from_token(c.as_str().as_bytes()), c);
+    }
+}
+
+#[test]
+fn text_fields_cannot_break_framing() {
+    let f = Frame::Err(ErrorReply {
+        rid: None,
+        code: ErrorCode::Internal,
+        message: "two\r\nlines".into(),
+    });
+    let frames = decode_all(&enc(&f));
+    assert!(matches!(&frames[0], Frame::Err(e) if e.message == "two  lines"));
+    let c = Frame::Connect(Connect {
+        name: Some("has space".into()),
+        ..Connect::default()
+    });
+    assert!(
+        matches!(&decode_all(&enc(&c))[0], Frame::Connect(c) if c.name.as_deref() == Some("has_space"))
+    );
+}
+
+// ---- property tests ----
+
+fn arb_dest() -> impl Strategy<Value = Destination> {
+    (prop::bool::ANY, "[$]?[a-zA-Z0-9._-]{1,24}").prop_map(|(q, n)| Destination {
+        kind: if q { Kind::Queue } else { Kind::Topic },
+        name: Name::try_from(n.as_str()).unwrap(),
+    })
+}
+
+fn arb_headers() -> impl Strategy<Value = Headers> {
+    prop::collection::vec(
+        ("[a-zA-Z0-9._-]{1,12}", "([!-~]([ -~]{0,10}[!-~])?)?"),
+        0..4,
+    )
+    .prop_map(|kv| {
+        let mut h = Headers::new();
+        for (k, v) in kv {
+            h.append(&k, &v).unwrap();
+        }
+        h
+    })
+}
+
+fn arb_payload() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from)
+}
+
+fn arb_text() -> impl Strategy<Value = String> {
+    "([!-~]([ -~]{0,30}[!-~])?)?"
+}
+
+fn arb_token() -> impl Strategy<Value = String> {
+    "[!-~]{1,16}"
+}
+
+fn arb_frame() -> impl Strategy<Value = Frame> {
+    let rid = prop::option::of(any::<u64>());
+    prop_oneof![
+        (rid.clone(), arb_dest(), arb_headers(), arb_payload()).prop_map(
+            |(rid, dest, headers, payload)| {
+                Frame::Pub(Publish {
+                    rid,
+                    dest,
+                    headers,
+                    payload,
+                })
+            }
+        ),
+        (
+            arb_dest(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            arb_headers(),
+            arb_payload()
+        )
+            .prop_map(
+                |(dest, sid, did, count, headers, payload)| Frame::Msg(Delivery {
+                    dest,
+                    sid,
+                    did,
+                    count,
+                    headers,
+                    payload
+                })
+            ),
+        (
+            rid.clone(),
+            arb_dest(),
+            any::<u64>(),
+            prop::option::of(1u32..),
+            prop::option::of(prop_oneof![Just(AckMode::Auto), Just(AckMode::Manual)])
+        )
+            .prop_map(|(rid, dest, sid, prefetch, ack)| Frame::Sub(Subscribe {
+                rid,
+                dest,
+                sid,
+                prefetch,
+                ack
+            })),
+        (rid.clone(), any::<u64>()).prop_map(|(rid, sid)| Frame::Unsub { rid, sid }),
+        (rid.clone(), any::<u64>()).prop_map(|(rid, did)| Frame::Ack { rid, did }),
+        (rid.clone(), any::<u64>()).prop_map(|(rid, did)| Frame::Nack { rid, did }),
+        (rid.clone(), any::<bool>()).prop_map(|(rid, on)| Frame::SetAck { rid, on }),
+        rid.clone().prop_map(|rid| Frame::Stats { rid }),
+        rid.clone().prop_map(|rid| Frame::Help { rid }),
+        rid.clone().prop_map(|rid| Frame::PingReq { rid }),
+        rid.clone().prop_map(|rid| Frame::PingResp { rid }),
+        rid.clone().prop_map(|rid| Frame::Ok { rid }),
+        (rid.clone(), any::<bool>()).prop_map(|(rid, filtered)| Frame::PubAck { rid, filtered }),
+        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| Frame::Purge { rid, dest }),
+        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| Frame::Delete { rid, dest }),
+        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| Frame::ChainGet { rid, dest }),
+        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| Frame::ChainClear { rid, dest }),
+        (rid.clone(), arb_dest(), arb_payload()).prop_map(|(rid, dest, chain)| Frame::ChainSet {
+            rid,
+            dest,
+            chain
+        }),
+        (rid.clone(), arb_dest(), arb_payload()).prop_map(|(rid, dest, chain)| Frame::ChainResp {
+            rid,
+            dest,
+            chain
+        }),
+        (rid.clone(), arb_payload()).prop_map(|(rid, json)| Frame::StatsResp { rid, json }),
+        (rid.clone(), arb_payload()).prop_map(|(rid, text)| Frame::HelpResp { rid, text }),
+        (
+            rid.clone(),
+            prop::sample::select(ErrorCode::ALL.to_vec()),
+            arb_text()
+        )
+            .prop_map(|(rid, code, message)| Frame::Err(ErrorReply { rid, code, message })),
+        (
+            any::<u64>(),
+            prop::sample::select(ErrorCode::ALL.to_vec()),
+            arb_text()
+        )
+            .prop_map(|(sid, code, message)| Frame::Cancel { sid, code, message }),
+        arb_text().prop_map(|message| Frame::Shutdown { message }),
+        Just(Frame::Disconnect),
+        (
+            arb_token(),
+            arb_token(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(server, version, proto, max_payload, max_line)| Frame::Info(Info {
+                    server,
+                    version,
+                    proto,
+                    max_payload,
+                    max_line
+                })
+            ),
+        (
+            rid,
+            prop::option::of("[!-~&&[^=]]{1,12}"),
+            prop::option::of(any::<u32>()),
+            prop::option::of(any::<bool>())
+        )
+            .prop_map(|(rid, name, proto, confirm)| Frame::Connect(Connect {
+                rid,
+                name,
+                proto,
+                confirm
+            })),
+    ]
+}
+
+/// Big enough for anything `arb_frame` makes.
+const BIG: Limits = Limits {
+    max_line: 4096,
+    max_payload: 1 << 20,
+};
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn encode_then_decode_is_identity(f in arb_frame()) {
+        let mut buf = BytesMut::new();
+        encode(&f, &mut buf);
+        let got = decode_with(&mut buf, &BIG).unwrap();
+        prop_assert_eq!(got, Some(f));
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_stream_cut_anywhere_decodes_to_the_same_frames(
+        frames in prop::collection::vec(arb_frame(), 1..20),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let mut wire = BytesMut::new();
+        for f in &frames { encode(f, &mut wire); }
+        let wire = wire.freeze();
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+        points.push(wire.len());
+        points.sort_unstable();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for p in points {
+            buf.extend_from_slice(&wire[at..p]);
+            at = p;
+            while let Some(f) = decode_with(&mut buf, &BIG).unwrap() { got.push(f); }
+        }
+        prop_assert_eq!(got, frames);
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn no_input_makes_decode_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        for _ in 0..600 {
+            match decode(&mut buf) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) if e.is_fatal() => break,
+                Err(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn text_like_garbage_never_panics(s in "([A-Z]{1,8}( [#a-z:0-9=]{0,12}){0,6}\r?\n){1,8}") {
+        let mut buf = BytesMut::from(s.as_bytes());
+        for _ in 0..64 {
+            match decode(&mut buf) {
+                Ok(Some(_)) | Err(_) if !buf.is_empty() => {}
+                _ => break,
+            }
+        }
+    }
+}
