@@ -84,7 +84,11 @@ pub fn decode_with(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>,
             buf.advance(line_total);
             continue;
         }
-        let draft = match parse_line(&buf[..content]) {
+        let parsed = match fast_pub(&buf[..content]) {
+            Some(d) => Ok(d),
+            None => parse_line(&buf[..content]),
+        };
+        let draft = match parsed {
             Ok(d) => d,
             Err(e) => {
                 if !e.is_fatal() {
@@ -94,8 +98,8 @@ pub fn decode_with(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>,
             }
         };
         let Some(spec) = draft.payload.clone() else {
-            let head = buf.split_to(line_total).freeze();
-            return draft.finish(&head, Bytes::new(), Headers::new()).map(Some);
+            let name = take_line(buf, line_total, draft.name_span());
+            return draft.finish(name, Bytes::new(), Headers::new()).map(Some);
         };
         if spec.total > limits.max_payload as u64 {
             return Err(ProtocolError::new(
@@ -127,7 +131,7 @@ pub fn decode_with(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>,
                 .with_rid(draft.rid))
             }
         };
-        let head = buf.split_to(line_total).freeze();
+        let name = take_line(buf, line_total, draft.name_span());
         let body = buf.split_to(total).freeze();
         buf.advance(term);
         if let Some(e) = draft.deferred {
@@ -147,8 +151,29 @@ pub fn decode_with(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>,
                 }
             },
         };
-        let payload = body.slice(spec.hdr..);
-        return draft.finish(&head, payload, headers).map(Some);
+        let payload = if spec.hdr == 0 {
+            body
+        } else {
+            body.slice(spec.hdr..)
+        };
+        return draft.finish(name, payload, headers).map(Some);
+    }
+}
+
+/// Consumes a line of `line_total` bytes and returns the bytes of the name at `span`
+/// within it (empty without one): one split and no copy.
+fn take_line(buf: &mut BytesMut, line_total: usize, span: Option<Range<usize>>) -> Bytes {
+    match span {
+        Some(r) => {
+            buf.advance(r.start);
+            let name = buf.split_to(r.end - r.start).freeze();
+            buf.advance(line_total - r.end);
+            name
+        }
+        None => {
+            buf.advance(line_total);
+            Bytes::new()
+        }
     }
 }
 
@@ -206,10 +231,11 @@ struct DestSpan {
 }
 
 impl DestSpan {
-    fn get(&self, head: &Bytes) -> Destination {
+    /// The destination, given the name's bytes split off the line by [`take_line`].
+    fn get(&self, name: &Bytes) -> Destination {
         Destination {
             kind: self.kind,
-            name: Name::from_validated(head.slice(self.name.clone())),
+            name: Name::from_validated(name.clone()),
         }
     }
 }
@@ -253,18 +279,29 @@ enum Shape {
 }
 
 impl Draft {
-    fn finish(
-        self,
-        head: &Bytes,
-        payload: Bytes,
-        headers: Headers,
-    ) -> Result<Frame, ProtocolError> {
+    /// Where the line's destination name lies, if it has one.
+    fn name_span(&self) -> Option<Range<usize>> {
+        match &self.shape {
+            Shape::Pub(d)
+            | Shape::Purge(d)
+            | Shape::Delete(d)
+            | Shape::ChainGet(d)
+            | Shape::ChainSet(d)
+            | Shape::ChainClear(d)
+            | Shape::ChainResp(d)
+            | Shape::Sub { dest: d, .. }
+            | Shape::Msg { dest: d, .. } => Some(d.name.clone()),
+            Shape::Done(_) | Shape::StatsResp | Shape::HelpResp | Shape::Invalid => None,
+        }
+    }
+
+    fn finish(self, name: Bytes, payload: Bytes, headers: Headers) -> Result<Frame, ProtocolError> {
         let rid = self.rid;
         Ok(match self.shape {
             Shape::Done(f) => f,
             Shape::Pub(d) => Frame::Pub(Publish {
                 rid,
-                dest: d.get(head),
+                dest: d.get(&name),
                 headers,
                 payload,
             }),
@@ -275,35 +312,35 @@ impl Draft {
                 ack,
             } => Frame::Sub(Subscribe {
                 rid,
-                dest: dest.get(head),
+                dest: dest.get(&name),
                 sid,
                 prefetch,
                 ack,
             }),
             Shape::Purge(d) => Frame::Purge {
                 rid,
-                dest: d.get(head),
+                dest: d.get(&name),
             },
             Shape::Delete(d) => Frame::Delete {
                 rid,
-                dest: d.get(head),
+                dest: d.get(&name),
             },
             Shape::ChainGet(d) => Frame::ChainGet {
                 rid,
-                dest: d.get(head),
+                dest: d.get(&name),
             },
             Shape::ChainSet(d) => Frame::ChainSet {
                 rid,
-                dest: d.get(head),
+                dest: d.get(&name),
                 chain: payload,
             },
             Shape::ChainClear(d) => Frame::ChainClear {
                 rid,
-                dest: d.get(head),
+                dest: d.get(&name),
             },
             Shape::ChainResp(d) => Frame::ChainResp {
                 rid,
-                dest: d.get(head),
+                dest: d.get(&name),
                 chain: payload,
             },
             Shape::Msg {
@@ -312,7 +349,7 @@ impl Draft {
                 did,
                 count,
             } => Frame::Msg(Delivery {
-                dest: dest.get(head),
+                dest: dest.get(&name),
                 sid,
                 did,
                 count,
@@ -336,6 +373,8 @@ struct Args<'a> {
     pos: usize,
     /// The command word, upper-cased for messages.
     cmd: &'static str,
+    /// Where tokenizing stopped early, and why.
+    stop: Option<(usize, String)>,
 }
 
 fn err(kind: ErrorKind, at: usize, detail: impl Into<String>) -> ProtocolError {
@@ -356,39 +395,42 @@ fn shown(t: &[u8]) -> String {
 }
 
 impl<'a> Args<'a> {
-    /// `line = command *(1*blank token) *blank`
-    fn split(line: &'a [u8]) -> Result<Args<'a>, ProtocolError> {
+    /// `control-line = *blank command *(1*blank token) *blank`
+    ///
+    /// Never fails: where tokens stop (a control byte, or more than [`MAX_TOKENS`]) is
+    /// remembered in `stop` and reported only if a rule needs a token past it, so that
+    /// free text (`ERR` messages) can still be read from the raw line.
+    fn split(line: &'a [u8]) -> Args<'a> {
         let mut toks: [&[u8]; MAX_TOKENS] = [&[]; MAX_TOKENS];
         let mut len = 0;
         let mut rest = line;
+        let mut stop = None;
         loop {
             let (r, _) = blanks(rest).unwrap_or((rest, &[]));
             if r.is_empty() {
                 break;
             }
+            let at = line.len() - r.len();
             let Ok((r2, t)) = token(r) else {
-                let at = line.len() - r.len();
-                return Err(err(
-                    ErrorKind::BadArgs,
-                    at,
-                    format!("control byte 0x{:02x} in line", r[0]),
-                ));
+                stop = Some((at, format!("control byte 0x{:02x} in line", r[0])));
+                break;
             };
             if len == MAX_TOKENS {
-                let at = line.len() - r.len();
-                return Err(err(ErrorKind::BadArgs, at, "too many arguments"));
+                stop = Some((at, "too many arguments".to_owned()));
+                break;
             }
             toks[len] = t;
             len += 1;
             rest = r2;
         }
-        Ok(Args {
+        Args {
             line,
             toks,
             len,
             pos: 1,
             cmd: "",
-        })
+            stop,
+        }
     }
 
     fn offset(&self, t: &[u8]) -> usize {
@@ -408,8 +450,18 @@ impl<'a> Args<'a> {
         self.len - self.pos
     }
 
+    /// The error for reading past where tokenizing stopped.
+    fn stopped(&self) -> Option<ProtocolError> {
+        self.stop
+            .as_ref()
+            .map(|(at, why)| err(ErrorKind::BadArgs, *at, why.clone()))
+    }
+
     fn next(&mut self, what: &str) -> Result<&'a [u8], ProtocolError> {
         if self.pos >= self.len {
+            if let Some(e) = self.stopped() {
+                return Err(e);
+            }
             return Err(err(
                 ErrorKind::BadArgs,
                 self.line.len(),
@@ -492,12 +544,18 @@ impl<'a> Args<'a> {
     fn rest_text(&mut self) -> String {
         let at = self.here();
         self.pos = self.len;
+        // A lone CR inside a line is not a line end; as text it becomes a blank, as
+        // the encoder writes it.
         String::from_utf8_lossy(&self.line[at..])
-            .trim_end_matches([' ', '\t'])
+            .replace('\r', " ")
+            .trim_matches([' ', '\t'])
             .to_owned()
     }
 
     fn end(&self) -> Result<(), ProtocolError> {
+        if let Some(e) = self.stopped() {
+            return Err(e);
+        }
         if self.pos < self.len {
             let t = self.toks[self.pos];
             return Err(err(
@@ -512,7 +570,7 @@ impl<'a> Args<'a> {
     /// `kv = key "=" value`
     fn kv(&mut self) -> Option<Result<KeyValue<'a>, ProtocolError>> {
         if self.pos >= self.len {
-            return None;
+            return self.stopped().map(Err);
         }
         let t = self.toks[self.pos];
         self.pos += 1;
@@ -537,17 +595,18 @@ impl<'a> Args<'a> {
         self.len > sub && self.toks[sub].eq_ignore_ascii_case(b"SET")
     }
 
-    /// Reads the size tokens of a payload frame (the last one or two tokens), so that
-    /// the payload can be skipped even when other arguments are bad.
+    /// Reads the size tokens of a payload frame (the last one or two words of the raw
+    /// line), so that the payload can be skipped even when other arguments are bad.
     fn payload_spec(&self, with_headers: bool) -> Option<PayloadSpec> {
-        let need = if with_headers { 2 } else { 1 };
-        if self.len < 1 + need {
-            return None;
-        }
-        let last = self.toks[self.len - 1];
+        let line = self.line;
+        let mut words = line.rsplit(|&b| is_blank(b)).filter(|w| !w.is_empty());
+        let last = words.next()?;
+        let before = words.next()?;
         let total = number(last)?;
         let hdr = if with_headers {
-            let h = number(self.toks[self.len - 2])?;
+            // The command word must still precede the two sizes.
+            words.next()?;
+            let h = number(before)?;
             if h > total || h < 2 {
                 return None;
             }
@@ -577,9 +636,43 @@ fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
+/// The hot frame's fast path: `PUB SP dest SP size`, with no request id and single
+/// blanks. Anything else (or anything wrong) returns `None` and takes the general path,
+/// which also produces the errors.
+fn fast_pub(line: &[u8]) -> Option<Draft> {
+    if line.len() < 6 || !line[..4].eq_ignore_ascii_case(b"PUB ") {
+        return None;
+    }
+    let rest = &line[4..];
+    let sp = memchr::memchr(b' ', rest)?;
+    let dest = &rest[..sp];
+    let total = number(&rest[sp + 1..])?;
+    let kind = if dest.starts_with(b"topic:") {
+        Kind::Topic
+    } else if dest.starts_with(b"queue:") {
+        Kind::Queue
+    } else {
+        return None;
+    };
+    validate_name(&dest[6..]).ok()?;
+    Some(Draft {
+        rid: None,
+        shape: Shape::Pub(DestSpan {
+            kind,
+            name: 10..4 + sp,
+        }),
+        payload: Some(PayloadSpec {
+            hdr: 0,
+            total,
+            at: 5 + sp,
+        }),
+        deferred: None,
+    })
+}
+
 /// Parses one control line (without its line ending).
 fn parse_line(line: &[u8]) -> Result<Draft, ProtocolError> {
-    let mut a = Args::split(line)?;
+    let mut a = Args::split(line);
     let word = a.toks[0];
     macro_rules! is {
         ($w:literal) => {
@@ -648,6 +741,9 @@ fn parse_payload_line(
     cmd: &'static str,
     with_headers: bool,
 ) -> Result<(RequestId, Shape), ProtocolError> {
+    if let Some(e) = a.stopped() {
+        return Err(e);
+    }
     let sizes = if with_headers { 2 } else { 1 };
     // Hide the size tokens from the argument cursor.
     a.len -= sizes;
@@ -657,12 +753,23 @@ fn parse_payload_line(
             "PUB" | "HPUB" => Shape::Pub(a.dest()?),
             "MSG" | "HMSG" => {
                 if rid.is_some() {
-                    return Err(err(ErrorKind::BadArgs, 4, "MSG carries no request id"));
+                    return Err(err(
+                        ErrorKind::BadArgs,
+                        0,
+                        format!("{cmd} carries no request id"),
+                    ));
                 }
                 let dest = a.dest()?;
                 let sid = a.u64("a subscription id")?;
                 let did = a.u64("a delivery id")?;
                 let count = a.u32("a delivery count")?;
+                if count == 0 {
+                    return Err(err(
+                        ErrorKind::BadArgs,
+                        a.here(),
+                        "delivery count starts at 1",
+                    ));
+                }
                 Shape::Msg {
                     dest,
                     sid,
@@ -874,16 +981,16 @@ fn parse_plain_line(a: &mut Args<'_>, word: &[u8]) -> Result<Draft, ProtocolErro
                     )
                 })
             };
-            if k == b"server" {
+            if k.eq_ignore_ascii_case(b"server") {
                 info.server = text(v);
-            } else if k == b"version" {
+            } else if k.eq_ignore_ascii_case(b"version") {
                 info.version = text(v);
-            } else if k == b"proto" {
+            } else if k.eq_ignore_ascii_case(b"proto") {
                 info.proto = u32::try_from(num()?)
                     .map_err(|_| err(ErrorKind::BadArgs, at, "proto too large"))?;
-            } else if k == b"max_payload" {
+            } else if k.eq_ignore_ascii_case(b"max_payload") {
                 info.max_payload = num()?;
-            } else if k == b"max_line" {
+            } else if k.eq_ignore_ascii_case(b"max_line") {
                 info.max_line = num()?;
             }
             // Unknown keys are ignored (newer brokers may say more).

@@ -261,11 +261,8 @@ fn crlf(dst: &mut BytesMut) {
     dst.put_slice(b"\r\n");
 }
 
-/// A token: printable, no blanks. Anything else becomes `_`; empty becomes `-`.
+/// A token: printable, no blanks. Anything else becomes `_`.
 fn put_token(dst: &mut BytesMut, s: &str) {
-    if s.is_empty() {
-        dst.put_u8(b'-');
-    }
     for &b in s.as_bytes() {
         dst.put_u8(if b > b' ' && b != 0x7f { b } else { b'_' });
     }

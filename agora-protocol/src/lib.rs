@@ -40,6 +40,49 @@ pub use frame::{
     HeaderError, Headers, Info, Kind, Name, NameError, Publish, RequestId, Subscribe, MAX_NAME_LEN,
 };
 
+/// Checks the decoder's contract on arbitrary bytes; shared by the fuzz target and the
+/// test that replays the fuzz corpus. Not part of the stable API.
+#[doc(hidden)]
+pub mod testing {
+    use bytes::BytesMut;
+
+    use crate::{decode_with, encode, Limits};
+
+    /// Feeds `data` to the decoder in two parts (cut where its first byte says), with
+    /// small limits so the limit paths are reached. Panics if the decoder panics, if a
+    /// recoverable error consumes nothing, or if a decoded frame does not survive
+    /// encode → decode unchanged.
+    pub fn check_decode(data: &[u8]) {
+        let limits = Limits {
+            max_line: 64,
+            max_payload: 256,
+        };
+        let big = Limits {
+            max_line: 1 << 16,
+            max_payload: 1 << 20,
+        };
+        let mut buf = BytesMut::new();
+        let cut = data.first().map_or(0, |&b| b as usize % (data.len() + 1));
+        for part in [&data[..cut], &data[cut..]] {
+            buf.extend_from_slice(part);
+            loop {
+                let before = buf.len();
+                match decode_with(&mut buf, &limits) {
+                    Ok(Some(frame)) => {
+                        let mut out = BytesMut::new();
+                        encode(&frame, &mut out);
+                        let again = decode_with(&mut out, &big);
+                        assert_eq!(again, Ok(Some(frame)), "re-decode of {out:?}");
+                    }
+                    Ok(None) => break,
+                    Err(e) if e.is_fatal() => return,
+                    Err(e) => assert!(buf.len() < before, "{e} consumed nothing"),
+                }
+            }
+        }
+    }
+}
+
 /// The broker's default TCP and UDP port (0xBEEF).
 pub const DEFAULT_PORT: u16 = 48879;
 

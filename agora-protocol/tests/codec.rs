@@ -553,6 +553,55 @@ fn malformed_headers_are_recoverable() {
 }
 
 #[test]
+fn long_error_messages_survive_the_trip() {
+    let message = "a message with many more than twelve words in it, as the broker's own error texts have: 'FROB' (send HELP for the list) (at byte 0)";
+    let f = Frame::Err(ErrorReply {
+        rid: Some(1),
+        code: ErrorCode::UnknownCommand,
+        message: message.into(),
+    });
+    assert_eq!(decode_all(&enc(&f)), vec![f]);
+    let c = Frame::Cancel {
+        sid: 1,
+        code: ErrorCode::SlowConsumer,
+        message: message.into(),
+    };
+    assert_eq!(decode_all(&enc(&c)), vec![c]);
+}
+
+#[test]
+fn a_bad_payload_line_never_lets_its_payload_be_read_as_commands() {
+    for input in [
+        &b"PUB topic:t\x01 15\r\nSUB topic:x 1\r\n\r\nPINGREQ\r\n"[..],
+        b"PUB a b c d e f g h i j k l m 15\r\nSUB topic:x 1\r\n\r\nPINGREQ\r\n",
+    ] {
+        let mut buf = BytesMut::from(input);
+        let e = decode(&mut buf).unwrap_err();
+        assert!(!e.is_fatal(), "{e}");
+        assert_eq!(
+            decode(&mut buf).unwrap(),
+            Some(Frame::PingReq { rid: None }),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn delivery_count_starts_at_one() {
+    let (k, _, _) = kind_of(b"MSG topic:t 1 0 0 1\r\nx\r\n");
+    assert_eq!(k, ErrorKind::BadArgs);
+}
+
+#[test]
+fn too_many_tokens_is_bad_args() {
+    let (k, fatal, left) = kind_of(b"SUB topic:t 1 a=1 b=2 c=3 d=4 e=5 f=6 g=7 h=8 i=9 j=10\r\n");
+    assert_eq!(k, ErrorKind::BadArgs);
+    assert!(!fatal);
+    assert_eq!(left, 0);
+}
+
+#[test]
 fn control_bytes_in_a_line_are_bad_args() {
     let (k, fatal, _) = kind_of(b"PINGREQ \x01\r\n");
     assert_eq!(k, ErrorKind::BadArgs);
