@@ -1,1 +1,136 @@
-//! placeholder
+//! The Agora broker.
+//!
+//! Module map (the blocks of the book's Architecture chapter):
+//!
+//! - [`config`]: every limit and policy, with defaults.
+//! - `conn`: the connection manager: the accept loop, and one task per client that
+//!   reads and decodes its frames and acts on them.
+//! - `manager`: the queue manager: registry and lifecycle of queues and topics;
+//!   owns control, never data.
+//! - `queue`: a queue task: pending messages, consumers' unacked sets, acks,
+//!   redelivery.
+//! - `topic`: fan-out to subscribers' bounded buffers, done by the publisher's task.
+//! - `shipper`: one task per connection that drains replies and subscription channels
+//!   in batches and writes them with one call.
+//!
+//! The binary `agora` parses the command line and calls [`run`]. Tests call
+//! [`Server::bind`] and [`Server::serve`] in-process (nothing here installs global
+//! state such as a logger, so many servers can share a process).
+#![warn(missing_docs, rust_2018_idioms)]
+
+pub mod config;
+mod conn;
+mod manager;
+mod queue;
+mod shipper;
+mod stats;
+mod topic;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::Sender;
+use async_net::TcpListener;
+
+pub use config::{Config, SlowConsumerPolicy};
+
+/// State every connection shares: settings, the queue manager's channel, counters.
+pub(crate) struct Broker {
+    pub config: Config,
+    pub manager: Sender<manager::ManagerCmd>,
+    /// Source of connection and consumer ids.
+    pub next_id: AtomicU64,
+    /// Connected TCP clients.
+    pub clients_tcp: AtomicUsize,
+    pub started: Instant,
+    pub shutting_down: AtomicBool,
+}
+
+impl Broker {
+    pub fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+}
+
+/// A broker bound to its socket, not yet serving.
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Binds the listening socket(s) described by `config`.
+    pub async fn bind(config: Config) -> io::Result<Server> {
+        let listener = TcpListener::bind((config.bind, config.port)).await?;
+        Ok(Server { config, listener })
+    }
+
+    /// The TCP address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves clients until `shutdown` completes, then shuts down gracefully: stops
+    /// accepting, sends every client `SHUTDOWN`, lets shippers flush, and returns when
+    /// all connections are closed or [`Config::shutdown_timeout`] has passed.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let broker = Arc::new(Broker {
+            manager: manager::spawn(&self.config),
+            config: self.config,
+            next_id: AtomicU64::new(1),
+            clients_tcp: AtomicUsize::new(0),
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+        });
+        // Closing `stop` tells every connection to wrap up; each connection holds a
+        // clone of `alive`, so `done` closes when the last one has finished.
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        let (alive, done) = async_channel::bounded::<()>(1);
+        let accept = conn::accept_loop(broker.clone(), self.listener, stop_rx, alive);
+        futures_lite::future::or(accept, async {
+            shutdown.await;
+        })
+        .await;
+        broker.shutting_down.store(true, SeqCst);
+        log::info!("shutting down");
+        stop_tx.close();
+        let timeout = broker.config.shutdown_timeout;
+        let finished = futures_lite::future::or(
+            async {
+                let _ = done.recv().await;
+                true
+            },
+            async {
+                smol::Timer::after(timeout).await;
+                false
+            },
+        )
+        .await;
+        if !finished {
+            log::warn!(
+                "{} connections still open after {:?}; closing anyway",
+                broker.clients_tcp.load(SeqCst),
+                timeout
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Binds as `config` says, prints the documented start-up line
+/// `agora listening on tcp://<addr>` on stdout, and serves until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    println!("agora listening on tcp://{addr}");
+    log::info!("listening on {addr}");
+    server.serve(shutdown).await
+}
+
+/// How long the accept loop waits after an accept error, doubling to a maximum.
+pub(crate) const ACCEPT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(5), Duration::from_secs(1));

@@ -1,0 +1,669 @@
+//! The connection manager: the accept loop and one task per client.
+//!
+//! The accept loop does the minimum (count, spawn) and never waits on a client; when
+//! `accept` fails (out of file descriptors, say) it backs off instead of spinning. A
+//! client beyond [`Config::max_connections`](crate::Config::max_connections) is answered
+//! `ERR too_many_connections` and closed. Each client's task reads into one buffer,
+//! decodes every complete frame in it before reading again, and acts on each: publishes
+//! go straight into the destination, control goes to the queue manager once per name.
+//! Everything sent to the client goes through the connection's shipper.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::Arc;
+
+use agora_protocol::bytes::{Bytes, BytesMut};
+use agora_protocol::{
+    decode_with, AckMode, Destination, ErrorCode, Frame, Info, Kind, Limits, Publish, RequestId,
+    Subscribe, PROTOCOL_VERSION,
+};
+use async_channel::Receiver;
+use async_net::{TcpListener, TcpStream};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+
+use crate::manager::{Handle, ManagerCmd};
+use crate::queue::{Consumer, QueueCmd, QueueShared, Refused, SLOT_SHIFT};
+use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
+use crate::topic::{Subscriber, Topic};
+use crate::{Broker, ACCEPT_BACKOFF};
+
+/// Bytes read per `read` call at most.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Destinations a connection remembers handles for; past this the cache starts over.
+const HANDLE_CACHE: usize = 1024;
+
+/// Most subscriptions on one connection.
+const MAX_SUBSCRIPTIONS: usize = 1024;
+
+/// How long a closing connection may take to flush before it is dropped.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+const HELP: &str = "\
+Agora protocol, version 1. Commands (case-insensitive; #id is an optional request id):
+  PUB [#id] <queue:NAME|topic:NAME> <bytes>        then the payload and CRLF
+  HPUB [#id] <dest> <header-bytes> <total-bytes>   headers 'key: value' CRLF..., CRLF, payload
+  SUB [#id] <dest> <sid> [prefetch=N] [ack=auto|manual]
+  UNSUB [#id] <sid>
+  ACK [#id] <delivery-id>      NACK [#id] <delivery-id>
+  SETACK [#id] on|off          publisher confirms (PUBACK)
+  CONNECT [#id] [name=N] [proto=1] [confirm=on|off]
+  PURGE [#id] <queue:NAME>     STATS [#id]     HELP [#id]
+  PINGREQ [#id]                DISCONNECT
+The book's Protocol chapter has the full grammar.";
+
+/// Accepts clients until the future is dropped.
+pub(crate) async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    stop: Receiver<()>,
+    alive: async_channel::Sender<()>,
+) {
+    let mut backoff = ACCEPT_BACKOFF.0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF.0;
+                let n = broker.clients_tcp.fetch_add(1, SeqCst);
+                if n >= broker.config.max_connections {
+                    broker.clients_tcp.fetch_sub(1, SeqCst);
+                    let max = broker.config.max_connections;
+                    smol::spawn(refuse(stream, max)).detach();
+                    continue;
+                }
+                let b = broker.clone();
+                let stop = stop.clone();
+                let alive = alive.clone();
+                smol::spawn(async move {
+                    serve_client(&b, stream, peer, stop).await;
+                    b.clients_tcp.fetch_sub(1, SeqCst);
+                    drop(alive);
+                })
+                .detach();
+            }
+            Err(e) => {
+                log::warn!("accept failed: {e}; retrying in {backoff:?}");
+                smol::Timer::after(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+            }
+        }
+    }
+}
+
+/// Tells a client over the connection cap why it is closed.
+async fn refuse(mut stream: TcpStream, max: usize) {
+    let mut b = BytesMut::new();
+    agora_protocol::encode_err(
+        None,
+        ErrorCode::TooManyConnections,
+        &format!("the broker is at its limit of {max} connections"),
+        &mut b,
+    );
+    let write = async {
+        let _ = stream.write_all(&b).await;
+        let _ = stream.flush().await;
+    };
+    future::or(write, async {
+        smol::Timer::after(FLUSH_TIMEOUT).await;
+    })
+    .await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// A subscription as its connection knows it.
+enum Sub {
+    Topic {
+        topic: Arc<Topic>,
+        sub: Arc<Subscriber>,
+    },
+    Queue {
+        queue: Arc<QueueShared>,
+        cid: u64,
+        slot: u64,
+    },
+}
+
+struct Conn<'a> {
+    broker: &'a Broker,
+    peer: SocketAddr,
+    outbox: Outbox,
+    limits: Limits,
+    /// Publisher confirms on (`SETACK on`).
+    confirm: bool,
+    /// The client's name from `CONNECT`.
+    name: Option<String>,
+    subs: HashMap<u64, Sub>,
+    /// Delivery-id slot → subscription id, for routing `ACK`/`NACK`.
+    slots: HashMap<u64, u64>,
+    next_slot: u64,
+    /// Handles of destinations this client used, so a publish needs no manager trip.
+    handles: HashMap<Destination, Handle>,
+}
+
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+async fn serve_client(broker: &Broker, stream: TcpStream, peer: SocketAddr, stop: Receiver<()>) {
+    let _ = stream.set_nodelay(true);
+    CONNECTIONS.fetch_add(1, Relaxed);
+    log::debug!("client {peer} connected");
+    let (outbox, out_rx) = Outbox::new(broker.config.reply_buffer);
+    let shipper = smol::spawn(shipper::run(Writer::Tcp(stream.clone()), out_rx));
+    let mut c = Conn {
+        broker,
+        peer,
+        outbox: outbox.clone(),
+        limits: Limits {
+            max_line: broker.config.max_line,
+            max_payload: broker.config.max_payload,
+        },
+        confirm: false,
+        name: None,
+        subs: HashMap::new(),
+        slots: HashMap::new(),
+        next_slot: 1,
+        handles: HashMap::new(),
+    };
+    let info = Frame::Info(Info {
+        server: broker.config.server_name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        proto: PROTOCOL_VERSION,
+        max_payload: broker.config.max_payload as u64,
+        max_line: broker.config.max_line as u64,
+    });
+    if outbox.frame(&info).await {
+        c.read_loop(stream, &stop).await;
+    }
+    c.teardown().await;
+    if !outbox.send(Outbound::Close).await {
+        outbox.close();
+    }
+    if future::or(
+        async {
+            shipper.await;
+            Some(())
+        },
+        async {
+            smol::Timer::after(FLUSH_TIMEOUT).await;
+            None
+        },
+    )
+    .await
+    .is_none()
+    {
+        log::debug!("client {peer} did not take its last bytes in time");
+    }
+    log::debug!(
+        "client {peer}{} disconnected",
+        c.name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    );
+}
+
+impl Conn<'_> {
+    async fn read_loop(&mut self, mut stream: TcpStream, stop: &Receiver<()>) {
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        loop {
+            loop {
+                match decode_with(&mut buf, &self.limits) {
+                    Ok(Some(f)) => {
+                        if !self.handle(f).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::debug!("client {}: {e}", self.peer);
+                        let msg = e.to_string();
+                        if !self.outbox.err(e.request_id(), e.code(), &msg).await {
+                            return;
+                        }
+                        if e.is_fatal() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let len = buf.len();
+            buf.resize(len + READ_SIZE, 0);
+            let read = future::or(async { Some(stream.read(&mut buf[len..]).await) }, async {
+                let _ = stop.recv().await;
+                None
+            })
+            .await;
+            match read {
+                Some(Ok(n)) if n > 0 => buf.truncate(len + n),
+                Some(_) => return, // EOF or error: the client is gone
+                None => {
+                    self.outbox
+                        .frame(&Frame::Shutdown {
+                            message: "the broker is shutting down".to_owned(),
+                        })
+                        .await;
+                    return;
+                }
+            }
+            if self.outbox.is_closed() {
+                return;
+            }
+        }
+    }
+
+    /// Acts on one frame; false ends the connection.
+    async fn handle(&mut self, f: Frame) -> bool {
+        match f {
+            Frame::Pub(p) => self.publish(p).await,
+            Frame::Ack { rid, did } => self.ack(rid, did, true).await,
+            Frame::Nack { rid, did } => self.ack(rid, did, false).await,
+            Frame::Sub(s) => self.subscribe(s).await,
+            Frame::Unsub { rid, sid } => {
+                if self.unsubscribe(sid).await {
+                    self.outbox.frame(&Frame::Ok { rid }).await
+                } else {
+                    self.outbox
+                        .err(
+                            rid,
+                            ErrorCode::UnknownSubscription,
+                            &format!("no subscription {sid} on this connection"),
+                        )
+                        .await
+                }
+            }
+            Frame::SetAck { rid, on } => {
+                self.confirm = on;
+                self.outbox.frame(&Frame::Ok { rid }).await
+            }
+            Frame::Connect(c) => {
+                if let Some(p) = c.proto {
+                    if p != PROTOCOL_VERSION {
+                        return self
+                            .outbox
+                            .err(
+                                c.rid,
+                                ErrorCode::BadArgs,
+                                &format!(
+                                    "protocol version {p} is not supported; this broker speaks {PROTOCOL_VERSION}"
+                                ),
+                            )
+                            .await;
+                    }
+                }
+                if let Some(on) = c.confirm {
+                    self.confirm = on;
+                }
+                if let Some(n) = c.name {
+                    log::debug!("client {} is {n}", self.peer);
+                    self.name = Some(n);
+                }
+                self.outbox.frame(&Frame::Ok { rid: c.rid }).await
+            }
+            Frame::Stats { rid } => {
+                let (tx, rx) = async_channel::bounded(1);
+                if self
+                    .broker
+                    .manager
+                    .send(ManagerCmd::List { reply: tx })
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                let handles = rx.recv().await.unwrap_or_default();
+                let json = crate::stats::document(self.broker, &handles);
+                self.outbox
+                    .frame(&Frame::StatsResp {
+                        rid,
+                        json: Bytes::from(json),
+                    })
+                    .await
+            }
+            Frame::Help { rid } => {
+                self.outbox
+                    .frame(&Frame::HelpResp {
+                        rid,
+                        text: Bytes::from_static(HELP.as_bytes()),
+                    })
+                    .await
+            }
+            Frame::PingReq { rid } => self.outbox.frame(&Frame::PingResp { rid }).await,
+            Frame::PingResp { .. } => true,
+            Frame::Disconnect => false,
+            Frame::Purge { rid, dest } => self.purge(rid, dest).await,
+            Frame::Delete { rid, .. }
+            | Frame::ChainGet { rid, .. }
+            | Frame::ChainSet { rid, .. }
+            | Frame::ChainClear { rid, .. } => {
+                let word = f_word(rid);
+                self.outbox
+                    .err(
+                        rid,
+                        ErrorCode::UnknownCommand,
+                        &format!("{word} is not available in this version of the broker"),
+                    )
+                    .await
+            }
+            other => {
+                let word = other.command();
+                self.outbox
+                    .err(
+                        other.request_id(),
+                        ErrorCode::UnknownCommand,
+                        &format!("'{word}' is sent by the broker, not by clients"),
+                    )
+                    .await
+            }
+        }
+    }
+
+    /// The handle for `dest`, from the cache or the queue manager.
+    async fn resolve(&mut self, dest: &Destination) -> Option<Handle> {
+        if let Some(h) = self.handles.get(dest) {
+            if !h.is_closed() {
+                return Some(h.clone());
+            }
+        }
+        let (tx, rx) = async_channel::bounded(1);
+        self.broker
+            .manager
+            .send(ManagerCmd::Resolve {
+                dest: dest.clone(),
+                reply: tx,
+            })
+            .await
+            .ok()?;
+        let h = rx.recv().await.ok()?;
+        if self.handles.len() >= HANDLE_CACHE {
+            self.handles.clear();
+        }
+        self.handles.insert(dest.compact(), h.clone());
+        Some(h)
+    }
+
+    async fn publish(&mut self, p: Publish) -> bool {
+        if p.dest.name.is_reserved() {
+            return self
+                .outbox
+                .err(
+                    p.rid,
+                    ErrorCode::NotPermitted,
+                    &format!("{} is reserved for the broker", p.dest),
+                )
+                .await;
+        }
+        let mut msg = Message {
+            headers: p.headers,
+            payload: p.payload,
+        };
+        // A destination can be retired between lookup and use; resolving again finds
+        // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
+        for _ in 0..3 {
+            let Some(h) = self.resolve(&p.dest).await else {
+                return false;
+            };
+            match h {
+                Handle::Topic(t) => {
+                    if t.closed.load(SeqCst) {
+                        continue;
+                    }
+                    t.publish(msg);
+                    return self.confirmed(p.rid).await;
+                }
+                Handle::Queue(q) => match q.reserve(msg.size()) {
+                    Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
+                        Ok(()) => return self.confirmed(p.rid).await,
+                        Err(async_channel::SendError(QueueCmd::Publish(m))) => msg = m,
+                        Err(_) => return false,
+                    },
+                    Err(Refused::Full(why)) => {
+                        return self.outbox.err(p.rid, ErrorCode::QueueFull, &why).await
+                    }
+                    Err(Refused::Retired) => continue,
+                },
+            }
+        }
+        self.outbox
+            .err(
+                p.rid,
+                ErrorCode::Internal,
+                &format!("{} kept disappearing; publish again", p.dest),
+            )
+            .await
+    }
+
+    async fn confirmed(&self, rid: RequestId) -> bool {
+        if self.confirm {
+            self.outbox
+                .frame(&Frame::PubAck {
+                    rid,
+                    filtered: false,
+                })
+                .await
+        } else {
+            true
+        }
+    }
+
+    async fn subscribe(&mut self, s: Subscribe) -> bool {
+        let rid = s.rid;
+        if self.subs.contains_key(&s.sid) {
+            return self
+                .outbox
+                .err(
+                    rid,
+                    ErrorCode::DuplicateSubscription,
+                    &format!(
+                        "subscription {} is already active on this connection",
+                        s.sid
+                    ),
+                )
+                .await;
+        }
+        if self.subs.len() >= MAX_SUBSCRIPTIONS {
+            return self
+                .outbox
+                .err(
+                    rid,
+                    ErrorCode::TooManySubscriptions,
+                    &format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
+                )
+                .await;
+        }
+        let r = match s.dest.kind {
+            Kind::Topic => self.subscribe_topic(&s).await,
+            Kind::Queue => self.subscribe_queue(&s).await,
+        };
+        match r {
+            Ok(()) => self.outbox.frame(&Frame::Ok { rid }).await,
+            Err(Some((code, why))) => self.outbox.err(rid, code, &why).await,
+            Err(None) => false,
+        }
+    }
+
+    async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<(), Option<(ErrorCode, String)>> {
+        if s.prefetch.is_some() || s.ack.is_some() {
+            return Err(Some((
+                ErrorCode::BadArgs,
+                "prefetch and ack apply to queue subscriptions only".to_owned(),
+            )));
+        }
+        let (tx, rx) = async_channel::bounded(self.broker.config.subscriber_buffer);
+        let sub = Arc::new(Subscriber {
+            sid: s.sid,
+            tx,
+            outbox: self.outbox.clone(),
+            dropped: AtomicU64::new(0),
+        });
+        let add = SubRx {
+            sid: s.sid,
+            dest: s.dest.compact(),
+            rx: Box::pin(rx),
+            written: None,
+        };
+        if !self.outbox.send(Outbound::AddSub(add)).await {
+            return Err(None);
+        }
+        for _ in 0..3 {
+            let Some(Handle::Topic(topic)) = self.resolve(&s.dest).await else {
+                return Err(None);
+            };
+            if topic.subscribe(sub.clone()) {
+                self.subs.insert(s.sid, Sub::Topic { topic, sub });
+                return Ok(());
+            }
+        }
+        Err(Some((
+            ErrorCode::Internal,
+            "topic kept disappearing".to_owned(),
+        )))
+    }
+
+    async fn subscribe_queue(&mut self, s: &Subscribe) -> Result<(), Option<(ErrorCode, String)>> {
+        if s.dest.name.is_reserved() {
+            return Err(Some((
+                ErrorCode::NotPermitted,
+                format!("{} is reserved for the broker", s.dest),
+            )));
+        }
+        let cfg = &self.broker.config;
+        let prefetch = s.prefetch.unwrap_or(cfg.default_prefetch);
+        if prefetch > cfg.max_prefetch {
+            return Err(Some((
+                ErrorCode::BadArgs,
+                format!(
+                    "prefetch {prefetch} is above the limit of {}",
+                    cfg.max_prefetch
+                ),
+            )));
+        }
+        let auto_ack = s.ack == Some(AckMode::Auto);
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let cid = self.broker.id();
+        for _ in 0..3 {
+            let Some(Handle::Queue(queue)) = self.resolve(&s.dest).await else {
+                return Err(None);
+            };
+            // Counted before the queue hears of it, so the manager never retires a
+            // queue a consumer is joining.
+            queue.consumers.fetch_add(1, SeqCst);
+            if queue.closed.load(SeqCst) {
+                queue.consumers.fetch_sub(1, SeqCst);
+                continue;
+            }
+            let (tx, rx) = async_channel::bounded(prefetch as usize);
+            let add = SubRx {
+                sid: s.sid,
+                dest: s.dest.compact(),
+                rx: Box::pin(rx),
+                written: auto_ack.then(|| (queue.tx.clone(), cid)),
+            };
+            if !self.outbox.send(Outbound::AddSub(add)).await {
+                queue.consumers.fetch_sub(1, SeqCst);
+                return Err(None);
+            }
+            let consumer = Consumer {
+                cid,
+                slot,
+                prefetch,
+                auto_ack,
+                tx,
+                outbox: self.outbox.clone(),
+            };
+            if queue.tx.send(QueueCmd::Subscribe(consumer)).await.is_err() {
+                queue.consumers.fetch_sub(1, SeqCst);
+                return Err(None);
+            }
+            self.slots.insert(slot, s.sid);
+            self.subs.insert(s.sid, Sub::Queue { queue, cid, slot });
+            return Ok(());
+        }
+        Err(Some((
+            ErrorCode::Internal,
+            "queue kept disappearing".to_owned(),
+        )))
+    }
+
+    /// Ends a subscription; false if there was none with that id.
+    async fn unsubscribe(&mut self, sid: u64) -> bool {
+        let Some(sub) = self.subs.remove(&sid) else {
+            return false;
+        };
+        self.drop_sub(sub).await;
+        self.outbox.send(Outbound::RemoveSub(sid)).await;
+        true
+    }
+
+    async fn drop_sub(&mut self, sub: Sub) {
+        match sub {
+            Sub::Topic { topic, sub } => topic.unsubscribe(&sub),
+            Sub::Queue { queue, cid, slot } => {
+                self.slots.remove(&slot);
+                let _ = queue.tx.send(QueueCmd::Unsubscribe { cid }).await;
+            }
+        }
+    }
+
+    async fn ack(&mut self, rid: RequestId, did: u64, ack: bool) -> bool {
+        let sub = self
+            .slots
+            .get(&(did >> SLOT_SHIFT))
+            .and_then(|sid| self.subs.get(sid));
+        let Some(Sub::Queue { queue, cid, .. }) = sub else {
+            return self
+                .outbox
+                .err(
+                    rid,
+                    ErrorCode::UnknownDelivery,
+                    &format!("delivery {did} is not outstanding on this connection"),
+                )
+                .await;
+        };
+        let cmd = if ack {
+            QueueCmd::Ack {
+                cid: *cid,
+                did,
+                rid,
+            }
+        } else {
+            QueueCmd::Nack {
+                cid: *cid,
+                did,
+                rid,
+            }
+        };
+        queue.tx.send(cmd).await.is_ok()
+    }
+
+    async fn purge(&mut self, rid: RequestId, dest: Destination) -> bool {
+        if dest.kind != Kind::Queue {
+            return self
+                .outbox
+                .err(rid, ErrorCode::BadArgs, "only queues can be purged")
+                .await;
+        }
+        let Some(Handle::Queue(q)) = self.resolve(&dest).await else {
+            return false;
+        };
+        let (tx, rx) = async_channel::bounded(1);
+        if q.tx.send(QueueCmd::Purge { reply: tx }).await.is_err() {
+            return false;
+        }
+        let n = rx.recv().await.unwrap_or(0);
+        log::info!("purged {n} messages from {dest}");
+        self.outbox.frame(&Frame::Ok { rid }).await
+    }
+
+    /// Gives back everything this connection held.
+    async fn teardown(&mut self) {
+        let subs: Vec<Sub> = self.subs.drain().map(|(_, s)| s).collect();
+        for s in subs {
+            self.drop_sub(s).await;
+        }
+    }
+}
+
+fn f_word(_rid: RequestId) -> &'static str {
+    "this command"
+}

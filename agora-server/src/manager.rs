@@ -1,0 +1,216 @@
+//! The queue manager: the registry of queues and topics and their lifecycles.
+//!
+//! It owns control, not data: a connection asks it once for a destination's handle and
+//! then publishes straight into the destination. A destination is created on first use
+//! (publish or subscribe). One that is idle (a queue holding no message and with no
+//! consumer, a topic with no subscriber) and has seen no publish for
+//! [`Config::idle_timeout`](crate::Config::idle_timeout) is removed by a sweep that runs
+//! a few times per idle timeout; publishers holding its handle notice the `closed` flag
+//! and resolve the name again.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_protocol::{Destination, Kind};
+use async_channel::{Receiver, Sender};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::queue::{self, QueueShared};
+use crate::topic::Topic;
+
+/// A destination as connections hold it.
+#[derive(Clone)]
+pub(crate) enum Handle {
+    Queue(Arc<QueueShared>),
+    Topic(Arc<Topic>),
+}
+
+impl Handle {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Handle::Queue(q) => q.closed.load(SeqCst),
+            Handle::Topic(t) => t.closed.load(SeqCst),
+        }
+    }
+}
+
+/// Requests to the queue manager.
+pub(crate) enum ManagerCmd {
+    /// Find or create a destination.
+    Resolve {
+        dest: Destination,
+        reply: Sender<Handle>,
+    },
+    /// Every destination, for `STATS`.
+    List { reply: Sender<Vec<Handle>> },
+    /// Remove idle destinations.
+    Sweep,
+}
+
+/// A destination's figures, as `STATS` reports them.
+#[derive(Serialize)]
+pub(crate) struct DestStats {
+    pub kind: &'static str,
+    pub name: String,
+    pub depth: usize,
+    pub unacked: usize,
+    pub consumers: usize,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped: u64,
+    pub redelivered: u64,
+}
+
+impl Handle {
+    pub fn stats(&self) -> DestStats {
+        match self {
+            Handle::Queue(q) => DestStats {
+                kind: "queue",
+                name: q.dest.name.to_string(),
+                depth: q.depth.load(Relaxed),
+                unacked: q.unacked.load(Relaxed),
+                consumers: q.consumers.load(Relaxed),
+                messages_in: q.messages_in.load(Relaxed),
+                messages_out: q.messages_out.load(Relaxed),
+                dropped: 0,
+                redelivered: q.redelivered.load(Relaxed),
+            },
+            Handle::Topic(t) => {
+                let (depth, dropped) = t.buffered_and_dropped();
+                DestStats {
+                    kind: "topic",
+                    name: t.dest.name.to_string(),
+                    depth,
+                    unacked: 0,
+                    consumers: t.subscribers(),
+                    messages_in: t.messages_in.load(Relaxed),
+                    messages_out: t.messages_out.load(Relaxed),
+                    dropped,
+                    redelivered: 0,
+                }
+            }
+        }
+    }
+}
+
+struct Entry {
+    handle: Handle,
+    /// messages_in when last looked at, and when it last changed.
+    seen_in: u64,
+    active_at: Instant,
+}
+
+/// Spawns the manager task; returns its channel.
+pub(crate) fn spawn(config: &Config) -> Sender<ManagerCmd> {
+    let (tx, rx) = async_channel::bounded(1024);
+    let m = Manager {
+        config: config.clone(),
+        registry: HashMap::new(),
+    };
+    smol::spawn(m.run(rx)).detach();
+    // The sweeper only holds a weak link: it stops when the broker drops the manager.
+    let weak = tx.downgrade();
+    let every = (config.idle_timeout / 4).max(Duration::from_millis(10));
+    smol::spawn(async move {
+        loop {
+            smol::Timer::after(every).await;
+            let Some(tx) = weak.upgrade() else { break };
+            if tx.send(ManagerCmd::Sweep).await.is_err() {
+                break;
+            }
+        }
+    })
+    .detach();
+    tx
+}
+
+struct Manager {
+    config: Config,
+    registry: HashMap<Destination, Entry>,
+}
+
+impl Manager {
+    async fn run(mut self, rx: Receiver<ManagerCmd>) {
+        while let Ok(cmd) = rx.recv().await {
+            match cmd {
+                ManagerCmd::Resolve { dest, reply } => {
+                    let h = self.resolve(dest);
+                    let _ = reply.try_send(h);
+                }
+                ManagerCmd::List { reply } => {
+                    let mut v: Vec<(&Destination, Handle)> = self
+                        .registry
+                        .iter()
+                        .map(|(d, e)| (d, e.handle.clone()))
+                        .collect();
+                    v.sort_by(|a, b| a.0.cmp(b.0));
+                    let _ = reply.try_send(v.into_iter().map(|(_, h)| h).collect());
+                }
+                ManagerCmd::Sweep => self.sweep(),
+            }
+        }
+    }
+
+    fn resolve(&mut self, dest: Destination) -> Handle {
+        if let Some(e) = self.registry.get(&dest) {
+            if !e.handle.is_closed() {
+                return e.handle.clone();
+            }
+        }
+        let c = &self.config;
+        let dest = dest.compact();
+        let handle = match dest.kind {
+            Kind::Queue => Handle::Queue(queue::spawn(
+                dest.clone(),
+                c.queue_max_messages,
+                c.queue_max_bytes,
+                4096,
+            )),
+            Kind::Topic => Handle::Topic(Arc::new(Topic::new(dest.clone(), c.slow_consumer))),
+        };
+        log::debug!("created {dest}");
+        self.registry.insert(
+            dest,
+            Entry {
+                handle: handle.clone(),
+                seen_in: 0,
+                active_at: Instant::now(),
+            },
+        );
+        handle
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let idle_for = self.config.idle_timeout;
+        self.registry.retain(|dest, e| {
+            let msgs_in = match &e.handle {
+                Handle::Queue(q) => q.messages_in.load(Relaxed),
+                Handle::Topic(t) => t.messages_in.load(Relaxed),
+            };
+            let idle = match &e.handle {
+                Handle::Queue(q) => q.is_idle(),
+                Handle::Topic(t) => t.subscribers() == 0,
+            };
+            if msgs_in != e.seen_in || !idle {
+                e.seen_in = msgs_in;
+                e.active_at = now;
+                return true;
+            }
+            if now.duration_since(e.active_at) < idle_for {
+                return true;
+            }
+            let retired = match &e.handle {
+                Handle::Queue(q) => q.try_retire(),
+                Handle::Topic(t) => t.try_retire(),
+            };
+            if retired {
+                log::debug!("removed idle {dest}");
+            }
+            !retired
+        });
+    }
+}

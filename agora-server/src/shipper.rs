@@ -1,0 +1,328 @@
+//! Message shippers: the one task per connection that writes to the client.
+//!
+//! A shipper owns the connection's [`Writer`] and drains two kinds of input: the
+//! connection's outbox (encoded replies and notices, plus which subscriptions exist) and
+//! each subscription's bounded delivery channel. Per wake-up it takes everything ready
+//! (up to [`BATCH_BYTES`]), encodes it into one buffer and writes it with one call, so a
+//! busy subscriber costs one syscall per batch, not per message. It never decides what
+//! to deliver: queues and topics do that by what they put in the channels.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use agora_protocol::bytes::{Bytes, BytesMut};
+use agora_protocol::{encode, encode_err, Destination, ErrorCode, Frame, Headers, RequestId};
+use async_channel::{Receiver, Sender, TrySendError};
+use futures_lite::{AsyncWriteExt, Stream};
+
+use crate::queue::QueueCmd;
+
+/// Most bytes encoded per write call before the shipper writes and looks again.
+pub(crate) const BATCH_BYTES: usize = 64 * 1024;
+
+/// A message as the broker holds it. Cloning shares the payload (a reference count),
+/// never copies it.
+#[derive(Clone, Debug)]
+pub(crate) struct Message {
+    pub headers: Headers,
+    pub payload: Bytes,
+}
+
+impl Message {
+    /// What the message counts against byte limits.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+            + if self.headers.is_empty() {
+                0
+            } else {
+                self.headers.encoded_len()
+            }
+    }
+}
+
+/// One message on its way to one subscription.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    /// Delivery id to ack (0: none expected).
+    pub did: u64,
+    /// Delivery count, this one included.
+    pub count: u32,
+    pub msg: Message,
+}
+
+/// The receiving end of a subscription, handed to the shipper.
+pub(crate) struct SubRx {
+    pub sid: u64,
+    pub dest: Destination,
+    /// Pinned because polling a receiver as a stream needs it.
+    pub rx: Pin<Box<Receiver<Delivery>>>,
+    /// Auto-ack queue consumers: where to report how many deliveries were written, so
+    /// the queue can forget them and send more (credit).
+    pub written: Option<(Sender<QueueCmd>, u64)>,
+}
+
+/// What a connection's shipper is told through its outbox.
+pub(crate) enum Outbound {
+    /// Encoded frames to write as they are.
+    Bytes(Bytes),
+    /// A new subscription to drain.
+    AddSub(SubRx),
+    /// Stop draining a subscription (what it still holds is dropped: a queue gives its
+    /// unacked messages back itself).
+    RemoveSub(u64),
+    /// Write what is pending, then close the connection.
+    Close,
+}
+
+/// The writing half of a client's transport. Shippers do not know which one it is.
+pub(crate) enum Writer {
+    /// A TCP stream (a clone of the connection's socket).
+    Tcp(async_net::TcpStream),
+}
+
+impl Writer {
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Tcp(s) => s.write_all(b).await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Writer::Tcp(s) => {
+                let _ = s.flush().await;
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// A connection's handle for sending it frames, cloned into every block that may
+/// need to tell the client something.
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    tx: Sender<Outbound>,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> (Outbox, Receiver<Outbound>) {
+        let (tx, rx) = async_channel::bounded(capacity);
+        (Outbox { tx }, rx)
+    }
+
+    /// From the connection's own task: waits for room, which slows only that client.
+    /// False when the connection is gone.
+    pub async fn send(&self, o: Outbound) -> bool {
+        self.tx.send(o).await.is_ok()
+    }
+
+    /// Encodes and sends a frame from the connection's own task.
+    pub async fn frame(&self, f: &Frame) -> bool {
+        let mut b = BytesMut::new();
+        encode(f, &mut b);
+        self.send(Outbound::Bytes(b.freeze())).await
+    }
+
+    /// Sends an `ERR` from the connection's own task.
+    pub async fn err(&self, rid: RequestId, code: ErrorCode, message: &str) -> bool {
+        let mut b = BytesMut::new();
+        encode_err(rid, code, message, &mut b);
+        self.send(Outbound::Bytes(b.freeze())).await
+    }
+
+    /// From any other task (a queue, a topic): never waits. A client that lets
+    /// [`Config::reply_buffer`](crate::Config::reply_buffer) replies pile up unread is
+    /// cut off: its outbox is closed, which ends the connection.
+    pub fn notify(&self, f: &Frame) {
+        let mut b = BytesMut::new();
+        encode(f, &mut b);
+        match self.tx.try_send(Outbound::Bytes(b.freeze())) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                log::warn!("closing a connection whose client does not read its replies");
+                self.tx.close();
+            }
+        }
+    }
+
+    /// Ends the connection without waiting.
+    pub fn close(&self) {
+        self.tx.close();
+    }
+
+    /// True once the connection's shipper has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// What woke the shipper.
+enum Wake {
+    Out(Outbound),
+    Sub(usize, Delivery),
+    /// A subscription channel is closed (its destination dropped it).
+    SubClosed(usize),
+    Closed,
+}
+
+/// Waits until the outbox or any subscription has something.
+struct WaitAny<'a> {
+    rx: &'a mut Pin<Box<Receiver<Outbound>>>,
+    subs: &'a mut [SubRx],
+}
+
+impl Future for WaitAny<'_> {
+    type Output = Wake;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Wake> {
+        let this = &mut *self;
+        match this.rx.as_mut().poll_next(cx) {
+            Poll::Ready(Some(o)) => return Poll::Ready(Wake::Out(o)),
+            Poll::Ready(None) => return Poll::Ready(Wake::Closed),
+            Poll::Pending => {}
+        }
+        for (i, s) in this.subs.iter_mut().enumerate() {
+            match s.rx.as_mut().poll_next(cx) {
+                Poll::Ready(Some(d)) => return Poll::Ready(Wake::Sub(i, d)),
+                Poll::Ready(None) => return Poll::Ready(Wake::SubClosed(i)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+}
+
+fn encode_delivery(s: &SubRx, d: &Delivery, buf: &mut BytesMut) {
+    agora_protocol::encode_msg(
+        &s.dest,
+        s.sid,
+        d.did,
+        d.count,
+        &d.msg.headers,
+        &d.msg.payload,
+        buf,
+    );
+}
+
+/// Runs a connection's shipper until the outbox closes, `Close` arrives, or a write
+/// fails. Always closes the writer at the end.
+pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
+    let mut rx = Box::pin(rx);
+    let mut subs: Vec<SubRx> = Vec::new();
+    let mut buf = BytesMut::with_capacity(BATCH_BYTES + 1024);
+    let mut written: Vec<usize> = Vec::new();
+    let mut closing = false;
+    'run: loop {
+        let wake = WaitAny {
+            rx: &mut rx,
+            subs: &mut subs,
+        }
+        .await;
+        written.clear();
+        written.resize(subs.len(), 0);
+        let mut pending = Some(wake);
+        // Drain the outbox first (replies keep their order relative to subscription
+        // changes), then each subscription, until the batch is full or all are empty.
+        loop {
+            let mut progressed = false;
+            while buf.len() < BATCH_BYTES {
+                let o = match pending.take() {
+                    Some(Wake::Out(o)) => o,
+                    Some(Wake::Closed) => {
+                        closing = true;
+                        break;
+                    }
+                    Some(w) => {
+                        pending = Some(w);
+                        break;
+                    }
+                    None => match rx.try_recv() {
+                        Ok(o) => o,
+                        Err(async_channel::TryRecvError::Empty) => break,
+                        Err(async_channel::TryRecvError::Closed) => {
+                            closing = true;
+                            break;
+                        }
+                    },
+                };
+                progressed = true;
+                match o {
+                    Outbound::Bytes(b) => buf.extend_from_slice(&b),
+                    Outbound::AddSub(s) => {
+                        subs.push(s);
+                        written.push(0);
+                    }
+                    Outbound::RemoveSub(sid) => {
+                        if let Some(i) = subs.iter().position(|s| s.sid == sid) {
+                            report_written(&subs[i], written[i]).await;
+                            subs.swap_remove(i);
+                            written.swap_remove(i);
+                        }
+                    }
+                    Outbound::Close => closing = true,
+                }
+            }
+            match pending.take() {
+                Some(Wake::Sub(i, d)) => {
+                    encode_delivery(&subs[i], &d, &mut buf);
+                    written[i] += 1;
+                    progressed = true;
+                }
+                Some(Wake::SubClosed(i)) => {
+                    report_written(&subs[i], written[i]).await;
+                    subs.swap_remove(i);
+                    written.swap_remove(i);
+                    progressed = true;
+                }
+                _ => {}
+            }
+            let mut i = 0;
+            while i < subs.len() && buf.len() < BATCH_BYTES {
+                match subs[i].rx.try_recv() {
+                    Ok(d) => {
+                        encode_delivery(&subs[i], &d, &mut buf);
+                        written[i] += 1;
+                        progressed = true;
+                        continue;
+                    }
+                    Err(async_channel::TryRecvError::Closed) => {
+                        report_written(&subs[i], written[i]).await;
+                        subs.swap_remove(i);
+                        written.swap_remove(i);
+                        progressed = true;
+                        continue;
+                    }
+                    Err(async_channel::TryRecvError::Empty) => i += 1,
+                }
+            }
+            if !progressed || buf.len() >= BATCH_BYTES || closing {
+                break;
+            }
+        }
+        if !buf.is_empty() {
+            if let Err(e) = writer.write_all(&buf).await {
+                log::debug!("write failed, closing connection: {e}");
+                break 'run;
+            }
+            buf.clear();
+        }
+        for (s, n) in subs.iter().zip(&written) {
+            report_written(s, *n).await;
+        }
+        if closing {
+            break;
+        }
+    }
+    rx.close();
+    writer.close().await;
+}
+
+/// Tells an auto-ack queue how many of its deliveries were written.
+async fn report_written(s: &SubRx, n: usize) {
+    if n == 0 {
+        return;
+    }
+    if let Some((q, cid)) = &s.written {
+        let _ = q.send(QueueCmd::Written { cid: *cid, n }).await;
+    }
+}
