@@ -620,20 +620,37 @@ impl Conn<'_> {
                 )
                 .await;
         };
-        let cmd = if ack {
-            QueueCmd::Ack {
-                cid: *cid,
-                did,
-                rid,
+        let (queue, cid) = (queue.clone(), *cid);
+        let (reply, answer) = match rid {
+            Some(_) => {
+                let (tx, rx) = async_channel::bounded(1);
+                (Some(tx), Some(rx))
             }
-        } else {
-            QueueCmd::Nack {
-                cid: *cid,
-                did,
-                rid,
-            }
+            None => (None, None),
         };
-        queue.tx.send(cmd).await.is_ok()
+        let cmd = QueueCmd::Ack {
+            cid,
+            did,
+            ack,
+            reply,
+        };
+        if queue.tx.send(cmd).await.is_err() {
+            return false;
+        }
+        // With a request id the client wants an answer: wait for the queue's verdict
+        // so the reply keeps its place among this connection's replies.
+        let Some(answer) = answer else { return true };
+        if answer.recv().await.unwrap_or(false) {
+            self.outbox.frame(&Frame::Ok { rid }).await
+        } else {
+            self.outbox
+                .err(
+                    rid,
+                    ErrorCode::UnknownDelivery,
+                    &format!("delivery {did} is not outstanding on this subscription"),
+                )
+                .await
+        }
     }
 
     async fn purge(&mut self, rid: RequestId, dest: Destination) -> bool {

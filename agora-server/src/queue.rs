@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 
-use agora_protocol::{Destination, ErrorCode, ErrorReply, Frame, RequestId};
+use agora_protocol::{Destination, ErrorCode, ErrorReply, Frame};
 use async_channel::{Receiver, Sender, TrySendError};
 
 use crate::shipper::{Delivery, Message, Outbox};
@@ -26,10 +26,16 @@ pub(crate) enum QueueCmd {
     Subscribe(Consumer),
     /// A consumer leaves (UNSUB or its connection closed); its messages come back.
     Unsubscribe { cid: u64 },
-    /// Done with a delivery.
-    Ack { cid: u64, did: u64, rid: RequestId },
-    /// Give a delivery back.
-    Nack { cid: u64, did: u64, rid: RequestId },
+    /// Done with a delivery (`ack`) or give it back (`!ack`). With `reply`, the queue
+    /// answers there whether the delivery was outstanding, and the connection replies
+    /// to the client in order; without, only an unknown delivery id is reported, as an
+    /// `ERR` without request id.
+    Ack {
+        cid: u64,
+        did: u64,
+        ack: bool,
+        reply: Option<Sender<bool>>,
+    },
     /// An auto-ack consumer's shipper wrote this many more deliveries.
     Written { cid: u64, n: usize },
     /// Drop every pending message; answers with how many.
@@ -249,30 +255,32 @@ impl Queue {
                     self.give_back(c);
                 }
             }
-            QueueCmd::Ack { cid, did, rid } => {
-                let Some(i) = self.consumer(cid) else { return };
-                let c = &mut self.consumers[i];
-                match c.unacked.remove(&did) {
-                    Some(h) => {
-                        self.shared.release(1, h.msg.size());
-                        if rid.is_some() {
-                            c.c.outbox.notify(&Frame::Ok { rid });
-                        }
+            QueueCmd::Ack {
+                cid,
+                did,
+                ack,
+                reply,
+            } => {
+                let Some(i) = self.consumer(cid) else {
+                    if let Some(r) = reply {
+                        let _ = r.try_send(false);
                     }
-                    None => unknown_delivery(&c.c.outbox, rid, did),
+                    return;
+                };
+                let c = &mut self.consumers[i];
+                let held = c.unacked.remove(&did);
+                let known = held.is_some();
+                match reply {
+                    Some(r) => {
+                        let _ = r.try_send(known);
+                    }
+                    None if !known => unknown_delivery(&c.c.outbox, did),
+                    None => {}
                 }
-            }
-            QueueCmd::Nack { cid, did, rid } => {
-                let Some(i) = self.consumer(cid) else { return };
-                let c = &mut self.consumers[i];
-                match c.unacked.remove(&did) {
-                    Some(h) => {
-                        if rid.is_some() {
-                            c.c.outbox.notify(&Frame::Ok { rid });
-                        }
-                        self.pending.push_front(h);
-                    }
-                    None => unknown_delivery(&c.c.outbox, rid, did),
+                match held {
+                    Some(h) if ack => self.shared.release(1, h.msg.size()),
+                    Some(h) => self.pending.push_front(h),
+                    None => {}
                 }
             }
             QueueCmd::Written { cid, n } => {
@@ -369,9 +377,9 @@ impl Queue {
     }
 }
 
-fn unknown_delivery(outbox: &Outbox, rid: RequestId, did: u64) {
+fn unknown_delivery(outbox: &Outbox, did: u64) {
     outbox.notify(&Frame::Err(ErrorReply {
-        rid,
+        rid: None,
         code: ErrorCode::UnknownDelivery,
         message: format!("delivery {did} is not outstanding on this subscription"),
     }));

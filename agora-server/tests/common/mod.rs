@@ -1,0 +1,219 @@
+//! Test support: a broker in-process on 127.0.0.1:0 and a raw-bytes client.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use agora_protocol::bytes::BytesMut;
+use agora_protocol::{decode_with, ErrorCode, Frame, Limits};
+use agora_server::{Config, Server};
+
+/// How long any single expectation may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A broker running on its own thread; stopped (gracefully) on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<async_channel::Sender<()>>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn start() -> TestServer {
+    start_with(Config::ephemeral())
+}
+
+pub fn start_with(config: Config) -> TestServer {
+    let server = smol::block_on(Server::bind(config)).expect("bind");
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    let thread = std::thread::spawn(move || {
+        smol::block_on(server.serve(async move {
+            let _ = stopped.recv().await;
+        }))
+    });
+    TestServer {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+impl TestServer {
+    /// Triggers graceful shutdown and waits for `serve` to return.
+    pub fn shutdown(&mut self) -> std::io::Result<()> {
+        drop(self.stop.take());
+        match self.thread.take() {
+            Some(t) => t.join().expect("server thread panicked"),
+            None => Ok(()),
+        }
+    }
+
+    pub fn connect(&self) -> Raw {
+        Raw::connect(self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// A client that speaks raw bytes and decodes what comes back.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    /// The INFO greeting.
+    pub info: Frame,
+}
+
+impl Raw {
+    /// Connects and reads the INFO greeting.
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let mut r = Raw {
+            stream,
+            buf: BytesMut::new(),
+            info: Frame::Disconnect,
+        };
+        r.info = r.next();
+        assert!(
+            matches!(r.info, Frame::Info(_)),
+            "expected INFO, got {:?}",
+            r.info
+        );
+        r
+    }
+
+    /// Connects without expecting a greeting.
+    pub fn connect_bare(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+            info: Frame::Disconnect,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn send_frame(&mut self, f: &Frame) {
+        let mut b = BytesMut::new();
+        agora_protocol::encode(f, &mut b);
+        self.send(&b);
+    }
+
+    /// The next frame, or None when the broker closed the connection. Fails the test at
+    /// the deadline.
+    pub fn try_next(&mut self) -> Option<Frame> {
+        let limits = Limits {
+            max_line: 1 << 16,
+            max_payload: 1 << 26,
+        };
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(f) = decode_with(&mut self.buf, &limits).expect("broker sent a bad frame") {
+                return Some(f);
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no frame from the broker within {DEADLINE:?}"
+            );
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn next(&mut self) -> Frame {
+        self.try_next().expect("connection closed by the broker")
+    }
+
+    /// The next frame must be `ERR` with this code; returns its message.
+    pub fn expect_err(&mut self, code: ErrorCode) -> String {
+        match self.next() {
+            Frame::Err(e) if e.code == code => e.message,
+            other => panic!("expected ERR {code}, got {other:?}"),
+        }
+    }
+
+    /// The broker must close the connection (after any frames, which are returned).
+    pub fn expect_closed(&mut self) -> Vec<Frame> {
+        let mut got = Vec::new();
+        while let Some(f) = self.try_next() {
+            got.push(f);
+            assert!(got.len() < 10_000, "connection never closed");
+        }
+        got
+    }
+
+    /// Sends `PINGREQ #rid` and reads frames until its `PINGRESP`, returning what came
+    /// before it: everything the broker had to say about earlier requests.
+    pub fn sync(&mut self, rid: u64) -> Vec<Frame> {
+        self.send_frame(&Frame::PingReq { rid: Some(rid) });
+        let mut before = Vec::new();
+        loop {
+            match self.next() {
+                Frame::PingResp { rid: Some(r) } if r == rid => return before,
+                f => before.push(f),
+            }
+        }
+    }
+
+    /// Asks for STATS and returns the parsed document.
+    pub fn stats(&mut self) -> serde_json::Value {
+        self.send(b"STATS #424242\r\n");
+        loop {
+            if let Frame::StatsResp {
+                rid: Some(424242),
+                json,
+            } = self.next()
+            {
+                return serde_json::from_slice(&json).expect("STATS is JSON");
+            }
+        }
+    }
+}
+
+/// Polls `cond` until it holds or the deadline passes (then panics with `what`).
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Looks up one destination in a STATS document.
+pub fn dest_stats<'a>(
+    stats: &'a serde_json::Value,
+    kind: &str,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    stats["destinations"]
+        .as_array()?
+        .iter()
+        .find(|d| d["kind"] == kind && d["name"] == name)
+}
+
+pub fn publish(raw: &mut Raw, dest: &str, payload: &[u8]) {
+    let mut b = Vec::new();
+    b.extend_from_slice(format!("PUB {dest} {}\r\n", payload.len()).as_bytes());
+    b.extend_from_slice(payload);
+    b.extend_from_slice(b"\r\n");
+    raw.send(&b);
+}
