@@ -1,0 +1,265 @@
+//! Queue and topic semantics over real sockets.
+
+mod common;
+
+use std::collections::HashSet;
+
+use agora_protocol::{ErrorCode, Frame};
+use agora_server::{Config, SlowConsumerPolicy};
+use common::*;
+
+/// Reads `n` deliveries; returns (payload as number, delivery) pairs.
+fn take(c: &mut Raw, n: usize) -> Vec<(u64, agora_protocol::Delivery)> {
+    (0..n)
+        .map(|_| match c.next() {
+            Frame::Msg(m) => (String::from_utf8_lossy(&m.payload).parse().unwrap(), m),
+            f => panic!("expected MSG, got {f:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn queue_delivers_each_message_exactly_once_and_shares_the_load() {
+    const N: usize = 4;
+    const M: u64 = 4000;
+    let s = start();
+    let mut consumers: Vec<Raw> = (0..N)
+        .map(|i| {
+            let mut c = s.connect();
+            c.send(format!("SUB #1 queue:work {i} ack=auto prefetch=16\r\n").as_bytes());
+            assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+            c
+        })
+        .collect();
+    let mut p = s.connect();
+    let mut batch = Vec::new();
+    for i in 0..M {
+        let body = i.to_string();
+        batch.extend_from_slice(format!("PUB queue:work {}\r\n{body}\r\n", body.len()).as_bytes());
+    }
+    p.send(&batch);
+    // Read from all consumers until every message is seen, without assuming a split.
+    let mut seen = HashSet::new();
+    let mut per = [0u64; N];
+    let mut dup = 0;
+    for c in &mut consumers {
+        c.stream.set_nonblocking(false).unwrap();
+    }
+    let end = std::time::Instant::now() + DEADLINE;
+    while (seen.len() as u64) < M {
+        assert!(std::time::Instant::now() < end, "only {} of {M} delivered", seen.len());
+        for (i, c) in consumers.iter_mut().enumerate() {
+            c.send(b"PINGREQ #0\r\n");
+            loop {
+                match c.next() {
+                    Frame::PingResp { .. } => break,
+                    Frame::Msg(m) => {
+                        let n: u64 = String::from_utf8_lossy(&m.payload).parse().unwrap();
+                        if !seen.insert(n) {
+                            dup += 1;
+                        }
+                        per[i] += 1;
+                    }
+                    f => panic!("{f:?}"),
+                }
+            }
+        }
+    }
+    assert_eq!(dup, 0, "a message was delivered twice");
+    assert_eq!(seen.len() as u64, M);
+    for (i, n) in per.iter().enumerate() {
+        assert!(*n >= M / (2 * N as u64), "consumer {i} got only {n} of {M}: {per:?}");
+    }
+}
+
+#[test]
+fn unacked_messages_of_a_closed_consumer_are_redelivered_to_another() {
+    let s = start();
+    let mut p = s.connect();
+    for i in 0..10u64 {
+        publish(&mut p, "queue:jobs", i.to_string().as_bytes());
+    }
+    let mut a = s.connect();
+    a.send(b"SUB queue:jobs 1 prefetch=4\r\n");
+    assert_eq!(a.next(), Frame::Ok { rid: None });
+    let held: Vec<u64> = take(&mut a, 4).into_iter().map(|(n, _)| n).collect();
+    let mut b = s.connect();
+    b.send(b"SUB queue:jobs 2 prefetch=100\r\n");
+    assert_eq!(b.next(), Frame::Ok { rid: None });
+    // b gets the 6 that a could not take.
+    let first = take(&mut b, 6);
+    assert!(first.iter().all(|(_, m)| m.count == 1));
+    drop(a); // vanishes with 4 unacked
+    let again = take(&mut b, 4);
+    let mut got: Vec<u64> = again.iter().map(|(n, _)| *n).collect();
+    got.sort_unstable();
+    assert_eq!(got, held);
+    for (_, m) in &again {
+        assert!(m.redelivered(), "flagged redelivered");
+        assert_eq!(m.count, 2);
+    }
+    for (_, m) in first.iter().chain(&again) {
+        b.send(format!("ACK {}\r\n", m.did).as_bytes());
+    }
+    assert!(b.sync(5).is_empty());
+    wait_until("queue emptied", || {
+        let st = b.stats();
+        let q = dest_stats(&st, "queue", "jobs").unwrap().clone();
+        q["depth"] == 0 && q["unacked"] == 0
+    });
+}
+
+#[test]
+fn unsubscribe_gives_unacked_messages_back() {
+    let s = start();
+    let mut a = s.connect();
+    for i in 0..3u64 {
+        publish(&mut a, "queue:u", i.to_string().as_bytes());
+    }
+    a.send(b"SUB queue:u 1 prefetch=10\r\n");
+    assert_eq!(a.next(), Frame::Ok { rid: None });
+    take(&mut a, 3);
+    a.send(b"UNSUB #2 1\r\n");
+    // Any deliveries still in flight are fine; the OK must come.
+    loop {
+        match a.next() {
+            Frame::Ok { rid: Some(2) } => break,
+            Frame::Msg(_) => {}
+            f => panic!("{f:?}"),
+        }
+    }
+    let mut b = s.connect();
+    b.send(b"SUB queue:u 1 prefetch=10 ack=auto\r\n");
+    assert_eq!(b.next(), Frame::Ok { rid: None });
+    let got = take(&mut b, 3);
+    assert!(got.iter().all(|(_, m)| m.redelivered()));
+}
+
+#[test]
+fn poison_message_nacked_repeatedly_keeps_counting() {
+    let s = start();
+    let mut c = s.connect();
+    publish(&mut c, "queue:poison", b"bad");
+    c.send(b"SUB queue:poison 1 prefetch=1\r\n");
+    assert_eq!(c.next(), Frame::Ok { rid: None });
+    for n in 1..=5u32 {
+        let Frame::Msg(m) = c.next() else { panic!() };
+        assert_eq!(m.count, n);
+        c.send(format!("NACK {}\r\n", m.did).as_bytes());
+    }
+}
+
+#[test]
+fn topic_subscribers_each_get_every_message_in_order() {
+    const N: usize = 5;
+    const M: u64 = 2000;
+    let s = start();
+    let mut subs: Vec<Raw> = (0..N)
+        .map(|i| {
+            let mut c = s.connect();
+            c.send(format!("SUB #1 topic:prices {i}\r\n").as_bytes());
+            assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+            c
+        })
+        .collect();
+    let mut p = s.connect();
+    let mut batch = Vec::new();
+    for i in 0..M {
+        let body = i.to_string();
+        batch.extend_from_slice(format!("PUB topic:prices {}\r\n{body}\r\n", body.len()).as_bytes());
+    }
+    p.send(&batch);
+    for c in &mut subs {
+        let got: Vec<u64> = take(c, M as usize).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(got, (0..M).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn topic_message_goes_only_to_current_subscribers() {
+    let s = start();
+    let mut p = s.connect();
+    publish(&mut p, "topic:late", b"before");
+    let mut c = s.connect();
+    c.send(b"SUB #1 topic:late 1\r\n");
+    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+    publish(&mut p, "topic:late", b"after");
+    let Frame::Msg(m) = c.next() else { panic!() };
+    assert_eq!(&m.payload[..], b"after");
+}
+
+/// One subscriber stops reading; the others still get everything.
+fn stalled_subscriber(policy: SlowConsumerPolicy) -> (TestServer, Raw, serde_json::Value) {
+    let s = start_with(Config {
+        subscriber_buffer: 64,
+        slow_consumer: policy,
+        ..Config::ephemeral()
+    });
+    let mut stalled = s.connect();
+    stalled.send(b"SUB #1 topic:fast 1\r\n");
+    assert_eq!(stalled.next(), Frame::Ok { rid: Some(1) });
+    let mut live: Vec<Raw> = (0..2)
+        .map(|_| {
+            let mut c = s.connect();
+            c.send(b"SUB #1 topic:fast 1\r\n");
+            assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+            c
+        })
+        .collect();
+    let payload = vec![b'x'; 1024];
+    let mut p = s.connect();
+    // Far more than the stalled client's socket buffers and subscriber buffer hold.
+    const M: usize = 20_000;
+    let mut counts = [0usize; 2];
+    // Bursts smaller than the buffer, each read by the live subscribers before the
+    // next: they never fall behind, the stalled one falls further every round.
+    const BURST: usize = 32;
+    for round in 0..(M / BURST) {
+        let mut batch = Vec::new();
+        for _ in 0..BURST {
+            batch.extend_from_slice(b"PUB topic:fast 1024\r\n");
+            batch.extend_from_slice(&payload);
+            batch.extend_from_slice(b"\r\n");
+        }
+        p.send(&batch);
+        for (i, c) in live.iter_mut().enumerate() {
+            while counts[i] < (round + 1) * BURST {
+                match c.next() {
+                    Frame::Msg(_) => counts[i] += 1,
+                    f => panic!("{f:?}"),
+                }
+            }
+        }
+    }
+    assert_eq!(counts, [M, M], "live subscribers got everything");
+    let st = p.stats();
+    (s, stalled, st)
+}
+
+#[test]
+fn slow_subscriber_drop_oldest_is_counted_and_isolated() {
+    let (_s, _stalled, st) = stalled_subscriber(SlowConsumerPolicy::DropOldest);
+    let t = dest_stats(&st, "topic", "fast").unwrap();
+    assert!(t["dropped"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(t["consumers"], 3);
+}
+
+#[test]
+fn slow_subscriber_disconnect_policy_cancels_it() {
+    let (_s, mut stalled, st) = stalled_subscriber(SlowConsumerPolicy::Disconnect);
+    let t = dest_stats(&st, "topic", "fast").unwrap();
+    assert_eq!(t["consumers"], 2, "{t}");
+    // Somewhere after what it had buffered, the stalled client is told why.
+    let mut seen = 0;
+    loop {
+        match stalled.next() {
+            Frame::Msg(_) => seen += 1,
+            Frame::Cancel { sid, code, .. } => {
+                assert_eq!((sid, code), (1, ErrorCode::SlowConsumer));
+                break;
+            }
+            f => panic!("{f:?}"),
+        }
+        assert!(seen < 20_000);
+    }
+}
