@@ -47,7 +47,11 @@ fn queue_delivers_each_message_exactly_once_and_shares_the_load() {
     }
     let end = std::time::Instant::now() + DEADLINE;
     while (seen.len() as u64) < M {
-        assert!(std::time::Instant::now() < end, "only {} of {M} delivered", seen.len());
+        assert!(
+            std::time::Instant::now() < end,
+            "only {} of {M} delivered",
+            seen.len()
+        );
         for (i, c) in consumers.iter_mut().enumerate() {
             c.send(b"PINGREQ #0\r\n");
             loop {
@@ -68,7 +72,10 @@ fn queue_delivers_each_message_exactly_once_and_shares_the_load() {
     assert_eq!(dup, 0, "a message was delivered twice");
     assert_eq!(seen.len() as u64, M);
     for (i, n) in per.iter().enumerate() {
-        assert!(*n >= M / (2 * N as u64), "consumer {i} got only {n} of {M}: {per:?}");
+        assert!(
+            *n >= M / (2 * N as u64),
+            "consumer {i} got only {n} of {M}: {per:?}"
+        );
     }
 }
 
@@ -166,7 +173,8 @@ fn topic_subscribers_each_get_every_message_in_order() {
     let mut batch = Vec::new();
     for i in 0..M {
         let body = i.to_string();
-        batch.extend_from_slice(format!("PUB topic:prices {}\r\n{body}\r\n", body.len()).as_bytes());
+        batch
+            .extend_from_slice(format!("PUB topic:prices {}\r\n{body}\r\n", body.len()).as_bytes());
     }
     p.send(&batch);
     for c in &mut subs {

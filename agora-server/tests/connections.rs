@@ -1,0 +1,231 @@
+//! Many clients, the connection cap, hostile input next to well-behaved clients, and
+//! graceful shutdown (in-process and of the real binary).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+use agora_protocol::{ErrorCode, Frame};
+use agora_server::Config;
+use common::*;
+
+#[test]
+fn a_thousand_concurrent_connections_are_each_answered() {
+    // 1,000 clients plus the broker's 1,000 ends need ~2,000 descriptors.
+    let _ = rlimit::increase_nofile_limit(4096);
+    let s = start();
+    let mut clients: Vec<Raw> = (0..1000).map(|_| s.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!("PINGREQ #{i}\r\n").as_bytes());
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            c.next(),
+            Frame::PingResp {
+                rid: Some(i as u64)
+            }
+        );
+    }
+    assert_eq!(clients[0].stats()["clients"]["tcp"], 1000);
+}
+
+#[test]
+fn connections_over_the_cap_are_refused_with_an_error() {
+    let s = start_with(Config {
+        max_connections: 3,
+        ..Config::ephemeral()
+    });
+    let mut held: Vec<Raw> = (0..3).map(|_| s.connect()).collect();
+    let mut extra = Raw::connect_bare(s.addr);
+    let frames = extra.expect_closed();
+    match &frames[..] {
+        [Frame::Err(e)] => {
+            assert_eq!(e.code, ErrorCode::TooManyConnections);
+            assert!(e.message.contains('3'), "{}", e.message);
+        }
+        f => panic!("{f:?}"),
+    }
+    // The others are unaffected, and a freed slot can be used again.
+    assert!(held[0].sync(1).is_empty());
+    drop(held.pop());
+    wait_until("a slot frees up", || held[0].stats()["clients"]["tcp"] == 2);
+    let mut again = s.connect();
+    assert!(again.sync(2).is_empty());
+}
+
+#[test]
+fn garbage_on_one_connection_does_not_disturb_another() {
+    let s = start();
+    let mut good_sub = s.connect();
+    good_sub.send(b"SUB #1 queue:steady 1 ack=auto\r\n");
+    assert_eq!(good_sub.next(), Frame::Ok { rid: Some(1) });
+    let mut good_pub = s.connect();
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    for round in 0..50u64 {
+        // A hostile client sends random bytes, then vanishes mid-frame.
+        let mut bad = TcpStream::connect(s.addr).unwrap();
+        let junk: Vec<u8> = (0..2048)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let _ = bad.write_all(&junk);
+        let _ = bad.write_all(b"PUB queue:steady 100\r\nonly part of it");
+        drop(bad);
+        let body = round.to_string();
+        publish(&mut good_pub, "queue:steady", body.as_bytes());
+        match good_sub.next() {
+            Frame::Msg(m) => assert_eq!(&m.payload[..], body.as_bytes()),
+            f => panic!("{f:?}"),
+        }
+    }
+    let st = good_pub.stats();
+    let q = dest_stats(&st, "queue", "steady").unwrap();
+    assert_eq!(
+        q["messages_in"], 50,
+        "the half-sent publishes were never accepted"
+    );
+}
+
+#[test]
+fn a_client_that_vanishes_mid_payload_leaves_nothing_behind() {
+    let s = start();
+    let mut c = s.connect();
+    c.send(b"SETACK on\r\nPUB #1 queue:half 10\r\nabc");
+    assert_eq!(c.next(), Frame::Ok { rid: None });
+    drop(c);
+    let mut d = s.connect();
+    wait_until("the vanished client is gone", || {
+        d.stats()["clients"]["tcp"] == 1
+    });
+    assert!(dest_stats(&d.stats(), "queue", "half").is_none());
+}
+
+#[test]
+fn graceful_shutdown_tells_clients_and_returns() {
+    let mut s = start();
+    let mut clients: Vec<Raw> = (0..5).map(|_| s.connect()).collect();
+    clients[0].send(b"SUB #1 topic:t 1\r\n");
+    assert_eq!(clients[0].next(), Frame::Ok { rid: Some(1) });
+    s.shutdown().expect("serve returns Ok");
+    for c in &mut clients {
+        let frames = c.expect_closed();
+        assert!(
+            matches!(frames.last(), Some(Frame::Shutdown { .. })),
+            "{frames:?}"
+        );
+    }
+}
+
+/// Runs the real binary, reads its start-up line, and returns it with the port.
+fn spawn_agora(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    u16,
+    BufReader<std::process::ChildStdout>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agora");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("agora listening on tcp://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"))
+        .parse()
+        .unwrap();
+    (child, port, out)
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(std::time::Instant::now() < end, "agora did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_binary_prints_its_address_and_exits_0_on_sigterm() {
+    for signal in ["-TERM", "-INT"] {
+        let (mut child, port, _out) = spawn_agora(&[]);
+        let mut c = Raw::connect(format!("127.0.0.1:{port}").parse().unwrap());
+        assert!(c.sync(1).is_empty());
+        let killed = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let frames = c.expect_closed();
+        assert!(
+            matches!(frames.last(), Some(Frame::Shutdown { .. })),
+            "{frames:?}"
+        );
+        let st = wait_exit(&mut child);
+        assert_eq!(st.code(), Some(0), "{signal}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    for args in [
+        &["--port", "notaport"][..],
+        &["--max-payload", "0"],
+        &["--slow-consumer", "sometimes"],
+        &["--frobnicate"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("error"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn flags_can_come_from_the_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MAX_PAYLOAD", "banana")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let (mut child, port, _out) = spawn_agora(&[]);
+    drop(Raw::connect(format!("127.0.0.1:{port}").parse().unwrap()));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    wait_exit(&mut child);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["--port", "0"])
+        .env("AGORA_MAX_PAYLOAD", "77")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let c = Raw::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    assert!(matches!(&c.info, Frame::Info(i) if i.max_payload == 77));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
