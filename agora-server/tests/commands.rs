@@ -47,7 +47,7 @@ fn typed_by_hand_lower_case_and_bare_lf() {
     c.send(b"sub topic:t 1\nsetack on\npub topic:t 2\nhi\n");
     assert_eq!(c.next(), Frame::Ok { rid: None });
     assert_eq!(c.next(), Frame::Ok { rid: None });
-    let mut got = vec![c.next(), c.next()];
+    let mut got = [c.next(), c.next()];
     got.sort_by_key(|f| f.command());
     assert!(matches!(&got[0], Frame::Msg(m) if &m.payload[..] == b"hi" && m.sid == 1));
     assert_eq!(
