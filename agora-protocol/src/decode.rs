@@ -1,7 +1,7 @@
 //! Streaming decode: bytes in, frames out.
 //!
 //! The contract: `Ok(None)` means "not enough bytes yet" for every incomplete prefix,
-//! and nothing is consumed then. Limits are checked before anything is buffered for a
+//! and nothing of that prefix is consumed (blank lines before it may be). Limits are checked before anything is buffered for a
 //! frame: a line is searched for only within `max_line + 2` bytes, and a payload's
 //! declared size is checked before its bytes are awaited. Payloads and names are split
 //! off the buffer as [`Bytes`], never copied.
