@@ -1,0 +1,752 @@
+//! The driver: the one task that owns the socket.
+//!
+//! It runs on a thread of its own under `async_io::block_on`, so the client needs no
+//! executor from the application and works under smol, tokio-with-compat, or a plain
+//! `block_on`. Application handles talk to it over two channels: `cmd` (bounded:
+//! publishes and requests, so a fast publisher waits instead of growing memory) and
+//! `ctl` (unbounded in type, bounded in practice: every item is tied to a delivery or a
+//! subscription the application holds — acks, unsubscribes from `Drop` — or is a reply
+//! to a broker `PINGREQ`).
+//!
+//! Per connection it runs a reader and a writer concurrently on that thread. The writer
+//! drains many commands per wake-up, encodes them into one buffer and writes it with
+//! one call. The reader decodes every complete frame in its buffer before reading again,
+//! matches answers to requests by request id and hands deliveries to subscriptions by
+//! sid. It never waits on the application: subscription buffers are bounded and full
+//! ones are handled by policy (see `deliver`). This module must never block the thread
+//! on anything but the socket, the channels and timers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agora_protocol::bytes::{Bytes, BytesMut};
+use agora_protocol::{
+    decode_with, encode, encode_pub, AckMode, Connect, Destination, Frame, Headers, Info, Limits,
+    Subscribe, PROTOCOL_VERSION,
+};
+use async_channel::{Receiver, Sender, TrySendError};
+use async_net::TcpStream;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{Error, Result, ServerError};
+use crate::Options;
+
+/// Bytes read per `read` call at most.
+const READ_SIZE: usize = 64 * 1024;
+/// The writer stops draining commands into one buffer past this many bytes.
+const BATCH_BYTES: usize = 256 * 1024;
+/// The largest payload the client accepts from the broker, at least (a `STATS`
+/// document of a busy broker can exceed the publish limit).
+const MIN_READ_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// State the application's handles and the driver share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Bumped on every (re)connect; deliveries remember the one they arrived on.
+    pub generation: AtomicU64,
+    /// The latest `INFO`.
+    pub info: Mutex<Info>,
+    /// Set once the driver has stopped for good.
+    pub closed: AtomicBool,
+    /// Subscription ids, unique per client (and so per connection).
+    pub next_sid: AtomicU64,
+    /// The largest payload the broker accepts, from `INFO`.
+    pub server_max_payload: AtomicU64,
+}
+
+/// What a request's answer carries.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Ok,
+    PubAck,
+    Body(Bytes),
+}
+
+pub(crate) type Reply = Sender<Result<Answer>>;
+
+/// A delivery on its way to a subscription, with the connection it arrived on.
+pub(crate) struct Incoming {
+    pub msg: agora_protocol::Delivery,
+    pub generation: u64,
+}
+
+/// What a subscription is, as the driver keeps it across reconnects.
+pub(crate) struct SubEntry {
+    pub dest: Destination,
+    /// `Some` for queue consumers.
+    pub prefetch: Option<u32>,
+    pub tx: Sender<Incoming>,
+    /// A queue consumer's receiver, kept to drop deliveries of a lost connection.
+    pub drain: Option<Receiver<Incoming>>,
+    /// Topic messages dropped because the application did not keep up.
+    pub dropped: Arc<AtomicU64>,
+}
+
+/// Requests from the application, in order.
+pub(crate) enum Cmd {
+    Publish {
+        dest: Destination,
+        headers: Headers,
+        payload: Bytes,
+        confirm: Option<Reply>,
+    },
+    Subscribe {
+        sid: u64,
+        entry: SubEntry,
+        reply: Reply,
+    },
+    Unsubscribe {
+        sid: u64,
+        reply: Reply,
+    },
+    Ping {
+        reply: Reply,
+    },
+    Stats {
+        reply: Reply,
+    },
+    Close {
+        reply: Sender<()>,
+    },
+}
+
+/// Small control messages that must never wait for room.
+pub(crate) enum Ctl {
+    Settle {
+        did: u64,
+        generation: u64,
+        ack: bool,
+    },
+    Unsub {
+        sid: u64,
+    },
+    Pong {
+        rid: Option<u64>,
+    },
+    /// `close()` was called: stop reconnecting.
+    Closing,
+}
+
+/// A connection that has done its handshake.
+pub(crate) struct Established {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    pub info: Info,
+}
+
+/// Runs `f` with a deadline.
+pub(crate) async fn timeout<T>(
+    d: Duration,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    future::or(f, async {
+        async_io::Timer::after(d).await;
+        Err(Error::Timeout)
+    })
+    .await
+}
+
+fn read_limits(opts: &Options, info: Option<&Info>) -> Limits {
+    let server = info.map_or(0, |i| i.max_payload as usize);
+    Limits {
+        max_line: agora_protocol::DEFAULT_MAX_LINE.max(info.map_or(0, |i| i.max_line as usize)),
+        max_payload: opts.max_payload.max(server).max(MIN_READ_PAYLOAD),
+    }
+}
+
+/// Reads until one frame is decoded.
+async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) -> Result<Frame> {
+    loop {
+        match decode_with(buf, limits) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => return Err(Error::Protocol(e)),
+        }
+        let len = buf.len();
+        buf.resize(len + READ_SIZE, 0);
+        let n = stream.read(&mut buf[len..]).await?;
+        buf.truncate(len + n);
+        if n == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// Connects, reads `INFO`, sends `CONNECT` and waits for its `OK`, within the connect
+/// timeout.
+pub(crate) async fn handshake(addr: &str, opts: &Options) -> Result<Established> {
+    timeout(opts.connect_timeout, async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let limits = read_limits(opts, None);
+        let info = match read_frame(&mut stream, &mut buf, &limits).await? {
+            Frame::Info(i) => i,
+            Frame::Err(e) => {
+                return Err(Error::Server {
+                    code: e.code,
+                    message: e.message,
+                })
+            }
+            other => return Err(Error::UnexpectedFrame(other.command())),
+        };
+        let mut out = BytesMut::new();
+        encode(
+            &Frame::Connect(Connect {
+                rid: Some(0),
+                name: opts.name.clone(),
+                proto: Some(PROTOCOL_VERSION),
+                confirm: None,
+            }),
+            &mut out,
+        );
+        stream.write_all(&out).await?;
+        let limits = read_limits(opts, Some(&info));
+        loop {
+            match read_frame(&mut stream, &mut buf, &limits).await? {
+                Frame::Ok { rid: Some(0) } => break,
+                Frame::Err(e) => {
+                    return Err(Error::Server {
+                        code: e.code,
+                        message: e.message,
+                    })
+                }
+                Frame::PingReq { rid } => {
+                    let mut out = BytesMut::new();
+                    encode(&Frame::PingResp { rid }, &mut out);
+                    stream.write_all(&out).await?;
+                }
+                Frame::Shutdown { .. } => return Err(Error::Disconnected),
+                other => return Err(Error::UnexpectedFrame(other.command())),
+            }
+        }
+        Ok(Established { stream, buf, info })
+    })
+    .await
+}
+
+/// A request waiting for its answer.
+struct Pending {
+    reply: Option<Reply>,
+    /// For a `SUB`: the subscription to forget if the broker refuses it.
+    sid: Option<u64>,
+}
+
+/// Why a connection ended.
+enum End {
+    /// The application closed the client (or dropped every handle).
+    Closed,
+    /// The connection failed.
+    Lost(Error),
+}
+
+pub(crate) struct Driver {
+    pub addr: String,
+    pub opts: Options,
+    pub shared: Arc<Shared>,
+    pub cmd_rx: Receiver<Cmd>,
+    pub ctl_rx: Receiver<Ctl>,
+    pub ctl_tx: Sender<Ctl>,
+    pub errors: Sender<ServerError>,
+    subs: RefCell<HashMap<u64, SubEntry>>,
+    pending: RefCell<HashMap<u64, Pending>>,
+    next_rid: Cell<u64>,
+    /// Publisher confirms as last set on this connection (`SETACK`).
+    confirm: Cell<bool>,
+    /// The `close()` caller waiting for the connection to finish.
+    closing: RefCell<Option<Sender<()>>>,
+    limits: Cell<Limits>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        addr: String,
+        opts: Options,
+        shared: Arc<Shared>,
+        cmd_rx: Receiver<Cmd>,
+        (ctl_tx, ctl_rx): (Sender<Ctl>, Receiver<Ctl>),
+        errors: Sender<ServerError>,
+    ) -> Driver {
+        Driver {
+            limits: Cell::new(read_limits(&opts, None)),
+            addr,
+            opts,
+            shared,
+            cmd_rx,
+            ctl_rx,
+            ctl_tx,
+            errors,
+            subs: RefCell::new(HashMap::new()),
+            pending: RefCell::new(HashMap::new()),
+            next_rid: Cell::new(1),
+            confirm: Cell::new(false),
+            closing: RefCell::new(None),
+        }
+    }
+
+    /// Serves connection after connection until the client is closed or reconnecting
+    /// gives up, then fails everything still waiting.
+    pub(crate) async fn run(self, mut conn: Established) {
+        let mut first = true;
+        loop {
+            let end = self.serve(conn, first).await;
+            first = false;
+            self.fail_pending(|| Error::Disconnected);
+            match end {
+                End::Closed => break,
+                End::Lost(e) => {
+                    if self.closing.borrow().is_some() {
+                        break;
+                    }
+                    log::warn!("agora client: connection to {} lost: {e}", self.addr);
+                    match self.reconnect().await {
+                        Some(c) => conn = c,
+                        None => break,
+                    }
+                }
+            }
+        }
+        self.shared.closed.store(true, SeqCst);
+        self.cmd_rx.close();
+        self.subs.borrow_mut().clear();
+        self.fail_pending(|| Error::Closed);
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            fail_cmd(cmd, Error::Closed);
+        }
+        if let Some(c) = self.closing.borrow_mut().take() {
+            let _ = c.try_send(());
+        }
+        log::debug!("agora client: driver for {} stopped", self.addr);
+    }
+
+    fn fail_pending(&self, e: impl Fn() -> Error) {
+        for (_, p) in self.pending.borrow_mut().drain() {
+            if let Some(r) = p.reply {
+                let _ = r.try_send(Err(e()));
+            }
+        }
+    }
+
+    /// Tries to connect again with exponential backoff; `None` when the policy gives
+    /// up or the application closes the client meanwhile.
+    async fn reconnect(&self) -> Option<Established> {
+        let policy = self.opts.reconnect.clone()?;
+        let mut delay = policy.initial_delay;
+        let mut attempt = 0u32;
+        loop {
+            if policy.max_attempts.is_some_and(|m| attempt >= m) {
+                log::warn!(
+                    "agora client: giving up on {} after {attempt} attempts",
+                    self.addr
+                );
+                return None;
+            }
+            attempt += 1;
+            // Wait out the delay, meanwhile handling control messages: acks are stale
+            // by now, unsubscribes just forget the subscription, a close stops us.
+            let deadline = async_io::Timer::after(delay);
+            let stop = future::or(
+                async {
+                    deadline.await;
+                    false
+                },
+                async {
+                    loop {
+                        match self.ctl_rx.recv().await {
+                            Ok(Ctl::Unsub { sid }) => {
+                                self.subs.borrow_mut().remove(&sid);
+                            }
+                            Ok(Ctl::Closing) | Err(_) => return true,
+                            Ok(_) => {}
+                        }
+                    }
+                },
+            )
+            .await;
+            if stop || self.cmd_rx.is_closed() {
+                return None;
+            }
+            match handshake(&self.addr, &self.opts).await {
+                Ok(c) => {
+                    log::info!(
+                        "agora client: reconnected to {} (attempt {attempt})",
+                        self.addr
+                    );
+                    return Some(c);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "agora client: reconnect to {} failed (attempt {attempt}): {e}",
+                        self.addr
+                    );
+                    delay = (delay * 2).min(policy.max_delay);
+                }
+            }
+        }
+    }
+
+    /// Runs one connection: re-subscribes, then reads and writes until it ends.
+    async fn serve(&self, conn: Established, first: bool) -> End {
+        let Established { stream, buf, info } = conn;
+        self.limits.set(read_limits(&self.opts, Some(&info)));
+        self.shared
+            .server_max_payload
+            .store(info.max_payload, SeqCst);
+        *self.shared.info.lock().unwrap_or_else(|e| e.into_inner()) = info;
+        // The first connection is generation 1 from `connect` on; a reconnect bumps it
+        // before anything is read, so a delivery's generation is always its connection's.
+        let generation = if first {
+            self.shared.generation.load(SeqCst)
+        } else {
+            self.shared.generation.fetch_add(1, SeqCst) + 1
+        };
+        self.confirm.set(false);
+        let mut out = BytesMut::new();
+        if !first {
+            self.resubscribe(&mut out);
+        }
+        let reader = self.reader(stream.clone(), buf, generation);
+        let writer = self.writer(stream.clone(), out, generation);
+        let end = future::or(writer, reader).await;
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        end
+    }
+
+    /// Subscribes again, with the same sids, to everything the application still
+    /// holds; a queue consumer's deliveries from the lost connection are dropped from
+    /// its buffer (the broker gives them back, redelivered).
+    fn resubscribe(&self, out: &mut BytesMut) {
+        let subs = self.subs.borrow();
+        for (&sid, e) in subs.iter() {
+            if let Some(rx) = &e.drain {
+                let mut n = 0;
+                while rx.try_recv().is_ok() {
+                    n += 1;
+                }
+                if n > 0 {
+                    log::debug!("agora client: dropped {n} stale deliveries of {}", e.dest);
+                }
+            }
+            let rid = self.register(None, Some(sid));
+            encode(&sub_frame(rid, sid, e), out);
+        }
+    }
+
+    fn register(&self, reply: Option<Reply>, sid: Option<u64>) -> Option<u64> {
+        let rid = self.next_rid.get();
+        self.next_rid.set(rid + 1);
+        self.pending
+            .borrow_mut()
+            .insert(rid, Pending { reply, sid });
+        Some(rid)
+    }
+
+    async fn writer(&self, mut stream: TcpStream, mut out: BytesMut, generation: u64) -> End {
+        enum Next {
+            Cmd(Cmd),
+            Ctl(Ctl),
+            Gone,
+        }
+        loop {
+            if !out.is_empty() {
+                if let Err(e) = stream.write_all(&out).await {
+                    return End::Lost(Error::Io(e));
+                }
+                out.clear();
+                if self.closing.borrow().is_some() {
+                    let _ = stream.flush().await;
+                    // Everything is written, DISCONNECT last: the broker answers what
+                    // came before it, then closes; the reader sees that and ends. A broker
+                    // that never closes gets the request timeout.
+                    async_io::Timer::after(self.opts.request_timeout).await;
+                    return End::Closed;
+                }
+            }
+            let next = future::or(
+                async { self.ctl_rx.recv().await.map_or(Next::Gone, Next::Ctl) },
+                async { self.cmd_rx.recv().await.map_or(Next::Gone, Next::Cmd) },
+            )
+            .await;
+            match next {
+                Next::Ctl(c) => self.on_ctl(c, generation, &mut out),
+                Next::Cmd(c) => self.on_cmd(c, &mut out),
+                Next::Gone => {
+                    encode(&Frame::Disconnect, &mut out);
+                    let _ = stream.write_all(&out).await;
+                    let _ = stream.flush().await;
+                    return End::Closed;
+                }
+            }
+            // Batch: take everything else that is waiting, up to a bound.
+            while out.len() < BATCH_BYTES && self.closing.borrow().is_none() {
+                if let Ok(c) = self.ctl_rx.try_recv() {
+                    self.on_ctl(c, generation, &mut out);
+                } else if let Ok(c) = self.cmd_rx.try_recv() {
+                    self.on_cmd(c, &mut out);
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_ctl(&self, c: Ctl, generation: u64, out: &mut BytesMut) {
+        match c {
+            Ctl::Settle {
+                did,
+                generation: g,
+                ack,
+            } => {
+                if g != generation {
+                    log::debug!("agora client: dropping settle of stale delivery {did}");
+                } else if ack {
+                    encode(&Frame::Ack { rid: None, did }, out);
+                } else {
+                    encode(&Frame::Nack { rid: None, did }, out);
+                }
+            }
+            Ctl::Unsub { sid } => {
+                if self.subs.borrow_mut().remove(&sid).is_some() {
+                    encode(&Frame::Unsub { rid: None, sid }, out);
+                }
+            }
+            Ctl::Pong { rid } => encode(&Frame::PingResp { rid }, out),
+            Ctl::Closing => {}
+        }
+    }
+
+    fn on_cmd(&self, c: Cmd, out: &mut BytesMut) {
+        match c {
+            Cmd::Publish {
+                dest,
+                headers,
+                payload,
+                confirm,
+            } => {
+                // Confirms are switched per connection, so switch them only when the
+                // kind of publish changes: the broker applies SETACK in order.
+                let want = confirm.is_some();
+                if want != self.confirm.get() {
+                    encode(
+                        &Frame::SetAck {
+                            rid: None,
+                            on: want,
+                        },
+                        out,
+                    );
+                    self.confirm.set(want);
+                }
+                let rid = confirm.and_then(|r| self.register(Some(r), None));
+                encode_pub(rid, &dest, &headers, &payload, out);
+            }
+            Cmd::Subscribe { sid, entry, reply } => {
+                let rid = self.register(Some(reply), Some(sid));
+                encode(&sub_frame(rid, sid, &entry), out);
+                self.subs.borrow_mut().insert(sid, entry);
+            }
+            Cmd::Unsubscribe { sid, reply } => {
+                if self.subs.borrow_mut().remove(&sid).is_some() {
+                    let rid = self.register(Some(reply), None);
+                    encode(&Frame::Unsub { rid, sid }, out);
+                } else {
+                    let _ = reply.try_send(Ok(Answer::Ok));
+                }
+            }
+            Cmd::Ping { reply } => {
+                let rid = self.register(Some(reply), None);
+                encode(&Frame::PingReq { rid }, out);
+            }
+            Cmd::Stats { reply } => {
+                let rid = self.register(Some(reply), None);
+                encode(&Frame::Stats { rid }, out);
+            }
+            Cmd::Close { reply } => {
+                encode(&Frame::Disconnect, out);
+                *self.closing.borrow_mut() = Some(reply);
+            }
+        }
+    }
+
+    async fn reader(&self, mut stream: TcpStream, mut buf: BytesMut, generation: u64) -> End {
+        loop {
+            loop {
+                match decode_with(&mut buf, &self.limits.get()) {
+                    Ok(Some(f)) => self.on_frame(f, generation),
+                    Ok(None) => break,
+                    Err(e) if e.is_fatal() => return End::Lost(Error::Protocol(e)),
+                    Err(e) => log::warn!("agora client: skipped a frame from the broker: {e}"),
+                }
+            }
+            let len = buf.len();
+            buf.resize(len + READ_SIZE, 0);
+            match stream.read(&mut buf[len..]).await {
+                Ok(0) => {
+                    if self.closing.borrow().is_some() {
+                        return End::Closed;
+                    }
+                    return End::Lost(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(n) => buf.truncate(len + n),
+                Err(e) => {
+                    if self.closing.borrow().is_some() {
+                        return End::Closed;
+                    }
+                    return End::Lost(Error::Io(e));
+                }
+            }
+        }
+    }
+
+    fn answer(&self, rid: Option<u64>, a: Result<Answer>) -> Option<Result<Answer>> {
+        let p = rid.and_then(|r| self.pending.borrow_mut().remove(&r));
+        match p {
+            Some(p) => {
+                if a.is_err() {
+                    if let Some(sid) = p.sid {
+                        self.subs.borrow_mut().remove(&sid);
+                    }
+                }
+                match p.reply {
+                    Some(r) => {
+                        let _ = r.try_send(a);
+                        None
+                    }
+                    // A re-subscribe after reconnect: nobody waits, errors go to the
+                    // error stream.
+                    None => Some(a),
+                }
+            }
+            None => Some(a),
+        }
+    }
+
+    fn report(&self, e: ServerError) {
+        log::warn!("agora client: broker error: {e}");
+        // Drop-oldest: an application that never reads errors() keeps a bounded list.
+        let _ = self.errors.force_send(e);
+    }
+
+    fn on_frame(&self, f: Frame, generation: u64) {
+        match f {
+            Frame::Msg(msg) => self.deliver(msg, generation),
+            Frame::Ok { rid } => {
+                self.answer(rid, Ok(Answer::Ok));
+            }
+            Frame::PubAck { rid, .. } => {
+                self.answer(rid, Ok(Answer::PubAck));
+            }
+            Frame::StatsResp { rid, json } => {
+                self.answer(rid, Ok(Answer::Body(json)));
+            }
+            Frame::HelpResp { rid, text } => {
+                self.answer(rid, Ok(Answer::Body(text)));
+            }
+            Frame::PingResp { rid } => {
+                self.answer(rid, Ok(Answer::Ok));
+            }
+            Frame::Err(e) => {
+                let rid = e.rid;
+                let err = Error::Server {
+                    code: e.code,
+                    message: e.message.clone(),
+                };
+                if self.answer(rid, Err(err)).is_some() {
+                    self.report(ServerError {
+                        code: e.code,
+                        message: e.message,
+                        request_id: rid,
+                    });
+                }
+            }
+            Frame::Cancel { sid, code, message } => {
+                let dest = self.subs.borrow_mut().remove(&sid).map(|e| e.dest);
+                let what = dest.map_or_else(|| format!("subscription {sid}"), |d| d.to_string());
+                self.report(ServerError {
+                    code,
+                    message: format!("{what} cancelled: {message}"),
+                    request_id: None,
+                });
+            }
+            Frame::PingReq { rid } => {
+                let _ = self.ctl_tx.try_send(Ctl::Pong { rid });
+            }
+            Frame::Shutdown { message } => {
+                log::info!(
+                    "agora client: broker {} is shutting down: {message}",
+                    self.addr
+                );
+            }
+            other => log::debug!("agora client: ignored {} from the broker", other.command()),
+        }
+    }
+
+    /// Hands a delivery to its subscription without ever waiting on the application.
+    ///
+    /// - Topic subscription full: drop its oldest buffered message and count it
+    ///   (`Subscription::dropped`), as the broker does for a slow subscriber.
+    /// - Queue consumer full: cannot happen while the broker keeps to the prefetch
+    ///   (the buffer holds `prefetch` deliveries); if it does, the delivery is NACKed so
+    ///   the broker gives it to someone, never dropped.
+    fn deliver(&self, msg: agora_protocol::Delivery, generation: u64) {
+        let subs = self.subs.borrow();
+        let Some(e) = subs.get(&msg.sid) else {
+            // Ended locally; the broker takes back unacked deliveries on UNSUB.
+            return;
+        };
+        let item = Incoming { msg, generation };
+        if e.prefetch.is_none() {
+            if let Ok(Some(_)) = e.tx.force_send(item) {
+                let n = e.dropped.fetch_add(1, SeqCst) + 1;
+                if n.is_power_of_two() {
+                    log::warn!(
+                        "agora client: subscription to {} is not drained; {n} messages dropped so far",
+                        e.dest
+                    );
+                }
+            }
+        } else if let Err(TrySendError::Full(item)) = e.tx.try_send(item) {
+            log::warn!(
+                "agora client: consumer of {} over its prefetch; giving delivery {} back",
+                e.dest,
+                item.msg.did
+            );
+            let _ = self.ctl_tx.try_send(Ctl::Settle {
+                did: item.msg.did,
+                generation,
+                ack: false,
+            });
+        }
+    }
+}
+
+fn sub_frame(rid: Option<u64>, sid: u64, e: &SubEntry) -> Frame {
+    Frame::Sub(Subscribe {
+        rid,
+        dest: e.dest.clone(),
+        sid,
+        prefetch: e.prefetch,
+        ack: e.prefetch.map(|_| AckMode::Manual),
+    })
+}
+
+fn fail_cmd(cmd: Cmd, e: Error) {
+    match cmd {
+        Cmd::Publish { confirm, .. } => {
+            if let Some(r) = confirm {
+                let _ = r.try_send(Err(e));
+            }
+        }
+        Cmd::Subscribe { reply, .. }
+        | Cmd::Unsubscribe { reply, .. }
+        | Cmd::Ping { reply }
+        | Cmd::Stats { reply } => {
+            let _ = reply.try_send(Err(e));
+        }
+        Cmd::Close { reply } => {
+            let _ = reply.try_send(());
+        }
+    }
+}

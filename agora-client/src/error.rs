@@ -1,0 +1,163 @@
+//! The client's one error type, and the server errors that reach the application
+//! without a request waiting for them.
+
+use std::fmt;
+use std::io;
+
+use agora_protocol::{ErrorCode, NameError, ProtocolError};
+
+/// Everything that can go wrong in the client.
+///
+/// `Display` is one lowercase line; [`source`](std::error::Error::source) gives the
+/// underlying error where there is one.
+///
+/// ```
+/// use agora_client::Error;
+/// let e = Error::Server {
+///     code: agora_client::ErrorCode::QueueFull,
+///     message: "queue 'jobs' is full".into(),
+/// };
+/// assert_eq!(e.to_string(), "server error queue_full: queue 'jobs' is full");
+/// assert_eq!(e.code(), Some(agora_client::ErrorCode::QueueFull));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Connecting, reading or writing failed.
+    Io(io::Error),
+    /// The broker sent bytes that are not a valid frame, or a frame out of place.
+    Protocol(ProtocolError),
+    /// The broker sent something the handshake did not expect.
+    UnexpectedFrame(&'static str),
+    /// The broker refused the request with `ERR <code> <message>`.
+    Server {
+        /// The stable error code, e.g. [`ErrorCode::QueueFull`].
+        code: ErrorCode,
+        /// The broker's text for people.
+        message: String,
+    },
+    /// The client was closed (by [`Client::close`](crate::Client::close), or because
+    /// the connection was lost and reconnecting is off or gave up).
+    Closed,
+    /// The connection was lost while this request was waiting for its answer. With a
+    /// reconnect policy the client reconnects; the request may or may not have been
+    /// carried out, so retry only what is safe to do twice.
+    Disconnected,
+    /// No answer within the connect or request timeout.
+    Timeout,
+    /// An `ACK`/`NACK` of a delivery received on an earlier connection: its delivery id
+    /// meant nothing to the new one. The broker delivers the message again.
+    StaleDelivery,
+    /// A destination name that breaks the naming rules.
+    InvalidName(NameError),
+    /// A payload (header block included) larger than the client's or broker's limit.
+    PayloadTooLarge {
+        /// The payload's size, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// A typed payload did not deserialize from JSON.
+    #[cfg(feature = "serde")]
+    Decode(serde_json::Error),
+    /// A typed value did not serialize to JSON.
+    #[cfg(feature = "serde")]
+    Encode(serde_json::Error),
+}
+
+impl Error {
+    /// The broker's error code, for [`Error::Server`].
+    ///
+    /// ```
+    /// assert_eq!(agora_client::Error::Timeout.code(), None);
+    /// ```
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::Protocol(e) => write!(f, "protocol error: {e}"),
+            Error::UnexpectedFrame(w) => write!(f, "unexpected {w} frame from the broker"),
+            Error::Server { code, message } => write!(f, "server error {code}: {message}"),
+            Error::Closed => f.write_str("client closed"),
+            Error::Disconnected => f.write_str("connection to the broker lost"),
+            Error::Timeout => f.write_str("timed out"),
+            Error::StaleDelivery => {
+                f.write_str("delivery belongs to an earlier connection and cannot be settled")
+            }
+            Error::InvalidName(e) => write!(f, "invalid destination name: {e}"),
+            Error::PayloadTooLarge { size, max } => {
+                write!(f, "payload of {size} bytes is over the limit of {max}")
+            }
+            #[cfg(feature = "serde")]
+            Error::Decode(e) => write!(f, "payload is not the expected json: {e}"),
+            #[cfg(feature = "serde")]
+            Error::Encode(e) => write!(f, "value does not serialize to json: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Protocol(e) => Some(e),
+            Error::InvalidName(e) => Some(e),
+            #[cfg(feature = "serde")]
+            Error::Decode(e) | Error::Encode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
+    }
+}
+
+impl From<NameError> for Error {
+    fn from(e: NameError) -> Error {
+        Error::InvalidName(e)
+    }
+}
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error the broker sent that no request was waiting for: a refused publish that
+/// was not confirmed, an `ACK` of an unknown delivery, a subscription the broker
+/// cancelled. Read them from [`Client::errors`](crate::Client::errors).
+///
+/// ```
+/// let e = agora_client::ServerError {
+///     code: agora_client::ErrorCode::QueueFull,
+///     message: "queue 'jobs' is full".into(),
+///     request_id: None,
+/// };
+/// assert_eq!(e.to_string(), "queue_full: queue 'jobs' is full");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    /// The stable error code.
+    pub code: ErrorCode,
+    /// The broker's text for people.
+    pub message: String,
+    /// The request id the `ERR` carried, if any.
+    pub request_id: Option<u64>,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ServerError {}

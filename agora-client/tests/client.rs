@@ -1,0 +1,541 @@
+//! The client against an in-process broker: every API path.
+
+mod common;
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use agora_client::{Client, Error, ErrorCode, Headers, Reconnect, Stats};
+use agora_server::Config;
+use common::{start, start_with, wait_until, within};
+use futures_lite::StreamExt;
+
+async fn stats(c: &Client) -> Stats {
+    within(c.stats()).await.expect("stats")
+}
+
+fn dest<'a>(s: &'a Stats, kind: &str, name: &str) -> Option<&'a agora_client::DestinationStats> {
+    s.destinations
+        .iter()
+        .find(|d| d.kind == kind && d.name == name)
+}
+
+#[test]
+fn handshake_info_ping_flush_stats_close() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::builder()
+            .name("tester")
+            .connect(server.addr)
+            .await
+            .unwrap();
+        let info = client.server_info();
+        assert_eq!(info.server, "agora");
+        assert_eq!(info.proto, 1);
+        assert_eq!(client.generation(), 1);
+        within(client.ping()).await.unwrap();
+        client.publish("t", "x").await.unwrap();
+        within(client.flush()).await.unwrap();
+        let raw = within(client.stats_raw()).await.unwrap();
+        assert!(raw.starts_with(b"{"));
+        let s = stats(&client).await;
+        assert_eq!(s.server, "agora");
+        assert!(s.clients.tcp >= 1);
+        assert!(!client.is_closed());
+        within(client.close()).await.unwrap();
+        assert!(client.is_closed());
+        assert!(matches!(client.publish("t", "x").await, Err(Error::Closed)));
+        assert!(matches!(client.ping().await, Err(Error::Closed)));
+        // closing twice is fine
+        within(client.close()).await.unwrap();
+    });
+}
+
+#[test]
+fn topic_publish_subscribe_headers_and_unsubscribe() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let mut sub = client.subscribe("prices.eu").await.unwrap();
+        assert_eq!(sub.destination().to_string(), "topic:prices.eu");
+        client.publish("prices.eu", "101.5").await.unwrap();
+        let mut h = Headers::new();
+        h.insert("Trace-Id", "ab12").unwrap();
+        client
+            .publish_with_headers("prices.eu", h, &b"102"[..])
+            .await
+            .unwrap();
+        client
+            .topic("prices.eu")
+            .unwrap()
+            .publish_confirmed("103")
+            .await
+            .unwrap();
+
+        let m = within(sub.next()).await.unwrap();
+        assert_eq!(m.payload(), "101.5");
+        assert_eq!(m.destination().to_string(), "topic:prices.eu");
+        assert!(m.headers().is_empty());
+        assert_eq!(m.delivery_count(), 1);
+        assert!(!m.redelivered());
+        let m = within(sub.next()).await.unwrap();
+        assert_eq!(m.headers().get("trace-id"), Some("ab12"));
+        assert_eq!(m.into_payload(), "102");
+        let m = within(sub.next()).await.unwrap();
+        assert_eq!(m.payload(), "103");
+        assert_eq!(sub.dropped(), 0);
+
+        within(sub.unsubscribe()).await.unwrap();
+        wait_until("the topic has no subscriber", || async {
+            dest(&stats(&client).await, "topic", "prices.eu").is_none_or(|d| d.consumers == 0)
+        })
+        .await;
+    });
+}
+
+#[test]
+fn dropping_a_subscription_sends_unsub() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let sub = client.subscribe("t").await.unwrap();
+        let c = client.consume("q", 1).await.unwrap();
+        let s = stats(&client).await;
+        assert_eq!(dest(&s, "topic", "t").unwrap().consumers, 1);
+        assert_eq!(dest(&s, "queue", "q").unwrap().consumers, 1);
+        drop(sub);
+        drop(c);
+        wait_until("both subscriptions are gone", || async {
+            let s = stats(&client).await;
+            dest(&s, "topic", "t").is_none_or(|d| d.consumers == 0)
+                && dest(&s, "queue", "q").is_none_or(|d| d.consumers == 0)
+        })
+        .await;
+    });
+}
+
+#[test]
+fn slow_topic_subscription_drops_oldest_and_counts() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::builder()
+            .subscription_buffer(4)
+            .connect(server.addr)
+            .await
+            .unwrap();
+        let mut sub = client.subscribe("fast").await.unwrap();
+        for i in 0..20 {
+            client.publish("fast", i.to_string()).await.unwrap();
+        }
+        wait_until("16 messages were dropped", || async { sub.dropped() == 16 }).await;
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(within(sub.next()).await.unwrap().into_payload());
+        }
+        assert_eq!(got, ["16", "17", "18", "19"]);
+    });
+}
+
+#[test]
+fn queue_two_consumers_share_with_acks_and_a_redelivered_nack() {
+    let server = start();
+    smol::block_on(async {
+        let producer = Client::connect(server.addr).await.unwrap();
+        let a = Client::connect(server.addr).await.unwrap();
+        let b = Client::connect(server.addr).await.unwrap();
+        let mut ca = a.consume("work", 2).await.unwrap();
+        let mut cb = b.consume("work", 2).await.unwrap();
+        let q = producer.queue("work").unwrap();
+        for i in 0..10 {
+            q.publish_confirmed(format!("job {i}")).await.unwrap();
+        }
+        let mut done = Vec::new();
+        let mut nacked = None;
+        let mut redelivered = None;
+        let mut from_a = 0;
+        let mut from_b = 0;
+        // Each turn takes one delivery from whichever consumer has one; bounded.
+        for _ in 0..100 {
+            if done.len() == 10 {
+                break;
+            }
+            let (d, from_a_now) = within(futures_lite::future::or(
+                async { (ca.next().await.unwrap(), true) },
+                async { (cb.next().await.unwrap(), false) },
+            ))
+            .await;
+            if from_a_now {
+                from_a += 1;
+            } else {
+                from_b += 1;
+            }
+            let text = String::from_utf8(d.payload().to_vec()).unwrap();
+            if nacked.is_none() {
+                assert!(!d.redelivered());
+                nacked = Some(text);
+                d.nack().await.unwrap();
+                continue;
+            }
+            if Some(&text) == nacked.as_ref() {
+                assert!(d.redelivered());
+                assert_eq!(d.delivery_count(), 2);
+                redelivered = Some(text.clone());
+            } else {
+                assert!(!d.redelivered(), "{text} redelivered");
+            }
+            assert!(!done.contains(&text), "{text} delivered twice");
+            done.push(text);
+            d.ack().await.unwrap();
+        }
+        assert_eq!(done.len(), 10);
+        assert_eq!(redelivered, nacked);
+        assert!(from_a > 0 && from_b > 0, "a got {from_a}, b got {from_b}");
+        a.flush().await.unwrap();
+        b.flush().await.unwrap();
+        wait_until("the queue is empty", || async {
+            let s = stats(&producer).await;
+            let d = dest(&s, "queue", "work").unwrap();
+            d.depth == 0 && d.unacked == 0
+        })
+        .await;
+        assert!(a.errors().try_next().is_none());
+    });
+}
+
+#[test]
+fn a_dropped_consumer_gives_its_unacked_deliveries_to_the_other() {
+    let server = start();
+    smol::block_on(async {
+        let producer = Client::connect(server.addr).await.unwrap();
+        let a = Client::connect(server.addr).await.unwrap();
+        let b = Client::connect(server.addr).await.unwrap();
+        let mut ca = a.consume("hand-off", 5).await.unwrap();
+        let q = producer.queue("hand-off").unwrap();
+        for i in 0..5 {
+            q.publish_confirmed(i.to_string()).await.unwrap();
+        }
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(within(ca.next()).await.unwrap());
+        }
+        let mut cb = b.consume("hand-off", 5).await.unwrap();
+        drop(ca);
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let d = within(cb.next()).await.unwrap();
+            assert!(d.redelivered());
+            assert_eq!(d.delivery_count(), 2);
+            got.push(String::from_utf8(d.payload().to_vec()).unwrap());
+            d.ack().await.unwrap();
+        }
+        got.sort();
+        assert_eq!(got, ["0", "1", "2", "3", "4"]);
+        drop(held);
+    });
+}
+
+#[test]
+fn consume_auto_ack_acks_as_taken() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let q = client.queue("auto").unwrap();
+        let mut h = Headers::new();
+        h.insert("k", "v").unwrap();
+        q.publish_with_headers(h.clone(), "a").await.unwrap();
+        q.publish_confirmed_with_headers(h, "b").await.unwrap();
+        q.publish("c").await.unwrap();
+        let mut c = client.consume_auto_ack("auto", 2).await.unwrap();
+        for want in ["a", "b", "c"] {
+            let d = within(c.next()).await.unwrap();
+            assert_eq!(d.payload(), want);
+            assert_eq!(d.destination().to_string(), "queue:auto");
+            assert_eq!(d.generation(), 1);
+            assert!(d.delivery_id() > 0);
+            d.ack().await.unwrap(); // a no-op, not an error
+        }
+        wait_until("everything is acked", || async {
+            let s = stats(&client).await;
+            let d = dest(&s, "queue", "auto").unwrap();
+            d.depth == 0 && d.unacked == 0
+        })
+        .await;
+        within(c.unsubscribe()).await.unwrap();
+    });
+}
+
+#[test]
+fn publish_confirmed_on_a_full_queue_returns_queue_full() {
+    let server = start_with(Config {
+        queue_max_messages: 2,
+        ..Config::ephemeral()
+    });
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let q = client.queue("small").unwrap();
+        q.publish_confirmed("1").await.unwrap();
+        q.publish_confirmed("2").await.unwrap();
+        let e = q.publish_confirmed("3").await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::QueueFull), "{e}");
+        assert!(matches!(e, Error::Server { .. }));
+        assert!(e.to_string().starts_with("server error queue_full"), "{e}");
+    });
+}
+
+#[test]
+fn an_unconfirmed_refused_publish_reaches_the_error_stream() {
+    let server = start_with(Config {
+        queue_max_messages: 1,
+        ..Config::ephemeral()
+    });
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let mut errors = client.errors();
+        let q = client.queue("tiny").unwrap();
+        q.publish("1").await.unwrap();
+        q.publish("2").await.unwrap();
+        client.publish("$sys.nope", "x").await.unwrap();
+        within(client.flush()).await.unwrap();
+        let e = within(errors.next()).await.unwrap();
+        assert_eq!(e.code, ErrorCode::QueueFull, "{e}");
+        let e = within(errors.next()).await.unwrap();
+        assert_eq!(e.code, ErrorCode::NotPermitted, "{e}");
+        assert!(errors.try_next().is_none());
+    });
+}
+
+#[test]
+fn local_errors_names_payload_limits_connect_failures() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::builder()
+            .max_payload(8)
+            .connect(server.addr)
+            .await
+            .unwrap();
+        let e = client.publish("bad name", "x").await.unwrap_err();
+        assert!(matches!(e, Error::InvalidName(_)));
+        assert!(e.source().is_some());
+        assert!(client.queue("").is_err());
+        let e = client.publish("t", "123456789").await.unwrap_err();
+        assert!(
+            matches!(e, Error::PayloadTooLarge { size: 9, max: 8 }),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "payload of 9 bytes is over the limit of 8");
+
+        // nothing listens on a port we just freed
+        let freed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let e = Client::connect(freed).await.unwrap_err();
+        assert!(matches!(e, Error::Io(_)), "{e}");
+        assert!(e.to_string().starts_with("i/o error"));
+        assert!(e.source().is_some());
+        let e = Client::connect("not an address").await.unwrap_err();
+        assert!(matches!(e, Error::Io(_)), "{e}");
+        for e in [
+            Error::Closed,
+            Error::Timeout,
+            Error::StaleDelivery,
+            Error::Disconnected,
+        ] {
+            let s = e.to_string();
+            assert_eq!(s, s.to_lowercase());
+            assert!(e.source().is_none());
+        }
+    });
+}
+
+#[test]
+fn connect_timeout_applies_to_a_silent_peer() {
+    // A listener that accepts (the kernel does) but never says INFO.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    smol::block_on(async {
+        let e = Client::builder()
+            .connect_timeout(Duration::from_millis(100))
+            .connect(addr)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Timeout), "{e}");
+    });
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u32,
+    item: String,
+}
+
+#[test]
+fn typed_topics_round_trip_and_a_bad_payload_is_an_err_item() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let orders = client.typed_topic::<Order>("orders").unwrap();
+        let mut sub = orders.subscribe().await.unwrap();
+        let o = Order {
+            id: 7,
+            item: "lamp".into(),
+        };
+        orders.publish(&o).await.unwrap();
+        orders.topic().publish("{not json").await.unwrap();
+        orders
+            .publish_confirmed(&Order {
+                id: 8,
+                item: "desk".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(within(sub.next()).await.unwrap().unwrap(), o);
+        let bad = within(sub.next()).await.unwrap().unwrap_err();
+        assert!(matches!(bad, Error::Decode(_)), "{bad}");
+        assert!(bad.source().is_some());
+        assert_eq!(within(sub.next()).await.unwrap().unwrap().id, 8);
+        assert_eq!(sub.subscription().dropped(), 0);
+        within(sub.unsubscribe()).await.unwrap();
+
+        // Untyped deliveries decode on demand too.
+        let q = client.queue("typed-q").unwrap();
+        q.publish_confirmed(r#"{"id":1,"item":"pen"}"#)
+            .await
+            .unwrap();
+        let mut c = client.consume("typed-q", 1).await.unwrap();
+        let d = within(c.next()).await.unwrap();
+        assert_eq!(d.json::<Order>().unwrap().item, "pen");
+        d.ack().await.unwrap();
+    });
+}
+
+#[test]
+fn runs_under_plain_block_on_without_smol() {
+    let server = start();
+    futures_lite::future::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let mut sub = client.subscribe("plain").await.unwrap();
+        client.publish("plain", "no executor").await.unwrap();
+        let m = within(sub.next()).await.unwrap();
+        assert_eq!(m.payload(), "no executor");
+        let q = client.queue("plain").unwrap();
+        q.publish_confirmed("job").await.unwrap();
+        let mut c = q.consume(1).await.unwrap();
+        within(c.next()).await.unwrap().ack().await.unwrap();
+        within(client.ping()).await.unwrap();
+        within(client.close()).await.unwrap();
+    });
+}
+
+#[test]
+fn close_drains_queued_publishes_before_disconnect() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let q = client.queue("drain").unwrap();
+        for i in 0..500 {
+            q.publish(i.to_string()).await.unwrap();
+        }
+        within(client.close()).await.unwrap();
+        let other = Client::connect(server.addr).await.unwrap();
+        wait_until("all 500 publishes are in the queue", || async {
+            dest(&stats(&other).await, "queue", "drain").is_some_and(|d| d.depth == 500)
+        })
+        .await;
+    });
+}
+
+#[test]
+fn without_reconnect_a_lost_connection_closes_the_client() {
+    let server = start();
+    let addr = server.addr;
+    smol::block_on(async {
+        let client = Client::connect(addr).await.unwrap();
+        let mut sub = client.subscribe("t").await.unwrap();
+        server.stop();
+        assert!(within(sub.next()).await.is_none(), "the stream ends");
+        wait_until("the client is closed", || async { client.is_closed() }).await;
+        assert!(matches!(client.publish("t", "x").await, Err(Error::Closed)));
+    });
+}
+
+#[test]
+fn reconnects_to_a_restarted_broker_resubscribes_and_refuses_stale_acks() {
+    let first = start();
+    let addr = first.addr;
+    smol::block_on(async {
+        let client = Client::builder()
+            .reconnect(Reconnect::default().initial_delay(Duration::from_millis(10)))
+            .connect(addr)
+            .await
+            .unwrap();
+        let mut sub = client.subscribe("news").await.unwrap();
+        let mut jobs = client.consume("jobs", 4).await.unwrap();
+        client
+            .queue("jobs")
+            .unwrap()
+            .publish_confirmed("before")
+            .await
+            .unwrap();
+        let stale = within(jobs.next()).await.unwrap();
+        assert_eq!(stale.generation(), 1);
+
+        first.stop();
+        let second = start_with(Config {
+            port: addr.port(),
+            ..Config::ephemeral()
+        });
+        wait_until("the client reconnected", || async {
+            client.generation() == 2
+        })
+        .await;
+        assert!(!client.is_closed());
+
+        let e = stale.ack().await.unwrap_err();
+        assert!(matches!(e, Error::StaleDelivery), "{e}");
+        assert!(e.to_string().contains("earlier connection"));
+
+        // The same streams go on, on the new connection.
+        client.publish("news", "after").await.unwrap();
+        assert_eq!(within(sub.next()).await.unwrap().payload(), "after");
+        client
+            .queue("jobs")
+            .unwrap()
+            .publish_confirmed("job 2")
+            .await
+            .unwrap();
+        let d = within(jobs.next()).await.unwrap();
+        assert_eq!(d.payload(), "job 2");
+        assert_eq!(d.generation(), 2);
+        d.ack().await.unwrap();
+        let s = stats(&client).await;
+        assert_eq!(dest(&s, "topic", "news").unwrap().consumers, 1);
+        within(client.close()).await.unwrap();
+        second.stop();
+    });
+}
+
+#[test]
+fn reconnect_gives_up_after_max_attempts() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::builder()
+            .reconnect(
+                Reconnect::default()
+                    .initial_delay(Duration::from_millis(1))
+                    .max_delay(Duration::from_millis(5))
+                    .max_attempts(Some(3)),
+            )
+            .connect_timeout(Duration::from_millis(500))
+            .connect(server.addr)
+            .await
+            .unwrap();
+        let mut errors = client.errors();
+        server.stop();
+        wait_until("the client gave up", || async { client.is_closed() }).await;
+        assert!(
+            within(errors.next()).await.is_none(),
+            "the error stream ends"
+        );
+    });
+}

@@ -1,0 +1,90 @@
+//! Test support: an in-process broker on 127.0.0.1 and waiting with a deadline.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use agora_server::{Config, Server};
+
+/// How long any wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A broker serving on a background thread until dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<async_channel::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Shuts the broker down and waits for it to finish.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            s.close();
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().expect("server thread panicked");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts a broker with `config` (use port 0, or a port just freed for restarts).
+pub fn start_with(config: Config) -> TestServer {
+    let server = smol::block_on(Server::bind(config)).expect("bind");
+    let addr = server.local_addr().expect("local_addr");
+    let (tx, rx) = async_channel::bounded::<()>(1);
+    let thread = std::thread::spawn(move || {
+        smol::block_on(server.serve(async move {
+            let _ = rx.recv().await;
+        }))
+        .expect("serve");
+    });
+    TestServer {
+        addr,
+        stop: Some(tx),
+        thread: Some(thread),
+    }
+}
+
+/// Starts a broker with the test defaults on a free port.
+pub fn start() -> TestServer {
+    start_with(Config::ephemeral())
+}
+
+/// Awaits `f`, failing the test if it takes longer than [`DEADLINE`].
+pub async fn within<T>(f: impl Future<Output = T>) -> T {
+    futures_lite::future::or(async { f.await }, async {
+        async_io::Timer::after(DEADLINE).await;
+        panic!("timed out after {DEADLINE:?}");
+    })
+    .await
+}
+
+/// Re-checks `cond` every few milliseconds until it holds; fails the test after
+/// [`DEADLINE`]. For conditions no event announces (counters in STATS, say).
+pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + DEADLINE;
+    while Instant::now() < end {
+        if cond().await {
+            return;
+        }
+        async_io::Timer::after(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
