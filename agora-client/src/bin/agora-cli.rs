@@ -1,1 +1,302 @@
-fn main() {}
+//! `agora-cli`: talk to an Agora broker from the shell.
+//!
+//! ```text
+//! agora-cli [--server HOST:PORT] ping
+//! agora-cli [--server HOST:PORT] pub --topic NAME [MESSAGE]...   # no MESSAGE: one per stdin line
+//! agora-cli [--server HOST:PORT] pub --queue NAME [--confirm] [MESSAGE]...
+//! agora-cli [--server HOST:PORT] sub --topic NAME [--count N]
+//! agora-cli [--server HOST:PORT] consume --queue NAME [--count N] [--prefetch N]
+//! agora-cli [--server HOST:PORT] stats [--json]
+//! ```
+//!
+//! Received payloads go to stdout, one per line, and nothing else does; diagnostics go
+//! to stderr, and any failure exits non-zero. The book's *agora-cli* page has more.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use agora_client::{Client, Error};
+use clap::{Parser, Subcommand};
+use futures_lite::StreamExt;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agora-cli",
+    version,
+    about = "Talk to an Agora broker from the shell"
+)]
+struct Cli {
+    /// The broker's address.
+    #[arg(long, global = true, env = "AGORA_SERVER", default_value = agora_client::DEFAULT_SERVER)]
+    server: String,
+    /// Seconds to wait for the connection and for each answer.
+    #[arg(long, global = true, default_value_t = 5)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check the broker answers; prints the round-trip time.
+    Ping,
+    /// Publish messages (the arguments, or else one per line of stdin).
+    Pub {
+        /// Publish to this topic.
+        #[arg(long, conflicts_with = "queue", required_unless_present = "queue")]
+        topic: Option<String>,
+        /// Publish to this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Wait for the broker's confirmation of each message (queues).
+        #[arg(long)]
+        confirm: bool,
+        /// The messages; none: read stdin, one message per line.
+        messages: Vec<String>,
+    },
+    /// Print the payload of each message published to a topic, one per line.
+    Sub {
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Print and acknowledge each message of a queue, one per line.
+    Consume {
+        /// The queue.
+        #[arg(long)]
+        queue: String,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Most unacknowledged messages held at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        prefetch: u32,
+    },
+    /// Print the broker's statistics.
+    Stats {
+        /// Print the raw JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Pub {
+        topic: Some(_),
+        confirm: true,
+        ..
+    } = cli.command
+    {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--confirm applies to --queue only (topics take no confirmation here)",
+            )
+            .exit();
+    }
+    match futures_lite::future::block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agora-cli: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors of the tool: the client's, or a line for people.
+#[derive(Debug)]
+enum CliError {
+    Client(Error),
+    Other(String),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Client(e) => e.fmt(f),
+            CliError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Client(e)
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError::Other(format!("i/o error: {e}"))
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let t = std::time::Duration::from_secs(cli.timeout.max(1));
+    let client = Client::builder()
+        .name("agora-cli")
+        .connect_timeout(t)
+        .request_timeout(t)
+        .connect(&cli.server)
+        .await
+        .map_err(|e| CliError::Other(format!("cannot connect to {}: {e}", cli.server)))?;
+    let result = command(&client, cli.command).await;
+    let closed = client.close().await;
+    result?;
+    closed?;
+    Ok(())
+}
+
+async fn command(client: &Client, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Ping => {
+            let rtt = client.ping().await?;
+            let info = client.server_info();
+            println!("pong from {} {} in {rtt:?}", info.server, info.version);
+        }
+        Command::Pub {
+            topic,
+            queue,
+            confirm,
+            messages,
+        } => {
+            let mut errors = client.errors();
+            let (topic, queue) = (topic.as_deref(), queue.as_deref());
+            if messages.is_empty() {
+                for line in std::io::stdin().lock().lines() {
+                    publish_one(client, topic, queue, confirm, line?).await?;
+                }
+            } else {
+                for m in messages {
+                    publish_one(client, topic, queue, confirm, m).await?;
+                }
+            }
+            // Refusals of unconfirmed publishes arrive before the flush's answer.
+            client.flush().await?;
+            if let Some(e) = errors.try_next() {
+                return Err(CliError::Other(format!("broker refused a publish: {e}")));
+            }
+        }
+        Command::Sub { topic, count } => {
+            let mut sub = client.subscribe(&topic).await?;
+            let mut n = 0;
+            while count.is_none_or(|c| n < c) {
+                let Some(m) = sub.next().await else {
+                    return Err(CliError::Other(format!(
+                        "subscription to {topic} ended after {n} messages"
+                    )));
+                };
+                print_line(m.payload())?;
+                n += 1;
+            }
+        }
+        Command::Consume {
+            queue,
+            count,
+            prefetch,
+        } => {
+            // Never hold more than will be printed: the rest stays for other consumers.
+            let prefetch = count.map_or(prefetch, |c| {
+                prefetch.min(c.clamp(1, u32::MAX as u64) as u32)
+            });
+            let mut consumer = client.consume(&queue, prefetch).await?;
+            let mut n = 0;
+            while count.is_none_or(|c| n < c) {
+                let Some(d) = consumer.next().await else {
+                    return Err(CliError::Other(format!(
+                        "consumer of {queue} ended after {n} messages"
+                    )));
+                };
+                print_line(d.payload())?;
+                d.ack().await?;
+                n += 1;
+            }
+            client.flush().await?;
+        }
+        Command::Stats { json } => {
+            if json {
+                let raw = client.stats_raw().await?;
+                print_line(&raw)?;
+            } else {
+                print_stats(client).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn publish_one(
+    client: &Client,
+    topic: Option<&str>,
+    queue: Option<&str>,
+    confirm: bool,
+    m: String,
+) -> Result<(), CliError> {
+    match (topic, queue) {
+        (Some(t), _) => client.publish(t, m).await?,
+        (None, Some(q)) if confirm => client.queue(q)?.publish_confirmed(m).await?,
+        (None, Some(q)) => client.queue(q)?.publish(m).await?,
+        (None, None) => unreachable!("clap requires --topic or --queue"),
+    }
+    Ok(())
+}
+
+/// Writes one payload and a newline to stdout, flushed so pipes see it at once.
+fn print_line(payload: &[u8]) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(payload)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(feature = "serde")]
+async fn print_stats(client: &Client) -> Result<(), CliError> {
+    let s = client.stats().await?;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} {}, up {:.1} s, clients: {} tcp, {} udp\n",
+        s.server, s.version, s.uptime_s, s.clients.tcp, s.clients.udp
+    ));
+    if s.destinations.is_empty() {
+        out.push_str("no destinations\n");
+    } else {
+        let w = s
+            .destinations
+            .iter()
+            .map(|d| d.kind.len() + 1 + d.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(11);
+        out.push_str(&format!(
+            "{:<w$} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>11}\n",
+            "destination", "depth", "unacked", "consumers", "in", "out", "dropped", "redelivered"
+        ));
+        for d in &s.destinations {
+            out.push_str(&format!(
+                "{:<w$} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>11}\n",
+                format!("{}:{}", d.kind, d.name),
+                d.depth,
+                d.unacked,
+                d.consumers,
+                d.messages_in,
+                d.messages_out,
+                d.dropped,
+                d.redelivered
+            ));
+        }
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(feature = "serde"))]
+async fn print_stats(client: &Client) -> Result<(), CliError> {
+    let raw = client.stats().await?;
+    print_line(&raw)
+}

@@ -1,0 +1,194 @@
+//! `agora-cli` driven as a process against an in-process broker.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use agora_client::Client;
+use agora_server::Config;
+use common::{start, start_with, wait_until, DEADLINE};
+
+fn cli(server: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_agora-cli"));
+    c.env_remove("AGORA_SERVER")
+        .arg("--server")
+        .arg(server)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Waits for the process to exit, killing it and failing the test after the deadline.
+fn finish(mut child: Child) -> Output {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).unwrap();
+        v
+    });
+    let e = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        err.read_to_end(&mut v).unwrap();
+        v
+    });
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("agora-cli did not exit within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    finish(cmd.spawn().expect("spawn agora-cli"))
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}, stderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+async fn consumers(c: &Client, kind: &str, name: &str) -> u64 {
+    let s = c.stats().await.unwrap();
+    s.destinations
+        .iter()
+        .find(|d| d.kind == kind && d.name == name)
+        .map_or(0, |d| d.consumers)
+}
+
+#[test]
+fn ping_and_the_env_variable() {
+    let server = start();
+    let o = run(cli(&server.addr.to_string()).arg("ping"));
+    assert!(ok(&o).starts_with("pong from agora"));
+    // AGORA_SERVER stands in for --server
+    let o = run(Command::new(env!("CARGO_BIN_EXE_agora-cli"))
+        .env("AGORA_SERVER", server.addr.to_string())
+        .arg("ping")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped()));
+    assert!(ok(&o).starts_with("pong"));
+}
+
+#[test]
+fn pub_and_sub_on_a_topic() {
+    let server = start();
+    let addr = server.addr.to_string();
+    let sub = cli(&addr)
+        .args(["sub", "--topic", "news", "--count", "3"])
+        .spawn()
+        .unwrap();
+    smol::block_on(async {
+        let c = Client::connect(server.addr).await.unwrap();
+        wait_until("agora-cli subscribed", || async {
+            consumers(&c, "topic", "news").await == 1
+        })
+        .await;
+    });
+    ok(&run(cli(&addr).args([
+        "pub",
+        "--topic",
+        "news",
+        "one",
+        "two words",
+    ])));
+    // no MESSAGE: one per stdin line
+    let mut p = cli(&addr)
+        .args(["pub", "--topic", "news"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin.take().unwrap().write_all(b"three\n").unwrap();
+    ok(&finish(p));
+    assert_eq!(ok(&finish(sub)), "one\ntwo words\nthree\n");
+}
+
+#[test]
+fn queue_publish_from_stdin_confirmed_then_consume_and_stats() {
+    let server = start();
+    let addr = server.addr.to_string();
+    let mut p = cli(&addr)
+        .args(["pub", "--queue", "jobs", "--confirm"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin.take().unwrap().write_all(b"a\nb\nc\nd\n").unwrap();
+    ok(&finish(p));
+    let o = run(cli(&addr).args([
+        "consume",
+        "--queue",
+        "jobs",
+        "--count",
+        "3",
+        "--prefetch",
+        "2",
+    ]));
+    assert_eq!(ok(&o), "a\nb\nc\n");
+
+    let table = ok(&run(cli(&addr).arg("stats")));
+    assert!(table.starts_with("agora "), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("queue:jobs"))
+        .unwrap_or_else(|| panic!("no queue:jobs row in\n{table}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[1..3], ["1", "0"], "depth 1, unacked 0: {row}");
+    let json = ok(&run(cli(&addr).args(["stats", "--json"])));
+    assert!(json.contains("\"destinations\""));
+    assert_eq!(
+        ok(&run(
+            cli(&addr).args(["consume", "--queue", "jobs", "--count", "1"])
+        )),
+        "d\n"
+    );
+}
+
+#[test]
+fn a_refused_unconfirmed_publish_fails_the_command() {
+    let server = start_with(Config {
+        queue_max_messages: 1,
+        ..Config::ephemeral()
+    });
+    let o = run(cli(&server.addr.to_string()).args(["pub", "--queue", "q", "1", "2"]));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("queue_full"), "{err}");
+}
+
+#[test]
+fn a_bad_server_address_fails_with_a_message() {
+    let freed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for server in [freed.to_string(), "no-such-host.invalid:1".to_owned()] {
+        let o = run(cli(&server).arg("ping"));
+        assert!(!o.status.success());
+        assert!(o.stdout.is_empty());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with("agora-cli: cannot connect to"), "{err}");
+    }
+    // usage errors are clap's: exit 2
+    let o = run(cli("127.0.0.1:1").args(["pub", "--confirm", "--topic", "t"]));
+    assert_eq!(o.status.code(), Some(2));
+}
