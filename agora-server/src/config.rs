@@ -1,6 +1,7 @@
 //! The broker's settings: every limit and policy in one plain struct, with defaults.
 //! The binary fills it from the command line; tests build it directly.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -11,6 +12,26 @@ pub enum SlowConsumerPolicy {
     DropOldest,
     /// End that subscription with `CANCEL <sid> slow_consumer`.
     Disconnect,
+}
+
+/// The settings of one queue. [`Config::queue_settings`] gives a queue's: an entry of
+/// [`Config::queues`] if it has one, else the broker-wide defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Most messages held, pending and unacknowledged together.
+    pub max_messages: usize,
+    /// Most payload bytes held, pending and unacknowledged together.
+    pub max_bytes: usize,
+    /// Deliveries after which a message goes to the dead-letter queue instead of
+    /// another delivery; 0 never dead-letters.
+    pub max_deliveries: u32,
+    /// How long a message may wait undelivered before it goes to the dead-letter queue.
+    pub ttl: Option<Duration>,
+    /// How long a delivery may stay unacknowledged before it is taken back and given
+    /// to another consumer.
+    pub ack_timeout: Option<Duration>,
+    /// The dead-letter queue's name; `None` is `<queue>.dlq`.
+    pub dead_letter: Option<String>,
 }
 
 /// Everything the broker can be told at start.
@@ -33,6 +54,31 @@ pub struct Config {
     pub queue_max_messages: usize,
     /// Most payload bytes a queue holds, pending and unacknowledged together.
     pub queue_max_bytes: usize,
+    /// Default [`QueueSettings::max_deliveries`].
+    pub max_deliveries: u32,
+    /// Default [`QueueSettings::ttl`].
+    pub message_ttl: Option<Duration>,
+    /// Default [`QueueSettings::ack_timeout`].
+    pub ack_timeout: Option<Duration>,
+    /// Settings for queues by exact name, overriding the defaults above.
+    pub queues: HashMap<String, QueueSettings>,
+    /// Most destinations (queues and topics) at once.
+    pub max_destinations: usize,
+    /// Most payload bytes held by the whole broker: in queues (pending and unacked) and
+    /// in topic subscribers' buffers. A publish that would pass it is refused with
+    /// `memory_limit`.
+    pub memory_budget: usize,
+    /// Most subscriptions on one connection.
+    pub max_subscriptions: usize,
+    /// A client silent this long is sent `PINGREQ`.
+    pub ping_interval: Duration,
+    /// Unanswered pings after which a client is disconnected (its unacked queue
+    /// messages go back).
+    pub max_missed_pings: u32,
+    /// A UDP client not heard from this long is forgotten (its subscriptions end).
+    pub udp_idle_timeout: Duration,
+    /// Largest datagram the broker sends; replies and deliveries are packed up to it.
+    pub udp_max_datagram: usize,
     /// Prefetch of a queue consumer that does not give one.
     pub default_prefetch: u32,
     /// Largest prefetch a consumer may ask for.
@@ -61,6 +107,17 @@ impl Default for Config {
             max_connections: 10_000,
             queue_max_messages: 100_000,
             queue_max_bytes: 256 * 1024 * 1024,
+            max_deliveries: 10,
+            message_ttl: None,
+            ack_timeout: None,
+            queues: HashMap::new(),
+            max_destinations: 10_000,
+            memory_budget: 1024 * 1024 * 1024,
+            max_subscriptions: 1024,
+            ping_interval: Duration::from_secs(30),
+            max_missed_pings: 2,
+            udp_idle_timeout: Duration::from_secs(60),
+            udp_max_datagram: 1400,
             default_prefetch: 256,
             max_prefetch: 65_536,
             subscriber_buffer: 8_192,
@@ -73,6 +130,24 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The settings of the queue called `name`.
+    pub fn queue_settings(&self, name: &str) -> QueueSettings {
+        // A dead-letter queue (`….dlq`) keeps what it is given: no dead-lettering of
+        // its own and no TTL, unless configured by name.
+        let dlq = name.ends_with(".dlq");
+        match self.queues.get(name) {
+            Some(s) => s.clone(),
+            None => QueueSettings {
+                max_messages: self.queue_max_messages,
+                max_bytes: self.queue_max_bytes,
+                max_deliveries: if dlq { 0 } else { self.max_deliveries },
+                ttl: if dlq { None } else { self.message_ttl },
+                ack_timeout: self.ack_timeout,
+                dead_letter: None,
+            },
+        }
+    }
+
     /// Defaults, listening on `127.0.0.1` and a free port: what tests use.
     pub fn ephemeral() -> Config {
         Config {

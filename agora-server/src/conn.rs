@@ -25,7 +25,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use crate::manager::{Handle, ManagerCmd};
 use crate::queue::{Consumer, QueueCmd, QueueShared, Refused, SLOT_SHIFT};
 use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
-use crate::topic::{Subscriber, Topic};
+use crate::topic::{Subscriber, Topic, TopicRefused};
 use crate::{Broker, ACCEPT_BACKOFF};
 
 /// Bytes read per `read` call at most.
@@ -33,9 +33,6 @@ const READ_SIZE: usize = 64 * 1024;
 
 /// Destinations a connection remembers handles for; past this the cache starts over.
 const HANDLE_CACHE: usize = 1024;
-
-/// Most subscriptions on one connection.
-const MAX_SUBSCRIPTIONS: usize = 1024;
 
 /// How long a closing connection may take to flush before it is dropped.
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -124,6 +121,17 @@ enum Sub {
     },
 }
 
+/// What ended a wait for the client's next bytes.
+enum Event {
+    Read(std::io::Result<usize>),
+    Stop,
+    Silent,
+}
+
+/// Why a request was refused: a code and message for the client, or `None` when the
+/// broker is shutting down and the connection should just end.
+type Refusal = Option<(ErrorCode, String)>;
+
 struct Conn<'a> {
     broker: &'a Broker,
     peer: SocketAddr,
@@ -205,6 +213,8 @@ async fn serve_client(broker: &Broker, stream: TcpStream, peer: SocketAddr, stop
 impl Conn<'_> {
     async fn read_loop(&mut self, mut stream: TcpStream, stop: &Receiver<()>) {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
+        // Pings sent since the client was last heard from.
+        let mut missed = 0;
         loop {
             loop {
                 match decode_with(&mut buf, &self.limits) {
@@ -228,21 +238,48 @@ impl Conn<'_> {
             }
             let len = buf.len();
             buf.resize(len + READ_SIZE, 0);
-            let read = future::or(async { Some(stream.read(&mut buf[len..]).await) }, async {
-                let _ = stop.recv().await;
-                None
-            })
+            let ping_every = self.broker.config.ping_interval;
+            let event = future::or(
+                async { Event::Read(stream.read(&mut buf[len..]).await) },
+                future::or(
+                    async {
+                        let _ = stop.recv().await;
+                        Event::Stop
+                    },
+                    async {
+                        smol::Timer::after(ping_every).await;
+                        Event::Silent
+                    },
+                ),
+            )
             .await;
-            match read {
-                Some(Ok(n)) if n > 0 => buf.truncate(len + n),
-                Some(_) => return, // EOF or error: the client is gone
-                None => {
+            match event {
+                Event::Read(Ok(n)) if n > 0 => {
+                    buf.truncate(len + n);
+                    missed = 0;
+                }
+                Event::Read(_) => return, // EOF or error: the client is gone
+                Event::Stop => {
                     self.outbox
                         .frame(&Frame::Shutdown {
                             message: "the broker is shutting down".to_owned(),
                         })
                         .await;
                     return;
+                }
+                Event::Silent => {
+                    buf.truncate(len);
+                    let max = self.broker.config.max_missed_pings;
+                    if missed >= max {
+                        log::debug!("client {} did not answer {max} pings", self.peer);
+                        let why = format!("no answer to {max} pings; closing");
+                        self.outbox.err(None, ErrorCode::Timeout, &why).await;
+                        return;
+                    }
+                    missed += 1;
+                    if !self.outbox.frame(&Frame::PingReq { rid: None }).await {
+                        return;
+                    }
                 }
             }
             if self.outbox.is_closed() {
@@ -331,8 +368,8 @@ impl Conn<'_> {
             Frame::PingResp { .. } => true,
             Frame::Disconnect => false,
             Frame::Purge { rid, dest } => self.purge(rid, dest).await,
-            Frame::Delete { rid, .. }
-            | Frame::ChainGet { rid, .. }
+            Frame::Delete { rid, dest } => self.delete(rid, dest).await,
+            Frame::ChainGet { rid, .. }
             | Frame::ChainSet { rid, .. }
             | Frame::ChainClear { rid, .. } => {
                 let word = f_word(rid);
@@ -357,11 +394,12 @@ impl Conn<'_> {
         }
     }
 
-    /// The handle for `dest`, from the cache or the queue manager.
-    async fn resolve(&mut self, dest: &Destination) -> Option<Handle> {
+    /// The handle for `dest`, from the cache or the queue manager. `Err(None)`: the
+    /// broker is going away.
+    async fn resolve(&mut self, dest: &Destination) -> Result<Handle, Refusal> {
         if let Some(h) = self.handles.get(dest) {
             if !h.is_closed() {
-                return Some(h.clone());
+                return Ok(h.clone());
             }
         }
         let (tx, rx) = async_channel::bounded(1);
@@ -372,13 +410,21 @@ impl Conn<'_> {
                 reply: tx,
             })
             .await
-            .ok()?;
-        let h = rx.recv().await.ok()?;
+            .map_err(|_| None)?;
+        let h = rx.recv().await.map_err(|_| None)?.map_err(Some)?;
         if self.handles.len() >= HANDLE_CACHE {
             self.handles.clear();
         }
         self.handles.insert(dest.compact(), h.clone());
-        Some(h)
+        Ok(h)
+    }
+
+    /// Answers a refused request; false if the connection should end.
+    async fn refuse(&self, rid: RequestId, r: Refusal) -> bool {
+        match r {
+            Some((code, why)) => self.outbox.err(rid, code, &why).await,
+            None => false,
+        }
     }
 
     async fn publish(&mut self, p: Publish) -> bool {
@@ -399,25 +445,29 @@ impl Conn<'_> {
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
         for _ in 0..3 {
-            let Some(h) = self.resolve(&p.dest).await else {
-                return false;
+            let h = match self.resolve(&p.dest).await {
+                Ok(h) => h,
+                Err(r) => return self.refuse(p.rid, r).await,
             };
             match h {
-                Handle::Topic(t) => {
-                    if t.closed.load(SeqCst) {
-                        continue;
+                Handle::Topic(t) => match t.publish(msg.clone()) {
+                    Ok(()) => return self.confirmed(p.rid).await,
+                    Err(TopicRefused::Memory(why)) => {
+                        return self.outbox.err(p.rid, ErrorCode::MemoryLimit, &why).await
                     }
-                    t.publish(msg);
-                    return self.confirmed(p.rid).await;
-                }
+                    Err(TopicRefused::Closed) => continue,
+                },
                 Handle::Queue(q) => match q.reserve(msg.size()) {
-                    Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
+                    Ok(charge) => match q.tx.send(QueueCmd::Publish(msg, charge)).await {
                         Ok(()) => return self.confirmed(p.rid).await,
-                        Err(async_channel::SendError(QueueCmd::Publish(m))) => msg = m,
+                        Err(async_channel::SendError(QueueCmd::Publish(m, _))) => msg = m,
                         Err(_) => return false,
                     },
                     Err(Refused::Full(why)) => {
                         return self.outbox.err(p.rid, ErrorCode::QueueFull, &why).await
+                    }
+                    Err(Refused::Memory(why)) => {
+                        return self.outbox.err(p.rid, ErrorCode::MemoryLimit, &why).await
                     }
                     Err(Refused::Retired) => continue,
                 },
@@ -460,13 +510,14 @@ impl Conn<'_> {
                 )
                 .await;
         }
-        if self.subs.len() >= MAX_SUBSCRIPTIONS {
+        let max = self.broker.config.max_subscriptions;
+        if self.subs.len() >= max {
             return self
                 .outbox
                 .err(
                     rid,
                     ErrorCode::TooManySubscriptions,
-                    &format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
+                    &format!("at most {max} subscriptions per connection"),
                 )
                 .await;
         }
@@ -481,7 +532,7 @@ impl Conn<'_> {
         }
     }
 
-    async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<(), Option<(ErrorCode, String)>> {
+    async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<(), Refusal> {
         if s.prefetch.is_some() || s.ack.is_some() {
             return Err(Some((
                 ErrorCode::BadArgs,
@@ -505,7 +556,7 @@ impl Conn<'_> {
             return Err(None);
         }
         for _ in 0..3 {
-            let Some(Handle::Topic(topic)) = self.resolve(&s.dest).await else {
+            let Handle::Topic(topic) = self.resolve(&s.dest).await? else {
                 return Err(None);
             };
             if topic.subscribe(sub.clone()) {
@@ -519,7 +570,7 @@ impl Conn<'_> {
         )))
     }
 
-    async fn subscribe_queue(&mut self, s: &Subscribe) -> Result<(), Option<(ErrorCode, String)>> {
+    async fn subscribe_queue(&mut self, s: &Subscribe) -> Result<(), Refusal> {
         if s.dest.name.is_reserved() {
             return Err(Some((
                 ErrorCode::NotPermitted,
@@ -542,7 +593,7 @@ impl Conn<'_> {
         self.next_slot += 1;
         let cid = self.broker.id();
         for _ in 0..3 {
-            let Some(Handle::Queue(queue)) = self.resolve(&s.dest).await else {
+            let Handle::Queue(queue) = self.resolve(&s.dest).await? else {
                 return Err(None);
             };
             // Counted before the queue hears of it, so the manager never retires a
@@ -565,6 +616,7 @@ impl Conn<'_> {
             }
             let consumer = Consumer {
                 cid,
+                sid: s.sid,
                 slot,
                 prefetch,
                 auto_ack,
@@ -660,8 +712,10 @@ impl Conn<'_> {
                 .err(rid, ErrorCode::BadArgs, "only queues can be purged")
                 .await;
         }
-        let Some(Handle::Queue(q)) = self.resolve(&dest).await else {
-            return false;
+        let q = match self.resolve(&dest).await {
+            Ok(Handle::Queue(q)) => q,
+            Ok(Handle::Topic(_)) => return false,
+            Err(r) => return self.refuse(rid, r).await,
         };
         let (tx, rx) = async_channel::bounded(1);
         if q.tx.send(QueueCmd::Purge { reply: tx }).await.is_err() {
@@ -670,6 +724,45 @@ impl Conn<'_> {
         let n = rx.recv().await.unwrap_or(0);
         log::info!("purged {n} messages from {dest}");
         self.outbox.frame(&Frame::Ok { rid }).await
+    }
+
+    async fn delete(&mut self, rid: RequestId, dest: Destination) -> bool {
+        if dest.name.is_reserved() {
+            return self
+                .outbox
+                .err(
+                    rid,
+                    ErrorCode::NotPermitted,
+                    &format!("{dest} is reserved for the broker"),
+                )
+                .await;
+        }
+        let (tx, rx) = async_channel::bounded(1);
+        if self
+            .broker
+            .manager
+            .send(ManagerCmd::Delete {
+                dest: dest.clone(),
+                reply: tx,
+            })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        self.handles.remove(&dest);
+        match rx.recv().await.ok().flatten() {
+            Some(_) => self.outbox.frame(&Frame::Ok { rid }).await,
+            None => {
+                self.outbox
+                    .err(
+                        rid,
+                        ErrorCode::UnknownDestination,
+                        &format!("there is no {dest}"),
+                    )
+                    .await
+            }
+        }
     }
 
     /// Gives back everything this connection held.

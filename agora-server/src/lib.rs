@@ -18,6 +18,7 @@
 //! state such as a logger, so many servers can share a process).
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod budget;
 pub mod config;
 mod conn;
 mod manager;
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 use async_channel::Sender;
 use async_net::TcpListener;
 
-pub use config::{Config, SlowConsumerPolicy};
+pub use config::{Config, QueueSettings, SlowConsumerPolicy};
 
 /// State every connection shares: settings, the queue manager's channel, counters.
 pub(crate) struct Broker {
@@ -48,6 +49,8 @@ pub(crate) struct Broker {
     pub clients_tcp: AtomicUsize,
     pub started: Instant,
     pub shutting_down: AtomicBool,
+    /// Payload bytes held across queues and subscriber buffers.
+    pub budget: Arc<budget::Budget>,
 }
 
 impl Broker {
@@ -78,8 +81,10 @@ impl Server {
     /// accepting, sends every client `SHUTDOWN`, lets shippers flush, and returns when
     /// all connections are closed or [`Config::shutdown_timeout`] has passed.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let budget = budget::Budget::new(self.config.memory_budget);
         let broker = Arc::new(Broker {
-            manager: manager::spawn(&self.config),
+            manager: manager::spawn(&self.config, budget.clone()),
+            budget,
             config: self.config,
             next_id: AtomicU64::new(1),
             clients_tcp: AtomicUsize::new(0),

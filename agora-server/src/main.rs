@@ -68,6 +68,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Each client costs a file descriptor: take all the system allows.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let config = Config {
         bind: cli.bind,
         port: cli.port,

@@ -13,12 +13,13 @@ use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_protocol::{Destination, Kind};
+use agora_protocol::{Destination, ErrorCode, Kind};
 use async_channel::{Receiver, Sender};
 use serde::Serialize;
 
+use crate::budget::Budget;
 use crate::config::Config;
-use crate::queue::{self, QueueShared};
+use crate::queue::{self, QueueCmd, QueueShared};
 use crate::topic::Topic;
 
 /// A destination as connections hold it.
@@ -39,10 +40,16 @@ impl Handle {
 
 /// Requests to the queue manager.
 pub(crate) enum ManagerCmd {
-    /// Find or create a destination.
+    /// Find or create a destination (refused at the destination limit).
     Resolve {
         dest: Destination,
-        reply: Sender<Handle>,
+        reply: Sender<Result<Handle, (ErrorCode, String)>>,
+    },
+    /// Delete a destination: its subscribers get `CANCEL`, its messages are dropped.
+    /// Answers with how many messages went, or `None` if there was no such destination.
+    Delete {
+        dest: Destination,
+        reply: Sender<Option<usize>>,
     },
     /// Every destination, for `STATS`.
     List { reply: Sender<Vec<Handle>> },
@@ -62,6 +69,7 @@ pub(crate) struct DestStats {
     pub messages_out: u64,
     pub dropped: u64,
     pub redelivered: u64,
+    pub deadlettered: u64,
 }
 
 impl Handle {
@@ -77,6 +85,7 @@ impl Handle {
                 messages_out: q.messages_out.load(Relaxed),
                 dropped: 0,
                 redelivered: q.redelivered.load(Relaxed),
+                deadlettered: q.deadlettered.load(Relaxed),
             },
             Handle::Topic(t) => {
                 let (depth, dropped) = t.buffered_and_dropped();
@@ -90,6 +99,7 @@ impl Handle {
                     messages_out: t.messages_out.load(Relaxed),
                     dropped,
                     redelivered: 0,
+                    deadlettered: 0,
                 }
             }
         }
@@ -104,11 +114,13 @@ struct Entry {
 }
 
 /// Spawns the manager task; returns its channel.
-pub(crate) fn spawn(config: &Config) -> Sender<ManagerCmd> {
+pub(crate) fn spawn(config: &Config, budget: Arc<Budget>) -> Sender<ManagerCmd> {
     let (tx, rx) = async_channel::bounded(1024);
     let m = Manager {
         config: config.clone(),
         registry: HashMap::new(),
+        budget,
+        me: tx.downgrade(),
     };
     smol::spawn(m.run(rx)).detach();
     // The sweeper only holds a weak link: it stops when the broker drops the manager.
@@ -130,6 +142,9 @@ pub(crate) fn spawn(config: &Config) -> Sender<ManagerCmd> {
 struct Manager {
     config: Config,
     registry: HashMap<Destination, Entry>,
+    budget: Arc<Budget>,
+    /// Handed to queues, which resolve their dead-letter queues through the manager.
+    me: async_channel::WeakSender<ManagerCmd>,
 }
 
 impl Manager {
@@ -139,6 +154,34 @@ impl Manager {
                 ManagerCmd::Resolve { dest, reply } => {
                     let h = self.resolve(dest);
                     let _ = reply.try_send(h);
+                }
+                ManagerCmd::Delete { dest, reply } => {
+                    let Some(e) = self.registry.remove(&dest) else {
+                        let _ = reply.try_send(None);
+                        continue;
+                    };
+                    let n = match e.handle {
+                        Handle::Queue(q) => {
+                            // Publishers see the flag at once and resolve the name
+                            // again; the queue task tells its consumers, then answers.
+                            // The manager does not wait for it.
+                            q.closed.store(true, SeqCst);
+                            smol::spawn(async move {
+                                let (tx, rx) = async_channel::bounded(1);
+                                let _ = q.tx.send(QueueCmd::Delete { reply: tx }).await;
+                                let n = rx.recv().await.ok();
+                                if let Some(n) = n {
+                                    log::info!("deleted {dest} ({n} messages dropped)");
+                                }
+                                let _ = reply.send(n).await;
+                            })
+                            .detach();
+                            continue;
+                        }
+                        Handle::Topic(t) => t.delete(),
+                    };
+                    log::info!("deleted {dest} ({n} messages dropped)");
+                    let _ = reply.try_send(Some(n));
                 }
                 ManagerCmd::List { reply } => {
                     let mut v: Vec<(&Destination, Handle)> = self
@@ -154,22 +197,36 @@ impl Manager {
         }
     }
 
-    fn resolve(&mut self, dest: Destination) -> Handle {
+    fn resolve(&mut self, dest: Destination) -> Result<Handle, (ErrorCode, String)> {
         if let Some(e) = self.registry.get(&dest) {
             if !e.handle.is_closed() {
-                return e.handle.clone();
+                return Ok(e.handle.clone());
             }
+            self.registry.remove(&dest);
         }
         let c = &self.config;
+        if self.registry.len() >= c.max_destinations {
+            return Err((
+                ErrorCode::TooManyDestinations,
+                format!(
+                    "the broker is at its limit of {} destinations; {dest} was not created",
+                    c.max_destinations
+                ),
+            ));
+        }
         let dest = dest.compact();
         let handle = match dest.kind {
             Kind::Queue => Handle::Queue(queue::spawn(
                 dest.clone(),
-                c.queue_max_messages,
-                c.queue_max_bytes,
-                4096,
+                c.queue_settings(dest.name.as_str()),
+                self.budget.clone(),
+                self.me.clone(),
             )),
-            Kind::Topic => Handle::Topic(Arc::new(Topic::new(dest.clone(), c.slow_consumer))),
+            Kind::Topic => Handle::Topic(Arc::new(Topic::new(
+                dest.clone(),
+                c.slow_consumer,
+                self.budget.clone(),
+            ))),
         };
         log::debug!("created {dest}");
         self.registry.insert(
@@ -180,7 +237,7 @@ impl Manager {
                 active_at: Instant::now(),
             },
         );
-        handle
+        Ok(handle)
     }
 
     fn sweep(&mut self) {

@@ -49,6 +49,9 @@ pub(crate) struct Delivery {
     /// Delivery count, this one included.
     pub count: u32,
     pub msg: Message,
+    /// A topic delivery's share of the memory budget, given back when it is written
+    /// or dropped. (A queue keeps its messages' charges itself.)
+    pub _charge: Option<crate::budget::Charge>,
 }
 
 /// The receiving end of a subscription, handed to the shipper.

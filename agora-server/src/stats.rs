@@ -14,11 +14,18 @@ struct Clients {
 }
 
 #[derive(Serialize)]
+struct Memory {
+    used: usize,
+    limit: usize,
+}
+
+#[derive(Serialize)]
 struct Stats {
     server: String,
     version: &'static str,
     uptime_s: f64,
     clients: Clients,
+    memory: Memory,
     destinations: Vec<DestStats>,
 }
 
@@ -31,6 +38,10 @@ pub(crate) fn document(broker: &Broker, handles: &[Handle]) -> Vec<u8> {
         clients: Clients {
             tcp: broker.clients_tcp.load(Relaxed),
             udp: 0,
+        },
+        memory: Memory {
+            used: broker.budget.used(),
+            limit: broker.budget.limit(),
         },
         destinations: handles.iter().map(Handle::stats).collect(),
     };

@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use agora_protocol::{Destination, ErrorCode, Frame};
 use async_channel::{Sender, TrySendError};
 
+use crate::budget::Budget;
 use crate::config::SlowConsumerPolicy;
 use crate::shipper::{Delivery, Message, Outbox};
 
@@ -37,10 +38,20 @@ pub(crate) struct Topic {
     dropped_gone: AtomicU64,
     /// Set when the queue manager removes the topic; publishers then resolve it again.
     pub closed: AtomicBool,
+    /// Buffered deliveries are charged to the broker's memory budget.
+    budget: Arc<Budget>,
+}
+
+/// Why a topic publish was refused.
+pub(crate) enum TopicRefused {
+    /// The broker's memory budget cannot hold another copy per subscriber.
+    Memory(String),
+    /// The topic was removed; resolve it again.
+    Closed,
 }
 
 impl Topic {
-    pub fn new(dest: Destination, policy: SlowConsumerPolicy) -> Topic {
+    pub fn new(dest: Destination, policy: SlowConsumerPolicy, budget: Arc<Budget>) -> Topic {
         Topic {
             dest,
             subs: RwLock::new(Arc::new(Vec::new())),
@@ -49,6 +60,7 @@ impl Topic {
             messages_out: AtomicU64::new(0),
             dropped_gone: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            budget,
         }
     }
 
@@ -116,16 +128,55 @@ impl Topic {
         (buffered, dropped)
     }
 
+    /// Deletes the topic: every subscriber gets `CANCEL`. Returns how many buffered
+    /// messages were dropped.
+    pub fn delete(&self) -> usize {
+        let mut gone = Vec::new();
+        self.update(|v| {
+            self.closed.store(true, SeqCst);
+            gone = std::mem::take(v);
+        });
+        let mut n = 0;
+        for s in gone {
+            n += s.tx.len();
+            s.tx.close();
+            s.outbox.notify(&Frame::Cancel {
+                sid: s.sid,
+                code: ErrorCode::UnknownDestination,
+                message: format!("{} was deleted", self.dest),
+            });
+        }
+        n
+    }
+
     /// Hands `msg` to every current subscriber. Never waits.
-    pub fn publish(&self, msg: Message) {
+    pub fn publish(&self, msg: Message) -> Result<(), TopicRefused> {
+        if self.closed.load(SeqCst) {
+            return Err(TopicRefused::Closed);
+        }
         self.messages_in.fetch_add(1, Relaxed);
         let subs = self.snapshot();
+        if subs.is_empty() {
+            return Ok(());
+        }
+        // Each subscriber's buffered copy counts against the budget (the payload is
+        // shared, but each copy may outlive the others).
+        let size = msg.size();
+        let Some(charge) = self.budget.try_charge(size * subs.len()) else {
+            self.messages_in.fetch_sub(1, Relaxed);
+            return Err(TopicRefused::Memory(format!(
+                "the broker's memory budget of {} bytes is spent",
+                self.budget.limit()
+            )));
+        };
+        let mut charges = charge.split(subs.len(), size).into_iter();
         let mut sent = 0;
         for s in subs.iter() {
             let d = Delivery {
                 did: 0,
                 count: 1,
                 msg: msg.clone(),
+                _charge: charges.next(),
             };
             match s.tx.try_send(d) {
                 Ok(()) => sent += 1,
@@ -142,6 +193,7 @@ impl Topic {
             }
         }
         self.messages_out.fetch_add(sent, Relaxed);
+        Ok(())
     }
 
     /// Ends a subscription that fell behind, telling its client why.

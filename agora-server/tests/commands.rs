@@ -188,7 +188,9 @@ fn recoverable_errors_keep_the_connection() {
         .contains("sent by the broker"));
     c.send(b"PURGE topic:t\r\n");
     c.expect_err(ErrorCode::BadArgs);
-    c.send(b"DELETE queue:q\r\n");
+    c.send(b"DELETE queue:never-made\r\n");
+    c.expect_err(ErrorCode::UnknownDestination);
+    c.send(b"CHAIN GET queue:q\r\n");
     c.expect_err(ErrorCode::UnknownCommand);
     assert!(c.sync(99).is_empty(), "still serving");
 }

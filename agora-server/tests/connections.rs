@@ -122,44 +122,6 @@ fn graceful_shutdown_tells_clients_and_returns() {
     }
 }
 
-/// Runs the real binary, reads its start-up line, and returns it with the port.
-fn spawn_agora(
-    args: &[&str],
-) -> (
-    std::process::Child,
-    u16,
-    BufReader<std::process::ChildStdout>,
-) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
-        .args(["--port", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start agora");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("agora listening on tcp://127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"))
-        .parse()
-        .unwrap();
-    (child, port, out)
-}
-
-fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let end = std::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        assert!(std::time::Instant::now() < end, "agora did not exit");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn the_binary_prints_its_address_and_exits_0_on_sigterm() {
     for signal in ["-TERM", "-INT"] {

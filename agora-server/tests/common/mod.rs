@@ -1,8 +1,9 @@
 //! Test support: a broker in-process on 127.0.0.1:0 and a raw-bytes client.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -216,4 +217,52 @@ pub fn publish(raw: &mut Raw, dest: &str, payload: &[u8]) {
     b.extend_from_slice(payload);
     b.extend_from_slice(b"\r\n");
     raw.send(&b);
+}
+
+/// Runs the real binary, reads its start-up line, and returns it with the port.
+pub fn spawn_agora(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    u16,
+    BufReader<std::process::ChildStdout>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agora");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("agora listening on tcp://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"))
+        .parse()
+        .unwrap();
+    (child, port, out)
+}
+
+pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(std::time::Instant::now() < end, "agora did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The resident set size of a process, in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
 }

@@ -1,0 +1,77 @@
+//! The broker-wide memory budget: payload bytes held in queues and in topic
+//! subscribers' buffers, counted where they are taken and given back when dropped.
+
+use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::Arc;
+
+/// Bytes the broker may hold, and how many it holds.
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Takes `n` bytes, or `None` if that would pass the limit.
+    pub fn try_charge(self: &Arc<Self>, n: usize) -> Option<Charge> {
+        let before = self.used.fetch_add(n, SeqCst);
+        if before + n > self.limit && n > 0 {
+            self.used.fetch_sub(n, SeqCst);
+            return None;
+        }
+        Some(Charge {
+            budget: self.clone(),
+            n,
+        })
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// Bytes taken from the budget; given back when dropped.
+pub(crate) struct Charge {
+    budget: Arc<Budget>,
+    n: usize,
+}
+
+impl Charge {
+    /// Splits `parts` charges of `each` bytes off this one (which must hold enough).
+    pub fn split(mut self, parts: usize, each: usize) -> Vec<Charge> {
+        let mut v = Vec::with_capacity(parts);
+        for _ in 0..parts {
+            let take = each.min(self.n);
+            self.n -= take;
+            v.push(Charge {
+                budget: self.budget.clone(),
+                n: take,
+            });
+        }
+        v
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            self.budget.used.fetch_sub(self.n, SeqCst);
+        }
+    }
+}
+
+impl std::fmt::Debug for Charge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Charge({})", self.n)
+    }
+}
