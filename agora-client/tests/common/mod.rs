@@ -65,7 +65,7 @@ pub fn start() -> TestServer {
 
 /// Awaits `f`, failing the test if it takes longer than [`DEADLINE`].
 pub async fn within<T>(f: impl Future<Output = T>) -> T {
-    futures_lite::future::or(async { f.await }, async {
+    futures_lite::future::or(f, async {
         async_io::Timer::after(DEADLINE).await;
         panic!("timed out after {DEADLINE:?}");
     })
