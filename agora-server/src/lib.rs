@@ -21,6 +21,7 @@
 mod budget;
 pub mod config;
 mod conn;
+pub mod logging;
 mod manager;
 mod queue;
 mod shipper;

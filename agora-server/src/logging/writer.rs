@@ -1,0 +1,501 @@
+//! Outputs (console, file, rolling file) and the [`Logger`] that feeds them: directly
+//! for `sync`, through a bounded channel and one writer thread for the async types.
+//!
+//! A broker task that logs under an async type does at most a `try_send`: it never
+//! waits for the channel, a lock held during I/O, or the disk. When the channel is
+//! full the record is dropped and counted, and the writer reports the count.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, FixedOffset, Local};
+
+use super::config::{ConfigError, LogConfig, LoggerKind, OutputKind};
+use super::format::{Entry, Format};
+use super::{Level, LevelSet};
+
+/// Where the time of a record comes from; tests fix it.
+pub type Clock = Arc<dyn Fn() -> DateTime<FixedOffset> + Send + Sync>;
+
+/// Records the async channel holds before it drops.
+pub const DEFAULT_CAPACITY: usize = 8192;
+
+/// Most records the writer takes from the channel before it writes a drop report and
+/// flushes, so a flood cannot postpone flushing for ever.
+const BATCH: usize = 1024;
+
+/// The local time, read from the system's zone database on each call. chrono reads
+/// `TZ`/`/etc/localtime` itself, so (unlike `time`'s `local-offset`) it works in a
+/// multithreaded process, and it follows daylight-saving changes while the broker runs.
+fn local_now() -> DateTime<FixedOffset> {
+    Local::now().fixed_offset()
+}
+
+/// A destination that bytes go to.
+enum Sink {
+    /// Console or, in tests, any writer.
+    Stream(Box<dyn Write + Send>),
+    File(BufWriter<File>),
+    Rolling(Rolling),
+}
+
+impl Sink {
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stream(w) => w.write_all(b),
+            Sink::File(f) => f.write_all(b),
+            Sink::Rolling(r) => r.write_all(b),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stream(w) => w.flush(),
+            Sink::File(f) => f.flush(),
+            Sink::Rolling(r) => r.file.flush(),
+        }
+    }
+}
+
+/// A file that is renamed to `<filename>.<n>` when the next record would take it past
+/// `maxsize`, as Seelog's size-rolling writer does: the newest roll has the largest
+/// `n`, and the oldest rolls are removed past `maxrolls`.
+struct Rolling {
+    path: PathBuf,
+    maxsize: u64,
+    maxrolls: Option<usize>,
+    file: BufWriter<File>,
+    /// Bytes in the live file.
+    size: u64,
+}
+
+impl Rolling {
+    fn open(path: &Path, maxsize: u64, maxrolls: Option<usize>) -> io::Result<Rolling> {
+        let file = open_append(path)?;
+        let size = file.metadata()?.len();
+        Ok(Rolling {
+            path: path.to_owned(),
+            maxsize,
+            maxrolls,
+            file: BufWriter::new(file),
+            size,
+        })
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + b.len() as u64 > self.maxsize {
+            self.roll()?;
+        }
+        self.file.write_all(b)?;
+        self.size += b.len() as u64;
+        Ok(())
+    }
+
+    /// Existing roll numbers, ascending.
+    fn rolls(&self) -> Vec<u64> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let prefix = format!(
+            "{}.",
+            self.path.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let mut n: Vec<u64> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok())
+            .collect();
+        n.sort_unstable();
+        n
+    }
+
+    fn roll_path(&self, n: u64) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        let mut rolls = self.rolls();
+        let next = rolls.last().map_or(1, |n| n + 1);
+        std::fs::rename(&self.path, self.roll_path(next))?;
+        rolls.push(next);
+        if let Some(keep) = self.maxrolls {
+            let excess = rolls.len().saturating_sub(keep);
+            for n in &rolls[..excess] {
+                let _ = std::fs::remove_file(self.roll_path(*n));
+            }
+        }
+        self.file = BufWriter::new(
+            OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&self.path)?,
+        );
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// One output: a sink, its format, the levels that reach it.
+struct Output {
+    sink: Sink,
+    format: Format,
+    levels: LevelSet,
+}
+
+/// Every output, and a buffer reused for formatting.
+struct Outputs {
+    list: Vec<Output>,
+    line: String,
+}
+
+impl Outputs {
+    /// Writes `e` to each output whose levels include it. Write errors are ignored:
+    /// there is nowhere left to report them, and logging must not stop the broker.
+    fn write(&mut self, e: &Entry) {
+        for o in &mut self.list {
+            if o.levels.contains(e.level) {
+                self.line.clear();
+                o.format.render(e, &mut self.line);
+                let _ = o.sink.write_all(self.line.as_bytes());
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for o in &mut self.list {
+            let _ = o.sink.flush();
+        }
+    }
+}
+
+enum Msg {
+    Record(Entry),
+    /// Flush everything sent before, then answer.
+    Flush(SyncSender<()>),
+    /// Write and flush everything sent before, then end the thread.
+    Stop,
+}
+
+enum Mode {
+    Sync(Mutex<Outputs>),
+    Async {
+        tx: SyncSender<Msg>,
+        /// Records dropped because the channel was full, not yet reported.
+        dropped: Arc<AtomicU64>,
+        thread: Mutex<Option<JoinHandle<()>>>,
+    },
+}
+
+/// The `log::Log` that writes records the way a [`LogConfig`] says.
+pub struct Logger {
+    /// Levels of the `<seelog>` element.
+    levels: LevelSet,
+    /// Union of the levels that reach at least one output, for `log::set_max_level`.
+    reachable: LevelSet,
+    clock: Clock,
+    mode: Mode,
+    /// Set by [`Logger::shutdown`]; later records are discarded.
+    closed: AtomicBool,
+}
+
+/// Builds a [`Logger`]; tests replace the clock, the console and the channel size.
+pub struct LoggerBuilder<'a> {
+    config: &'a LogConfig,
+    clock: Clock,
+    console: Option<Box<dyn FnMut() -> Box<dyn Write + Send>>>,
+    capacity: usize,
+}
+
+impl<'a> LoggerBuilder<'a> {
+    /// Uses `clock` for every record's time instead of the local time.
+    pub fn clock(
+        mut self,
+        clock: impl Fn() -> DateTime<FixedOffset> + Send + Sync + 'static,
+    ) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sends `<console/>` outputs to writers made by `make` instead of standard error.
+    pub fn console(mut self, make: impl FnMut() -> Box<dyn Write + Send> + 'static) -> Self {
+        self.console = Some(Box::new(make));
+        self
+    }
+
+    /// Records the async channel holds before it drops (at least 1).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n.max(1);
+        self
+    }
+
+    /// Opens every output (an unwritable path is an error at the output's position)
+    /// and, for the async types, starts the writer thread.
+    pub fn build(mut self) -> Result<Logger, ConfigError> {
+        let config = self.config;
+        let mut list = Vec::new();
+        for spec in &config.outputs {
+            let fail = |what: &Path, e: io::Error| ConfigError {
+                origin: config.origin.clone(),
+                position: Some(spec.position),
+                problem: format!("cannot open {} for writing: {e}", what.display()),
+            };
+            let sink = match &spec.kind {
+                OutputKind::Console => Sink::Stream(match &mut self.console {
+                    Some(make) => make(),
+                    None => Box::new(BufWriter::new(io::stderr())),
+                }),
+                OutputKind::File(p) => {
+                    Sink::File(BufWriter::new(open_append(p).map_err(|e| fail(p, e))?))
+                }
+                OutputKind::Rolling {
+                    filename,
+                    maxsize,
+                    maxrolls,
+                } => Sink::Rolling(
+                    Rolling::open(filename, *maxsize, *maxrolls).map_err(|e| fail(filename, e))?,
+                ),
+            };
+            list.push(Output {
+                sink,
+                format: spec.format.clone(),
+                levels: spec.levels,
+            });
+        }
+        let reachable = list
+            .iter()
+            .fold(LevelSet::NONE, |acc, o| acc.or(o.levels))
+            .and(config.levels);
+        let outputs = Outputs {
+            list,
+            line: String::new(),
+        };
+        let mode = match config.kind {
+            LoggerKind::Sync => Mode::Sync(Mutex::new(outputs)),
+            LoggerKind::AsyncLoop | LoggerKind::AsyncTimer(_) => {
+                let interval = match config.kind {
+                    LoggerKind::AsyncTimer(d) => Some(d),
+                    _ => None,
+                };
+                let (tx, rx) = mpsc::sync_channel(self.capacity);
+                let dropped = Arc::new(AtomicU64::new(0));
+                let d = dropped.clone();
+                let clock = self.clock.clone();
+                let thread = std::thread::Builder::new()
+                    .name("agora-log".into())
+                    .spawn(move || writer_thread(rx, outputs, d, clock, interval))
+                    .map_err(|e| ConfigError {
+                        origin: config.origin.clone(),
+                        position: None,
+                        problem: format!("cannot start the log writer thread: {e}"),
+                    })?;
+                Mode::Async {
+                    tx,
+                    dropped,
+                    thread: Mutex::new(Some(thread)),
+                }
+            }
+        };
+        Ok(Logger {
+            levels: config.levels,
+            reachable,
+            clock: self.clock,
+            mode,
+            closed: AtomicBool::new(false),
+        })
+    }
+}
+
+/// The async writer. It blocks in `recv` while the channel is empty, so an idle
+/// logger costs nothing whatever the interval. Each wake-up takes everything queued
+/// (up to [`BATCH`]), writes it, reports drops, and flushes once.
+///
+/// Under `asynctimer` the next flush is due `asyncinterval` after this one. Until then
+/// the thread waits in `recv_timeout`: records that arrive are written into the
+/// outputs' buffers but not flushed; a flush request or shutdown ends the wait at once.
+/// An interval shorter than a batch takes to write (the default 1 µs always is) means
+/// the wait times out immediately, which degrades to flushing once per batch: still
+/// no polling, because the next wake-up is again a blocking `recv`.
+fn writer_thread(
+    rx: Receiver<Msg>,
+    mut outputs: Outputs,
+    dropped: Arc<AtomicU64>,
+    clock: Clock,
+    interval: Option<Duration>,
+) {
+    let mut acks = Vec::new();
+    // A flush request or stop that ended an interval wait, handled first next round.
+    let mut carried = None;
+    loop {
+        let first = match carried.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+        };
+        let mut stop = false;
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Record(e) => outputs.write(&e),
+                Msg::Flush(ack) => acks.push(ack),
+                Msg::Stop => stop = true,
+            }
+            taken += 1;
+            // After Stop, drain whatever is left so nothing sent is lost.
+            if taken < BATCH || stop {
+                next = rx.try_recv().ok();
+            }
+        }
+        report_drops(&dropped, &mut outputs, &clock);
+        outputs.flush();
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+        if stop {
+            break;
+        }
+        let Some(interval) = interval else { continue };
+        let due = Instant::now() + interval;
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            match rx.recv_timeout(due - now) {
+                Ok(Msg::Record(e)) => outputs.write(&e),
+                Ok(m) => {
+                    carried = Some(m);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn report_drops(dropped: &AtomicU64, outputs: &mut Outputs, clock: &Clock) {
+    let n = dropped.swap(0, SeqCst);
+    if n > 0 {
+        outputs.write(&Entry {
+            time: clock(),
+            level: Level::Warn,
+            msg: format!("log channel full: {n} records dropped"),
+            file: Some(file!().to_owned()),
+            line: Some(line!()),
+        });
+    }
+}
+
+impl Logger {
+    /// A builder for a logger of `config`, with the local clock and the real console.
+    pub fn builder(config: &LogConfig) -> LoggerBuilder<'_> {
+        LoggerBuilder {
+            config,
+            clock: Arc::new(local_now),
+            console: None,
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+
+    /// The most verbose `log` filter any output needs.
+    pub fn max_level(&self) -> log::LevelFilter {
+        self.reachable.max_filter()
+    }
+
+    /// Flushes every output and, for the async types, writes everything queued and
+    /// ends the writer thread. Records logged afterwards are discarded. Idempotent.
+    pub fn shutdown(&self) {
+        if self.closed.swap(true, SeqCst) {
+            return;
+        }
+        match &self.mode {
+            Mode::Sync(outputs) => lock(outputs).flush(),
+            Mode::Async { tx, thread, .. } => {
+                let _ = tx.send(Msg::Stop);
+                if let Some(t) = lock(thread).take() {
+                    let _ = t.join();
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+        let level = Level::of(meta);
+        self.levels.contains(level) && self.reachable.contains(level)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) || self.closed.load(Relaxed) {
+            return;
+        }
+        let entry = Entry {
+            time: (self.clock)(),
+            level: Level::of(record.metadata()),
+            msg: record.args().to_string(),
+            file: record.file().map(str::to_owned),
+            line: record.line(),
+        };
+        match &self.mode {
+            Mode::Sync(outputs) => {
+                let mut o = lock(outputs);
+                o.write(&entry);
+                o.flush();
+            }
+            Mode::Async { tx, dropped, .. } => match tx.try_send(Msg::Record(entry)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    dropped.fetch_add(1, Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            },
+        }
+    }
+
+    fn flush(&self) {
+        match &self.mode {
+            Mode::Sync(outputs) => lock(outputs).flush(),
+            Mode::Async { tx, .. } => {
+                if self.closed.load(Relaxed) {
+                    return;
+                }
+                let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+                if tx.send(Msg::Flush(ack_tx)).is_ok() {
+                    let _ = ack_rx.recv();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Logger {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
