@@ -2,9 +2,11 @@
 //! environment variable), then calls [`agora_server::run`] until SIGINT or SIGTERM.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use agora_server::logging::{LogConfig, Logger};
 use agora_server::{Config, SlowConsumerPolicy};
 use clap::{Parser, ValueEnum};
 use futures_lite::StreamExt;
@@ -64,6 +66,10 @@ struct Cli {
     #[arg(long, env = "AGORA_IDLE_TIMEOUT", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
+    /// Seelog-style XML file that configures logging (default: the built-in one, which
+    /// is `config/logconfig.xml` in the repository).
+    #[arg(long, env = "AGORA_LOG_CONFIG", value_name = "FILE")]
+    log_config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +97,34 @@ fn main() -> ExitCode {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::env::set_var("SMOL_THREADS", n.to_string());
     }
+    // The logger is installed before anything logs (and after the environment is set:
+    // its writer thread reads TZ); a bad file stops the broker before it listens.
+    let logger = match cli
+        .log_config
+        .as_deref()
+        .map_or_else(|| Ok(LogConfig::builtin()), LogConfig::from_file)
+        .and_then(|c| Logger::builder(&c).build())
+    {
+        Ok(l) => agora_server::logging::install(l).expect("no logger installed yet"),
+        Err(e) => {
+            eprintln!("agora: bad log configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    log::info!(
+        "agora {} starting: bind {}:{}, max payload {} B, max connections {}, queue limits {} messages / {} B, default prefetch {}, subscriber buffer {}, slow consumer {:?}, idle timeout {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.bind,
+        config.port,
+        config.max_payload,
+        config.max_connections,
+        config.queue_max_messages,
+        config.queue_max_bytes,
+        config.default_prefetch,
+        config.subscriber_buffer,
+        config.slow_consumer,
+        config.idle_timeout,
+    );
     let signals =
         match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
             Ok(s) => s,
@@ -103,7 +137,14 @@ fn main() -> ExitCode {
         let mut signals = signals;
         signals.next().await;
     };
-    match smol::block_on(agora_server::run(config, shutdown)) {
+    let result = smol::block_on(agora_server::run(config, shutdown));
+    match &result {
+        Ok(()) => log::info!("stopped"),
+        Err(e) => log::error!("stopped: {e}"),
+    }
+    // Everything queued for the log reaches its outputs before the process ends.
+    logger.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agora: {e}");
