@@ -696,6 +696,12 @@ impl Driver {
             // Ended locally; the broker takes back unacked deliveries on UNSUB.
             return;
         };
+        if e.tx.receiver_count() <= usize::from(e.drain.is_some()) {
+            // Nobody holds the stream (a subscribe whose caller gave up waiting, say):
+            // end it at the broker too.
+            let _ = self.ctl_tx.try_send(Ctl::Unsub { sid: msg.sid });
+            return;
+        }
         let item = Incoming { msg, generation };
         if e.prefetch.is_none() {
             if let Ok(Some(_)) = e.tx.force_send(item) {

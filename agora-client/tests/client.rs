@@ -539,3 +539,51 @@ fn reconnect_gives_up_after_max_attempts() {
         );
     });
 }
+
+#[test]
+fn after_a_lost_connection_unacked_deliveries_come_back_redelivered() {
+    let server = start();
+    let proxy = common::Proxy::new(server.addr);
+    smol::block_on(async {
+        let producer = Client::connect(server.addr).await.unwrap();
+        let client = Client::builder()
+            .reconnect(Reconnect::default().initial_delay(Duration::from_millis(10)))
+            .connect(proxy.addr)
+            .await
+            .unwrap();
+        let mut jobs = client.consume("redo", 2).await.unwrap();
+        let q = producer.queue("redo").unwrap();
+        q.publish_confirmed("a").await.unwrap();
+        q.publish_confirmed("b").await.unwrap();
+        let held = [
+            within(jobs.next()).await.unwrap(),
+            within(jobs.next()).await.unwrap(),
+        ];
+        assert!(held.iter().all(|d| !d.redelivered() && d.generation() == 1));
+
+        proxy.cut();
+        let mut again = Vec::new();
+        for _ in 0..2 {
+            let d = within(jobs.next()).await.unwrap();
+            assert!(d.redelivered(), "{:?}", d.payload());
+            assert_eq!(d.delivery_count(), 2);
+            assert_eq!(d.generation(), 2);
+            again.push(d);
+        }
+        assert_eq!(client.generation(), 2);
+        for d in held {
+            assert!(matches!(d.ack().await, Err(Error::StaleDelivery)));
+        }
+        let mut payloads: Vec<_> = again.iter().map(|d| d.payload().clone()).collect();
+        payloads.sort();
+        assert_eq!(payloads, ["a", "b"]);
+        for d in again {
+            d.ack().await.unwrap();
+        }
+        client.flush().await.unwrap();
+        let s = stats(&producer).await;
+        let d = dest(&s, "queue", "redo").unwrap();
+        assert_eq!((d.depth, d.unacked), (0, 0));
+        assert!(client.errors().try_next().is_none());
+    });
+}

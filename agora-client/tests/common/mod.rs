@@ -88,3 +88,60 @@ where
     }
     panic!("timed out waiting until {what}");
 }
+
+/// A TCP proxy in front of a broker whose connections can be cut: a client loses its
+/// connection while the broker, and what its queues hold, stay.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<async_net::TcpStream>>>,
+    stop: async_channel::Sender<()>,
+}
+
+impl Proxy {
+    pub fn new(upstream: SocketAddr) -> Proxy {
+        let listener = smol::block_on(async_net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let held = conns.clone();
+        std::thread::spawn(move || {
+            smol::block_on(futures_lite::future::or(
+                async move {
+                    while let Ok((down, _)) = listener.accept().await {
+                        let Ok(up) = async_net::TcpStream::connect(upstream).await else {
+                            continue;
+                        };
+                        held.lock().unwrap().extend([down.clone(), up.clone()]);
+                        let (mut d, mut u) = (down.clone(), up.clone());
+                        smol::spawn(async move {
+                            let _ = futures_lite::io::copy(down, &mut u).await;
+                        })
+                        .detach();
+                        smol::spawn(async move {
+                            let _ = futures_lite::io::copy(up, &mut d).await;
+                        })
+                        .detach();
+                    }
+                },
+                async move {
+                    let _ = stopped.recv().await;
+                },
+            ))
+        });
+        Proxy { addr, conns, stop }
+    }
+
+    /// Cuts every connection made through the proxy so far.
+    pub fn cut(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.close();
+    }
+}
