@@ -142,8 +142,9 @@ fn main() -> ExitCode {
         Ok(()) => log::info!("stopped"),
         Err(e) => log::error!("stopped: {e}"),
     }
-    // Everything queued for the log reaches its outputs before the process ends.
-    logger.shutdown();
+    // Everything queued for the log reaches its outputs before the process ends, unless
+    // an output has stopped taking bytes (then nothing more can be said there anyway).
+    let _ = logger.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

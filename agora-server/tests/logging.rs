@@ -358,7 +358,7 @@ fn async_output_appears_without_a_flush_and_all_is_flushed_at_shutdown() {
     for i in 0..100 {
         log_at(&l, log::Level::Info, "agora", &format!("r{i}"));
     }
-    l.shutdown();
+    assert!(l.shutdown());
     let want: String = std::iter::once("first\n".to_owned())
         .chain((0..100).map(|i| format!("r{i}\n")))
         .collect();
@@ -418,12 +418,41 @@ fn a_full_channel_drops_counts_and_reports() {
         log_at(&l, log::Level::Info, "agora", &format!("r{i}"));
     }
     open.send(()).unwrap();
-    l.shutdown();
+    assert!(l.shutdown());
     assert_eq!(
         console.text(),
         "[INFO] r0\n[INFO] r1\n[INFO] r2\n[INFO] r3\n[INFO] r4\n\
          [WARN] log channel full: 6 records dropped\n"
     );
+}
+
+#[test]
+fn shutdown_gives_up_on_an_output_that_never_takes_bytes() {
+    let config = LogConfig::parse(
+        r#"<seelog type="asyncloop"><outputs><console/></outputs></seelog>"#,
+        "test.xml",
+    )
+    .unwrap();
+    let (entered_tx, entered) = mpsc::channel();
+    let (open, open_rx) = mpsc::channel();
+    let mut gate = Some(Gate {
+        entered: Some(entered_tx),
+        open: Arc::new(Mutex::new(open_rx)),
+        inner: Console::default(),
+    });
+    let l = Logger::builder(&config)
+        .capacity(1)
+        .shutdown_grace(Duration::from_millis(50))
+        .console(move || Box::new(gate.take().unwrap()))
+        .build()
+        .unwrap();
+    log_at(&l, log::Level::Info, "agora", "stuck");
+    entered.recv_timeout(DEADLINE).unwrap();
+    log_at(&l, log::Level::Info, "agora", "fills the channel");
+    // The writer is stuck and the channel full: shutdown reports that it could not
+    // finish instead of waiting for ever.
+    assert!(!l.shutdown());
+    open.send(()).unwrap();
 }
 
 #[test]
@@ -497,7 +526,7 @@ fn file_output_appends_and_creates_its_directory() {
     for round in 0..2 {
         let l = logger(&xml, &Console::default());
         log_at(&l, log::Level::Warn, "agora", &format!("round {round}"));
-        l.shutdown();
+        assert!(l.shutdown());
     }
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
@@ -522,7 +551,7 @@ fn rolling_file_rolls_at_the_size_and_keeps_maxrolls() {
     for i in 1..=12 {
         log_at(&l, log::Level::Info, "agora", &line(i));
     }
-    l.shutdown();
+    assert!(l.shutdown());
     let lines =
         |r: std::ops::RangeInclusive<usize>| -> String { r.map(|i| line(i) + "\n").collect() };
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
@@ -726,4 +755,42 @@ fn the_binary_logs_in_the_example_shape_and_flushes_at_shutdown() {
     assert!(all.contains("[DEBUG] client "), "{all}");
     // The last lines, written after the signal, were flushed before exit.
     assert!(all.trim_end().ends_with("[INFO] stopped"), "{all}");
+}
+
+#[test]
+fn the_binary_exits_even_if_nobody_reads_its_log() {
+    // Standard error is a pipe nobody reads: once it is full the writer thread is stuck,
+    // records are dropped, and shutdown must still end the process.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("agora listening on tcp://")
+        .unwrap()
+        .to_owned();
+    // Two debug lines of about 70 bytes per client: well past a 64 KiB pipe.
+    for _ in 0..2000 {
+        drop(std::net::TcpStream::connect(&addr).unwrap());
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < end, "agora did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
 }

@@ -16,7 +16,7 @@ mod writer;
 
 pub use config::{ConfigError, LogConfig, LoggerKind, OutputKind, OutputSpec, DEFAULT_CONFIG};
 pub use format::{Entry, Format, Layout};
-pub use writer::{Logger, LoggerBuilder};
+pub use writer::{Logger, LoggerBuilder, DEFAULT_CAPACITY, DEFAULT_SHUTDOWN_GRACE};
 
 /// A Seelog level. The `log` crate has no `critical`: a record is critical when it is
 /// logged at `Error` with the target `"critical"`

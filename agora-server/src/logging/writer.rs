@@ -26,6 +26,9 @@ pub type Clock = Arc<dyn Fn() -> DateTime<FixedOffset> + Send + Sync>;
 /// Records the async channel holds before it drops.
 pub const DEFAULT_CAPACITY: usize = 8192;
 
+/// How long [`Logger::shutdown`] waits for an async writer to finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Most records the writer takes from the channel before it writes a drop report and
 /// flushes, so a flood cannot postpone flushing for ever.
 const BATCH: usize = 1024;
@@ -215,6 +218,8 @@ pub struct Logger {
     mode: Mode,
     /// Set by [`Logger::shutdown`]; later records are discarded.
     closed: AtomicBool,
+    /// Longest wait for the async writer at shutdown.
+    grace: Duration,
 }
 
 /// Builds a [`Logger`]; tests replace the clock, the console and the channel size.
@@ -223,6 +228,7 @@ pub struct LoggerBuilder<'a> {
     clock: Clock,
     console: Option<Box<dyn FnMut() -> Box<dyn Write + Send>>>,
     capacity: usize,
+    grace: Duration,
 }
 
 impl<'a> LoggerBuilder<'a> {
@@ -244,6 +250,12 @@ impl<'a> LoggerBuilder<'a> {
     /// Records the async channel holds before it drops (at least 1).
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = n.max(1);
+        self
+    }
+
+    /// Longest time [`Logger::shutdown`] waits for the async writer.
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.grace = d;
         self
     }
 
@@ -320,6 +332,7 @@ impl<'a> LoggerBuilder<'a> {
             clock: self.clock,
             mode,
             closed: AtomicBool::new(false),
+            grace: self.grace,
         })
     }
 }
@@ -415,6 +428,7 @@ impl Logger {
             clock: Arc::new(local_now),
             console: None,
             capacity: DEFAULT_CAPACITY,
+            grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 
@@ -424,18 +438,38 @@ impl Logger {
     }
 
     /// Flushes every output and, for the async types, writes everything queued and
-    /// ends the writer thread. Records logged afterwards are discarded. Idempotent.
-    pub fn shutdown(&self) {
+    /// ends the writer thread. Records logged afterwards are discarded.
+    ///
+    /// An async logger waits at most the shutdown grace ([`DEFAULT_SHUTDOWN_GRACE`]
+    /// unless the builder set another) for its writer: an output that never accepts
+    /// bytes (standard error piped to a process that does not read it) must not keep the
+    /// broker from exiting. Returns whether everything was written. Idempotent; later
+    /// calls return `true`.
+    pub fn shutdown(&self) -> bool {
         if self.closed.swap(true, SeqCst) {
-            return;
+            return true;
         }
         match &self.mode {
-            Mode::Sync(outputs) => lock(outputs).flush(),
+            Mode::Sync(outputs) => {
+                lock(outputs).flush();
+                true
+            }
             Mode::Async { tx, thread, .. } => {
-                let _ = tx.send(Msg::Stop);
-                if let Some(t) = lock(thread).take() {
-                    let _ = t.join();
-                }
+                // The stop is sent and the writer joined on a helper thread, because
+                // both block while the writer is stuck in a write.
+                let tx = tx.clone();
+                let writer = lock(thread).take();
+                let (done_tx, done) = mpsc::sync_channel(1);
+                let helper = std::thread::Builder::new()
+                    .name("agora-log-stop".into())
+                    .spawn(move || {
+                        let _ = tx.send(Msg::Stop);
+                        if let Some(t) = writer {
+                            let _ = t.join();
+                        }
+                        let _ = done_tx.send(());
+                    });
+                helper.is_ok() && done.recv_timeout(self.grace).is_ok()
             }
         }
     }
@@ -496,6 +530,6 @@ impl log::Log for Logger {
 
 impl Drop for Logger {
     fn drop(&mut self) {
-        self.shutdown();
+        let _ = self.shutdown();
     }
 }
