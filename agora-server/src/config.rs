@@ -122,7 +122,7 @@ impl Default for Config {
             max_prefetch: 65_536,
             subscriber_buffer: 8_192,
             slow_consumer: SlowConsumerPolicy::DropOldest,
-            reply_buffer: 8_192,
+            reply_buffer: 128,
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
         }

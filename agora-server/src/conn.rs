@@ -28,8 +28,10 @@ use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
 use crate::topic::{Subscriber, Topic, TopicRefused};
 use crate::{Broker, ACCEPT_BACKOFF};
 
-/// Bytes read per `read` call at most.
-const READ_SIZE: usize = 64 * 1024;
+/// Bytes read per `read` call: it starts small, doubles while reads fill it and halves
+/// while they do not, so an idle client costs little and a busy one reads in bulk.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
 
 /// Destinations a connection remembers handles for; past this the cache starts over.
 const HANDLE_CACHE: usize = 1024;
@@ -118,7 +120,19 @@ enum Sub {
         queue: Arc<QueueShared>,
         cid: u64,
         slot: u64,
+        /// The delivery channel, to see whether the queue ended the subscription.
+        tx: async_channel::Sender<shipper::Delivery>,
     },
+}
+
+impl Sub {
+    /// True once the broker ended it (`CANCEL`): its id may be used again.
+    fn ended(&self) -> bool {
+        match self {
+            Sub::Topic { sub, .. } => sub.tx.is_closed(),
+            Sub::Queue { tx, .. } => tx.is_closed(),
+        }
+    }
 }
 
 /// What ended a wait for the client's next bytes.
@@ -149,11 +163,8 @@ struct Conn<'a> {
     handles: HashMap<Destination, Handle>,
 }
 
-static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
-
 async fn serve_client(broker: &Broker, stream: TcpStream, peer: SocketAddr, stop: Receiver<()>) {
     let _ = stream.set_nodelay(true);
-    CONNECTIONS.fetch_add(1, Relaxed);
     log::debug!("client {peer} connected");
     let (outbox, out_rx) = Outbox::new(broker.config.reply_buffer);
     let shipper = smol::spawn(shipper::run(Writer::Tcp(stream.clone()), out_rx));
@@ -212,7 +223,8 @@ async fn serve_client(broker: &Broker, stream: TcpStream, peer: SocketAddr, stop
 
 impl Conn<'_> {
     async fn read_loop(&mut self, mut stream: TcpStream, stop: &Receiver<()>) {
-        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let mut buf = BytesMut::with_capacity(READ_MIN);
+        let mut read_size = READ_MIN;
         // Pings sent since the client was last heard from.
         let mut missed = 0;
         loop {
@@ -236,8 +248,12 @@ impl Conn<'_> {
                     }
                 }
             }
+            if buf.is_empty() && buf.capacity() > 4 * READ_MAX && read_size == READ_MIN {
+                // Give a big buffer back once the client has gone quiet.
+                buf = BytesMut::with_capacity(READ_MIN);
+            }
             let len = buf.len();
-            buf.resize(len + READ_SIZE, 0);
+            buf.resize(len + read_size, 0);
             let ping_every = self.broker.config.ping_interval;
             let event = future::or(
                 async { Event::Read(stream.read(&mut buf[len..]).await) },
@@ -257,6 +273,11 @@ impl Conn<'_> {
                 Event::Read(Ok(n)) if n > 0 => {
                     buf.truncate(len + n);
                     missed = 0;
+                    if n == read_size {
+                        read_size = (read_size * 2).min(READ_MAX);
+                    } else if n < read_size / 4 {
+                        read_size = (read_size / 2).max(READ_MIN);
+                    }
                 }
                 Event::Read(_) => return, // EOF or error: the client is gone
                 Event::Stop => {
@@ -497,6 +518,28 @@ impl Conn<'_> {
 
     async fn subscribe(&mut self, s: Subscribe) -> bool {
         let rid = s.rid;
+        // Subscriptions the broker ended (CANCEL) free their ids and their places.
+        let ended: Vec<u64> = self
+            .subs
+            .iter()
+            .filter(|(_, sub)| sub.ended())
+            .map(|(sid, _)| *sid)
+            .collect();
+        for sid in ended {
+            if let Some(sub) = self.subs.remove(&sid) {
+                self.drop_sub(sub).await;
+            }
+        }
+        if s.dest.name.is_reserved() {
+            return self
+                .outbox
+                .err(
+                    rid,
+                    ErrorCode::NotPermitted,
+                    &format!("{} is reserved for the broker", s.dest),
+                )
+                .await;
+        }
         if self.subs.contains_key(&s.sid) {
             return self
                 .outbox
@@ -539,10 +582,12 @@ impl Conn<'_> {
                 "prefetch and ack apply to queue subscriptions only".to_owned(),
             )));
         }
-        let (tx, rx) = async_channel::bounded(self.broker.config.subscriber_buffer);
+        let (tx, rx) = async_channel::unbounded();
         let sub = Arc::new(Subscriber {
             sid: s.sid,
             tx,
+            rx: rx.clone(),
+            cap: self.broker.config.subscriber_buffer,
             outbox: self.outbox.clone(),
             dropped: AtomicU64::new(0),
         });
@@ -552,7 +597,7 @@ impl Conn<'_> {
             rx: Box::pin(rx),
             written: None,
         };
-        if !self.outbox.send(Outbound::AddSub(add)).await {
+        if !self.outbox.send(Outbound::AddSub(Box::new(add))).await {
             return Err(None);
         }
         for _ in 0..3 {
@@ -571,12 +616,6 @@ impl Conn<'_> {
     }
 
     async fn subscribe_queue(&mut self, s: &Subscribe) -> Result<(), Refusal> {
-        if s.dest.name.is_reserved() {
-            return Err(Some((
-                ErrorCode::NotPermitted,
-                format!("{} is reserved for the broker", s.dest),
-            )));
-        }
         let cfg = &self.broker.config;
         let prefetch = s.prefetch.unwrap_or(cfg.default_prefetch);
         if prefetch > cfg.max_prefetch {
@@ -603,17 +642,20 @@ impl Conn<'_> {
                 queue.consumers.fetch_sub(1, SeqCst);
                 continue;
             }
-            let (tx, rx) = async_channel::bounded(prefetch as usize);
+            // Credit (prefetch) bounds it; a bounded channel would allocate all its
+            // slots up front.
+            let (tx, rx) = async_channel::unbounded();
             let add = SubRx {
                 sid: s.sid,
                 dest: s.dest.compact(),
                 rx: Box::pin(rx),
                 written: auto_ack.then(|| (queue.tx.clone(), cid)),
             };
-            if !self.outbox.send(Outbound::AddSub(add)).await {
+            if !self.outbox.send(Outbound::AddSub(Box::new(add))).await {
                 queue.consumers.fetch_sub(1, SeqCst);
                 return Err(None);
             }
+            let consumer_tx = tx.clone();
             let consumer = Consumer {
                 cid,
                 sid: s.sid,
@@ -628,7 +670,15 @@ impl Conn<'_> {
                 return Err(None);
             }
             self.slots.insert(slot, s.sid);
-            self.subs.insert(s.sid, Sub::Queue { queue, cid, slot });
+            self.subs.insert(
+                s.sid,
+                Sub::Queue {
+                    queue,
+                    cid,
+                    slot,
+                    tx: consumer_tx,
+                },
+            );
             return Ok(());
         }
         Err(Some((
@@ -650,7 +700,9 @@ impl Conn<'_> {
     async fn drop_sub(&mut self, sub: Sub) {
         match sub {
             Sub::Topic { topic, sub } => topic.unsubscribe(&sub),
-            Sub::Queue { queue, cid, slot } => {
+            Sub::Queue {
+                queue, cid, slot, ..
+            } => {
                 self.slots.remove(&slot);
                 let _ = queue.tx.send(QueueCmd::Unsubscribe { cid }).await;
             }

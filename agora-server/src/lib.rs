@@ -31,7 +31,7 @@ mod topic;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,6 @@ pub(crate) struct Broker {
     /// Connected TCP clients.
     pub clients_tcp: AtomicUsize,
     pub started: Instant,
-    pub shutting_down: AtomicBool,
     /// Payload bytes held across queues and subscriber buffers.
     pub budget: Arc<budget::Budget>,
 }
@@ -90,7 +89,6 @@ impl Server {
             next_id: AtomicU64::new(1),
             clients_tcp: AtomicUsize::new(0),
             started: Instant::now(),
-            shutting_down: AtomicBool::new(false),
         });
         // Closing `stop` tells every connection to wrap up; each connection holds a
         // clone of `alive`, so `done` closes when the last one has finished.
@@ -101,7 +99,6 @@ impl Server {
             shutdown.await;
         })
         .await;
-        broker.shutting_down.store(true, SeqCst);
         log::info!("shutting down");
         stop_tx.close();
         let timeout = broker.config.shutdown_timeout;

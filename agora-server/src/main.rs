@@ -21,7 +21,7 @@ enum SlowConsumer {
 
 /// Agora, a message broker: queues with acknowledgements and topics with fan-out.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "agora", version)]
 struct Cli {
     /// TCP port to listen on (0 picks a free port).
     #[arg(long, env = "AGORA_PORT", default_value_t = agora_protocol::DEFAULT_PORT)]

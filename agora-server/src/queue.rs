@@ -179,7 +179,9 @@ pub(crate) fn spawn(
     budget: Arc<Budget>,
     manager: async_channel::WeakSender<ManagerCmd>,
 ) -> Arc<QueueShared> {
-    let (tx, rx) = async_channel::bounded(4096);
+    // Bounds a burst of publishes (each waits for room, slowing only its publisher);
+    // small, because every slot is allocated up front.
+    let (tx, rx) = async_channel::bounded(512);
     let shared = Arc::new(QueueShared {
         dest,
         tx,
@@ -406,11 +408,11 @@ impl Queue {
                 for c in self.consumers.drain(..) {
                     let held = c.outstanding();
                     n += held;
-                    c.c.outbox.notify(&Frame::Cancel {
-                        sid: c.c.sid,
-                        code: ErrorCode::UnknownDestination,
-                        message: format!("{} was deleted", self.shared.dest),
-                    });
+                    c.c.outbox.cancel(
+                        c.c.sid,
+                        ErrorCode::UnknownDestination,
+                        format!("{} was deleted", self.shared.dest),
+                    );
                     c.c.tx.close();
                     self.shared.consumers.fetch_sub(1, SeqCst);
                 }

@@ -69,8 +69,11 @@ pub(crate) struct SubRx {
 pub(crate) enum Outbound {
     /// Encoded frames to write as they are.
     Bytes(Bytes),
-    /// A new subscription to drain.
-    AddSub(SubRx),
+    /// A new subscription to drain (boxed: it keeps every outbox slot small).
+    AddSub(Box<SubRx>),
+    /// The broker ended a subscription: stop draining it (dropping what it still
+    /// holds, so no `MSG` follows), then write the `CANCEL` frame.
+    Cancel { sid: u64, frame: Bytes },
     /// Stop draining a subscription (what it still holds is dropped: a queue gives its
     /// unacked messages back itself).
     RemoveSub(u64),
@@ -149,6 +152,21 @@ impl Outbox {
         }
     }
 
+    /// Tells the client that the broker ended subscription `sid` (see
+    /// [`Outbound::Cancel`]); never waits, like [`notify`](Outbox::notify).
+    pub fn cancel(&self, sid: u64, code: ErrorCode, message: String) {
+        let mut b = BytesMut::new();
+        encode(&Frame::Cancel { sid, code, message }, &mut b);
+        let frame = b.freeze();
+        match self.tx.try_send(Outbound::Cancel { sid, frame }) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                log::warn!("closing a connection whose client does not read its replies");
+                self.tx.close();
+            }
+        }
+    }
+
     /// Ends the connection without waiting.
     pub fn close(&self) {
         self.tx.close();
@@ -212,7 +230,9 @@ fn encode_delivery(s: &SubRx, d: &Delivery, buf: &mut BytesMut) {
 pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
     let mut rx = Box::pin(rx);
     let mut subs: Vec<SubRx> = Vec::new();
-    let mut buf = BytesMut::with_capacity(BATCH_BYTES + 1024);
+    // Starts small and grows with the batches it carries (up to BATCH_BYTES and the
+    // last frame), so an idle connection costs little.
+    let mut buf = BytesMut::with_capacity(4096);
     let mut written: Vec<usize> = Vec::new();
     let mut closing = false;
     'run: loop {
@@ -252,8 +272,16 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
                 match o {
                     Outbound::Bytes(b) => buf.extend_from_slice(&b),
                     Outbound::AddSub(s) => {
-                        subs.push(s);
+                        subs.push(*s);
                         written.push(0);
+                    }
+                    Outbound::Cancel { sid, frame } => {
+                        if let Some(i) = subs.iter().position(|s| s.sid == sid) {
+                            report_written(&subs[i], written[i]).await;
+                            subs.swap_remove(i);
+                            written.swap_remove(i);
+                        }
+                        buf.extend_from_slice(&frame);
                     }
                     Outbound::RemoveSub(sid) => {
                         if let Some(i) = subs.iter().position(|s| s.sid == sid) {

@@ -11,8 +11,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, RwLock};
 
-use agora_protocol::{Destination, ErrorCode, Frame};
-use async_channel::{Sender, TrySendError};
+use agora_protocol::{Destination, ErrorCode};
+use async_channel::{Receiver, Sender};
 
 use crate::budget::Budget;
 use crate::config::SlowConsumerPolicy;
@@ -21,7 +21,13 @@ use crate::shipper::{Delivery, Message, Outbox};
 /// One subscription to a topic.
 pub(crate) struct Subscriber {
     pub sid: u64,
+    /// The subscription's channel to the shipper. Unbounded as a channel (a bounded
+    /// one allocates all its slots up front); `cap` bounds it.
     pub tx: Sender<Delivery>,
+    /// A second receiving end, used only to drop the oldest message when full.
+    pub rx: Receiver<Delivery>,
+    /// Messages buffered before the slow-consumer policy applies.
+    pub cap: usize,
     pub outbox: Outbox,
     /// Messages dropped for this subscriber by the drop-oldest policy.
     pub dropped: AtomicU64,
@@ -140,11 +146,11 @@ impl Topic {
         for s in gone {
             n += s.tx.len();
             s.tx.close();
-            s.outbox.notify(&Frame::Cancel {
-                sid: s.sid,
-                code: ErrorCode::UnknownDestination,
-                message: format!("{} was deleted", self.dest),
-            });
+            s.outbox.cancel(
+                s.sid,
+                ErrorCode::UnknownDestination,
+                format!("{} was deleted", self.dest),
+            );
         }
         n
     }
@@ -178,18 +184,23 @@ impl Topic {
                 msg: msg.clone(),
                 _charge: charges.next(),
             };
-            match s.tx.try_send(d) {
-                Ok(()) => sent += 1,
-                Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(d)) => match self.policy {
+            // Two publishers racing may each see room for one: the bound can be
+            // passed by at most the number of executor threads.
+            if s.tx.len() >= s.cap {
+                match self.policy {
                     SlowConsumerPolicy::DropOldest => {
-                        if let Ok(Some(_)) = s.tx.force_send(d) {
+                        if s.rx.try_recv().is_ok() {
                             s.dropped.fetch_add(1, Relaxed);
                         }
-                        sent += 1;
                     }
-                    SlowConsumerPolicy::Disconnect => self.cut_off(s),
-                },
+                    SlowConsumerPolicy::Disconnect => {
+                        self.cut_off(s);
+                        continue;
+                    }
+                }
+            }
+            if s.tx.try_send(d).is_ok() {
+                sent += 1;
             }
         }
         self.messages_out.fetch_add(sent, Relaxed);
@@ -199,15 +210,11 @@ impl Topic {
     /// Ends a subscription that fell behind, telling its client why.
     fn cut_off(&self, s: &Arc<Subscriber>) {
         if s.tx.close() {
-            s.outbox.notify(&Frame::Cancel {
-                sid: s.sid,
-                code: ErrorCode::SlowConsumer,
-                message: format!(
-                    "subscriber to {} fell {} messages behind",
-                    self.dest,
-                    s.tx.capacity().unwrap_or(0)
-                ),
-            });
+            s.outbox.cancel(
+                s.sid,
+                ErrorCode::SlowConsumer,
+                format!("subscriber to {} fell {} messages behind", self.dest, s.cap),
+            );
             self.unsubscribe(s);
         }
     }

@@ -318,6 +318,10 @@ fn ten_thousand_connections_are_held() {
     }
     let mut probe = Raw::connect(addr);
     assert_eq!(probe.stats()["clients"]["tcp"], 10_001);
+    // Idle connections are cheap: small first read buffer, small outbox.
+    let rss = rss_kib(child.id());
+    eprintln!("broker RSS with 10,001 idle connections: {rss} KiB");
+    assert!(rss < 512 * 1024, "{rss} KiB for 10,001 idle connections");
     for c in clients.iter_mut().step_by(997) {
         // Early clients may have been pinged while the rest connected.
         let before = c.sync(1);

@@ -270,4 +270,12 @@ fn slow_subscriber_disconnect_policy_cancels_it() {
         }
         assert!(seen < 20_000);
     }
+    // Nothing more for that subscription follows its CANCEL, and its id is free again.
+    let after = stalled.sync(7);
+    assert!(
+        after.iter().all(|f| !matches!(f, Frame::Msg(_))),
+        "{after:?}"
+    );
+    stalled.send(b"SUB #8 topic:fast 1\r\n");
+    assert_eq!(stalled.next(), Frame::Ok { rid: Some(8) });
 }
