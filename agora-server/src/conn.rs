@@ -75,7 +75,8 @@ pub(crate) async fn accept_loop(
                 let stop = stop.clone();
                 let alive = alive.clone();
                 smol::spawn(async move {
-                    serve_client(&b, stream, peer, stop).await;
+                    let writer = Writer::Tcp(stream.clone());
+                    serve_client(&b, Input::Tcp(stream), writer, peer, stop).await;
                     b.clients_tcp.fetch_sub(1, SeqCst);
                     drop(alive);
                 })
@@ -163,11 +164,29 @@ struct Conn<'a> {
     handles: HashMap<Destination, Handle>,
 }
 
-async fn serve_client(broker: &Broker, stream: TcpStream, peer: SocketAddr, stop: Receiver<()>) {
-    let _ = stream.set_nodelay(true);
+/// Where a client's frames come from.
+pub(crate) enum Input {
+    /// A TCP stream, read in bulk.
+    Tcp(TcpStream),
+    /// Datagrams from one UDP source address, handed over by the UDP loop.
+    Udp(Receiver<Bytes>),
+}
+
+/// Serves one client until it leaves, is cut off, or the broker stops: reads and acts
+/// on its frames; its shipper writes to `writer`.
+pub(crate) async fn serve_client(
+    broker: &Broker,
+    input: Input,
+    writer: Writer,
+    peer: SocketAddr,
+    stop: Receiver<()>,
+) {
+    if let Input::Tcp(stream) = &input {
+        let _ = stream.set_nodelay(true);
+    }
     log::debug!("client {peer} connected");
     let (outbox, out_rx) = Outbox::new(broker.config.reply_buffer);
-    let shipper = smol::spawn(shipper::run(Writer::Tcp(stream.clone()), out_rx));
+    let shipper = smol::spawn(shipper::run(writer, out_rx));
     let mut c = Conn {
         broker,
         peer,
@@ -191,7 +210,10 @@ async fn serve_client(broker: &Broker, stream: TcpStream, peer: SocketAddr, stop
         max_line: broker.config.max_line as u64,
     });
     if outbox.frame(&info).await {
-        c.read_loop(stream, &stop).await;
+        match input {
+            Input::Tcp(stream) => c.read_loop(stream, &stop).await,
+            Input::Udp(datagrams) => c.datagram_loop(datagrams, &stop).await,
+        }
     }
     c.teardown().await;
     if !outbox.send(Outbound::Close).await {
@@ -305,6 +327,78 @@ impl Conn<'_> {
             }
             if self.outbox.is_closed() {
                 return;
+            }
+        }
+    }
+
+    /// A UDP client: each datagram holds whole frames. A client not heard from for
+    /// [`Config::udp_idle_timeout`](crate::Config::udp_idle_timeout) is forgotten.
+    async fn datagram_loop(&mut self, datagrams: Receiver<Bytes>, stop: &Receiver<()>) {
+        let idle = self.broker.config.udp_idle_timeout;
+        loop {
+            let next = future::or(
+                async { datagrams.recv().await.map_err(|_| Event::Stop) },
+                future::or(
+                    async {
+                        let _ = stop.recv().await;
+                        Err(Event::Stop)
+                    },
+                    async {
+                        smol::Timer::after(idle).await;
+                        Err(Event::Silent)
+                    },
+                ),
+            )
+            .await;
+            let d = match next {
+                Ok(d) => d,
+                Err(Event::Silent) => {
+                    log::debug!("UDP client {} idle for {idle:?}; forgotten", self.peer);
+                    return;
+                }
+                Err(_) => {
+                    if !stop.is_closed() {
+                        return;
+                    }
+                    self.outbox
+                        .frame(&Frame::Shutdown {
+                            message: "the broker is shutting down".to_owned(),
+                        })
+                        .await;
+                    return;
+                }
+            };
+            let mut buf = BytesMut::from(&d[..]);
+            loop {
+                match decode_with(&mut buf, &self.limits) {
+                    Ok(Some(f)) => {
+                        if !self.handle(f).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        if !buf.is_empty() {
+                            let why = format!(
+                                "the datagram ends inside a frame ({} bytes left): over UDP a frame must fit in one datagram",
+                                buf.len()
+                            );
+                            if !self.outbox.err(None, ErrorCode::BadFrame, &why).await {
+                                return;
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if !self.outbox.err(e.request_id(), e.code(), &msg).await {
+                            return;
+                        }
+                        if e.is_fatal() {
+                            // The rest of this datagram is lost; the next one starts afresh.
+                            break;
+                        }
+                    }
+                }
             }
         }
     }

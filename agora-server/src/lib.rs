@@ -27,6 +27,7 @@ mod queue;
 mod shipper;
 mod stats;
 mod topic;
+mod udp;
 
 use std::future::Future;
 use std::io;
@@ -36,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_channel::Sender;
-use async_net::TcpListener;
+use async_net::{TcpListener, UdpSocket};
 
 pub use config::{Config, QueueSettings, SlowConsumerPolicy};
 
@@ -48,6 +49,8 @@ pub(crate) struct Broker {
     pub next_id: AtomicU64,
     /// Connected TCP clients.
     pub clients_tcp: AtomicUsize,
+    /// Known UDP clients (source addresses).
+    pub clients_udp: AtomicUsize,
     pub started: Instant,
     /// Payload bytes held across queues and subscriber buffers.
     pub budget: Arc<budget::Budget>,
@@ -63,13 +66,22 @@ impl Broker {
 pub struct Server {
     config: Config,
     listener: TcpListener,
+    /// Bound to the same address and port as the listener.
+    udp: UdpSocket,
 }
 
 impl Server {
     /// Binds the listening socket(s) described by `config`.
     pub async fn bind(config: Config) -> io::Result<Server> {
         let listener = TcpListener::bind((config.bind, config.port)).await?;
-        Ok(Server { config, listener })
+        // UDP on the same port (the one TCP got, when asked for port 0).
+        let port = listener.local_addr()?.port();
+        let udp = UdpSocket::bind((config.bind, port)).await?;
+        Ok(Server {
+            config,
+            listener,
+            udp,
+        })
     }
 
     /// The TCP address actually bound (useful with port 0).
@@ -88,16 +100,26 @@ impl Server {
             config: self.config,
             next_id: AtomicU64::new(1),
             clients_tcp: AtomicUsize::new(0),
+            clients_udp: AtomicUsize::new(0),
             started: Instant::now(),
         });
         // Closing `stop` tells every connection to wrap up; each connection holds a
         // clone of `alive`, so `done` closes when the last one has finished.
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         let (alive, done) = async_channel::bounded::<()>(1);
-        let accept = conn::accept_loop(broker.clone(), self.listener, stop_rx, alive);
-        futures_lite::future::or(accept, async {
-            shutdown.await;
-        })
+        let accept = conn::accept_loop(
+            broker.clone(),
+            self.listener,
+            stop_rx.clone(),
+            alive.clone(),
+        );
+        let udp = udp::udp_loop(broker.clone(), self.udp, stop_rx, alive);
+        futures_lite::future::or(
+            accept,
+            futures_lite::future::or(udp, async {
+                shutdown.await;
+            }),
+        )
         .await;
         log::info!("shutting down");
         stop_tx.close();
@@ -125,7 +147,8 @@ impl Server {
 }
 
 /// Binds as `config` says, prints the documented start-up line
-/// `agora listening on tcp://<addr>` on stdout, and serves until `shutdown` completes.
+/// `agora listening on tcp://<addr>` on stdout (UDP listens on the same address and
+/// port), and serves until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;

@@ -85,12 +85,58 @@ pub(crate) enum Outbound {
 pub(crate) enum Writer {
     /// A TCP stream (a clone of the connection's socket).
     Tcp(async_net::TcpStream),
+    /// A UDP peer: datagrams to its address from the broker's one UDP socket.
+    Udp {
+        socket: async_net::UdpSocket,
+        peer: std::net::SocketAddr,
+        /// Frames are packed into datagrams up to this size.
+        max: usize,
+        /// Frames too large for any datagram, dropped (counted for the log).
+        dropped: u64,
+    },
 }
 
+/// The largest UDP payload IPv4 allows.
+const UDP_LIMIT: usize = 65_507;
+
 impl Writer {
-    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+    /// Writes a batch of whole frames; `ends` says where each frame ends.
+    async fn write_batch(&mut self, b: &[u8], ends: &[usize]) -> std::io::Result<()> {
         match self {
             Writer::Tcp(s) => s.write_all(b).await,
+            Writer::Udp {
+                socket,
+                peer,
+                max,
+                dropped,
+            } => {
+                // Pack consecutive frames into datagrams of at most `max` bytes; a frame
+                // larger than that travels alone, up to what UDP can carry at all.
+                let mut start = 0;
+                let mut i = 0;
+                while i < ends.len() {
+                    let mut end = ends[i];
+                    i += 1;
+                    while i < ends.len() && ends[i] - start <= *max {
+                        end = ends[i];
+                        i += 1;
+                    }
+                    let datagram = &b[start..end];
+                    if datagram.len() > UDP_LIMIT {
+                        *dropped += 1;
+                        log::debug!(
+                            "a {} byte frame for UDP client {peer} fits no datagram; dropped",
+                            datagram.len()
+                        );
+                    } else if let Err(e) = socket.send_to(datagram, *peer).await {
+                        // UDP is lossy anyway: a failed send is a lost datagram, not a
+                        // dead connection.
+                        log::debug!("UDP send to {peer} failed: {e}");
+                    }
+                    start = end;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -100,6 +146,7 @@ impl Writer {
                 let _ = s.flush().await;
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }
+            Writer::Udp { .. } => {}
         }
     }
 }
@@ -233,6 +280,8 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
     // Starts small and grows with the batches it carries (up to BATCH_BYTES and the
     // last frame), so an idle connection costs little.
     let mut buf = BytesMut::with_capacity(4096);
+    // Where each frame in `buf` ends: a UDP writer packs whole frames into datagrams.
+    let mut ends: Vec<usize> = Vec::new();
     let mut written: Vec<usize> = Vec::new();
     let mut closing = false;
     'run: loop {
@@ -270,7 +319,10 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
                 };
                 progressed = true;
                 match o {
-                    Outbound::Bytes(b) => buf.extend_from_slice(&b),
+                    Outbound::Bytes(b) => {
+                        buf.extend_from_slice(&b);
+                        ends.push(buf.len());
+                    }
                     Outbound::AddSub(s) => {
                         subs.push(*s);
                         written.push(0);
@@ -282,6 +334,7 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
                             written.swap_remove(i);
                         }
                         buf.extend_from_slice(&frame);
+                        ends.push(buf.len());
                     }
                     Outbound::RemoveSub(sid) => {
                         if let Some(i) = subs.iter().position(|s| s.sid == sid) {
@@ -296,6 +349,7 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
             match pending.take() {
                 Some(Wake::Sub(i, d)) => {
                     encode_delivery(&subs[i], &d, &mut buf);
+                    ends.push(buf.len());
                     written[i] += 1;
                     progressed = true;
                 }
@@ -312,6 +366,7 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
                 match subs[i].rx.try_recv() {
                     Ok(d) => {
                         encode_delivery(&subs[i], &d, &mut buf);
+                        ends.push(buf.len());
                         written[i] += 1;
                         progressed = true;
                         continue;
@@ -331,11 +386,12 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
             }
         }
         if !buf.is_empty() {
-            if let Err(e) = writer.write_all(&buf).await {
+            if let Err(e) = writer.write_batch(&buf, &ends).await {
                 log::debug!("write failed, closing connection: {e}");
                 break 'run;
             }
             buf.clear();
+            ends.clear();
         }
         for (s, n) in subs.iter().zip(&written) {
             report_written(s, *n).await;

@@ -37,7 +37,7 @@ pub(crate) fn document(broker: &Broker, handles: &[Handle]) -> Vec<u8> {
         uptime_s: broker.started.elapsed().as_secs_f64(),
         clients: Clients {
             tcp: broker.clients_tcp.load(Relaxed),
-            udp: 0,
+            udp: broker.clients_udp.load(Relaxed),
         },
         memory: Memory {
             used: broker.budget.used(),
