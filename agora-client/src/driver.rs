@@ -108,6 +108,12 @@ pub(crate) enum Cmd {
     Stats {
         reply: Reply,
     },
+    /// Any other request answered by `OK`, a `…RESP` or `ERR`: the frame is built once
+    /// its request id is known.
+    Request {
+        frame: Box<dyn FnOnce(agora_protocol::RequestId) -> Frame + Send>,
+        reply: Reply,
+    },
     Close {
         reply: Sender<()>,
     },
@@ -563,6 +569,10 @@ impl Driver {
                 let rid = self.register(Some(reply), None);
                 encode(&Frame::Stats { rid }, out);
             }
+            Cmd::Request { frame, reply } => {
+                let rid = self.register(Some(reply), None);
+                encode(&frame(rid), out);
+            }
             Cmd::Close { reply } => {
                 encode(&Frame::Disconnect, out);
                 *self.closing.borrow_mut() = Some(reply);
@@ -643,6 +653,9 @@ impl Driver {
             }
             Frame::HelpResp { rid, text } => {
                 self.answer(rid, Ok(Answer::Body(text)));
+            }
+            Frame::ChainResp { rid, chain, .. } => {
+                self.answer(rid, Ok(Answer::Body(chain)));
             }
             Frame::PingResp { rid } => {
                 self.answer(rid, Ok(Answer::Ok));
@@ -748,7 +761,8 @@ fn fail_cmd(cmd: Cmd, e: Error) {
         Cmd::Subscribe { reply, .. }
         | Cmd::Unsubscribe { reply, .. }
         | Cmd::Ping { reply }
-        | Cmd::Stats { reply } => {
+        | Cmd::Stats { reply }
+        | Cmd::Request { reply, .. } => {
             let _ = reply.try_send(Err(e));
         }
         Cmd::Close { reply } => {

@@ -60,6 +60,7 @@ mod error;
 mod sub;
 #[cfg(feature = "serde")]
 mod typed;
+mod udp;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -73,7 +74,10 @@ use driver::{Answer, Cmd, Ctl, Driver, Reply, Shared, SubEntry};
 pub use error::{Error, Result, ServerError};
 pub use sub::{Consumer, Delivery, Message, Subscription};
 #[cfg(feature = "serde")]
-pub use typed::{ClientCounts, DestinationStats, Stats, TypedSubscription, TypedTopic};
+pub use typed::{
+    ClientCounts, DestinationStats, MemoryStats, Stats, TypedSubscription, TypedTopic,
+};
+pub use udp::UdpPublisher;
 
 /// The broker's address when none is given: `127.0.0.1:48879`.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:48879";
@@ -624,6 +628,47 @@ impl Client {
     #[cfg(not(feature = "serde"))]
     pub async fn stats(&self) -> Result<Bytes> {
         self.stats_raw().await
+    }
+
+    /// Drops every pending (not yet delivered) message of a queue; the queue's
+    /// consumers and their unacknowledged deliveries are untouched.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// client.purge("jobs").await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn purge(&self, queue: &str) -> Result<()> {
+        let dest = Destination::queue(queue).map_err(Error::InvalidName)?;
+        self.request(|reply| Cmd::Request {
+            frame: Box::new(move |rid| agora_protocol::Frame::Purge { rid, dest }),
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes a queue or topic: its subscribers are told (`CANCEL`), its messages
+    /// are dropped. Using the name again creates a new, empty destination. Fails with
+    /// `unknown_destination` if there is none.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use agora_client::Destination;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// client.delete(Destination::queue("old-jobs").unwrap()).await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn delete(&self, dest: Destination) -> Result<()> {
+        self.request(|reply| Cmd::Request {
+            frame: Box::new(move |rid| agora_protocol::Frame::Delete { rid, dest }),
+            reply,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Errors the broker sent that no request was waiting for: refused fire-and-forget

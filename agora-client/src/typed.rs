@@ -216,8 +216,21 @@ pub struct Stats {
     pub uptime_s: f64,
     /// Clients connected now, by transport.
     pub clients: ClientCounts,
+    /// Payload bytes the broker holds, and its memory budget.
+    #[serde(default)]
+    pub memory: MemoryStats,
     /// One entry per destination, queues first, then by name.
     pub destinations: Vec<DestinationStats>,
+}
+
+/// The broker's memory budget (in [`Stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Payload bytes held in queues and subscriber buffers.
+    pub used: u64,
+    /// The budget.
+    pub limit: u64,
 }
 
 /// Connected clients, by transport (in [`Stats`]).
@@ -265,4 +278,7 @@ pub struct DestinationStats {
     pub dropped: u64,
     /// Deliveries with a count above 1.
     pub redelivered: u64,
+    /// Queue: messages moved to the dead-letter queue. Topic: 0.
+    #[serde(default)]
+    pub deadlettered: u64,
 }

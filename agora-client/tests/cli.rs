@@ -192,3 +192,41 @@ fn a_bad_server_address_fails_with_a_message() {
     let o = run(cli("127.0.0.1:1").args(["pub", "--confirm", "--topic", "t"]));
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn udp_publish_then_list_purge_and_delete() {
+    let server = start();
+    let addr = server.addr.to_string();
+    // Over UDP: no answer is read, so wait for the broker to have taken them.
+    ok(&run(cli(&addr).args([
+        "pub", "--udp", "--queue", "sensors", "1", "2", "3",
+    ])));
+    futures_lite::future::block_on(async {
+        let client = Client::connect(&addr).await.unwrap();
+        wait_until("the UDP publishes arrive", || async {
+            let s = client.stats().await.unwrap();
+            s.destinations
+                .iter()
+                .any(|d| d.name == "sensors" && d.depth == 3)
+        })
+        .await;
+    });
+    let list = ok(&run(cli(&addr).arg("list")));
+    assert!(
+        list.contains("queue:sensors depth=3 unacked=0 consumers=0"),
+        "{list}"
+    );
+    let o = run(cli(&addr).args(["purge", "--queue", "sensors"]));
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("purged queue:sensors"));
+    assert!(ok(&run(cli(&addr).arg("list"))).contains("queue:sensors depth=0"));
+    ok(&run(cli(&addr).args(["delete", "--queue", "sensors"])));
+    assert!(!ok(&run(cli(&addr).arg("list"))).contains("queue:sensors"));
+    // Deleting what is not there fails with the broker's reason.
+    let o = run(cli(&addr).args(["delete", "--topic", "nothing"]));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown_destination"));
+    // --udp cannot confirm.
+    let o = run(cli(&addr).args(["pub", "--udp", "--confirm", "--queue", "q", "x"]));
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -587,3 +587,36 @@ fn after_a_lost_connection_unacked_deliveries_come_back_redelivered() {
         assert!(client.errors().try_next().is_none());
     });
 }
+
+#[test]
+fn udp_publisher_packs_frames_into_datagrams() {
+    let server = common::start();
+    smol::block_on(async {
+        let client = agora_client::Client::connect(server.addr).await.unwrap();
+        let mut sub = client.subscribe("udp.feed").await.unwrap();
+        let mut udp = agora_client::UdpPublisher::connect(server.addr)
+            .await
+            .unwrap()
+            .max_datagram(200);
+        for i in 0..20 {
+            udp.publish_topic("udp.feed", format!("m{i}"))
+                .await
+                .unwrap();
+        }
+        udp.flush().await.unwrap();
+        use futures_lite::StreamExt;
+        for i in 0..20 {
+            let m = sub.next().await.unwrap();
+            assert_eq!(&m.payload()[..], format!("m{i}").as_bytes());
+        }
+        assert!(matches!(
+            udp.publish_topic("bad name", "x").await,
+            Err(agora_client::Error::InvalidName(_))
+        ));
+        let big = vec![0u8; 70_000];
+        assert!(matches!(
+            udp.publish_topic("udp.feed", big).await,
+            Err(agora_client::Error::PayloadTooLarge { .. })
+        ));
+    });
+}

@@ -7,6 +7,10 @@
 //! agora-cli [--server HOST:PORT] sub --topic NAME [--count N]
 //! agora-cli [--server HOST:PORT] consume --queue NAME [--count N] [--prefetch N]
 //! agora-cli [--server HOST:PORT] stats [--json]
+//! agora-cli [--server HOST:PORT] pub --udp (--topic NAME | --queue NAME) [MESSAGE]...
+//! agora-cli [--server HOST:PORT] list
+//! agora-cli [--server HOST:PORT] purge --queue NAME
+//! agora-cli [--server HOST:PORT] delete (--queue NAME | --topic NAME)
 //! ```
 //!
 //! Received payloads go to stdout, one per line, and nothing else does; diagnostics go
@@ -49,8 +53,11 @@ enum Command {
         #[arg(long)]
         queue: Option<String>,
         /// Wait for the broker's confirmation of each message (queues).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "udp")]
         confirm: bool,
+        /// Send over UDP: fire-and-forget, many messages per datagram, no answer read.
+        #[arg(long)]
+        udp: bool,
         /// The messages; none: read stdin, one message per line.
         messages: Vec<String>,
     },
@@ -80,6 +87,23 @@ enum Command {
         /// Print the raw JSON document instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// List the destinations, one per line: `kind:name depth unacked consumers`.
+    List,
+    /// Drop every pending message of a queue.
+    Purge {
+        /// The queue.
+        #[arg(long)]
+        queue: String,
+    },
+    /// Delete a queue or topic (its subscribers are told).
+    Delete {
+        /// The queue.
+        #[arg(long, conflicts_with = "topic", required_unless_present = "topic")]
+        queue: Option<String>,
+        /// The topic.
+        #[arg(long)]
+        topic: Option<String>,
     },
 }
 
@@ -137,6 +161,16 @@ impl From<std::io::Error> for CliError {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Pub {
+        topic,
+        queue,
+        udp: true,
+        messages,
+        ..
+    } = cli.command
+    {
+        return publish_udp(&cli.server, topic, queue, messages).await;
+    }
     let t = std::time::Duration::from_secs(cli.timeout.max(1));
     let client = Client::builder()
         .name("agora-cli")
@@ -164,6 +198,7 @@ async fn command(client: &Client, command: Command) -> Result<(), CliError> {
             queue,
             confirm,
             messages,
+            ..
         } => {
             let mut errors = client.errors();
             let (topic, queue) = (topic.as_deref(), queue.as_deref());
@@ -226,8 +261,72 @@ async fn command(client: &Client, command: Command) -> Result<(), CliError> {
                 print_stats(client).await?;
             }
         }
+        Command::List => print_list(client).await?,
+        Command::Purge { queue } => {
+            client.purge(&queue).await?;
+            eprintln!("purged queue:{queue}");
+        }
+        Command::Delete { queue, topic } => {
+            let dest = match (queue, topic) {
+                (Some(q), _) => agora_client::Destination::queue(&q),
+                (None, Some(t)) => agora_client::Destination::topic(&t),
+                (None, None) => unreachable!("clap requires --queue or --topic"),
+            }
+            .map_err(|e| CliError::Other(format!("bad name: {e}")))?;
+            client.delete(dest.clone()).await?;
+            eprintln!("deleted {dest}");
+        }
     }
     Ok(())
+}
+
+/// `pub --udp`: no TCP connection, no answers; messages packed into datagrams.
+async fn publish_udp(
+    server: &str,
+    topic: Option<String>,
+    queue: Option<String>,
+    messages: Vec<String>,
+) -> Result<(), CliError> {
+    let mut udp = agora_client::UdpPublisher::connect(server)
+        .await
+        .map_err(|e| CliError::Other(format!("cannot reach {server} over UDP: {e}")))?;
+    let dest = match (topic, queue) {
+        (Some(t), _) => agora_client::Destination::topic(&t),
+        (None, Some(q)) => agora_client::Destination::queue(&q),
+        (None, None) => unreachable!("clap requires --topic or --queue"),
+    }
+    .map_err(|e| CliError::Other(format!("bad name: {e}")))?;
+    let headers = agora_client::Headers::new();
+    if messages.is_empty() {
+        for line in std::io::stdin().lock().lines() {
+            udp.publish(&dest, &headers, line?).await?;
+        }
+    } else {
+        for m in messages {
+            udp.publish(&dest, &headers, m).await?;
+        }
+    }
+    udp.flush().await?;
+    Ok(())
+}
+
+#[cfg(feature = "serde")]
+async fn print_list(client: &Client) -> Result<(), CliError> {
+    let s = client.stats().await?;
+    let mut out = String::new();
+    for d in &s.destinations {
+        out.push_str(&format!(
+            "{}:{} depth={} unacked={} consumers={}\n",
+            d.kind, d.name, d.depth, d.unacked, d.consumers
+        ));
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(feature = "serde"))]
+async fn print_list(client: &Client) -> Result<(), CliError> {
+    print_stats(client).await
 }
 
 async fn publish_one(
