@@ -48,7 +48,7 @@ struct Cli {
     queue_max_bytes: u64,
     /// Prefetch of a queue consumer that gives none.
     #[arg(long, env = "AGORA_DEFAULT_PREFETCH", default_value_t = Config::default().default_prefetch,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
     default_prefetch: u32,
     /// Messages buffered per topic subscriber before the slow-consumer policy applies.
     #[arg(long, env = "AGORA_SUBSCRIBER_BUFFER", default_value_t = Config::default().subscriber_buffer as u64,
@@ -66,10 +66,70 @@ struct Cli {
     #[arg(long, env = "AGORA_IDLE_TIMEOUT", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
+    /// Deliveries after which a queue message goes to its dead-letter queue (0: never).
+    #[arg(long, env = "AGORA_MAX_DELIVERIES", default_value_t = Config::default().max_deliveries)]
+    max_deliveries: u32,
+    /// How long a queue message may wait undelivered before it is dead-lettered
+    /// (e.g. 30s, 500ms; default: forever).
+    #[arg(long, env = "AGORA_MESSAGE_TTL", value_parser = parse_duration)]
+    message_ttl: Option<Duration>,
+    /// How long a queue delivery may stay unacknowledged before another consumer gets
+    /// it (e.g. 30s; default: until the consumer leaves).
+    #[arg(long, env = "AGORA_ACK_TIMEOUT", value_parser = parse_duration)]
+    ack_timeout: Option<Duration>,
+    /// Most queues and topics at once.
+    #[arg(long, env = "AGORA_MAX_DESTINATIONS", default_value_t = Config::default().max_destinations as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_destinations: u64,
+    /// Most payload bytes the broker holds in queues and subscriber buffers together.
+    #[arg(long, env = "AGORA_MEMORY_BUDGET", default_value_t = Config::default().memory_budget as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    memory_budget: u64,
+    /// Most subscriptions on one connection.
+    #[arg(long, env = "AGORA_MAX_SUBSCRIPTIONS", default_value_t = Config::default().max_subscriptions as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscriptions: u64,
+    /// A client silent this long is sent PINGREQ (e.g. 30s).
+    #[arg(long, env = "AGORA_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    ping_interval: Duration,
+    /// Unanswered pings after which a client is disconnected.
+    #[arg(long, env = "AGORA_MAX_MISSED_PINGS", default_value_t = Config::default().max_missed_pings,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_missed_pings: u32,
+    /// A UDP client not heard from this long is forgotten (e.g. 60s).
+    #[arg(long, env = "AGORA_UDP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    udp_idle_timeout: Duration,
+    /// Largest datagram the broker sends to UDP clients, in bytes.
+    #[arg(long, env = "AGORA_UDP_MAX_DATAGRAM", default_value_t = Config::default().udp_max_datagram as u64,
+          value_parser = clap::value_parser!(u64).range(64..=65_507))]
+    udp_max_datagram: u64,
     /// Seelog-style XML file that configures logging (default: the built-in one, which
     /// is `config/logconfig.xml` in the repository).
     #[arg(long, env = "AGORA_LOG_CONFIG", value_name = "FILE")]
     log_config: Option<PathBuf>,
+}
+
+/// `duration = number ("ms" / "s" / "m" / "h")`, e.g. `250ms`, `30s`, `5m`; above 0.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("'{s}' needs a unit: ms, s, m or h"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' must start with a whole number"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("unknown unit '{unit}' in '{s}': use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err(format!("'{s}' must be above zero"));
+    }
+    Ok(d)
 }
 
 fn main() -> ExitCode {
@@ -90,6 +150,16 @@ fn main() -> ExitCode {
             SlowConsumer::Disconnect => SlowConsumerPolicy::Disconnect,
         },
         idle_timeout: Duration::from_secs(cli.idle_timeout),
+        max_deliveries: cli.max_deliveries,
+        message_ttl: cli.message_ttl,
+        ack_timeout: cli.ack_timeout,
+        max_destinations: cli.max_destinations as usize,
+        memory_budget: cli.memory_budget as usize,
+        max_subscriptions: cli.max_subscriptions as usize,
+        ping_interval: cli.ping_interval,
+        max_missed_pings: cli.max_missed_pings,
+        udp_idle_timeout: cli.udp_idle_timeout,
+        udp_max_datagram: cli.udp_max_datagram as usize,
         ..Config::default()
     };
     // One executor thread per core unless SMOL_THREADS says otherwise.

@@ -190,7 +190,17 @@ impl Topic {
                 match self.policy {
                     SlowConsumerPolicy::DropOldest => {
                         if s.rx.try_recv().is_ok() {
-                            s.dropped.fetch_add(1, Relaxed);
+                            let before = s.dropped.fetch_add(1, Relaxed);
+                            // Once per power of two, so a stalled subscriber cannot
+                            // flood the log.
+                            if (before + 1).is_power_of_two() {
+                                log::warn!(
+                                    "subscriber {} of {} is behind: {} of its oldest messages dropped so far",
+                                    s.sid,
+                                    self.dest,
+                                    before + 1
+                                );
+                            }
                         }
                     }
                     SlowConsumerPolicy::Disconnect => {
@@ -210,6 +220,12 @@ impl Topic {
     /// Ends a subscription that fell behind, telling its client why.
     fn cut_off(&self, s: &Arc<Subscriber>) {
         if s.tx.close() {
+            log::warn!(
+                "subscriber {} of {} fell {} messages behind: cancelled (slow_consumer)",
+                s.sid,
+                self.dest,
+                s.cap
+            );
             s.outbox.cancel(
                 s.sid,
                 ErrorCode::SlowConsumer,

@@ -149,6 +149,10 @@ fn bad_flags_exit_2_with_a_message() {
         &["--port", "notaport"][..],
         &["--max-payload", "0"],
         &["--slow-consumer", "sometimes"],
+        &["--ack-timeout", "5"],
+        &["--ping-interval", "0s"],
+        &["--message-ttl", "3 fortnights"],
+        &["--udp-max-datagram", "10"],
         &["--frobnicate"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_agora"))
