@@ -79,6 +79,12 @@ pub struct Config {
     pub udp_idle_timeout: Duration,
     /// Largest datagram the broker sends; replies and deliveries are packed up to it.
     pub udp_max_datagram: usize,
+    /// Where to send StatsD metrics (`host:port`, UDP); `None` sends none.
+    pub statsd: Option<String>,
+    /// The prefix of every StatsD metric name.
+    pub statsd_prefix: String,
+    /// How often metrics are shipped and `$sys.metrics` gets a snapshot.
+    pub metrics_interval: Duration,
     /// Prefetch of a queue consumer that does not give one.
     pub default_prefetch: u32,
     /// Largest prefetch a consumer may ask for.
@@ -118,6 +124,9 @@ impl Default for Config {
             max_missed_pings: 2,
             udp_idle_timeout: Duration::from_secs(60),
             udp_max_datagram: 1400,
+            statsd: None,
+            statsd_prefix: "agora".to_owned(),
+            metrics_interval: Duration::from_secs(1),
             default_prefetch: 256,
             max_prefetch: 65_536,
             subscriber_buffer: 8_192,

@@ -67,6 +67,8 @@ pub(crate) async fn accept_loop(
                 let n = broker.clients_tcp.fetch_add(1, SeqCst);
                 if n >= broker.config.max_connections {
                     broker.clients_tcp.fetch_sub(1, SeqCst);
+                    broker.metrics.connections_rejected.fetch_add(1, Relaxed);
+                    broker.metrics.error(ErrorCode::TooManyConnections);
                     let max = broker.config.max_connections;
                     smol::spawn(refuse(stream, max)).detach();
                     continue;
@@ -185,8 +187,8 @@ pub(crate) async fn serve_client(
         let _ = stream.set_nodelay(true);
     }
     log::debug!("client {peer} connected");
-    let (outbox, out_rx) = Outbox::new(broker.config.reply_buffer);
-    let shipper = smol::spawn(shipper::run(writer, out_rx));
+    let (outbox, out_rx) = Outbox::new(broker.config.reply_buffer, broker.metrics.clone());
+    let shipper = smol::spawn(shipper::run(writer, out_rx, broker.metrics.clone()));
     let mut c = Conn {
         broker,
         peer,
@@ -294,6 +296,10 @@ impl Conn<'_> {
             match event {
                 Event::Read(Ok(n)) if n > 0 => {
                     buf.truncate(len + n);
+                    self.broker
+                        .metrics
+                        .bytes_in_tcp
+                        .fetch_add(n as u64, Relaxed);
                     missed = 0;
                     if n == read_size {
                         read_size = (read_size * 2).min(READ_MAX);
@@ -368,6 +374,10 @@ impl Conn<'_> {
                     return;
                 }
             };
+            self.broker
+                .metrics
+                .bytes_in_udp
+                .fetch_add(d.len() as u64, Relaxed);
             let mut buf = BytesMut::from(&d[..]);
             loop {
                 match decode_with(&mut buf, &self.limits) {
@@ -554,6 +564,7 @@ impl Conn<'_> {
                 .await;
         }
         let mut msg = Message {
+            received: std::time::Instant::now(),
             headers: p.headers,
             payload: p.payload,
         };
@@ -624,7 +635,10 @@ impl Conn<'_> {
                 self.drop_sub(sub).await;
             }
         }
-        if s.dest.name.is_reserved() {
+        // Clients may listen to the broker's own topics, never create others.
+        let readable =
+            s.dest.kind == Kind::Topic && s.dest.name.as_str() == crate::metrics::METRICS_TOPIC;
+        if s.dest.name.is_reserved() && !readable {
             return self
                 .outbox
                 .err(
@@ -663,13 +677,19 @@ impl Conn<'_> {
             Kind::Queue => self.subscribe_queue(&s).await,
         };
         match r {
-            Ok(()) => self.outbox.frame(&Frame::Ok { rid }).await,
+            // The OK goes out before the shipper starts on the subscription, so no
+            // MSG can overtake it; deliveries wait in the channel meanwhile.
+            Ok(add) => {
+                self.outbox.frame(&Frame::Ok { rid }).await
+                    && self.outbox.send(Outbound::AddSub(Box::new(add))).await
+            }
             Err(Some((code, why))) => self.outbox.err(rid, code, &why).await,
             Err(None) => false,
         }
     }
 
-    async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<(), Refusal> {
+    /// Joins a topic; returns the subscription's receiving end for the shipper.
+    async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<SubRx, Refusal> {
         if s.prefetch.is_some() || s.ack.is_some() {
             return Err(Some((
                 ErrorCode::BadArgs,
@@ -685,22 +705,21 @@ impl Conn<'_> {
             outbox: self.outbox.clone(),
             dropped: AtomicU64::new(0),
         });
-        let add = SubRx {
-            sid: s.sid,
-            dest: s.dest.compact(),
-            rx: Box::pin(rx),
-            written: None,
-        };
-        if !self.outbox.send(Outbound::AddSub(Box::new(add))).await {
-            return Err(None);
-        }
         for _ in 0..3 {
             let Handle::Topic(topic) = self.resolve(&s.dest).await? else {
                 return Err(None);
             };
             if topic.subscribe(sub.clone()) {
+                let add = SubRx {
+                    sid: s.sid,
+                    dest: s.dest.compact(),
+                    rx: Box::pin(rx),
+                    written: None,
+                    latency: topic.latency.clone(),
+                    seen: 0,
+                };
                 self.subs.insert(s.sid, Sub::Topic { topic, sub });
-                return Ok(());
+                return Ok(add);
             }
         }
         Err(Some((
@@ -709,7 +728,8 @@ impl Conn<'_> {
         )))
     }
 
-    async fn subscribe_queue(&mut self, s: &Subscribe) -> Result<(), Refusal> {
+    /// Joins a queue as a consumer; returns the subscription's receiving end.
+    async fn subscribe_queue(&mut self, s: &Subscribe) -> Result<SubRx, Refusal> {
         let cfg = &self.broker.config;
         let prefetch = s.prefetch.unwrap_or(cfg.default_prefetch);
         if prefetch > cfg.max_prefetch {
@@ -744,11 +764,9 @@ impl Conn<'_> {
                 dest: s.dest.compact(),
                 rx: Box::pin(rx),
                 written: auto_ack.then(|| (queue.tx.clone(), cid)),
+                latency: queue.latency.clone(),
+                seen: 0,
             };
-            if !self.outbox.send(Outbound::AddSub(Box::new(add))).await {
-                queue.consumers.fetch_sub(1, SeqCst);
-                return Err(None);
-            }
             let consumer_tx = tx.clone();
             let consumer = Consumer {
                 cid,
@@ -773,7 +791,7 @@ impl Conn<'_> {
                     tx: consumer_tx,
                 },
             );
-            return Ok(());
+            return Ok(add);
         }
         Err(Some((
             ErrorCode::Internal,

@@ -23,6 +23,7 @@ pub mod config;
 mod conn;
 pub mod logging;
 mod manager;
+mod metrics;
 mod queue;
 mod shipper;
 mod stats;
@@ -54,6 +55,8 @@ pub(crate) struct Broker {
     pub started: Instant,
     /// Payload bytes held across queues and subscriber buffers.
     pub budget: Arc<budget::Budget>,
+    /// Broker-wide counters (bytes, errors, rejected connections).
+    pub metrics: Arc<metrics::BrokerMetrics>,
 }
 
 impl Broker {
@@ -102,6 +105,7 @@ impl Server {
             clients_tcp: AtomicUsize::new(0),
             clients_udp: AtomicUsize::new(0),
             started: Instant::now(),
+            metrics: Arc::new(metrics::BrokerMetrics::default()),
         });
         // Closing `stop` tells every connection to wrap up; each connection holds a
         // clone of `alive`, so `done` closes when the last one has finished.
@@ -114,8 +118,9 @@ impl Server {
             alive.clone(),
         );
         let udp = udp::udp_loop(broker.clone(), self.udp, stop_rx, alive);
+        let metrics = metrics::run_manager(broker.clone());
         futures_lite::future::or(
-            accept,
+            futures_lite::future::or(accept, metrics),
             futures_lite::future::or(udp, async {
                 shutdown.await;
             }),

@@ -103,6 +103,15 @@ struct Cli {
     #[arg(long, env = "AGORA_UDP_MAX_DATAGRAM", default_value_t = Config::default().udp_max_datagram as u64,
           value_parser = clap::value_parser!(u64).range(64..=65_507))]
     udp_max_datagram: u64,
+    /// Send metrics to this StatsD server (host:port, UDP).
+    #[arg(long, env = "AGORA_STATSD", value_name = "HOST:PORT")]
+    statsd: Option<String>,
+    /// Prefix of every StatsD metric name.
+    #[arg(long, env = "AGORA_STATSD_PREFIX", default_value = "agora")]
+    statsd_prefix: String,
+    /// How often metrics go to StatsD and to the $sys.metrics topic (e.g. 1s).
+    #[arg(long, env = "AGORA_STATSD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    statsd_interval: Duration,
     /// Seelog-style XML file that configures logging (default: the built-in one, which
     /// is `config/logconfig.xml` in the repository).
     #[arg(long, env = "AGORA_LOG_CONFIG", value_name = "FILE")]
@@ -160,6 +169,9 @@ fn main() -> ExitCode {
         max_missed_pings: cli.max_missed_pings,
         udp_idle_timeout: cli.udp_idle_timeout,
         udp_max_datagram: cli.udp_max_datagram as usize,
+        statsd: cli.statsd,
+        statsd_prefix: cli.statsd_prefix,
+        metrics_interval: cli.statsd_interval,
         ..Config::default()
     };
     // One executor thread per core unless SMOL_THREADS says otherwise.

@@ -70,6 +70,10 @@ pub(crate) struct DestStats {
     pub dropped: u64,
     pub redelivered: u64,
     pub deadlettered: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Sampled latency of the last metric interval.
+    pub latency: crate::metrics::LatencySummary,
 }
 
 impl Handle {
@@ -86,6 +90,9 @@ impl Handle {
                 dropped: 0,
                 redelivered: q.redelivered.load(Relaxed),
                 deadlettered: q.deadlettered.load(Relaxed),
+                bytes_in: q.bytes_in.load(Relaxed),
+                bytes_out: q.bytes_out.load(Relaxed),
+                latency: q.latency.last(),
             },
             Handle::Topic(t) => {
                 let (depth, dropped) = t.buffered_and_dropped();
@@ -100,6 +107,9 @@ impl Handle {
                     dropped,
                     redelivered: 0,
                     deadlettered: 0,
+                    bytes_in: t.bytes_in.load(Relaxed),
+                    bytes_out: t.bytes_out.load(Relaxed),
+                    latency: t.latency.last(),
                 }
             }
         }

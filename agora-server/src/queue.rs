@@ -99,6 +99,10 @@ pub(crate) struct QueueShared {
     pub consumers: AtomicUsize,
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Sampled delivery latency, recorded by consumers' shippers.
+    pub latency: crate::metrics::LatencyRef,
     pub redelivered: AtomicU64,
     pub deadlettered: AtomicU64,
     /// Set when the queue is retired or deleted; publishers then resolve it again.
@@ -194,6 +198,9 @@ pub(crate) fn spawn(
         consumers: AtomicUsize::new(0),
         messages_in: AtomicU64::new(0),
         messages_out: AtomicU64::new(0),
+        bytes_in: AtomicU64::new(0),
+        bytes_out: AtomicU64::new(0),
+        latency: Default::default(),
         redelivered: AtomicU64::new(0),
         deadlettered: AtomicU64::new(0),
         closed: AtomicBool::new(false),
@@ -340,6 +347,9 @@ impl Queue {
         match cmd {
             QueueCmd::Publish(msg, charge) => {
                 self.shared.messages_in.fetch_add(1, Relaxed);
+                self.shared
+                    .bytes_in
+                    .fetch_add(msg.payload.len() as u64, Relaxed);
                 self.pending.push_back(Held {
                     msg,
                     count: 0,
@@ -541,6 +551,9 @@ impl Queue {
                 Ok(()) => {
                     c.next_seq += 1;
                     self.shared.messages_out.fetch_add(1, Relaxed);
+                    self.shared
+                        .bytes_out
+                        .fetch_add(h.msg.payload.len() as u64, Relaxed);
                     if h.count > 1 {
                         self.shared.redelivered.fetch_add(1, Relaxed);
                     }

@@ -16,7 +16,11 @@ use agora_protocol::{encode, encode_err, Destination, ErrorCode, Frame, Headers,
 use async_channel::{Receiver, Sender, TrySendError};
 use futures_lite::{AsyncWriteExt, Stream};
 
+use crate::metrics::{BrokerMetrics, LATENCY_SAMPLE};
 use crate::queue::QueueCmd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Most bytes encoded per write call before the shipper writes and looks again.
 pub(crate) const BATCH_BYTES: usize = 64 * 1024;
@@ -27,6 +31,8 @@ pub(crate) const BATCH_BYTES: usize = 64 * 1024;
 pub(crate) struct Message {
     pub headers: Headers,
     pub payload: Bytes,
+    /// When the broker read it, for latency.
+    pub received: std::time::Instant,
 }
 
 impl Message {
@@ -63,6 +69,11 @@ pub(crate) struct SubRx {
     /// Auto-ack queue consumers: where to report how many deliveries were written, so
     /// the queue can forget them and send more (credit).
     pub written: Option<(Sender<QueueCmd>, u64)>,
+    /// The destination's latency histogram (one delivery in
+    /// [`LATENCY_SAMPLE`](crate::metrics::LATENCY_SAMPLE) is recorded).
+    pub latency: crate::metrics::LatencyRef,
+    /// Deliveries encoded so far (which ones to sample).
+    pub seen: u64,
 }
 
 /// What a connection's shipper is told through its outbox.
@@ -156,12 +167,14 @@ impl Writer {
 #[derive(Clone)]
 pub(crate) struct Outbox {
     tx: Sender<Outbound>,
+    /// Every `ERR` sent through it is counted by code.
+    metrics: Arc<BrokerMetrics>,
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> (Outbox, Receiver<Outbound>) {
+    pub fn new(capacity: usize, metrics: Arc<BrokerMetrics>) -> (Outbox, Receiver<Outbound>) {
         let (tx, rx) = async_channel::bounded(capacity);
-        (Outbox { tx }, rx)
+        (Outbox { tx, metrics }, rx)
     }
 
     /// From the connection's own task: waits for room, which slows only that client.
@@ -179,6 +192,7 @@ impl Outbox {
 
     /// Sends an `ERR` from the connection's own task.
     pub async fn err(&self, rid: RequestId, code: ErrorCode, message: &str) -> bool {
+        self.metrics.error(code);
         let mut b = BytesMut::new();
         encode_err(rid, code, message, &mut b);
         self.send(Outbound::Bytes(b.freeze())).await
@@ -188,6 +202,9 @@ impl Outbox {
     /// [`Config::reply_buffer`](crate::Config::reply_buffer) replies pile up unread is
     /// cut off: its outbox is closed, which ends the connection.
     pub fn notify(&self, f: &Frame) {
+        if let Frame::Err(e) = f {
+            self.metrics.error(e.code);
+        }
         let mut b = BytesMut::new();
         encode(f, &mut b);
         match self.tx.try_send(Outbound::Bytes(b.freeze())) {
@@ -260,7 +277,12 @@ impl Future for WaitAny<'_> {
     }
 }
 
-fn encode_delivery(s: &SubRx, d: &Delivery, buf: &mut BytesMut) {
+fn encode_delivery(s: &mut SubRx, d: &Delivery, buf: &mut BytesMut, now: Instant) {
+    s.seen += 1;
+    if s.seen % LATENCY_SAMPLE == 1 {
+        s.latency
+            .record(now.saturating_duration_since(d.msg.received));
+    }
     agora_protocol::encode_msg(
         &s.dest,
         s.sid,
@@ -274,7 +296,7 @@ fn encode_delivery(s: &SubRx, d: &Delivery, buf: &mut BytesMut) {
 
 /// Runs a connection's shipper until the outbox closes, `Close` arrives, or a write
 /// fails. Always closes the writer at the end.
-pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
+pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>, metrics: Arc<BrokerMetrics>) {
     let mut rx = Box::pin(rx);
     let mut subs: Vec<SubRx> = Vec::new();
     // Starts small and grows with the batches it carries (up to BATCH_BYTES and the
@@ -292,6 +314,8 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
         .await;
         written.clear();
         written.resize(subs.len(), 0);
+        // One clock read per batch: latency is measured to the write of the batch.
+        let now = Instant::now();
         let mut pending = Some(wake);
         // Drain the outbox first (replies keep their order relative to subscription
         // changes), then each subscription, until the batch is full or all are empty.
@@ -348,7 +372,7 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
             }
             match pending.take() {
                 Some(Wake::Sub(i, d)) => {
-                    encode_delivery(&subs[i], &d, &mut buf);
+                    encode_delivery(&mut subs[i], &d, &mut buf, now);
                     ends.push(buf.len());
                     written[i] += 1;
                     progressed = true;
@@ -365,7 +389,7 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
             while i < subs.len() && buf.len() < BATCH_BYTES {
                 match subs[i].rx.try_recv() {
                     Ok(d) => {
-                        encode_delivery(&subs[i], &d, &mut buf);
+                        encode_delivery(&mut subs[i], &d, &mut buf, now);
                         ends.push(buf.len());
                         written[i] += 1;
                         progressed = true;
@@ -386,6 +410,7 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>) {
             }
         }
         if !buf.is_empty() {
+            metrics.bytes_out.fetch_add(buf.len() as u64, Relaxed);
             if let Err(e) = writer.write_batch(&buf, &ends).await {
                 log::debug!("write failed, closing connection: {e}");
                 break 'run;

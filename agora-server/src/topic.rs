@@ -40,6 +40,10 @@ pub(crate) struct Topic {
     policy: SlowConsumerPolicy,
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Sampled delivery latency, recorded by subscribers' shippers.
+    pub latency: crate::metrics::LatencyRef,
     /// Drops of subscribers that have left (live ones count their own).
     dropped_gone: AtomicU64,
     /// Set when the queue manager removes the topic; publishers then resolve it again.
@@ -64,6 +68,9 @@ impl Topic {
             policy,
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            latency: Default::default(),
             dropped_gone: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             budget,
@@ -214,6 +221,9 @@ impl Topic {
             }
         }
         self.messages_out.fetch_add(sent, Relaxed);
+        self.bytes_in.fetch_add(msg.payload.len() as u64, Relaxed);
+        self.bytes_out
+            .fetch_add(sent * msg.payload.len() as u64, Relaxed);
         Ok(())
     }
 

@@ -71,6 +71,8 @@ pub(crate) async fn udp_loop(
         let n = broker.clients_udp.fetch_add(1, SeqCst);
         if n >= broker.config.max_connections {
             broker.clients_udp.fetch_sub(1, SeqCst);
+            broker.metrics.connections_rejected.fetch_add(1, Relaxed);
+            broker.metrics.error(ErrorCode::TooManyConnections);
             let mut b = BytesMut::new();
             agora_protocol::encode_err(
                 None,
