@@ -112,6 +112,13 @@ struct Cli {
     /// How often metrics go to StatsD and to the $sys.metrics topic (e.g. 1s).
     #[arg(long, env = "AGORA_STATSD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     statsd_interval: Duration,
+    /// Record a CPU profile for the broker's whole life, written at shutdown in pprof's
+    /// protobuf format, with a flamegraph SVG beside it.
+    #[arg(long, env = "AGORA_PROFILE")]
+    profile: bool,
+    /// Where --profile writes (the flamegraph goes to the same path with .svg).
+    #[arg(long, env = "AGORA_PROFILE_PATH", default_value = "agora.pprof", value_name = "FILE")]
+    profile_path: PathBuf,
     /// Seelog-style XML file that configures logging (default: the built-in one, which
     /// is `config/logconfig.xml` in the repository).
     #[arg(long, env = "AGORA_LOG_CONFIG", value_name = "FILE")]
@@ -139,6 +146,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}' must be above zero"));
     }
     Ok(d)
+}
+
+/// Writes the profile as pprof protobuf at `path` and a flamegraph SVG beside it;
+/// returns the SVG's path.
+fn write_profile(p: &pprof::ProfilerGuard<'_>, path: &std::path::Path) -> Result<PathBuf, String> {
+    use pprof::protos::Message;
+    let report = p.report().build().map_err(|e| e.to_string())?;
+    let profile = report.pprof().map_err(|e| e.to_string())?;
+    let bytes = profile.write_to_bytes().map_err(|e| e.to_string())?;
+    std::fs::write(path, bytes).map_err(|e| e.to_string())?;
+    let svg = path.with_extension("svg");
+    let file = std::fs::File::create(&svg).map_err(|e| e.to_string())?;
+    report.flamegraph(file).map_err(|e| e.to_string())?;
+    Ok(svg)
 }
 
 fn main() -> ExitCode {
@@ -219,7 +240,35 @@ fn main() -> ExitCode {
         let mut signals = signals;
         signals.next().await;
     };
+    // Sampling at 99 Hz (not 100) keeps the samples from beating against timers.
+    let profiler = match cli.profile {
+        false => None,
+        true => match pprof::ProfilerGuardBuilder::default()
+            .frequency(99)
+            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+            .build()
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("agora: cannot start the CPU profiler: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let result = smol::block_on(agora_server::run(config, shutdown));
+    if let Some(p) = profiler {
+        match write_profile(&p, &cli.profile_path) {
+            Ok(svg) => log::info!(
+                "CPU profile written to {} (flamegraph: {})",
+                cli.profile_path.display(),
+                svg.display()
+            ),
+            Err(e) => log::error!(
+                "could not write the CPU profile to {}: {e}",
+                cli.profile_path.display()
+            ),
+        }
+    }
     match &result {
         Ok(()) => log::info!("stopped"),
         Err(e) => log::error!("stopped: {e}"),

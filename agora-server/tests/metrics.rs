@@ -178,3 +178,50 @@ fn an_unreachable_statsd_costs_only_a_counted_error() {
     });
     assert!(c.sync(1).is_empty());
 }
+
+#[test]
+fn profile_writes_pprof_protobuf_and_a_flamegraph_at_shutdown() {
+    use pprof::protos::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.pprof");
+    let path_s = path.to_str().unwrap().to_owned();
+    let (mut child, port, _out) = spawn_agora(&["--profile", "--profile-path", &path_s]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut sub = Raw::connect(addr);
+    sub.send(b"SUB #1 topic:work 1\r\n");
+    assert_eq!(sub.next(), Frame::Ok { rid: Some(1) });
+    let mut p = Raw::connect(addr);
+    let burst: Vec<u8> = (0..500)
+        .flat_map(|_| b"PUB topic:work 5\r\nhello\r\n".to_vec())
+        .collect();
+    // Enough work for the 99 Hz sampler to see the broker's own code.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        p.send(&burst);
+        for _ in 0..500 {
+            assert!(matches!(sub.next(), Frame::Msg(_)));
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    let bytes = std::fs::read(&path).expect("profile written at shutdown");
+    let profile = pprof::protos::Profile::parse_from_bytes(&bytes).expect("pprof protobuf");
+    assert!(!profile.sample.is_empty(), "no samples");
+    let names: Vec<&str> = profile
+        .function
+        .iter()
+        .map(|f| profile.string_table[f.name as usize].as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.contains("agora_server")),
+        "no broker function among {} functions",
+        names.len()
+    );
+    let svg = std::fs::read_to_string(path.with_extension("svg")).expect("flamegraph written");
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg"),
+        "not an SVG"
+    );
+}
