@@ -117,7 +117,12 @@ struct Cli {
     #[arg(long, env = "AGORA_PROFILE")]
     profile: bool,
     /// Where --profile writes (the flamegraph goes to the same path with .svg).
-    #[arg(long, env = "AGORA_PROFILE_PATH", default_value = "agora.pprof", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "AGORA_PROFILE_PATH",
+        default_value = "agora.pprof",
+        value_name = "FILE"
+    )]
     profile_path: PathBuf,
     /// Seelog-style XML file that configures logging (default: the built-in one, which
     /// is `config/logconfig.xml` in the repository).
