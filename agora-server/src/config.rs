@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
+
+use agora_protocol::Destination;
 
 /// What happens when a topic subscriber's buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,12 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long graceful shutdown may take before connections are dropped.
     pub shutdown_timeout: Duration,
+    /// Enrichment databases mutator chains may name (`enrich db=NAME`), name → SQLite
+    /// file. Clients can name these, never a path.
+    pub databases: HashMap<String, PathBuf>,
+    /// Mutator chains (in the one-line chain syntax) attached to destinations whenever
+    /// they are created, until `CHAIN SET`/`CLEAR` changes them.
+    pub chains: HashMap<Destination, String>,
 }
 
 impl Default for Config {
@@ -134,6 +143,8 @@ impl Default for Config {
             reply_buffer: 128,
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
+            databases: HashMap::new(),
+            chains: HashMap::new(),
         }
     }
 }

@@ -23,6 +23,7 @@ use async_net::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use crate::manager::{Handle, ManagerCmd};
+use crate::mutators::{Chain, Verdict};
 use crate::queue::{Consumer, QueueCmd, QueueShared, Refused, SLOT_SHIFT};
 use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
 use crate::topic::{Subscriber, Topic, TopicRefused};
@@ -494,18 +495,9 @@ impl Conn<'_> {
             Frame::Disconnect => false,
             Frame::Purge { rid, dest } => self.purge(rid, dest).await,
             Frame::Delete { rid, dest } => self.delete(rid, dest).await,
-            Frame::ChainGet { rid, .. }
-            | Frame::ChainSet { rid, .. }
-            | Frame::ChainClear { rid, .. } => {
-                let word = f_word(rid);
-                self.outbox
-                    .err(
-                        rid,
-                        ErrorCode::UnknownCommand,
-                        &format!("{word} is not available in this version of the broker"),
-                    )
-                    .await
-            }
+            Frame::ChainGet { rid, dest } => self.chain_get(rid, dest).await,
+            Frame::ChainSet { rid, dest, chain } => self.chain_set(rid, dest, Some(chain)).await,
+            Frame::ChainClear { rid, dest } => self.chain_set(rid, dest, None).await,
             other => {
                 let word = other.command();
                 self.outbox
@@ -568,6 +560,8 @@ impl Conn<'_> {
             headers: p.headers,
             payload: p.payload,
         };
+        // The destination's mutator chain runs once, on the first handle.
+        let mut mutated = false;
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
         for _ in 0..3 {
@@ -575,6 +569,15 @@ impl Conn<'_> {
                 Ok(h) => h,
                 Err(r) => return self.refuse(p.rid, r).await,
             };
+            if !mutated {
+                mutated = true;
+                if let Some(chain) = h.chain().get() {
+                    if crate::mutators::run_on(&chain, &mut msg).await == Verdict::Drop {
+                        h.chain().count_filtered();
+                        return self.filtered(p.rid).await;
+                    }
+                }
+            }
             match h {
                 Handle::Topic(t) => match t.publish(msg.clone()) {
                     Ok(()) => return self.confirmed(p.rid).await,
@@ -938,6 +941,80 @@ impl Conn<'_> {
     }
 }
 
-fn f_word(_rid: RequestId) -> &'static str {
-    "this command"
+/// Mutator chains: `CHAIN GET|SET|CLEAR` and the `filtered` answer to a publish.
+impl Conn<'_> {
+    /// A publish the destination's chain dropped: counted, and confirmed as filtered.
+    async fn filtered(&self, rid: RequestId) -> bool {
+        if self.confirm {
+            self.outbox
+                .frame(&Frame::PubAck {
+                    rid,
+                    filtered: true,
+                })
+                .await
+        } else {
+            true
+        }
+    }
+
+    /// `CHAIN SET` (`Some` text; blank text clears) or `CHAIN CLEAR` (`None`). A chain
+    /// that does not parse, or names an undeclared database, changes nothing.
+    async fn chain_set(&mut self, rid: RequestId, dest: Destination, text: Option<Bytes>) -> bool {
+        if dest.name.is_reserved() {
+            let why = format!("{dest} is reserved for the broker");
+            return self.outbox.err(rid, ErrorCode::NotPermitted, &why).await;
+        }
+        let chain = match text {
+            None => None,
+            Some(b) => {
+                let parsed = std::str::from_utf8(&b)
+                    .map_err(|_| "the chain is not UTF-8".to_owned())
+                    .and_then(|t| {
+                        Chain::parse(t, &self.broker.mutators).map_err(|e| e.to_string())
+                    });
+                match parsed {
+                    Ok(c) if c.is_empty() => None,
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(why) => return self.outbox.err(rid, ErrorCode::BadChain, &why).await,
+                }
+            }
+        };
+        let (tx, rx) = async_channel::bounded(1);
+        let cmd = ManagerCmd::SetChain {
+            dest,
+            chain,
+            reply: tx,
+        };
+        if self.broker.manager.send(cmd).await.is_err() {
+            return false;
+        }
+        match rx.recv().await {
+            Ok(Ok(())) => self.outbox.frame(&Frame::Ok { rid }).await,
+            Ok(Err((code, why))) => self.outbox.err(rid, code, &why).await,
+            Err(_) => false,
+        }
+    }
+
+    /// `CHAIN GET`: the chain's text, empty for none.
+    async fn chain_get(&mut self, rid: RequestId, dest: Destination) -> bool {
+        let (tx, rx) = async_channel::bounded(1);
+        let cmd = ManagerCmd::GetChain {
+            dest: dest.compact(),
+            reply: tx,
+        };
+        if self.broker.manager.send(cmd).await.is_err() {
+            return false;
+        }
+        let Ok(chain) = rx.recv().await else {
+            return false;
+        };
+        let text = chain.map_or_else(Bytes::new, |c| Bytes::copy_from_slice(c.text().as_bytes()));
+        self.outbox
+            .frame(&Frame::ChainResp {
+                rid,
+                dest,
+                chain: text,
+            })
+            .await
+    }
 }

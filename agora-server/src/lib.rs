@@ -10,6 +10,8 @@
 //! - `queue`: a queue task: pending messages, consumers' unacked sets, acks,
 //!   redelivery.
 //! - `topic`: fan-out to subscribers' bounded buffers, done by the publisher's task.
+//! - [`mutators`]: per-destination chains that keep, change or drop each message,
+//!   run once per publish by the publishing connection; their one-line syntax.
 //! - `shipper`: one task per connection that drains replies and subscription channels
 //!   in batches and writes them with one call.
 //!
@@ -24,6 +26,7 @@ mod conn;
 pub mod logging;
 mod manager;
 mod metrics;
+pub mod mutators;
 mod queue;
 mod shipper;
 mod stats;
@@ -57,6 +60,8 @@ pub(crate) struct Broker {
     pub budget: Arc<budget::Budget>,
     /// Broker-wide counters (bytes, errors, rejected connections).
     pub metrics: Arc<metrics::BrokerMetrics>,
+    /// What mutator chains may refer to (the declared enrichment databases).
+    pub mutators: Arc<mutators::Env>,
 }
 
 impl Broker {
@@ -75,7 +80,15 @@ pub struct Server {
 
 impl Server {
     /// Binds the listening socket(s) described by `config`.
+    /// A configured chain that does not parse, or names an undeclared database, is
+    /// refused with [`io::ErrorKind::InvalidInput`].
     pub async fn bind(config: Config) -> io::Result<Server> {
+        let env = mutators::Env::new(&config.databases);
+        for (dest, text) in &config.chains {
+            mutators::Chain::parse(text, &env).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("chain of {dest}: {e}"))
+            })?;
+        }
         let listener = TcpListener::bind((config.bind, config.port)).await?;
         // UDP on the same port (the one TCP got, when asked for port 0).
         let port = listener.local_addr()?.port();
@@ -97,8 +110,10 @@ impl Server {
     /// all connections are closed or [`Config::shutdown_timeout`] has passed.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let budget = budget::Budget::new(self.config.memory_budget);
+        let env = Arc::new(mutators::Env::new(&self.config.databases));
         let broker = Arc::new(Broker {
-            manager: manager::spawn(&self.config, budget.clone()),
+            manager: manager::spawn(&self.config, budget.clone(), env.clone()),
+            mutators: env,
             budget,
             config: self.config,
             next_id: AtomicU64::new(1),

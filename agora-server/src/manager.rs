@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::budget::Budget;
 use crate::config::Config;
+use crate::mutators::{Chain, ChainSlot, Env};
 use crate::queue::{self, QueueCmd, QueueShared};
 use crate::topic::Topic;
 
@@ -30,6 +31,15 @@ pub(crate) enum Handle {
 }
 
 impl Handle {
+    /// The destination's mutator chain slot.
+    #[inline]
+    pub fn chain(&self) -> &ChainSlot {
+        match self {
+            Handle::Queue(q) => &q.chain,
+            Handle::Topic(t) => &t.chain,
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         match self {
             Handle::Queue(q) => q.closed.load(SeqCst),
@@ -55,6 +65,18 @@ pub(crate) enum ManagerCmd {
     List { reply: Sender<Vec<Handle>> },
     /// Remove idle destinations.
     Sweep,
+    /// Attach (`Some`) or remove (`None`) a destination's mutator chain, now and
+    /// whenever the destination is created again.
+    SetChain {
+        dest: Destination,
+        chain: Option<Arc<Chain>>,
+        reply: Sender<Result<(), (ErrorCode, String)>>,
+    },
+    /// A destination's chain, if it has one.
+    GetChain {
+        dest: Destination,
+        reply: Sender<Option<Arc<Chain>>>,
+    },
 }
 
 /// A destination's figures, as `STATS` reports them.
@@ -70,6 +92,8 @@ pub(crate) struct DestStats {
     pub dropped: u64,
     pub redelivered: u64,
     pub deadlettered: u64,
+    /// Publishes the destination's mutator chain dropped.
+    pub filtered: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Sampled latency of the last metric interval.
@@ -90,6 +114,7 @@ impl Handle {
                 dropped: 0,
                 redelivered: q.redelivered.load(Relaxed),
                 deadlettered: q.deadlettered.load(Relaxed),
+                filtered: q.chain.filtered.load(Relaxed),
                 bytes_in: q.bytes_in.load(Relaxed),
                 bytes_out: q.bytes_out.load(Relaxed),
                 latency: q.latency.last(),
@@ -107,6 +132,7 @@ impl Handle {
                     dropped,
                     redelivered: 0,
                     deadlettered: 0,
+                    filtered: t.chain.filtered.load(Relaxed),
                     bytes_in: t.bytes_in.load(Relaxed),
                     bytes_out: t.bytes_out.load(Relaxed),
                     latency: t.latency.last(),
@@ -124,13 +150,26 @@ struct Entry {
 }
 
 /// Spawns the manager task; returns its channel.
-pub(crate) fn spawn(config: &Config, budget: Arc<Budget>) -> Sender<ManagerCmd> {
+pub(crate) fn spawn(config: &Config, budget: Arc<Budget>, env: Arc<Env>) -> Sender<ManagerCmd> {
     let (tx, rx) = async_channel::bounded(1024);
+    // `Server::bind` checked every configured chain.
+    let chains = config
+        .chains
+        .iter()
+        .filter_map(|(d, text)| match Chain::parse(text, &env) {
+            Ok(c) => Some((d.compact(), Arc::new(c))),
+            Err(e) => {
+                log::error!("chain of {d} ignored: {e}");
+                None
+            }
+        })
+        .collect();
     let m = Manager {
         config: config.clone(),
         registry: HashMap::new(),
         budget,
         me: tx.downgrade(),
+        chains,
     };
     smol::spawn(m.run(rx)).detach();
     // The sweeper only holds a weak link: it stops when the broker drops the manager.
@@ -155,6 +194,9 @@ struct Manager {
     budget: Arc<Budget>,
     /// Handed to queues, which resolve their dead-letter queues through the manager.
     me: async_channel::WeakSender<ManagerCmd>,
+    /// Chains by destination name, from the config file and `CHAIN SET`; attached to
+    /// a destination whenever it is created, so a chain outlives idle removal.
+    chains: HashMap<Destination, Arc<Chain>>,
 }
 
 impl Manager {
@@ -203,6 +245,38 @@ impl Manager {
                     let _ = reply.try_send(v.into_iter().map(|(_, h)| h).collect());
                 }
                 ManagerCmd::Sweep => self.sweep(),
+                ManagerCmd::SetChain { dest, chain, reply } => {
+                    let dest = dest.compact();
+                    let max = self.config.max_destinations;
+                    if chain.is_some()
+                        && !self.chains.contains_key(&dest)
+                        && self.chains.len() >= max
+                    {
+                        let _ = reply.try_send(Err((
+                            ErrorCode::TooManyDestinations,
+                            format!("the broker is at its limit of {max} chains"),
+                        )));
+                        continue;
+                    }
+                    if let Some(e) = self.registry.get(&dest) {
+                        e.handle.chain().set(chain.clone());
+                    }
+                    match chain {
+                        Some(c) => {
+                            log::info!("chain of {dest} set: {}", c.text());
+                            self.chains.insert(dest, c);
+                        }
+                        None => {
+                            if self.chains.remove(&dest).is_some() {
+                                log::info!("chain of {dest} cleared");
+                            }
+                        }
+                    }
+                    let _ = reply.try_send(Ok(()));
+                }
+                ManagerCmd::GetChain { dest, reply } => {
+                    let _ = reply.try_send(self.chains.get(&dest).cloned());
+                }
             }
         }
     }
@@ -238,6 +312,9 @@ impl Manager {
                 self.budget.clone(),
             ))),
         };
+        if let Some(c) = self.chains.get(&dest) {
+            handle.chain().set(Some(c.clone()));
+        }
         log::debug!("created {dest}");
         self.registry.insert(
             dest,

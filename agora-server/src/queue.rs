@@ -107,6 +107,8 @@ pub(crate) struct QueueShared {
     pub deadlettered: AtomicU64,
     /// Set when the queue is retired or deleted; publishers then resolve it again.
     pub closed: AtomicBool,
+    /// The mutator chain publishers run before reserving room, and its drop count.
+    pub chain: crate::mutators::ChainSlot,
 }
 
 /// Why a publish was not reserved.
@@ -204,6 +206,7 @@ pub(crate) fn spawn(
         redelivered: AtomicU64::new(0),
         deadlettered: AtomicU64::new(0),
         closed: AtomicBool::new(false),
+        chain: Default::default(),
     });
     let task = Queue {
         shared: shared.clone(),

@@ -50,6 +50,8 @@ pub(crate) struct Topic {
     pub closed: AtomicBool,
     /// Buffered deliveries are charged to the broker's memory budget.
     budget: Arc<Budget>,
+    /// The mutator chain publishers run before fan-out, and its drop count.
+    pub chain: crate::mutators::ChainSlot,
 }
 
 /// Why a topic publish was refused.
@@ -74,6 +76,7 @@ impl Topic {
             dropped_gone: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             budget,
+            chain: Default::default(),
         }
     }
 

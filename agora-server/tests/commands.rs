@@ -190,8 +190,8 @@ fn recoverable_errors_keep_the_connection() {
     c.expect_err(ErrorCode::BadArgs);
     c.send(b"DELETE queue:never-made\r\n");
     c.expect_err(ErrorCode::UnknownDestination);
-    c.send(b"CHAIN GET queue:q\r\n");
-    c.expect_err(ErrorCode::UnknownCommand);
+    c.send(b"CHAIN SET queue:q 5\r\nbogus\r\n");
+    c.expect_err(ErrorCode::BadChain);
     assert!(c.sync(99).is_empty(), "still serving");
 }
 
