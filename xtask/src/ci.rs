@@ -15,6 +15,7 @@ enum Step {
     Fmt,
     Clippy,
     Test,
+    Statsd,
     Book,
 }
 
@@ -23,6 +24,7 @@ const STEPS: &[Step] = &[
     Step::Fmt,
     Step::Clippy,
     Step::Test,
+    Step::Statsd,
     Step::Book,
     // BENCH STEP GOES HERE. When `cargo xtask bench` exists, add `Step::BenchQuick` (run
     // `bench --quick`) to this list and `Step`, and delete `PENDING` below.
@@ -38,6 +40,7 @@ impl Step {
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
             Step::Test => "test",
+            Step::Statsd => "statsd",
             Step::Book => "book",
         }
     }
@@ -63,6 +66,7 @@ impl Step {
                 cmd.args(["test", "--workspace"]);
                 process::run_watching(&mut cmd, Stream::Stdout, |line| tally.observe(line))
             }
+            Step::Statsd => crate::statsd::run(),
             Step::Book => book::run(),
         }
     }

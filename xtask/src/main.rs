@@ -9,6 +9,7 @@ mod book;
 mod ci;
 mod fuzz;
 mod process;
+mod statsd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ Commands:
   ci                   fmt check, clippy, the whole test suite, the book (what .ci/run runs)
   book                 build the book: book/ -> book/book/index.html (installs mdbook if missing)
   fuzz [--seconds N]   run the `decode` fuzz target for N seconds, default 60 (nightly toolchain)
+  statsd               check the broker's metrics against a real StatsD daemon (Node.js, npm)
   help                 print this text
 ";
 
@@ -29,6 +31,7 @@ enum Task {
     Ci,
     Book,
     Fuzz { seconds: u64 },
+    Statsd,
     Help,
 }
 
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Task::Ci => ci::run(),
         Task::Book => book::run(),
         Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Statsd => statsd::run(),
         Task::Help => {
             print!("{USAGE}");
             Ok(())
@@ -73,6 +77,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
     let task = match command.as_str() {
         "ci" => Task::Ci,
         "book" => Task::Book,
+        "statsd" => Task::Statsd,
         "fuzz" => return parse_fuzz(rest),
         "help" | "--help" | "-h" => Task::Help,
         other => return Err(format!("unknown command `{other}`")),
