@@ -49,7 +49,8 @@ Agora protocol, version 1. Commands (case-insensitive; #id is an optional reques
   ACK [#id] <delivery-id>      NACK [#id] <delivery-id>
   SETACK [#id] on|off          publisher confirms (PUBACK)
   CONNECT [#id] [name=N] [proto=1] [confirm=on|off]
-  PURGE [#id] <queue:NAME>     STATS [#id]     HELP [#id]
+  PURGE [#id] <queue:NAME>     DELETE [#id] <dest>
+  STATS [#id]                  HELP [#id]
   PINGREQ [#id]                DISCONNECT
 The book's Protocol chapter has the full grammar.";
 
@@ -854,7 +855,15 @@ impl Conn<'_> {
             reply,
         };
         if queue.tx.send(cmd).await.is_err() {
-            return false;
+            // The queue is gone (deleted): nothing of it is outstanding any more.
+            return self
+                .outbox
+                .err(
+                    rid,
+                    ErrorCode::UnknownDelivery,
+                    &format!("delivery {did} belonged to a queue that no longer exists"),
+                )
+                .await;
         }
         // With a request id the client wants an answer: wait for the queue's verdict
         // so the reply keeps its place among this connection's replies.
@@ -879,14 +888,27 @@ impl Conn<'_> {
                 .err(rid, ErrorCode::BadArgs, "only queues can be purged")
                 .await;
         }
-        let q = match self.resolve(&dest).await {
-            Ok(Handle::Queue(q)) => q,
-            Ok(Handle::Topic(_)) => return false,
-            Err(r) => return self.refuse(rid, r).await,
+        if dest.name.is_reserved() {
+            let why = format!("{dest} is reserved for the broker");
+            return self.outbox.err(rid, ErrorCode::NotPermitted, &why).await;
+        }
+        // Purging never creates the queue it names.
+        let (tx, rx) = async_channel::bounded(1);
+        let lookup = ManagerCmd::Lookup {
+            dest: dest.clone(),
+            reply: tx,
+        };
+        if self.broker.manager.send(lookup).await.is_err() {
+            return false;
+        }
+        let Ok(Some(Handle::Queue(q))) = rx.recv().await else {
+            let why = format!("there is no {dest}");
+            return self.outbox.err(rid, ErrorCode::UnknownDestination, &why).await;
         };
         let (tx, rx) = async_channel::bounded(1);
         if q.tx.send(QueueCmd::Purge { reply: tx }).await.is_err() {
-            return false;
+            let why = format!("{dest} was deleted");
+            return self.outbox.err(rid, ErrorCode::UnknownDestination, &why).await;
         }
         let n = rx.recv().await.unwrap_or(0);
         log::info!("purged {n} messages from {dest}");

@@ -140,11 +140,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = n
         .parse()
         .map_err(|_| format!("'{s}' must start with a whole number"))?;
+    let secs = |per: u64| {
+        n.checked_mul(per)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("'{s}' is too long"))
+    };
     let d = match unit {
         "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "s" => secs(1)?,
+        "m" => secs(60)?,
+        "h" => secs(3600)?,
         _ => return Err(format!("unknown unit '{unit}' in '{s}': use ms, s, m or h")),
     };
     if d.is_zero() {

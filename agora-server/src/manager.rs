@@ -61,6 +61,11 @@ pub(crate) enum ManagerCmd {
         dest: Destination,
         reply: Sender<Option<usize>>,
     },
+    /// Find a destination without creating it.
+    Lookup {
+        dest: Destination,
+        reply: Sender<Option<Handle>>,
+    },
     /// Every destination, for `STATS`.
     List { reply: Sender<Vec<Handle>> },
     /// Remove idle destinations.
@@ -234,6 +239,14 @@ impl Manager {
                     };
                     log::info!("deleted {dest} ({n} messages dropped)");
                     let _ = reply.try_send(Some(n));
+                }
+                ManagerCmd::Lookup { dest, reply } => {
+                    let h = self
+                        .registry
+                        .get(&dest)
+                        .map(|e| e.handle.clone())
+                        .filter(|h| !h.is_closed());
+                    let _ = reply.try_send(h);
                 }
                 ManagerCmd::List { reply } => {
                     let mut v: Vec<(&Destination, Handle)> = self

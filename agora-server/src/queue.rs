@@ -640,7 +640,7 @@ impl Queue {
                     if dlq.tx.send(QueueCmd::Publish(msg, charge)).await.is_ok() {
                         self.shared.release(1, h.msg.size());
                         self.shared.deadlettered.fetch_add(1, Relaxed);
-                        log::debug!("{from}: dead-lettered a message ({reason})");
+                        log::trace!("{from}: dead-lettered a message ({reason})");
                     } else {
                         self.pending.push_back(h);
                     }

@@ -135,14 +135,14 @@ impl Writer {
                     let datagram = &b[start..end];
                     if datagram.len() > UDP_LIMIT {
                         *dropped += 1;
-                        log::debug!(
+                        log::trace!(
                             "a {} byte frame for UDP client {peer} fits no datagram; dropped",
                             datagram.len()
                         );
                     } else if let Err(e) = socket.send_to(datagram, *peer).await {
                         // UDP is lossy anyway: a failed send is a lost datagram, not a
                         // dead connection.
-                        log::debug!("UDP send to {peer} failed: {e}");
+                        log::trace!("UDP send to {peer} failed: {e}");
                     }
                     start = end;
                 }

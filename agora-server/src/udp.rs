@@ -60,7 +60,7 @@ pub(crate) async fn udp_loop(
             Some(tx) => match tx.try_send(datagram) {
                 Ok(()) => continue,
                 Err(TrySendError::Full(_)) => {
-                    log::debug!("UDP client {peer} is behind; a datagram was dropped");
+                    log::trace!("UDP client {peer} is behind; a datagram was dropped");
                     continue;
                 }
                 Err(TrySendError::Closed(d)) => d,

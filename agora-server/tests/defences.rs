@@ -260,7 +260,7 @@ fn delete_tells_consumers_and_subscribers() {
     let mut admin = s.connect();
     publish(&mut admin, "queue:gone", b"1");
     publish(&mut admin, "queue:gone", b"2");
-    let _held = msg(&mut consumer);
+    let held = msg(&mut consumer);
     admin.send(b"DELETE #1 queue:gone\r\nDELETE #2 topic:gone\r\nDELETE #3 queue:gone\r\n");
     assert_eq!(admin.next(), Frame::Ok { rid: Some(1) });
     assert_eq!(admin.next(), Frame::Ok { rid: Some(2) });
@@ -281,8 +281,26 @@ fn delete_tells_consumers_and_subscribers() {
             f => panic!("{f:?}"),
         }
     }
+    // Acking a delivery of the deleted queue is an error, not a disconnect.
+    consumer.send(format!("ACK #9 {}\r\n", held.did).as_bytes());
+    match consumer.next() {
+        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(9), ErrorCode::UnknownDelivery)),
+        f => panic!("{f:?}"),
+    }
+    assert!(consumer.sync(10).is_empty());
+    // Purging what is not there neither creates it nor succeeds.
+    admin.send(b"PURGE #5 queue:never\r\nPURGE #6 queue:$x\r\n");
+    match admin.next() {
+        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(5), ErrorCode::UnknownDestination)),
+        f => panic!("{f:?}"),
+    }
+    match admin.next() {
+        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(6), ErrorCode::NotPermitted)),
+        f => panic!("{f:?}"),
+    }
     let st = admin.stats();
     assert!(dest_stats(&st, "queue", "gone").is_none());
+    assert!(dest_stats(&st, "queue", "never").is_none());
     // Using the name again makes a new, empty queue.
     publish(&mut admin, "queue:gone", b"3");
     assert!(admin.sync(4).is_empty());
