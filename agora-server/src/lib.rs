@@ -3,6 +3,7 @@
 //! Module map (the blocks of the book's Architecture chapter):
 //!
 //! - [`config`]: every limit and policy, with defaults.
+//! - [`config_file`]: the `--config` TOML file: destinations, chains, databases.
 //! - `conn`: the connection manager: the accept loop, and one task per client that
 //!   reads and decodes its frames and acts on them.
 //! - `manager`: the queue manager: registry and lifecycle of queues and topics;
@@ -22,6 +23,7 @@
 
 mod budget;
 pub mod config;
+pub mod config_file;
 mod conn;
 pub mod logging;
 mod manager;

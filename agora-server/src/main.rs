@@ -128,6 +128,10 @@ struct Cli {
     /// is `config/logconfig.xml` in the repository).
     #[arg(long, env = "AGORA_LOG_CONFIG", value_name = "FILE")]
     log_config: Option<PathBuf>,
+    /// TOML file declaring destinations, their mutator chains and queue settings, and
+    /// the enrichment databases chains may name (see the book's Configuration chapter).
+    #[arg(long, env = "AGORA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 /// `duration = number ("ms" / "s" / "m" / "h")`, e.g. `250ms`, `30s`, `5m`; above 0.
@@ -204,6 +208,18 @@ fn main() -> ExitCode {
         statsd_prefix: cli.statsd_prefix,
         metrics_interval: cli.statsd_interval,
         ..Config::default()
+    };
+    // The config file adds to what the flags say; a bad entry stops the broker here.
+    let config = match cli.config.as_deref() {
+        None => config,
+        Some(file) => {
+            let mut config = config;
+            if let Err(e) = agora_server::config_file::load(file, &mut config) {
+                eprintln!("agora: bad config file {e}");
+                return ExitCode::from(2);
+            }
+            config
+        }
     };
     // One executor thread per core unless SMOL_THREADS says otherwise.
     if std::env::var_os("SMOL_THREADS").is_none() {

@@ -535,3 +535,113 @@ fn a_bad_configured_chain_is_refused_at_bind() {
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("topic:t"), "{e}");
 }
+
+/// Runs the binary with `--config`; it must refuse to start. Returns its stderr.
+fn refused(file: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["--port", "0", "--config"])
+        .arg(file)
+        .output()
+        .expect("run agora");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "it never listened");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn config_file_errors_stop_the_binary_naming_file_entry_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agora.toml");
+    let cases = [
+        (
+            "[topics.t]\nchain = \"enrich db=nope table=t key=/k\"\n",
+            "[topics.t] chain: at column 1: enrich: no database 'nope'",
+        ),
+        (
+            "[topics.t]\nchain = \"threshold /x >> 1\"\n",
+            "[topics.t] chain: at column",
+        ),
+        (
+            "[queues.q]\nttl = \"soon\"\n",
+            "[queues.q] ttl: 'soon' is not a duration",
+        ),
+        (
+            "[queues.q]\nprefetch = 3\n",
+            "line 2: unknown field `prefetch`",
+        ),
+        ("[queues.\"bad name\"]\n", "[queues.bad name]: bad name"),
+    ];
+    for (text, says) in cases {
+        std::fs::write(&file, text).unwrap();
+        let err = refused(&file);
+        let want = format!("agora: bad config file {}: {says}", file.display());
+        assert!(err.contains(&want), "{text}\nwant: {want}\ngot: {err}");
+    }
+    let missing = dir.path().join("nope.toml");
+    assert!(refused(&missing).contains(&format!("{}: the file:", missing.display())));
+}
+
+#[test]
+fn config_file_declares_databases_chains_and_queue_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    sensors_db(dir.path());
+    let file = dir.path().join("agora.toml");
+    std::fs::write(
+        &file,
+        r#"
+[databases]
+sensors = "sensors.db"     # next to this file
+
+[topics.readings]
+chain = "threshold /temp > 30 | enrich db=sensors table=sites key=/site | set header:seen=now"
+
+[queues.small]
+max_messages = 2
+"#,
+    )
+    .unwrap();
+    let (mut child, port, _out) = spawn_agora(&["--config", file.to_str().unwrap()]);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut sub = Raw::connect(addr);
+    sub.send(b"SUB #1 topic:readings 1\r\n");
+    assert_eq!(sub.next(), Frame::Ok { rid: Some(1) });
+    let mut p = Raw::connect(addr);
+    p.send(b"SETACK #2 on\r\n");
+    assert_eq!(p.next(), Frame::Ok { rid: Some(2) });
+    assert_eq!(
+        chain_get(&mut p, &topic("readings")),
+        "threshold /temp > 30 | enrich db=sensors table=sites key=/site | set header:seen=now"
+    );
+    assert!(publish_confirmed(
+        &mut p,
+        "topic:readings",
+        &[],
+        r#"{"site":"s2","temp":3}"#
+    ));
+    assert!(!publish_confirmed(
+        &mut p,
+        "topic:readings",
+        &[],
+        r#"{"site":"s2","temp":33}"#
+    ));
+    let m = next_msg(&mut sub);
+    assert_eq!(
+        json_of(&m),
+        json!({"site":"s2","temp":33,"city":"La Paz","alt":3640})
+    );
+    assert!(m.headers.get("seen").is_some());
+    // At run time a client may use the declared database too, by name.
+    set_ok(
+        &mut p,
+        &topic("other"),
+        "enrich db=sensors table=sites key=header:site",
+    );
+    // The queue's settings: two messages at most.
+    for _ in 0..2 {
+        assert!(!publish_confirmed(&mut p, "queue:small", &[], "x"));
+    }
+    p.send(b"PUB #6 queue:small 1\r\nx\r\n");
+    assert!(p.expect_err(ErrorCode::QueueFull).contains("2 messages"));
+    child.kill().unwrap();
+    wait_exit(&mut child);
+}

@@ -1,0 +1,300 @@
+//! The broker's config file (`agora --config FILE`, TOML): destinations, their mutator
+//! chains and queue settings, and the enrichment databases chains may name.
+//!
+//! ```toml
+//! [databases]                  # name = SQLite file (relative to this file)
+//! sensors = "sensors.db"
+//!
+//! [queues.jobs]                # every key optional; unset ones take the broker's
+//! max_messages = 10000         # defaults (its flags)
+//! max_bytes = 67108864
+//! max_deliveries = 5           # 0: never dead-letter
+//! ttl = "10m"
+//! ack_timeout = "30s"
+//! dead_letter = "jobs.failed"
+//! chain = "set header:seen=now"
+//!
+//! [topics.telemetry]
+//! chain = "threshold /temp > 30 | enrich db=sensors table=sites key=/site"
+//! ```
+//!
+//! Everything is checked before the broker listens: an unknown key, a bad name, a
+//! chain that does not parse or names an undeclared database stops it with an error
+//! naming the file, the entry and the problem.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agora_protocol::Destination;
+use serde::Deserialize;
+
+use crate::config::{Config, QueueSettings};
+use crate::mutators::{Chain, Env};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    databases: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    queues: BTreeMap<String, QueueEntry>,
+    #[serde(default)]
+    topics: BTreeMap<String, TopicEntry>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct QueueEntry {
+    max_messages: Option<u64>,
+    max_bytes: Option<u64>,
+    max_deliveries: Option<u32>,
+    ttl: Option<String>,
+    ack_timeout: Option<String>,
+    dead_letter: Option<String>,
+    chain: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TopicEntry {
+    chain: Option<String>,
+}
+
+/// Why a config file was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFileError {
+    /// The file.
+    pub file: PathBuf,
+    /// The entry at fault, e.g. `[queues.jobs] ttl` or `line 4`.
+    pub entry: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.entry,
+            self.problem
+        )
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+/// Reads `file` and adds what it declares to `config` (whose queue defaults fill the
+/// settings a queue entry leaves out).
+pub fn load(file: &Path, config: &mut Config) -> Result<(), ConfigFileError> {
+    let err = |entry: &str, problem: String| ConfigFileError {
+        file: file.to_owned(),
+        entry: entry.to_owned(),
+        problem,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| err("the file", e.to_string()))?;
+    apply(&text, file.parent().unwrap_or(Path::new(".")), config)
+        .map_err(|(entry, problem)| err(&entry, problem))
+}
+
+/// Applies a config file's text; relative database paths are taken from `dir`.
+fn apply(text: &str, dir: &Path, config: &mut Config) -> Result<(), (String, String)> {
+    let f: File = toml::from_str(text).map_err(|e| {
+        let entry = match e.span() {
+            Some(s) => format!(
+                "line {}",
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            ),
+            None => "the file".to_owned(),
+        };
+        (entry, e.message().trim().to_owned())
+    })?;
+    for (name, path) in &f.databases {
+        let entry = format!("[databases] {name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err((
+                entry,
+                "a database name is letters, digits, '_' and '-'".to_owned(),
+            ));
+        }
+        if path.as_os_str().is_empty() {
+            return Err((entry, "the path is empty".to_owned()));
+        }
+        config.databases.insert(name.clone(), dir.join(path));
+    }
+    let env = Env::new(&config.databases);
+    let mut chain = |dest: Destination, entry: &str, text: &Option<String>| {
+        if let Some(t) = text {
+            Chain::parse(t, &env).map_err(|e| (format!("{entry} chain"), e.to_string()))?;
+            config.chains.insert(dest, t.clone());
+        }
+        Ok::<(), (String, String)>(())
+    };
+    let mut settings = Vec::new();
+    for (name, q) in &f.queues {
+        let entry = format!("[queues.{name}]");
+        let dest = destination(Destination::queue(name), &entry)?;
+        chain(dest, &entry, &q.chain)?;
+        settings.push((name, q, entry));
+    }
+    for (name, t) in &f.topics {
+        let entry = format!("[topics.{name}]");
+        let dest = destination(Destination::topic(name), &entry)?;
+        chain(dest, &entry, &t.chain)?;
+    }
+    for (name, q, entry) in settings {
+        let mut s: QueueSettings = config.queue_settings(name);
+        let positive = |k: &str, v: Option<u64>| match v {
+            Some(0) => Err((format!("{entry} {k}"), "must be at least 1".to_owned())),
+            Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+            None => Ok(None),
+        };
+        if let Some(n) = positive("max_messages", q.max_messages)? {
+            s.max_messages = n;
+        }
+        if let Some(n) = positive("max_bytes", q.max_bytes)? {
+            s.max_bytes = n;
+        }
+        if let Some(n) = q.max_deliveries {
+            s.max_deliveries = n;
+        }
+        if let Some(d) = duration(&entry, "ttl", &q.ttl)? {
+            s.ttl = Some(d);
+        }
+        if let Some(d) = duration(&entry, "ack_timeout", &q.ack_timeout)? {
+            s.ack_timeout = Some(d);
+        }
+        if let Some(dl) = &q.dead_letter {
+            destination(Destination::queue(dl), &format!("{entry} dead_letter"))?;
+            s.dead_letter = Some(dl.clone());
+        }
+        config.queues.insert(name.clone(), s);
+    }
+    Ok(())
+}
+
+fn destination<E: fmt::Display>(
+    d: Result<Destination, E>,
+    entry: &str,
+) -> Result<Destination, (String, String)> {
+    let d = d.map_err(|e| (entry.to_owned(), format!("bad name: {e}")))?;
+    if d.name.is_reserved() {
+        return Err((entry.to_owned(), format!("{d} is reserved for the broker")));
+    }
+    Ok(d)
+}
+
+fn duration(
+    entry: &str,
+    key: &str,
+    v: &Option<String>,
+) -> Result<Option<Duration>, (String, String)> {
+    match v {
+        None => Ok(None),
+        Some(s) => match crate::mutators::enrich::duration(s.trim()) {
+            Some(d) if !d.is_zero() => Ok(Some(d)),
+            _ => Err((
+                format!("{entry} {key}"),
+                format!("'{s}' is not a duration like 500ms, 30s, 5m or 1h (above zero)"),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Config {
+        let mut c = Config::default();
+        apply(text, Path::new("/etc/agora"), &mut c).unwrap_or_else(|e| panic!("{e:?}"));
+        c
+    }
+
+    fn bad(text: &str) -> (String, String) {
+        apply(text, Path::new("/etc/agora"), &mut Config::default()).expect_err(text)
+    }
+
+    #[test]
+    fn a_full_file() {
+        let c = ok(r#"
+            [databases]
+            sensors = "sensors.db"
+            abs = "/data/x.db"
+
+            [queues.jobs]
+            max_messages = 10
+            ttl = "10m"
+            ack_timeout = "30s"
+            dead_letter = "jobs.failed"
+            chain = "set header:seen=now"
+
+            [queues.plain]
+
+            [topics.telemetry]
+            chain = "threshold /temp > 30 | enrich db=sensors table=sites key=/site"
+        "#);
+        assert_eq!(
+            c.databases["sensors"],
+            PathBuf::from("/etc/agora/sensors.db")
+        );
+        assert_eq!(c.databases["abs"], PathBuf::from("/data/x.db"));
+        let j = &c.queues["jobs"];
+        assert_eq!(j.max_messages, 10);
+        assert_eq!(
+            j.max_bytes,
+            Config::default().queue_max_bytes,
+            "defaults fill the rest"
+        );
+        assert_eq!(j.ttl, Some(Duration::from_secs(600)));
+        assert_eq!(j.ack_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(j.dead_letter.as_deref(), Some("jobs.failed"));
+        assert_eq!(c.queues["plain"], Config::default().queue_settings("plain"));
+        assert_eq!(c.chains.len(), 2);
+        assert_eq!(
+            c.chains[&Destination::queue("jobs").unwrap()],
+            "set header:seen=now"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_entry_and_the_problem() {
+        let (e, p) = bad("[queues.jobs]\nttl = \"soon\"\n");
+        assert_eq!(e, "[queues.jobs] ttl");
+        assert!(p.contains("'soon'"), "{p}");
+        let (e, p) = bad("[topics.t]\nchain = \"threshold /x >> 1\"\n");
+        assert_eq!(e, "[topics.t] chain");
+        assert!(p.starts_with("at column"), "{p}");
+        let (e, p) = bad("[topics.t]\nchain = \"enrich db=nope table=t key=/k\"\n");
+        assert_eq!(e, "[topics.t] chain");
+        assert!(p.contains("no database 'nope'"), "{p}");
+        let (e, p) = bad("\n\n[queues.q]\ncolour = 1\n");
+        assert_eq!(e, "line 4");
+        assert!(p.contains("unknown field `colour`"), "{p}");
+        let (e, p) = bad("[queues.q]\nmax_messages = 0\n");
+        assert_eq!(e, "[queues.q] max_messages");
+        assert!(p.contains("at least 1"));
+        let (e, _) = bad("[queues.\"bad name\"]\n");
+        assert_eq!(e, "[queues.bad name]");
+        let (e, p) = bad("[topics.\"$sys.x\"]\n");
+        assert!(p.contains("reserved"), "{e}: {p}");
+        let (e, _) = bad("[databases]\n\"../x\" = \"a.db\"\n");
+        assert_eq!(e, "[databases] ../x");
+        let (e, _) = bad("[queues.q]\ndead_letter = \"has space\"\n");
+        assert_eq!(e, "[queues.q] dead_letter");
+        let (e, p) = bad("[queues]\nq = 3\n");
+        assert_eq!(e, "line 2");
+        assert!(!p.is_empty());
+    }
+}
