@@ -219,6 +219,9 @@ pub struct Stats {
     /// Payload bytes the broker holds, and its memory budget.
     #[serde(default)]
     pub memory: MemoryStats,
+    /// Broker-wide counters.
+    #[serde(default)]
+    pub broker: BrokerStats,
     /// One entry per destination, queues first, then by name.
     pub destinations: Vec<DestinationStats>,
 }
@@ -281,4 +284,58 @@ pub struct DestinationStats {
     /// Queue: messages moved to the dead-letter queue. Topic: 0.
     #[serde(default)]
     pub deadlettered: u64,
+    /// Payload bytes published.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Payload bytes delivered.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Sampled delivery latency of the broker's last metric interval.
+    #[serde(default)]
+    pub latency: LatencyStats,
+}
+
+/// Sampled latency, publish received → written to the consumer (in
+/// [`DestinationStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LatencyStats {
+    /// Deliveries sampled in the interval.
+    pub samples: u64,
+    /// Median, in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile, in microseconds.
+    pub p99_us: u64,
+    /// Largest, in microseconds.
+    pub max_us: u64,
+}
+
+/// Broker-wide counters (in [`Stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BrokerStats {
+    /// Bytes read from TCP clients.
+    #[serde(default)]
+    pub bytes_in_tcp: u64,
+    /// Bytes received from UDP clients.
+    #[serde(default)]
+    pub bytes_in_udp: u64,
+    /// Bytes written to clients.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Connections refused at the connection limit.
+    #[serde(default)]
+    pub connections_rejected: u64,
+    /// `ERR`s sent, by code.
+    #[serde(default)]
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// The broker process's resident memory, in bytes.
+    #[serde(default)]
+    pub rss_bytes: u64,
+    /// CPU time the broker process has used, in seconds.
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    /// Metric intervals whose StatsD send failed.
+    #[serde(default)]
+    pub statsd_errors: u64,
 }

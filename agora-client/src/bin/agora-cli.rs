@@ -362,6 +362,22 @@ async fn print_stats(client: &Client) -> Result<(), CliError> {
         "{} {}, up {:.1} s, clients: {} tcp, {} udp\n",
         s.server, s.version, s.uptime_s, s.clients.tcp, s.clients.udp
     ));
+    let b = &s.broker;
+    out.push_str(&format!(
+        "memory: {} of {} budget bytes held, RSS {:.1} MiB, CPU {:.2} s; bytes in {} tcp / {} udp, out {}; rejected connections {}\n",
+        s.memory.used,
+        s.memory.limit,
+        b.rss_bytes as f64 / (1024.0 * 1024.0),
+        b.cpu_seconds,
+        b.bytes_in_tcp,
+        b.bytes_in_udp,
+        b.bytes_out,
+        b.connections_rejected
+    ));
+    if !b.errors.is_empty() {
+        let list: Vec<String> = b.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        out.push_str(&format!("errors sent: {}\n", list.join(", ")));
+    }
     if s.destinations.is_empty() {
         out.push_str("no destinations\n");
     } else {
@@ -373,12 +389,21 @@ async fn print_stats(client: &Client) -> Result<(), CliError> {
             .unwrap_or(0)
             .max(11);
         out.push_str(&format!(
-            "{:<w$} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>11}\n",
-            "destination", "depth", "unacked", "consumers", "in", "out", "dropped", "redelivered"
+            "{:<w$} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>11} {:>9} {:>9}\n",
+            "destination",
+            "depth",
+            "unacked",
+            "consumers",
+            "in",
+            "out",
+            "dropped",
+            "redelivered",
+            "p50 µs",
+            "p99 µs"
         ));
         for d in &s.destinations {
             out.push_str(&format!(
-                "{:<w$} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>11}\n",
+                "{:<w$} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>11} {:>9} {:>9}\n",
                 format!("{}:{}", d.kind, d.name),
                 d.depth,
                 d.unacked,
@@ -386,7 +411,9 @@ async fn print_stats(client: &Client) -> Result<(), CliError> {
                 d.messages_in,
                 d.messages_out,
                 d.dropped,
-                d.redelivered
+                d.redelivered,
+                d.latency.p50_us,
+                d.latency.p99_us
             ));
         }
     }
