@@ -5,6 +5,7 @@
 //! commands behave the same from any folder of the workspace. This crate drives tools; it
 //! must never hold project logic that the tests or the book depend on.
 
+mod bench;
 mod book;
 mod ci;
 mod fuzz;
@@ -22,6 +23,12 @@ Commands:
   book                 build the book: book/ -> book/book/index.html (installs mdbook if missing)
   fuzz [--seconds N]   run the `decode` fuzz target for N seconds, default 60 (nightly toolchain)
   statsd               check the broker's metrics against a real StatsD daemon (Node.js, npm)
+  bench [--quick] [--install-peers] [--no-peers] [-- ARGS]
+                       build release and run agora-bench: the standard suite against every
+                       system found (writes book/src/benchmarks/results.md), or with --quick
+                       one run of the 128 B scenarios (writes only under target/);
+                       --install-peers apt-installs nats-server and redis-server first;
+                       --no-peers builds without the peer drivers and runs Agora alone
   help                 print this text
 ";
 
@@ -32,6 +39,7 @@ enum Task {
     Book,
     Fuzz { seconds: u64 },
     Statsd,
+    Bench(bench::Options),
     Help,
 }
 
@@ -56,6 +64,7 @@ fn main() -> ExitCode {
         Task::Book => book::run(),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Statsd => statsd::run(),
+        Task::Bench(opts) => bench::run(&opts),
         Task::Help => {
             print!("{USAGE}");
             Ok(())
@@ -79,6 +88,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "book" => Task::Book,
         "statsd" => Task::Statsd,
         "fuzz" => return parse_fuzz(rest),
+        "bench" => return bench::parse(rest).map(Task::Bench),
         "help" | "--help" | "-h" => Task::Help,
         other => return Err(format!("unknown command `{other}`")),
     };
@@ -129,6 +139,13 @@ mod tests {
         assert_eq!(parse_str("help"), Ok(Task::Help));
         assert_eq!(parse_str("--help"), Ok(Task::Help));
         assert_eq!(parse_str("-h"), Ok(Task::Help));
+        assert_eq!(
+            parse_str("bench --quick"),
+            Ok(Task::Bench(bench::Options {
+                quick: true,
+                ..Default::default()
+            }))
+        );
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! Agora through agora-client, the SDK applications use.
+
+use std::future::Future;
+use std::time::Duration;
+
+use agora_client::{Client, Consumer, Queue, Subscription, Topic};
+use bytes::Bytes;
+use futures_lite::StreamExt;
+
+use super::{Dest, Mode, Result};
+
+#[derive(Clone)]
+pub(crate) struct Agora {
+    pub(crate) addr: String,
+}
+
+enum Target {
+    Topic(Topic),
+    Queue(Queue),
+}
+
+pub(crate) struct Pub {
+    client: Client,
+    target: Target,
+}
+
+pub(crate) enum Sub {
+    Topic(Client, Subscription),
+    Queue(Client, Consumer, bool),
+}
+
+fn err(e: agora_client::Error) -> String {
+    format!("agora: {e}")
+}
+
+impl super::Driver for Agora {
+    type Pub = Pub;
+    type Sub = Sub;
+
+    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
+        futures_lite::future::block_on(fut)
+    }
+
+    async fn publisher(&self, dest: &Dest) -> Result<Pub> {
+        let client = Client::builder()
+            .name("bench-pub")
+            .connect(&self.addr)
+            .await
+            .map_err(err)?;
+        let target = if dest.queue {
+            Target::Queue(client.queue(&dest.name).map_err(err)?)
+        } else {
+            Target::Topic(client.topic(&dest.name).map_err(err)?)
+        };
+        Ok(Pub { client, target })
+    }
+
+    async fn subscriber(&self, dest: &Dest, mode: Mode) -> Result<Sub> {
+        // A buffer far above the bench's window, so the SDK never drops on our account.
+        let client = Client::builder()
+            .name("bench-sub")
+            .subscription_buffer(65_536)
+            .connect(&self.addr)
+            .await
+            .map_err(err)?;
+        Ok(match mode {
+            Mode::Topic => {
+                let sub = client.subscribe(&dest.name).await.map_err(err)?;
+                Sub::Topic(client, sub)
+            }
+            Mode::AutoAck { prefetch } => {
+                let c = client
+                    .consume_auto_ack(&dest.name, prefetch)
+                    .await
+                    .map_err(err)?;
+                Sub::Queue(client, c, false)
+            }
+            Mode::Ack { prefetch } => {
+                let c = client.consume(&dest.name, prefetch).await.map_err(err)?;
+                Sub::Queue(client, c, true)
+            }
+        })
+    }
+}
+
+impl super::Publisher for Pub {
+    async fn publish(&mut self, payload: Bytes) -> Result<()> {
+        match &self.target {
+            Target::Topic(t) => t.publish(payload).await.map_err(err),
+            Target::Queue(q) => q.publish(payload).await.map_err(err),
+        }
+    }
+
+    async fn push(&mut self) -> Result<()> {
+        // The client's driver writes as soon as it has something: nothing waits here.
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<()> {
+        self.client.flush().await.map_err(err)?;
+        match self.client.errors().try_next() {
+            Some(e) => Err(format!("agora refused a publish: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    async fn publish_confirmed(&self, payload: Bytes) -> Result<()> {
+        match &self.target {
+            Target::Topic(t) => t.publish_confirmed(payload).await.map_err(err),
+            Target::Queue(q) => q.publish_confirmed(payload).await.map_err(err),
+        }
+    }
+
+    async fn close(self) -> Result<()> {
+        self.client.close().await.map_err(err)
+    }
+}
+
+async fn timeout<T>(wait: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        async_io::Timer::after(wait).await;
+        None
+    })
+    .await
+}
+
+impl super::Subscriber for Sub {
+    async fn next(&mut self, wait: Duration) -> Result<Option<Bytes>> {
+        match self {
+            Sub::Topic(_, s) => match timeout(wait, s.next()).await {
+                None => Ok(None),
+                Some(None) => Err("agora: subscription ended".into()),
+                Some(Some(m)) => Ok(Some(m.payload().clone())),
+            },
+            Sub::Queue(_, c, ack) => match timeout(wait, c.next()).await {
+                None => Ok(None),
+                Some(None) => Err("agora: consumer ended".into()),
+                Some(Some(d)) => {
+                    let payload = d.message().payload().clone();
+                    if *ack {
+                        d.ack().await.map_err(err)?;
+                    }
+                    Ok(Some(payload))
+                }
+            },
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        match self {
+            Sub::Topic(_, s) => s.dropped(),
+            Sub::Queue(..) => 0,
+        }
+    }
+
+    async fn close(self) -> Result<()> {
+        match self {
+            Sub::Topic(c, s) => {
+                let _ = s.unsubscribe().await;
+                c.close().await.map_err(err)
+            }
+            Sub::Queue(c, s, _) => {
+                let _ = s.unsubscribe().await;
+                c.close().await.map_err(err)
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The brokers under test as separate processes: started on 127.0.0.1, watched through
+//! /proc (CPU time, peak RSS), stopped by PID. Nothing here talks a broker's protocol
+//! beyond "is the port open yet".
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::System;
+
+/// Linux reports /proc times in USER_HZ ticks, 100 a second on every architecture it
+/// supports (the kernel's `sysconf(_SC_CLK_TCK)` is fixed to it for user space).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A broker process this bench started and must stop.
+pub(crate) struct Server {
+    pub(crate) addr: String,
+    child: Child,
+}
+
+impl Server {
+    /// Starts `system`'s server; `agora` and `relay` are the binaries to use for those.
+    pub(crate) fn start(system: System, bins: &Bins, log_dir: &Path) -> Result<Server, String> {
+        fs::create_dir_all(log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+        let log = fs::File::create(log_dir.join(format!("{}.log", system.name())))
+            .map_err(|e| format!("log file: {e}"))?;
+        let (mut cmd, port) = match system {
+            System::Agora => {
+                let mut cmd = Command::new(&bins.agora);
+                // Room for the `publish` (queue) scenario, which fills a queue nobody
+                // reads; every other setting is the default.
+                cmd.args([
+                    "--port",
+                    "0",
+                    "--queue-max-messages",
+                    "2000000",
+                    "--queue-max-bytes",
+                    "536870912",
+                ]);
+                (cmd, None)
+            }
+            System::Raw => {
+                let mut cmd = Command::new(&bins.relay);
+                cmd.args(["relay", "--port", "0"]);
+                (cmd, None)
+            }
+            System::Nats => {
+                let port = free_port()?;
+                let mut cmd = Command::new(bins.nats.as_ref().ok_or("nats-server not found")?);
+                // Core NATS only: no JetStream, so nothing is persisted.
+                cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+                (cmd, Some(port))
+            }
+            System::Redis => {
+                let port = free_port()?;
+                let mut cmd = Command::new(bins.redis.as_ref().ok_or("redis-server not found")?);
+                // Persistence off: no RDB snapshots, no append-only file.
+                cmd.args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                    "--daemonize",
+                    "no",
+                ]);
+                (cmd, Some(port))
+            }
+        };
+        // Agora and the relay announce their address on stdout; the peers log there.
+        let stdout = match port {
+            None => Stdio::piped(),
+            Some(_) => Stdio::from(log.try_clone().map_err(|e| e.to_string())?),
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::from(log));
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", system.name()))?;
+        // Owned by `Server` from here on, so every error path below stops it (Drop).
+        let mut server = Server {
+            addr: String::new(),
+            child,
+        };
+        match port {
+            Some(port) => server.addr = format!("127.0.0.1:{port}"),
+            None => {
+                // "<name> listening on tcp://127.0.0.1:<port>", exactly one line.
+                let stdout = server.child.stdout.take().expect("stdout is piped");
+                let mut reader = BufReader::new(stdout);
+                let mut line = String::new();
+                reader
+                    .read_line(&mut line)
+                    .map_err(|e| format!("{}: reading start-up line: {e}", system.name()))?;
+                server.addr = line
+                    .trim()
+                    .rsplit_once("tcp://")
+                    .map(|(_, a)| a.to_owned())
+                    .ok_or_else(|| {
+                        format!("{}: unexpected start-up line {line:?}", system.name())
+                    })?;
+                // Keep draining stdout so the broker never blocks on a full pipe.
+                std::thread::spawn(move || {
+                    let mut sink = String::new();
+                    while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                        sink.clear();
+                    }
+                });
+            }
+        }
+        wait_for_port(&server.addr, Duration::from_secs(10))
+            .map_err(|e| format!("{}: {e}", system.name()))?;
+        Ok(server)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server: SIGTERM by PID, then SIGKILL if it has not gone in 5 s.
+    pub(crate) fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Where the binaries are.
+pub(crate) struct Bins {
+    pub(crate) agora: PathBuf,
+    /// This executable: `agora-bench relay` is the null relay.
+    pub(crate) relay: PathBuf,
+    pub(crate) nats: Option<PathBuf>,
+    pub(crate) redis: Option<PathBuf>,
+}
+
+/// A port that was free a moment ago: bind 127.0.0.1:0, note the port, release it.
+pub(crate) fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn wait_for_port(addr: &str, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("not accepting on {addr} after {limit:?}: {e}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// utime + stime of `pid` from /proc/<pid>/stat, in seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold blanks: count fields after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 overall, utime 14 and stime 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SECOND)
+}
+
+/// Peak resident set of `pid` since it started, in MiB (VmHWM).
+pub(crate) fn peak_rss_of(pid: u32) -> Option<f64> {
+    status_kib(pid, "VmHWM:").map(|k| k as f64 / 1024.0)
+}
+
+fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// The first executable called `name` on PATH.
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_own_cpu_time() {
+        let me = std::process::id();
+        assert!(super::cpu_seconds(me).is_some());
+        assert!(super::status_kib(me, "VmHWM:").is_some());
+    }
+}
