@@ -61,7 +61,10 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) enum Answer {
     Ok,
-    PubAck,
+    /// `filtered`: the destination's mutator chain dropped the message.
+    PubAck {
+        filtered: bool,
+    },
     Body(Bytes),
 }
 
@@ -645,8 +648,8 @@ impl Driver {
             Frame::Ok { rid } => {
                 self.answer(rid, Ok(Answer::Ok));
             }
-            Frame::PubAck { rid, .. } => {
-                self.answer(rid, Ok(Answer::PubAck));
+            Frame::PubAck { rid, filtered } => {
+                self.answer(rid, Ok(Answer::PubAck { filtered }));
             }
             Frame::StatsResp { rid, json } => {
                 self.answer(rid, Ok(Answer::Body(json)));

@@ -672,6 +672,76 @@ impl Client {
         .map(|_| ())
     }
 
+    /// A destination's mutator chain (the book's Mutators chapter has the syntax), or
+    /// `None` if it has none.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use agora_client::Destination;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let t = Destination::topic("telemetry").unwrap();
+    /// client.chain_set(t.clone(), "threshold /temp > 30 | sample 10").await?;
+    /// assert_eq!(client.chain_get(t.clone()).await?.as_deref(), Some("threshold /temp > 30 | sample 10"));
+    /// client.chain_clear(t).await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn chain_get(&self, dest: Destination) -> Result<Option<String>> {
+        let answer = self
+            .request(|reply| Cmd::Request {
+                frame: Box::new(move |rid| agora_protocol::Frame::ChainGet { rid, dest }),
+                reply,
+            })
+            .await?;
+        match answer {
+            Answer::Body(b) if b.is_empty() => Ok(None),
+            Answer::Body(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            _ => Err(Error::UnexpectedFrame("OK")),
+        }
+    }
+
+    /// Attaches a mutator chain to a destination, replacing any it had; it runs on
+    /// every message published from then on. A chain that does not parse, or whose
+    /// `enrich` names a database the broker's config file does not declare, fails with
+    /// `bad_chain` and changes nothing. Blank text removes the chain.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use agora_client::Destination;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// client.chain_set(Destination::queue("jobs").unwrap(), "set header:seen=now").await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn chain_set(&self, dest: Destination, chain: &str) -> Result<()> {
+        let chain = Bytes::copy_from_slice(chain.as_bytes());
+        self.request(|reply| Cmd::Request {
+            frame: Box::new(move |rid| agora_protocol::Frame::ChainSet { rid, dest, chain }),
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes a destination's mutator chain (there need not be one).
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use agora_client::Destination;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// client.chain_clear(Destination::topic("telemetry").unwrap()).await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn chain_clear(&self, dest: Destination) -> Result<()> {
+        self.request(|reply| Cmd::Request {
+            frame: Box::new(move |rid| agora_protocol::Frame::ChainClear { rid, dest }),
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Errors the broker sent that no request was waiting for: refused fire-and-forget
     /// publishes (`queue_full`, `not_permitted`, ...), acks of unknown deliveries,
     /// subscriptions the broker cancelled. Each is also logged with `log::warn!`.
@@ -761,8 +831,8 @@ impl Client {
         payload: Bytes,
         confirm: bool,
     ) -> Result<()> {
-        self.check_size(&headers, &payload)?;
         if !confirm {
+            self.check_size(&headers, &payload)?;
             return self
                 .send(Cmd::Publish {
                     dest: dest.clone(),
@@ -772,14 +842,31 @@ impl Client {
                 })
                 .await;
         }
-        self.request(|reply| Cmd::Publish {
-            dest: dest.clone(),
-            headers,
-            payload,
-            confirm: Some(reply),
+        self.publish_outcome_to(dest, headers, payload)
+            .await
+            .map(|_| ())
+    }
+
+    /// Publishes with a confirm and says whether the message was kept or filtered.
+    async fn publish_outcome_to(
+        &self,
+        dest: &Destination,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<PublishOutcome> {
+        self.check_size(&headers, &payload)?;
+        let answer = self
+            .request(|reply| Cmd::Publish {
+                dest: dest.clone(),
+                headers,
+                payload,
+                confirm: Some(reply),
+            })
+            .await?;
+        Ok(match answer {
+            Answer::PubAck { filtered: true } => PublishOutcome::Filtered,
+            _ => PublishOutcome::Accepted,
         })
-        .await
-        .map(|_| ())
     }
 
     async fn subscribe_to(
@@ -922,7 +1009,8 @@ impl Topic {
     }
 
     /// Publishes and waits for the broker's `PUBACK`: the message reached the topic
-    /// (and so its subscribers at that moment).
+    /// (and so its subscribers at that moment), or the topic's mutator chain dropped it
+    /// on purpose; [`publish_outcome`](Self::publish_outcome) tells which.
     ///
     /// ```no_run
     /// # futures_lite::future::block_on(async {
@@ -934,6 +1022,47 @@ impl Topic {
     pub async fn publish_confirmed(&self, payload: impl Into<Bytes>) -> Result<()> {
         self.client
             .publish_to(&self.dest, Headers::new(), payload.into(), true)
+            .await
+    }
+
+    /// Publishes, waits for the broker's `PUBACK`, and says whether the message was
+    /// accepted or dropped by the destination's mutator chain.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use agora_client::PublishOutcome;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let dest = client.topic("readings")?;
+    /// if dest.publish_outcome("12.5").await? == PublishOutcome::Filtered {
+    ///     println!("dropped by the chain");
+    /// }
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn publish_outcome(&self, payload: impl Into<Bytes>) -> Result<PublishOutcome> {
+        self.client
+            .publish_outcome_to(&self.dest, Headers::new(), payload.into())
+            .await
+    }
+
+    /// [`publish_outcome`](Self::publish_outcome) with headers.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut h = agora_client::Headers::new();
+    /// h.insert("site", "s1").unwrap();
+    /// client.topic("readings")?.publish_outcome_with_headers(h, "12.5").await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn publish_outcome_with_headers(
+        &self,
+        headers: Headers,
+        payload: impl Into<Bytes>,
+    ) -> Result<PublishOutcome> {
+        self.client
+            .publish_outcome_to(&self.dest, headers, payload.into())
             .await
     }
 
@@ -956,6 +1085,18 @@ impl Topic {
             parts,
         ))
     }
+}
+
+/// What the broker did with a confirmed publish ([`Topic::publish_outcome`],
+/// [`Queue::publish_outcome`]). The plain `publish_confirmed` calls return `Ok(())` in
+/// both cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// The message is in the destination (`PUBACK`).
+    Accepted,
+    /// The destination's mutator chain dropped it on purpose (`PUBACK filtered`): no
+    /// subscriber or consumer will see it.
+    Filtered,
 }
 
 /// A queue, bound to a client: produce to it, consume it. From [`Client::queue`].
@@ -1027,7 +1168,9 @@ impl Queue {
             .await
     }
 
-    /// Publishes and waits for the broker's `PUBACK`: the message is in the queue.
+    /// Publishes and waits for the broker's `PUBACK`: the message is in the queue, or
+    /// the queue's mutator chain dropped it on purpose
+    /// ([`publish_outcome`](Self::publish_outcome) tells which).
     /// A refusal is returned as [`Error::Server`], e.g. with
     /// [`ErrorCode::QueueFull`].
     ///
@@ -1044,6 +1187,47 @@ impl Queue {
     pub async fn publish_confirmed(&self, payload: impl Into<Bytes>) -> Result<()> {
         self.client
             .publish_to(&self.dest, Headers::new(), payload.into(), true)
+            .await
+    }
+
+    /// Publishes, waits for the broker's `PUBACK`, and says whether the message was
+    /// accepted or dropped by the destination's mutator chain.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use agora_client::PublishOutcome;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let dest = client.queue("jobs")?;
+    /// if dest.publish_outcome("12.5").await? == PublishOutcome::Filtered {
+    ///     println!("dropped by the chain");
+    /// }
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn publish_outcome(&self, payload: impl Into<Bytes>) -> Result<PublishOutcome> {
+        self.client
+            .publish_outcome_to(&self.dest, Headers::new(), payload.into())
+            .await
+    }
+
+    /// [`publish_outcome`](Self::publish_outcome) with headers.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut h = agora_client::Headers::new();
+    /// h.insert("site", "s1").unwrap();
+    /// client.queue("jobs")?.publish_outcome_with_headers(h, "12.5").await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn publish_outcome_with_headers(
+        &self,
+        headers: Headers,
+        payload: impl Into<Bytes>,
+    ) -> Result<PublishOutcome> {
+        self.client
+            .publish_outcome_to(&self.dest, headers, payload.into())
             .await
     }
 

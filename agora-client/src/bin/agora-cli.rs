@@ -40,6 +40,13 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ChainAction {
+    Get,
+    Set,
+    Clear,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Check the broker answers; prints the round-trip time.
@@ -95,6 +102,22 @@ enum Command {
         /// The queue.
         #[arg(long)]
         queue: String,
+    },
+    /// Show, set or clear a queue's or topic's mutator chain.
+    ///
+    /// `get` prints the chain (nothing for none); `set` takes the chain as one argument,
+    /// e.g. `agora-cli chain set --topic t 'threshold /temp > 30 | sample 10'`.
+    Chain {
+        /// get, set or clear.
+        action: ChainAction,
+        /// The topic.
+        #[arg(long, conflicts_with = "queue", required_unless_present = "queue")]
+        topic: Option<String>,
+        /// The queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// The chain (for `set`).
+        chain: Option<String>,
     },
     /// Delete a queue or topic (its subscribers are told).
     Delete {
@@ -265,6 +288,40 @@ async fn command(client: &Client, command: Command) -> Result<(), CliError> {
         Command::Purge { queue } => {
             client.purge(&queue).await?;
             eprintln!("purged queue:{queue}");
+        }
+        Command::Chain {
+            action,
+            topic,
+            queue,
+            chain,
+        } => {
+            let dest = match (queue, topic) {
+                (Some(q), _) => agora_client::Destination::queue(&q),
+                (None, Some(t)) => agora_client::Destination::topic(&t),
+                (None, None) => unreachable!("clap requires --queue or --topic"),
+            }
+            .map_err(|e| CliError::Other(format!("bad name: {e}")))?;
+            match (action, chain) {
+                (ChainAction::Get, None) => {
+                    if let Some(c) = client.chain_get(dest).await? {
+                        print_line(c.as_bytes())?;
+                    }
+                }
+                (ChainAction::Set, Some(c)) => {
+                    client.chain_set(dest.clone(), &c).await?;
+                    eprintln!("chain of {dest} set");
+                }
+                (ChainAction::Clear, None) => {
+                    client.chain_clear(dest.clone()).await?;
+                    eprintln!("chain of {dest} cleared");
+                }
+                (ChainAction::Set, None) => {
+                    return Err(CliError::Other("chain set needs the chain".to_owned()))
+                }
+                (_, Some(_)) => {
+                    return Err(CliError::Other("only chain set takes a chain".to_owned()))
+                }
+            }
         }
         Command::Delete { queue, topic } => {
             let dest = match (queue, topic) {
