@@ -293,7 +293,7 @@ impl Delivery {
         self.settle(false)
     }
 
-    fn settle(&self, ack: bool) -> Result<()> {
+    pub(crate) fn settle(&self, ack: bool) -> Result<()> {
         if self.auto_acked {
             return Ok(());
         }

@@ -9,7 +9,7 @@ use futures_core::Stream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Client, Error, Result, Subscription, Topic};
+use crate::{Client, Consumer, Delivery, Error, Queue, Result, Subscription, Topic};
 
 impl Client {
     /// A topic whose payloads are `T`, as JSON.
@@ -193,6 +193,137 @@ impl<T: DeserializeOwned> Stream for TypedSubscription<T> {
         Pin::new(&mut self.inner)
             .poll_next(cx)
             .map(|o| o.map(|m| m.json::<T>()))
+    }
+}
+
+impl Client {
+    /// A queue whose payloads are `T` as JSON.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use futures_lite::StreamExt;
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Job { id: u32 }
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let jobs = client.typed_queue::<Job>("jobs")?;
+    /// jobs.publish_confirmed(&Job { id: 7 }).await?;
+    /// let mut consumer = jobs.consume(16).await?;
+    /// let job = consumer.next().await.unwrap()?;
+    /// assert_eq!(job.value.id, 7);
+    /// job.ack().await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub fn typed_queue<T>(&self, name: &str) -> Result<TypedQueue<T>> {
+        Ok(TypedQueue {
+            queue: self.queue(name)?,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A queue carrying `T` as JSON (see [`Client::typed_queue`]).
+pub struct TypedQueue<T> {
+    queue: Queue,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TypedQueue<T> {
+    fn clone(&self) -> Self {
+        TypedQueue {
+            queue: self.queue.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for TypedQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TypedQueue").field(&self.queue).finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
+    /// The untyped queue underneath.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Publishes `value` as JSON, without waiting for the broker.
+    pub async fn publish(&self, value: &T) -> Result<()> {
+        let json = serde_json::to_vec(value).map_err(Error::Encode)?;
+        self.queue.publish(json).await
+    }
+
+    /// Publishes `value` as JSON and waits for the broker's `PUBACK`.
+    pub async fn publish_confirmed(&self, value: &T) -> Result<()> {
+        let json = serde_json::to_vec(value).map_err(Error::Encode)?;
+        self.queue.publish_confirmed(json).await
+    }
+
+    /// Consumes with manual acks, up to `prefetch` unacknowledged at once.
+    pub async fn consume(&self, prefetch: u32) -> Result<TypedConsumer<T>> {
+        Ok(TypedConsumer {
+            inner: self.queue.consume(prefetch).await?,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A stream of typed deliveries. A payload that is not valid JSON for `T` is given
+/// back to the broker (`NACK`: it is redelivered, and after the queue's max deliveries
+/// it goes to the dead-letter queue) and comes out as an `Err(Error::Decode)` item; the
+/// stream goes on.
+pub struct TypedConsumer<T> {
+    inner: Consumer,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for TypedConsumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TypedConsumer").field(&self.inner).finish()
+    }
+}
+
+/// A decoded delivery, to [`ack`](TypedDelivery::ack) or [`nack`](TypedDelivery::nack).
+pub struct TypedDelivery<T> {
+    /// The decoded payload.
+    pub value: T,
+    delivery: Delivery,
+}
+
+impl<T> TypedDelivery<T> {
+    /// The delivery underneath (headers, redelivered flag, count).
+    pub fn delivery(&self) -> &Delivery {
+        &self.delivery
+    }
+
+    /// Done with it: the broker forgets the message.
+    pub async fn ack(self) -> Result<()> {
+        self.delivery.ack().await
+    }
+
+    /// Give it back for redelivery.
+    pub async fn nack(self) -> Result<()> {
+        self.delivery.nack().await
+    }
+}
+
+impl<T: DeserializeOwned> Stream for TypedConsumer<T> {
+    type Item = Result<TypedDelivery<T>>;
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<TypedDelivery<T>>>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|o| {
+            o.map(|d| match d.json::<T>() {
+                Ok(value) => Ok(TypedDelivery { value, delivery: d }),
+                Err(e) => {
+                    let _ = d.settle(false);
+                    Err(e)
+                }
+            })
+        })
     }
 }
 

@@ -410,6 +410,57 @@ fn typed_topics_round_trip_and_a_bad_payload_is_an_err_item() {
 }
 
 #[test]
+fn typed_queues_round_trip_and_a_bad_payload_is_nacked_until_dead_lettered() {
+    let server = common::start_with(agora_server::Config {
+        max_deliveries: 2,
+        ..agora_server::Config::ephemeral()
+    });
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let jobs = client.typed_queue::<Order>("typed.jobs").unwrap();
+        jobs.publish_confirmed(&Order {
+            id: 1,
+            item: "pen".into(),
+        })
+        .await
+        .unwrap();
+        jobs.queue().publish_confirmed("{broken").await.unwrap();
+        jobs.publish(&Order {
+            id: 2,
+            item: "ink".into(),
+        })
+        .await
+        .unwrap();
+        let mut c = jobs.consume(4).await.unwrap();
+        let first = within(c.next()).await.unwrap().unwrap();
+        assert_eq!(first.value.id, 1);
+        assert!(!first.delivery().redelivered());
+        first.ack().await.unwrap();
+        // The broken one comes out as an error, twice (nacked, redelivered), then it
+        // reaches its max deliveries and is dead-lettered; the good one gets through.
+        let mut errors = 0;
+        let mut good = None;
+        while good.is_none() || errors < 2 {
+            match within(c.next()).await.unwrap() {
+                Ok(d) => {
+                    assert_eq!(d.value.id, 2);
+                    good = Some(d);
+                }
+                Err(e) => {
+                    assert!(matches!(e, Error::Decode(_)), "{e}");
+                    errors += 1;
+                }
+            }
+        }
+        good.unwrap().ack().await.unwrap();
+        let mut dlq = client.consume("typed.jobs.dlq", 1).await.unwrap();
+        let dead = within(dlq.next()).await.unwrap();
+        assert_eq!(dead.payload(), "{broken");
+        dead.ack().await.unwrap();
+    });
+}
+
+#[test]
 fn runs_under_plain_block_on_without_smol() {
     let server = start();
     futures_lite::future::block_on(async {
