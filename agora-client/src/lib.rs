@@ -75,8 +75,8 @@ pub use error::{Error, Result, ServerError};
 pub use sub::{Consumer, Delivery, Message, Subscription};
 #[cfg(feature = "serde")]
 pub use typed::{
-    BrokerStats, ClientCounts, DestinationStats, LatencyStats, MemoryStats, Stats,
-    TypedSubscription, TypedTopic,
+    BrokerStats, ClientCounts, DestinationStats, LatencyStats, MemoryStats, Stats, TypedConsumer,
+    TypedDelivery, TypedQueue, TypedSubscription, TypedTopic,
 };
 pub use udp::UdpPublisher;
 
