@@ -903,12 +903,18 @@ impl Conn<'_> {
         }
         let Ok(Some(Handle::Queue(q))) = rx.recv().await else {
             let why = format!("there is no {dest}");
-            return self.outbox.err(rid, ErrorCode::UnknownDestination, &why).await;
+            return self
+                .outbox
+                .err(rid, ErrorCode::UnknownDestination, &why)
+                .await;
         };
         let (tx, rx) = async_channel::bounded(1);
         if q.tx.send(QueueCmd::Purge { reply: tx }).await.is_err() {
             let why = format!("{dest} was deleted");
-            return self.outbox.err(rid, ErrorCode::UnknownDestination, &why).await;
+            return self
+                .outbox
+                .err(rid, ErrorCode::UnknownDestination, &why)
+                .await;
         }
         let n = rx.recv().await.unwrap_or(0);
         log::info!("purged {n} messages from {dest}");
