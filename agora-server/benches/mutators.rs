@@ -53,7 +53,10 @@ fn bench(c: &mut Criterion) {
         h.insert("temp", "31.5").unwrap();
         // Warm the enrichment cache.
         let mut m = Msg::new(h.clone(), payload.clone());
-        assert_eq!(futures_lite::future::block_on(chain.run(&mut m)), Verdict::Keep);
+        assert_eq!(
+            futures_lite::future::block_on(chain.run(&mut m)),
+            Verdict::Keep
+        );
         g.bench_function(name, |b| {
             b.iter_batched(
                 || Msg::new(h.clone(), payload.clone()),
