@@ -415,6 +415,9 @@ pub struct DestinationStats {
     /// Queue: messages moved to the dead-letter queue. Topic: 0.
     #[serde(default)]
     pub deadlettered: u64,
+    /// Messages the destination's mutator chain dropped.
+    #[serde(default)]
+    pub filtered: u64,
     /// Payload bytes published.
     #[serde(default)]
     pub bytes_in: u64,

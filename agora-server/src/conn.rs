@@ -50,6 +50,7 @@ Agora protocol, version 1. Commands (case-insensitive; #id is an optional reques
   SETACK [#id] on|off          publisher confirms (PUBACK)
   CONNECT [#id] [name=N] [proto=1] [confirm=on|off]
   PURGE [#id] <queue:NAME>     DELETE [#id] <dest>
+  CHAIN [#id] GET|CLEAR <dest>   CHAIN [#id] SET <dest> <bytes>   then the chain text
   STATS [#id]                  HELP [#id]
   PINGREQ [#id]                DISCONNECT
 The book's Protocol chapter has the full grammar.";
