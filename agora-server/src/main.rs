@@ -170,6 +170,9 @@ fn write_profile(p: &pprof::ProfilerGuard<'_>, path: &std::path::Path) -> Result
     let profile = report.pprof().map_err(|e| e.to_string())?;
     let bytes = profile.write_to_bytes().map_err(|e| e.to_string())?;
     std::fs::write(path, bytes).map_err(|e| e.to_string())?;
+    if report.data.is_empty() {
+        return Err("no samples were taken (the broker ran too briefly): the profile is empty and no flamegraph was drawn".into());
+    }
     let svg = path.with_extension("svg");
     let file = std::fs::File::create(&svg).map_err(|e| e.to_string())?;
     report.flamegraph(file).map_err(|e| e.to_string())?;

@@ -56,7 +56,10 @@ impl BrokerMetrics {
 
 /// A destination's sampled latency, in microseconds.
 pub(crate) struct Latency {
-    hist: Mutex<Histogram<u64>>,
+    /// Made on the first sample of an interval and taken away at its end, so a
+    /// destination without deliveries holds none (a histogram of this range and
+    /// precision is about 26 KiB).
+    hist: Mutex<Option<Histogram<u64>>>,
     /// The last interval's summary, for `STATS`.
     last: Mutex<LatencySummary>,
 }
@@ -65,9 +68,7 @@ impl Default for Latency {
     fn default() -> Self {
         Latency {
             // 1 µs to 1 hour, two significant digits: about 2 KiB.
-            hist: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
-            ),
+            hist: Mutex::new(None),
             last: Mutex::new(LatencySummary::default()),
         }
     }
@@ -78,23 +79,20 @@ impl Latency {
     pub fn record(&self, d: Duration) {
         let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
         if let Ok(mut h) = self.hist.lock() {
+            // 1 µs to 1 hour, two significant digits.
+            let h = h.get_or_insert_with(|| {
+                Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
+            });
             let _ = h.record(us);
         }
     }
 
     /// Takes what was recorded since the last call, and keeps its summary for
     /// [`last`](Latency::last).
-    pub fn take(&self) -> Histogram<u64> {
-        let h = match self.hist.lock() {
-            Ok(mut h) => {
-                let out = h.clone();
-                h.reset();
-                out
-            }
-            Err(_) => Histogram::new(2).expect("valid histogram"),
-        };
+    pub fn take(&self) -> Option<Histogram<u64>> {
+        let h = self.hist.lock().ok().and_then(|mut h| h.take());
         if let Ok(mut last) = self.last.lock() {
-            *last = LatencySummary::of(&h);
+            *last = h.as_ref().map(LatencySummary::of).unwrap_or_default();
         }
         h
     }
@@ -217,7 +215,7 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
         }
         let handles = rx.recv().await.unwrap_or_default();
         // Fold each destination's latency samples of this interval (for STATS too).
-        let latencies: Vec<Histogram<u64>> = handles
+        let latencies: Vec<Option<Histogram<u64>>> = handles
             .iter()
             .map(|h| match h {
                 Handle::Queue(q) => q.latency.take(),
@@ -314,7 +312,7 @@ const LATENCY_POINTS: usize = 100;
 pub(crate) fn statsd_lines(
     broker: &crate::Broker,
     handles: &[crate::manager::Handle],
-    latencies: &[Histogram<u64>],
+    latencies: &[Option<Histogram<u64>>],
     prev: &mut Previous,
     rss: u64,
     cpu_percent: f64,
@@ -322,21 +320,34 @@ pub(crate) fn statsd_lines(
     use crate::manager::Handle;
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let mut count = |out: &mut Vec<Line>, key: String, now: u64| {
+    // Deltas are kept by the real name (`key`), not the sanitised one, so two names
+    // that sanitise alike never share a counter's history.
+    let mut delta = |out: &mut Vec<Line>, key: String, name: String, now: u64| {
         let d = prev.delta(&key, now);
-        seen.insert(key.clone());
-        out.push(Line::Count(key, d));
+        seen.insert(key);
+        out.push(Line::Count(name, d));
     };
     for (h, lat) in handles.iter().zip(latencies) {
         let s = h.stats();
         let base = format!("{}.{}", s.kind, statsd_name(&s.name));
-        count(&mut out, format!("{base}.messages.in"), s.messages_in);
-        count(&mut out, format!("{base}.messages.out"), s.messages_out);
-        count(&mut out, format!("{base}.bytes.in"), s.bytes_in);
-        count(&mut out, format!("{base}.bytes.out"), s.bytes_out);
-        count(&mut out, format!("{base}.dropped"), s.dropped);
-        count(&mut out, format!("{base}.redelivered"), s.redelivered);
-        count(&mut out, format!("{base}.deadlettered"), s.deadlettered);
+        let real = format!("{}:{}", s.kind, s.name);
+        for (metric, v) in [
+            ("messages.in", s.messages_in),
+            ("messages.out", s.messages_out),
+            ("bytes.in", s.bytes_in),
+            ("bytes.out", s.bytes_out),
+            ("dropped", s.dropped),
+            ("redelivered", s.redelivered),
+            ("deadlettered", s.deadlettered),
+            ("filtered", s.filtered),
+        ] {
+            delta(
+                &mut out,
+                format!("{real}.{metric}"),
+                format!("{base}.{metric}"),
+                v,
+            );
+        }
         let who = match h {
             Handle::Queue(_) => "consumers",
             Handle::Topic(_) => "subscribers",
@@ -344,7 +355,7 @@ pub(crate) fn statsd_lines(
         out.push(Line::Gauge(format!("{base}.{who}"), s.consumers as f64));
         out.push(Line::Gauge(format!("{base}.pending"), s.depth as f64));
         out.push(Line::Gauge(format!("{base}.unacked"), s.unacked as f64));
-        if !lat.is_empty() {
+        if let Some(lat) = lat.as_ref().filter(|l| !l.is_empty()) {
             for i in 0..LATENCY_POINTS {
                 let q = (i as f64 + 0.5) / LATENCY_POINTS as f64;
                 let ms = lat.value_at_quantile(q) as f64 / 1000.0;
@@ -353,6 +364,8 @@ pub(crate) fn statsd_lines(
         }
     }
     let m = &broker.metrics;
+    let mut count =
+        |out: &mut Vec<Line>, name: String, now: u64| delta(out, name.clone(), name, now);
     out.push(Line::Gauge(
         "broker.clients.tcp".into(),
         broker.clients_tcp.load(Relaxed) as f64,

@@ -173,6 +173,7 @@ impl Topic {
         self.messages_in.fetch_add(1, Relaxed);
         let subs = self.snapshot();
         if subs.is_empty() {
+            self.bytes_in.fetch_add(msg.payload.len() as u64, Relaxed);
             return Ok(());
         }
         // Each subscriber's buffered copy counts against the budget (the payload is

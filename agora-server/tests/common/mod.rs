@@ -220,13 +220,33 @@ pub fn publish(raw: &mut Raw, dest: &str, payload: &[u8]) {
 }
 
 /// Runs the real binary, reads its start-up line, and returns it with the port.
-pub fn spawn_agora(
-    args: &[&str],
-) -> (
-    std::process::Child,
-    u16,
-    BufReader<std::process::ChildStdout>,
-) {
+/// A broker process that is killed (by its PID) if the test ends without stopping it,
+/// a failed assertion included.
+pub struct Agora(std::process::Child);
+
+impl std::ops::Deref for Agora {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agora {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Agora {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn spawn_agora(args: &[&str]) -> (Agora, u16, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
         .args(["--port", "0"])
         .args(args)
@@ -243,7 +263,7 @@ pub fn spawn_agora(
         .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"))
         .parse()
         .unwrap();
-    (child, port, out)
+    (Agora(child), port, out)
 }
 
 pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
