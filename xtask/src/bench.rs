@@ -50,17 +50,20 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }
-    let mut build = process::cargo();
-    build.current_dir(&root).args([
+    // Two builds: `--bin agora` would otherwise restrict agora-bench to a binary it
+    // does not have, and `--no-default-features` is agora-bench's alone.
+    process::run(process::cargo().current_dir(&root).args([
         "build",
         "--release",
         "-p",
         "agora-server",
         "--bin",
         "agora",
-        "-p",
-        "agora-bench",
-    ]);
+    ]))?;
+    let mut build = process::cargo();
+    build
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "agora-bench"]);
     if opts.no_peers {
         build.arg("--no-default-features");
     }
