@@ -127,7 +127,6 @@ pub(crate) struct Settings {
 pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
     use Scenario::*;
     match (system, cell.scenario) {
-        (System::Agora, Udp) => Some("UDP transport not available yet"),
         (System::Nats, Udp) => Some("nats-server has no UDP transport"),
         (System::Redis, Udp) => Some("redis-server has no UDP transport"),
         (System::Raw, Udp) => Some("the null relay is TCP only"),
@@ -282,7 +281,7 @@ pub(crate) fn run<D: Driver>(
             m
         }
         Rtt => rtt(driver, server, payload, settings.rtt_rounds, topic(name))?,
-        Udp => return Err("udp is never run".into()),
+        Udp => udp(server, payload, settings.duration, name)?,
     };
     measured.server_peak_rss_mib = crate::server::peak_rss_of(server.pid).unwrap_or(f64::NAN);
     Ok(measured)
@@ -758,6 +757,90 @@ async fn confirmed<P: Publisher>(
 }
 
 /// Sequential round trips: publish one message, wait until the other connection has it.
+/// `udp`: one UDP publisher floods a topic (frames packed into 1,400-byte datagrams,
+/// no flow control: UDP has none) for `duration`; one TCP subscriber counts what
+/// arrives. Reports the delivered rate and, as `lost`, what UDP dropped on the way
+/// (socket buffers, the broker's per-source queue). Loss is expected here, so it breaks
+/// no promise; duplicates would.
+fn udp(server: &ServerView, payload: usize, duration: Duration, topic: &str) -> Result<Measured> {
+    use futures_lite::StreamExt;
+    let addr = server.addr.clone();
+    let e = |e: agora_client::Error| format!("agora: {e}");
+    let client = futures_lite::future::block_on(
+        agora_client::Client::builder()
+            .name("bench-udp-sub")
+            .subscription_buffer(1 << 20)
+            .connect(&addr),
+    )
+    .map_err(e)?;
+    let mut sub = futures_lite::future::block_on(client.subscribe(topic)).map_err(e)?;
+    let cpu0 = server.cpu();
+    let t0 = Instant::now();
+    let done = AtomicBool::new(false);
+    let (sent, seen, last, hist) = std::thread::scope(|scope| -> Result<_> {
+        let publisher = scope.spawn(|| -> Result<u64> {
+            futures_lite::future::block_on(async {
+                let mut udp = agora_client::UdpPublisher::connect(&addr)
+                    .await
+                    .map_err(e)?;
+                let mut n = 0u64;
+                while t0.elapsed() < duration {
+                    let p = wire::encode(payload, 0, n, wire::now_ns());
+                    udp.publish_topic(topic, p).await.map_err(e)?;
+                    n += 1;
+                }
+                udp.flush().await.map_err(e)?;
+                done.store(true, SeqCst);
+                Ok(n)
+            })
+        });
+        let mut seen = Seen::default();
+        let mut hist = wire::histogram();
+        let mut last = t0;
+        futures_lite::future::block_on(async {
+            loop {
+                let next = futures_lite::future::or(async { sub.next().await }, async {
+                    async_io::Timer::after(Duration::from_millis(500)).await;
+                    None
+                });
+                match next.await {
+                    Some(m) => {
+                        last = Instant::now();
+                        if let Some((_, _, sent_ns)) = wire::decode(m.payload()) {
+                            let _ = hist.record(wire::now_ns().saturating_sub(sent_ns).max(1));
+                        }
+                        seen.note(m.payload());
+                    }
+                    // Nothing for half a second after the publisher finished: done.
+                    None if done.load(SeqCst) => break,
+                    None if t0.elapsed() > duration * 4 + Duration::from_secs(10) => break,
+                    None => {}
+                }
+            }
+        });
+        let sent = publisher
+            .join()
+            .map_err(|_| "the UDP publisher panicked".to_owned())??;
+        Ok((sent, seen, last, hist))
+    })?;
+    let (lost, duplicated) = seen.tally(&[sent]);
+    let _ = futures_lite::future::block_on(client.close());
+    let received = sent.saturating_sub(lost) + duplicated;
+    Ok(Measured {
+        messages: received,
+        published: sent,
+        elapsed: last
+            .saturating_duration_since(t0)
+            .max(Duration::from_millis(1)),
+        latency: Some(hist),
+        lost,
+        duplicated,
+        broken: (duplicated > 0).then(|| format!("{duplicated} messages arrived twice")),
+        server_cpu_s: server.cpu() - cpu0,
+        ..Measured::default()
+    })
+}
+
 fn rtt<D: Driver>(
     driver: &D,
     server: &ServerView,
