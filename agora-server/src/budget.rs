@@ -8,25 +8,36 @@ use std::sync::Arc;
 pub(crate) struct Budget {
     used: AtomicUsize,
     limit: usize,
+    /// False only for the `no_defences` ablation: nothing is counted.
+    enabled: bool,
 }
 
 impl Budget {
-    pub fn new(limit: usize) -> Arc<Budget> {
+    pub fn new(limit: usize, enabled: bool) -> Arc<Budget> {
         Arc::new(Budget {
             used: AtomicUsize::new(0),
             limit,
+            enabled,
         })
+    }
+
+    /// Whether charges are counted at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Takes `n` bytes, or `None` if that would pass the limit.
     pub fn try_charge(self: &Arc<Self>, n: usize) -> Option<Charge> {
+        if !self.enabled {
+            return Some(Charge { budget: None, n: 0 });
+        }
         let before = self.used.fetch_add(n, SeqCst);
         if before + n > self.limit && n > 0 {
             self.used.fetch_sub(n, SeqCst);
             return None;
         }
         Some(Charge {
-            budget: self.clone(),
+            budget: Some(self.clone()),
             n,
         })
     }
@@ -42,7 +53,8 @@ impl Budget {
 
 /// Bytes taken from the budget; given back when dropped.
 pub(crate) struct Charge {
-    budget: Arc<Budget>,
+    /// `None` when the budget is disabled (nothing to give back).
+    budget: Option<Arc<Budget>>,
     n: usize,
 }
 
@@ -64,8 +76,8 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        if self.n > 0 {
-            self.budget.used.fetch_sub(self.n, SeqCst);
+        if let (Some(b), true) = (&self.budget, self.n > 0) {
+            b.used.fetch_sub(self.n, SeqCst);
         }
     }
 }

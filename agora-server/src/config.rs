@@ -37,6 +37,22 @@ pub struct QueueSettings {
     pub dead_letter: Option<String>,
 }
 
+/// Switches that turn a design choice off, to measure what it costs or buys
+/// (agora-bench ablations, the book's Evaluation chapter). All off in normal use; each
+/// costs one branch where it applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ablation {
+    /// Shippers write each frame with its own write call instead of batching.
+    pub no_batching: bool,
+    /// Topic fan-out copies the payload for each subscriber instead of sharing it.
+    pub copy_fanout: bool,
+    /// No memory budget accounting and no liveness pings.
+    pub no_defences: bool,
+    /// No latency sampling and no metric manager (StatsD, `$sys.metrics`); the
+    /// counters `STATS` reads stay.
+    pub no_metrics: bool,
+}
+
 /// Everything the broker can be told at start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -88,6 +104,10 @@ pub struct Config {
     pub statsd_prefix: String,
     /// How often metrics are shipped and `$sys.metrics` gets a snapshot.
     pub metrics_interval: Duration,
+    /// Capacity of each queue's command channel (publishes wait for room).
+    pub queue_channel: usize,
+    /// Design switches for measurements (see [`Ablation`]).
+    pub ablation: Ablation,
     /// Prefetch of a queue consumer that does not give one.
     pub default_prefetch: u32,
     /// Largest prefetch a consumer may ask for.
@@ -136,6 +156,8 @@ impl Default for Config {
             statsd: None,
             statsd_prefix: "agora".to_owned(),
             metrics_interval: Duration::from_secs(1),
+            queue_channel: 512,
+            ablation: Ablation::default(),
             default_prefetch: 256,
             max_prefetch: 65_536,
             subscriber_buffer: 8_192,

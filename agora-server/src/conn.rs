@@ -191,7 +191,11 @@ pub(crate) async fn serve_client(
     }
     log::debug!("client {peer} connected");
     let (outbox, out_rx) = Outbox::new(broker.config.reply_buffer, broker.metrics.clone());
-    let shipper = smol::spawn(shipper::run(writer, out_rx, broker.metrics.clone()));
+    let batch = match broker.config.ablation.no_batching {
+        true => 1,
+        false => shipper::BATCH_BYTES,
+    };
+    let shipper = smol::spawn(shipper::run(writer, out_rx, broker.metrics.clone(), batch));
     let mut c = Conn {
         broker,
         peer,
@@ -282,6 +286,7 @@ impl Conn<'_> {
             let len = buf.len();
             buf.resize(len + read_size, 0);
             let ping_every = self.broker.config.ping_interval;
+            let no_pings = self.broker.config.ablation.no_defences;
             let event = future::or(
                 async { Event::Read(stream.read(&mut buf[len..]).await) },
                 future::or(
@@ -290,6 +295,9 @@ impl Conn<'_> {
                         Event::Stop
                     },
                     async {
+                        if no_pings {
+                            future::pending::<()>().await;
+                        }
                         smol::Timer::after(ping_every).await;
                         Event::Silent
                     },
@@ -720,7 +728,8 @@ impl Conn<'_> {
                     dest: s.dest.compact(),
                     rx: Box::pin(rx),
                     written: None,
-                    latency: topic.latency.clone(),
+                    latency: (!self.broker.config.ablation.no_metrics)
+                        .then(|| topic.latency.clone()),
                     seen: 0,
                 };
                 self.subs.insert(s.sid, Sub::Topic { topic, sub });
@@ -769,7 +778,7 @@ impl Conn<'_> {
                 dest: s.dest.compact(),
                 rx: Box::pin(rx),
                 written: auto_ack.then(|| (queue.tx.clone(), cid)),
-                latency: queue.latency.clone(),
+                latency: (!self.broker.config.ablation.no_metrics).then(|| queue.latency.clone()),
                 seen: 0,
             };
             let consumer_tx = tx.clone();

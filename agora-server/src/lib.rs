@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use async_channel::Sender;
 use async_net::{TcpListener, UdpSocket};
 
-pub use config::{Config, QueueSettings, SlowConsumerPolicy};
+pub use config::{Ablation, Config, QueueSettings, SlowConsumerPolicy};
 
 /// State every connection shares: settings, the queue manager's channel, counters.
 pub(crate) struct Broker {
@@ -111,7 +111,8 @@ impl Server {
     /// accepting, sends every client `SHUTDOWN`, lets shippers flush, and returns when
     /// all connections are closed or [`Config::shutdown_timeout`] has passed.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let budget = budget::Budget::new(self.config.memory_budget);
+        let budget =
+            budget::Budget::new(self.config.memory_budget, !self.config.ablation.no_defences);
         let env = Arc::new(mutators::Env::new(&self.config.databases));
         let broker = Arc::new(Broker {
             manager: manager::spawn(&self.config, budget.clone(), env.clone()),
@@ -135,7 +136,13 @@ impl Server {
             alive.clone(),
         );
         let udp = udp::udp_loop(broker.clone(), self.udp, stop_rx, alive);
-        let metrics = metrics::run_manager(broker.clone());
+        let no_metrics = broker.config.ablation.no_metrics;
+        let metrics = async {
+            if no_metrics {
+                futures_lite::future::pending::<()>().await;
+            }
+            metrics::run_manager(broker.clone()).await;
+        };
         futures_lite::future::or(
             futures_lite::future::or(accept, metrics),
             futures_lite::future::or(udp, async {

@@ -11,6 +11,20 @@ use agora_server::{Config, SlowConsumerPolicy};
 use clap::{Parser, ValueEnum};
 use futures_lite::StreamExt;
 
+/// Design choices that can be switched off to measure them (see the book's Benchmarks
+/// chapter); never needed in normal use.
+#[derive(Clone, Copy, ValueEnum)]
+enum Ablate {
+    /// One write call per frame instead of batches.
+    NoBatching,
+    /// Copy the payload for each topic subscriber instead of sharing it.
+    CopyFanout,
+    /// No memory budget accounting, no liveness pings.
+    NoDefences,
+    /// No latency sampling, no metric manager.
+    NoMetrics,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum SlowConsumer {
     /// Drop the subscriber's oldest buffered message, and count it.
@@ -124,6 +138,19 @@ struct Cli {
         value_name = "FILE"
     )]
     profile_path: PathBuf,
+    /// Capacity of each queue's command channel (publishers wait when it is full).
+    #[arg(long, env = "AGORA_QUEUE_CHANNEL", default_value_t = Config::default().queue_channel as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000), hide = true)]
+    queue_channel: u64,
+    /// Switch design choices off to measure them (comma-separated).
+    #[arg(
+        long,
+        env = "AGORA_ABLATE",
+        value_enum,
+        value_delimiter = ',',
+        hide = true
+    )]
+    ablate: Vec<Ablate>,
     /// Seelog-style XML file that configures logging (default: the built-in one, which
     /// is `config/logconfig.xml` in the repository).
     #[arg(long, env = "AGORA_LOG_CONFIG", value_name = "FILE")]
@@ -210,6 +237,19 @@ fn main() -> ExitCode {
         statsd: cli.statsd,
         statsd_prefix: cli.statsd_prefix,
         metrics_interval: cli.statsd_interval,
+        queue_channel: cli.queue_channel as usize,
+        ablation: {
+            let mut a = agora_server::Ablation::default();
+            for x in &cli.ablate {
+                match x {
+                    Ablate::NoBatching => a.no_batching = true,
+                    Ablate::CopyFanout => a.copy_fanout = true,
+                    Ablate::NoDefences => a.no_defences = true,
+                    Ablate::NoMetrics => a.no_metrics = true,
+                }
+            }
+            a
+        },
         ..Config::default()
     };
     // The config file adds to what the flags say; a bad entry stops the broker here.

@@ -318,12 +318,12 @@ impl Manager {
                 c.queue_settings(dest.name.as_str()),
                 self.budget.clone(),
                 self.me.clone(),
+                c.queue_channel,
             )),
-            Kind::Topic => Handle::Topic(Arc::new(Topic::new(
-                dest.clone(),
-                c.slow_consumer,
-                self.budget.clone(),
-            ))),
+            Kind::Topic => Handle::Topic(Arc::new(
+                Topic::new(dest.clone(), c.slow_consumer, self.budget.clone())
+                    .with_copy_fanout(c.ablation.copy_fanout),
+            )),
         };
         if let Some(c) = self.chains.get(&dest) {
             handle.chain().set(Some(c.clone()));

@@ -184,10 +184,11 @@ pub(crate) fn spawn(
     settings: QueueSettings,
     budget: Arc<Budget>,
     manager: async_channel::WeakSender<ManagerCmd>,
+    channel: usize,
 ) -> Arc<QueueShared> {
     // Bounds a burst of publishes (each waits for room, slowing only its publisher);
     // small, because every slot is allocated up front.
-    let (tx, rx) = async_channel::bounded(512);
+    let (tx, rx) = async_channel::bounded(channel.max(1));
     let shared = Arc::new(QueueShared {
         dest,
         tx,

@@ -70,8 +70,9 @@ pub(crate) struct SubRx {
     /// the queue can forget them and send more (credit).
     pub written: Option<(Sender<QueueCmd>, u64)>,
     /// The destination's latency histogram (one delivery in
-    /// [`LATENCY_SAMPLE`](crate::metrics::LATENCY_SAMPLE) is recorded).
-    pub latency: crate::metrics::LatencyRef,
+    /// [`LATENCY_SAMPLE`](crate::metrics::LATENCY_SAMPLE) is recorded); `None` with
+    /// the `no_metrics` ablation.
+    pub latency: Option<crate::metrics::LatencyRef>,
     /// Deliveries encoded so far (which ones to sample).
     pub seen: u64,
 }
@@ -280,8 +281,9 @@ impl Future for WaitAny<'_> {
 fn encode_delivery(s: &mut SubRx, d: &Delivery, buf: &mut BytesMut, now: Instant) {
     s.seen += 1;
     if s.seen % LATENCY_SAMPLE == 1 {
-        s.latency
-            .record(now.saturating_duration_since(d.msg.received));
+        if let Some(l) = &s.latency {
+            l.record(now.saturating_duration_since(d.msg.received));
+        }
     }
     agora_protocol::encode_msg(
         &s.dest,
@@ -296,7 +298,14 @@ fn encode_delivery(s: &mut SubRx, d: &Delivery, buf: &mut BytesMut, now: Instant
 
 /// Runs a connection's shipper until the outbox closes, `Close` arrives, or a write
 /// fails. Always closes the writer at the end.
-pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>, metrics: Arc<BrokerMetrics>) {
+/// Runs a connection's shipper; `batch` is the most bytes per write call
+/// ([`BATCH_BYTES`], or 1 for the `no_batching` ablation: one frame per write).
+pub(crate) async fn run(
+    mut writer: Writer,
+    rx: Receiver<Outbound>,
+    metrics: Arc<BrokerMetrics>,
+    batch: usize,
+) {
     let mut rx = Box::pin(rx);
     let mut subs: Vec<SubRx> = Vec::new();
     // Starts small and grows with the batches it carries (up to BATCH_BYTES and the
@@ -321,7 +330,7 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>, metrics: Arc
         // changes), then each subscription, until the batch is full or all are empty.
         loop {
             let mut progressed = false;
-            while buf.len() < BATCH_BYTES {
+            while buf.len() < batch {
                 let o = match pending.take() {
                     Some(Wake::Out(o)) => o,
                     Some(Wake::Closed) => {
@@ -386,7 +395,7 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>, metrics: Arc
                 _ => {}
             }
             let mut i = 0;
-            while i < subs.len() && buf.len() < BATCH_BYTES {
+            while i < subs.len() && buf.len() < batch {
                 match subs[i].rx.try_recv() {
                     Ok(d) => {
                         encode_delivery(&mut subs[i], &d, &mut buf, now);
@@ -405,7 +414,7 @@ pub(crate) async fn run(mut writer: Writer, rx: Receiver<Outbound>, metrics: Arc
                     Err(async_channel::TryRecvError::Empty) => i += 1,
                 }
             }
-            if !progressed || buf.len() >= BATCH_BYTES || closing {
+            if !progressed || buf.len() >= batch || closing {
                 break;
             }
         }

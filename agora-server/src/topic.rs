@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, RwLock};
 
+use agora_protocol::bytes::Bytes;
 use agora_protocol::{Destination, ErrorCode};
 use async_channel::{Receiver, Sender};
 
@@ -50,6 +51,8 @@ pub(crate) struct Topic {
     pub closed: AtomicBool,
     /// Buffered deliveries are charged to the broker's memory budget.
     budget: Arc<Budget>,
+    /// The `copy_fanout` ablation: a copy of the payload per subscriber.
+    copy_fanout: bool,
     /// The mutator chain publishers run before fan-out, and its drop count.
     pub chain: crate::mutators::ChainSlot,
 }
@@ -77,6 +80,7 @@ impl Topic {
             closed: AtomicBool::new(false),
             budget,
             chain: Default::default(),
+            copy_fanout: false,
         }
     }
 
@@ -95,6 +99,12 @@ impl Topic {
         let mut v = (**g).clone();
         f(&mut v);
         *g = Arc::new(v);
+    }
+
+    /// Turns on the `copy_fanout` ablation.
+    pub fn with_copy_fanout(mut self, on: bool) -> Topic {
+        self.copy_fanout = on;
+        self
     }
 
     /// Adds a subscriber; false if the topic was removed meanwhile.
@@ -186,13 +196,27 @@ impl Topic {
                 self.budget.limit()
             )));
         };
-        let mut charges = charge.split(subs.len(), size).into_iter();
+        let mut charges = match self.budget.enabled() {
+            true => charge.split(subs.len(), size),
+            false => Vec::new(),
+        }
+        .into_iter();
         let mut sent = 0;
         for s in subs.iter() {
+            let msg = if self.copy_fanout {
+                // Ablation only: what sharing the payload saves.
+                Message {
+                    headers: msg.headers.clone(),
+                    payload: Bytes::copy_from_slice(&msg.payload),
+                    received: msg.received,
+                }
+            } else {
+                msg.clone()
+            };
             let d = Delivery {
                 did: 0,
                 count: 1,
-                msg: msg.clone(),
+                msg,
                 _charge: charges.next(),
             };
             // Two publishers racing may each see room for one: the bound can be

@@ -279,3 +279,84 @@ fn slow_subscriber_disconnect_policy_cancels_it() {
     stalled.send(b"SUB #8 topic:fast 1\r\n");
     assert_eq!(stalled.next(), Frame::Ok { rid: Some(8) });
 }
+
+#[test]
+fn every_ablation_still_delivers_everything() {
+    use agora_server::Ablation;
+    let all = [
+        Ablation {
+            no_batching: true,
+            ..Ablation::default()
+        },
+        Ablation {
+            copy_fanout: true,
+            ..Ablation::default()
+        },
+        Ablation {
+            no_defences: true,
+            ..Ablation::default()
+        },
+        Ablation {
+            no_metrics: true,
+            ..Ablation::default()
+        },
+    ];
+    for ablation in all {
+        let s = start_with(Config {
+            ablation,
+            queue_channel: 16,
+            ..Config::ephemeral()
+        });
+        let mut subs: Vec<Raw> = (0..2)
+            .map(|_| {
+                let mut c = s.connect();
+                c.send(b"SUB #1 topic:a 1\r\nSUB #2 queue:a 2 ack=auto\r\n");
+                assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+                assert_eq!(c.next(), Frame::Ok { rid: Some(2) });
+                c
+            })
+            .collect();
+        let mut p = s.connect();
+        let mut batch = Vec::new();
+        for i in 0..300u64 {
+            let body = i.to_string();
+            batch.extend_from_slice(format!("PUB topic:a {}\r\n{body}\r\n", body.len()).as_bytes());
+            batch.extend_from_slice(format!("PUB queue:a {}\r\n{body}\r\n", body.len()).as_bytes());
+        }
+        p.send(&batch);
+        let mut queue_seen = HashSet::new();
+        for c in &mut subs {
+            let mut topic = Vec::new();
+            while topic.len() < 300 {
+                match c.next() {
+                    Frame::Msg(m) if m.sid == 1 => {
+                        topic.push(String::from_utf8_lossy(&m.payload).parse::<u64>().unwrap())
+                    }
+                    Frame::Msg(m) => assert!(
+                        queue_seen.insert(m.payload.clone()),
+                        "{ablation:?}: duplicate"
+                    ),
+                    f => panic!("{f:?}"),
+                }
+            }
+            assert_eq!(topic, (0..300).collect::<Vec<_>>(), "{ablation:?}");
+        }
+        // The rest of the queue's share arrives too: each message exactly once.
+        let end = std::time::Instant::now() + DEADLINE;
+        while queue_seen.len() < 300 {
+            assert!(
+                std::time::Instant::now() < end,
+                "{ablation:?}: {} of 300",
+                queue_seen.len()
+            );
+            for c in &mut subs {
+                for f in c.sync(9) {
+                    match f {
+                        Frame::Msg(m) => assert!(queue_seen.insert(m.payload.clone())),
+                        f => panic!("{f:?}"),
+                    }
+                }
+            }
+        }
+    }
+}
