@@ -14,6 +14,7 @@
 //! when a system breaks a promise its scenario makes: a message lost or duplicated where
 //! delivery is promised, a broker whose memory is not bounded under a stalled consumer.
 
+mod compare;
 mod drivers;
 mod report;
 mod scenario;
@@ -79,6 +80,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// Agora against itself with one thing changed (arguments, config file or mutator
+    /// chain): fresh brokers A and B alternately, B ÷ A per pair, median and spread.
+    Compare(Box<compare::CompareArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -138,16 +142,20 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Relay { port }) = cli.command {
-        return match drivers::raw::relay(port) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("relay: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    match run(cli.run) {
+    let result = match cli.command {
+        Some(Command::Relay { port }) => {
+            return match drivers::raw::relay(port) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("relay: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Compare(args)) => compare::run(*args),
+        None => run(cli.run),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -229,11 +237,13 @@ fn run(args: RunArgs) -> Result<bool, String> {
         Duration::from_secs_f64(v.unwrap_or(if quick { short } else { full }).max(0.05))
     };
     let settings = Settings {
-        duration: secs(args.duration, 1.0, 0.5),
-        rate_duration: secs(args.rate_duration, 2.0, 1.0),
-        slow_duration: secs(args.slow_duration, 3.0, 1.5),
         rtt_rounds: args.rtt_rounds,
         rss_bound_mib: args.rss_bound_mib,
+        ..Settings::new(
+            secs(args.duration, 1.0, 0.5),
+            secs(args.rate_duration, 2.0, 1.0),
+            secs(args.slow_duration, 3.0, 1.5),
+        )
     };
     let runs = args.runs.unwrap_or(if quick { 1 } else { 3 });
     let me = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;

@@ -121,6 +121,33 @@ pub(crate) struct Settings {
     pub(crate) slow_duration: Duration,
     pub(crate) rtt_rounds: u64,
     pub(crate) rss_bound_mib: f64,
+    /// What the payloads look like (binary unless `--json`).
+    pub(crate) format: wire::Format,
+    /// Only every N-th message is meant to arrive (a `sample N` chain, one publisher);
+    /// 1 for all of them.
+    pub(crate) keep_every: u64,
+    /// Overrides the flow-control window (messages a publisher may be ahead).
+    pub(crate) window: Option<u64>,
+}
+
+impl Settings {
+    /// The suite's settings with these durations.
+    pub(crate) fn new(
+        duration: Duration,
+        rate_duration: Duration,
+        slow_duration: Duration,
+    ) -> Self {
+        Settings {
+            duration,
+            rate_duration,
+            slow_duration,
+            rtt_rounds: 10_000,
+            rss_bound_mib: 256.0,
+            format: wire::Format::Binary,
+            keep_every: 1,
+            window: None,
+        }
+    }
 }
 
 /// Why `system` has no run of `cell`, if it has none.
@@ -201,7 +228,9 @@ pub(crate) fn run<D: Driver>(
         name: name.to_owned(),
     };
     let payload = cell.payload;
-    let window = (4 * 1024 * 1024 / payload.max(1)).clamp(64, 4096) as u64;
+    let window = settings
+        .window
+        .unwrap_or((4 * 1024 * 1024 / payload.max(1)).clamp(64, 4096) as u64);
     let flow = |pubs, subs, dest: Dest, mode, kind| Flow {
         pubs,
         subs,
@@ -213,6 +242,8 @@ pub(crate) fn run<D: Driver>(
         window,
         max_per_pub: 50_000_000,
         slow: false,
+        format: settings.format,
+        keep_every: settings.keep_every.max(1),
     };
     use Scenario::*;
     let name = dest_name.as_str();
@@ -310,6 +341,9 @@ struct Flow {
     max_per_pub: u64,
     /// Add a subscriber that never reads (a plain socket, not a client library).
     slow: bool,
+    format: wire::Format,
+    /// Only every N-th message is meant to arrive (see [`Settings::keep_every`]).
+    keep_every: u64,
 }
 
 /// Counters the roles share.
@@ -321,6 +355,8 @@ struct Shared {
     /// Messages each receiver has taken.
     received: Vec<AtomicU64>,
     queue: bool,
+    /// Each message received stands for this many published (see `Flow::keep_every`).
+    keep_every: u64,
     /// Receivers notify it as they make progress; a publisher at its window waits on it.
     progress: Event,
     /// Total published, once the publishers are done; `u64::MAX` until then.
@@ -330,13 +366,13 @@ struct Shared {
 }
 
 impl Shared {
-    /// How far the receivers have got: the slowest topic subscriber, or all queue
-    /// consumers together.
+    /// How far the receivers have got, in published messages: the slowest topic
+    /// subscriber, or all queue consumers together.
     fn progress(&self) -> u64 {
         if self.received.is_empty() {
             return u64::MAX;
         }
-        if self.queue {
+        let received: u64 = if self.queue {
             self.received.iter().map(|r| r.load(Acquire)).sum()
         } else {
             self.received
@@ -344,7 +380,8 @@ impl Shared {
                 .map(|r| r.load(Acquire))
                 .min()
                 .unwrap_or(0)
-        }
+        };
+        received.saturating_mul(self.keep_every)
     }
 }
 
@@ -373,6 +410,7 @@ fn run_flow<D: Driver>(driver: &D, server: &ServerView, flow: &Flow) -> Result<M
         sent: AtomicU64::new(0),
         received: (0..flow.subs).map(|_| AtomicU64::new(0)).collect(),
         queue: flow.dest.queue,
+        keep_every: flow.keep_every,
         progress: Event::new(),
         final_sent: AtomicU64::new(u64::MAX),
         abort: AtomicBool::new(false),
@@ -487,14 +525,14 @@ fn run_flow<D: Driver>(driver: &D, server: &ServerView, flow: &Flow) -> Result<M
             }
             m.latency = Some(hist);
             if flow.dest.queue {
-                let mut all = Seen::default();
+                let mut all = Seen::new(flow.format);
                 for o in &outs {
                     all.merge(&o.seen);
                 }
-                (m.lost, m.duplicated) = all.tally(&sent);
+                (m.lost, m.duplicated) = all.tally_kept(&sent, flow.keep_every);
             } else {
                 for o in &outs {
-                    let (l, d) = o.seen.tally(&sent);
+                    let (l, d) = o.seen.tally_kept(&sent, flow.keep_every);
                     m.lost += l;
                     m.duplicated += d;
                 }
@@ -544,7 +582,7 @@ fn subscriber<D: Driver>(
         };
         let started = Instant::now();
         let mut out = SubOut {
-            seen: Seen::default(),
+            seen: Seen::new(flow.format),
             hist: wire::histogram(),
             received: 0,
             last: None,
@@ -560,7 +598,7 @@ fn subscriber<D: Driver>(
                 let have = if shared.queue {
                     shared.progress()
                 } else {
-                    out.received
+                    out.received.saturating_mul(flow.keep_every)
                 };
                 if have >= target || idle_since.elapsed() > DRAIN_IDLE {
                     break Ok(());
@@ -686,7 +724,10 @@ async fn flood<P: Publisher>(
             break Err(e);
         }
         let stamp = stamp.unwrap_or_else(wire::now_ns);
-        if let Err(e) = p.publish(wire::encode(flow.payload, index, n, stamp)).await {
+        if let Err(e) = p
+            .publish(flow.format.encode(flow.payload, index, n, stamp))
+            .await
+        {
             break Err(e);
         }
         shared.sent.fetch_add(1, Release);
@@ -743,7 +784,7 @@ async fn confirmed<P: Publisher>(
             }
             next.set(n + 1);
             let t = Instant::now();
-            p.publish_confirmed(wire::encode(flow.payload, 0, n, wire::ns_of(t)))
+            p.publish_confirmed(flow.format.encode(flow.payload, 0, n, wire::ns_of(t)))
                 .await?;
             let _ = hist
                 .borrow_mut()

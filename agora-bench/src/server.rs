@@ -24,8 +24,20 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `system`'s server; `agora` and `relay` are the binaries to use for those.
     pub(crate) fn start(system: System, bins: &Bins, log_dir: &Path) -> Result<Server, String> {
+        Server::start_with(system, bins, log_dir, system.name(), &[])
+    }
+
+    /// [`Server::start`] with `extra` arguments after the bench's own (Agora only: the
+    /// compare mode's A and B), logging to `<log_dir>/<log_name>.log`.
+    pub(crate) fn start_with(
+        system: System,
+        bins: &Bins,
+        log_dir: &Path,
+        log_name: &str,
+        extra: &[String],
+    ) -> Result<Server, String> {
         fs::create_dir_all(log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
-        let log = fs::File::create(log_dir.join(format!("{}.log", system.name())))
+        let log = fs::File::create(log_dir.join(format!("{log_name}.log")))
             .map_err(|e| format!("log file: {e}"))?;
         let (mut cmd, port) = match system {
             System::Agora => {
@@ -40,6 +52,7 @@ impl Server {
                     "--queue-max-bytes",
                     "536870912",
                 ]);
+                cmd.args(extra);
                 (cmd, None)
             }
             System::Raw => {
