@@ -84,9 +84,10 @@ pub fn decode_with(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>,
             buf.advance(line_total);
             continue;
         }
-        let parsed = match fast_pub(&buf[..content]) {
+        let line = &buf[..content];
+        let parsed = match fast_pub(line).or_else(|| fast_msg(line)) {
             Some(d) => Ok(d),
-            None => parse_line(&buf[..content]),
+            None => parse_line(line),
         };
         let draft = match parsed {
             Ok(d) => d,
@@ -665,6 +666,55 @@ fn fast_pub(line: &[u8]) -> Option<Draft> {
             hdr: 0,
             total,
             at: 5 + sp,
+        }),
+        deferred: None,
+    })
+}
+
+/// The delivery's fast path (what a client decodes most):
+/// `MSG SP dest SP sid SP did SP count SP size`, single blanks. Anything else returns
+/// `None` and takes the general path.
+fn fast_msg(line: &[u8]) -> Option<Draft> {
+    if line.len() < 6 || !line[..4].eq_ignore_ascii_case(b"MSG ") {
+        return None;
+    }
+    let rest = &line[4..];
+    let sp = memchr::memchr(b' ', rest)?;
+    let dest = &rest[..sp];
+    let kind = if dest.starts_with(b"topic:") {
+        Kind::Topic
+    } else if dest.starts_with(b"queue:") {
+        Kind::Queue
+    } else {
+        return None;
+    };
+    validate_name(&dest[6..]).ok()?;
+    let mut nums = rest[sp + 1..].split(|&b| b == b' ');
+    let sid = number(nums.next()?)?;
+    let did = number(nums.next()?)?;
+    let count = u32::try_from(number(nums.next()?)?)
+        .ok()
+        .filter(|&c| c > 0)?;
+    let size_tok = nums.next()?;
+    let total = number(size_tok)?;
+    if nums.next().is_some() {
+        return None;
+    }
+    Some(Draft {
+        rid: None,
+        shape: Shape::Msg {
+            dest: DestSpan {
+                kind,
+                name: 10..4 + sp,
+            },
+            sid,
+            did,
+            count,
+        },
+        payload: Some(PayloadSpec {
+            hdr: 0,
+            total,
+            at: line.len() - size_tok.len(),
         }),
         deferred: None,
     })

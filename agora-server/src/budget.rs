@@ -59,18 +59,14 @@ pub(crate) struct Charge {
 }
 
 impl Charge {
-    /// Splits `parts` charges of `each` bytes off this one (which must hold enough).
-    pub fn split(mut self, parts: usize, each: usize) -> Vec<Charge> {
-        let mut v = Vec::with_capacity(parts);
-        for _ in 0..parts {
-            let take = each.min(self.n);
-            self.n -= take;
-            v.push(Charge {
-                budget: self.budget.clone(),
-                n: take,
-            });
+    /// Takes a charge of `n` bytes out of this one (at most what it holds).
+    pub fn take(&mut self, n: usize) -> Charge {
+        let n = n.min(self.n);
+        self.n -= n;
+        Charge {
+            budget: if n > 0 { self.budget.clone() } else { None },
+            n,
         }
-        v
     }
 }
 

@@ -196,11 +196,9 @@ impl Topic {
                 self.budget.limit()
             )));
         };
-        let mut charges = match self.budget.enabled() {
-            true => charge.split(subs.len(), size),
-            false => Vec::new(),
-        }
-        .into_iter();
+        // One budget reservation for all copies, handed out one per delivery.
+        let mut charge = charge;
+        let charging = self.budget.enabled();
         let mut sent = 0;
         for s in subs.iter() {
             let msg = if self.copy_fanout {
@@ -217,7 +215,7 @@ impl Topic {
                 did: 0,
                 count: 1,
                 msg,
-                _charge: charges.next(),
+                _charge: charging.then(|| charge.take(size)),
             };
             // Two publishers racing may each see room for one: the bound can be
             // passed by at most the number of executor threads.
