@@ -73,6 +73,24 @@ fn value(dump: &str, name: &str) -> Option<f64> {
 pub(crate) fn run() -> Result<()> {
     let root = project_root();
     let dir = root.join("ci/statsd");
+    let has = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has("node") || !has("npm") {
+        // Like the pinned mdbook, what the check needs it installs (Debian's packages).
+        println!("Node.js or npm is missing: installing them with apt-get");
+        process::run(Command::new("apt-get").args(["update", "-qq"]))?;
+        process::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "nodejs", "npm"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
     if !dir.join("node_modules/statsd/stats.js").exists() {
         // Exactly the locked versions; install scripts are not needed (they build an
         // optional syslog backend).
