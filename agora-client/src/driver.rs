@@ -81,6 +81,10 @@ pub(crate) struct SubEntry {
     pub dest: Destination,
     /// `Some` for queue consumers.
     pub prefetch: Option<u32>,
+    /// A queue consumer in the broker's auto-ack mode (`ack=auto`): the broker forgets a
+    /// delivery once written, so a full buffer here holds the reader back (TCP
+    /// backpressure) instead of giving anything back.
+    pub auto_ack: bool,
     pub tx: Sender<Incoming>,
     /// A queue consumer's receiver, kept to drop deliveries of a lost connection.
     pub drain: Option<Receiver<Incoming>>,
@@ -587,7 +591,13 @@ impl Driver {
         loop {
             loop {
                 match decode_with(&mut buf, &self.limits.get()) {
-                    Ok(Some(f)) => self.on_frame(f, generation),
+                    Ok(Some(f)) => {
+                        // An auto-ack consumer's full buffer: wait for room, which stops
+                        // this connection's reading (and so the broker's sending).
+                        if let Some((tx, item)) = self.on_frame(f, generation) {
+                            let _ = tx.send(item).await;
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) if e.is_fatal() => return End::Lost(Error::Protocol(e)),
                     Err(e) => log::warn!("agora client: skipped a frame from the broker: {e}"),
@@ -642,9 +652,11 @@ impl Driver {
         let _ = self.errors.force_send(e);
     }
 
-    fn on_frame(&self, f: Frame, generation: u64) {
+    /// Acts on one frame; returns a delivery that must wait for room (see
+    /// [`SubEntry::auto_ack`]).
+    fn on_frame(&self, f: Frame, generation: u64) -> Option<(Sender<Incoming>, Incoming)> {
         match f {
-            Frame::Msg(msg) => self.deliver(msg, generation),
+            Frame::Msg(msg) => return self.deliver(msg, generation),
             Frame::Ok { rid } => {
                 self.answer(rid, Ok(Answer::Ok));
             }
@@ -697,6 +709,7 @@ impl Driver {
             }
             other => log::debug!("agora client: ignored {} from the broker", other.command()),
         }
+        None
     }
 
     /// Hands a delivery to its subscription without ever waiting on the application.
@@ -706,19 +719,29 @@ impl Driver {
     /// - Queue consumer full: cannot happen while the broker keeps to the prefetch
     ///   (the buffer holds `prefetch` deliveries); if it does, the delivery is NACKed so
     ///   the broker gives it to someone, never dropped.
-    fn deliver(&self, msg: agora_protocol::Delivery, generation: u64) {
+    fn deliver(
+        &self,
+        msg: agora_protocol::Delivery,
+        generation: u64,
+    ) -> Option<(Sender<Incoming>, Incoming)> {
         let subs = self.subs.borrow();
         let Some(e) = subs.get(&msg.sid) else {
             // Ended locally; the broker takes back unacked deliveries on UNSUB.
-            return;
+            return None;
         };
         if e.tx.receiver_count() <= usize::from(e.drain.is_some()) {
             // Nobody holds the stream (a subscribe whose caller gave up waiting, say):
             // end it at the broker too.
             let _ = self.ctl_tx.try_send(Ctl::Unsub { sid: msg.sid });
-            return;
+            return None;
         }
         let item = Incoming { msg, generation };
+        if e.auto_ack {
+            return match e.tx.try_send(item) {
+                Err(TrySendError::Full(item)) => Some((e.tx.clone(), item)),
+                _ => None,
+            };
+        }
         if e.prefetch.is_none() {
             if let Ok(Some(_)) = e.tx.force_send(item) {
                 let n = e.dropped.fetch_add(1, SeqCst) + 1;
@@ -741,6 +764,7 @@ impl Driver {
                 ack: false,
             });
         }
+        None
     }
 }
 
@@ -750,7 +774,13 @@ fn sub_frame(rid: Option<u64>, sid: u64, e: &SubEntry) -> Frame {
         dest: e.dest.clone(),
         sid,
         prefetch: e.prefetch,
-        ack: e.prefetch.map(|_| AckMode::Manual),
+        ack: e.prefetch.map(|_| {
+            if e.auto_ack {
+                AckMode::Auto
+            } else {
+                AckMode::Manual
+            }
+        }),
     })
 }
 

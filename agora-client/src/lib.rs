@@ -873,6 +873,7 @@ impl Client {
         &self,
         dest: &Destination,
         prefetch: Option<u32>,
+        auto_ack: bool,
     ) -> Result<(u64, SubParts)> {
         let sid = self.inner.shared.next_sid.fetch_add(1, SeqCst);
         let cap = prefetch.map_or(self.inner.opts.subscription_buffer, |p| p.max(1) as usize);
@@ -881,6 +882,7 @@ impl Client {
         let entry = SubEntry {
             dest: dest.clone(),
             prefetch: prefetch.map(|p| p.max(1)),
+            auto_ack,
             tx,
             drain: prefetch.map(|_| rx.clone()),
             dropped: dropped.clone(),
@@ -1077,7 +1079,7 @@ impl Topic {
     /// # });
     /// ```
     pub async fn subscribe(&self) -> Result<Subscription> {
-        let (sid, parts) = self.client.subscribe_to(&self.dest, None).await?;
+        let (sid, parts) = self.client.subscribe_to(&self.dest, None, false).await?;
         Ok(Subscription::new(
             self.client.clone(),
             sid,
@@ -1265,7 +1267,10 @@ impl Queue {
     /// # });
     /// ```
     pub async fn consume(&self, prefetch: u32) -> Result<Consumer> {
-        let (sid, parts) = self.client.subscribe_to(&self.dest, Some(prefetch)).await?;
+        let (sid, parts) = self
+            .client
+            .subscribe_to(&self.dest, Some(prefetch), false)
+            .await?;
         Ok(Consumer::new(
             self.client.clone(),
             sid,
@@ -1275,12 +1280,17 @@ impl Queue {
         ))
     }
 
-    /// Consumes, acknowledging each delivery as the application takes it from the
-    /// stream (the client sends the `ACK`; [`Delivery::ack`] is then a no-op).
+    /// Consumes in the broker's auto-ack mode (`ack=auto`): the broker forgets each
+    /// message once it has written it to this connection, so no `ACK` travels and
+    /// [`Delivery::ack`] is a no-op. This is the fast mode, and it is at-most-once for
+    /// what is in flight: deliveries written but not yet taken by the application when
+    /// the connection drops are lost (use [`consume`](Queue::consume) with acks when
+    /// that matters).
     ///
-    /// The client does this rather than asking the broker for `ack=auto`, so the
-    /// prefetch still bounds what is buffered, and what was buffered but not taken
-    /// when the connection drops goes back to the queue instead of being lost.
+    /// `prefetch` bounds both what the broker has in flight and this consumer's buffer;
+    /// when the application falls behind, the client stops reading the connection (TCP
+    /// backpressure) rather than dropping anything, which also holds back the other
+    /// subscriptions of this client.
     ///
     /// ```no_run
     /// # futures_lite::future::block_on(async {
@@ -1294,7 +1304,10 @@ impl Queue {
     /// # });
     /// ```
     pub async fn consume_auto_ack(&self, prefetch: u32) -> Result<Consumer> {
-        let (sid, parts) = self.client.subscribe_to(&self.dest, Some(prefetch)).await?;
+        let (sid, parts) = self
+            .client
+            .subscribe_to(&self.dest, Some(prefetch), true)
+            .await?;
         Ok(Consumer::new(
             self.client.clone(),
             sid,

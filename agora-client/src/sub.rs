@@ -518,13 +518,6 @@ impl Stream for Consumer {
         this.rx.as_mut().poll_next(cx).map(|o| {
             o.map(|i| {
                 let ctl = this.client.inner.ctl.clone();
-                if this.auto_ack {
-                    let _ = ctl.try_send(Ctl::Settle {
-                        did: i.msg.did,
-                        generation: i.generation,
-                        ack: true,
-                    });
-                }
                 Delivery {
                     did: i.msg.did,
                     generation: i.generation,

@@ -235,7 +235,7 @@ fn a_dropped_consumer_gives_its_unacked_deliveries_to_the_other() {
 }
 
 #[test]
-fn consume_auto_ack_acks_as_taken() {
+fn consume_auto_ack_is_the_brokers_auto_ack() {
     let server = start();
     smol::block_on(async {
         let client = Client::connect(server.addr).await.unwrap();
@@ -251,7 +251,7 @@ fn consume_auto_ack_acks_as_taken() {
             assert_eq!(d.payload(), want);
             assert_eq!(d.destination().to_string(), "queue:auto");
             assert_eq!(d.generation(), 1);
-            assert!(d.delivery_id() > 0);
+            assert_eq!(d.delivery_id(), 0, "nothing to acknowledge");
             d.ack().await.unwrap(); // a no-op, not an error
         }
         wait_until("everything is acked", || async {
@@ -261,6 +261,29 @@ fn consume_auto_ack_acks_as_taken() {
         })
         .await;
         within(c.unsubscribe()).await.unwrap();
+    });
+}
+
+#[test]
+fn an_auto_ack_consumer_that_falls_behind_holds_the_broker_back_and_loses_nothing() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let q = client.queue("backpressure").unwrap();
+        for i in 0..2000u32 {
+            q.publish(i.to_string()).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        // A tiny prefetch and a consumer that takes its time now and then: the client
+        // stops reading when its buffer is full instead of dropping.
+        let mut c = client.consume_auto_ack("backpressure", 2).await.unwrap();
+        for i in 0..2000u32 {
+            if i % 500 == 0 {
+                async_io::Timer::after(std::time::Duration::from_millis(20)).await;
+            }
+            let d = within(c.next()).await.unwrap();
+            assert_eq!(d.payload(), i.to_string().as_str());
+        }
     });
 }
 
