@@ -1,5 +1,12 @@
 //! The broker-wide memory budget: payload bytes held in queues and in topic
-//! subscribers' buffers, counted where they are taken and given back when dropped.
+//! subscribers' buffers.
+//!
+//! Bytes are taken where a message is accepted and given back where it leaves: a queue
+//! gives back when a message is acknowledged, written (auto-ack), purged or
+//! dead-lettered; a topic subscription's shipper gives back once per written batch, and
+//! whatever a subscription still holds when it ends is given back as it is dropped. No
+//! per-message reference to the budget is kept, so the hot path touches the shared
+//! counter once per publish and once per batch, not once per delivery.
 
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::Arc;
@@ -21,25 +28,29 @@ impl Budget {
         })
     }
 
-    /// Whether charges are counted at all.
+    /// Whether anything is counted at all.
     pub fn enabled(&self) -> bool {
         self.enabled
     }
 
-    /// Takes `n` bytes, or `None` if that would pass the limit.
-    pub fn try_charge(self: &Arc<Self>, n: usize) -> Option<Charge> {
-        if !self.enabled {
-            return Some(Charge { budget: None, n: 0 });
+    /// Takes `n` bytes; false (taking nothing) if that would pass the limit.
+    pub fn try_take(&self, n: usize) -> bool {
+        if !self.enabled || n == 0 {
+            return true;
         }
         let before = self.used.fetch_add(n, SeqCst);
-        if before + n > self.limit && n > 0 {
+        if before + n > self.limit {
             self.used.fetch_sub(n, SeqCst);
-            return None;
+            return false;
         }
-        Some(Charge {
-            budget: Some(self.clone()),
-            n,
-        })
+        true
+    }
+
+    /// Gives back `n` bytes taken earlier.
+    pub fn give_back(&self, n: usize) {
+        if self.enabled && n > 0 {
+            self.used.fetch_sub(n, SeqCst);
+        }
     }
 
     pub fn used(&self) -> usize {
@@ -48,38 +59,5 @@ impl Budget {
 
     pub fn limit(&self) -> usize {
         self.limit
-    }
-}
-
-/// Bytes taken from the budget; given back when dropped.
-pub(crate) struct Charge {
-    /// `None` when the budget is disabled (nothing to give back).
-    budget: Option<Arc<Budget>>,
-    n: usize,
-}
-
-impl Charge {
-    /// Takes a charge of `n` bytes out of this one (at most what it holds).
-    pub fn take(&mut self, n: usize) -> Charge {
-        let n = n.min(self.n);
-        self.n -= n;
-        Charge {
-            budget: if n > 0 { self.budget.clone() } else { None },
-            n,
-        }
-    }
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        if let (Some(b), true) = (&self.budget, self.n > 0) {
-            b.used.fetch_sub(self.n, SeqCst);
-        }
-    }
-}
-
-impl std::fmt::Debug for Charge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Charge({})", self.n)
     }
 }

@@ -615,9 +615,12 @@ impl Conn<'_> {
                     Err(TopicRefused::Closed) => continue,
                 },
                 Handle::Queue(q) => match q.reserve(msg.size()) {
-                    Ok(charge) => match q.tx.send(QueueCmd::Publish(msg, charge)).await {
+                    Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
                         Ok(()) => return self.confirmed(p.rid).await,
-                        Err(async_channel::SendError(QueueCmd::Publish(m, _))) => msg = m,
+                        Err(async_channel::SendError(QueueCmd::Publish(m))) => {
+                            q.unreserve(m.size());
+                            msg = m;
+                        }
                         Err(_) => return false,
                     },
                     Err(Refused::Full(why)) => {
@@ -749,6 +752,8 @@ impl Conn<'_> {
                     latency: (!self.broker.config.ablation.no_metrics)
                         .then(|| topic.latency.clone()),
                     seen: 0,
+                    budget: Some(self.broker.budget.clone()),
+                    unreturned: 0,
                 };
                 self.subs.insert(s.sid, Sub::Topic { topic, sub });
                 return Ok(add);
@@ -798,6 +803,8 @@ impl Conn<'_> {
                 written: auto_ack.then(|| (queue.tx.clone(), cid)),
                 latency: (!self.broker.config.ablation.no_metrics).then(|| queue.latency.clone()),
                 seen: 0,
+                budget: None,
+                unreturned: 0,
             };
             let consumer_tx = tx.clone();
             let consumer = Consumer {

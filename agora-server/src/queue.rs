@@ -21,7 +21,7 @@ use agora_protocol::{Destination, ErrorCode, ErrorReply, Frame, Kind, Name};
 use async_channel::{Receiver, Sender, TrySendError};
 use futures_lite::StreamExt;
 
-use crate::budget::{Budget, Charge};
+use crate::budget::Budget;
 use crate::config::QueueSettings;
 use crate::manager::{Handle, ManagerCmd};
 use crate::shipper::{Delivery, Message, Outbox};
@@ -29,7 +29,7 @@ use crate::shipper::{Delivery, Message, Outbox};
 /// Commands a queue task takes.
 pub(crate) enum QueueCmd {
     /// A message whose room was reserved by [`QueueShared::reserve`].
-    Publish(Message, Charge),
+    Publish(Message),
     /// A new consumer.
     Subscribe(Consumer),
     /// A consumer leaves (UNSUB or its connection closed); its messages come back.
@@ -120,7 +120,7 @@ pub(crate) enum Refused {
 
 impl QueueShared {
     /// Reserves room for one message of `size` bytes, or says why not.
-    pub fn reserve(&self, size: usize) -> Result<Charge, Refused> {
+    pub fn reserve(&self, size: usize) -> Result<(), Refused> {
         let n = self.held.fetch_add(1, SeqCst);
         let b = self.held_bytes.fetch_add(size, SeqCst);
         let s = &self.settings;
@@ -139,24 +139,32 @@ impl QueueShared {
         } else {
             None
         };
-        let charge = match refused {
+        let taken = match refused {
             Some(r) => Err(r),
-            None => self.budget.try_charge(size).ok_or_else(|| {
-                Refused::Memory(format!(
-                    "the broker's memory budget of {} bytes is spent",
-                    self.budget.limit()
-                ))
-            }),
+            None if self.budget.try_take(size) => Ok(()),
+            None => Err(Refused::Memory(format!(
+                "the broker's memory budget of {} bytes is spent",
+                self.budget.limit()
+            ))),
         };
-        if charge.is_err() {
-            self.release(1, size);
+        if taken.is_err() {
+            // Undo the counts only: the budget took nothing.
+            self.held.fetch_sub(1, SeqCst);
+            self.held_bytes.fetch_sub(size, SeqCst);
         }
-        charge
+        taken
+    }
+
+    /// Gives back what [`reserve`](QueueShared::reserve) took for messages that never
+    /// entered the queue (its channel was closed).
+    pub fn unreserve(&self, size: usize) {
+        self.release(1, size);
     }
 
     fn release(&self, n: usize, bytes: usize) {
         self.held.fetch_sub(n, SeqCst);
         self.held_bytes.fetch_sub(bytes, SeqCst);
+        self.budget.give_back(bytes);
     }
 
     /// True when the queue holds nothing and nobody consumes it.
@@ -226,8 +234,6 @@ struct Held {
     msg: Message,
     /// Deliveries so far.
     count: u32,
-    /// Its share of the broker's memory budget, given back when it is dropped.
-    _charge: Charge,
     /// When it entered the queue (for TTL).
     enqueued: Instant,
     /// A consumer not to give it to next (the one whose ack timed out), if others can.
@@ -349,7 +355,7 @@ impl Queue {
     /// Handles one command; true when the queue must stop.
     fn handle(&mut self, cmd: QueueCmd) -> bool {
         match cmd {
-            QueueCmd::Publish(msg, charge) => {
+            QueueCmd::Publish(msg) => {
                 self.shared.messages_in.fetch_add(1, Relaxed);
                 self.shared
                     .bytes_in
@@ -357,7 +363,6 @@ impl Queue {
                 self.pending.push_back(Held {
                     msg,
                     count: 0,
-                    _charge: charge,
                     enqueued: Instant::now(),
                     avoid: None,
                 });
@@ -431,7 +436,9 @@ impl Queue {
                     self.shared.consumers.fetch_sub(1, SeqCst);
                 }
                 self.shared.held.store(0, SeqCst);
-                self.shared.held_bytes.store(0, SeqCst);
+                self.shared
+                    .budget
+                    .give_back(self.shared.held_bytes.swap(0, SeqCst));
                 self.publish_figures();
                 let _ = reply.try_send(n);
                 return true;
@@ -549,7 +556,7 @@ impl Queue {
                 did,
                 count: h.count,
                 msg: h.msg.clone(),
-                _charge: None,
+                charged: 0,
             };
             match c.c.tx.try_send(d) {
                 Ok(()) => {
@@ -636,13 +643,15 @@ impl Queue {
             let _ = msg
                 .headers
                 .insert(DEAD_LETTER_DELIVERIES, &h.count.to_string());
-            match dlq.reserve(msg.size()) {
-                Ok(charge) => {
-                    if dlq.tx.send(QueueCmd::Publish(msg, charge)).await.is_ok() {
+            let size = msg.size();
+            match dlq.reserve(size) {
+                Ok(()) => {
+                    if dlq.tx.send(QueueCmd::Publish(msg)).await.is_ok() {
                         self.shared.release(1, h.msg.size());
                         self.shared.deadlettered.fetch_add(1, Relaxed);
                         log::trace!("{from}: dead-lettered a message ({reason})");
                     } else {
+                        dlq.unreserve(size);
                         self.pending.push_back(h);
                     }
                 }

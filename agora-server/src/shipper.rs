@@ -55,9 +55,10 @@ pub(crate) struct Delivery {
     /// Delivery count, this one included.
     pub count: u32,
     pub msg: Message,
-    /// A topic delivery's share of the memory budget, given back when it is written
-    /// or dropped. (A queue keeps its messages' charges itself.)
-    pub _charge: Option<crate::budget::Charge>,
+    /// Bytes this delivery holds of the memory budget: a topic delivery's payload, given
+    /// back when its batch is written or the subscription ends; 0 for queue
+    /// deliveries (the queue gives its bytes back itself).
+    pub charged: usize,
 }
 
 /// The receiving end of a subscription, handed to the shipper.
@@ -75,6 +76,33 @@ pub(crate) struct SubRx {
     pub latency: Option<crate::metrics::LatencyRef>,
     /// Deliveries encoded so far (which ones to sample).
     pub seen: u64,
+    /// Topic subscriptions: the budget their deliveries' bytes go back to.
+    pub budget: Option<Arc<crate::budget::Budget>>,
+    /// Bytes of deliveries encoded into the current batch, given back once it is
+    /// written.
+    pub unreturned: usize,
+}
+
+impl Drop for SubRx {
+    /// Whatever the subscription still holds, in its channel or in an unwritten batch,
+    /// goes back to the budget: every way a subscription ends passes here.
+    fn drop(&mut self) {
+        let Some(b) = &self.budget else { return };
+        let mut n = std::mem::take(&mut self.unreturned);
+        while let Ok(d) = self.rx.try_recv() {
+            n += d.charged;
+        }
+        b.give_back(n);
+    }
+}
+
+impl SubRx {
+    /// The batch was written: its bytes go back to the budget.
+    fn batch_written(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give_back(std::mem::take(&mut self.unreturned));
+        }
+    }
 }
 
 /// What a connection's shipper is told through its outbox.
@@ -280,6 +308,7 @@ impl Future for WaitAny<'_> {
 
 fn encode_delivery(s: &mut SubRx, d: &Delivery, buf: &mut BytesMut, now: Instant) {
     s.seen += 1;
+    s.unreturned += d.charged;
     if s.seen % LATENCY_SAMPLE == 1 {
         if let Some(l) = &s.latency {
             l.record(now.saturating_duration_since(d.msg.received));
@@ -426,6 +455,9 @@ pub(crate) async fn run(
             }
             buf.clear();
             ends.clear();
+        }
+        for s in subs.iter_mut() {
+            s.batch_written();
         }
         for (s, n) in subs.iter().zip(&written) {
             report_written(s, *n).await;

@@ -189,16 +189,18 @@ impl Topic {
         // Each subscriber's buffered copy counts against the budget (the payload is
         // shared, but each copy may outlive the others).
         let size = msg.size();
-        let Some(charge) = self.budget.try_charge(size * subs.len()) else {
+        if !self.budget.try_take(size * subs.len()) {
             self.messages_in.fetch_sub(1, Relaxed);
             return Err(TopicRefused::Memory(format!(
                 "the broker's memory budget of {} bytes is spent",
                 self.budget.limit()
             )));
-        };
-        // One budget reservation for all copies, handed out one per delivery.
-        let mut charge = charge;
-        let charging = self.budget.enabled();
+        }
+        // One budget reservation for all copies, one share per delivery; shares that
+        // find no place (a closed or cut-off subscriber, a dropped oldest message) go
+        // back at the end.
+        let charged = if self.budget.enabled() { size } else { 0 };
+        let mut unplaced = 0;
         let mut sent = 0;
         for s in subs.iter() {
             let msg = if self.copy_fanout {
@@ -215,14 +217,15 @@ impl Topic {
                 did: 0,
                 count: 1,
                 msg,
-                _charge: charging.then(|| charge.take(size)),
+                charged,
             };
             // Two publishers racing may each see room for one: the bound can be
             // passed by at most the number of executor threads.
             if s.tx.len() >= s.cap {
                 match self.policy {
                     SlowConsumerPolicy::DropOldest => {
-                        if s.rx.try_recv().is_ok() {
+                        if let Ok(old) = s.rx.try_recv() {
+                            unplaced += old.charged;
                             let before = s.dropped.fetch_add(1, Relaxed);
                             // Once per power of two, so a stalled subscriber cannot
                             // flood the log.
@@ -238,14 +241,17 @@ impl Topic {
                     }
                     SlowConsumerPolicy::Disconnect => {
                         self.cut_off(s);
+                        unplaced += charged;
                         continue;
                     }
                 }
             }
-            if s.tx.try_send(d).is_ok() {
-                sent += 1;
+            match s.tx.try_send(d) {
+                Ok(()) => sent += 1,
+                Err(_) => unplaced += charged,
             }
         }
+        self.budget.give_back(unplaced);
         self.messages_out.fetch_add(sent, Relaxed);
         self.bytes_in.fetch_add(msg.payload.len() as u64, Relaxed);
         self.bytes_out
