@@ -266,6 +266,11 @@ impl Conn<'_> {
         let mut read_size = READ_MIN;
         // Pings sent since the client was last heard from.
         let mut missed = 0;
+        // One timer for the connection's life, moved forward as the client is heard
+        // from (registering a timer per read would cost a reactor round trip per read).
+        let ping_every = self.broker.config.ping_interval;
+        let no_pings = self.broker.config.ablation.no_defences;
+        let mut ping_timer = smol::Timer::after(ping_every);
         loop {
             loop {
                 match decode_with(&mut buf, &self.limits) {
@@ -293,8 +298,6 @@ impl Conn<'_> {
             }
             let len = buf.len();
             buf.resize(len + read_size, 0);
-            let ping_every = self.broker.config.ping_interval;
-            let no_pings = self.broker.config.ablation.no_defences;
             let event = future::or(
                 async { Event::Read(stream.read(&mut buf[len..]).await) },
                 future::or(
@@ -306,7 +309,7 @@ impl Conn<'_> {
                         if no_pings {
                             future::pending::<()>().await;
                         }
-                        smol::Timer::after(ping_every).await;
+                        (&mut ping_timer).await;
                         Event::Silent
                     },
                 ),
@@ -338,6 +341,13 @@ impl Conn<'_> {
                 }
                 Event::Silent => {
                     buf.truncate(len);
+                    // Heard from since the timer was set: not silent, look again later.
+                    let quiet = self.read_at.elapsed();
+                    if quiet < ping_every {
+                        ping_timer.set_after(ping_every - quiet);
+                        continue;
+                    }
+                    ping_timer.set_after(ping_every);
                     let max = self.broker.config.max_missed_pings;
                     if missed >= max {
                         log::debug!("client {} did not answer {max} pings", self.peer);
