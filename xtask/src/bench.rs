@@ -68,7 +68,11 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         build.arg("--no-default-features");
     }
     process::run(&mut build)?;
-    let mut bench = std::process::Command::new(root.join("target/release/agora-bench"));
+    // Where cargo put it: CARGO_TARGET_DIR when set, else the workspace's target/.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let mut bench = std::process::Command::new(target.join("release/agora-bench"));
     bench
         .current_dir(&root)
         .arg("--out")
