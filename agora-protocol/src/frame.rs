@@ -316,7 +316,9 @@ pub(crate) fn valid_header_value(v: &str) -> bool {
 /// Message headers: ordered `key: value` pairs.
 ///
 /// Keys are compared without regard to ASCII case, as in HTTP; the case given is kept.
-/// An empty `Headers` does not allocate.
+/// An empty `Headers` does not allocate, and cloning shares the entries (a reference
+/// count: a topic's subscribers all get the same headers), copying them only when a
+/// clone is changed.
 ///
 /// ```
 /// let mut h = agora_protocol::Headers::new();
@@ -324,26 +326,34 @@ pub(crate) fn valid_header_value(v: &str) -> bool {
 /// assert_eq!(h.get("trace-id"), Some("abc123"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Option<std::sync::Arc<Vec<(String, String)>>>);
 
 impl Headers {
     /// No headers.
     pub const fn new() -> Headers {
-        Headers(Vec::new())
+        Headers(None)
+    }
+
+    fn entries(&self) -> &[(String, String)] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn entries_mut(&mut self) -> &mut Vec<(String, String)> {
+        std::sync::Arc::make_mut(self.0.get_or_insert_with(Default::default))
     }
 
     /// Sets `key` to `value`, replacing any earlier values of `key`.
     pub fn insert(&mut self, key: &str, value: &str) -> Result<(), HeaderError> {
         Self::check(key, value)?;
         self.remove(key);
-        self.0.push((key.to_owned(), value.to_owned()));
+        self.entries_mut().push((key.to_owned(), value.to_owned()));
         Ok(())
     }
 
     /// Adds `key: value` after the existing entries, keeping earlier values of `key`.
     pub fn append(&mut self, key: &str, value: &str) -> Result<(), HeaderError> {
         Self::check(key, value)?;
-        self.0.push((key.to_owned(), value.to_owned()));
+        self.entries_mut().push((key.to_owned(), value.to_owned()));
         Ok(())
     }
 
@@ -359,12 +369,12 @@ impl Headers {
 
     /// Adds an entry the decoder already validated.
     pub(crate) fn push_validated(&mut self, key: String, value: String) {
-        self.0.push((key, value));
+        self.entries_mut().push((key, value));
     }
 
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
+        self.entries()
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v.as_str())
@@ -372,29 +382,42 @@ impl Headers {
 
     /// Removes every entry of `key`; returns how many there were.
     pub fn remove(&mut self, key: &str) -> usize {
-        let before = self.0.len();
-        self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
-        before - self.0.len()
+        if !self
+            .entries()
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(key))
+        {
+            return 0;
+        }
+        let v = self.entries_mut();
+        let before = v.len();
+        v.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        let removed = before - v.len();
+        if v.is_empty() {
+            // Empty is always `None`, so equal headers compare equal.
+            self.0 = None;
+        }
+        removed
     }
 
     /// The entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries().iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// How many entries.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries().len()
     }
 
     /// No entries.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries().is_empty()
     }
 
     /// The size of the encoded header block, including its closing blank line.
     pub fn encoded_len(&self) -> usize {
-        self.0
+        self.entries()
             .iter()
             .map(|(k, v)| k.len() + 2 + v.len() + 2)
             .sum::<usize>()
