@@ -672,13 +672,17 @@ fn fast_pub(line: &[u8]) -> Option<Draft> {
 }
 
 /// The delivery's fast path (what a client decodes most):
-/// `MSG SP dest SP sid SP did SP count SP size`, single blanks. Anything else returns
-/// `None` and takes the general path.
+/// `MSG SP dest SP sid SP did SP count SP size`, or `HMSG` with `hdr-size SP size`
+/// at the end, single blanks. Anything else returns `None` and takes the general path.
 fn fast_msg(line: &[u8]) -> Option<Draft> {
-    if line.len() < 6 || !line[..4].eq_ignore_ascii_case(b"MSG ") {
+    let (with_headers, skip) = if line.len() >= 6 && line[..4].eq_ignore_ascii_case(b"MSG ") {
+        (false, 4)
+    } else if line.len() >= 7 && line[..5].eq_ignore_ascii_case(b"HMSG ") {
+        (true, 5)
+    } else {
         return None;
-    }
-    let rest = &line[4..];
+    };
+    let rest = &line[skip..];
     let sp = memchr::memchr(b' ', rest)?;
     let dest = &rest[..sp];
     let kind = if dest.starts_with(b"topic:") {
@@ -695,9 +699,15 @@ fn fast_msg(line: &[u8]) -> Option<Draft> {
     let count = u32::try_from(number(nums.next()?)?)
         .ok()
         .filter(|&c| c > 0)?;
+    let hdr = if with_headers {
+        let h = number(nums.next()?)?;
+        usize::try_from(h).ok()?
+    } else {
+        0
+    };
     let size_tok = nums.next()?;
     let total = number(size_tok)?;
-    if nums.next().is_some() {
+    if nums.next().is_some() || (with_headers && (hdr < 2 || hdr as u64 > total)) {
         return None;
     }
     Some(Draft {
@@ -705,14 +715,14 @@ fn fast_msg(line: &[u8]) -> Option<Draft> {
         shape: Shape::Msg {
             dest: DestSpan {
                 kind,
-                name: 10..4 + sp,
+                name: skip + 6..skip + sp,
             },
             sid,
             did,
             count,
         },
         payload: Some(PayloadSpec {
-            hdr: 0,
+            hdr,
             total,
             at: line.len() - size_tok.len(),
         }),

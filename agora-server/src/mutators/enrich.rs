@@ -44,6 +44,34 @@ pub struct Database {
 /// A row: column names and values, in the table's column order.
 type Row = Vec<(String, Value)>;
 
+/// A row as the cache keeps it: the columns, and the header block `into=header` adds,
+/// built once per lookup so a cache hit on a message without headers costs no
+/// allocation (headers are shared, copy on write).
+struct Found {
+    row: Row,
+    headers: agora_protocol::Headers,
+}
+
+impl Found {
+    /// `key_column` is not merged (the message has it already).
+    fn new(row: Row, key_column: &str) -> Found {
+        let mut headers = agora_protocol::Headers::new();
+        for (c, v) in row
+            .iter()
+            .filter(|(c, _)| !c.eq_ignore_ascii_case(key_column))
+        {
+            let text = match v {
+                Value::Null => continue,
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            // Columns that cannot be headers (odd names, line breaks) are skipped.
+            let _ = headers.insert(c, &text);
+        }
+        Found { row, headers }
+    }
+}
+
 impl Database {
     /// A database called `name` at `path` (not opened yet).
     pub fn new(name: &str, path: PathBuf) -> Database {
@@ -102,7 +130,7 @@ fn query(conn: &Connection, table: &str, column: &str, key: &str) -> rusqlite::R
 /// What a lookup found, as cached.
 #[derive(Clone)]
 enum Answer {
-    Row(Arc<Row>),
+    Row(Arc<Found>),
     NoRow,
     Error(Arc<str>),
 }
@@ -324,20 +352,16 @@ impl Cfg {
         }
     }
 
-    fn merge(&self, row: &Row, msg: &mut Msg) {
-        let cols = row
+    fn merge(&self, found: &Found, msg: &mut Msg) {
+        let cols = found
+            .row
             .iter()
             .filter(|(c, _)| !c.eq_ignore_ascii_case(&self.column));
         match &self.into {
+            Target::Header if msg.headers.is_empty() => msg.headers = found.headers.clone(),
             Target::Header => {
-                for (c, v) in cols {
-                    let text = match v {
-                        Value::Null => continue,
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    // Columns that cannot be headers (odd names, line breaks) are skipped.
-                    let _ = msg.headers.insert(c, &text);
+                for (c, v) in found.headers.iter() {
+                    let _ = msg.headers.insert(c, v);
                 }
             }
             Target::Json => {
@@ -380,9 +404,10 @@ impl Mutator for Enrich {
                 cfg.column.clone(),
                 key.clone(),
             );
+            let column_for_row = column.clone();
             let lookup = async move {
                 match blocking::unblock(move || db.lookup(&table, &column, &k)).await {
-                    Ok(Some(r)) => Answer::Row(Arc::new(r)),
+                    Ok(Some(r)) => Answer::Row(Arc::new(Found::new(r, &column_for_row))),
                     Ok(None) => Answer::NoRow,
                     Err(e) => Answer::Error(e.into()),
                 }
