@@ -20,6 +20,7 @@ use agora_client::{Client, Destination};
 use serde::Serialize;
 
 use crate::drivers;
+use crate::report::Spread;
 use crate::scenario::{self, Cell, Scenario, ServerView, Settings};
 use crate::server::{Bins, Server};
 use crate::wire::{self, Format};
@@ -134,33 +135,6 @@ struct Run {
     lost: u64,
     duplicated: u64,
     statsd_datagrams: u64,
-}
-
-/// Median, lowest and highest of some ratios.
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn spread(mut v: Vec<f64>) -> Option<Spread> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Some(Spread {
-        median,
-        min: v[0],
-        max: v[n - 1],
-    })
 }
 
 #[derive(Debug, Serialize)]
@@ -549,12 +523,12 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
             .map(|(a, b)| b.server_cpu_s_per_million / a.server_cpu_s_per_million)
             .collect();
         let per_side =
-            |v: &[Option<Run>]| spread(v.iter().flatten().map(|r| r.published_per_s).collect());
+            |v: &[Option<Run>]| Spread::of(v.iter().flatten().map(|r| r.published_per_s).collect());
         summaries.push(ScenarioSummary {
             scenario: scenario.id(),
-            throughput_ratio: spread(throughput_ratios.clone()),
+            throughput_ratio: Spread::of(throughput_ratios.clone()),
             throughput_ratios,
-            cpu_ratio: spread(cpu_ratios.clone()),
+            cpu_ratio: Spread::of(cpu_ratios.clone()),
             cpu_ratios,
             a_published_per_s: per_side(&a_runs),
             b_published_per_s: per_side(&b_runs),
@@ -735,9 +709,9 @@ mod tests {
 
     #[test]
     fn spread_of_ratios() {
-        let s = spread(vec![1.0, 0.9, f64::NAN, 1.2]).unwrap();
+        let s = Spread::of(vec![1.0, 0.9, f64::NAN, 1.2]).unwrap();
         assert_eq!((s.median, s.min, s.max), (1.0, 0.9, 1.2));
-        assert!(spread(vec![]).is_none());
+        assert!(Spread::of(vec![]).is_none());
     }
 
     #[test]

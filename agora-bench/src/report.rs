@@ -145,8 +145,8 @@ pub(crate) fn write_json(path: &Path, records: &[Record]) -> Result<(), String> 
     std::fs::write(path, json + "\n").map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Median, min and max of a value over runs.
-#[derive(Debug, Clone, Copy)]
+/// Median, min and max of a value over runs (also the ratios of `compare`).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub(crate) struct Spread {
     pub(crate) median: f64,
     pub(crate) min: f64,
@@ -154,7 +154,8 @@ pub(crate) struct Spread {
 }
 
 impl Spread {
-    fn of(mut v: Vec<f64>) -> Option<Spread> {
+    /// Of the finite values in `v`; `None` if there are none.
+    pub(crate) fn of(mut v: Vec<f64>) -> Option<Spread> {
         v.retain(|x| x.is_finite());
         if v.is_empty() {
             return None;

@@ -136,11 +136,7 @@ pub fn encode_pub(
     payload: &[u8],
     dst: &mut BytesMut,
 ) {
-    let hdr = if headers.is_empty() {
-        0
-    } else {
-        headers.encoded_len()
-    };
+    let hdr = block_len(headers);
     dst.reserve(32 + dest.name.len() + hdr + payload.len());
     line_start(dst, if hdr == 0 { "PUB" } else { "HPUB" }, rid);
     put_dest(dst, dest);
@@ -158,11 +154,7 @@ pub fn encode_msg(
     payload: &[u8],
     dst: &mut BytesMut,
 ) {
-    let hdr = if headers.is_empty() {
-        0
-    } else {
-        headers.encoded_len()
-    };
+    let hdr = block_len(headers);
     dst.reserve(64 + dest.name.len() + hdr + payload.len());
     dst.put_slice(if hdr == 0 { b"MSG" } else { b"HMSG" });
     put_dest(dst, dest);
@@ -182,6 +174,15 @@ pub fn encode_err(rid: RequestId, code: ErrorCode, message: &str, dst: &mut Byte
     dst.put_slice(code.as_str().as_bytes());
     put_message(dst, message);
     crlf(dst);
+}
+
+/// The header block's size on the wire: 0 without headers (a plain `PUB`/`MSG`).
+fn block_len(headers: &Headers) -> usize {
+    if headers.is_empty() {
+        0
+    } else {
+        headers.encoded_len()
+    }
 }
 
 fn sizes_and_body(dst: &mut BytesMut, headers: &Headers, hdr: usize, payload: &[u8]) {
