@@ -27,11 +27,13 @@ use agora_protocol::{
     decode_with, encode, encode_pub, AckMode, Connect, Destination, Frame, Headers, Info, Limits,
     Subscribe, PROTOCOL_VERSION,
 };
-use async_channel::{Receiver, Sender, TrySendError};
+use async_channel::{Receiver, Sender};
 use async_net::TcpStream;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result, ServerError};
+use crate::inbox::{Inbox, Pushed};
+use crate::pubbuf::PubBuf;
 use crate::Options;
 
 /// Bytes read per `read` call at most.
@@ -55,6 +57,8 @@ pub(crate) struct Shared {
     pub next_sid: AtomicU64,
     /// The largest payload the broker accepts, from `INFO`.
     pub server_max_payload: AtomicU64,
+    /// Fire-and-forget publishes, encoded by the publishers.
+    pub pubs: PubBuf,
 }
 
 /// What a request's answer carries.
@@ -85,11 +89,24 @@ pub(crate) struct SubEntry {
     /// delivery once written, so a full buffer here holds the reader back (TCP
     /// backpressure) instead of giving anything back.
     pub auto_ack: bool,
-    pub tx: Sender<Incoming>,
-    /// A queue consumer's receiver, kept to drop deliveries of a lost connection.
-    pub drain: Option<Receiver<Incoming>>,
+    pub inbox: Arc<Inbox>,
     /// Topic messages dropped because the application did not keep up.
     pub dropped: Arc<AtomicU64>,
+}
+
+impl SubEntry {
+    /// A queue consumer that acknowledges explicitly: its deliveries from a lost
+    /// connection come again, so buffered ones are dropped on reconnect.
+    fn manual_ack(&self) -> bool {
+        self.prefetch.is_some() && !self.auto_ack
+    }
+}
+
+impl Drop for SubEntry {
+    /// The driver forgot the subscription: its stream ends once drained.
+    fn drop(&mut self) {
+        self.inbox.close();
+    }
 }
 
 /// Requests from the application, in order.
@@ -323,6 +340,13 @@ impl Driver {
             }
         }
         self.shared.closed.store(true, SeqCst);
+        let lost = self.shared.pubs.close();
+        if lost > 0 {
+            log::warn!(
+                "agora client: {lost} bytes of publishes to {} never written: the client stopped",
+                self.addr
+            );
+        }
         self.cmd_rx.close();
         self.subs.borrow_mut().clear();
         self.fail_pending(|| Error::Closed);
@@ -434,11 +458,8 @@ impl Driver {
     fn resubscribe(&self, out: &mut BytesMut) {
         let subs = self.subs.borrow();
         for (&sid, e) in subs.iter() {
-            if let Some(rx) = &e.drain {
-                let mut n = 0;
-                while rx.try_recv().is_ok() {
-                    n += 1;
-                }
+            if e.manual_ack() {
+                let n = e.inbox.clear();
                 if n > 0 {
                     log::debug!("agora client: dropped {n} stale deliveries of {}", e.dest);
                 }
@@ -461,6 +482,7 @@ impl Driver {
         enum Next {
             Cmd(Cmd),
             Ctl(Ctl),
+            Published,
             Gone,
         }
         loop {
@@ -480,13 +502,23 @@ impl Driver {
             }
             let next = future::or(
                 async { self.ctl_rx.recv().await.map_or(Next::Gone, Next::Ctl) },
-                async { self.cmd_rx.recv().await.map_or(Next::Gone, Next::Cmd) },
+                future::or(
+                    async { self.cmd_rx.recv().await.map_or(Next::Gone, Next::Cmd) },
+                    async {
+                        self.shared.pubs.filled().await;
+                        Next::Published
+                    },
+                ),
             )
             .await;
             match next {
                 Next::Ctl(c) => self.on_ctl(c, generation, &mut out),
                 Next::Cmd(c) => self.on_cmd(c, &mut out),
+                Next::Published => {
+                    self.take_published(&mut out);
+                }
                 Next::Gone => {
+                    self.take_published(&mut out);
                     encode(&Frame::Disconnect, &mut out);
                     let _ = stream.write_all(&out).await;
                     let _ = stream.flush().await;
@@ -503,7 +535,26 @@ impl Driver {
                     break;
                 }
             }
+            if self.closing.borrow().is_none() {
+                self.take_published(&mut out);
+            }
         }
+    }
+
+    /// Moves the publishers' encoded fire-and-forget publishes into `out`, switching
+    /// confirms off first if the last publish written was a confirmed one.
+    fn take_published(&self, out: &mut BytesMut) -> bool {
+        if self.confirm.get() && !self.shared.pubs.is_empty() {
+            encode(
+                &Frame::SetAck {
+                    rid: None,
+                    on: false,
+                },
+                out,
+            );
+            self.confirm.set(false);
+        }
+        self.shared.pubs.take_into(out)
     }
 
     fn on_ctl(&self, c: Ctl, generation: u64, out: &mut BytesMut) {
@@ -532,6 +583,8 @@ impl Driver {
     }
 
     fn on_cmd(&self, c: Cmd, out: &mut BytesMut) {
+        // Publishes made before this command was queued go out before it.
+        self.take_published(out);
         match c {
             Cmd::Publish {
                 dest,
@@ -594,8 +647,14 @@ impl Driver {
                     Ok(Some(f)) => {
                         // An auto-ack consumer's full buffer: wait for room, which stops
                         // this connection's reading (and so the broker's sending).
-                        if let Some((tx, item)) = self.on_frame(f, generation) {
-                            let _ = tx.send(item).await;
+                        if let Some((inbox, mut item)) = self.on_frame(f, generation) {
+                            loop {
+                                inbox.room().await;
+                                match inbox.push(item, false) {
+                                    Pushed::Full(i) => item = i,
+                                    Pushed::Ok | Pushed::DroppedOldest | Pushed::Closed => break,
+                                }
+                            }
                         }
                     }
                     Ok(None) => break,
@@ -654,7 +713,7 @@ impl Driver {
 
     /// Acts on one frame; returns a delivery that must wait for room (see
     /// [`SubEntry::auto_ack`]).
-    fn on_frame(&self, f: Frame, generation: u64) -> Option<(Sender<Incoming>, Incoming)> {
+    fn on_frame(&self, f: Frame, generation: u64) -> Option<(Arc<Inbox>, Incoming)> {
         match f {
             Frame::Msg(msg) => return self.deliver(msg, generation),
             Frame::Ok { rid } => {
@@ -690,7 +749,7 @@ impl Driver {
                 }
             }
             Frame::Cancel { sid, code, message } => {
-                let dest = self.subs.borrow_mut().remove(&sid).map(|e| e.dest);
+                let dest = self.subs.borrow_mut().remove(&sid).map(|e| e.dest.clone());
                 let what = dest.map_or_else(|| format!("subscription {sid}"), |d| d.to_string());
                 self.report(ServerError {
                     code,
@@ -723,13 +782,13 @@ impl Driver {
         &self,
         msg: agora_protocol::Delivery,
         generation: u64,
-    ) -> Option<(Sender<Incoming>, Incoming)> {
+    ) -> Option<(Arc<Inbox>, Incoming)> {
         let subs = self.subs.borrow();
         let Some(e) = subs.get(&msg.sid) else {
             // Ended locally; the broker takes back unacked deliveries on UNSUB.
             return None;
         };
-        if e.tx.receiver_count() <= usize::from(e.drain.is_some()) {
+        if Arc::strong_count(&e.inbox) <= 1 {
             // Nobody holds the stream (a subscribe whose caller gave up waiting, say):
             // end it at the broker too.
             let _ = self.ctl_tx.try_send(Ctl::Unsub { sid: msg.sid });
@@ -737,13 +796,13 @@ impl Driver {
         }
         let item = Incoming { msg, generation };
         if e.auto_ack {
-            return match e.tx.try_send(item) {
-                Err(TrySendError::Full(item)) => Some((e.tx.clone(), item)),
+            return match e.inbox.push(item, false) {
+                Pushed::Full(item) => Some((e.inbox.clone(), item)),
                 _ => None,
             };
         }
         if e.prefetch.is_none() {
-            if let Ok(Some(_)) = e.tx.force_send(item) {
+            if let Pushed::DroppedOldest = e.inbox.push(item, true) {
                 let n = e.dropped.fetch_add(1, SeqCst) + 1;
                 if n.is_power_of_two() {
                     log::warn!(
@@ -752,7 +811,7 @@ impl Driver {
                     );
                 }
             }
-        } else if let Err(TrySendError::Full(item)) = e.tx.try_send(item) {
+        } else if let Pushed::Full(item) = e.inbox.push(item, false) {
             log::warn!(
                 "agora client: consumer of {} over its prefetch; giving delivery {} back",
                 e.dest,

@@ -30,12 +30,13 @@
 //!   [`Subscription`], [`Consumer`], [`Delivery`]) talks to it over channels, so the
 //!   client works the same under smol, a plain `futures_lite::future::block_on`, or any
 //!   other executor. One thread per client is the price; it sleeps while idle.
-//! - **Batched writes.** The driver drains every command waiting for it, encodes them
-//!   into one buffer and writes it with one call.
+//! - **Batched writes.** A fire-and-forget publish is encoded by its caller into a
+//!   shared buffer ([`ClientBuilder::publish_buffer`]); the driver swaps that buffer
+//!   out, adds every command waiting for it and writes it all with one call.
 //! - **Request ids.** Every request that gets an answer carries `#rid`; answers are
 //!   matched by it, so any number of requests can be in flight from many tasks.
-//! - **Bounded buffers.** Publishes wait for room in the driver's command queue
-//!   ([`ClientBuilder::command_buffer`]). A topic subscription buffers
+//! - **Bounded buffers.** Publishes wait for room in the publish buffer, requests in
+//!   the driver's command queue ([`ClientBuilder::command_buffer`]). A topic subscription buffers
 //!   [`ClientBuilder::subscription_buffer`] messages; when the application does not
 //!   drain it, the *oldest* is dropped and counted ([`Subscription::dropped`]), as the
 //!   broker does, so one slow subscription never stalls the connection. A queue
@@ -57,6 +58,8 @@
 
 mod driver;
 mod error;
+mod inbox;
+mod pubbuf;
 mod sub;
 #[cfg(feature = "serde")]
 mod typed;
@@ -163,6 +166,7 @@ pub(crate) struct Options {
     reconnect: Option<Reconnect>,
     subscription_buffer: usize,
     command_buffer: usize,
+    publish_buffer: usize,
 }
 
 impl Default for Options {
@@ -175,6 +179,7 @@ impl Default for Options {
             reconnect: None,
             subscription_buffer: 1024,
             command_buffer: 1024,
+            publish_buffer: 256 * 1024,
         }
     }
 }
@@ -268,14 +273,26 @@ impl ClientBuilder {
         self
     }
 
-    /// Commands (publishes, requests) queued for the connection before a publisher
-    /// waits (default 1024, at least 1).
+    /// Commands (requests, confirmed publishes) queued for the connection before the
+    /// caller waits (default 1024, at least 1).
     ///
     /// ```
     /// let b = agora_client::Client::builder().command_buffer(4096);
     /// ```
     pub fn command_buffer(mut self, n: usize) -> Self {
         self.opts.command_buffer = n.max(1);
+        self
+    }
+
+    /// Bytes of encoded fire-and-forget publishes buffered for the connection before a
+    /// publisher waits (default 256 KiB, at least 1). A publish that finds room may
+    /// take the buffer past the limit by its own size.
+    ///
+    /// ```
+    /// let b = agora_client::Client::builder().publish_buffer(1 << 20);
+    /// ```
+    pub fn publish_buffer(mut self, bytes: usize) -> Self {
+        self.opts.publish_buffer = bytes.max(1);
         self
     }
 
@@ -298,6 +315,7 @@ impl ClientBuilder {
             closed: AtomicBool::new(false),
             next_sid: AtomicU64::new(1),
             server_max_payload: AtomicU64::new(conn.info.max_payload),
+            pubs: pubbuf::PubBuf::new(opts.publish_buffer),
         });
         let (cmd_tx, cmd_rx) = async_channel::bounded(opts.command_buffer);
         let (ctl_tx, ctl_rx) = async_channel::unbounded();
@@ -834,12 +852,10 @@ impl Client {
         if !confirm {
             self.check_size(&headers, &payload)?;
             return self
-                .send(Cmd::Publish {
-                    dest: dest.clone(),
-                    headers,
-                    payload,
-                    confirm: None,
-                })
+                .inner
+                .shared
+                .pubs
+                .publish(dest, &headers, &payload)
                 .await;
         }
         self.publish_outcome_to(dest, headers, payload)
@@ -877,25 +893,30 @@ impl Client {
     ) -> Result<(u64, SubParts)> {
         let sid = self.inner.shared.next_sid.fetch_add(1, SeqCst);
         let cap = prefetch.map_or(self.inner.opts.subscription_buffer, |p| p.max(1) as usize);
-        let (tx, rx) = async_channel::bounded(cap);
+        let inbox = Arc::new(inbox::Inbox::new(cap));
         let dropped = Arc::new(AtomicU64::new(0));
         let entry = SubEntry {
             dest: dest.clone(),
             prefetch: prefetch.map(|p| p.max(1)),
             auto_ack,
-            tx,
-            drain: prefetch.map(|_| rx.clone()),
+            inbox: inbox.clone(),
             dropped: dropped.clone(),
         };
         self.request(|reply| Cmd::Subscribe { sid, entry, reply })
             .await?;
-        Ok((sid, SubParts { rx, dropped }))
+        Ok((
+            sid,
+            SubParts {
+                rx: inbox::InboxReader::new(inbox),
+                dropped,
+            },
+        ))
     }
 }
 
 /// What a new subscription's handle is made of.
 pub(crate) struct SubParts {
-    rx: Receiver<driver::Incoming>,
+    rx: inbox::InboxReader,
     dropped: Arc<AtomicU64>,
 }
 

@@ -1,6 +1,6 @@
 //! What the application receives: [`Message`] and [`Delivery`], and the streams that
 //! yield them, [`Subscription`] and [`Consumer`]. These handles never touch the socket;
-//! they hold the receiving end of a bounded channel the driver fills.
+//! they read from a bounded inbox the driver fills (see `inbox`).
 
 use std::ops::Deref;
 use std::pin::Pin;
@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use agora_protocol::{Destination, Headers};
-use async_channel::{Receiver, Sender};
+use async_channel::Sender;
 use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::driver::{Cmd, Ctl, Incoming, Shared};
+use crate::inbox::InboxReader;
 use crate::{Client, Error, Result, SubParts};
 
 /// A message received from a topic or a queue.
@@ -338,7 +339,7 @@ pub struct Subscription {
     client: Client,
     sid: u64,
     dest: Destination,
-    rx: Pin<Box<Receiver<Incoming>>>,
+    rx: InboxReader,
     dropped: Arc<AtomicU64>,
     ended: bool,
 }
@@ -349,7 +350,7 @@ impl Subscription {
             client,
             sid,
             dest,
-            rx: Box::pin(parts.rx),
+            rx: parts.rx,
             dropped: parts.dropped,
             ended: false,
         }
@@ -398,6 +399,23 @@ impl Subscription {
         self.ended = true;
         unsubscribe(&self.client, self.sid).await
     }
+
+    /// The next message if one has arrived, without waiting: `None` when nothing is
+    /// buffered right now (or the subscription has ended; the stream says which).
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut sub = client.subscribe("prices").await?;
+    /// while let Some(msg) = sub.try_next() {
+    ///     println!("{:?}", msg.payload());
+    /// }
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub fn try_next(&mut self) -> Option<Message> {
+        self.rx.try_next().map(|i| Message::from_wire(i.msg))
+    }
 }
 
 async fn unsubscribe(client: &Client, sid: u64) -> Result<()> {
@@ -419,7 +437,6 @@ impl Stream for Subscription {
     type Item = Message;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         self.rx
-            .as_mut()
             .poll_next(cx)
             .map(|o| o.map(|i| Message::from_wire(i.msg)))
     }
@@ -449,7 +466,7 @@ pub struct Consumer {
     client: Client,
     sid: u64,
     dest: Destination,
-    rx: Pin<Box<Receiver<Incoming>>>,
+    rx: InboxReader,
     auto_ack: bool,
     ended: bool,
 }
@@ -466,7 +483,7 @@ impl Consumer {
             client,
             sid,
             dest,
-            rx: Box::pin(parts.rx),
+            rx: parts.rx,
             auto_ack,
             ended: false,
         }
@@ -511,22 +528,60 @@ impl Drop for Consumer {
     }
 }
 
+impl Consumer {
+    /// A delivery for the application; `None` for one of a lost connection to a
+    /// consumer that acks: it comes again (redelivered) on the new one, and could not be
+    /// acked anyway.
+    fn wrap(&self, i: Incoming) -> Option<Delivery> {
+        if !self.auto_ack && i.generation != self.client.inner.shared.generation.load(SeqCst) {
+            return None;
+        }
+        Some(Delivery {
+            did: i.msg.did,
+            generation: i.generation,
+            message: Message::from_wire(i.msg),
+            auto_acked: self.auto_ack,
+            ctl: self.client.inner.ctl.clone(),
+            shared: self.client.inner.shared.clone(),
+        })
+    }
+
+    /// The next delivery if one has arrived, without waiting: `None` when nothing is
+    /// buffered right now (or the consumer has ended; the stream says which).
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut jobs = client.consume("jobs", 64).await?;
+    /// while let Some(job) = jobs.try_next() {
+    ///     job.ack().await?;
+    /// }
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        loop {
+            let i = self.rx.try_next()?;
+            if let Some(d) = self.wrap(i) {
+                return Some(d);
+            }
+        }
+    }
+}
+
 impl Stream for Consumer {
     type Item = Delivery;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        let this = &mut *self;
-        this.rx.as_mut().poll_next(cx).map(|o| {
-            o.map(|i| {
-                let ctl = this.client.inner.ctl.clone();
-                Delivery {
-                    did: i.msg.did,
-                    generation: i.generation,
-                    message: Message::from_wire(i.msg),
-                    auto_acked: this.auto_ack,
-                    ctl,
-                    shared: this.client.inner.shared.clone(),
-                }
-            })
-        })
+        loop {
+            let Poll::Ready(next) = self.rx.poll_next(cx) else {
+                return Poll::Pending;
+            };
+            let Some(i) = next else {
+                return Poll::Ready(None);
+            };
+            if let Some(d) = self.wrap(i) {
+                return Poll::Ready(Some(d));
+            }
+        }
     }
 }

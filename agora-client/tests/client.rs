@@ -520,6 +520,124 @@ fn close_drains_queued_publishes_before_disconnect() {
 }
 
 #[test]
+fn fire_and_forget_and_confirmed_publishes_keep_their_order() {
+    let server = start();
+    smol::block_on(async {
+        let reader = Client::connect(server.addr).await.unwrap();
+        let mut sub = reader.subscribe("order").await.unwrap();
+        let client = Client::connect(server.addr).await.unwrap();
+        let t = client.topic("order").unwrap();
+        // Fire-and-forget publishes are encoded by the caller into the publish buffer,
+        // confirmed ones go through the driver's command queue: order must hold anyway.
+        for i in 0..1000u32 {
+            if i % 7 == 3 {
+                within(t.publish_confirmed(i.to_string())).await.unwrap();
+            } else {
+                t.publish(i.to_string()).await.unwrap();
+            }
+        }
+        for i in 0..1000u32 {
+            let m = within(sub.next()).await.expect("a message");
+            assert_eq!(m.payload(), i.to_string().as_bytes(), "message {i}");
+        }
+        within(client.flush()).await.unwrap();
+        assert!(client.errors().try_next().is_none());
+        assert!(sub.try_next().is_none(), "nothing more");
+        within(client.close()).await.unwrap();
+    });
+}
+
+#[test]
+fn a_publisher_waits_at_its_buffer_limit_and_nothing_is_lost() {
+    use agora_protocol::bytes::BytesMut;
+    use agora_protocol::{decode, Frame};
+    use std::io::{Read, Write};
+
+    /// Reads from `s` until one frame decodes.
+    fn next_frame(s: &mut std::net::TcpStream, buf: &mut BytesMut) -> Frame {
+        loop {
+            if let Some(f) = decode(buf).expect("a well-formed frame") {
+                return f;
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = s.read(&mut chunk).expect("read");
+            assert!(n > 0, "the client closed early");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    // A broker that greets, accepts the CONNECT and then reads nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(common::DEADLINE)).unwrap();
+        s.write_all(b"INFO server=fake version=0 proto=1 max_payload=1048576 max_line=4096\r\n")
+            .unwrap();
+        let mut buf = BytesMut::new();
+        assert!(matches!(next_frame(&mut s, &mut buf), Frame::Connect(_)));
+        s.write_all(b"OK #0\r\n").unwrap();
+        (s, buf)
+    });
+    smol::block_on(async {
+        let client = Client::builder()
+            .publish_buffer(4096)
+            .connect(addr)
+            .await
+            .unwrap();
+        let (mut s, mut buf) = peer.join().unwrap();
+        let t = client.topic("t").unwrap();
+        let payload = vec![b'x'; 1024];
+        // Publish until one has to wait: the socket's buffers fill, then the client's
+        // 4 KiB. A publish that waits has buffered nothing, so dropping it loses nothing.
+        let mut done = 0u32;
+        let limit = 200_000u32; // 200 MiB: far beyond any socket buffer
+        while done < limit {
+            match futures_lite::future::poll_once(t.publish(payload.clone())).await {
+                Some(r) => {
+                    r.unwrap();
+                    done += 1;
+                }
+                None => {
+                    // Pending: the driver may just be mid-write. Pending again after
+                    // the driver had time to take the buffer means the socket is full.
+                    let waited = futures_lite::future::or(
+                        async {
+                            t.publish(payload.clone()).await.unwrap();
+                            true
+                        },
+                        async {
+                            async_io::Timer::after(Duration::from_millis(200)).await;
+                            false
+                        },
+                    )
+                    .await;
+                    if !waited {
+                        break;
+                    }
+                    done += 1;
+                }
+            }
+        }
+        assert!(
+            done < limit,
+            "{done} publishes never waited: the buffer is not bounded"
+        );
+        // Now read: every publish that returned arrives, in order, then one more.
+        let last = std::thread::spawn(move || {
+            for i in 0..=done {
+                match next_frame(&mut s, &mut buf) {
+                    Frame::Pub(p) => assert_eq!(p.payload.len(), 1024, "publish {i}"),
+                    other => panic!("publish {i}: {other:?}"),
+                }
+            }
+        });
+        within(t.publish(payload.clone())).await.unwrap();
+        last.join().expect("every publish arrived");
+    });
+}
+
+#[test]
 fn without_reconnect_a_lost_connection_closes_the_client() {
     let server = start();
     let addr = server.addr;

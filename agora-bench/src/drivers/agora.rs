@@ -126,23 +126,31 @@ async fn timeout<T>(wait: Duration, fut: impl Future<Output = T>) -> Option<T> {
 
 impl super::Subscriber for Sub {
     async fn next(&mut self, wait: Duration) -> Result<Option<Bytes>> {
+        // What has arrived already is taken without arming a timer.
         match self {
-            Sub::Topic(_, s) => match timeout(wait, s.next()).await {
-                None => Ok(None),
-                Some(None) => Err("agora: subscription ended".into()),
-                Some(Some(m)) => Ok(Some(m.payload().clone())),
+            Sub::Topic(_, s) => match s.try_next() {
+                Some(m) => Ok(Some(m.into_payload())),
+                None => match timeout(wait, s.next()).await {
+                    None => Ok(None),
+                    Some(None) => Err("agora: subscription ended".into()),
+                    Some(Some(m)) => Ok(Some(m.into_payload())),
+                },
             },
-            Sub::Queue(_, c, ack) => match timeout(wait, c.next()).await {
-                None => Ok(None),
-                Some(None) => Err("agora: consumer ended".into()),
-                Some(Some(d)) => {
-                    let payload = d.message().payload().clone();
-                    if *ack {
-                        d.ack().await.map_err(err)?;
-                    }
-                    Ok(Some(payload))
+            Sub::Queue(_, c, ack) => {
+                let d = match c.try_next() {
+                    Some(d) => d,
+                    None => match timeout(wait, c.next()).await {
+                        None => return Ok(None),
+                        Some(None) => return Err("agora: consumer ended".into()),
+                        Some(Some(d)) => d,
+                    },
+                };
+                let payload = d.message().payload().clone();
+                if *ack {
+                    d.ack().await.map_err(err)?;
                 }
-            },
+                Ok(Some(payload))
+            }
         }
     }
 

@@ -1,0 +1,145 @@
+//! Fire-and-forget publishes, encoded on the publisher's own thread.
+//!
+//! A publish without a confirm needs nothing from the driver but the write, so the
+//! application's handle encodes the `PUB` frame itself, under a lock, into a buffer the
+//! driver swaps out and writes whole. That costs one uncontended lock per publish
+//! instead of a command on a channel, a wake-up of the driver per burst instead of one
+//! per message, and no copy of the destination per message.
+//!
+//! The buffer is bounded in bytes: a publisher finding it at its limit waits until the
+//! driver has taken it (one frame may pass the limit, so a payload larger than the limit
+//! still goes). Only whole frames are ever in it, so a reconnect sends them on the next
+//! connection as they are.
+//!
+//! Order: the driver takes the buffer before it handles any command, so a publish made
+//! before a command was queued goes out before it (and a confirmed publish never
+//! overtakes an earlier fire-and-forget one).
+
+use std::sync::{Mutex, MutexGuard};
+
+use agora_protocol::bytes::BytesMut;
+use agora_protocol::{encode_pub, Destination, Headers};
+use event_listener::Event;
+
+use crate::error::{Error, Result};
+
+struct State {
+    buf: BytesMut,
+    /// The driver has stopped for good: publishes fail with [`Error::Closed`].
+    closed: bool,
+}
+
+pub(crate) struct PubBuf {
+    state: Mutex<State>,
+    /// Bytes buffered before a publisher waits.
+    limit: usize,
+    /// Notified when the buffer goes from empty to not empty (the driver listens).
+    filled: Event,
+    /// Notified when the driver has taken the buffer, or closed it (publishers at the
+    /// limit listen).
+    taken: Event,
+}
+
+impl std::fmt::Debug for PubBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubBuf")
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl PubBuf {
+    pub(crate) fn new(limit: usize) -> PubBuf {
+        PubBuf {
+            state: Mutex::new(State {
+                buf: BytesMut::new(),
+                closed: false,
+            }),
+            limit: limit.max(1),
+            filled: Event::new(),
+            taken: Event::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Encodes a fire-and-forget `PUB`, waiting while the buffer is at its limit.
+    pub(crate) async fn publish(
+        &self,
+        dest: &Destination,
+        headers: &Headers,
+        payload: &[u8],
+    ) -> Result<()> {
+        loop {
+            let listener = {
+                let mut s = self.lock();
+                if s.closed {
+                    return Err(Error::Closed);
+                }
+                if s.buf.len() < self.limit {
+                    let was_empty = s.buf.is_empty();
+                    encode_pub(None, dest, headers, payload, &mut s.buf);
+                    drop(s);
+                    if was_empty {
+                        self.filled.notify(1);
+                    }
+                    return Ok(());
+                }
+                // Listen before the lock is let go, so the driver's notification after
+                // it takes the buffer cannot be missed.
+                self.taken.listen()
+            };
+            listener.await;
+        }
+    }
+
+    /// Moves whatever is buffered to the end of `out` (swapping buffers when `out` is
+    /// empty, so nothing is copied); false if there was nothing.
+    pub(crate) fn take_into(&self, out: &mut BytesMut) -> bool {
+        let mut s = self.lock();
+        if s.buf.is_empty() {
+            return false;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut s.buf);
+        } else {
+            out.extend_from_slice(&s.buf);
+            s.buf.clear();
+        }
+        drop(s);
+        self.taken.notify(usize::MAX);
+        true
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().buf.is_empty()
+    }
+
+    /// Waits until something is buffered.
+    pub(crate) async fn filled(&self) {
+        loop {
+            if !self.is_empty() {
+                return;
+            }
+            let listener = self.filled.listen();
+            if !self.is_empty() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// The driver has stopped: drop what is buffered, fail every later publish, wake
+    /// every waiting one. Returns the bytes dropped.
+    pub(crate) fn close(&self) -> usize {
+        let mut s = self.lock();
+        s.closed = true;
+        let n = s.buf.len();
+        s.buf = BytesMut::new();
+        drop(s);
+        self.taken.notify(usize::MAX);
+        n
+    }
+}
