@@ -127,7 +127,7 @@ enum Sub {
         cid: u64,
         slot: u64,
         /// The delivery channel, to see whether the queue ended the subscription.
-        tx: async_channel::Sender<shipper::Delivery>,
+        tx: crate::deliveries::DeliveryTx,
     },
 }
 
@@ -740,11 +740,10 @@ impl Conn<'_> {
                 "prefetch and ack apply to queue subscriptions only".to_owned(),
             )));
         }
-        let (tx, rx) = async_channel::unbounded();
+        let (tx, rx) = crate::deliveries::deliveries();
         let sub = Arc::new(Subscriber {
             sid: s.sid,
             tx,
-            rx: rx.clone(),
             cap: self.broker.config.subscriber_buffer,
             outbox: self.outbox.clone(),
             dropped: AtomicU64::new(0),
@@ -754,17 +753,10 @@ impl Conn<'_> {
                 return Err(None);
             };
             if topic.subscribe(sub.clone()) {
-                let add = SubRx {
-                    sid: s.sid,
-                    dest: s.dest.compact(),
-                    rx: Box::pin(rx),
-                    written: None,
-                    latency: (!self.broker.config.ablation.no_metrics)
-                        .then(|| topic.latency.clone()),
-                    seen: 0,
-                    budget: Some(self.broker.budget.clone()),
-                    unreturned: 0,
-                };
+                let mut add = SubRx::new(s.sid, s.dest.compact(), rx);
+                add.latency =
+                    (!self.broker.config.ablation.no_metrics).then(|| topic.latency.clone());
+                add.budget = Some(self.broker.budget.clone());
                 self.subs.insert(s.sid, Sub::Topic { topic, sub });
                 return Ok(add);
             }
@@ -803,19 +795,11 @@ impl Conn<'_> {
                 queue.consumers.fetch_sub(1, SeqCst);
                 continue;
             }
-            // Credit (prefetch) bounds it; a bounded channel would allocate all its
-            // slots up front.
-            let (tx, rx) = async_channel::unbounded();
-            let add = SubRx {
-                sid: s.sid,
-                dest: s.dest.compact(),
-                rx: Box::pin(rx),
-                written: auto_ack.then(|| (queue.tx.clone(), cid)),
-                latency: (!self.broker.config.ablation.no_metrics).then(|| queue.latency.clone()),
-                seen: 0,
-                budget: None,
-                unreturned: 0,
-            };
+            // Credit (prefetch) bounds it.
+            let (tx, rx) = crate::deliveries::deliveries();
+            let mut add = SubRx::new(s.sid, s.dest.compact(), rx);
+            add.written = auto_ack.then(|| (queue.tx.clone(), cid));
+            add.latency = (!self.broker.config.ablation.no_metrics).then(|| queue.latency.clone());
             let consumer_tx = tx.clone();
             let consumer = Consumer {
                 cid,

@@ -25,6 +25,7 @@ mod budget;
 pub mod config;
 pub mod config_file;
 mod conn;
+mod deliveries;
 pub mod logging;
 mod manager;
 mod metrics;

@@ -18,11 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_protocol::{Destination, ErrorCode, ErrorReply, Frame, Kind, Name};
-use async_channel::{Receiver, Sender, TrySendError};
+use async_channel::{Receiver, Sender};
 use futures_lite::StreamExt;
 
 use crate::budget::Budget;
 use crate::config::QueueSettings;
+use crate::deliveries::DeliveryTx;
 use crate::manager::{Handle, ManagerCmd};
 use crate::shipper::{Delivery, Message, Outbox};
 
@@ -62,8 +63,9 @@ pub(crate) struct Consumer {
     pub slot: u64,
     pub prefetch: u32,
     pub auto_ack: bool,
-    /// The subscription's channel to the shipper (capacity = prefetch).
-    pub tx: Sender<Delivery>,
+    /// The subscription's delivery queue to the shipper (credit bounds it to the
+    /// prefetch).
+    pub tx: DeliveryTx,
     /// For replies about acks.
     pub outbox: Outbox,
 }
@@ -558,7 +560,7 @@ impl Queue {
                 msg: h.msg.clone(),
                 charged: 0,
             };
-            match c.c.tx.try_send(d) {
+            match c.c.tx.push(d) {
                 Ok(()) => {
                     c.next_seq += 1;
                     self.shared.messages_out.fetch_add(1, Relaxed);
@@ -580,13 +582,7 @@ impl Queue {
                         );
                     }
                 }
-                Err(TrySendError::Full(_)) => {
-                    // Its shipper is behind; credit says it should not be. Try others.
-                    h.count -= 1;
-                    self.pending.push_front(h);
-                    idle += 1;
-                }
-                Err(TrySendError::Closed(_)) => {
+                Err(_) => {
                     // The connection is gone; its Unsubscribe is on the way, but do not
                     // wait for it.
                     h.count -= 1;

@@ -7,6 +7,7 @@
 //! busy subscriber costs one syscall per batch, not per message. It never decides what
 //! to deliver: queues and topics do that by what they put in the channels.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,6 +17,7 @@ use agora_protocol::{encode, encode_err, Destination, ErrorCode, Frame, Headers,
 use async_channel::{Receiver, Sender, TrySendError};
 use futures_lite::{AsyncWriteExt, Stream};
 
+use crate::deliveries::{DeliveryRx, Took};
 use crate::metrics::{BrokerMetrics, LATENCY_SAMPLE};
 use crate::queue::QueueCmd;
 use std::sync::atomic::Ordering::Relaxed;
@@ -65,8 +67,10 @@ pub(crate) struct Delivery {
 pub(crate) struct SubRx {
     pub sid: u64,
     pub dest: Destination,
-    /// Pinned because polling a receiver as a stream needs it.
-    pub rx: Pin<Box<Receiver<Delivery>>>,
+    pub rx: DeliveryRx,
+    /// Deliveries taken from `rx` and not yet encoded (at most
+    /// [`TAKE`](crate::deliveries::TAKE)).
+    pub batch: VecDeque<Delivery>,
     /// Auto-ack queue consumers: where to report how many deliveries were written, so
     /// the queue can forget them and send more (credit).
     pub written: Option<(Sender<QueueCmd>, u64)>,
@@ -87,16 +91,44 @@ impl Drop for SubRx {
     /// Whatever the subscription still holds, in its channel or in an unwritten batch,
     /// goes back to the budget: every way a subscription ends passes here.
     fn drop(&mut self) {
+        let left = self.rx.close_and_drain();
         let Some(b) = &self.budget else { return };
-        let mut n = std::mem::take(&mut self.unreturned);
-        while let Ok(d) = self.rx.try_recv() {
-            n += d.charged;
-        }
+        let n = std::mem::take(&mut self.unreturned)
+            + left.iter().map(|d| d.charged).sum::<usize>()
+            + self.batch.iter().map(|d| d.charged).sum::<usize>();
         b.give_back(n);
     }
 }
 
 impl SubRx {
+    /// A subscription's receiving end, empty.
+    pub fn new(sid: u64, dest: Destination, rx: DeliveryRx) -> SubRx {
+        SubRx {
+            sid,
+            dest,
+            rx,
+            batch: VecDeque::new(),
+            written: None,
+            latency: None,
+            seen: 0,
+            budget: None,
+            unreturned: 0,
+        }
+    }
+
+    /// The next delivery to encode; `Err(())` once the destination closed the
+    /// subscription and nothing is left.
+    fn next(&mut self) -> Result<Option<Delivery>, ()> {
+        if let Some(d) = self.batch.pop_front() {
+            return Ok(Some(d));
+        }
+        match self.rx.take(&mut self.batch) {
+            Took::Some => Ok(self.batch.pop_front()),
+            Took::Empty => Ok(None),
+            Took::Closed => Err(()),
+        }
+    }
+
     /// The batch was written: its bytes go back to the budget.
     fn batch_written(&mut self) {
         if let Some(b) = &self.budget {
@@ -274,9 +306,8 @@ impl Outbox {
 /// What woke the shipper.
 enum Wake {
     Out(Outbound),
-    Sub(usize, Delivery),
-    /// A subscription channel is closed (its destination dropped it).
-    SubClosed(usize),
+    /// A subscription has deliveries, or was closed by its destination.
+    Subs,
     Closed,
 }
 
@@ -295,11 +326,9 @@ impl Future for WaitAny<'_> {
             Poll::Ready(None) => return Poll::Ready(Wake::Closed),
             Poll::Pending => {}
         }
-        for (i, s) in this.subs.iter_mut().enumerate() {
-            match s.rx.as_mut().poll_next(cx) {
-                Poll::Ready(Some(d)) => return Poll::Ready(Wake::Sub(i, d)),
-                Poll::Ready(None) => return Poll::Ready(Wake::SubClosed(i)),
-                Poll::Pending => {}
+        for s in this.subs.iter_mut() {
+            if !s.batch.is_empty() || s.rx.poll_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Subs);
             }
         }
         Poll::Pending
@@ -354,7 +383,11 @@ pub(crate) async fn run(
         written.resize(subs.len(), 0);
         // One clock read per batch: latency is measured to the write of the batch.
         let now = Instant::now();
-        let mut pending = Some(wake);
+        // `Subs` needs nothing more: every subscription is looked at below.
+        let mut pending = match wake {
+            Wake::Subs => None,
+            w => Some(w),
+        };
         // Drain the outbox first (replies keep their order relative to subscription
         // changes), then each subscription, until the batch is full or all are empty.
         loop {
@@ -408,39 +441,22 @@ pub(crate) async fn run(
                     Outbound::Close => closing = true,
                 }
             }
-            match pending.take() {
-                Some(Wake::Sub(i, d)) => {
-                    encode_delivery(&mut subs[i], &d, &mut buf, now);
-                    ends.push(buf.len());
-                    written[i] += 1;
-                    progressed = true;
-                }
-                Some(Wake::SubClosed(i)) => {
-                    report_written(&subs[i], written[i]).await;
-                    subs.swap_remove(i);
-                    written.swap_remove(i);
-                    progressed = true;
-                }
-                _ => {}
-            }
             let mut i = 0;
             while i < subs.len() && buf.len() < batch {
-                match subs[i].rx.try_recv() {
-                    Ok(d) => {
+                match subs[i].next() {
+                    Ok(Some(d)) => {
                         encode_delivery(&mut subs[i], &d, &mut buf, now);
                         ends.push(buf.len());
                         written[i] += 1;
                         progressed = true;
-                        continue;
                     }
-                    Err(async_channel::TryRecvError::Closed) => {
+                    Err(()) => {
                         report_written(&subs[i], written[i]).await;
                         subs.swap_remove(i);
                         written.swap_remove(i);
                         progressed = true;
-                        continue;
                     }
-                    Err(async_channel::TryRecvError::Empty) => i += 1,
+                    Ok(None) => i += 1,
                 }
             }
             if !progressed || buf.len() >= batch || closing {

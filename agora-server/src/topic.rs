@@ -13,20 +13,17 @@ use std::sync::{Arc, RwLock};
 
 use agora_protocol::bytes::Bytes;
 use agora_protocol::{Destination, ErrorCode};
-use async_channel::{Receiver, Sender};
 
 use crate::budget::Budget;
 use crate::config::SlowConsumerPolicy;
+use crate::deliveries::DeliveryTx;
 use crate::shipper::{Delivery, Message, Outbox};
 
 /// One subscription to a topic.
 pub(crate) struct Subscriber {
     pub sid: u64,
-    /// The subscription's channel to the shipper. Unbounded as a channel (a bounded
-    /// one allocates all its slots up front); `cap` bounds it.
-    pub tx: Sender<Delivery>,
-    /// A second receiving end, used only to drop the oldest message when full.
-    pub rx: Receiver<Delivery>,
+    /// The subscription's delivery queue to the shipper; `cap` bounds it.
+    pub tx: DeliveryTx,
     /// Messages buffered before the slow-consumer policy applies.
     pub cap: usize,
     pub outbox: Outbox,
@@ -224,7 +221,7 @@ impl Topic {
             if s.tx.len() >= s.cap {
                 match self.policy {
                     SlowConsumerPolicy::DropOldest => {
-                        if let Ok(old) = s.rx.try_recv() {
+                        if let Some(old) = s.tx.pop_oldest() {
                             unplaced += old.charged;
                             let before = s.dropped.fetch_add(1, Relaxed);
                             // Once per power of two, so a stalled subscriber cannot
@@ -246,7 +243,7 @@ impl Topic {
                     }
                 }
             }
-            match s.tx.try_send(d) {
+            match s.tx.push(d) {
                 Ok(()) => sent += 1,
                 Err(_) => unplaced += charged,
             }

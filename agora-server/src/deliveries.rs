@@ -1,0 +1,149 @@
+//! A subscription's deliveries on their way to its connection's shipper.
+//!
+//! Many producers (publishing connections for a topic, the queue's task for a queue
+//! consumer), one consumer (the shipper). A `VecDeque` under a mutex and one stored
+//! waker: a push is a lock, a `push_back` and, only when the shipper is waiting, a wake;
+//! the shipper takes up to [`TAKE`] deliveries per lock. Cheaper per message than a
+//! general-purpose channel (no per-message notification bookkeeping), and the queue
+//! only grows as far as it is filled: its bound is the producer's policy (a topic's
+//! subscriber buffer, a queue consumer's prefetch), checked with [`DeliveryTx::len`].
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use crate::shipper::Delivery;
+
+/// Most deliveries the shipper takes per lock.
+pub(crate) const TAKE: usize = 256;
+
+struct State {
+    queue: VecDeque<Delivery>,
+    closed: bool,
+    /// The shipper, while it waits for this queue.
+    waker: Option<Waker>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The producers' end. Cloning shares the queue.
+#[derive(Clone)]
+pub(crate) struct DeliveryTx(Arc<Inner>);
+
+/// The shipper's end.
+pub(crate) struct DeliveryRx(Arc<Inner>);
+
+/// A new, empty, open delivery queue.
+pub(crate) fn deliveries() -> (DeliveryTx, DeliveryRx) {
+    let inner = Arc::new(Inner {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            closed: false,
+            waker: None,
+        }),
+    });
+    (DeliveryTx(inner.clone()), DeliveryRx(inner))
+}
+
+/// What [`DeliveryRx::take`] found.
+pub(crate) enum Took {
+    /// Deliveries were moved into the batch.
+    Some,
+    Empty,
+    /// Closed and empty: nothing more will come.
+    Closed,
+}
+
+impl DeliveryTx {
+    /// Adds a delivery; hands it back if the queue is closed.
+    pub fn push(&self, d: Delivery) -> Result<(), Delivery> {
+        let mut s = self.0.lock();
+        if s.closed {
+            return Err(d);
+        }
+        s.queue.push_back(d);
+        let w = s.waker.take();
+        drop(s);
+        if let Some(w) = w {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Deliveries waiting for the shipper.
+    pub fn len(&self) -> usize {
+        self.0.lock().queue.len()
+    }
+
+    /// Removes the oldest waiting delivery (a topic's drop-oldest policy).
+    pub fn pop_oldest(&self) -> Option<Delivery> {
+        self.0.lock().queue.pop_front()
+    }
+
+    /// Closes the queue: no more pushes; the shipper takes what is left, then sees it
+    /// closed. True if this call closed it.
+    pub fn close(&self) -> bool {
+        let mut s = self.0.lock();
+        if s.closed {
+            return false;
+        }
+        s.closed = true;
+        let w = s.waker.take();
+        drop(s);
+        if let Some(w) = w {
+            w.wake();
+        }
+        true
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.lock().closed
+    }
+}
+
+impl DeliveryRx {
+    /// Moves up to [`TAKE`] deliveries to the end of `batch`.
+    pub fn take(&self, batch: &mut VecDeque<Delivery>) -> Took {
+        let mut s = self.0.lock();
+        let n = s.queue.len().min(TAKE);
+        if n > 0 {
+            batch.extend(s.queue.drain(..n));
+            return Took::Some;
+        }
+        if s.closed {
+            Took::Closed
+        } else {
+            Took::Empty
+        }
+    }
+
+    /// Ready when the queue has something or is closed; otherwise remembers `cx`'s
+    /// waker for the next push or close.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.0.lock();
+        if !s.queue.is_empty() || s.closed {
+            return Poll::Ready(());
+        }
+        match &mut s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Closes the queue from the shipper's side and returns what it still held.
+    pub fn close_and_drain(&self) -> VecDeque<Delivery> {
+        let mut s = self.0.lock();
+        s.closed = true;
+        s.waker = None;
+        std::mem::take(&mut s.queue)
+    }
+}
