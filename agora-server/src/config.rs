@@ -51,6 +51,9 @@ pub struct Ablation {
     /// No latency sampling and no metric manager (StatsD, `$sys.metrics`); the
     /// counters `STATS` reads stay.
     pub no_metrics: bool,
+    /// Each topic publish fans out on its own instead of runs of publishes to one
+    /// topic from one read being fanned out together.
+    pub no_publish_batching: bool,
 }
 
 /// Everything the broker can be told at start.

@@ -173,7 +173,16 @@ struct Conn<'a> {
     /// When the bytes being decoded were read: every message of one read shares it
     /// (one clock read per read, not per message).
     read_at: std::time::Instant,
+    /// Fire-and-forget publishes to one topic decoded in a row, held back until the
+    /// run ends (another frame or destination, the end of the bytes read, or
+    /// [`PUBLISH_RUN`] of them) and then fanned out together (`Topic::publish_all`).
+    run: Option<(Arc<Topic>, Vec<Message>)>,
+    /// The last run's vector, kept for the next one.
+    spare: Vec<Message>,
 }
+
+/// Most publishes held back in one run.
+const PUBLISH_RUN: usize = 512;
 
 /// Where a client's frames come from.
 pub(crate) enum Input {
@@ -218,6 +227,8 @@ pub(crate) async fn serve_client(
         handles: HashMap::new(),
         last: None,
         read_at: std::time::Instant::now(),
+        run: None,
+        spare: Vec::new(),
     };
     let info = Frame::Info(Info {
         server: broker.config.server_name.clone(),
@@ -279,8 +290,16 @@ impl Conn<'_> {
                             return;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        if !self.end_run().await {
+                            return;
+                        }
+                        break;
+                    }
                     Err(e) => {
+                        if !self.end_run().await {
+                            return;
+                        }
                         log::debug!("client {}: {e}", self.peer);
                         let msg = e.to_string();
                         if !self.outbox.err(e.request_id(), e.code(), &msg).await {
@@ -418,6 +437,9 @@ impl Conn<'_> {
                         }
                     }
                     Ok(None) => {
+                        if !self.end_run().await {
+                            return;
+                        }
                         if !buf.is_empty() {
                             let why = format!(
                                 "the datagram ends inside a frame ({} bytes left): over UDP a frame must fit in one datagram",
@@ -430,6 +452,9 @@ impl Conn<'_> {
                         break;
                     }
                     Err(e) => {
+                        if !self.end_run().await {
+                            return;
+                        }
                         let msg = e.to_string();
                         if !self.outbox.err(e.request_id(), e.code(), &msg).await {
                             return;
@@ -446,6 +471,10 @@ impl Conn<'_> {
 
     /// Acts on one frame; false ends the connection.
     async fn handle(&mut self, f: Frame) -> bool {
+        // A held-back run of publishes goes out before anything else is acted on.
+        if self.run.is_some() && !matches!(f, Frame::Pub(_)) && !self.end_run().await {
+            return false;
+        }
         match f {
             Frame::Pub(p) => self.publish(p).await,
             Frame::Ack { rid, did } => self.ack(rid, did, true).await,
@@ -593,40 +622,96 @@ impl Conn<'_> {
                 )
                 .await;
         }
-        let mut msg = Message {
+        let msg = Message {
             received: self.read_at,
             headers: p.headers,
             payload: p.payload,
         };
-        // The destination's mutator chain runs once, on the first handle.
-        let mut mutated = false;
+        self.route(p.rid, &p.dest, msg, false).await
+    }
+
+    /// Fans out the held-back run of topic publishes, if any; false if the connection
+    /// should end.
+    async fn end_run(&mut self) -> bool {
+        let Some((topic, mut msgs)) = self.run.take() else {
+            return true;
+        };
+        let mut ok = true;
+        if topic.publish_all(&msgs).is_err() {
+            // Removed meanwhile, or the budget cannot take them all: one by one, as
+            // if they had never been held back (their chain has run already).
+            let dest = topic.dest.clone();
+            for m in msgs.drain(..) {
+                if ok {
+                    // Boxed: `route` may end a run itself (not with `mutated` set).
+                    ok = Box::pin(self.route(None, &dest, m, true)).await;
+                }
+            }
+        }
+        msgs.clear();
+        self.spare = msgs;
+        ok
+    }
+
+    /// Routes a message to its destination; `mutated`: its chain has run.
+    async fn route(
+        &mut self,
+        rid: RequestId,
+        dest: &Destination,
+        mut msg: Message,
+        mut mutated: bool,
+    ) -> bool {
+        // A run held back is only of fire-and-forget publishes to one topic; one that
+        // comes back here (`end_run`) is published one by one.
+        let runs = !mutated && !self.confirm && !self.broker.config.ablation.no_publish_batching;
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
         for _ in 0..3 {
-            let h = match self.resolve(&p.dest).await {
+            let h = match self.resolve(dest).await {
                 Ok(h) => h,
-                Err(r) => return self.refuse(p.rid, r).await,
+                Err(r) => return self.refuse(rid, r).await,
             };
             if !mutated {
                 mutated = true;
                 if let Some(chain) = h.chain().get() {
                     if crate::mutators::run_on(&chain, &mut msg).await == Verdict::Drop {
                         h.chain().count_filtered();
-                        return self.filtered(p.rid).await;
+                        return self.filtered(rid).await;
                     }
                 }
             }
             match h {
-                Handle::Topic(t) => match t.publish(msg.clone()) {
-                    Ok(()) => return self.confirmed(p.rid).await,
+                Handle::Topic(t) if runs => {
+                    match &mut self.run {
+                        Some((held, msgs)) if Arc::ptr_eq(held, &t) => msgs.push(msg),
+                        _ => {
+                            if !self.end_run().await {
+                                return false;
+                            }
+                            let mut msgs = std::mem::take(&mut self.spare);
+                            msgs.push(msg);
+                            self.run = Some((t, msgs));
+                        }
+                    }
+                    if self
+                        .run
+                        .as_ref()
+                        .is_some_and(|(_, m)| m.len() >= PUBLISH_RUN)
+                    {
+                        return self.end_run().await;
+                    }
+                    return true;
+                }
+                Handle::Topic(t) => match t.publish(&msg) {
+                    Ok(()) => return self.confirmed(rid).await,
                     Err(TopicRefused::Memory(why)) => {
-                        return self.outbox.err(p.rid, ErrorCode::MemoryLimit, &why).await
+                        return self.outbox.err(rid, ErrorCode::MemoryLimit, &why).await
                     }
                     Err(TopicRefused::Closed) => continue,
                 },
                 Handle::Queue(q) => match q.reserve(msg.size()) {
                     Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
-                        Ok(()) => return self.confirmed(p.rid).await,
+                        Ok(()) => return self.confirmed(rid).await,
                         Err(async_channel::SendError(QueueCmd::Publish(m))) => {
                             q.unreserve(m.size());
                             msg = m;
@@ -634,10 +719,10 @@ impl Conn<'_> {
                         Err(_) => return false,
                     },
                     Err(Refused::Full(why)) => {
-                        return self.outbox.err(p.rid, ErrorCode::QueueFull, &why).await
+                        return self.outbox.err(rid, ErrorCode::QueueFull, &why).await
                     }
                     Err(Refused::Memory(why)) => {
-                        return self.outbox.err(p.rid, ErrorCode::MemoryLimit, &why).await
+                        return self.outbox.err(rid, ErrorCode::MemoryLimit, &why).await
                     }
                     Err(Refused::Retired) => continue,
                 },
@@ -645,9 +730,9 @@ impl Conn<'_> {
         }
         self.outbox
             .err(
-                p.rid,
+                rid,
                 ErrorCode::Internal,
-                &format!("{} kept disappearing; publish again", p.dest),
+                &format!("{dest} kept disappearing; publish again"),
             )
             .await
     }
@@ -991,6 +1076,8 @@ impl Conn<'_> {
 
     /// Gives back everything this connection held.
     async fn teardown(&mut self) {
+        // Publishes read before the client left are delivered all the same.
+        self.end_run().await;
         let subs: Vec<Sub> = self.subs.drain().map(|(_, s)| s).collect();
         for s in subs {
             self.drop_sub(s).await;

@@ -53,6 +53,19 @@ pub(crate) fn deliveries() -> (DeliveryTx, DeliveryRx) {
     (DeliveryTx(inner.clone()), DeliveryRx(inner))
 }
 
+/// What [`DeliveryTx::push_all`] did.
+#[derive(Default, Debug)]
+pub(crate) struct Pushed {
+    /// Deliveries added, the first ones offered.
+    pub pushed: usize,
+    /// Older deliveries dropped to make room.
+    pub dropped: u64,
+    /// Budget charges of deliveries dropped or refused.
+    pub unplaced: usize,
+    /// Some were refused: the queue is closed, or full without `drop_oldest`.
+    pub refused: bool,
+}
+
 /// What [`DeliveryRx::take`] found.
 pub(crate) enum Took {
     /// Deliveries were moved into the batch.
@@ -76,6 +89,46 @@ impl DeliveryTx {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Adds deliveries in order under one lock, keeping at most `cap` waiting: at the
+    /// limit the oldest is dropped if `drop_oldest`, else the rest are refused.
+    pub fn push_all(
+        &self,
+        items: impl Iterator<Item = Delivery>,
+        cap: usize,
+        drop_oldest: bool,
+    ) -> Pushed {
+        let mut r = Pushed::default();
+        let mut s = self.0.lock();
+        if s.closed {
+            r.refused = true;
+            r.unplaced = items.map(|d| d.charged).sum();
+            return r;
+        }
+        let mut items = items;
+        while let Some(d) = items.next() {
+            if s.queue.len() >= cap {
+                if drop_oldest {
+                    if let Some(old) = s.queue.pop_front() {
+                        r.unplaced += old.charged;
+                        r.dropped += 1;
+                    }
+                } else {
+                    r.refused = true;
+                    r.unplaced += d.charged + items.map(|d| d.charged).sum::<usize>();
+                    break;
+                }
+            }
+            s.queue.push_back(d);
+            r.pushed += 1;
+        }
+        let w = s.waker.take();
+        drop(s);
+        if let Some(w) = w {
+            w.wake();
+        }
+        r
     }
 
     /// Deliveries waiting for the shipper.

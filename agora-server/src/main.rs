@@ -23,6 +23,8 @@ enum Ablate {
     NoDefences,
     /// No latency sampling, no metric manager.
     NoMetrics,
+    /// Fan out each topic publish on its own, not a read's run of publishes together.
+    NoPublishBatching,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -246,6 +248,7 @@ fn main() -> ExitCode {
                     Ablate::CopyFanout => a.copy_fanout = true,
                     Ablate::NoDefences => a.no_defences = true,
                     Ablate::NoMetrics => a.no_metrics = true,
+                    Ablate::NoPublishBatching => a.no_publish_batching = true,
                 }
             }
             a

@@ -245,7 +245,7 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
                     payload: agora_protocol::bytes::Bytes::from(json),
                     received: Instant::now(),
                 };
-                let _ = t.publish(msg);
+                let _ = t.publish(&msg);
             }
         }
         let Some(addr) = broker.config.statsd.clone() else {

@@ -172,8 +172,86 @@ impl Topic {
         n
     }
 
+    /// Hands a run of messages (publishes one connection read in a row) to every
+    /// current subscriber: one subscriber snapshot, one budget charge and one lock
+    /// per subscriber for the whole run. Never waits. On `Err` nothing was delivered
+    /// and the caller publishes them one by one ([`publish`](Topic::publish)), which
+    /// tells apart the ones the memory budget can still take.
+    pub fn publish_all(&self, msgs: &[Message]) -> Result<(), TopicRefused> {
+        if self.closed.load(SeqCst) {
+            return Err(TopicRefused::Closed);
+        }
+        let n = msgs.len() as u64;
+        let bytes: u64 = msgs.iter().map(|m| m.payload.len() as u64).sum();
+        let subs = self.snapshot();
+        if subs.is_empty() {
+            self.messages_in.fetch_add(n, Relaxed);
+            self.bytes_in.fetch_add(bytes, Relaxed);
+            return Ok(());
+        }
+        let size: usize = msgs.iter().map(Message::size).sum();
+        if !self.budget.try_take(size * subs.len()) {
+            return Err(TopicRefused::Memory(String::new()));
+        }
+        self.messages_in.fetch_add(n, Relaxed);
+        self.bytes_in.fetch_add(bytes, Relaxed);
+        let charge = self.budget.enabled();
+        let drop_oldest = matches!(self.policy, SlowConsumerPolicy::DropOldest);
+        let mut unplaced = 0;
+        let mut sent = 0u64;
+        let mut sent_bytes = 0u64;
+        for s in subs.iter() {
+            let deliveries = msgs.iter().map(|m| Delivery {
+                did: 0,
+                count: 1,
+                msg: if self.copy_fanout {
+                    Message {
+                        headers: m.headers.clone(),
+                        payload: Bytes::copy_from_slice(&m.payload),
+                        received: m.received,
+                    }
+                } else {
+                    m.clone()
+                },
+                charged: if charge { m.size() } else { 0 },
+            });
+            let r = s.tx.push_all(deliveries, s.cap, drop_oldest);
+            unplaced += r.unplaced;
+            sent += r.pushed as u64;
+            sent_bytes += if r.pushed == msgs.len() {
+                bytes
+            } else {
+                msgs[..r.pushed]
+                    .iter()
+                    .map(|m| m.payload.len() as u64)
+                    .sum()
+            };
+            if r.dropped > 0 {
+                let before = s.dropped.fetch_add(r.dropped, Relaxed);
+                // Once per power of two passed, so a stalled subscriber cannot flood
+                // the log.
+                let bits = |x: u64| 64 - x.leading_zeros();
+                if bits(before) != bits(before + r.dropped) {
+                    log::warn!(
+                        "subscriber {} of {} is behind: {} of its oldest messages dropped so far",
+                        s.sid,
+                        self.dest,
+                        before + r.dropped
+                    );
+                }
+            }
+            if r.refused && !drop_oldest && !s.tx.is_closed() {
+                self.cut_off(s);
+            }
+        }
+        self.budget.give_back(unplaced);
+        self.messages_out.fetch_add(sent, Relaxed);
+        self.bytes_out.fetch_add(sent_bytes, Relaxed);
+        Ok(())
+    }
+
     /// Hands `msg` to every current subscriber. Never waits.
-    pub fn publish(&self, msg: Message) -> Result<(), TopicRefused> {
+    pub fn publish(&self, msg: &Message) -> Result<(), TopicRefused> {
         if self.closed.load(SeqCst) {
             return Err(TopicRefused::Closed);
         }

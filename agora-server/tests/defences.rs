@@ -230,6 +230,25 @@ fn memory_budget_covers_queues_and_subscriber_buffers() {
     assert!(refused > 0, "the budget must bind");
     let used = c.stats()["memory"]["used"].as_u64().unwrap();
     assert!(used <= 1000, "{used}");
+    // A run of publishes in one write, one more than the budget has room for: the
+    // run cannot be taken whole, so each is tried alone, and exactly the last one is
+    // refused (the lazy subscriber's shipper is stuck on its full socket meanwhile).
+    let room = 1000 - used;
+    let k = room / 100 + 1;
+    let mut run = Vec::new();
+    for _ in 0..k {
+        run.extend_from_slice(b"PUB topic:t 100\r\n");
+        run.extend_from_slice(&[b'z'; 100]);
+        run.extend_from_slice(b"\r\n");
+    }
+    c.send(&run);
+    let answers = c.sync(4);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(
+        matches!(&answers[0], Frame::Err(e) if e.code == ErrorCode::MemoryLimit),
+        "{answers:?}"
+    );
+    assert_eq!(c.stats()["memory"]["used"], used + (k - 1) * 100);
 }
 
 #[test]

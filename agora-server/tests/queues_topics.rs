@@ -184,6 +184,47 @@ fn topic_subscribers_each_get_every_message_in_order() {
 }
 
 #[test]
+fn runs_of_publishes_keep_order_across_destinations_commands_and_a_leaving_client() {
+    let s = start();
+    let mut a = s.connect();
+    a.send(b"SUB #1 topic:a 1\r\n");
+    assert_eq!(a.next(), Frame::Ok { rid: Some(1) });
+    let mut b = s.connect();
+    b.send(b"SUB #1 topic:b 1\r\n");
+    assert_eq!(b.next(), Frame::Ok { rid: Some(1) });
+    let pub_a = |n: u64| format!("PUB topic:a {}\r\n{n}\r\n", n.to_string().len());
+    // One write: a run to a, one to b, more to a, a SUB of the publisher's own, a
+    // publish it must then receive, and the publisher leaving right after.
+    let mut p = s.connect();
+    let mut w = String::new();
+    (0..100).for_each(|n| w.push_str(&pub_a(n)));
+    w.push_str("PUB topic:b 1\r\nb\r\n");
+    (100..200).for_each(|n| w.push_str(&pub_a(n)));
+    w.push_str("SUB #5 topic:c 9\r\nPUB topic:c 4\r\nself\r\n");
+    (200..300).for_each(|n| w.push_str(&pub_a(n)));
+    w.push_str("DISCONNECT\r\n");
+    p.send(w.as_bytes());
+    let got: Vec<u64> = take(&mut a, 300).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+    let Frame::Msg(m) = b.next() else { panic!() };
+    assert_eq!(&m.payload[..], b"b");
+    let rest = p.expect_closed();
+    assert_eq!(rest[0], Frame::Ok { rid: Some(5) }, "{rest:?}");
+    assert!(
+        matches!(&rest[1], Frame::Msg(m) if &m.payload[..] == b"self"),
+        "{rest:?}"
+    );
+    // A client that writes a run and closes at once: the run is delivered all the same.
+    let mut q = s.connect();
+    let mut w = String::new();
+    (300..700).for_each(|n| w.push_str(&pub_a(n)));
+    q.send(w.as_bytes());
+    drop(q);
+    let got: Vec<u64> = take(&mut a, 400).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(got, (300..700).collect::<Vec<_>>());
+}
+
+#[test]
 fn topic_message_goes_only_to_current_subscribers() {
     let s = start();
     let mut p = s.connect();
@@ -298,6 +339,10 @@ fn every_ablation_still_delivers_everything() {
         },
         Ablation {
             no_metrics: true,
+            ..Ablation::default()
+        },
+        Ablation {
+            no_publish_batching: true,
             ..Ablation::default()
         },
     ];
