@@ -51,8 +51,8 @@ pub struct Ablation {
     /// No latency sampling and no metric manager (StatsD, `$sys.metrics`); the
     /// counters `STATS` reads stay.
     pub no_metrics: bool,
-    /// Each topic publish fans out on its own instead of runs of publishes to one
-    /// topic from one read being fanned out together.
+    /// Each publish is handed to its destination on its own instead of a read's run
+    /// of publishes to one destination being handed over together.
     pub no_publish_batching: bool,
 }
 

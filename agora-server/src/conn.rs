@@ -173,10 +173,12 @@ struct Conn<'a> {
     /// When the bytes being decoded were read: every message of one read shares it
     /// (one clock read per read, not per message).
     read_at: std::time::Instant,
-    /// Fire-and-forget publishes to one topic decoded in a row, held back until the
-    /// run ends (another frame or destination, the end of the bytes read, or
-    /// [`PUBLISH_RUN`] of them) and then fanned out together (`Topic::publish_all`).
-    run: Option<(Arc<Topic>, Vec<Message>)>,
+    /// Fire-and-forget publishes to one destination decoded in a row, held back until
+    /// the run ends (another frame or destination, the end of the bytes read, or
+    /// [`PUBLISH_RUN`] of them) and then handed over together: fanned out at once to a
+    /// topic's subscribers (`Topic::publish_all`), or sent to a queue's task as one
+    /// command (their room in the queue is reserved as each is read).
+    run: Option<(Handle, Vec<Message>)>,
     /// The last run's vector, kept for the next one.
     spare: Vec<Message>,
 }
@@ -633,8 +635,28 @@ impl Conn<'_> {
     /// Fans out the held-back run of topic publishes, if any; false if the connection
     /// should end.
     async fn end_run(&mut self) -> bool {
-        let Some((topic, mut msgs)) = self.run.take() else {
+        let Some((h, mut msgs)) = self.run.take() else {
             return true;
+        };
+        let topic = match h {
+            Handle::Topic(t) => t,
+            Handle::Queue(q) => {
+                return match q.tx.send(QueueCmd::PublishMany(msgs)).await {
+                    Ok(()) => true,
+                    Err(async_channel::SendError(QueueCmd::PublishMany(msgs))) => {
+                        // The queue was removed meanwhile: to its successor, one by one.
+                        let mut ok = true;
+                        for m in msgs {
+                            q.unreserve(m.size());
+                            if ok {
+                                ok = Box::pin(self.route(None, &q.dest, m, true)).await;
+                            }
+                        }
+                        ok
+                    }
+                    Err(_) => false,
+                };
+            }
         };
         let mut ok = true;
         if topic.publish_all(&msgs).is_err() {
@@ -653,6 +675,30 @@ impl Conn<'_> {
         ok
     }
 
+    /// Adds a message to the run of publishes held back for `h`, ending the run held
+    /// for another destination first.
+    async fn hold(&mut self, h: Handle, msg: Message) -> bool {
+        match &mut self.run {
+            Some((held, msgs)) if held.same(&h) => msgs.push(msg),
+            _ => {
+                if !self.end_run().await {
+                    return false;
+                }
+                let mut msgs = std::mem::take(&mut self.spare);
+                msgs.push(msg);
+                self.run = Some((h, msgs));
+            }
+        }
+        if self
+            .run
+            .as_ref()
+            .is_some_and(|(_, m)| m.len() >= PUBLISH_RUN)
+        {
+            return self.end_run().await;
+        }
+        true
+    }
+
     /// Routes a message to its destination; `mutated`: its chain has run.
     async fn route(
         &mut self,
@@ -661,8 +707,8 @@ impl Conn<'_> {
         mut msg: Message,
         mut mutated: bool,
     ) -> bool {
-        // A run held back is only of fire-and-forget publishes to one topic; one that
-        // comes back here (`end_run`) is published one by one.
+        // A run held back is only of fire-and-forget publishes to one destination; one
+        // that comes back here (`end_run`) is published one by one.
         let runs = !mutated && !self.confirm && !self.broker.config.ablation.no_publish_batching;
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
@@ -681,27 +727,7 @@ impl Conn<'_> {
                 }
             }
             match h {
-                Handle::Topic(t) if runs => {
-                    match &mut self.run {
-                        Some((held, msgs)) if Arc::ptr_eq(held, &t) => msgs.push(msg),
-                        _ => {
-                            if !self.end_run().await {
-                                return false;
-                            }
-                            let mut msgs = std::mem::take(&mut self.spare);
-                            msgs.push(msg);
-                            self.run = Some((t, msgs));
-                        }
-                    }
-                    if self
-                        .run
-                        .as_ref()
-                        .is_some_and(|(_, m)| m.len() >= PUBLISH_RUN)
-                    {
-                        return self.end_run().await;
-                    }
-                    return true;
-                }
+                Handle::Topic(t) if runs => return self.hold(Handle::Topic(t), msg).await,
                 Handle::Topic(t) => match t.publish(&msg) {
                     Ok(()) => return self.confirmed(rid).await,
                     Err(TopicRefused::Memory(why)) => {
@@ -710,6 +736,7 @@ impl Conn<'_> {
                     Err(TopicRefused::Closed) => continue,
                 },
                 Handle::Queue(q) => match q.reserve(msg.size()) {
+                    Ok(()) if runs => return self.hold(Handle::Queue(q), msg).await,
                     Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
                         Ok(()) => return self.confirmed(rid).await,
                         Err(async_channel::SendError(QueueCmd::Publish(m))) => {

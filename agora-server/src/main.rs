@@ -23,7 +23,7 @@ enum Ablate {
     NoDefences,
     /// No latency sampling, no metric manager.
     NoMetrics,
-    /// Fan out each topic publish on its own, not a read's run of publishes together.
+    /// Hand each publish to its destination on its own, not a read's run together.
     NoPublishBatching,
 }
 
@@ -140,6 +140,11 @@ struct Cli {
         value_name = "FILE"
     )]
     profile_path: PathBuf,
+    /// Executor threads that run the broker's tasks (default: one per core; the
+    /// SMOL_THREADS variable is read too when this is not given).
+    #[arg(long, env = "AGORA_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     /// Capacity of each queue's command channel (publishers wait when it is full).
     #[arg(long, env = "AGORA_QUEUE_CHANNEL", default_value_t = Config::default().queue_channel as u64,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), hide = true)]
@@ -267,8 +272,10 @@ fn main() -> ExitCode {
             config
         }
     };
-    // One executor thread per core unless SMOL_THREADS says otherwise.
-    if std::env::var_os("SMOL_THREADS").is_none() {
+    // --threads, else SMOL_THREADS, else one executor thread per core.
+    if let Some(n) = cli.threads {
+        std::env::set_var("SMOL_THREADS", n.to_string());
+    } else if std::env::var_os("SMOL_THREADS").is_none() {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::env::set_var("SMOL_THREADS", n.to_string());
     }

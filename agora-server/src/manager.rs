@@ -31,6 +31,15 @@ pub(crate) enum Handle {
 }
 
 impl Handle {
+    /// The same destination object (not merely the same name).
+    pub fn same(&self, other: &Handle) -> bool {
+        match (self, other) {
+            (Handle::Queue(a), Handle::Queue(b)) => Arc::ptr_eq(a, b),
+            (Handle::Topic(a), Handle::Topic(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     /// The destination's mutator chain slot.
     #[inline]
     pub fn chain(&self) -> &ChainSlot {

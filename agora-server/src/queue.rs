@@ -31,6 +31,8 @@ use crate::shipper::{Delivery, Message, Outbox};
 pub(crate) enum QueueCmd {
     /// A message whose room was reserved by [`QueueShared::reserve`].
     Publish(Message),
+    /// A run of them, from one connection's read, in order.
+    PublishMany(Vec<Message>),
     /// A new consumer.
     Subscribe(Consumer),
     /// A consumer leaves (UNSUB or its connection closed); its messages come back.
@@ -354,21 +356,29 @@ impl Queue {
         self.consumers.iter().position(|c| c.c.cid == cid)
     }
 
+    /// Adds published messages to the end of the queue.
+    fn enqueue(&mut self, msgs: impl Iterator<Item = Message>) {
+        let now = Instant::now();
+        let (mut n, mut bytes) = (0, 0);
+        for msg in msgs {
+            n += 1;
+            bytes += msg.payload.len() as u64;
+            self.pending.push_back(Held {
+                msg,
+                count: 0,
+                enqueued: now,
+                avoid: None,
+            });
+        }
+        self.shared.messages_in.fetch_add(n, Relaxed);
+        self.shared.bytes_in.fetch_add(bytes, Relaxed);
+    }
+
     /// Handles one command; true when the queue must stop.
     fn handle(&mut self, cmd: QueueCmd) -> bool {
         match cmd {
-            QueueCmd::Publish(msg) => {
-                self.shared.messages_in.fetch_add(1, Relaxed);
-                self.shared
-                    .bytes_in
-                    .fetch_add(msg.payload.len() as u64, Relaxed);
-                self.pending.push_back(Held {
-                    msg,
-                    count: 0,
-                    enqueued: Instant::now(),
-                    avoid: None,
-                });
-            }
+            QueueCmd::Publish(msg) => self.enqueue(std::iter::once(msg)),
+            QueueCmd::PublishMany(msgs) => self.enqueue(msgs.into_iter()),
             QueueCmd::Subscribe(c) => self.consumers.push(ConsumerState {
                 c,
                 next_seq: 1,
