@@ -36,6 +36,8 @@ use crate::inbox::{Inbox, Pushed};
 use crate::pubbuf::PubBuf;
 use crate::Options;
 
+/// Most deliveries handed to a subscription's inbox at once.
+const RUN_MAX: usize = 512;
 /// Bytes read per `read` call at most.
 const READ_SIZE: usize = 64 * 1024;
 /// The writer stops draining commands into one buffer past this many bytes.
@@ -641,22 +643,26 @@ impl Driver {
     }
 
     async fn reader(&self, mut stream: TcpStream, mut buf: BytesMut, generation: u64) -> End {
+        let mut run: Vec<Incoming> = Vec::new();
+        let mut run_sid = 0;
         loop {
             loop {
-                match decode_with(&mut buf, &self.limits.get()) {
-                    Ok(Some(f)) => {
-                        // An auto-ack consumer's full buffer: wait for room, which stops
-                        // this connection's reading (and so the broker's sending).
-                        if let Some((inbox, mut item)) = self.on_frame(f, generation) {
-                            loop {
-                                inbox.room().await;
-                                match inbox.push(item, false) {
-                                    Pushed::Full(i) => item = i,
-                                    Pushed::Ok | Pushed::DroppedOldest | Pushed::Closed => break,
-                                }
-                            }
-                        }
+                let frame = decode_with(&mut buf, &self.limits.get());
+                // Deliveries to one subscription in a row go to it together (one lock
+                // of its inbox per run), before anything else is acted on.
+                if let Ok(Some(Frame::Msg(m))) = frame {
+                    if !run.is_empty() && (m.sid != run_sid || run.len() >= RUN_MAX) {
+                        self.deliver_run(run_sid, &mut run, generation).await;
                     }
+                    run_sid = m.sid;
+                    run.push(Incoming { msg: m, generation });
+                    continue;
+                }
+                if !run.is_empty() {
+                    self.deliver_run(run_sid, &mut run, generation).await;
+                }
+                match frame {
+                    Ok(Some(f)) => self.on_frame(f),
                     Ok(None) => break,
                     Err(e) if e.is_fatal() => return End::Lost(Error::Protocol(e)),
                     Err(e) => log::warn!("agora client: skipped a frame from the broker: {e}"),
@@ -711,11 +717,9 @@ impl Driver {
         let _ = self.errors.force_send(e);
     }
 
-    /// Acts on one frame; returns a delivery that must wait for room (see
-    /// [`SubEntry::auto_ack`]).
-    fn on_frame(&self, f: Frame, generation: u64) -> Option<(Arc<Inbox>, Incoming)> {
+    /// Acts on one frame other than a delivery.
+    fn on_frame(&self, f: Frame) {
         match f {
-            Frame::Msg(msg) => return self.deliver(msg, generation),
             Frame::Ok { rid } => {
                 self.answer(rid, Ok(Answer::Ok));
             }
@@ -768,53 +772,73 @@ impl Driver {
             }
             other => log::debug!("agora client: ignored {} from the broker", other.command()),
         }
-        None
     }
 
-    /// Hands a delivery to its subscription without ever waiting on the application.
+    /// Hands a run of deliveries to one subscription (`sid`), emptying `run`:
     ///
-    /// - Topic subscription full: drop its oldest buffered message and count it
+    /// - Topic subscription full: drop its oldest buffered messages and count them
     ///   (`Subscription::dropped`), as the broker does for a slow subscriber.
-    /// - Queue consumer full: cannot happen while the broker keeps to the prefetch
+    /// - Auto-ack consumer full: wait for room. This stops the reading of this
+    ///   connection, and so the broker's sending (TCP backpressure); nothing is lost.
+    /// - Acking consumer full: cannot happen while the broker keeps to the prefetch
     ///   (the buffer holds `prefetch` deliveries); if it does, the delivery is NACKed so
     ///   the broker gives it to someone, never dropped.
-    fn deliver(
-        &self,
-        msg: agora_protocol::Delivery,
-        generation: u64,
-    ) -> Option<(Arc<Inbox>, Incoming)> {
-        let subs = self.subs.borrow();
-        let Some(e) = subs.get(&msg.sid) else {
-            // Ended locally; the broker takes back unacked deliveries on UNSUB.
-            return None;
-        };
-        if Arc::strong_count(&e.inbox) <= 1 {
-            // Nobody holds the stream (a subscribe whose caller gave up waiting, say):
-            // end it at the broker too.
-            let _ = self.ctl_tx.try_send(Ctl::Unsub { sid: msg.sid });
-            return None;
-        }
-        let item = Incoming { msg, generation };
-        if e.auto_ack {
-            return match e.inbox.push(item, false) {
-                Pushed::Full(item) => Some((e.inbox.clone(), item)),
-                _ => None,
+    async fn deliver_run(&self, sid: u64, run: &mut Vec<Incoming>, generation: u64) {
+        let (inbox, auto_ack, acking, dropped, dest) = {
+            let subs = self.subs.borrow();
+            let Some(e) = subs.get(&sid) else {
+                // Ended locally; the broker takes back unacked deliveries on UNSUB.
+                run.clear();
+                return;
             };
+            if Arc::strong_count(&e.inbox) <= 1 {
+                // Nobody holds the stream (a subscribe whose caller gave up waiting,
+                // say): end it at the broker too.
+                let _ = self.ctl_tx.try_send(Ctl::Unsub { sid });
+                run.clear();
+                return;
+            }
+            (
+                e.inbox.clone(),
+                e.auto_ack,
+                e.prefetch.is_some(),
+                e.dropped.clone(),
+                e.dest.clone(),
+            )
+        };
+        if auto_ack {
+            loop {
+                if let Pushed::Closed = inbox.push_all(run, false) {
+                    run.clear();
+                    return;
+                }
+                if run.is_empty() {
+                    return;
+                }
+                inbox.room().await;
+            }
         }
-        if e.prefetch.is_none() {
-            if let Pushed::DroppedOldest = e.inbox.push(item, true) {
-                let n = e.dropped.fetch_add(1, SeqCst) + 1;
-                if n.is_power_of_two() {
-                    log::warn!(
-                        "agora client: subscription to {} is not drained; {n} messages dropped so far",
-                        e.dest
-                    );
+        if !acking {
+            if let Pushed::Ok { dropped: k } = inbox.push_all(run, true) {
+                if k > 0 {
+                    let before = dropped.fetch_add(k, SeqCst);
+                    // Once per power of two passed.
+                    let bits = |x: u64| 64 - x.leading_zeros();
+                    if bits(before) != bits(before + k) {
+                        log::warn!(
+                            "agora client: subscription to {dest} is not drained; {} messages dropped so far",
+                            before + k
+                        );
+                    }
                 }
             }
-        } else if let Pushed::Full(item) = e.inbox.push(item, false) {
+            run.clear();
+            return;
+        }
+        let _ = inbox.push_all(run, false);
+        for item in run.drain(..) {
             log::warn!(
-                "agora client: consumer of {} over its prefetch; giving delivery {} back",
-                e.dest,
+                "agora client: consumer of {dest} over its prefetch; giving delivery {} back",
                 item.msg.did
             );
             let _ = self.ctl_tx.try_send(Ctl::Settle {
@@ -823,7 +847,6 @@ impl Driver {
                 ack: false,
             });
         }
-        None
     }
 }
 

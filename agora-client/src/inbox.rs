@@ -34,14 +34,11 @@ pub(crate) struct Inbox {
     room: Event,
 }
 
-/// What [`Inbox::push`] did.
+/// What [`Inbox::push_all`] did.
 pub(crate) enum Pushed {
-    Ok,
-    /// The buffer was full: the oldest delivery was dropped to make room.
-    DroppedOldest,
-    /// The buffer was full: the delivery is handed back.
-    Full(Incoming),
-    /// The inbox is closed (the subscription ended): the delivery was dropped.
+    /// `dropped` older deliveries made room (only with `drop_oldest`).
+    Ok { dropped: u64 },
+    /// The inbox is closed (the subscription ended): nothing was taken.
     Closed,
 }
 
@@ -62,28 +59,33 @@ impl Inbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a delivery; at the limit, drops the oldest if `drop_oldest`, else hands it
-    /// back.
-    pub(crate) fn push(&self, item: Incoming, drop_oldest: bool) -> Pushed {
+    /// Adds deliveries from the front of `items` in order, under one lock. With
+    /// `drop_oldest` all go in, the oldest buffered ones dropped beyond the bound;
+    /// without, as many as there is room for go in and the rest stay in `items`.
+    pub(crate) fn push_all(&self, items: &mut Vec<Incoming>, drop_oldest: bool) -> Pushed {
         let mut s = self.lock();
         if s.closed {
             return Pushed::Closed;
         }
-        let mut result = Pushed::Ok;
-        if s.queue.len() >= self.cap {
-            if !drop_oldest {
-                return Pushed::Full(item);
-            }
-            s.queue.pop_front();
-            result = Pushed::DroppedOldest;
-        }
         let was_empty = s.queue.is_empty();
-        s.queue.push_back(item);
+        let mut dropped = 0;
+        if drop_oldest {
+            for item in items.drain(..) {
+                if s.queue.len() >= self.cap && s.queue.pop_front().is_some() {
+                    dropped += 1;
+                }
+                s.queue.push_back(item);
+            }
+        } else {
+            let n = items.len().min(self.cap.saturating_sub(s.queue.len()));
+            s.queue.extend(items.drain(..n));
+        }
+        let filled = was_empty && !s.queue.is_empty();
         drop(s);
-        if was_empty {
+        if filled {
             self.ready.notify(1);
         }
-        result
+        Pushed::Ok { dropped }
     }
 
     /// Waits until there is room for one more delivery (or the inbox is closed).
