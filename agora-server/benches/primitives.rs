@@ -65,6 +65,58 @@ fn stream_across_threads(n: u64, tx: Sender<Msg>, rx: Receiver<Msg>) -> Duration
     start.elapsed()
 }
 
+/// The broker's delivery queue (`agora_server::deliveries`: a `VecDeque` under a
+/// mutex, one stored waker, up to 256 taken per lock): `n` items pushed one by one by
+/// the producer, taken in batches by the consumer task. Same-thread: both tasks on one
+/// `LocalExecutor`; across threads: the consumer on smol's global executor.
+fn mutex_queue(n: u64, across: bool) -> Duration {
+    use agora_server::deliveries::{queue, Took};
+    let (tx, rx) = queue::<Msg>();
+    let payload = Bytes::from_static(&[7u8; 128]);
+    let consume = async move {
+        let mut batch = std::collections::VecDeque::new();
+        let mut got = 0;
+        while got < n {
+            match rx.take(&mut batch) {
+                Took::Some => {
+                    while let Some(m) = batch.pop_front() {
+                        black_box(m);
+                        got += 1;
+                    }
+                }
+                Took::Empty => std::future::poll_fn(|cx| rx.poll_ready(cx)).await,
+                Took::Closed => unreachable!("never closed here"),
+            }
+        }
+    };
+    let start = Instant::now();
+    if across {
+        let consumer = smol::spawn(consume);
+        for _ in 0..n {
+            tx.push(payload.clone()).ok();
+        }
+        smol::block_on(consumer);
+    } else {
+        let ex = LocalExecutor::new();
+        smol::block_on(ex.run(async {
+            let consumer = ex.spawn(consume);
+            let producer = ex.spawn(async move {
+                for i in 0..n {
+                    tx.push(payload.clone()).ok();
+                    // Let the consumer in now and then, as a connection task does
+                    // between reads.
+                    if i % 256 == 255 {
+                        smol::future::yield_now().await;
+                    }
+                }
+            });
+            producer.await;
+            consumer.await;
+        }));
+    }
+    start.elapsed()
+}
+
 fn channels(c: &mut Criterion) {
     let mut g = c.benchmark_group("send_recv");
     for (name, cap) in [
@@ -89,6 +141,12 @@ fn channels(c: &mut Criterion) {
             })
         });
     }
+    g.bench_function("same_thread/mutex_queue", |b| {
+        b.iter_custom(|n| mutex_queue(n, false))
+    });
+    g.bench_function("across_threads/mutex_queue", |b| {
+        b.iter_custom(|n| mutex_queue(n, true))
+    });
     g.finish();
 
     // A shipper's wake-up: the channel holds a batch; take it with `try_recv` until

@@ -14,35 +14,51 @@ use std::task::{Context, Poll, Waker};
 
 use crate::shipper::Delivery;
 
-/// Most deliveries the shipper takes per lock.
-pub(crate) const TAKE: usize = 256;
+/// The producers' end of the queue that carries deliveries to a shipper.
+pub(crate) type DeliveryTx = Tx<Delivery>;
+/// The shipper's end.
+pub(crate) type DeliveryRx = Rx<Delivery>;
 
-struct State {
-    queue: VecDeque<Delivery>,
+/// Most deliveries the shipper takes per lock.
+pub const TAKE: usize = 256;
+
+struct State<T> {
+    queue: VecDeque<T>,
     closed: bool,
     /// The shipper, while it waits for this queue.
     waker: Option<Waker>,
 }
 
-struct Inner {
-    state: Mutex<State>,
+struct Inner<T> {
+    state: Mutex<State<T>>,
 }
 
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<T> Inner<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// The producers' end. Cloning shares the queue.
-#[derive(Clone)]
-pub(crate) struct DeliveryTx(Arc<Inner>);
+pub struct Tx<T>(Arc<Inner<T>>);
 
-/// The shipper's end.
-pub(crate) struct DeliveryRx(Arc<Inner>);
+impl<T> Clone for Tx<T> {
+    fn clone(&self) -> Self {
+        Tx(self.0.clone())
+    }
+}
+
+/// The consumer's end.
+pub struct Rx<T>(Arc<Inner<T>>);
 
 /// A new, empty, open delivery queue.
 pub(crate) fn deliveries() -> (DeliveryTx, DeliveryRx) {
+    queue()
+}
+
+/// A new, empty, open queue (generic, so that `benches/primitives.rs` measures this
+/// very code).
+pub fn queue<T>() -> (Tx<T>, Rx<T>) {
     let inner = Arc::new(Inner {
         state: Mutex::new(State {
             queue: VecDeque::new(),
@@ -50,10 +66,10 @@ pub(crate) fn deliveries() -> (DeliveryTx, DeliveryRx) {
             waker: None,
         }),
     });
-    (DeliveryTx(inner.clone()), DeliveryRx(inner))
+    (Tx(inner.clone()), Rx(inner))
 }
 
-/// What [`DeliveryTx::push_all`] did.
+/// What [`Tx::push_all`] did.
 #[derive(Default, Debug)]
 pub(crate) struct Pushed {
     /// Deliveries added, the first ones offered.
@@ -66,8 +82,8 @@ pub(crate) struct Pushed {
     pub refused: bool,
 }
 
-/// What [`DeliveryRx::take`] found.
-pub(crate) enum Took {
+/// What [`Rx::take`] found.
+pub enum Took {
     /// Deliveries were moved into the batch.
     Some,
     Empty,
@@ -75,9 +91,9 @@ pub(crate) enum Took {
     Closed,
 }
 
-impl DeliveryTx {
-    /// Adds a delivery; hands it back if the queue is closed.
-    pub fn push(&self, d: Delivery) -> Result<(), Delivery> {
+impl<T> Tx<T> {
+    /// Adds an item; hands it back if the queue is closed.
+    pub fn push(&self, d: T) -> Result<(), T> {
         let mut s = self.0.lock();
         if s.closed {
             return Err(d);
@@ -91,9 +107,42 @@ impl DeliveryTx {
         Ok(())
     }
 
+    /// Items waiting for the consumer.
+    pub fn len(&self) -> usize {
+        self.0.lock().queue.len()
+    }
+
+    /// Removes the oldest waiting item (a topic's drop-oldest policy).
+    pub fn pop_oldest(&self) -> Option<T> {
+        self.0.lock().queue.pop_front()
+    }
+
+    /// Closes the queue: no more pushes; the consumer takes what is left, then sees it
+    /// closed. True if this call closed it.
+    pub fn close(&self) -> bool {
+        let mut s = self.0.lock();
+        if s.closed {
+            return false;
+        }
+        s.closed = true;
+        let w = s.waker.take();
+        drop(s);
+        if let Some(w) = w {
+            w.wake();
+        }
+        true
+    }
+
+    /// True once the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.lock().closed
+    }
+}
+
+impl Tx<Delivery> {
     /// Adds deliveries in order under one lock, keeping at most `cap` waiting: at the
     /// limit the oldest is dropped if `drop_oldest`, else the rest are refused.
-    pub fn push_all(
+    pub(crate) fn push_all(
         &self,
         items: impl Iterator<Item = Delivery>,
         cap: usize,
@@ -131,40 +180,11 @@ impl DeliveryTx {
         r
     }
 
-    /// Deliveries waiting for the shipper.
-    pub fn len(&self) -> usize {
-        self.0.lock().queue.len()
-    }
-
-    /// Removes the oldest waiting delivery (a topic's drop-oldest policy).
-    pub fn pop_oldest(&self) -> Option<Delivery> {
-        self.0.lock().queue.pop_front()
-    }
-
-    /// Closes the queue: no more pushes; the shipper takes what is left, then sees it
-    /// closed. True if this call closed it.
-    pub fn close(&self) -> bool {
-        let mut s = self.0.lock();
-        if s.closed {
-            return false;
-        }
-        s.closed = true;
-        let w = s.waker.take();
-        drop(s);
-        if let Some(w) = w {
-            w.wake();
-        }
-        true
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.0.lock().closed
-    }
 }
 
-impl DeliveryRx {
-    /// Moves up to [`TAKE`] deliveries to the end of `batch`.
-    pub fn take(&self, batch: &mut VecDeque<Delivery>) -> Took {
+impl<T> Rx<T> {
+    /// Moves up to [`TAKE`] items to the end of `batch`.
+    pub fn take(&self, batch: &mut VecDeque<T>) -> Took {
         let mut s = self.0.lock();
         let n = s.queue.len().min(TAKE);
         if n > 0 {
@@ -192,8 +212,8 @@ impl DeliveryRx {
         Poll::Pending
     }
 
-    /// Closes the queue from the shipper's side and returns what it still held.
-    pub fn close_and_drain(&self) -> VecDeque<Delivery> {
+    /// Closes the queue from the consumer's side and returns what it still held.
+    pub fn close_and_drain(&self) -> VecDeque<T> {
         let mut s = self.0.lock();
         s.closed = true;
         s.waker = None;

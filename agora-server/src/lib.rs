@@ -25,7 +25,8 @@ mod budget;
 pub mod config;
 pub mod config_file;
 mod conn;
-mod deliveries;
+#[doc(hidden)]
+pub mod deliveries;
 pub mod logging;
 mod manager;
 mod metrics;

@@ -174,9 +174,11 @@ impl Topic {
 
     /// Hands a run of messages (publishes one connection read in a row) to every
     /// current subscriber: one subscriber snapshot, one budget charge and one lock
-    /// per subscriber for the whole run. Never waits. On `Err` nothing was delivered
-    /// and the caller publishes them one by one ([`publish`](Topic::publish)), which
-    /// tells apart the ones the memory budget can still take.
+    /// per subscriber for the whole run. Never waits. The slow-consumer policy is
+    /// applied under each subscriber's lock, so its buffer never passes
+    /// `subscriber_buffer`. On `Err` nothing was delivered; a caller with a run of
+    /// several publishes them one by one ([`publish`](Topic::publish)), which tells
+    /// apart the ones the memory budget can still take.
     pub fn publish_all(&self, msgs: &[Message]) -> Result<(), TopicRefused> {
         if self.closed.load(SeqCst) {
             return Err(TopicRefused::Closed);
@@ -190,8 +192,14 @@ impl Topic {
             return Ok(());
         }
         let size: usize = msgs.iter().map(Message::size).sum();
+        // Each subscriber's buffered copy counts against the budget (the payload is
+        // shared, but each copy may outlive the others); shares that find no place (a
+        // closed or cut-off subscriber, a dropped oldest message) go back at the end.
         if !self.budget.try_take(size * subs.len()) {
-            return Err(TopicRefused::Memory(String::new()));
+            return Err(TopicRefused::Memory(format!(
+                "the broker's memory budget of {} bytes is spent",
+                self.budget.limit()
+            )));
         }
         self.messages_in.fetch_add(n, Relaxed);
         self.bytes_in.fetch_add(bytes, Relaxed);
@@ -252,86 +260,7 @@ impl Topic {
 
     /// Hands `msg` to every current subscriber. Never waits.
     pub fn publish(&self, msg: &Message) -> Result<(), TopicRefused> {
-        if self.closed.load(SeqCst) {
-            return Err(TopicRefused::Closed);
-        }
-        self.messages_in.fetch_add(1, Relaxed);
-        let subs = self.snapshot();
-        if subs.is_empty() {
-            self.bytes_in.fetch_add(msg.payload.len() as u64, Relaxed);
-            return Ok(());
-        }
-        // Each subscriber's buffered copy counts against the budget (the payload is
-        // shared, but each copy may outlive the others).
-        let size = msg.size();
-        if !self.budget.try_take(size * subs.len()) {
-            self.messages_in.fetch_sub(1, Relaxed);
-            return Err(TopicRefused::Memory(format!(
-                "the broker's memory budget of {} bytes is spent",
-                self.budget.limit()
-            )));
-        }
-        // One budget reservation for all copies, one share per delivery; shares that
-        // find no place (a closed or cut-off subscriber, a dropped oldest message) go
-        // back at the end.
-        let charged = if self.budget.enabled() { size } else { 0 };
-        let mut unplaced = 0;
-        let mut sent = 0;
-        for s in subs.iter() {
-            let msg = if self.copy_fanout {
-                // Ablation only: what sharing the payload saves.
-                Message {
-                    headers: msg.headers.clone(),
-                    payload: Bytes::copy_from_slice(&msg.payload),
-                    received: msg.received,
-                }
-            } else {
-                msg.clone()
-            };
-            let d = Delivery {
-                did: 0,
-                count: 1,
-                msg,
-                charged,
-            };
-            // Two publishers racing may each see room for one: the bound can be
-            // passed by at most the number of executor threads.
-            if s.tx.len() >= s.cap {
-                match self.policy {
-                    SlowConsumerPolicy::DropOldest => {
-                        if let Some(old) = s.tx.pop_oldest() {
-                            unplaced += old.charged;
-                            let before = s.dropped.fetch_add(1, Relaxed);
-                            // Once per power of two, so a stalled subscriber cannot
-                            // flood the log.
-                            if (before + 1).is_power_of_two() {
-                                log::warn!(
-                                    "subscriber {} of {} is behind: {} of its oldest messages dropped so far",
-                                    s.sid,
-                                    self.dest,
-                                    before + 1
-                                );
-                            }
-                        }
-                    }
-                    SlowConsumerPolicy::Disconnect => {
-                        self.cut_off(s);
-                        unplaced += charged;
-                        continue;
-                    }
-                }
-            }
-            match s.tx.push(d) {
-                Ok(()) => sent += 1,
-                Err(_) => unplaced += charged,
-            }
-        }
-        self.budget.give_back(unplaced);
-        self.messages_out.fetch_add(sent, Relaxed);
-        self.bytes_in.fetch_add(msg.payload.len() as u64, Relaxed);
-        self.bytes_out
-            .fetch_add(sent * msg.payload.len() as u64, Relaxed);
-        Ok(())
+        self.publish_all(std::slice::from_ref(msg))
     }
 
     /// Ends a subscription that fell behind, telling its client why.
