@@ -1,4 +1,5 @@
-//! Decode and encode speed of `PUB` frames at several payload sizes.
+//! Decode and encode speed of `PUB` frames at several payload sizes, and of `MSG`
+//! frames at 128 B.
 //!
 //! `cargo bench -p agora-protocol --bench codec`. Each iteration decodes a buffer of
 //! 1,000 back-to-back frames, as a connection's read buffer holds them, so the figure is
@@ -51,6 +52,29 @@ fn bench_decode(c: &mut Criterion) {
             )
         });
     }
+    g.finish();
+    // What a subscribing client decodes: `MSG` frames of 128 B.
+    let mut g = c.benchmark_group("decode_msg");
+    let dest = Destination::topic("bench.prices").unwrap();
+    let mut w = BytesMut::new();
+    for i in 0..FRAMES as u64 {
+        encode_msg(&dest, 1, i, 1, &Headers::new(), &[b'x'; 128], &mut w);
+    }
+    g.throughput(Throughput::Elements(FRAMES as u64));
+    g.bench_function("128B", |b| {
+        b.iter_batched_ref(
+            || w.clone(),
+            |buf| {
+                let mut n = 0;
+                while let Some(f) = decode(buf).unwrap() {
+                    black_box(&f);
+                    n += 1;
+                }
+                assert_eq!(n, FRAMES);
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 }
 

@@ -6,7 +6,8 @@
 //! declared size is checked before its bytes are awaited. Payloads and names are split
 //! off the buffer as [`Bytes`], never copied.
 //!
-//! nom does the parsing; its types stay inside this module.
+//! A line is found with `memchr`; `PUB` and `MSG` lines in their plain form are read by a
+//! direct path, every other line's tokens by nom. nom's types stay inside this module.
 
 use std::ops::Range;
 
@@ -49,9 +50,9 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
 pub fn decode_with(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>, ProtocolError> {
     loop {
         let window = &buf[..buf.len().min(limits.max_line.saturating_add(2))];
-        let lf = match line(window) {
-            Ok((_, l)) => l.len(),
-            Err(_) => {
+        let lf = match memchr::memchr(b'\n', window) {
+            Some(lf) => lf,
+            None => {
                 // Incomplete: no LF yet. Past the window it can never be a legal line.
                 if buf.len() >= limits.max_line.saturating_add(2) {
                     return Err(ProtocolError::new(
@@ -83,6 +84,9 @@ pub fn decode_with(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>,
         if buf[..content].iter().all(|&b| b == b' ' || b == b'\t') {
             buf.advance(line_total);
             continue;
+        }
+        if let Some(done) = direct(buf, content, line_total, limits) {
+            return done;
         }
         let line = &buf[..content];
         let parsed = match fast_pub(line).or_else(|| fast_msg(line)) {
@@ -176,11 +180,6 @@ fn take_line(buf: &mut BytesMut, line_total: usize, span: Option<Range<usize>>) 
             Bytes::new()
         }
     }
-}
-
-/// `line = *(%x00-09 / %x0B-FF) LF` — streaming: no LF yet is `Incomplete`.
-fn line(i: &[u8]) -> IResult<&[u8], &[u8], NomError<'_>> {
-    nom::bytes::streaming::take_until(&b"\n"[..])(i)
 }
 
 /// `blank = SP / HTAB`
@@ -669,6 +668,90 @@ fn fast_pub(line: &[u8]) -> Option<Draft> {
         }),
         deferred: None,
     })
+}
+
+/// The hottest frames, `PUB dest size` and `MSG dest sid did count size` without
+/// headers, decoded straight into their [`Frame`] (no [`Draft`]). `None` for anything
+/// else, including every error: the general path then reports it exactly.
+#[inline]
+fn direct(
+    buf: &mut BytesMut,
+    content: usize,
+    line_total: usize,
+    limits: &Limits,
+) -> Option<Result<Option<Frame>, ProtocolError>> {
+    let line = &buf[..content];
+    let (msg, skip) = match line.get(..4)? {
+        b"PUB " => (false, 4),
+        b"MSG " => (true, 4),
+        _ => return None,
+    };
+    let rest = &line[skip..];
+    let sp = memchr::memchr(b' ', rest)?;
+    let dest = &rest[..sp];
+    let kind = match dest.get(..6)? {
+        b"topic:" => Kind::Topic,
+        b"queue:" => Kind::Queue,
+        _ => return None,
+    };
+    validate_name(&dest[6..]).ok()?;
+    let mut nums = [0u64; 4];
+    let want = if msg { 4 } else { 1 };
+    let mut toks = rest[sp + 1..].split(|&b| b == b' ');
+    for n in nums.iter_mut().take(want) {
+        *n = number(toks.next()?)?;
+    }
+    if toks.next().is_some() {
+        return None;
+    }
+    let total = nums[want - 1];
+    if total > limits.max_payload as u64 {
+        return None;
+    }
+    let count = if msg {
+        Some(u32::try_from(nums[2]).ok().filter(|&c| c > 0)?)
+    } else {
+        None
+    };
+    let total = total as usize;
+    let end = line_total + total;
+    if buf.len() <= end {
+        buf.reserve(end + 2 - buf.len());
+        return Some(Ok(None));
+    }
+    let term = match &buf[end..] {
+        [b'\n', ..] => 1,
+        [b'\r', b'\n', ..] => 2,
+        [b'\r'] => return Some(Ok(None)),
+        _ => return None,
+    };
+    let name_start = skip + 6;
+    let name_end = skip + sp;
+    buf.advance(name_start);
+    let name = buf.split_to(name_end - name_start).freeze();
+    buf.advance(line_total - name_end);
+    let payload = buf.split_to(total).freeze();
+    buf.advance(term);
+    let dest = Destination {
+        kind,
+        name: Name::from_validated(name),
+    };
+    Some(Ok(Some(match count {
+        None => Frame::Pub(Publish {
+            rid: None,
+            dest,
+            headers: Headers::new(),
+            payload,
+        }),
+        Some(count) => Frame::Msg(Delivery {
+            dest,
+            sid: nums[0],
+            did: nums[1],
+            count,
+            headers: Headers::new(),
+            payload,
+        }),
+    })))
 }
 
 /// The delivery's fast path (what a client decodes most):

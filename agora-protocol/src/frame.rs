@@ -52,10 +52,23 @@ impl fmt::Display for NameError {
 
 impl std::error::Error for NameError {}
 
+/// `name-char = ALPHA / DIGIT / "." / "-" / "_"`, as a table: one load per byte on
+/// the decoder's hot path.
+static NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_';
+        b += 1;
+    }
+    t
+};
+
 /// `name-char = ALPHA / DIGIT / "." / "-" / "_"`
 #[inline]
 pub(crate) fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_'
+    NAME_BYTES[b as usize]
 }
 
 /// Checks `name = ["$"] 1*name-char`, at most [`MAX_NAME_LEN`] bytes.

@@ -112,6 +112,11 @@ impl<T> Tx<T> {
         self.0.lock().queue.len()
     }
 
+    /// True when nothing waits for the consumer.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().queue.is_empty()
+    }
+
     /// Removes the oldest waiting item (a topic's drop-oldest policy).
     pub fn pop_oldest(&self) -> Option<T> {
         self.0.lock().queue.pop_front()
@@ -179,7 +184,6 @@ impl Tx<Delivery> {
         }
         r
     }
-
 }
 
 impl<T> Rx<T> {

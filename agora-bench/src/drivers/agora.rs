@@ -24,7 +24,16 @@ pub(crate) struct Pub {
     target: Target,
 }
 
-pub(crate) enum Sub {
+pub(crate) struct Sub {
+    kind: SubKind,
+    /// The wait of `next`, armed once and kept until it fires: arming an `async-io`
+    /// timer wakes the reactor's thread, so a timer per call would cost every message
+    /// that is not already there a wake-up (the NATS driver's tokio timeout has no such
+    /// cost). A wait that ends early only means the caller asks again.
+    timer: Option<async_io::Timer>,
+}
+
+enum SubKind {
     Topic(Client, Subscription),
     Queue(Client, Consumer, bool),
 }
@@ -63,23 +72,24 @@ impl super::Driver for Agora {
             .connect(&self.addr)
             .await
             .map_err(err)?;
-        Ok(match mode {
+        let kind = match mode {
             Mode::Topic => {
                 let sub = client.subscribe(&dest.name).await.map_err(err)?;
-                Sub::Topic(client, sub)
+                SubKind::Topic(client, sub)
             }
             Mode::AutoAck { prefetch } => {
                 let c = client
                     .consume_auto_ack(&dest.name, prefetch)
                     .await
                     .map_err(err)?;
-                Sub::Queue(client, c, false)
+                SubKind::Queue(client, c, false)
             }
             Mode::Ack { prefetch } => {
                 let c = client.consume(&dest.name, prefetch).await.map_err(err)?;
-                Sub::Queue(client, c, true)
+                SubKind::Queue(client, c, true)
             }
-        })
+        };
+        Ok(Sub { kind, timer: None })
     }
 }
 
@@ -116,30 +126,41 @@ impl super::Publisher for Pub {
     }
 }
 
-async fn timeout<T>(wait: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        async_io::Timer::after(wait).await;
+/// `fut`, or `None` once `timer` (armed for `wait` if it is not) fires.
+async fn timeout<T>(
+    timer: &mut Option<async_io::Timer>,
+    wait: Duration,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    let t = timer.get_or_insert_with(|| async_io::Timer::after(wait));
+    let r = futures_lite::future::or(async { Some(fut.await) }, async {
+        t.await;
         None
     })
-    .await
+    .await;
+    if r.is_none() {
+        *timer = None;
+    }
+    r
 }
 
 impl super::Subscriber for Sub {
     async fn next(&mut self, wait: Duration) -> Result<Option<Bytes>> {
-        // What has arrived already is taken without arming a timer.
-        match self {
-            Sub::Topic(_, s) => match s.try_next() {
+        // What has arrived already is taken without touching the timer.
+        let timer = &mut self.timer;
+        match &mut self.kind {
+            SubKind::Topic(_, s) => match s.try_next() {
                 Some(m) => Ok(Some(m.into_payload())),
-                None => match timeout(wait, s.next()).await {
+                None => match timeout(timer, wait, s.next()).await {
                     None => Ok(None),
                     Some(None) => Err("agora: subscription ended".into()),
                     Some(Some(m)) => Ok(Some(m.into_payload())),
                 },
             },
-            Sub::Queue(_, c, ack) => {
+            SubKind::Queue(_, c, ack) => {
                 let d = match c.try_next() {
                     Some(d) => d,
-                    None => match timeout(wait, c.next()).await {
+                    None => match timeout(timer, wait, c.next()).await {
                         None => return Ok(None),
                         Some(None) => return Err("agora: consumer ended".into()),
                         Some(Some(d)) => d,
@@ -155,19 +176,19 @@ impl super::Subscriber for Sub {
     }
 
     fn dropped(&self) -> u64 {
-        match self {
-            Sub::Topic(_, s) => s.dropped(),
-            Sub::Queue(..) => 0,
+        match &self.kind {
+            SubKind::Topic(_, s) => s.dropped(),
+            SubKind::Queue(..) => 0,
         }
     }
 
     async fn close(self) -> Result<()> {
-        match self {
-            Sub::Topic(c, s) => {
+        match self.kind {
+            SubKind::Topic(c, s) => {
                 let _ = s.unsubscribe().await;
                 c.close().await.map_err(err)
             }
-            Sub::Queue(c, s, _) => {
+            SubKind::Queue(c, s, _) => {
                 let _ = s.unsubscribe().await;
                 c.close().await.map_err(err)
             }
