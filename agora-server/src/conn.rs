@@ -128,6 +128,8 @@ enum Sub {
         slot: u64,
         /// The delivery channel, to see whether the queue ended the subscription.
         tx: crate::deliveries::DeliveryTx,
+        /// The broker's auto-ack mode: the queue forgets a delivery once written.
+        auto_ack: bool,
     },
 }
 
@@ -934,6 +936,7 @@ impl Conn<'_> {
                     cid,
                     slot,
                     tx: consumer_tx,
+                    auto_ack,
                 },
             );
             return Ok(add);
@@ -949,8 +952,29 @@ impl Conn<'_> {
         let Some(sub) = self.subs.remove(&sid) else {
             return false;
         };
-        self.drop_sub(sub).await;
-        self.outbox.send(Outbound::RemoveSub(sid)).await;
+        match sub {
+            // An auto-ack consumer's queue forgets what was written to it, so it must
+            // hear of the end only after the shipper has stopped writing and reported
+            // the last of it: the shipper tells the queue (see `Outbound::RemoveSub`).
+            // Were the queue told first, deliveries being written at that moment would
+            // be given to another consumer as well.
+            Sub::Queue {
+                queue,
+                cid,
+                slot,
+                auto_ack: true,
+                ..
+            } => {
+                self.slots.remove(&slot);
+                if !self.outbox.send(Outbound::RemoveSub(sid)).await {
+                    let _ = queue.tx.send(QueueCmd::Unsubscribe { cid }).await;
+                }
+            }
+            sub => {
+                self.drop_sub(sub).await;
+                self.outbox.send(Outbound::RemoveSub(sid)).await;
+            }
+        }
         true
     }
 

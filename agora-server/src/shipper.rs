@@ -147,7 +147,9 @@ pub(crate) enum Outbound {
     /// holds, so no `MSG` follows), then write the `CANCEL` frame.
     Cancel { sid: u64, frame: Bytes },
     /// Stop draining a subscription (what it still holds is dropped: a queue gives its
-    /// unacked messages back itself).
+    /// unacked messages back itself). For an auto-ack queue consumer the shipper then
+    /// reports what it wrote and tells the queue the consumer is gone, in that order, so
+    /// the queue gives back exactly what was never written.
     RemoveSub(u64),
     /// Write what is pending, then close the connection.
     Close,
@@ -433,9 +435,13 @@ pub(crate) async fn run(
                     }
                     Outbound::RemoveSub(sid) => {
                         if let Some(i) = subs.iter().position(|s| s.sid == sid) {
+                            // Encoded into this batch counts as written: it is.
                             report_written(&subs[i], written[i]).await;
-                            subs.swap_remove(i);
+                            let s = subs.swap_remove(i);
                             written.swap_remove(i);
+                            if let Some((q, cid)) = &s.written {
+                                let _ = q.send(QueueCmd::Unsubscribe { cid: *cid }).await;
+                            }
                         }
                     }
                     Outbound::Close => closing = true,

@@ -80,6 +80,66 @@ fn queue_delivers_each_message_exactly_once_and_shares_the_load() {
 }
 
 #[test]
+fn an_auto_ack_consumer_that_unsubscribes_mid_stream_causes_no_duplicates() {
+    // What an auto-ack consumer was written before its UNSUB is its own; only what was
+    // never written goes to the next consumer. The first consumer does not read, so its
+    // shipper is stuck in the middle of a batch when the UNSUB arrives.
+    const M: u64 = 20_000;
+    let s = start();
+    let mut p = s.connect();
+    let q = "queue:handover";
+    let mut a = s.connect();
+    a.send(format!("SUB #1 {q} 1 ack=auto prefetch=1024\r\n").as_bytes());
+    assert_eq!(a.next(), Frame::Ok { rid: Some(1) });
+    let pad = "x".repeat(1000);
+    let mut batch = Vec::new();
+    for i in 0..M {
+        let body = format!("{i} {pad}");
+        batch.extend_from_slice(format!("PUB {q} {}\r\n{body}\r\n", body.len()).as_bytes());
+    }
+    p.send(&batch);
+    assert!(p.sync(1).is_empty());
+    let num = |m: &agora_protocol::Delivery| -> u64 {
+        let t = String::from_utf8_lossy(&m.payload);
+        t.split(' ').next().unwrap().parse().unwrap()
+    };
+    // Wait until megabytes went A's way and the queue holds a full prefetch
+    // for it: A's socket buffers are full and its shipper waits in a write.
+    let mut stats = s.connect();
+    wait_until("the first consumer's socket to fill", || {
+        let st = stats.stats();
+        let d = dest_stats(&st, "queue", "handover").unwrap();
+        d["depth"].as_u64().unwrap() < M - 4000 && d["unacked"].as_u64().unwrap() == 1024
+    });
+    a.send(b"UNSUB #2 1\r\n");
+    let mut seen = HashSet::new();
+    loop {
+        match a.next() {
+            Frame::Ok { rid: Some(2) } => break,
+            Frame::Msg(m) => assert!(seen.insert(num(&m)), "twice to the first consumer"),
+            f => panic!("{f:?}"),
+        }
+    }
+    let first = seen.len();
+    let mut b = s.connect();
+    b.send(format!("SUB #1 {q} 1 ack=auto prefetch=1024\r\n").as_bytes());
+    assert_eq!(b.next(), Frame::Ok { rid: Some(1) });
+    while (seen.len() as u64) < M {
+        match b.next() {
+            Frame::Msg(m) => {
+                let n = num(&m);
+                assert!(
+                    seen.insert(n),
+                    "{n} went to both consumers (the first got {first} of {M})"
+                );
+            }
+            f => panic!("{f:?}"),
+        }
+    }
+    assert!(b.sync(9).is_empty(), "more than {M} deliveries");
+}
+
+#[test]
 fn unacked_messages_of_a_closed_consumer_are_redelivered_to_another() {
     let s = start();
     let mut p = s.connect();
