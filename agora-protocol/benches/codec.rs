@@ -32,36 +32,14 @@ fn wire(size: usize) -> BytesMut {
     b
 }
 
-fn bench_decode(c: &mut Criterion) {
-    let mut g = c.benchmark_group("decode_pub");
-    for size in SIZES {
-        let w = wire(size);
-        g.throughput(Throughput::Elements(FRAMES as u64));
-        g.bench_function(format!("{size}B"), |b| {
-            b.iter_batched_ref(
-                || w.clone(),
-                |buf| {
-                    let mut n = 0;
-                    while let Some(f) = decode(buf).unwrap() {
-                        black_box(&f);
-                        n += 1;
-                    }
-                    assert_eq!(n, FRAMES);
-                },
-                BatchSize::PerIteration,
-            )
-        });
-    }
-    g.finish();
-    // What a subscribing client decodes: `MSG` frames of 128 B.
-    let mut g = c.benchmark_group("decode_msg");
-    let dest = Destination::topic("bench.prices").unwrap();
-    let mut w = BytesMut::new();
-    for i in 0..FRAMES as u64 {
-        encode_msg(&dest, 1, i, 1, &Headers::new(), &[b'x'; 128], &mut w);
-    }
+/// Decodes the 1,000 frames of `w` per iteration.
+fn decode_all(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    w: &BytesMut,
+) {
     g.throughput(Throughput::Elements(FRAMES as u64));
-    g.bench_function("128B", |b| {
+    g.bench_function(name, |b| {
         b.iter_batched_ref(
             || w.clone(),
             |buf| {
@@ -75,6 +53,22 @@ fn bench_decode(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_pub");
+    for size in SIZES {
+        decode_all(&mut g, &format!("{size}B"), &wire(size));
+    }
+    g.finish();
+    // What a subscribing client decodes: `MSG` frames of 128 B.
+    let mut g = c.benchmark_group("decode_msg");
+    let dest = Destination::topic("bench.prices").unwrap();
+    let mut w = BytesMut::new();
+    for i in 0..FRAMES as u64 {
+        encode_msg(&dest, 1, i, 1, &Headers::new(), &[b'x'; 128], &mut w);
+    }
+    decode_all(&mut g, "128B", &w);
     g.finish();
 }
 
