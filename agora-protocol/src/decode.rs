@@ -89,7 +89,7 @@ pub fn decode_with(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>,
             return done;
         }
         let line = &buf[..content];
-        let parsed = match fast_pub(line).or_else(|| fast_msg(line)) {
+        let parsed = match fast_msg(line) {
             Some(d) => Ok(d),
             None => parse_line(line),
         };
@@ -636,38 +636,17 @@ fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
-/// The hot frame's fast path: `PUB SP dest SP size`, with no request id and single
-/// blanks. Anything else (or anything wrong) returns `None` and takes the general path,
-/// which also produces the errors.
-fn fast_pub(line: &[u8]) -> Option<Draft> {
-    if line.len() < 6 || !line[..4].eq_ignore_ascii_case(b"PUB ") {
-        return None;
-    }
-    let rest = &line[4..];
+/// The destination at the start of `rest` in a plain line (`topic:` or `queue:`, a
+/// valid name, one blank after it): its kind and where that blank is.
+fn plain_dest(rest: &[u8]) -> Option<(Kind, usize)> {
     let sp = memchr::memchr(b' ', rest)?;
-    let dest = &rest[..sp];
-    let total = number(&rest[sp + 1..])?;
-    let kind = if dest.starts_with(b"topic:") {
-        Kind::Topic
-    } else if dest.starts_with(b"queue:") {
-        Kind::Queue
-    } else {
-        return None;
+    let kind = match rest.get(..6)? {
+        b"topic:" => Kind::Topic,
+        b"queue:" => Kind::Queue,
+        _ => return None,
     };
-    validate_name(&dest[6..]).ok()?;
-    Some(Draft {
-        rid: None,
-        shape: Shape::Pub(DestSpan {
-            kind,
-            name: 10..4 + sp,
-        }),
-        payload: Some(PayloadSpec {
-            hdr: 0,
-            total,
-            at: 5 + sp,
-        }),
-        deferred: None,
-    })
+    validate_name(rest.get(6..sp)?).ok()?;
+    Some((kind, sp))
 }
 
 /// The hottest frames, `PUB dest size` and `MSG dest sid did count size` without
@@ -681,20 +660,16 @@ fn direct(
     limits: &Limits,
 ) -> Option<Result<Option<Frame>, ProtocolError>> {
     let line = &buf[..content];
-    let (msg, skip) = match line.get(..4)? {
-        b"PUB " => (false, 4),
-        b"MSG " => (true, 4),
-        _ => return None,
+    let word = line.get(..4)?;
+    let (msg, skip) = if word.eq_ignore_ascii_case(b"PUB ") {
+        (false, 4)
+    } else if word.eq_ignore_ascii_case(b"MSG ") {
+        (true, 4)
+    } else {
+        return None;
     };
     let rest = &line[skip..];
-    let sp = memchr::memchr(b' ', rest)?;
-    let dest = &rest[..sp];
-    let kind = match dest.get(..6)? {
-        b"topic:" => Kind::Topic,
-        b"queue:" => Kind::Queue,
-        _ => return None,
-    };
-    validate_name(&dest[6..]).ok()?;
+    let (kind, sp) = plain_dest(rest)?;
     let mut nums = [0u64; 4];
     let want = if msg { 4 } else { 1 };
     let mut toks = rest[sp + 1..].split(|&b| b == b' ');
@@ -754,9 +729,10 @@ fn direct(
     })))
 }
 
-/// The delivery's fast path (what a client decodes most):
-/// `MSG SP dest SP sid SP did SP count SP size`, or `HMSG` with `hdr-size SP size`
-/// at the end, single blanks. Anything else returns `None` and takes the general path.
+/// The delivery's fast path for what [`direct`] leaves (`HMSG`, and a plain `MSG` whose
+/// payload is not there or not right yet): `MSG SP dest SP sid SP did SP count SP size`,
+/// or `HMSG` with `hdr-size SP size` at the end, single blanks. Anything else returns
+/// `None` and takes the general path.
 fn fast_msg(line: &[u8]) -> Option<Draft> {
     let (with_headers, skip) = if line.len() >= 6 && line[..4].eq_ignore_ascii_case(b"MSG ") {
         (false, 4)
@@ -766,16 +742,7 @@ fn fast_msg(line: &[u8]) -> Option<Draft> {
         return None;
     };
     let rest = &line[skip..];
-    let sp = memchr::memchr(b' ', rest)?;
-    let dest = &rest[..sp];
-    let kind = if dest.starts_with(b"topic:") {
-        Kind::Topic
-    } else if dest.starts_with(b"queue:") {
-        Kind::Queue
-    } else {
-        return None;
-    };
-    validate_name(&dest[6..]).ok()?;
+    let (kind, sp) = plain_dest(rest)?;
     let mut nums = rest[sp + 1..].split(|&b| b == b' ');
     let sid = number(nums.next()?)?;
     let did = number(nums.next()?)?;

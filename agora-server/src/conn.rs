@@ -288,22 +288,19 @@ impl Conn<'_> {
         let mut ping_timer = smol::Timer::after(ping_every);
         loop {
             loop {
-                match decode_with(&mut buf, &self.limits) {
+                let next = decode_with(&mut buf, &self.limits);
+                // A run of publishes held back ends with the bytes decoded, or an error.
+                if !matches!(next, Ok(Some(_))) && !self.end_run().await {
+                    return;
+                }
+                match next {
                     Ok(Some(f)) => {
                         if !self.handle(f).await {
                             return;
                         }
                     }
-                    Ok(None) => {
-                        if !self.end_run().await {
-                            return;
-                        }
-                        break;
-                    }
+                    Ok(None) => break,
                     Err(e) => {
-                        if !self.end_run().await {
-                            return;
-                        }
                         log::debug!("client {}: {e}", self.peer);
                         let msg = e.to_string();
                         if !self.outbox.err(e.request_id(), e.code(), &msg).await {
@@ -434,16 +431,17 @@ impl Conn<'_> {
             self.read_at = std::time::Instant::now();
             let mut buf = BytesMut::from(&d[..]);
             loop {
-                match decode_with(&mut buf, &self.limits) {
+                let next = decode_with(&mut buf, &self.limits);
+                if !matches!(next, Ok(Some(_))) && !self.end_run().await {
+                    return;
+                }
+                match next {
                     Ok(Some(f)) => {
                         if !self.handle(f).await {
                             return;
                         }
                     }
                     Ok(None) => {
-                        if !self.end_run().await {
-                            return;
-                        }
                         if !buf.is_empty() {
                             let why = format!(
                                 "the datagram ends inside a frame ({} bytes left): over UDP a frame must fit in one datagram",
@@ -456,9 +454,6 @@ impl Conn<'_> {
                         break;
                     }
                     Err(e) => {
-                        if !self.end_run().await {
-                            return;
-                        }
                         let msg = e.to_string();
                         if !self.outbox.err(e.request_id(), e.code(), &msg).await {
                             return;
@@ -854,7 +849,7 @@ impl Conn<'_> {
                 "prefetch and ack apply to queue subscriptions only".to_owned(),
             )));
         }
-        let (tx, rx) = crate::deliveries::deliveries();
+        let (tx, rx) = crate::deliveries::queue();
         let sub = Arc::new(Subscriber {
             sid: s.sid,
             tx,
@@ -910,7 +905,7 @@ impl Conn<'_> {
                 continue;
             }
             // Credit (prefetch) bounds it.
-            let (tx, rx) = crate::deliveries::deliveries();
+            let (tx, rx) = crate::deliveries::queue();
             let mut add = SubRx::new(s.sid, s.dest.compact(), rx);
             add.written = auto_ack.then(|| (queue.tx.clone(), cid));
             add.latency = (!self.broker.config.ablation.no_metrics).then(|| queue.latency.clone());

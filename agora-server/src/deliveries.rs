@@ -51,11 +51,6 @@ impl<T> Clone for Tx<T> {
 /// The consumer's end.
 pub struct Rx<T>(Arc<Inner<T>>);
 
-/// A new, empty, open delivery queue.
-pub(crate) fn deliveries() -> (DeliveryTx, DeliveryRx) {
-    queue()
-}
-
 /// A new, empty, open queue (generic, so that `benches/primitives.rs` measures this
 /// very code).
 pub fn queue<T>() -> (Tx<T>, Rx<T>) {

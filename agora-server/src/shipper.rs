@@ -387,8 +387,9 @@ pub(crate) async fn run(
         let now = Instant::now();
         // `Subs` needs nothing more: every subscription is looked at below.
         let mut pending = match wake {
-            Wake::Subs => None,
-            w => Some(w),
+            Wake::Out(o) => Some(o),
+            // Closed: the outbox is closed and empty; `try_recv` below says so again.
+            Wake::Closed | Wake::Subs => None,
         };
         // Drain the outbox first (replies keep their order relative to subscription
         // changes), then each subscription, until the batch is full or all are empty.
@@ -396,15 +397,7 @@ pub(crate) async fn run(
             let mut progressed = false;
             while buf.len() < batch {
                 let o = match pending.take() {
-                    Some(Wake::Out(o)) => o,
-                    Some(Wake::Closed) => {
-                        closing = true;
-                        break;
-                    }
-                    Some(w) => {
-                        pending = Some(w);
-                        break;
-                    }
+                    Some(o) => o,
                     None => match rx.try_recv() {
                         Ok(o) => o,
                         Err(async_channel::TryRecvError::Empty) => break,
