@@ -8,18 +8,23 @@
 //! subscription the application holds — acks, unsubscribes from `Drop` — or is a reply
 //! to a broker `PINGREQ`).
 //!
-//! Per connection it runs a reader and a writer concurrently on that thread. The writer
-//! drains many commands per wake-up, encodes them into one buffer and writes it with
-//! one call. The reader decodes every complete frame in its buffer before reading again,
-//! matches answers to requests by request id and hands deliveries to subscriptions by
-//! sid. It never waits on the application: subscription buffers are bounded and full
-//! ones are handled by policy (see `deliver`). This module must never block the thread
-//! on anything but the socket, the channels and timers.
+//! Per connection there are two threads, both on a plain blocking socket, so the
+//! kernel wakes each one directly (no reactor thread in between: async-io has one
+//! reactor per process, and a socket event could reach a client through whichever
+//! thread was polling it, one wake-up more per message). The driver's thread writes:
+//! it drains many commands per wake-up, encodes them into one buffer and writes it with
+//! one call. A reader thread decodes every complete frame in its buffer before reading
+//! again, matches answers to requests by request id and hands deliveries to
+//! subscriptions by sid. It never waits on the application, except for an auto-ack
+//! consumer's full buffer (see `deliver_run`). Neither may block on anything but the
+//! socket, the channels and timers.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
@@ -162,9 +167,9 @@ pub(crate) enum Ctl {
     Closing,
 }
 
-/// A connection that has done its handshake.
+/// A connection that has done its handshake; the socket is a blocking one.
 pub(crate) struct Established {
-    pub stream: TcpStream,
+    pub stream: std::net::TcpStream,
     pub buf: BytesMut,
     pub info: Info,
 }
@@ -255,9 +260,28 @@ pub(crate) async fn handshake(addr: &str, opts: &Options) -> Result<Established>
                 other => return Err(Error::UnexpectedFrame(other.command())),
             }
         }
-        Ok(Established { stream, buf, info })
+        Ok(Established {
+            stream: into_blocking(stream)?,
+            buf,
+            info,
+        })
     })
     .await
+}
+
+/// The handshake's socket as a plain blocking one, out of the reactor: from here on the
+/// driver's thread writes it and a reader thread reads it, each woken by the kernel.
+fn into_blocking(stream: TcpStream) -> Result<std::net::TcpStream> {
+    let stream: Arc<async_io::Async<std::net::TcpStream>> = stream.into();
+    let stream = Arc::try_unwrap(stream)
+        .map_err(|_| Error::Io(std::io::Error::other("the handshake's socket is shared")))?;
+    let stream = stream.into_inner()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A request waiting for its answer.
@@ -275,22 +299,28 @@ enum End {
     Lost(Error),
 }
 
+/// What the driver and its connection's reader thread share.
+struct Core {
+    addr: String,
+    ctl_tx: Sender<Ctl>,
+    errors: Sender<ServerError>,
+    subs: Mutex<HashMap<u64, SubEntry>>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// `close()` was called: the connection ending is not a loss.
+    closing: AtomicBool,
+}
+
 pub(crate) struct Driver {
-    pub addr: String,
-    pub opts: Options,
-    pub shared: Arc<Shared>,
-    pub cmd_rx: Receiver<Cmd>,
-    pub ctl_rx: Receiver<Ctl>,
-    pub ctl_tx: Sender<Ctl>,
-    pub errors: Sender<ServerError>,
-    subs: RefCell<HashMap<u64, SubEntry>>,
-    pending: RefCell<HashMap<u64, Pending>>,
+    core: Arc<Core>,
+    opts: Options,
+    shared: Arc<Shared>,
+    cmd_rx: Receiver<Cmd>,
+    ctl_rx: Receiver<Ctl>,
     next_rid: Cell<u64>,
     /// Publisher confirms as last set on this connection (`SETACK`).
     confirm: Cell<bool>,
     /// The `close()` caller waiting for the connection to finish.
     closing: RefCell<Option<Sender<()>>>,
-    limits: Cell<Limits>,
 }
 
 impl Driver {
@@ -303,16 +333,18 @@ impl Driver {
         errors: Sender<ServerError>,
     ) -> Driver {
         Driver {
-            limits: Cell::new(read_limits(&opts, None)),
-            addr,
+            core: Arc::new(Core {
+                addr,
+                ctl_tx,
+                errors,
+                subs: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                closing: AtomicBool::new(false),
+            }),
             opts,
             shared,
             cmd_rx,
             ctl_rx,
-            ctl_tx,
-            errors,
-            subs: RefCell::new(HashMap::new()),
-            pending: RefCell::new(HashMap::new()),
             next_rid: Cell::new(1),
             confirm: Cell::new(false),
             closing: RefCell::new(None),
@@ -333,7 +365,7 @@ impl Driver {
                     if self.closing.borrow().is_some() {
                         break;
                     }
-                    log::warn!("agora client: connection to {} lost: {e}", self.addr);
+                    log::warn!("agora client: connection to {} lost: {e}", self.core.addr);
                     match self.reconnect().await {
                         Some(c) => conn = c,
                         None => break,
@@ -346,11 +378,11 @@ impl Driver {
         if lost > 0 {
             log::warn!(
                 "agora client: {lost} bytes of publishes to {} never written: the client stopped",
-                self.addr
+                self.core.addr
             );
         }
         self.cmd_rx.close();
-        self.subs.borrow_mut().clear();
+        lock(&self.core.subs).clear();
         self.fail_pending(|| Error::Closed);
         while let Ok(cmd) = self.cmd_rx.try_recv() {
             fail_cmd(cmd, Error::Closed);
@@ -358,11 +390,11 @@ impl Driver {
         if let Some(c) = self.closing.borrow_mut().take() {
             let _ = c.try_send(());
         }
-        log::debug!("agora client: driver for {} stopped", self.addr);
+        log::debug!("agora client: driver for {} stopped", self.core.addr);
     }
 
     fn fail_pending(&self, e: impl Fn() -> Error) {
-        for (_, p) in self.pending.borrow_mut().drain() {
+        for (_, p) in lock(&self.core.pending).drain() {
             if let Some(r) = p.reply {
                 let _ = r.try_send(Err(e()));
             }
@@ -379,7 +411,7 @@ impl Driver {
             if policy.max_attempts.is_some_and(|m| attempt >= m) {
                 log::warn!(
                     "agora client: giving up on {} after {attempt} attempts",
-                    self.addr
+                    self.core.addr
                 );
                 return None;
             }
@@ -396,7 +428,7 @@ impl Driver {
                     loop {
                         match self.ctl_rx.recv().await {
                             Ok(Ctl::Unsub { sid }) => {
-                                self.subs.borrow_mut().remove(&sid);
+                                lock(&self.core.subs).remove(&sid);
                             }
                             Ok(Ctl::Closing) | Err(_) => return true,
                             Ok(_) => {}
@@ -408,18 +440,18 @@ impl Driver {
             if stop || self.cmd_rx.is_closed() {
                 return None;
             }
-            match handshake(&self.addr, &self.opts).await {
+            match handshake(&self.core.addr, &self.opts).await {
                 Ok(c) => {
                     log::info!(
                         "agora client: reconnected to {} (attempt {attempt})",
-                        self.addr
+                        self.core.addr
                     );
                     return Some(c);
                 }
                 Err(e) => {
                     log::warn!(
                         "agora client: reconnect to {} failed (attempt {attempt}): {e}",
-                        self.addr
+                        self.core.addr
                     );
                     delay = (delay * 2).min(policy.max_delay);
                 }
@@ -430,7 +462,7 @@ impl Driver {
     /// Runs one connection: re-subscribes, then reads and writes until it ends.
     async fn serve(&self, conn: Established, first: bool) -> End {
         let Established { stream, buf, info } = conn;
-        self.limits.set(read_limits(&self.opts, Some(&info)));
+        let limits = read_limits(&self.opts, Some(&info));
         self.shared
             .server_max_payload
             .store(info.max_payload, SeqCst);
@@ -447,10 +479,38 @@ impl Driver {
         if !first {
             self.resubscribe(&mut out);
         }
-        let reader = self.reader(stream.clone(), buf, generation);
-        let writer = self.writer(stream.clone(), out, generation);
-        let end = future::or(writer, reader).await;
-        let _ = stream.shutdown(std::net::Shutdown::Both);
+        // The reader thread reports how the connection ended on `done`; closing `stop`
+        // ends its wait for room in a full inbox.
+        let (done_tx, done_rx) = async_channel::bounded(1);
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        let reader = match stream.try_clone() {
+            Ok(s) => s,
+            Err(e) => return End::Lost(Error::Io(e)),
+        };
+        let core = self.core.clone();
+        let spawned = std::thread::Builder::new()
+            .name("agora-client-reader".to_owned())
+            .spawn(move || {
+                let end = core.read(&reader, buf, generation, &limits, &stop_rx);
+                // A writer blocked on a full socket fails now instead of waiting.
+                let _ = reader.shutdown(Shutdown::Both);
+                let _ = done_tx.try_send(end);
+            });
+        if let Err(e) = spawned {
+            return End::Lost(Error::Io(e));
+        }
+        let end = future::or(self.writer(&stream, out, generation), async {
+            done_rx
+                .recv()
+                .await
+                .unwrap_or(End::Lost(Error::Disconnected))
+        })
+        .await;
+        let _ = stream.shutdown(Shutdown::Both);
+        drop(stop_tx);
+        // The shutdown ends the reader's read: wait for it, so that nothing read on
+        // this connection reaches a subscription after the next connection's deliveries.
+        let _ = done_rx.recv().await;
         end
     }
 
@@ -458,7 +518,7 @@ impl Driver {
     /// holds; a queue consumer's deliveries from the lost connection are dropped from
     /// its buffer (the broker gives them back, redelivered).
     fn resubscribe(&self, out: &mut BytesMut) {
-        let subs = self.subs.borrow();
+        let subs = lock(&self.core.subs);
         for (&sid, e) in subs.iter() {
             if e.manual_ack() {
                 let n = e.inbox.clear();
@@ -474,13 +534,18 @@ impl Driver {
     fn register(&self, reply: Option<Reply>, sid: Option<u64>) -> Option<u64> {
         let rid = self.next_rid.get();
         self.next_rid.set(rid + 1);
-        self.pending
-            .borrow_mut()
-            .insert(rid, Pending { reply, sid });
+        lock(&self.core.pending).insert(rid, Pending { reply, sid });
         Some(rid)
     }
 
-    async fn writer(&self, mut stream: TcpStream, mut out: BytesMut, generation: u64) -> End {
+    /// Writes on the (blocking) socket from the driver's thread: a full socket holds up
+    /// this thread, which has nothing else to do meanwhile.
+    async fn writer(
+        &self,
+        mut stream: &std::net::TcpStream,
+        mut out: BytesMut,
+        generation: u64,
+    ) -> End {
         enum Next {
             Cmd(Cmd),
             Ctl(Ctl),
@@ -489,12 +554,11 @@ impl Driver {
         }
         loop {
             if !out.is_empty() {
-                if let Err(e) = stream.write_all(&out).await {
+                if let Err(e) = stream.write_all(&out) {
                     return End::Lost(Error::Io(e));
                 }
                 out.clear();
                 if self.closing.borrow().is_some() {
-                    let _ = stream.flush().await;
                     // Everything is written, DISCONNECT last: the broker answers what
                     // came before it, then closes; the reader sees that and ends. A broker
                     // that never closes gets the request timeout.
@@ -522,8 +586,7 @@ impl Driver {
                 Next::Gone => {
                     self.take_published(&mut out);
                     encode(&Frame::Disconnect, &mut out);
-                    let _ = stream.write_all(&out).await;
-                    let _ = stream.flush().await;
+                    let _ = stream.write_all(&out);
                     return End::Closed;
                 }
             }
@@ -575,7 +638,7 @@ impl Driver {
                 }
             }
             Ctl::Unsub { sid } => {
-                if self.subs.borrow_mut().remove(&sid).is_some() {
+                if lock(&self.core.subs).remove(&sid).is_some() {
                     encode(&Frame::Unsub { rid: None, sid }, out);
                 }
             }
@@ -613,10 +676,11 @@ impl Driver {
             Cmd::Subscribe { sid, entry, reply } => {
                 let rid = self.register(Some(reply), Some(sid));
                 encode(&sub_frame(rid, sid, &entry), out);
-                self.subs.borrow_mut().insert(sid, entry);
+                lock(&self.core.subs).insert(sid, entry);
             }
             Cmd::Unsubscribe { sid, reply } => {
-                if self.subs.borrow_mut().remove(&sid).is_some() {
+                let removed = lock(&self.core.subs).remove(&sid).is_some();
+                if removed {
                     let rid = self.register(Some(reply), None);
                     encode(&Frame::Unsub { rid, sid }, out);
                 } else {
@@ -638,28 +702,39 @@ impl Driver {
             Cmd::Close { reply } => {
                 encode(&Frame::Disconnect, out);
                 *self.closing.borrow_mut() = Some(reply);
+                self.core.closing.store(true, SeqCst);
             }
         }
     }
+}
 
-    async fn reader(&self, mut stream: TcpStream, mut buf: BytesMut, generation: u64) -> End {
+impl Core {
+    /// The reader thread: reads the (blocking) socket until the connection ends.
+    fn read(
+        &self,
+        mut stream: &std::net::TcpStream,
+        mut buf: BytesMut,
+        generation: u64,
+        limits: &Limits,
+        stop: &Receiver<()>,
+    ) -> End {
         let mut run: Vec<Incoming> = Vec::new();
         let mut run_sid = 0;
         loop {
             loop {
-                let frame = decode_with(&mut buf, &self.limits.get());
+                let frame = decode_with(&mut buf, limits);
                 // Deliveries to one subscription in a row go to it together (one lock
                 // of its inbox per run), before anything else is acted on.
                 if let Ok(Some(Frame::Msg(m))) = frame {
                     if !run.is_empty() && (m.sid != run_sid || run.len() >= RUN_MAX) {
-                        self.deliver_run(run_sid, &mut run, generation).await;
+                        self.deliver_run(run_sid, &mut run, generation, stop);
                     }
                     run_sid = m.sid;
                     run.push(Incoming { msg: m, generation });
                     continue;
                 }
                 if !run.is_empty() {
-                    self.deliver_run(run_sid, &mut run, generation).await;
+                    self.deliver_run(run_sid, &mut run, generation, stop);
                 }
                 match frame {
                     Ok(Some(f)) => self.on_frame(f),
@@ -670,16 +745,17 @@ impl Driver {
             }
             let len = buf.len();
             buf.resize(len + READ_SIZE, 0);
-            match stream.read(&mut buf[len..]).await {
+            match stream.read(&mut buf[len..]) {
                 Ok(0) => {
-                    if self.closing.borrow().is_some() {
+                    if self.closing.load(SeqCst) {
                         return End::Closed;
                     }
                     return End::Lost(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
                 }
                 Ok(n) => buf.truncate(len + n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
                 Err(e) => {
-                    if self.closing.borrow().is_some() {
+                    if self.closing.load(SeqCst) {
                         return End::Closed;
                     }
                     return End::Lost(Error::Io(e));
@@ -689,12 +765,12 @@ impl Driver {
     }
 
     fn answer(&self, rid: Option<u64>, a: Result<Answer>) -> Option<Result<Answer>> {
-        let p = rid.and_then(|r| self.pending.borrow_mut().remove(&r));
+        let p = rid.and_then(|r| lock(&self.pending).remove(&r));
         match p {
             Some(p) => {
                 if a.is_err() {
                     if let Some(sid) = p.sid {
-                        self.subs.borrow_mut().remove(&sid);
+                        lock(&self.subs).remove(&sid);
                     }
                 }
                 match p.reply {
@@ -753,7 +829,7 @@ impl Driver {
                 }
             }
             Frame::Cancel { sid, code, message } => {
-                let dest = self.subs.borrow_mut().remove(&sid).map(|e| e.dest.clone());
+                let dest = lock(&self.subs).remove(&sid).map(|e| e.dest.clone());
                 let what = dest.map_or_else(|| format!("subscription {sid}"), |d| d.to_string());
                 self.report(ServerError {
                     code,
@@ -783,9 +859,12 @@ impl Driver {
     /// - Acking consumer full: cannot happen while the broker keeps to the prefetch
     ///   (the buffer holds `prefetch` deliveries); if it does, the delivery is NACKed so
     ///   the broker gives it to someone, never dropped.
-    async fn deliver_run(&self, sid: u64, run: &mut Vec<Incoming>, generation: u64) {
+    ///
+    /// A wait for room ends early when the connection is over (`stop` closed); the run
+    /// is then dropped, as everything read on a lost connection but not yet handed over.
+    fn deliver_run(&self, sid: u64, run: &mut Vec<Incoming>, generation: u64, stop: &Receiver<()>) {
         let (inbox, auto_ack, acking, dropped, dest) = {
-            let subs = self.subs.borrow();
+            let subs = lock(&self.subs);
             let Some(e) = subs.get(&sid) else {
                 // Ended locally; the broker takes back unacked deliveries on UNSUB.
                 run.clear();
@@ -815,7 +894,13 @@ impl Driver {
                 if run.is_empty() {
                     return;
                 }
-                inbox.room().await;
+                future::block_on(future::or(inbox.room(), async {
+                    let _ = stop.recv().await;
+                }));
+                if stop.is_closed() {
+                    run.clear();
+                    return;
+                }
             }
         }
         if !acking {

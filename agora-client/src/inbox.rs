@@ -3,19 +3,22 @@
 //! The driver pushes each delivery under a lock; the stream takes everything buffered
 //! in one go (swapping the queue for its empty one) and then yields from its own batch
 //! without touching the lock. One lock per batch on the application's side, and a
-//! wake-up only when the buffer goes from empty to not empty.
+//! wake-up only when the buffer goes from empty to not empty. The stream's waker is
+//! kept in the locked state and woken after the lock is let go, so the woken
+//! application never finds the reader thread still holding anything (a shared
+//! `event_listener::Event` wakes while holding its own list's lock, and the
+//! application's first step then was to wait for that lock).
 //!
 //! Bounded: `cap` deliveries wait in the shared buffer, plus at most one batch (itself
 //! at most `cap`) the application is working through. At the limit the driver applies
-//! the subscription's policy (see `driver::Driver::deliver`): drop the oldest (topics),
+//! the subscription's policy (see `driver::Core::deliver_run`): drop the oldest (topics),
 //! wait for room (auto-ack consumers), or give the delivery back (acking consumers).
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use event_listener::{Event, EventListener};
+use event_listener::Event;
 
 use crate::driver::Incoming;
 
@@ -23,13 +26,13 @@ struct State {
     queue: VecDeque<Incoming>,
     /// No more deliveries will come (the driver forgot the subscription).
     closed: bool,
+    /// The application's stream, waiting for the buffer to fill.
+    waiting: Option<Waker>,
 }
 
 pub(crate) struct Inbox {
     state: Mutex<State>,
     cap: usize,
-    /// Notified when the buffer goes from empty to not empty, and on close.
-    ready: Event,
     /// Notified when the application has taken a batch (room for a waiting driver).
     room: Event,
 }
@@ -48,9 +51,9 @@ impl Inbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 closed: false,
+                waiting: None,
             }),
             cap: cap.max(1),
-            ready: Event::new(),
             room: Event::new(),
         }
     }
@@ -80,10 +83,14 @@ impl Inbox {
             let n = items.len().min(self.cap.saturating_sub(s.queue.len()));
             s.queue.extend(items.drain(..n));
         }
-        let filled = was_empty && !s.queue.is_empty();
+        let waiting = if was_empty && !s.queue.is_empty() {
+            s.waiting.take()
+        } else {
+            None
+        };
         drop(s);
-        if filled {
-            self.ready.notify(1);
+        if let Some(w) = waiting {
+            w.wake();
         }
         Pushed::Ok { dropped }
     }
@@ -114,14 +121,20 @@ impl Inbox {
 
     /// No more deliveries: the stream ends once the buffer is empty.
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify(usize::MAX);
+        let mut s = self.lock();
+        s.closed = true;
+        let waiting = s.waiting.take();
+        drop(s);
+        if let Some(w) = waiting {
+            w.wake();
+        }
         self.room.notify(usize::MAX);
     }
 
-    /// Moves everything buffered into `batch` (which must be empty). `Ready(false)`: the
-    /// inbox is closed and empty.
-    fn take(&self, batch: &mut VecDeque<Incoming>) -> Option<bool> {
+    /// Moves everything buffered into `batch` (which must be empty). `Some(false)`: the
+    /// inbox is closed and empty. `None`: nothing yet, and `waker` (if any) is woken by
+    /// the next push or the close.
+    fn take(&self, batch: &mut VecDeque<Incoming>, waker: Option<&Waker>) -> Option<bool> {
         let mut s = self.lock();
         if !s.queue.is_empty() {
             std::mem::swap(&mut s.queue, batch);
@@ -132,6 +145,12 @@ impl Inbox {
         if s.closed {
             return Some(false);
         }
+        if let Some(w) = waker {
+            match &mut s.waiting {
+                Some(old) if old.will_wake(w) => {}
+                slot => *slot = Some(w.clone()),
+            }
+        }
         None
     }
 }
@@ -140,7 +159,6 @@ impl Inbox {
 pub(crate) struct InboxReader {
     inbox: std::sync::Arc<Inbox>,
     batch: VecDeque<Incoming>,
-    listener: Option<EventListener>,
 }
 
 impl std::fmt::Debug for InboxReader {
@@ -156,7 +174,6 @@ impl InboxReader {
         InboxReader {
             inbox,
             batch: VecDeque::new(),
-            listener: None,
         }
     }
 
@@ -165,37 +182,18 @@ impl InboxReader {
         if let Some(i) = self.batch.pop_front() {
             return Some(i);
         }
-        self.inbox.take(&mut self.batch)?;
+        self.inbox.take(&mut self.batch, None)?;
         self.batch.pop_front()
     }
 
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
-        loop {
-            if let Some(i) = self.batch.pop_front() {
-                return Poll::Ready(Some(i));
-            }
-            match self.inbox.take(&mut self.batch) {
-                Some(true) => {
-                    self.listener = None;
-                    continue;
-                }
-                Some(false) => {
-                    self.listener = None;
-                    return Poll::Ready(None);
-                }
-                None => {}
-            }
-            match &mut self.listener {
-                None => {
-                    // Listen, then look again: a push between the look and the listen
-                    // notified nobody.
-                    self.listener = Some(self.inbox.ready.listen());
-                }
-                Some(l) => match std::pin::Pin::new(l).poll(cx) {
-                    Poll::Ready(()) => self.listener = None,
-                    Poll::Pending => return Poll::Pending,
-                },
-            }
+        if let Some(i) = self.batch.pop_front() {
+            return Poll::Ready(Some(i));
+        }
+        match self.inbox.take(&mut self.batch, Some(cx.waker())) {
+            Some(true) => Poll::Ready(self.batch.pop_front()),
+            Some(false) => Poll::Ready(None),
+            None => Poll::Pending,
         }
     }
 }

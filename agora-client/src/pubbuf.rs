@@ -16,6 +16,7 @@
 //! overtakes an earlier fire-and-forget one).
 
 use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use agora_protocol::bytes::BytesMut;
 use agora_protocol::{encode_pub, Destination, Headers};
@@ -27,14 +28,14 @@ struct State {
     buf: BytesMut,
     /// The driver has stopped for good: publishes fail with [`Error::Closed`].
     closed: bool,
+    /// The driver, waiting for the buffer to fill; woken after the lock is let go.
+    driver: Option<Waker>,
 }
 
 pub(crate) struct PubBuf {
     state: Mutex<State>,
     /// Bytes buffered before a publisher waits.
     limit: usize,
-    /// Notified when the buffer goes from empty to not empty (the driver listens).
-    filled: Event,
     /// Notified when the driver has taken the buffer, or closed it (publishers at the
     /// limit listen).
     taken: Event,
@@ -54,9 +55,9 @@ impl PubBuf {
             state: Mutex::new(State {
                 buf: BytesMut::new(),
                 closed: false,
+                driver: None,
             }),
             limit: limit.max(1),
-            filled: Event::new(),
             taken: Event::new(),
         }
     }
@@ -79,11 +80,15 @@ impl PubBuf {
                     return Err(Error::Closed);
                 }
                 if s.buf.len() < self.limit {
-                    let was_empty = s.buf.is_empty();
+                    let driver = if s.buf.is_empty() {
+                        s.driver.take()
+                    } else {
+                        None
+                    };
                     encode_pub(None, dest, headers, payload, &mut s.buf);
                     drop(s);
-                    if was_empty {
-                        self.filled.notify(1);
+                    if let Some(w) = driver {
+                        w.wake();
                     }
                     return Ok(());
                 }
@@ -117,18 +122,21 @@ impl PubBuf {
         self.lock().buf.is_empty()
     }
 
-    /// Waits until something is buffered.
+    /// Waits until something is buffered (one waiter: the driver).
     pub(crate) async fn filled(&self) {
-        loop {
-            if !self.is_empty() {
-                return;
-            }
-            let listener = self.filled.listen();
-            if !self.is_empty() {
-                return;
-            }
-            listener.await;
+        std::future::poll_fn(|cx| self.poll_filled(cx)).await
+    }
+
+    fn poll_filled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.lock();
+        if !s.buf.is_empty() {
+            return Poll::Ready(());
         }
+        match &mut s.driver {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// The driver has stopped: drop what is buffered, fail every later publish, wake
