@@ -73,13 +73,13 @@ pub(crate) async fn accept_loop(
                     broker.metrics.connections_rejected.fetch_add(1, Relaxed);
                     broker.metrics.error(ErrorCode::TooManyConnections);
                     let max = broker.config.max_connections;
-                    smol::spawn(refuse(stream, max)).detach();
+                    crate::rt::spawn(refuse(stream, max)).detach();
                     continue;
                 }
                 let b = broker.clone();
                 let stop = stop.clone();
                 let alive = alive.clone();
-                smol::spawn(async move {
+                crate::rt::spawn(async move {
                     let writer = Writer::Tcp(stream.clone());
                     serve_client(&b, Input::Tcp(stream), writer, peer, stop).await;
                     b.clients_tcp.fetch_sub(1, SeqCst);
@@ -214,7 +214,7 @@ pub(crate) async fn serve_client(
         true => 1,
         false => shipper::BATCH_BYTES,
     };
-    let shipper = smol::spawn(shipper::run(writer, out_rx, broker.metrics.clone(), batch));
+    let shipper = crate::rt::spawn(shipper::run(writer, out_rx, broker.metrics.clone(), batch));
     let mut c = Conn {
         broker,
         peer,

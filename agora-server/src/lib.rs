@@ -32,6 +32,7 @@ mod manager;
 mod metrics;
 pub mod mutators;
 mod queue;
+pub mod rt;
 mod shipper;
 mod stats;
 mod topic;

@@ -272,12 +272,15 @@ fn main() -> ExitCode {
             config
         }
     };
-    // --threads, else SMOL_THREADS, else one executor thread per core.
-    if let Some(n) = cli.threads {
-        std::env::set_var("SMOL_THREADS", n.to_string());
-    } else if std::env::var_os("SMOL_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        std::env::set_var("SMOL_THREADS", n.to_string());
+    // --threads, else SMOL_THREADS (read before the broker had its own executor), else
+    // one worker thread per core.
+    let threads = cli.threads.map(|n| n as usize).or_else(|| {
+        std::env::var("SMOL_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    });
+    if let Some(n) = threads {
+        agora_server::rt::set_threads(n);
     }
     // The logger is installed before anything logs (and after the environment is set:
     // its writer thread reads TZ); a bad file stops the broker before it listens.
@@ -334,7 +337,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    let result = smol::block_on(agora_server::run(config, shutdown));
+    let result = agora_server::rt::block_on(agora_server::run(config, shutdown));
     if let Some(p) = profiler {
         match write_profile(&p, &cli.profile_path) {
             Ok(svg) => log::info!(

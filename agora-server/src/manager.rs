@@ -185,11 +185,11 @@ pub(crate) fn spawn(config: &Config, budget: Arc<Budget>, env: Arc<Env>) -> Send
         me: tx.downgrade(),
         chains,
     };
-    smol::spawn(m.run(rx)).detach();
+    crate::rt::spawn(m.run(rx)).detach();
     // The sweeper only holds a weak link: it stops when the broker drops the manager.
     let weak = tx.downgrade();
     let every = (config.idle_timeout / 4).max(Duration::from_millis(10));
-    smol::spawn(async move {
+    crate::rt::spawn(async move {
         loop {
             smol::Timer::after(every).await;
             let Some(tx) = weak.upgrade() else { break };
@@ -232,7 +232,7 @@ impl Manager {
                             // again; the queue task tells its consumers, then answers.
                             // The manager does not wait for it.
                             q.closed.store(true, SeqCst);
-                            smol::spawn(async move {
+                            crate::rt::spawn(async move {
                                 let (tx, rx) = async_channel::bounded(1);
                                 let _ = q.tx.send(QueueCmd::Delete { reply: tx }).await;
                                 let n = rx.recv().await.ok();

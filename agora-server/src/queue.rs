@@ -230,7 +230,7 @@ pub(crate) fn spawn(
         dlq: None,
         manager,
     };
-    smol::spawn(task.run(rx)).detach();
+    crate::rt::spawn(task.run(rx)).detach();
     shared
 }
 
