@@ -25,11 +25,13 @@
 //!
 //! - **No runtime is assumed.** [`Client::connect`] does the handshake on the caller's
 //!   executor (any: the socket is an `async-net` one, driven by `async-io`'s reactor),
-//!   then hands the socket to a **driver** running on a thread of its own under
-//!   `async_io::block_on`. That one task owns the socket; every handle ([`Client`],
-//!   [`Subscription`], [`Consumer`], [`Delivery`]) talks to it over channels, so the
+//!   then makes the socket a plain blocking one and hands it to a **driver** running on
+//!   a thread of its own under `async_io::block_on`, which writes, and to a reader
+//!   thread per connection, which reads (each woken by the kernel directly, not through
+//!   the process's one reactor). Every handle ([`Client`], [`Subscription`],
+//!   [`Consumer`], [`Delivery`]) talks to the driver over channels and buffers, so the
 //!   client works the same under smol, a plain `futures_lite::future::block_on`, or any
-//!   other executor. One thread per client is the price; it sleeps while idle.
+//!   other executor. Two threads per client are the price; they sleep while idle.
 //! - **Batched writes.** A fire-and-forget publish is encoded by its caller into a
 //!   shared buffer ([`ClientBuilder::publish_buffer`]); the driver swaps that buffer
 //!   out, adds every command waiting for it and writes it all with one call.
