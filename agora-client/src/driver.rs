@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
@@ -38,6 +38,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result, ServerError};
 use crate::inbox::{Inbox, Pushed};
+use crate::lock;
 use crate::pubbuf::PubBuf;
 use crate::Options;
 
@@ -280,10 +281,6 @@ fn into_blocking(stream: TcpStream) -> Result<std::net::TcpStream> {
     Ok(stream)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A request waiting for its answer.
 struct Pending {
     reply: Option<Reply>,
@@ -466,7 +463,7 @@ impl Driver {
         self.shared
             .server_max_payload
             .store(info.max_payload, SeqCst);
-        *self.shared.info.lock().unwrap_or_else(|e| e.into_inner()) = info;
+        *lock(&self.shared.info) = info;
         // The first connection is generation 1 from `connect` on; a reconnect bumps it
         // before anything is read, so a delivery's generation is always its connection's.
         let generation = if first {

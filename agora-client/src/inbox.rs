@@ -15,12 +15,13 @@
 //! wait for room (auto-ack consumers), or give the delivery back (acking consumers).
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use event_listener::Event;
 
 use crate::driver::Incoming;
+use crate::lock;
 
 struct State {
     queue: VecDeque<Incoming>,
@@ -58,15 +59,11 @@ impl Inbox {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Adds deliveries from the front of `items` in order, under one lock. With
     /// `drop_oldest` all go in, the oldest buffered ones dropped beyond the bound;
     /// without, as many as there is room for go in and the rest stay in `items`.
     pub(crate) fn push_all(&self, items: &mut Vec<Incoming>, drop_oldest: bool) -> Pushed {
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         if s.closed {
             return Pushed::Closed;
         }
@@ -99,7 +96,7 @@ impl Inbox {
     pub(crate) async fn room(&self) {
         loop {
             let listener = {
-                let s = self.lock();
+                let s = lock(&self.state);
                 if s.closed || s.queue.len() < self.cap {
                     return;
                 }
@@ -111,7 +108,7 @@ impl Inbox {
 
     /// Drops everything buffered; returns how many.
     pub(crate) fn clear(&self) -> usize {
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         let n = s.queue.len();
         s.queue.clear();
         drop(s);
@@ -121,7 +118,7 @@ impl Inbox {
 
     /// No more deliveries: the stream ends once the buffer is empty.
     pub(crate) fn close(&self) {
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         s.closed = true;
         let waiting = s.waiting.take();
         drop(s);
@@ -135,7 +132,7 @@ impl Inbox {
     /// inbox is closed and empty. `None`: nothing yet, and `waker` (if any) is woken by
     /// the next push or the close.
     fn take(&self, batch: &mut VecDeque<Incoming>, waker: Option<&Waker>) -> Option<bool> {
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         if !s.queue.is_empty() {
             std::mem::swap(&mut s.queue, batch);
             drop(s);

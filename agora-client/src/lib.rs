@@ -68,7 +68,7 @@ mod typed;
 mod udp;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use agora_protocol::bytes::Bytes;
@@ -84,6 +84,12 @@ pub use typed::{
     TypedDelivery, TypedQueue, TypedSubscription, TypedTopic,
 };
 pub use udp::UdpPublisher;
+
+/// A mutex's guard, poisoned or not: every lock in the client guards state that stays
+/// consistent at each step, so a panic elsewhere while holding it leaves nothing torn.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The broker's address when none is given: `127.0.0.1:48879`.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:48879";
@@ -411,12 +417,7 @@ impl Client {
     /// # });
     /// ```
     pub fn server_info(&self) -> ServerInfo {
-        self.inner
-            .shared
-            .info
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.inner.shared.info).clone()
     }
 
     /// The connection generation: 1 for the first connection, one more per reconnect.

@@ -15,7 +15,7 @@
 //! before a command was queued goes out before it (and a confirmed publish never
 //! overtakes an earlier fire-and-forget one).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use agora_protocol::bytes::BytesMut;
@@ -23,6 +23,7 @@ use agora_protocol::{encode_pub, Destination, Headers};
 use event_listener::Event;
 
 use crate::error::{Error, Result};
+use crate::lock;
 
 struct State {
     buf: BytesMut,
@@ -62,10 +63,6 @@ impl PubBuf {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Encodes a fire-and-forget `PUB`, waiting while the buffer is at its limit.
     pub(crate) async fn publish(
         &self,
@@ -75,7 +72,7 @@ impl PubBuf {
     ) -> Result<()> {
         loop {
             let listener = {
-                let mut s = self.lock();
+                let mut s = lock(&self.state);
                 if s.closed {
                     return Err(Error::Closed);
                 }
@@ -103,7 +100,7 @@ impl PubBuf {
     /// Moves whatever is buffered to the end of `out` (swapping buffers when `out` is
     /// empty, so nothing is copied); false if there was nothing.
     pub(crate) fn take_into(&self, out: &mut BytesMut) -> bool {
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         if s.buf.is_empty() {
             return false;
         }
@@ -119,7 +116,7 @@ impl PubBuf {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().buf.is_empty()
+        lock(&self.state).buf.is_empty()
     }
 
     /// Waits until something is buffered (one waiter: the driver).
@@ -128,7 +125,7 @@ impl PubBuf {
     }
 
     fn poll_filled(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         if !s.buf.is_empty() {
             return Poll::Ready(());
         }
@@ -142,7 +139,7 @@ impl PubBuf {
     /// The driver has stopped: drop what is buffered, fail every later publish, wake
     /// every waiting one. Returns the bytes dropped.
     pub(crate) fn close(&self) -> usize {
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         s.closed = true;
         let n = s.buf.len();
         s.buf = BytesMut::new();
