@@ -30,7 +30,7 @@ use std::time::Duration;
 use agora_protocol::bytes::{Bytes, BytesMut};
 use agora_protocol::{
     decode_with, encode, encode_pub, AckMode, Connect, Destination, Frame, Headers, Info, Limits,
-    Subscribe, PROTOCOL_VERSION,
+    ReadSize, Subscribe, PROTOCOL_VERSION,
 };
 use async_channel::{Receiver, Sender};
 use async_net::TcpStream;
@@ -44,8 +44,6 @@ use crate::Options;
 
 /// Most deliveries handed to a subscription's inbox at once.
 const RUN_MAX: usize = 512;
-/// Bytes read per `read` call at most.
-const READ_SIZE: usize = 64 * 1024;
 /// The writer stops draining commands into one buffer past this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
 /// The largest payload the client accepts from the broker, at least (a `STATS`
@@ -204,7 +202,7 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut, limits: &Limits)
             Err(e) => return Err(Error::Protocol(e)),
         }
         let len = buf.len();
-        buf.resize(len + READ_SIZE, 0);
+        buf.resize(len + ReadSize::MIN, 0);
         let n = stream.read(&mut buf[len..]).await?;
         buf.truncate(len + n);
         if n == 0 {
@@ -219,7 +217,7 @@ pub(crate) async fn handshake(addr: &str, opts: &Options) -> Result<Established>
     timeout(opts.connect_timeout, async {
         let mut stream = TcpStream::connect(addr).await?;
         let _ = stream.set_nodelay(true);
-        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let mut buf = BytesMut::with_capacity(ReadSize::MIN);
         let limits = read_limits(opts, None);
         let info = match read_frame(&mut stream, &mut buf, &limits).await? {
             Frame::Info(i) => i,
@@ -717,6 +715,7 @@ impl Core {
     ) -> End {
         let mut run: Vec<Incoming> = Vec::new();
         let mut run_sid = 0;
+        let mut read_size = ReadSize::default();
         loop {
             loop {
                 let frame = decode_with(&mut buf, limits);
@@ -741,7 +740,7 @@ impl Core {
                 }
             }
             let len = buf.len();
-            buf.resize(len + READ_SIZE, 0);
+            buf.resize(len + read_size.get(), 0);
             match stream.read(&mut buf[len..]) {
                 Ok(0) => {
                     if self.closing.load(SeqCst) {
@@ -749,7 +748,10 @@ impl Core {
                     }
                     return End::Lost(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
                 }
-                Ok(n) => buf.truncate(len + n),
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    read_size.after_read(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
                 Err(e) => {
                     if self.closing.load(SeqCst) {

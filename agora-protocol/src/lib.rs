@@ -95,6 +95,51 @@ pub const DEFAULT_MAX_LINE: usize = 4096;
 /// Default largest payload (header block included), in bytes.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 
+/// How many bytes to ask the socket for next, for a decoder's read buffer. It starts at
+/// [`ReadSize::MIN`], doubles while reads fill it and halves while they come back less
+/// than a quarter full, up to [`ReadSize::MAX`]: an idle peer costs little (a safe `read`
+/// needs the new part of the buffer initialised, so a big request costs a big `memset`
+/// even when one small frame arrives) and a busy one is read in bulk. The broker's
+/// connections and the client's reader both size their reads with it.
+///
+/// ```
+/// let mut size = agora_protocol::ReadSize::default();
+/// assert_eq!(size.get(), agora_protocol::ReadSize::MIN);
+/// size.after_read(size.get()); // filled: ask for more next time
+/// assert_eq!(size.get(), 2 * agora_protocol::ReadSize::MIN);
+/// size.after_read(1); // far from full: ask for less
+/// assert_eq!(size.get(), agora_protocol::ReadSize::MIN);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSize(usize);
+
+impl ReadSize {
+    /// The smallest read asked for.
+    pub const MIN: usize = 4 * 1024;
+    /// The largest read asked for.
+    pub const MAX: usize = 64 * 1024;
+
+    /// Bytes to ask for in the next read.
+    pub fn get(self) -> usize {
+        self.0
+    }
+
+    /// Adapts to a read that returned `n` bytes.
+    pub fn after_read(&mut self, n: usize) {
+        if n >= self.0 {
+            self.0 = (self.0 * 2).min(Self::MAX);
+        } else if n < self.0 / 4 {
+            self.0 = (self.0 / 2).max(Self::MIN);
+        }
+    }
+}
+
+impl Default for ReadSize {
+    fn default() -> ReadSize {
+        ReadSize(Self::MIN)
+    }
+}
+
 /// The limits the decoder enforces before buffering a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
 use agora_protocol::{
-    decode_with, AckMode, Destination, ErrorCode, Frame, Info, Kind, Limits, Publish, RequestId,
-    Subscribe, PROTOCOL_VERSION,
+    decode_with, AckMode, Destination, ErrorCode, Frame, Info, Kind, Limits, Publish, ReadSize,
+    RequestId, Subscribe, PROTOCOL_VERSION,
 };
 use async_channel::Receiver;
 use async_net::{TcpListener, TcpStream};
@@ -28,11 +28,6 @@ use crate::queue::{Consumer, QueueCmd, QueueShared, Refused, SLOT_SHIFT};
 use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
 use crate::topic::{Subscriber, Topic, TopicRefused};
 use crate::{Broker, ACCEPT_BACKOFF};
-
-/// Bytes read per `read` call: it starts small, doubles while reads fill it and halves
-/// while they do not, so an idle client costs little and a busy one reads in bulk.
-const READ_MIN: usize = 4 * 1024;
-const READ_MAX: usize = 64 * 1024;
 
 /// Destinations a connection remembers handles for; past this the cache starts over.
 const HANDLE_CACHE: usize = 1024;
@@ -277,8 +272,8 @@ pub(crate) async fn serve_client(
 
 impl Conn<'_> {
     async fn read_loop(&mut self, mut stream: TcpStream, stop: &Receiver<()>) {
-        let mut buf = BytesMut::with_capacity(READ_MIN);
-        let mut read_size = READ_MIN;
+        let mut read_size = ReadSize::default();
+        let mut buf = BytesMut::with_capacity(read_size.get());
         // Pings sent since the client was last heard from.
         let mut missed = 0;
         // One timer for the connection's life, moved forward as the client is heard
@@ -312,12 +307,15 @@ impl Conn<'_> {
                     }
                 }
             }
-            if buf.is_empty() && buf.capacity() > 4 * READ_MAX && read_size == READ_MIN {
+            if buf.is_empty()
+                && buf.capacity() > 4 * ReadSize::MAX
+                && read_size == ReadSize::default()
+            {
                 // Give a big buffer back once the client has gone quiet.
-                buf = BytesMut::with_capacity(READ_MIN);
+                buf = BytesMut::with_capacity(ReadSize::MIN);
             }
             let len = buf.len();
-            buf.resize(len + read_size, 0);
+            buf.resize(len + read_size.get(), 0);
             let event = future::or(
                 async { Event::Read(stream.read(&mut buf[len..]).await) },
                 future::or(
@@ -344,11 +342,7 @@ impl Conn<'_> {
                         .bytes_in_tcp
                         .fetch_add(n as u64, Relaxed);
                     missed = 0;
-                    if n == read_size {
-                        read_size = (read_size * 2).min(READ_MAX);
-                    } else if n < read_size / 4 {
-                        read_size = (read_size / 2).max(READ_MIN);
-                    }
+                    read_size.after_read(n);
                 }
                 Event::Read(_) => return, // EOF or error: the client is gone
                 Event::Stop => {
