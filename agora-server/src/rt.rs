@@ -14,9 +14,8 @@
 //! received the event. Everything else — further tasks woken in the same poll, tasks
 //! woken by a running task, new tasks — goes to the shared queue and wakes an idle
 //! worker, as async-executor does, so a task never waits behind a busy worker's long
-//! one and every core works under load. Fairness: a worker takes from the shared queue
-//! after [`SLOT_TURNS`] slot tasks in a row, and lets its thread poll the reactor after
-//! [`BUDGET`] tasks. A task that panics ends only that task (its `Task` handle
+//! one and every core works under load. A worker lets its thread poll the reactor
+//! after [`BUDGET`] tasks in a row. A task that panics ends only that task (its `Task` handle
 //! re-raises the panic when awaited).
 
 use std::cell::RefCell;
@@ -31,9 +30,6 @@ pub use async_task::Task;
 
 /// Tasks a worker runs before its thread polls the reactor (without blocking) again.
 const BUDGET: u32 = 64;
-/// Slot tasks a worker runs in a row before it takes one from the shared queue: a task
-/// that keeps waking itself does not starve the rest.
-const SLOT_TURNS: u32 = 16;
 
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 static POOL: OnceLock<Pool> = OnceLock::new();
@@ -174,18 +170,11 @@ impl Pool {
 }
 
 async fn work(pool: &'static Pool, id: usize) {
-    let mut turns = 0;
     let mut ran = 0;
     loop {
-        let next = if turns < SLOT_TURNS {
-            take_slot().inspect(|_| turns += 1)
-        } else {
-            None
-        };
-        let next = next
-            .or_else(|| pool.pop().inspect(|_| turns = 0))
-            .or_else(take_slot);
-        match next {
+        // The slot is only filled while the worker waits, so it holds at most the one
+        // task that ended the wait.
+        match take_slot().or_else(|| pool.pop()) {
             Some(r) => {
                 r.run();
                 ran += 1;
@@ -196,7 +185,6 @@ async fn work(pool: &'static Pool, id: usize) {
             }
             None => {
                 ran = 0;
-                turns = 0;
                 idle(pool, id).await;
             }
         }
