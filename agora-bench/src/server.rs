@@ -107,20 +107,12 @@ impl Server {
         match port {
             Some(port) => server.addr = format!("127.0.0.1:{port}"),
             None => {
-                // "<name> listening on tcp://127.0.0.1:<port>", exactly one line.
+                // "<name> listening on tcp://127.0.0.1:<port>", first of its lines.
                 let stdout = server.child.stdout.take().expect("stdout is piped");
                 let mut reader = BufReader::new(stdout);
-                let mut line = String::new();
-                reader
-                    .read_line(&mut line)
-                    .map_err(|e| format!("{}: reading start-up line: {e}", system.name()))?;
-                server.addr = line
-                    .trim()
-                    .rsplit_once("tcp://")
-                    .map(|(_, a)| a.to_owned())
-                    .ok_or_else(|| {
-                        format!("{}: unexpected start-up line {line:?}", system.name())
-                    })?;
+                server.addr = agora_protocol::startup::read_listener(&mut reader, "tcp")
+                    .map_err(|e| format!("{}: reading start-up line: {e}", system.name()))?
+                    .to_string();
                 // Keep draining stdout so the broker never blocks on a full pipe.
                 std::thread::spawn(move || {
                     let mut sink = String::new();

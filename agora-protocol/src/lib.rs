@@ -30,6 +30,7 @@ mod decode;
 mod encode;
 mod error;
 mod frame;
+pub mod startup;
 
 pub use bytes;
 pub use decode::{decode, decode_with};

@@ -94,10 +94,11 @@ impl Server {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("chain of {dest}: {e}"))
             })?;
         }
-        let listener = TcpListener::bind((config.bind, config.port)).await?;
-        // UDP on the same port (the one TCP got, when asked for port 0).
-        let port = listener.local_addr()?.port();
-        let udp = UdpSocket::bind((config.bind, port)).await?;
+        let (listener, udp) = bind_pair(config.bind, config.port, || {
+            std::net::TcpListener::bind((config.bind, 0))
+        })?;
+        let listener = TcpListener::try_from(listener)?;
+        let udp = UdpSocket::try_from(udp)?;
         Ok(Server {
             config,
             listener,
@@ -108,6 +109,11 @@ impl Server {
     /// The TCP address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The UDP address bound: the same address and port as TCP.
+    pub fn udp_addr(&self) -> io::Result<SocketAddr> {
+        self.udp.local_addr()
     }
 
     /// Serves clients until `shutdown` completes, then shuts down gracefully: stops
@@ -178,17 +184,104 @@ impl Server {
     }
 }
 
-/// Binds as `config` says, prints the documented start-up line
-/// `agora listening on tcp://<addr>` on stdout (UDP listens on the same address and
-/// port), and serves until `shutdown` completes.
+/// Binds as `config` says, prints the documented start-up lines (one per listener, see
+/// [`agora_protocol::startup`]) on stdout once all are bound, and serves until
+/// `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    use agora_protocol::startup::line;
     let server = Server::bind(config).await?;
-    let addr = server.local_addr()?;
-    println!("agora listening on tcp://{addr}");
-    log::info!("listening on {addr}");
+    let (tcp, udp) = (server.local_addr()?, server.udp_addr()?);
+    println!(
+        "{}\n{}",
+        line("agora", "tcp", tcp),
+        line("agora", "udp", udp)
+    );
+    log::info!("listening on {tcp}");
     server.serve(shutdown).await
+}
+
+/// Tries of [`bind_pair`] before it gives up on finding a port free for both.
+const BIND_TRIES: usize = 64;
+
+/// Binds TCP and UDP on one port. With `port` 0, `tcp` binds a TCP listener on a port
+/// the system picks, and the pair is kept only if UDP can have the same port: another
+/// program may hold that port's UDP twin, so a taken one is given back and another
+/// tried. With a fixed port, a UDP port already in use is an error naming UDP.
+fn bind_pair(
+    ip: std::net::IpAddr,
+    port: u16,
+    mut tcp: impl FnMut() -> io::Result<std::net::TcpListener>,
+) -> io::Result<(std::net::TcpListener, std::net::UdpSocket)> {
+    if port != 0 {
+        let listener = std::net::TcpListener::bind((ip, port))?;
+        let udp = std::net::UdpSocket::bind((ip, port))
+            .map_err(|e| io::Error::new(e.kind(), format!("UDP port {port} on {ip}: {e}")))?;
+        return Ok((listener, udp));
+    }
+    for _ in 0..BIND_TRIES {
+        let listener = tcp()?;
+        let got = listener.local_addr()?.port();
+        match std::net::UdpSocket::bind((ip, got)) {
+            Ok(udp) => return Ok((listener, udp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                log::debug!("UDP port {got} is taken; trying another pair");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("no port on {ip} free for both TCP and UDP in {BIND_TRIES} tries"),
+    ))
 }
 
 /// How long the accept loop waits after an accept error, doubling to a maximum.
 pub(crate) const ACCEPT_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(5), Duration::from_secs(1));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// Port 0 once chose a TCP port whose UDP twin another process held, and binding
+    /// failed with `AddrInUse`. Here the first TCP port offered has its UDP twin taken
+    /// on purpose; the pair must come from a later try.
+    #[test]
+    fn port_zero_skips_a_tcp_port_whose_udp_twin_is_taken() {
+        // A UDP port held by "another program", and a TCP listener on the same number.
+        let (taken, first) = (0..BIND_TRIES)
+            .find_map(|_| {
+                let udp = UdpSocket::bind((LOCAL, 0)).ok()?;
+                let port = udp.local_addr().ok()?.port();
+                let tcp = TcpListener::bind((LOCAL, port)).ok()?;
+                Some((udp, tcp))
+            })
+            .expect("a UDP port whose TCP twin is free");
+        let blocked = taken.local_addr().unwrap().port();
+        let mut offered = vec![first];
+        let mut tries = 0;
+        let (tcp, udp) = bind_pair(LOCAL, 0, || {
+            tries += 1;
+            match offered.pop() {
+                Some(l) => Ok(l),
+                None => TcpListener::bind((LOCAL, 0)),
+            }
+        })
+        .unwrap();
+        assert!(
+            tries >= 2,
+            "the blocked pair must have been offered and refused"
+        );
+        let port = tcp.local_addr().unwrap().port();
+        assert_ne!(port, blocked);
+        assert_eq!(udp.local_addr().unwrap().port(), port);
+        // A fixed port whose UDP twin is taken is an error that says so.
+        let e = bind_pair(LOCAL, blocked, || unreachable!()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("UDP"), "{e}");
+        drop(taken);
+    }
+}

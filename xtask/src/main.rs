@@ -10,6 +10,11 @@ mod book;
 mod ci;
 mod fuzz;
 mod process;
+// The start-up line parser the broker's other readers use, compiled in (xtask stays
+// std-only; the file is).
+#[path = "../../agora-protocol/src/startup.rs"]
+#[allow(dead_code)]
+mod startup;
 mod statsd;
 
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! carry the right totals. StatsD's flush interval is an hour, so its counters are not
 //! reset during the check. Both processes are stopped by PID whatever happens.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -147,13 +147,7 @@ pub(crate) fn run() -> Result<()> {
         .map_err(|e| format!("could not start agora: {e}"))?;
     let out = agora.stdout.take().ok_or("no stdout")?;
     let _agora = Guard(agora, "agora");
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("agora listening on tcp://")
-        .ok_or_else(|| format!("unexpected start-up line {line:?}"))?
-        .to_owned();
+    let addr = crate::startup::read_listener(&mut BufReader::new(out), "tcp")?.to_string();
     println!("agora on {addr}");
     let messages: Vec<String> = (0..N).map(|i| format!("job-{i}")).collect();
     process::run(

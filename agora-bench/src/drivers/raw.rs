@@ -20,7 +20,8 @@ use super::{Dest, Mode, Result};
 /// Runs the relay until killed: prints its address, then serves.
 pub(crate) fn relay(port: u16) -> io::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", port))?;
-    println!("relay listening on tcp://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    println!("{}", agora_protocol::startup::line("relay", "tcp", addr));
     io::stdout().flush()?;
     let subscribers: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
     for conn in listener.incoming() {

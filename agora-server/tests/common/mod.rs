@@ -1,7 +1,7 @@
 //! Test support: a broker in-process on 127.0.0.1:0 and a raw-bytes client.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
@@ -255,15 +255,10 @@ pub fn spawn_agora(args: &[&str]) -> (Agora, u16, BufReader<std::process::ChildS
         .spawn()
         .expect("start agora");
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("agora listening on tcp://127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"))
-        .parse()
-        .unwrap();
-    (Agora(child), port, out)
+    let tcp = agora_protocol::startup::read_listener(&mut out, "tcp").expect("start-up line");
+    let udp = agora_protocol::startup::read_listener(&mut out, "udp").expect("start-up line");
+    assert_eq!(tcp, udp, "TCP and UDP share the address and port");
+    (Agora(child), tcp.port(), out)
 }
 
 pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
