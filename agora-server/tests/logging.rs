@@ -720,7 +720,7 @@ fn the_binary_logs_in_the_example_shape_and_flushes_at_shutdown() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let addr = agora_protocol::startup::read_listener(&mut out, "tcp").unwrap();
     // A client connects and leaves, so there is a debug line too.
-    drop(std::net::TcpStream::connect(&addr).unwrap());
+    drop(std::net::TcpStream::connect(addr).unwrap());
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut seen = Vec::new();
     let want = format!("[INFO] listening on {addr}");
@@ -765,7 +765,7 @@ fn the_binary_exits_even_if_nobody_reads_its_log() {
     let addr = agora_protocol::startup::read_listener(&mut out, "tcp").unwrap();
     // Two debug lines of about 70 bytes per client: well past a 64 KiB pipe.
     for _ in 0..2000 {
-        drop(std::net::TcpStream::connect(&addr).unwrap());
+        drop(std::net::TcpStream::connect(addr).unwrap());
     }
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
