@@ -910,8 +910,10 @@ impl Conn<'_> {
                 slot,
                 prefetch,
                 auto_ack,
-                tx,
-                outbox: self.outbox.clone(),
+                port: crate::queue::Port {
+                    tx,
+                    outbox: self.outbox.clone(),
+                },
             };
             if queue.tx.send(QueueCmd::Subscribe(consumer)).await.is_err() {
                 queue.consumers.fetch_sub(1, SeqCst);

@@ -29,6 +29,7 @@ mod conn;
 pub mod deliveries;
 pub mod logging;
 mod manager;
+mod message;
 mod metrics;
 pub mod mutators;
 mod queue;

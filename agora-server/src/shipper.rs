@@ -13,11 +13,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use agora_protocol::bytes::{Bytes, BytesMut};
-use agora_protocol::{encode, encode_err, Destination, ErrorCode, Frame, Headers, RequestId};
+use agora_protocol::{encode, encode_err, Destination, ErrorCode, Frame, RequestId};
 use async_channel::{Receiver, Sender, TrySendError};
 use futures_lite::{AsyncWriteExt, Stream};
 
 use crate::deliveries::{DeliveryRx, Took};
+pub(crate) use crate::message::{Delivery, Message};
 use crate::metrics::{BrokerMetrics, LATENCY_SAMPLE};
 use crate::queue::QueueCmd;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,42 +27,6 @@ use std::time::Instant;
 
 /// Most bytes encoded per write call before the shipper writes and looks again.
 pub(crate) const BATCH_BYTES: usize = 64 * 1024;
-
-/// A message as the broker holds it. Cloning shares the payload (a reference count),
-/// never copies it.
-#[derive(Clone, Debug)]
-pub(crate) struct Message {
-    pub headers: Headers,
-    pub payload: Bytes,
-    /// When the broker read it, for latency.
-    pub received: std::time::Instant,
-}
-
-impl Message {
-    /// What the message counts against byte limits.
-    pub fn size(&self) -> usize {
-        self.payload.len()
-            + if self.headers.is_empty() {
-                0
-            } else {
-                self.headers.encoded_len()
-            }
-    }
-}
-
-/// One message on its way to one subscription.
-#[derive(Debug)]
-pub(crate) struct Delivery {
-    /// Delivery id to ack (0: none expected).
-    pub did: u64,
-    /// Delivery count, this one included.
-    pub count: u32,
-    pub msg: Message,
-    /// Bytes this delivery holds of the memory budget: a topic delivery's payload, given
-    /// back when its batch is written or the subscription ends; 0 for queue
-    /// deliveries (the queue gives its bytes back itself).
-    pub charged: usize,
-}
 
 /// The receiving end of a subscription, handed to the shipper.
 pub(crate) struct SubRx {

@@ -1,7 +1,9 @@
 //! Queues: each message to exactly one consumer, kept until it is acknowledged.
 //!
-//! A queue is a task that owns its pending messages and each consumer's unacknowledged
-//! set, fed over one bounded channel. Publishers send into that channel directly (no
+//! A queue is a task around a [`QueueState`] (the plain value in `state.rs` that holds
+//! its pending messages and each consumer's unacknowledged set, and every rule about
+//! them), fed over one bounded channel; the task only moves commands and time in, and
+//! deliveries, replies and dead letters out. Publishers send into that channel directly (no
 //! hub task); before sending they reserve room in the queue's limits and the broker's
 //! memory budget with atomics, so a full queue is refused at the door and nothing
 //! accepted is ever dropped. Consumers are fed round-robin, each up to its prefetch. A
@@ -12,10 +14,11 @@
 //! higher delivery count. A message delivered `max_deliveries` times, or waiting longer
 //! than the queue's TTL, moves to the dead-letter queue with headers saying why.
 
-use std::collections::{HashMap, VecDeque};
+mod state;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use agora_protocol::{Destination, ErrorCode, ErrorReply, Frame, Kind, Name};
 use async_channel::{Receiver, Sender};
@@ -25,7 +28,9 @@ use crate::budget::Budget;
 use crate::config::QueueSettings;
 use crate::deliveries::DeliveryTx;
 use crate::manager::{Handle, ManagerCmd};
-use crate::shipper::{Delivery, Message, Outbox};
+use crate::message::Message;
+use crate::shipper::Outbox;
+pub(crate) use state::{Acked, ConsumerSpec, Held, QueueState, SLOT_SHIFT};
 
 /// Commands a queue task takes.
 pub(crate) enum QueueCmd {
@@ -55,31 +60,15 @@ pub(crate) enum QueueCmd {
     Delete { reply: Sender<usize> },
 }
 
-/// A consumer as its queue knows it.
-pub(crate) struct Consumer {
-    /// Unique in the broker.
-    pub cid: u64,
-    /// The subscription's id on its connection (for `CANCEL`).
-    pub sid: u64,
-    /// High bits of this subscription's delivery ids (see [`delivery_id`]).
-    pub slot: u64,
-    pub prefetch: u32,
-    pub auto_ack: bool,
-    /// The subscription's delivery queue to the shipper (credit bounds it to the
-    /// prefetch).
+/// Where a consumer's deliveries and notices go: the subscription's delivery queue to
+/// the shipper (credit bounds it to the prefetch), and the connection's outbox.
+pub(crate) struct Port {
     pub tx: DeliveryTx,
-    /// For replies about acks.
     pub outbox: Outbox,
 }
 
-/// Delivery ids are `slot << SLOT_SHIFT | seq`: the connection finds the subscription
-/// of an `ACK` from the id alone, and ids are never reused on a connection because
-/// neither slots nor sequence numbers are.
-pub(crate) const SLOT_SHIFT: u32 = 40;
-
-pub(crate) fn delivery_id(slot: u64, seq: u64) -> u64 {
-    (slot << SLOT_SHIFT) | (seq & ((1 << SLOT_SHIFT) - 1))
-}
+/// A consumer as its queue task knows it.
+pub(crate) type Consumer = ConsumerSpec<Port>;
 
 /// Header names put on dead-lettered messages.
 pub const DEAD_LETTER_FROM: &str = "agora-dead-letter-from";
@@ -222,11 +211,8 @@ pub(crate) fn spawn(
         chain: Default::default(),
     });
     let task = Queue {
+        state: QueueState::new(shared.settings.clone()),
         shared: shared.clone(),
-        pending: VecDeque::new(),
-        consumers: Vec::new(),
-        rr: 0,
-        dead: Vec::new(),
         dlq: None,
         manager,
     };
@@ -234,48 +220,10 @@ pub(crate) fn spawn(
     shared
 }
 
-struct Held {
-    msg: Message,
-    /// Deliveries so far.
-    count: u32,
-    /// When it entered the queue (for TTL).
-    enqueued: Instant,
-    /// A consumer not to give it to next (the one whose ack timed out), if others can.
-    avoid: Option<u64>,
-}
-
-struct Outstanding {
-    held: Held,
-    delivered: Instant,
-}
-
-struct ConsumerState {
-    c: Consumer,
-    next_seq: u64,
-    /// Manual ack: delivered, not yet acked, by delivery id.
-    unacked: HashMap<u64, Outstanding>,
-    /// Auto ack: handed to the shipper, not yet written, in order.
-    inflight: VecDeque<Held>,
-}
-
-impl ConsumerState {
-    fn outstanding(&self) -> usize {
-        self.unacked.len() + self.inflight.len()
-    }
-
-    fn has_credit(&self) -> bool {
-        self.outstanding() < self.c.prefetch as usize
-    }
-}
-
+/// The task around a queue's state.
 struct Queue {
+    state: QueueState<Port>,
     shared: Arc<QueueShared>,
-    pending: VecDeque<Held>,
-    consumers: Vec<ConsumerState>,
-    /// Round-robin position.
-    rr: usize,
-    /// Messages to move to the dead-letter queue after this batch, with the reason.
-    dead: Vec<(Held, &'static str)>,
     /// The dead-letter queue, once resolved.
     dlq: Option<Arc<QueueShared>>,
     /// To resolve the dead-letter queue; weak so queues do not keep the manager alive.
@@ -283,19 +231,8 @@ struct Queue {
 }
 
 impl Queue {
-    /// How often timers (TTL, ack timeout) are checked, if the queue has any.
-    fn tick(&self) -> Option<Duration> {
-        let s = &self.shared.settings;
-        let shortest = match (s.ttl, s.ack_timeout) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => return None,
-        };
-        Some((shortest / 10).clamp(Duration::from_millis(5), Duration::from_secs(1)))
-    }
-
     async fn run(mut self, rx: Receiver<QueueCmd>) {
-        let mut ticker = self.tick().map(smol::Timer::interval);
+        let mut ticker = self.state.tick().map(smol::Timer::interval);
         loop {
             let cmd = match &mut ticker {
                 None => rx.recv().await.ok(),
@@ -308,7 +245,7 @@ impl Queue {
                         Some(Ok(cmd)) => Some(cmd),
                         Some(Err(_)) => None,
                         None => {
-                            self.timers(Instant::now());
+                            self.state.timers(Instant::now());
                             self.after_batch().await;
                             continue;
                         }
@@ -336,60 +273,51 @@ impl Queue {
     }
 
     async fn after_batch(&mut self) {
-        self.dispatch();
-        if !self.dead.is_empty() {
-            self.dead_letter().await;
+        let before = self.state.consumers();
+        self.state
+            .dispatch(Instant::now(), |c, d| c.port.tx.push(d));
+        // Consumers whose connection had gone were dropped by dispatch.
+        let gone = before - self.state.consumers();
+        if gone > 0 {
+            self.shared.consumers.fetch_sub(gone, SeqCst);
         }
+        let dead = self.state.take_dead();
+        if !dead.is_empty() {
+            self.dead_letter(dead).await;
+        }
+        self.give_back_released();
         self.publish_figures();
+    }
+
+    /// Returns what left the queue to its limits and the memory budget.
+    fn give_back_released(&mut self) {
+        let (n, bytes) = self.state.take_released();
+        if n > 0 || bytes > 0 {
+            self.shared.release(n, bytes);
+        }
     }
 
     fn publish_figures(&self) {
         let s = &self.shared;
-        s.depth.store(self.pending.len(), Relaxed);
-        s.unacked.store(
-            self.consumers.iter().map(ConsumerState::outstanding).sum(),
-            Relaxed,
-        );
-    }
-
-    fn consumer(&mut self, cid: u64) -> Option<usize> {
-        self.consumers.iter().position(|c| c.c.cid == cid)
-    }
-
-    /// Adds published messages to the end of the queue.
-    fn enqueue(&mut self, msgs: impl Iterator<Item = Message>) {
-        let now = Instant::now();
-        let (mut n, mut bytes) = (0, 0);
-        for msg in msgs {
-            n += 1;
-            bytes += msg.payload.len() as u64;
-            self.pending.push_back(Held {
-                msg,
-                count: 0,
-                enqueued: now,
-                avoid: None,
-            });
-        }
-        self.shared.messages_in.fetch_add(n, Relaxed);
-        self.shared.bytes_in.fetch_add(bytes, Relaxed);
+        let t = self.state.totals();
+        s.depth.store(self.state.depth(), Relaxed);
+        s.unacked.store(self.state.unacked(), Relaxed);
+        s.messages_in.store(t.messages_in, Relaxed);
+        s.bytes_in.store(t.bytes_in, Relaxed);
+        s.messages_out.store(t.messages_out, Relaxed);
+        s.bytes_out.store(t.bytes_out, Relaxed);
+        s.redelivered.store(t.redelivered, Relaxed);
     }
 
     /// Handles one command; true when the queue must stop.
     fn handle(&mut self, cmd: QueueCmd) -> bool {
         match cmd {
-            QueueCmd::Publish(msg) => self.enqueue(std::iter::once(msg)),
-            QueueCmd::PublishMany(msgs) => self.enqueue(msgs.into_iter()),
-            QueueCmd::Subscribe(c) => self.consumers.push(ConsumerState {
-                c,
-                next_seq: 1,
-                unacked: HashMap::new(),
-                inflight: VecDeque::new(),
-            }),
+            QueueCmd::Publish(msg) => self.state.enqueue([msg], Instant::now()),
+            QueueCmd::PublishMany(msgs) => self.state.enqueue(msgs, Instant::now()),
+            QueueCmd::Subscribe(c) => self.state.subscribe(c),
             QueueCmd::Unsubscribe { cid } => {
-                if let Some(i) = self.consumer(cid) {
-                    let c = self.consumers.remove(i);
+                if self.state.unsubscribe(cid).is_some() {
                     self.shared.consumers.fetch_sub(1, SeqCst);
-                    self.give_back(c);
                 }
             }
             QueueCmd::Ack {
@@ -398,55 +326,43 @@ impl Queue {
                 ack,
                 reply,
             } => {
-                let Some(i) = self.consumer(cid) else {
-                    if let Some(r) = reply {
-                        let _ = r.try_send(false);
-                    }
-                    return false;
-                };
-                let c = &mut self.consumers[i];
-                let out = c.unacked.remove(&did);
-                let known = out.is_some();
+                let known = self.state.ack(cid, did, ack) == Acked::Done;
+                // Released before the reply, so a client that reads STATS after its OK
+                // sees the message gone.
+                self.give_back_released();
                 match reply {
                     Some(r) => {
                         let _ = r.try_send(known);
                     }
-                    None if !known => unknown_delivery(&c.c.outbox, did),
-                    None => {}
-                }
-                match out {
-                    Some(o) if ack => self.shared.release(1, o.held.msg.size()),
-                    Some(o) => self.pending.push_front(o.held),
+                    None if !known => {
+                        if let Some(port) = outbox_of(&self.state, cid) {
+                            unknown_delivery(port, did);
+                        }
+                    }
                     None => {}
                 }
             }
-            QueueCmd::Written { cid, n } => {
-                let Some(i) = self.consumer(cid) else {
-                    return false;
-                };
-                let c = &mut self.consumers[i];
-                let n = n.min(c.inflight.len());
-                let bytes: usize = c.inflight.drain(..n).map(|h| h.msg.size()).sum();
-                self.shared.release(n, bytes);
-            }
+            QueueCmd::Written { cid, n } => self.state.written(cid, n),
             QueueCmd::Purge { reply } => {
-                let n = self.purge();
+                let n = self.state.purge();
+                self.give_back_released();
+                self.publish_figures();
                 let _ = reply.try_send(n);
             }
             QueueCmd::Delete { reply } => {
                 self.shared.closed.store(true, SeqCst);
-                let mut n = self.purge();
-                for c in self.consumers.drain(..) {
-                    let held = c.outstanding();
-                    n += held;
-                    c.c.outbox.cancel(
-                        c.c.sid,
+                let (n, consumers) = self.state.delete();
+                for c in consumers {
+                    c.port.outbox.cancel(
+                        c.sid,
                         ErrorCode::UnknownDestination,
                         format!("{} was deleted", self.shared.dest),
                     );
-                    c.c.tx.close();
+                    c.port.tx.close();
                     self.shared.consumers.fetch_sub(1, SeqCst);
                 }
+                // Everything reserved goes back, messages still in the channel included.
+                let _ = self.state.take_released();
                 self.shared.held.store(0, SeqCst);
                 self.shared
                     .budget
@@ -457,164 +373,6 @@ impl Queue {
             }
         }
         false
-    }
-
-    fn purge(&mut self) -> usize {
-        let n = self.pending.len();
-        let bytes = self.pending.drain(..).map(|h| h.msg.size()).sum();
-        self.shared.release(n, bytes);
-        n
-    }
-
-    /// Puts a departed consumer's outstanding messages back at the front, in order.
-    fn give_back(&mut self, c: ConsumerState) {
-        let mut back: Vec<(u64, Outstanding)> = c.unacked.into_iter().collect();
-        back.sort_unstable_by_key(|(did, _)| *did);
-        let mut v: Vec<Held> = c
-            .inflight
-            .into_iter()
-            .chain(back.into_iter().map(|(_, o)| o.held))
-            .collect();
-        while let Some(h) = v.pop() {
-            self.pending.push_front(h);
-        }
-    }
-
-    /// Expires pending messages past their TTL and takes back deliveries past the ack
-    /// timeout.
-    fn timers(&mut self, now: Instant) {
-        let s = &self.shared.settings;
-        if let Some(ttl) = s.ttl {
-            let mut keep = VecDeque::with_capacity(self.pending.len());
-            for h in self.pending.drain(..) {
-                if now.duration_since(h.enqueued) >= ttl {
-                    self.dead.push((h, "expired"));
-                } else {
-                    keep.push_back(h);
-                }
-            }
-            self.pending = keep;
-        }
-        if let Some(timeout) = s.ack_timeout {
-            let mut back = Vec::new();
-            for c in &mut self.consumers {
-                let late: Vec<u64> = c
-                    .unacked
-                    .iter()
-                    .filter(|(_, o)| now.duration_since(o.delivered) >= timeout)
-                    .map(|(did, _)| *did)
-                    .collect();
-                for did in late {
-                    if let Some(mut o) = c.unacked.remove(&did) {
-                        o.held.avoid = Some(c.c.cid);
-                        back.push((did, o.held));
-                    }
-                }
-            }
-            back.sort_unstable_by_key(|(did, _)| std::cmp::Reverse(*did));
-            for (_, h) in back {
-                self.pending.push_front(h);
-            }
-        }
-    }
-
-    /// Feeds consumers round-robin while messages and credit last.
-    fn dispatch(&mut self) {
-        let max = self.shared.settings.max_deliveries;
-        let mut idle = 0;
-        while !self.pending.is_empty() && !self.consumers.is_empty() {
-            if let Some(front) = self.pending.front() {
-                if max > 0 && front.count >= max {
-                    if let Some(h) = self.pending.pop_front() {
-                        self.dead.push((h, "max_deliveries"));
-                    }
-                    continue;
-                }
-            }
-            if idle >= self.consumers.len() {
-                break;
-            }
-            self.rr %= self.consumers.len();
-            let i = self.rr;
-            self.rr += 1;
-            if !self.consumers[i].has_credit() {
-                idle += 1;
-                continue;
-            }
-            let Some(mut h) = self.pending.pop_front() else {
-                break;
-            };
-            // Prefer not to hand a timed-out message straight back to the same consumer.
-            if h.avoid == Some(self.consumers[i].c.cid)
-                && self
-                    .consumers
-                    .iter()
-                    .any(|c| c.c.cid != h.avoid.unwrap_or(0) && c.has_credit())
-            {
-                self.pending.push_front(h);
-                continue;
-            }
-            idle = 0;
-            h.avoid = None;
-            h.count += 1;
-            let c = &mut self.consumers[i];
-            let seq = c.next_seq;
-            let did = if c.c.auto_ack {
-                0
-            } else {
-                delivery_id(c.c.slot, seq)
-            };
-            let d = Delivery {
-                did,
-                count: h.count,
-                msg: h.msg.clone(),
-                charged: 0,
-            };
-            match c.c.tx.push(d) {
-                Ok(()) => {
-                    c.next_seq += 1;
-                    self.shared.messages_out.fetch_add(1, Relaxed);
-                    self.shared
-                        .bytes_out
-                        .fetch_add(h.msg.payload.len() as u64, Relaxed);
-                    if h.count > 1 {
-                        self.shared.redelivered.fetch_add(1, Relaxed);
-                    }
-                    if c.c.auto_ack {
-                        c.inflight.push_back(h);
-                    } else {
-                        c.unacked.insert(
-                            did,
-                            Outstanding {
-                                held: h,
-                                delivered: Instant::now(),
-                            },
-                        );
-                    }
-                }
-                Err(_) => {
-                    // The connection is gone; its Unsubscribe is on the way, but do not
-                    // wait for it.
-                    h.count -= 1;
-                    self.pending.push_front(h);
-                    let c = self.consumers.remove(i);
-                    self.shared.consumers.fetch_sub(1, SeqCst);
-                    self.give_back(c);
-                }
-            }
-        }
-        // Expired or exhausted messages are dead-lettered even with no consumer.
-        if self.consumers.is_empty() && max > 0 {
-            let mut keep = VecDeque::with_capacity(self.pending.len());
-            for h in self.pending.drain(..) {
-                if h.count >= max {
-                    self.dead.push((h, "max_deliveries"));
-                } else {
-                    keep.push_back(h);
-                }
-            }
-            self.pending = keep;
-        }
     }
 
     /// The dead-letter queue's name: configured, or `<queue>.dlq`.
@@ -628,19 +386,18 @@ impl Queue {
         (name.as_str() != own).then_some(name)
     }
 
-    /// Moves `self.dead` to the dead-letter queue. A message the dead-letter queue
-    /// cannot take (full, or no valid name) stays here, at the back, and is tried again
-    /// later: never dropped.
-    async fn dead_letter(&mut self) {
+    /// Moves messages to the dead-letter queue. A message the dead-letter queue cannot
+    /// take (full, or no valid name) stays here, at the back, and is tried again later:
+    /// never dropped.
+    async fn dead_letter(&mut self, dead: Vec<(Held, &'static str)>) {
         if self.dlq.as_ref().is_none_or(|q| q.closed.load(SeqCst)) {
             self.dlq = self.resolve_dlq().await;
         }
-        let dead = std::mem::take(&mut self.dead);
         let from = self.shared.dest.to_string();
         for (h, reason) in dead {
             let Some(dlq) = &self.dlq else {
                 log::warn!("{from}: no dead-letter queue; keeping a message that {reason}");
-                self.pending.push_back(h);
+                self.state.keep(h);
                 continue;
             };
             let mut msg = h.msg.clone();
@@ -653,12 +410,12 @@ impl Queue {
             match dlq.reserve(size) {
                 Ok(()) => {
                     if dlq.tx.send(QueueCmd::Publish(msg)).await.is_ok() {
-                        self.shared.release(1, h.msg.size());
+                        self.state.dead_lettered(h);
                         self.shared.deadlettered.fetch_add(1, Relaxed);
                         log::trace!("{from}: dead-lettered a message ({reason})");
                     } else {
                         dlq.unreserve(size);
-                        self.pending.push_back(h);
+                        self.state.keep(h);
                     }
                 }
                 Err(_) => {
@@ -666,7 +423,7 @@ impl Queue {
                         "{from}: dead-letter queue {} refused a message; keeping it",
                         dlq.dest
                     );
-                    self.pending.push_back(h);
+                    self.state.keep(h);
                 }
             }
         }
@@ -689,6 +446,11 @@ impl Queue {
             _ => None,
         }
     }
+}
+
+/// The outbox of consumer `cid`, for a notice about it.
+fn outbox_of(state: &QueueState<Port>, cid: u64) -> Option<&Outbox> {
+    state.consumer(cid).map(|c| &c.port.outbox)
 }
 
 fn unknown_delivery(outbox: &Outbox, did: u64) {

@@ -1,0 +1,43 @@
+//! What the broker holds and hands on: a [`Message`] (as published, shared by every
+//! copy) and a [`Delivery`] (one message on its way to one subscription). Plain data,
+//! imported by queues, topics, connections and shippers alike, so none of them needs
+//! another's module for it.
+
+use agora_protocol::bytes::Bytes;
+use agora_protocol::Headers;
+
+/// A message as the broker holds it. Cloning shares the payload (a reference count),
+/// never copies it.
+#[derive(Clone, Debug)]
+pub(crate) struct Message {
+    pub headers: Headers,
+    pub payload: Bytes,
+    /// When the broker read it, for latency.
+    pub received: std::time::Instant,
+}
+
+impl Message {
+    /// What the message counts against byte limits.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+            + if self.headers.is_empty() {
+                0
+            } else {
+                self.headers.encoded_len()
+            }
+    }
+}
+
+/// One message on its way to one subscription.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    /// Delivery id to ack (0: none expected).
+    pub did: u64,
+    /// Delivery count, this one included.
+    pub count: u32,
+    pub msg: Message,
+    /// Bytes this delivery holds of the memory budget: a topic delivery's payload, given
+    /// back when its batch is written or the subscription ends; 0 for queue
+    /// deliveries (the queue gives its bytes back itself).
+    pub charged: usize,
+}

@@ -1,0 +1,436 @@
+//! A queue's logic as a plain value: pending messages, each consumer's outstanding
+//! deliveries, credit, delivery counts, TTL, ack timeouts and the choice of what goes to
+//! the dead-letter queue.
+//!
+//! It does no I/O, reads no clock and spawns nothing: the time comes in as an argument,
+//! a delivery goes out through the `push` function the caller gives [`QueueState::dispatch`],
+//! and the bytes a message gives back when it leaves are added up in
+//! [`QueueState::take_released`] for the caller to return to the limits and the budget.
+//! The task around it (`queue::run`) and the simulation (`crate::sim`) both drive it.
+//! It must never hold a message in two places: a message is pending, outstanding at one
+//! consumer, waiting to be dead-lettered, or gone.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::config::QueueSettings;
+use crate::message::{Delivery, Message};
+
+/// Delivery ids are `slot << SLOT_SHIFT | seq`: the connection finds the subscription
+/// of an `ACK` from the id alone, and ids are never reused on a connection because
+/// neither slots nor sequence numbers are.
+pub(crate) const SLOT_SHIFT: u32 = 40;
+
+pub(crate) fn delivery_id(slot: u64, seq: u64) -> u64 {
+    (slot << SLOT_SHIFT) | (seq & ((1 << SLOT_SHIFT) - 1))
+}
+
+/// A consumer as its queue knows it; `port` is where its deliveries go (the
+/// subscription's delivery queue in the broker, a recorder in tests).
+pub(crate) struct ConsumerSpec<P> {
+    /// Unique in the broker.
+    pub cid: u64,
+    /// The subscription's id on its connection (for `CANCEL`).
+    pub sid: u64,
+    /// High bits of this subscription's delivery ids (see [`delivery_id`]).
+    pub slot: u64,
+    pub prefetch: u32,
+    /// The broker's auto-ack mode: a delivery is forgotten once its shipper wrote it.
+    pub auto_ack: bool,
+    pub port: P,
+}
+
+/// A message in the queue, with what the queue knows of its history.
+pub(crate) struct Held {
+    pub msg: Message,
+    /// Deliveries so far.
+    pub count: u32,
+    /// When it entered the queue (for TTL).
+    pub enqueued: Instant,
+    /// A consumer not to give it to next (the one whose ack timed out), if others can.
+    pub avoid: Option<u64>,
+}
+
+struct Outstanding {
+    held: Held,
+    delivered: Instant,
+}
+
+struct ConsumerState<P> {
+    c: ConsumerSpec<P>,
+    next_seq: u64,
+    /// Manual ack: delivered, not yet acked, by delivery id.
+    unacked: HashMap<u64, Outstanding>,
+    /// Auto ack: handed to the shipper, not yet written, in order.
+    inflight: VecDeque<Held>,
+}
+
+impl<P> ConsumerState<P> {
+    fn outstanding(&self) -> usize {
+        self.unacked.len() + self.inflight.len()
+    }
+
+    fn has_credit(&self) -> bool {
+        self.outstanding() < self.c.prefetch as usize
+    }
+}
+
+/// Why a message is dead-lettered (the `agora-dead-letter-reason` header).
+pub(crate) const MAX_DELIVERIES: &str = "max_deliveries";
+/// See [`MAX_DELIVERIES`].
+pub(crate) const EXPIRED: &str = "expired";
+
+/// Running totals of what went through the queue (published as its figures).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    pub redelivered: u64,
+}
+
+/// The outcome of an `ACK` or `NACK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acked {
+    /// The delivery was outstanding at that consumer and is settled.
+    Done,
+    /// No such consumer, or the delivery is not outstanding at it.
+    Unknown,
+}
+
+/// See the module documentation.
+pub(crate) struct QueueState<P> {
+    settings: QueueSettings,
+    pending: VecDeque<Held>,
+    consumers: Vec<ConsumerState<P>>,
+    /// Round-robin position.
+    rr: usize,
+    /// Messages to move to the dead-letter queue, with the reason.
+    dead: Vec<(Held, &'static str)>,
+    /// Messages and bytes that left the queue since the last [`take_released`].
+    ///
+    /// [`take_released`]: QueueState::take_released
+    released: (usize, usize),
+    totals: Totals,
+}
+
+impl<P> QueueState<P> {
+    pub fn new(settings: QueueSettings) -> Self {
+        QueueState {
+            settings,
+            pending: VecDeque::new(),
+            consumers: Vec::new(),
+            rr: 0,
+            dead: Vec::new(),
+            released: (0, 0),
+            totals: Totals::default(),
+        }
+    }
+
+    /// Messages waiting for a consumer.
+    pub fn depth(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Deliveries outstanding at consumers (unacked, or not yet written for auto-ack).
+    pub fn unacked(&self) -> usize {
+        self.consumers.iter().map(ConsumerState::outstanding).sum()
+    }
+
+    pub fn consumers(&self) -> usize {
+        self.consumers.len()
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// How often the caller should call [`timers`](QueueState::timers), if the queue
+    /// has any: a tenth of the shortest, between 5 ms and 1 s.
+    pub fn tick(&self) -> Option<Duration> {
+        let s = &self.settings;
+        let shortest = match (s.ttl, s.ack_timeout) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return None,
+        };
+        Some((shortest / 10).clamp(Duration::from_millis(5), Duration::from_secs(1)))
+    }
+
+    /// Messages and bytes that left the queue (acked, written in auto-ack mode, purged,
+    /// dead-lettered) since the last call: what the caller gives back to the queue's
+    /// limits and the memory budget.
+    pub fn take_released(&mut self) -> (usize, usize) {
+        std::mem::take(&mut self.released)
+    }
+
+    fn release(&mut self, n: usize, bytes: usize) {
+        self.released.0 += n;
+        self.released.1 += bytes;
+    }
+
+    /// The consumer `cid`, if it is here.
+    pub fn consumer(&self, cid: u64) -> Option<&ConsumerSpec<P>> {
+        self.consumers.iter().map(|c| &c.c).find(|c| c.cid == cid)
+    }
+
+    fn index(&self, cid: u64) -> Option<usize> {
+        self.consumers.iter().position(|c| c.c.cid == cid)
+    }
+
+    /// Adds published messages to the end of the queue.
+    pub fn enqueue(&mut self, msgs: impl IntoIterator<Item = Message>, now: Instant) {
+        for msg in msgs {
+            self.totals.messages_in += 1;
+            self.totals.bytes_in += msg.payload.len() as u64;
+            self.pending.push_back(Held {
+                msg,
+                count: 0,
+                enqueued: now,
+                avoid: None,
+            });
+        }
+    }
+
+    pub fn subscribe(&mut self, c: ConsumerSpec<P>) {
+        self.consumers.push(ConsumerState {
+            c,
+            next_seq: 1,
+            unacked: HashMap::new(),
+            inflight: VecDeque::new(),
+        });
+    }
+
+    /// A consumer leaves: its outstanding messages go back to the front, in order.
+    /// Returns its spec, or `None` if it was not here.
+    pub fn unsubscribe(&mut self, cid: u64) -> Option<ConsumerSpec<P>> {
+        let i = self.index(cid)?;
+        let c = self.consumers.remove(i);
+        Some(self.give_back(c))
+    }
+
+    /// `ACK` (`ack`) or `NACK` (`!ack`, back to the front) of a delivery.
+    pub fn ack(&mut self, cid: u64, did: u64, ack: bool) -> Acked {
+        let Some(i) = self.index(cid) else {
+            return Acked::Unknown;
+        };
+        match self.consumers[i].unacked.remove(&did) {
+            Some(o) if ack => self.release(1, o.held.msg.size()),
+            Some(o) => self.pending.push_front(o.held),
+            None => return Acked::Unknown,
+        }
+        Acked::Done
+    }
+
+    /// An auto-ack consumer's shipper wrote `n` more of its deliveries: they are done.
+    pub fn written(&mut self, cid: u64, n: usize) {
+        let Some(i) = self.index(cid) else { return };
+        let c = &mut self.consumers[i];
+        let n = n.min(c.inflight.len());
+        let bytes: usize = c.inflight.drain(..n).map(|h| h.msg.size()).sum();
+        self.release(n, bytes);
+    }
+
+    /// Drops every pending message; returns how many.
+    pub fn purge(&mut self) -> usize {
+        let n = self.pending.len();
+        let bytes = self.pending.drain(..).map(|h| h.msg.size()).sum();
+        self.release(n, bytes);
+        n
+    }
+
+    /// Drops everything, pending and outstanding; returns how many messages that was
+    /// and the consumers, for the caller to tell them.
+    pub fn delete(&mut self) -> (usize, Vec<ConsumerSpec<P>>) {
+        let mut n = self.purge();
+        let mut gone = Vec::new();
+        for c in std::mem::take(&mut self.consumers) {
+            let bytes: usize = c.unacked.values().map(|o| o.held.msg.size()).sum::<usize>()
+                + c.inflight.iter().map(|h| h.msg.size()).sum::<usize>();
+            let held = c.outstanding();
+            self.release(held, bytes);
+            n += held;
+            gone.push(c.c);
+        }
+        let dead: Vec<_> = std::mem::take(&mut self.dead);
+        let bytes = dead.iter().map(|(h, _)| h.msg.size()).sum();
+        self.release(dead.len(), bytes);
+        n += dead.len();
+        (n, gone)
+    }
+
+    /// Puts a departed consumer's outstanding messages back at the front, in order.
+    fn give_back(&mut self, c: ConsumerState<P>) -> ConsumerSpec<P> {
+        let mut back: Vec<(u64, Outstanding)> = c.unacked.into_iter().collect();
+        back.sort_unstable_by_key(|(did, _)| *did);
+        let mut v: Vec<Held> = c
+            .inflight
+            .into_iter()
+            .chain(back.into_iter().map(|(_, o)| o.held))
+            .collect();
+        while let Some(h) = v.pop() {
+            self.pending.push_front(h);
+        }
+        c.c
+    }
+
+    /// Expires pending messages past their TTL and takes back deliveries past the ack
+    /// timeout.
+    pub fn timers(&mut self, now: Instant) {
+        if let Some(ttl) = self.settings.ttl {
+            let mut keep = VecDeque::with_capacity(self.pending.len());
+            for h in self.pending.drain(..) {
+                if now.saturating_duration_since(h.enqueued) >= ttl {
+                    self.dead.push((h, EXPIRED));
+                } else {
+                    keep.push_back(h);
+                }
+            }
+            self.pending = keep;
+        }
+        if let Some(timeout) = self.settings.ack_timeout {
+            let mut back = Vec::new();
+            for c in &mut self.consumers {
+                let late: Vec<u64> = c
+                    .unacked
+                    .iter()
+                    .filter(|(_, o)| now.saturating_duration_since(o.delivered) >= timeout)
+                    .map(|(did, _)| *did)
+                    .collect();
+                for did in late {
+                    if let Some(mut o) = c.unacked.remove(&did) {
+                        o.held.avoid = Some(c.c.cid);
+                        back.push((did, o.held));
+                    }
+                }
+            }
+            back.sort_unstable_by_key(|(did, _)| std::cmp::Reverse(*did));
+            for (_, h) in back {
+                self.pending.push_front(h);
+            }
+        }
+    }
+
+    /// Feeds consumers round-robin while messages and credit last. `push` hands a
+    /// delivery to a consumer's port; when it gives the delivery back, the consumer is
+    /// gone (its connection closed) and is removed here at once, its messages back in
+    /// the queue. Messages delivered `max_deliveries` times go to the dead-letter list.
+    pub fn dispatch(
+        &mut self,
+        now: Instant,
+        mut push: impl FnMut(&ConsumerSpec<P>, Delivery) -> Result<(), Delivery>,
+    ) {
+        let max = self.settings.max_deliveries;
+        let mut idle = 0;
+        while !self.pending.is_empty() && !self.consumers.is_empty() {
+            if let Some(front) = self.pending.front() {
+                if max > 0 && front.count >= max {
+                    if let Some(h) = self.pending.pop_front() {
+                        self.dead.push((h, MAX_DELIVERIES));
+                    }
+                    continue;
+                }
+            }
+            if idle >= self.consumers.len() {
+                break;
+            }
+            self.rr %= self.consumers.len();
+            let i = self.rr;
+            self.rr += 1;
+            if !self.consumers[i].has_credit() {
+                idle += 1;
+                continue;
+            }
+            let Some(mut h) = self.pending.pop_front() else {
+                break;
+            };
+            // Prefer not to hand a timed-out message straight back to the same consumer.
+            if h.avoid == Some(self.consumers[i].c.cid)
+                && self
+                    .consumers
+                    .iter()
+                    .any(|c| c.c.cid != h.avoid.unwrap_or(0) && c.has_credit())
+            {
+                self.pending.push_front(h);
+                continue;
+            }
+            idle = 0;
+            h.avoid = None;
+            h.count += 1;
+            let c = &mut self.consumers[i];
+            let did = match c.c.auto_ack {
+                true => 0,
+                false => delivery_id(c.c.slot, c.next_seq),
+            };
+            let d = Delivery {
+                did,
+                count: h.count,
+                msg: h.msg.clone(),
+                charged: 0,
+            };
+            match push(&c.c, d) {
+                Ok(()) => {
+                    c.next_seq += 1;
+                    self.totals.messages_out += 1;
+                    self.totals.bytes_out += h.msg.payload.len() as u64;
+                    if h.count > 1 {
+                        self.totals.redelivered += 1;
+                    }
+                    if c.c.auto_ack {
+                        c.inflight.push_back(h);
+                    } else {
+                        let o = Outstanding {
+                            held: h,
+                            delivered: now,
+                        };
+                        c.unacked.insert(did, o);
+                    }
+                }
+                Err(_) => {
+                    // The connection is gone; its unsubscribe is on the way, but do not
+                    // wait for it.
+                    h.count -= 1;
+                    self.pending.push_front(h);
+                    let c = self.consumers.remove(i);
+                    self.give_back(c);
+                }
+            }
+        }
+        // Exhausted messages are dead-lettered even with no consumer.
+        if self.consumers.is_empty() && max > 0 {
+            let mut keep = VecDeque::with_capacity(self.pending.len());
+            for h in self.pending.drain(..) {
+                if h.count >= max {
+                    self.dead.push((h, MAX_DELIVERIES));
+                } else {
+                    keep.push_back(h);
+                }
+            }
+            self.pending = keep;
+        }
+    }
+
+    /// The messages chosen for the dead-letter queue since the last call, with why.
+    /// Each must come back as [`dead_lettered`](QueueState::dead_lettered) (it reached
+    /// the dead-letter queue) or [`keep`](QueueState::keep) (it could not).
+    pub fn take_dead(&mut self) -> Vec<(Held, &'static str)> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// A message from [`take_dead`](QueueState::take_dead) is in the dead-letter queue:
+    /// it leaves this one.
+    pub fn dead_lettered(&mut self, h: Held) {
+        self.release(1, h.msg.size());
+    }
+
+    /// A message from [`take_dead`](QueueState::take_dead) could not be dead-lettered:
+    /// it stays, at the back, and is tried again later. Never dropped.
+    pub fn keep(&mut self, h: Held) {
+        self.pending.push_back(h);
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,217 @@
+//! Unit tests of the queue's rules, on the plain value: no sockets, no tasks, no clock.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use agora_protocol::bytes::Bytes;
+use agora_protocol::Headers;
+
+use super::*;
+
+/// A consumer's port in tests: what it was given, and whether its connection is gone.
+#[derive(Clone, Default)]
+struct Rec {
+    got: Rc<RefCell<Vec<Delivery>>>,
+    gone: Rc<RefCell<bool>>,
+}
+
+impl Rec {
+    fn take(&self) -> Vec<Delivery> {
+        std::mem::take(&mut self.got.borrow_mut())
+    }
+}
+
+fn push(c: &ConsumerSpec<Rec>, d: Delivery) -> Result<(), Delivery> {
+    if *c.port.gone.borrow() {
+        return Err(d);
+    }
+    c.port.got.borrow_mut().push(d);
+    Ok(())
+}
+
+fn settings() -> QueueSettings {
+    QueueSettings {
+        max_messages: 1000,
+        max_bytes: 1 << 20,
+        max_deliveries: 0,
+        ttl: None,
+        ack_timeout: None,
+        dead_letter: None,
+    }
+}
+
+fn msg(text: &str, at: Instant) -> Message {
+    Message {
+        headers: Headers::default(),
+        payload: Bytes::copy_from_slice(text.as_bytes()),
+        received: at,
+    }
+}
+
+fn text(d: &Delivery) -> &str {
+    std::str::from_utf8(&d.msg.payload).unwrap()
+}
+
+fn consumer(q: &mut QueueState<Rec>, cid: u64, prefetch: u32, auto_ack: bool) -> Rec {
+    let port = Rec::default();
+    q.subscribe(ConsumerSpec {
+        cid,
+        sid: cid,
+        slot: cid,
+        prefetch,
+        auto_ack,
+        port: port.clone(),
+    });
+    port
+}
+
+#[test]
+fn round_robin_within_credit_and_acks_release_bytes() {
+    let t0 = Instant::now();
+    let mut q = QueueState::new(settings());
+    let a = consumer(&mut q, 1, 2, false);
+    let b = consumer(&mut q, 2, 1, false);
+    q.enqueue(["m1", "m2", "m3", "m4"].map(|t| msg(t, t0)), t0);
+    q.dispatch(t0, push);
+    let (ga, gb) = (a.take(), b.take());
+    assert_eq!(ga.iter().map(text).collect::<Vec<_>>(), ["m1", "m3"]);
+    assert_eq!(gb.iter().map(text).collect::<Vec<_>>(), ["m2"]);
+    assert_eq!(
+        (q.depth(), q.unacked()),
+        (1, 3),
+        "credit bounds what is out"
+    );
+    assert_eq!(q.take_released(), (0, 0));
+    assert_eq!(q.ack(1, ga[0].did, true), Acked::Done);
+    assert_eq!(q.take_released(), (1, 2));
+    assert_eq!(q.ack(1, ga[0].did, true), Acked::Unknown, "acked once only");
+    assert_eq!(
+        q.ack(2, ga[1].did, true),
+        Acked::Unknown,
+        "not that consumer's"
+    );
+    q.dispatch(t0, push);
+    assert_eq!(a.take().iter().map(text).collect::<Vec<_>>(), ["m4"]);
+    assert_eq!(ga[1].did >> SLOT_SHIFT, 1, "ids carry the consumer's slot");
+}
+
+#[test]
+fn nack_unsubscribe_and_a_gone_connection_give_back_with_a_higher_count() {
+    let t0 = Instant::now();
+    let mut q = QueueState::new(settings());
+    let a = consumer(&mut q, 1, 3, false);
+    q.enqueue(["x", "y", "z"].map(|t| msg(t, t0)), t0);
+    q.dispatch(t0, push);
+    let got = a.take();
+    assert_eq!(q.ack(1, got[1].did, false), Acked::Done);
+    assert!(q.unsubscribe(1).is_some());
+    assert!(q.unsubscribe(1).is_none());
+    // The departed consumer's outstanding ones go back to the front, in their order,
+    // ahead of the one nacked before.
+    let b = consumer(&mut q, 2, 10, false);
+    q.dispatch(t0, push);
+    let again = b.take();
+    assert_eq!(again.iter().map(text).collect::<Vec<_>>(), ["x", "z", "y"]);
+    assert!(again.iter().all(|d| d.count == 2));
+    // A consumer whose connection is gone is dropped at dispatch; nothing is lost.
+    *b.gone.borrow_mut() = true;
+    assert!(q.unsubscribe(2).is_some());
+    let c = consumer(&mut q, 3, 10, false);
+    *c.gone.borrow_mut() = true;
+    q.dispatch(t0, push);
+    assert_eq!((q.consumers(), q.depth()), (0, 3));
+}
+
+#[test]
+fn auto_ack_deliveries_leave_when_written() {
+    let t0 = Instant::now();
+    let mut q = QueueState::new(settings());
+    let a = consumer(&mut q, 1, 2, true);
+    q.enqueue(["ab", "cd", "ef"].map(|t| msg(t, t0)), t0);
+    q.dispatch(t0, push);
+    let got = a.take();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|d| d.did == 0), "no ack expected");
+    q.written(1, 5);
+    assert_eq!(q.take_released(), (2, 4), "only what was out");
+    q.dispatch(t0, push);
+    assert_eq!(a.take().len(), 1);
+}
+
+#[test]
+fn max_deliveries_dead_letters_even_without_consumers() {
+    let t0 = Instant::now();
+    let mut q = QueueState::new(QueueSettings {
+        max_deliveries: 2,
+        ..settings()
+    });
+    let a = consumer(&mut q, 1, 1, false);
+    q.enqueue([msg("p", t0)], t0);
+    for count in 1..=2 {
+        q.dispatch(t0, push);
+        let d = a.take().pop().expect("delivered");
+        assert_eq!(d.count, count);
+        assert_eq!(q.ack(1, d.did, false), Acked::Done);
+    }
+    q.unsubscribe(1);
+    q.dispatch(t0, push);
+    let dead = q.take_dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].0.count, dead[0].1), (2, MAX_DELIVERIES));
+    // A dead-letter queue that refuses it: kept, never dropped.
+    for (h, _) in dead {
+        q.keep(h);
+    }
+    assert_eq!(q.depth(), 1);
+}
+
+#[test]
+fn ttl_and_ack_timeout_follow_the_given_clock() {
+    let t0 = Instant::now();
+    let mut q = QueueState::new(QueueSettings {
+        ttl: Some(Duration::from_secs(10)),
+        ack_timeout: Some(Duration::from_secs(5)),
+        ..settings()
+    });
+    assert_eq!(q.tick(), Some(Duration::from_millis(500)));
+    q.enqueue([msg("old", t0)], t0);
+    q.enqueue([msg("new", t0)], t0 + Duration::from_secs(8));
+    q.timers(t0 + Duration::from_secs(10));
+    let dead = q.take_dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1, EXPIRED);
+    q.dead_lettered(dead.into_iter().next().unwrap().0);
+    assert_eq!(q.take_released(), (1, 3));
+    // Delivered at 10 s to a, not acked by 15 s: taken back, and b gets it next.
+    let a = consumer(&mut q, 1, 1, false);
+    q.dispatch(t0 + Duration::from_secs(10), push);
+    assert_eq!(a.take().len(), 1);
+    let b = consumer(&mut q, 2, 1, false);
+    q.timers(t0 + Duration::from_secs(14));
+    assert_eq!(q.unacked(), 1, "not late yet");
+    q.timers(t0 + Duration::from_secs(15));
+    q.dispatch(t0 + Duration::from_secs(15), push);
+    assert!(
+        a.take().is_empty(),
+        "not straight back to the late consumer"
+    );
+    let d = b.take().pop().expect("the other consumer gets it");
+    assert_eq!((text(&d), d.count), ("new", 2));
+}
+
+#[test]
+fn purge_and_delete_release_everything_they_drop() {
+    let t0 = Instant::now();
+    let mut q = QueueState::new(settings());
+    let a = consumer(&mut q, 1, 1, false);
+    q.enqueue(["aa", "bbb", "c"].map(|t| msg(t, t0)), t0);
+    q.dispatch(t0, push);
+    assert_eq!(a.take().len(), 1);
+    assert_eq!(q.purge(), 2);
+    assert_eq!(q.take_released(), (2, 4));
+    let (n, gone) = q.delete();
+    assert_eq!((n, gone.len()), (1, 1));
+    assert_eq!(q.take_released(), (1, 2));
+    assert_eq!((q.depth(), q.unacked(), q.consumers()), (0, 0, 0));
+}
