@@ -185,7 +185,12 @@ impl super::Subscriber for Sub {
                     return Err("raw: relay closed the connection".into());
                 }
                 Ok(n) => self.buf.truncate(have + n),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
                     self.buf.truncate(have);
                     if Instant::now() >= deadline {
                         return Ok(None);

@@ -131,9 +131,16 @@ impl Raw {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                // A read with a timeout (SO_RCVTIMEO) fails with EINTR when any signal
+                // reaches the thread, SA_RESTART or not (signal(7)); the test process
+                // gets SIGCHLD when a broker process another test started exits.
                 Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => return None,
             }
         }
