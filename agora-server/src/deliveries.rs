@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::shipper::Delivery;
+use crate::message::Delivery;
 
 /// The producers' end of the queue that carries deliveries to a shipper.
 pub(crate) type DeliveryTx = Tx<Delivery>;
@@ -140,6 +140,11 @@ impl<T> Tx<T> {
 }
 
 impl Tx<Delivery> {
+    /// Budget bytes the waiting deliveries hold (for the simulation's checks).
+    pub(crate) fn charged(&self) -> usize {
+        self.0.lock().queue.iter().map(|d| d.charged).sum()
+    }
+
     /// Adds deliveries in order under one lock, keeping at most `cap` waiting: at the
     /// limit the oldest is dropped if `drop_oldest`, else the rest are refused.
     pub(crate) fn push_all(

@@ -35,6 +35,8 @@ pub mod mutators;
 mod queue;
 pub mod rt;
 mod shipper;
+#[doc(hidden)]
+pub mod sim;
 mod stats;
 mod topic;
 mod udp;

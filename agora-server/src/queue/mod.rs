@@ -30,7 +30,9 @@ use crate::deliveries::DeliveryTx;
 use crate::manager::{Handle, ManagerCmd};
 use crate::message::Message;
 use crate::shipper::Outbox;
-pub(crate) use state::{Acked, ConsumerSpec, Held, QueueState, SLOT_SHIFT};
+pub(crate) use state::{
+    Acked, ConsumerSpec, Held, Place, QueueState, EXPIRED, MAX_DELIVERIES, SLOT_SHIFT,
+};
 
 /// Commands a queue task takes.
 pub(crate) enum QueueCmd {
@@ -154,7 +156,48 @@ impl QueueShared {
         self.release(1, size);
     }
 
-    fn release(&self, n: usize, bytes: usize) {
+    /// A queue's shared half and the receiving end of its command channel, of
+    /// `channel` commands: [`spawn`] runs the queue's task on it; the simulation
+    /// reserves through it and drives a [`QueueState`] itself.
+    pub fn new(
+        dest: Destination,
+        settings: QueueSettings,
+        budget: Arc<Budget>,
+        channel: usize,
+    ) -> (Arc<QueueShared>, Receiver<QueueCmd>) {
+        // Bounds a burst of publishes (each waits for room, slowing only its publisher);
+        // small, because every slot is allocated up front.
+        let (tx, rx) = async_channel::bounded(channel.max(1));
+        let shared = Arc::new(QueueShared {
+            dest,
+            tx,
+            settings,
+            budget,
+            held: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
+            depth: AtomicUsize::new(0),
+            unacked: AtomicUsize::new(0),
+            consumers: AtomicUsize::new(0),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            latency: Default::default(),
+            redelivered: AtomicU64::new(0),
+            deadlettered: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            chain: Default::default(),
+        });
+        (shared, rx)
+    }
+
+    /// Messages and bytes reserved and not yet released.
+    pub fn held(&self) -> (usize, usize) {
+        (self.held.load(SeqCst), self.held_bytes.load(SeqCst))
+    }
+
+    /// Gives back what left the queue: to its limits and to the memory budget.
+    pub fn release(&self, n: usize, bytes: usize) {
         self.held.fetch_sub(n, SeqCst);
         self.held_bytes.fetch_sub(bytes, SeqCst);
         self.budget.give_back(bytes);
@@ -187,29 +230,7 @@ pub(crate) fn spawn(
     manager: async_channel::WeakSender<ManagerCmd>,
     channel: usize,
 ) -> Arc<QueueShared> {
-    // Bounds a burst of publishes (each waits for room, slowing only its publisher);
-    // small, because every slot is allocated up front.
-    let (tx, rx) = async_channel::bounded(channel.max(1));
-    let shared = Arc::new(QueueShared {
-        dest,
-        tx,
-        settings,
-        budget,
-        held: AtomicUsize::new(0),
-        held_bytes: AtomicUsize::new(0),
-        depth: AtomicUsize::new(0),
-        unacked: AtomicUsize::new(0),
-        consumers: AtomicUsize::new(0),
-        messages_in: AtomicU64::new(0),
-        messages_out: AtomicU64::new(0),
-        bytes_in: AtomicU64::new(0),
-        bytes_out: AtomicU64::new(0),
-        latency: Default::default(),
-        redelivered: AtomicU64::new(0),
-        deadlettered: AtomicU64::new(0),
-        closed: AtomicBool::new(false),
-        chain: Default::default(),
-    });
+    let (shared, rx) = QueueShared::new(dest, settings, budget, channel);
     let task = Queue {
         state: QueueState::new(shared.settings.clone()),
         shared: shared.clone(),

@@ -80,6 +80,17 @@ pub(crate) const MAX_DELIVERIES: &str = "max_deliveries";
 /// See [`MAX_DELIVERIES`].
 pub(crate) const EXPIRED: &str = "expired";
 
+/// Where a held message is (see [`QueueState::for_each_held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    Pending,
+    /// Outstanding at this consumer (`cid`) under this delivery id (0 for auto-ack:
+    /// handed to the shipper, not yet written).
+    Outstanding(u64, u64),
+    /// Chosen for the dead-letter queue, not yet moved.
+    Dead,
+}
+
 /// Running totals of what went through the queue (published as its figures).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Totals {
@@ -409,6 +420,22 @@ impl<P> QueueState<P> {
             }
             self.pending = keep;
         }
+    }
+
+    /// Calls `f` with every message the queue holds and where it is: what the
+    /// simulation checks its invariants on.
+    pub fn for_each_held(&self, mut f: impl FnMut(Place, &Held)) {
+        self.pending.iter().for_each(|h| f(Place::Pending, h));
+        for c in &self.consumers {
+            let cid = c.c.cid;
+            c.unacked
+                .iter()
+                .for_each(|(did, o)| f(Place::Outstanding(cid, *did), &o.held));
+            c.inflight
+                .iter()
+                .for_each(|h| f(Place::Outstanding(cid, 0), h));
+        }
+        self.dead.iter().for_each(|(h, _)| f(Place::Dead, h));
     }
 
     /// The messages chosen for the dead-letter queue since the last call, with why.

@@ -1,0 +1,691 @@
+//! The simulated world: queues, topics, clients, the clock, and the invariants.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_protocol::bytes::Bytes;
+use agora_protocol::{Destination, Headers, Kind, Name};
+
+use super::{Failure, Report, Rng};
+use crate::budget::Budget;
+use crate::config::{QueueSettings, SlowConsumerPolicy};
+use crate::deliveries::DeliveryRx;
+use crate::message::{Delivery, Message};
+use crate::queue::{Acked, ConsumerSpec, Place, QueueShared, QueueState, Refused};
+use crate::shipper::Outbox;
+use crate::topic::{Subscriber, Topic, TopicRefused};
+
+/// Queues with consumers (each has a dead-letter queue after them in `queues`).
+const WORK_QUEUES: usize = 2;
+const TOPICS: usize = 2;
+const PUBLISHERS: u8 = 3;
+/// Small on purpose: the limits and the budget must bind often.
+const BUDGET: usize = 12 * 1024;
+const SUBSCRIBER_BUFFER: usize = 6;
+const MAX_DELIVERIES: u32 = 3;
+/// Operations kept for a failure's report.
+const TRAIL: usize = 24;
+
+/// A queue consumer's port: what the queue pushed, and whether its connection is gone.
+#[derive(Clone, Default)]
+pub(crate) struct Port {
+    got: Rc<RefCell<Vec<Delivery>>>,
+    gone: Rc<Cell<bool>>,
+}
+
+struct SimQueue {
+    shared: Arc<QueueShared>,
+    /// Kept so the channel stays open; nothing is sent on it here.
+    _rx: async_channel::Receiver<crate::queue::QueueCmd>,
+    state: QueueState<Port>,
+    /// Index of its dead-letter queue in `World::queues`.
+    dlq: Option<usize>,
+}
+
+struct SimConsumer {
+    queue: usize,
+    port: Port,
+    auto_ack: bool,
+    prefetch: u32,
+    /// Manual ack: deliveries in hand (delivery id, message id).
+    held: Vec<(u64, u64)>,
+    /// Auto ack: delivered, not yet reported written, in order.
+    fifo: VecDeque<u64>,
+}
+
+struct SimSub {
+    sub: Arc<Subscriber>,
+    rx: DeliveryRx,
+    /// Per publisher, the last sequence number seen.
+    last: BTreeMap<u8, u64>,
+}
+
+struct SimTopic {
+    topic: Arc<Topic>,
+    subs: Vec<SimSub>,
+}
+
+pub(crate) struct World {
+    seed: u64,
+    rng: Rng,
+    start: Instant,
+    now: Instant,
+    budget: Arc<Budget>,
+    queues: Vec<SimQueue>,
+    topics: Vec<SimTopic>,
+    consumers: BTreeMap<u64, SimConsumer>,
+    next_cid: u64,
+    next_id: u64,
+    /// Accepted queue messages not yet finished (acked, written, purged, deleted).
+    live: BTreeSet<u64>,
+    /// Delivery count last seen per message id.
+    counts: BTreeMap<u64, u32>,
+    /// Per publisher, the next topic sequence number.
+    seqs: [u64; PUBLISHERS as usize],
+    report: Report,
+    trail: VecDeque<String>,
+    /// Set by an operation that saw a rule broken as it happened.
+    broken: Option<String>,
+}
+
+type Check = Result<(), String>;
+
+impl World {
+    pub fn new(seed: u64) -> World {
+        let start = Instant::now();
+        let budget = Budget::new(BUDGET, true);
+        let mut w = World {
+            seed,
+            rng: Rng::new(seed),
+            start,
+            now: start,
+            budget,
+            queues: Vec::new(),
+            topics: Vec::new(),
+            consumers: BTreeMap::new(),
+            next_cid: 1,
+            next_id: 1,
+            live: BTreeSet::new(),
+            counts: BTreeMap::new(),
+            seqs: [0; PUBLISHERS as usize],
+            report: Report::default(),
+            trail: VecDeque::new(),
+            broken: None,
+        };
+        for q in 0..WORK_QUEUES {
+            let work = w.queues.len();
+            w.queues
+                .push(w.new_queue(&format!("work{q}"), Some(work + 1)));
+            w.queues.push(w.new_queue(&format!("work{q}.dlq"), None));
+        }
+        for t in 0..TOPICS {
+            let policy = match t % 2 {
+                0 => SlowConsumerPolicy::DropOldest,
+                _ => SlowConsumerPolicy::Disconnect,
+            };
+            let dest = dest(Kind::Topic, &format!("events{t}"));
+            let topic = Arc::new(Topic::new(dest, policy, w.budget.clone()));
+            w.topics.push(SimTopic {
+                topic,
+                subs: Vec::new(),
+            });
+        }
+        w
+    }
+
+    fn new_queue(&self, name: &str, dlq: Option<usize>) -> SimQueue {
+        let settings = QueueSettings {
+            max_messages: 40,
+            max_bytes: 4096,
+            max_deliveries: if dlq.is_some() { MAX_DELIVERIES } else { 0 },
+            ttl: dlq.map(|_| Duration::from_secs(20)),
+            ack_timeout: dlq.map(|_| Duration::from_secs(5)),
+            dead_letter: None,
+        };
+        let (shared, rx) = QueueShared::new(
+            dest(Kind::Queue, name),
+            settings.clone(),
+            self.budget.clone(),
+            16,
+        );
+        SimQueue {
+            shared,
+            _rx: rx,
+            state: QueueState::new(settings),
+            dlq,
+        }
+    }
+
+    pub fn run(mut self, ops: u64) -> Result<Report, Failure> {
+        for op in 0..ops {
+            let what = self.step();
+            self.note(what);
+            if let Err(e) = self.settle().and_then(|()| self.check()) {
+                return Err(self.failure(op, e));
+            }
+            self.report.ops += 1;
+        }
+        let drained = self.drain_all();
+        self.note("final drain".to_owned());
+        match drained.and_then(|()| self.check()) {
+            Ok(()) => Ok(self.report),
+            Err(e) => Err(self.failure(ops, e)),
+        }
+    }
+
+    fn note(&mut self, what: String) {
+        if self.trail.len() == TRAIL {
+            self.trail.pop_front();
+        }
+        let t = self.now.duration_since(self.start).as_millis();
+        self.trail.push_back(format!("t={t}ms {what}"));
+    }
+
+    fn failure(&self, op: u64, what: String) -> Failure {
+        Failure {
+            seed: self.seed,
+            op,
+            what,
+            trail: self.trail.iter().cloned().collect(),
+        }
+    }
+
+    /// One random operation; returns what it did, for the trail.
+    fn step(&mut self) -> String {
+        let roll = self.rng.below(100);
+        let q = (self.rng.below(WORK_QUEUES as u64) * 2) as usize;
+        let t = self.rng.below(TOPICS as u64) as usize;
+        match roll {
+            0..=21 => self.publish(q),
+            22..=31 => self.topic_publish(t),
+            32..=36 => self.subscribe(q),
+            37..=51 => self.settle_one(true),
+            52..=56 => self.settle_one(false),
+            57..=59 => self.unsubscribe(false),
+            60..=62 => self.unsubscribe(true),
+            63..=70 => self.written(),
+            71..=78 => {
+                let ms = self.rng.below(3000);
+                self.now += Duration::from_millis(ms);
+                for sq in &mut self.queues {
+                    sq.state.timers(self.now);
+                }
+                format!("time +{ms}ms")
+            }
+            79 => self.purge(q),
+            80 if self.rng.chance(30) => self.delete(q),
+            81..=85 => self.topic_subscribe(t),
+            86..=87 => self.topic_unsubscribe(t),
+            _ => self.topic_drain(t),
+        }
+    }
+
+    fn publish(&mut self, q: usize) -> String {
+        let id = self.next_id;
+        self.next_id += 1;
+        let pad = self.rng.below(120) as usize;
+        let mut body = id.to_le_bytes().to_vec();
+        body.resize(8 + pad, b'.');
+        let msg = message(body, self.now);
+        let sq = &mut self.queues[q];
+        match sq.shared.reserve(msg.size()) {
+            Ok(()) => {
+                sq.state.enqueue([msg], self.now);
+                self.live.insert(id);
+                self.report.published += 1;
+                format!("publish #{id} to queue {q}")
+            }
+            Err(Refused::Full(why)) | Err(Refused::Memory(why)) => {
+                self.report.refused += 1;
+                format!("publish #{id} to queue {q} refused: {why}")
+            }
+            Err(Refused::Retired) => format!("publish #{id}: queue {q} retired"),
+        }
+    }
+
+    fn subscribe(&mut self, q: usize) -> String {
+        let cid = self.next_cid;
+        self.next_cid += 1;
+        let prefetch = 1 + self.rng.below(4) as u32;
+        let auto_ack = self.rng.chance(30);
+        let port = Port::default();
+        self.queues[q].state.subscribe(ConsumerSpec {
+            cid,
+            sid: cid,
+            slot: cid,
+            prefetch,
+            auto_ack,
+            port: port.clone(),
+        });
+        self.consumers.insert(
+            cid,
+            SimConsumer {
+                queue: q,
+                port,
+                auto_ack,
+                prefetch,
+                held: Vec::new(),
+                fifo: VecDeque::new(),
+            },
+        );
+        format!("consumer {cid} subscribes to queue {q} (prefetch {prefetch}, auto-ack {auto_ack})")
+    }
+
+    /// A random consumer that is still connected.
+    fn pick_consumer(&mut self, pred: impl Fn(&SimConsumer) -> bool) -> Option<u64> {
+        let ids: Vec<u64> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| !c.port.gone.get() && pred(c))
+            .map(|(cid, _)| *cid)
+            .collect();
+        (!ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize])
+    }
+
+    /// `ACK` (`ack`) or `NACK` of a delivery a consumer holds. The queue must settle it
+    /// exactly when it still has it outstanding at that consumer (an ack timeout may
+    /// have taken it back).
+    fn settle_one(&mut self, ack: bool) -> String {
+        let Some(cid) = self.pick_consumer(|c| !c.held.is_empty()) else {
+            return "no delivery to settle".to_owned();
+        };
+        let c = self.consumers.get_mut(&cid).expect("picked");
+        let i = self.rng.below(c.held.len() as u64) as usize;
+        let (did, id) = c.held.swap_remove(i);
+        let sq = &mut self.queues[c.queue];
+        let mut outstanding = false;
+        sq.state
+            .for_each_held(|p, _| outstanding |= p == Place::Outstanding(cid, did));
+        let got = sq.state.ack(cid, did, ack);
+        let word = if ack { "ack" } else { "nack" };
+        let expect = if outstanding {
+            Acked::Done
+        } else {
+            Acked::Unknown
+        };
+        if got != expect {
+            self.broken = Some(format!(
+                "{word} of #{id} by {cid} gave {got:?}, expected {expect:?}"
+            ));
+        }
+        if ack && got == Acked::Done {
+            self.live.remove(&id);
+            self.report.acked += 1;
+        }
+        format!("consumer {cid} {word}s #{id}: {got:?}")
+    }
+
+    /// A consumer leaves: cleanly (`UNSUB`), or its connection drops without warning
+    /// and the queue hears of it later (or first notices on its next delivery).
+    fn unsubscribe(&mut self, abrupt: bool) -> String {
+        if abrupt {
+            let Some(cid) = self.pick_consumer(|_| true) else {
+                return "no consumer to disconnect".to_owned();
+            };
+            self.consumers[&cid].port.gone.set(true);
+            self.report.disconnects += 1;
+            return format!("consumer {cid} disconnects without warning");
+        }
+        // A clean unsubscribe, or the late one of a disconnected consumer.
+        let ids: Vec<u64> = self.consumers.keys().copied().collect();
+        if ids.is_empty() {
+            return "no consumer to unsubscribe".to_owned();
+        }
+        let cid = ids[self.rng.below(ids.len() as u64) as usize];
+        let c = self.consumers.remove(&cid).expect("listed");
+        let known = self.queues[c.queue].state.unsubscribe(cid).is_some();
+        format!("consumer {cid} unsubscribes (queue knew it: {known})")
+    }
+
+    /// An auto-ack consumer's shipper reports deliveries written.
+    fn written(&mut self) -> String {
+        let Some(cid) = self.pick_consumer(|c| c.auto_ack && !c.fifo.is_empty()) else {
+            return "nothing written".to_owned();
+        };
+        let c = self.consumers.get_mut(&cid).expect("picked");
+        let n = 1 + self.rng.below(c.fifo.len() as u64) as usize;
+        for id in c.fifo.drain(..n) {
+            self.live.remove(&id);
+        }
+        self.queues[c.queue].state.written(cid, n);
+        format!("consumer {cid}: {n} written")
+    }
+
+    fn purge(&mut self, q: usize) -> String {
+        let sq = &mut self.queues[q];
+        let mut pending = Vec::new();
+        sq.state.for_each_held(|p, h| {
+            if p == Place::Pending {
+                pending.push(msg_id(&h.msg));
+            }
+        });
+        let n = sq.state.purge();
+        for id in pending {
+            self.live.remove(&id);
+        }
+        self.report.purged += n as u64;
+        format!("purge queue {q}: {n}")
+    }
+
+    /// Deletes a work queue: its consumers are told and forgotten, its messages dropped,
+    /// and the next publish finds a new, empty queue of the same name.
+    fn delete(&mut self, q: usize) -> String {
+        let mut held = Vec::new();
+        self.queues[q]
+            .state
+            .for_each_held(|_, h| held.push(msg_id(&h.msg)));
+        let (n, gone) = self.queues[q].state.delete();
+        let (released, bytes) = self.queues[q].state.take_released();
+        self.queues[q].shared.release(released, bytes);
+        for c in gone {
+            self.consumers.remove(&c.cid);
+        }
+        for id in &held {
+            self.live.remove(id);
+        }
+        self.report.deleted += n as u64;
+        let name = self.queues[q].shared.dest.name.to_string();
+        let dlq = self.queues[q].dlq;
+        self.queues[q] = self.new_queue(&name, dlq);
+        format!("delete queue {q}: {n} dropped")
+    }
+
+    fn topic_publish(&mut self, t: usize) -> String {
+        let p = self.rng.below(PUBLISHERS as u64) as u8;
+        let seq = self.seqs[p as usize];
+        let pad = self.rng.below(64) as usize;
+        let mut body = vec![p];
+        body.extend_from_slice(&seq.to_le_bytes());
+        body.resize(9 + pad, b'.');
+        match self.topics[t].topic.publish(&message(body, self.now)) {
+            Ok(()) => {
+                self.seqs[p as usize] += 1;
+                self.report.topic_published += 1;
+                format!("publisher {p} sends {seq} to topic {t}")
+            }
+            Err(TopicRefused::Memory(_)) => {
+                self.report.refused += 1;
+                format!("publisher {p} refused on topic {t} (memory)")
+            }
+            Err(TopicRefused::Closed) => format!("topic {t} closed"),
+        }
+    }
+
+    fn topic_subscribe(&mut self, t: usize) -> String {
+        let sid = self.next_cid;
+        self.next_cid += 1;
+        let (tx, rx) = crate::deliveries::queue();
+        let (outbox, _) = Outbox::new(64, Default::default());
+        let sub = Arc::new(Subscriber {
+            sid,
+            tx,
+            cap: SUBSCRIBER_BUFFER,
+            outbox,
+            dropped: Default::default(),
+        });
+        self.topics[t].topic.subscribe(sub.clone());
+        self.topics[t].subs.push(SimSub {
+            sub,
+            rx,
+            last: BTreeMap::new(),
+        });
+        format!("subscriber {sid} joins topic {t}")
+    }
+
+    fn topic_unsubscribe(&mut self, t: usize) -> String {
+        let st = &mut self.topics[t];
+        if st.subs.is_empty() {
+            return "no topic subscriber".to_owned();
+        }
+        let i = self.rng.below(st.subs.len() as u64) as usize;
+        let s = st.subs.swap_remove(i);
+        st.topic.unsubscribe(&s.sub);
+        // What it still held goes back as the subscription is dropped.
+        let left: usize = s.rx.close_and_drain().iter().map(|d| d.charged).sum();
+        self.budget.give_back(left);
+        format!("subscriber {} leaves topic {t}", s.sub.sid)
+    }
+
+    /// A topic subscriber's shipper writes what it has: order per publisher must hold.
+    fn topic_drain(&mut self, t: usize) -> String {
+        let st = &mut self.topics[t];
+        if st.subs.is_empty() {
+            return "no topic subscriber to drain".to_owned();
+        }
+        let i = self.rng.below(st.subs.len() as u64) as usize;
+        let s = &mut st.subs[i];
+        let mut batch = VecDeque::new();
+        let _ = s.rx.take(&mut batch);
+        let n = batch.len();
+        for d in batch {
+            self.budget.give_back(d.charged);
+            let p = d.msg.payload[0];
+            let seq = u64::from_le_bytes(d.msg.payload[1..9].try_into().expect("9 bytes"));
+            if let Some(&last) = s.last.get(&p) {
+                if seq <= last {
+                    self.broken = Some(format!(
+                        "subscriber {} got {seq} from publisher {p} after {last}",
+                        s.sub.sid
+                    ));
+                }
+            }
+            s.last.insert(p, seq);
+            self.report.topic_delivered += 1;
+        }
+        format!("subscriber {} writes {n}", s.sub.sid)
+    }
+
+    /// What the queue tasks do after each batch of commands: dispatch, dead-letter,
+    /// give back what left. Then each consumer takes in what it was sent.
+    fn settle(&mut self) -> Check {
+        if let Some(why) = self.broken.take() {
+            return Err(why);
+        }
+        let now = self.now;
+        for q in 0..self.queues.len() {
+            let sq = &mut self.queues[q];
+            sq.state.dispatch(now, |c, d| {
+                if c.port.gone.get() {
+                    return Err(d);
+                }
+                c.port.got.borrow_mut().push(d);
+                Ok(())
+            });
+            let dead = sq.state.take_dead();
+            for (h, reason) in dead {
+                self.dead_letter(q, h, reason)?;
+            }
+        }
+        for sq in &mut self.queues {
+            let (n, bytes) = sq.state.take_released();
+            sq.shared.release(n, bytes);
+        }
+        self.receive()
+    }
+
+    fn dead_letter(&mut self, q: usize, h: crate::queue::Held, reason: &str) -> Check {
+        let id = msg_id(&h.msg);
+        match reason {
+            crate::queue::MAX_DELIVERIES if h.count < MAX_DELIVERIES => {
+                return Err(format!("#{id} dead-lettered after {} deliveries", h.count));
+            }
+            crate::queue::EXPIRED => {
+                let ttl = self.queues[q].state_ttl();
+                if self.now.duration_since(h.enqueued) < ttl {
+                    return Err(format!("#{id} expired early"));
+                }
+            }
+            _ => {}
+        }
+        let Some(d) = self.queues[q].dlq else {
+            self.queues[q].state.keep(h);
+            return Ok(());
+        };
+        let mut copy = h.msg.clone();
+        let _ = copy
+            .headers
+            .insert(crate::queue::DEAD_LETTER_REASON, reason);
+        match self.queues[d].shared.reserve(copy.size()) {
+            Ok(()) => {
+                self.queues[d].state.enqueue([copy], self.now);
+                self.queues[q].state.dead_lettered(h);
+                self.report.dead_lettered += 1;
+            }
+            Err(_) => self.queues[q].state.keep(h),
+        }
+        Ok(())
+    }
+
+    /// Consumers take what their queue pushed: counts must rise by one per delivery.
+    fn receive(&mut self) -> Check {
+        let cids: Vec<u64> = self.consumers.keys().copied().collect();
+        for cid in cids {
+            let c = self.consumers.get_mut(&cid).expect("listed");
+            let got = std::mem::take(&mut *c.port.got.borrow_mut());
+            for d in got {
+                let id = msg_id(&d.msg);
+                let last = self.counts.get(&id).copied().unwrap_or(0);
+                if d.count != last + 1 {
+                    return Err(format!(
+                        "#{id} delivered with count {} after count {last}",
+                        d.count
+                    ));
+                }
+                self.counts.insert(id, d.count);
+                self.report.delivered += 1;
+                if d.count > 1 {
+                    self.report.redelivered += 1;
+                }
+                match c.auto_ack {
+                    true => c.fifo.push_back(id),
+                    false => c.held.push((d.did, id)),
+                }
+            }
+            // A consumer the queue dropped (its connection was gone) lost what it held.
+            if self.queues[c.queue].state.consumer(cid).is_none() {
+                self.consumers.remove(&cid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything leaves: consumers unsubscribe, queues are purged, topic subscribers
+    /// are drained and leave. Then nothing may be held anywhere.
+    fn drain_all(&mut self) -> Check {
+        for _ in 0..10_000 {
+            if self.consumers.is_empty() {
+                break;
+            }
+            self.unsubscribe(false);
+        }
+        for q in 0..self.queues.len() {
+            self.purge(q);
+        }
+        self.settle()?;
+        for t in 0..self.topics.len() {
+            while !self.topics[t].subs.is_empty() {
+                self.topic_drain(t);
+                self.topic_unsubscribe(t);
+            }
+        }
+        self.report.topic_dropped = self
+            .topics
+            .iter()
+            .map(|t| t.topic.buffered_and_dropped().1)
+            .sum();
+        if !self.live.is_empty() {
+            return Err(format!(
+                "{} accepted messages unaccounted for",
+                self.live.len()
+            ));
+        }
+        if self.budget.used() != 0 {
+            return Err(format!("{} bytes of budget still used", self.budget.used()));
+        }
+        Ok(())
+    }
+
+    /// The invariants, after every operation.
+    fn check(&self) -> Check {
+        let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut queue_bytes = 0;
+        for (q, sq) in self.queues.iter().enumerate() {
+            let (mut n, mut bytes) = (0, 0);
+            let mut per: BTreeMap<u64, u32> = BTreeMap::new();
+            sq.state.for_each_held(|p, h| {
+                *seen.entry(msg_id(&h.msg)).or_default() += 1;
+                n += 1;
+                bytes += h.msg.size();
+                if let Place::Outstanding(cid, _) = p {
+                    *per.entry(cid).or_default() += 1;
+                }
+            });
+            if sq.shared.held() != (n, bytes) {
+                return Err(format!(
+                    "queue {q} reserved {:?} but holds {:?}",
+                    sq.shared.held(),
+                    (n, bytes)
+                ));
+            }
+            for (cid, out) in per {
+                let prefetch = self.consumers.get(&cid).map_or(u32::MAX, |c| c.prefetch);
+                if out > prefetch {
+                    return Err(format!(
+                        "consumer {cid} holds {out} over prefetch {prefetch}"
+                    ));
+                }
+            }
+            queue_bytes += bytes;
+        }
+        if let Some((id, n)) = seen.iter().find(|(_, n)| **n > 1) {
+            return Err(format!("#{id} held in {n} places at once"));
+        }
+        if let Some(id) = self.live.iter().find(|id| !seen.contains_key(id)) {
+            return Err(format!("accepted #{id} vanished"));
+        }
+        if let Some(id) = seen.keys().find(|id| !self.live.contains(id)) {
+            return Err(format!("#{id} is held but was finished or never accepted"));
+        }
+        let topic_bytes: usize = self
+            .topics
+            .iter()
+            .flat_map(|t| t.subs.iter())
+            .map(|s| s.sub.tx.charged())
+            .sum();
+        if self.budget.used() != queue_bytes + topic_bytes {
+            return Err(format!(
+                "budget reads {} but queues hold {queue_bytes} and topic buffers {topic_bytes}",
+                self.budget.used()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SimQueue {
+    fn state_ttl(&self) -> Duration {
+        self.shared.settings.ttl.unwrap_or(Duration::MAX)
+    }
+}
+
+fn dest(kind: Kind, name: &str) -> Destination {
+    Destination {
+        kind,
+        name: Name::try_from(name).expect("a valid name"),
+    }
+}
+
+fn message(body: Vec<u8>, at: Instant) -> Message {
+    Message {
+        headers: Headers::default(),
+        payload: Bytes::from(body),
+        received: at,
+    }
+}
+
+fn msg_id(m: &Message) -> u64 {
+    u64::from_le_bytes(m.payload[..8].try_into().expect("8-byte id"))
+}
