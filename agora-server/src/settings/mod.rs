@@ -129,6 +129,8 @@ pub enum SettingsError {
     Value {
         /// The setting's flag, without `--`.
         flag: &'static str,
+        /// The setting's environment variable.
+        env: &'static str,
         /// Where the value came from: [`Source::Flag`] or [`Source::Env`].
         source: Source,
         /// The value, as given.
@@ -146,13 +148,13 @@ impl fmt::Display for SettingsError {
         match self {
             SettingsError::Value {
                 flag,
+                env,
                 source,
                 value,
                 problem,
             } => {
                 write!(f, "invalid value '{value}' for '--{flag}'")?;
                 if *source == Source::Env {
-                    let env = find(flag.replace('-', "_").as_str()).map_or("", |s| s.env);
                     write!(f, " (from {env})")?;
                 }
                 write!(f, ": {problem}")
@@ -174,8 +176,10 @@ pub type Flags = BTreeMap<&'static str, Vec<OsString>>;
 
 /// The `agora` command line, built from the table: each setting's flag, with its
 /// environment variable and default shown in the help text. Parsing with it checks
-/// flags and environment variables with the same functions [`resolve`] uses, so a bad
-/// value stops the binary with clap's `error: …` message and status 2.
+/// flags and environment variables with the table's own functions (a setting with
+/// `choices`, a switch or a path: with clap's parser for exactly those values, which
+/// the tests tie to the table's function), so a bad value stops the binary with clap's
+/// `error: …` message and status 2 before [`resolve`] runs.
 pub fn command() -> Command {
     build(true)
 }
@@ -331,6 +335,7 @@ fn apply(
 ) -> Result<(), SettingsError> {
     (s.apply)(settings, value).map_err(|problem| SettingsError::Value {
         flag: s.flag,
+        env: s.env,
         source,
         value: value.to_string_lossy().into_owned(),
         problem,
