@@ -48,8 +48,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // --threads, else SMOL_THREADS (read before the broker had its own executor), else
-    // one worker thread per core.
+    // --threads (or its variable, or `threads` in the config file), else SMOL_THREADS
+    // (read before the broker had its own executor), else one worker thread per core.
     let threads = threads.or_else(|| {
         std::env::var("SMOL_THREADS")
             .ok()

@@ -31,7 +31,7 @@ pub use table::SETTINGS;
 
 /// One setting: everything the command line, the config file and the book say about
 /// it, and how a value of it is checked and applied.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Setting {
     /// The key under `[broker]` in the config file: the flag's name with `_` for `-`.
     pub key: &'static str,
