@@ -1,5 +1,6 @@
 //! The broker's settings: every limit and policy in one plain struct, with defaults.
-//! The binary fills it from the command line; tests build it directly.
+//! The binary fills it through [`crate::settings`] (flags, variables, the config file);
+//! tests build it directly.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -57,7 +58,7 @@ pub struct Ablation {
 }
 
 /// Everything the broker can be told at start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address to listen on.
     pub bind: IpAddr,

@@ -1,12 +1,17 @@
-//! The broker's config file (`agora --config FILE`, TOML): destinations, their mutator
-//! chains and queue settings, and the enrichment databases chains may name.
+//! The broker's config file (`agora --config FILE`, TOML): broker settings,
+//! destinations, their mutator chains and queue settings, and the enrichment databases
+//! chains may name.
 //!
 //! ```toml
+//! [broker]                     # any setting with a flag, by the flag's name with
+//! max_payload = 4194304        # '_' for '-' (see the settings table); a flag or an
+//! ack_timeout = "30s"          # AGORA_… variable overrides it
+//!
 //! [databases]                  # name = SQLite file (relative to this file)
 //! sensors = "sensors.db"
 //!
 //! [queues.jobs]                # every key optional; unset ones take the broker's
-//! max_messages = 10000         # defaults (its flags)
+//! max_messages = 10000         # defaults (flags, variables, [broker])
 //! max_bytes = 67108864
 //! max_deliveries = 5           # 0: never dead-letter
 //! ttl = "10m"
@@ -20,7 +25,9 @@
 //!
 //! Everything is checked before the broker listens: an unknown key, a bad name, a
 //! chain that does not parse or names an undeclared database stops it with an error
-//! naming the file, the entry and the problem.
+//! naming the file, the entry and the problem. This module reads the file and applies
+//! the destination tables; the `[broker]` values are given their place among flags,
+//! variables and defaults by [`crate::settings`], which also checks them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +43,8 @@ use crate::mutators::{Chain, Env};
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct File {
+    #[serde(default)]
+    broker: toml::Table,
     #[serde(default)]
     databases: BTreeMap<String, PathBuf>,
     #[serde(default)]
@@ -67,7 +76,7 @@ struct TopicEntry {
 pub struct ConfigFileError {
     /// The file.
     pub file: PathBuf,
-    /// The entry at fault, e.g. `[queues.jobs] ttl` or `line 4`.
+    /// The entry at fault, e.g. `[queues.jobs] ttl`, `[broker] port` or `line 4`.
     pub entry: String,
     /// What is wrong with it.
     pub problem: String,
@@ -87,22 +96,73 @@ impl fmt::Display for ConfigFileError {
 
 impl std::error::Error for ConfigFileError {}
 
-/// Reads `file` and adds what it declares to `config` (whose queue defaults fill the
-/// settings a queue entry leaves out).
-pub fn load(file: &Path, config: &mut Config) -> Result<(), ConfigFileError> {
-    let err = |entry: &str, problem: String| ConfigFileError {
-        file: file.to_owned(),
-        entry: entry.to_owned(),
-        problem,
-    };
-    let text = std::fs::read_to_string(file).map_err(|e| err("the file", e.to_string()))?;
-    apply(&text, file.parent().unwrap_or(Path::new(".")), config)
-        .map_err(|(entry, problem)| err(&entry, problem))
+/// A config file that has been read and parsed (every table has the right shape),
+/// not yet applied.
+pub struct ConfigFile {
+    path: PathBuf,
+    file: File,
 }
 
-/// Applies a config file's text; relative database paths are taken from `dir`.
-fn apply(text: &str, dir: &Path, config: &mut Config) -> Result<(), (String, String)> {
-    let f: File = toml::from_str(text).map_err(|e| {
+impl ConfigFile {
+    /// Reads and parses `path`.
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
+            file: path.to_owned(),
+            entry: "the file".to_owned(),
+            problem: e.to_string(),
+        })?;
+        ConfigFile::parse(path, &text)
+    }
+
+    /// Parses `text` as the file at `path` (which errors name, and whose directory
+    /// relative paths start from).
+    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, ConfigFileError> {
+        let file = parse(text).map_err(|(entry, problem)| ConfigFileError {
+            file: path.to_owned(),
+            entry,
+            problem,
+        })?;
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory relative paths in the file start from.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The `[broker]` table as written (checked by [`crate::settings::resolve`]).
+    pub fn broker(&self) -> &toml::Table {
+        &self.file.broker
+    }
+
+    /// An error about `entry` of this file.
+    pub fn error(&self, entry: &str, problem: String) -> ConfigFileError {
+        ConfigFileError {
+            file: self.path.clone(),
+            entry: entry.to_owned(),
+            problem,
+        }
+    }
+
+    /// Adds the databases, chains and queue settings the file declares to `config`,
+    /// whose queue defaults fill the settings a queue entry leaves out.
+    pub fn apply(&self, config: &mut Config) -> Result<(), ConfigFileError> {
+        apply(&self.file, self.dir(), config)
+            .map_err(|(entry, problem)| self.error(&entry, problem))
+    }
+}
+
+/// Parses a config file's text, naming the line of a syntax error.
+fn parse(text: &str) -> Result<File, (String, String)> {
+    toml::from_str(text).map_err(|e| {
         let entry = match e.span() {
             Some(s) => format!(
                 "line {}",
@@ -115,7 +175,11 @@ fn apply(text: &str, dir: &Path, config: &mut Config) -> Result<(), (String, Str
             None => "the file".to_owned(),
         };
         (entry, e.message().trim().to_owned())
-    })?;
+    })
+}
+
+/// Applies a parsed file; relative database paths are taken from `dir`.
+fn apply(f: &File, dir: &Path, config: &mut Config) -> Result<(), (String, String)> {
     for (name, path) in &f.databases {
         let entry = format!("[databases] {name}");
         if name.is_empty()
@@ -216,14 +280,18 @@ fn duration(
 mod tests {
     use super::*;
 
+    fn apply_text(text: &str, config: &mut Config) -> Result<(), (String, String)> {
+        apply(&parse(text)?, Path::new("/etc/agora"), config)
+    }
+
     fn ok(text: &str) -> Config {
         let mut c = Config::default();
-        apply(text, Path::new("/etc/agora"), &mut c).unwrap_or_else(|e| panic!("{e:?}"));
+        apply_text(text, &mut c).unwrap_or_else(|e| panic!("{e:?}"));
         c
     }
 
     fn bad(text: &str) -> (String, String) {
-        apply(text, Path::new("/etc/agora"), &mut Config::default()).expect_err(text)
+        apply_text(text, &mut Config::default()).expect_err(text)
     }
 
     #[test]

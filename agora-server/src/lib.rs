@@ -4,6 +4,8 @@
 //!
 //! - [`config`]: every limit and policy, with defaults.
 //! - [`config_file`]: the `--config` TOML file: destinations, chains, databases.
+//! - [`settings`]: the table of settings with a flag; the command line, `[broker]` in
+//!   the config file and the book's flags table are made from it.
 //! - `conn`: the connection manager: the accept loop, and one task per client that
 //!   reads and decodes its frames and acts on them.
 //! - `manager`: the queue manager: registry and lifecycle of queues and topics;
@@ -34,6 +36,7 @@ mod metrics;
 pub mod mutators;
 mod queue;
 pub mod rt;
+pub mod settings;
 mod shipper;
 #[doc(hidden)]
 pub mod sim;

@@ -195,3 +195,56 @@ fn flags_can_come_from_the_environment() {
         .status();
     assert_eq!(wait_exit(&mut child).code(), Some(0));
 }
+
+/// Starts the binary with `args` and `env`, returns the `max_payload` its `INFO` says,
+/// and stops it.
+fn max_payload_of(args: &[&str], env: &[(&str, &str)]) -> usize {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["--port", "0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{args:?} {env:?}: start-up line {line:?}"));
+    let c = Raw::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    let max = match &c.info {
+        Frame::Info(i) => i.max_payload,
+        other => panic!("{other:?}"),
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    max as usize
+}
+
+#[test]
+fn broker_settings_come_from_flag_then_variable_then_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agora.toml");
+    std::fs::write(&file, "[broker]\nmax_payload = 77\n").unwrap();
+    let config = ["--config", file.to_str().unwrap()];
+    assert_eq!(
+        max_payload_of(&config, &[]),
+        77,
+        "the file beats the default"
+    );
+    let var = [("AGORA_MAX_PAYLOAD", "88")];
+    assert_eq!(
+        max_payload_of(&config, &var),
+        88,
+        "the variable beats the file"
+    );
+    let flag = ["--config", file.to_str().unwrap(), "--max-payload", "99"];
+    assert_eq!(max_payload_of(&flag, &var), 99, "the flag beats both");
+}

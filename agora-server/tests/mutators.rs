@@ -570,6 +570,14 @@ fn config_file_errors_stop_the_binary_naming_file_entry_and_problem() {
             "line 2: unknown field `prefetch`",
         ),
         ("[queues.\"bad name\"]\n", "[queues.bad name]: bad name"),
+        (
+            "[broker]\nmax-payload = 5\n",
+            "[broker] max-payload: unknown key: the key of --max-payload is max_payload",
+        ),
+        (
+            "[broker]\nping_interval = \"0s\"\n",
+            "[broker] ping_interval: '0s' must be above zero",
+        ),
     ];
     for (text, says) in cases {
         std::fs::write(&file, text).unwrap();

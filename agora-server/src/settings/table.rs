@@ -1,0 +1,475 @@
+//! The table itself: one entry per setting, in the order of `agora --help`. Adding a
+//! setting is adding an entry here (and its field in `Config` or `Settings`); the
+//! flag, the variable, the `[broker]` key, the help text and the book's table follow.
+
+use super::{choice, count, duration, path, signed, switch, text, unsigned, Kind, Setting};
+use crate::config::SlowConsumerPolicy;
+
+/// What most entries share; each entry says what differs.
+const BASE: Setting = Setting {
+    key: "",
+    flag: "",
+    env: "",
+    value_name: None,
+    kind: Kind::Value,
+    default: None,
+    default_note: "",
+    valid: "",
+    doc: "",
+    choices: &[],
+    hidden: false,
+    in_file: true,
+    apply: |_, _| Ok(()),
+};
+
+const SLOW_CONSUMER: &[(&str, &str)] = &[
+    (
+        "drop-oldest",
+        "Drop the subscriber's oldest buffered message, and count it",
+    ),
+    (
+        "disconnect",
+        "End the subscription with CANCEL slow_consumer",
+    ),
+];
+
+const ABLATE: &[(&str, &str)] = &[
+    ("no-batching", "One write call per frame instead of batches"),
+    (
+        "copy-fanout",
+        "Copy the payload for each topic subscriber instead of sharing it",
+    ),
+    (
+        "no-defences",
+        "No memory budget accounting, no liveness pings",
+    ),
+    ("no-metrics", "No latency sampling, no metric manager"),
+    (
+        "no-publish-batching",
+        "Hand each publish to its destination on its own, not a read's run together",
+    ),
+];
+
+/// Every setting with a flag.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "port",
+        flag: "port",
+        env: "AGORA_PORT",
+        default: Some("48879"),
+        valid: "0 to 65535; 0 picks a free port",
+        doc: "TCP port to listen on (0 picks a free port)",
+        apply: |s, v| {
+            s.config.port = signed(v, 0, u16::MAX.into())? as u16;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "bind",
+        flag: "bind",
+        env: "AGORA_BIND",
+        default: Some("127.0.0.1"),
+        valid: "an IPv4 or IPv6 address",
+        doc: "Address to listen on. Agora has no authentication yet, so it listens on the loopback address unless told otherwise",
+        apply: |s, v| {
+            s.config.bind = text(v)?.parse().map_err(|e: std::net::AddrParseError| e.to_string())?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "max_payload",
+        flag: "max-payload",
+        env: "AGORA_MAX_PAYLOAD",
+        default: Some("1048576"),
+        default_note: "1 MiB",
+        valid: "1 to 67108864 (64 MiB) bytes",
+        doc: "Largest payload a client may publish, in bytes (headers included)",
+        apply: |s, v| {
+            s.config.max_payload = count(unsigned(v, 1, Some(64 * 1024 * 1024))?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "max_connections",
+        flag: "max-connections",
+        env: "AGORA_MAX_CONNECTIONS",
+        default: Some("10000"),
+        valid: "1 or more",
+        doc: "Most simultaneous client connections",
+        apply: |s, v| {
+            s.config.max_connections = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "queue_max_messages",
+        flag: "queue-max-messages",
+        env: "AGORA_QUEUE_MAX_MESSAGES",
+        default: Some("100000"),
+        valid: "1 or more",
+        doc: "Most messages a queue holds (pending and unacknowledged together)",
+        apply: |s, v| {
+            s.config.queue_max_messages = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "queue_max_bytes",
+        flag: "queue-max-bytes",
+        env: "AGORA_QUEUE_MAX_BYTES",
+        default: Some("268435456"),
+        default_note: "256 MiB",
+        valid: "1 or more bytes",
+        doc: "Most payload bytes a queue holds (pending and unacknowledged together)",
+        apply: |s, v| {
+            s.config.queue_max_bytes = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "default_prefetch",
+        flag: "default-prefetch",
+        env: "AGORA_DEFAULT_PREFETCH",
+        default: Some("256"),
+        valid: "1 to 65536",
+        doc: "Prefetch of a queue consumer that gives none",
+        apply: |s, v| {
+            s.config.default_prefetch = signed(v, 1, 65_536)? as u32;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "subscriber_buffer",
+        flag: "subscriber-buffer",
+        env: "AGORA_SUBSCRIBER_BUFFER",
+        default: Some("8192"),
+        valid: "1 or more messages",
+        doc: "Messages buffered per topic subscriber before the slow-consumer policy applies",
+        apply: |s, v| {
+            s.config.subscriber_buffer = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "slow_consumer",
+        flag: "slow-consumer",
+        env: "AGORA_SLOW_CONSUMER",
+        default: Some("drop-oldest"),
+        valid: "`drop-oldest` or `disconnect`",
+        doc: "What happens to a topic subscriber whose buffer is full",
+        choices: SLOW_CONSUMER,
+        apply: |s, v| {
+            s.config.slow_consumer = match choice(text(v)?, SLOW_CONSUMER)? {
+                "disconnect" => SlowConsumerPolicy::Disconnect,
+                _ => SlowConsumerPolicy::DropOldest,
+            };
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "idle_timeout",
+        flag: "idle-timeout",
+        env: "AGORA_IDLE_TIMEOUT",
+        default: Some("60"),
+        valid: "1 or more seconds (a plain number)",
+        doc: "Seconds an unused, empty destination is kept before it is removed",
+        apply: |s, v| {
+            s.config.idle_timeout = std::time::Duration::from_secs(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "max_deliveries",
+        flag: "max-deliveries",
+        env: "AGORA_MAX_DELIVERIES",
+        default: Some("10"),
+        valid: "0 to 4294967295; 0 never dead-letters",
+        doc: "Deliveries after which a queue message goes to its dead-letter queue (0: never)",
+        apply: |s, v| {
+            s.config.max_deliveries = signed(v, 0, u32::MAX.into())? as u32;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "message_ttl",
+        flag: "message-ttl",
+        env: "AGORA_MESSAGE_TTL",
+        default_note: "none (messages never expire)",
+        valid: "a [duration](#durations)",
+        doc: "How long a queue message may wait undelivered before it is dead-lettered (e.g. 30s, 500ms; default: forever)",
+        apply: |s, v| {
+            s.config.message_ttl = Some(duration(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "ack_timeout",
+        flag: "ack-timeout",
+        env: "AGORA_ACK_TIMEOUT",
+        default_note: "none (a delivery is held until its consumer leaves)",
+        valid: "a [duration](#durations)",
+        doc: "How long a queue delivery may stay unacknowledged before another consumer gets it (e.g. 30s; default: until the consumer leaves)",
+        apply: |s, v| {
+            s.config.ack_timeout = Some(duration(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "max_destinations",
+        flag: "max-destinations",
+        env: "AGORA_MAX_DESTINATIONS",
+        default: Some("10000"),
+        valid: "1 or more",
+        doc: "Most queues and topics at once",
+        apply: |s, v| {
+            s.config.max_destinations = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "memory_budget",
+        flag: "memory-budget",
+        env: "AGORA_MEMORY_BUDGET",
+        default: Some("1073741824"),
+        default_note: "1 GiB",
+        valid: "1 or more bytes",
+        doc: "Most payload bytes the broker holds in queues and subscriber buffers together",
+        apply: |s, v| {
+            s.config.memory_budget = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "max_subscriptions",
+        flag: "max-subscriptions",
+        env: "AGORA_MAX_SUBSCRIPTIONS",
+        default: Some("1024"),
+        valid: "1 or more, per connection",
+        doc: "Most subscriptions on one connection",
+        apply: |s, v| {
+            s.config.max_subscriptions = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "ping_interval",
+        flag: "ping-interval",
+        env: "AGORA_PING_INTERVAL",
+        default: Some("30s"),
+        valid: "a [duration](#durations)",
+        doc: "A client silent this long is sent PINGREQ (e.g. 30s)",
+        apply: |s, v| {
+            s.config.ping_interval = duration(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "max_missed_pings",
+        flag: "max-missed-pings",
+        env: "AGORA_MAX_MISSED_PINGS",
+        default: Some("2"),
+        valid: "1 to 4294967295",
+        doc: "Unanswered pings after which a client is disconnected",
+        apply: |s, v| {
+            s.config.max_missed_pings = signed(v, 1, u32::MAX.into())? as u32;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "udp_idle_timeout",
+        flag: "udp-idle-timeout",
+        env: "AGORA_UDP_IDLE_TIMEOUT",
+        default: Some("60s"),
+        valid: "a [duration](#durations)",
+        doc: "A UDP client not heard from this long is forgotten (e.g. 60s)",
+        apply: |s, v| {
+            s.config.udp_idle_timeout = duration(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "udp_max_datagram",
+        flag: "udp-max-datagram",
+        env: "AGORA_UDP_MAX_DATAGRAM",
+        default: Some("1400"),
+        valid: "64 to 65507 bytes",
+        doc: "Largest datagram the broker sends to UDP clients, in bytes",
+        apply: |s, v| {
+            s.config.udp_max_datagram = count(unsigned(v, 64, Some(65_507))?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "statsd",
+        flag: "statsd",
+        env: "AGORA_STATSD",
+        value_name: Some("HOST:PORT"),
+        default_note: "none (no StatsD)",
+        valid: "`host:port` of a StatsD server, UDP",
+        doc: "Send metrics to this StatsD server (host:port, UDP)",
+        apply: |s, v| {
+            s.config.statsd = Some(text(v)?.to_owned());
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "statsd_prefix",
+        flag: "statsd-prefix",
+        env: "AGORA_STATSD_PREFIX",
+        default: Some("agora"),
+        valid: "a metric-name prefix",
+        doc: "Prefix of every StatsD metric name",
+        apply: |s, v| {
+            s.config.statsd_prefix = text(v)?.to_owned();
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "statsd_interval",
+        flag: "statsd-interval",
+        env: "AGORA_STATSD_INTERVAL",
+        default: Some("1s"),
+        valid: "a [duration](#durations)",
+        doc: "How often metrics go to StatsD and to the $sys.metrics topic (e.g. 1s)",
+        apply: |s, v| {
+            s.config.metrics_interval = duration(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "profile",
+        flag: "profile",
+        env: "AGORA_PROFILE",
+        kind: Kind::Switch,
+        default_note: "off",
+        valid: "a flag; the variable and the file take `true` or `false`",
+        doc: "Record a CPU profile for the broker's whole life, written at shutdown in pprof's protobuf format, with a flamegraph SVG beside it",
+        apply: |s, v| {
+            s.profile = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "profile_path",
+        flag: "profile-path",
+        env: "AGORA_PROFILE_PATH",
+        value_name: Some("FILE"),
+        kind: Kind::Path,
+        default: Some("agora.pprof"),
+        valid: "a file path",
+        doc: "Where --profile writes (the flamegraph goes to the same path with .svg)",
+        apply: |s, v| {
+            s.profile_path = path(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "threads",
+        flag: "threads",
+        env: "AGORA_THREADS",
+        value_name: Some("N"),
+        default_note: "one per core",
+        valid: "1 to 1024 worker threads of the broker's executor (see `SMOL_THREADS` below)",
+        doc: "Executor threads that run the broker's tasks (default: one per core; the SMOL_THREADS variable is read too when this is not given)",
+        apply: |s, v| {
+            s.threads = Some(count(unsigned(v, 1, Some(1024))?));
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "queue_channel",
+        flag: "queue-channel",
+        env: "AGORA_QUEUE_CHANNEL",
+        default: Some("512"),
+        valid: "1 to 1000000",
+        doc: "Capacity of each queue's command channel (publishers wait when it is full)",
+        hidden: true,
+        apply: |s, v| {
+            s.config.queue_channel = count(unsigned(v, 1, Some(1_000_000))?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "ablate",
+        flag: "ablate",
+        env: "AGORA_ABLATE",
+        kind: Kind::List,
+        default_note: "none",
+        valid: "comma-separated: `no-batching`, `copy-fanout`, `no-defences`, `no-metrics`, `no-publish-batching`",
+        doc: "Switch design choices off to measure them (comma-separated)",
+        choices: ABLATE,
+        hidden: true,
+        apply: |s, v| {
+            let a = &mut s.config.ablation;
+            for name in text(v)?.split(',') {
+                match choice(name, ABLATE)? {
+                    "no-batching" => a.no_batching = true,
+                    "copy-fanout" => a.copy_fanout = true,
+                    "no-defences" => a.no_defences = true,
+                    "no-metrics" => a.no_metrics = true,
+                    _ => a.no_publish_batching = true,
+                }
+            }
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "log_config",
+        flag: "log-config",
+        env: "AGORA_LOG_CONFIG",
+        value_name: Some("FILE"),
+        kind: Kind::Path,
+        default_note: "the built-in configuration",
+        valid: "a path to a Seelog-style XML file (see [Logging](logging.md))",
+        doc: "Seelog-style XML file that configures logging (default: the built-in one, which is `config/logconfig.xml` in the repository)",
+        apply: |s, v| {
+            s.log_config = Some(path(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "config",
+        flag: "config",
+        env: "AGORA_CONFIG",
+        value_name: Some("FILE"),
+        kind: Kind::Path,
+        default_note: "none",
+        valid: "a path to a TOML file (see [the config file](#the-config-file)); not in the file itself",
+        doc: "TOML file declaring broker settings, destinations, their mutator chains and queue settings, and the enrichment databases chains may name (see the book's Configuration chapter)",
+        in_file: false,
+        apply: |s, v| {
+            s.config_file = Some(path(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+];
