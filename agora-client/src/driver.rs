@@ -37,7 +37,7 @@ use async_net::TcpStream;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result, ServerError};
-use crate::inbox::{Inbox, Pushed};
+use crate::inbox::{Inbox, Incoming, Pushed};
 use crate::lock;
 use crate::pubbuf::PubBuf;
 use crate::Options;
@@ -79,12 +79,6 @@ pub(crate) enum Answer {
 }
 
 pub(crate) type Reply = Sender<Result<Answer>>;
-
-/// A delivery on its way to a subscription, with the connection it arrived on.
-pub(crate) struct Incoming {
-    pub msg: agora_protocol::Delivery,
-    pub generation: u64,
-}
 
 /// What a subscription is, as the driver keeps it across reconnects.
 pub(crate) struct SubEntry {

@@ -20,8 +20,13 @@ use std::task::{Context, Poll, Waker};
 
 use event_listener::Event;
 
-use crate::driver::Incoming;
 use crate::lock;
+
+/// A delivery on its way to a subscription, with the connection it arrived on.
+pub(crate) struct Incoming {
+    pub msg: agora_protocol::Delivery,
+    pub generation: u64,
+}
 
 struct State {
     queue: VecDeque<Incoming>,

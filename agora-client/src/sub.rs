@@ -13,8 +13,9 @@ use async_channel::Sender;
 use bytes::Bytes;
 use futures_core::Stream;
 
-use crate::driver::{Cmd, Ctl, Incoming, Shared};
+use crate::driver::{Cmd, Ctl, Shared};
 use crate::inbox::InboxReader;
+use crate::inbox::Incoming;
 use crate::{Client, Error, Result, SubParts};
 
 /// A message received from a topic or a queue.

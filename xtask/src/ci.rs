@@ -14,7 +14,11 @@ use crate::{book, project_root};
 enum Step {
     Fmt,
     Clippy,
+    /// No import cycle between modules of the server or the client.
+    Cycles,
     Test,
+    /// The deterministic simulation, 10 seeds of 20,000 operations (release build).
+    Sim,
     Statsd,
     Book,
     /// `bench --quick` with Agora alone, built without the peer drivers: a smoke test
@@ -27,6 +31,7 @@ const STEPS: &[Step] = &[
     Step::Fmt,
     Step::Clippy,
     Step::Test,
+    Step::Sim,
     Step::Statsd,
     Step::Book,
     Step::BenchQuick,
@@ -37,7 +42,9 @@ impl Step {
         match self {
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
+            Step::Cycles => "cycles",
             Step::Test => "test",
+            Step::Sim => "sim",
             Step::Statsd => "statsd",
             Step::Book => "book",
             Step::BenchQuick => "bench --quick",
@@ -65,6 +72,8 @@ impl Step {
                 cmd.args(["test", "--workspace"]);
                 process::run_watching(&mut cmd, Stream::Stdout, |line| tally.observe(line))
             }
+            Step::Cycles => crate::cycles::run(),
+            Step::Sim => crate::sim(&["--seeds", "10", "--ops", "20000"].map(String::from)),
             Step::Statsd => crate::statsd::run(),
             Step::Book => book::run(),
             Step::BenchQuick => crate::bench::run(&crate::bench::Options {

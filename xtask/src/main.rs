@@ -8,6 +8,7 @@
 mod bench;
 mod book;
 mod ci;
+mod cycles;
 mod fuzz;
 mod process;
 // The start-up line parser the broker's other readers use, compiled in (xtask stays
@@ -34,6 +35,11 @@ Commands:
                        one run of the 128 B scenarios (writes only under target/);
                        --install-peers apt-installs nats-server and redis-server first;
                        --no-peers builds without the peer drivers and runs Agora alone
+  cycles               fail if modules of agora-server or agora-client import each other
+                       (directly or through others)
+  sim [--seconds N | --seeds K] [--seed S] [--ops N]
+                       the deterministic simulation (release build): one seed replayed
+                       exactly, K seeds from S, or seeds from S for N seconds
   help                 print this text
 ";
 
@@ -45,6 +51,8 @@ enum Task {
     Fuzz { seconds: u64 },
     Statsd,
     Bench(bench::Options),
+    Cycles,
+    Sim(Vec<String>),
     Help,
 }
 
@@ -70,6 +78,8 @@ fn main() -> ExitCode {
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Statsd => statsd::run(),
         Task::Bench(opts) => bench::run(&opts),
+        Task::Cycles => cycles::run(),
+        Task::Sim(args) => sim(&args),
         Task::Help => {
             print!("{USAGE}");
             Ok(())
@@ -94,6 +104,9 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "statsd" => Task::Statsd,
         "fuzz" => return parse_fuzz(rest),
         "bench" => return bench::parse(rest).map(Task::Bench),
+        "cycles" => Task::Cycles,
+        // The example checks its own arguments.
+        "sim" => return Ok(Task::Sim(rest.to_vec())),
         "help" | "--help" | "-h" => Task::Help,
         other => return Err(format!("unknown command `{other}`")),
     };
@@ -118,6 +131,22 @@ fn parse_fuzz(args: &[String]) -> Result<Task, String> {
             })?;
     }
     Ok(Task::Fuzz { seconds })
+}
+
+/// Runs the simulation's example in a release build with `args`.
+pub(crate) fn sim(args: &[String]) -> process::Result<()> {
+    let mut cmd = process::cargo();
+    cmd.current_dir(project_root()).args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "agora-server",
+        "--example",
+        "sim",
+        "--",
+    ]);
+    process::run(cmd.args(args))
 }
 
 /// The workspace root: the folder that holds `xtask/`.
