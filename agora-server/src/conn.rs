@@ -901,7 +901,7 @@ impl Conn<'_> {
             // Credit (prefetch) bounds it.
             let (tx, rx) = crate::deliveries::queue();
             let mut add = SubRx::new(s.sid, s.dest.compact(), rx);
-            add.written = auto_ack.then(|| (queue.tx.clone(), cid));
+            add.written = auto_ack.then(|| queue.credit(cid));
             add.latency = (!self.broker.config.ablation.no_metrics).then(|| queue.latency.clone());
             let consumer_tx = tx.clone();
             let consumer = Consumer {

@@ -9,6 +9,8 @@
 //! subscriber buffer, a queue consumer's prefetch), checked with [`DeliveryTx::len`].
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -222,5 +224,35 @@ impl<T> Rx<T> {
         s.closed = true;
         s.waker = None;
         std::mem::take(&mut s.queue)
+    }
+}
+
+/// What an auto-ack queue consumer's shipper tells its queue.
+pub(crate) enum Report {
+    /// This many more deliveries were written: they leave the queue, credit comes back.
+    Written(usize),
+    /// The subscription ended and nothing more will be written (sent after the last
+    /// `Written`, so the queue never gives back what was being written).
+    Stopped,
+}
+
+/// The credit handle: the way from an auto-ack consumer's shipper back to its queue. A
+/// function the queue makes, so the shipper needs none of the queue's types (and the
+/// queue none of the shipper's). One call per written batch, not per message.
+pub(crate) struct Credit(
+    #[allow(clippy::type_complexity)]
+    Box<dyn Fn(Report) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
+);
+
+impl Credit {
+    pub fn new(
+        f: impl Fn(Report) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static,
+    ) -> Credit {
+        Credit(Box::new(f))
+    }
+
+    /// Tells the queue; waits for room in its channel, which slows only this shipper.
+    pub async fn report(&self, r: Report) {
+        (self.0)(r).await
     }
 }

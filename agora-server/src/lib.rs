@@ -35,6 +35,7 @@ mod message;
 mod metrics;
 pub mod mutators;
 mod queue;
+mod reporter;
 pub mod rt;
 pub mod settings;
 mod shipper;
@@ -156,7 +157,7 @@ impl Server {
             if no_metrics {
                 futures_lite::future::pending::<()>().await;
             }
-            metrics::run_manager(broker.clone()).await;
+            reporter::run_manager(broker.clone()).await;
         };
         futures_lite::future::or(
             futures_lite::future::or(accept, metrics),

@@ -326,7 +326,7 @@ impl Manager {
                 dest.clone(),
                 c.queue_settings(dest.name.as_str()),
                 self.budget.clone(),
-                self.me.clone(),
+                dlq_resolver(self.me.clone()),
                 c.queue_channel,
             )),
             Kind::Topic => Handle::Topic(Arc::new(
@@ -379,4 +379,24 @@ impl Manager {
             !retired
         });
     }
+}
+
+/// A queue's way to its dead-letter queue: a resolve through this registry, which it
+/// holds weakly (queues do not keep the registry alive).
+fn dlq_resolver(me: async_channel::WeakSender<ManagerCmd>) -> queue::DlqResolver {
+    Arc::new(move |dest| {
+        let me = me.clone();
+        Box::pin(async move {
+            let manager = me.upgrade()?;
+            let (tx, rx) = async_channel::bounded(1);
+            manager
+                .send(ManagerCmd::Resolve { dest, reply: tx })
+                .await
+                .ok()?;
+            match rx.recv().await.ok()? {
+                Ok(Handle::Queue(q)) => Some(q),
+                _ => None,
+            }
+        })
+    })
 }

@@ -17,10 +17,9 @@ use agora_protocol::{encode, encode_err, Destination, ErrorCode, Frame, RequestI
 use async_channel::{Receiver, Sender, TrySendError};
 use futures_lite::{AsyncWriteExt, Stream};
 
-use crate::deliveries::{DeliveryRx, Took};
+use crate::deliveries::{Credit, DeliveryRx, Report, Took};
 pub(crate) use crate::message::{Delivery, Message};
 use crate::metrics::{BrokerMetrics, LATENCY_SAMPLE};
-use crate::queue::QueueCmd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,7 +37,7 @@ pub(crate) struct SubRx {
     pub batch: VecDeque<Delivery>,
     /// Auto-ack queue consumers: where to report how many deliveries were written, so
     /// the queue can forget them and send more (credit).
-    pub written: Option<(Sender<QueueCmd>, u64)>,
+    pub written: Option<Credit>,
     /// The destination's latency histogram (one delivery in
     /// [`LATENCY_SAMPLE`](crate::metrics::LATENCY_SAMPLE) is recorded); `None` with
     /// the `no_metrics` ablation.
@@ -397,8 +396,8 @@ pub(crate) async fn run(
                             report_written(&subs[i], written[i]).await;
                             let s = subs.swap_remove(i);
                             written.swap_remove(i);
-                            if let Some((q, cid)) = &s.written {
-                                let _ = q.send(QueueCmd::Unsubscribe { cid: *cid }).await;
+                            if let Some(credit) = &s.written {
+                                credit.report(Report::Stopped).await;
                             }
                         }
                     }
@@ -455,7 +454,7 @@ async fn report_written(s: &SubRx, n: usize) {
     if n == 0 {
         return;
     }
-    if let Some((q, cid)) = &s.written {
-        let _ = q.send(QueueCmd::Written { cid: *cid, n }).await;
+    if let Some(credit) = &s.written {
+        credit.report(Report::Written(n)).await;
     }
 }

@@ -30,6 +30,7 @@ enum Step {
 const STEPS: &[Step] = &[
     Step::Fmt,
     Step::Clippy,
+    Step::Cycles,
     Step::Test,
     Step::Sim,
     Step::Statsd,

@@ -349,7 +349,7 @@ fn build(spec: grammar::Spec, env: &Env) -> Result<Box<dyn Mutator>, String> {
 }
 
 /// Runs `chain` on a broker message in place.
-pub(crate) async fn run_on(chain: &Chain, msg: &mut crate::shipper::Message) -> Verdict {
+pub(crate) async fn run_on(chain: &Chain, msg: &mut crate::message::Message) -> Verdict {
     let mut m = Msg::new(
         std::mem::take(&mut msg.headers),
         std::mem::take(&mut msg.payload),

@@ -26,8 +26,7 @@ use futures_lite::StreamExt;
 
 use crate::budget::Budget;
 use crate::config::QueueSettings;
-use crate::deliveries::DeliveryTx;
-use crate::manager::{Handle, ManagerCmd};
+use crate::deliveries::{Credit, DeliveryTx, Report};
 use crate::message::Message;
 use crate::shipper::Outbox;
 pub(crate) use state::{
@@ -78,6 +77,18 @@ pub const DEAD_LETTER_FROM: &str = "agora-dead-letter-from";
 pub const DEAD_LETTER_REASON: &str = "agora-dead-letter-reason";
 /// How often it was delivered before it died.
 pub const DEAD_LETTER_DELIVERIES: &str = "agora-dead-letter-deliveries";
+
+/// The dead-letter resolver handle: finds (or creates) a queue by name for a queue's
+/// dead letters. The registry makes it (holding itself weakly, so queues do not keep it
+/// alive), so a queue needs none of the registry's types.
+pub(crate) type DlqResolver = Arc<
+    dyn Fn(
+            Destination,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Arc<QueueShared>>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// What the rest of the broker sees of a queue: its channel and its figures.
 pub(crate) struct QueueShared {
@@ -191,6 +202,21 @@ impl QueueShared {
         (shared, rx)
     }
 
+    /// The credit handle for auto-ack consumer `cid`'s shipper.
+    pub fn credit(&self, cid: u64) -> Credit {
+        let tx = self.tx.clone();
+        Credit::new(move |r| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let cmd = match r {
+                    Report::Written(n) => QueueCmd::Written { cid, n },
+                    Report::Stopped => QueueCmd::Unsubscribe { cid },
+                };
+                let _ = tx.send(cmd).await;
+            })
+        })
+    }
+
     /// Messages and bytes reserved and not yet released.
     pub fn held(&self) -> (usize, usize) {
         (self.held.load(SeqCst), self.held_bytes.load(SeqCst))
@@ -227,7 +253,7 @@ pub(crate) fn spawn(
     dest: Destination,
     settings: QueueSettings,
     budget: Arc<Budget>,
-    manager: async_channel::WeakSender<ManagerCmd>,
+    dlq: DlqResolver,
     channel: usize,
 ) -> Arc<QueueShared> {
     let (shared, rx) = QueueShared::new(dest, settings, budget, channel);
@@ -235,7 +261,7 @@ pub(crate) fn spawn(
         state: QueueState::new(shared.settings.clone()),
         shared: shared.clone(),
         dlq: None,
-        manager,
+        resolver: dlq,
     };
     crate::rt::spawn(task.run(rx)).detach();
     shared
@@ -247,8 +273,8 @@ struct Queue {
     shared: Arc<QueueShared>,
     /// The dead-letter queue, once resolved.
     dlq: Option<Arc<QueueShared>>,
-    /// To resolve the dead-letter queue; weak so queues do not keep the manager alive.
-    manager: async_channel::WeakSender<ManagerCmd>,
+    /// Finds (or creates) the dead-letter queue by name.
+    resolver: DlqResolver,
 }
 
 impl Queue {
@@ -457,20 +483,11 @@ impl Queue {
 
     async fn resolve_dlq(&self) -> Option<Arc<QueueShared>> {
         let name = self.dlq_name()?;
-        let manager = self.manager.upgrade()?;
-        let (tx, rx) = async_channel::bounded(1);
-        let dest = Destination {
+        (self.resolver)(Destination {
             kind: Kind::Queue,
             name,
-        };
-        manager
-            .send(ManagerCmd::Resolve { dest, reply: tx })
-            .await
-            .ok()?;
-        match rx.recv().await.ok()? {
-            Ok(Handle::Queue(q)) => Some(q),
-            _ => None,
-        }
+        })
+        .await
     }
 }
 
@@ -510,7 +527,6 @@ mod tests {
             name: Name::try_from("q").unwrap(),
         };
         let (shared, rx) = QueueShared::new(dest, settings.clone(), Budget::new(1000, true), 8);
-        let (manager, _) = async_channel::bounded::<ManagerCmd>(1);
         let (deleted, deleted_rx) = async_channel::bounded(1);
         let (acked, acked_rx) = async_channel::bounded(1);
         shared
@@ -528,7 +544,7 @@ mod tests {
             state: QueueState::new(settings),
             shared: shared.clone(),
             dlq: None,
-            manager: manager.downgrade(),
+            resolver: Arc::new(|_| Box::pin(async { None })),
         };
         futures_lite::future::block_on(task.run(rx));
         assert_eq!(deleted_rx.try_recv(), Ok(0));
