@@ -92,10 +92,7 @@ impl Builder {
         };
         let mut rt = Runtime {
             pool: Arc::new(Pool {
-                queue: Mutex::new(Queue {
-                    tasks: VecDeque::new(),
-                    stopped: false,
-                }),
+                queue: Mutex::new(VecDeque::new()),
                 queued: AtomicUsize::new(0),
                 stopped: AtomicBool::new(false),
                 idle: Mutex::new(Vec::new()),
@@ -133,10 +130,11 @@ pub struct Handle {
 }
 
 struct Pool {
-    queue: Mutex<Queue>,
-    /// `queue.tasks.len()`, for a look without the lock.
+    queue: Mutex<VecDeque<Runnable>>,
+    /// `queue.len()`, for a look without the lock.
     queued: AtomicUsize,
-    /// `queue.stopped`, for a look without the lock.
+    /// Set, under the queue's lock, when the runtime is dropped: workers stop, and a
+    /// task spawned from then on is dropped instead of queued.
     stopped: AtomicBool,
     /// Workers waiting for work, with their thread's waker; the latest last.
     idle: Mutex<Vec<(usize, Waker)>>,
@@ -145,13 +143,6 @@ struct Pool {
     active: Mutex<HashMap<u64, Waker>>,
     /// Source of keys for `active`.
     next_id: AtomicU64,
-}
-
-struct Queue {
-    tasks: VecDeque<Runnable>,
-    /// Set, under this lock, when the runtime is dropped: from then on a scheduled task
-    /// is dropped instead of queued, so no task outlives the runtime in its queue.
-    stopped: bool,
 }
 
 /// A worker thread's own state.
@@ -227,13 +218,10 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        let queued = {
-            let mut q = lock(&self.pool.queue);
-            q.stopped = true;
+        {
+            let _q = lock(&self.pool.queue);
             self.pool.stopped.store(true, SeqCst);
-            self.pool.queued.store(0, SeqCst);
-            std::mem::take(&mut q.tasks)
-        };
+        }
         // A worker that registers as idle after this looks at `stopped` again.
         let idle = std::mem::take(&mut *lock(&self.pool.idle));
         idle.into_iter().for_each(|(_, w)| w.wake());
@@ -243,11 +231,23 @@ impl Drop for Runtime {
                 let _ = t.join();
             }
         }
-        // Outside every lock: dropping a task's future may wake or spawn others (which
-        // are dropped at once, the queue being stopped).
-        drop(queued);
-        let waiting: Vec<Waker> = lock(&self.pool.active).drain().map(|(_, w)| w).collect();
-        waiting.into_iter().for_each(Waker::wake);
+        // The unfinished tasks are dropped here, on this thread and outside every lock,
+        // never in a wake-up: a waker may be called with a lock held (an async-channel's,
+        // say) that the task's drop needs. A waiting task, woken, lands in the queue;
+        // dropping one may wake others; so until nothing is left.
+        loop {
+            let queued = {
+                let mut q = lock(&self.pool.queue);
+                self.pool.queued.store(0, SeqCst);
+                std::mem::take(&mut *q)
+            };
+            let waiting: Vec<Waker> = lock(&self.pool.active).drain().map(|(_, w)| w).collect();
+            if queued.is_empty() && waiting.is_empty() {
+                break;
+            }
+            drop(queued);
+            waiting.into_iter().for_each(Waker::wake);
+        }
     }
 }
 
@@ -310,7 +310,11 @@ where
         .propagate_panic(true)
         .spawn(move |_| future, move |r| schedule(&p, r));
     lock(&pool.active).insert(id, runnable.waker());
-    runnable.schedule();
+    // Queued as `schedule` would (a new task never takes a slot), unless the runtime is
+    // gone; then dropped here, where no lock is held.
+    if let Err(r) = pool.push(runnable, false) {
+        drop(r);
+    }
     task
 }
 
@@ -338,33 +342,36 @@ fn schedule(pool: &Arc<Pool>, runnable: Runnable) {
                 w.wake();
             }
         }
-        Some(r) => pool.push(r),
+        // Queued even once the runtime is gone: its drop takes them out.
+        Some(r) => {
+            let _ = pool.push(r, true);
+        }
     }
 }
 
 impl Pool {
-    fn push(&self, r: Runnable) {
+    /// Queues `r` and wakes an idle worker; once the runtime is dropped, only if
+    /// `after_stop`, else `r` comes back.
+    fn push(&self, r: Runnable, after_stop: bool) -> Result<(), Runnable> {
         let mut q = lock(&self.queue);
-        if q.stopped {
-            drop(q);
-            // Drops the future: the runtime is gone.
-            drop(r);
-            return;
+        if !after_stop && self.stopped.load(SeqCst) {
+            return Err(r);
         }
-        q.tasks.push_back(r);
+        q.push_back(r);
         self.queued.fetch_add(1, SeqCst);
         drop(q);
         let idle = lock(&self.idle).pop();
         if let Some((_, w)) = idle {
             w.wake();
         }
+        Ok(())
     }
 
     fn pop(&self) -> Option<Runnable> {
         if self.queued.load(SeqCst) == 0 {
             return None;
         }
-        let r = lock(&self.queue).tasks.pop_front();
+        let r = lock(&self.queue).pop_front();
         if r.is_some() {
             self.queued.fetch_sub(1, SeqCst);
         }

@@ -73,3 +73,46 @@ fn zero_threads_means_one_per_core() {
     drop(rt);
     wait_until("no worker left", || threads_named("rt-cores-") == 0);
 }
+
+#[test]
+fn dropping_the_runtime_while_its_tasks_wake_each_other_returns() {
+    // A task is woken from inside async-channel, under a lock that dropping the task
+    // needs: a runtime that dropped tasks in their wake-up would deadlock here.
+    let rt = Runtime::builder()
+        .threads(2)
+        .name("rt-busy")
+        .build()
+        .unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    for _ in 0..50 {
+        let (ping_tx, ping_rx) = async_channel::bounded::<u64>(1);
+        let (pong_tx, pong_rx) = async_channel::bounded::<u64>(1);
+        let s = sent.clone();
+        rt.spawn(async move {
+            let mut n = 0;
+            while ping_tx.send(n).await.is_ok() {
+                s.fetch_add(1, SeqCst);
+                n = pong_rx.recv().await.unwrap_or(0);
+            }
+        })
+        .detach();
+        rt.spawn(async move {
+            while let Ok(n) = ping_rx.recv().await {
+                if pong_tx.send(n + 1).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
+    wait_until("the tasks run", || sent.load(SeqCst) > 1000);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(rt);
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(common::DEADLINE)
+        .expect("the runtime's drop returned");
+    assert_eq!(Arc::strong_count(&sent), 1, "a task was not dropped");
+}
