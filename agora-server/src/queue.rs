@@ -190,13 +190,14 @@ impl QueueShared {
     }
 }
 
-/// Creates a queue and spawns its task.
+/// Creates a queue and spawns its task on `rt`.
 pub(crate) fn spawn(
     dest: Destination,
     settings: QueueSettings,
     budget: Arc<Budget>,
     manager: async_channel::WeakSender<ManagerCmd>,
     channel: usize,
+    rt: &agora_rt::Handle,
 ) -> Arc<QueueShared> {
     // Bounds a burst of publishes (each waits for room, slowing only its publisher);
     // small, because every slot is allocated up front.
@@ -230,7 +231,7 @@ pub(crate) fn spawn(
         dlq: None,
         manager,
     };
-    crate::rt::spawn(task.run(rx)).detach();
+    rt.spawn(task.run(rx)).detach();
     shared
 }
 
