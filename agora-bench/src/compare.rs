@@ -1,8 +1,8 @@
 //! `agora-bench compare`: Agora against itself with one thing changed.
 //!
 //! Two brokers, A and B, differ only in their arguments (`--ablate …`, `--statsd …`,
-//! `--queue-channel …`), their config file, or the mutator chain set on the bench's
-//! destination. Each run starts a fresh broker; the runs alternate A B B A A B B A … so
+//! `--queue-channel …`), their config file, the mutator chain set on the bench's
+//! destination, or their binary (`--bin-a/--bin-b`: two builds of the broker). Each run starts a fresh broker; the runs alternate A B B A A B B A … so
 //! that drift over the comparison (the neighbours' load, thermal state) falls on both
 //! sides alike. Each pair (A and B of the same round) gives a ratio B ÷ A of throughput
 //! and of the broker's CPU per million messages; the summary is the median ratio with the
@@ -102,6 +102,12 @@ pub(crate) struct CompareArgs {
     /// The `agora` binary (default: next to this one).
     #[arg(long)]
     agora_bin: Option<PathBuf>,
+    /// Broker A's binary, e.g. a build of another commit (default: `--agora-bin`).
+    #[arg(long)]
+    bin_a: Option<PathBuf>,
+    /// Broker B's binary (default: `--agora-bin`).
+    #[arg(long)]
+    bin_b: Option<PathBuf>,
     /// The commit recorded with the results (default: this source tree's, `-dirty`
     /// if it has changes); give it when the binaries come from elsewhere, e.g. a
     /// clean `git archive` of a commit.
@@ -155,6 +161,7 @@ struct ScenarioSummary {
 
 #[derive(Debug, Serialize)]
 struct Side<'a> {
+    bin: String,
     args: &'a str,
     chain: Option<&'a str>,
     config: Option<String>,
@@ -333,21 +340,26 @@ fn prepare(
 
 pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
     let me = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
-    let bins = Bins {
-        agora: args
-            .agora_bin
-            .clone()
-            .unwrap_or_else(|| me.with_file_name("agora")),
-        relay: me,
-        nats: None,
-        redis: None,
+    let default_bin = args
+        .agora_bin
+        .clone()
+        .unwrap_or_else(|| me.with_file_name("agora"));
+    let bins_of = |bin: &Option<PathBuf>| -> Result<Bins, String> {
+        let agora = bin.clone().unwrap_or_else(|| default_bin.clone());
+        if !agora.is_file() {
+            return Err(format!(
+                "{} not found (cargo build --release -p agora-server)",
+                agora.display()
+            ));
+        }
+        Ok(Bins {
+            agora,
+            relay: me.clone(),
+            nats: None,
+            redis: None,
+        })
     };
-    if !bins.agora.is_file() {
-        return Err(format!(
-            "{} not found (cargo build --release -p agora-server)",
-            bins.agora.display()
-        ));
-    }
+    let (bins_a, bins_b) = (bins_of(&args.bin_a)?, bins_of(&args.bin_b)?);
     let format = if args.json {
         Format::Json
     } else {
@@ -408,12 +420,14 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
             expand(&args.a, args.config_a.as_ref()),
             args.chain_a.as_deref(),
             args.keep_every_a,
+            &bins_a,
         ),
         (
             "B",
             expand(&args.b, args.config_b.as_ref()),
             args.chain_b.as_deref(),
             args.keep_every_b,
+            &bins_b,
         ),
     ];
     let duration = Duration::from_secs_f64(args.duration.max(0.05));
@@ -430,9 +444,10 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
         args.pairs,
         duration.as_secs_f64()
     );
-    for (name, argv, chain, _) in &sides {
+    for (name, argv, chain, _, bins) in &sides {
         println!(
-            "  {name}: agora {}{}",
+            "  {name}: {} {}{}",
+            bins.agora.display(),
             argv.join(" "),
             chain.map(|c| format!("; chain {c:?}")).unwrap_or_default()
         );
@@ -455,7 +470,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
             // A B, B A, A B, …: each side is first as often as the other.
             let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
             for side in order {
-                let (name, argv, chain, keep_every) = &sides[side];
+                let (name, argv, chain, keep_every, bins) = &sides[side];
                 let settings = Settings {
                     format,
                     keep_every: *keep_every,
@@ -467,7 +482,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
                 let warmup = args.warmup.div_ceil(*keep_every) * keep_every;
                 let statsd0 = sink.as_ref().map_or(0, |s| s.count.load(Relaxed));
                 let result = one_run(
-                    &bins,
+                    bins,
                     &log_dir,
                     &format!("{}-{}-{name}", args.label, scenario.id()),
                     argv,
@@ -570,7 +585,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
     let output = Output {
         label: &args.label,
         commit,
-        agora_bin: bins.agora.display().to_string(),
+        agora_bin: default_bin.display().to_string(),
         payload_bytes: args.payload,
         format,
         pairs: args.pairs,
@@ -579,6 +594,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
         window: args.window,
         schedule: "ABBA: pair 1 runs A then B, pair 2 B then A, …; a fresh broker per run",
         a: Side {
+            bin: bins_a.agora.display().to_string(),
             args: &args.a,
             chain: args.chain_a.as_deref(),
             config: args
@@ -589,6 +605,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
             keep_every: args.keep_every_a,
         },
         b: Side {
+            bin: bins_b.agora.display().to_string(),
             args: &args.b,
             chain: args.chain_b.as_deref(),
             config: args

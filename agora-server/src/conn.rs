@@ -68,19 +68,21 @@ pub(crate) async fn accept_loop(
                     broker.metrics.connections_rejected.fetch_add(1, Relaxed);
                     broker.metrics.error(ErrorCode::TooManyConnections);
                     let max = broker.config.max_connections;
-                    crate::rt::spawn(refuse(stream, max)).detach();
+                    broker.rt.spawn(refuse(stream, max)).detach();
                     continue;
                 }
                 let b = broker.clone();
                 let stop = stop.clone();
                 let alive = alive.clone();
-                crate::rt::spawn(async move {
-                    let writer = Writer::Tcp(stream.clone());
-                    serve_client(&b, Input::Tcp(stream), writer, peer, stop).await;
-                    b.clients_tcp.fetch_sub(1, SeqCst);
-                    drop(alive);
-                })
-                .detach();
+                broker
+                    .rt
+                    .spawn(async move {
+                        let writer = Writer::Tcp(stream.clone());
+                        serve_client(&b, Input::Tcp(stream), writer, peer, stop).await;
+                        b.clients_tcp.fetch_sub(1, SeqCst);
+                        drop(alive);
+                    })
+                    .detach();
             }
             Err(e) => {
                 log::warn!("accept failed: {e}; retrying in {backoff:?}");
@@ -209,7 +211,9 @@ pub(crate) async fn serve_client(
         true => 1,
         false => shipper::BATCH_BYTES,
     };
-    let shipper = crate::rt::spawn(shipper::run(writer, out_rx, broker.metrics.clone(), batch));
+    let shipper = broker
+        .rt
+        .spawn(shipper::run(writer, out_rx, broker.metrics.clone(), batch));
     let mut c = Conn {
         broker,
         peer,

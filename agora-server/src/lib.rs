@@ -18,9 +18,12 @@
 //! - `shipper`: one task per connection that drains replies and subscription channels
 //!   in batches and writes them with one call.
 //!
-//! The binary `agora` parses the command line and calls [`run`]. Tests call
-//! [`Server::bind`] and [`Server::serve`] in-process (nothing here installs global
-//! state such as a logger, so many servers can share a process).
+//! The broker's tasks run on an [`agora_rt::Runtime`] whose [`agora_rt::Handle`] the
+//! caller passes to [`Server::serve`] (re-exported here as [`agora_rt`]).
+//!
+//! The binary `agora` parses the command line, builds the runtime and calls [`run`].
+//! Tests call [`Server::bind`] and [`Server::serve`] in-process (nothing here installs
+//! global state such as a logger or an executor, so many servers can share a process).
 #![warn(missing_docs, rust_2018_idioms)]
 
 mod budget;
@@ -36,7 +39,6 @@ mod metrics;
 pub mod mutators;
 mod queue;
 mod reporter;
-pub mod rt;
 pub mod settings;
 mod shipper;
 #[doc(hidden)]
@@ -55,6 +57,7 @@ use std::time::{Duration, Instant};
 use async_channel::Sender;
 use async_net::{TcpListener, UdpSocket};
 
+pub use agora_rt;
 pub use config::{Ablation, Config, QueueSettings, SlowConsumerPolicy};
 
 /// State every connection shares: settings, the queue manager's channel, counters.
@@ -74,6 +77,8 @@ pub(crate) struct Broker {
     pub metrics: Arc<metrics::BrokerMetrics>,
     /// What mutator chains may refer to (the declared enrichment databases).
     pub mutators: Arc<mutators::Env>,
+    /// Spawns the broker's tasks (connections, shippers, queues) on its runtime.
+    pub rt: agora_rt::Handle,
 }
 
 impl Broker {
@@ -126,12 +131,21 @@ impl Server {
     /// Serves clients until `shutdown` completes, then shuts down gracefully: stops
     /// accepting, sends every client `SHUTDOWN`, lets shippers flush, and returns when
     /// all connections are closed or [`Config::shutdown_timeout`] has passed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    ///
+    /// Every task the broker starts is spawned through `rt`. This future itself (the
+    /// accept and UDP loops) runs wherever it is polled: spawn it on the same runtime
+    /// (`Runtime::block_on` does) so that its socket events take the same short path.
+    pub async fn serve(
+        self,
+        rt: agora_rt::Handle,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
         let budget =
             budget::Budget::new(self.config.memory_budget, !self.config.ablation.no_defences);
         let env = Arc::new(mutators::Env::new(&self.config.databases));
         let broker = Arc::new(Broker {
-            manager: manager::spawn(&self.config, budget.clone(), env.clone()),
+            manager: manager::spawn(&self.config, budget.clone(), env.clone(), &rt),
+            rt,
             mutators: env,
             budget,
             config: self.config,
@@ -192,9 +206,13 @@ impl Server {
 }
 
 /// Binds as `config` says, prints the documented start-up lines (one per listener, see
-/// [`agora_protocol::startup`]) on stdout once all are bound, and serves until
-/// `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+/// [`agora_protocol::startup`]) on stdout once all are bound, and serves with tasks on
+/// `rt` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    rt: agora_rt::Handle,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     use agora_protocol::startup::line;
     let server = Server::bind(config).await?;
     let (tcp, udp) = (server.local_addr()?, server.udp_addr()?);
@@ -204,7 +222,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> io::Resu
         line("agora", "udp", udp)
     );
     log::info!("listening on {tcp}");
-    server.serve(shutdown).await
+    server.serve(rt, shutdown).await
 }
 
 /// Tries of [`bind_pair`] before it gives up on finding a port free for both.

@@ -55,9 +55,6 @@ fn main() -> ExitCode {
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
     });
-    if let Some(n) = threads {
-        agora_server::rt::set_threads(n);
-    }
     // The logger is installed before anything logs (and after the environment is set:
     // its writer thread reads TZ); a bad file stops the broker before it listens.
     let logger = match log_config
@@ -112,7 +109,11 @@ fn main() -> ExitCode {
             }
         },
     };
-    let result = agora_server::rt::block_on(agora_server::run(config, shutdown));
+    // Built here (`0`: one worker per core; SMOL_THREADS=0 meant one thread) and
+    // dropped, its workers stopped and joined, as soon as the broker has stopped.
+    let rt = agora_server::agora_rt::Runtime::new(threads.map_or(0, |n| n.max(1)));
+    let result = rt.block_on(agora_server::run(config, rt.handle(), shutdown));
+    drop(rt);
     if let Some(p) = profiler {
         match write_profile(&p, &profile_path) {
             Ok(svg) => log::info!(

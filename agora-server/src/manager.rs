@@ -163,8 +163,13 @@ struct Entry {
     active_at: Instant,
 }
 
-/// Spawns the manager task; returns its channel.
-pub(crate) fn spawn(config: &Config, budget: Arc<Budget>, env: Arc<Env>) -> Sender<ManagerCmd> {
+/// Spawns the manager task on `rt`; returns its channel.
+pub(crate) fn spawn(
+    config: &Config,
+    budget: Arc<Budget>,
+    env: Arc<Env>,
+    rt: &agora_rt::Handle,
+) -> Sender<ManagerCmd> {
     let (tx, rx) = async_channel::bounded(1024);
     // `Server::bind` checked every configured chain.
     let chains = config
@@ -184,12 +189,13 @@ pub(crate) fn spawn(config: &Config, budget: Arc<Budget>, env: Arc<Env>) -> Send
         budget,
         me: tx.downgrade(),
         chains,
+        rt: rt.clone(),
     };
-    crate::rt::spawn(m.run(rx)).detach();
+    rt.spawn(m.run(rx)).detach();
     // The sweeper only holds a weak link: it stops when the broker drops the manager.
     let weak = tx.downgrade();
     let every = (config.idle_timeout / 4).max(Duration::from_millis(10));
-    crate::rt::spawn(async move {
+    rt.spawn(async move {
         loop {
             smol::Timer::after(every).await;
             let Some(tx) = weak.upgrade() else { break };
@@ -211,6 +217,8 @@ struct Manager {
     /// Chains by destination name, from the config file and `CHAIN SET`; attached to
     /// a destination whenever it is created, so a chain outlives idle removal.
     chains: HashMap<Destination, Arc<Chain>>,
+    /// Where queue tasks are spawned.
+    rt: agora_rt::Handle,
 }
 
 impl Manager {
@@ -232,16 +240,17 @@ impl Manager {
                             // again; the queue task tells its consumers, then answers.
                             // The manager does not wait for it.
                             q.closed.store(true, SeqCst);
-                            crate::rt::spawn(async move {
-                                let (tx, rx) = async_channel::bounded(1);
-                                let _ = q.tx.send(QueueCmd::Delete { reply: tx }).await;
-                                let n = rx.recv().await.ok();
-                                if let Some(n) = n {
-                                    log::info!("deleted {dest} ({n} messages dropped)");
-                                }
-                                let _ = reply.send(n).await;
-                            })
-                            .detach();
+                            self.rt
+                                .spawn(async move {
+                                    let (tx, rx) = async_channel::bounded(1);
+                                    let _ = q.tx.send(QueueCmd::Delete { reply: tx }).await;
+                                    let n = rx.recv().await.ok();
+                                    if let Some(n) = n {
+                                        log::info!("deleted {dest} ({n} messages dropped)");
+                                    }
+                                    let _ = reply.send(n).await;
+                                })
+                                .detach();
                             continue;
                         }
                         Handle::Topic(t) => t.delete(),
@@ -328,6 +337,7 @@ impl Manager {
                 self.budget.clone(),
                 dlq_resolver(self.me.clone()),
                 c.queue_channel,
+                &self.rt,
             )),
             Kind::Topic => Handle::Topic(Arc::new(
                 Topic::new(dest.clone(), c.slow_consumer, self.budget.clone())

@@ -98,11 +98,13 @@ pub(crate) async fn udp_loop(
         let b = broker.clone();
         let stop = stop.clone();
         let alive = alive.clone();
-        crate::rt::spawn(async move {
-            serve_client(&b, Input::Udp(rx), writer, peer, stop).await;
-            b.clients_udp.fetch_sub(1, SeqCst);
-            drop(alive);
-        })
-        .detach();
+        broker
+            .rt
+            .spawn(async move {
+                serve_client(&b, Input::Udp(rx), writer, peer, stop).await;
+                b.clients_udp.fetch_sub(1, SeqCst);
+                drop(alive);
+            })
+            .detach();
     }
 }

@@ -290,6 +290,9 @@ fn topic_message_goes_only_to_current_subscribers() {
     let s = start();
     let mut p = s.connect();
     publish(&mut p, "topic:late", b"before");
+    // Only once the broker has answered a later request is "before" surely published
+    // (the connections are independent: without this, c's SUB could be acted on first).
+    assert!(p.sync(1).is_empty());
     let mut c = s.connect();
     c.send(b"SUB #1 topic:late 1\r\n");
     assert_eq!(c.next(), Frame::Ok { rid: Some(1) });

@@ -3,19 +3,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use agora_server::agora_rt::{Runtime, Task};
 use agora_server::{Config, Server};
 
 /// How long any wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A broker serving on a background thread until dropped.
+/// A broker on its own runtime, as the binary runs it, serving until dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<async_channel::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    served: Option<Task<std::io::Result<()>>>,
+    /// Two workers; dropped (its workers joined) once `serve` has returned.
+    rt: Option<Runtime>,
 }
 
 impl TestServer {
@@ -28,9 +30,10 @@ impl TestServer {
         if let Some(s) = self.stop.take() {
             s.close();
         }
-        if let Some(t) = self.thread.take() {
-            t.join().expect("server thread panicked");
+        if let Some(t) = self.served.take() {
+            futures_lite::future::block_on(t).expect("serve");
         }
+        drop(self.rt.take());
     }
 }
 
@@ -42,19 +45,18 @@ impl Drop for TestServer {
 
 /// Starts a broker with `config` (use port 0, or a port just freed for restarts).
 pub fn start_with(config: Config) -> TestServer {
+    let rt = Runtime::new(2);
     let server = smol::block_on(Server::bind(config)).expect("bind");
     let addr = server.local_addr().expect("local_addr");
     let (tx, rx) = async_channel::bounded::<()>(1);
-    let thread = std::thread::spawn(move || {
-        smol::block_on(server.serve(async move {
-            let _ = rx.recv().await;
-        }))
-        .expect("serve");
-    });
+    let served = rt.spawn(server.serve(rt.handle(), async move {
+        let _ = rx.recv().await;
+    }));
     TestServer {
         addr,
         stop: Some(tx),
-        thread: Some(thread),
+        served: Some(served),
+        rt: Some(rt),
     }
 }
 

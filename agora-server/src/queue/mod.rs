@@ -248,13 +248,14 @@ impl QueueShared {
     }
 }
 
-/// Creates a queue and spawns its task.
+/// Creates a queue and spawns its task on `rt`.
 pub(crate) fn spawn(
     dest: Destination,
     settings: QueueSettings,
     budget: Arc<Budget>,
     dlq: DlqResolver,
     channel: usize,
+    rt: &agora_rt::Handle,
 ) -> Arc<QueueShared> {
     let (shared, rx) = QueueShared::new(dest, settings, budget, channel);
     let task = Queue {
@@ -263,7 +264,7 @@ pub(crate) fn spawn(
         dlq: None,
         resolver: dlq,
     };
-    crate::rt::spawn(task.run(rx)).detach();
+    rt.spawn(task.run(rx)).detach();
     shared
 }
 

@@ -4,21 +4,24 @@
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use agora_protocol::bytes::BytesMut;
 use agora_protocol::{decode_with, ErrorCode, Frame, Limits};
+use agora_server::agora_rt::{Runtime, Task};
 use agora_server::{Config, Server};
 
 /// How long any single expectation may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A broker running on its own thread; stopped (gracefully) on drop.
+/// A broker on its own runtime, as the binary runs it; stopped (gracefully) on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<async_channel::Sender<()>>,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
+    served: Option<Task<std::io::Result<()>>>,
+    /// Two workers, so that tasks can run elsewhere than where their event arrived.
+    /// Dropped (its workers joined) once `serve` has returned.
+    rt: Option<Runtime>,
 }
 
 pub fn start() -> TestServer {
@@ -26,29 +29,32 @@ pub fn start() -> TestServer {
 }
 
 pub fn start_with(config: Config) -> TestServer {
+    let rt = Runtime::new(2);
     let server = smol::block_on(Server::bind(config)).expect("bind");
     let addr = server.local_addr().unwrap();
     let (stop, stopped) = async_channel::bounded::<()>(1);
-    let thread = std::thread::spawn(move || {
-        smol::block_on(server.serve(async move {
-            let _ = stopped.recv().await;
-        }))
-    });
+    let served = rt.spawn(server.serve(rt.handle(), async move {
+        let _ = stopped.recv().await;
+    }));
     TestServer {
         addr,
         stop: Some(stop),
-        thread: Some(thread),
+        served: Some(served),
+        rt: Some(rt),
     }
 }
 
 impl TestServer {
-    /// Triggers graceful shutdown and waits for `serve` to return.
+    /// Triggers graceful shutdown, waits for `serve` to return (a panic in it is
+    /// raised here) and stops the runtime.
     pub fn shutdown(&mut self) -> std::io::Result<()> {
         drop(self.stop.take());
-        match self.thread.take() {
-            Some(t) => t.join().expect("server thread panicked"),
+        let served = match self.served.take() {
+            Some(t) => futures_lite::future::block_on(t),
             None => Ok(()),
-        }
+        };
+        drop(self.rt.take());
+        served
     }
 
     pub fn connect(&self) -> Raw {
