@@ -1,22 +1,31 @@
 //! The Agora broker.
 //!
-//! Module map (the blocks of the book's Architecture chapter):
+//! Module map (the blocks of the book's Architecture chapter). Leaves first: a module
+//! imports only modules above it in this list (`cargo xtask cycles` fails otherwise).
 //!
-//! - [`config`]: every limit and policy, with defaults.
-//! - [`config_file`]: the `--config` TOML file: destinations, chains, databases.
-//! - [`settings`]: the table of settings with a flag; the command line, `[broker]` in
-//!   the config file and the book's flags table are made from it.
-//! - `conn`: the connection manager: the accept loop, and one task per client that
-//!   reads and decodes its frames and acts on them.
-//! - `manager`: the queue manager: registry and lifecycle of queues and topics;
-//!   owns control, never data.
-//! - `queue`: a queue task: pending messages, consumers' unacked sets, acks,
-//!   redelivery.
-//! - `topic`: fan-out to subscribers' bounded buffers, done by the publisher's task.
+//! - [`config`], [`settings`], [`config_file`]: every limit and policy with its
+//!   default; the table of settings the command line, `[broker]` in the config file and
+//!   the book's flags table are made from; the `--config` file.
+//! - `message`: a message as held, and a delivery on its way to one
+//!   subscription. Plain data.
+//! - `budget`, `metrics`: the memory budget and the counters the hot path bumps.
+//! - [`deliveries`]: a subscription's delivery queue, and the credit handle an
+//!   auto-ack consumer's shipper reports through.
+//! - `shipper`: one task per connection that drains replies and subscription queues in
+//!   batches and writes them with one call; the connection's outbox.
 //! - [`mutators`]: per-destination chains that keep, change or drop each message,
 //!   run once per publish by the publishing connection; their one-line syntax.
-//! - `shipper`: one task per connection that drains replies and subscription channels
-//!   in batches and writes them with one call.
+//! - `queue`: a queue's rules as a plain value (`queue::state`), and the task that
+//!   moves commands and time into it.
+//! - `topic`: fan-out to subscribers' bounded buffers, done by the publisher's task.
+//! - `manager`: the registry and lifecycle of queues and topics; owns control, never
+//!   data; makes each queue's dead-letter resolver.
+//! - `stats`, `reporter`: the `STATS` document; the metric task (StatsD,
+//!   `$sys.metrics`).
+//! - `conn`, `udp`: the front doors: the accept loop and one task per client that reads,
+//!   decodes and acts on its frames; the UDP socket's demultiplexer.
+//! - [`sim`]: the deterministic simulation of queues and topics (for tests and
+//!   `cargo xtask sim`).
 //!
 //! The broker's tasks run on an [`agora_rt::Runtime`] whose [`agora_rt::Handle`] the
 //! caller passes to [`Server::serve`] (re-exported here as [`agora_rt`]).
