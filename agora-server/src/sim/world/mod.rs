@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use agora_protocol::bytes::Bytes;
 use agora_protocol::{Destination, Headers, Kind, Name};
 
+mod check;
+mod topics;
+
 use super::{Failure, Report, Rng};
 use crate::budget::Budget;
 use crate::config::{QueueSettings, SlowConsumerPolicy};
 use crate::deliveries::DeliveryRx;
 use crate::message::{Delivery, Message};
 use crate::queue::{Acked, ConsumerSpec, Place, QueueShared, QueueState, Refused};
-use crate::shipper::Outbox;
-use crate::topic::{Subscriber, Topic, TopicRefused};
+use crate::topic::{Subscriber, Topic};
 
 /// Queues with consumers (each has a dead-letter queue after them in `queues`).
 const WORK_QUEUES: usize = 2;
@@ -393,91 +395,6 @@ impl World {
         format!("delete queue {q}: {n} dropped")
     }
 
-    fn topic_publish(&mut self, t: usize) -> String {
-        let p = self.rng.below(PUBLISHERS as u64) as u8;
-        let seq = self.seqs[p as usize];
-        let pad = self.rng.below(64) as usize;
-        let mut body = vec![p];
-        body.extend_from_slice(&seq.to_le_bytes());
-        body.resize(9 + pad, b'.');
-        match self.topics[t].topic.publish(&message(body, self.now)) {
-            Ok(()) => {
-                self.seqs[p as usize] += 1;
-                self.report.topic_published += 1;
-                format!("publisher {p} sends {seq} to topic {t}")
-            }
-            Err(TopicRefused::Memory(_)) => {
-                self.report.refused += 1;
-                format!("publisher {p} refused on topic {t} (memory)")
-            }
-            Err(TopicRefused::Closed) => format!("topic {t} closed"),
-        }
-    }
-
-    fn topic_subscribe(&mut self, t: usize) -> String {
-        let sid = self.next_cid;
-        self.next_cid += 1;
-        let (tx, rx) = crate::deliveries::queue();
-        let (outbox, _) = Outbox::new(64, Default::default());
-        let sub = Arc::new(Subscriber {
-            sid,
-            tx,
-            cap: SUBSCRIBER_BUFFER,
-            outbox,
-            dropped: Default::default(),
-        });
-        self.topics[t].topic.subscribe(sub.clone());
-        self.topics[t].subs.push(SimSub {
-            sub,
-            rx,
-            last: BTreeMap::new(),
-        });
-        format!("subscriber {sid} joins topic {t}")
-    }
-
-    fn topic_unsubscribe(&mut self, t: usize) -> String {
-        let st = &mut self.topics[t];
-        if st.subs.is_empty() {
-            return "no topic subscriber".to_owned();
-        }
-        let i = self.rng.below(st.subs.len() as u64) as usize;
-        let s = st.subs.swap_remove(i);
-        st.topic.unsubscribe(&s.sub);
-        // What it still held goes back as the subscription is dropped.
-        let left: usize = s.rx.close_and_drain().iter().map(|d| d.charged).sum();
-        self.budget.give_back(left);
-        format!("subscriber {} leaves topic {t}", s.sub.sid)
-    }
-
-    /// A topic subscriber's shipper writes what it has: order per publisher must hold.
-    fn topic_drain(&mut self, t: usize) -> String {
-        let st = &mut self.topics[t];
-        if st.subs.is_empty() {
-            return "no topic subscriber to drain".to_owned();
-        }
-        let i = self.rng.below(st.subs.len() as u64) as usize;
-        let s = &mut st.subs[i];
-        let mut batch = VecDeque::new();
-        let _ = s.rx.take(&mut batch);
-        let n = batch.len();
-        for d in batch {
-            self.budget.give_back(d.charged);
-            let p = d.msg.payload[0];
-            let seq = u64::from_le_bytes(d.msg.payload[1..9].try_into().expect("9 bytes"));
-            if let Some(&last) = s.last.get(&p) {
-                if seq <= last {
-                    self.broken = Some(format!(
-                        "subscriber {} got {seq} from publisher {p} after {last}",
-                        s.sub.sid
-                    ));
-                }
-            }
-            s.last.insert(p, seq);
-            self.report.topic_delivered += 1;
-        }
-        format!("subscriber {} writes {n}", s.sub.sid)
-    }
-
     /// What the queue tasks do after each batch of commands: dispatch, dead-letter,
     /// give back what left. Then each consumer takes in what it was sent.
     fn settle(&mut self) -> Check {
@@ -568,98 +485,6 @@ impl World {
             if self.queues[c.queue].state.consumer(cid).is_none() {
                 self.consumers.remove(&cid);
             }
-        }
-        Ok(())
-    }
-
-    /// Everything leaves: consumers unsubscribe, queues are purged, topic subscribers
-    /// are drained and leave. Then nothing may be held anywhere.
-    fn drain_all(&mut self) -> Check {
-        for _ in 0..10_000 {
-            if self.consumers.is_empty() {
-                break;
-            }
-            self.unsubscribe(false);
-        }
-        for q in 0..self.queues.len() {
-            self.purge(q);
-        }
-        self.settle()?;
-        for t in 0..self.topics.len() {
-            while !self.topics[t].subs.is_empty() {
-                self.topic_drain(t);
-                self.topic_unsubscribe(t);
-            }
-        }
-        self.report.topic_dropped = self
-            .topics
-            .iter()
-            .map(|t| t.topic.buffered_and_dropped().1)
-            .sum();
-        if !self.live.is_empty() {
-            return Err(format!(
-                "{} accepted messages unaccounted for",
-                self.live.len()
-            ));
-        }
-        if self.budget.used() != 0 {
-            return Err(format!("{} bytes of budget still used", self.budget.used()));
-        }
-        Ok(())
-    }
-
-    /// The invariants, after every operation.
-    fn check(&self) -> Check {
-        let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
-        let mut queue_bytes = 0;
-        for (q, sq) in self.queues.iter().enumerate() {
-            let (mut n, mut bytes) = (0, 0);
-            let mut per: BTreeMap<u64, u32> = BTreeMap::new();
-            sq.state.for_each_held(|p, h| {
-                *seen.entry(msg_id(&h.msg)).or_default() += 1;
-                n += 1;
-                bytes += h.msg.size();
-                if let Place::Outstanding(cid, _) = p {
-                    *per.entry(cid).or_default() += 1;
-                }
-            });
-            if sq.shared.held() != (n, bytes) {
-                return Err(format!(
-                    "queue {q} reserved {:?} but holds {:?}",
-                    sq.shared.held(),
-                    (n, bytes)
-                ));
-            }
-            for (cid, out) in per {
-                let prefetch = self.consumers.get(&cid).map_or(u32::MAX, |c| c.prefetch);
-                if out > prefetch {
-                    return Err(format!(
-                        "consumer {cid} holds {out} over prefetch {prefetch}"
-                    ));
-                }
-            }
-            queue_bytes += bytes;
-        }
-        if let Some((id, n)) = seen.iter().find(|(_, n)| **n > 1) {
-            return Err(format!("#{id} held in {n} places at once"));
-        }
-        if let Some(id) = self.live.iter().find(|id| !seen.contains_key(id)) {
-            return Err(format!("accepted #{id} vanished"));
-        }
-        if let Some(id) = seen.keys().find(|id| !self.live.contains(id)) {
-            return Err(format!("#{id} is held but was finished or never accepted"));
-        }
-        let topic_bytes: usize = self
-            .topics
-            .iter()
-            .flat_map(|t| t.subs.iter())
-            .map(|s| s.sub.tx.charged())
-            .sum();
-        if self.budget.used() != queue_bytes + topic_bytes {
-            return Err(format!(
-                "budget reads {} but queues hold {queue_bytes} and topic buffers {topic_bytes}",
-                self.budget.used()
-            ));
         }
         Ok(())
     }

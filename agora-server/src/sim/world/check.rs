@@ -1,0 +1,100 @@
+//! The simulation's invariants, checked after every operation, and the final drain.
+
+use std::collections::BTreeMap;
+
+use super::{msg_id, Check, World};
+use crate::queue::Place;
+
+impl World {
+    /// Everything leaves: consumers unsubscribe, queues are purged, topic subscribers
+    /// are drained and leave. Then nothing may be held anywhere.
+    pub(super) fn drain_all(&mut self) -> Check {
+        for _ in 0..10_000 {
+            if self.consumers.is_empty() {
+                break;
+            }
+            self.unsubscribe(false);
+        }
+        for q in 0..self.queues.len() {
+            self.purge(q);
+        }
+        self.settle()?;
+        for t in 0..self.topics.len() {
+            while !self.topics[t].subs.is_empty() {
+                self.topic_drain(t);
+                self.topic_unsubscribe(t);
+            }
+        }
+        self.report.topic_dropped = self
+            .topics
+            .iter()
+            .map(|t| t.topic.buffered_and_dropped().1)
+            .sum();
+        if !self.live.is_empty() {
+            return Err(format!(
+                "{} accepted messages unaccounted for",
+                self.live.len()
+            ));
+        }
+        if self.budget.used() != 0 {
+            return Err(format!("{} bytes of budget still used", self.budget.used()));
+        }
+        Ok(())
+    }
+
+    /// The invariants, after every operation.
+    pub(super) fn check(&self) -> Check {
+        let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut queue_bytes = 0;
+        for (q, sq) in self.queues.iter().enumerate() {
+            let (mut n, mut bytes) = (0, 0);
+            let mut per: BTreeMap<u64, u32> = BTreeMap::new();
+            sq.state.for_each_held(|p, h| {
+                *seen.entry(msg_id(&h.msg)).or_default() += 1;
+                n += 1;
+                bytes += h.msg.size();
+                if let Place::Outstanding(cid, _) = p {
+                    *per.entry(cid).or_default() += 1;
+                }
+            });
+            if sq.shared.held() != (n, bytes) {
+                return Err(format!(
+                    "queue {q} reserved {:?} but holds {:?}",
+                    sq.shared.held(),
+                    (n, bytes)
+                ));
+            }
+            for (cid, out) in per {
+                let prefetch = self.consumers.get(&cid).map_or(u32::MAX, |c| c.prefetch);
+                if out > prefetch {
+                    return Err(format!(
+                        "consumer {cid} holds {out} over prefetch {prefetch}"
+                    ));
+                }
+            }
+            queue_bytes += bytes;
+        }
+        if let Some((id, n)) = seen.iter().find(|(_, n)| **n > 1) {
+            return Err(format!("#{id} held in {n} places at once"));
+        }
+        if let Some(id) = self.live.iter().find(|id| !seen.contains_key(id)) {
+            return Err(format!("accepted #{id} vanished"));
+        }
+        if let Some(id) = seen.keys().find(|id| !self.live.contains(id)) {
+            return Err(format!("#{id} is held but was finished or never accepted"));
+        }
+        let topic_bytes: usize = self
+            .topics
+            .iter()
+            .flat_map(|t| t.subs.iter())
+            .map(|s| s.sub.tx.charged())
+            .sum();
+        if self.budget.used() != queue_bytes + topic_bytes {
+            return Err(format!(
+                "budget reads {} but queues hold {queue_bytes} and topic buffers {topic_bytes}",
+                self.budget.used()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! Topic operations of the simulated world: publishers, subscribers that join, fall
+//! behind, drain (checking each publisher's order) and leave.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use super::{message, SimSub, World, PUBLISHERS, SUBSCRIBER_BUFFER};
+use crate::shipper::Outbox;
+use crate::topic::{Subscriber, TopicRefused};
+
+impl World {
+    pub(super) fn topic_publish(&mut self, t: usize) -> String {
+        let p = self.rng.below(PUBLISHERS as u64) as u8;
+        let seq = self.seqs[p as usize];
+        let pad = self.rng.below(64) as usize;
+        let mut body = vec![p];
+        body.extend_from_slice(&seq.to_le_bytes());
+        body.resize(9 + pad, b'.');
+        match self.topics[t].topic.publish(&message(body, self.now)) {
+            Ok(()) => {
+                self.seqs[p as usize] += 1;
+                self.report.topic_published += 1;
+                format!("publisher {p} sends {seq} to topic {t}")
+            }
+            Err(TopicRefused::Memory(_)) => {
+                self.report.refused += 1;
+                format!("publisher {p} refused on topic {t} (memory)")
+            }
+            Err(TopicRefused::Closed) => format!("topic {t} closed"),
+        }
+    }
+
+    pub(super) fn topic_subscribe(&mut self, t: usize) -> String {
+        let sid = self.next_cid;
+        self.next_cid += 1;
+        let (tx, rx) = crate::deliveries::queue();
+        let (outbox, _) = Outbox::new(64, Default::default());
+        let sub = Arc::new(Subscriber {
+            sid,
+            tx,
+            cap: SUBSCRIBER_BUFFER,
+            outbox,
+            dropped: Default::default(),
+        });
+        self.topics[t].topic.subscribe(sub.clone());
+        self.topics[t].subs.push(SimSub {
+            sub,
+            rx,
+            last: BTreeMap::new(),
+        });
+        format!("subscriber {sid} joins topic {t}")
+    }
+
+    pub(super) fn topic_unsubscribe(&mut self, t: usize) -> String {
+        let st = &mut self.topics[t];
+        if st.subs.is_empty() {
+            return "no topic subscriber".to_owned();
+        }
+        let i = self.rng.below(st.subs.len() as u64) as usize;
+        let s = st.subs.swap_remove(i);
+        st.topic.unsubscribe(&s.sub);
+        // What it still held goes back as the subscription is dropped.
+        let left: usize = s.rx.close_and_drain().iter().map(|d| d.charged).sum();
+        self.budget.give_back(left);
+        format!("subscriber {} leaves topic {t}", s.sub.sid)
+    }
+
+    /// A topic subscriber's shipper writes what it has: order per publisher must hold.
+    pub(super) fn topic_drain(&mut self, t: usize) -> String {
+        let st = &mut self.topics[t];
+        if st.subs.is_empty() {
+            return "no topic subscriber to drain".to_owned();
+        }
+        let i = self.rng.below(st.subs.len() as u64) as usize;
+        let s = &mut st.subs[i];
+        let mut batch = VecDeque::new();
+        let _ = s.rx.take(&mut batch);
+        let n = batch.len();
+        for d in batch {
+            self.budget.give_back(d.charged);
+            let p = d.msg.payload[0];
+            let seq = u64::from_le_bytes(d.msg.payload[1..9].try_into().expect("9 bytes"));
+            if let Some(&last) = s.last.get(&p) {
+                if seq <= last {
+                    self.broken = Some(format!(
+                        "subscriber {} got {seq} from publisher {p} after {last}",
+                        s.sub.sid
+                    ));
+                }
+            }
+            s.last.insert(p, seq);
+            self.report.topic_delivered += 1;
+        }
+        format!("subscriber {} writes {n}", s.sub.sid)
+    }
+}
