@@ -35,6 +35,7 @@
 //! global state such as a logger or an executor, so many servers can share a process).
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod ask;
 mod budget;
 pub mod config;
 pub mod config_file;

@@ -17,6 +17,7 @@ use agora_protocol::{Destination, ErrorCode, Kind};
 use async_channel::{Receiver, Sender};
 use serde::Serialize;
 
+use crate::ask::ask;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::mutators::{Chain, ChainSlot, Env};
@@ -242,9 +243,7 @@ impl Manager {
                             q.closed.store(true, SeqCst);
                             self.rt
                                 .spawn(async move {
-                                    let (tx, rx) = async_channel::bounded(1);
-                                    let _ = q.tx.send(QueueCmd::Delete { reply: tx }).await;
-                                    let n = rx.recv().await.ok();
+                                    let n = ask(&q.tx, |reply| QueueCmd::Delete { reply }).await;
                                     if let Some(n) = n {
                                         log::info!("deleted {dest} ({n} messages dropped)");
                                     }
@@ -398,12 +397,7 @@ fn dlq_resolver(me: async_channel::WeakSender<ManagerCmd>) -> queue::DlqResolver
         let me = me.clone();
         Box::pin(async move {
             let manager = me.upgrade()?;
-            let (tx, rx) = async_channel::bounded(1);
-            manager
-                .send(ManagerCmd::Resolve { dest, reply: tx })
-                .await
-                .ok()?;
-            match rx.recv().await.ok()? {
+            match ask(&manager, |reply| ManagerCmd::Resolve { dest, reply }).await? {
                 Ok(Handle::Queue(q)) => Some(q),
                 _ => None,
             }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::ask::ask;
 use crate::metrics::{process_usage, METRICS_TOPIC};
 
 /// StatsD-safe form of a destination name: `.` would split Graphite's hierarchy and
@@ -61,16 +62,9 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
     let mut ticker = smol::Timer::interval(every);
     loop {
         futures_lite::StreamExt::next(&mut ticker).await;
-        let (tx, rx) = async_channel::bounded(1);
-        if broker
-            .manager
-            .send(ManagerCmd::List { reply: tx })
-            .await
-            .is_err()
-        {
+        let Some(handles) = ask(&broker.manager, |reply| ManagerCmd::List { reply }).await else {
             return;
-        }
-        let handles = rx.recv().await.unwrap_or_default();
+        };
         // Fold each destination's latency samples of this interval (for STATS too).
         let latencies: Vec<Option<Histogram<u64>>> = handles
             .iter()
@@ -81,16 +75,9 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
             .collect();
         // The snapshot on $sys.metrics, for whoever listens.
         if topic.as_ref().is_none_or(|t| t.closed.load(SeqCst)) {
-            let (tx, rx) = async_channel::bounded(1);
-            let _ = broker
-                .manager
-                .send(ManagerCmd::Resolve {
-                    dest: dest.clone(),
-                    reply: tx,
-                })
-                .await;
-            topic = match rx.recv().await {
-                Ok(Ok(Handle::Topic(t))) => Some(t),
+            let dest = dest.clone();
+            topic = match ask(&broker.manager, |reply| ManagerCmd::Resolve { dest, reply }).await {
+                Some(Ok(Handle::Topic(t))) => Some(t),
                 _ => None,
             };
         }
