@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_protocol::{Destination, ErrorCode, ErrorReply, Frame, Kind, Name};
+use agora_protocol::{Destination, ErrorCode, ErrorReply, Kind, Name, ServerFrame};
 use async_channel::{Receiver, Sender};
 use futures_lite::StreamExt;
 
@@ -692,7 +692,7 @@ impl Queue {
 }
 
 fn unknown_delivery(outbox: &Outbox, did: u64) {
-    outbox.notify(&Frame::Err(ErrorReply {
+    outbox.notify(&ServerFrame::Err(ErrorReply {
         rid: None,
         code: ErrorCode::UnknownDelivery,
         message: format!("delivery {did} is not outstanding on this subscription"),
