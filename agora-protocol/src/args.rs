@@ -1,20 +1,15 @@
 //! The tokens of a control line, and the rules for the small things in it (numbers,
 //! request ids, destinations, `key=value` options).
 //!
-//! This module owns the general path's tokenizer, written with nom's parsers; nom's
-//! types never leave it. It only borrows the line: names are returned as byte ranges, so
+//! This module owns the general path's tokenizer. It only borrows the line: names are returned as byte ranges, so
 //! the caller can split them off the read buffer without a copy.
 
 use std::ops::Range;
 
 use bytes::Bytes;
-use nom::bytes::complete::{take_while, take_while1};
-use nom::IResult;
 
 use crate::error::{ErrorKind, ProtocolError};
 use crate::name::{validate_name, Destination, Kind, Name, RequestId};
-
-type NomError<'a> = nom::error::Error<&'a [u8]>;
 
 /// `key=value` from an option token, with the token's offset.
 pub(crate) type KeyValue<'a> = (&'a [u8], &'a [u8], usize);
@@ -28,13 +23,8 @@ pub(crate) fn is_blank(b: u8) -> bool {
 }
 
 /// `token = 1*(%x21-7E / %x80-FF)` — anything but blanks and control bytes.
-fn token(i: &[u8]) -> IResult<&[u8], &[u8], NomError<'_>> {
-    take_while1(|b: u8| b > b' ' && b != 0x7f)(i)
-}
-
-/// `blanks = *blank`
-fn blanks(i: &[u8]) -> IResult<&[u8], &[u8], NomError<'_>> {
-    take_while(is_blank)(i)
+fn is_token_byte(b: u8) -> bool {
+    b > b' ' && b != 0x7f
 }
 
 /// `number = 1*20DIGIT` (at most 2^64 - 1)
@@ -122,15 +112,18 @@ impl<'a> Args<'a> {
         let mut rest = line;
         let mut stop = None;
         loop {
-            let (r, _) = blanks(rest).unwrap_or((rest, &[]));
+            // `blanks = *blank`
+            let r = &rest[rest.iter().take_while(|&&b| is_blank(b)).count()..];
             if r.is_empty() {
                 break;
             }
             let at = line.len() - r.len();
-            let Ok((r2, t)) = token(r) else {
+            let n = r.iter().take_while(|&&b| is_token_byte(b)).count();
+            if n == 0 {
                 stop = Some((at, format!("control byte 0x{:02x} in line", r[0])));
                 break;
-            };
+            }
+            let (t, r2) = r.split_at(n);
             if len == MAX_TOKENS {
                 stop = Some((at, "too many arguments".to_owned()));
                 break;

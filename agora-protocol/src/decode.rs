@@ -10,7 +10,7 @@
 //! command word through [`COMMANDS`](crate::COMMANDS); what each line means is in the
 //! command's module under `cmd/`. A line is found with `memchr`; plain `PUB` (for the
 //! broker) and `MSG` (for the client) lines are read by a direct path in
-//! `cmd/publish.rs`, every other line's tokens by `args.rs` (nom). A frame the other
+//! `cmd/publish.rs`, every other line's tokens by `args.rs`. A frame the other
 //! side sends is refused here, as `unknown_command`, after its payload is skipped.
 
 use std::ops::Range;

@@ -30,7 +30,7 @@
 //! frames.
 //!
 //! Layout: `decode.rs` owns the framing (lines, limits, payloads); `args.rs` the
-//! general path's tokenizer (nom); one module per command family under `cmd/` holds
+//! general path's tokenizer; one module per command family under `cmd/` holds
 //! its frames' grammar, parser and encoder; [`COMMANDS`] maps each command word to its
 //! parsers, its body and its `HELP` line.
 #![warn(missing_docs, rust_2018_idioms)]
