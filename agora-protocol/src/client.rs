@@ -9,7 +9,7 @@ use crate::cmd::{admin, chain, publish, session, subscribe};
 use crate::decode::{decode_frame, Parsed, Side};
 use crate::frame::{Connect, Headers, Publish, Subscribe};
 use crate::name::{Destination, Name, RequestId};
-use crate::table::{CommandSpec, Parser, Sender};
+use crate::table::{CommandSpec, Parser, SentBy};
 use crate::{Frame, Limits, ProtocolError};
 
 /// A frame a client sends to the broker.
@@ -203,7 +203,7 @@ impl ClientFrame {
 }
 
 impl Side for ClientFrame {
-    const SENDER: Sender = Sender::Client;
+    const SENT_BY: SentBy = SentBy::Client;
 
     #[inline]
     fn parser(spec: &CommandSpec) -> Option<Parser<Self>> {

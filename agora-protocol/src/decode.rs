@@ -21,7 +21,7 @@ use crate::args::{err, is_blank, shown, Args, PayloadSpec};
 use crate::error::{ErrorKind, ProtocolError};
 use crate::frame::{valid_header_key, valid_header_value, Headers};
 use crate::name::RequestId;
-use crate::table::{lookup, Body, CommandSpec, Parser, Sender};
+use crate::table::{lookup, Body, CommandSpec, Parser, SentBy};
 use crate::{ClientFrame, Limits, ServerFrame};
 
 /// Decodes one frame a client sends, from the front of `buf`, with the default
@@ -80,7 +80,7 @@ pub fn decode_server_with(
 /// What the framing needs from a direction's frame type.
 pub(crate) trait Side: Sized {
     /// Who sends frames of this type.
-    const SENDER: Sender;
+    const SENT_BY: SentBy;
 
     /// This direction's parser for a command word, `None` when the other side sends it.
     fn parser(spec: &CommandSpec) -> Option<Parser<Self>>;
@@ -313,7 +313,7 @@ fn parse_line<F: Side>(line: &[u8]) -> Result<Parsed<F>, ProtocolError> {
     let Some(with_headers) = sizes else {
         let rid = peek_rid(&mut a);
         let Some(parse) = parser else {
-            return Err(wrong_side(spec, F::SENDER).with_rid(rid));
+            return Err(wrong_side(spec, F::SENT_BY).with_rid(rid));
         };
         return match parse(&mut a) {
             Ok(draft) => Ok(Parsed {
@@ -339,7 +339,7 @@ fn parse_line<F: Side>(line: &[u8]) -> Result<Parsed<F>, ProtocolError> {
     };
     let rid = peek_rid(&mut a);
     let draft = match parser {
-        None => Err(wrong_side(spec, F::SENDER)),
+        None => Err(wrong_side(spec, F::SENT_BY)),
         Some(parse) => parse_payload_line(&mut a, parse, with_headers),
     };
     Ok(Parsed {
@@ -366,10 +366,11 @@ fn parse_payload_line<F>(
     r
 }
 
-/// The error for a frame only the other side sends: recoverable, like an unknown word.
-fn wrong_side(spec: &CommandSpec, expected: Sender) -> ProtocolError {
-    let detail = match expected {
-        Sender::Client => format!("'{}' is sent by the broker, not by clients", spec.word),
+/// The error for a frame only the other side sends, read by a decoder of frames sent by
+/// `reads`: recoverable, like an unknown word.
+fn wrong_side(spec: &CommandSpec, reads: SentBy) -> ProtocolError {
+    let detail = match reads {
+        SentBy::Client => format!("'{}' is sent by the broker, not by clients", spec.word),
         _ => format!("'{}' is sent by clients, not by the broker", spec.word),
     };
     err(ErrorKind::UnknownCommand, 0, detail)

@@ -59,7 +59,7 @@ pub use frame::{
 };
 pub use name::{Destination, DestinationError, Kind, Name, NameError, RequestId, MAX_NAME_LEN};
 pub use server::ServerFrame;
-pub use table::{help_text, CommandSpec, Sender, COMMANDS};
+pub use table::{help_text, CommandSpec, SentBy, COMMANDS};
 
 /// What both directions' frames can do: [`ClientFrame`] and [`ServerFrame`]. Generic
 /// code (tests, tools that read either side) uses it; most code names the direction.

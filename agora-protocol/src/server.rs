@@ -9,7 +9,7 @@ use crate::cmd::{admin, chain, publish, session, subscribe};
 use crate::decode::{decode_frame, Parsed, Side};
 use crate::frame::{Delivery, ErrorCode, ErrorReply, Headers, Info};
 use crate::name::{Destination, Name, RequestId};
-use crate::table::{CommandSpec, Parser, Sender};
+use crate::table::{CommandSpec, Parser, SentBy};
 use crate::{Frame, Limits, ProtocolError};
 
 /// A frame the broker sends to a client.
@@ -163,7 +163,7 @@ impl ServerFrame {
 }
 
 impl Side for ServerFrame {
-    const SENDER: Sender = Sender::Broker;
+    const SENT_BY: SentBy = SentBy::Broker;
 
     #[inline]
     fn parser(spec: &CommandSpec) -> Option<Parser<Self>> {

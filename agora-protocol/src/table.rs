@@ -18,7 +18,7 @@ pub(crate) type Parser<F> = fn(&mut Args<'_>) -> Result<Draft<F>, ProtocolError>
 
 /// Who sends a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sender {
+pub enum SentBy {
     /// Only clients: the broker reads it as a [`ClientFrame`].
     Client,
     /// Only the broker: a client reads it as a [`ServerFrame`].
@@ -58,11 +58,11 @@ pub struct CommandSpec {
 
 impl CommandSpec {
     /// Who may send it.
-    pub fn sent_by(&self) -> Sender {
+    pub fn sent_by(&self) -> SentBy {
         match (self.client.is_some(), self.broker.is_some()) {
-            (true, true) => Sender::Either,
-            (true, false) => Sender::Client,
-            _ => Sender::Broker,
+            (true, true) => SentBy::Either,
+            (true, false) => SentBy::Client,
+            _ => SentBy::Broker,
         }
     }
 }
@@ -307,7 +307,7 @@ pub fn help_text() -> String {
     let mut s = String::from(
         "Agora protocol, version 1. Commands (case-insensitive; #id is an optional request id):\n",
     );
-    for c in COMMANDS.iter().filter(|c| c.sent_by() != Sender::Broker) {
+    for c in COMMANDS.iter().filter(|c| c.sent_by() != SentBy::Broker) {
         s.push_str("  ");
         s.push_str(c.help);
         s.push('\n');

@@ -310,10 +310,10 @@ fn known_answers_cover_every_command_word() {
     let server: BTreeSet<_> = server_answers().iter().map(|(f, _)| f.command()).collect();
     for spec in COMMANDS {
         let w = spec.word;
-        if spec.sent_by() != Sender::Broker {
+        if spec.sent_by() != SentBy::Broker {
             assert!(client.contains(w), "no known answer for {w} from a client");
         }
-        if spec.sent_by() != Sender::Client {
+        if spec.sent_by() != SentBy::Client {
             assert!(
                 server.contains(w),
                 "no known answer for {w} from the broker"
@@ -372,9 +372,9 @@ fn every_command_word_decodes_in_its_direction_and_is_refused_in_the_other() {
         let as_client = decode_then_ping::<ClientFrame>(spec.example);
         let as_server = decode_then_ping::<ServerFrame>(spec.example);
         let (read, refused) = match spec.sent_by() {
-            Sender::Client => (as_client.map(|f| f.command()), Some(as_server.map(|_| ()))),
-            Sender::Broker => (as_server.map(|f| f.command()), Some(as_client.map(|_| ()))),
-            Sender::Either => {
+            SentBy::Client => (as_client.map(|f| f.command()), Some(as_server.map(|_| ()))),
+            SentBy::Broker => (as_server.map(|f| f.command()), Some(as_client.map(|_| ()))),
+            SentBy::Either => {
                 assert_eq!(as_server.map(|f| f.command()), Ok(spec.word), "{show}");
                 (as_client.map(|f| f.command()), None)
             }
@@ -386,7 +386,7 @@ fn every_command_word_decodes_in_its_direction_and_is_refused_in_the_other() {
             assert_eq!(e.code(), ErrorCode::UnknownCommand, "{show}");
             assert!(!e.is_fatal(), "{show}");
             let (who, not) = match spec.sent_by() {
-                Sender::Broker => ("the broker", "clients"),
+                SentBy::Broker => ("the broker", "clients"),
                 _ => ("clients", "the broker"),
             };
             let want = format!("'{}' is sent by {who}, not by {not}", spec.word);
@@ -431,10 +431,10 @@ fn help_lists_every_client_command_and_only_those() {
     for spec in COMMANDS {
         let listed = help.lines().any(|l| l.trim_start().starts_with(spec.word));
         match spec.sent_by() {
-            Sender::Broker => assert!(!listed, "{} is not the client's", spec.word),
+            SentBy::Broker => assert!(!listed, "{} is not the client's", spec.word),
             _ => assert!(listed, "HELP does not list {}", spec.word),
         }
-        if spec.sent_by() != Sender::Broker {
+        if spec.sent_by() != SentBy::Broker {
             assert!(help.contains(spec.help), "{}", spec.word);
         }
     }
