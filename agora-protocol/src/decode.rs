@@ -191,9 +191,13 @@ pub(crate) fn decode_frame<F: Side>(
             }
         };
         let Some(spec) = parsed.payload else {
-            // Errors in lines without a payload are returned by `parse_line` at once.
-            let Ok(draft) = parsed.draft else {
-                unreachable!("deferred error without a payload")
+            // `parse_line` returns such a line's error at once; this is only for safety.
+            let draft = match parsed.draft {
+                Ok(d) => d,
+                Err(e) => {
+                    buf.advance(line_total);
+                    return Err(e);
+                }
             };
             let name = take_line(buf, line_total, draft.name);
             let mut frame = draft.frame;
