@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
 use agora_protocol::{
-    decode_with, encode, encode_pub, AckMode, Connect, Destination, Frame, Headers, Info, Limits,
-    ReadSize, Subscribe, PROTOCOL_VERSION,
+    decode_server_with, encode, encode_pub, AckMode, ClientFrame, Connect, Destination, Headers,
+    Info, Limits, ReadSize, ServerFrame, Subscribe, PROTOCOL_VERSION,
 };
 use async_channel::{Receiver, Sender};
 use async_net::TcpStream;
@@ -135,7 +135,7 @@ pub(crate) enum Cmd {
     /// Any other request answered by `OK`, a `…RESP` or `ERR`: the frame is built once
     /// its request id is known.
     Request {
-        frame: Box<dyn FnOnce(agora_protocol::RequestId) -> Frame + Send>,
+        frame: Box<dyn FnOnce(agora_protocol::RequestId) -> ClientFrame + Send>,
         reply: Reply,
     },
     Close {
@@ -188,9 +188,13 @@ fn read_limits(opts: &Options, info: Option<&Info>) -> Limits {
 }
 
 /// Reads until one frame is decoded.
-async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) -> Result<Frame> {
+async fn read_frame(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<ServerFrame> {
     loop {
-        match decode_with(buf, limits) {
+        match decode_server_with(buf, limits) {
             Ok(Some(f)) => return Ok(f),
             Ok(None) => {}
             Err(e) => return Err(Error::Protocol(e)),
@@ -214,8 +218,8 @@ pub(crate) async fn handshake(addr: &str, opts: &Options) -> Result<Established>
         let mut buf = BytesMut::with_capacity(ReadSize::MIN);
         let limits = read_limits(opts, None);
         let info = match read_frame(&mut stream, &mut buf, &limits).await? {
-            Frame::Info(i) => i,
-            Frame::Err(e) => {
+            ServerFrame::Info(i) => i,
+            ServerFrame::Err(e) => {
                 return Err(Error::Server {
                     code: e.code,
                     message: e.message,
@@ -225,7 +229,7 @@ pub(crate) async fn handshake(addr: &str, opts: &Options) -> Result<Established>
         };
         let mut out = BytesMut::new();
         encode(
-            &Frame::Connect(Connect {
+            &ClientFrame::Connect(Connect {
                 rid: Some(0),
                 name: opts.name.clone(),
                 proto: Some(PROTOCOL_VERSION),
@@ -237,19 +241,19 @@ pub(crate) async fn handshake(addr: &str, opts: &Options) -> Result<Established>
         let limits = read_limits(opts, Some(&info));
         loop {
             match read_frame(&mut stream, &mut buf, &limits).await? {
-                Frame::Ok { rid: Some(0) } => break,
-                Frame::Err(e) => {
+                ServerFrame::Ok { rid: Some(0) } => break,
+                ServerFrame::Err(e) => {
                     return Err(Error::Server {
                         code: e.code,
                         message: e.message,
                     })
                 }
-                Frame::PingReq { rid } => {
+                ServerFrame::PingReq { rid } => {
                     let mut out = BytesMut::new();
-                    encode(&Frame::PingResp { rid }, &mut out);
+                    encode(&ClientFrame::PingResp { rid }, &mut out);
                     stream.write_all(&out).await?;
                 }
-                Frame::Shutdown { .. } => return Err(Error::Disconnected),
+                ServerFrame::Shutdown { .. } => return Err(Error::Disconnected),
                 other => return Err(Error::UnexpectedFrame(other.command())),
             }
         }
@@ -574,7 +578,7 @@ impl Driver {
                 }
                 Next::Gone => {
                     self.take_published(&mut out);
-                    encode(&Frame::Disconnect, &mut out);
+                    encode(&ClientFrame::Disconnect, &mut out);
                     let _ = stream.write_all(&out);
                     return End::Closed;
                 }
@@ -600,7 +604,7 @@ impl Driver {
     fn take_published(&self, out: &mut BytesMut) -> bool {
         if self.confirm.get() && !self.shared.pubs.is_empty() {
             encode(
-                &Frame::SetAck {
+                &ClientFrame::SetAck {
                     rid: None,
                     on: false,
                 },
@@ -621,17 +625,17 @@ impl Driver {
                 if g != generation {
                     log::debug!("agora client: dropping settle of stale delivery {did}");
                 } else if ack {
-                    encode(&Frame::Ack { rid: None, did }, out);
+                    encode(&ClientFrame::Ack { rid: None, did }, out);
                 } else {
-                    encode(&Frame::Nack { rid: None, did }, out);
+                    encode(&ClientFrame::Nack { rid: None, did }, out);
                 }
             }
             Ctl::Unsub { sid } => {
                 if lock(&self.core.subs).remove(&sid).is_some() {
-                    encode(&Frame::Unsub { rid: None, sid }, out);
+                    encode(&ClientFrame::Unsub { rid: None, sid }, out);
                 }
             }
-            Ctl::Pong { rid } => encode(&Frame::PingResp { rid }, out),
+            Ctl::Pong { rid } => encode(&ClientFrame::PingResp { rid }, out),
             Ctl::Closing => {}
         }
     }
@@ -651,7 +655,7 @@ impl Driver {
                 let want = confirm.is_some();
                 if want != self.confirm.get() {
                     encode(
-                        &Frame::SetAck {
+                        &ClientFrame::SetAck {
                             rid: None,
                             on: want,
                         },
@@ -671,25 +675,25 @@ impl Driver {
                 let removed = lock(&self.core.subs).remove(&sid).is_some();
                 if removed {
                     let rid = self.register(Some(reply), None);
-                    encode(&Frame::Unsub { rid, sid }, out);
+                    encode(&ClientFrame::Unsub { rid, sid }, out);
                 } else {
                     let _ = reply.try_send(Ok(Answer::Ok));
                 }
             }
             Cmd::Ping { reply } => {
                 let rid = self.register(Some(reply), None);
-                encode(&Frame::PingReq { rid }, out);
+                encode(&ClientFrame::PingReq { rid }, out);
             }
             Cmd::Stats { reply } => {
                 let rid = self.register(Some(reply), None);
-                encode(&Frame::Stats { rid }, out);
+                encode(&ClientFrame::Stats { rid }, out);
             }
             Cmd::Request { frame, reply } => {
                 let rid = self.register(Some(reply), None);
                 encode(&frame(rid), out);
             }
             Cmd::Close { reply } => {
-                encode(&Frame::Disconnect, out);
+                encode(&ClientFrame::Disconnect, out);
                 *self.closing.borrow_mut() = Some(reply);
                 self.core.closing.store(true, SeqCst);
             }
@@ -712,10 +716,10 @@ impl Core {
         let mut read_size = ReadSize::default();
         loop {
             loop {
-                let frame = decode_with(&mut buf, limits);
+                let frame = decode_server_with(&mut buf, limits);
                 // Deliveries to one subscription in a row go to it together (one lock
                 // of its inbox per run), before anything else is acted on.
-                if let Ok(Some(Frame::Msg(m))) = frame {
+                if let Ok(Some(ServerFrame::Msg(m))) = frame {
                     if !run.is_empty() && (m.sid != run_sid || run.len() >= RUN_MAX) {
                         self.deliver_run(run_sid, &mut run, generation, stop);
                     }
@@ -787,27 +791,27 @@ impl Core {
     }
 
     /// Acts on one frame other than a delivery.
-    fn on_frame(&self, f: Frame) {
+    fn on_frame(&self, f: ServerFrame) {
         match f {
-            Frame::Ok { rid } => {
+            ServerFrame::Ok { rid } => {
                 self.answer(rid, Ok(Answer::Ok));
             }
-            Frame::PubAck { rid, filtered } => {
+            ServerFrame::PubAck { rid, filtered } => {
                 self.answer(rid, Ok(Answer::PubAck { filtered }));
             }
-            Frame::StatsResp { rid, json } => {
+            ServerFrame::StatsResp { rid, json } => {
                 self.answer(rid, Ok(Answer::Body(json)));
             }
-            Frame::HelpResp { rid, text } => {
+            ServerFrame::HelpResp { rid, text } => {
                 self.answer(rid, Ok(Answer::Body(text)));
             }
-            Frame::ChainResp { rid, chain, .. } => {
+            ServerFrame::ChainResp { rid, chain, .. } => {
                 self.answer(rid, Ok(Answer::Body(chain)));
             }
-            Frame::PingResp { rid } => {
+            ServerFrame::PingResp { rid } => {
                 self.answer(rid, Ok(Answer::Ok));
             }
-            Frame::Err(e) => {
+            ServerFrame::Err(e) => {
                 let rid = e.rid;
                 let err = Error::Server {
                     code: e.code,
@@ -821,7 +825,7 @@ impl Core {
                     });
                 }
             }
-            Frame::Cancel { sid, code, message } => {
+            ServerFrame::Cancel { sid, code, message } => {
                 let dest = lock(&self.subs).remove(&sid).map(|e| e.dest.clone());
                 let what = dest.map_or_else(|| format!("subscription {sid}"), |d| d.to_string());
                 self.report(ServerError {
@@ -830,10 +834,10 @@ impl Core {
                     request_id: None,
                 });
             }
-            Frame::PingReq { rid } => {
+            ServerFrame::PingReq { rid } => {
                 let _ = self.ctl_tx.try_send(Ctl::Pong { rid });
             }
-            Frame::Shutdown { message } => {
+            ServerFrame::Shutdown { message } => {
                 log::info!(
                     "agora client: broker {} is shutting down: {message}",
                     self.addr
@@ -928,8 +932,8 @@ impl Core {
     }
 }
 
-fn sub_frame(rid: Option<u64>, sid: u64, e: &SubEntry) -> Frame {
-    Frame::Sub(Subscribe {
+fn sub_frame(rid: Option<u64>, sid: u64, e: &SubEntry) -> ClientFrame {
+    ClientFrame::Sub(Subscribe {
         rid,
         dest: e.dest.clone(),
         sid,

@@ -665,7 +665,7 @@ impl Client {
     pub async fn purge(&self, queue: &str) -> Result<()> {
         let dest = Destination::queue(queue).map_err(Error::InvalidName)?;
         self.request(|reply| Cmd::Request {
-            frame: Box::new(move |rid| agora_protocol::Frame::Purge { rid, dest }),
+            frame: Box::new(move |rid| agora_protocol::ClientFrame::Purge { rid, dest }),
             reply,
         })
         .await
@@ -686,7 +686,7 @@ impl Client {
     /// ```
     pub async fn delete(&self, dest: Destination) -> Result<()> {
         self.request(|reply| Cmd::Request {
-            frame: Box::new(move |rid| agora_protocol::Frame::Delete { rid, dest }),
+            frame: Box::new(move |rid| agora_protocol::ClientFrame::Delete { rid, dest }),
             reply,
         })
         .await
@@ -710,7 +710,7 @@ impl Client {
     pub async fn chain_get(&self, dest: Destination) -> Result<Option<String>> {
         let answer = self
             .request(|reply| Cmd::Request {
-                frame: Box::new(move |rid| agora_protocol::Frame::ChainGet { rid, dest }),
+                frame: Box::new(move |rid| agora_protocol::ClientFrame::ChainGet { rid, dest }),
                 reply,
             })
             .await?;
@@ -737,7 +737,7 @@ impl Client {
     pub async fn chain_set(&self, dest: Destination, chain: &str) -> Result<()> {
         let chain = Bytes::copy_from_slice(chain.as_bytes());
         self.request(|reply| Cmd::Request {
-            frame: Box::new(move |rid| agora_protocol::Frame::ChainSet { rid, dest, chain }),
+            frame: Box::new(move |rid| agora_protocol::ClientFrame::ChainSet { rid, dest, chain }),
             reply,
         })
         .await
@@ -756,7 +756,7 @@ impl Client {
     /// ```
     pub async fn chain_clear(&self, dest: Destination) -> Result<()> {
         self.request(|reply| Cmd::Request {
-            frame: Box::new(move |rid| agora_protocol::Frame::ChainClear { rid, dest }),
+            frame: Box::new(move |rid| agora_protocol::ClientFrame::ChainClear { rid, dest }),
             reply,
         })
         .await

@@ -550,13 +550,13 @@ fn fire_and_forget_and_confirmed_publishes_keep_their_order() {
 #[test]
 fn a_publisher_waits_at_its_buffer_limit_and_nothing_is_lost() {
     use agora_protocol::bytes::BytesMut;
-    use agora_protocol::{decode, Frame};
+    use agora_protocol::{decode_client, ClientFrame};
     use std::io::{Read, Write};
 
     /// Reads from `s` until one frame decodes.
-    fn next_frame(s: &mut std::net::TcpStream, buf: &mut BytesMut) -> Frame {
+    fn next_frame(s: &mut std::net::TcpStream, buf: &mut BytesMut) -> ClientFrame {
         loop {
-            if let Some(f) = decode(buf).expect("a well-formed frame") {
+            if let Some(f) = decode_client(buf).expect("a well-formed frame") {
                 return f;
             }
             let mut chunk = [0u8; 64 * 1024];
@@ -579,7 +579,10 @@ fn a_publisher_waits_at_its_buffer_limit_and_nothing_is_lost() {
         s.write_all(b"INFO server=fake version=0 proto=1 max_payload=1048576 max_line=4096\r\n")
             .unwrap();
         let mut buf = BytesMut::new();
-        assert!(matches!(next_frame(&mut s, &mut buf), Frame::Connect(_)));
+        assert!(matches!(
+            next_frame(&mut s, &mut buf),
+            ClientFrame::Connect(_)
+        ));
         s.write_all(b"OK #0\r\n").unwrap();
         (s, buf)
     });
@@ -631,7 +634,7 @@ fn a_publisher_waits_at_its_buffer_limit_and_nothing_is_lost() {
         let last = std::thread::spawn(move || {
             for i in 0..=done {
                 match next_frame(&mut s, &mut buf) {
-                    Frame::Pub(p) => assert_eq!(p.payload.len(), 1024, "publish {i}"),
+                    ClientFrame::Pub(p) => assert_eq!(p.payload.len(), 1024, "publish {i}"),
                     other => panic!("publish {i}: {other:?}"),
                 }
             }

@@ -8,14 +8,16 @@
 use std::hint::black_box;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
-use agora_protocol::{decode, encode, encode_msg, Destination, Frame, Headers, Publish};
+use agora_protocol::{
+    encode, encode_msg, ClientFrame, Destination, Frame, Headers, Limits, Publish, ServerFrame,
+};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const FRAMES: usize = 1000;
 const SIZES: [usize; 4] = [16, 128, 1024, 64 * 1024];
 
-fn frame(size: usize) -> Frame {
-    Frame::Pub(Publish {
+fn frame(size: usize) -> ClientFrame {
+    ClientFrame::Pub(Publish {
         rid: None,
         dest: Destination::topic("bench.prices").unwrap(),
         headers: Headers::new(),
@@ -32,8 +34,8 @@ fn wire(size: usize) -> BytesMut {
     b
 }
 
-/// Decodes the 1,000 frames of `w` per iteration.
-fn decode_all(
+/// Decodes the 1,000 frames of `w` per iteration, as frames of `F`'s direction.
+fn decode_all<F: Frame>(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     w: &BytesMut,
@@ -44,7 +46,7 @@ fn decode_all(
             || w.clone(),
             |buf| {
                 let mut n = 0;
-                while let Some(f) = decode(buf).unwrap() {
+                while let Some(f) = F::decode_with(buf, &Limits::default()).unwrap() {
                     black_box(&f);
                     n += 1;
                 }
@@ -58,7 +60,7 @@ fn decode_all(
 fn bench_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_pub");
     for size in SIZES {
-        decode_all(&mut g, &format!("{size}B"), &wire(size));
+        decode_all::<ClientFrame>(&mut g, &format!("{size}B"), &wire(size));
     }
     g.finish();
     // What a subscribing client decodes: `MSG` frames of 128 B.
@@ -68,7 +70,7 @@ fn bench_decode(c: &mut Criterion) {
     for i in 0..FRAMES as u64 {
         encode_msg(&dest, 1, i, 1, &Headers::new(), &[b'x'; 128], &mut w);
     }
-    decode_all(&mut g, "128B", &w);
+    decode_all::<ServerFrame>(&mut g, "128B", &w);
     g.finish();
 }
 

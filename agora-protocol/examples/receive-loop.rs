@@ -1,17 +1,18 @@
-//! A receive loop over the sans-IO codec: bytes arrive in pieces, frames come out, bad
-//! frames are answered with `ERR`, and a fatal error ends the connection.
+//! A broker's receive loop over the sans-IO codec: bytes arrive in pieces, frames a
+//! client sends come out, bad frames are answered with `ERR`, and a fatal error ends the
+//! connection.
 //!
 //! `cargo run -p agora-protocol --example receive-loop`
 
 use agora_protocol::bytes::BytesMut;
-use agora_protocol::{decode_with, encode_err, Frame, Limits};
+use agora_protocol::{decode_client_with, encode_err, ClientFrame, Limits};
 
 // ANCHOR: loop
 /// Decodes everything complete in `read_buf`; replies go into `write_buf`. Returns false
 /// when the connection must close after `write_buf` is flushed.
 fn on_readable(read_buf: &mut BytesMut, write_buf: &mut BytesMut, limits: &Limits) -> bool {
     loop {
-        match decode_with(read_buf, limits) {
+        match decode_client_with(read_buf, limits) {
             Ok(Some(frame)) => handle(frame),
             Ok(None) => return true, // read more bytes, then call again
             Err(e) => {
@@ -25,7 +26,7 @@ fn on_readable(read_buf: &mut BytesMut, write_buf: &mut BytesMut, limits: &Limit
 }
 // ANCHOR_END: loop
 
-fn handle(frame: Frame) {
+fn handle(frame: ClientFrame) {
     println!("frame: {frame:?}");
 }
 

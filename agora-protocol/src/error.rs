@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use crate::frame::{ErrorCode, NameError, RequestId};
+use crate::frame::ErrorCode;
+use crate::name::{NameError, RequestId};
 
 /// What kind of problem the decoder found.
 #[derive(Debug, Clone, PartialEq, Eq)]

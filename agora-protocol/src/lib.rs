@@ -20,26 +20,67 @@
 //! table and the `STATS` schema are in the book's Protocol chapter
 //! (`book/src/protocol.md`).
 //!
-//! The API is two functions: [`decode`] (and [`decode_with`] for other [`Limits`]) takes
-//! bytes from the front of a [`BytesMut`](bytes::BytesMut) and returns `Ok(None)` until a
-//! whole frame is there; [`encode`] appends a frame to a buffer. Both the broker and the
-//! client use them: nothing else defines frames.
+//! Frames are typed by direction: a [`ClientFrame`] is what a client may send (and the
+//! broker reads), a [`ServerFrame`] what the broker may send (and a client reads), so a
+//! broker that receives `MSG` gets a decode error, not a frame it must refuse itself.
+//! [`decode_client`] and [`decode_server`] (and their `_with` forms for other
+//! [`Limits`]) take bytes from the front of a [`BytesMut`](bytes::BytesMut) and return
+//! `Ok(None)` until a whole frame is there; [`encode`] appends a frame of either
+//! direction to a buffer. Both the broker and the client use them: nothing else defines
+//! frames.
+//!
+//! Layout: `decode.rs` owns the framing (lines, limits, payloads); `args.rs` the
+//! general path's tokenizer; one module per command family under `cmd/` holds
+//! its frames' grammar, parser and encoder; [`COMMANDS`] maps each command word to its
+//! parsers, its body and its `HELP` line.
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod args;
+mod client;
+mod cmd;
 mod decode;
 mod encode;
 mod error;
 mod frame;
+mod name;
+mod server;
 pub mod startup;
+mod table;
 
 pub use bytes;
-pub use decode::{decode, decode_with};
-pub use encode::{encode, encode_err, encode_msg, encode_pub};
+pub use client::ClientFrame;
+pub use cmd::publish::{encode_msg, encode_pub};
+pub use cmd::session::encode_err;
+pub use decode::{decode_client, decode_client_with, decode_server, decode_server_with};
+pub use encode::encode;
 pub use error::{ErrorKind, ProtocolError};
 pub use frame::{
-    AckMode, Connect, Delivery, Destination, DestinationError, ErrorCode, ErrorReply, Frame,
-    HeaderError, Headers, Info, Kind, Name, NameError, Publish, RequestId, Subscribe, MAX_NAME_LEN,
+    AckMode, Connect, Delivery, ErrorCode, ErrorReply, HeaderError, Headers, Info, Publish,
+    Subscribe,
 };
+pub use name::{Destination, DestinationError, Kind, Name, NameError, RequestId, MAX_NAME_LEN};
+pub use server::ServerFrame;
+pub use table::{help_text, CommandSpec, SentBy, COMMANDS};
+
+/// What both directions' frames can do: [`ClientFrame`] and [`ServerFrame`]. Generic
+/// code (tests, tools that read either side) uses it; most code names the direction.
+pub trait Frame: Sized + std::fmt::Debug + Clone + PartialEq {
+    /// Appends the frame to `dst` (what [`encode`] calls).
+    fn encode(&self, dst: &mut bytes::BytesMut);
+
+    /// Decodes one frame of this direction from the front of `buf` under `limits`: the
+    /// contract of [`decode_client_with`].
+    fn decode_with(
+        buf: &mut bytes::BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Self>, ProtocolError>;
+
+    /// The request id the frame carries, if any.
+    fn request_id(&self) -> RequestId;
+
+    /// The command word that starts the frame's line, e.g. `"PUB"`.
+    fn command(&self) -> &'static str;
+}
 
 /// Checks the decoder's contract on arbitrary bytes; shared by the fuzz target and the
 /// test that replays the fuzz corpus. Not part of the stable API.
@@ -47,13 +88,19 @@ pub use frame::{
 pub mod testing {
     use bytes::BytesMut;
 
-    use crate::{decode_with, encode, Limits};
+    use crate::{encode, ClientFrame, Frame, Limits, ServerFrame};
 
-    /// Feeds `data` to the decoder in two parts (cut where its first byte says), with
-    /// small limits so the limit paths are reached. Panics if the decoder panics, if a
-    /// recoverable error consumes nothing, or if a decoded frame does not survive
-    /// encode → decode unchanged.
+    /// Feeds `data` to both directions' decoders (see [`check_decode_as`]).
     pub fn check_decode(data: &[u8]) {
+        check_decode_as::<ClientFrame>(data);
+        check_decode_as::<ServerFrame>(data);
+    }
+
+    /// Feeds `data` to the decoder of `F`'s direction in two parts (cut where its first
+    /// byte says), with small limits so the limit paths are reached. Panics if the
+    /// decoder panics, if a recoverable error consumes nothing, or if a decoded frame
+    /// does not survive encode → decode unchanged.
+    pub fn check_decode_as<F: Frame>(data: &[u8]) {
         let limits = Limits {
             max_line: 64,
             max_payload: 256,
@@ -68,11 +115,11 @@ pub mod testing {
             buf.extend_from_slice(part);
             loop {
                 let before = buf.len();
-                match decode_with(&mut buf, &limits) {
+                match F::decode_with(&mut buf, &limits) {
                     Ok(Some(frame)) => {
                         let mut out = BytesMut::new();
                         encode(&frame, &mut out);
-                        let again = decode_with(&mut out, &big);
+                        let again = F::decode_with(&mut out, &big);
                         assert_eq!(again, Ok(Some(frame)), "re-decode of {out:?}");
                     }
                     Ok(None) => break,

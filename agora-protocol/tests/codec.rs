@@ -1,5 +1,7 @@
 //! Known answers, round trips, prefixes, cut streams and malformed input for the codec.
 
+use std::collections::BTreeSet;
+
 use agora_protocol::bytes::{Bytes, BytesMut};
 use agora_protocol::*;
 use proptest::prelude::*;
@@ -8,17 +10,17 @@ fn dest(s: &str) -> Destination {
     s.parse().unwrap()
 }
 
-fn enc(f: &Frame) -> Vec<u8> {
+fn enc<F: Frame>(f: &F) -> Vec<u8> {
     let mut b = BytesMut::new();
     encode(f, &mut b);
     b.to_vec()
 }
 
 /// Decodes every frame in `bytes`, asserting the buffer ends empty.
-fn decode_all(bytes: &[u8]) -> Vec<Frame> {
+fn decode_all<F: Frame>(bytes: &[u8]) -> Vec<F> {
     let mut buf = BytesMut::from(bytes);
     let mut out = Vec::new();
-    while let Some(f) = decode(&mut buf).unwrap() {
+    while let Some(f) = F::decode_with(&mut buf, &Limits::default()).unwrap() {
         out.push(f);
     }
     assert!(
@@ -29,6 +31,11 @@ fn decode_all(bytes: &[u8]) -> Vec<Frame> {
     out
 }
 
+/// Encodes `f` and decodes it again in its direction.
+fn trip<F: Frame>(f: &F) -> Vec<F> {
+    decode_all(&enc(f))
+}
+
 fn headers(pairs: &[(&str, &str)]) -> Headers {
     let mut h = Headers::new();
     for (k, v) in pairs {
@@ -37,11 +44,11 @@ fn headers(pairs: &[(&str, &str)]) -> Headers {
     h
 }
 
-/// Every frame with its exact wire form.
-fn known_answers() -> Vec<(Frame, &'static [u8])> {
+/// Every frame a client sends, with its exact wire form.
+fn client_answers() -> Vec<(ClientFrame, &'static [u8])> {
     vec![
         (
-            Frame::Connect(Connect {
+            ClientFrame::Connect(Connect {
                 rid: Some(1),
                 name: Some("billing".into()),
                 proto: Some(1),
@@ -49,9 +56,9 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             }),
             b"CONNECT #1 name=billing proto=1 confirm=on\r\n",
         ),
-        (Frame::Connect(Connect::default()), b"CONNECT\r\n"),
+        (ClientFrame::Connect(Connect::default()), b"CONNECT\r\n"),
         (
-            Frame::Pub(Publish {
+            ClientFrame::Pub(Publish {
                 rid: None,
                 dest: dest("topic:prices.eu-west"),
                 headers: Headers::new(),
@@ -60,7 +67,7 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"PUB topic:prices.eu-west 5\r\nhello\r\n",
         ),
         (
-            Frame::Pub(Publish {
+            ClientFrame::Pub(Publish {
                 rid: Some(7),
                 dest: dest("queue:orders"),
                 headers: headers(&[("Trace-Id", "ab")]),
@@ -69,7 +76,7 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"HPUB #7 queue:orders 16 18\r\nTrace-Id: ab\r\n\r\nhi\r\n",
         ),
         (
-            Frame::Pub(Publish {
+            ClientFrame::Pub(Publish {
                 rid: None,
                 dest: dest("queue:q"),
                 headers: Headers::new(),
@@ -78,7 +85,7 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"PUB queue:q 0\r\n\r\n",
         ),
         (
-            Frame::Sub(Subscribe {
+            ClientFrame::Sub(Subscribe {
                 rid: Some(2),
                 dest: dest("queue:orders"),
                 sid: 1,
@@ -88,7 +95,7 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"SUB #2 queue:orders 1 prefetch=64 ack=manual\r\n",
         ),
         (
-            Frame::Sub(Subscribe {
+            ClientFrame::Sub(Subscribe {
                 rid: None,
                 dest: dest("topic:t"),
                 sid: 9,
@@ -98,7 +105,7 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"SUB topic:t 9\r\n",
         ),
         (
-            Frame::Sub(Subscribe {
+            ClientFrame::Sub(Subscribe {
                 rid: None,
                 dest: dest("queue:w"),
                 sid: 3,
@@ -107,55 +114,55 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             }),
             b"SUB queue:w 3 ack=auto\r\n",
         ),
-        (Frame::Unsub { rid: None, sid: 1 }, b"UNSUB 1\r\n"),
-        (Frame::Ack { rid: None, did: 42 }, b"ACK 42\r\n"),
+        (ClientFrame::Unsub { rid: None, sid: 1 }, b"UNSUB 1\r\n"),
+        (ClientFrame::Ack { rid: None, did: 42 }, b"ACK 42\r\n"),
         (
-            Frame::Ack {
+            ClientFrame::Ack {
                 rid: Some(3),
                 did: 42,
             },
             b"ACK #3 42\r\n",
         ),
-        (Frame::Nack { rid: None, did: 43 }, b"NACK 43\r\n"),
+        (ClientFrame::Nack { rid: None, did: 43 }, b"NACK 43\r\n"),
         (
-            Frame::SetAck {
+            ClientFrame::SetAck {
                 rid: None,
                 on: true,
             },
             b"SETACK on\r\n",
         ),
         (
-            Frame::SetAck {
+            ClientFrame::SetAck {
                 rid: Some(4),
                 on: false,
             },
             b"SETACK #4 off\r\n",
         ),
-        (Frame::Stats { rid: None }, b"STATS\r\n"),
-        (Frame::Help { rid: Some(5) }, b"HELP #5\r\n"),
+        (ClientFrame::Stats { rid: None }, b"STATS\r\n"),
+        (ClientFrame::Help { rid: Some(5) }, b"HELP #5\r\n"),
         (
-            Frame::Purge {
+            ClientFrame::Purge {
                 rid: None,
                 dest: dest("queue:orders"),
             },
             b"PURGE queue:orders\r\n",
         ),
         (
-            Frame::Delete {
+            ClientFrame::Delete {
                 rid: Some(6),
                 dest: dest("topic:t"),
             },
             b"DELETE #6 topic:t\r\n",
         ),
         (
-            Frame::ChainGet {
+            ClientFrame::ChainGet {
                 rid: None,
                 dest: dest("topic:t"),
             },
             b"CHAIN GET topic:t\r\n",
         ),
         (
-            Frame::ChainSet {
+            ClientFrame::ChainSet {
                 rid: Some(8),
                 dest: dest("topic:t"),
                 chain: Bytes::from_static(b"sample 10"),
@@ -163,17 +170,25 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"CHAIN #8 SET topic:t 9\r\nsample 10\r\n",
         ),
         (
-            Frame::ChainClear {
+            ClientFrame::ChainClear {
                 rid: None,
                 dest: dest("queue:q"),
             },
             b"CHAIN CLEAR queue:q\r\n",
         ),
-        (Frame::Disconnect, b"DISCONNECT\r\n"),
-        (Frame::PingReq { rid: None }, b"PINGREQ\r\n"),
-        (Frame::PingResp { rid: Some(9) }, b"PINGRESP #9\r\n"),
+        (ClientFrame::Disconnect, b"DISCONNECT\r\n"),
+        (ClientFrame::PingReq { rid: None }, b"PINGREQ\r\n"),
+        (ClientFrame::PingResp { rid: Some(9) }, b"PINGRESP #9\r\n"),
+    ]
+}
+
+/// Every frame the broker sends, with its exact wire form.
+fn server_answers() -> Vec<(ServerFrame, &'static [u8])> {
+    vec![
+        (ServerFrame::PingReq { rid: None }, b"PINGREQ\r\n"),
+        (ServerFrame::PingResp { rid: Some(9) }, b"PINGRESP #9\r\n"),
         (
-            Frame::Info(Info {
+            ServerFrame::Info(Info {
                 server: "agora".into(),
                 version: "0.1.0".into(),
                 proto: 1,
@@ -183,7 +198,7 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"INFO server=agora version=0.1.0 proto=1 max_payload=1048576 max_line=4096\r\n",
         ),
         (
-            Frame::Msg(Delivery {
+            ServerFrame::Msg(Delivery {
                 dest: dest("queue:orders"),
                 sid: 1,
                 did: 42,
@@ -194,7 +209,7 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"MSG queue:orders 1 42 2 2\r\nhi\r\n",
         ),
         (
-            Frame::Msg(Delivery {
+            ServerFrame::Msg(Delivery {
                 dest: dest("topic:t"),
                 sid: 5,
                 did: 0,
@@ -204,24 +219,24 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             }),
             b"HMSG topic:t 5 0 1 16 17\r\na: 1\r\nb: x y\r\n\r\nz\r\n",
         ),
-        (Frame::Ok { rid: None }, b"OK\r\n"),
-        (Frame::Ok { rid: Some(10) }, b"OK #10\r\n"),
+        (ServerFrame::Ok { rid: None }, b"OK\r\n"),
+        (ServerFrame::Ok { rid: Some(10) }, b"OK #10\r\n"),
         (
-            Frame::PubAck {
+            ServerFrame::PubAck {
                 rid: Some(11),
                 filtered: false,
             },
             b"PUBACK #11\r\n",
         ),
         (
-            Frame::PubAck {
+            ServerFrame::PubAck {
                 rid: None,
                 filtered: true,
             },
             b"PUBACK filtered\r\n",
         ),
         (
-            Frame::Err(ErrorReply {
+            ServerFrame::Err(ErrorReply {
                 rid: Some(7),
                 code: ErrorCode::QueueFull,
                 message: "queue 'orders' is full".into(),
@@ -229,21 +244,21 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"ERR #7 queue_full queue 'orders' is full\r\n",
         ),
         (
-            Frame::StatsResp {
+            ServerFrame::StatsResp {
                 rid: None,
                 json: Bytes::from_static(b"{}"),
             },
             b"STATSRESP 2\r\n{}\r\n",
         ),
         (
-            Frame::HelpResp {
+            ServerFrame::HelpResp {
                 rid: Some(1),
                 text: Bytes::from_static(b"PUB\r\nSUB"),
             },
             b"HELPRESP #1 8\r\nPUB\r\nSUB\r\n",
         ),
         (
-            Frame::ChainResp {
+            ServerFrame::ChainResp {
                 rid: None,
                 dest: dest("topic:t"),
                 chain: Bytes::new(),
@@ -251,7 +266,7 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"CHAINRESP topic:t 0\r\n\r\n",
         ),
         (
-            Frame::Cancel {
+            ServerFrame::Cancel {
                 sid: 3,
                 code: ErrorCode::SlowConsumer,
                 message: "fell 1000 behind".into(),
@@ -259,7 +274,7 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
             b"CANCEL 3 slow_consumer fell 1000 behind\r\n",
         ),
         (
-            Frame::Shutdown {
+            ServerFrame::Shutdown {
                 message: "broker is shutting down".into(),
             },
             b"SHUTDOWN broker is shutting down\r\n",
@@ -267,16 +282,15 @@ fn known_answers() -> Vec<(Frame, &'static [u8])> {
     ]
 }
 
-#[test]
-fn every_frame_has_its_known_wire_form() {
-    for (frame, wire) in known_answers() {
+fn check_known_answers<F: Frame>(answers: Vec<(F, &'static [u8])>) {
+    for (frame, wire) in answers {
         assert_eq!(
             String::from_utf8_lossy(&enc(&frame)),
             String::from_utf8_lossy(wire),
             "encode {frame:?}"
         );
         assert_eq!(
-            decode_all(wire),
+            decode_all::<F>(wire),
             vec![frame.clone()],
             "decode {:?}",
             String::from_utf8_lossy(wire)
@@ -285,49 +299,40 @@ fn every_frame_has_its_known_wire_form() {
 }
 
 #[test]
-fn known_answers_cover_every_command_word() {
-    let words: std::collections::BTreeSet<_> =
-        known_answers().iter().map(|(f, _)| f.command()).collect();
-    for w in [
-        "CONNECT",
-        "PUB",
-        "HPUB",
-        "SUB",
-        "UNSUB",
-        "ACK",
-        "NACK",
-        "SETACK",
-        "STATS",
-        "HELP",
-        "PURGE",
-        "DELETE",
-        "CHAIN",
-        "DISCONNECT",
-        "PINGREQ",
-        "PINGRESP",
-        "INFO",
-        "MSG",
-        "HMSG",
-        "OK",
-        "PUBACK",
-        "ERR",
-        "STATSRESP",
-        "HELPRESP",
-        "CHAINRESP",
-        "CANCEL",
-        "SHUTDOWN",
-    ] {
-        assert!(words.contains(w), "no known answer for {w}");
-    }
+fn every_frame_has_its_known_wire_form() {
+    check_known_answers(client_answers());
+    check_known_answers(server_answers());
 }
 
 #[test]
-fn every_strict_prefix_is_incomplete_and_consumes_nothing() {
-    for (_, wire) in known_answers() {
+fn known_answers_cover_every_command_word() {
+    let client: BTreeSet<_> = client_answers().iter().map(|(f, _)| f.command()).collect();
+    let server: BTreeSet<_> = server_answers().iter().map(|(f, _)| f.command()).collect();
+    for spec in COMMANDS {
+        let w = spec.word;
+        if spec.sent_by() != SentBy::Broker {
+            assert!(client.contains(w), "no known answer for {w} from a client");
+        }
+        if spec.sent_by() != SentBy::Client {
+            assert!(
+                server.contains(w),
+                "no known answer for {w} from the broker"
+            );
+        }
+    }
+    assert_eq!(
+        COMMANDS.len(),
+        27,
+        "the protocol has 27 command words; a new one needs known answers"
+    );
+}
+
+fn check_strict_prefixes<F: Frame>(answers: Vec<(F, &'static [u8])>) {
+    for (_, wire) in answers {
         for cut in 0..wire.len() {
             let mut buf = BytesMut::from(&wire[..cut]);
             assert_eq!(
-                decode(&mut buf).unwrap(),
+                F::decode_with(&mut buf, &Limits::default()).unwrap(),
                 None,
                 "prefix {:?}",
                 String::from_utf8_lossy(&wire[..cut])
@@ -338,15 +343,114 @@ fn every_strict_prefix_is_incomplete_and_consumes_nothing() {
 }
 
 #[test]
+fn every_strict_prefix_is_incomplete_and_consumes_nothing() {
+    check_strict_prefixes(client_answers());
+    check_strict_prefixes(server_answers());
+}
+
+/// Decodes `wire` followed by a `PINGREQ` in `F`'s direction: `Ok` with the frame, or
+/// the error, after checking that the stream stays in step either way.
+fn decode_then_ping<F: Frame>(wire: &[u8]) -> Result<F, ProtocolError> {
+    let mut buf = BytesMut::from(wire);
+    buf.extend_from_slice(b"PINGREQ #99\r\n");
+    let first = F::decode_with(&mut buf, &Limits::default()).map(|f| f.expect("a whole frame"));
+    let next = F::decode_with(&mut buf, &Limits::default()).unwrap();
+    assert_eq!(
+        next.map(|f| (f.command(), f.request_id())),
+        Some(("PINGREQ", Some(99))),
+        "after {:?}",
+        String::from_utf8_lossy(wire)
+    );
+    assert!(buf.is_empty());
+    first
+}
+
+#[test]
+fn every_command_word_decodes_in_its_direction_and_is_refused_in_the_other() {
+    for spec in COMMANDS {
+        let show = String::from_utf8_lossy(spec.example);
+        let as_client = decode_then_ping::<ClientFrame>(spec.example);
+        let as_server = decode_then_ping::<ServerFrame>(spec.example);
+        let (read, refused) = match spec.sent_by() {
+            SentBy::Client => (as_client.map(|f| f.command()), Some(as_server.map(|_| ()))),
+            SentBy::Broker => (as_server.map(|f| f.command()), Some(as_client.map(|_| ()))),
+            SentBy::Either => {
+                assert_eq!(as_server.map(|f| f.command()), Ok(spec.word), "{show}");
+                (as_client.map(|f| f.command()), None)
+            }
+        };
+        assert_eq!(read, Ok(spec.word), "{show}");
+        if let Some(refused) = refused {
+            let e = refused.expect_err(&show);
+            assert_eq!(e.kind(), &ErrorKind::UnknownCommand, "{show}");
+            assert_eq!(e.code(), ErrorCode::UnknownCommand, "{show}");
+            assert!(!e.is_fatal(), "{show}");
+            let (who, not) = match spec.sent_by() {
+                SentBy::Broker => ("the broker", "clients"),
+                _ => ("clients", "the broker"),
+            };
+            let want = format!("'{}' is sent by {who}, not by {not}", spec.word);
+            assert!(e.to_string().contains(&want), "{e}");
+        }
+    }
+}
+
+#[test]
+fn a_broker_refuses_msg_as_it_did_and_echoes_request_ids() {
+    let mut buf =
+        BytesMut::from(&b"MSG topic:t 1 0 1 1\r\nx\r\nOK #5\r\nSTATSRESP #6 2\r\n{}\r\n"[..]);
+    let e = decode_client(&mut buf).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unknown command: 'MSG' is sent by the broker, not by clients (at byte 0)"
+    );
+    assert_eq!(e.request_id(), None);
+    let e = decode_client(&mut buf).unwrap_err();
+    assert_eq!(
+        (e.code(), e.request_id()),
+        (ErrorCode::UnknownCommand, Some(5))
+    );
+    let e = decode_client(&mut buf).unwrap_err();
+    assert_eq!(
+        (e.code(), e.request_id()),
+        (ErrorCode::UnknownCommand, Some(6))
+    );
+    assert!(buf.is_empty(), "the payload of STATSRESP is skipped");
+}
+
+#[test]
+fn a_wrong_side_payload_frame_without_a_readable_size_is_fatal() {
+    let (k, fatal, _) = kind_of(b"MSG topic:t 1 0 1 x\r\nhello\r\n");
+    assert_eq!(k, ErrorKind::BadArgs);
+    assert!(fatal, "the payload cannot be skipped");
+}
+
+#[test]
+fn help_lists_every_client_command_and_only_those() {
+    let help = help_text();
+    for spec in COMMANDS {
+        let listed = help.lines().any(|l| l.trim_start().starts_with(spec.word));
+        match spec.sent_by() {
+            SentBy::Broker => assert!(!listed, "{} is not the client's", spec.word),
+            _ => assert!(listed, "HELP does not list {}", spec.word),
+        }
+        if spec.sent_by() != SentBy::Broker {
+            assert!(help.contains(spec.help), "{}", spec.word);
+        }
+    }
+}
+
+#[test]
 fn lenient_forms_are_accepted() {
     // Lower-case command, bare LF, extra blanks, blank lines, PING/PONG aliases.
-    let frames =
-        decode_all(b"\r\n  \npub   topic:t 2\nhi\n\tsub topic:t 1  \r\nping\r\npong #2\r\n");
+    let frames = decode_all::<ClientFrame>(
+        b"\r\n  \npub   topic:t 2\nhi\n\tsub topic:t 1  \r\nping\r\npong #2\r\n",
+    );
     assert_eq!(frames.len(), 4);
-    assert!(matches!(&frames[0], Frame::Pub(p) if &p.payload[..] == b"hi"));
-    assert!(matches!(&frames[1], Frame::Sub(s) if s.sid == 1));
-    assert_eq!(frames[2], Frame::PingReq { rid: None });
-    assert_eq!(frames[3], Frame::PingResp { rid: Some(2) });
+    assert!(matches!(&frames[0], ClientFrame::Pub(p) if &p.payload[..] == b"hi"));
+    assert!(matches!(&frames[1], ClientFrame::Sub(s) if s.sid == 1));
+    assert_eq!(frames[2], ClientFrame::PingReq { rid: None });
+    assert_eq!(frames[3], ClientFrame::PingResp { rid: Some(2) });
 }
 
 #[test]
@@ -354,20 +458,20 @@ fn payloads_are_binary_safe() {
     let payload: Vec<u8> = (0..=255u8)
         .chain(b"\r\n\r\nPUB x 1\r\n".iter().copied())
         .collect();
-    let f = Frame::Pub(Publish {
+    let f = ClientFrame::Pub(Publish {
         rid: None,
         dest: dest("topic:bin"),
         headers: Headers::new(),
         payload: Bytes::from(payload.clone()),
     });
-    assert_eq!(decode_all(&enc(&f)), vec![f]);
+    assert_eq!(trip(&f), vec![f]);
 }
 
 #[test]
 fn payload_is_split_off_without_copy() {
     let mut buf = BytesMut::from(&b"PUB topic:t 5\r\nhello\r\n"[..]);
     let base = buf.as_ptr() as usize;
-    let Some(Frame::Pub(p)) = decode(&mut buf).unwrap() else {
+    let Some(ClientFrame::Pub(p)) = decode_client(&mut buf).unwrap() else {
         panic!()
     };
     assert_eq!(
@@ -378,22 +482,26 @@ fn payload_is_split_off_without_copy() {
 }
 
 fn kind_of(input: &[u8]) -> (ErrorKind, bool, usize) {
+    kind_of_as::<ClientFrame>(input)
+}
+
+fn kind_of_as<F: Frame>(input: &[u8]) -> (ErrorKind, bool, usize) {
     let mut buf = BytesMut::from(input);
-    let e = decode(&mut buf).expect_err("must be an error");
+    let e = F::decode_with(&mut buf, &Limits::default()).expect_err("must be an error");
     (e.kind().clone(), e.is_fatal(), buf.len())
 }
 
 #[test]
 fn unknown_command_is_recoverable() {
     let mut buf = BytesMut::from(&b"FROB x y\r\nPINGREQ\r\n"[..]);
-    let e = decode(&mut buf).unwrap_err();
+    let e = decode_client(&mut buf).unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::UnknownCommand);
     assert_eq!(e.code(), ErrorCode::UnknownCommand);
     assert!(!e.is_fatal());
     assert!(e.to_string().contains("FROB"), "{e}");
     assert_eq!(
-        decode(&mut buf).unwrap(),
-        Some(Frame::PingReq { rid: None })
+        decode_client(&mut buf).unwrap(),
+        Some(ClientFrame::PingReq { rid: None })
     );
 }
 
@@ -411,7 +519,7 @@ fn bad_args_are_recoverable_and_echo_the_request_id() {
         b"CHAIN #4 FROB topic:t\r\n",
     ] {
         let mut buf = BytesMut::from(input);
-        let e = decode(&mut buf).unwrap_err();
+        let e = decode_client(&mut buf).unwrap_err();
         assert_eq!(
             e.kind(),
             &ErrorKind::BadArgs,
@@ -450,19 +558,19 @@ fn bad_names_are_recoverable() {
     let (k, _, _) = kind_of(long.as_bytes());
     assert_eq!(k, ErrorKind::BadName(Some(NameError::TooLong(256))));
     let ok = format!("SUB topic:{} 1\r\n", "a".repeat(255));
-    assert_eq!(decode_all(ok.as_bytes()).len(), 1);
+    assert_eq!(decode_all::<ClientFrame>(ok.as_bytes()).len(), 1);
 }
 
 #[test]
 fn bad_name_in_pub_skips_the_payload_and_keeps_the_stream() {
     let mut buf = BytesMut::from(&b"PUB #3 nokind 5\r\nhello\r\nPINGREQ\r\n"[..]);
-    let e = decode(&mut buf).unwrap_err();
+    let e = decode_client(&mut buf).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::BadName(_)));
     assert_eq!(e.request_id(), Some(3));
     assert!(!e.is_fatal());
     assert_eq!(
-        decode(&mut buf).unwrap(),
-        Some(Frame::PingReq { rid: None })
+        decode_client(&mut buf).unwrap(),
+        Some(ClientFrame::PingReq { rid: None })
     );
 }
 
@@ -483,19 +591,21 @@ fn line_too_long_is_fatal_and_found_before_the_line_ends() {
     };
     // No LF at all, but more than max_line + 2 bytes: known to be too long already.
     let mut buf = BytesMut::from(&[b'x'; 18][..]);
-    let e = decode_with(&mut buf, &limits).unwrap_err();
+    let e = decode_client_with(&mut buf, &limits).unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::LineTooLong { max: 16 });
     assert!(e.is_fatal());
     assert_eq!(e.code(), ErrorCode::LineTooLong);
     // Exactly at the limit is fine.
     let mut buf = BytesMut::from(&b"PUB topic:abcd 0\r\n\r\n"[..]);
-    assert!(decode_with(&mut buf, &limits).unwrap().is_some());
+    assert!(decode_client_with(&mut buf, &limits).unwrap().is_some());
     // One over, with a LF.
     let mut buf = BytesMut::from(&b"PUB topic:abcde 0\r\n\r\n"[..]);
-    assert!(decode_with(&mut buf, &limits).unwrap_err().is_fatal());
+    assert!(decode_client_with(&mut buf, &limits)
+        .unwrap_err()
+        .is_fatal());
     // Still within the window without LF: incomplete.
     let mut buf = BytesMut::from(&[b'x'; 17][..]);
-    assert_eq!(decode_with(&mut buf, &limits).unwrap(), None);
+    assert_eq!(decode_client_with(&mut buf, &limits).unwrap(), None);
 }
 
 #[test]
@@ -506,7 +616,7 @@ fn payload_too_large_is_refused_before_buffering() {
     };
     // Only the line has arrived: the size is refused without waiting for the body.
     let mut buf = BytesMut::from(&b"PUB #1 topic:t 11\r\n"[..]);
-    let e = decode_with(&mut buf, &limits).unwrap_err();
+    let e = decode_client_with(&mut buf, &limits).unwrap_err();
     assert_eq!(
         e.kind(),
         &ErrorKind::PayloadTooLarge {
@@ -518,7 +628,7 @@ fn payload_too_large_is_refused_before_buffering() {
     assert!(e.is_fatal());
     assert_eq!(e.code(), ErrorCode::PayloadTooLarge);
     let mut buf = BytesMut::from(&b"PUB topic:t 10\r\n0123456789\r\n"[..]);
-    assert!(decode_with(&mut buf, &limits).unwrap().is_some());
+    assert!(decode_client_with(&mut buf, &limits).unwrap().is_some());
 }
 
 #[test]
@@ -539,7 +649,7 @@ fn malformed_headers_are_recoverable() {
         b"HPUB topic:t 10 10\r\nb@d: v\r\n\r\n\r\n",
     ] {
         let mut buf = BytesMut::from(input);
-        let e = decode(&mut buf).unwrap_err();
+        let e = decode_client(&mut buf).unwrap_err();
         assert_eq!(
             e.kind(),
             &ErrorKind::BadHeaders,
@@ -555,18 +665,18 @@ fn malformed_headers_are_recoverable() {
 #[test]
 fn long_error_messages_survive_the_trip() {
     let message = "a message with many more than twelve words in it, as the broker's own error texts have: 'FROB' (send HELP for the list) (at byte 0)";
-    let f = Frame::Err(ErrorReply {
+    let f = ServerFrame::Err(ErrorReply {
         rid: Some(1),
         code: ErrorCode::UnknownCommand,
         message: message.into(),
     });
-    assert_eq!(decode_all(&enc(&f)), vec![f]);
-    let c = Frame::Cancel {
+    assert_eq!(trip(&f), vec![f]);
+    let c = ServerFrame::Cancel {
         sid: 1,
         code: ErrorCode::SlowConsumer,
         message: message.into(),
     };
-    assert_eq!(decode_all(&enc(&c)), vec![c]);
+    assert_eq!(trip(&c), vec![c]);
 }
 
 #[test]
@@ -576,11 +686,11 @@ fn a_bad_payload_line_never_lets_its_payload_be_read_as_commands() {
         b"PUB a b c d e f g h i j k l m 15\r\nSUB topic:x 1\r\n\r\nPINGREQ\r\n",
     ] {
         let mut buf = BytesMut::from(input);
-        let e = decode(&mut buf).unwrap_err();
+        let e = decode_client(&mut buf).unwrap_err();
         assert!(!e.is_fatal(), "{e}");
         assert_eq!(
-            decode(&mut buf).unwrap(),
-            Some(Frame::PingReq { rid: None }),
+            decode_client(&mut buf).unwrap(),
+            Some(ClientFrame::PingReq { rid: None }),
             "{:?}",
             String::from_utf8_lossy(input)
         );
@@ -589,7 +699,7 @@ fn a_bad_payload_line_never_lets_its_payload_be_read_as_commands() {
 
 #[test]
 fn delivery_count_starts_at_one() {
-    let (k, _, _) = kind_of(b"MSG topic:t 1 0 0 1\r\nx\r\n");
+    let (k, _, _) = kind_of_as::<ServerFrame>(b"MSG topic:t 1 0 0 1\r\nx\r\n");
     assert_eq!(k, ErrorKind::BadArgs);
 }
 
@@ -611,18 +721,18 @@ fn control_bytes_in_a_line_are_bad_args() {
 #[test]
 fn errors_name_their_position() {
     let mut buf = BytesMut::from(&b"SUB topic:t x\r\n"[..]);
-    let e = decode(&mut buf).unwrap_err();
+    let e = decode_client(&mut buf).unwrap_err();
     assert_eq!(e.offset(), 12);
     assert!(e.to_string().contains("at byte 12"), "{e}");
 }
 
 #[test]
 fn unknown_error_codes_and_info_keys_are_tolerated() {
-    let f = decode_all(b"ERR brand_new_code something\r\nINFO server=a version=1 proto=1 max_payload=5 max_line=6 shiny=yes\r\n");
+    let f = decode_all::<ServerFrame>(b"ERR brand_new_code something\r\nINFO server=a version=1 proto=1 max_payload=5 max_line=6 shiny=yes\r\n");
     assert!(
-        matches!(&f[0], Frame::Err(e) if e.code == ErrorCode::Unrecognized && e.message == "something")
+        matches!(&f[0], ServerFrame::Err(e) if e.code == ErrorCode::Unrecognized && e.message == "something")
     );
-    assert!(matches!(&f[1], Frame::Info(i) if i.max_line == 6));
+    assert!(matches!(&f[1], ServerFrame::Info(i) if i.max_line == 6));
 }
 
 #[test]
@@ -634,19 +744,19 @@ fn error_codes_round_trip_as_tokens() {
 
 #[test]
 fn text_fields_cannot_break_framing() {
-    let f = Frame::Err(ErrorReply {
+    let f = ServerFrame::Err(ErrorReply {
         rid: None,
         code: ErrorCode::Internal,
         message: "two\r\nlines".into(),
     });
-    let frames = decode_all(&enc(&f));
-    assert!(matches!(&frames[0], Frame::Err(e) if e.message == "two  lines"));
-    let c = Frame::Connect(Connect {
+    let frames = trip(&f);
+    assert!(matches!(&frames[0], ServerFrame::Err(e) if e.message == "two  lines"));
+    let c = ClientFrame::Connect(Connect {
         name: Some("has space".into()),
         ..Connect::default()
     });
     assert!(
-        matches!(&decode_all(&enc(&c))[0], Frame::Connect(c) if c.name.as_deref() == Some("has_space"))
+        matches!(&trip(&c)[0], ClientFrame::Connect(c) if c.name.as_deref() == Some("has_space"))
     );
 }
 
@@ -685,12 +795,12 @@ fn arb_token() -> impl Strategy<Value = String> {
     "[!-~]{1,16}"
 }
 
-fn arb_frame() -> impl Strategy<Value = Frame> {
+fn arb_client() -> impl Strategy<Value = ClientFrame> {
     let rid = prop::option::of(any::<u64>());
     prop_oneof![
         (rid.clone(), arb_dest(), arb_headers(), arb_payload()).prop_map(
             |(rid, dest, headers, payload)| {
-                Frame::Pub(Publish {
+                ClientFrame::Pub(Publish {
                     rid,
                     dest,
                     headers,
@@ -699,100 +809,43 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             }
         ),
         (
-            arb_dest(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u32>(),
-            arb_headers(),
-            arb_payload()
-        )
-            .prop_map(
-                |(dest, sid, did, count, headers, payload)| Frame::Msg(Delivery {
-                    dest,
-                    sid,
-                    did,
-                    count,
-                    headers,
-                    payload
-                })
-            ),
-        (
             rid.clone(),
             arb_dest(),
             any::<u64>(),
             prop::option::of(1u32..),
             prop::option::of(prop_oneof![Just(AckMode::Auto), Just(AckMode::Manual)])
         )
-            .prop_map(|(rid, dest, sid, prefetch, ack)| Frame::Sub(Subscribe {
-                rid,
-                dest,
-                sid,
-                prefetch,
-                ack
-            })),
-        (rid.clone(), any::<u64>()).prop_map(|(rid, sid)| Frame::Unsub { rid, sid }),
-        (rid.clone(), any::<u64>()).prop_map(|(rid, did)| Frame::Ack { rid, did }),
-        (rid.clone(), any::<u64>()).prop_map(|(rid, did)| Frame::Nack { rid, did }),
-        (rid.clone(), any::<bool>()).prop_map(|(rid, on)| Frame::SetAck { rid, on }),
-        rid.clone().prop_map(|rid| Frame::Stats { rid }),
-        rid.clone().prop_map(|rid| Frame::Help { rid }),
-        rid.clone().prop_map(|rid| Frame::PingReq { rid }),
-        rid.clone().prop_map(|rid| Frame::PingResp { rid }),
-        rid.clone().prop_map(|rid| Frame::Ok { rid }),
-        (rid.clone(), any::<bool>()).prop_map(|(rid, filtered)| Frame::PubAck { rid, filtered }),
-        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| Frame::Purge { rid, dest }),
-        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| Frame::Delete { rid, dest }),
-        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| Frame::ChainGet { rid, dest }),
-        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| Frame::ChainClear { rid, dest }),
-        (rid.clone(), arb_dest(), arb_payload()).prop_map(|(rid, dest, chain)| Frame::ChainSet {
-            rid,
-            dest,
-            chain
-        }),
-        (rid.clone(), arb_dest(), arb_payload()).prop_map(|(rid, dest, chain)| Frame::ChainResp {
-            rid,
-            dest,
-            chain
-        }),
-        (rid.clone(), arb_payload()).prop_map(|(rid, json)| Frame::StatsResp { rid, json }),
-        (rid.clone(), arb_payload()).prop_map(|(rid, text)| Frame::HelpResp { rid, text }),
-        (
-            rid.clone(),
-            prop::sample::select(ErrorCode::ALL.to_vec()),
-            arb_text()
-        )
-            .prop_map(|(rid, code, message)| Frame::Err(ErrorReply { rid, code, message })),
-        (
-            any::<u64>(),
-            prop::sample::select(ErrorCode::ALL.to_vec()),
-            arb_text()
-        )
-            .prop_map(|(sid, code, message)| Frame::Cancel { sid, code, message }),
-        arb_text().prop_map(|message| Frame::Shutdown { message }),
-        Just(Frame::Disconnect),
-        (
-            arb_token(),
-            arb_token(),
-            any::<u32>(),
-            any::<u64>(),
-            any::<u64>()
-        )
             .prop_map(
-                |(server, version, proto, max_payload, max_line)| Frame::Info(Info {
-                    server,
-                    version,
-                    proto,
-                    max_payload,
-                    max_line
+                |(rid, dest, sid, prefetch, ack)| ClientFrame::Sub(Subscribe {
+                    rid,
+                    dest,
+                    sid,
+                    prefetch,
+                    ack
                 })
             ),
+        (rid.clone(), any::<u64>()).prop_map(|(rid, sid)| ClientFrame::Unsub { rid, sid }),
+        (rid.clone(), any::<u64>()).prop_map(|(rid, did)| ClientFrame::Ack { rid, did }),
+        (rid.clone(), any::<u64>()).prop_map(|(rid, did)| ClientFrame::Nack { rid, did }),
+        (rid.clone(), any::<bool>()).prop_map(|(rid, on)| ClientFrame::SetAck { rid, on }),
+        rid.clone().prop_map(|rid| ClientFrame::Stats { rid }),
+        rid.clone().prop_map(|rid| ClientFrame::Help { rid }),
+        rid.clone().prop_map(|rid| ClientFrame::PingReq { rid }),
+        rid.clone().prop_map(|rid| ClientFrame::PingResp { rid }),
+        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| ClientFrame::Purge { rid, dest }),
+        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| ClientFrame::Delete { rid, dest }),
+        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| ClientFrame::ChainGet { rid, dest }),
+        (rid.clone(), arb_dest()).prop_map(|(rid, dest)| ClientFrame::ChainClear { rid, dest }),
+        (rid.clone(), arb_dest(), arb_payload())
+            .prop_map(|(rid, dest, chain)| { ClientFrame::ChainSet { rid, dest, chain } }),
+        Just(ClientFrame::Disconnect),
         (
             rid,
             prop::option::of("[!-~&&[^=]]{1,12}"),
             prop::option::of(any::<u32>()),
             prop::option::of(any::<bool>())
         )
-            .prop_map(|(rid, name, proto, confirm)| Frame::Connect(Connect {
+            .prop_map(|(rid, name, proto, confirm)| ClientFrame::Connect(Connect {
                 rid,
                 name,
                 proto,
@@ -801,68 +854,162 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
-/// Big enough for anything `arb_frame` makes.
+fn arb_server() -> impl Strategy<Value = ServerFrame> {
+    let rid = prop::option::of(any::<u64>());
+    prop_oneof![
+        (
+            arb_dest(),
+            any::<u64>(),
+            any::<u64>(),
+            1u32..,
+            arb_headers(),
+            arb_payload()
+        )
+            .prop_map(
+                |(dest, sid, did, count, headers, payload)| ServerFrame::Msg(Delivery {
+                    dest,
+                    sid,
+                    did,
+                    count,
+                    headers,
+                    payload
+                })
+            ),
+        rid.clone().prop_map(|rid| ServerFrame::PingReq { rid }),
+        rid.clone().prop_map(|rid| ServerFrame::PingResp { rid }),
+        rid.clone().prop_map(|rid| ServerFrame::Ok { rid }),
+        (rid.clone(), any::<bool>())
+            .prop_map(|(rid, filtered)| ServerFrame::PubAck { rid, filtered }),
+        (rid.clone(), arb_dest(), arb_payload())
+            .prop_map(|(rid, dest, chain)| { ServerFrame::ChainResp { rid, dest, chain } }),
+        (rid.clone(), arb_payload()).prop_map(|(rid, json)| ServerFrame::StatsResp { rid, json }),
+        (rid.clone(), arb_payload()).prop_map(|(rid, text)| ServerFrame::HelpResp { rid, text }),
+        (
+            rid,
+            prop::sample::select(ErrorCode::ALL.to_vec()),
+            arb_text()
+        )
+            .prop_map(|(rid, code, message)| ServerFrame::Err(ErrorReply {
+                rid,
+                code,
+                message
+            })),
+        (
+            any::<u64>(),
+            prop::sample::select(ErrorCode::ALL.to_vec()),
+            arb_text()
+        )
+            .prop_map(|(sid, code, message)| ServerFrame::Cancel { sid, code, message }),
+        arb_text().prop_map(|message| ServerFrame::Shutdown { message }),
+        (
+            arb_token(),
+            arb_token(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(server, version, proto, max_payload, max_line)| ServerFrame::Info(Info {
+                    server,
+                    version,
+                    proto,
+                    max_payload,
+                    max_line
+                })
+            ),
+    ]
+}
+
+/// Big enough for anything `arb_client` and `arb_server` make.
 const BIG: Limits = Limits {
     max_line: 4096,
     max_payload: 1 << 20,
 };
 
+fn round_trip<F: Frame>(f: F) -> Result<(), TestCaseError> {
+    let mut buf = BytesMut::new();
+    encode(&f, &mut buf);
+    let got = F::decode_with(&mut buf, &BIG).unwrap();
+    prop_assert_eq!(got, Some(f));
+    prop_assert!(buf.is_empty());
+    Ok(())
+}
+
+fn cut_stream<F: Frame>(frames: Vec<F>, cuts: &[prop::sample::Index]) -> Result<(), TestCaseError> {
+    let mut wire = BytesMut::new();
+    for f in &frames {
+        encode(f, &mut wire);
+    }
+    let wire = wire.freeze();
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+    points.push(wire.len());
+    points.sort_unstable();
+    let mut buf = BytesMut::new();
+    let mut got = Vec::new();
+    let mut at = 0;
+    for p in points {
+        buf.extend_from_slice(&wire[at..p]);
+        at = p;
+        while let Some(f) = F::decode_with(&mut buf, &BIG).unwrap() {
+            got.push(f);
+        }
+    }
+    prop_assert_eq!(got, frames);
+    prop_assert!(buf.is_empty());
+    Ok(())
+}
+
+/// Decodes until the bytes run out or a fatal error, in `F`'s direction.
+fn never_panics<F: Frame>(bytes: &[u8]) {
+    let mut buf = BytesMut::from(bytes);
+    for _ in 0..600 {
+        match F::decode_with(&mut buf, &Limits::default()) {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) if e.is_fatal() => break,
+            Err(_) => {}
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn encode_then_decode_is_identity(f in arb_frame()) {
-        let mut buf = BytesMut::new();
-        encode(&f, &mut buf);
-        let got = decode_with(&mut buf, &BIG).unwrap();
-        prop_assert_eq!(got, Some(f));
-        prop_assert!(buf.is_empty());
+    fn encode_then_decode_is_identity_client(f in arb_client()) {
+        round_trip(f)?;
     }
 
     #[test]
-    fn a_stream_cut_anywhere_decodes_to_the_same_frames(
-        frames in prop::collection::vec(arb_frame(), 1..20),
+    fn encode_then_decode_is_identity_server(f in arb_server()) {
+        round_trip(f)?;
+    }
+
+    #[test]
+    fn a_client_stream_cut_anywhere_decodes_to_the_same_frames(
+        frames in prop::collection::vec(arb_client(), 1..20),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
     ) {
-        let mut wire = BytesMut::new();
-        for f in &frames { encode(f, &mut wire); }
-        let wire = wire.freeze();
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
-        points.push(wire.len());
-        points.sort_unstable();
-        let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        let mut at = 0;
-        for p in points {
-            buf.extend_from_slice(&wire[at..p]);
-            at = p;
-            while let Some(f) = decode_with(&mut buf, &BIG).unwrap() { got.push(f); }
-        }
-        prop_assert_eq!(got, frames);
-        prop_assert!(buf.is_empty());
+        cut_stream(frames, &cuts)?;
+    }
+
+    #[test]
+    fn a_server_stream_cut_anywhere_decodes_to_the_same_frames(
+        frames in prop::collection::vec(arb_server(), 1..20),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        cut_stream(frames, &cuts)?;
     }
 
     #[test]
     fn no_input_makes_decode_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let mut buf = BytesMut::from(&bytes[..]);
-        for _ in 0..600 {
-            match decode(&mut buf) {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) if e.is_fatal() => break,
-                Err(_) => {}
-            }
-        }
+        never_panics::<ClientFrame>(&bytes);
+        never_panics::<ServerFrame>(&bytes);
     }
 
     #[test]
     fn text_like_garbage_never_panics(s in "([A-Z]{1,8}( [#a-z:0-9=]{0,12}){0,6}\r?\n){1,8}") {
-        let mut buf = BytesMut::from(s.as_bytes());
-        for _ in 0..64 {
-            match decode(&mut buf) {
-                Ok(Some(_)) | Err(_) if !buf.is_empty() => {}
-                _ => break,
-            }
-        }
+        never_panics::<ClientFrame>(s.as_bytes());
+        never_panics::<ServerFrame>(s.as_bytes());
     }
 }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
 use agora_protocol::{
-    decode_with, AckMode, Destination, ErrorCode, Frame, Info, Kind, Limits, Publish, ReadSize,
-    RequestId, Subscribe, PROTOCOL_VERSION,
+    decode_client_with, AckMode, ClientFrame, Destination, ErrorCode, Info, Kind, Limits, Publish,
+    ReadSize, RequestId, ServerFrame, Subscribe, PROTOCOL_VERSION,
 };
 use async_channel::Receiver;
 use async_net::{TcpListener, TcpStream};
@@ -34,21 +34,6 @@ const HANDLE_CACHE: usize = 1024;
 
 /// How long a closing connection may take to flush before it is dropped.
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-const HELP: &str = "\
-Agora protocol, version 1. Commands (case-insensitive; #id is an optional request id):
-  PUB [#id] <queue:NAME|topic:NAME> <bytes>        then the payload and CRLF
-  HPUB [#id] <dest> <header-bytes> <total-bytes>   headers 'key: value' CRLF..., CRLF, payload
-  SUB [#id] <dest> <sid> [prefetch=N] [ack=auto|manual]
-  UNSUB [#id] <sid>
-  ACK [#id] <delivery-id>      NACK [#id] <delivery-id>
-  SETACK [#id] on|off          publisher confirms (PUBACK)
-  CONNECT [#id] [name=N] [proto=1] [confirm=on|off]
-  PURGE [#id] <queue:NAME>     DELETE [#id] <dest>
-  CHAIN [#id] GET|CLEAR <dest>   CHAIN [#id] SET <dest> <bytes>   then the chain text
-  STATS [#id]                  HELP [#id]
-  PINGREQ [#id]                DISCONNECT
-The book's Protocol chapter has the full grammar.";
 
 /// Accepts clients until the future is dropped.
 pub(crate) async fn accept_loop(
@@ -233,7 +218,7 @@ pub(crate) async fn serve_client(
         run: None,
         spare: Vec::new(),
     };
-    let info = Frame::Info(Info {
+    let info = ServerFrame::Info(Info {
         server: broker.config.server_name.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         proto: PROTOCOL_VERSION,
@@ -287,7 +272,7 @@ impl Conn<'_> {
         let mut ping_timer = smol::Timer::after(ping_every);
         loop {
             loop {
-                let next = decode_with(&mut buf, &self.limits);
+                let next = decode_client_with(&mut buf, &self.limits);
                 // A run of publishes held back ends with the bytes decoded, or an error.
                 if !matches!(next, Ok(Some(_))) && !self.end_run().await {
                     return;
@@ -351,7 +336,7 @@ impl Conn<'_> {
                 Event::Read(_) => return, // EOF or error: the client is gone
                 Event::Stop => {
                     self.outbox
-                        .frame(&Frame::Shutdown {
+                        .frame(&ServerFrame::Shutdown {
                             message: "the broker is shutting down".to_owned(),
                         })
                         .await;
@@ -374,7 +359,7 @@ impl Conn<'_> {
                         return;
                     }
                     missed += 1;
-                    if !self.outbox.frame(&Frame::PingReq { rid: None }).await {
+                    if !self.outbox.frame(&ServerFrame::PingReq { rid: None }).await {
                         return;
                     }
                 }
@@ -415,7 +400,7 @@ impl Conn<'_> {
                         return;
                     }
                     self.outbox
-                        .frame(&Frame::Shutdown {
+                        .frame(&ServerFrame::Shutdown {
                             message: "the broker is shutting down".to_owned(),
                         })
                         .await;
@@ -429,7 +414,7 @@ impl Conn<'_> {
             self.read_at = std::time::Instant::now();
             let mut buf = BytesMut::from(&d[..]);
             loop {
-                let next = decode_with(&mut buf, &self.limits);
+                let next = decode_client_with(&mut buf, &self.limits);
                 if !matches!(next, Ok(Some(_))) && !self.end_run().await {
                     return;
                 }
@@ -467,19 +452,19 @@ impl Conn<'_> {
     }
 
     /// Acts on one frame; false ends the connection.
-    async fn handle(&mut self, f: Frame) -> bool {
+    async fn handle(&mut self, f: ClientFrame) -> bool {
         // A held-back run of publishes goes out before anything else is acted on.
-        if self.run.is_some() && !matches!(f, Frame::Pub(_)) && !self.end_run().await {
+        if self.run.is_some() && !matches!(f, ClientFrame::Pub(_)) && !self.end_run().await {
             return false;
         }
         match f {
-            Frame::Pub(p) => self.publish(p).await,
-            Frame::Ack { rid, did } => self.ack(rid, did, true).await,
-            Frame::Nack { rid, did } => self.ack(rid, did, false).await,
-            Frame::Sub(s) => self.subscribe(s).await,
-            Frame::Unsub { rid, sid } => {
+            ClientFrame::Pub(p) => self.publish(p).await,
+            ClientFrame::Ack { rid, did } => self.ack(rid, did, true).await,
+            ClientFrame::Nack { rid, did } => self.ack(rid, did, false).await,
+            ClientFrame::Sub(s) => self.subscribe(s).await,
+            ClientFrame::Unsub { rid, sid } => {
                 if self.unsubscribe(sid).await {
-                    self.outbox.frame(&Frame::Ok { rid }).await
+                    self.outbox.frame(&ServerFrame::Ok { rid }).await
                 } else {
                     self.outbox
                         .err(
@@ -490,11 +475,11 @@ impl Conn<'_> {
                         .await
                 }
             }
-            Frame::SetAck { rid, on } => {
+            ClientFrame::SetAck { rid, on } => {
                 self.confirm = on;
-                self.outbox.frame(&Frame::Ok { rid }).await
+                self.outbox.frame(&ServerFrame::Ok { rid }).await
             }
-            Frame::Connect(c) => {
+            ClientFrame::Connect(c) => {
                 if let Some(p) = c.proto {
                     if p != PROTOCOL_VERSION {
                         return self
@@ -516,9 +501,9 @@ impl Conn<'_> {
                     log::debug!("client {} is {n}", self.peer);
                     self.name = Some(n);
                 }
-                self.outbox.frame(&Frame::Ok { rid: c.rid }).await
+                self.outbox.frame(&ServerFrame::Ok { rid: c.rid }).await
             }
-            Frame::Stats { rid } => {
+            ClientFrame::Stats { rid } => {
                 let (tx, rx) = async_channel::bounded(1);
                 if self
                     .broker
@@ -532,38 +517,30 @@ impl Conn<'_> {
                 let handles = rx.recv().await.unwrap_or_default();
                 let json = crate::stats::document(self.broker, &handles);
                 self.outbox
-                    .frame(&Frame::StatsResp {
+                    .frame(&ServerFrame::StatsResp {
                         rid,
                         json: Bytes::from(json),
                     })
                     .await
             }
-            Frame::Help { rid } => {
+            ClientFrame::Help { rid } => {
                 self.outbox
-                    .frame(&Frame::HelpResp {
+                    .frame(&ServerFrame::HelpResp {
                         rid,
-                        text: Bytes::from_static(HELP.as_bytes()),
+                        text: Bytes::from(agora_protocol::help_text()),
                     })
                     .await
             }
-            Frame::PingReq { rid } => self.outbox.frame(&Frame::PingResp { rid }).await,
-            Frame::PingResp { .. } => true,
-            Frame::Disconnect => false,
-            Frame::Purge { rid, dest } => self.purge(rid, dest).await,
-            Frame::Delete { rid, dest } => self.delete(rid, dest).await,
-            Frame::ChainGet { rid, dest } => self.chain_get(rid, dest).await,
-            Frame::ChainSet { rid, dest, chain } => self.chain_set(rid, dest, Some(chain)).await,
-            Frame::ChainClear { rid, dest } => self.chain_set(rid, dest, None).await,
-            other => {
-                let word = other.command();
-                self.outbox
-                    .err(
-                        other.request_id(),
-                        ErrorCode::UnknownCommand,
-                        &format!("'{word}' is sent by the broker, not by clients"),
-                    )
-                    .await
+            ClientFrame::PingReq { rid } => self.outbox.frame(&ServerFrame::PingResp { rid }).await,
+            ClientFrame::PingResp { .. } => true,
+            ClientFrame::Disconnect => false,
+            ClientFrame::Purge { rid, dest } => self.purge(rid, dest).await,
+            ClientFrame::Delete { rid, dest } => self.delete(rid, dest).await,
+            ClientFrame::ChainGet { rid, dest } => self.chain_get(rid, dest).await,
+            ClientFrame::ChainSet { rid, dest, chain } => {
+                self.chain_set(rid, dest, Some(chain)).await
             }
+            ClientFrame::ChainClear { rid, dest } => self.chain_set(rid, dest, None).await,
         }
     }
 
@@ -762,7 +739,7 @@ impl Conn<'_> {
     async fn confirmed(&self, rid: RequestId) -> bool {
         if self.confirm {
             self.outbox
-                .frame(&Frame::PubAck {
+                .frame(&ServerFrame::PubAck {
                     rid,
                     filtered: false,
                 })
@@ -831,7 +808,7 @@ impl Conn<'_> {
             // The OK goes out before the shipper starts on the subscription, so no
             // MSG can overtake it; deliveries wait in the channel meanwhile.
             Ok(add) => {
-                self.outbox.frame(&Frame::Ok { rid }).await
+                self.outbox.frame(&ServerFrame::Ok { rid }).await
                     && self.outbox.send(Outbound::AddSub(Box::new(add))).await
             }
             Err(Some((code, why))) => self.outbox.err(rid, code, &why).await,
@@ -1029,7 +1006,7 @@ impl Conn<'_> {
         // so the reply keeps its place among this connection's replies.
         let Some(answer) = answer else { return true };
         if answer.recv().await.unwrap_or(false) {
-            self.outbox.frame(&Frame::Ok { rid }).await
+            self.outbox.frame(&ServerFrame::Ok { rid }).await
         } else {
             self.outbox
                 .err(
@@ -1078,7 +1055,7 @@ impl Conn<'_> {
         }
         let n = rx.recv().await.unwrap_or(0);
         log::info!("purged {n} messages from {dest}");
-        self.outbox.frame(&Frame::Ok { rid }).await
+        self.outbox.frame(&ServerFrame::Ok { rid }).await
     }
 
     async fn delete(&mut self, rid: RequestId, dest: Destination) -> bool {
@@ -1107,7 +1084,7 @@ impl Conn<'_> {
         }
         self.handles.remove(&dest);
         match rx.recv().await.ok().flatten() {
-            Some(_) => self.outbox.frame(&Frame::Ok { rid }).await,
+            Some(_) => self.outbox.frame(&ServerFrame::Ok { rid }).await,
             None => {
                 self.outbox
                     .err(
@@ -1137,7 +1114,7 @@ impl Conn<'_> {
     async fn filtered(&self, rid: RequestId) -> bool {
         if self.confirm {
             self.outbox
-                .frame(&Frame::PubAck {
+                .frame(&ServerFrame::PubAck {
                     rid,
                     filtered: true,
                 })
@@ -1179,7 +1156,7 @@ impl Conn<'_> {
             return false;
         }
         match rx.recv().await {
-            Ok(Ok(())) => self.outbox.frame(&Frame::Ok { rid }).await,
+            Ok(Ok(())) => self.outbox.frame(&ServerFrame::Ok { rid }).await,
             Ok(Err((code, why))) => self.outbox.err(rid, code, &why).await,
             Err(_) => false,
         }
@@ -1200,7 +1177,7 @@ impl Conn<'_> {
         };
         let text = chain.map_or_else(Bytes::new, |c| Bytes::copy_from_slice(c.text().as_bytes()));
         self.outbox
-            .frame(&Frame::ChainResp {
+            .frame(&ServerFrame::ChainResp {
                 rid,
                 dest,
                 chain: text,

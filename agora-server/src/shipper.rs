@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use agora_protocol::bytes::{Bytes, BytesMut};
-use agora_protocol::{encode, encode_err, Destination, ErrorCode, Frame, RequestId};
+use agora_protocol::{encode, encode_err, Destination, ErrorCode, RequestId, ServerFrame};
 use async_channel::{Receiver, Sender, TrySendError};
 use futures_lite::{AsyncWriteExt, Stream};
 
@@ -211,7 +211,7 @@ impl Outbox {
     }
 
     /// Encodes and sends a frame from the connection's own task.
-    pub async fn frame(&self, f: &Frame) -> bool {
+    pub async fn frame(&self, f: &ServerFrame) -> bool {
         let mut b = BytesMut::new();
         encode(f, &mut b);
         self.send(Outbound::Bytes(b.freeze())).await
@@ -228,8 +228,8 @@ impl Outbox {
     /// From any other task (a queue, a topic): never waits. A client that lets
     /// [`Config::reply_buffer`](crate::Config::reply_buffer) replies pile up unread is
     /// cut off: its outbox is closed, which ends the connection.
-    pub fn notify(&self, f: &Frame) {
-        if let Frame::Err(e) = f {
+    pub fn notify(&self, f: &ServerFrame) {
+        if let ServerFrame::Err(e) = f {
             self.metrics.error(e.code);
         }
         let mut b = BytesMut::new();
@@ -247,7 +247,7 @@ impl Outbox {
     /// [`Outbound::Cancel`]); never waits, like [`notify`](Outbox::notify).
     pub fn cancel(&self, sid: u64, code: ErrorCode, message: String) {
         let mut b = BytesMut::new();
-        encode(&Frame::Cancel { sid, code, message }, &mut b);
+        encode(&ServerFrame::Cancel { sid, code, message }, &mut b);
         let frame = b.freeze();
         match self.tx.try_send(Outbound::Cancel { sid, frame }) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}

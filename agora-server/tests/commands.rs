@@ -2,7 +2,7 @@
 
 mod common;
 
-use agora_protocol::{ErrorCode, Frame};
+use agora_protocol::{ErrorCode, ServerFrame};
 use agora_server::Config;
 use common::*;
 
@@ -10,7 +10,7 @@ use common::*;
 fn greeting_states_the_limits() {
     let s = start();
     let c = s.connect();
-    let Frame::Info(i) = &c.info else {
+    let ServerFrame::Info(i) = &c.info else {
         unreachable!()
     };
     assert_eq!(i.server, "agora");
@@ -24,12 +24,12 @@ fn control_commands_answer_with_their_request_ids() {
     let s = start();
     let mut c = s.connect();
     c.send(b"CONNECT #1 name=tester proto=1\r\nSETACK #2 on\r\nSETACK #3 off\r\nPINGREQ #4\r\nHELP #5\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
-    assert_eq!(c.next(), Frame::Ok { rid: Some(2) });
-    assert_eq!(c.next(), Frame::Ok { rid: Some(3) });
-    assert_eq!(c.next(), Frame::PingResp { rid: Some(4) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(2) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    assert_eq!(c.next(), ServerFrame::PingResp { rid: Some(4) });
     match c.next() {
-        Frame::HelpResp { rid: Some(5), text } => {
+        ServerFrame::HelpResp { rid: Some(5), text } => {
             assert!(String::from_utf8_lossy(&text).contains("SUB [#id]"))
         }
         f => panic!("expected HELPRESP, got {f:?}"),
@@ -45,14 +45,14 @@ fn typed_by_hand_lower_case_and_bare_lf() {
     let s = start();
     let mut c = s.connect();
     c.send(b"sub topic:t 1\nsetack on\npub topic:t 2\nhi\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     let mut got = [c.next(), c.next()];
     got.sort_by_key(|f| f.command());
-    assert!(matches!(&got[0], Frame::Msg(m) if &m.payload[..] == b"hi" && m.sid == 1));
+    assert!(matches!(&got[0], ServerFrame::Msg(m) if &m.payload[..] == b"hi" && m.sid == 1));
     assert_eq!(
         got[1],
-        Frame::PubAck {
+        ServerFrame::PubAck {
             rid: None,
             filtered: false
         }
@@ -64,17 +64,17 @@ fn publish_confirm_and_stats() {
     let s = start();
     let mut c = s.connect();
     c.send(b"SETACK on\r\nPUB #7 queue:orders 5\r\nhello\r\nHPUB #8 queue:orders 14 16\r\nk: v\r\nx: y\r\n\r\nhi\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     assert_eq!(
         c.next(),
-        Frame::PubAck {
+        ServerFrame::PubAck {
             rid: Some(7),
             filtered: false
         }
     );
     assert_eq!(
         c.next(),
-        Frame::PubAck {
+        ServerFrame::PubAck {
             rid: Some(8),
             filtered: false
         }
@@ -93,10 +93,10 @@ fn headers_travel_with_the_message() {
     let s = start();
     let mut c = s.connect();
     c.send(b"SUB #1 queue:h 1 ack=auto\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     c.send(b"HPUB queue:h 14 16\r\nk: v\r\nx: y\r\n\r\nhi\r\n");
     match c.next() {
-        Frame::Msg(m) => {
+        ServerFrame::Msg(m) => {
             assert_eq!(m.headers.get("k"), Some("v"));
             assert_eq!(m.headers.get("X"), Some("y"));
             assert_eq!(&m.payload[..], b"hi");
@@ -112,8 +112,10 @@ fn ack_nack_and_unknown_deliveries() {
     let mut c = s.connect();
     publish(&mut c, "queue:w", b"job");
     c.send(b"SUB #1 queue:w 3 prefetch=1\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
-    let Frame::Msg(m) = c.next() else { panic!() };
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    let ServerFrame::Msg(m) = c.next() else {
+        panic!()
+    };
     assert_eq!((m.sid, m.count), (3, 1));
     assert!(m.did > 0);
     c.send(format!("NACK #2 {}\r\n", m.did).as_bytes());
@@ -122,8 +124,8 @@ fn ack_nack_and_unknown_deliveries() {
     let (mut ok, mut again) = (None, None);
     for _ in 0..2 {
         match c.next() {
-            Frame::Ok { rid } => ok = Some(rid),
-            Frame::Msg(d) => again = Some(d),
+            ServerFrame::Ok { rid } => ok = Some(rid),
+            ServerFrame::Msg(d) => again = Some(d),
             f => panic!("expected OK and MSG, got {f:?}"),
         }
     }
@@ -139,11 +141,11 @@ fn ack_nack_and_unknown_deliveries() {
         )
         .as_bytes(),
     );
-    assert_eq!(c.next(), Frame::Ok { rid: Some(3) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
     c.expect_err(ErrorCode::UnknownDelivery);
     c.expect_err(ErrorCode::UnknownDelivery);
     match c.next() {
-        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(6), ErrorCode::UnknownDelivery)),
+        ServerFrame::Err(e) => assert_eq!((e.rid, e.code), (Some(6), ErrorCode::UnknownDelivery)),
         f => panic!("{f:?}"),
     }
     let st = c.stats();
@@ -160,7 +162,7 @@ fn subscription_errors() {
     let s = start();
     let mut c = s.connect();
     c.send(b"SUB #1 topic:t 1\r\nSUB #2 topic:t 1\r\nUNSUB #3 9\r\nSUB #4 topic:u 2 prefetch=5\r\nSUB #5 queue:q 3 prefetch=999999999\r\nSUB #6 queue:$sys 4\r\nUNSUB #7 1\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     c.expect_err(ErrorCode::DuplicateSubscription);
     c.expect_err(ErrorCode::UnknownSubscription);
     assert!(c
@@ -168,7 +170,7 @@ fn subscription_errors() {
         .contains("queue subscriptions only"));
     assert!(c.expect_err(ErrorCode::BadArgs).contains("prefetch"));
     c.expect_err(ErrorCode::NotPermitted);
-    assert_eq!(c.next(), Frame::Ok { rid: Some(7) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(7) });
 }
 
 #[test]
@@ -179,7 +181,7 @@ fn recoverable_errors_keep_the_connection() {
     assert!(c.expect_err(ErrorCode::UnknownCommand).contains("FROB"));
     c.send(b"SUB #2 topic:t\r\n");
     match c.next() {
-        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(2), ErrorCode::BadArgs)),
+        ServerFrame::Err(e) => assert_eq!((e.rid, e.code), (Some(2), ErrorCode::BadArgs)),
         f => panic!("{f:?}"),
     }
     c.send(b"PUB #3 orders 5\r\nhello\r\n");
@@ -212,7 +214,7 @@ fn oversized_line_is_answered_then_closed() {
     c.send(&line);
     let frames = c.expect_closed();
     assert!(
-        matches!(&frames[..], [Frame::Err(e)] if e.code == ErrorCode::LineTooLong),
+        matches!(&frames[..], [ServerFrame::Err(e)] if e.code == ErrorCode::LineTooLong),
         "{frames:?}"
     );
     // The broker is still there for others.
@@ -230,7 +232,7 @@ fn oversized_payload_is_refused_before_it_arrives() {
     c.send(b"PUB #9 topic:t 101\r\n");
     let frames = c.expect_closed();
     match &frames[..] {
-        [Frame::Err(e)] => {
+        [ServerFrame::Err(e)] => {
             assert_eq!((e.rid, e.code), (Some(9), ErrorCode::PayloadTooLarge));
             assert!(e.message.contains("101"), "{}", e.message);
         }
@@ -245,7 +247,7 @@ fn payload_longer_than_declared_is_answered_then_closed() {
     c.send(b"PUB topic:t 3\r\nhello\r\n");
     let frames = c.expect_closed();
     assert!(
-        matches!(&frames[..], [Frame::Err(e)] if e.code == ErrorCode::BadFrame),
+        matches!(&frames[..], [ServerFrame::Err(e)] if e.code == ErrorCode::BadFrame),
         "{frames:?}"
     );
 }
@@ -258,7 +260,7 @@ fn queue_full_is_refused_and_nothing_accepted_is_lost() {
     });
     let mut c = s.connect();
     c.send(b"SETACK on\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     let mut accepted = Vec::new();
     for i in 0..15u32 {
         c.send(format!("PUB #{i} queue:small {}\r\n{i}\r\n", i.to_string().len()).as_bytes());
@@ -266,8 +268,8 @@ fn queue_full_is_refused_and_nothing_accepted_is_lost() {
     let mut refused = 0;
     for _ in 0..15 {
         match c.next() {
-            Frame::PubAck { rid: Some(r), .. } => accepted.push(r),
-            Frame::Err(e) => {
+            ServerFrame::PubAck { rid: Some(r), .. } => accepted.push(r),
+            ServerFrame::Err(e) => {
                 assert_eq!(e.code, ErrorCode::QueueFull);
                 assert!(e.message.contains("small"));
                 refused += 1;
@@ -277,10 +279,10 @@ fn queue_full_is_refused_and_nothing_accepted_is_lost() {
     }
     assert_eq!((accepted.len(), refused), (10, 5));
     c.send(b"SUB queue:small 1 ack=auto\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     let mut got: Vec<u64> = (0..10)
         .map(|_| match c.next() {
-            Frame::Msg(m) => String::from_utf8_lossy(&m.payload).parse().unwrap(),
+            ServerFrame::Msg(m) => String::from_utf8_lossy(&m.payload).parse().unwrap(),
             f => panic!("{f:?}"),
         })
         .collect();
@@ -308,7 +310,7 @@ fn purge_empties_a_queue() {
         publish(&mut c, "queue:p", b"x");
     }
     c.send(b"PURGE #1 queue:p\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     let st = c.stats();
     assert_eq!(dest_stats(&st, "queue", "p").unwrap()["depth"], 0);
 }
@@ -328,15 +330,15 @@ fn pipelined_requests_get_matching_replies() {
         }
     }
     c.send(&batch);
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1000) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1000) });
     for i in 0..500u64 {
         let f = c.next();
         assert_eq!(f.request_id(), Some(i), "{f:?}");
         let ok = match i % 4 {
-            0 => matches!(f, Frame::PubAck { .. }),
-            1 => matches!(f, Frame::PingResp { .. }),
-            2 => matches!(f, Frame::Ok { .. }),
-            _ => matches!(f, Frame::Err(ref e) if e.code == ErrorCode::UnknownSubscription),
+            0 => matches!(f, ServerFrame::PubAck { .. }),
+            1 => matches!(f, ServerFrame::PingResp { .. }),
+            2 => matches!(f, ServerFrame::Ok { .. }),
+            _ => matches!(f, ServerFrame::Err(ref e) if e.code == ErrorCode::UnknownSubscription),
         };
         assert!(ok, "{f:?}");
     }
@@ -348,5 +350,5 @@ fn disconnect_closes_after_flushing() {
     let mut c = s.connect();
     c.send(b"PINGREQ #1\r\nDISCONNECT\r\n");
     let frames = c.expect_closed();
-    assert_eq!(frames, vec![Frame::PingResp { rid: Some(1) }]);
+    assert_eq!(frames, vec![ServerFrame::PingResp { rid: Some(1) }]);
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use agora_protocol::{ErrorCode, Frame};
+use agora_protocol::{ErrorCode, ServerFrame};
 use agora_server::Config;
 use common::*;
 
@@ -23,7 +23,7 @@ fn a_thousand_concurrent_connections_are_each_answered() {
     for (i, c) in clients.iter_mut().enumerate() {
         assert_eq!(
             c.next(),
-            Frame::PingResp {
+            ServerFrame::PingResp {
                 rid: Some(i as u64)
             }
         );
@@ -41,7 +41,7 @@ fn connections_over_the_cap_are_refused_with_an_error() {
     let mut extra = Raw::connect_bare(s.addr);
     let frames = extra.expect_closed();
     match &frames[..] {
-        [Frame::Err(e)] => {
+        [ServerFrame::Err(e)] => {
             assert_eq!(e.code, ErrorCode::TooManyConnections);
             assert!(e.message.contains('3'), "{}", e.message);
         }
@@ -60,7 +60,7 @@ fn garbage_on_one_connection_does_not_disturb_another() {
     let s = start();
     let mut good_sub = s.connect();
     good_sub.send(b"SUB #1 queue:steady 1 ack=auto\r\n");
-    assert_eq!(good_sub.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(good_sub.next(), ServerFrame::Ok { rid: Some(1) });
     let mut good_pub = s.connect();
     let mut seed: u64 = 0x9e3779b97f4a7c15;
     for round in 0..50u64 {
@@ -80,7 +80,7 @@ fn garbage_on_one_connection_does_not_disturb_another() {
         let body = round.to_string();
         publish(&mut good_pub, "queue:steady", body.as_bytes());
         match good_sub.next() {
-            Frame::Msg(m) => assert_eq!(&m.payload[..], body.as_bytes()),
+            ServerFrame::Msg(m) => assert_eq!(&m.payload[..], body.as_bytes()),
             f => panic!("{f:?}"),
         }
     }
@@ -97,7 +97,7 @@ fn a_client_that_vanishes_mid_payload_leaves_nothing_behind() {
     let s = start();
     let mut c = s.connect();
     c.send(b"SETACK on\r\nPUB #1 queue:half 10\r\nabc");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     drop(c);
     let mut d = s.connect();
     wait_until("the vanished client is gone", || {
@@ -111,12 +111,12 @@ fn graceful_shutdown_tells_clients_and_returns() {
     let mut s = start();
     let mut clients: Vec<Raw> = (0..5).map(|_| s.connect()).collect();
     clients[0].send(b"SUB #1 topic:t 1\r\n");
-    assert_eq!(clients[0].next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(clients[0].next(), ServerFrame::Ok { rid: Some(1) });
     s.shutdown().expect("serve returns Ok");
     for c in &mut clients {
         let frames = c.expect_closed();
         assert!(
-            matches!(frames.last(), Some(Frame::Shutdown { .. })),
+            matches!(frames.last(), Some(ServerFrame::Shutdown { .. })),
             "{frames:?}"
         );
     }
@@ -135,7 +135,7 @@ fn the_binary_prints_its_address_and_exits_0_on_sigterm() {
         assert!(killed.success());
         let frames = c.expect_closed();
         assert!(
-            matches!(frames.last(), Some(Frame::Shutdown { .. })),
+            matches!(frames.last(), Some(ServerFrame::Shutdown { .. })),
             "{frames:?}"
         );
         let st = wait_exit(&mut child);
@@ -189,7 +189,7 @@ fn flags_can_come_from_the_environment() {
     out.read_line(&mut line).unwrap();
     let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
     let c = Raw::connect(format!("127.0.0.1:{port}").parse().unwrap());
-    assert!(matches!(&c.info, Frame::Info(i) if i.max_payload == 77));
+    assert!(matches!(&c.info, ServerFrame::Info(i) if i.max_payload == 77));
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -218,7 +218,7 @@ fn max_payload_of(args: &[&str], env: &[(&str, &str)]) -> usize {
         .unwrap_or_else(|| panic!("{args:?} {env:?}: start-up line {line:?}"));
     let c = Raw::connect(format!("127.0.0.1:{port}").parse().unwrap());
     let max = match &c.info {
-        Frame::Info(i) => i.max_payload,
+        ServerFrame::Info(i) => i.max_payload,
         other => panic!("{other:?}"),
     };
     let _ = Command::new("kill")

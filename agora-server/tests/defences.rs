@@ -5,15 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use agora_protocol::{ErrorCode, Frame};
+use agora_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use agora_server::{Config, QueueSettings};
 use common::*;
 
 fn msg(c: &mut Raw) -> agora_protocol::Delivery {
     loop {
         match c.next() {
-            Frame::Msg(m) => return m,
-            Frame::PingReq { .. } => {}
+            ServerFrame::Msg(m) => return m,
+            ServerFrame::PingReq { .. } => {}
             f => panic!("expected MSG, got {f:?}"),
         }
     }
@@ -28,7 +28,7 @@ fn poison_message_lands_in_the_dead_letter_queue_after_exactly_max_deliveries() 
     let mut c = s.connect();
     publish(&mut c, "queue:orders", b"poison");
     c.send(b"SUB queue:orders 1 prefetch=1\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     for n in 1..=3u32 {
         let m = msg(&mut c);
         assert_eq!((m.count, &m.payload[..]), (n, &b"poison"[..]));
@@ -39,8 +39,8 @@ fn poison_message_lands_in_the_dead_letter_queue_after_exactly_max_deliveries() 
     let mut got = None;
     while got.is_none() {
         match c.next() {
-            Frame::Ok { rid: Some(2) } => {}
-            Frame::Msg(m) if m.sid == 2 => got = Some(m),
+            ServerFrame::Ok { rid: Some(2) } => {}
+            ServerFrame::Msg(m) if m.sid == 2 => got = Some(m),
             f => panic!("{f:?}"),
         }
     }
@@ -82,7 +82,7 @@ fn expired_messages_go_to_the_configured_dead_letter_queue() {
     publish(&mut c, "queue:telemetry", b"stale");
     publish(&mut c, "queue:other", b"kept");
     c.send(b"SUB queue:expired 1 ack=auto\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     let m = msg(&mut c);
     assert_eq!(&m.payload[..], b"stale");
     assert_eq!(m.headers.get("agora-dead-letter-reason"), Some("expired"));
@@ -100,23 +100,23 @@ fn a_delivery_not_acked_in_time_goes_to_another_consumer() {
     });
     let mut slow = s.connect();
     slow.send(b"SUB queue:jobs 1 prefetch=1\r\n");
-    assert_eq!(slow.next(), Frame::Ok { rid: None });
+    assert_eq!(slow.next(), ServerFrame::Ok { rid: None });
     let mut p = s.connect();
     publish(&mut p, "queue:jobs", b"job");
     let first = msg(&mut slow);
     let mut other = s.connect();
     other.send(b"SUB queue:jobs 1 prefetch=1\r\n");
-    assert_eq!(other.next(), Frame::Ok { rid: None });
+    assert_eq!(other.next(), ServerFrame::Ok { rid: None });
     // `slow` never acks; after the timeout `other` gets it.
     let again = msg(&mut other);
     assert_eq!(&again.payload[..], b"job");
     assert_eq!(again.count, 2);
     other.send(format!("ACK #1 {}\r\n", again.did).as_bytes());
-    assert_eq!(other.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(other.next(), ServerFrame::Ok { rid: Some(1) });
     // The late ack is refused.
     slow.send(format!("ACK #2 {}\r\n", first.did).as_bytes());
     match slow.next() {
-        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(2), ErrorCode::UnknownDelivery)),
+        ServerFrame::Err(e) => assert_eq!((e.rid, e.code), (Some(2), ErrorCode::UnknownDelivery)),
         f => panic!("{f:?}"),
     }
 }
@@ -130,7 +130,7 @@ fn a_silent_consumer_is_pinged_closed_and_its_messages_redelivered() {
     });
     let mut silent = s.connect();
     silent.send(b"SUB queue:work 1 prefetch=5\r\n");
-    assert_eq!(silent.next(), Frame::Ok { rid: None });
+    assert_eq!(silent.next(), ServerFrame::Ok { rid: None });
     let mut p = s.connect();
     for i in 0..3 {
         publish(&mut p, "queue:work", format!("{i}").as_bytes());
@@ -140,16 +140,16 @@ fn a_silent_consumer_is_pinged_closed_and_its_messages_redelivered() {
     let frames = silent.expect_closed();
     let pings = frames
         .iter()
-        .filter(|f| matches!(f, Frame::PingReq { .. }))
+        .filter(|f| matches!(f, ServerFrame::PingReq { .. }))
         .count();
     assert_eq!(pings, 2, "{frames:?}");
     assert!(
-        matches!(frames.last(), Some(Frame::Err(e)) if e.code == ErrorCode::Timeout),
+        matches!(frames.last(), Some(ServerFrame::Err(e)) if e.code == ErrorCode::Timeout),
         "{frames:?}"
     );
     let mut other = s.connect();
     other.send(b"SUB queue:work 1 ack=auto\r\n");
-    assert_eq!(other.next(), Frame::Ok { rid: None });
+    assert_eq!(other.next(), ServerFrame::Ok { rid: None });
     let got: Vec<_> = (0..3).map(|_| msg(&mut other)).collect();
     assert!(got.iter().all(|m| m.redelivered()));
 }
@@ -164,11 +164,14 @@ fn a_client_that_answers_pings_stays() {
     let mut c = s.connect();
     for _ in 0..5 {
         match c.next() {
-            Frame::PingReq { rid } => c.send_frame(&Frame::PingResp { rid }),
+            ServerFrame::PingReq { rid } => c.send_frame(&ClientFrame::PingResp { rid }),
             f => panic!("{f:?}"),
         }
     }
-    assert!(c.sync(1).iter().all(|f| matches!(f, Frame::PingReq { .. })));
+    assert!(c
+        .sync(1)
+        .iter()
+        .all(|f| matches!(f, ServerFrame::PingReq { .. })));
 }
 
 #[test]
@@ -179,10 +182,10 @@ fn destination_limit() {
     });
     let mut c = s.connect();
     c.send(b"SETACK on\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     for d in ["queue:a", "topic:b", "queue:c"] {
         publish(&mut c, d, b"x");
-        assert!(matches!(c.next(), Frame::PubAck { .. }));
+        assert!(matches!(c.next(), ServerFrame::PubAck { .. }));
     }
     publish(&mut c, "topic:d", b"x");
     assert!(c.expect_err(ErrorCode::TooManyDestinations).contains("3"));
@@ -190,9 +193,9 @@ fn destination_limit() {
     c.expect_err(ErrorCode::TooManyDestinations);
     // Deleting one makes room.
     c.send(b"DELETE #1 topic:b\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     publish(&mut c, "topic:d", b"x");
-    assert!(matches!(c.next(), Frame::PubAck { .. }));
+    assert!(matches!(c.next(), ServerFrame::PubAck { .. }));
 }
 
 #[test]
@@ -211,9 +214,9 @@ fn memory_budget_covers_queues_and_subscriber_buffers() {
     // A topic subscriber that does not read holds its copies against the budget too.
     let mut lazy = s.connect();
     lazy.send(b"SUB topic:t 1\r\n");
-    assert_eq!(lazy.next(), Frame::Ok { rid: None });
+    assert_eq!(lazy.next(), ServerFrame::Ok { rid: None });
     c.send(b"PURGE #2 queue:m\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(2) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(2) });
     assert_eq!(c.stats()["memory"]["used"], 0);
     // Once the lazy client's socket buffers are full, its subscriber buffer fills,
     // and the budget refuses further publishes.
@@ -223,7 +226,7 @@ fn memory_budget_covers_queues_and_subscriber_buffers() {
     let mut refused = 0;
     for _ in 0..20_000 {
         publish(&mut c, "topic:t", &mid);
-        if let Some(Frame::Err(e)) = c.sync(3).first() {
+        if let Some(ServerFrame::Err(e)) = c.sync(3).first() {
             assert_eq!(e.code, ErrorCode::MemoryLimit);
             if c.stats()["memory"]["used"].as_u64().unwrap() > 1000 - 400 {
                 refused += 1;
@@ -262,7 +265,7 @@ fn memory_budget_covers_queues_and_subscriber_buffers() {
         let answers = c.sync(4);
         for a in &answers {
             assert!(
-                matches!(a, Frame::Err(e) if e.code == ErrorCode::MemoryLimit),
+                matches!(a, ServerFrame::Err(e) if e.code == ErrorCode::MemoryLimit),
                 "{answers:?}"
             );
         }
@@ -287,10 +290,12 @@ fn subscription_limit_per_connection() {
     });
     let mut c = s.connect();
     c.send(b"SUB topic:a 1\r\nSUB topic:b 2\r\nSUB #3 topic:c 3\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     match c.next() {
-        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(3), ErrorCode::TooManySubscriptions)),
+        ServerFrame::Err(e) => {
+            assert_eq!((e.rid, e.code), (Some(3), ErrorCode::TooManySubscriptions))
+        }
         f => panic!("{f:?}"),
     }
 }
@@ -300,24 +305,26 @@ fn delete_tells_consumers_and_subscribers() {
     let s = start();
     let mut consumer = s.connect();
     consumer.send(b"SUB queue:gone 7 prefetch=1\r\n");
-    assert_eq!(consumer.next(), Frame::Ok { rid: None });
+    assert_eq!(consumer.next(), ServerFrame::Ok { rid: None });
     let mut sub = s.connect();
     sub.send(b"SUB topic:gone 8\r\n");
-    assert_eq!(sub.next(), Frame::Ok { rid: None });
+    assert_eq!(sub.next(), ServerFrame::Ok { rid: None });
     let mut admin = s.connect();
     publish(&mut admin, "queue:gone", b"1");
     publish(&mut admin, "queue:gone", b"2");
     let held = msg(&mut consumer);
     admin.send(b"DELETE #1 queue:gone\r\nDELETE #2 topic:gone\r\nDELETE #3 queue:gone\r\n");
-    assert_eq!(admin.next(), Frame::Ok { rid: Some(1) });
-    assert_eq!(admin.next(), Frame::Ok { rid: Some(2) });
+    assert_eq!(admin.next(), ServerFrame::Ok { rid: Some(1) });
+    assert_eq!(admin.next(), ServerFrame::Ok { rid: Some(2) });
     match admin.next() {
-        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(3), ErrorCode::UnknownDestination)),
+        ServerFrame::Err(e) => {
+            assert_eq!((e.rid, e.code), (Some(3), ErrorCode::UnknownDestination))
+        }
         f => panic!("{f:?}"),
     }
     for (c, sid) in [(&mut consumer, 7), (&mut sub, 8)] {
         match c.next() {
-            Frame::Cancel {
+            ServerFrame::Cancel {
                 sid: got,
                 code,
                 message,
@@ -331,18 +338,20 @@ fn delete_tells_consumers_and_subscribers() {
     // Acking a delivery of the deleted queue is an error, not a disconnect.
     consumer.send(format!("ACK #9 {}\r\n", held.did).as_bytes());
     match consumer.next() {
-        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(9), ErrorCode::UnknownDelivery)),
+        ServerFrame::Err(e) => assert_eq!((e.rid, e.code), (Some(9), ErrorCode::UnknownDelivery)),
         f => panic!("{f:?}"),
     }
     assert!(consumer.sync(10).is_empty());
     // Purging what is not there neither creates it nor succeeds.
     admin.send(b"PURGE #5 queue:never\r\nPURGE #6 queue:$x\r\n");
     match admin.next() {
-        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(5), ErrorCode::UnknownDestination)),
+        ServerFrame::Err(e) => {
+            assert_eq!((e.rid, e.code), (Some(5), ErrorCode::UnknownDestination))
+        }
         f => panic!("{f:?}"),
     }
     match admin.next() {
-        Frame::Err(e) => assert_eq!((e.rid, e.code), (Some(6), ErrorCode::NotPermitted)),
+        ServerFrame::Err(e) => assert_eq!((e.rid, e.code), (Some(6), ErrorCode::NotPermitted)),
         f => panic!("{f:?}"),
     }
     let st = admin.stats();
@@ -391,7 +400,9 @@ fn ten_thousand_connections_are_held() {
         // Early clients may have been pinged while the rest connected.
         let before = c.sync(1);
         assert!(
-            before.iter().all(|f| matches!(f, Frame::PingReq { .. })),
+            before
+                .iter()
+                .all(|f| matches!(f, ServerFrame::PingReq { .. })),
             "{before:?}"
         );
     }
@@ -409,7 +420,7 @@ fn a_non_reading_client_and_a_slow_reader_cost_bounded_memory() {
     let pid = child.id();
     let mut sub = Raw::connect(addr);
     sub.send(b"SUB #1 topic:firehose 1\r\n");
-    assert_eq!(sub.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(sub.next(), ServerFrame::Ok { rid: Some(1) });
     // Warm up, then measure.
     let payload = vec![b'z'; 4096];
     let mut p = Raw::connect(addr);
@@ -425,7 +436,7 @@ fn a_non_reading_client_and_a_slow_reader_cost_bounded_memory() {
         for _ in 0..rounds {
             p.send(&burst);
             for _ in 0..64 {
-                assert!(matches!(sub.next(), Frame::Msg(_)));
+                assert!(matches!(sub.next(), ServerFrame::Msg(_)));
             }
         }
     };

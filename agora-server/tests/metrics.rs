@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use agora_protocol::Frame;
+use agora_protocol::ServerFrame;
 use agora_server::Config;
 use common::*;
 
@@ -76,13 +76,13 @@ fn statsd_receives_counters_gauges_and_timings_after_a_workload() {
     });
     let mut c = s.connect();
     c.send(b"SUB queue:orders.eu 1 ack=auto\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     const N: usize = 50;
     for i in 0..N {
         publish(&mut c, "queue:orders.eu", format!("{i:03}").as_bytes());
     }
     for _ in 0..N {
-        assert!(matches!(c.next(), Frame::Msg(_)));
+        assert!(matches!(c.next(), ServerFrame::Msg(_)));
     }
     // `.` in a name becomes `_`, so it is one Graphite node.
     let q = "agora.queue.orders_eu";
@@ -134,10 +134,10 @@ fn the_metrics_topic_carries_snapshots_and_stats_has_the_broker_section() {
     let mut c = s.connect();
     publish(&mut c, "topic:seen", b"x");
     c.send(b"SUB #1 topic:$sys.metrics 1\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     for _ in 0..2 {
         match c.next() {
-            Frame::Msg(m) => {
+            ServerFrame::Msg(m) => {
                 let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
                 assert_eq!(v["server"], "agora");
                 assert!(dest_stats(&v, "topic", "seen").is_some(), "{v}");
@@ -151,8 +151,8 @@ fn the_metrics_topic_carries_snapshots_and_stats_has_the_broker_section() {
     let mut errs = 0;
     while errs < 2 {
         match c.next() {
-            Frame::Msg(_) => {}
-            Frame::Err(e) => {
+            ServerFrame::Msg(_) => {}
+            ServerFrame::Err(e) => {
                 assert_eq!(e.code, agora_protocol::ErrorCode::NotPermitted);
                 errs += 1;
             }
@@ -189,7 +189,7 @@ fn profile_writes_pprof_protobuf_and_a_flamegraph_at_shutdown() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut sub = Raw::connect(addr);
     sub.send(b"SUB #1 topic:work 1\r\n");
-    assert_eq!(sub.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(sub.next(), ServerFrame::Ok { rid: Some(1) });
     let mut p = Raw::connect(addr);
     let burst: Vec<u8> = (0..500)
         .flat_map(|_| b"PUB topic:work 5\r\nhello\r\n".to_vec())
@@ -199,7 +199,7 @@ fn profile_writes_pprof_protobuf_and_a_flamegraph_at_shutdown() {
     while start.elapsed() < Duration::from_millis(1500) {
         p.send(&burst);
         for _ in 0..500 {
-            assert!(matches!(sub.next(), Frame::Msg(_)));
+            assert!(matches!(sub.next(), ServerFrame::Msg(_)));
         }
     }
     let _ = std::process::Command::new("kill")

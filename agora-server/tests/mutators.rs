@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
 use std::sync::Arc;
 
 use agora_protocol::bytes::Bytes;
-use agora_protocol::{Destination, ErrorCode, Frame};
+use agora_protocol::{ClientFrame, Destination, ErrorCode, ServerFrame};
 use agora_server::Config;
 use common::*;
 use serde_json::{json, Value};
@@ -23,8 +23,8 @@ fn queue(n: &str) -> Destination {
 }
 
 /// Sends `CHAIN SET` and returns the answer.
-fn chain_set(c: &mut Raw, dest: &Destination, text: &str) -> Frame {
-    c.send_frame(&Frame::ChainSet {
+fn chain_set(c: &mut Raw, dest: &Destination, text: &str) -> ServerFrame {
+    c.send_frame(&ClientFrame::ChainSet {
         rid: Some(77),
         dest: dest.clone(),
         chain: Bytes::copy_from_slice(text.as_bytes()),
@@ -35,18 +35,18 @@ fn chain_set(c: &mut Raw, dest: &Destination, text: &str) -> Frame {
 fn set_ok(c: &mut Raw, dest: &Destination, text: &str) {
     assert_eq!(
         chain_set(c, dest, text),
-        Frame::Ok { rid: Some(77) },
+        ServerFrame::Ok { rid: Some(77) },
         "{text}"
     );
 }
 
 fn chain_get(c: &mut Raw, dest: &Destination) -> String {
-    c.send_frame(&Frame::ChainGet {
+    c.send_frame(&ClientFrame::ChainGet {
         rid: Some(78),
         dest: dest.clone(),
     });
     match c.next() {
-        Frame::ChainResp {
+        ServerFrame::ChainResp {
             rid: Some(78),
             chain,
             ..
@@ -58,7 +58,7 @@ fn chain_get(c: &mut Raw, dest: &Destination) -> String {
 fn subscribe(s: &TestServer, dest: &str) -> Raw {
     let mut c = s.connect();
     c.send(format!("SUB #1 {dest} 1\r\n").as_bytes());
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     c
 }
 
@@ -76,7 +76,7 @@ fn publish_confirmed(c: &mut Raw, dest: &str, headers: &[(&str, &str)], payload:
         c.send(format!("HPUB #5 {dest} {} {total}\r\n{h}{payload}\r\n", h.len()).as_bytes());
     }
     match c.next() {
-        Frame::PubAck {
+        ServerFrame::PubAck {
             rid: Some(5),
             filtered,
         } => filtered,
@@ -87,13 +87,13 @@ fn publish_confirmed(c: &mut Raw, dest: &str, headers: &[(&str, &str)], payload:
 fn confirming(s: &TestServer) -> Raw {
     let mut c = s.connect();
     c.send(b"SETACK #2 on\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(2) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(2) });
     c
 }
 
 fn next_msg(c: &mut Raw) -> agora_protocol::Delivery {
     match c.next() {
-        Frame::Msg(m) => m,
+        ServerFrame::Msg(m) => m,
         f => panic!("expected MSG, got {f:?}"),
     }
 }
@@ -144,7 +144,7 @@ fn threshold_drops_exactly_the_out_of_range_messages() {
     );
     let mut c = s.connect();
     c.send(b"SUB #1 queue:q 1 ack=auto\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     let got: Vec<String> = (0..4)
         .map(|_| String::from_utf8(next_msg(&mut c).payload.to_vec()).unwrap())
         .collect();
@@ -182,7 +182,7 @@ fn chain_get_set_clear_and_bad_chains_change_nothing() {
         ("enrich db=sensors table=t key=/k", "none are declared"),
     ] {
         match chain_set(&mut c, &t, bad) {
-            Frame::Err(e) => {
+            ServerFrame::Err(e) => {
                 assert_eq!(e.code, ErrorCode::BadChain, "{bad}");
                 assert!(e.message.contains(says), "{bad}: {}", e.message);
             }
@@ -191,7 +191,7 @@ fn chain_get_set_clear_and_bad_chains_change_nothing() {
         assert_eq!(chain_get(&mut c, &t), "threshold . > 1 | sample 2");
     }
     c.send(b"CHAIN #9 CLEAR topic:t\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(9) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(9) });
     assert_eq!(chain_get(&mut c, &t), "");
     // Blank text clears too.
     set_ok(&mut c, &t, "sample 3");
@@ -213,7 +213,7 @@ fn runtime_attach_and_remove_while_messages_flow() {
         let (got, last) = (got.clone(), last.clone());
         std::thread::spawn(move || loop {
             match sub.next() {
-                Frame::Msg(m) => {
+                ServerFrame::Msg(m) => {
                     let n: u64 = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
                     let before = last.swap(n, SeqCst);
                     assert!(
@@ -222,7 +222,7 @@ fn runtime_attach_and_remove_while_messages_flow() {
                     );
                     got.fetch_add(1, SeqCst);
                 }
-                Frame::PingResp { rid: Some(1) } => return,
+                ServerFrame::PingResp { rid: Some(1) } => return,
                 f => panic!("unexpected {f:?}"),
             }
         })
@@ -261,7 +261,7 @@ fn runtime_attach_and_remove_while_messages_flow() {
         dest_stats(&ctl.stats(), "topic", "flow").unwrap()["filtered"].as_u64() >= Some(500)
     });
     ctl.send(b"CHAIN #3 CLEAR topic:flow\r\n");
-    assert_eq!(ctl.next(), Frame::Ok { rid: Some(3) });
+    assert_eq!(ctl.next(), ServerFrame::Ok { rid: Some(3) });
     phase.store(1, SeqCst);
     let published = publisher.join().unwrap();
     // Everything the publisher sent is in the topic now; a ping through the
@@ -506,7 +506,7 @@ fn configured_chains_are_attached_when_destinations_are_created() {
     publish(&mut c, "queue:jobs", b"x");
     let mut q = s.connect();
     q.send(b"SUB #1 queue:jobs 1 ack=auto\r\n");
-    assert_eq!(q.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(q.next(), ServerFrame::Ok { rid: Some(1) });
     assert_eq!(next_msg(&mut q).headers.get("via"), Some("agora"));
     // A runtime chain outlives the destination's idle removal.
     set_ok(&mut c, &topic("idle"), "sample 1000");
@@ -612,10 +612,10 @@ max_messages = 2
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let mut sub = Raw::connect(addr);
     sub.send(b"SUB #1 topic:readings 1\r\n");
-    assert_eq!(sub.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(sub.next(), ServerFrame::Ok { rid: Some(1) });
     let mut p = Raw::connect(addr);
     p.send(b"SETACK #2 on\r\n");
-    assert_eq!(p.next(), Frame::Ok { rid: Some(2) });
+    assert_eq!(p.next(), ServerFrame::Ok { rid: Some(2) });
     assert_eq!(
         chain_get(&mut p, &topic("readings")),
         "threshold /temp > 30 | enrich db=sensors table=sites key=/site | set header:seen=now"

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use agora_protocol::{ErrorCode, Frame};
+use agora_protocol::{ErrorCode, ServerFrame};
 use agora_server::{Config, SlowConsumerPolicy};
 use common::*;
 
@@ -12,7 +12,7 @@ use common::*;
 fn take(c: &mut Raw, n: usize) -> Vec<(u64, agora_protocol::Delivery)> {
     (0..n)
         .map(|_| match c.next() {
-            Frame::Msg(m) => (String::from_utf8_lossy(&m.payload).parse().unwrap(), m),
+            ServerFrame::Msg(m) => (String::from_utf8_lossy(&m.payload).parse().unwrap(), m),
             f => panic!("expected MSG, got {f:?}"),
         })
         .collect()
@@ -27,7 +27,7 @@ fn queue_delivers_each_message_exactly_once_and_shares_the_load() {
         .map(|i| {
             let mut c = s.connect();
             c.send(format!("SUB #1 queue:work {i} ack=auto prefetch=16\r\n").as_bytes());
-            assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+            assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
             c
         })
         .collect();
@@ -56,8 +56,8 @@ fn queue_delivers_each_message_exactly_once_and_shares_the_load() {
             c.send(b"PINGREQ #0\r\n");
             loop {
                 match c.next() {
-                    Frame::PingResp { .. } => break,
-                    Frame::Msg(m) => {
+                    ServerFrame::PingResp { .. } => break,
+                    ServerFrame::Msg(m) => {
                         let n: u64 = String::from_utf8_lossy(&m.payload).parse().unwrap();
                         if !seen.insert(n) {
                             dup += 1;
@@ -91,7 +91,7 @@ fn an_auto_ack_consumer_that_unsubscribes_mid_stream_causes_no_duplicates() {
     let q = "queue:handover";
     let mut a = s.connect();
     a.send(format!("SUB #1 {q} 1 ack=auto prefetch=1024\r\n").as_bytes());
-    assert_eq!(a.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(a.next(), ServerFrame::Ok { rid: Some(1) });
     let pad = "x".repeat(1000);
     let mut batch = Vec::new();
     for i in 0..M {
@@ -116,18 +116,18 @@ fn an_auto_ack_consumer_that_unsubscribes_mid_stream_causes_no_duplicates() {
     let mut seen = HashSet::new();
     loop {
         match a.next() {
-            Frame::Ok { rid: Some(2) } => break,
-            Frame::Msg(m) => assert!(seen.insert(num(&m)), "twice to the first consumer"),
+            ServerFrame::Ok { rid: Some(2) } => break,
+            ServerFrame::Msg(m) => assert!(seen.insert(num(&m)), "twice to the first consumer"),
             f => panic!("{f:?}"),
         }
     }
     let first = seen.len();
     let mut b = s.connect();
     b.send(format!("SUB #1 {q} 1 ack=auto prefetch=1024\r\n").as_bytes());
-    assert_eq!(b.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(b.next(), ServerFrame::Ok { rid: Some(1) });
     while (seen.len() as u64) < M {
         match b.next() {
-            Frame::Msg(m) => {
+            ServerFrame::Msg(m) => {
                 let n = num(&m);
                 assert!(
                     seen.insert(n),
@@ -149,11 +149,11 @@ fn unacked_messages_of_a_closed_consumer_are_redelivered_to_another() {
     }
     let mut a = s.connect();
     a.send(b"SUB queue:jobs 1 prefetch=4\r\n");
-    assert_eq!(a.next(), Frame::Ok { rid: None });
+    assert_eq!(a.next(), ServerFrame::Ok { rid: None });
     let held: Vec<u64> = take(&mut a, 4).into_iter().map(|(n, _)| n).collect();
     let mut b = s.connect();
     b.send(b"SUB queue:jobs 2 prefetch=100\r\n");
-    assert_eq!(b.next(), Frame::Ok { rid: None });
+    assert_eq!(b.next(), ServerFrame::Ok { rid: None });
     // b gets the 6 that a could not take.
     let first = take(&mut b, 6);
     assert!(first.iter().all(|(_, m)| m.count == 1));
@@ -185,20 +185,20 @@ fn unsubscribe_gives_unacked_messages_back() {
         publish(&mut a, "queue:u", i.to_string().as_bytes());
     }
     a.send(b"SUB queue:u 1 prefetch=10\r\n");
-    assert_eq!(a.next(), Frame::Ok { rid: None });
+    assert_eq!(a.next(), ServerFrame::Ok { rid: None });
     take(&mut a, 3);
     a.send(b"UNSUB #2 1\r\n");
     // Any deliveries still in flight are fine; the OK must come.
     loop {
         match a.next() {
-            Frame::Ok { rid: Some(2) } => break,
-            Frame::Msg(_) => {}
+            ServerFrame::Ok { rid: Some(2) } => break,
+            ServerFrame::Msg(_) => {}
             f => panic!("{f:?}"),
         }
     }
     let mut b = s.connect();
     b.send(b"SUB queue:u 1 prefetch=10 ack=auto\r\n");
-    assert_eq!(b.next(), Frame::Ok { rid: None });
+    assert_eq!(b.next(), ServerFrame::Ok { rid: None });
     let got = take(&mut b, 3);
     assert!(got.iter().all(|(_, m)| m.redelivered()));
 }
@@ -209,9 +209,11 @@ fn poison_message_nacked_repeatedly_keeps_counting() {
     let mut c = s.connect();
     publish(&mut c, "queue:poison", b"bad");
     c.send(b"SUB queue:poison 1 prefetch=1\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: None });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: None });
     for n in 1..=5u32 {
-        let Frame::Msg(m) = c.next() else { panic!() };
+        let ServerFrame::Msg(m) = c.next() else {
+            panic!()
+        };
         assert_eq!(m.count, n);
         c.send(format!("NACK {}\r\n", m.did).as_bytes());
     }
@@ -226,7 +228,7 @@ fn topic_subscribers_each_get_every_message_in_order() {
         .map(|i| {
             let mut c = s.connect();
             c.send(format!("SUB #1 topic:prices {i}\r\n").as_bytes());
-            assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+            assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
             c
         })
         .collect();
@@ -249,10 +251,10 @@ fn runs_of_publishes_keep_order_across_destinations_commands_and_a_leaving_clien
     let s = start();
     let mut a = s.connect();
     a.send(b"SUB #1 topic:a 1\r\n");
-    assert_eq!(a.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(a.next(), ServerFrame::Ok { rid: Some(1) });
     let mut b = s.connect();
     b.send(b"SUB #1 topic:b 1\r\n");
-    assert_eq!(b.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(b.next(), ServerFrame::Ok { rid: Some(1) });
     let pub_a = |n: u64| format!("PUB topic:a {}\r\n{n}\r\n", n.to_string().len());
     // One write: a run to a, one to b, more to a, a SUB of the publisher's own, a
     // publish it must then receive, and the publisher leaving right after.
@@ -267,12 +269,14 @@ fn runs_of_publishes_keep_order_across_destinations_commands_and_a_leaving_clien
     p.send(w.as_bytes());
     let got: Vec<u64> = take(&mut a, 300).into_iter().map(|(n, _)| n).collect();
     assert_eq!(got, (0..300).collect::<Vec<_>>());
-    let Frame::Msg(m) = b.next() else { panic!() };
+    let ServerFrame::Msg(m) = b.next() else {
+        panic!()
+    };
     assert_eq!(&m.payload[..], b"b");
     let rest = p.expect_closed();
-    assert_eq!(rest[0], Frame::Ok { rid: Some(5) }, "{rest:?}");
+    assert_eq!(rest[0], ServerFrame::Ok { rid: Some(5) }, "{rest:?}");
     assert!(
-        matches!(&rest[1], Frame::Msg(m) if &m.payload[..] == b"self"),
+        matches!(&rest[1], ServerFrame::Msg(m) if &m.payload[..] == b"self"),
         "{rest:?}"
     );
     // A client that writes a run and closes at once: the run is delivered all the same.
@@ -295,9 +299,11 @@ fn topic_message_goes_only_to_current_subscribers() {
     assert!(p.sync(1).is_empty());
     let mut c = s.connect();
     c.send(b"SUB #1 topic:late 1\r\n");
-    assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     publish(&mut p, "topic:late", b"after");
-    let Frame::Msg(m) = c.next() else { panic!() };
+    let ServerFrame::Msg(m) = c.next() else {
+        panic!()
+    };
     assert_eq!(&m.payload[..], b"after");
 }
 
@@ -310,12 +316,12 @@ fn stalled_subscriber(policy: SlowConsumerPolicy) -> (TestServer, Raw, serde_jso
     });
     let mut stalled = s.connect();
     stalled.send(b"SUB #1 topic:fast 1\r\n");
-    assert_eq!(stalled.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(stalled.next(), ServerFrame::Ok { rid: Some(1) });
     let mut live: Vec<Raw> = (0..2)
         .map(|_| {
             let mut c = s.connect();
             c.send(b"SUB #1 topic:fast 1\r\n");
-            assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
+            assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
             c
         })
         .collect();
@@ -338,7 +344,7 @@ fn stalled_subscriber(policy: SlowConsumerPolicy) -> (TestServer, Raw, serde_jso
         for (i, c) in live.iter_mut().enumerate() {
             while counts[i] < (round + 1) * BURST {
                 match c.next() {
-                    Frame::Msg(_) => counts[i] += 1,
+                    ServerFrame::Msg(_) => counts[i] += 1,
                     f => panic!("{f:?}"),
                 }
             }
@@ -366,8 +372,8 @@ fn slow_subscriber_disconnect_policy_cancels_it() {
     let mut seen = 0;
     loop {
         match stalled.next() {
-            Frame::Msg(_) => seen += 1,
-            Frame::Cancel { sid, code, .. } => {
+            ServerFrame::Msg(_) => seen += 1,
+            ServerFrame::Cancel { sid, code, .. } => {
                 assert_eq!((sid, code), (1, ErrorCode::SlowConsumer));
                 break;
             }
@@ -378,11 +384,11 @@ fn slow_subscriber_disconnect_policy_cancels_it() {
     // Nothing more for that subscription follows its CANCEL, and its id is free again.
     let after = stalled.sync(7);
     assert!(
-        after.iter().all(|f| !matches!(f, Frame::Msg(_))),
+        after.iter().all(|f| !matches!(f, ServerFrame::Msg(_))),
         "{after:?}"
     );
     stalled.send(b"SUB #8 topic:fast 1\r\n");
-    assert_eq!(stalled.next(), Frame::Ok { rid: Some(8) });
+    assert_eq!(stalled.next(), ServerFrame::Ok { rid: Some(8) });
 }
 
 #[test]
@@ -420,8 +426,8 @@ fn every_ablation_still_delivers_everything() {
             .map(|_| {
                 let mut c = s.connect();
                 c.send(b"SUB #1 topic:a 1\r\nSUB #2 queue:a 2 ack=auto\r\n");
-                assert_eq!(c.next(), Frame::Ok { rid: Some(1) });
-                assert_eq!(c.next(), Frame::Ok { rid: Some(2) });
+                assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+                assert_eq!(c.next(), ServerFrame::Ok { rid: Some(2) });
                 c
             })
             .collect();
@@ -438,10 +444,10 @@ fn every_ablation_still_delivers_everything() {
             let mut topic = Vec::new();
             while topic.len() < 300 {
                 match c.next() {
-                    Frame::Msg(m) if m.sid == 1 => {
+                    ServerFrame::Msg(m) if m.sid == 1 => {
                         topic.push(String::from_utf8_lossy(&m.payload).parse::<u64>().unwrap())
                     }
-                    Frame::Msg(m) => assert!(
+                    ServerFrame::Msg(m) => assert!(
                         queue_seen.insert(m.payload.clone()),
                         "{ablation:?}: duplicate"
                     ),
@@ -461,7 +467,7 @@ fn every_ablation_still_delivers_everything() {
             for c in &mut subs {
                 for f in c.sync(9) {
                     match f {
-                        Frame::Msg(m) => assert!(queue_seen.insert(m.payload.clone())),
+                        ServerFrame::Msg(m) => assert!(queue_seen.insert(m.payload.clone())),
                         f => panic!("{f:?}"),
                     }
                 }

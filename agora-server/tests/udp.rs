@@ -7,14 +7,14 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use agora_protocol::bytes::BytesMut;
-use agora_protocol::{decode, ErrorCode, Frame};
+use agora_protocol::{decode_server, ErrorCode, ServerFrame};
 use agora_server::Config;
 use common::*;
 
 /// A UDP client: sends datagrams to the broker, decodes the frames of what comes back.
 struct Udp {
     sock: UdpSocket,
-    frames: std::collections::VecDeque<Frame>,
+    frames: std::collections::VecDeque<ServerFrame>,
     datagram_sizes: Vec<usize>,
 }
 
@@ -34,11 +34,11 @@ impl Udp {
     }
 
     /// The next frame, skipping the INFO greeting and the broker's pings.
-    fn next(&mut self) -> Frame {
+    fn next(&mut self) -> ServerFrame {
         let end = std::time::Instant::now() + DEADLINE;
         loop {
             while let Some(f) = self.frames.pop_front() {
-                if !matches!(f, Frame::Info(_)) {
+                if !matches!(f, ServerFrame::Info(_)) {
                     return f;
                 }
             }
@@ -54,7 +54,7 @@ impl Udp {
             };
             self.datagram_sizes.push(n);
             let mut buf = BytesMut::from(&b[..n]);
-            while let Some(f) = decode(&mut buf).expect("whole frames in a datagram") {
+            while let Some(f) = decode_server(&mut buf).expect("whole frames in a datagram") {
                 self.frames.push_back(f);
             }
             assert!(buf.is_empty(), "a datagram ended inside a frame");
@@ -67,28 +67,30 @@ fn commands_and_errors_over_udp() {
     let s = start();
     let mut u = Udp::new(&s);
     u.send(b"PINGREQ #1\r\nSTATS #2\r\nFROB\r\nPUB #3 nokind 1\r\nx\r\nSETACK #4 on\r\nPUB #5 queue:u 2\r\nhi\r\n");
-    assert_eq!(u.next(), Frame::PingResp { rid: Some(1) });
+    assert_eq!(u.next(), ServerFrame::PingResp { rid: Some(1) });
     match u.next() {
-        Frame::StatsResp { rid: Some(2), json } => {
+        ServerFrame::StatsResp { rid: Some(2), json } => {
             let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
             assert_eq!(v["clients"]["udp"], 1);
         }
         f => panic!("{f:?}"),
     }
-    assert!(matches!(u.next(), Frame::Err(e) if e.code == ErrorCode::UnknownCommand));
-    assert!(matches!(u.next(), Frame::Err(e) if e.code == ErrorCode::BadName && e.rid == Some(3)));
-    assert_eq!(u.next(), Frame::Ok { rid: Some(4) });
+    assert!(matches!(u.next(), ServerFrame::Err(e) if e.code == ErrorCode::UnknownCommand));
+    assert!(
+        matches!(u.next(), ServerFrame::Err(e) if e.code == ErrorCode::BadName && e.rid == Some(3))
+    );
+    assert_eq!(u.next(), ServerFrame::Ok { rid: Some(4) });
     assert_eq!(
         u.next(),
-        Frame::PubAck {
+        ServerFrame::PubAck {
             rid: Some(5),
             filtered: false
         }
     );
     let mut tcp = s.connect();
     tcp.send(b"SUB queue:u 1 ack=auto\r\n");
-    assert_eq!(tcp.next(), Frame::Ok { rid: None });
-    assert!(matches!(tcp.next(), Frame::Msg(m) if &m.payload[..] == b"hi"));
+    assert_eq!(tcp.next(), ServerFrame::Ok { rid: None });
+    assert!(matches!(tcp.next(), ServerFrame::Msg(m) if &m.payload[..] == b"hi"));
 }
 
 #[test]
@@ -97,7 +99,7 @@ fn a_frame_larger_than_its_datagram_is_refused() {
     let mut u = Udp::new(&s);
     u.send(b"PUB #1 topic:t 100\r\nonly ten b");
     match u.next() {
-        Frame::Err(e) => {
+        ServerFrame::Err(e) => {
             assert_eq!(e.code, ErrorCode::BadFrame);
             assert!(e.message.contains("one datagram"), "{}", e.message);
         }
@@ -105,7 +107,7 @@ fn a_frame_larger_than_its_datagram_is_refused() {
     }
     // The next datagram starts afresh.
     u.send(b"PINGREQ #2\r\n");
-    assert_eq!(u.next(), Frame::PingResp { rid: Some(2) });
+    assert_eq!(u.next(), ServerFrame::PingResp { rid: Some(2) });
 }
 
 #[test]
@@ -113,7 +115,7 @@ fn datagrams_from_many_sources() {
     let s = start();
     let mut sub = s.connect();
     sub.send(b"SUB queue:many 1 ack=auto\r\n");
-    assert_eq!(sub.next(), Frame::Ok { rid: None });
+    assert_eq!(sub.next(), ServerFrame::Ok { rid: None });
     let clients: Vec<Udp> = (0..50).map(|_| Udp::new(&s)).collect();
     for (i, c) in clients.iter().enumerate() {
         let body = format!("from-{i}");
@@ -121,7 +123,7 @@ fn datagrams_from_many_sources() {
     }
     let mut got: Vec<String> = (0..50)
         .map(|_| match sub.next() {
-            Frame::Msg(m) => String::from_utf8_lossy(&m.payload).into_owned(),
+            ServerFrame::Msg(m) => String::from_utf8_lossy(&m.payload).into_owned(),
             f => panic!("{f:?}"),
         })
         .collect();
@@ -140,7 +142,7 @@ fn a_udp_subscriber_gets_deliveries_packed_into_small_datagrams() {
     });
     let mut u = Udp::new(&s);
     u.send(b"SUB #1 topic:feed 9\r\n");
-    assert_eq!(u.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(u.next(), ServerFrame::Ok { rid: Some(1) });
     let mut p = s.connect();
     let mut batch = Vec::new();
     for i in 0..100 {
@@ -150,7 +152,7 @@ fn a_udp_subscriber_gets_deliveries_packed_into_small_datagrams() {
     p.send(&batch);
     let got: Vec<String> = (0..100)
         .map(|_| match u.next() {
-            Frame::Msg(m) => {
+            ServerFrame::Msg(m) => {
                 assert_eq!(m.sid, 9);
                 String::from_utf8_lossy(&m.payload).into_owned()
             }
@@ -180,16 +182,16 @@ fn idle_udp_clients_are_forgotten_and_their_queue_messages_return() {
     publish(&mut p, "queue:udpq", b"job");
     let mut u = Udp::new(&s);
     u.send(b"SUB #1 queue:udpq 1 prefetch=1\r\n");
-    assert_eq!(u.next(), Frame::Ok { rid: Some(1) });
-    assert!(matches!(u.next(), Frame::Msg(_)));
+    assert_eq!(u.next(), ServerFrame::Ok { rid: Some(1) });
+    assert!(matches!(u.next(), ServerFrame::Msg(_)));
     // Never acked, never heard from again: forgotten, and the job goes back.
     wait_until("the UDP client is forgotten", || {
         p.stats()["clients"]["udp"] == 0
     });
     let mut tcp = s.connect();
     tcp.send(b"SUB queue:udpq 1 ack=auto\r\n");
-    assert_eq!(tcp.next(), Frame::Ok { rid: None });
-    assert!(matches!(tcp.next(), Frame::Msg(m) if m.redelivered()));
+    assert_eq!(tcp.next(), ServerFrame::Ok { rid: None });
+    assert!(matches!(tcp.next(), ServerFrame::Msg(m) if m.redelivered()));
 }
 
 #[test]
@@ -197,7 +199,7 @@ fn udp_garbage_does_not_touch_tcp_clients() {
     let s = start();
     let mut tcp = s.connect();
     tcp.send(b"SUB #1 topic:calm 1\r\n");
-    assert_eq!(tcp.next(), Frame::Ok { rid: Some(1) });
+    assert_eq!(tcp.next(), ServerFrame::Ok { rid: Some(1) });
     let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..200u32 {
         let d: Vec<u8> = (0..(i % 97 + 1)).map(|j| (i * 31 + j * 7) as u8).collect();
@@ -205,5 +207,5 @@ fn udp_garbage_does_not_touch_tcp_clients() {
     }
     let mut p = s.connect();
     publish(&mut p, "topic:calm", b"still here");
-    assert!(matches!(tcp.next(), Frame::Msg(m) if &m.payload[..] == b"still here"));
+    assert!(matches!(tcp.next(), ServerFrame::Msg(m) if &m.payload[..] == b"still here"));
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::Instant;
 
-use agora_protocol::{Destination, ErrorCode, ErrorReply, Frame, Kind, Name};
+use agora_protocol::{Destination, ErrorCode, ErrorReply, Kind, Name, ServerFrame};
 use async_channel::{Receiver, Sender};
 use futures_lite::StreamExt;
 
@@ -498,7 +498,7 @@ fn outbox_of(state: &QueueState<Port>, cid: u64) -> Option<&Outbox> {
 }
 
 fn unknown_delivery(outbox: &Outbox, did: u64) {
-    outbox.notify(&Frame::Err(ErrorReply {
+    outbox.notify(&ServerFrame::Err(ErrorReply {
         rid: None,
         code: ErrorCode::UnknownDelivery,
         message: format!("delivery {did} is not outstanding on this subscription"),

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agora_protocol::bytes::BytesMut;
-use agora_protocol::{decode_with, ErrorCode, Frame, Limits};
+use agora_protocol::{decode_server_with, ClientFrame, ErrorCode, Limits, ServerFrame};
 use agora_server::agora_rt::{Runtime, Task};
 use agora_server::{Config, Server};
 
@@ -73,7 +73,7 @@ pub struct Raw {
     pub stream: TcpStream,
     buf: BytesMut,
     /// The INFO greeting.
-    pub info: Frame,
+    pub info: ServerFrame,
 }
 
 impl Raw {
@@ -84,11 +84,11 @@ impl Raw {
         let mut r = Raw {
             stream,
             buf: BytesMut::new(),
-            info: Frame::Disconnect,
+            info: ServerFrame::Ok { rid: None },
         };
         r.info = r.next();
         assert!(
-            matches!(r.info, Frame::Info(_)),
+            matches!(r.info, ServerFrame::Info(_)),
             "expected INFO, got {:?}",
             r.info
         );
@@ -101,7 +101,7 @@ impl Raw {
         Raw {
             stream,
             buf: BytesMut::new(),
-            info: Frame::Disconnect,
+            info: ServerFrame::Ok { rid: None },
         }
     }
 
@@ -109,7 +109,7 @@ impl Raw {
         self.stream.write_all(bytes).expect("write");
     }
 
-    pub fn send_frame(&mut self, f: &Frame) {
+    pub fn send_frame(&mut self, f: &ClientFrame) {
         let mut b = BytesMut::new();
         agora_protocol::encode(f, &mut b);
         self.send(&b);
@@ -117,14 +117,16 @@ impl Raw {
 
     /// The next frame, or None when the broker closed the connection. Fails the test at
     /// the deadline.
-    pub fn try_next(&mut self) -> Option<Frame> {
+    pub fn try_next(&mut self) -> Option<ServerFrame> {
         let limits = Limits {
             max_line: 1 << 16,
             max_payload: 1 << 26,
         };
         let end = Instant::now() + DEADLINE;
         loop {
-            if let Some(f) = decode_with(&mut self.buf, &limits).expect("broker sent a bad frame") {
+            if let Some(f) =
+                decode_server_with(&mut self.buf, &limits).expect("broker sent a bad frame")
+            {
                 return Some(f);
             }
             let left = end.saturating_duration_since(Instant::now());
@@ -152,20 +154,20 @@ impl Raw {
         }
     }
 
-    pub fn next(&mut self) -> Frame {
+    pub fn next(&mut self) -> ServerFrame {
         self.try_next().expect("connection closed by the broker")
     }
 
     /// The next frame must be `ERR` with this code; returns its message.
     pub fn expect_err(&mut self, code: ErrorCode) -> String {
         match self.next() {
-            Frame::Err(e) if e.code == code => e.message,
+            ServerFrame::Err(e) if e.code == code => e.message,
             other => panic!("expected ERR {code}, got {other:?}"),
         }
     }
 
     /// The broker must close the connection (after any frames, which are returned).
-    pub fn expect_closed(&mut self) -> Vec<Frame> {
+    pub fn expect_closed(&mut self) -> Vec<ServerFrame> {
         let mut got = Vec::new();
         while let Some(f) = self.try_next() {
             got.push(f);
@@ -176,12 +178,12 @@ impl Raw {
 
     /// Sends `PINGREQ #rid` and reads frames until its `PINGRESP`, returning what came
     /// before it: everything the broker had to say about earlier requests.
-    pub fn sync(&mut self, rid: u64) -> Vec<Frame> {
-        self.send_frame(&Frame::PingReq { rid: Some(rid) });
+    pub fn sync(&mut self, rid: u64) -> Vec<ServerFrame> {
+        self.send_frame(&ClientFrame::PingReq { rid: Some(rid) });
         let mut before = Vec::new();
         loop {
             match self.next() {
-                Frame::PingResp { rid: Some(r) } if r == rid => return before,
+                ServerFrame::PingResp { rid: Some(r) } if r == rid => return before,
                 f => before.push(f),
             }
         }
@@ -191,7 +193,7 @@ impl Raw {
     pub fn stats(&mut self) -> serde_json::Value {
         self.send(b"STATS #424242\r\n");
         loop {
-            if let Frame::StatsResp {
+            if let ServerFrame::StatsResp {
                 rid: Some(424242),
                 json,
             } = self.next()

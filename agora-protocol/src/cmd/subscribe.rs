@@ -1,0 +1,155 @@
+//! Subscriptions and their deliveries' fate: `SUB`, `UNSUB`, `ACK`, `NACK` (client) and
+//! `CANCEL` (broker).
+//!
+//! ```text
+//! sub     = "SUB" [rid] dest sid *sub-opt
+//! sub-opt = "prefetch=" number           ; 1 to 2^32 - 1
+//!         / "ack=" ("auto" / "manual")   ; the last of a repeated option wins;
+//!                                        ; any other option is bad_args
+//! unsub   = "UNSUB" [rid] sid
+//! ack     = "ACK" [rid] did
+//! nack    = "NACK" [rid] did
+//! cancel  = "CANCEL" sid code [message]  ; no request id
+//! sid     = number                       ; subscription id, chosen by the client
+//! did     = number                       ; delivery id, from a MSG
+//! ```
+//!
+//! This module owns these frames' decode and encode; what the broker does with them is
+//! the broker's business.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::args::{err, number, shown, Args};
+use crate::decode::Draft;
+use crate::encode::{crlf, line_start, num_frame, put_dest, put_message, put_u64};
+use crate::error::{ErrorKind, ProtocolError};
+use crate::frame::{AckMode, ErrorCode, Subscribe};
+use crate::name::RequestId;
+use crate::{ClientFrame, ServerFrame};
+
+/// `sub = "SUB" [rid] dest sid *sub-opt`
+pub(crate) fn decode_sub(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
+    let rid = a.rid()?;
+    let dest = a.dest()?;
+    let sid = a.u64("a subscription id")?;
+    let (mut prefetch, mut ack) = (None, None);
+    while let Some(kv) = a.kv() {
+        let (k, v, at) = kv?;
+        if k.eq_ignore_ascii_case(b"prefetch") {
+            prefetch = Some(
+                number(v)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| {
+                        err(
+                            ErrorKind::BadArgs,
+                            at,
+                            "prefetch must be a number from 1 to 2^32-1",
+                        )
+                    })?,
+            );
+        } else if k.eq_ignore_ascii_case(b"ack") {
+            ack = Some(if v.eq_ignore_ascii_case(b"auto") {
+                AckMode::Auto
+            } else if v.eq_ignore_ascii_case(b"manual") {
+                AckMode::Manual
+            } else {
+                return Err(err(
+                    ErrorKind::BadArgs,
+                    at,
+                    "ack must be 'auto' or 'manual'",
+                ));
+            });
+        } else {
+            return Err(err(
+                ErrorKind::BadArgs,
+                at,
+                format!("unknown SUB option '{}' (prefetch, ack)", shown(k)),
+            ));
+        }
+    }
+    Ok(Draft {
+        rid,
+        frame: ClientFrame::Sub(Subscribe {
+            rid,
+            dest: dest.unfilled(),
+            sid,
+            prefetch,
+            ack,
+        }),
+        name: Some(dest.name),
+    })
+}
+
+/// `unsub = "UNSUB" [rid] sid`
+pub(crate) fn decode_unsub(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
+    let rid = a.rid()?;
+    let sid = a.u64("a subscription id")?;
+    a.end()?;
+    Ok(Draft::done(rid, ClientFrame::Unsub { rid, sid }))
+}
+
+/// `ack = "ACK" [rid] did`
+pub(crate) fn decode_ack(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
+    let rid = a.rid()?;
+    let did = a.u64("a delivery id")?;
+    a.end()?;
+    Ok(Draft::done(rid, ClientFrame::Ack { rid, did }))
+}
+
+/// `nack = "NACK" [rid] did`
+pub(crate) fn decode_nack(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
+    let rid = a.rid()?;
+    let did = a.u64("a delivery id")?;
+    a.end()?;
+    Ok(Draft::done(rid, ClientFrame::Nack { rid, did }))
+}
+
+/// `cancel = "CANCEL" sid code [message]`
+pub(crate) fn decode_cancel(a: &mut Args<'_>) -> Result<Draft<ServerFrame>, ProtocolError> {
+    let sid = a.u64("a subscription id")?;
+    let code = ErrorCode::from_token(a.next("an error code")?);
+    let message = a.rest_text();
+    Ok(Draft::done(
+        None,
+        ServerFrame::Cancel { sid, code, message },
+    ))
+}
+
+pub(crate) fn encode_sub(s: &Subscribe, dst: &mut BytesMut) {
+    line_start(dst, "SUB", s.rid);
+    put_dest(dst, &s.dest);
+    dst.put_u8(b' ');
+    put_u64(dst, s.sid);
+    if let Some(n) = s.prefetch {
+        dst.put_slice(b" prefetch=");
+        put_u64(dst, u64::from(n));
+    }
+    match s.ack {
+        Some(AckMode::Auto) => dst.put_slice(b" ack=auto"),
+        Some(AckMode::Manual) => dst.put_slice(b" ack=manual"),
+        None => {}
+    }
+    crlf(dst);
+}
+
+pub(crate) fn encode_unsub(rid: RequestId, sid: u64, dst: &mut BytesMut) {
+    num_frame(dst, "UNSUB", rid, sid);
+}
+
+pub(crate) fn encode_ack(rid: RequestId, did: u64, dst: &mut BytesMut) {
+    num_frame(dst, "ACK", rid, did);
+}
+
+pub(crate) fn encode_nack(rid: RequestId, did: u64, dst: &mut BytesMut) {
+    num_frame(dst, "NACK", rid, did);
+}
+
+pub(crate) fn encode_cancel(sid: u64, code: ErrorCode, message: &str, dst: &mut BytesMut) {
+    dst.put_slice(b"CANCEL ");
+    put_u64(dst, sid);
+    dst.put_u8(b' ');
+    dst.put_slice(code.as_str().as_bytes());
+    put_message(dst, message);
+    crlf(dst);
+}
