@@ -1,0 +1,117 @@
+//! `PURGE`, `DELETE`, `CHAIN GET|SET|CLEAR`: the operator's commands, answered after
+//! the registry or the queue has acted.
+
+use super::*;
+
+impl Conn<'_> {
+    pub(super) async fn purge(&mut self, rid: RequestId, dest: Destination) -> Flow {
+        if dest.kind != Kind::Queue {
+            return self
+                .error(rid, ErrorCode::BadArgs, "only queues can be purged")
+                .await;
+        }
+        if dest.name.is_reserved() {
+            let why = format!("{dest} is reserved for the broker");
+            return self.error(rid, ErrorCode::NotPermitted, &why).await;
+        }
+        // Purging never creates the queue it names.
+        let lookup = |reply| ManagerCmd::Lookup {
+            dest: dest.clone(),
+            reply,
+        };
+        let found = ask(&self.broker.manager, lookup)
+            .await
+            .ok_or(End::Stopping)?;
+        let Some(Handle::Queue(q)) = found else {
+            let why = format!("there is no {dest}");
+            return self.error(rid, ErrorCode::UnknownDestination, &why).await;
+        };
+        let Some(n) = ask(&q.tx, |reply| QueueCmd::Purge { reply }).await else {
+            let why = format!("{dest} was deleted");
+            return self.error(rid, ErrorCode::UnknownDestination, &why).await;
+        };
+        log::info!("purged {n} messages from {dest}");
+        self.reply(&ServerFrame::Ok { rid }).await
+    }
+
+    pub(super) async fn delete(&mut self, rid: RequestId, dest: Destination) -> Flow {
+        if dest.name.is_reserved() {
+            return self
+                .error(
+                    rid,
+                    ErrorCode::NotPermitted,
+                    &format!("{dest} is reserved for the broker"),
+                )
+                .await;
+        }
+        let delete = |reply| ManagerCmd::Delete {
+            dest: dest.clone(),
+            reply,
+        };
+        let deleted = ask(&self.broker.manager, delete)
+            .await
+            .ok_or(End::Stopping)?;
+        self.handles.remove(&dest);
+        match deleted {
+            Some(_) => self.reply(&ServerFrame::Ok { rid }).await,
+            None => {
+                self.error(
+                    rid,
+                    ErrorCode::UnknownDestination,
+                    &format!("there is no {dest}"),
+                )
+                .await
+            }
+        }
+    }
+
+    /// `CHAIN SET` (`Some` text; blank text clears) or `CHAIN CLEAR` (`None`). A chain
+    /// that does not parse, or names an undeclared database, changes nothing.
+    pub(super) async fn chain_set(
+        &mut self,
+        rid: RequestId,
+        dest: Destination,
+        text: Option<Bytes>,
+    ) -> Flow {
+        if dest.name.is_reserved() {
+            let why = format!("{dest} is reserved for the broker");
+            return self.error(rid, ErrorCode::NotPermitted, &why).await;
+        }
+        let chain = match text {
+            None => None,
+            Some(b) => {
+                let parsed = std::str::from_utf8(&b)
+                    .map_err(|_| "the chain is not UTF-8".to_owned())
+                    .and_then(|t| {
+                        Chain::parse(t, &self.broker.mutators).map_err(|e| e.to_string())
+                    });
+                match parsed {
+                    Ok(c) if c.is_empty() => None,
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(why) => return self.error(rid, ErrorCode::BadChain, &why).await,
+                }
+            }
+        };
+        let set = |reply| ManagerCmd::SetChain { dest, chain, reply };
+        match ask(&self.broker.manager, set).await.ok_or(End::Stopping)? {
+            Ok(()) => self.reply(&ServerFrame::Ok { rid }).await,
+            Err((code, why)) => self.error(rid, code, &why).await,
+        }
+    }
+
+    /// `CHAIN GET`: the chain's text, empty for none.
+    pub(super) async fn chain_get(&mut self, rid: RequestId, dest: Destination) -> Flow {
+        let get = |reply| ManagerCmd::GetChain {
+            dest: dest.compact(),
+            reply,
+        };
+        let chain = ask(&self.broker.manager, get).await.ok_or(End::Stopping)?;
+        let text = chain.map_or_else(Bytes::new, |c| Bytes::copy_from_slice(c.text().as_bytes()));
+        self.reply(&ServerFrame::ChainResp {
+            rid,
+            dest,
+            chain: text,
+        })
+        .await
+    }
+}

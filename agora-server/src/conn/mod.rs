@@ -1,0 +1,454 @@
+//! The connection manager: the accept loop and one task per client.
+//!
+//! The accept loop does the minimum (count, spawn) and never waits on a client; when
+//! `accept` fails (out of file descriptors, say) it backs off instead of spinning. A
+//! client beyond [`Config::max_connections`](crate::Config::max_connections) is answered
+//! `ERR too_many_connections` and closed. Each client's task reads into one buffer,
+//! decodes every complete frame in it before reading again, and acts on each: publishes
+//! go straight into the destination, control goes to the queue manager once per name.
+//! Everything sent to the client goes through the connection's shipper.
+
+mod admin;
+mod publish;
+mod read;
+mod subscribe;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::Arc;
+
+use agora_protocol::bytes::{Bytes, BytesMut};
+use agora_protocol::{
+    decode_client_with, AckMode, ClientFrame, Destination, ErrorCode, Info, Kind, Limits, Publish,
+    ReadSize, RequestId, ServerFrame, Subscribe, PROTOCOL_VERSION,
+};
+use async_channel::Receiver;
+use async_net::{TcpListener, TcpStream};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+
+use crate::ask::ask;
+use crate::manager::{Handle, ManagerCmd};
+use crate::mutators::{Chain, Verdict};
+use crate::queue::{Consumer, QueueCmd, QueueShared, Refused, SLOT_SHIFT};
+use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
+use crate::topic::{Subscriber, Topic, TopicRefused};
+use crate::{Broker, ACCEPT_BACKOFF};
+
+/// Destinations a connection remembers handles for; past this the cache starts over.
+const HANDLE_CACHE: usize = 1024;
+
+/// How long a closing connection may take to flush before it is dropped.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Accepts clients until the future is dropped.
+pub(crate) async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    stop: Receiver<()>,
+    alive: async_channel::Sender<()>,
+) {
+    let mut backoff = ACCEPT_BACKOFF.0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF.0;
+                let n = broker.clients_tcp.fetch_add(1, SeqCst);
+                if n >= broker.config.max_connections {
+                    broker.clients_tcp.fetch_sub(1, SeqCst);
+                    broker.metrics.connections_rejected.fetch_add(1, Relaxed);
+                    broker.metrics.error(ErrorCode::TooManyConnections);
+                    let max = broker.config.max_connections;
+                    broker.rt.spawn(refuse(stream, max)).detach();
+                    continue;
+                }
+                let b = broker.clone();
+                let stop = stop.clone();
+                let alive = alive.clone();
+                broker
+                    .rt
+                    .spawn(async move {
+                        let writer = Writer::Tcp(stream.clone());
+                        serve_client(&b, Input::Tcp(stream), writer, peer, stop).await;
+                        b.clients_tcp.fetch_sub(1, SeqCst);
+                        drop(alive);
+                    })
+                    .detach();
+            }
+            Err(e) => {
+                log::warn!("accept failed: {e}; retrying in {backoff:?}");
+                smol::Timer::after(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+            }
+        }
+    }
+}
+
+/// Tells a client over the connection cap why it is closed.
+async fn refuse(mut stream: TcpStream, max: usize) {
+    let mut b = BytesMut::new();
+    agora_protocol::encode_err(
+        None,
+        ErrorCode::TooManyConnections,
+        &format!("the broker is at its limit of {max} connections"),
+        &mut b,
+    );
+    let write = async {
+        let _ = stream.write_all(&b).await;
+        let _ = stream.flush().await;
+    };
+    future::or(write, async {
+        smol::Timer::after(FLUSH_TIMEOUT).await;
+    })
+    .await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// A subscription as its connection knows it.
+enum Sub {
+    Topic {
+        topic: Arc<Topic>,
+        sub: Arc<Subscriber>,
+    },
+    Queue {
+        queue: Arc<QueueShared>,
+        cid: u64,
+        slot: u64,
+        /// The delivery channel, to see whether the queue ended the subscription.
+        tx: crate::deliveries::DeliveryTx,
+        /// The broker's auto-ack mode: the queue forgets a delivery once written.
+        auto_ack: bool,
+    },
+}
+
+impl Sub {
+    /// True once the broker ended it (`CANCEL`): its id may be used again.
+    fn ended(&self) -> bool {
+        match self {
+            Sub::Topic { sub, .. } => sub.tx.is_closed(),
+            Sub::Queue { tx, .. } => tx.is_closed(),
+        }
+    }
+}
+
+/// What ended a wait for the client's next bytes.
+enum Event {
+    Read(std::io::Result<usize>),
+    Stop,
+    Silent,
+}
+
+/// Why a connection ends: the `Err` of a [`Flow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// The client is gone, or can no longer be written to (its outbox closed: the
+    /// shipper ended, or the client stopped reading its replies).
+    Gone,
+    /// The client said `DISCONNECT`.
+    Disconnect,
+    /// The broker is stopping: a block the connection needs (the registry, a queue's
+    /// task) is gone.
+    Stopping,
+    /// A fatal protocol error (answered with `ERR`): the byte stream cannot be
+    /// resynchronised.
+    Protocol,
+    /// No answer to the broker's pings (TCP), or nothing heard for the UDP idle time.
+    Silent,
+}
+
+impl End {
+    /// For the log line of a client that left.
+    fn reason(self) -> &'static str {
+        match self {
+            End::Gone => "left",
+            End::Disconnect => "DISCONNECT",
+            End::Stopping => "the broker is stopping",
+            End::Protocol => "protocol error",
+            End::Silent => "silent",
+        }
+    }
+}
+
+/// What acting on a frame gives: carry on, or end the connection, and why.
+pub(super) type Flow = Result<(), End>;
+
+/// Why a request was not carried out.
+pub(super) enum Denied {
+    /// Refused, with the code and message the client gets in an `ERR`.
+    Refused(ErrorCode, String),
+    /// The broker is stopping: the connection ends without an answer.
+    Stopping,
+}
+
+struct Conn<'a> {
+    broker: &'a Broker,
+    peer: SocketAddr,
+    outbox: Outbox,
+    limits: Limits,
+    /// Publisher confirms on (`SETACK on`).
+    confirm: bool,
+    /// The client's name from `CONNECT`.
+    name: Option<String>,
+    subs: HashMap<u64, Sub>,
+    /// Delivery-id slot → subscription id, for routing `ACK`/`NACK`.
+    slots: HashMap<u64, u64>,
+    next_slot: u64,
+    /// Handles of destinations this client used, so a publish needs no manager trip.
+    handles: HashMap<Destination, Handle>,
+    /// The last destination used and its handle: a run of publishes to one name skips
+    /// even the hash lookup.
+    last: Option<(Destination, Handle)>,
+    /// When the bytes being decoded were read: every message of one read shares it
+    /// (one clock read per read, not per message).
+    read_at: std::time::Instant,
+    /// Fire-and-forget publishes to one destination decoded in a row, held back until
+    /// the run ends (another frame or destination, the end of the bytes read, or
+    /// [`PUBLISH_RUN`] of them) and then handed over together: fanned out at once to a
+    /// topic's subscribers (`Topic::publish_all`), or sent to a queue's task as one
+    /// command (their room in the queue is reserved as each is read).
+    run: Option<(Handle, Vec<Message>)>,
+    /// The last run's vector, kept for the next one.
+    spare: Vec<Message>,
+}
+
+/// Most publishes held back in one run.
+const PUBLISH_RUN: usize = 512;
+
+/// Where a client's frames come from.
+pub(crate) enum Input {
+    /// A TCP stream, read in bulk.
+    Tcp(TcpStream),
+    /// Datagrams from one UDP source address, handed over by the UDP loop.
+    Udp(Receiver<Bytes>),
+}
+
+/// Serves one client until it leaves, is cut off, or the broker stops: reads and acts
+/// on its frames; its shipper writes to `writer`.
+pub(crate) async fn serve_client(
+    broker: &Broker,
+    input: Input,
+    writer: Writer,
+    peer: SocketAddr,
+    stop: Receiver<()>,
+) {
+    if let Input::Tcp(stream) = &input {
+        let _ = stream.set_nodelay(true);
+    }
+    log::debug!("client {peer} connected");
+    let (outbox, out_rx) = Outbox::new(broker.config.reply_buffer, broker.metrics.clone());
+    let batch = match broker.config.ablation.no_batching {
+        true => 1,
+        false => shipper::BATCH_BYTES,
+    };
+    let shipper = broker
+        .rt
+        .spawn(shipper::run(writer, out_rx, broker.metrics.clone(), batch));
+    let mut c = Conn {
+        broker,
+        peer,
+        outbox: outbox.clone(),
+        limits: Limits {
+            max_line: broker.config.max_line,
+            max_payload: broker.config.max_payload,
+        },
+        confirm: false,
+        name: None,
+        subs: HashMap::new(),
+        slots: HashMap::new(),
+        next_slot: 1,
+        handles: HashMap::new(),
+        last: None,
+        read_at: std::time::Instant::now(),
+        run: None,
+        spare: Vec::new(),
+    };
+    let info = ServerFrame::Info(Info {
+        server: broker.config.server_name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        proto: PROTOCOL_VERSION,
+        max_payload: broker.config.max_payload as u64,
+        max_line: broker.config.max_line as u64,
+    });
+    let end = match outbox.frame(&info).await {
+        true => match input {
+            Input::Tcp(stream) => c.read_loop(stream, &stop).await,
+            Input::Udp(datagrams) => c.datagram_loop(datagrams, &stop).await,
+        },
+        false => End::Gone,
+    };
+    c.teardown().await;
+    if !outbox.send(Outbound::Close).await {
+        outbox.close();
+    }
+    if future::or(
+        async {
+            shipper.await;
+            Some(())
+        },
+        async {
+            smol::Timer::after(FLUSH_TIMEOUT).await;
+            None
+        },
+    )
+    .await
+    .is_none()
+    {
+        log::debug!("client {peer} did not take its last bytes in time");
+    }
+    log::debug!(
+        "client {peer}{} disconnected ({})",
+        c.name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
+        end.reason()
+    );
+}
+
+impl Conn<'_> {
+    /// Acts on one frame; false ends the connection.
+    pub(super) async fn handle(&mut self, f: ClientFrame) -> Flow {
+        // A held-back run of publishes goes out before anything else is acted on.
+        if self.run.is_some() && !matches!(f, ClientFrame::Pub(_)) {
+            self.end_run().await?;
+        }
+        match f {
+            ClientFrame::Pub(p) => self.publish(p).await,
+            ClientFrame::Ack { rid, did } => self.ack(rid, did, true).await,
+            ClientFrame::Nack { rid, did } => self.ack(rid, did, false).await,
+            ClientFrame::Sub(s) => self.subscribe(s).await,
+            ClientFrame::Unsub { rid, sid } => {
+                if self.unsubscribe(sid).await {
+                    self.reply(&ServerFrame::Ok { rid }).await
+                } else {
+                    self.error(
+                        rid,
+                        ErrorCode::UnknownSubscription,
+                        &format!("no subscription {sid} on this connection"),
+                    )
+                    .await
+                }
+            }
+            ClientFrame::SetAck { rid, on } => {
+                self.confirm = on;
+                self.reply(&ServerFrame::Ok { rid }).await
+            }
+            ClientFrame::Connect(c) => {
+                if let Some(p) = c.proto {
+                    if p != PROTOCOL_VERSION {
+                        return self
+                            .error(
+                                c.rid,
+                                ErrorCode::BadArgs,
+                                &format!(
+                                    "protocol version {p} is not supported; this broker speaks {PROTOCOL_VERSION}"
+                                ),
+                            )
+                            .await;
+                    }
+                }
+                if let Some(on) = c.confirm {
+                    self.confirm = on;
+                }
+                if let Some(n) = c.name {
+                    log::debug!("client {} is {n}", self.peer);
+                    self.name = Some(n);
+                }
+                self.reply(&ServerFrame::Ok { rid: c.rid }).await
+            }
+            ClientFrame::Stats { rid } => {
+                let handles = ask(&self.broker.manager, |reply| ManagerCmd::List { reply })
+                    .await
+                    .ok_or(End::Stopping)?;
+                let json = crate::stats::document(self.broker, &handles);
+                self.reply(&ServerFrame::StatsResp {
+                    rid,
+                    json: Bytes::from(json),
+                })
+                .await
+            }
+            ClientFrame::Help { rid } => {
+                self.reply(&ServerFrame::HelpResp {
+                    rid,
+                    text: Bytes::from(agora_protocol::help_text()),
+                })
+                .await
+            }
+            ClientFrame::PingReq { rid } => self.reply(&ServerFrame::PingResp { rid }).await,
+            ClientFrame::PingResp { .. } => Ok(()),
+            ClientFrame::Disconnect => Err(End::Disconnect),
+            ClientFrame::Purge { rid, dest } => self.purge(rid, dest).await,
+            ClientFrame::Delete { rid, dest } => self.delete(rid, dest).await,
+            ClientFrame::ChainGet { rid, dest } => self.chain_get(rid, dest).await,
+            ClientFrame::ChainSet { rid, dest, chain } => {
+                self.chain_set(rid, dest, Some(chain)).await
+            }
+            ClientFrame::ChainClear { rid, dest } => self.chain_set(rid, dest, None).await,
+        }
+    }
+
+    /// The handle for `dest`, from the cache or the queue manager. `Err(Denied::Stopping)`: the
+    /// broker is going away.
+    pub(super) async fn resolve(&mut self, dest: &Destination) -> Result<Handle, Denied> {
+        if let Some((d, h)) = &self.last {
+            if d == dest && !h.is_closed() {
+                return Ok(h.clone());
+            }
+        }
+        if let Some(h) = self.handles.get(dest) {
+            if !h.is_closed() {
+                let h = h.clone();
+                self.last = Some((dest.compact(), h.clone()));
+                return Ok(h);
+            }
+        }
+        let resolve = |reply| ManagerCmd::Resolve {
+            dest: dest.clone(),
+            reply,
+        };
+        let h = ask(&self.broker.manager, resolve)
+            .await
+            .ok_or(Denied::Stopping)?
+            .map_err(|(code, why)| Denied::Refused(code, why))?;
+        if self.handles.len() >= HANDLE_CACHE {
+            self.handles.clear();
+        }
+        self.handles.insert(dest.compact(), h.clone());
+        self.last = Some((dest.compact(), h.clone()));
+        Ok(h)
+    }
+
+    /// Answers a refused request, or ends the connection when the broker is stopping.
+    pub(super) async fn refuse(&self, rid: RequestId, r: Denied) -> Flow {
+        match r {
+            Denied::Refused(code, why) => self.error(rid, code, &why).await,
+            Denied::Stopping => Err(End::Stopping),
+        }
+    }
+
+    /// Sends a reply; the connection ends if the client can no longer be written to.
+    pub(super) async fn reply(&self, f: &ServerFrame) -> Flow {
+        match self.outbox.frame(f).await {
+            true => Ok(()),
+            false => Err(End::Gone),
+        }
+    }
+
+    /// Sends `ERR <code> <message>`; as [`reply`](Conn::reply).
+    pub(super) async fn error(&self, rid: RequestId, code: ErrorCode, message: &str) -> Flow {
+        match self.outbox.err(rid, code, message).await {
+            true => Ok(()),
+            false => Err(End::Gone),
+        }
+    }
+
+    /// Gives back everything this connection held.
+    pub(super) async fn teardown(&mut self) {
+        // Publishes read before the client left are delivered all the same.
+        let _ = self.end_run().await;
+        let subs: Vec<Sub> = self.subs.drain().map(|(_, s)| s).collect();
+        for s in subs {
+            self.drop_sub(s).await;
+        }
+    }
+}

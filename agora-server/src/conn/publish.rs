@@ -1,0 +1,177 @@
+//! `PUB`/`HPUB`: the chain, the route into the destination, runs of publishes held back
+//! and handed over together, and the confirm (`PUBACK`, `filtered`).
+
+use super::*;
+
+impl Conn<'_> {
+    pub(super) async fn publish(&mut self, p: Publish) -> Flow {
+        if p.dest.name.is_reserved() {
+            return self
+                .error(
+                    p.rid,
+                    ErrorCode::NotPermitted,
+                    &format!("{} is reserved for the broker", p.dest),
+                )
+                .await;
+        }
+        let msg = Message {
+            received: self.read_at,
+            headers: p.headers,
+            payload: p.payload,
+        };
+        self.route(p.rid, &p.dest, msg, false).await
+    }
+
+    /// Hands over the held-back run of publishes, if any.
+    pub(super) async fn end_run(&mut self) -> Flow {
+        let Some((h, mut msgs)) = self.run.take() else {
+            return Ok(());
+        };
+        let topic = match h {
+            Handle::Topic(t) => t,
+            Handle::Queue(q) => {
+                return match q.tx.send(QueueCmd::PublishMany(msgs)).await {
+                    Ok(()) => Ok(()),
+                    Err(async_channel::SendError(QueueCmd::PublishMany(msgs))) => {
+                        // The queue was removed meanwhile: to its successor, one by one.
+                        let mut flow = Ok(());
+                        for m in msgs {
+                            q.unreserve(m.size());
+                            if flow.is_ok() {
+                                flow = Box::pin(self.route(None, &q.dest, m, true)).await;
+                            }
+                        }
+                        flow
+                    }
+                    Err(_) => Err(End::Stopping),
+                };
+            }
+        };
+        let mut flow = Ok(());
+        if topic.publish_all(&msgs).is_err() {
+            // Removed meanwhile, or the budget cannot take them all: one by one, as
+            // if they had never been held back (their chain has run already).
+            let dest = topic.dest.clone();
+            for m in msgs.drain(..) {
+                if flow.is_ok() {
+                    // Boxed: `route` may end a run itself (not with `mutated` set).
+                    flow = Box::pin(self.route(None, &dest, m, true)).await;
+                }
+            }
+        }
+        msgs.clear();
+        self.spare = msgs;
+        flow
+    }
+
+    /// Adds a message to the run of publishes held back for `h`, ending the run held
+    /// for another destination first.
+    pub(super) async fn hold(&mut self, h: Handle, msg: Message) -> Flow {
+        match &mut self.run {
+            Some((held, msgs)) if held.same(&h) => msgs.push(msg),
+            _ => {
+                self.end_run().await?;
+                let mut msgs = std::mem::take(&mut self.spare);
+                msgs.push(msg);
+                self.run = Some((h, msgs));
+            }
+        }
+        if self
+            .run
+            .as_ref()
+            .is_some_and(|(_, m)| m.len() >= PUBLISH_RUN)
+        {
+            return self.end_run().await;
+        }
+        Ok(())
+    }
+
+    /// Routes a message to its destination; `mutated`: its chain has run.
+    pub(super) async fn route(
+        &mut self,
+        rid: RequestId,
+        dest: &Destination,
+        mut msg: Message,
+        mut mutated: bool,
+    ) -> Flow {
+        // A run held back is only of fire-and-forget publishes to one destination; one
+        // that comes back here (`end_run`) is published one by one.
+        let runs = !mutated && !self.confirm && !self.broker.config.ablation.no_publish_batching;
+        // A destination can be retired between lookup and use; resolving again finds
+        // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
+        for _ in 0..3 {
+            let h = match self.resolve(dest).await {
+                Ok(h) => h,
+                Err(r) => return self.refuse(rid, r).await,
+            };
+            if !mutated {
+                mutated = true;
+                if let Some(chain) = h.chain().get() {
+                    if crate::mutators::run_on(&chain, &mut msg).await == Verdict::Drop {
+                        h.chain().count_filtered();
+                        return self.filtered(rid).await;
+                    }
+                }
+            }
+            match h {
+                Handle::Topic(t) if runs => return self.hold(Handle::Topic(t), msg).await,
+                Handle::Topic(t) => match t.publish(&msg) {
+                    Ok(()) => return self.confirmed(rid).await,
+                    Err(TopicRefused::Memory(why)) => {
+                        return self.error(rid, ErrorCode::MemoryLimit, &why).await
+                    }
+                    Err(TopicRefused::Closed) => continue,
+                },
+                Handle::Queue(q) => match q.reserve(msg.size()) {
+                    Ok(()) if runs => return self.hold(Handle::Queue(q), msg).await,
+                    Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
+                        Ok(()) => return self.confirmed(rid).await,
+                        Err(async_channel::SendError(QueueCmd::Publish(m))) => {
+                            q.unreserve(m.size());
+                            msg = m;
+                        }
+                        Err(_) => return Err(End::Stopping),
+                    },
+                    Err(Refused::Full(why)) => {
+                        return self.error(rid, ErrorCode::QueueFull, &why).await
+                    }
+                    Err(Refused::Memory(why)) => {
+                        return self.error(rid, ErrorCode::MemoryLimit, &why).await
+                    }
+                    Err(Refused::Retired) => continue,
+                },
+            }
+        }
+        self.error(
+            rid,
+            ErrorCode::Internal,
+            &format!("{dest} kept disappearing; publish again"),
+        )
+        .await
+    }
+
+    pub(super) async fn confirmed(&self, rid: RequestId) -> Flow {
+        if self.confirm {
+            self.reply(&ServerFrame::PubAck {
+                rid,
+                filtered: false,
+            })
+            .await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A publish the destination's chain dropped: counted, and confirmed as filtered.
+    pub(super) async fn filtered(&self, rid: RequestId) -> Flow {
+        if self.confirm {
+            self.reply(&ServerFrame::PubAck {
+                rid,
+                filtered: true,
+            })
+            .await
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The read side of a connection: the TCP read loop (bulk reads, the ping timer) and
+//! the UDP datagram loop (one datagram of whole frames at a time). Both decode every
+//! complete frame before reading again and hand each to `Conn::handle`.
+
+use super::*;
+
+impl Conn<'_> {
+    /// A TCP client: reads in bulk until it leaves, falls silent, or the broker stops.
+    pub(super) async fn read_loop(&mut self, mut stream: TcpStream, stop: &Receiver<()>) -> End {
+        let mut read_size = ReadSize::default();
+        let mut buf = BytesMut::with_capacity(read_size.get());
+        // Pings sent since the client was last heard from.
+        let mut missed = 0;
+        // One timer for the connection's life, moved forward as the client is heard
+        // from (registering a timer per read would cost a reactor round trip per read).
+        let ping_every = self.broker.config.ping_interval;
+        let no_pings = self.broker.config.ablation.no_defences;
+        let mut ping_timer = smol::Timer::after(ping_every);
+        loop {
+            match self.act_on(&mut buf).await {
+                Ok(Decoded::More) => {}
+                Ok(Decoded::Fatal) => return End::Protocol,
+                Err(end) => return end,
+            }
+            if buf.is_empty()
+                && buf.capacity() > 4 * ReadSize::MAX
+                && read_size == ReadSize::default()
+            {
+                // Give a big buffer back once the client has gone quiet.
+                buf = BytesMut::with_capacity(ReadSize::MIN);
+            }
+            let len = buf.len();
+            buf.resize(len + read_size.get(), 0);
+            let event = future::or(
+                async { Event::Read(stream.read(&mut buf[len..]).await) },
+                future::or(
+                    async {
+                        let _ = stop.recv().await;
+                        Event::Stop
+                    },
+                    async {
+                        if no_pings {
+                            future::pending::<()>().await;
+                        }
+                        (&mut ping_timer).await;
+                        Event::Silent
+                    },
+                ),
+            )
+            .await;
+            match event {
+                Event::Read(Ok(n)) if n > 0 => {
+                    buf.truncate(len + n);
+                    self.read_at = std::time::Instant::now();
+                    self.broker
+                        .metrics
+                        .bytes_in_tcp
+                        .fetch_add(n as u64, Relaxed);
+                    missed = 0;
+                    read_size.after_read(n);
+                }
+                Event::Read(_) => return End::Gone, // EOF or error: the client is gone
+                Event::Stop => {
+                    let _ = self
+                        .reply(&ServerFrame::Shutdown {
+                            message: "the broker is shutting down".to_owned(),
+                        })
+                        .await;
+                    return End::Stopping;
+                }
+                Event::Silent => {
+                    buf.truncate(len);
+                    // Heard from since the timer was set: not silent, look again later.
+                    let quiet = self.read_at.elapsed();
+                    if quiet < ping_every {
+                        ping_timer.set_after(ping_every - quiet);
+                        continue;
+                    }
+                    ping_timer.set_after(ping_every);
+                    let max = self.broker.config.max_missed_pings;
+                    if missed >= max {
+                        log::debug!("client {} did not answer {max} pings", self.peer);
+                        let why = format!("no answer to {max} pings; closing");
+                        let _ = self.error(None, ErrorCode::Timeout, &why).await;
+                        return End::Silent;
+                    }
+                    missed += 1;
+                    if let Err(end) = self.reply(&ServerFrame::PingReq { rid: None }).await {
+                        return end;
+                    }
+                }
+            }
+            if self.outbox.is_closed() {
+                return End::Gone;
+            }
+        }
+    }
+
+    /// A UDP client: each datagram holds whole frames. A client not heard from for
+    /// [`Config::udp_idle_timeout`](crate::Config::udp_idle_timeout) is forgotten.
+    pub(super) async fn datagram_loop(
+        &mut self,
+        datagrams: Receiver<Bytes>,
+        stop: &Receiver<()>,
+    ) -> End {
+        let idle = self.broker.config.udp_idle_timeout;
+        loop {
+            let next = future::or(
+                async { datagrams.recv().await.map_err(|_| Event::Stop) },
+                future::or(
+                    async {
+                        let _ = stop.recv().await;
+                        Err(Event::Stop)
+                    },
+                    async {
+                        smol::Timer::after(idle).await;
+                        Err(Event::Silent)
+                    },
+                ),
+            )
+            .await;
+            let d = match next {
+                Ok(d) => d,
+                Err(Event::Silent) => {
+                    log::debug!("UDP client {} idle for {idle:?}; forgotten", self.peer);
+                    return End::Silent;
+                }
+                Err(_) => {
+                    // The UDP loop let go of this source: the broker is stopping.
+                    if stop.is_closed() {
+                        let _ = self
+                            .reply(&ServerFrame::Shutdown {
+                                message: "the broker is shutting down".to_owned(),
+                            })
+                            .await;
+                    }
+                    return End::Stopping;
+                }
+            };
+            self.broker
+                .metrics
+                .bytes_in_udp
+                .fetch_add(d.len() as u64, Relaxed);
+            self.read_at = std::time::Instant::now();
+            let mut buf = BytesMut::from(&d[..]);
+            match self.act_on(&mut buf).await {
+                Err(end) => return end,
+                // The rest of this datagram is lost; the next one starts afresh.
+                Ok(Decoded::Fatal) => {}
+                Ok(Decoded::More) if buf.is_empty() => {}
+                Ok(Decoded::More) => {
+                    let why = format!(
+                        "the datagram ends inside a frame ({} bytes left): over UDP a frame must fit in one datagram",
+                        buf.len()
+                    );
+                    if let Err(end) = self.error(None, ErrorCode::BadFrame, &why).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes every complete frame in `buf` and acts on each, in order: the one
+    /// decode-and-act loop of every transport. A run of publishes held back ends with
+    /// the bytes decoded, or at an error. A decode error is answered with `ERR`; a
+    /// fatal one (the stream cannot be resynchronised) stops the loop.
+    async fn act_on(&mut self, buf: &mut BytesMut) -> Result<Decoded, End> {
+        loop {
+            let next = decode_client_with(buf, &self.limits);
+            if !matches!(next, Ok(Some(_))) {
+                self.end_run().await?;
+            }
+            match next {
+                Ok(Some(f)) => self.handle(f).await?,
+                Ok(None) => return Ok(Decoded::More),
+                Err(e) => {
+                    log::debug!("client {}: {e}", self.peer);
+                    self.error(e.request_id(), e.code(), &e.to_string()).await?;
+                    if e.is_fatal() {
+                        return Ok(Decoded::Fatal);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How the bytes at hand ended.
+enum Decoded {
+    /// Every complete frame was acted on; what is left waits for more bytes.
+    More,
+    /// A fatal decode error, answered.
+    Fatal,
+}

@@ -1,0 +1,271 @@
+//! `SUB`, `UNSUB`, `ACK`, `NACK`: joining a topic or a queue, leaving, and settling a
+//! queue delivery.
+
+use super::*;
+
+impl Conn<'_> {
+    pub(super) async fn subscribe(&mut self, s: Subscribe) -> Flow {
+        let rid = s.rid;
+        // Subscriptions the broker ended (CANCEL) free their ids and their places.
+        let ended: Vec<u64> = self
+            .subs
+            .iter()
+            .filter(|(_, sub)| sub.ended())
+            .map(|(sid, _)| *sid)
+            .collect();
+        for sid in ended {
+            if let Some(sub) = self.subs.remove(&sid) {
+                self.drop_sub(sub).await;
+            }
+        }
+        // Clients may listen to the broker's own topics, never create others.
+        let readable =
+            s.dest.kind == Kind::Topic && s.dest.name.as_str() == crate::metrics::METRICS_TOPIC;
+        if s.dest.name.is_reserved() && !readable {
+            return self
+                .error(
+                    rid,
+                    ErrorCode::NotPermitted,
+                    &format!("{} is reserved for the broker", s.dest),
+                )
+                .await;
+        }
+        if self.subs.contains_key(&s.sid) {
+            return self
+                .error(
+                    rid,
+                    ErrorCode::DuplicateSubscription,
+                    &format!(
+                        "subscription {} is already active on this connection",
+                        s.sid
+                    ),
+                )
+                .await;
+        }
+        let max = self.broker.config.max_subscriptions;
+        if self.subs.len() >= max {
+            return self
+                .error(
+                    rid,
+                    ErrorCode::TooManySubscriptions,
+                    &format!("at most {max} subscriptions per connection"),
+                )
+                .await;
+        }
+        let r = match s.dest.kind {
+            Kind::Topic => self.subscribe_topic(&s).await,
+            Kind::Queue => self.subscribe_queue(&s).await,
+        };
+        match r {
+            // The OK goes out before the shipper starts on the subscription, so no
+            // MSG can overtake it; deliveries wait in the channel meanwhile.
+            Ok(add) => {
+                self.reply(&ServerFrame::Ok { rid }).await?;
+                match self.outbox.send(Outbound::AddSub(Box::new(add))).await {
+                    true => Ok(()),
+                    false => Err(End::Gone),
+                }
+            }
+            Err(denied) => self.refuse(rid, denied).await,
+        }
+    }
+
+    /// Joins a topic; returns the subscription's receiving end for the shipper.
+    pub(super) async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<SubRx, Denied> {
+        if s.prefetch.is_some() || s.ack.is_some() {
+            return Err(Denied::Refused(
+                ErrorCode::BadArgs,
+                "prefetch and ack apply to queue subscriptions only".to_owned(),
+            ));
+        }
+        let (tx, rx) = crate::deliveries::queue();
+        let sub = Arc::new(Subscriber {
+            sid: s.sid,
+            tx,
+            cap: self.broker.config.subscriber_buffer,
+            outbox: self.outbox.clone(),
+            dropped: AtomicU64::new(0),
+        });
+        for _ in 0..3 {
+            let Handle::Topic(topic) = self.resolve(&s.dest).await? else {
+                return Err(Denied::Stopping);
+            };
+            if topic.subscribe(sub.clone()) {
+                let mut add = SubRx::new(s.sid, s.dest.compact(), rx);
+                add.latency =
+                    (!self.broker.config.ablation.no_metrics).then(|| topic.latency.clone());
+                add.budget = Some(self.broker.budget.clone());
+                self.subs.insert(s.sid, Sub::Topic { topic, sub });
+                return Ok(add);
+            }
+        }
+        Err(Denied::Refused(
+            ErrorCode::Internal,
+            "topic kept disappearing".to_owned(),
+        ))
+    }
+
+    /// Joins a queue as a consumer; returns the subscription's receiving end.
+    pub(super) async fn subscribe_queue(&mut self, s: &Subscribe) -> Result<SubRx, Denied> {
+        let cfg = &self.broker.config;
+        let prefetch = s.prefetch.unwrap_or(cfg.default_prefetch);
+        if prefetch > cfg.max_prefetch {
+            return Err(Denied::Refused(
+                ErrorCode::BadArgs,
+                format!(
+                    "prefetch {prefetch} is above the limit of {}",
+                    cfg.max_prefetch
+                ),
+            ));
+        }
+        let auto_ack = s.ack == Some(AckMode::Auto);
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let cid = self.broker.id();
+        for _ in 0..3 {
+            let Handle::Queue(queue) = self.resolve(&s.dest).await? else {
+                return Err(Denied::Stopping);
+            };
+            // Counted before the queue hears of it, so the manager never retires a
+            // queue a consumer is joining.
+            queue.consumers.fetch_add(1, SeqCst);
+            if queue.closed.load(SeqCst) {
+                queue.consumers.fetch_sub(1, SeqCst);
+                continue;
+            }
+            // Credit (prefetch) bounds it.
+            let (tx, rx) = crate::deliveries::queue();
+            let mut add = SubRx::new(s.sid, s.dest.compact(), rx);
+            add.written = auto_ack.then(|| queue.credit(cid));
+            add.latency = (!self.broker.config.ablation.no_metrics).then(|| queue.latency.clone());
+            let consumer_tx = tx.clone();
+            let consumer = Consumer {
+                cid,
+                sid: s.sid,
+                slot,
+                prefetch,
+                auto_ack,
+                port: crate::queue::Port {
+                    tx,
+                    outbox: self.outbox.clone(),
+                },
+            };
+            if queue.tx.send(QueueCmd::Subscribe(consumer)).await.is_err() {
+                queue.consumers.fetch_sub(1, SeqCst);
+                return Err(Denied::Stopping);
+            }
+            self.slots.insert(slot, s.sid);
+            self.subs.insert(
+                s.sid,
+                Sub::Queue {
+                    queue,
+                    cid,
+                    slot,
+                    tx: consumer_tx,
+                    auto_ack,
+                },
+            );
+            return Ok(add);
+        }
+        Err(Denied::Refused(
+            ErrorCode::Internal,
+            "queue kept disappearing".to_owned(),
+        ))
+    }
+
+    /// Ends a subscription; false if there was none with that id.
+    pub(super) async fn unsubscribe(&mut self, sid: u64) -> bool {
+        let Some(sub) = self.subs.remove(&sid) else {
+            return false;
+        };
+        match sub {
+            // An auto-ack consumer's queue forgets what was written to it, so it must
+            // hear of the end only after the shipper has stopped writing and reported
+            // the last of it: the shipper tells the queue (see `Outbound::RemoveSub`).
+            // Were the queue told first, deliveries being written at that moment would
+            // be given to another consumer as well.
+            Sub::Queue {
+                queue,
+                cid,
+                slot,
+                auto_ack: true,
+                ..
+            } => {
+                self.slots.remove(&slot);
+                if !self.outbox.send(Outbound::RemoveSub(sid)).await {
+                    let _ = queue.tx.send(QueueCmd::Unsubscribe { cid }).await;
+                }
+            }
+            sub => {
+                self.drop_sub(sub).await;
+                self.outbox.send(Outbound::RemoveSub(sid)).await;
+            }
+        }
+        true
+    }
+
+    pub(super) async fn drop_sub(&mut self, sub: Sub) {
+        match sub {
+            Sub::Topic { topic, sub } => topic.unsubscribe(&sub),
+            Sub::Queue {
+                queue, cid, slot, ..
+            } => {
+                self.slots.remove(&slot);
+                let _ = queue.tx.send(QueueCmd::Unsubscribe { cid }).await;
+            }
+        }
+    }
+
+    pub(super) async fn ack(&mut self, rid: RequestId, did: u64, ack: bool) -> Flow {
+        let sub = self
+            .slots
+            .get(&(did >> SLOT_SHIFT))
+            .and_then(|sid| self.subs.get(sid));
+        let Some(Sub::Queue { queue, cid, .. }) = sub else {
+            return self
+                .error(
+                    rid,
+                    ErrorCode::UnknownDelivery,
+                    &format!("delivery {did} is not outstanding on this connection"),
+                )
+                .await;
+        };
+        let (queue, cid) = (queue.clone(), *cid);
+        let (reply, answer) = match rid {
+            Some(_) => {
+                let (tx, rx) = async_channel::bounded(1);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let cmd = QueueCmd::Ack {
+            cid,
+            did,
+            ack,
+            reply,
+        };
+        if queue.tx.send(cmd).await.is_err() {
+            // The queue is gone (deleted): nothing of it is outstanding any more.
+            return self
+                .error(
+                    rid,
+                    ErrorCode::UnknownDelivery,
+                    &format!("delivery {did} belonged to a queue that no longer exists"),
+                )
+                .await;
+        }
+        // With a request id the client wants an answer: wait for the queue's verdict
+        // so the reply keeps its place among this connection's replies.
+        let Some(answer) = answer else { return Ok(()) };
+        if answer.recv().await.unwrap_or(false) {
+            self.reply(&ServerFrame::Ok { rid }).await
+        } else {
+            self.error(
+                rid,
+                ErrorCode::UnknownDelivery,
+                &format!("delivery {did} is not outstanding on this subscription"),
+            )
+            .await
+        }
+    }
+}
