@@ -49,6 +49,7 @@ mod metrics;
 pub mod mutators;
 mod queue;
 mod reporter;
+mod session;
 pub mod settings;
 mod shipper;
 #[doc(hidden)]

@@ -5,14 +5,8 @@ use super::*;
 
 impl Conn<'_> {
     pub(super) async fn purge(&mut self, rid: RequestId, dest: Destination) -> Flow {
-        if dest.kind != Kind::Queue {
-            return self
-                .error(rid, ErrorCode::BadArgs, "only queues can be purged")
-                .await;
-        }
-        if dest.name.is_reserved() {
-            let why = format!("{dest} is reserved for the broker");
-            return self.error(rid, ErrorCode::NotPermitted, &why).await;
+        if let Err(r) = Session::<Sub>::check_purge(&dest) {
+            return self.refused(rid, r).await;
         }
         // Purging never creates the queue it names.
         let lookup = |reply| ManagerCmd::Lookup {
@@ -35,14 +29,8 @@ impl Conn<'_> {
     }
 
     pub(super) async fn delete(&mut self, rid: RequestId, dest: Destination) -> Flow {
-        if dest.name.is_reserved() {
-            return self
-                .error(
-                    rid,
-                    ErrorCode::NotPermitted,
-                    &format!("{dest} is reserved for the broker"),
-                )
-                .await;
+        if let Err(r) = Session::<Sub>::check_reserved(&dest) {
+            return self.refused(rid, r).await;
         }
         let delete = |reply| ManagerCmd::Delete {
             dest: dest.clone(),
@@ -73,9 +61,8 @@ impl Conn<'_> {
         dest: Destination,
         text: Option<Bytes>,
     ) -> Flow {
-        if dest.name.is_reserved() {
-            let why = format!("{dest} is reserved for the broker");
-            return self.error(rid, ErrorCode::NotPermitted, &why).await;
+        if let Err(r) = Session::<Sub>::check_reserved(&dest) {
+            return self.refused(rid, r).await;
         }
         let chain = match text {
             None => None,

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
 use agora_protocol::{
-    decode_client_with, AckMode, ClientFrame, Destination, ErrorCode, Info, Kind, Limits, Publish,
-    ReadSize, RequestId, ServerFrame, Subscribe, PROTOCOL_VERSION,
+    decode_client_with, ClientFrame, Destination, ErrorCode, Info, Limits, Publish, ReadSize,
+    RequestId, ServerFrame, Subscribe, PROTOCOL_VERSION,
 };
 use async_channel::Receiver;
 use async_net::{TcpListener, TcpStream};
@@ -30,7 +30,8 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use crate::ask::ask;
 use crate::manager::{Handle, ManagerCmd};
 use crate::mutators::{Chain, Verdict};
-use crate::queue::{Consumer, QueueCmd, QueueShared, Refused, SLOT_SHIFT};
+use crate::queue::{Consumer, QueueCmd, QueueShared, Refused};
+use crate::session::{Limits as SessionLimits, Refusal, Session, SubPlan};
 use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
 use crate::topic::{Subscriber, Topic, TopicRefused};
 use crate::{Broker, ACCEPT_BACKOFF};
@@ -113,7 +114,6 @@ enum Sub {
     Queue {
         queue: Arc<QueueShared>,
         cid: u64,
-        slot: u64,
         /// The delivery channel, to see whether the queue ended the subscription.
         tx: crate::deliveries::DeliveryTx,
         /// The broker's auto-ack mode: the queue forgets a delivery once written.
@@ -185,14 +185,8 @@ struct Conn<'a> {
     peer: SocketAddr,
     outbox: Outbox,
     limits: Limits,
-    /// Publisher confirms on (`SETACK on`).
-    confirm: bool,
-    /// The client's name from `CONNECT`.
-    name: Option<String>,
-    subs: HashMap<u64, Sub>,
-    /// Delivery-id slot → subscription id, for routing `ACK`/`NACK`.
-    slots: HashMap<u64, u64>,
-    next_slot: u64,
+    /// The connection's state and rules: confirms, name, subscriptions, liveness.
+    session: Session<Sub>,
     /// Handles of destinations this client used, so a publish needs no manager trip.
     handles: HashMap<Destination, Handle>,
     /// The last destination used and its handle: a run of publishes to one name skips
@@ -251,11 +245,7 @@ pub(crate) async fn serve_client(
             max_line: broker.config.max_line,
             max_payload: broker.config.max_payload,
         },
-        confirm: false,
-        name: None,
-        subs: HashMap::new(),
-        slots: HashMap::new(),
-        next_slot: 1,
+        session: Session::new(SessionLimits::of(&broker.config), std::time::Instant::now()),
         handles: HashMap::new(),
         last: None,
         read_at: std::time::Instant::now(),
@@ -297,7 +287,8 @@ pub(crate) async fn serve_client(
     }
     log::debug!(
         "client {peer}{} disconnected ({})",
-        c.name
+        c.session
+            .name
             .as_deref()
             .map(|n| format!(" ({n})"))
             .unwrap_or_default(),
@@ -330,31 +321,18 @@ impl Conn<'_> {
                 }
             }
             ClientFrame::SetAck { rid, on } => {
-                self.confirm = on;
+                self.session.confirm = on;
                 self.reply(&ServerFrame::Ok { rid }).await
             }
             ClientFrame::Connect(c) => {
-                if let Some(p) = c.proto {
-                    if p != PROTOCOL_VERSION {
-                        return self
-                            .error(
-                                c.rid,
-                                ErrorCode::BadArgs,
-                                &format!(
-                                    "protocol version {p} is not supported; this broker speaks {PROTOCOL_VERSION}"
-                                ),
-                            )
-                            .await;
-                    }
+                let rid = c.rid;
+                if let Err(r) = self.session.connect(c) {
+                    return self.error(rid, r.code, &r.message).await;
                 }
-                if let Some(on) = c.confirm {
-                    self.confirm = on;
-                }
-                if let Some(n) = c.name {
+                if let Some(n) = &self.session.name {
                     log::debug!("client {} is {n}", self.peer);
-                    self.name = Some(n);
                 }
-                self.reply(&ServerFrame::Ok { rid: c.rid }).await
+                self.reply(&ServerFrame::Ok { rid }).await
             }
             ClientFrame::Stats { rid } => {
                 let handles = ask(&self.broker.manager, |reply| ManagerCmd::List { reply })
@@ -426,6 +404,11 @@ impl Conn<'_> {
         }
     }
 
+    /// Answers a request the session's rules refused.
+    pub(super) async fn refused(&self, rid: RequestId, r: Refusal) -> Flow {
+        self.error(rid, r.code, &r.message).await
+    }
+
     /// Sends a reply; the connection ends if the client can no longer be written to.
     pub(super) async fn reply(&self, f: &ServerFrame) -> Flow {
         match self.outbox.frame(f).await {
@@ -446,7 +429,7 @@ impl Conn<'_> {
     pub(super) async fn teardown(&mut self) {
         // Publishes read before the client left are delivered all the same.
         let _ = self.end_run().await;
-        let subs: Vec<Sub> = self.subs.drain().map(|(_, s)| s).collect();
+        let subs: Vec<Sub> = self.session.drain();
         for s in subs {
             self.drop_sub(s).await;
         }

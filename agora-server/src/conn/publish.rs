@@ -5,14 +5,8 @@ use super::*;
 
 impl Conn<'_> {
     pub(super) async fn publish(&mut self, p: Publish) -> Flow {
-        if p.dest.name.is_reserved() {
-            return self
-                .error(
-                    p.rid,
-                    ErrorCode::NotPermitted,
-                    &format!("{} is reserved for the broker", p.dest),
-                )
-                .await;
+        if let Err(r) = Session::<Sub>::check_reserved(&p.dest) {
+            return self.refused(p.rid, r).await;
         }
         let msg = Message {
             received: self.read_at,
@@ -96,7 +90,8 @@ impl Conn<'_> {
     ) -> Flow {
         // A run held back is only of fire-and-forget publishes to one destination; one
         // that comes back here (`end_run`) is published one by one.
-        let runs = !mutated && !self.confirm && !self.broker.config.ablation.no_publish_batching;
+        let runs =
+            !mutated && !self.session.confirm && !self.broker.config.ablation.no_publish_batching;
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
         for _ in 0..3 {
@@ -151,7 +146,7 @@ impl Conn<'_> {
     }
 
     pub(super) async fn confirmed(&self, rid: RequestId) -> Flow {
-        if self.confirm {
+        if self.session.confirm {
             self.reply(&ServerFrame::PubAck {
                 rid,
                 filtered: false,
@@ -164,7 +159,7 @@ impl Conn<'_> {
 
     /// A publish the destination's chain dropped: counted, and confirmed as filtered.
     pub(super) async fn filtered(&self, rid: RequestId) -> Flow {
-        if self.confirm {
+        if self.session.confirm {
             self.reply(&ServerFrame::PubAck {
                 rid,
                 filtered: true,

@@ -3,14 +3,13 @@
 //! complete frame before reading again and hand each to `Conn::handle`.
 
 use super::*;
+use crate::session::Liveness;
 
 impl Conn<'_> {
     /// A TCP client: reads in bulk until it leaves, falls silent, or the broker stops.
     pub(super) async fn read_loop(&mut self, mut stream: TcpStream, stop: &Receiver<()>) -> End {
         let mut read_size = ReadSize::default();
         let mut buf = BytesMut::with_capacity(read_size.get());
-        // Pings sent since the client was last heard from.
-        let mut missed = 0;
         // One timer for the connection's life, moved forward as the client is heard
         // from (registering a timer per read would cost a reactor round trip per read).
         let ping_every = self.broker.config.ping_interval;
@@ -52,11 +51,11 @@ impl Conn<'_> {
                 Event::Read(Ok(n)) if n > 0 => {
                     buf.truncate(len + n);
                     self.read_at = std::time::Instant::now();
+                    self.session.heard(self.read_at);
                     self.broker
                         .metrics
                         .bytes_in_tcp
                         .fetch_add(n as u64, Relaxed);
-                    missed = 0;
                     read_size.after_read(n);
                 }
                 Event::Read(_) => return End::Gone, // EOF or error: the client is gone
@@ -70,23 +69,25 @@ impl Conn<'_> {
                 }
                 Event::Silent => {
                     buf.truncate(len);
-                    // Heard from since the timer was set: not silent, look again later.
-                    let quiet = self.read_at.elapsed();
-                    if quiet < ping_every {
-                        ping_timer.set_after(ping_every - quiet);
-                        continue;
-                    }
-                    ping_timer.set_after(ping_every);
-                    let max = self.broker.config.max_missed_pings;
-                    if missed >= max {
-                        log::debug!("client {} did not answer {max} pings", self.peer);
-                        let why = format!("no answer to {max} pings; closing");
-                        let _ = self.error(None, ErrorCode::Timeout, &why).await;
-                        return End::Silent;
-                    }
-                    missed += 1;
-                    if let Err(end) = self.reply(&ServerFrame::PingReq { rid: None }).await {
-                        return end;
+                    match self.session.ping_due(std::time::Instant::now()) {
+                        // Heard from since the timer was set: look again later.
+                        Liveness::Wait(left) => {
+                            ping_timer.set_after(left);
+                            continue;
+                        }
+                        Liveness::GiveUp(max) => {
+                            log::debug!("client {} did not answer {max} pings", self.peer);
+                            let why = format!("no answer to {max} pings; closing");
+                            let _ = self.error(None, ErrorCode::Timeout, &why).await;
+                            return End::Silent;
+                        }
+                        Liveness::Ping => {
+                            ping_timer.set_after(ping_every);
+                            let ping = ServerFrame::PingReq { rid: None };
+                            if let Err(end) = self.reply(&ping).await {
+                                return end;
+                            }
+                        }
                     }
                 }
             }
@@ -142,6 +143,7 @@ impl Conn<'_> {
                 .bytes_in_udp
                 .fetch_add(d.len() as u64, Relaxed);
             self.read_at = std::time::Instant::now();
+            self.session.heard(self.read_at);
             let mut buf = BytesMut::from(&d[..]);
             match self.act_on(&mut buf).await {
                 Err(end) => return end,

@@ -7,55 +7,25 @@ impl Conn<'_> {
     pub(super) async fn subscribe(&mut self, s: Subscribe) -> Flow {
         let rid = s.rid;
         // Subscriptions the broker ended (CANCEL) free their ids and their places.
-        let ended: Vec<u64> = self
-            .subs
-            .iter()
-            .filter(|(_, sub)| sub.ended())
-            .map(|(sid, _)| *sid)
-            .collect();
-        for sid in ended {
-            if let Some(sub) = self.subs.remove(&sid) {
-                self.drop_sub(sub).await;
-            }
+        for sub in self.session.take_ended(Sub::ended) {
+            self.drop_sub(sub).await;
         }
-        // Clients may listen to the broker's own topics, never create others.
-        let readable =
-            s.dest.kind == Kind::Topic && s.dest.name.as_str() == crate::metrics::METRICS_TOPIC;
-        if s.dest.name.is_reserved() && !readable {
-            return self
-                .error(
-                    rid,
-                    ErrorCode::NotPermitted,
-                    &format!("{} is reserved for the broker", s.dest),
-                )
-                .await;
-        }
-        if self.subs.contains_key(&s.sid) {
-            return self
-                .error(
-                    rid,
-                    ErrorCode::DuplicateSubscription,
-                    &format!(
-                        "subscription {} is already active on this connection",
-                        s.sid
-                    ),
-                )
-                .await;
-        }
-        let max = self.broker.config.max_subscriptions;
-        if self.subs.len() >= max {
-            return self
-                .error(
-                    rid,
-                    ErrorCode::TooManySubscriptions,
-                    &format!("at most {max} subscriptions per connection"),
-                )
-                .await;
-        }
-        let r = match s.dest.kind {
-            Kind::Topic => self.subscribe_topic(&s).await,
-            Kind::Queue => self.subscribe_queue(&s).await,
+        let plan = match self.session.plan_subscribe(&s) {
+            Ok(plan) => plan,
+            Err(r) => return self.refused(rid, r).await,
         };
+        let r = match plan {
+            SubPlan::Topic => self.subscribe_topic(&s).await,
+            SubPlan::Queue {
+                prefetch,
+                auto_ack,
+                slot,
+            } => self.subscribe_queue(&s, prefetch, auto_ack, slot).await,
+        };
+        let r = r.map(|(add, sub)| {
+            self.session.add(s.sid, plan, sub);
+            add
+        });
         match r {
             // The OK goes out before the shipper starts on the subscription, so no
             // MSG can overtake it; deliveries wait in the channel meanwhile.
@@ -70,14 +40,9 @@ impl Conn<'_> {
         }
     }
 
-    /// Joins a topic; returns the subscription's receiving end for the shipper.
-    pub(super) async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<SubRx, Denied> {
-        if s.prefetch.is_some() || s.ack.is_some() {
-            return Err(Denied::Refused(
-                ErrorCode::BadArgs,
-                "prefetch and ack apply to queue subscriptions only".to_owned(),
-            ));
-        }
+    /// Joins a topic; returns the subscription's receiving end for the shipper, and
+    /// the connection's handle on it.
+    pub(super) async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<(SubRx, Sub), Denied> {
         let (tx, rx) = crate::deliveries::queue();
         let sub = Arc::new(Subscriber {
             sid: s.sid,
@@ -95,8 +60,7 @@ impl Conn<'_> {
                 add.latency =
                     (!self.broker.config.ablation.no_metrics).then(|| topic.latency.clone());
                 add.budget = Some(self.broker.budget.clone());
-                self.subs.insert(s.sid, Sub::Topic { topic, sub });
-                return Ok(add);
+                return Ok((add, Sub::Topic { topic, sub }));
             }
         }
         Err(Denied::Refused(
@@ -105,22 +69,15 @@ impl Conn<'_> {
         ))
     }
 
-    /// Joins a queue as a consumer; returns the subscription's receiving end.
-    pub(super) async fn subscribe_queue(&mut self, s: &Subscribe) -> Result<SubRx, Denied> {
-        let cfg = &self.broker.config;
-        let prefetch = s.prefetch.unwrap_or(cfg.default_prefetch);
-        if prefetch > cfg.max_prefetch {
-            return Err(Denied::Refused(
-                ErrorCode::BadArgs,
-                format!(
-                    "prefetch {prefetch} is above the limit of {}",
-                    cfg.max_prefetch
-                ),
-            ));
-        }
-        let auto_ack = s.ack == Some(AckMode::Auto);
-        let slot = self.next_slot;
-        self.next_slot += 1;
+    /// Joins a queue as a consumer with the session's plan; returns the subscription's
+    /// receiving end, and the connection's handle on it.
+    pub(super) async fn subscribe_queue(
+        &mut self,
+        s: &Subscribe,
+        prefetch: u32,
+        auto_ack: bool,
+        slot: u64,
+    ) -> Result<(SubRx, Sub), Denied> {
         let cid = self.broker.id();
         for _ in 0..3 {
             let Handle::Queue(queue) = self.resolve(&s.dest).await? else {
@@ -154,18 +111,13 @@ impl Conn<'_> {
                 queue.consumers.fetch_sub(1, SeqCst);
                 return Err(Denied::Stopping);
             }
-            self.slots.insert(slot, s.sid);
-            self.subs.insert(
-                s.sid,
-                Sub::Queue {
-                    queue,
-                    cid,
-                    slot,
-                    tx: consumer_tx,
-                    auto_ack,
-                },
-            );
-            return Ok(add);
+            let sub = Sub::Queue {
+                queue,
+                cid,
+                tx: consumer_tx,
+                auto_ack,
+            };
+            return Ok((add, sub));
         }
         Err(Denied::Refused(
             ErrorCode::Internal,
@@ -175,7 +127,7 @@ impl Conn<'_> {
 
     /// Ends a subscription; false if there was none with that id.
     pub(super) async fn unsubscribe(&mut self, sid: u64) -> bool {
-        let Some(sub) = self.subs.remove(&sid) else {
+        let Some(sub) = self.session.remove(sid) else {
             return false;
         };
         match sub {
@@ -187,11 +139,9 @@ impl Conn<'_> {
             Sub::Queue {
                 queue,
                 cid,
-                slot,
                 auto_ack: true,
                 ..
             } => {
-                self.slots.remove(&slot);
                 if !self.outbox.send(Outbound::RemoveSub(sid)).await {
                     let _ = queue.tx.send(QueueCmd::Unsubscribe { cid }).await;
                 }
@@ -207,21 +157,14 @@ impl Conn<'_> {
     pub(super) async fn drop_sub(&mut self, sub: Sub) {
         match sub {
             Sub::Topic { topic, sub } => topic.unsubscribe(&sub),
-            Sub::Queue {
-                queue, cid, slot, ..
-            } => {
-                self.slots.remove(&slot);
+            Sub::Queue { queue, cid, .. } => {
                 let _ = queue.tx.send(QueueCmd::Unsubscribe { cid }).await;
             }
         }
     }
 
     pub(super) async fn ack(&mut self, rid: RequestId, did: u64, ack: bool) -> Flow {
-        let sub = self
-            .slots
-            .get(&(did >> SLOT_SHIFT))
-            .and_then(|sid| self.subs.get(sid));
-        let Some(Sub::Queue { queue, cid, .. }) = sub else {
+        let Some(Sub::Queue { queue, cid, .. }) = self.session.for_delivery(did) else {
             return self
                 .error(
                     rid,

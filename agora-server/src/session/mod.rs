@@ -1,0 +1,266 @@
+//! A connection's state and rules as a plain value: what the client asked for (its
+//! name, publisher confirms), its subscriptions and the delivery-id slots that route an
+//! `ACK` to one of them, what a request may do before the broker is asked (reserved
+//! names, duplicate or too many subscriptions, prefetch and ack options), and the
+//! liveness rule (when to ping a silent client, when to give up on it).
+//!
+//! No sockets, no tasks, no clock reads: the time comes in as an argument, and a
+//! subscription is whatever handle the caller keeps for it (`S`: the broker's
+//! topic or queue handles in `conn`, a plain value in tests). The connection's task
+//! (`conn`) asks the session first and acts on the destinations after; what the
+//! destinations answer (a full queue, a spent budget) is theirs to say. Moving the
+//! acting into effects this value returns, so the simulation can drive connections
+//! too, is the next step of the redesign.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use agora_protocol::{AckMode, Connect, Destination, ErrorCode, Kind, Subscribe};
+
+use crate::config::Config;
+use crate::metrics::METRICS_TOPIC;
+use crate::queue::SLOT_SHIFT;
+
+/// A request refused before anything was done: the `ERR` the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn refuse<T>(code: ErrorCode, message: String) -> Result<T, Refusal> {
+    Err(Refusal { code, message })
+}
+
+/// What a `SUB` that passed the session's rules asks of the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubPlan {
+    Topic,
+    /// A queue consumer with its delivery-id slot (already taken).
+    Queue {
+        prefetch: u32,
+        auto_ack: bool,
+        slot: u64,
+    },
+}
+
+/// What the liveness rule says when the ping timer fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// Heard from recently: look again after this long.
+    Wait(Duration),
+    /// Silent for a whole interval: send a `PINGREQ`, look again after an interval.
+    Ping,
+    /// This many pings went unanswered: close the connection.
+    GiveUp(u32),
+}
+
+/// The limits a session applies, from the broker's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_subscriptions: usize,
+    pub default_prefetch: u32,
+    pub max_prefetch: u32,
+    pub ping_interval: Duration,
+    pub max_missed_pings: u32,
+}
+
+impl Limits {
+    pub fn of(c: &Config) -> Limits {
+        Limits {
+            max_subscriptions: c.max_subscriptions,
+            default_prefetch: c.default_prefetch,
+            max_prefetch: c.max_prefetch,
+            ping_interval: c.ping_interval,
+            max_missed_pings: c.max_missed_pings,
+        }
+    }
+}
+
+/// See the module documentation.
+pub(crate) struct Session<S> {
+    limits: Limits,
+    /// Publisher confirms on (`SETACK on`, or `CONNECT confirm=on`).
+    pub confirm: bool,
+    /// The client's name from `CONNECT`.
+    pub name: Option<String>,
+    subs: HashMap<u64, (S, Option<u64>)>,
+    /// Delivery-id slot → subscription id, for routing `ACK`/`NACK`.
+    slots: HashMap<u64, u64>,
+    next_slot: u64,
+    /// When the client was last heard from.
+    heard: Instant,
+    /// Pings sent since then.
+    missed: u32,
+}
+
+impl<S> Session<S> {
+    pub fn new(limits: Limits, now: Instant) -> Session<S> {
+        Session {
+            limits,
+            confirm: false,
+            name: None,
+            subs: HashMap::new(),
+            slots: HashMap::new(),
+            next_slot: 1,
+            heard: now,
+            missed: 0,
+        }
+    }
+
+    /// `CONNECT`: the protocol version must be this broker's; name and confirms are
+    /// taken as given.
+    pub fn connect(&mut self, c: Connect) -> Result<(), Refusal> {
+        use agora_protocol::PROTOCOL_VERSION;
+        if let Some(p) = c.proto.filter(|p| *p != PROTOCOL_VERSION) {
+            return refuse(
+                ErrorCode::BadArgs,
+                format!(
+                    "protocol version {p} is not supported; this broker speaks {PROTOCOL_VERSION}"
+                ),
+            );
+        }
+        if let Some(on) = c.confirm {
+            self.confirm = on;
+        }
+        if c.name.is_some() {
+            self.name = c.name;
+        }
+        Ok(())
+    }
+
+    /// Whether a client may publish to `dest`, and may purge, delete or chain it:
+    /// names starting with `$` belong to the broker.
+    pub fn check_reserved(dest: &Destination) -> Result<(), Refusal> {
+        match dest.name.is_reserved() {
+            true => refuse(
+                ErrorCode::NotPermitted,
+                format!("{dest} is reserved for the broker"),
+            ),
+            false => Ok(()),
+        }
+    }
+
+    /// `PURGE`: queues only, and not the broker's own.
+    pub fn check_purge(dest: &Destination) -> Result<(), Refusal> {
+        if dest.kind != Kind::Queue {
+            return refuse(ErrorCode::BadArgs, "only queues can be purged".to_owned());
+        }
+        Self::check_reserved(dest)
+    }
+
+    /// Subscriptions the broker ended (`CANCEL`), as `ended` tells: removed, so their
+    /// ids and places are free again; returned for the caller to let go of.
+    pub fn take_ended(&mut self, ended: impl Fn(&S) -> bool) -> Vec<S> {
+        let gone: Vec<u64> = self
+            .subs
+            .iter()
+            .filter(|(_, (s, _))| ended(s))
+            .map(|(sid, _)| *sid)
+            .collect();
+        gone.into_iter()
+            .filter_map(|sid| self.remove(sid))
+            .collect()
+    }
+
+    /// The rules a `SUB` must pass before the broker is asked; a queue subscription
+    /// gets its delivery-id slot here (never reused on this connection).
+    pub fn plan_subscribe(&mut self, s: &Subscribe) -> Result<SubPlan, Refusal> {
+        // Clients may listen to the broker's own topics, never create others.
+        let readable = s.dest.kind == Kind::Topic && s.dest.name.as_str() == METRICS_TOPIC;
+        if !readable {
+            Self::check_reserved(&s.dest)?;
+        }
+        if self.subs.contains_key(&s.sid) {
+            let why = format!(
+                "subscription {} is already active on this connection",
+                s.sid
+            );
+            return refuse(ErrorCode::DuplicateSubscription, why);
+        }
+        let max = self.limits.max_subscriptions;
+        if self.subs.len() >= max {
+            let why = format!("at most {max} subscriptions per connection");
+            return refuse(ErrorCode::TooManySubscriptions, why);
+        }
+        if s.dest.kind == Kind::Topic {
+            if s.prefetch.is_some() || s.ack.is_some() {
+                let why = "prefetch and ack apply to queue subscriptions only".to_owned();
+                return refuse(ErrorCode::BadArgs, why);
+            }
+            return Ok(SubPlan::Topic);
+        }
+        let prefetch = s.prefetch.unwrap_or(self.limits.default_prefetch);
+        if prefetch > self.limits.max_prefetch {
+            let why = format!(
+                "prefetch {prefetch} is above the limit of {}",
+                self.limits.max_prefetch
+            );
+            return refuse(ErrorCode::BadArgs, why);
+        }
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let auto_ack = s.ack == Some(AckMode::Auto);
+        Ok(SubPlan::Queue {
+            prefetch,
+            auto_ack,
+            slot,
+        })
+    }
+
+    /// The broker took the subscription `sid` planned as `plan`.
+    pub fn add(&mut self, sid: u64, plan: SubPlan, sub: S) {
+        let slot = match plan {
+            SubPlan::Queue { slot, .. } => {
+                self.slots.insert(slot, sid);
+                Some(slot)
+            }
+            SubPlan::Topic => None,
+        };
+        self.subs.insert(sid, (sub, slot));
+    }
+
+    /// Ends subscription `sid`; `None` if there is none.
+    pub fn remove(&mut self, sid: u64) -> Option<S> {
+        let (sub, slot) = self.subs.remove(&sid)?;
+        if let Some(slot) = slot {
+            self.slots.remove(&slot);
+        }
+        Some(sub)
+    }
+
+    /// Every subscription, for a connection that ends.
+    pub fn drain(&mut self) -> Vec<S> {
+        self.slots.clear();
+        self.subs.drain().map(|(_, (s, _))| s).collect()
+    }
+
+    /// The subscription a delivery id belongs to, if it is still active here.
+    pub fn for_delivery(&self, did: u64) -> Option<&S> {
+        let sid = self.slots.get(&(did >> SLOT_SHIFT))?;
+        self.subs.get(sid).map(|(s, _)| s)
+    }
+
+    /// The client was heard from (any bytes).
+    pub fn heard(&mut self, now: Instant) {
+        self.heard = now;
+        self.missed = 0;
+    }
+
+    /// The ping timer fired at `now`: what to do.
+    pub fn ping_due(&mut self, now: Instant) -> Liveness {
+        let every = self.limits.ping_interval;
+        let quiet = now.saturating_duration_since(self.heard);
+        if quiet < every {
+            return Liveness::Wait(every - quiet);
+        }
+        if self.missed >= self.limits.max_missed_pings {
+            return Liveness::GiveUp(self.limits.max_missed_pings);
+        }
+        self.missed += 1;
+        Liveness::Ping
+    }
+}
+
+#[cfg(test)]
+mod tests;
