@@ -22,6 +22,8 @@
 //!   data; makes each queue's dead-letter resolver.
 //! - `stats`, `reporter`: the `STATS` document; the metric task (StatsD,
 //!   `$sys.metrics`).
+//! - `session`: a connection's state and rules as a plain value (subscriptions,
+//!   delivery-id slots, confirms, the checks before the broker acts, liveness).
 //! - `conn`, `udp`: the front doors: the accept loop and one task per client that reads,
 //!   decodes and acts on its frames; the UDP socket's demultiplexer.
 //! - [`sim`]: the deterministic simulation of queues and topics (for tests and
