@@ -61,6 +61,7 @@
 mod driver;
 mod error;
 mod inbox;
+mod message;
 mod pubbuf;
 mod sub;
 #[cfg(feature = "serde")]
@@ -77,7 +78,8 @@ use async_channel::{Receiver, Sender};
 
 use driver::{Answer, Cmd, Ctl, Driver, Reply, Shared, SubEntry};
 pub use error::{Error, Result, ServerError};
-pub use sub::{Consumer, Delivery, Message, Subscription};
+pub use message::{Delivery, Message};
+pub use sub::{Consumer, Subscription};
 #[cfg(feature = "serde")]
 pub use typed::{
     BrokerStats, ClientCounts, DestinationStats, LatencyStats, MemoryStats, Stats, TypedConsumer,
