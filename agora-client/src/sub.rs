@@ -11,11 +11,12 @@ use std::task::{Context, Poll};
 use agora_protocol::Destination;
 use futures_core::Stream;
 
+use crate::client::{Client, SubParts};
 use crate::driver::{Cmd, Ctl};
+use crate::error::Result;
 use crate::inbox::InboxReader;
 use crate::inbox::Incoming;
 use crate::message::{Delivery, Message};
-use crate::{Client, Result, SubParts};
 
 /// A topic subscription: a [`Stream`] of [`Message`]s. From [`Client::subscribe`].
 ///

@@ -17,7 +17,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use super::{Ctl, Driver};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::Options;
+use crate::options::Options;
 
 /// The largest payload the client accepts from the broker, at least (a `STATS`
 /// document of a busy broker can exceed the publish limit).

@@ -42,8 +42,8 @@ use futures_lite::future;
 use crate::error::{Error, Result, ServerError};
 use crate::inbox::Inbox;
 use crate::lock;
+use crate::options::Options;
 use crate::pubbuf::PubBuf;
-use crate::Options;
 
 use connect::read_limits;
 pub(crate) use connect::{handshake, timeout, Established};
