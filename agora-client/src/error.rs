@@ -1,10 +1,11 @@
 //! The client's one error type, and the server errors that reach the application
-//! without a request waiting for them.
+//! without a request waiting for them ([`ServerError`], read from an [`ErrorStream`]).
 
 use std::fmt;
 use std::io;
 
 use agora_protocol::{ErrorCode, NameError, ProtocolError};
+use async_channel::Receiver;
 
 /// Everything that can go wrong in the client.
 ///
@@ -161,3 +162,51 @@ impl fmt::Display for ServerError {
 }
 
 impl std::error::Error for ServerError {}
+
+/// Errors from [`Client::errors`](crate::Client::errors): a [`Stream`](futures_core::Stream) of
+/// [`ServerError`].
+///
+/// ```no_run
+/// # futures_lite::future::block_on(async {
+/// use futures_lite::StreamExt;
+/// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+/// let mut errors = client.errors();
+/// while let Some(e) = errors.next().await {
+///     eprintln!("{e}");
+/// }
+/// # Ok::<(), agora_client::Error>(())
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct ErrorStream {
+    rx: std::pin::Pin<Box<Receiver<ServerError>>>,
+}
+
+impl ErrorStream {
+    pub(crate) fn new(rx: Receiver<ServerError>) -> ErrorStream {
+        ErrorStream { rx: Box::pin(rx) }
+    }
+
+    /// The next error if one is waiting, without waiting.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// assert!(client.errors().try_next().is_none());
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub fn try_next(&mut self) -> Option<ServerError> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl futures_core::Stream for ErrorStream {
+    type Item = ServerError;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ServerError>> {
+        self.rx.as_mut().poll_next(cx)
+    }
+}

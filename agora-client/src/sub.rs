@@ -1,321 +1,22 @@
-//! What the application receives: [`Message`] and [`Delivery`], and the streams that
-//! yield them, [`Subscription`] and [`Consumer`]. These handles never touch the socket;
-//! they read from a bounded inbox the driver fills (see `inbox`).
+//! The streams the application reads: a topic [`Subscription`] of [`Message`]s and a
+//! queue [`Consumer`] of [`Delivery`]s. These handles never touch the socket; they read
+//! from a bounded inbox the driver fills (see `inbox`), and end their subscription at
+//! the broker when dropped.
 
-use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use agora_protocol::{Destination, Headers};
-use async_channel::Sender;
-use bytes::Bytes;
+use agora_protocol::Destination;
 use futures_core::Stream;
 
-use crate::driver::{Cmd, Ctl, Shared};
+use crate::client::{Client, SubParts};
+use crate::driver::{Cmd, Ctl};
+use crate::error::Result;
 use crate::inbox::InboxReader;
 use crate::inbox::Incoming;
-use crate::{Client, Error, Result, SubParts};
-
-/// A message received from a topic or a queue.
-///
-/// ```no_run
-/// # futures_lite::future::block_on(async {
-/// use futures_lite::StreamExt;
-/// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-/// let mut sub = client.subscribe("prices").await?;
-/// let msg = sub.next().await.unwrap();
-/// println!("{} {:?} {:?}", msg.destination(), msg.headers().get("trace-id"), msg.payload());
-/// # Ok::<(), agora_client::Error>(())
-/// # });
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    dest: Destination,
-    headers: Headers,
-    payload: Bytes,
-    count: u32,
-}
-
-impl Message {
-    fn from_wire(d: agora_protocol::Delivery) -> Message {
-        Message {
-            dest: d.dest,
-            headers: d.headers,
-            payload: d.payload,
-            count: d.count,
-        }
-    }
-
-    /// Where the message was published: `topic:<name>` or `queue:<name>`.
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut sub = client.subscribe("prices").await?;
-    /// let msg = sub.next().await.unwrap();
-    /// assert_eq!(msg.destination().name.as_str(), "prices");
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn destination(&self) -> &Destination {
-        &self.dest
-    }
-
-    /// The headers (empty when published without).
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut sub = client.subscribe("prices").await?;
-    /// let msg = sub.next().await.unwrap();
-    /// let trace = msg.headers().get("Trace-Id");
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn headers(&self) -> &Headers {
-        &self.headers
-    }
-
-    /// The payload. Shared, not copied, from the connection's read buffer.
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut sub = client.subscribe("prices").await?;
-    /// let msg = sub.next().await.unwrap();
-    /// let text = String::from_utf8_lossy(msg.payload());
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn payload(&self) -> &Bytes {
-        &self.payload
-    }
-
-    /// Takes the payload.
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut sub = client.subscribe("prices").await?;
-    /// let bytes: agora_client::Bytes = sub.next().await.unwrap().into_payload();
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn into_payload(self) -> Bytes {
-        self.payload
-    }
-
-    /// How many times the message has been delivered, this time included (1 the first
-    /// time; topic messages are always 1).
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut sub = client.subscribe("prices").await?;
-    /// assert_eq!(sub.next().await.unwrap().delivery_count(), 1);
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn delivery_count(&self) -> u32 {
-        self.count
-    }
-
-    /// True when the message was delivered before (delivery count above 1): a
-    /// consumer nacked it, or went away without acking it.
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut jobs = client.consume("jobs", 1).await?;
-    /// let job = jobs.next().await.unwrap();
-    /// if job.redelivered() { /* maybe done already: check before redoing */ }
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn redelivered(&self) -> bool {
-        self.count > 1
-    }
-
-    /// Deserializes the payload from JSON.
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut jobs = client.consume("jobs", 1).await?;
-    /// let job = jobs.next().await.unwrap();
-    /// let v: serde_json::Value = job.json()?;
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    #[cfg(feature = "serde")]
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.payload).map_err(Error::Decode)
-    }
-}
-
-/// A queue delivery: a [`Message`] (reachable through `Deref`) to settle with
-/// [`ack`](Delivery::ack) or [`nack`](Delivery::nack).
-///
-/// A delivery dropped without either stays unacknowledged at the broker, counting
-/// against the consumer's prefetch, until the consumer ends; then the broker delivers
-/// it again.
-///
-/// ```no_run
-/// # futures_lite::future::block_on(async {
-/// use futures_lite::StreamExt;
-/// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-/// let mut jobs = client.consume("jobs", 8).await?;
-/// let job = jobs.next().await.unwrap();
-/// println!("{:?} (delivery {})", job.payload(), job.delivery_count());
-/// job.ack().await?;
-/// # Ok::<(), agora_client::Error>(())
-/// # });
-/// ```
-#[derive(Debug)]
-pub struct Delivery {
-    message: Message,
-    did: u64,
-    generation: u64,
-    auto_acked: bool,
-    ctl: Sender<Ctl>,
-    shared: Arc<Shared>,
-}
-
-impl Deref for Delivery {
-    type Target = Message;
-    fn deref(&self) -> &Message {
-        &self.message
-    }
-}
-
-impl Delivery {
-    /// The message.
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut jobs = client.consume("jobs", 1).await?;
-    /// let msg: &agora_client::Message = jobs.next().await.unwrap().message();
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn message(&self) -> &Message {
-        &self.message
-    }
-
-    /// Takes the message, leaving the delivery unsettled (see the type's docs).
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut jobs = client.consume_auto_ack("jobs", 1).await?;
-    /// let msg = jobs.next().await.unwrap().into_message();
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn into_message(self) -> Message {
-        self.message
-    }
-
-    /// The broker's delivery id (unique on the connection it arrived on).
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut jobs = client.consume("jobs", 1).await?;
-    /// println!("{}", jobs.next().await.unwrap().delivery_id());
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn delivery_id(&self) -> u64 {
-        self.did
-    }
-
-    /// The connection generation it arrived on (see [`Client::generation`]).
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut jobs = client.consume("jobs", 1).await?;
-    /// let d = jobs.next().await.unwrap();
-    /// assert_eq!(d.generation(), client.generation());
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// Acknowledges: the broker forgets the message. Returns once the `ACK` is queued
-    /// for the connection (an `ERR` about it goes to [`Client::errors`]).
-    ///
-    /// Fails with [`Error::StaleDelivery`] if the client reconnected since the delivery
-    /// arrived (the broker delivers it again), [`Error::Closed`] if the client is
-    /// closed. A no-op for deliveries of [`Queue::consume_auto_ack`](crate::Queue::consume_auto_ack).
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut jobs = client.consume("jobs", 1).await?;
-    /// jobs.next().await.unwrap().ack().await?;
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub async fn ack(self) -> Result<()> {
-        self.settle(true)
-    }
-
-    /// Gives the message back: the broker delivers it again, to this or another
-    /// consumer, with its delivery count raised. Same errors as [`ack`](Delivery::ack).
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// # use futures_lite::StreamExt;
-    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// # let mut jobs = client.consume("jobs", 1).await?;
-    /// jobs.next().await.unwrap().nack().await?;
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub async fn nack(self) -> Result<()> {
-        self.settle(false)
-    }
-
-    pub(crate) fn settle(&self, ack: bool) -> Result<()> {
-        if self.auto_acked {
-            return Ok(());
-        }
-        if self.shared.closed.load(SeqCst) {
-            return Err(Error::Closed);
-        }
-        if self.shared.generation.load(SeqCst) != self.generation {
-            return Err(Error::StaleDelivery);
-        }
-        // The driver checks the generation again when it writes the frame, so a
-        // reconnect in between drops the settle instead of acking a stranger.
-        self.ctl
-            .try_send(Ctl::Settle {
-                did: self.did,
-                generation: self.generation,
-                ack,
-            })
-            .map_err(|_| Error::Closed)
-    }
-}
+use crate::message::{Delivery, Message};
 
 /// A topic subscription: a [`Stream`] of [`Message`]s. From [`Client::subscribe`].
 ///
@@ -537,14 +238,13 @@ impl Consumer {
         if !self.auto_ack && i.generation != self.client.inner.shared.generation.load(SeqCst) {
             return None;
         }
-        Some(Delivery {
-            did: i.msg.did,
-            generation: i.generation,
-            message: Message::from_wire(i.msg),
-            auto_acked: self.auto_ack,
-            ctl: self.client.inner.ctl.clone(),
-            shared: self.client.inner.shared.clone(),
-        })
+        Some(Delivery::new(
+            i.msg,
+            i.generation,
+            self.auto_ack,
+            self.client.inner.ctl.clone(),
+            self.client.inner.shared.clone(),
+        ))
     }
 
     /// The next delivery if one has arrived, without waiting: `None` when nothing is

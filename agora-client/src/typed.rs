@@ -9,7 +9,12 @@ use futures_core::Stream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Client, Consumer, Delivery, Error, Queue, Result, Subscription, Topic};
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::message::Delivery;
+use crate::queue::Queue;
+use crate::sub::{Consumer, Subscription};
+use crate::topic::Topic;
 
 impl Client {
     /// A topic whose payloads are `T`, as JSON.
@@ -62,7 +67,9 @@ impl<T> Clone for TypedTopic<T> {
 
 impl<T> std::fmt::Debug for TypedTopic<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("TypedTopic").field(&self.topic.dest).finish()
+        f.debug_tuple("TypedTopic")
+            .field(self.topic.destination())
+            .finish()
     }
 }
 

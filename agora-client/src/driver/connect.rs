@@ -1,0 +1,201 @@
+//! Making a connection: connect, read `INFO`, send `CONNECT`, wait for its `OK`, then
+//! hand the socket over as a blocking one; and, for the driver, trying that again with
+//! exponential back-off after a connection is lost. Runs on the caller's executor for
+//! the first connection and on the driver's thread for the others; it owns no state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_protocol::bytes::BytesMut;
+use agora_protocol::{
+    decode_server_with, encode, ClientFrame, Connect, Info, Limits, ReadSize, ServerFrame,
+    PROTOCOL_VERSION,
+};
+use async_net::TcpStream;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+
+use super::{Ctl, Driver};
+use crate::error::{Error, Result};
+use crate::lock;
+use crate::options::Options;
+
+/// The largest payload the client accepts from the broker, at least (a `STATS`
+/// document of a busy broker can exceed the publish limit).
+const MIN_READ_PAYLOAD: usize = 16 * 1024 * 1024;
+
+/// A connection that has done its handshake; the socket is a blocking one.
+pub(crate) struct Established {
+    pub stream: std::net::TcpStream,
+    pub buf: BytesMut,
+    pub info: Info,
+}
+
+/// Runs `f` with a deadline.
+pub(crate) async fn timeout<T>(
+    d: Duration,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    future::or(f, async {
+        async_io::Timer::after(d).await;
+        Err(Error::Timeout)
+    })
+    .await
+}
+
+pub(super) fn read_limits(opts: &Options, info: Option<&Info>) -> Limits {
+    let server = info.map_or(0, |i| i.max_payload as usize);
+    Limits {
+        max_line: agora_protocol::DEFAULT_MAX_LINE.max(info.map_or(0, |i| i.max_line as usize)),
+        max_payload: opts.max_payload.max(server).max(MIN_READ_PAYLOAD),
+    }
+}
+
+/// Reads until one frame is decoded.
+async fn read_frame(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<ServerFrame> {
+    loop {
+        match decode_server_with(buf, limits) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => return Err(Error::Protocol(e)),
+        }
+        let len = buf.len();
+        buf.resize(len + ReadSize::MIN, 0);
+        let n = stream.read(&mut buf[len..]).await?;
+        buf.truncate(len + n);
+        if n == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// Connects, reads `INFO`, sends `CONNECT` and waits for its `OK`, within the connect
+/// timeout.
+pub(crate) async fn handshake(addr: &str, opts: &Options) -> Result<Established> {
+    timeout(opts.connect_timeout, async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        let mut buf = BytesMut::with_capacity(ReadSize::MIN);
+        let limits = read_limits(opts, None);
+        let info = match read_frame(&mut stream, &mut buf, &limits).await? {
+            ServerFrame::Info(i) => i,
+            ServerFrame::Err(e) => {
+                return Err(Error::Server {
+                    code: e.code,
+                    message: e.message,
+                })
+            }
+            other => return Err(Error::UnexpectedFrame(other.command())),
+        };
+        let mut out = BytesMut::new();
+        encode(
+            &ClientFrame::Connect(Connect {
+                rid: Some(0),
+                name: opts.name.clone(),
+                proto: Some(PROTOCOL_VERSION),
+                confirm: None,
+            }),
+            &mut out,
+        );
+        stream.write_all(&out).await?;
+        let limits = read_limits(opts, Some(&info));
+        loop {
+            match read_frame(&mut stream, &mut buf, &limits).await? {
+                ServerFrame::Ok { rid: Some(0) } => break,
+                ServerFrame::Err(e) => {
+                    return Err(Error::Server {
+                        code: e.code,
+                        message: e.message,
+                    })
+                }
+                ServerFrame::PingReq { rid } => {
+                    let mut out = BytesMut::new();
+                    encode(&ClientFrame::PingResp { rid }, &mut out);
+                    stream.write_all(&out).await?;
+                }
+                ServerFrame::Shutdown { .. } => return Err(Error::Disconnected),
+                other => return Err(Error::UnexpectedFrame(other.command())),
+            }
+        }
+        Ok(Established {
+            stream: into_blocking(stream)?,
+            buf,
+            info,
+        })
+    })
+    .await
+}
+
+/// The handshake's socket as a plain blocking one, out of the reactor: from here on the
+/// driver's thread writes it and a reader thread reads it, each woken by the kernel.
+fn into_blocking(stream: TcpStream) -> Result<std::net::TcpStream> {
+    let stream: Arc<async_io::Async<std::net::TcpStream>> = stream.into();
+    let stream = Arc::try_unwrap(stream)
+        .map_err(|_| Error::Io(std::io::Error::other("the handshake's socket is shared")))?;
+    let stream = stream.into_inner()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+impl Driver {
+    /// Tries to connect again with exponential backoff; `None` when the policy gives
+    /// up or the application closes the client meanwhile.
+    pub(super) async fn reconnect(&self) -> Option<Established> {
+        let policy = self.opts.reconnect.clone()?;
+        let mut delay = policy.initial_delay;
+        let mut attempt = 0u32;
+        loop {
+            if policy.max_attempts.is_some_and(|m| attempt >= m) {
+                log::warn!(
+                    "agora client: giving up on {} after {attempt} attempts",
+                    self.core.addr
+                );
+                return None;
+            }
+            attempt += 1;
+            // Wait out the delay, meanwhile handling control messages: acks are stale
+            // by now, unsubscribes just forget the subscription, a close stops us.
+            let deadline = async_io::Timer::after(delay);
+            let stop = future::or(
+                async {
+                    deadline.await;
+                    false
+                },
+                async {
+                    loop {
+                        match self.ctl_rx.recv().await {
+                            Ok(Ctl::Unsub { sid }) => {
+                                lock(&self.core.subs).remove(&sid);
+                            }
+                            Ok(Ctl::Closing) | Err(_) => return true,
+                            Ok(_) => {}
+                        }
+                    }
+                },
+            )
+            .await;
+            if stop || self.cmd_rx.is_closed() {
+                return None;
+            }
+            match handshake(&self.core.addr, &self.opts).await {
+                Ok(c) => {
+                    log::info!(
+                        "agora client: reconnected to {} (attempt {attempt})",
+                        self.core.addr
+                    );
+                    return Some(c);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "agora client: reconnect to {} failed (attempt {attempt}): {e}",
+                        self.core.addr
+                    );
+                    delay = (delay * 2).min(policy.max_delay);
+                }
+            }
+        }
+    }
+}

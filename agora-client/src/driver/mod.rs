@@ -1,0 +1,359 @@
+//! The driver: the one task that owns the socket.
+//!
+//! It runs on a thread of its own under `async_io::block_on`, so the client needs no
+//! executor from the application and works under smol, tokio-with-compat, or a plain
+//! `block_on`. Application handles talk to it over two channels: `cmd` (bounded:
+//! publishes and requests, so a fast publisher waits instead of growing memory) and
+//! `ctl` (unbounded in type, bounded in practice: every item is tied to a delivery or a
+//! subscription the application holds — acks, unsubscribes from `Drop` — or is a reply
+//! to a broker `PINGREQ`).
+//!
+//! Per connection there are two threads, both on a plain blocking socket, so the
+//! kernel wakes each one directly (no reactor thread in between: async-io has one
+//! reactor per process, and a socket event could reach a client through whichever
+//! thread was polling it, one wake-up more per message). The driver's thread writes:
+//! it drains many commands per wake-up, encodes them into one buffer and writes it with
+//! one call. A reader thread decodes every complete frame in its buffer before reading
+//! again, matches answers to requests by request id and hands deliveries to
+//! subscriptions by sid. It never waits on the application, except for an auto-ack
+//! consumer's full buffer (see `deliver_run`). Neither may block on anything but the
+//! socket, the channels and timers.
+//!
+//! Its parts: `connect` makes a connection (the handshake, and the reconnect back-off);
+//! `writer` is the driver thread's loop, which turns commands into frames; `reader` is
+//! the reader thread, which turns frames into answers and deliveries. This file holds
+//! what they share and the loop over connections.
+
+mod connect;
+mod reader;
+mod writer;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+use agora_protocol::bytes::{Bytes, BytesMut};
+use agora_protocol::{ClientFrame, Destination, Headers, Info};
+use async_channel::{Receiver, Sender};
+use futures_lite::future;
+
+use crate::error::{Error, Result, ServerError};
+use crate::inbox::Inbox;
+use crate::lock;
+use crate::options::Options;
+use crate::pubbuf::PubBuf;
+
+use connect::read_limits;
+pub(crate) use connect::{handshake, timeout, Established};
+
+/// State the application's handles and the driver share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Bumped on every (re)connect; deliveries remember the one they arrived on.
+    pub generation: AtomicU64,
+    /// The latest `INFO`.
+    pub info: Mutex<Info>,
+    /// Set once the driver has stopped for good.
+    pub closed: AtomicBool,
+    /// Subscription ids, unique per client (and so per connection).
+    pub next_sid: AtomicU64,
+    /// The largest payload the broker accepts, from `INFO`.
+    pub server_max_payload: AtomicU64,
+    /// Fire-and-forget publishes, encoded by the publishers.
+    pub pubs: PubBuf,
+}
+
+/// What a request's answer carries.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Ok,
+    /// `filtered`: the destination's mutator chain dropped the message.
+    PubAck {
+        filtered: bool,
+    },
+    Body(Bytes),
+}
+
+pub(crate) type Reply = Sender<Result<Answer>>;
+
+/// What a subscription is, as the driver keeps it across reconnects.
+pub(crate) struct SubEntry {
+    pub dest: Destination,
+    /// `Some` for queue consumers.
+    pub prefetch: Option<u32>,
+    /// A queue consumer in the broker's auto-ack mode (`ack=auto`): the broker forgets a
+    /// delivery once written, so a full buffer here holds the reader back (TCP
+    /// backpressure) instead of giving anything back.
+    pub auto_ack: bool,
+    pub inbox: Arc<Inbox>,
+    /// Topic messages dropped because the application did not keep up.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl SubEntry {
+    /// A queue consumer that acknowledges explicitly: its deliveries from a lost
+    /// connection come again, so buffered ones are dropped on reconnect.
+    fn manual_ack(&self) -> bool {
+        self.prefetch.is_some() && !self.auto_ack
+    }
+}
+
+impl Drop for SubEntry {
+    /// The driver forgot the subscription: its stream ends once drained.
+    fn drop(&mut self) {
+        self.inbox.close();
+    }
+}
+
+/// Requests from the application, in order.
+pub(crate) enum Cmd {
+    Publish {
+        dest: Destination,
+        headers: Headers,
+        payload: Bytes,
+        confirm: Option<Reply>,
+    },
+    Subscribe {
+        sid: u64,
+        entry: SubEntry,
+        reply: Reply,
+    },
+    Unsubscribe {
+        sid: u64,
+        reply: Reply,
+    },
+    Ping {
+        reply: Reply,
+    },
+    Stats {
+        reply: Reply,
+    },
+    /// Any other request answered by `OK`, a `…RESP` or `ERR`: the frame is built once
+    /// its request id is known.
+    Request {
+        frame: Box<dyn FnOnce(agora_protocol::RequestId) -> ClientFrame + Send>,
+        reply: Reply,
+    },
+    Close {
+        reply: Sender<()>,
+    },
+}
+
+/// Small control messages that must never wait for room.
+pub(crate) enum Ctl {
+    Settle {
+        did: u64,
+        generation: u64,
+        ack: bool,
+    },
+    Unsub {
+        sid: u64,
+    },
+    Pong {
+        rid: Option<u64>,
+    },
+    /// `close()` was called: stop reconnecting.
+    Closing,
+}
+
+/// A request waiting for its answer.
+struct Pending {
+    reply: Option<Reply>,
+    /// For a `SUB`: the subscription to forget if the broker refuses it.
+    sid: Option<u64>,
+}
+
+/// Why a connection ended.
+enum End {
+    /// The application closed the client (or dropped every handle).
+    Closed,
+    /// The connection failed.
+    Lost(Error),
+}
+
+/// What the driver and its connection's reader thread share.
+struct Core {
+    addr: String,
+    ctl_tx: Sender<Ctl>,
+    errors: Sender<ServerError>,
+    subs: Mutex<HashMap<u64, SubEntry>>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// `close()` was called: the connection ending is not a loss.
+    closing: AtomicBool,
+}
+
+pub(crate) struct Driver {
+    core: Arc<Core>,
+    opts: Options,
+    shared: Arc<Shared>,
+    cmd_rx: Receiver<Cmd>,
+    ctl_rx: Receiver<Ctl>,
+    next_rid: Cell<u64>,
+    /// Publisher confirms as last set on this connection (`SETACK`).
+    confirm: Cell<bool>,
+    /// The `close()` caller waiting for the connection to finish.
+    closing: RefCell<Option<Sender<()>>>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        addr: String,
+        opts: Options,
+        shared: Arc<Shared>,
+        cmd_rx: Receiver<Cmd>,
+        (ctl_tx, ctl_rx): (Sender<Ctl>, Receiver<Ctl>),
+        errors: Sender<ServerError>,
+    ) -> Driver {
+        Driver {
+            core: Arc::new(Core {
+                addr,
+                ctl_tx,
+                errors,
+                subs: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                closing: AtomicBool::new(false),
+            }),
+            opts,
+            shared,
+            cmd_rx,
+            ctl_rx,
+            next_rid: Cell::new(1),
+            confirm: Cell::new(false),
+            closing: RefCell::new(None),
+        }
+    }
+
+    /// Serves connection after connection until the client is closed or reconnecting
+    /// gives up, then fails everything still waiting.
+    pub(crate) async fn run(self, mut conn: Established) {
+        let mut first = true;
+        loop {
+            let end = self.serve(conn, first).await;
+            first = false;
+            self.fail_pending(|| Error::Disconnected);
+            match end {
+                End::Closed => break,
+                End::Lost(e) => {
+                    if self.closing.borrow().is_some() {
+                        break;
+                    }
+                    log::warn!("agora client: connection to {} lost: {e}", self.core.addr);
+                    match self.reconnect().await {
+                        Some(c) => conn = c,
+                        None => break,
+                    }
+                }
+            }
+        }
+        self.shared.closed.store(true, SeqCst);
+        let lost = self.shared.pubs.close();
+        if lost > 0 {
+            log::warn!(
+                "agora client: {lost} bytes of publishes to {} never written: the client stopped",
+                self.core.addr
+            );
+        }
+        self.cmd_rx.close();
+        lock(&self.core.subs).clear();
+        self.fail_pending(|| Error::Closed);
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            fail_cmd(cmd, Error::Closed);
+        }
+        if let Some(c) = self.closing.borrow_mut().take() {
+            let _ = c.try_send(());
+        }
+        log::debug!("agora client: driver for {} stopped", self.core.addr);
+    }
+
+    fn fail_pending(&self, e: impl Fn() -> Error) {
+        for (_, p) in lock(&self.core.pending).drain() {
+            if let Some(r) = p.reply {
+                let _ = r.try_send(Err(e()));
+            }
+        }
+    }
+
+    /// Runs one connection: re-subscribes, then reads and writes until it ends.
+    async fn serve(&self, conn: Established, first: bool) -> End {
+        let Established { stream, buf, info } = conn;
+        let limits = read_limits(&self.opts, Some(&info));
+        self.shared
+            .server_max_payload
+            .store(info.max_payload, SeqCst);
+        *lock(&self.shared.info) = info;
+        // The first connection is generation 1 from `connect` on; a reconnect bumps it
+        // before anything is read, so a delivery's generation is always its connection's.
+        let generation = if first {
+            self.shared.generation.load(SeqCst)
+        } else {
+            self.shared.generation.fetch_add(1, SeqCst) + 1
+        };
+        self.confirm.set(false);
+        let mut out = BytesMut::new();
+        if !first {
+            self.resubscribe(&mut out);
+        }
+        // The reader thread reports how the connection ended on `done`; closing `stop`
+        // ends its wait for room in a full inbox.
+        let (done_tx, done_rx) = async_channel::bounded(1);
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        let reader = match stream.try_clone() {
+            Ok(s) => s,
+            Err(e) => return End::Lost(Error::Io(e)),
+        };
+        let core = self.core.clone();
+        let spawned = std::thread::Builder::new()
+            .name("agora-client-reader".to_owned())
+            .spawn(move || {
+                let end = core.read(&reader, buf, generation, &limits, &stop_rx);
+                // A writer blocked on a full socket fails now instead of waiting.
+                let _ = reader.shutdown(Shutdown::Both);
+                let _ = done_tx.try_send(end);
+            });
+        if let Err(e) = spawned {
+            return End::Lost(Error::Io(e));
+        }
+        let end = future::or(self.writer(&stream, out, generation), async {
+            done_rx
+                .recv()
+                .await
+                .unwrap_or(End::Lost(Error::Disconnected))
+        })
+        .await;
+        let _ = stream.shutdown(Shutdown::Both);
+        drop(stop_tx);
+        // The shutdown ends the reader's read: wait for it, so that nothing read on
+        // this connection reaches a subscription after the next connection's deliveries.
+        let _ = done_rx.recv().await;
+        end
+    }
+
+    fn register(&self, reply: Option<Reply>, sid: Option<u64>) -> Option<u64> {
+        let rid = self.next_rid.get();
+        self.next_rid.set(rid + 1);
+        lock(&self.core.pending).insert(rid, Pending { reply, sid });
+        Some(rid)
+    }
+}
+
+fn fail_cmd(cmd: Cmd, e: Error) {
+    match cmd {
+        Cmd::Publish { confirm, .. } => {
+            if let Some(r) = confirm {
+                let _ = r.try_send(Err(e));
+            }
+        }
+        Cmd::Subscribe { reply, .. }
+        | Cmd::Unsubscribe { reply, .. }
+        | Cmd::Ping { reply }
+        | Cmd::Stats { reply }
+        | Cmd::Request { reply, .. } => {
+            let _ = reply.try_send(Err(e));
+        }
+        Cmd::Close { reply } => {
+            let _ = reply.try_send(());
+        }
+    }
+}

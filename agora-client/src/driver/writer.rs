@@ -1,0 +1,222 @@
+//! The driver thread's side of a connection: it takes commands, control messages and
+//! the publish buffer, encodes them into one buffer and writes it with one call. It
+//! never reads the socket and never waits on anything but the socket, its channels and
+//! the publish buffer.
+
+use std::io::Write;
+use std::sync::atomic::Ordering::SeqCst;
+
+use agora_protocol::bytes::BytesMut;
+use agora_protocol::{encode, encode_pub, AckMode, ClientFrame, Subscribe};
+use futures_lite::future;
+
+use super::{Answer, Cmd, Ctl, Driver, End, SubEntry};
+use crate::error::Error;
+use crate::lock;
+
+/// The writer stops draining commands into one buffer past this many bytes.
+const BATCH_BYTES: usize = 256 * 1024;
+
+impl Driver {
+    /// Subscribes again, with the same sids, to everything the application still
+    /// holds; a queue consumer's deliveries from the lost connection are dropped from
+    /// its buffer (the broker gives them back, redelivered).
+    pub(super) fn resubscribe(&self, out: &mut BytesMut) {
+        let subs = lock(&self.core.subs);
+        for (&sid, e) in subs.iter() {
+            if e.manual_ack() {
+                let n = e.inbox.clear();
+                if n > 0 {
+                    log::debug!("agora client: dropped {n} stale deliveries of {}", e.dest);
+                }
+            }
+            let rid = self.register(None, Some(sid));
+            encode(&sub_frame(rid, sid, e), out);
+        }
+    }
+
+    /// Writes on the (blocking) socket from the driver's thread: a full socket holds up
+    /// this thread, which has nothing else to do meanwhile.
+    pub(super) async fn writer(
+        &self,
+        mut stream: &std::net::TcpStream,
+        mut out: BytesMut,
+        generation: u64,
+    ) -> End {
+        enum Next {
+            Cmd(Cmd),
+            Ctl(Ctl),
+            Published,
+            Gone,
+        }
+        loop {
+            if !out.is_empty() {
+                if let Err(e) = stream.write_all(&out) {
+                    return End::Lost(Error::Io(e));
+                }
+                out.clear();
+                if self.closing.borrow().is_some() {
+                    // Everything is written, DISCONNECT last: the broker answers what
+                    // came before it, then closes; the reader sees that and ends. A broker
+                    // that never closes gets the request timeout.
+                    async_io::Timer::after(self.opts.request_timeout).await;
+                    return End::Closed;
+                }
+            }
+            let next = future::or(
+                async { self.ctl_rx.recv().await.map_or(Next::Gone, Next::Ctl) },
+                future::or(
+                    async { self.cmd_rx.recv().await.map_or(Next::Gone, Next::Cmd) },
+                    async {
+                        self.shared.pubs.filled().await;
+                        Next::Published
+                    },
+                ),
+            )
+            .await;
+            match next {
+                Next::Ctl(c) => self.on_ctl(c, generation, &mut out),
+                Next::Cmd(c) => self.on_cmd(c, &mut out),
+                Next::Published => {
+                    self.take_published(&mut out);
+                }
+                Next::Gone => {
+                    self.take_published(&mut out);
+                    encode(&ClientFrame::Disconnect, &mut out);
+                    let _ = stream.write_all(&out);
+                    return End::Closed;
+                }
+            }
+            // Batch: take everything else that is waiting, up to a bound.
+            while out.len() < BATCH_BYTES && self.closing.borrow().is_none() {
+                if let Ok(c) = self.ctl_rx.try_recv() {
+                    self.on_ctl(c, generation, &mut out);
+                } else if let Ok(c) = self.cmd_rx.try_recv() {
+                    self.on_cmd(c, &mut out);
+                } else {
+                    break;
+                }
+            }
+            if self.closing.borrow().is_none() {
+                self.take_published(&mut out);
+            }
+        }
+    }
+
+    /// Moves the publishers' encoded fire-and-forget publishes into `out`, switching
+    /// confirms off first if the last publish written was a confirmed one.
+    fn take_published(&self, out: &mut BytesMut) -> bool {
+        if self.confirm.get() && !self.shared.pubs.is_empty() {
+            encode(
+                &ClientFrame::SetAck {
+                    rid: None,
+                    on: false,
+                },
+                out,
+            );
+            self.confirm.set(false);
+        }
+        self.shared.pubs.take_into(out)
+    }
+
+    fn on_ctl(&self, c: Ctl, generation: u64, out: &mut BytesMut) {
+        match c {
+            Ctl::Settle {
+                did,
+                generation: g,
+                ack,
+            } => {
+                if g != generation {
+                    log::debug!("agora client: dropping settle of stale delivery {did}");
+                } else if ack {
+                    encode(&ClientFrame::Ack { rid: None, did }, out);
+                } else {
+                    encode(&ClientFrame::Nack { rid: None, did }, out);
+                }
+            }
+            Ctl::Unsub { sid } => {
+                if lock(&self.core.subs).remove(&sid).is_some() {
+                    encode(&ClientFrame::Unsub { rid: None, sid }, out);
+                }
+            }
+            Ctl::Pong { rid } => encode(&ClientFrame::PingResp { rid }, out),
+            Ctl::Closing => {}
+        }
+    }
+
+    fn on_cmd(&self, c: Cmd, out: &mut BytesMut) {
+        // Publishes made before this command was queued go out before it.
+        self.take_published(out);
+        match c {
+            Cmd::Publish {
+                dest,
+                headers,
+                payload,
+                confirm,
+            } => {
+                // Confirms are switched per connection, so switch them only when the
+                // kind of publish changes: the broker applies SETACK in order.
+                let want = confirm.is_some();
+                if want != self.confirm.get() {
+                    encode(
+                        &ClientFrame::SetAck {
+                            rid: None,
+                            on: want,
+                        },
+                        out,
+                    );
+                    self.confirm.set(want);
+                }
+                let rid = confirm.and_then(|r| self.register(Some(r), None));
+                encode_pub(rid, &dest, &headers, &payload, out);
+            }
+            Cmd::Subscribe { sid, entry, reply } => {
+                let rid = self.register(Some(reply), Some(sid));
+                encode(&sub_frame(rid, sid, &entry), out);
+                lock(&self.core.subs).insert(sid, entry);
+            }
+            Cmd::Unsubscribe { sid, reply } => {
+                let removed = lock(&self.core.subs).remove(&sid).is_some();
+                if removed {
+                    let rid = self.register(Some(reply), None);
+                    encode(&ClientFrame::Unsub { rid, sid }, out);
+                } else {
+                    let _ = reply.try_send(Ok(Answer::Ok));
+                }
+            }
+            Cmd::Ping { reply } => {
+                let rid = self.register(Some(reply), None);
+                encode(&ClientFrame::PingReq { rid }, out);
+            }
+            Cmd::Stats { reply } => {
+                let rid = self.register(Some(reply), None);
+                encode(&ClientFrame::Stats { rid }, out);
+            }
+            Cmd::Request { frame, reply } => {
+                let rid = self.register(Some(reply), None);
+                encode(&frame(rid), out);
+            }
+            Cmd::Close { reply } => {
+                encode(&ClientFrame::Disconnect, out);
+                *self.closing.borrow_mut() = Some(reply);
+                self.core.closing.store(true, SeqCst);
+            }
+        }
+    }
+}
+
+fn sub_frame(rid: Option<u64>, sid: u64, e: &SubEntry) -> ClientFrame {
+    ClientFrame::Sub(Subscribe {
+        rid,
+        dest: e.dest.clone(),
+        sid,
+        prefetch: e.prefetch,
+        ack: e.prefetch.map(|_| {
+            if e.auto_ack {
+                AckMode::Auto
+            } else {
+                AckMode::Manual
+            }
+        }),
+    })
+}

@@ -1,0 +1,103 @@
+//! The settings a client is built with: the public [`Reconnect`] policy and the
+//! builder's `Options`. Plain values; imports nothing else of the crate, so every other
+//! module may read them.
+
+use std::time::Duration;
+
+/// How to reconnect after the connection is lost: exponential backoff from
+/// `initial_delay`, doubling up to `max_delay`, for at most `max_attempts` tries in a
+/// row (`None`: forever, until [`Client::close`](crate::Client::close)).
+///
+/// ```
+/// use std::time::Duration;
+/// let policy = agora_client::Reconnect::default()
+///     .initial_delay(Duration::from_millis(100))
+///     .max_delay(Duration::from_secs(10))
+///     .max_attempts(Some(20));
+/// assert_eq!(policy.max_attempts, Some(20));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnect {
+    /// The wait before the first attempt.
+    pub initial_delay: Duration,
+    /// The longest wait between attempts.
+    pub max_delay: Duration,
+    /// Attempts in a row before giving up and closing the client; `None`: no limit.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Reconnect {
+    /// 50 ms, doubling up to 5 s, forever.
+    fn default() -> Self {
+        Reconnect {
+            initial_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(5),
+            max_attempts: None,
+        }
+    }
+}
+
+impl Reconnect {
+    /// Sets the wait before the first attempt.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let p = agora_client::Reconnect::default().initial_delay(Duration::from_millis(10));
+    /// assert_eq!(p.initial_delay, Duration::from_millis(10));
+    /// ```
+    pub fn initial_delay(mut self, d: Duration) -> Self {
+        self.initial_delay = d;
+        self
+    }
+
+    /// Sets the longest wait between attempts.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let p = agora_client::Reconnect::default().max_delay(Duration::from_secs(1));
+    /// assert_eq!(p.max_delay, Duration::from_secs(1));
+    /// ```
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+
+    /// Sets how many attempts in a row are made before giving up.
+    ///
+    /// ```
+    /// let p = agora_client::Reconnect::default().max_attempts(Some(3));
+    /// assert_eq!(p.max_attempts, Some(3));
+    /// ```
+    pub fn max_attempts(mut self, n: Option<u32>) -> Self {
+        self.max_attempts = n;
+        self
+    }
+}
+
+/// The builder's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) name: Option<String>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_payload: usize,
+    pub(crate) reconnect: Option<Reconnect>,
+    pub(crate) subscription_buffer: usize,
+    pub(crate) command_buffer: usize,
+    pub(crate) publish_buffer: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            name: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_payload: agora_protocol::DEFAULT_MAX_PAYLOAD,
+            reconnect: None,
+            subscription_buffer: 1024,
+            command_buffer: 1024,
+            publish_buffer: 256 * 1024,
+        }
+    }
+}
