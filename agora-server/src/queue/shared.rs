@@ -1,0 +1,180 @@
+//! What the rest of the broker sees of a queue: its command channel, its limits
+//! (reserved with atomics by publishers before a message enters the channel, so a full
+//! queue is refused at the door), its figures, and the handles it gives out (the credit
+//! handle of an auto-ack consumer's shipper).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+
+use agora_protocol::Destination;
+use async_channel::{Receiver, Sender};
+
+use super::QueueCmd;
+use crate::budget::Budget;
+use crate::config::QueueSettings;
+use crate::deliveries::{Credit, Report};
+
+/// What the rest of the broker sees of a queue: its channel and its figures.
+pub(crate) struct QueueShared {
+    pub dest: Destination,
+    pub tx: Sender<QueueCmd>,
+    pub settings: QueueSettings,
+    budget: Arc<Budget>,
+    /// Messages held (pending + unacked), counted when reserved.
+    held: AtomicUsize,
+    /// Payload bytes held.
+    held_bytes: AtomicUsize,
+    pub depth: AtomicUsize,
+    pub unacked: AtomicUsize,
+    pub consumers: AtomicUsize,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Sampled delivery latency, recorded by consumers' shippers.
+    pub latency: crate::metrics::LatencyRef,
+    pub redelivered: AtomicU64,
+    pub deadlettered: AtomicU64,
+    /// Set when the queue is retired or deleted; publishers then resolve it again.
+    pub closed: AtomicBool,
+    /// The mutator chain publishers run before reserving room, and its drop count.
+    pub chain: crate::mutators::ChainSlot,
+}
+
+/// Why a publish was not reserved.
+pub(crate) enum Refused {
+    Full(String),
+    Memory(String),
+    Retired,
+}
+
+impl QueueShared {
+    /// Reserves room for one message of `size` bytes, or says why not.
+    pub fn reserve(&self, size: usize) -> Result<(), Refused> {
+        let n = self.held.fetch_add(1, SeqCst);
+        let b = self.held_bytes.fetch_add(size, SeqCst);
+        let s = &self.settings;
+        let refused = if n >= s.max_messages {
+            Some(Refused::Full(format!(
+                "queue '{}' is full ({} messages)",
+                self.dest.name, s.max_messages
+            )))
+        } else if b + size > s.max_bytes {
+            Some(Refused::Full(format!(
+                "queue '{}' is full ({} bytes)",
+                self.dest.name, s.max_bytes
+            )))
+        } else if self.closed.load(SeqCst) {
+            Some(Refused::Retired)
+        } else {
+            None
+        };
+        let taken = match refused {
+            Some(r) => Err(r),
+            None if self.budget.try_take(size) => Ok(()),
+            None => Err(Refused::Memory(format!(
+                "the broker's memory budget of {} bytes is spent",
+                self.budget.limit()
+            ))),
+        };
+        if taken.is_err() {
+            // Undo the counts only: the budget took nothing.
+            self.held.fetch_sub(1, SeqCst);
+            self.held_bytes.fetch_sub(size, SeqCst);
+        }
+        taken
+    }
+
+    /// Gives back what [`reserve`](QueueShared::reserve) took for messages that never
+    /// entered the queue (its channel was closed).
+    pub fn unreserve(&self, size: usize) {
+        self.release(1, size);
+    }
+
+    /// A queue's shared half and the receiving end of its command channel, of
+    /// `channel` commands: [`spawn`] runs the queue's task on it; the simulation
+    /// reserves through it and drives a [`QueueState`] itself.
+    pub fn new(
+        dest: Destination,
+        settings: QueueSettings,
+        budget: Arc<Budget>,
+        channel: usize,
+    ) -> (Arc<QueueShared>, Receiver<QueueCmd>) {
+        // Bounds a burst of publishes (each waits for room, slowing only its publisher);
+        // small, because every slot is allocated up front.
+        let (tx, rx) = async_channel::bounded(channel.max(1));
+        let shared = Arc::new(QueueShared {
+            dest,
+            tx,
+            settings,
+            budget,
+            held: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
+            depth: AtomicUsize::new(0),
+            unacked: AtomicUsize::new(0),
+            consumers: AtomicUsize::new(0),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            latency: Default::default(),
+            redelivered: AtomicU64::new(0),
+            deadlettered: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            chain: Default::default(),
+        });
+        (shared, rx)
+    }
+
+    /// The credit handle for auto-ack consumer `cid`'s shipper.
+    pub fn credit(&self, cid: u64) -> Credit {
+        let tx = self.tx.clone();
+        Credit::new(move |r| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let cmd = match r {
+                    Report::Written(n) => QueueCmd::Written { cid, n },
+                    Report::Stopped => QueueCmd::Unsubscribe { cid },
+                };
+                let _ = tx.send(cmd).await;
+            })
+        })
+    }
+
+    /// Messages and bytes reserved and not yet released.
+    pub fn held(&self) -> (usize, usize) {
+        (self.held.load(SeqCst), self.held_bytes.load(SeqCst))
+    }
+
+    /// A deleted queue gives back everything reserved, messages still in its channel
+    /// included.
+    pub fn release_all(&self) {
+        self.held.store(0, SeqCst);
+        self.budget.give_back(self.held_bytes.swap(0, SeqCst));
+    }
+
+    /// Gives back what left the queue: to its limits and to the memory budget.
+    pub fn release(&self, n: usize, bytes: usize) {
+        self.held.fetch_sub(n, SeqCst);
+        self.held_bytes.fetch_sub(bytes, SeqCst);
+        self.budget.give_back(bytes);
+    }
+
+    /// True when the queue holds nothing and nobody consumes it.
+    pub fn is_idle(&self) -> bool {
+        self.held.load(SeqCst) == 0 && self.consumers.load(SeqCst) == 0
+    }
+
+    /// Marks the queue retired if it is idle; publishers that reserved concurrently see
+    /// the flag and go elsewhere, or the reservation is seen here and retiring fails.
+    pub fn try_retire(&self) -> bool {
+        self.closed.store(true, SeqCst);
+        if self.is_idle() {
+            self.tx.close();
+            true
+        } else {
+            self.closed.store(false, SeqCst);
+            false
+        }
+    }
+}
