@@ -229,6 +229,11 @@ impl<S> Session<S> {
         Some(sub)
     }
 
+    /// Whether no subscription is active.
+    pub fn is_idle(&self) -> bool {
+        self.subs.is_empty()
+    }
+
     /// Every subscription, for a connection that ends.
     pub fn drain(&mut self) -> Vec<S> {
         self.slots.clear();

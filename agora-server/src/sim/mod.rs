@@ -19,8 +19,14 @@
 //! seed, the operation number and the last operations, and how to replay it
 //! (`cargo xtask sim --seed S --ops N`).
 //!
-//! What is not here yet: the connection's session (confirms, publish runs, chains,
-//! liveness), which joins once it is a plain value too.
+//! Queue consumers subscribe through their connection's [`Session`](crate::session)
+//! (a few connections share them), which checks the subscription rules and gives the
+//! delivery-id slot; every `ACK` and `NACK` is routed by its connection's session, which
+//! must find the subscription the delivery was made to.
+//!
+//! What is not here yet: the rest of the connection (confirms, publish runs, chains,
+//! liveness), which joins once the session returns what must happen instead of the
+//! connection's task doing it.
 
 mod world;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_protocol::bytes::Bytes;
-use agora_protocol::{Destination, Headers, Kind, Name};
+use agora_protocol::{AckMode, Destination, Headers, Kind, Name, Subscribe};
 
 mod check;
 mod settle;
@@ -19,6 +19,7 @@ use crate::config::{QueueSettings, SlowConsumerPolicy};
 use crate::deliveries::DeliveryRx;
 use crate::message::{Delivery, Message};
 use crate::queue::{Acked, ConsumerSpec, Place, QueueShared, QueueState, Refused};
+use crate::session::{Limits as SessionLimits, Session, SubPlan};
 use crate::topic::{Subscriber, Topic};
 
 /// Queues with consumers (each has a dead-letter queue after them in `queues`).
@@ -29,6 +30,10 @@ const PUBLISHERS: u8 = 3;
 const BUDGET: usize = 12 * 1024;
 const SUBSCRIBER_BUFFER: usize = 6;
 const MAX_DELIVERIES: u32 = 3;
+/// Connections the queue consumers share (each with its session).
+const CLIENTS: u64 = 4;
+/// Subscriptions per connection: small, so the session's limit binds too.
+const MAX_SUBSCRIPTIONS: usize = 3;
 /// Operations kept for a failure's report.
 const TRAIL: usize = 24;
 
@@ -50,6 +55,8 @@ struct SimQueue {
 
 struct SimConsumer {
     queue: usize,
+    /// The connection (its session) the subscription belongs to.
+    client: u64,
     port: Port,
     auto_ack: bool,
     prefetch: u32,
@@ -80,6 +87,8 @@ pub(crate) struct World {
     queues: Vec<SimQueue>,
     topics: Vec<SimTopic>,
     consumers: BTreeMap<u64, SimConsumer>,
+    /// Connections: each one's session holds its subscriptions and delivery-id slots.
+    clients: BTreeMap<u64, Session<u64>>,
     next_cid: u64,
     next_id: u64,
     /// Accepted queue messages not yet finished (acked, written, purged, deleted).
@@ -109,6 +118,7 @@ impl World {
             queues: Vec::new(),
             topics: Vec::new(),
             consumers: BTreeMap::new(),
+            clients: BTreeMap::new(),
             next_cid: 1,
             next_id: 1,
             live: BTreeSet::new(),
@@ -249,16 +259,58 @@ impl World {
         }
     }
 
+    /// A consumer subscribes through its connection's session (on one of the
+    /// connections, or a new one), which checks the rules and gives the slot.
     fn subscribe(&mut self, q: usize) -> String {
         let cid = self.next_cid;
         self.next_cid += 1;
-        let prefetch = 1 + self.rng.below(4) as u32;
-        let auto_ack = self.rng.chance(30);
+        let client = match self.clients.len() as u64 {
+            n if n < CLIENTS && self.rng.chance(50) => {
+                self.clients
+                    .insert(cid, Session::new(session_limits(), self.now));
+                cid
+            }
+            0 => {
+                self.clients
+                    .insert(cid, Session::new(session_limits(), self.now));
+                cid
+            }
+            n => *self
+                .clients
+                .keys()
+                .nth(self.rng.below(n) as usize)
+                .expect("n > 0"),
+        };
+        let request = Subscribe {
+            rid: None,
+            dest: self.queues[q].shared.dest.clone(),
+            sid: cid,
+            prefetch: Some(1 + self.rng.below(4) as u32),
+            ack: self.rng.chance(30).then_some(AckMode::Auto),
+        };
+        let session = self.clients.get_mut(&client).expect("picked");
+        let plan = match session.plan_subscribe(&request) {
+            Ok(plan) => plan,
+            Err(r) => {
+                self.report.refused += 1;
+                return format!("consumer {cid} on {client} refused: {}", r.message);
+            }
+        };
+        let SubPlan::Queue {
+            prefetch,
+            auto_ack,
+            slot,
+        } = plan
+        else {
+            self.broken = Some(format!("a queue subscription planned as {plan:?}"));
+            return String::new();
+        };
+        session.add(cid, plan, cid);
         let port = Port::default();
         self.queues[q].state.subscribe(ConsumerSpec {
             cid,
             sid: cid,
-            slot: cid,
+            slot,
             prefetch,
             auto_ack,
             port: port.clone(),
@@ -267,6 +319,7 @@ impl World {
             cid,
             SimConsumer {
                 queue: q,
+                client,
                 port,
                 auto_ack,
                 prefetch,
@@ -274,7 +327,7 @@ impl World {
                 fifo: VecDeque::new(),
             },
         );
-        format!("consumer {cid} subscribes to queue {q} (prefetch {prefetch}, auto-ack {auto_ack})")
+        format!("consumer {cid} on {client} subscribes to queue {q} (prefetch {prefetch}, auto-ack {auto_ack})")
     }
 
     /// A random consumer that is still connected.
@@ -298,6 +351,15 @@ impl World {
         let c = self.consumers.get_mut(&cid).expect("picked");
         let i = self.rng.below(c.held.len() as u64) as usize;
         let (did, id) = c.held.swap_remove(i);
+        // The connection routes the ACK by the delivery id's slot: it must find the
+        // subscription the delivery was made to, while that one is active.
+        let routed = self
+            .clients
+            .get(&c.client)
+            .and_then(|s| s.for_delivery(did));
+        if routed != Some(&cid) {
+            self.broken = Some(format!("delivery {did} of {cid} routes to {routed:?}"));
+        }
         let sq = &mut self.queues[c.queue];
         let mut outstanding = false;
         sq.state
@@ -339,8 +401,24 @@ impl World {
         }
         let cid = ids[self.rng.below(ids.len() as u64) as usize];
         let c = self.consumers.remove(&cid).expect("listed");
+        self.leave_session(&c, cid);
         let known = self.queues[c.queue].state.unsubscribe(cid).is_some();
         format!("consumer {cid} unsubscribes (queue knew it: {known})")
+    }
+
+    /// The subscription leaves its connection's session, which must have had it; a
+    /// connection with no subscriptions left closes.
+    fn leave_session(&mut self, c: &SimConsumer, cid: u64) {
+        let Some(session) = self.clients.get_mut(&c.client) else {
+            self.broken = Some(format!("consumer {cid}'s connection {} is gone", c.client));
+            return;
+        };
+        if session.remove(cid) != Some(cid) {
+            self.broken = Some(format!("the session of {} did not hold {cid}", c.client));
+        }
+        if session.is_idle() {
+            self.clients.remove(&c.client);
+        }
     }
 
     /// An auto-ack consumer's shipper reports deliveries written.
@@ -384,7 +462,9 @@ impl World {
         let (released, bytes) = self.queues[q].state.take_released();
         self.queues[q].shared.release(released, bytes);
         for c in gone {
-            self.consumers.remove(&c.cid);
+            if let Some(sc) = self.consumers.remove(&c.cid) {
+                self.leave_session(&sc, c.cid);
+            }
         }
         for id in &held {
             self.live.remove(id);
@@ -400,6 +480,16 @@ impl World {
 impl SimQueue {
     fn state_ttl(&self) -> Duration {
         self.shared.settings.ttl.unwrap_or(Duration::MAX)
+    }
+}
+
+fn session_limits() -> SessionLimits {
+    SessionLimits {
+        max_subscriptions: MAX_SUBSCRIPTIONS,
+        default_prefetch: 2,
+        max_prefetch: 4,
+        ping_interval: Duration::from_secs(30),
+        max_missed_pings: 2,
     }
 }
 

@@ -92,7 +92,9 @@ impl World {
             }
             // A consumer the queue dropped (its connection was gone) lost what it held.
             if self.queues[c.queue].state.consumer(cid).is_none() {
-                self.consumers.remove(&cid);
+                if let Some(c) = self.consumers.remove(&cid) {
+                    self.leave_session(&c, cid);
+                }
             }
         }
         Ok(())
