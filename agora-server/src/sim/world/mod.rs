@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_protocol::bytes::Bytes;
-use agora_protocol::{AckMode, Destination, Headers, Kind, Name, Subscribe};
+use agora_protocol::{Destination, Headers, Kind, Name};
 
 mod check;
+mod consumers;
 mod settle;
 mod topics;
 
@@ -18,8 +19,8 @@ use crate::budget::Budget;
 use crate::config::{QueueSettings, SlowConsumerPolicy};
 use crate::deliveries::DeliveryRx;
 use crate::message::{Delivery, Message};
-use crate::queue::{Acked, ConsumerSpec, Place, QueueShared, QueueState, Refused};
-use crate::session::{Limits as SessionLimits, Session, SubPlan};
+use crate::queue::{QueueShared, QueueState, Refused};
+use crate::session::{Limits as SessionLimits, Session};
 use crate::topic::{Subscriber, Topic};
 
 /// Queues with consumers (each has a dead-letter queue after them in `queues`).
@@ -257,223 +258,6 @@ impl World {
             }
             Err(Refused::Retired) => format!("publish #{id}: queue {q} retired"),
         }
-    }
-
-    /// A consumer subscribes through its connection's session (on one of the
-    /// connections, or a new one), which checks the rules and gives the slot.
-    fn subscribe(&mut self, q: usize) -> String {
-        let cid = self.next_cid;
-        self.next_cid += 1;
-        let client = match self.clients.len() as u64 {
-            n if n < CLIENTS && self.rng.chance(50) => {
-                self.clients
-                    .insert(cid, Session::new(session_limits(), self.now));
-                cid
-            }
-            0 => {
-                self.clients
-                    .insert(cid, Session::new(session_limits(), self.now));
-                cid
-            }
-            n => *self
-                .clients
-                .keys()
-                .nth(self.rng.below(n) as usize)
-                .expect("n > 0"),
-        };
-        let request = Subscribe {
-            rid: None,
-            dest: self.queues[q].shared.dest.clone(),
-            sid: cid,
-            prefetch: Some(1 + self.rng.below(4) as u32),
-            ack: self.rng.chance(30).then_some(AckMode::Auto),
-        };
-        let session = self.clients.get_mut(&client).expect("picked");
-        let plan = match session.plan_subscribe(&request) {
-            Ok(plan) => plan,
-            Err(r) => {
-                self.report.refused += 1;
-                return format!("consumer {cid} on {client} refused: {}", r.message);
-            }
-        };
-        let SubPlan::Queue {
-            prefetch,
-            auto_ack,
-            slot,
-        } = plan
-        else {
-            self.broken = Some(format!("a queue subscription planned as {plan:?}"));
-            return String::new();
-        };
-        session.add(cid, plan, cid);
-        let port = Port::default();
-        self.queues[q].state.subscribe(ConsumerSpec {
-            cid,
-            sid: cid,
-            slot,
-            prefetch,
-            auto_ack,
-            port: port.clone(),
-        });
-        self.consumers.insert(
-            cid,
-            SimConsumer {
-                queue: q,
-                client,
-                port,
-                auto_ack,
-                prefetch,
-                held: Vec::new(),
-                fifo: VecDeque::new(),
-            },
-        );
-        format!("consumer {cid} on {client} subscribes to queue {q} (prefetch {prefetch}, auto-ack {auto_ack})")
-    }
-
-    /// A random consumer that is still connected.
-    fn pick_consumer(&mut self, pred: impl Fn(&SimConsumer) -> bool) -> Option<u64> {
-        let ids: Vec<u64> = self
-            .consumers
-            .iter()
-            .filter(|(_, c)| !c.port.gone.get() && pred(c))
-            .map(|(cid, _)| *cid)
-            .collect();
-        (!ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize])
-    }
-
-    /// `ACK` (`ack`) or `NACK` of a delivery a consumer holds. The queue must settle it
-    /// exactly when it still has it outstanding at that consumer (an ack timeout may
-    /// have taken it back).
-    fn settle_one(&mut self, ack: bool) -> String {
-        let Some(cid) = self.pick_consumer(|c| !c.held.is_empty()) else {
-            return "no delivery to settle".to_owned();
-        };
-        let c = self.consumers.get_mut(&cid).expect("picked");
-        let i = self.rng.below(c.held.len() as u64) as usize;
-        let (did, id) = c.held.swap_remove(i);
-        // The connection routes the ACK by the delivery id's slot: it must find the
-        // subscription the delivery was made to, while that one is active.
-        let routed = self
-            .clients
-            .get(&c.client)
-            .and_then(|s| s.for_delivery(did));
-        if routed != Some(&cid) {
-            self.broken = Some(format!("delivery {did} of {cid} routes to {routed:?}"));
-        }
-        let sq = &mut self.queues[c.queue];
-        let mut outstanding = false;
-        sq.state
-            .for_each_held(|p, _| outstanding |= p == Place::Outstanding(cid, did));
-        let got = sq.state.ack(cid, did, ack);
-        let word = if ack { "ack" } else { "nack" };
-        let expect = if outstanding {
-            Acked::Done
-        } else {
-            Acked::Unknown
-        };
-        if got != expect {
-            self.broken = Some(format!(
-                "{word} of #{id} by {cid} gave {got:?}, expected {expect:?}"
-            ));
-        }
-        if ack && got == Acked::Done {
-            self.live.remove(&id);
-            self.report.acked += 1;
-        }
-        format!("consumer {cid} {word}s #{id}: {got:?}")
-    }
-
-    /// A consumer leaves: cleanly (`UNSUB`), or its connection drops without warning
-    /// and the queue hears of it later (or first notices on its next delivery).
-    fn unsubscribe(&mut self, abrupt: bool) -> String {
-        if abrupt {
-            let Some(cid) = self.pick_consumer(|_| true) else {
-                return "no consumer to disconnect".to_owned();
-            };
-            self.consumers[&cid].port.gone.set(true);
-            self.report.disconnects += 1;
-            return format!("consumer {cid} disconnects without warning");
-        }
-        // A clean unsubscribe, or the late one of a disconnected consumer.
-        let ids: Vec<u64> = self.consumers.keys().copied().collect();
-        if ids.is_empty() {
-            return "no consumer to unsubscribe".to_owned();
-        }
-        let cid = ids[self.rng.below(ids.len() as u64) as usize];
-        let c = self.consumers.remove(&cid).expect("listed");
-        self.leave_session(&c, cid);
-        let known = self.queues[c.queue].state.unsubscribe(cid).is_some();
-        format!("consumer {cid} unsubscribes (queue knew it: {known})")
-    }
-
-    /// The subscription leaves its connection's session, which must have had it; a
-    /// connection with no subscriptions left closes.
-    fn leave_session(&mut self, c: &SimConsumer, cid: u64) {
-        let Some(session) = self.clients.get_mut(&c.client) else {
-            self.broken = Some(format!("consumer {cid}'s connection {} is gone", c.client));
-            return;
-        };
-        if session.remove(cid) != Some(cid) {
-            self.broken = Some(format!("the session of {} did not hold {cid}", c.client));
-        }
-        if session.is_idle() {
-            self.clients.remove(&c.client);
-        }
-    }
-
-    /// An auto-ack consumer's shipper reports deliveries written.
-    fn written(&mut self) -> String {
-        let Some(cid) = self.pick_consumer(|c| c.auto_ack && !c.fifo.is_empty()) else {
-            return "nothing written".to_owned();
-        };
-        let c = self.consumers.get_mut(&cid).expect("picked");
-        let n = 1 + self.rng.below(c.fifo.len() as u64) as usize;
-        for id in c.fifo.drain(..n) {
-            self.live.remove(&id);
-        }
-        self.queues[c.queue].state.written(cid, n);
-        format!("consumer {cid}: {n} written")
-    }
-
-    fn purge(&mut self, q: usize) -> String {
-        let sq = &mut self.queues[q];
-        let mut pending = Vec::new();
-        sq.state.for_each_held(|p, h| {
-            if p == Place::Pending {
-                pending.push(msg_id(&h.msg));
-            }
-        });
-        let n = sq.state.purge();
-        for id in pending {
-            self.live.remove(&id);
-        }
-        self.report.purged += n as u64;
-        format!("purge queue {q}: {n}")
-    }
-
-    /// Deletes a work queue: its consumers are told and forgotten, its messages dropped,
-    /// and the next publish finds a new, empty queue of the same name.
-    fn delete(&mut self, q: usize) -> String {
-        let mut held = Vec::new();
-        self.queues[q]
-            .state
-            .for_each_held(|_, h| held.push(msg_id(&h.msg)));
-        let (n, gone) = self.queues[q].state.delete();
-        let (released, bytes) = self.queues[q].state.take_released();
-        self.queues[q].shared.release(released, bytes);
-        for c in gone {
-            if let Some(sc) = self.consumers.remove(&c.cid) {
-                self.leave_session(&sc, c.cid);
-            }
-        }
-        for id in &held {
-            self.live.remove(id);
-        }
-        self.report.deleted += n as u64;
-        let name = self.queues[q].shared.dest.name.to_string();
-        let dlq = self.queues[q].dlq;
-        self.queues[q] = self.new_queue(&name, dlq);
-        format!("delete queue {q}: {n} dropped")
     }
 }
 
