@@ -2,7 +2,8 @@
 //!
 //! - `config`: reads the XML (quick-xml) into a [`LogConfig`], with every error placed
 //!   at its file, line and column.
-//! - `format`: Seelog format verbs and Go reference-time layouts, compiled once.
+//! - `format`: Seelog format verbs, compiled once, and the rendering of a record.
+//! - `layout`: Go reference-time layouts for the date verbs, compiled once.
 //! - `writer`: the outputs (console, file, rolling file) and, for the async types, the
 //!   writer thread behind a bounded channel.
 //!
@@ -12,10 +13,12 @@
 
 mod config;
 mod format;
+mod layout;
 mod writer;
 
 pub use config::{ConfigError, LogConfig, LoggerKind, OutputKind, OutputSpec, DEFAULT_CONFIG};
-pub use format::{Entry, Format, Layout};
+pub use format::{Entry, Format};
+pub use layout::Layout;
 pub use writer::{Logger, LoggerBuilder, DEFAULT_CAPACITY, DEFAULT_SHUTDOWN_GRACE};
 
 /// A Seelog level. The `log` crate has no `critical`: a record is critical when it is
