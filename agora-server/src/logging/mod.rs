@@ -4,8 +4,10 @@
 //!   at its file, line and column.
 //! - `format`: Seelog format verbs, compiled once, and the rendering of a record.
 //! - `layout`: Go reference-time layouts for the date verbs, compiled once.
-//! - `writer`: the outputs (console, file, rolling file) and, for the async types, the
-//!   writer thread behind a bounded channel.
+//! - `outputs`: the outputs (console, file, rolling file), each with its format and
+//!   levels.
+//! - `writer`: the [`Logger`] and, for the async types, its writer thread behind a
+//!   bounded channel.
 //!
 //! Only the binary installs a logger ([`install`]); nothing in [`crate::run`] or
 //! [`crate::Server`] does, so tests can start many servers in one process. This module
@@ -14,6 +16,7 @@
 mod config;
 mod format;
 mod layout;
+mod outputs;
 mod writer;
 
 pub use config::{ConfigError, LogConfig, LoggerKind, OutputKind, OutputSpec, DEFAULT_CONFIG};
