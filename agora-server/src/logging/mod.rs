@@ -1,7 +1,9 @@
 //! The broker's logger: a `log::Log` configured by a Seelog-style XML file.
 //!
-//! - `config`: reads the XML (quick-xml) into a [`LogConfig`], with every error placed
-//!   at its file, line and column.
+//! - `xml`: reads the XML (quick-xml) into a tree of elements, each with its line and
+//!   column.
+//! - `config`: validates that tree into a [`LogConfig`], with every error placed at its
+//!   file, line and column.
 //! - `format`: Seelog format verbs, compiled once, and the rendering of a record.
 //! - `layout`: Go reference-time layouts for the date verbs, compiled once.
 //! - `outputs`: the outputs (console, file, rolling file), each with its format and
@@ -18,6 +20,7 @@ mod format;
 mod layout;
 mod outputs;
 mod writer;
+mod xml;
 
 pub use config::{ConfigError, LogConfig, LoggerKind, OutputKind, OutputSpec, DEFAULT_CONFIG};
 pub use format::{Entry, Format};
