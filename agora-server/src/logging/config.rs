@@ -1,16 +1,15 @@
-//! Reads a Seelog XML file into a [`LogConfig`]. Owns parsing and validation only:
-//! it opens no output (the writer does, and reports an unwritable path at the
-//! position this module recorded).
+//! Reads a Seelog XML file into a [`LogConfig`]: the validated configuration types
+//! and the rules that turn the element tree (read by `xml.rs`) into them. Owns
+//! parsing and validation only: it opens no output (`outputs.rs` does, and reports an
+//! unwritable path at the position this module recorded).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::{Reader, XmlVersion};
-
 use super::format::Format;
+use super::xml::{check_attrs, no_children, read_tree, Elem};
 use super::{Level, LevelSet};
 
 /// The built-in configuration, used without `--log-config`; the same text as
@@ -97,15 +96,6 @@ pub struct LogConfig {
     pub levels: LevelSet,
     /// Every output, filters flattened into each output's `levels`.
     pub outputs: Vec<OutputSpec>,
-}
-
-/// An element of the file, read into a tree first so validation can look ahead
-/// (formats are defined after the outputs that use them).
-struct Elem {
-    name: String,
-    attrs: Vec<(String, String)>,
-    pos: (usize, usize),
-    children: Vec<Elem>,
 }
 
 impl LogConfig {
@@ -253,15 +243,6 @@ impl LogConfig {
     }
 }
 
-impl Elem {
-    fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Walks `<outputs>`, `<filter>` and `<splitter>`, giving each output the format id
 /// nearest to it and the levels of every enclosing filter.
 fn collect_outputs(
@@ -359,25 +340,6 @@ fn collect_outputs(
     }
 }
 
-fn check_attrs(e: &Elem, allowed: &[&str]) -> Result<(), String> {
-    for (k, _) in &e.attrs {
-        if !allowed.contains(&k.as_str()) {
-            return Err(format!(
-                "unknown or unsupported attribute {k:?} on <{}>",
-                e.name
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn no_children(e: &Elem) -> Result<(), String> {
-    match e.children.first() {
-        Some(c) => Err(format!("<{}> cannot contain <{}>", e.name, c.name)),
-        None => Ok(()),
-    }
-}
-
 fn parse_level(s: &str) -> Result<Option<Level>, String> {
     let s = s.trim();
     Level::ALL
@@ -425,104 +387,4 @@ fn levels_of(root: &Elem) -> Result<LevelSet, String> {
         min.flatten().unwrap_or(Level::Trace),
         max.flatten().unwrap_or(Level::Critical),
     ))
-}
-
-/// Line and column (from 1, column in characters) of byte `offset` of `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..text.floor_char_boundary_compat(offset)];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (line, col)
-}
-
-trait FloorCharBoundary {
-    fn floor_char_boundary_compat(&self, i: usize) -> usize;
-}
-
-impl FloorCharBoundary for str {
-    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
-        while !self.is_char_boundary(i) {
-            i -= 1;
-        }
-        i
-    }
-}
-
-/// Reads the whole document into a tree of elements.
-fn read_tree(text: &str) -> Result<Elem, ((usize, usize), String)> {
-    let mut reader = Reader::from_str(text);
-    reader.config_mut().trim_text(true);
-    let mut stack: Vec<Elem> = Vec::new();
-    let mut root = None;
-    loop {
-        // The event starts at the first non-blank byte after the current position.
-        let at = reader.buffer_position() as usize;
-        let start = at + text[at..].len() - text[at..].trim_start().len();
-        let pos = line_col(text, start);
-        let event = reader.read_event().map_err(|e| {
-            (
-                line_col(text, reader.error_position() as usize),
-                format!("malformed XML: {e}"),
-            )
-        })?;
-        match event {
-            Event::Start(s) => stack.push(element(&s, pos)?),
-            Event::Empty(s) => {
-                let e = element(&s, pos)?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(e),
-                    None if root.is_none() => root = Some(e),
-                    None => return Err((pos, "more than one root element".into())),
-                }
-            }
-            Event::End(_) => {
-                let e = stack.pop().expect("quick-xml checks end tags");
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(e),
-                    None if root.is_none() => root = Some(e),
-                    None => return Err((pos, "more than one root element".into())),
-                }
-            }
-            Event::Text(t) => {
-                let t = String::from_utf8_lossy(&t);
-                if !t.trim().is_empty() {
-                    return Err((pos, format!("unexpected text {:?}", t.trim())));
-                }
-            }
-            Event::CData(_) | Event::GeneralRef(_) => return Err((pos, "unexpected text".into())),
-            Event::Eof => break,
-            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
-        }
-    }
-    if let Some(open) = stack.last() {
-        return Err((
-            open.pos,
-            format!("malformed XML: <{}> is never closed", open.name),
-        ));
-    }
-    root.ok_or(((1, 1), "malformed XML: no root element".into()))
-}
-
-fn element(s: &BytesStart<'_>, pos: (usize, usize)) -> Result<Elem, ((usize, usize), String)> {
-    let name = String::from_utf8_lossy(s.name().as_ref()).into_owned();
-    let mut attrs = Vec::new();
-    for a in s.attributes() {
-        let a = a.map_err(|e| (pos, format!("malformed XML: {e}")))?;
-        let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-        let value = a
-            .normalized_value(XmlVersion::Implicit1_0)
-            .map_err(|e| (pos, format!("malformed XML in attribute {key:?}: {e}")))?
-            .into_owned();
-        if attrs.iter().any(|(k, _)| *k == key) {
-            return Err((pos, format!("attribute {key:?} given twice")));
-        }
-        attrs.push((key, value));
-    }
-    Ok(Elem {
-        name,
-        attrs,
-        pos,
-        children: Vec::new(),
-    })
 }

@@ -1,10 +1,15 @@
 //! The broker's logger: a `log::Log` configured by a Seelog-style XML file.
 //!
-//! - `config`: reads the XML (quick-xml) into a [`LogConfig`], with every error placed
-//!   at its file, line and column.
-//! - `format`: Seelog format verbs and Go reference-time layouts, compiled once.
-//! - `writer`: the outputs (console, file, rolling file) and, for the async types, the
-//!   writer thread behind a bounded channel.
+//! - `xml`: reads the XML (quick-xml) into a tree of elements, each with its line and
+//!   column.
+//! - `config`: validates that tree into a [`LogConfig`], with every error placed at its
+//!   file, line and column.
+//! - `format`: Seelog format verbs, compiled once, and the rendering of a record.
+//! - `layout`: Go reference-time layouts for the date verbs, compiled once.
+//! - `outputs`: the outputs (console, file, rolling file), each with its format and
+//!   levels.
+//! - `writer`: the [`Logger`] and, for the async types, its writer thread behind a
+//!   bounded channel.
 //!
 //! Only the binary installs a logger ([`install`]); nothing in [`crate::run`] or
 //! [`crate::Server`] does, so tests can start many servers in one process. This module
@@ -12,10 +17,14 @@
 
 mod config;
 mod format;
+mod layout;
+mod outputs;
 mod writer;
+mod xml;
 
 pub use config::{ConfigError, LogConfig, LoggerKind, OutputKind, OutputSpec, DEFAULT_CONFIG};
-pub use format::{Entry, Format, Layout};
+pub use format::{Entry, Format};
+pub use layout::Layout;
 pub use writer::{Logger, LoggerBuilder, DEFAULT_CAPACITY, DEFAULT_SHUTDOWN_GRACE};
 
 /// A Seelog level. The `log` crate has no `critical`: a record is critical when it is

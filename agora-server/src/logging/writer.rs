@@ -1,13 +1,11 @@
-//! Outputs (console, file, rolling file) and the [`Logger`] that feeds them: directly
-//! for `sync`, through a bounded channel and one writer thread for the async types.
+//! The [`Logger`] that feeds the outputs (`outputs.rs`): directly for `sync`, through a
+//! bounded channel and one writer thread for the async types.
 //!
 //! A broker task that logs under an async type does at most a `try_send`: it never
 //! waits for the channel, a lock held during I/O, or the disk. When the channel is
 //! full the record is dropped and counted, and the writer reports the count.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -16,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, Local};
 
-use super::config::{ConfigError, LogConfig, LoggerKind, OutputKind};
-use super::format::{Entry, Format};
+use super::config::{ConfigError, LogConfig, LoggerKind};
+use super::format::Entry;
+use super::outputs::{MakeConsole, Outputs};
 use super::{Level, LevelSet};
 
 /// Where the time of a record comes from; tests fix it.
@@ -38,156 +37,6 @@ const BATCH: usize = 1024;
 /// multithreaded process, and it follows daylight-saving changes while the broker runs.
 fn local_now() -> DateTime<FixedOffset> {
     Local::now().fixed_offset()
-}
-
-/// A destination that bytes go to.
-enum Sink {
-    /// Console or, in tests, any writer.
-    Stream(Box<dyn Write + Send>),
-    File(BufWriter<File>),
-    Rolling(Rolling),
-}
-
-impl Sink {
-    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Stream(w) => w.write_all(b),
-            Sink::File(f) => f.write_all(b),
-            Sink::Rolling(r) => r.write_all(b),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Stream(w) => w.flush(),
-            Sink::File(f) => f.flush(),
-            Sink::Rolling(r) => r.file.flush(),
-        }
-    }
-}
-
-/// A file that is renamed to `<filename>.<n>` when the next record would take it past
-/// `maxsize`, as Seelog's size-rolling writer does: the newest roll has the largest
-/// `n`, and the oldest rolls are removed past `maxrolls`.
-struct Rolling {
-    path: PathBuf,
-    maxsize: u64,
-    maxrolls: Option<usize>,
-    file: BufWriter<File>,
-    /// Bytes in the live file.
-    size: u64,
-}
-
-impl Rolling {
-    fn open(path: &Path, maxsize: u64, maxrolls: Option<usize>) -> io::Result<Rolling> {
-        let file = open_append(path)?;
-        let size = file.metadata()?.len();
-        Ok(Rolling {
-            path: path.to_owned(),
-            maxsize,
-            maxrolls,
-            file: BufWriter::new(file),
-            size,
-        })
-    }
-
-    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
-        if self.size > 0 && self.size + b.len() as u64 > self.maxsize {
-            self.roll()?;
-        }
-        self.file.write_all(b)?;
-        self.size += b.len() as u64;
-        Ok(())
-    }
-
-    /// Existing roll numbers, ascending.
-    fn rolls(&self) -> Vec<u64> {
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let prefix = format!(
-            "{}.",
-            self.path.file_name().unwrap_or_default().to_string_lossy()
-        );
-        let mut n: Vec<u64> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok())
-            .collect();
-        n.sort_unstable();
-        n
-    }
-
-    fn roll_path(&self, n: u64) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(format!(".{n}"));
-        PathBuf::from(p)
-    }
-
-    fn roll(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        let mut rolls = self.rolls();
-        let next = rolls.last().map_or(1, |n| n + 1);
-        std::fs::rename(&self.path, self.roll_path(next))?;
-        rolls.push(next);
-        if let Some(keep) = self.maxrolls {
-            let excess = rolls.len().saturating_sub(keep);
-            for n in &rolls[..excess] {
-                let _ = std::fs::remove_file(self.roll_path(*n));
-            }
-        }
-        self.file = BufWriter::new(
-            OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&self.path)?,
-        );
-        self.size = 0;
-        Ok(())
-    }
-}
-
-fn open_append(path: &Path) -> io::Result<File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    OpenOptions::new().create(true).append(true).open(path)
-}
-
-/// One output: a sink, its format, the levels that reach it.
-struct Output {
-    sink: Sink,
-    format: Format,
-    levels: LevelSet,
-}
-
-/// Every output, and a buffer reused for formatting.
-struct Outputs {
-    list: Vec<Output>,
-    line: String,
-}
-
-impl Outputs {
-    /// Writes `e` to each output whose levels include it. Write errors are ignored:
-    /// there is nowhere left to report them, and logging must not stop the broker.
-    fn write(&mut self, e: &Entry) {
-        for o in &mut self.list {
-            if o.levels.contains(e.level) {
-                self.line.clear();
-                o.format.render(e, &mut self.line);
-                let _ = o.sink.write_all(self.line.as_bytes());
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        for o in &mut self.list {
-            let _ = o.sink.flush();
-        }
-    }
 }
 
 enum Msg {
@@ -226,7 +75,7 @@ pub struct Logger {
 pub struct LoggerBuilder<'a> {
     config: &'a LogConfig,
     clock: Clock,
-    console: Option<Box<dyn FnMut() -> Box<dyn Write + Send>>>,
+    console: Option<MakeConsole>,
     capacity: usize,
     grace: Duration,
 }
@@ -263,43 +112,8 @@ impl<'a> LoggerBuilder<'a> {
     /// and, for the async types, starts the writer thread.
     pub fn build(mut self) -> Result<Logger, ConfigError> {
         let config = self.config;
-        let mut list = Vec::new();
-        for spec in &config.outputs {
-            let fail = |what: &Path, e: io::Error| ConfigError {
-                origin: config.origin.clone(),
-                position: Some(spec.position),
-                problem: format!("cannot open {} for writing: {e}", what.display()),
-            };
-            let sink = match &spec.kind {
-                OutputKind::Console => Sink::Stream(match &mut self.console {
-                    Some(make) => make(),
-                    None => Box::new(BufWriter::new(io::stderr())),
-                }),
-                OutputKind::File(p) => {
-                    Sink::File(BufWriter::new(open_append(p).map_err(|e| fail(p, e))?))
-                }
-                OutputKind::Rolling {
-                    filename,
-                    maxsize,
-                    maxrolls,
-                } => Sink::Rolling(
-                    Rolling::open(filename, *maxsize, *maxrolls).map_err(|e| fail(filename, e))?,
-                ),
-            };
-            list.push(Output {
-                sink,
-                format: spec.format.clone(),
-                levels: spec.levels,
-            });
-        }
-        let reachable = list
-            .iter()
-            .fold(LevelSet::NONE, |acc, o| acc.or(o.levels))
-            .and(config.levels);
-        let outputs = Outputs {
-            list,
-            line: String::new(),
-        };
+        let outputs = Outputs::open(config, &mut self.console)?;
+        let reachable = outputs.levels().and(config.levels);
         let mode = match config.kind {
             LoggerKind::Sync => Mode::Sync(Mutex::new(outputs)),
             LoggerKind::AsyncLoop | LoggerKind::AsyncTimer(_) => {
