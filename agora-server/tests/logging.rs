@@ -722,13 +722,28 @@ fn the_binary_logs_in_the_example_shape_and_flushes_at_shutdown() {
     // A client connects and leaves, so there is a debug line too.
     drop(std::net::TcpStream::connect(addr).unwrap());
     let mut err = BufReader::new(child.stderr.take().unwrap());
+    // Should a line never come, the broker is killed at the deadline and the read ends.
+    let (done, watch) = mpsc::channel::<()>();
+    let pid = child.id().to_string();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(DEADLINE) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
     let mut seen = Vec::new();
     let want = format!("[INFO] listening on {addr}");
-    while !seen.iter().any(|l: &String| l.contains(&want)) {
+    // Wait for the client's line too: a connection still in the listen backlog when the
+    // signal comes is never accepted, so it would log nothing.
+    let wanted = |seen: &[String]| {
+        seen.iter().any(|l| l.contains(&want)) && seen.iter().any(|l| l.contains("[DEBUG] client "))
+    };
+    while !wanted(&seen) {
         let mut l = String::new();
         assert!(err.read_line(&mut l).unwrap() > 0, "stderr ended: {seen:?}");
         seen.push(l);
     }
+    drop(done);
+    watchdog.join().unwrap();
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
