@@ -104,14 +104,14 @@ impl Conn<'_> {
                 if let Some(chain) = h.chain().get() {
                     if crate::mutators::run_on(&chain, &mut msg).await == Verdict::Drop {
                         h.chain().count_filtered();
-                        return self.filtered(rid).await;
+                        return self.confirmed(rid, true).await;
                     }
                 }
             }
             match h {
                 Handle::Topic(t) if runs => return self.hold(Handle::Topic(t), msg).await,
                 Handle::Topic(t) => match t.publish(&msg) {
-                    Ok(()) => return self.confirmed(rid).await,
+                    Ok(()) => return self.confirmed(rid, false).await,
                     Err(TopicRefused::Memory(why)) => {
                         return self.error(rid, ErrorCode::MemoryLimit, &why).await
                     }
@@ -120,7 +120,7 @@ impl Conn<'_> {
                 Handle::Queue(q) => match q.reserve(msg.size()) {
                     Ok(()) if runs => return self.hold(Handle::Queue(q), msg).await,
                     Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
-                        Ok(()) => return self.confirmed(rid).await,
+                        Ok(()) => return self.confirmed(rid, false).await,
                         Err(async_channel::SendError(QueueCmd::Publish(m))) => {
                             q.unreserve(m.size());
                             msg = m;
@@ -145,28 +145,12 @@ impl Conn<'_> {
         .await
     }
 
-    pub(super) async fn confirmed(&self, rid: RequestId) -> Flow {
-        if self.session.confirm {
-            self.reply(&ServerFrame::PubAck {
-                rid,
-                filtered: false,
-            })
-            .await
-        } else {
-            Ok(())
-        }
-    }
-
-    /// A publish the destination's chain dropped: counted, and confirmed as filtered.
-    pub(super) async fn filtered(&self, rid: RequestId) -> Flow {
-        if self.session.confirm {
-            self.reply(&ServerFrame::PubAck {
-                rid,
-                filtered: true,
-            })
-            .await
-        } else {
-            Ok(())
+    /// The publish is where it goes (`filtered`: its chain dropped it, counted): a
+    /// `PUBACK` if the client asked for confirms.
+    pub(super) async fn confirmed(&self, rid: RequestId, filtered: bool) -> Flow {
+        match self.session.confirm {
+            true => self.reply(&ServerFrame::PubAck { rid, filtered }).await,
+            false => Ok(()),
         }
     }
 }
