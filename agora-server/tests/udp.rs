@@ -209,3 +209,20 @@ fn udp_garbage_does_not_touch_tcp_clients() {
     publish(&mut p, "topic:calm", b"still here");
     assert!(matches!(tcp.next(), ServerFrame::Msg(m) if &m.payload[..] == b"still here"));
 }
+
+#[test]
+fn known_udp_clients_get_shutdown_on_every_graceful_stop() {
+    // The protocol chapter promises it; it used to come in only some stops (the client's
+    // task saw its datagram channel close before the stop signal, and left silently).
+    for round in 0..100 {
+        let mut s = start();
+        let mut u = Udp::new(&s);
+        u.send(b"PINGREQ #1\r\n");
+        assert_eq!(u.next(), ServerFrame::PingResp { rid: Some(1) });
+        s.shutdown().unwrap();
+        match u.next() {
+            ServerFrame::Shutdown { .. } => {}
+            f => panic!("round {round}: expected SHUTDOWN, got {f:?}"),
+        }
+    }
+}

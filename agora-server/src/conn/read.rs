@@ -127,14 +127,15 @@ impl Conn<'_> {
                     return End::Silent;
                 }
                 Err(_) => {
-                    // The UDP loop let go of this source: the broker is stopping.
-                    if stop.is_closed() {
-                        let _ = self
-                            .reply(&ServerFrame::Shutdown {
-                                message: "the broker is shutting down".to_owned(),
-                            })
-                            .await;
-                    }
+                    // The stop signal, or the UDP loop letting go of this source's
+                    // channel: it only does that once the task has ended, or when it is
+                    // dropped because the broker is stopping — which this task may see
+                    // before the stop signal is sent. Either way the broker is stopping.
+                    let _ = self
+                        .reply(&ServerFrame::Shutdown {
+                            message: "the broker is shutting down".to_owned(),
+                        })
+                        .await;
                     return End::Stopping;
                 }
             };
