@@ -121,7 +121,7 @@ impl Handle {
             Handle::Queue(q) => DestStats {
                 kind: "queue",
                 name: q.dest.name.to_string(),
-                depth: q.depth.load(Relaxed),
+                depth: q.waiting(),
                 unacked: q.unacked.load(Relaxed),
                 consumers: q.consumers.load(Relaxed),
                 messages_in: q.messages_in.load(Relaxed),

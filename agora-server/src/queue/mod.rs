@@ -197,7 +197,6 @@ impl Queue {
     fn publish_figures(&self) {
         let s = &self.shared;
         let t = self.state.totals();
-        s.depth.store(self.state.depth(), Relaxed);
         s.unacked.store(self.state.unacked(), Relaxed);
         s.messages_in.store(t.messages_in, Relaxed);
         s.bytes_in.store(t.bytes_in, Relaxed);
@@ -349,6 +348,35 @@ fn unknown_delivery(outbox: &Outbox, did: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `STATS` depth counts a confirmed publish at once: it is confirmed when it is in
+    /// the queue's channel, before the task has taken it (a test read 2 for 4 once).
+    #[test]
+    fn depth_counts_confirmed_publishes_still_in_the_channel() {
+        let settings = QueueSettings {
+            max_messages: 10,
+            max_bytes: 1000,
+            max_deliveries: 0,
+            ttl: None,
+            ack_timeout: None,
+            dead_letter: None,
+        };
+        let dest = Destination {
+            kind: Kind::Queue,
+            name: Name::try_from("q").unwrap(),
+        };
+        let (shared, _rx) = QueueShared::new(dest, settings, Budget::new(1000, true), 8);
+        for _ in 0..4 {
+            assert!(shared.reserve(10).is_ok());
+        }
+        assert_eq!(
+            shared.waiting(),
+            4,
+            "no task has run, and all four are counted"
+        );
+        shared.unacked.store(1, SeqCst);
+        assert_eq!(shared.waiting(), 3, "one is out at a consumer");
+    }
 
     /// A consumer that got its `CANCEL` may `ACK` before the deleted queue's task has
     /// let go of its channel; the connection waits for the answer. It must hear that

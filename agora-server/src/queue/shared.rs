@@ -24,7 +24,6 @@ pub(crate) struct QueueShared {
     held: AtomicUsize,
     /// Payload bytes held.
     held_bytes: AtomicUsize,
-    pub depth: AtomicUsize,
     pub unacked: AtomicUsize,
     pub consumers: AtomicUsize,
     pub messages_in: AtomicU64,
@@ -110,7 +109,6 @@ impl QueueShared {
             budget,
             held: AtomicUsize::new(0),
             held_bytes: AtomicUsize::new(0),
-            depth: AtomicUsize::new(0),
             unacked: AtomicUsize::new(0),
             consumers: AtomicUsize::new(0),
             messages_in: AtomicU64::new(0),
@@ -139,6 +137,17 @@ impl QueueShared {
                 let _ = tx.send(cmd).await;
             })
         })
+    }
+
+    /// Messages waiting for a consumer (`STATS` depth): everything accepted and not yet
+    /// gone, less what consumers hold. Counted from the reservation, so a publish is
+    /// in it once its `PUBACK` is sent, even before the queue's task has taken it from
+    /// the channel (the task publishes `unacked` after each batch; in between, the
+    /// figure may be off by what that batch delivered).
+    pub fn waiting(&self) -> usize {
+        self.held
+            .load(SeqCst)
+            .saturating_sub(self.unacked.load(Relaxed))
     }
 
     /// Messages and bytes reserved and not yet released.
