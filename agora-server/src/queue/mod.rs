@@ -349,10 +349,8 @@ fn unknown_delivery(outbox: &Outbox, did: u64) {
 mod tests {
     use super::*;
 
-    /// `STATS` depth counts a confirmed publish at once: it is confirmed when it is in
-    /// the queue's channel, before the task has taken it (a test read 2 for 4 once).
-    #[test]
-    fn depth_counts_confirmed_publishes_still_in_the_channel() {
+    /// A queue of 10 messages or 1,000 bytes, no timers, and its channel's receiver.
+    fn small_queue() -> (Arc<QueueShared>, Receiver<QueueCmd>) {
         let settings = QueueSettings {
             max_messages: 10,
             max_bytes: 1000,
@@ -365,7 +363,14 @@ mod tests {
             kind: Kind::Queue,
             name: Name::try_from("q").unwrap(),
         };
-        let (shared, _rx) = QueueShared::new(dest, settings, Budget::new(1000, true), 8);
+        QueueShared::new(dest, settings, Budget::new(1000, true), 8)
+    }
+
+    /// `STATS` depth counts a confirmed publish at once: it is confirmed when it is in
+    /// the queue's channel, before the task has taken it (a test read 2 for 4 once).
+    #[test]
+    fn depth_counts_confirmed_publishes_still_in_the_channel() {
+        let (shared, _rx) = small_queue();
         for _ in 0..4 {
             assert!(shared.reserve(10).is_ok());
         }
@@ -384,19 +389,7 @@ mod tests {
     /// once in 20 runs on this, waiting 10 s for the `ERR`).
     #[test]
     fn commands_left_behind_a_delete_are_answered_gone() {
-        let settings = QueueSettings {
-            max_messages: 10,
-            max_bytes: 1000,
-            max_deliveries: 0,
-            ttl: None,
-            ack_timeout: None,
-            dead_letter: None,
-        };
-        let dest = Destination {
-            kind: Kind::Queue,
-            name: Name::try_from("q").unwrap(),
-        };
-        let (shared, rx) = QueueShared::new(dest, settings.clone(), Budget::new(1000, true), 8);
+        let (shared, rx) = small_queue();
         let (deleted, deleted_rx) = async_channel::bounded(1);
         let (acked, acked_rx) = async_channel::bounded(1);
         shared
@@ -411,7 +404,7 @@ mod tests {
         };
         shared.tx.try_send(ack).unwrap();
         let task = Queue {
-            state: QueueState::new(settings),
+            state: QueueState::new(shared.settings.clone()),
             shared: shared.clone(),
             dlq: None,
             resolver: Arc::new(|_| Box::pin(async { None })),
