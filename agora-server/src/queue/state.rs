@@ -63,6 +63,9 @@ struct ConsumerState<P> {
     unacked: HashMap<u64, Outstanding>,
     /// Auto ack: handed to the shipper, not yet written, in order.
     inflight: VecDeque<Held>,
+    /// Its delivery queue refused a delivery (the subscription ended): nothing more is
+    /// given to it, and it waits for its last write reports and its unsubscribe.
+    closed: bool,
 }
 
 impl<P> ConsumerState<P> {
@@ -71,7 +74,7 @@ impl<P> ConsumerState<P> {
     }
 
     fn has_credit(&self) -> bool {
-        self.outstanding() < self.c.prefetch as usize
+        !self.closed && self.outstanding() < self.c.prefetch as usize
     }
 }
 
@@ -212,6 +215,7 @@ impl<P> QueueState<P> {
             next_seq: 1,
             unacked: HashMap::new(),
             inflight: VecDeque::new(),
+            closed: false,
         });
     }
 
@@ -401,10 +405,20 @@ impl<P> QueueState<P> {
                     }
                 }
                 Err(_) => {
-                    // The connection is gone; its unsubscribe is on the way, but do not
-                    // wait for it.
+                    // The subscription ended (UNSUB, or its connection is gone); its
+                    // unsubscribe is on the way.
                     h.count -= 1;
                     self.pending.push_front(h);
+                    if c.c.auto_ack {
+                        // Its shipper may have written deliveries it has not reported
+                        // yet: giving them back now would deliver them twice. They leave
+                        // with its write reports; the rest come back with the
+                        // unsubscribe, which always follows (from the shipper after its
+                        // last report, or from the connection's teardown).
+                        c.closed = true;
+                        continue;
+                    }
+                    // Manual ack: nothing it holds is settled by writing; back at once.
                     let c = self.consumers.remove(i);
                     self.give_back(c);
                 }

@@ -215,3 +215,34 @@ fn purge_and_delete_release_everything_they_drop() {
     assert_eq!(q.take_released(), (1, 2));
     assert_eq!((q.depth(), q.unacked(), q.consumers()), (0, 0, 0));
 }
+
+#[test]
+fn an_ended_auto_ack_subscription_keeps_what_its_shipper_may_have_written() {
+    // The queue finds the subscription's delivery queue closed (UNSUB) while the
+    // shipper's report of a written batch is still on its way: those deliveries must
+    // not go back (they would be delivered twice); the report settles them, and the
+    // unsubscribe that follows gives back only the rest.
+    let t0 = Instant::now();
+    let mut q = QueueState::new(settings());
+    let a = consumer(&mut q, 1, 2, true);
+    q.enqueue(["w1", "w2", "p3"].map(|t| msg(t, t0)), t0);
+    q.dispatch(t0, push);
+    assert_eq!(a.take().len(), 2);
+    *a.gone.borrow_mut() = true;
+    q.written(1, 1); // frees one credit: the next push finds the queue closed
+    q.dispatch(t0, push);
+    assert_eq!(q.consumers(), 1, "kept until its unsubscribe");
+    assert_eq!(q.take_released(), (1, 2));
+    q.written(1, 1);
+    assert_eq!(
+        q.take_released(),
+        (1, 2),
+        "the late report still settles w2"
+    );
+    assert!(q.unsubscribe(1).is_some());
+    assert_eq!(
+        (q.depth(), q.unacked()),
+        (1, 0),
+        "only p3 is left, never delivered twice"
+    );
+}

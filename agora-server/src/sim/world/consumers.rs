@@ -84,10 +84,15 @@ impl World {
 
     /// A random consumer that is still connected.
     pub(super) fn pick_consumer(&mut self, pred: impl Fn(&SimConsumer) -> bool) -> Option<u64> {
+        self.pick_any(|c| !c.port.gone.get() && pred(c))
+    }
+
+    /// A random consumer, connected or not (its shipper may still be at work).
+    pub(super) fn pick_any(&mut self, pred: impl Fn(&SimConsumer) -> bool) -> Option<u64> {
         let ids: Vec<u64> = self
             .consumers
             .iter()
-            .filter(|(_, c)| !c.port.gone.get() && pred(c))
+            .filter(|(_, c)| pred(c))
             .map(|(cid, _)| *cid)
             .collect();
         (!ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize])
@@ -175,7 +180,9 @@ impl World {
 
     /// An auto-ack consumer's shipper reports deliveries written.
     pub(super) fn written(&mut self) -> String {
-        let Some(cid) = self.pick_consumer(|c| c.auto_ack && !c.fifo.is_empty()) else {
+        // A shipper reports what it wrote even after its subscription ended (on UNSUB it
+        // reports, then stops): the queue must not have given those back meanwhile.
+        let Some(cid) = self.pick_any(|c| c.auto_ack && !c.fifo.is_empty()) else {
             return "nothing written".to_owned();
         };
         let c = self.consumers.get_mut(&cid).expect("picked");

@@ -90,12 +90,8 @@ impl World {
                     false => c.held.push((d.did, id)),
                 }
             }
-            // A consumer the queue dropped (its connection was gone) lost what it held.
-            if self.queues[c.queue].state.consumer(cid).is_none() {
-                if let Some(c) = self.consumers.remove(&cid) {
-                    self.leave_session(&c, cid);
-                }
-            }
+            // A consumer the queue dropped (a manual-ack one whose connection is gone)
+            // stays here until its unsubscribe, as its connection keeps it.
         }
         Ok(())
     }
