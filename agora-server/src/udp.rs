@@ -19,7 +19,7 @@ use agora_protocol::ErrorCode;
 use async_channel::{Receiver, Sender, TrySendError};
 use async_net::UdpSocket;
 
-use crate::conn::{serve_client, Input};
+use crate::conn::{spawn_client, Input};
 use crate::shipper::Writer;
 use crate::{Broker, ACCEPT_BACKOFF};
 
@@ -95,16 +95,6 @@ pub(crate) async fn udp_loop(
             max: broker.config.udp_max_datagram,
             dropped: 0,
         };
-        let b = broker.clone();
-        let stop = stop.clone();
-        let alive = alive.clone();
-        broker
-            .rt
-            .spawn(async move {
-                serve_client(&b, Input::Udp(rx), writer, peer, stop).await;
-                b.clients_udp.fetch_sub(1, SeqCst);
-                drop(alive);
-            })
-            .detach();
+        spawn_client(&broker, Input::Udp(rx), writer, peer, &stop, &alive);
     }
 }

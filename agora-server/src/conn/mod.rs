@@ -63,18 +63,8 @@ pub(crate) async fn accept_loop(
                     broker.rt.spawn(refuse(stream, max)).detach();
                     continue;
                 }
-                let b = broker.clone();
-                let stop = stop.clone();
-                let alive = alive.clone();
-                broker
-                    .rt
-                    .spawn(async move {
-                        let writer = Writer::Tcp(stream.clone());
-                        serve_client(&b, Input::Tcp(stream), writer, peer, stop).await;
-                        b.clients_tcp.fetch_sub(1, SeqCst);
-                        drop(alive);
-                    })
-                    .detach();
+                let writer = Writer::Tcp(stream.clone());
+                spawn_client(&broker, Input::Tcp(stream), writer, peer, &stop, &alive);
             }
             Err(e) => {
                 log::warn!("accept failed: {e}; retrying in {backoff:?}");
@@ -214,6 +204,32 @@ pub(crate) enum Input {
     Tcp(TcpStream),
     /// Datagrams from one UDP source address, handed over by the UDP loop.
     Udp(Receiver<Bytes>),
+}
+
+/// Starts a client's task, TCP or UDP alike: it serves the client, then gives back its
+/// place under the connection cap (counted by the front door that took it) and its
+/// share of `alive`, which graceful shutdown waits on.
+pub(crate) fn spawn_client(
+    broker: &Arc<Broker>,
+    input: Input,
+    writer: Writer,
+    peer: SocketAddr,
+    stop: &Receiver<()>,
+    alive: &async_channel::Sender<()>,
+) {
+    let (b, stop, alive) = (broker.clone(), stop.clone(), alive.clone());
+    broker
+        .rt
+        .spawn(async move {
+            let count = match input {
+                Input::Tcp(_) => &b.clients_tcp,
+                Input::Udp(_) => &b.clients_udp,
+            };
+            serve_client(&b, input, writer, peer, stop).await;
+            count.fetch_sub(1, SeqCst);
+            drop(alive);
+        })
+        .detach();
 }
 
 /// Serves one client until it leaves, is cut off, or the broker stops: reads and acts
