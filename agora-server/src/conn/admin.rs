@@ -1,13 +1,23 @@
-//! `PURGE`, `DELETE`, `CHAIN GET|SET|CLEAR`: the operator's commands, answered after
-//! the registry or the queue has acted.
+//! `STATS`, `PURGE`, `DELETE`, `CHAIN GET|SET|CLEAR`: the questions only the broker
+//! answers ([`Ask`]), answered after the registry or the queue has acted. The
+//! session has already applied its rules (reserved names, queues only for `PURGE`).
 
 use super::*;
 
 impl Conn<'_> {
+    pub(super) async fn stats(&mut self, rid: RequestId) -> Flow {
+        let handles = ask(&self.broker.manager, |reply| ManagerCmd::List { reply })
+            .await
+            .ok_or(End::Stopping)?;
+        let json = crate::stats::document(self.broker, &handles);
+        self.reply(&ServerFrame::StatsResp {
+            rid,
+            json: Bytes::from(json),
+        })
+        .await
+    }
+
     pub(super) async fn purge(&mut self, rid: RequestId, dest: Destination) -> Flow {
-        if let Err(r) = Session::<Sub>::check_purge(&dest) {
-            return self.refused(rid, r).await;
-        }
         // Purging never creates the queue it names.
         let lookup = |reply| ManagerCmd::Lookup {
             dest: dest.clone(),
@@ -29,9 +39,6 @@ impl Conn<'_> {
     }
 
     pub(super) async fn delete(&mut self, rid: RequestId, dest: Destination) -> Flow {
-        if let Err(r) = Session::<Sub>::check_reserved(&dest) {
-            return self.refused(rid, r).await;
-        }
         let delete = |reply| ManagerCmd::Delete {
             dest: dest.clone(),
             reply,
@@ -61,9 +68,6 @@ impl Conn<'_> {
         dest: Destination,
         text: Option<Bytes>,
     ) -> Flow {
-        if let Err(r) = Session::<Sub>::check_reserved(&dest) {
-            return self.refused(rid, r).await;
-        }
         let chain = match text {
             None => None,
             Some(b) => {

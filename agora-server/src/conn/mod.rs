@@ -31,7 +31,9 @@ use crate::ask::ask;
 use crate::manager::{Handle, ManagerCmd};
 use crate::mutators::{Chain, Verdict};
 use crate::queue::{Consumer, QueueCmd, QueueShared, Refused};
-use crate::session::{Limits as SessionLimits, Refusal, Session, SubPlan};
+use crate::session::{
+    Ask, Effects, End, Limits as SessionLimits, Refusal, Session, Step, SubHandle, SubPlan,
+};
 use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
 use crate::topic::{Subscriber, Topic, TopicRefused};
 use crate::{Broker, ACCEPT_BACKOFF};
@@ -111,7 +113,7 @@ enum Sub {
     },
 }
 
-impl Sub {
+impl SubHandle for Sub {
     /// True once the broker ended it (`CANCEL`): its id may be used again.
     fn ended(&self) -> bool {
         match self {
@@ -126,37 +128,6 @@ enum Event {
     Read(std::io::Result<usize>),
     Stop,
     Silent,
-}
-
-/// Why a connection ends: the `Err` of a [`Flow`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum End {
-    /// The client is gone, or can no longer be written to (its outbox closed: the
-    /// shipper ended, or the client stopped reading its replies).
-    Gone,
-    /// The client said `DISCONNECT`.
-    Disconnect,
-    /// The broker is stopping: a block the connection needs (the registry, a queue's
-    /// task) is gone.
-    Stopping,
-    /// A fatal protocol error (answered with `ERR`): the byte stream cannot be
-    /// resynchronised.
-    Protocol,
-    /// No answer to the broker's pings (TCP), or nothing heard for the UDP idle time.
-    Silent,
-}
-
-impl End {
-    /// For the log line of a client that left.
-    fn reason(self) -> &'static str {
-        match self {
-            End::Gone => "left",
-            End::Disconnect => "DISCONNECT",
-            End::Stopping => "the broker is stopping",
-            End::Protocol => "protocol error",
-            End::Silent => "silent",
-        }
-    }
 }
 
 /// What acting on a frame gives: carry on, or end the connection, and why.
@@ -186,17 +157,15 @@ struct Conn<'a> {
     /// (one clock read per read, not per message).
     read_at: std::time::Instant,
     /// Fire-and-forget publishes to one destination decoded in a row, held back until
-    /// the run ends (another frame or destination, the end of the bytes read, or
-    /// [`PUBLISH_RUN`] of them) and then handed over together: fanned out at once to a
+    /// the run ends (the session says when: another frame, the end of the bytes read,
+    /// or 512 of them; or another destination)
+    /// and then handed over together: fanned out at once to a
     /// topic's subscribers (`Topic::publish_all`), or sent to a queue's task as one
     /// command (their room in the queue is reserved as each is read).
     run: Option<(Handle, Vec<Message>)>,
     /// The last run's vector, kept for the next one.
     spare: Vec<Message>,
 }
-
-/// Most publishes held back in one run.
-const PUBLISH_RUN: usize = 512;
 
 /// Where a client's frames come from.
 pub(crate) enum Input {
@@ -313,71 +282,36 @@ pub(crate) async fn serve_client(
 }
 
 impl Conn<'_> {
-    /// Acts on one frame; false ends the connection.
+    /// Acts on one frame: carries out what the session says must happen.
     pub(super) async fn handle(&mut self, f: ClientFrame) -> Flow {
-        // A held-back run of publishes goes out before anything else is acted on.
-        if self.run.is_some() && !matches!(f, ClientFrame::Pub(_)) {
+        let Effects { end_run, step } = self.session.on_frame(f);
+        if end_run {
+            // A held-back run of publishes goes out before anything else is acted on.
             self.end_run().await?;
         }
-        match f {
-            ClientFrame::Pub(p) => self.publish(p).await,
-            ClientFrame::Ack { rid, did } => self.ack(rid, did, true).await,
-            ClientFrame::Nack { rid, did } => self.ack(rid, did, false).await,
-            ClientFrame::Sub(s) => self.subscribe(s).await,
-            ClientFrame::Unsub { rid, sid } => {
-                if self.unsubscribe(sid).await {
-                    self.reply(&ServerFrame::Ok { rid }).await
-                } else {
-                    self.error(
-                        rid,
-                        ErrorCode::UnknownSubscription,
-                        &format!("no subscription {sid} on this connection"),
-                    )
-                    .await
-                }
-            }
-            ClientFrame::SetAck { rid, on } => {
-                self.session.confirm = on;
+        match step {
+            Step::Nothing => Ok(()),
+            Step::Reply(frame) => self.reply(&frame).await,
+            Step::Refuse(rid, r) => self.refused(rid, r).await,
+            Step::Publish { publish, hold } => self.publish(publish, hold).await,
+            Step::Subscribe {
+                request,
+                plan,
+                released,
+            } => self.subscribe(request, plan, released).await,
+            Step::Unsubscribe { rid, sid, sub } => {
+                self.unsubscribe(sid, sub).await;
                 self.reply(&ServerFrame::Ok { rid }).await
             }
-            ClientFrame::Connect(c) => {
-                let rid = c.rid;
-                if let Err(r) = self.session.connect(c) {
-                    return self.error(rid, r.code, &r.message).await;
-                }
-                if let Some(n) = &self.session.name {
-                    log::debug!("client {} is {n}", self.peer);
-                }
-                self.reply(&ServerFrame::Ok { rid }).await
-            }
-            ClientFrame::Stats { rid } => {
-                let handles = ask(&self.broker.manager, |reply| ManagerCmd::List { reply })
-                    .await
-                    .ok_or(End::Stopping)?;
-                let json = crate::stats::document(self.broker, &handles);
-                self.reply(&ServerFrame::StatsResp {
-                    rid,
-                    json: Bytes::from(json),
-                })
-                .await
-            }
-            ClientFrame::Help { rid } => {
-                self.reply(&ServerFrame::HelpResp {
-                    rid,
-                    text: Bytes::from(agora_protocol::help_text()),
-                })
-                .await
-            }
-            ClientFrame::PingReq { rid } => self.reply(&ServerFrame::PingResp { rid }).await,
-            ClientFrame::PingResp { .. } => Ok(()),
-            ClientFrame::Disconnect => Err(End::Disconnect),
-            ClientFrame::Purge { rid, dest } => self.purge(rid, dest).await,
-            ClientFrame::Delete { rid, dest } => self.delete(rid, dest).await,
-            ClientFrame::ChainGet { rid, dest } => self.chain_get(rid, dest).await,
-            ClientFrame::ChainSet { rid, dest, chain } => {
-                self.chain_set(rid, dest, Some(chain)).await
-            }
-            ClientFrame::ChainClear { rid, dest } => self.chain_set(rid, dest, None).await,
+            Step::Settle { rid, sid, did, ack } => self.ack(rid, sid, did, ack).await,
+            Step::Ask(ask) => match ask {
+                Ask::Stats { rid } => self.stats(rid).await,
+                Ask::Purge { rid, dest } => self.purge(rid, dest).await,
+                Ask::Delete { rid, dest } => self.delete(rid, dest).await,
+                Ask::ChainGet { rid, dest } => self.chain_get(rid, dest).await,
+                Ask::ChainSet { rid, dest, chain } => self.chain_set(rid, dest, chain).await,
+            },
+            Step::End(end) => Err(end),
         }
     }
 

@@ -4,16 +4,14 @@
 use super::*;
 
 impl Conn<'_> {
-    pub(super) async fn publish(&mut self, p: Publish) -> Flow {
-        if let Err(r) = Session::<Sub>::check_reserved(&p.dest) {
-            return self.refused(p.rid, r).await;
-        }
+    /// A publish the session let through; `hold`: it may wait in a run.
+    pub(super) async fn publish(&mut self, p: Publish, hold: bool) -> Flow {
         let msg = Message {
             received: self.read_at,
             headers: p.headers,
             payload: p.payload,
         };
-        self.route(p.rid, &p.dest, msg, false).await
+        self.route(p.rid, &p.dest, msg, false, hold).await
     }
 
     /// Hands over the held-back run of publishes, if any.
@@ -32,7 +30,7 @@ impl Conn<'_> {
                         for m in msgs {
                             q.unreserve(m.size());
                             if flow.is_ok() {
-                                flow = Box::pin(self.route(None, &q.dest, m, true)).await;
+                                flow = Box::pin(self.route(None, &q.dest, m, true, false)).await;
                             }
                         }
                         flow
@@ -49,7 +47,7 @@ impl Conn<'_> {
             for m in msgs.drain(..) {
                 if flow.is_ok() {
                     // Boxed: `route` may end a run itself (not with `mutated` set).
-                    flow = Box::pin(self.route(None, &dest, m, true)).await;
+                    flow = Box::pin(self.route(None, &dest, m, true, false)).await;
                 }
             }
         }
@@ -59,7 +57,7 @@ impl Conn<'_> {
     }
 
     /// Adds a message to the run of publishes held back for `h`, ending the run held
-    /// for another destination first.
+    /// for another destination first (the session ends runs on everything else).
     pub(super) async fn hold(&mut self, h: Handle, msg: Message) -> Flow {
         match &mut self.run {
             Some((held, msgs)) if held.same(&h) => msgs.push(msg),
@@ -70,28 +68,20 @@ impl Conn<'_> {
                 self.run = Some((h, msgs));
             }
         }
-        if self
-            .run
-            .as_ref()
-            .is_some_and(|(_, m)| m.len() >= PUBLISH_RUN)
-        {
-            return self.end_run().await;
-        }
         Ok(())
     }
 
-    /// Routes a message to its destination; `mutated`: its chain has run.
+    /// Routes a message to its destination; `mutated`: its chain has run; `hold`: it
+    /// may wait in a run (one that comes back here from `end_run` is published alone).
     pub(super) async fn route(
         &mut self,
         rid: RequestId,
         dest: &Destination,
         mut msg: Message,
         mut mutated: bool,
+        hold: bool,
     ) -> Flow {
-        // A run held back is only of fire-and-forget publishes to one destination; one
-        // that comes back here (`end_run`) is published one by one.
-        let runs =
-            !mutated && !self.session.confirm && !self.broker.config.ablation.no_publish_batching;
+        let runs = hold && !mutated;
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
         for _ in 0..3 {
@@ -145,12 +135,12 @@ impl Conn<'_> {
         .await
     }
 
-    /// The publish is where it goes (`filtered`: its chain dropped it, counted): a
-    /// `PUBACK` if the client asked for confirms.
+    /// The publish is where it goes (`filtered`: its chain dropped it, counted): the
+    /// session says whether a `PUBACK` is owed.
     pub(super) async fn confirmed(&self, rid: RequestId, filtered: bool) -> Flow {
-        match self.session.confirm {
-            true => self.reply(&ServerFrame::PubAck { rid, filtered }).await,
-            false => Ok(()),
+        match self.session.published(rid, filtered) {
+            Some(ack) => self.reply(&ack).await,
+            None => Ok(()),
         }
     }
 }

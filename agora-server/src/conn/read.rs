@@ -171,7 +171,7 @@ impl Conn<'_> {
     async fn act_on(&mut self, buf: &mut BytesMut) -> Result<Decoded, End> {
         loop {
             let next = decode_client_with(buf, &self.limits);
-            if !matches!(next, Ok(Some(_))) {
+            if !matches!(next, Ok(Some(_))) && self.session.bytes_done() {
                 self.end_run().await?;
             }
             match next {

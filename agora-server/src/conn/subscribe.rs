@@ -4,13 +4,19 @@
 use super::*;
 
 impl Conn<'_> {
-    pub(super) async fn subscribe(&mut self, s: Subscribe) -> Flow {
+    /// A `SUB` as the session planned it, after letting go of the subscriptions the
+    /// broker ended (`released`).
+    pub(super) async fn subscribe(
+        &mut self,
+        s: Subscribe,
+        plan: Result<SubPlan, Refusal>,
+        released: Vec<Sub>,
+    ) -> Flow {
         let rid = s.rid;
-        // Subscriptions the broker ended (CANCEL) free their ids and their places.
-        for sub in self.session.take_ended(Sub::ended) {
+        for sub in released {
             self.drop_sub(sub).await;
         }
-        let plan = match self.session.plan_subscribe(&s) {
+        let plan = match plan {
             Ok(plan) => plan,
             Err(r) => return self.refused(rid, r).await,
         };
@@ -125,11 +131,8 @@ impl Conn<'_> {
         ))
     }
 
-    /// Ends a subscription; false if there was none with that id.
-    pub(super) async fn unsubscribe(&mut self, sid: u64) -> bool {
-        let Some(sub) = self.session.remove(sid) else {
-            return false;
-        };
+    /// Lets go of subscription `sid`, which the session no longer holds.
+    pub(super) async fn unsubscribe(&mut self, sid: u64, sub: Sub) {
         match sub {
             // An auto-ack consumer's queue forgets what was written to it, so it must
             // hear of the end only after the shipper has stopped writing and reported
@@ -151,7 +154,6 @@ impl Conn<'_> {
                 self.outbox.send(Outbound::RemoveSub(sid)).await;
             }
         }
-        true
     }
 
     pub(super) async fn drop_sub(&mut self, sub: Sub) {
@@ -163,8 +165,9 @@ impl Conn<'_> {
         }
     }
 
-    pub(super) async fn ack(&mut self, rid: RequestId, did: u64, ack: bool) -> Flow {
-        let Some(Sub::Queue { queue, cid, .. }) = self.session.for_delivery(did) else {
+    /// Settles delivery `did` of subscription `sid`, which the session found for it.
+    pub(super) async fn ack(&mut self, rid: RequestId, sid: u64, did: u64, ack: bool) -> Flow {
+        let Some(Sub::Queue { queue, cid, .. }) = self.session.sub(sid) else {
             return self
                 .error(
                     rid,

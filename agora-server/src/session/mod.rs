@@ -1,16 +1,24 @@
 //! A connection's state and rules as a plain value: what the client asked for (its
 //! name, publisher confirms), its subscriptions and the delivery-id slots that route an
-//! `ACK` to one of them, what a request may do before the broker is asked (reserved
-//! names, duplicate or too many subscriptions, prefetch and ack options), and the
-//! liveness rule (when to ping a silent client, when to give up on it).
+//! `ACK` to one of them, the run of fire-and-forget publishes held back, what a request
+//! may do before the broker is asked (reserved names, duplicate or too many
+//! subscriptions, prefetch and ack options), and the liveness rule (when to ping a
+//! silent client, when to give up on it).
 //!
-//! No sockets, no tasks, no clock reads: the time comes in as an argument, and a
-//! subscription is whatever handle the caller keeps for it (`S`: the broker's
-//! topic or queue handles in `conn`, a plain value in tests). The connection's task
-//! (`conn`) asks the session first and acts on the destinations after; what the
-//! destinations answer (a full queue, a spent budget) is theirs to say. Moving the
-//! acting into effects this value returns, so the simulation can drive connections
-//! too, is the next step of the redesign.
+//! It takes a decoded frame ([`Session::on_frame`]) and returns what must happen
+//! ([`Effects`]): replies to write, a publish to route, a subscription to open or let
+//! go of, a question for the broker, the connection to end and why. No sockets, no
+//! tasks, no clock reads: the time comes in as an argument, and a subscription is
+//! whatever handle the driver keeps for it (`S`: the broker's topic or queue handles in
+//! `conn`, a plain value in the simulation and the tests). The drivers — the TCP and
+//! UDP front doors in `conn`, and the simulation — carry the effects out; what the
+//! destinations answer (a full queue, a spent budget) is theirs to say.
+
+mod step;
+
+#[cfg(test)]
+use step::PUBLISH_RUN;
+pub(crate) use step::{Ask, Effects, End, Step, SubHandle};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -63,6 +71,8 @@ pub(crate) struct Limits {
     pub max_prefetch: u32,
     pub ping_interval: Duration,
     pub max_missed_pings: u32,
+    /// Fire-and-forget publishes may be held back in runs (off: an ablation).
+    pub publish_runs: bool,
 }
 
 impl Limits {
@@ -73,6 +83,7 @@ impl Limits {
             max_prefetch: c.max_prefetch,
             ping_interval: c.ping_interval,
             max_missed_pings: c.max_missed_pings,
+            publish_runs: !c.ablation.no_publish_batching,
         }
     }
 }
@@ -92,6 +103,8 @@ pub(crate) struct Session<S> {
     heard: Instant,
     /// Pings sent since then.
     missed: u32,
+    /// Fire-and-forget publishes held back by the driver since the run began.
+    run: u32,
 }
 
 impl<S> Session<S> {
@@ -105,6 +118,7 @@ impl<S> Session<S> {
             next_slot: 1,
             heard: now,
             missed: 0,
+            run: 0,
         }
     }
 
@@ -242,8 +256,18 @@ impl<S> Session<S> {
 
     /// The subscription a delivery id belongs to, if it is still active here.
     pub fn for_delivery(&self, did: u64) -> Option<&S> {
-        let sid = self.slots.get(&(did >> SLOT_SHIFT))?;
-        self.subs.get(sid).map(|(s, _)| s)
+        self.sub(self.sid_for_delivery(did)?)
+    }
+
+    /// The id of the subscription a delivery id belongs to, if it is still active.
+    pub fn sid_for_delivery(&self, did: u64) -> Option<u64> {
+        let sid = *self.slots.get(&(did >> SLOT_SHIFT))?;
+        self.subs.contains_key(&sid).then_some(sid)
+    }
+
+    /// Subscription `sid`, if active.
+    pub fn sub(&self, sid: u64) -> Option<&S> {
+        self.subs.get(&sid).map(|(s, _)| s)
     }
 
     /// The client was heard from (any bytes).

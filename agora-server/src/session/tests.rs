@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use agora_protocol::{AckMode, Connect, Destination, ErrorCode, Subscribe};
+use agora_protocol::{
+    AckMode, ClientFrame, Connect, Destination, ErrorCode, ServerFrame, Subscribe,
+};
 
 use super::*;
 
@@ -13,6 +15,7 @@ fn limits() -> Limits {
         max_prefetch: 100,
         ping_interval: Duration::from_secs(30),
         max_missed_pings: 2,
+        publish_runs: true,
     }
 }
 
@@ -139,4 +142,141 @@ fn liveness_pings_a_silent_client_and_gives_up_after_the_limit() {
     s.heard(at(95));
     assert_eq!(s.ping_due(at(100)), Liveness::Wait(Duration::from_secs(25)));
     assert_eq!(s.ping_due(at(125)), Liveness::Ping);
+}
+
+/// A subscription handle for the tests: ended when the flag says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct H(&'static str, bool);
+
+impl SubHandle for H {
+    fn ended(&self) -> bool {
+        self.1
+    }
+}
+
+fn frame(text: &str) -> ClientFrame {
+    let mut b = agora_protocol::bytes::BytesMut::from(text);
+    agora_protocol::decode_client(&mut b)
+        .expect("decodes")
+        .expect("a whole frame")
+}
+
+fn step(s: &mut Session<H>, text: &str) -> (bool, Step<H>) {
+    let Effects { end_run, step } = s.on_frame(frame(text));
+    (end_run, step)
+}
+
+#[test]
+fn fire_and_forget_publishes_run_until_anything_else_and_confirms_never_wait() {
+    let mut s: Session<H> = Session::new(limits(), Instant::now());
+    for _ in 0..3 {
+        let (end, st) = step(&mut s, "PUB queue:q 1\r\nx\r\n");
+        assert!(!end);
+        assert!(matches!(st, Step::Publish { hold: true, .. }), "{st:?}");
+    }
+    // Anything that is not a publish hands the run over first.
+    let (end, st) = step(&mut s, "PING\r\n");
+    assert!(end);
+    assert!(matches!(st, Step::Reply(ServerFrame::PingResp { .. })));
+    // Nothing held, nothing to hand over: the end of the bytes says so.
+    assert!(!s.bytes_done());
+    step(&mut s, "PUB queue:q 1\r\nx\r\n");
+    assert!(s.bytes_done(), "a held run goes out with the bytes read");
+    assert!(!s.bytes_done());
+    // A run is handed over at its limit, and the next publish starts the next one.
+    for i in 1..=PUBLISH_RUN + 1 {
+        let (end, _) = step(&mut s, "PUB topic:t 1\r\nx\r\n");
+        assert_eq!(end, i == PUBLISH_RUN + 1, "publish {i}");
+    }
+    // Confirms on: the SETACK ends the run; confirmed publishes are never held, and
+    // are owed a PUBACK once placed.
+    assert!(step(&mut s, "SETACK on\r\n").0);
+    let (end, st) = step(&mut s, "PUB #4 queue:q 1\r\nx\r\n");
+    assert!(!end);
+    assert!(matches!(st, Step::Publish { hold: false, .. }), "{st:?}");
+    assert_eq!(
+        s.published(Some(4), true),
+        Some(ServerFrame::PubAck {
+            rid: Some(4),
+            filtered: true
+        })
+    );
+    step(&mut s, "SETACK off\r\n");
+    assert_eq!(s.published(None, false), None);
+    // A refused publish answers at once, after what was held.
+    step(&mut s, "PUB queue:q 1\r\nx\r\n");
+    let (end, st) = step(&mut s, "PUB #5 queue:$x 1\r\nx\r\n");
+    assert!(end);
+    assert!(
+        matches!(&st, Step::Refuse(Some(5), r) if r.code == ErrorCode::NotPermitted),
+        "{st:?}"
+    );
+}
+
+#[test]
+fn frames_become_steps_with_the_session_rules_applied() {
+    let mut s: Session<H> = Session::new(limits(), Instant::now());
+    // UNSUB and ACK of what this connection does not hold are refused here.
+    let (_, st) = step(&mut s, "UNSUB #1 9\r\n");
+    assert!(matches!(&st, Step::Refuse(Some(1), r) if r.code == ErrorCode::UnknownSubscription));
+    let (_, st) = step(&mut s, "ACK #2 77\r\n");
+    assert!(matches!(&st, Step::Refuse(Some(2), r) if r.code == ErrorCode::UnknownDelivery));
+    // SUB: planned; the driver adds it once the broker took it.
+    let (_, st) = step(&mut s, "SUB #3 queue:q 5\r\n");
+    let Step::Subscribe {
+        plan: Ok(plan @ SubPlan::Queue { slot, .. }),
+        released,
+        ..
+    } = st
+    else {
+        panic!("{st:?}")
+    };
+    assert!(released.is_empty());
+    s.add(5, plan, H("q", false));
+    let did = (slot << SLOT_SHIFT) | 3;
+    let (_, st) = step(&mut s, &format!("NACK #4 {did}\r\n"));
+    assert!(matches!(
+        st,
+        Step::Settle {
+            rid: Some(4),
+            sid: 5,
+            ack: false,
+            ..
+        }
+    ));
+    // Admin commands: the rules first, then the broker is asked.
+    let (_, st) = step(&mut s, "PURGE #6 topic:t\r\n");
+    assert!(matches!(&st, Step::Refuse(Some(6), r) if r.code == ErrorCode::BadArgs));
+    let (_, st) = step(&mut s, "DELETE #7 queue:$x\r\n");
+    assert!(matches!(&st, Step::Refuse(Some(7), r) if r.code == ErrorCode::NotPermitted));
+    let (_, st) = step(&mut s, "STATS #8\r\n");
+    assert!(matches!(st, Step::Ask(Ask::Stats { rid: Some(8) })));
+    let (_, st) = step(&mut s, "PURGE #9 queue:q\r\n");
+    assert!(matches!(st, Step::Ask(Ask::Purge { rid: Some(9), .. })));
+    // A subscription the broker ended is released by the next SUB, even a refused one.
+    s.add(6, SubPlan::Topic, H("t", true));
+    let (_, st) = step(&mut s, "SUB #10 topic:$nope 7\r\n");
+    let Step::Subscribe {
+        plan: Err(r),
+        released,
+        ..
+    } = st
+    else {
+        panic!("{st:?}")
+    };
+    assert_eq!(r.code, ErrorCode::NotPermitted);
+    assert_eq!(released, vec![H("t", true)]);
+    // UNSUB hands the subscription back; DISCONNECT ends the connection.
+    let (_, st) = step(&mut s, "UNSUB #11 5\r\n");
+    assert!(matches!(
+        st,
+        Step::Unsubscribe {
+            sid: 5,
+            sub: H("q", false),
+            ..
+        }
+    ));
+    assert!(s.is_idle());
+    let (_, st) = step(&mut s, "DISCONNECT\r\n");
+    assert!(matches!(st, Step::End(End::Disconnect)));
 }

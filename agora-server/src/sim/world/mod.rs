@@ -274,6 +274,7 @@ fn session_limits() -> SessionLimits {
         max_prefetch: 4,
         ping_interval: Duration::from_secs(30),
         max_missed_pings: 2,
+        publish_runs: true,
     }
 }
 

@@ -1,0 +1,258 @@
+//! What a session says must happen for one decoded frame: the effects its driver (the
+//! connection's task, or the simulation) carries out. The session decides every rule
+//! it can decide alone — refusals, confirms, the run of publishes held back, which
+//! subscription an `ACK` belongs to, the end of the connection — and hands the driver
+//! only what needs the broker (routing a message, opening a subscription, asking the
+//! registry or a queue), with what to answer once the broker has spoken.
+
+use agora_protocol::bytes::Bytes;
+use agora_protocol::{
+    ClientFrame, Destination, ErrorCode, Publish, RequestId, ServerFrame, Subscribe,
+};
+
+use super::{Refusal, Session, SubPlan};
+
+/// Most fire-and-forget publishes held back in one run before it is handed over.
+pub(crate) const PUBLISH_RUN: u32 = 512;
+
+/// A subscription handle as the session keeps it: the broker may end a subscription
+/// on its own (`CANCEL`), and the session must see that to free its id.
+pub(crate) trait SubHandle {
+    /// True once the broker ended it.
+    fn ended(&self) -> bool;
+}
+
+/// Why a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The client is gone, or can no longer be written to (its outbox closed: the
+    /// shipper ended, or the client stopped reading its replies).
+    Gone,
+    /// The client said `DISCONNECT`.
+    Disconnect,
+    /// The broker is stopping: a block the connection needs (the registry, a queue's
+    /// task) is gone.
+    Stopping,
+    /// A fatal protocol error (answered with `ERR`): the byte stream cannot be
+    /// resynchronised.
+    Protocol,
+    /// No answer to the broker's pings (TCP), or nothing heard for the UDP idle time.
+    Silent,
+}
+
+impl End {
+    /// For the log line of a client that left.
+    pub fn reason(self) -> &'static str {
+        match self {
+            End::Gone => "left",
+            End::Disconnect => "DISCONNECT",
+            End::Stopping => "the broker is stopping",
+            End::Protocol => "protocol error",
+            End::Silent => "silent",
+        }
+    }
+}
+
+/// A request only the broker can answer (the registry, a queue's task); the session
+/// has already checked what it may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ask {
+    /// `STATS`: the broker's document.
+    Stats { rid: RequestId },
+    /// `PURGE`: the queue exists (it is never created for this) and is emptied.
+    Purge { rid: RequestId, dest: Destination },
+    /// `DELETE`.
+    Delete { rid: RequestId, dest: Destination },
+    /// `CHAIN GET`.
+    ChainGet { rid: RequestId, dest: Destination },
+    /// `CHAIN SET` (`Some` text) or `CHAIN CLEAR` (`None`).
+    ChainSet {
+        rid: RequestId,
+        dest: Destination,
+        chain: Option<Bytes>,
+    },
+}
+
+/// What one frame asks of the driver.
+#[derive(Debug)]
+pub(crate) enum Step<S> {
+    /// Nothing to send or do (a `PINGRESP`).
+    Nothing,
+    /// Write this frame.
+    Reply(ServerFrame),
+    /// Answer `ERR`: the request broke one of the session's rules.
+    Refuse(RequestId, Refusal),
+    /// Route the message into its destination (its chain first), then answer with
+    /// [`Session::published`] or the destination's refusal. `hold`: fire-and-forget, so
+    /// it may wait in the run of publishes held back for one destination.
+    Publish { publish: Publish, hold: bool },
+    /// Open the subscription as planned; on success [`Session::add`] it and answer
+    /// `OK` before any delivery (a refused plan is answered `ERR`). `released`:
+    /// subscriptions the broker ended, already out of the session, for the driver to
+    /// let go of first.
+    Subscribe {
+        request: Subscribe,
+        plan: Result<SubPlan, Refusal>,
+        released: Vec<S>,
+    },
+    /// The subscription is out of the session: let go of it, then answer `OK`.
+    Unsubscribe { rid: RequestId, sid: u64, sub: S },
+    /// Settle delivery `did` of subscription `sid` (`ack`, or give it back); with a
+    /// request id, answer after the queue's verdict.
+    Settle {
+        rid: RequestId,
+        sid: u64,
+        did: u64,
+        ack: bool,
+    },
+    /// Ask the broker, and answer with what it says.
+    Ask(Ask),
+    /// End the connection.
+    End(End),
+}
+
+/// The effects of one frame: first hand over the run of publishes held back
+/// (`end_run`), then carry out `step`.
+#[derive(Debug)]
+pub(crate) struct Effects<S> {
+    pub end_run: bool,
+    pub step: Step<S>,
+}
+
+impl<S: SubHandle> Session<S> {
+    /// Takes one decoded frame; says what must happen. Anything that answers, or
+    /// changes what later publishes mean, first ends the run of publishes held back,
+    /// so replies and deliveries keep the order the client sent in.
+    pub fn on_frame(&mut self, frame: ClientFrame) -> Effects<S> {
+        if let ClientFrame::Pub(publish) = frame {
+            return self.on_publish(publish);
+        }
+        let end_run = self.take_run();
+        let step = match frame {
+            ClientFrame::Pub(_) => unreachable!("handled above"),
+            ClientFrame::Ack { rid, did } => self.settle(rid, did, true),
+            ClientFrame::Nack { rid, did } => self.settle(rid, did, false),
+            ClientFrame::Sub(request) => {
+                // Subscriptions the broker ended (CANCEL) free their ids and places.
+                let released = self.take_ended(S::ended);
+                let plan = self.plan_subscribe(&request);
+                match plan {
+                    Err(r) if released.is_empty() => Step::Refuse(request.rid, r),
+                    plan => Step::Subscribe {
+                        request,
+                        plan,
+                        released,
+                    },
+                }
+            }
+            ClientFrame::Unsub { rid, sid } => match self.remove(sid) {
+                Some(sub) => Step::Unsubscribe { rid, sid, sub },
+                None => Step::Refuse(
+                    rid,
+                    Refusal {
+                        code: ErrorCode::UnknownSubscription,
+                        message: format!("no subscription {sid} on this connection"),
+                    },
+                ),
+            },
+            ClientFrame::SetAck { rid, on } => {
+                self.confirm = on;
+                Step::Reply(ServerFrame::Ok { rid })
+            }
+            ClientFrame::Connect(c) => {
+                let rid = c.rid;
+                match self.connect(c) {
+                    Ok(()) => Step::Reply(ServerFrame::Ok { rid }),
+                    Err(r) => Step::Refuse(rid, r),
+                }
+            }
+            ClientFrame::Stats { rid } => Step::Ask(Ask::Stats { rid }),
+            ClientFrame::Help { rid } => Step::Reply(ServerFrame::HelpResp {
+                rid,
+                text: Bytes::from(agora_protocol::help_text()),
+            }),
+            ClientFrame::PingReq { rid } => Step::Reply(ServerFrame::PingResp { rid }),
+            ClientFrame::PingResp { .. } => Step::Nothing,
+            ClientFrame::Disconnect => Step::End(End::Disconnect),
+            ClientFrame::Purge { rid, dest } => match Self::check_purge(&dest) {
+                Ok(()) => Step::Ask(Ask::Purge { rid, dest }),
+                Err(r) => Step::Refuse(rid, r),
+            },
+            ClientFrame::Delete { rid, dest } => match Self::check_reserved(&dest) {
+                Ok(()) => Step::Ask(Ask::Delete { rid, dest }),
+                Err(r) => Step::Refuse(rid, r),
+            },
+            ClientFrame::ChainGet { rid, dest } => Step::Ask(Ask::ChainGet { rid, dest }),
+            ClientFrame::ChainSet { rid, dest, chain } => self.chain_set(rid, dest, Some(chain)),
+            ClientFrame::ChainClear { rid, dest } => self.chain_set(rid, dest, None),
+        };
+        Effects { end_run, step }
+    }
+
+    fn on_publish(&mut self, publish: Publish) -> Effects<S> {
+        if let Err(r) = Self::check_reserved(&publish.dest) {
+            let end_run = self.take_run();
+            return Effects {
+                end_run,
+                step: Step::Refuse(publish.rid, r),
+            };
+        }
+        let hold = !self.confirm && self.limits.publish_runs;
+        let end_run = match hold {
+            // A full run is handed over before this one starts the next.
+            true if self.run >= PUBLISH_RUN => {
+                self.run = 1;
+                true
+            }
+            true => {
+                self.run += 1;
+                false
+            }
+            false => self.take_run(),
+        };
+        Effects {
+            end_run,
+            step: Step::Publish { publish, hold },
+        }
+    }
+
+    fn settle(&mut self, rid: RequestId, did: u64, ack: bool) -> Step<S> {
+        match self.sid_for_delivery(did) {
+            Some(sid) => Step::Settle { rid, sid, did, ack },
+            None => Step::Refuse(
+                rid,
+                Refusal {
+                    code: ErrorCode::UnknownDelivery,
+                    message: format!("delivery {did} is not outstanding on this connection"),
+                },
+            ),
+        }
+    }
+
+    fn chain_set(&self, rid: RequestId, dest: Destination, chain: Option<Bytes>) -> Step<S> {
+        match Self::check_reserved(&dest) {
+            Ok(()) => Step::Ask(Ask::ChainSet { rid, dest, chain }),
+            Err(r) => Step::Refuse(rid, r),
+        }
+    }
+}
+
+impl<S> Session<S> {
+    /// The bytes at hand are all decoded: true if a run of publishes is held back and
+    /// must be handed over now.
+    pub fn bytes_done(&mut self) -> bool {
+        self.take_run()
+    }
+
+    fn take_run(&mut self) -> bool {
+        std::mem::take(&mut self.run) > 0
+    }
+
+    /// A publish is where it goes (`filtered`: its chain dropped it): the `PUBACK`
+    /// owed, if the client asked for confirms. A refusal is always answered, confirms
+    /// or not, by the driver.
+    pub fn published(&self, rid: RequestId, filtered: bool) -> Option<ServerFrame> {
+        self.confirm
+            .then_some(ServerFrame::PubAck { rid, filtered })
+    }
+}
