@@ -88,6 +88,46 @@ fn publish_confirm_and_stats() {
     assert_eq!(q["consumers"], 0);
 }
 
+/// What a publish is owed is fixed when it is read. Fire-and-forget publishes held
+/// back in a run, then `SETACK on` in the same read: the run is handed over after the
+/// session has taken the `SETACK`; when the budget cannot take the run whole, each is
+/// tried alone — and none of them may be answered with a `PUBACK` (a client counting
+/// confirms would take it for the next confirmed publish's).
+#[test]
+fn a_run_handed_over_after_setack_on_owes_no_confirms() {
+    let s = start_with(Config {
+        memory_budget: 1000,
+        ..Config::ephemeral()
+    });
+    let mut sub = s.connect();
+    sub.send(b"SUB #1 topic:t 1\r\n");
+    assert_eq!(sub.next(), ServerFrame::Ok { rid: Some(1) });
+    let mut c = s.connect();
+    let mut bytes = Vec::new();
+    for _ in 0..8 {
+        bytes.extend_from_slice(b"PUB topic:t 300\r\n");
+        bytes.extend_from_slice(&[b'x'; 300]);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    // Eight copies of 300 bytes cannot be taken whole by a budget of 1000 (and all of
+    // it, under 4 KiB, is one write the broker reads at once).
+    bytes.extend_from_slice(b"SETACK #9 on\r\nPUB #10 topic:t 1\r\nx\r\n");
+    c.send(&bytes);
+    for _ in 0..10 {
+        match c.next() {
+            ServerFrame::Ok { rid: Some(9) } => break,
+            ServerFrame::Err(e) if e.rid.is_none() && e.code == ErrorCode::MemoryLimit => {}
+            f => panic!("a fire-and-forget publish was answered with {f:?}"),
+        }
+    }
+    // The publish after the SETACK is confirmed (or refused by the budget).
+    match c.next() {
+        ServerFrame::PubAck { rid: Some(10), .. } => {}
+        ServerFrame::Err(e) if e.rid == Some(10) && e.code == ErrorCode::MemoryLimit => {}
+        f => panic!("expected the answer to #10, got {f:?}"),
+    }
+}
+
 #[test]
 fn headers_travel_with_the_message() {
     let s = start();

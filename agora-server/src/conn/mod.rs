@@ -32,7 +32,7 @@ use crate::manager::{Handle, ManagerCmd};
 use crate::mutators::{Chain, Verdict};
 use crate::queue::{Consumer, QueueCmd, QueueShared, Refused};
 use crate::session::{
-    Ask, Effects, End, Limits as SessionLimits, Refusal, Session, Step, SubHandle, SubPlan,
+    Ask, Effects, End, Limits as SessionLimits, PubMode, Refusal, Session, Step, SubHandle, SubPlan,
 };
 use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
 use crate::topic::{Subscriber, Topic, TopicRefused};
@@ -293,7 +293,7 @@ impl Conn<'_> {
             Step::Nothing => Ok(()),
             Step::Reply(frame) => self.reply(&frame).await,
             Step::Refuse(rid, r) => self.refused(rid, r).await,
-            Step::Publish { publish, hold } => self.publish(publish, hold).await,
+            Step::Publish { publish, mode } => self.publish(publish, mode).await,
             Step::Subscribe {
                 request,
                 plan,

@@ -4,14 +4,14 @@
 use super::*;
 
 impl Conn<'_> {
-    /// A publish the session let through; `hold`: it may wait in a run.
-    pub(super) async fn publish(&mut self, p: Publish, hold: bool) -> Flow {
+    /// A publish the session let through, answered as `mode` says.
+    pub(super) async fn publish(&mut self, p: Publish, mode: PubMode) -> Flow {
         let msg = Message {
             received: self.read_at,
             headers: p.headers,
             payload: p.payload,
         };
-        self.route(p.rid, &p.dest, msg, false, hold).await
+        self.route(p.rid, &p.dest, msg, false, mode).await
     }
 
     /// Hands over the held-back run of publishes, if any.
@@ -30,7 +30,9 @@ impl Conn<'_> {
                         for m in msgs {
                             q.unreserve(m.size());
                             if flow.is_ok() {
-                                flow = Box::pin(self.route(None, &q.dest, m, true, false)).await;
+                                flow =
+                                    Box::pin(self.route(None, &q.dest, m, true, PubMode::Forget))
+                                        .await;
                             }
                         }
                         flow
@@ -47,7 +49,7 @@ impl Conn<'_> {
             for m in msgs.drain(..) {
                 if flow.is_ok() {
                     // Boxed: `route` may end a run itself (not with `mutated` set).
-                    flow = Box::pin(self.route(None, &dest, m, true, false)).await;
+                    flow = Box::pin(self.route(None, &dest, m, true, PubMode::Forget)).await;
                 }
             }
         }
@@ -71,17 +73,18 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Routes a message to its destination; `mutated`: its chain has run; `hold`: it
-    /// may wait in a run (one that comes back here from `end_run` is published alone).
+    /// Routes a message to its destination and answers as `mode` says; `mutated`: its
+    /// chain has run (one that comes back here from `end_run` is fire-and-forget and
+    /// is published alone).
     pub(super) async fn route(
         &mut self,
         rid: RequestId,
         dest: &Destination,
         mut msg: Message,
         mut mutated: bool,
-        hold: bool,
+        mode: PubMode,
     ) -> Flow {
-        let runs = hold && !mutated;
+        let runs = mode.hold() && !mutated;
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
         for _ in 0..3 {
@@ -94,14 +97,14 @@ impl Conn<'_> {
                 if let Some(chain) = h.chain().get() {
                     if crate::mutators::run_on(&chain, &mut msg).await == Verdict::Drop {
                         h.chain().count_filtered();
-                        return self.confirmed(rid, true).await;
+                        return self.confirmed(mode, rid, true).await;
                     }
                 }
             }
             match h {
                 Handle::Topic(t) if runs => return self.hold(Handle::Topic(t), msg).await,
                 Handle::Topic(t) => match t.publish(&msg) {
-                    Ok(()) => return self.confirmed(rid, false).await,
+                    Ok(()) => return self.confirmed(mode, rid, false).await,
                     Err(TopicRefused::Memory(why)) => {
                         return self.error(rid, ErrorCode::MemoryLimit, &why).await
                     }
@@ -110,7 +113,7 @@ impl Conn<'_> {
                 Handle::Queue(q) => match q.reserve(msg.size()) {
                     Ok(()) if runs => return self.hold(Handle::Queue(q), msg).await,
                     Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
-                        Ok(()) => return self.confirmed(rid, false).await,
+                        Ok(()) => return self.confirmed(mode, rid, false).await,
                         Err(async_channel::SendError(QueueCmd::Publish(m))) => {
                             q.unreserve(m.size());
                             msg = m;
@@ -135,10 +138,10 @@ impl Conn<'_> {
         .await
     }
 
-    /// The publish is where it goes (`filtered`: its chain dropped it, counted): the
-    /// session says whether a `PUBACK` is owed.
-    pub(super) async fn confirmed(&self, rid: RequestId, filtered: bool) -> Flow {
-        match self.session.published(rid, filtered) {
+    /// The publish is where it goes (`filtered`: its chain dropped it, counted): a
+    /// `PUBACK` if its mode owes one.
+    pub(super) async fn confirmed(&self, mode: PubMode, rid: RequestId, filtered: bool) -> Flow {
+        match mode.placed(rid, filtered) {
             Some(ack) => self.reply(&ack).await,
             None => Ok(()),
         }

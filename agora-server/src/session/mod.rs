@@ -18,7 +18,7 @@ mod step;
 
 #[cfg(test)]
 use step::PUBLISH_RUN;
-pub(crate) use step::{Ask, Effects, End, Step, SubHandle};
+pub(crate) use step::{Ask, Effects, End, PubMode, Step, SubHandle};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -82,10 +82,9 @@ pub(crate) enum Step<S> {
     Reply(ServerFrame),
     /// Answer `ERR`: the request broke one of the session's rules.
     Refuse(RequestId, Refusal),
-    /// Route the message into its destination (its chain first), then answer with
-    /// [`Session::published`] or the destination's refusal. `hold`: fire-and-forget, so
-    /// it may wait in the run of publishes held back for one destination.
-    Publish { publish: Publish, hold: bool },
+    /// Route the message into its destination (its chain first), then answer as
+    /// `mode` says ([`PubMode::placed`]) or with the destination's refusal.
+    Publish { publish: Publish, mode: PubMode },
     /// Open the subscription as planned; on success [`Session::add`] it and answer
     /// `OK` before any delivery (a refused plan is answered `ERR`). `released`:
     /// subscriptions the broker ended, already out of the session, for the driver to
@@ -109,6 +108,32 @@ pub(crate) enum Step<S> {
     Ask(Ask),
     /// End the connection.
     End(End),
+}
+
+/// How a publish is answered once placed, fixed when it is read: a later `SETACK`
+/// never changes what an earlier publish is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PubMode {
+    /// Fire-and-forget, and it may wait in the run of publishes held back for one
+    /// destination.
+    Held,
+    /// Fire-and-forget, placed at once (runs are off, or it comes back from a run).
+    Forget,
+    /// Confirmed: a `PUBACK` once placed.
+    Confirm,
+}
+
+impl PubMode {
+    /// Whether it may wait in a run.
+    pub fn hold(self) -> bool {
+        self == PubMode::Held
+    }
+
+    /// The publish is where it goes (`filtered`: its chain dropped it): the `PUBACK`
+    /// owed, if any. A refusal is always answered, confirms or not, by the driver.
+    pub fn placed(self, rid: RequestId, filtered: bool) -> Option<ServerFrame> {
+        (self == PubMode::Confirm).then_some(ServerFrame::PubAck { rid, filtered })
+    }
 }
 
 /// The effects of one frame: first hand over the run of publishes held back
@@ -197,8 +222,12 @@ impl<S: SubHandle> Session<S> {
                 step: Step::Refuse(publish.rid, r),
             };
         }
-        let hold = !self.confirm && self.limits.publish_runs;
-        let end_run = match hold {
+        let mode = match (self.confirm, self.limits.publish_runs) {
+            (true, _) => PubMode::Confirm,
+            (false, true) => PubMode::Held,
+            (false, false) => PubMode::Forget,
+        };
+        let end_run = match mode.hold() {
             // A full run is handed over before this one starts the next.
             true if self.run >= PUBLISH_RUN => {
                 self.run = 1;
@@ -212,7 +241,7 @@ impl<S: SubHandle> Session<S> {
         };
         Effects {
             end_run,
-            step: Step::Publish { publish, hold },
+            step: Step::Publish { publish, mode },
         }
     }
 
@@ -246,13 +275,5 @@ impl<S> Session<S> {
 
     fn take_run(&mut self) -> bool {
         std::mem::take(&mut self.run) > 0
-    }
-
-    /// A publish is where it goes (`filtered`: its chain dropped it): the `PUBACK`
-    /// owed, if the client asked for confirms. A refusal is always answered, confirms
-    /// or not, by the driver.
-    pub fn published(&self, rid: RequestId, filtered: bool) -> Option<ServerFrame> {
-        self.confirm
-            .then_some(ServerFrame::PubAck { rid, filtered })
     }
 }

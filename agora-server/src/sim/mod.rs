@@ -57,6 +57,16 @@ pub struct Report {
     pub topic_delivered: u64,
     pub topic_dropped: u64,
     pub disconnects: u64,
+    /// `PUBACK`s the publishing connections were sent.
+    pub confirmed: u64,
+    /// Publishes a chain dropped.
+    pub filtered: u64,
+    /// Pings the connections' liveness rule sent.
+    pub pings: u64,
+    /// Connections given up as silent.
+    pub silent: u64,
+    /// Connections that ended (`DISCONNECT` or silent).
+    pub conns_ended: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.

@@ -10,6 +10,7 @@ use agora_protocol::bytes::Bytes;
 use agora_protocol::{Destination, Headers, Kind, Name};
 
 mod check;
+mod conns;
 mod consumers;
 mod settle;
 mod topics;
@@ -71,7 +72,7 @@ struct SimSub {
     sub: Arc<Subscriber>,
     rx: DeliveryRx,
     /// Per publisher, the last sequence number seen.
-    last: BTreeMap<u8, u64>,
+    last: BTreeMap<u64, u64>,
 }
 
 struct SimTopic {
@@ -102,6 +103,12 @@ pub(crate) struct World {
     trail: VecDeque<String>,
     /// Set by an operation that saw a rule broken as it happened.
     broken: Option<String>,
+    /// Publishing connections, driven through their sessions.
+    conns: BTreeMap<u64, conns::SimConn>,
+    /// Chains set on destinations (by the connections' `CHAIN SET`).
+    chains: std::collections::HashMap<Destination, Arc<crate::mutators::Chain>>,
+    /// The clients' model of which destinations have a chain.
+    chain_model: std::collections::HashSet<Destination>,
 }
 
 type Check = Result<(), String>;
@@ -128,6 +135,9 @@ impl World {
             report: Report::default(),
             trail: VecDeque::new(),
             broken: None,
+            conns: BTreeMap::new(),
+            chains: Default::default(),
+            chain_model: Default::default(),
         };
         for q in 0..WORK_QUEUES {
             let work = w.queues.len();
@@ -213,7 +223,8 @@ impl World {
         let q = (self.rng.below(WORK_QUEUES as u64) * 2) as usize;
         let t = self.rng.below(TOPICS as u64) as usize;
         match roll {
-            0..=21 => self.publish(q),
+            0..=9 => self.publish(q),
+            10..=21 => self.conn_send(),
             22..=31 => self.topic_publish(t),
             32..=36 => self.subscribe(q),
             37..=51 => self.settle_one(true),
@@ -227,6 +238,7 @@ impl World {
                 for sq in &mut self.queues {
                     sq.state.timers(self.now);
                 }
+                self.conn_timers();
                 format!("time +{ms}ms")
             }
             79 => self.purge(q),

@@ -13,9 +13,9 @@ impl World {
         let p = self.rng.below(PUBLISHERS as u64) as u8;
         let seq = self.seqs[p as usize];
         let pad = self.rng.below(64) as usize;
-        let mut body = vec![p];
+        let mut body = (p as u64).to_le_bytes().to_vec();
         body.extend_from_slice(&seq.to_le_bytes());
-        body.resize(9 + pad, b'.');
+        body.resize(16 + pad, b'.');
         match self.topics[t].topic.publish(&message(body, self.now)) {
             Ok(()) => {
                 self.seqs[p as usize] += 1;
@@ -78,8 +78,9 @@ impl World {
         let n = batch.len();
         for d in batch {
             self.budget.give_back(d.charged);
-            let p = d.msg.payload[0];
-            let seq = u64::from_le_bytes(d.msg.payload[1..9].try_into().expect("9 bytes"));
+            // The publisher's key (the world's own, or a connection's), then its sequence.
+            let p = u64::from_le_bytes(d.msg.payload[..8].try_into().expect("16 bytes"));
+            let seq = u64::from_le_bytes(d.msg.payload[8..16].try_into().expect("16 bytes"));
             if let Some(&last) = s.last.get(&p) {
                 if seq <= last {
                     self.broken = Some(format!(
