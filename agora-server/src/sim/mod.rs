@@ -24,9 +24,9 @@
 //! delivery-id slot; every `ACK` and `NACK` is routed by its connection's session, which
 //! must find the subscription the delivery was made to.
 //!
-//! What is not here yet: the rest of the connection (confirms, publish runs, chains,
-//! liveness), which joins once the session returns what must happen instead of the
-//! connection's task doing it.
+//! Publishing connections are driven whole (`world/conns.rs`): bytes through the real
+//! codec, the session's effects carried out as `conn` does, liveness on the simulated
+//! clock; see that module for what it checks.
 
 mod world;
 
@@ -147,6 +147,11 @@ mod tests {
         assert_eq!(a, b);
         assert!(
             a.delivered > 0 && a.acked > 0 && a.topic_delivered > 0,
+            "{a:?}"
+        );
+        // The connections' rules were exercised: confirms, chains, pings, give-ups.
+        assert!(
+            a.confirmed > 0 && a.filtered > 0 && a.pings > 0 && a.silent > 0,
             "{a:?}"
         );
     }
