@@ -3,7 +3,7 @@
 //! keeps state.
 
 use agora_protocol::bytes::Bytes;
-use agora_protocol::Destination;
+use agora_protocol::{Destination, StatsPage};
 
 use crate::client::Client;
 use crate::driver::{Answer, Cmd};
@@ -23,14 +23,51 @@ impl Client {
     /// # });
     /// ```
     pub async fn stats_raw(&self) -> Result<Bytes> {
-        match self.request(|reply| Cmd::Stats { reply }).await? {
+        self.stats_page_raw(StatsPage::default()).await
+    }
+
+    /// The broker's `STATS` document listing one page of its destinations: at most
+    /// `limit` (the broker's default, 1,000, when `None`; at most 10,000) whose name
+    /// starts with `prefix`, after `after`. The document's `page.next` says where the
+    /// next page starts (`None` on the last page).
+    pub async fn stats_page_raw(&self, page: StatsPage) -> Result<Bytes> {
+        match self.request(|reply| Cmd::Stats { page, reply }).await? {
             Answer::Body(b) => Ok(b),
             _ => Err(Error::UnexpectedFrame("OK")),
         }
     }
 
+    /// One page of the `STATS` document, parsed (see
+    /// [`stats_page_raw`](Client::stats_page_raw)).
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use agora_client::StatsPage;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// // Every destination whose name starts with "sensors.", 500 at a time.
+    /// let mut page = StatsPage { prefix: Some("sensors.".into()), limit: Some(500), ..StatsPage::default() };
+    /// loop {
+    ///     let stats = client.stats_page(page.clone()).await?;
+    ///     for d in &stats.destinations {
+    ///         println!("{}:{} depth {}", d.kind, d.name, d.depth);
+    ///     }
+    ///     match stats.page.next {
+    ///         Some(next) => page.after = Some(next.parse()?),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # });
+    /// ```
+    #[cfg(feature = "serde")]
+    pub async fn stats_page(&self, page: StatsPage) -> Result<Stats> {
+        let json = self.stats_page_raw(page).await?;
+        serde_json::from_slice(&json).map_err(Error::Decode)
+    }
+
     /// The broker's `STATS` document, parsed (the schema is in the book's Protocol
-    /// chapter).
+    /// chapter), with the first page of destinations (1,000; see
+    /// [`stats_page`](Client::stats_page) for the rest).
     ///
     /// ```no_run
     /// # futures_lite::future::block_on(async {

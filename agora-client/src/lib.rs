@@ -93,7 +93,7 @@ mod udp;
 use std::sync::{Mutex, MutexGuard};
 
 pub use agora_protocol::bytes::Bytes;
-pub use agora_protocol::{Destination, ErrorCode, Headers, Info as ServerInfo, Kind};
+pub use agora_protocol::{Destination, ErrorCode, Headers, Info as ServerInfo, Kind, StatsPage};
 
 pub use builder::ClientBuilder;
 pub use client::{Client, PublishOutcome};
@@ -105,8 +105,8 @@ pub use sub::{Consumer, Subscription};
 pub use topic::Topic;
 #[cfg(feature = "serde")]
 pub use typed::{
-    BrokerStats, ClientCounts, DestinationStats, LatencyStats, MemoryStats, Stats, TypedConsumer,
-    TypedDelivery, TypedQueue, TypedSubscription, TypedTopic,
+    BrokerStats, ClientCounts, DestinationStats, LatencyStats, MemoryStats, PageStats, Stats,
+    TypedConsumer, TypedDelivery, TypedQueue, TypedSubscription, TypedTopic,
 };
 pub use udp::UdpPublisher;
 

@@ -360,8 +360,35 @@ pub struct Stats {
     /// Broker-wide counters.
     #[serde(default)]
     pub broker: BrokerStats,
-    /// One entry per destination, queues first, then by name.
+    /// Which destinations are listed, and where the next page starts.
+    #[serde(default)]
+    pub page: PageStats,
+    /// One entry per destination listed, queues first, then by name.
     pub destinations: Vec<DestinationStats>,
+}
+
+/// The page of destinations a [`Stats`] document lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PageStats {
+    /// The name prefix asked for.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The destination the page starts after.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// The page size applied.
+    #[serde(default)]
+    pub limit: u64,
+    /// Destinations listed in this document.
+    #[serde(default)]
+    pub listed: u64,
+    /// Destinations in the broker, all of them.
+    #[serde(default)]
+    pub total: u64,
+    /// Where the next page starts (pass it as `after`); `None` on the last page.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// The broker's memory budget (in [`Stats`]).

@@ -52,10 +52,13 @@ pub enum ClientFrame {
         /// On or off.
         on: bool,
     },
-    /// `STATS [#rid]`: ask for the broker's state.
+    /// `STATS [#rid] [prefix=…] [after=…] [limit=…]`: ask for the broker's state, and a
+    /// page of its destinations.
     Stats {
         /// Request id.
         rid: RequestId,
+        /// Which destinations to list.
+        page: crate::frame::StatsPage,
     },
     /// `HELP [#rid]`: ask for a summary of the commands.
     Help {
@@ -125,7 +128,7 @@ impl Frame for ClientFrame {
             ClientFrame::Ack { rid, did } => subscribe::encode_ack(*rid, *did, dst),
             ClientFrame::Nack { rid, did } => subscribe::encode_nack(*rid, *did, dst),
             ClientFrame::SetAck { rid, on } => session::encode_setack(*rid, *on, dst),
-            ClientFrame::Stats { rid } => admin::encode_stats(*rid, dst),
+            ClientFrame::Stats { rid, page } => admin::encode_stats(*rid, page, dst),
             ClientFrame::Help { rid } => session::encode_bare("HELP", *rid, dst),
             ClientFrame::Purge { rid, dest } => admin::encode_purge(*rid, dest, dst),
             ClientFrame::Delete { rid, dest } => admin::encode_delete(*rid, dest, dst),
@@ -164,7 +167,7 @@ impl ClientFrame {
             | ClientFrame::Ack { rid, .. }
             | ClientFrame::Nack { rid, .. }
             | ClientFrame::SetAck { rid, .. }
-            | ClientFrame::Stats { rid }
+            | ClientFrame::Stats { rid, .. }
             | ClientFrame::Help { rid }
             | ClientFrame::Purge { rid, .. }
             | ClientFrame::Delete { rid, .. }

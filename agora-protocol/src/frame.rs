@@ -214,13 +214,16 @@ pub enum ErrorCode {
     Timeout,
     /// A fault inside the broker; the request may be retried.
     Internal,
+    /// A UDP source that has not proved it receives what the broker sends it asked for
+    /// something that needs it (a subscription); the message holds the token to echo.
+    Unverified,
     /// A code this version of the protocol does not know (sent by a newer peer).
     Unrecognized,
 }
 
 impl ErrorCode {
     /// Every code, in the book's order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::UnknownCommand,
         ErrorCode::BadArgs,
         ErrorCode::BadName,
@@ -242,6 +245,7 @@ impl ErrorCode {
         ErrorCode::BadChain,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::Unverified,
         ErrorCode::Unrecognized,
     ];
 
@@ -269,6 +273,7 @@ impl ErrorCode {
             ErrorCode::BadChain => "bad_chain",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unverified => "unverified",
             ErrorCode::Unrecognized => "unrecognized",
         }
     }
@@ -304,8 +309,30 @@ pub struct Info {
     pub max_line: u64,
 }
 
+/// Which destinations a `STATS` answer lists:
+/// `STATS [#rid] [prefix=<text>] [after=<kind:name>] [limit=<n>]`. Destinations are
+/// listed in order (queues before topics, each by name); a page holds at most `limit`
+/// of them (the broker's default when `None`) whose name starts with `prefix`, after
+/// `after`. The document says where the next page starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsPage {
+    /// Only names starting with this.
+    pub prefix: Option<String>,
+    /// Only destinations after this one (the `next` of the previous page).
+    pub after: Option<crate::name::Destination>,
+    /// At most this many destinations (1 or more).
+    pub limit: Option<u32>,
+}
+
+impl StatsPage {
+    /// True when nothing is asked for but the defaults.
+    pub fn is_default(&self) -> bool {
+        self == &StatsPage::default()
+    }
+}
+
 /// The client's optional introduction:
-/// `CONNECT [#rid] [name=<token>] [proto=<n>] [confirm=on|off]`.
+/// `CONNECT [#rid] [name=<token>] [proto=<n>] [confirm=on|off] [token=<token>]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Connect {
     /// Request id echoed by the `OK`.
@@ -316,6 +343,9 @@ pub struct Connect {
     pub proto: Option<u32>,
     /// Publisher confirms from the start (same as `SETACK on`).
     pub confirm: Option<bool>,
+    /// Over UDP: the token the broker sent this source, echoed to prove the source
+    /// receives what it is sent (ignored over TCP).
+    pub token: Option<String>,
 }
 
 /// A publish: `PUB [#rid] <dest> <n>` or, with headers,

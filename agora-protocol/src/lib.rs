@@ -56,7 +56,7 @@ pub use encode::encode;
 pub use error::{ErrorKind, ProtocolError};
 pub use frame::{
     AckMode, Connect, Delivery, ErrorCode, ErrorReply, HeaderError, Headers, Info, Publish,
-    Subscribe,
+    StatsPage, Subscribe,
 };
 pub use name::{Destination, DestinationError, Kind, Name, NameError, RequestId, MAX_NAME_LEN};
 pub use server::ServerFrame;

@@ -188,7 +188,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "STATS",
         Body::None,
         admin::decode_stats,
-        "STATS [#id]                  the broker's state, as JSON",
+        "STATS [#id] [prefix=<text>] [after=<dest>] [limit=<n>]   the broker's state, as JSON, and a page of its destinations",
         b"STATS\r\n",
     ),
     client(

@@ -53,8 +53,17 @@ fn client_answers() -> Vec<(ClientFrame, &'static [u8])> {
                 name: Some("billing".into()),
                 proto: Some(1),
                 confirm: Some(true),
+                token: None,
             }),
             b"CONNECT #1 name=billing proto=1 confirm=on\r\n",
+        ),
+        (
+            ClientFrame::Connect(Connect {
+                rid: None,
+                token: Some("00ff00ff00ff00ff".into()),
+                ..Connect::default()
+            }),
+            b"CONNECT token=00ff00ff00ff00ff\r\n",
         ),
         (ClientFrame::Connect(Connect::default()), b"CONNECT\r\n"),
         (
@@ -138,7 +147,24 @@ fn client_answers() -> Vec<(ClientFrame, &'static [u8])> {
             },
             b"SETACK #4 off\r\n",
         ),
-        (ClientFrame::Stats { rid: None }, b"STATS\r\n"),
+        (
+            ClientFrame::Stats {
+                rid: None,
+                page: StatsPage::default(),
+            },
+            b"STATS\r\n",
+        ),
+        (
+            ClientFrame::Stats {
+                rid: Some(3),
+                page: StatsPage {
+                    prefix: Some("sensors.".into()),
+                    after: Some("queue:sensors.a".parse().unwrap()),
+                    limit: Some(50),
+                },
+            },
+            b"STATS #3 prefix=sensors. after=queue:sensors.a limit=50\r\n",
+        ),
         (ClientFrame::Help { rid: Some(5) }, b"HELP #5\r\n"),
         (
             ClientFrame::Purge {
@@ -517,6 +543,9 @@ fn bad_args_are_recoverable_and_echo_the_request_id() {
         b"SUB #4 queue:q 1 color=blue\r\n",
         b"UNSUB #4 99999999999999999999999\r\n",
         b"CHAIN #4 FROB topic:t\r\n",
+        b"STATS #4 limit=0\r\n",
+        b"STATS #4 limt=5\r\n",
+        b"STATS #4 after=orders\r\n",
     ] {
         let mut buf = BytesMut::from(input);
         let e = decode_client(&mut buf).unwrap_err();
@@ -828,7 +857,15 @@ fn arb_client() -> impl Strategy<Value = ClientFrame> {
         (rid.clone(), any::<u64>()).prop_map(|(rid, did)| ClientFrame::Ack { rid, did }),
         (rid.clone(), any::<u64>()).prop_map(|(rid, did)| ClientFrame::Nack { rid, did }),
         (rid.clone(), any::<bool>()).prop_map(|(rid, on)| ClientFrame::SetAck { rid, on }),
-        rid.clone().prop_map(|rid| ClientFrame::Stats { rid }),
+        (rid.clone(), proptest::option::of(1u32..5000)).prop_map(|(rid, limit)| {
+            ClientFrame::Stats {
+                rid,
+                page: StatsPage {
+                    limit,
+                    ..StatsPage::default()
+                },
+            }
+        }),
         rid.clone().prop_map(|rid| ClientFrame::Help { rid }),
         rid.clone().prop_map(|rid| ClientFrame::PingReq { rid }),
         rid.clone().prop_map(|rid| ClientFrame::PingResp { rid }),
@@ -849,7 +886,8 @@ fn arb_client() -> impl Strategy<Value = ClientFrame> {
                 rid,
                 name,
                 proto,
-                confirm
+                confirm,
+                token: None,
             })),
     ]
 }

@@ -123,6 +123,14 @@ pub struct Config {
     /// Replies and notices buffered per connection; a connection whose client does not
     /// read them past this is closed.
     pub reply_buffer: usize,
+    /// Bytes of replies and notices queued per connection and not yet written: past
+    /// it the connection's task waits (its client is not read), and a notice from
+    /// another task closes the connection. One reply is always taken when nothing is
+    /// queued.
+    pub max_output: usize,
+    /// A batch of output (at most 64 KiB) not written within this is the sign of a
+    /// client that does not read: the connection is closed, logged and counted.
+    pub write_timeout: Duration,
     /// How long a destination must be idle (empty, unused) before it is removed.
     pub idle_timeout: Duration,
     /// How long graceful shutdown may take before connections are dropped.
@@ -167,6 +175,8 @@ impl Default for Config {
             subscriber_buffer: 8_192,
             slow_consumer: SlowConsumerPolicy::DropOldest,
             reply_buffer: 128,
+            max_output: 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
             databases: HashMap::new(),

@@ -92,11 +92,22 @@ pub(crate) struct Broker {
     pub mutators: Arc<mutators::Env>,
     /// Spawns the broker's tasks (connections, shippers, queues) on its runtime.
     pub rt: agora_rt::Handle,
+    /// Keys the UDP sources' tokens (SipHash with keys random per broker process).
+    pub udp_secret: std::collections::hash_map::RandomState,
 }
 
 impl Broker {
     pub fn id(&self) -> u64 {
         self.next_id.fetch_add(1, Relaxed)
+    }
+
+    /// The token a UDP source must echo (`CONNECT token=…`) to prove it receives what
+    /// is sent to its address. Derived from the address with this process's secret
+    /// keys, so the broker keeps nothing for a source until it sends, and a forger
+    /// who does not receive at the address cannot know it.
+    pub fn udp_token(&self, peer: std::net::SocketAddr) -> String {
+        use std::hash::BuildHasher;
+        format!("{:016x}", self.udp_secret.hash_one(peer))
     }
 }
 
@@ -167,6 +178,7 @@ impl Server {
             clients_udp: AtomicUsize::new(0),
             started: Instant::now(),
             metrics: Arc::new(metrics::BrokerMetrics::default()),
+            udp_secret: Default::default(),
         });
         // Closing `stop` tells every connection to wrap up; each connection holds a
         // clone of `alive`, so `done` closes when the last one has finished.

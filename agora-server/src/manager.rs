@@ -8,12 +8,13 @@
 //! a few times per idle timeout; publishers holding its handle notice the `closed` flag
 //! and resolve the name again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_protocol::{Destination, ErrorCode, Kind};
+use agora_protocol::{Destination, ErrorCode, Kind, StatsPage};
 use async_channel::{Receiver, Sender};
 use serde::Serialize;
 
@@ -76,8 +77,13 @@ pub(crate) enum ManagerCmd {
         dest: Destination,
         reply: Sender<Option<Handle>>,
     },
-    /// Every destination, for `STATS`.
-    List { reply: Sender<Vec<Handle>> },
+    /// A page of destinations, in order, for `STATS`.
+    List {
+        page: StatsPage,
+        reply: Sender<Listing>,
+    },
+    /// Every destination, in no order, for the metric task.
+    All { reply: Sender<Vec<Handle>> },
     /// Remove idle destinations.
     Sweep,
     /// Attach (`Some`) or remove (`None`) a destination's mutator chain, now and
@@ -92,6 +98,22 @@ pub(crate) enum ManagerCmd {
         dest: Destination,
         reply: Sender<Option<Arc<Chain>>>,
     },
+}
+
+/// Destinations a `STATS` page lists when the request does not say.
+pub(crate) const DEFAULT_STATS_LIMIT: usize = 1000;
+/// Most destinations one `STATS` page lists, whatever the request says.
+pub(crate) const MAX_STATS_LIMIT: usize = 10_000;
+
+/// A page of destinations for `STATS`.
+pub(crate) struct Listing {
+    pub handles: Vec<Handle>,
+    /// The last destination listed, when more follow: the next page starts after it.
+    pub next: Option<Destination>,
+    /// The page size applied.
+    pub limit: usize,
+    /// Destinations in the broker, all of them.
+    pub total: usize,
 }
 
 /// A destination's figures, as `STATS` reports them.
@@ -186,7 +208,7 @@ pub(crate) fn spawn(
         .collect();
     let m = Manager {
         config: config.clone(),
-        registry: HashMap::new(),
+        registry: BTreeMap::new(),
         budget,
         me: tx.downgrade(),
         chains,
@@ -211,7 +233,8 @@ pub(crate) fn spawn(
 
 struct Manager {
     config: Config,
-    registry: HashMap<Destination, Entry>,
+    /// Ordered, so `STATS` pages through it without copying it.
+    registry: BTreeMap<Destination, Entry>,
     budget: Arc<Budget>,
     /// Handed to queues, which resolve their dead-letter queues through the manager.
     me: async_channel::WeakSender<ManagerCmd>,
@@ -265,14 +288,12 @@ impl Manager {
                         .filter(|h| !h.is_closed());
                     let _ = reply.try_send(h);
                 }
-                ManagerCmd::List { reply } => {
-                    let mut v: Vec<(&Destination, Handle)> = self
-                        .registry
-                        .iter()
-                        .map(|(d, e)| (d, e.handle.clone()))
-                        .collect();
-                    v.sort_by(|a, b| a.0.cmp(b.0));
-                    let _ = reply.try_send(v.into_iter().map(|(_, h)| h).collect());
+                ManagerCmd::List { page, reply } => {
+                    let _ = reply.try_send(self.list(&page));
+                }
+                ManagerCmd::All { reply } => {
+                    let all = self.registry.values().map(|e| e.handle.clone()).collect();
+                    let _ = reply.try_send(all);
                 }
                 ManagerCmd::Sweep => self.sweep(),
                 ManagerCmd::SetChain { dest, chain, reply } => {
@@ -356,6 +377,45 @@ impl Manager {
             },
         );
         Ok(handle)
+    }
+
+    /// One page of destinations: at most `limit` (the default when not given,
+    /// capped at [`MAX_STATS_LIMIT`]) whose name starts with the prefix, after
+    /// `after`, in order. Memory per request is the page, not the registry.
+    fn list(&self, page: &StatsPage) -> Listing {
+        let limit = page
+            .limit
+            .map_or(DEFAULT_STATS_LIMIT, |n| n as usize)
+            .min(MAX_STATS_LIMIT);
+        let start = match &page.after {
+            Some(d) => Bound::Excluded(d.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut handles = Vec::with_capacity(limit.min(64));
+        let mut next = None;
+        let mut last: Option<&Destination> = None;
+        let matching = self
+            .registry
+            .range((start, Bound::Unbounded))
+            .filter(|(d, _)| {
+                page.prefix
+                    .as_deref()
+                    .is_none_or(|p| d.name.as_str().starts_with(p))
+            });
+        for (d, e) in matching {
+            if handles.len() == limit {
+                next = last.cloned();
+                break;
+            }
+            handles.push(e.handle.clone());
+            last = Some(d);
+        }
+        Listing {
+            handles,
+            next,
+            limit,
+            total: self.registry.len(),
+        }
     }
 
     fn sweep(&mut self) {

@@ -28,6 +28,18 @@ pub(crate) struct BrokerMetrics {
     pub bytes_in_udp: AtomicU64,
     pub bytes_out: AtomicU64,
     pub connections_rejected: AtomicU64,
+    /// Connections closed because their client did not read what it was sent (a batch
+    /// not written within the write timeout, or too much queued for it).
+    pub slow_closed: AtomicU64,
+    /// Bytes of replies queued for all connections and not yet written.
+    pub output_queued: std::sync::atomic::AtomicUsize,
+    /// Datagrams dropped because their UDP source's task was behind (its queue full).
+    pub udp_dropped: AtomicU64,
+    /// Answers not sent to UDP sources that had not proved themselves, over their
+    /// allowance (the amplification rule).
+    pub udp_unanswered: AtomicU64,
+    /// Bytes of datagrams waiting for their sources' tasks.
+    pub udp_queued: std::sync::atomic::AtomicUsize,
     /// Metric intervals whose StatsD send could not be made (address not resolved,
     /// socket error).
     pub statsd_errors: AtomicU64,

@@ -62,7 +62,7 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
     let mut ticker = smol::Timer::interval(every);
     loop {
         futures_lite::StreamExt::next(&mut ticker).await;
-        let Some(handles) = ask(&broker.manager, |reply| ManagerCmd::List { reply }).await else {
+        let Some(handles) = ask(&broker.manager, |reply| ManagerCmd::All { reply }).await else {
             return;
         };
         // Fold each destination's latency samples of this interval (for STATS too).
@@ -83,7 +83,17 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
         }
         if let Some(t) = &topic {
             if t.subscribers() > 0 {
-                let json = crate::stats::document(&broker, &handles);
+                // The first page, as a plain `STATS` gives it.
+                let page = agora_protocol::StatsPage::default();
+                let Some(listing) = ask(&broker.manager, |reply| ManagerCmd::List {
+                    page: page.clone(),
+                    reply,
+                })
+                .await
+                else {
+                    return;
+                };
+                let json = crate::stats::document(&broker, &page, &listing);
                 let msg = crate::message::Message {
                     headers: agora_protocol::Headers::new(),
                     payload: agora_protocol::bytes::Bytes::from(json),
@@ -238,6 +248,29 @@ pub(crate) fn statsd_lines(
         "broker.connections.rejected".into(),
         m.connections_rejected.load(Relaxed),
     );
+    count(
+        &mut out,
+        "broker.connections.slow_closed".into(),
+        m.slow_closed.load(Relaxed),
+    );
+    out.push(Line::Gauge(
+        "broker.output.queued".into(),
+        m.output_queued.load(Relaxed) as f64,
+    ));
+    count(
+        &mut out,
+        "broker.udp.dropped".into(),
+        m.udp_dropped.load(Relaxed),
+    );
+    count(
+        &mut out,
+        "broker.udp.unanswered".into(),
+        m.udp_unanswered.load(Relaxed),
+    );
+    out.push(Line::Gauge(
+        "broker.udp.queued".into(),
+        m.udp_queued.load(Relaxed) as f64,
+    ));
     for (code, n) in m.errors() {
         count(&mut out, format!("broker.errors.{code}"), n);
     }

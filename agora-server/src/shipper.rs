@@ -20,9 +20,10 @@ use futures_lite::{AsyncWriteExt, Stream};
 use crate::deliveries::{Credit, DeliveryRx, Report, Took};
 pub(crate) use crate::message::{Delivery, Message};
 use crate::metrics::{BrokerMetrics, LATENCY_SAMPLE};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Most bytes encoded per write call before the shipper writes and looks again.
 pub(crate) const BATCH_BYTES: usize = 64 * 1024;
@@ -119,6 +120,66 @@ pub(crate) enum Outbound {
     Close,
 }
 
+/// What the broker keeps for one UDP source beside its task: whether it has proved it
+/// receives (echoed its token), how much it may still be answered before it has (the
+/// amplification rule), and the bytes of its datagrams waiting for its task.
+pub(crate) struct UdpSource {
+    verified: std::sync::atomic::AtomicBool,
+    /// Bytes the broker may still send an unverified source: [`UDP_AMPLIFICATION`]
+    /// times what it sent, at most [`UDP_CREDIT_MAX`].
+    credit: AtomicUsize,
+    /// Bytes of datagrams handed to its task and not yet taken.
+    pub queued: AtomicUsize,
+    metrics: Arc<BrokerMetrics>,
+}
+
+/// An unverified UDP source is answered at most this many times the bytes it sent.
+pub(crate) const UDP_AMPLIFICATION: usize = 4;
+/// Most answer credit an unverified source can bank.
+pub(crate) const UDP_CREDIT_MAX: usize = 16 * 1024;
+
+impl UdpSource {
+    pub fn new(metrics: Arc<BrokerMetrics>) -> UdpSource {
+        UdpSource {
+            verified: Default::default(),
+            credit: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    /// A datagram of `n` bytes came from the source: more it may be answered.
+    pub fn received(&self, n: usize) {
+        let _ = self.credit.fetch_update(AcqRel, Acquire, |c| {
+            Some((c + UDP_AMPLIFICATION * n).min(UDP_CREDIT_MAX))
+        });
+    }
+
+    /// The source echoed its token: it is answered in full from now on.
+    pub fn verify(&self) {
+        self.verified.store(true, Relaxed);
+    }
+
+    pub fn is_verified(&self) -> bool {
+        self.verified.load(Relaxed)
+    }
+
+    /// Whether `n` bytes may be sent to it now (and, if not yet verified, spends them).
+    fn spend(&self, n: usize) -> bool {
+        if self.is_verified() {
+            return true;
+        }
+        let ok = self
+            .credit
+            .fetch_update(AcqRel, Acquire, |c| c.checked_sub(n))
+            .is_ok();
+        if !ok {
+            self.metrics.udp_unanswered.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+}
+
 /// The writing half of a client's transport. Shippers do not know which one it is.
 pub(crate) enum Writer {
     /// A TCP stream (a clone of the connection's socket).
@@ -131,7 +192,19 @@ pub(crate) enum Writer {
         max: usize,
         /// Frames too large for any datagram, dropped (counted for the log).
         dropped: u64,
+        /// The source's proof and answer credit.
+        source: Arc<UdpSource>,
+        /// The datagram being packed.
+        buf: Vec<u8>,
     },
+}
+
+/// Sends one datagram. UDP is lossy anyway: a failed send is a lost datagram, not a
+/// dead connection.
+async fn send_datagram(socket: &async_net::UdpSocket, d: &[u8], peer: std::net::SocketAddr) {
+    if let Err(e) = socket.send_to(d, peer).await {
+        log::trace!("UDP send to {peer} failed: {e}");
+    }
 }
 
 /// The largest UDP payload IPv4 allows.
@@ -147,32 +220,45 @@ impl Writer {
                 peer,
                 max,
                 dropped,
+                source,
+                buf,
             } => {
                 // Pack consecutive frames into datagrams of at most `max` bytes; a frame
-                // larger than that travels alone, up to what UDP can carry at all.
+                // larger than that travels alone, up to what UDP can carry at all. An
+                // unverified source is sent each frame only if its allowance covers it.
+                let verified = source.is_verified();
                 let mut start = 0;
-                let mut i = 0;
-                while i < ends.len() {
-                    let mut end = ends[i];
-                    i += 1;
-                    while i < ends.len() && ends[i] - start <= *max {
-                        end = ends[i];
-                        i += 1;
-                    }
-                    let datagram = &b[start..end];
-                    if datagram.len() > UDP_LIMIT {
+                buf.clear();
+                for &end in ends {
+                    let frame = &b[start..end];
+                    start = end;
+                    if frame.len() > UDP_LIMIT {
                         *dropped += 1;
                         log::trace!(
                             "a {} byte frame for UDP client {peer} fits no datagram; dropped",
-                            datagram.len()
+                            frame.len()
                         );
-                    } else if let Err(e) = socket.send_to(datagram, *peer).await {
-                        // UDP is lossy anyway: a failed send is a lost datagram, not a
-                        // dead connection.
-                        log::trace!("UDP send to {peer} failed: {e}");
+                        continue;
                     }
-                    start = end;
+                    if !verified && !source.spend(frame.len()) {
+                        log::trace!(
+                            "a {} byte frame for unverified UDP source {peer} is over its allowance; not sent",
+                            frame.len()
+                        );
+                        continue;
+                    }
+                    if !buf.is_empty() && buf.len() + frame.len() > *max {
+                        send_datagram(socket, buf, *peer).await;
+                        buf.clear();
+                    }
+                    buf.extend_from_slice(frame);
                 }
+                if !buf.is_empty() {
+                    send_datagram(socket, buf, *peer).await;
+                    buf.clear();
+                }
+                // A large frame's room is not kept for every quiet source.
+                buf.shrink_to(*max);
                 Ok(())
             }
         }
@@ -189,25 +275,132 @@ impl Writer {
     }
 }
 
+/// The bytes of replies and notices queued for one connection and not yet written,
+/// against its cap ([`Config::max_output`](crate::Config::max_output)).
+pub(crate) struct Output {
+    queued: AtomicUsize,
+    cap: usize,
+    /// A token each time the shipper has written some: the connection's task waits on
+    /// it for room. Closed when the shipper ends.
+    room_tx: Sender<()>,
+    room_rx: Receiver<()>,
+    metrics: Arc<BrokerMetrics>,
+}
+
+impl Output {
+    /// Takes `n` bytes of room if there is some (an empty outbox always takes one
+    /// reply, whatever its size, so a large answer is never refused for size alone).
+    fn try_take(&self, n: usize) -> bool {
+        let mut cur = self.queued.load(Acquire);
+        loop {
+            if cur != 0 && cur + n > self.cap {
+                return false;
+            }
+            match self
+                .queued
+                .compare_exchange_weak(cur, cur + n, AcqRel, Acquire)
+            {
+                Ok(_) => {
+                    self.metrics.output_queued.fetch_add(n, Relaxed);
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// The shipper wrote (or dropped) `n` queued bytes.
+    fn give_back(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.queued.fetch_sub(n, AcqRel);
+        self.metrics.output_queued.fetch_sub(n, Relaxed);
+        let _ = self.room_tx.try_send(());
+    }
+
+    /// Bytes queued now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Acquire)
+    }
+}
+
+/// What the shipper takes from a connection's outbox.
+pub(crate) struct OutboxRx {
+    rx: Receiver<Outbound>,
+    output: Arc<Output>,
+}
+
 /// A connection's handle for sending it frames, cloned into every block that may
-/// need to tell the client something.
+/// need to tell the client something. Bounded twice: in entries (the channel), and in
+/// bytes queued and not yet written ([`Output`]).
 #[derive(Clone)]
 pub(crate) struct Outbox {
     tx: Sender<Outbound>,
+    output: Arc<Output>,
     /// Every `ERR` sent through it is counted by code.
     metrics: Arc<BrokerMetrics>,
 }
 
+impl Outbound {
+    /// The bytes it puts on the wire (counted against the output cap).
+    fn bytes(&self) -> usize {
+        match self {
+            Outbound::Bytes(b) => b.len(),
+            Outbound::Cancel { frame, .. } => frame.len(),
+            _ => 0,
+        }
+    }
+}
+
 impl Outbox {
-    pub fn new(capacity: usize, metrics: Arc<BrokerMetrics>) -> (Outbox, Receiver<Outbound>) {
+    /// An outbox of at most `capacity` entries and `max_output` bytes queued.
+    pub fn new(
+        capacity: usize,
+        max_output: usize,
+        metrics: Arc<BrokerMetrics>,
+    ) -> (Outbox, OutboxRx) {
         let (tx, rx) = async_channel::bounded(capacity);
-        (Outbox { tx, metrics }, rx)
+        let (room_tx, room_rx) = async_channel::bounded(1);
+        let output = Arc::new(Output {
+            queued: AtomicUsize::new(0),
+            cap: max_output,
+            room_tx,
+            room_rx,
+            metrics: metrics.clone(),
+        });
+        let inbox = OutboxRx {
+            rx,
+            output: output.clone(),
+        };
+        (
+            Outbox {
+                tx,
+                output,
+                metrics,
+            },
+            inbox,
+        )
     }
 
-    /// From the connection's own task: waits for room, which slows only that client.
-    /// False when the connection is gone.
+    /// From the connection's own task: waits for room (in entries and in bytes), which
+    /// stops that client being read until its shipper has written what is queued. False
+    /// when the connection is gone (the shipper ends a client that does not read within
+    /// [`Config::write_timeout`](crate::Config::write_timeout)).
     pub async fn send(&self, o: Outbound) -> bool {
-        self.tx.send(o).await.is_ok()
+        let n = o.bytes();
+        while !self.output.try_take(n) {
+            if self.tx.is_closed() || self.output.room_rx.recv().await.is_err() {
+                return false;
+            }
+        }
+        match self.tx.send(o).await {
+            Ok(()) => true,
+            Err(_) => {
+                self.output.give_back(n);
+                false
+            }
+        }
     }
 
     /// Encodes and sends a frame from the connection's own task.
@@ -226,21 +419,16 @@ impl Outbox {
     }
 
     /// From any other task (a queue, a topic): never waits. A client that lets
-    /// [`Config::reply_buffer`](crate::Config::reply_buffer) replies pile up unread is
-    /// cut off: its outbox is closed, which ends the connection.
+    /// [`Config::reply_buffer`](crate::Config::reply_buffer) replies, or
+    /// [`Config::max_output`](crate::Config::max_output) bytes, pile up unread is cut
+    /// off: its outbox is closed, which ends the connection.
     pub fn notify(&self, f: &ServerFrame) {
         if let ServerFrame::Err(e) = f {
             self.metrics.error(e.code);
         }
         let mut b = BytesMut::new();
         encode(f, &mut b);
-        match self.tx.try_send(Outbound::Bytes(b.freeze())) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                log::warn!("closing a connection whose client does not read its replies");
-                self.tx.close();
-            }
-        }
+        self.push(Outbound::Bytes(b.freeze()));
     }
 
     /// Tells the client that the broker ended subscription `sid` (see
@@ -249,12 +437,35 @@ impl Outbox {
         let mut b = BytesMut::new();
         encode(&ServerFrame::Cancel { sid, code, message }, &mut b);
         let frame = b.freeze();
-        match self.tx.try_send(Outbound::Cancel { sid, frame }) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
+        self.push(Outbound::Cancel { sid, frame });
+    }
+
+    fn push(&self, o: Outbound) {
+        let n = o.bytes();
+        if self.tx.is_closed() {
+            return;
+        }
+        if !self.output.try_take(n) {
+            return self.cut_off();
+        }
+        match self.tx.try_send(o) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => self.output.give_back(n),
             Err(TrySendError::Full(_)) => {
-                log::warn!("closing a connection whose client does not read its replies");
-                self.tx.close();
+                self.output.give_back(n);
+                self.cut_off();
             }
+        }
+    }
+
+    /// Closes a connection whose client does not read what it is sent.
+    fn cut_off(&self) {
+        if self.tx.close() {
+            self.metrics.slow_closed.fetch_add(1, Relaxed);
+            log::warn!(
+                "closing a connection whose client does not read its replies ({} bytes queued)",
+                self.output.queued()
+            );
         }
     }
 
@@ -320,16 +531,21 @@ fn encode_delivery(s: &mut SubRx, d: &Delivery, buf: &mut BytesMut, now: Instant
     );
 }
 
-/// Runs a connection's shipper until the outbox closes, `Close` arrives, or a write
-/// fails. Always closes the writer at the end.
-/// Runs a connection's shipper; `batch` is the most bytes per write call
-/// ([`BATCH_BYTES`], or 1 for the `no_batching` ablation: one frame per write).
+/// Runs a connection's shipper until the outbox closes, `Close` arrives, a write fails
+/// or one batch is not written within `write_timeout` (the client does not read:
+/// counted and logged). Always closes the writer at the end. `batch` is the most bytes per
+/// write call ([`BATCH_BYTES`], or 1 for the `no_batching` ablation: one frame per
+/// write).
 pub(crate) async fn run(
     mut writer: Writer,
-    rx: Receiver<Outbound>,
+    inbox: OutboxRx,
     metrics: Arc<BrokerMetrics>,
     batch: usize,
+    write_timeout: Duration,
 ) {
+    let OutboxRx { rx, output } = inbox;
+    // Queued bytes taken into the batch being written, given back once it is.
+    let mut taken = 0usize;
     let mut rx = Box::pin(rx);
     let mut subs: Vec<SubRx> = Vec::new();
     // Starts small and grows with the batches it carries (up to BATCH_BYTES and the
@@ -372,6 +588,7 @@ pub(crate) async fn run(
                     },
                 };
                 progressed = true;
+                taken += o.bytes();
                 match o {
                     Outbound::Bytes(b) => {
                         buf.extend_from_slice(&b);
@@ -428,13 +645,20 @@ pub(crate) async fn run(
         }
         if !buf.is_empty() {
             metrics.bytes_out.fetch_add(buf.len() as u64, Relaxed);
-            if let Err(e) = writer.write_batch(&buf, &ends).await {
-                log::debug!("write failed, closing connection: {e}");
+            if let Err(e) = write(&mut writer, &buf, &ends, write_timeout).await {
+                match e.kind() {
+                    std::io::ErrorKind::TimedOut => {
+                        metrics.slow_closed.fetch_add(1, Relaxed);
+                        log::warn!("{e}; closing the connection");
+                    }
+                    _ => log::debug!("write failed, closing connection: {e}"),
+                }
                 break 'run;
             }
             buf.clear();
             ends.clear();
         }
+        output.give_back(std::mem::take(&mut taken));
         for s in subs.iter_mut() {
             s.batch_written();
         }
@@ -446,7 +670,37 @@ pub(crate) async fn run(
         }
     }
     rx.close();
+    // What was queued and never written goes back; a task waiting for room sees the
+    // end.
+    while let Ok(o) = rx.try_recv() {
+        taken += o.bytes();
+    }
+    output.give_back(taken);
+    output.room_tx.close();
     writer.close().await;
+}
+
+/// Writes a batch; one not written within `timeout` fails with `TimedOut`. The timer is only armed when the socket is not ready at once, so a
+/// client that reads costs no timer per write.
+async fn write(
+    writer: &mut Writer,
+    buf: &[u8],
+    ends: &[usize],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let w = writer.write_batch(buf, ends);
+    futures_lite::pin!(w);
+    if let Some(r) = futures_lite::future::poll_once(&mut w).await {
+        return r;
+    }
+    futures_lite::future::or(w, async {
+        smol::Timer::after(timeout).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client did not read for {timeout:?}"),
+        ))
+    })
+    .await
 }
 
 /// Tells an auto-ack queue how many of its deliveries were written.

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering::*;
 
 use serde::Serialize;
 
-use crate::manager::{DestStats, Handle};
+use crate::manager::{DestStats, Handle, Listing};
 use crate::Broker;
 
 #[derive(Serialize)]
@@ -25,6 +25,11 @@ struct BrokerSection {
     bytes_in_udp: u64,
     bytes_out: u64,
     connections_rejected: u64,
+    slow_closed: u64,
+    output_queued: usize,
+    udp_dropped: u64,
+    udp_unanswered: u64,
+    udp_queued: usize,
     /// `ERR`s sent, by code.
     errors: std::collections::BTreeMap<&'static str, u64>,
     rss_bytes: u64,
@@ -40,11 +45,31 @@ struct Stats {
     clients: Clients,
     memory: Memory,
     broker: BrokerSection,
+    page: Page,
     destinations: Vec<DestStats>,
 }
 
-/// Builds the JSON document from the destinations' live figures.
-pub(crate) fn document(broker: &Broker, handles: &[Handle]) -> Vec<u8> {
+/// Which destinations this document lists, and where the next page starts.
+#[derive(Serialize)]
+struct Page {
+    prefix: Option<String>,
+    after: Option<String>,
+    limit: usize,
+    /// Destinations listed here.
+    listed: usize,
+    /// Destinations in the broker (all of them, whatever the prefix).
+    total: usize,
+    /// Pass as `after=` for the next page; `null` when this page is the last.
+    next: Option<String>,
+}
+
+/// Builds the JSON document from a page of destinations' live figures.
+pub(crate) fn document(
+    broker: &Broker,
+    page: &agora_protocol::StatsPage,
+    listing: &Listing,
+) -> Vec<u8> {
+    let handles: &[Handle] = &listing.handles;
     let s = Stats {
         server: broker.config.server_name.clone(),
         version: env!("CARGO_PKG_VERSION"),
@@ -65,11 +90,24 @@ pub(crate) fn document(broker: &Broker, handles: &[Handle]) -> Vec<u8> {
                 bytes_in_udp: m.bytes_in_udp.load(Relaxed),
                 bytes_out: m.bytes_out.load(Relaxed),
                 connections_rejected: m.connections_rejected.load(Relaxed),
+                slow_closed: m.slow_closed.load(Relaxed),
+                output_queued: m.output_queued.load(Relaxed),
+                udp_dropped: m.udp_dropped.load(Relaxed),
+                udp_unanswered: m.udp_unanswered.load(Relaxed),
+                udp_queued: m.udp_queued.load(Relaxed),
                 errors: m.errors().into_iter().collect(),
                 rss_bytes,
                 cpu_seconds,
                 statsd_errors: m.statsd_errors.load(Relaxed),
             }
+        },
+        page: Page {
+            prefix: page.prefix.clone(),
+            after: page.after.as_ref().map(|d| d.to_string()),
+            limit: listing.limit,
+            listed: handles.len(),
+            total: listing.total,
+            next: listing.next.as_ref().map(|d| d.to_string()),
         },
         destinations: handles.iter().map(Handle::stats).collect(),
     };

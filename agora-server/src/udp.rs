@@ -20,11 +20,13 @@ use async_channel::{Receiver, Sender, TrySendError};
 use async_net::UdpSocket;
 
 use crate::conn::{spawn_client, Input};
-use crate::shipper::Writer;
+use crate::shipper::{UdpSource, Writer, UDP_AMPLIFICATION};
 use crate::{Broker, ACCEPT_BACKOFF};
 
 /// Datagrams waiting for one source's task before more are dropped.
 const PEER_QUEUE: usize = 256;
+/// Bytes of datagrams waiting for one source's task before more are dropped.
+pub(crate) const PEER_BYTES: usize = 256 * 1024;
 
 /// Receives datagrams until the future is dropped.
 pub(crate) async fn udp_loop(
@@ -33,7 +35,7 @@ pub(crate) async fn udp_loop(
     stop: Receiver<()>,
     alive: Sender<()>,
 ) {
-    let mut peers: HashMap<SocketAddr, Sender<Bytes>> = HashMap::new();
+    let mut peers: HashMap<SocketAddr, (Sender<Bytes>, Arc<UdpSource>)> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     let mut backoff = ACCEPT_BACKOFF.0;
     let mut received: u64 = 0;
@@ -53,13 +55,25 @@ pub(crate) async fn udp_loop(
         received += 1;
         if received % 4096 == 0 {
             // Forget the entries of sources whose tasks have ended.
-            peers.retain(|_, tx| !tx.is_closed());
+            peers.retain(|_, (tx, _)| !tx.is_closed());
         }
         let datagram = Bytes::copy_from_slice(&buf[..n]);
         let datagram = match peers.get(&peer) {
-            Some(tx) => match tx.try_send(datagram) {
-                Ok(()) => continue,
+            Some((_, src)) if src.queued.load(Relaxed) + n > PEER_BYTES => {
+                broker.metrics.udp_dropped.fetch_add(1, Relaxed);
+                log::trace!(
+                    "UDP client {peer} has {PEER_BYTES} bytes waiting; a datagram was dropped"
+                );
+                continue;
+            }
+            Some((tx, src)) => match tx.try_send(datagram) {
+                Ok(()) => {
+                    src.queued.fetch_add(n, Relaxed);
+                    broker.metrics.udp_queued.fetch_add(n, Relaxed);
+                    continue;
+                }
                 Err(TrySendError::Full(_)) => {
+                    broker.metrics.udp_dropped.fetch_add(1, Relaxed);
                     log::trace!("UDP client {peer} is behind; a datagram was dropped");
                     continue;
                 }
@@ -68,8 +82,8 @@ pub(crate) async fn udp_loop(
             None => datagram,
         };
         peers.remove(&peer);
-        let n = broker.clients_udp.fetch_add(1, SeqCst);
-        if n >= broker.config.max_connections {
+        let n_clients = broker.clients_udp.fetch_add(1, SeqCst);
+        if n_clients >= broker.config.max_connections {
             broker.clients_udp.fetch_sub(1, SeqCst);
             broker.metrics.connections_rejected.fetch_add(1, Relaxed);
             broker.metrics.error(ErrorCode::TooManyConnections);
@@ -83,18 +97,33 @@ pub(crate) async fn udp_loop(
                 ),
                 &mut b,
             );
-            let _ = socket.send_to(&b, peer).await;
+            // The source is unverified: answered only within the amplification rule.
+            if b.len() <= UDP_AMPLIFICATION * n {
+                let _ = socket.send_to(&b, peer).await;
+            } else {
+                broker.metrics.udp_unanswered.fetch_add(1, Relaxed);
+            }
             continue;
         }
+        let source = Arc::new(UdpSource::new(broker.metrics.clone()));
         let (tx, rx) = async_channel::bounded(PEER_QUEUE);
-        let _ = tx.try_send(datagram);
-        peers.insert(peer, tx);
+        if tx.try_send(datagram).is_ok() {
+            source.queued.fetch_add(n, Relaxed);
+            broker.metrics.udp_queued.fetch_add(n, Relaxed);
+        }
+        peers.insert(peer, (tx, source.clone()));
         let writer = Writer::Udp {
             socket: socket.clone(),
             peer,
             max: broker.config.udp_max_datagram,
             dropped: 0,
+            source: source.clone(),
+            buf: Vec::new(),
         };
-        spawn_client(&broker, Input::Udp(rx), writer, peer, &stop, &alive);
+        let input = Input::Udp {
+            datagrams: rx,
+            source,
+        };
+        spawn_client(&broker, input, writer, peer, &stop, &alive);
     }
 }

@@ -1,5 +1,7 @@
 //! UDP on the broker's port: whole frames per datagram, replies and deliveries packed
-//! into datagrams, many sources, idle sources forgotten, TCP untouched.
+//! into datagrams, many sources, idle sources forgotten, TCP untouched; a source proves
+//! it receives before it may subscribe, and is answered no more than its allowance
+//! until then.
 
 mod common;
 
@@ -33,14 +35,30 @@ impl Udp {
         self.sock.send(d).unwrap();
     }
 
-    /// The next frame, skipping the INFO greeting and the broker's pings.
+    /// A client whose source has proved it receives: it asks for its token (a wrong
+    /// one is answered with the right one) and echoes it.
+    fn verified(server: &TestServer) -> Udp {
+        let mut u = Udp::new(server);
+        u.send(b"CONNECT #900 token=none\r\n");
+        let token = match u.next() {
+            ServerFrame::Err(e) if e.code == ErrorCode::Unverified && e.rid == Some(900) => e
+                .message
+                .strip_prefix("token=")
+                .expect("token=…")
+                .to_owned(),
+            f => panic!("expected ERR unverified, got {f:?}"),
+        };
+        u.send(format!("CONNECT #901 token={token}\r\n").as_bytes());
+        assert_eq!(u.next(), ServerFrame::Ok { rid: Some(901) });
+        u
+    }
+
+    /// The next frame (over UDP the broker sends no greeting).
     fn next(&mut self) -> ServerFrame {
         let end = std::time::Instant::now() + DEADLINE;
         loop {
-            while let Some(f) = self.frames.pop_front() {
-                if !matches!(f, ServerFrame::Info(_)) {
-                    return f;
-                }
+            if let Some(f) = self.frames.pop_front() {
+                return f;
             }
             let left = end.saturating_duration_since(std::time::Instant::now());
             assert!(
@@ -65,13 +83,14 @@ impl Udp {
 #[test]
 fn commands_and_errors_over_udp() {
     let s = start();
-    let mut u = Udp::new(&s);
+    let mut u = Udp::verified(&s);
     u.send(b"PINGREQ #1\r\nSTATS #2\r\nFROB\r\nPUB #3 nokind 1\r\nx\r\nSETACK #4 on\r\nPUB #5 queue:u 2\r\nhi\r\n");
     assert_eq!(u.next(), ServerFrame::PingResp { rid: Some(1) });
+    // STATS does not fit a datagram: refused over UDP, never built.
     match u.next() {
-        ServerFrame::StatsResp { rid: Some(2), json } => {
-            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-            assert_eq!(v["clients"]["udp"], 1);
+        ServerFrame::Err(e) if e.rid == Some(2) => {
+            assert_eq!(e.code, ErrorCode::NotPermitted);
+            assert!(e.message.contains("TCP"), "{}", e.message);
         }
         f => panic!("{f:?}"),
     }
@@ -96,7 +115,7 @@ fn commands_and_errors_over_udp() {
 #[test]
 fn a_frame_larger_than_its_datagram_is_refused() {
     let s = start();
-    let mut u = Udp::new(&s);
+    let mut u = Udp::verified(&s);
     u.send(b"PUB #1 topic:t 100\r\nonly ten b");
     match u.next() {
         ServerFrame::Err(e) => {
@@ -140,7 +159,7 @@ fn a_udp_subscriber_gets_deliveries_packed_into_small_datagrams() {
         udp_max_datagram: 512,
         ..Config::ephemeral()
     });
-    let mut u = Udp::new(&s);
+    let mut u = Udp::verified(&s);
     u.send(b"SUB #1 topic:feed 9\r\n");
     assert_eq!(u.next(), ServerFrame::Ok { rid: Some(1) });
     let mut p = s.connect();
@@ -180,7 +199,7 @@ fn idle_udp_clients_are_forgotten_and_their_queue_messages_return() {
     });
     let mut p = s.connect();
     publish(&mut p, "queue:udpq", b"job");
-    let mut u = Udp::new(&s);
+    let mut u = Udp::verified(&s);
     u.send(b"SUB #1 queue:udpq 1 prefetch=1\r\n");
     assert_eq!(u.next(), ServerFrame::Ok { rid: Some(1) });
     assert!(matches!(u.next(), ServerFrame::Msg(_)));
@@ -216,7 +235,7 @@ fn known_udp_clients_get_shutdown_on_every_graceful_stop() {
     // task saw its datagram channel close before the stop signal, and left silently).
     for round in 0..100 {
         let mut s = start();
-        let mut u = Udp::new(&s);
+        let mut u = Udp::verified(&s);
         u.send(b"PINGREQ #1\r\n");
         assert_eq!(u.next(), ServerFrame::PingResp { rid: Some(1) });
         s.shutdown().unwrap();
@@ -225,4 +244,83 @@ fn known_udp_clients_get_shutdown_on_every_graceful_stop() {
             f => panic!("round {round}: expected SHUTDOWN, got {f:?}"),
         }
     }
+}
+
+/// A source that has not proved it receives (its address may be forged) is sent no
+/// greeting, may not subscribe (the refusal carries its token), and is answered in all
+/// at most four times the bytes it sent; echoing the token lifts both.
+#[test]
+fn an_unverified_source_cannot_subscribe_or_amplify() {
+    let s = start();
+    let mut tcp = s.connect();
+    let mut u = Udp::new(&s);
+    // Asked nothing: answered nothing. A PING is answered (it is small).
+    u.send(b"PINGREQ #1\r\n");
+    assert_eq!(u.next(), ServerFrame::PingResp { rid: Some(1) });
+    // A subscription does not take effect; the answer names the token.
+    u.send(b"SUB #2 topic:t 1\r\n");
+    let token = match u.next() {
+        ServerFrame::Err(e) if e.code == ErrorCode::Unverified && e.rid == Some(2) => e
+            .message
+            .strip_prefix("token=")
+            .expect("token=…")
+            .to_owned(),
+        f => panic!("{f:?}"),
+    };
+    assert_eq!(token.len(), 16);
+    let st = tcp.stats();
+    assert_eq!(
+        dest_stats(&st, "topic", "t").map(|d| d["consumers"].clone()),
+        None
+    );
+    // A new source's 3-byte datagram of garbage: its ERR (far over 4 × 3 bytes) is
+    // not sent; the PING after it is.
+    let unanswered = st["broker"]["udp_unanswered"].as_u64().unwrap();
+    let mut fresh = Udp::new(&s);
+    fresh.send(b"X\r\n");
+    fresh.send(b"PINGREQ #3\r\n");
+    assert_eq!(fresh.next(), ServerFrame::PingResp { rid: Some(3) });
+    assert_eq!(
+        tcp.stats()["broker"]["udp_unanswered"].as_u64().unwrap(),
+        unanswered + 1
+    );
+    // A wrong token changes nothing; the right one proves the source.
+    u.send(b"CONNECT #4 token=0000000000000000\r\n");
+    assert!(matches!(u.next(), ServerFrame::Err(e) if e.code == ErrorCode::Unverified));
+    u.send(format!("CONNECT #5 token={token}\r\n").as_bytes());
+    assert_eq!(u.next(), ServerFrame::Ok { rid: Some(5) });
+    u.send(b"SUB #6 topic:t 1\r\n");
+    assert_eq!(u.next(), ServerFrame::Ok { rid: Some(6) });
+    publish(&mut tcp, "topic:t", b"now");
+    assert!(matches!(u.next(), ServerFrame::Msg(m) if &m.payload[..] == b"now"));
+    // Verified: every answer is sent, whatever its size.
+    u.send(b"X\r\n");
+    assert!(matches!(u.next(), ServerFrame::Err(e) if e.code == ErrorCode::UnknownCommand));
+}
+
+/// `STATS` over UDP is refused before anything is built: a 7-byte datagram from a new
+/// source no longer makes the broker build (and keep) a document of every destination.
+#[test]
+fn udp_stats_builds_nothing() {
+    let s = start();
+    let mut tcp = s.connect();
+    let mut b = Vec::new();
+    for i in 0..300 {
+        b.extend_from_slice(format!("PUB queue:q{i} 1\r\nx\r\n").as_bytes());
+    }
+    tcp.send(&b);
+    assert!(tcp.sync(1).is_empty());
+    for _ in 0..20 {
+        let u = Udp::new(&s);
+        u.send(b"STATS\r\n");
+    }
+    let mut u = Udp::new(&s);
+    u.send(b"PINGREQ #1\r\n");
+    assert_eq!(u.next(), ServerFrame::PingResp { rid: Some(1) });
+    wait_until("the STATS datagrams to be handled", || {
+        tcp.stats()["broker"]["bytes_in_udp"].as_u64().unwrap() >= 20 * 7 + 12
+    });
+    let st = tcp.stats();
+    assert_eq!(st["broker"]["output_queued"], 0, "{}", st["broker"]);
+    assert_eq!(st["broker"]["udp_queued"], 0, "{}", st["broker"]);
 }

@@ -367,17 +367,28 @@ async fn publish_udp(
     Ok(())
 }
 
+/// Every destination, a page (1,000) at a time, each page printed as it comes.
 #[cfg(feature = "serde")]
 async fn print_list(client: &Client) -> Result<(), CliError> {
-    let s = client.stats().await?;
-    let mut out = String::new();
-    for d in &s.destinations {
-        out.push_str(&format!(
-            "{}:{} depth={} unacked={} consumers={}\n",
-            d.kind, d.name, d.depth, d.unacked, d.consumers
-        ));
+    let mut page = agora_client::StatsPage::default();
+    let mut stdout = std::io::stdout().lock();
+    // Bounded: each page moves `after` forward, and the broker has at most
+    // --max-destinations of them; the count only guards against a broker that loops.
+    for _ in 0..100_000 {
+        let s = client.stats_page(page.clone()).await?;
+        let mut out = String::new();
+        for d in &s.destinations {
+            out.push_str(&format!(
+                "{}:{} depth={} unacked={} consumers={}\n",
+                d.kind, d.name, d.depth, d.unacked, d.consumers
+            ));
+        }
+        stdout.write_all(out.as_bytes())?;
+        match s.page.next.as_deref().map(str::parse) {
+            Some(Ok(next)) => page.after = Some(next),
+            Some(Err(_)) | None => break,
+        }
     }
-    std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(())
 }
 

@@ -128,6 +128,7 @@ pub(crate) enum Cmd {
         reply: Reply,
     },
     Stats {
+        page: agora_protocol::StatsPage,
         reply: Reply,
     },
     /// Any other request answered by `OK`, a `…RESP` or `ERR`: the frame is built once
@@ -348,7 +349,7 @@ fn fail_cmd(cmd: Cmd, e: Error) {
         Cmd::Subscribe { reply, .. }
         | Cmd::Unsubscribe { reply, .. }
         | Cmd::Ping { reply }
-        | Cmd::Stats { reply }
+        | Cmd::Stats { reply, .. }
         | Cmd::Request { reply, .. } => {
             let _ = reply.try_send(Err(e));
         }

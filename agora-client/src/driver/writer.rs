@@ -188,9 +188,9 @@ impl Driver {
                 let rid = self.register(Some(reply), None);
                 encode(&ClientFrame::PingReq { rid }, out);
             }
-            Cmd::Stats { reply } => {
+            Cmd::Stats { page, reply } => {
                 let rid = self.register(Some(reply), None);
-                encode(&ClientFrame::Stats { rid }, out);
+                encode(&ClientFrame::Stats { rid, page }, out);
             }
             Cmd::Request { frame, reply } => {
                 let rid = self.register(Some(reply), None);

@@ -3,7 +3,8 @@
 //! ```text
 //! purge     = "PURGE" [rid] dest
 //! delete    = "DELETE" [rid] dest
-//! stats     = "STATS" [rid]
+//! stats     = "STATS" [rid] *stats-opt
+//! stats-opt = "prefix=" value / "after=" dest / "limit=" number   ; limit >= 1
 //! statsresp = "STATSRESP" [rid] size
 //!             payload                  ; a JSON document (schema in the book)
 //! ```
@@ -11,12 +12,13 @@
 //! This module owns these frames' decode and encode; it knows nothing of the `STATS`
 //! document's contents.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::args::Args;
+use crate::args::{err, number, shown, text, Args};
 use crate::decode::Draft;
-use crate::encode::{bare, body, dest_frame, line_start};
-use crate::error::ProtocolError;
+use crate::encode::{bare, body, crlf, dest_frame, line_start, put_u64};
+use crate::error::{ErrorKind, ProtocolError};
+use crate::frame::StatsPage;
 use crate::name::{Destination, RequestId};
 use crate::{ClientFrame, ServerFrame};
 
@@ -50,11 +52,46 @@ pub(crate) fn decode_delete(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, Prot
     })
 }
 
-/// `stats = "STATS" [rid]`
+/// `stats = "STATS" [rid] *stats-opt`. Unlike `CONNECT`'s, an unknown option is an
+/// error: a misspelt `limit` must not silently list everything.
 pub(crate) fn decode_stats(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
     let rid = a.rid()?;
+    let mut page = StatsPage::default();
+    while let Some(kv) = a.kv() {
+        let (k, v, at) = kv?;
+        if k.eq_ignore_ascii_case(b"prefix") {
+            page.prefix = Some(text(v));
+        } else if k.eq_ignore_ascii_case(b"after") {
+            let d = std::str::from_utf8(v)
+                .ok()
+                .and_then(|t| t.parse::<Destination>().ok())
+                .ok_or_else(|| {
+                    err(
+                        ErrorKind::BadArgs,
+                        at,
+                        format!(
+                            "after= takes a destination (queue:name or topic:name), got '{}'",
+                            shown(v)
+                        ),
+                    )
+                })?;
+            page.after = Some(d);
+        } else if k.eq_ignore_ascii_case(b"limit") {
+            let n = number(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| err(ErrorKind::BadArgs, at, "limit must be a number from 1"))?;
+            page.limit = Some(n);
+        } else {
+            return Err(err(
+                ErrorKind::BadArgs,
+                at,
+                format!("unknown STATS option '{}' (prefix, after, limit)", shown(k)),
+            ));
+        }
+    }
     a.end()?;
-    Ok(Draft::done(rid, ClientFrame::Stats { rid }))
+    Ok(Draft::done(rid, ClientFrame::Stats { rid, page }))
 }
 
 /// `statsresp = "STATSRESP" [rid] size`, the size already taken off.
@@ -78,8 +115,24 @@ pub(crate) fn encode_delete(rid: RequestId, dest: &Destination, dst: &mut BytesM
     dest_frame(dst, "DELETE", "", rid, dest);
 }
 
-pub(crate) fn encode_stats(rid: RequestId, dst: &mut BytesMut) {
-    bare(dst, "STATS", rid);
+pub(crate) fn encode_stats(rid: RequestId, page: &StatsPage, dst: &mut BytesMut) {
+    if page.is_default() {
+        return bare(dst, "STATS", rid);
+    }
+    line_start(dst, "STATS", rid);
+    if let Some(p) = &page.prefix {
+        dst.put_slice(b" prefix=");
+        dst.put_slice(p.as_bytes());
+    }
+    if let Some(d) = &page.after {
+        dst.put_slice(b" after=");
+        dst.put_slice(d.to_string().as_bytes());
+    }
+    if let Some(n) = page.limit {
+        dst.put_slice(b" limit=");
+        put_u64(dst, n.into());
+    }
+    crlf(dst);
 }
 
 pub(crate) fn encode_statsresp(rid: RequestId, json: &[u8], dst: &mut BytesMut) {

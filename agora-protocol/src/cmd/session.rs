@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! connect     = "CONNECT" [rid] *connect-opt
-//! connect-opt = "name=" value / "proto=" number / "confirm=" ("on" / "off") / kv
+//! connect-opt = "name=" value / "proto=" number / "confirm=" ("on" / "off")
+//!             / "token=" value / kv
 //!                                      ; unknown keys are ignored; proto < 2^32
 //! setack      = "SETACK" [rid] ("on" / "off")
 //! help        = "HELP" [rid]
@@ -52,6 +53,8 @@ pub(crate) fn decode_connect(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, Pro
                     .and_then(|n| u32::try_from(n).ok())
                     .ok_or_else(|| err(ErrorKind::BadArgs, at, "proto must be a number"))?,
             );
+        } else if k.eq_ignore_ascii_case(b"token") {
+            c.token = Some(text(v));
         } else if k.eq_ignore_ascii_case(b"confirm") {
             c.confirm = Some(
                 on_off(v)
@@ -209,6 +212,10 @@ pub(crate) fn encode_connect(c: &Connect, dst: &mut BytesMut) {
     }
     if let Some(on) = c.confirm {
         dst.put_slice(if on { b" confirm=on" } else { b" confirm=off" });
+    }
+    if let Some(t) = &c.token {
+        dst.put_slice(b" token=");
+        put_token(dst, t);
     }
     crlf(dst);
 }

@@ -5,11 +5,13 @@
 use super::*;
 
 impl Conn<'_> {
-    pub(super) async fn stats(&mut self, rid: RequestId) -> Flow {
-        let handles = ask(&self.broker.manager, |reply| ManagerCmd::List { reply })
-            .await
-            .ok_or(End::Stopping)?;
-        let json = crate::stats::document(self.broker, &handles);
+    pub(super) async fn stats(&mut self, rid: RequestId, page: StatsPage) -> Flow {
+        let list = |reply| ManagerCmd::List {
+            page: page.clone(),
+            reply,
+        };
+        let listing = ask(&self.broker.manager, list).await.ok_or(End::Stopping)?;
+        let json = crate::stats::document(self.broker, &page, &listing);
         self.reply(&ServerFrame::StatsResp {
             rid,
             json: Bytes::from(json),

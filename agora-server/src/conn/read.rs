@@ -102,6 +102,7 @@ impl Conn<'_> {
     pub(super) async fn datagram_loop(
         &mut self,
         datagrams: Receiver<Bytes>,
+        source: Arc<shipper::UdpSource>,
         stop: &Receiver<()>,
     ) -> End {
         let idle = self.broker.config.udp_idle_timeout;
@@ -131,22 +132,30 @@ impl Conn<'_> {
                     // channel: it only does that once the task has ended, or when it is
                     // dropped because the broker is stopping — which this task may see
                     // before the stop signal is sent. Either way the broker is stopping.
-                    let _ = self
-                        .reply(&ServerFrame::Shutdown {
-                            message: "the broker is shutting down".to_owned(),
-                        })
-                        .await;
+                    // (A source that has not proved itself is sent nothing unasked.)
+                    if source.is_verified() {
+                        let _ = self
+                            .reply(&ServerFrame::Shutdown {
+                                message: "the broker is shutting down".to_owned(),
+                            })
+                            .await;
+                    }
                     return End::Stopping;
                 }
             };
-            self.broker
-                .metrics
-                .bytes_in_udp
-                .fetch_add(d.len() as u64, Relaxed);
+            let m = &self.broker.metrics;
+            m.bytes_in_udp.fetch_add(d.len() as u64, Relaxed);
+            source.queued.fetch_sub(d.len(), Relaxed);
+            m.udp_queued.fetch_sub(d.len(), Relaxed);
+            source.received(d.len());
             self.read_at = std::time::Instant::now();
             self.session.heard(self.read_at);
             let mut buf = BytesMut::from(&d[..]);
-            match self.act_on(&mut buf).await {
+            let acted = self.act_on(&mut buf).await;
+            if self.session.verified() && !source.is_verified() {
+                source.verify();
+            }
+            match acted {
                 Err(end) => return end,
                 // The rest of this datagram is lost; the next one starts afresh.
                 Ok(Decoded::Fatal) => {}

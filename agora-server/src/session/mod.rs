@@ -105,6 +105,15 @@ pub(crate) struct Session<S> {
     missed: u32,
     /// Fire-and-forget publishes held back by the driver since the run began.
     run: u32,
+    /// Over UDP: the token the source must echo, and whether it has.
+    udp: Option<Proof>,
+}
+
+/// A UDP source's proof that it receives what is sent to its address.
+#[derive(Debug, Clone)]
+struct Proof {
+    token: String,
+    verified: bool,
 }
 
 impl<S> Session<S> {
@@ -119,6 +128,35 @@ impl<S> Session<S> {
             heard: now,
             missed: 0,
             run: 0,
+            udp: None,
+        }
+    }
+
+    /// A session over UDP, whose source must prove it receives (`CONNECT token=…` with
+    /// this token) before a subscription takes effect; until then it is refused
+    /// `unverified`, with the token in the message. Commands whose answers do not fit a
+    /// datagram (`STATS`, `HELP`) are refused over UDP.
+    pub fn over_udp(mut self, token: String) -> Session<S> {
+        self.udp = Some(Proof {
+            token,
+            verified: false,
+        });
+        self
+    }
+
+    /// True over TCP, and over UDP once the source has echoed its token.
+    pub fn verified(&self) -> bool {
+        self.udp.as_ref().is_none_or(|p| p.verified)
+    }
+
+    /// `STATS` and `HELP`: answered over TCP only.
+    fn check_large_answer(&self, what: &str) -> Result<(), Refusal> {
+        match self.udp {
+            Some(_) => refuse(
+                ErrorCode::NotPermitted,
+                format!("{what} is answered over TCP only (its answer does not fit a datagram)"),
+            ),
+            None => Ok(()),
         }
     }
 
@@ -133,6 +171,14 @@ impl<S> Session<S> {
                     "protocol version {p} is not supported; this broker speaks {PROTOCOL_VERSION}"
                 ),
             );
+        }
+        if let (Some(t), Some(p)) = (&c.token, &mut self.udp) {
+            if *t != p.token {
+                // The right one goes back to the address, where only a real receiver
+                // sees it.
+                return refuse(ErrorCode::Unverified, format!("token={}", p.token));
+            }
+            p.verified = true;
         }
         if let Some(on) = c.confirm {
             self.confirm = on;
@@ -184,6 +230,10 @@ impl<S> Session<S> {
         let readable = s.dest.kind == Kind::Topic && s.dest.name.as_str() == METRICS_TOPIC;
         if !readable {
             Self::check_reserved(&s.dest)?;
+        }
+        if let Some(p) = self.udp.as_ref().filter(|p| !p.verified) {
+            // Short: it must fit the answer allowance of an unverified source.
+            return refuse(ErrorCode::Unverified, format!("token={}", p.token));
         }
         if self.subs.contains_key(&s.sid) {
             let why = format!(

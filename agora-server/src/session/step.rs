@@ -7,7 +7,7 @@
 
 use agora_protocol::bytes::Bytes;
 use agora_protocol::{
-    ClientFrame, Destination, ErrorCode, Publish, RequestId, ServerFrame, Subscribe,
+    ClientFrame, Destination, ErrorCode, Publish, RequestId, ServerFrame, StatsPage, Subscribe,
 };
 
 use super::{Refusal, Session, SubPlan};
@@ -57,8 +57,8 @@ impl End {
 /// has already checked what it may.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Ask {
-    /// `STATS`: the broker's document.
-    Stats { rid: RequestId },
+    /// `STATS`: the broker's document, with a page of its destinations.
+    Stats { rid: RequestId, page: StatsPage },
     /// `PURGE`: the queue exists (it is never created for this) and is emptied.
     Purge { rid: RequestId, dest: Destination },
     /// `DELETE`.
@@ -191,11 +191,17 @@ impl<S: SubHandle> Session<S> {
                     Err(r) => Step::Refuse(rid, r),
                 }
             }
-            ClientFrame::Stats { rid } => Step::Ask(Ask::Stats { rid }),
-            ClientFrame::Help { rid } => Step::Reply(ServerFrame::HelpResp {
-                rid,
-                text: Bytes::from(agora_protocol::help_text()),
-            }),
+            ClientFrame::Stats { rid, page } => match self.check_large_answer("STATS") {
+                Ok(()) => Step::Ask(Ask::Stats { rid, page }),
+                Err(r) => Step::Refuse(rid, r),
+            },
+            ClientFrame::Help { rid } => match self.check_large_answer("HELP") {
+                Ok(()) => Step::Reply(ServerFrame::HelpResp {
+                    rid,
+                    text: Bytes::from(agora_protocol::help_text()),
+                }),
+                Err(r) => Step::Refuse(rid, r),
+            },
             ClientFrame::PingReq { rid } => Step::Reply(ServerFrame::PingResp { rid }),
             ClientFrame::PingResp { .. } => Step::Nothing,
             ClientFrame::Disconnect => Step::End(End::Disconnect),
@@ -215,36 +221,17 @@ impl<S: SubHandle> Session<S> {
     }
 
     fn on_publish(&mut self, publish: Publish) -> Effects<S> {
-        if let Err(r) = Self::check_reserved(&publish.dest) {
-            let end_run = self.take_run();
-            return Effects {
+        match self.publish_rule(&publish.dest) {
+            Ok((end_run, mode)) => Effects {
+                end_run,
+                step: Step::Publish { publish, mode },
+            },
+            Err((end_run, r)) => Effects {
                 end_run,
                 step: Step::Refuse(publish.rid, r),
-            };
-        }
-        let mode = match (self.confirm, self.limits.publish_runs) {
-            (true, _) => PubMode::Confirm,
-            (false, true) => PubMode::Held,
-            (false, false) => PubMode::Forget,
-        };
-        let end_run = match mode.hold() {
-            // A full run is handed over before this one starts the next.
-            true if self.run >= PUBLISH_RUN => {
-                self.run = 1;
-                true
-            }
-            true => {
-                self.run += 1;
-                false
-            }
-            false => self.take_run(),
-        };
-        Effects {
-            end_run,
-            step: Step::Publish { publish, mode },
+            },
         }
     }
-
     fn settle(&mut self, rid: RequestId, did: u64, ack: bool) -> Step<S> {
         match self.sid_for_delivery(did) {
             Some(sid) => Step::Settle { rid, sid, did, ack },
@@ -267,6 +254,35 @@ impl<S: SubHandle> Session<S> {
 }
 
 impl<S> Session<S> {
+    /// What [`on_frame`](Session::on_frame) decides for a `PUB` to `dest`, without
+    /// taking the message: whether to hand the run over first, and the publish's mode;
+    /// or its refusal (after handing the run over, if `true`). The connection's task
+    /// calls it directly on its hot path, so a message is not moved through a `Step`.
+    #[inline]
+    pub fn publish_rule(&mut self, dest: &Destination) -> Result<(bool, PubMode), (bool, Refusal)> {
+        if let Err(r) = Self::check_reserved(dest) {
+            return Err((self.take_run(), r));
+        }
+        let mode = match (self.confirm, self.limits.publish_runs) {
+            (true, _) => PubMode::Confirm,
+            (false, true) => PubMode::Held,
+            (false, false) => PubMode::Forget,
+        };
+        let end_run = match mode.hold() {
+            // A full run is handed over before this one starts the next.
+            true if self.run >= PUBLISH_RUN => {
+                self.run = 1;
+                true
+            }
+            true => {
+                self.run += 1;
+                false
+            }
+            false => self.take_run(),
+        };
+        Ok((end_run, mode))
+    }
+
     /// The bytes at hand are all decoded: true if a run of publishes is held back and
     /// must be handed over now.
     pub fn bytes_done(&mut self) -> bool {

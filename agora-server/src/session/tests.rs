@@ -41,6 +41,7 @@ fn connect_checks_the_version_and_keeps_name_and_confirms() {
         name: Some("x".into()),
         proto: Some(99),
         confirm: Some(true),
+        token: None,
     };
     let e = s.connect(bad).unwrap_err();
     assert_eq!(e.code, ErrorCode::BadArgs);
@@ -55,6 +56,7 @@ fn connect_checks_the_version_and_keeps_name_and_confirms() {
         name: Some("billing".into()),
         proto: Some(agora_protocol::PROTOCOL_VERSION),
         confirm: Some(true),
+        token: None,
     };
     s.connect(good).unwrap();
     assert_eq!((s.confirm, s.name.as_deref()), (true, Some("billing")));
@@ -264,7 +266,7 @@ fn frames_become_steps_with_the_session_rules_applied() {
     let (_, st) = step(&mut s, "DELETE #7 queue:$x\r\n");
     assert!(matches!(&st, Step::Refuse(Some(7), r) if r.code == ErrorCode::NotPermitted));
     let (_, st) = step(&mut s, "STATS #8\r\n");
-    assert!(matches!(st, Step::Ask(Ask::Stats { rid: Some(8) })));
+    assert!(matches!(st, Step::Ask(Ask::Stats { rid: Some(8), .. })));
     let (_, st) = step(&mut s, "PURGE #9 queue:q\r\n");
     assert!(matches!(st, Step::Ask(Ask::Purge { rid: Some(9), .. })));
     // A subscription the broker ended is released by the next SUB, even a refused one.
@@ -293,4 +295,44 @@ fn frames_become_steps_with_the_session_rules_applied() {
     assert!(s.is_idle());
     let (_, st) = step(&mut s, "DISCONNECT\r\n");
     assert!(matches!(st, Step::End(End::Disconnect)));
+}
+
+#[test]
+fn a_udp_source_proves_it_receives_before_it_may_subscribe() {
+    let mut s: Session<H> = Session::new(limits(), Instant::now()).over_udp("abc".into());
+    assert!(!s.verified());
+    // No subscription until the token is echoed; the refusal names it.
+    let (_, st) = step(&mut s, "SUB #1 topic:t 1\r\n");
+    assert!(
+        matches!(&st, Step::Refuse(Some(1), r) if r.code == ErrorCode::Unverified && r.message == "token=abc"),
+        "{st:?}"
+    );
+    // Large answers are refused over UDP, verified or not.
+    let (_, st) = step(&mut s, "STATS #2\r\n");
+    assert!(matches!(&st, Step::Refuse(Some(2), r) if r.code == ErrorCode::NotPermitted));
+    let (_, st) = step(&mut s, "HELP #3\r\n");
+    assert!(matches!(&st, Step::Refuse(Some(3), r) if r.code == ErrorCode::NotPermitted));
+    // A wrong token changes nothing, not even the rest of the CONNECT.
+    let (_, st) = step(&mut s, "CONNECT #4 token=abd confirm=on\r\n");
+    assert!(matches!(&st, Step::Refuse(Some(4), r) if r.code == ErrorCode::Unverified));
+    assert!(!s.verified() && !s.confirm);
+    let (_, st) = step(&mut s, "CONNECT #5 token=abc\r\n");
+    assert!(matches!(st, Step::Reply(ServerFrame::Ok { rid: Some(5) })));
+    assert!(s.verified());
+    let (_, st) = step(&mut s, "SUB #6 topic:t 1\r\n");
+    assert!(
+        matches!(
+            st,
+            Step::Subscribe {
+                plan: Ok(SubPlan::Topic),
+                ..
+            }
+        ),
+        "{st:?}"
+    );
+    // Over TCP a token means nothing.
+    let mut t: Session<H> = Session::new(limits(), Instant::now());
+    assert!(t.verified());
+    let (_, st) = step(&mut t, "CONNECT #7 token=whatever\r\n");
+    assert!(matches!(st, Step::Reply(ServerFrame::Ok { rid: Some(7) })));
 }

@@ -255,6 +255,33 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "max_output",
+        flag: "max-output",
+        env: "AGORA_MAX_OUTPUT",
+        default: Some("1048576"),
+        default_note: "1 MiB",
+        valid: "1 or more bytes, per connection",
+        doc: "Most bytes of replies queued for one connection and not yet written; past it the connection is not read until they are (one reply is always taken when none is queued)",
+        apply: |s, v| {
+            s.config.max_output = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "write_timeout",
+        flag: "write-timeout",
+        env: "AGORA_WRITE_TIMEOUT",
+        default: Some("10s"),
+        valid: "a [duration](#durations)",
+        doc: "A batch of output (at most 64 KiB) not written to a client within this closes its connection: the client does not read",
+        apply: |s, v| {
+            s.config.write_timeout = duration(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "max_subscriptions",
         flag: "max-subscriptions",
         env: "AGORA_MAX_SUBSCRIPTIONS",

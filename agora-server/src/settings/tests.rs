@@ -84,6 +84,8 @@ fn each_setting_changes_the_settings() {
         ("ack_timeout", "3s"),
         ("max_destinations", "3"),
         ("memory_budget", "3"),
+        ("max_output", "3"),
+        ("write_timeout", "3s"),
         ("max_subscriptions", "3"),
         ("ping_interval", "3s"),
         ("max_missed_pings", "3"),

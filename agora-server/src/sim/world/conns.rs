@@ -168,6 +168,7 @@ impl World {
                         name: None,
                         proto: None,
                         confirm: Some(on),
+                        token: None,
                     })
                 }
                 78..=82 => {
@@ -176,7 +177,10 @@ impl World {
                 }
                 83..=85 => {
                     what.push("STATS".to_owned());
-                    ClientFrame::Stats { rid }
+                    ClientFrame::Stats {
+                        rid,
+                        page: Default::default(),
+                    }
                 }
                 86..=88 => {
                     what.push("UNSUB of nothing".to_owned());
@@ -357,7 +361,7 @@ impl World {
             Step::Reply(f) => self.answer(id, f),
             Step::Refuse(rid, r) => self.answer(id, err(rid, r.code)),
             Step::Publish { publish, mode } => self.publish_step(id, publish, mode),
-            Step::Ask(Ask::Stats { rid }) => self.answer(
+            Step::Ask(Ask::Stats { rid, .. }) => self.answer(
                 id,
                 ServerFrame::StatsResp {
                     rid,

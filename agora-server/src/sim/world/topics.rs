@@ -34,7 +34,7 @@ impl World {
         let sid = self.next_cid;
         self.next_cid += 1;
         let (tx, rx) = crate::deliveries::queue();
-        let (outbox, _) = Outbox::new(64, Default::default());
+        let (outbox, _) = Outbox::new(64, usize::MAX, Default::default());
         let sub = Arc::new(Subscriber {
             sid,
             tx,

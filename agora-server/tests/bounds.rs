@@ -1,0 +1,185 @@
+//! What a client can make the broker hold, bounded in bytes, and what happens at each
+//! bound: replies queued for a client that does not read, a client that never reads
+//! at all, `STATS` answers paged.
+
+mod common;
+
+use std::time::Duration;
+
+use agora_protocol::{ErrorCode, ServerFrame};
+use agora_server::Config;
+use common::*;
+
+/// Creates `n` queues named `prefix.000`… with one small message each.
+fn queues(c: &mut Raw, prefix: &str, n: usize) {
+    let mut b = Vec::new();
+    for i in 0..n {
+        b.extend_from_slice(format!("PUB queue:{prefix}.{i:03} 1\r\nx\r\n").as_bytes());
+    }
+    c.send(&b);
+    assert!(c.sync(1).is_empty());
+}
+
+fn queued(st: &serde_json::Value) -> u64 {
+    st["broker"]["output_queued"]
+        .as_u64()
+        .expect("output_queued")
+}
+
+/// A client that asks for large answers and does not read them: the broker stops
+/// reading it once `--max-output` bytes wait for it, so what it holds for that client
+/// stays near the cap however much the client asks; when the client reads, it gets
+/// every answer.
+#[test]
+fn replies_to_a_client_that_does_not_read_are_bounded_in_bytes() {
+    const CAP: u64 = 64 * 1024;
+    let s = start_with(Config {
+        max_output: CAP as usize,
+        ..Config::ephemeral()
+    });
+    let mut c = s.connect();
+    queues(&mut c, "big", 400);
+    let one = {
+        c.send(b"STATS #2\r\n");
+        match c.next() {
+            ServerFrame::StatsResp { json, .. } => json.len() as u64,
+            f => panic!("{f:?}"),
+        }
+    };
+    assert!(
+        one > 50_000,
+        "a STATS answer of {one} bytes is too small to bind"
+    );
+    // 300 answers of ~`one` bytes: far more than the socket buffers hold.
+    let mut lazy = s.connect();
+    lazy.send(&b"STATS\r\n".repeat(300));
+    // The broker reaches the cap for it (the socket buffers are full) …
+    wait_until("replies to queue up for the lazy client", || {
+        queued(&c.stats()) > 0
+    });
+    // … and holds no more than the cap, or one answer when it is larger (an answer
+    // grows a little as the counters in it do: 4 KiB of slack).
+    for _ in 0..20 {
+        let q = queued(&c.stats());
+        assert!(
+            q <= CAP.max(one + 4096),
+            "{q} bytes queued for one client (cap {CAP}, one answer {one})"
+        );
+    }
+    // Nothing is lost: the client reads and gets all 300.
+    let mut got = 0;
+    while got < 300 {
+        match lazy.next() {
+            ServerFrame::StatsResp { .. } => got += 1,
+            f => panic!("{f:?}"),
+        }
+    }
+    wait_until("the queued bytes to go back", || queued(&c.stats()) == 0);
+}
+
+/// A client that never reads is closed once a batch for it has not been written for
+/// `--write-timeout`: counted, and everyone else served.
+#[test]
+fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
+    let s = start_with(Config {
+        write_timeout: Duration::from_millis(300),
+        ..Config::ephemeral()
+    });
+    let mut c = s.connect();
+    queues(&mut c, "big", 400);
+    let mut lazy = s.connect();
+    lazy.send(&b"STATS\r\n".repeat(300));
+    wait_until("the lazy client to be closed", || {
+        c.stats()["broker"]["slow_closed"] == 1
+    });
+    // It reads what was written before the close, then the end of the stream.
+    let got = lazy.expect_closed();
+    assert!(
+        got.len() < 300,
+        "{} answers: it should have been cut off",
+        got.len()
+    );
+    wait_until("the lazy client to be gone", || {
+        c.stats()["clients"]["tcp"] == 1
+    });
+    assert_eq!(queued(&c.stats()), 0);
+    // The others are served as before.
+    c.send(b"PINGREQ #9\r\n");
+    assert_eq!(c.next(), ServerFrame::PingResp { rid: Some(9) });
+}
+
+fn names(st: &serde_json::Value) -> Vec<String> {
+    st["destinations"]
+        .as_array()
+        .expect("destinations")
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}",
+                d["kind"].as_str().unwrap(),
+                d["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn stats_with(c: &mut Raw, args: &str) -> serde_json::Value {
+    c.send(format!("STATS #77 {args}\r\n").as_bytes());
+    match c.next() {
+        ServerFrame::StatsResp { json, .. } => serde_json::from_slice(&json).unwrap(),
+        f => panic!("STATS {args}: {f:?}"),
+    }
+}
+
+/// `STATS` pages its destinations: in order, at most `limit`, after `after`, names
+/// starting with `prefix`; the document says where the next page starts.
+#[test]
+fn stats_pages_through_destinations() {
+    let s = start();
+    let mut c = s.connect();
+    queues(&mut c, "p", 25);
+    let mut b = Vec::new();
+    for i in 0..5 {
+        b.extend_from_slice(format!("PUB topic:p.t{i} 1\r\nx\r\n").as_bytes());
+    }
+    c.send(&b);
+    assert!(c.sync(3).is_empty());
+    // Everything in one page, in order: queues first, then topics, each by name.
+    let all = stats_with(&mut c, "limit=100");
+    let every = names(&all);
+    assert_eq!(every.len(), 30, "{every:?}");
+    let mut sorted = every.clone();
+    sorted.sort_by_key(|d| (!d.starts_with("queue:"), d.clone()));
+    assert_eq!(every, sorted);
+    assert_eq!(all["page"]["total"], 30);
+    assert_eq!(all["page"]["next"], serde_json::Value::Null);
+    // Pages of 7: the same 30, each once.
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10 {
+        let st = stats_with(&mut c, &format!("limit=7{after}"));
+        let page = names(&st);
+        assert!(page.len() <= 7);
+        assert_eq!(st["page"]["listed"], page.len());
+        paged.extend(page);
+        match st["page"]["next"].as_str() {
+            Some(next) => {
+                assert_eq!(Some(next), paged.last().map(String::as_str));
+                after = format!(" after={next}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(paged, every);
+    // A prefix: only the topics.
+    let topics = stats_with(&mut c, "prefix=p.t limit=3");
+    assert_eq!(names(&topics), ["topic:p.t0", "topic:p.t1", "topic:p.t2"]);
+    assert_eq!(topics["page"]["next"], "topic:p.t2");
+    let rest = stats_with(&mut c, "prefix=p.t limit=3 after=topic:p.t2");
+    assert_eq!(names(&rest), ["topic:p.t3", "topic:p.t4"]);
+    assert_eq!(rest["page"]["next"], serde_json::Value::Null);
+    // The default page is 1,000; a misspelt option is an error, not everything.
+    assert_eq!(c.stats()["page"]["limit"], 1000);
+    c.send(b"STATS #5 limt=3\r\n");
+    assert!(c.expect_err(ErrorCode::BadArgs).contains("limt"));
+}
