@@ -35,19 +35,24 @@ impl Udp {
         self.sock.send(d).unwrap();
     }
 
+    /// The token in the next frame, which must be `ERR #rid unverified token=…`.
+    fn token(&mut self, rid: u64) -> String {
+        match self.next() {
+            ServerFrame::Err(e) if e.code == ErrorCode::Unverified && e.rid == Some(rid) => e
+                .message
+                .strip_prefix("token=")
+                .expect("token=…")
+                .to_owned(),
+            f => panic!("expected ERR #{rid} unverified, got {f:?}"),
+        }
+    }
+
     /// A client whose source has proved it receives: it asks for its token (a wrong
     /// one is answered with the right one) and echoes it.
     fn verified(server: &TestServer) -> Udp {
         let mut u = Udp::new(server);
         u.send(b"CONNECT #900 token=none\r\n");
-        let token = match u.next() {
-            ServerFrame::Err(e) if e.code == ErrorCode::Unverified && e.rid == Some(900) => e
-                .message
-                .strip_prefix("token=")
-                .expect("token=…")
-                .to_owned(),
-            f => panic!("expected ERR unverified, got {f:?}"),
-        };
+        let token = u.token(900);
         u.send(format!("CONNECT #901 token={token}\r\n").as_bytes());
         assert_eq!(u.next(), ServerFrame::Ok { rid: Some(901) });
         u
@@ -259,14 +264,7 @@ fn an_unverified_source_cannot_subscribe_or_amplify() {
     assert_eq!(u.next(), ServerFrame::PingResp { rid: Some(1) });
     // A subscription does not take effect; the answer names the token.
     u.send(b"SUB #2 topic:t 1\r\n");
-    let token = match u.next() {
-        ServerFrame::Err(e) if e.code == ErrorCode::Unverified && e.rid == Some(2) => e
-            .message
-            .strip_prefix("token=")
-            .expect("token=…")
-            .to_owned(),
-        f => panic!("{f:?}"),
-    };
+    let token = u.token(2);
     assert_eq!(token.len(), 16);
     let st = tcp.stats();
     assert_eq!(
