@@ -61,3 +61,62 @@ impl Budget {
         self.limit
     }
 }
+
+/// The broker-wide budget for bytes read from clients and not yet made into frames:
+/// the partly received frames connections hold between reads (`--read-budget`).
+///
+/// A connection's charge is set exactly after every read (the bytes of the frame it has
+/// begun and not finished). A connection that holds part of a frame reads more only
+/// while the others hold at most the budget less one whole frame
+/// ([`may_read`](ReadBudget::may_read)), so the connection that grew last can always
+/// finish its frame: honest clients cannot deadlock it, and a connection's share is
+/// one frame. A connection that holds nothing reads freely (its one read, at most
+/// 64 KiB, is charged after it). [`room`](ReadBudget::room) wakes the waiters whenever
+/// bytes are given back.
+pub(crate) struct ReadBudget {
+    used: AtomicUsize,
+    limit: usize,
+    /// The largest frame: a control line and the largest payload.
+    frame: usize,
+    pub room: event_listener::Event,
+}
+
+impl ReadBudget {
+    pub fn new(limit: usize, frame: usize) -> ReadBudget {
+        ReadBudget {
+            used: AtomicUsize::new(0),
+            limit,
+            frame,
+            room: event_listener::Event::new(),
+        }
+    }
+
+    /// Sets a connection's charge from `*held` to `now` bytes.
+    pub fn set(&self, held: &mut usize, now: usize) {
+        match now.cmp(held) {
+            std::cmp::Ordering::Equal => {}
+            std::cmp::Ordering::Greater => {
+                self.used.fetch_add(now - *held, SeqCst);
+            }
+            std::cmp::Ordering::Less => {
+                self.used.fetch_sub(*held - now, SeqCst);
+                self.room.notify(usize::MAX);
+            }
+        }
+        *held = now;
+    }
+
+    /// Whether a connection holding `held` bytes of a frame may read more: the others
+    /// must leave room for one whole frame.
+    pub fn may_read(&self, held: usize) -> bool {
+        self.used.load(SeqCst).saturating_sub(held) + self.frame <= self.limit
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}

@@ -128,6 +128,17 @@ pub struct Config {
     /// another task closes the connection. One reply is always taken when nothing is
     /// queued.
     pub max_output: usize,
+    /// Bytes of partly received frames all connections may hold between reads; a
+    /// connection holding part of a frame reads more only while the others leave room
+    /// for one whole frame. At least four of the largest frames.
+    pub read_budget: usize,
+    /// How long a connection holding part of a frame may wait for room in the read
+    /// budget before it is closed.
+    pub read_wait: Duration,
+    /// While the process's resident memory is above this, publishes are refused with
+    /// `memory_limit` (RabbitMQ's memory high watermark). `None`: 1.5 × the memory
+    /// budget plus the read budget (see [`Config::rss_limit`]).
+    pub rss_limit: Option<usize>,
     /// A batch of output (at most 64 KiB) not written within this is the sign of a
     /// client that does not read: the connection is closed, logged and counted.
     pub write_timeout: Duration,
@@ -176,6 +187,9 @@ impl Default for Config {
             slow_consumer: SlowConsumerPolicy::DropOldest,
             reply_buffer: 128,
             max_output: 1024 * 1024,
+            read_budget: 64 * 1024 * 1024,
+            read_wait: Duration::from_secs(10),
+            rss_limit: None,
             write_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
@@ -186,6 +200,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The resident-memory watermark in effect: the one given, or 1.5 × the memory
+    /// budget plus the read budget.
+    pub fn rss_limit(&self) -> usize {
+        self.rss_limit.unwrap_or_else(|| {
+            (self.memory_budget / 2)
+                .saturating_mul(3)
+                .saturating_add(self.read_budget)
+        })
+    }
+
     /// The settings of the queue called `name`.
     pub fn queue_settings(&self, name: &str) -> QueueSettings {
         // A dead-letter queue (`….dlq`) keeps what it is given: no dead-lettering of

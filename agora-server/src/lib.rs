@@ -92,6 +92,8 @@ pub(crate) struct Broker {
     pub mutators: Arc<mutators::Env>,
     /// Spawns the broker's tasks (connections, shippers, queues) on its runtime.
     pub rt: agora_rt::Handle,
+    /// Bytes of partly received frames the connections hold.
+    pub read_budget: budget::ReadBudget,
     /// Keys the UDP sources' tokens (SipHash with keys random per broker process).
     pub udp_secret: std::collections::hash_map::RandomState,
 }
@@ -111,6 +113,12 @@ impl Broker {
     }
 }
 
+/// The most bytes one frame can take: a control line, its CRLF, the largest payload and
+/// its CRLF.
+fn largest_frame(c: &Config) -> usize {
+    c.max_line + 2 + c.max_payload + 2
+}
+
 /// A broker bound to its socket, not yet serving.
 pub struct Server {
     config: Config,
@@ -124,6 +132,16 @@ impl Server {
     /// A configured chain that does not parse, or names an undeclared database, is
     /// refused with [`io::ErrorKind::InvalidInput`].
     pub async fn bind(config: Config) -> io::Result<Server> {
+        let frame = largest_frame(&config);
+        if config.read_budget < 4 * frame {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the read budget ({} bytes) must hold at least four of the largest frames ({} bytes each: the largest payload and a control line)",
+                    config.read_budget, frame
+                ),
+            ));
+        }
         let env = mutators::Env::new(&config.databases);
         for (dest, text) in &config.chains {
             mutators::Chain::parse(text, &env).map_err(|e| {
@@ -167,6 +185,8 @@ impl Server {
         let budget =
             budget::Budget::new(self.config.memory_budget, !self.config.ablation.no_defences);
         let env = Arc::new(mutators::Env::new(&self.config.databases));
+        let read_budget =
+            budget::ReadBudget::new(self.config.read_budget, largest_frame(&self.config));
         let broker = Arc::new(Broker {
             manager: manager::spawn(&self.config, budget.clone(), env.clone(), &rt),
             rt,
@@ -179,6 +199,7 @@ impl Server {
             started: Instant::now(),
             metrics: Arc::new(metrics::BrokerMetrics::default()),
             udp_secret: Default::default(),
+            read_budget,
         });
         // Closing `stop` tells every connection to wrap up; each connection holds a
         // clone of `alive`, so `done` closes when the last one has finished.

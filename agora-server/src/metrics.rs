@@ -33,6 +33,15 @@ pub(crate) struct BrokerMetrics {
     pub slow_closed: AtomicU64,
     /// Bytes of replies queued for all connections and not yet written.
     pub output_queued: std::sync::atomic::AtomicUsize,
+    /// The process's resident memory passed `--rss-limit` at the last look: publishes
+    /// are refused.
+    pub over_rss: std::sync::atomic::AtomicBool,
+    /// Resident memory at the last look, in bytes.
+    pub rss: AtomicU64,
+    /// Times a connection holding part of a frame had to wait for room in the read
+    /// budget, and connections closed because the wait was too long.
+    pub read_waits: AtomicU64,
+    pub read_closed: AtomicU64,
     /// Datagrams dropped because their UDP source's task was behind (its queue full).
     pub udp_dropped: AtomicU64,
     /// Answers not sent to UDP sources that had not proved themselves, over their

@@ -60,8 +60,23 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
         name: agora_protocol::Name::try_from(METRICS_TOPIC).expect("valid reserved name"),
     };
     let mut ticker = smol::Timer::interval(every);
+    let rss_limit = broker.config.rss_limit() as u64;
     loop {
         futures_lite::StreamExt::next(&mut ticker).await;
+        // The resident-memory watermark: publishes are refused while above it.
+        let (rss, cpu) = process_usage();
+        broker.metrics.rss.store(rss, Relaxed);
+        let over = rss > rss_limit;
+        if broker.metrics.over_rss.swap(over, Relaxed) != over {
+            match over {
+                true => log::warn!(
+                    "resident memory {rss} bytes is above --rss-limit {rss_limit}: refusing publishes"
+                ),
+                false => log::info!(
+                    "resident memory {rss} bytes is back under --rss-limit {rss_limit}: taking publishes"
+                ),
+            }
+        }
         let Some(handles) = ask(&broker.manager, |reply| ManagerCmd::All { reply }).await else {
             return;
         };
@@ -119,7 +134,6 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
                 }
             }
         }
-        let (rss, cpu) = process_usage();
         let cpu_percent = (cpu - cpu_prev).max(0.0) / every.as_secs_f64() * 100.0;
         cpu_prev = cpu;
         let lines = statsd_lines(&broker, &handles, &latencies, &mut prev, rss, cpu_percent);

@@ -17,6 +17,11 @@ struct Clients {
 struct Memory {
     used: usize,
     limit: usize,
+    read_used: usize,
+    read_limit: usize,
+    rss_limit: usize,
+    /// Above the watermark at the last look: publishes are refused.
+    over_rss: bool,
 }
 
 #[derive(Serialize)]
@@ -30,6 +35,8 @@ struct BrokerSection {
     udp_dropped: u64,
     udp_unanswered: u64,
     udp_queued: usize,
+    read_waits: u64,
+    read_closed: u64,
     /// `ERR`s sent, by code.
     errors: std::collections::BTreeMap<&'static str, u64>,
     rss_bytes: u64,
@@ -81,6 +88,10 @@ pub(crate) fn document(
         memory: Memory {
             used: broker.budget.used(),
             limit: broker.budget.limit(),
+            read_used: broker.read_budget.used(),
+            read_limit: broker.read_budget.limit(),
+            rss_limit: broker.config.rss_limit(),
+            over_rss: broker.metrics.over_rss.load(Relaxed),
         },
         broker: {
             let m = &broker.metrics;
@@ -95,6 +106,8 @@ pub(crate) fn document(
                 udp_dropped: m.udp_dropped.load(Relaxed),
                 udp_unanswered: m.udp_unanswered.load(Relaxed),
                 udp_queued: m.udp_queued.load(Relaxed),
+                read_waits: m.read_waits.load(Relaxed),
+                read_closed: m.read_closed.load(Relaxed),
                 errors: m.errors().into_iter().collect(),
                 rss_bytes,
                 cpu_seconds,

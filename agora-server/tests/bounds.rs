@@ -183,3 +183,115 @@ fn stats_pages_through_destinations() {
     c.send(b"STATS #5 limt=3\r\n");
     assert!(c.expect_err(ErrorCode::BadArgs).contains("limt"));
 }
+
+fn read_used(st: &serde_json::Value) -> u64 {
+    st["memory"]["read_used"].as_u64().expect("read_used")
+}
+
+/// Payloads announced and half sent are charged to the read budget from their first
+/// byte; past it, connections holding part of a frame are not read, so 40 half-sent
+/// payloads of 60,000 bytes hold the budget (plus one first read each), not 2.4 MB.
+/// When the clients finish, every publish is accepted: nothing is lost, nothing waits
+/// for ever.
+#[test]
+fn half_sent_payloads_are_held_within_the_read_budget() {
+    const BUDGET: u64 = 300 * 1024;
+    let s = start_with(Config {
+        max_payload: 64 * 1024,
+        read_budget: BUDGET as usize,
+        ..Config::ephemeral()
+    });
+    let mut watch = s.connect();
+    let body = vec![b'x'; 65_536];
+    let head = b"PUB queue:half 65536\r\n";
+    let mut senders: Vec<Raw> = (0..40).map(|_| s.connect()).collect();
+    for c in &mut senders {
+        let mut b = head.to_vec();
+        b.extend_from_slice(&body[..60_000]);
+        c.send(&b);
+    }
+    // The budget fills with partial frames; the rest wait unread.
+    wait_until("the read budget to fill", || {
+        watch.stats()["broker"]["read_waits"].as_u64().unwrap() > 0
+    });
+    for _ in 0..20 {
+        let used = read_used(&watch.stats());
+        // The budget, plus at most one first read (4 KiB) per connection.
+        assert!(
+            used <= BUDGET + 40 * 4096,
+            "{used} bytes of partial frames held (budget {BUDGET})"
+        );
+    }
+    for c in &mut senders {
+        let mut b = body[60_000..].to_vec();
+        b.extend_from_slice(b"\r\n");
+        c.send(&b);
+    }
+    wait_until("all 40 publishes to be accepted", || {
+        dest_stats(&watch.stats(), "queue", "half").is_some_and(|d| d["depth"] == 40)
+    });
+    let st = watch.stats();
+    assert_eq!(read_used(&st), 0);
+    assert_eq!(st["broker"]["read_closed"], 0);
+}
+
+/// A connection that holds part of a frame and finds no room for `--read-wait` is
+/// closed with `memory_limit`, and gives its bytes back.
+#[test]
+fn a_frame_that_finds_no_room_is_closed_after_the_read_wait() {
+    let s = start_with(Config {
+        max_payload: 64 * 1024,
+        read_budget: 300 * 1024,
+        read_wait: Duration::from_millis(200),
+        ..Config::ephemeral()
+    });
+    let mut watch = s.connect();
+    let mut senders: Vec<Raw> = (0..10).map(|_| s.connect()).collect();
+    for c in &mut senders {
+        let mut b = b"PUB queue:stuck 65536\r\n".to_vec();
+        b.extend_from_slice(&[b'y'; 60_000]);
+        c.send(&b);
+    }
+    // Nobody finishes: the ones that found no room are closed after the wait.
+    wait_until("a starved connection to be closed", || {
+        watch.stats()["broker"]["read_closed"].as_u64().unwrap() > 0
+    });
+    let mut closed = 0;
+    for c in &mut senders {
+        let (got, gone) = c.closed_within(Duration::from_millis(100));
+        if gone {
+            closed += 1;
+            assert!(
+                matches!(got.as_slice(), [ServerFrame::Err(e)] if e.code == ErrorCode::MemoryLimit),
+                "{got:?}"
+            );
+        }
+    }
+    assert!(
+        closed > 0,
+        "the broker counted a starved connection; none was seen closed"
+    );
+    // The others still hold their part frames, within the budget.
+    assert!(read_used(&watch.stats()) <= 300 * 1024 + 10 * 4096);
+}
+
+/// While the process's resident memory is above `--rss-limit`, publishes are refused
+/// with `memory_limit`; everything else is served.
+#[test]
+fn publishes_are_refused_while_resident_memory_is_above_the_limit() {
+    let s = start_with(Config {
+        rss_limit: Some(1),
+        metrics_interval: Duration::from_millis(20),
+        ..Config::ephemeral()
+    });
+    let mut c = s.connect();
+    wait_until("the watermark to be seen", || {
+        c.stats()["memory"]["over_rss"] == true
+    });
+    c.send(b"PUB #1 queue:w 1\r\nx\r\n");
+    let e = c.expect_err(ErrorCode::MemoryLimit);
+    assert!(e.contains("--rss-limit"), "{e}");
+    assert!(dest_stats(&c.stats(), "queue", "w").is_none_or(|d| d["depth"] == 0));
+    c.send(b"PINGREQ #2\r\n");
+    assert_eq!(c.next(), ServerFrame::PingResp { rid: Some(2) });
+}

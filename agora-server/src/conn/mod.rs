@@ -166,6 +166,8 @@ struct Conn<'a> {
     run: Option<(Handle, Vec<Message>)>,
     /// The last run's vector, kept for the next one.
     spare: Vec<Message>,
+    /// Bytes of a partly received frame charged to the read budget.
+    read_held: usize,
 }
 
 /// Where a client's frames come from.
@@ -253,6 +255,7 @@ pub(crate) async fn serve_client(
         read_at: std::time::Instant::now(),
         run: None,
         spare: Vec::new(),
+        read_held: 0,
     };
     let info = ServerFrame::Info(Info {
         server: broker.config.server_name.clone(),
@@ -421,6 +424,7 @@ impl Conn<'_> {
 
     /// Gives back everything this connection held.
     pub(super) async fn teardown(&mut self) {
+        self.broker.read_budget.set(&mut self.read_held, 0);
         // Publishes read before the client left are delivered all the same.
         let _ = self.end_run().await;
         let subs: Vec<Sub> = self.session.drain();

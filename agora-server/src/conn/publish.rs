@@ -85,6 +85,13 @@ impl Conn<'_> {
         mode: PubMode,
     ) -> Flow {
         let runs = mode.hold() && !mutated;
+        if self.broker.metrics.over_rss.load(Relaxed) {
+            let why = format!(
+                "the broker's resident memory is above its limit of {} bytes (--rss-limit)",
+                self.broker.config.rss_limit()
+            );
+            return self.error(rid, ErrorCode::MemoryLimit, &why).await;
+        }
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
         for _ in 0..3 {

@@ -28,6 +28,14 @@ impl Conn<'_> {
                 // Give a big buffer back once the client has gone quiet.
                 buf = BytesMut::with_capacity(ReadSize::MIN);
             }
+            // What is left is part of a frame: charged to the read budget, and read
+            // further only while there is room.
+            self.broker.read_budget.set(&mut self.read_held, buf.len());
+            if self.read_held > 0 && !self.broker.read_budget.may_read(self.read_held) {
+                if let Err(end) = self.wait_for_read_room(stop).await {
+                    return end;
+                }
+            }
             let len = buf.len();
             buf.resize(len + read_size.get(), 0);
             let event = future::or(
@@ -93,6 +101,54 @@ impl Conn<'_> {
             }
             if self.outbox.is_closed() {
                 return End::Gone;
+            }
+        }
+    }
+
+    /// Waits until the read budget has room for this connection's frame; past
+    /// [`Config::read_wait`](crate::Config::read_wait) the connection is closed.
+    async fn wait_for_read_room(&mut self, stop: &Receiver<()>) -> Result<(), End> {
+        let budget = &self.broker.read_budget;
+        let m = &self.broker.metrics;
+        m.read_waits.fetch_add(1, Relaxed);
+        let wait = self.broker.config.read_wait;
+        let mut deadline = smol::Timer::after(wait);
+        // Bounded: each turn waits for bytes given back, the deadline or the stop.
+        loop {
+            let room = budget.room.listen();
+            if budget.may_read(self.read_held) {
+                return Ok(());
+            }
+            let woke = future::or(
+                async {
+                    room.await;
+                    Ok(())
+                },
+                future::or(
+                    async {
+                        (&mut deadline).await;
+                        Err(End::Starved)
+                    },
+                    async {
+                        let _ = stop.recv().await;
+                        Err(End::Stopping)
+                    },
+                ),
+            )
+            .await;
+            if let Err(end) = woke {
+                if end == End::Starved {
+                    m.read_closed.fetch_add(1, Relaxed);
+                    log::warn!(
+                        "client {} held {} bytes of a frame and found no room in the read budget for {wait:?}; closing",
+                        self.peer,
+                        self.read_held
+                    );
+                    let why =
+                        format!("no room to read the rest of this frame for {wait:?}; closing");
+                    let _ = self.error(None, ErrorCode::MemoryLimit, &why).await;
+                }
+                return Err(end);
             }
         }
     }

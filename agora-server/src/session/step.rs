@@ -38,6 +38,8 @@ pub(crate) enum End {
     Protocol,
     /// No answer to the broker's pings (TCP), or nothing heard for the UDP idle time.
     Silent,
+    /// Holding part of a frame, it waited too long for room in the read budget.
+    Starved,
 }
 
 impl End {
@@ -49,6 +51,7 @@ impl End {
             End::Stopping => "the broker is stopping",
             End::Protocol => "protocol error",
             End::Silent => "silent",
+            End::Starved => "no room in the read budget",
         }
     }
 }

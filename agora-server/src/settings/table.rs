@@ -269,6 +269,46 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "read_budget",
+        flag: "read-budget",
+        env: "AGORA_READ_BUDGET",
+        default: Some("67108864"),
+        default_note: "64 MiB",
+        valid: "at least 4 × (max payload + max line) bytes",
+        doc: "Most bytes of partly received frames all connections hold between reads; a connection holding part of a frame waits (is not read) while there is no room for one more whole frame",
+        apply: |s, v| {
+            s.config.read_budget = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "read_wait",
+        flag: "read-wait",
+        env: "AGORA_READ_WAIT",
+        default: Some("10s"),
+        valid: "a [duration](#durations)",
+        doc: "A connection holding part of a frame that waits this long for room in the read budget is closed",
+        apply: |s, v| {
+            s.config.read_wait = duration(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "rss_limit",
+        flag: "rss-limit",
+        env: "AGORA_RSS_LIMIT",
+        default_note: "1.5 × the memory budget plus the read budget",
+        valid: "1 or more bytes",
+        doc: "While the broker's resident memory is above this, publishes are refused with memory_limit (checked every metric interval)",
+        apply: |s, v| {
+            s.config.rss_limit = Some(count(unsigned(v, 1, None)?));
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "write_timeout",
         flag: "write-timeout",
         env: "AGORA_WRITE_TIMEOUT",

@@ -158,6 +158,43 @@ impl Raw {
         self.try_next().expect("connection closed by the broker")
     }
 
+    /// What the broker has sent within `wait`, and whether it closed the connection
+    /// (`true` once the end of the stream is read). For telling closed connections
+    /// from open ones after the broker has said (in `STATS`) that it closed some.
+    pub fn closed_within(&mut self, wait: Duration) -> (Vec<ServerFrame>, bool) {
+        let limits = Limits {
+            max_line: 1 << 16,
+            max_payload: 1 << 26,
+        };
+        let end = Instant::now() + wait;
+        let mut got = Vec::new();
+        loop {
+            while let Some(f) =
+                decode_server_with(&mut self.buf, &limits).expect("broker sent a bad frame")
+            {
+                got.push(f);
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (got, false);
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return (got, true),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return (got, true),
+            }
+        }
+    }
+
     /// The next frame must be `ERR` with this code; returns its message.
     pub fn expect_err(&mut self, code: ErrorCode) -> String {
         match self.next() {
