@@ -4,12 +4,36 @@
 
 use async_channel::Sender;
 
+/// A task's command channel: the registry's (`async_channel`) or a queue's
+/// ([`chan`](crate::chan)).
+pub(crate) trait Commands<C> {
+    /// Sends, waiting for room; false once the task is gone.
+    async fn put(&self, c: C) -> bool;
+}
+
+impl<C> Commands<C> for Sender<C> {
+    async fn put(&self, c: C) -> bool {
+        self.send(c).await.is_ok()
+    }
+}
+
+impl<C> Commands<C> for crate::chan::Tx<C> {
+    async fn put(&self, c: C) -> bool {
+        self.send(c).await.is_ok()
+    }
+}
+
 /// Sends the command `make` builds around a reply channel to `to`, and waits for the
 /// answer. `None` when the task is gone, or dropped the command without answering
 /// (a queue that ended with it still in its channel).
-pub(crate) async fn ask<C, T>(to: &Sender<C>, make: impl FnOnce(Sender<T>) -> C) -> Option<T> {
+pub(crate) async fn ask<C, T>(
+    to: &impl Commands<C>,
+    make: impl FnOnce(Sender<T>) -> C,
+) -> Option<T> {
     let (reply, answer) = async_channel::bounded(1);
-    to.send(make(reply)).await.ok()?;
+    if !to.put(make(reply)).await {
+        return None;
+    }
     answer.recv().await.ok()
 }
 

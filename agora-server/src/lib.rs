@@ -39,6 +39,7 @@
 
 mod ask;
 mod budget;
+mod chan;
 pub mod config;
 pub mod config_file;
 mod conn;

@@ -9,6 +9,15 @@ use agora_server::logging::{LogConfig, Logger};
 use agora_server::settings::{self, Settings};
 use futures_lite::StreamExt;
 
+// jemalloc unless mimalloc is asked for instead (both on: jemalloc).
+#[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "alloc-jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Writes the profile as pprof protobuf at `path` and a flamegraph SVG beside it;
 /// returns the SVG's path.
 fn write_profile(p: &pprof::ProfilerGuard<'_>, path: &std::path::Path) -> Result<PathBuf, String> {

@@ -24,6 +24,9 @@ enum Step {
     /// `bench --quick` with Agora alone, built without the peer drivers: a smoke test
     /// that every scenario delivers what it promises. It never judges speed.
     BenchQuick,
+    /// One minute of `soak`: hostile clients beside a normal pair, RSS against its
+    /// bound, no confirmed message lost.
+    Soak,
 }
 
 /// The pipeline, in order.
@@ -36,6 +39,7 @@ const STEPS: &[Step] = &[
     Step::Statsd,
     Step::Book,
     Step::BenchQuick,
+    Step::Soak,
 ];
 
 impl Step {
@@ -49,6 +53,7 @@ impl Step {
             Step::Statsd => "statsd",
             Step::Book => "book",
             Step::BenchQuick => "bench --quick",
+            Step::Soak => "soak",
         }
     }
 
@@ -82,6 +87,7 @@ impl Step {
                 no_peers: true,
                 ..Default::default()
             }),
+            Step::Soak => crate::soak::run(60),
         }
     }
 }

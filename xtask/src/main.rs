@@ -11,6 +11,7 @@ mod ci;
 mod cycles;
 mod fuzz;
 mod process;
+mod soak;
 // The start-up line parser the broker's other readers use, compiled in (xtask stays
 // std-only; the file is).
 #[path = "../../agora-protocol/src/startup.rs"]
@@ -40,6 +41,10 @@ Commands:
   sim [--seconds N | --seeds K] [--seed S] [--ops N]
                        the deterministic simulation (release build): one seed replayed
                        exactly, K seeds from S, or seeds from S for N seconds
+  soak [--minutes N | --seconds N]
+                       the release broker under hostile clients beside a normal pair for
+                       N minutes (default 1): fails if its RSS passes the bound or a
+                       confirmed message is lost; writes target/soak/soak.csv and .svg
   help                 print this text
 ";
 
@@ -53,6 +58,7 @@ enum Task {
     Bench(bench::Options),
     Cycles,
     Sim(Vec<String>),
+    Soak { seconds: u64 },
     Help,
 }
 
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
         Task::Bench(opts) => bench::run(&opts),
         Task::Cycles => cycles::run(),
         Task::Sim(args) => sim(&args),
+        Task::Soak { seconds } => soak::run(seconds),
         Task::Help => {
             print!("{USAGE}");
             Ok(())
@@ -107,6 +114,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "cycles" => Task::Cycles,
         // The example checks its own arguments.
         "sim" => return Ok(Task::Sim(rest.to_vec())),
+        "soak" => return soak::parse(rest).map(|seconds| Task::Soak { seconds }),
         "help" | "--help" | "-h" => Task::Help,
         other => return Err(format!("unknown command `{other}`")),
     };

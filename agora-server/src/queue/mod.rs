@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agora_protocol::{Destination, ErrorCode, ErrorReply, Kind, Name, ServerFrame};
-use async_channel::{Receiver, Sender};
+use async_channel::Sender;
 use futures_lite::StreamExt;
 
 use crate::budget::Budget;
@@ -123,7 +123,7 @@ struct Queue {
 }
 
 impl Queue {
-    async fn run(mut self, rx: Receiver<QueueCmd>) {
+    async fn run(mut self, rx: crate::chan::Rx<QueueCmd>) {
         let mut ticker = self.state.tick().map(smol::Timer::interval);
         'serve: loop {
             let cmd = match &mut ticker {
@@ -350,7 +350,7 @@ mod tests {
     use super::*;
 
     /// A queue of 10 messages or 1,000 bytes, no timers, and its channel's receiver.
-    fn small_queue() -> (Arc<QueueShared>, Receiver<QueueCmd>) {
+    fn small_queue() -> (Arc<QueueShared>, crate::chan::Rx<QueueCmd>) {
         let settings = QueueSettings {
             max_messages: 10,
             max_bytes: 1000,

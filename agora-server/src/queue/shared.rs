@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 
 use agora_protocol::Destination;
-use async_channel::{Receiver, Sender};
 
 use super::QueueCmd;
 use crate::budget::Budget;
@@ -17,7 +16,7 @@ use crate::deliveries::{Credit, Report};
 /// What the rest of the broker sees of a queue: its channel and its figures.
 pub(crate) struct QueueShared {
     pub dest: Destination,
-    pub tx: Sender<QueueCmd>,
+    pub tx: crate::chan::Tx<QueueCmd>,
     pub settings: QueueSettings,
     budget: Arc<Budget>,
     /// Messages held (pending + unacked), counted when reserved.
@@ -98,10 +97,11 @@ impl QueueShared {
         settings: QueueSettings,
         budget: Arc<Budget>,
         channel: usize,
-    ) -> (Arc<QueueShared>, Receiver<QueueCmd>) {
-        // Bounds a burst of publishes (each waits for room, slowing only its publisher);
-        // small, because every slot is allocated up front.
-        let (tx, rx) = async_channel::bounded(channel.max(1));
+    ) -> (Arc<QueueShared>, crate::chan::Rx<QueueCmd>) {
+        // Bounds a burst of commands (each sender waits for room, slowing only its
+        // connection); its slots are allocated as it fills (`chan`), so an idle queue
+        // holds none.
+        let (tx, rx) = crate::chan::bounded(channel);
         let shared = Arc::new(QueueShared {
             dest,
             tx,

@@ -49,7 +49,7 @@ pub(crate) struct Port {
 struct SimQueue {
     shared: Arc<QueueShared>,
     /// Kept so the channel stays open; nothing is sent on it here.
-    _rx: async_channel::Receiver<crate::queue::QueueCmd>,
+    _rx: crate::chan::Rx<crate::queue::QueueCmd>,
     state: QueueState<Port>,
     /// Index of its dead-letter queue in `World::queues`.
     dlq: Option<usize>,
