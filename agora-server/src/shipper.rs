@@ -199,6 +199,28 @@ pub(crate) enum Writer {
     },
 }
 
+/// The `ERR` that replaces an answer too large for any datagram, with the answer's
+/// request id (its second token, when that is `#<n>`).
+fn too_large_for_udp(frame: &[u8]) -> BytesMut {
+    let rid = frame
+        .split(|b| *b == b' ' || *b == b'\r')
+        .nth(1)
+        .and_then(|t| t.strip_prefix(b"#"))
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.parse().ok());
+    let mut b = BytesMut::new();
+    encode_err(
+        rid,
+        ErrorCode::PayloadTooLarge,
+        &format!(
+            "the answer is {} bytes; over UDP an answer must fit one datagram ({UDP_LIMIT} bytes): ask over TCP",
+            frame.len()
+        ),
+        &mut b,
+    );
+    b
+}
+
 /// Sends one datagram. UDP is lossy anyway: a failed send is a lost datagram, not a
 /// dead connection.
 async fn send_datagram(socket: &async_net::UdpSocket, d: &[u8], peer: std::net::SocketAddr) {
@@ -232,14 +254,24 @@ impl Writer {
                 for &end in ends {
                     let frame = &b[start..end];
                     start = end;
-                    if frame.len() > UDP_LIMIT {
-                        *dropped += 1;
-                        log::trace!(
-                            "a {} byte frame for UDP client {peer} fits no datagram; dropped",
-                            frame.len()
-                        );
-                        continue;
-                    }
+                    let too_large;
+                    let frame = match frame.len() > UDP_LIMIT {
+                        false => frame,
+                        // A delivery is dropped (counted); an answer is replaced by a
+                        // short ERR naming the limit.
+                        true if frame.starts_with(b"MSG ") || frame.starts_with(b"HMSG ") => {
+                            *dropped += 1;
+                            log::trace!(
+                                "a {} byte delivery for UDP client {peer} fits no datagram; dropped",
+                                frame.len()
+                            );
+                            continue;
+                        }
+                        true => {
+                            too_large = too_large_for_udp(frame);
+                            &too_large[..]
+                        }
+                    };
                     if !verified && !source.spend(frame.len()) {
                         log::trace!(
                             "a {} byte frame for unverified UDP source {peer} is over its allowance; not sent",

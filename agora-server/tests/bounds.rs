@@ -295,3 +295,43 @@ fn publishes_are_refused_while_resident_memory_is_above_the_limit() {
     c.send(b"PINGREQ #2\r\n");
     assert_eq!(c.next(), ServerFrame::PingResp { rid: Some(2) });
 }
+
+/// Idle destinations are cheap: 10,000 empty queues (each published to once, then
+/// purged) and 10,000 topics grow the real broker's resident memory by a few KiB
+/// each, not the 46 KB a queue cost when its command channel's slots were allocated
+/// up front (measured in a release build; this is the debug build, so the bound has
+/// room).
+#[test]
+fn idle_destinations_cost_a_few_kib_each() {
+    let (child, port, _out) = spawn_agora(&["--max-destinations", "30000"]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = Raw::connect(addr);
+    assert!(c.sync(1).is_empty());
+    let before = rss_kib(child.id());
+    const N: usize = 10_000;
+    for chunk in 0..N / 1000 {
+        let mut b = Vec::new();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            b.extend_from_slice(
+                format!("PUB queue:idle.{i} 1\r\nx\r\nPURGE queue:idle.{i}\r\nPUB topic:idle.{i} 1\r\nx\r\n")
+                    .as_bytes(),
+            );
+        }
+        c.send(&b);
+        let answers = c.sync(2);
+        assert_eq!(answers.len(), 1000, "one OK per PURGE");
+        assert!(answers.iter().all(|f| *f == ServerFrame::Ok { rid: None }));
+    }
+    let st = c.stats();
+    // (and the broker's own $sys.metrics topic)
+    assert_eq!(st["page"]["total"].as_u64().unwrap(), 2 * N as u64 + 1);
+    let grown = rss_kib(child.id()).saturating_sub(before);
+    let per = grown * 1024 / (2 * N as u64);
+    eprintln!("{N} idle queues and {N} idle topics: {grown} KiB, {per} B per destination");
+    assert!(
+        per < 16 * 1024,
+        "{per} bytes per idle destination ({grown} KiB for {} of them)",
+        2 * N
+    );
+    drop(child);
+}

@@ -322,3 +322,23 @@ fn udp_stats_builds_nothing() {
     assert_eq!(st["broker"]["output_queued"], 0, "{}", st["broker"]);
     assert_eq!(st["broker"]["udp_queued"], 0, "{}", st["broker"]);
 }
+
+/// An answer too large for any datagram is replaced by a short `ERR` naming the limit
+/// (and keeping the request id), never built into datagrams that cannot be sent.
+#[test]
+fn an_answer_larger_than_a_datagram_is_an_error() {
+    let s = start();
+    let mut tcp = s.connect();
+    let long = format!("set /note={}", "n".repeat(70_000));
+    tcp.send(format!("CHAIN #1 SET queue:big {}\r\n{long}\r\n", long.len()).as_bytes());
+    assert_eq!(tcp.next(), ServerFrame::Ok { rid: Some(1) });
+    let mut u = Udp::verified(&s);
+    u.send(b"CHAIN #2 GET queue:big\r\n");
+    match u.next() {
+        ServerFrame::Err(e) => {
+            assert_eq!((e.code, e.rid), (ErrorCode::PayloadTooLarge, Some(2)));
+            assert!(e.message.contains("65507"), "{}", e.message);
+        }
+        f => panic!("{f:?}"),
+    }
+}
