@@ -119,6 +119,15 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
             "3s",
             "--subscriber-buffer",
             "1024",
+            // The flood fills its queue (32 MiB) and the busy topic's buffers, not the
+            // whole budget, so the normal pair's publishes find room.
+            "--queue-max-bytes",
+            "33554432",
+            // The watermark at the soak's own bound: the soak checks the bound itself,
+            // and the default (1.5 × a budget this small) would refuse every publish
+            // once the hostile clients' connections and sources are counted.
+            "--rss-limit",
+            &bound().to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(out_dir.join("agora.log"))?)
