@@ -263,11 +263,19 @@ pub async fn run(
     use agora_protocol::startup::line;
     let server = Server::bind(config).await?;
     let (tcp, udp) = (server.local_addr()?, server.udp_addr()?);
-    println!(
-        "{}\n{}",
-        line("agora", "tcp", tcp),
-        line("agora", "udp", udp)
-    );
+    // Both lines in one write, and a failed write ignored: a reader (a test, a
+    // supervisor) may take the first line and close the pipe, and a broker whose stdout
+    // went away keeps serving (`println!` would panic on the second line).
+    {
+        use std::io::Write;
+        let lines = format!(
+            "{}\n{}\n",
+            line("agora", "tcp", tcp),
+            line("agora", "udp", udp)
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
+    }
     log::info!("listening on {tcp}");
     server.serve(rt, shutdown).await
 }

@@ -248,3 +248,46 @@ fn broker_settings_come_from_flag_then_variable_then_config_file() {
     let flag = ["--config", file.to_str().unwrap(), "--max-payload", "99"];
     assert_eq!(max_payload_of(&flag, &var), 99, "the flag beats both");
 }
+
+/// A broker whose stdout is closed before it prints its start-up lines (a supervisor
+/// that read nothing, or only the first line, then closed the pipe) keeps serving:
+/// printing them must not panic it. (An xtask check that read the first line and let
+/// go of the pipe made the broker die on the second, under load.)
+#[test]
+fn a_closed_stdout_does_not_stop_the_broker() {
+    // A port free for TCP and UDP, chosen now (the broker cannot tell us its own).
+    let port = (0..64)
+        .find_map(|_| {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            let port = udp.local_addr().ok()?.port();
+            std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+            Some(port)
+        })
+        .expect("a free port");
+    let mut child = Agora::from(
+        std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["--port", &port.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start agora"),
+    );
+    drop(child.stdout.take());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let end = std::time::Instant::now() + DEADLINE;
+    let stream = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(child.try_wait().unwrap().is_none(), "the broker died");
+                assert!(std::time::Instant::now() < end, "cannot connect: {e}");
+                std::thread::yield_now();
+            }
+        }
+    };
+    drop(stream);
+    let mut c = Raw::connect(addr);
+    c.send(b"PINGREQ #1\r\n");
+    assert_eq!(c.next(), ServerFrame::PingResp { rid: Some(1) });
+    assert!(child.try_wait().unwrap().is_none(), "the broker died");
+}

@@ -147,7 +147,11 @@ pub(crate) fn run() -> Result<()> {
         .map_err(|e| format!("could not start agora: {e}"))?;
     let out = agora.stdout.take().ok_or("no stdout")?;
     let _agora = Guard(agora, "agora");
-    let addr = crate::startup::read_listener(&mut BufReader::new(out), "tcp")?.to_string();
+    let mut out = BufReader::new(out);
+    let addr = crate::startup::read_listener(&mut out, "tcp")?.to_string();
+    // Keep taking the broker's stdout (its second start-up line, its log), so none of
+    // its writes meets a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     println!("agora on {addr}");
     let messages: Vec<String> = (0..N).map(|i| format!("job-{i}")).collect();
     process::run(

@@ -289,6 +289,12 @@ impl std::ops::DerefMut for Agora {
     }
 }
 
+impl From<std::process::Child> for Agora {
+    fn from(c: std::process::Child) -> Agora {
+        Agora(c)
+    }
+}
+
 impl Drop for Agora {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
