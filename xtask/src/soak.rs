@@ -495,26 +495,43 @@ fn unacked_flood(addr: SocketAddr, stop: &AtomicBool) {
 
 /// Takes its prefetch of `queue:soak.flood` and never acknowledges.
 fn hold_without_acking(addr: SocketAddr, stop: &AtomicBool) {
+    consume(
+        addr,
+        stop,
+        "SUB queue:soak.flood 1 prefetch=1000",
+        |_, _, _| true,
+    );
+}
+
+/// Subscribes with `sub` (reconnecting whenever the connection fails) and hands each
+/// delivery (the connection, its delivery id, its body) to `on_msg` until the stop;
+/// `on_msg` returning false drops the connection. Answers the broker's pings.
+fn consume(
+    addr: SocketAddr,
+    stop: &AtomicBool,
+    sub: &str,
+    mut on_msg: impl FnMut(&mut Conn, &str, Vec<u8>) -> bool,
+) {
     while !stop.load(SeqCst) {
         let Ok(mut c) = Conn::connect(addr) else {
             thread::sleep(Duration::from_millis(100));
             continue;
         };
-        if c.w
-            .write_all(b"SUB queue:soak.flood 1 prefetch=1000\r\n")
-            .is_err()
-        {
+        if c.w.write_all(format!("{sub}\r\n").as_bytes()).is_err() {
             continue;
         }
         while !stop.load(SeqCst) {
             match c.line() {
                 Ok(l) if l.starts_with("MSG") => {
-                    let n: usize = l
-                        .split_whitespace()
-                        .last()
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0);
-                    if c.body(n).is_err() {
+                    // MSG <dest> <sid> <did> <count> <n>
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let (Some(did), Some(n)) =
+                        (f.get(3), f.get(5).and_then(|n| n.parse::<usize>().ok()))
+                    else {
+                        break;
+                    };
+                    let Ok(body) = c.body(n) else { break };
+                    if !on_msg(&mut c, did, body) {
                         break;
                     }
                 }
@@ -615,46 +632,19 @@ fn consumer(
     stop: &AtomicBool,
     received: &Mutex<std::collections::BTreeSet<u64>>,
 ) {
-    while !stop.load(SeqCst) {
-        let Ok(mut c) = Conn::connect(addr) else {
-            thread::sleep(Duration::from_millis(100));
-            continue;
-        };
-        if c.w
-            .write_all(b"SUB queue:soak.work 1 prefetch=100\r\n")
-            .is_err()
-        {
-            continue;
-        }
-        while !stop.load(SeqCst) {
-            match c.line() {
-                Ok(l) if l.starts_with("MSG") => {
-                    // MSG <dest> <sid> <did> <count> <n>
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    let (Some(did), Some(n)) =
-                        (f.get(3), f.get(5).and_then(|n| n.parse::<usize>().ok()))
-                    else {
-                        break;
-                    };
-                    let Ok(body) = c.body(n) else { break };
-                    if let Ok(seq) = String::from_utf8_lossy(&body).trim().parse::<u64>() {
-                        if let Ok(mut r) = received.lock() {
-                            r.insert(seq);
-                        }
-                    }
-                    if c.w.write_all(format!("ACK {did}\r\n").as_bytes()).is_err() {
-                        break;
-                    }
+    consume(
+        addr,
+        stop,
+        "SUB queue:soak.work 1 prefetch=100",
+        |c, did, body| {
+            if let Ok(seq) = String::from_utf8_lossy(&body).trim().parse::<u64>() {
+                if let Ok(mut r) = received.lock() {
+                    r.insert(seq);
                 }
-                Ok(l) if l.starts_with("PINGREQ") => {
-                    let _ = c.w.write_all(b"PINGRESP\r\n");
-                }
-                Ok(_) => {}
-                Err(e) if timed_out(&e) => {}
-                Err(_) => break,
             }
-        }
-    }
+            c.w.write_all(format!("ACK {did}\r\n").as_bytes()).is_ok()
+        },
+    );
 }
 
 /// RSS and memory used over time against the budget and the bound, as an SVG.

@@ -134,28 +134,42 @@ impl Raw {
                 !left.is_zero(),
                 "no frame from the broker within {DEADLINE:?}"
             );
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                // A read with a timeout (SO_RCVTIMEO) fails with EINTR when any signal
-                // reaches the thread, SA_RESTART or not (signal(7)); the test process
-                // gets SIGCHLD when a broker process another test started exits.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => return None,
+            if !self.fill(left) {
+                return None;
             }
         }
     }
 
     pub fn next(&mut self) -> ServerFrame {
         self.try_next().expect("connection closed by the broker")
+    }
+
+    /// Reads what arrives within `left` into the buffer; false once the broker closed
+    /// the connection (the end of the stream, or an error).
+    fn fill(&mut self, left: Duration) -> bool {
+        self.stream.set_read_timeout(Some(left)).unwrap();
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            // A read with a timeout (SO_RCVTIMEO) fails with EINTR when any signal
+            // reaches the thread, SA_RESTART or not (signal(7)); the test process
+            // gets SIGCHLD when a broker process another test started exits.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// What the broker has sent within `wait`, and whether it closed the connection
@@ -178,19 +192,8 @@ impl Raw {
             if left.is_zero() {
                 return (got, false);
             }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return (got, true),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => return (got, true),
+            if !self.fill(left) {
+                return (got, true);
             }
         }
     }
