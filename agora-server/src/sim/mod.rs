@@ -67,6 +67,8 @@ pub struct Report {
     pub silent: u64,
     /// Connections that ended (`DISCONNECT` or silent).
     pub conns_ended: u64,
+    /// Frames read whole through the read budget.
+    pub frames_read: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -154,5 +156,6 @@ mod tests {
             a.confirmed > 0 && a.filtered > 0 && a.pings > 0 && a.silent > 0,
             "{a:?}"
         );
+        assert!(a.frames_read > 0, "{a:?}");
     }
 }

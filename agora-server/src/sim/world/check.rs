@@ -39,11 +39,12 @@ impl World {
         if self.budget.used() != 0 {
             return Err(format!("{} bytes of budget still used", self.budget.used()));
         }
-        Ok(())
+        self.drain_reads()
     }
 
     /// The invariants, after every operation.
     pub(super) fn check(&self) -> Check {
+        self.check_reads()?;
         let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
         let mut queue_bytes = 0;
         for (q, sq) in self.queues.iter().enumerate() {

@@ -12,6 +12,7 @@ use agora_protocol::{Destination, Headers, Kind, Name};
 mod check;
 mod conns;
 mod consumers;
+mod reads;
 mod settle;
 mod topics;
 
@@ -109,6 +110,9 @@ pub(crate) struct World {
     chains: std::collections::HashMap<Destination, Arc<crate::mutators::Chain>>,
     /// The clients' model of which destinations have a chain.
     chain_model: std::collections::HashSet<Destination>,
+    /// Connections reading frames in pieces, and the read budget they share.
+    readers: Vec<reads::Reader>,
+    read_budget: crate::budget::ReadBudget,
 }
 
 type Check = Result<(), String>;
@@ -138,6 +142,8 @@ impl World {
             conns: BTreeMap::new(),
             chains: Default::default(),
             chain_model: Default::default(),
+            readers: (0..reads::READERS).map(|_| Default::default()).collect(),
+            read_budget: reads::budget(),
         };
         for q in 0..WORK_QUEUES {
             let work = w.queues.len();
@@ -245,6 +251,7 @@ impl World {
             80 if self.rng.chance(30) => self.delete(q),
             81..=85 => self.topic_subscribe(t),
             86..=87 => self.topic_unsubscribe(t),
+            88..=93 => self.read_step(),
             _ => self.topic_drain(t),
         }
     }
