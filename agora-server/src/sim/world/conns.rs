@@ -18,7 +18,10 @@
 //!   still unplaced: a `PUBACK` means the message, and every one before it, is placed;
 //! - a `PUBACK` says `filtered` exactly when the destination's chain dropped it;
 //! - a client is given up only after `(max_missed_pings + 1)` ping intervals of
-//!   silence, never one that answers, and always one that stays silent that long.
+//!   silence, never one that answers, and always one that stays silent that long;
+//! - over UDP (some connections are UDP sources): a `SUB` before the source echoed its
+//!   token is refused `unverified`, a wrong token changes nothing, the right one
+//!   verifies it, and `STATS` and `HELP` are refused `not_permitted`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -88,6 +91,11 @@ pub(crate) struct SimConn {
     timer: Instant,
     /// Stopped sending and answering: the liveness rule must give it up.
     mute: bool,
+    /// A UDP source: the token it must echo, and whether the client has echoed it.
+    /// (UDP sources are not pinged; they never fall silent here.)
+    udp: Option<(String, bool)>,
+    /// Per request id, the answer a rule fixes: `None` an `OK`, `Some(code)` an `ERR`.
+    rule: Vec<(u64, Option<ErrorCode>)>,
 }
 
 impl World {
@@ -102,8 +110,13 @@ impl World {
         if self.conns.len() < CONNS && (talking.is_empty() || self.rng.chance(10)) {
             let id = self.next_cid;
             self.next_cid += 1;
+            let udp = self.rng.chance(30).then(|| format!("{:016x}", id));
+            let session = match &udp {
+                Some(token) => Session::new(session_limits(), self.now).over_udp(token.clone()),
+                None => Session::new(session_limits(), self.now),
+            };
             let conn = SimConn {
-                session: Session::new(session_limits(), self.now),
+                session,
                 confirm: false,
                 next_rid: 1,
                 owed: VecDeque::new(),
@@ -114,6 +127,8 @@ impl World {
                 heard: self.now,
                 timer: self.now + session_limits().ping_interval,
                 mute: false,
+                udp: udp.map(|t| (t, false)),
+                rule: Vec::new(),
             };
             self.conns.insert(id, conn);
             return format!("connection {id} opens");
@@ -122,7 +137,7 @@ impl World {
             return "no connection to talk on".to_owned();
         }
         let id = talking[self.rng.below(talking.len() as u64) as usize];
-        if self.rng.chance(3) {
+        if self.rng.chance(3) && self.conns[&id].udp.is_none() {
             self.conns.get_mut(&id).expect("talking").mute = true;
             return format!("connection {id} falls silent");
         }
@@ -182,6 +197,58 @@ impl World {
                         page: Default::default(),
                     }
                 }
+                86..=88 if c.udp.is_some() => {
+                    // The UDP rules: no subscription before the token is echoed, a
+                    // wrong token changes nothing, large answers refused.
+                    c.next_rid += 1;
+                    let r = c.next_rid;
+                    let (token, verified) = c.udp.clone().expect("udp");
+                    let (frame, rule, w) = match self.rng.below(4) {
+                        0 if !verified => (
+                            ClientFrame::Sub(agora_protocol::Subscribe {
+                                rid: Some(r),
+                                dest: dest(Kind::Topic, "events0"),
+                                sid: 7,
+                                prefetch: None,
+                                ack: None,
+                            }),
+                            Some(ErrorCode::Unverified),
+                            "SUB before proving",
+                        ),
+                        1 => (
+                            ClientFrame::Connect(Connect {
+                                rid: Some(r),
+                                token: Some(token),
+                                ..Connect::default()
+                            }),
+                            None,
+                            "CONNECT with its token",
+                        ),
+                        2 => (
+                            ClientFrame::Connect(Connect {
+                                rid: Some(r),
+                                token: Some("0".repeat(16)),
+                                ..Connect::default()
+                            }),
+                            Some(ErrorCode::Unverified),
+                            "CONNECT with a wrong token",
+                        ),
+                        _ => (
+                            ClientFrame::Help { rid: Some(r) },
+                            Some(ErrorCode::NotPermitted),
+                            "HELP over UDP",
+                        ),
+                    };
+                    if matches!(&frame, ClientFrame::Connect(k) if k.token.as_ref() == c.udp.as_ref().map(|u| &u.0))
+                    {
+                        c.udp.as_mut().expect("udp").1 = true;
+                    }
+                    c.rule.push((r, rule));
+                    c.owed.push_back((r, true));
+                    what.push(w.to_owned());
+                    frame.encode(&mut out);
+                    continue;
+                }
                 86..=88 => {
                     what.push("UNSUB of nothing".to_owned());
                     ClientFrame::Unsub { rid, sid: 999 }
@@ -225,6 +292,9 @@ impl World {
                     confirm: Some(on), ..
                 }) => c.confirm = *on,
                 _ => {}
+            }
+            if let (Some(r), ClientFrame::Stats { .. }, Some(_)) = (rid, &frame, &c.udp) {
+                c.rule.push((r, Some(ErrorCode::NotPermitted)));
             }
             if let Some(r) = rid {
                 let owed = match &frame {
@@ -349,8 +419,20 @@ impl World {
                 format!("connection {id}: request #{r} never answered"),
             );
         }
+        if let Some((_, verified)) = &c.udp {
+            if c.session.verified() != *verified {
+                fail(
+                    &mut self.broken,
+                    format!(
+                        "connection {id}: the session says verified={}, its client {verified}",
+                        c.session.verified()
+                    ),
+                );
+            }
+        }
         c.owed.clear();
         c.expect.clear();
+        c.rule.clear();
         false
     }
 
@@ -588,6 +670,20 @@ impl World {
             }
         }
         let Some(r) = rid else { return };
+        if let Some(i) = c.rule.iter().position(|(q, _)| *q == r) {
+            let (_, want) = c.rule.swap_remove(i);
+            let got = match &f {
+                ServerFrame::Err(e) => Some(e.code),
+                _ => None,
+            };
+            if got != want {
+                fail(
+                    &mut self.broken,
+                    format!("connection {id}: #{r} answered {f:?}, the rule says {want:?}"),
+                );
+                return;
+            }
+        }
         loop {
             match c.owed.pop_front() {
                 Some((o, _)) if o == r => return,
@@ -631,7 +727,8 @@ impl World {
                 let Some(c) = self.conns.get_mut(&id) else {
                     break;
                 };
-                if c.timer > now {
+                // UDP sources are not pinged (an idle timeout forgets them instead).
+                if c.timer > now || c.udp.is_some() {
                     break;
                 }
                 let at = c.timer;
@@ -666,7 +763,7 @@ impl World {
                     }
                 }
             }
-            if let Some(c) = self.conns.get(&id) {
+            if let Some(c) = self.conns.get(&id).filter(|c| c.udp.is_none()) {
                 let quiet = self.now.saturating_duration_since(c.heard);
                 if quiet >= every * (max + 1) + Duration::from_millis(1) {
                     fail(
