@@ -58,11 +58,14 @@ fn replies_to_a_client_that_does_not_read_are_bounded_in_bytes() {
         queued(&c.stats()) > 0
     });
     // … and holds no more than the cap, or one answer when it is larger (an answer
-    // grows a little as the counters in it do: 4 KiB of slack).
+    // grows a little as the counters in it do: 4 KiB of slack). The count is the
+    // broker's, for all connections: the observer's own last answer may still be in it
+    // (its shipper gives the bytes back just after the write the observer has already
+    // read), so one more answer of slack (a run failed on that once in 52).
     for _ in 0..20 {
         let q = queued(&c.stats());
         assert!(
-            q <= CAP.max(one + 4096),
+            q <= CAP.max(one + 4096) + one + 4096,
             "{q} bytes queued for one client (cap {CAP}, one answer {one})"
         );
     }
@@ -102,7 +105,8 @@ fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
     wait_until("the lazy client to be gone", || {
         c.stats()["clients"]["tcp"] == 1
     });
-    assert_eq!(queued(&c.stats()), 0);
+    // (The observer's own last answer may still be counted a moment.)
+    wait_until("nothing queued", || queued(&c.stats()) == 0);
     // The others are served as before.
     c.send(b"PINGREQ #9\r\n");
     assert_eq!(c.next(), ServerFrame::PingResp { rid: Some(9) });
