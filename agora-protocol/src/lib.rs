@@ -172,7 +172,39 @@ impl ReadSize {
         self.0
     }
 
-    /// Adapts to a read that returned `n` bytes.
+    /// The shortest tail of a held buffer worth a read of its own (see
+    /// [`with_spare`](ReadSize::with_spare)).
+    pub const MIN_TAIL: usize = 512;
+
+    /// Bytes to ask for when the buffer cannot make room for [`get`](ReadSize::get)
+    /// without allocating (parts of it are still held elsewhere) and has `spare` bytes
+    /// free past what it holds: the rest of the buffer, up to `get()`, when that is at
+    /// least [`MIN_TAIL`](ReadSize::MIN_TAIL); otherwise `get()` (and a new buffer is
+    /// taken). A broker keeps the payloads it queues as slices of its read buffers, so a
+    /// buffer stays whole while any of them is held: filling each one before taking
+    /// another keeps the unused tail of a held buffer under `MIN_TAIL` bytes. (Asking
+    /// for `get()` whenever the tail was shorter left up to a whole read's worth unused
+    /// in every held buffer: a third of the memory of a queue flooded over loopback.)
+    ///
+    /// ```
+    /// use agora_protocol::ReadSize;
+    /// let mut size = ReadSize::default();
+    /// size.after_read(size.get()); // 8 KiB now
+    /// assert_eq!(size.with_spare(5000), 5000); // fill the buffer's tail first
+    /// assert_eq!(size.with_spare(100), 8192); // too little left: a new buffer
+    /// assert_eq!(size.with_spare(1 << 20), 8192);
+    /// ```
+    pub fn with_spare(self, spare: usize) -> usize {
+        if spare >= Self::MIN_TAIL {
+            spare.min(self.0)
+        } else {
+            self.0
+        }
+    }
+
+    /// Adapts to a read that returned `n` bytes. (A read asked for less than
+    /// [`get`](ReadSize::get), to fill a buffer's tail, says nothing about the peer and
+    /// is not reported.)
     pub fn after_read(&mut self, n: usize) {
         if n >= self.0 {
             self.0 = (self.0 * 2).min(Self::MAX);

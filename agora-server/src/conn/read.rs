@@ -37,7 +37,15 @@ impl Conn<'_> {
                 }
             }
             let len = buf.len();
-            buf.resize(len + read_size.get(), 0);
+            // Room for a whole read, made without allocating when nothing else holds
+            // the buffer's earlier bytes; else, while payloads queued from it keep it
+            // alive, its tail is read into before another buffer is taken.
+            let ask = if buf.try_reclaim(read_size.get()) {
+                read_size.get()
+            } else {
+                read_size.with_spare(buf.capacity() - len)
+            };
+            buf.resize(len + ask, 0);
             let event = future::or(
                 async { Event::Read(stream.read(&mut buf[len..]).await) },
                 future::or(
@@ -64,7 +72,9 @@ impl Conn<'_> {
                         .metrics
                         .bytes_in_tcp
                         .fetch_add(n as u64, Relaxed);
-                    read_size.after_read(n);
+                    if ask == read_size.get() {
+                        read_size.after_read(n);
+                    }
                 }
                 Event::Read(_) => return End::Gone, // EOF or error: the client is gone
                 Event::Stop => {
