@@ -87,8 +87,9 @@ pub struct Config {
     pub queues: HashMap<String, QueueSettings>,
     /// Most destinations (queues and topics) at once.
     pub max_destinations: usize,
-    /// Most payload bytes held by the whole broker: in queues (pending and unacked) and
-    /// in topic subscribers' buffers. A publish that would pass it is refused with
+    /// Most bytes of messages held by the whole broker: in queues (pending and unacked)
+    /// and in topic subscribers' buffers, each message counted as its size plus
+    /// `budget::per_message`. A publish that would pass it is refused with
     /// `memory_limit`.
     pub memory_budget: usize,
     /// Most subscriptions on one connection.

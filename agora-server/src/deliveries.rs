@@ -24,6 +24,9 @@ pub(crate) type DeliveryRx = Rx<Delivery>;
 /// Most deliveries the shipper takes per lock.
 pub const TAKE: usize = 256;
 
+/// Slots past which an emptied delivery queue frees its buffer (80 KiB of deliveries).
+const SHRINK_ABOVE: usize = 1024;
+
 struct State<T> {
     queue: VecDeque<T>,
     closed: bool,
@@ -195,6 +198,11 @@ impl<T> Rx<T> {
         let n = s.queue.len().min(TAKE);
         if n > 0 {
             batch.extend(s.queue.drain(..n));
+            // A buffer that grew while its subscriber was behind is given back once it
+            // has emptied (a `VecDeque` keeps its largest size otherwise).
+            if s.queue.is_empty() && s.queue.capacity() > SHRINK_ABOVE {
+                s.queue = VecDeque::new();
+            }
             return Took::Some;
         }
         if s.closed {
@@ -254,5 +262,33 @@ impl Credit {
     /// Tells the queue; waits for room in its channel, which slows only this shipper.
     pub async fn report(&self, r: Report) {
         (self.0)(r).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emptied_backlog_frees_its_buffer() {
+        let (tx, rx) = queue::<u64>();
+        for i in 0..5000 {
+            assert!(tx.push(i).is_ok());
+        }
+        assert!(rx.0.lock().queue.capacity() >= 5000);
+        let mut batch = VecDeque::new();
+        let mut seen = 0;
+        while let Took::Some = rx.take(&mut batch) {
+            seen += batch.drain(..).count();
+        }
+        assert_eq!(seen, 5000);
+        assert_eq!(rx.0.lock().queue.capacity(), 0);
+        // A short queue keeps its buffer: no allocation per batch.
+        for i in 0..100 {
+            assert!(tx.push(i).is_ok());
+        }
+        let cap = rx.0.lock().queue.capacity();
+        assert!(matches!(rx.take(&mut batch), Took::Some));
+        assert_eq!(rx.0.lock().queue.capacity(), cap);
     }
 }

@@ -6,6 +6,10 @@
 use agora_protocol::bytes::Bytes;
 use agora_protocol::Headers;
 
+/// Payloads shorter than this are copied out of their read buffer when they wait in a
+/// queue that has no consumer ([`Message::compact`]).
+pub(crate) const COPY_BELOW: usize = 4096;
+
 /// A message as the broker holds it. Cloning shares the payload (a reference count),
 /// never copies it.
 #[derive(Clone, Debug)]
@@ -17,6 +21,19 @@ pub(crate) struct Message {
 }
 
 impl Message {
+    /// Gives the message its own copy of its payload. A payload read over TCP is a
+    /// slice of the connection's read buffer and keeps that whole buffer (up to 64 KiB)
+    /// resident while it is held; a message left waiting in a queue that has no
+    /// consumer is given its own allocation instead, so it cannot keep a buffer full of
+    /// other messages' bytes resident long after they were consumed.
+    /// Payloads of [`COPY_BELOW`] bytes or more are left as they are: they fill much
+    /// of the buffer they keep, and jemalloc pads a copy of 16 KiB or more with a page.
+    pub fn compact(&mut self) {
+        if self.payload.len() < COPY_BELOW {
+            self.payload = Bytes::copy_from_slice(&self.payload);
+        }
+    }
+
     /// What the message counts against byte limits.
     pub fn size(&self) -> usize {
         self.payload.len()

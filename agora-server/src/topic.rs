@@ -48,6 +48,9 @@ pub(crate) struct Topic {
     pub closed: AtomicBool,
     /// Buffered deliveries are charged to the broker's memory budget.
     budget: Arc<Budget>,
+    /// What each delivery is charged beyond its message's size
+    /// ([`budget::per_message`](crate::budget::per_message)).
+    per_message: usize,
     /// The `copy_fanout` ablation: a copy of the payload per subscriber.
     copy_fanout: bool,
     /// The mutator chain publishers run before fan-out, and its drop count.
@@ -65,6 +68,7 @@ pub(crate) enum TopicRefused {
 impl Topic {
     pub fn new(dest: Destination, policy: SlowConsumerPolicy, budget: Arc<Budget>) -> Topic {
         Topic {
+            per_message: crate::budget::per_message(&dest),
             dest,
             subs: RwLock::new(Arc::new(Vec::new())),
             policy,
@@ -191,7 +195,8 @@ impl Topic {
             self.bytes_in.fetch_add(bytes, Relaxed);
             return Ok(());
         }
-        let size: usize = msgs.iter().map(Message::size).sum();
+        let size: usize =
+            msgs.iter().map(Message::size).sum::<usize>() + msgs.len() * self.per_message;
         // Each subscriber's buffered copy counts against the budget (the payload is
         // shared, but each copy may outlive the others); shares that find no place (a
         // closed or cut-off subscriber, a dropped oldest message) go back at the end.
@@ -221,7 +226,11 @@ impl Topic {
                 } else {
                     m.clone()
                 },
-                charged: if charge { m.size() } else { 0 },
+                charged: if charge {
+                    m.size() + self.per_message
+                } else {
+                    0
+                },
             });
             let r = s.tx.push_all(deliveries, s.cap, drop_oldest);
             unplaced += r.unplaced;

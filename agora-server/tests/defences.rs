@@ -198,6 +198,12 @@ fn destination_limit() {
     assert!(matches!(c.next(), ServerFrame::PubAck { .. }));
 }
 
+/// What the budget charges for one message of `size` bytes held for a destination
+/// named `name` (the configuration chapter's rule): its size, 128 bytes, and the name.
+fn charge(name: &str, size: u64) -> u64 {
+    size + 128 + name.len() as u64
+}
+
 #[test]
 fn memory_budget_covers_queues_and_subscriber_buffers() {
     let s = start_with(Config {
@@ -210,7 +216,7 @@ fn memory_budget_covers_queues_and_subscriber_buffers() {
     assert!(c.sync(1).is_empty());
     publish(&mut c, "queue:n", &big);
     assert!(c.expect_err(ErrorCode::MemoryLimit).contains("1000"));
-    assert_eq!(c.stats()["memory"]["used"], 600);
+    assert_eq!(c.stats()["memory"]["used"], charge("m", 600));
     // A topic subscriber that does not read holds its copies against the budget too.
     let mut lazy = s.connect();
     lazy.send(b"SUB topic:t 1\r\n");
@@ -228,7 +234,7 @@ fn memory_budget_covers_queues_and_subscriber_buffers() {
         publish(&mut c, "topic:t", &mid);
         if let Some(ServerFrame::Err(e)) = c.sync(3).first() {
             assert_eq!(e.code, ErrorCode::MemoryLimit);
-            if c.stats()["memory"]["used"].as_u64().unwrap() > 1000 - 400 {
+            if c.stats()["memory"]["used"].as_u64().unwrap() > 1000 - charge("t", 400) {
                 refused += 1;
                 break;
             }
@@ -254,7 +260,8 @@ fn memory_budget_covers_queues_and_subscriber_buffers() {
         }
         let used = c.stats()["memory"]["used"].as_u64().unwrap();
         assert!(used <= 1000, "{used}");
-        let k = (1000 - used) / 100 + 1;
+        let each = charge("t", 100);
+        let k = (1000 - used) / each + 1;
         let mut run = Vec::new();
         for _ in 0..k {
             run.extend_from_slice(b"PUB topic:t 100\r\n");
@@ -271,11 +278,11 @@ fn memory_budget_covers_queues_and_subscriber_buffers() {
         }
         let accepted = k - answers.len() as u64;
         let after = c.stats()["memory"]["used"].as_u64().unwrap();
-        if after < used + accepted * 100 {
+        if after < used + accepted * each {
             continue; // copies drained meanwhile: the socket is not full yet
         }
         assert_eq!(answers.len(), 1, "{answers:?}");
-        assert_eq!(after, used + (k - 1) * 100);
+        assert_eq!(after, used + (k - 1) * each);
         checked = true;
         break;
     }

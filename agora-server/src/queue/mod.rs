@@ -14,6 +14,7 @@
 //! higher delivery count. A message delivered `max_deliveries` times, or waiting longer
 //! than the queue's TTL, moves to the dead-letter queue with headers saying why.
 
+mod blocks;
 mod shared;
 mod state;
 

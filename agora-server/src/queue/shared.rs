@@ -19,6 +19,9 @@ pub(crate) struct QueueShared {
     pub tx: crate::chan::Tx<QueueCmd>,
     pub settings: QueueSettings,
     budget: Arc<Budget>,
+    /// What each message is charged to the budget beyond its size
+    /// ([`budget::per_message`](crate::budget::per_message)).
+    per_message: usize,
     /// Messages held (pending + unacked), counted when reserved.
     held: AtomicUsize,
     /// Payload bytes held.
@@ -69,7 +72,7 @@ impl QueueShared {
         };
         let taken = match refused {
             Some(r) => Err(r),
-            None if self.budget.try_take(size) => Ok(()),
+            None if self.budget.try_take(size + self.per_message) => Ok(()),
             None => Err(Refused::Memory(format!(
                 "the broker's memory budget of {} bytes is spent",
                 self.budget.limit()
@@ -103,6 +106,7 @@ impl QueueShared {
         // holds none.
         let (tx, rx) = crate::chan::bounded(channel);
         let shared = Arc::new(QueueShared {
+            per_message: crate::budget::per_message(&dest),
             dest,
             tx,
             settings,
@@ -158,15 +162,17 @@ impl QueueShared {
     /// A deleted queue gives back everything reserved, messages still in its channel
     /// included.
     pub fn release_all(&self) {
-        self.held.store(0, SeqCst);
-        self.budget.give_back(self.held_bytes.swap(0, SeqCst));
+        let n = self.held.swap(0, SeqCst);
+        let bytes = self.held_bytes.swap(0, SeqCst);
+        self.budget.give_back(bytes + n * self.per_message);
     }
 
-    /// Gives back what left the queue: to its limits and to the memory budget.
+    /// Gives back what left the queue: `n` messages of `bytes` (their sizes) to its
+    /// limits, and what they were charged to the memory budget.
     pub fn release(&self, n: usize, bytes: usize) {
         self.held.fetch_sub(n, SeqCst);
         self.held_bytes.fetch_sub(bytes, SeqCst);
-        self.budget.give_back(bytes);
+        self.budget.give_back(bytes + n * self.per_message);
     }
 
     /// True when the queue holds nothing and nobody consumes it.

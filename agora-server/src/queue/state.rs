@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::blocks::Blocks;
 use crate::config::QueueSettings;
 use crate::message::{Delivery, Message};
 
@@ -116,7 +117,11 @@ pub(crate) enum Acked {
 /// See the module documentation.
 pub(crate) struct QueueState<P> {
     settings: QueueSettings,
-    pending: VecDeque<Held>,
+    pending: Blocks<Held>,
+    /// At least as many messages as there are at the back of `pending` whose payloads
+    /// are not yet their own ([`Message::compact`]): those enqueued since the last
+    /// dispatch with no consumer.
+    loose: usize,
     consumers: Vec<ConsumerState<P>>,
     /// Round-robin position.
     rr: usize,
@@ -133,7 +138,8 @@ impl<P> QueueState<P> {
     pub fn new(settings: QueueSettings) -> Self {
         QueueState {
             settings,
-            pending: VecDeque::new(),
+            pending: Blocks::new(),
+            loose: 0,
             consumers: Vec::new(),
             rr: 0,
             dead: Vec::new(),
@@ -198,6 +204,7 @@ impl<P> QueueState<P> {
     /// Adds published messages to the end of the queue.
     pub fn enqueue(&mut self, msgs: impl IntoIterator<Item = Message>, now: Instant) {
         for msg in msgs {
+            self.loose += 1;
             self.totals.messages_in += 1;
             self.totals.bytes_in += msg.payload.len() as u64;
             self.pending.push_back(Held {
@@ -234,7 +241,7 @@ impl<P> QueueState<P> {
         };
         match self.consumers[i].unacked.remove(&did) {
             Some(o) if ack => self.release(1, o.held.msg.size()),
-            Some(o) => self.pending.push_front(o.held),
+            Some(o) => self.put_back(o.held),
             None => return Acked::Unknown,
         }
         Acked::Done
@@ -251,8 +258,9 @@ impl<P> QueueState<P> {
 
     /// Drops every pending message; returns how many.
     pub fn purge(&mut self) -> usize {
+        self.loose = 0;
         let n = self.pending.len();
-        let bytes = self.pending.drain(..).map(|h| h.msg.size()).sum();
+        let bytes = self.pending.take_all().map(|h| h.msg.size()).sum();
         self.release(n, bytes);
         n
     }
@@ -287,17 +295,45 @@ impl<P> QueueState<P> {
             .chain(back.into_iter().map(|(_, o)| o.held))
             .collect();
         while let Some(h) = v.pop() {
-            self.pending.push_front(h);
+            self.put_back(h);
         }
         c.c
+    }
+
+    /// Puts a message a consumer held back at the front of the queue, to wait there
+    /// with its own copy of its payload (it was not copied when it went out).
+    fn put_back(&mut self, mut h: Held) {
+        h.msg.compact();
+        self.pending.push_front(h);
+    }
+
+    /// In a queue with no consumer, gives the waiting messages that still share their
+    /// read buffer their own copies of their payloads ([`Message::compact`]). Those are
+    /// the last `loose` pending ones, or all of them if fewer remain: dispatch only takes
+    /// from the front, what it puts back at the front it took in the same call, and
+    /// messages put back by consumers are copied as they are.
+    ///
+    /// Only with no consumer: nobody will take these messages soon, and one of them
+    /// would keep a whole buffer of others' bytes resident. With consumers, messages
+    /// leave in order and their buffers with them, and copying each one that waits
+    /// cost a backlogged queue with acknowledging consumers 5–13 % of its throughput
+    /// (book: Operations, "Memory").
+    fn compact_waiting(&mut self) {
+        if !self.consumers.is_empty() {
+            return;
+        }
+        let k = std::mem::take(&mut self.loose).min(self.pending.len());
+        for h in self.pending.iter_mut().rev().take(k) {
+            h.msg.compact();
+        }
     }
 
     /// Expires pending messages past their TTL and takes back deliveries past the ack
     /// timeout.
     pub fn timers(&mut self, now: Instant) {
         if let Some(ttl) = self.settings.ttl {
-            let mut keep = VecDeque::with_capacity(self.pending.len());
-            for h in self.pending.drain(..) {
+            let mut keep = Blocks::new();
+            for h in self.pending.take_all() {
                 if now.saturating_duration_since(h.enqueued) >= ttl {
                     self.dead.push((h, EXPIRED));
                 } else {
@@ -324,7 +360,7 @@ impl<P> QueueState<P> {
             }
             back.sort_unstable_by_key(|(did, _)| std::cmp::Reverse(*did));
             for (_, h) in back {
-                self.pending.push_front(h);
+                self.put_back(h);
             }
         }
     }
@@ -426,8 +462,8 @@ impl<P> QueueState<P> {
         }
         // Exhausted messages are dead-lettered even with no consumer.
         if self.consumers.is_empty() && max > 0 {
-            let mut keep = VecDeque::with_capacity(self.pending.len());
-            for h in self.pending.drain(..) {
+            let mut keep = Blocks::new();
+            for h in self.pending.take_all() {
                 if h.count >= max {
                     self.dead.push((h, MAX_DELIVERIES));
                 } else {
@@ -436,6 +472,7 @@ impl<P> QueueState<P> {
             }
             self.pending = keep;
         }
+        self.compact_waiting();
     }
 
     /// Calls `f` with every message the queue holds and where it is: what the

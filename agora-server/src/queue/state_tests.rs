@@ -246,3 +246,61 @@ fn an_ended_auto_ack_subscription_keeps_what_its_shipper_may_have_written() {
         "only p3 is left, never delivered twice"
     );
 }
+
+/// Messages whose payloads are slices of one buffer, as the broker's read loop makes
+/// them, and whether a payload still points into that buffer.
+fn sliced(buf: &Bytes, n: usize, at: Instant) -> Vec<Message> {
+    (0..n)
+        .map(|i| Message {
+            headers: Headers::default(),
+            payload: buf.slice(i * 10..i * 10 + 10),
+            received: at,
+        })
+        .collect()
+}
+
+fn in_buffer(buf: &Bytes, m: &Message) -> bool {
+    let r = buf.as_ptr_range();
+    r.contains(&m.payload.as_ptr())
+}
+
+#[test]
+fn messages_waiting_for_no_consumer_own_their_payloads() {
+    let t0 = Instant::now();
+    let buf = Bytes::from(vec![7u8; 1000]);
+    let pending_in_buffer = |q: &QueueState<Rec>| {
+        let mut n = (0, 0);
+        q.for_each_held(|p, h| {
+            if p == Place::Pending {
+                n.0 += 1;
+                n.1 += in_buffer(&buf, &h.msg) as usize;
+                assert_eq!(&h.msg.payload[..], &[7u8; 10][..]);
+            }
+        });
+        n
+    };
+    // No consumer: copied at the dispatch after they arrive.
+    let mut q = QueueState::<Rec>::new(settings());
+    q.enqueue(sliced(&buf, 5, t0), t0);
+    q.dispatch(t0, push);
+    assert_eq!(pending_in_buffer(&q), (5, 0));
+    // With a consumer, nothing is copied: three go straight out as the publisher's
+    // slices, and seven wait as they came.
+    let mut q = QueueState::new(settings());
+    let a = consumer(&mut q, 1, 3, false);
+    q.enqueue(sliced(&buf, 10, t0), t0);
+    q.dispatch(t0, push);
+    let got = a.take();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|d| in_buffer(&buf, &d.msg)));
+    assert_eq!(pending_in_buffer(&q), (7, 7));
+    // A nacked delivery waits again, copied as it is put back.
+    assert_eq!(q.ack(1, got[0].did, false), Acked::Done);
+    assert_eq!(pending_in_buffer(&q), (8, 7));
+    // The consumer leaves: its two come back copied, and the next dispatch, with no
+    // consumer left, copies the rest.
+    assert!(q.unsubscribe(1).is_some());
+    assert_eq!(pending_in_buffer(&q), (10, 7));
+    q.dispatch(t0, push);
+    assert_eq!(pending_in_buffer(&q), (10, 0));
+}

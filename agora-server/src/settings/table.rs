@@ -247,7 +247,7 @@ pub const SETTINGS: &[Setting] = &[
         default: Some("1073741824"),
         default_note: "1 GiB",
         valid: "1 or more bytes",
-        doc: "Most payload bytes the broker holds in queues and subscriber buffers together",
+        doc: "Most bytes of messages the broker holds in queues and subscriber buffers together, each counted as its payload and headers plus 128 bytes and its destination's name",
         apply: |s, v| {
             s.config.memory_budget = count(unsigned(v, 1, None)?);
             Ok(())

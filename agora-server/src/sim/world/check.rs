@@ -50,14 +50,31 @@ impl World {
         for (q, sq) in self.queues.iter().enumerate() {
             let (mut n, mut bytes) = (0, 0);
             let mut per: BTreeMap<u64, u32> = BTreeMap::new();
+            let mut pinning = 0;
+            let idle = sq.state.consumers() == 0;
             sq.state.for_each_held(|p, h| {
                 *seen.entry(msg_id(&h.msg)).or_default() += 1;
+                // In a queue without consumers, a waiting message of a short payload
+                // owns it (it holds no read buffer).
+                if p == Place::Pending
+                    && idle
+                    && !h.msg.payload.is_empty()
+                    && h.msg.payload.len() < crate::message::COPY_BELOW
+                    && !h.msg.payload.is_unique()
+                {
+                    pinning += 1;
+                }
                 n += 1;
                 bytes += h.msg.size();
                 if let Place::Outstanding(cid, _) = p {
                     *per.entry(cid).or_default() += 1;
                 }
             });
+            if pinning > 0 {
+                return Err(format!(
+                    "queue {q}: {pinning} waiting messages share their payload's buffer"
+                ));
+            }
             if sq.shared.held() != (n, bytes) {
                 return Err(format!(
                     "queue {q} reserved {:?} but holds {:?}",
@@ -73,7 +90,8 @@ impl World {
                     ));
                 }
             }
-            queue_bytes += bytes;
+            // Each held message is charged its size and what holding it costs.
+            queue_bytes += bytes + n * crate::budget::per_message(&sq.shared.dest);
         }
         if let Some((id, n)) = seen.iter().find(|(_, n)| **n > 1) {
             return Err(format!("#{id} held in {n} places at once"));
