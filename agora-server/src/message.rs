@@ -7,7 +7,7 @@ use agora_protocol::bytes::Bytes;
 use agora_protocol::Headers;
 
 /// Payloads shorter than this are copied out of their read buffer when they wait in a
-/// queue that has no consumer ([`Message::compact`]).
+/// queue ([`Message::compact`]).
 pub(crate) const COPY_BELOW: usize = 4096;
 
 /// A message as the broker holds it. Cloning shares the payload (a reference count),
@@ -23,9 +23,10 @@ pub(crate) struct Message {
 impl Message {
     /// Gives the message its own copy of its payload. A payload read over TCP is a
     /// slice of the connection's read buffer and keeps that whole buffer (up to 64 KiB)
-    /// resident while it is held; a message left waiting in a queue that has no
-    /// consumer is given its own allocation instead, so it cannot keep a buffer full of
-    /// other messages' bytes resident long after they were consumed.
+    /// resident while it is held; a message left waiting in a queue (one with no
+    /// consumer, or for a second: `QueueState::compact_waiting`) is given its own
+    /// allocation instead, so it cannot keep a buffer full of other messages' bytes
+    /// resident long after they were consumed.
     /// Payloads of [`COPY_BELOW`] bytes or more are left as they are: they fill much
     /// of the buffer they keep, and jemalloc pads a copy of 16 KiB or more with a page.
     pub fn compact(&mut self) {

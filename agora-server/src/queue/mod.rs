@@ -33,7 +33,8 @@ use crate::message::Message;
 use crate::shipper::Outbox;
 pub(crate) use shared::{QueueShared, Refused};
 pub(crate) use state::{
-    Acked, ConsumerSpec, Held, Place, QueueState, EXPIRED, MAX_DELIVERIES, SLOT_SHIFT,
+    Acked, ConsumerSpec, Held, Place, QueueState, COMPACT_AFTER, EXPIRED, MAX_DELIVERIES,
+    SLOT_SHIFT,
 };
 
 /// Commands a queue task takes.
@@ -123,26 +124,58 @@ struct Queue {
     resolver: DlqResolver,
 }
 
+/// What woke a queue's task.
+enum Wake {
+    Cmd(Option<QueueCmd>),
+    Tick,
+    /// Waiting messages are due to be compacted (done by the dispatch after it).
+    Compact,
+}
+
 impl Queue {
     async fn run(mut self, rx: crate::chan::Rx<QueueCmd>) {
         let mut ticker = self.state.tick().map(smol::Timer::interval);
+        // Wakes the queue when waiting messages are due to be compacted
+        // (`QueueState::compact_waiting`); moved only when that time changes.
+        let mut compaction = smol::Timer::never();
+        let mut compaction_at = None;
         'serve: loop {
-            let cmd = match &mut ticker {
-                None => rx.recv().await.ok(),
-                Some(t) => {
-                    let tick = async {
-                        t.next().await;
-                        None
-                    };
-                    match futures_lite::future::or(async { Some(rx.recv().await) }, tick).await {
-                        Some(Ok(cmd)) => Some(cmd),
-                        Some(Err(_)) => None,
-                        None => {
-                            self.state.timers(Instant::now());
-                            self.after_batch().await;
-                            continue;
+            let due = self.state.compaction_due();
+            if due != compaction_at {
+                compaction_at = due;
+                compaction = due.map_or_else(smol::Timer::never, smol::Timer::at);
+            }
+            let wake = futures_lite::future::or(
+                async { Wake::Cmd(rx.recv().await.ok()) },
+                futures_lite::future::or(
+                    async {
+                        match &mut ticker {
+                            Some(t) => {
+                                t.next().await;
+                            }
+                            None => futures_lite::future::pending::<()>().await,
                         }
-                    }
+                        Wake::Tick
+                    },
+                    async {
+                        (&mut compaction).await;
+                        Wake::Compact
+                    },
+                ),
+            )
+            .await;
+            let cmd = match wake {
+                Wake::Cmd(cmd) => cmd,
+                Wake::Tick => {
+                    self.state.timers(Instant::now());
+                    self.after_batch().await;
+                    continue;
+                }
+                Wake::Compact => {
+                    compaction_at = None;
+                    compaction = smol::Timer::never();
+                    self.after_batch().await;
+                    continue;
                 }
             };
             let Some(cmd) = cmd else { break };

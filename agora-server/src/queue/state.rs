@@ -17,6 +17,10 @@ use super::blocks::Blocks;
 use crate::config::QueueSettings;
 use crate::message::{Delivery, Message};
 
+/// How long a message may wait in a queue with consumers before its payload is copied
+/// out of its read buffer ([`QueueState::compact_waiting`]).
+pub(crate) const COMPACT_AFTER: Duration = Duration::from_secs(1);
+
 /// Delivery ids are `slot << SLOT_SHIFT | seq`: the connection finds the subscription
 /// of an `ACK` from the id alone, and ids are never reused on a connection because
 /// neither slots nor sequence numbers are.
@@ -120,8 +124,10 @@ pub(crate) struct QueueState<P> {
     pending: Blocks<Held>,
     /// At least as many messages as there are at the back of `pending` whose payloads
     /// are not yet their own ([`Message::compact`]): those enqueued since the last
-    /// dispatch with no consumer.
+    /// compaction.
     loose: usize,
+    /// When the oldest of them was enqueued.
+    loose_since: Option<Instant>,
     consumers: Vec<ConsumerState<P>>,
     /// Round-robin position.
     rr: usize,
@@ -140,6 +146,7 @@ impl<P> QueueState<P> {
             settings,
             pending: Blocks::new(),
             loose: 0,
+            loose_since: None,
             consumers: Vec::new(),
             rr: 0,
             dead: Vec::new(),
@@ -205,6 +212,7 @@ impl<P> QueueState<P> {
     pub fn enqueue(&mut self, msgs: impl IntoIterator<Item = Message>, now: Instant) {
         for msg in msgs {
             self.loose += 1;
+            self.loose_since.get_or_insert(now);
             self.totals.messages_in += 1;
             self.totals.bytes_in += msg.payload.len() as u64;
             self.pending.push_back(Held {
@@ -259,6 +267,7 @@ impl<P> QueueState<P> {
     /// Drops every pending message; returns how many.
     pub fn purge(&mut self) -> usize {
         self.loose = 0;
+        self.loose_since = None;
         let n = self.pending.len();
         let bytes = self.pending.take_all().map(|h| h.msg.size()).sum();
         self.release(n, bytes);
@@ -307,22 +316,43 @@ impl<P> QueueState<P> {
         self.pending.push_front(h);
     }
 
-    /// In a queue with no consumer, gives the waiting messages that still share their
-    /// read buffer their own copies of their payloads ([`Message::compact`]). Those are
-    /// the last `loose` pending ones, or all of them if fewer remain: dispatch only takes
-    /// from the front, what it puts back at the front it took in the same call, and
-    /// messages put back by consumers are copied as they are.
+    /// When [`compact_waiting`](QueueState::compact_waiting) next has work, if the queue
+    /// has consumers (without, it has none after a dispatch): for the queue's task to
+    /// wake at.
+    pub fn compaction_due(&self) -> Option<Instant> {
+        if self.loose == 0 || self.pending.is_empty() {
+            return None;
+        }
+        self.loose_since.map(|t| t + COMPACT_AFTER)
+    }
+
+    /// Gives the waiting messages that still share their read buffer their own copies
+    /// of their payloads ([`Message::compact`]): at once in a queue with no consumer,
+    /// else once the oldest has waited [`COMPACT_AFTER`]. Those are the last `loose`
+    /// pending ones, or all of them if fewer remain: dispatch only takes from the
+    /// front, what it puts back at the front it took in the same call, and messages put
+    /// back by consumers are copied as they are.
     ///
-    /// Only with no consumer: nobody will take these messages soon, and one of them
-    /// would keep a whole buffer of others' bytes resident. With consumers, messages
-    /// leave in order and their buffers with them, and copying each one that waits
-    /// cost a backlogged queue with acknowledging consumers 5–13 % of its throughput
-    /// (book: Operations, "Memory").
-    fn compact_waiting(&mut self) {
-        if !self.consumers.is_empty() {
+    /// A message that waits long would keep a whole buffer of others' bytes resident.
+    /// With consumers that keep up, messages leave in order, and their buffers with
+    /// them, before they are a second old; copying each one that waited at all cost a
+    /// backlogged queue with acknowledging consumers 5–13 % of its throughput (book:
+    /// Operations, "Memory").
+    pub fn compact_waiting(&mut self, now: Instant) {
+        if self.pending.is_empty() {
+            self.loose = 0;
+            self.loose_since = None;
+            return;
+        }
+        let due = self.consumers.is_empty()
+            || self
+                .loose_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= COMPACT_AFTER);
+        if !due {
             return;
         }
         let k = std::mem::take(&mut self.loose).min(self.pending.len());
+        self.loose_since = None;
         for h in self.pending.iter_mut().rev().take(k) {
             h.msg.compact();
         }
@@ -472,7 +502,7 @@ impl<P> QueueState<P> {
             }
             self.pending = keep;
         }
-        self.compact_waiting();
+        self.compact_waiting(now);
     }
 
     /// Calls `f` with every message the queue holds and where it is: what the

@@ -265,7 +265,7 @@ fn in_buffer(buf: &Bytes, m: &Message) -> bool {
 }
 
 #[test]
-fn messages_waiting_for_no_consumer_own_their_payloads() {
+fn messages_waiting_for_no_consumer_or_for_a_second_own_their_payloads() {
     let t0 = Instant::now();
     let buf = Bytes::from(vec![7u8; 1000]);
     let pending_in_buffer = |q: &QueueState<Rec>| {
@@ -297,10 +297,26 @@ fn messages_waiting_for_no_consumer_own_their_payloads() {
     // A nacked delivery waits again, copied as it is put back.
     assert_eq!(q.ack(1, got[0].did, false), Acked::Done);
     assert_eq!(pending_in_buffer(&q), (8, 7));
-    // The consumer leaves: its two come back copied, and the next dispatch, with no
-    // consumer left, copies the rest.
+    // A second after the first of them arrived, the ones still waiting are copied too,
+    // and the queue's task is told when that is.
+    assert_eq!(q.compaction_due(), Some(t0 + COMPACT_AFTER));
+    // (The nacked one goes out again: the consumer has room for it.)
+    q.dispatch(t0 + COMPACT_AFTER / 2, push);
+    assert_eq!(pending_in_buffer(&q), (7, 7));
+    q.dispatch(t0 + COMPACT_AFTER, push);
+    assert_eq!(pending_in_buffer(&q), (7, 0));
+    assert_eq!(q.compaction_due(), None);
+    // New ones wait their second from when they came.
+    let t1 = t0 + 5 * COMPACT_AFTER;
+    q.enqueue(sliced(&buf, 2, t1), t1);
+    assert_eq!(q.compaction_due(), Some(t1 + COMPACT_AFTER));
+    q.dispatch(t1, push);
+    assert_eq!(pending_in_buffer(&q), (9, 2));
+    // The consumer leaves: its three come back copied, and the next dispatch, with no
+    // consumer left, copies the rest at once.
     assert!(q.unsubscribe(1).is_some());
-    assert_eq!(pending_in_buffer(&q), (10, 7));
-    q.dispatch(t0, push);
-    assert_eq!(pending_in_buffer(&q), (10, 0));
+    assert_eq!(pending_in_buffer(&q), (12, 2));
+    q.dispatch(t1, push);
+    assert_eq!(pending_in_buffer(&q), (12, 0));
+    assert_eq!(q.compaction_due(), None);
 }

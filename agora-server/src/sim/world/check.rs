@@ -54,10 +54,12 @@ impl World {
             let idle = sq.state.consumers() == 0;
             sq.state.for_each_held(|p, h| {
                 *seen.entry(msg_id(&h.msg)).or_default() += 1;
-                // In a queue without consumers, a waiting message of a short payload
-                // owns it (it holds no read buffer).
+                // A waiting message of a short payload owns it (it holds no read
+                // buffer) in a queue without consumers, or once it has waited a second.
+                let waited =
+                    self.now.saturating_duration_since(h.enqueued) >= crate::queue::COMPACT_AFTER;
                 if p == Place::Pending
-                    && idle
+                    && (idle || waited)
                     && !h.msg.payload.is_empty()
                     && h.msg.payload.len() < crate::message::COPY_BELOW
                     && !h.msg.payload.is_unique()
