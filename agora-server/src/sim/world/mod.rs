@@ -12,6 +12,8 @@ use agora_protocol::{Destination, Headers, Kind, Name};
 mod check;
 mod conns;
 mod consumers;
+mod driver;
+mod frames;
 mod reads;
 mod settle;
 mod topics;

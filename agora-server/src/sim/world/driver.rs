@@ -1,0 +1,222 @@
+//! The connection driver of the simulated world: carries out a session's effects on the
+//! world's queues and topics as `conn` does on the broker's (runs of fire-and-forget
+//! publishes held back and handed over together, reservations taken as each publish is
+//! read, chains run once per publish, `PUBACK`s once the message is placed). The
+//! clients and their checks are in `conns.rs`.
+
+use std::sync::Arc;
+
+use agora_protocol::bytes::Bytes;
+use agora_protocol::{ErrorCode, Kind, Publish, ServerFrame};
+
+use super::conns::{err, fail, Tag, Target};
+use super::World;
+use crate::message::Message;
+use crate::mutators::{Chain, Env, Verdict};
+use crate::queue::Refused;
+use crate::session::{Ask, PubMode, Step};
+use crate::topic::TopicRefused;
+
+impl World {
+    /// One step; `Some` ends the connection.
+    pub(super) fn carry_out(&mut self, id: u64, step: Step<u64>) -> Option<crate::session::End> {
+        match step {
+            Step::Nothing => {}
+            Step::Reply(f) => self.answer(id, f),
+            Step::Refuse(rid, r) => self.answer(id, err(rid, r.code)),
+            Step::Publish { publish, mode } => self.publish_step(id, publish, mode),
+            Step::Ask(Ask::Stats { rid, .. }) => self.answer(
+                id,
+                ServerFrame::StatsResp {
+                    rid,
+                    json: Bytes::from_static(b"{}"),
+                },
+            ),
+            Step::Ask(Ask::ChainSet { rid, dest, chain }) => {
+                match chain {
+                    Some(text) => {
+                        let text = std::str::from_utf8(&text).expect("the sim's chain");
+                        let chain = Chain::parse(text, &Env::default()).expect("it parses");
+                        self.chains.insert(dest, Arc::new(chain));
+                    }
+                    None => {
+                        self.chains.remove(&dest);
+                    }
+                }
+                self.answer(id, ServerFrame::Ok { rid })
+            }
+            Step::End(end) => return Some(end),
+            other => fail(
+                &mut self.broken,
+                format!("connection {id}: unexpected {other:?}"),
+            ),
+        }
+        None
+    }
+
+    /// A publish the session let through: its chain, then held back or placed.
+    pub(super) fn publish_step(&mut self, id: u64, p: Publish, mode: PubMode) {
+        let hold = mode.hold();
+        let target = match p.dest.kind {
+            Kind::Queue => Target::Queue(
+                (0..self.queues.len())
+                    .find(|q| self.queues[*q].shared.dest == p.dest)
+                    .expect("a work queue"),
+            ),
+            Kind::Topic => Target::Topic(
+                (0..self.topics.len())
+                    .find(|t| self.topics[*t].topic.dest == p.dest)
+                    .expect("a topic"),
+            ),
+        };
+        let tag = match target {
+            Target::Queue(_) => Tag::Queue(u64::from_le_bytes(
+                p.payload[..8].try_into().expect("an id"),
+            )),
+            Target::Topic(_) => Tag::Topic(u64::from_le_bytes(
+                p.payload[8..16].try_into().expect("a seq"),
+            )),
+        };
+        self.conns
+            .get_mut(&id)
+            .expect("acting")
+            .unplaced
+            .push_back(tag);
+        let mut msg = Message {
+            headers: p.headers,
+            payload: p.payload,
+            received: self.now,
+        };
+        if let Some(chain) = self.chains.get(&p.dest).cloned() {
+            let verdict = futures_lite::future::block_on(crate::mutators::run_on(&chain, &mut msg));
+            if verdict == Verdict::Drop {
+                self.report.filtered += 1;
+                self.placed(id, tag, p.rid, mode, true);
+                return;
+            }
+        }
+        match target {
+            Target::Queue(q) => match self.queues[q].shared.reserve(msg.size()) {
+                Ok(()) if hold => self.hold(id, target, tag, msg),
+                Ok(()) => {
+                    self.enqueue(q, [msg]);
+                    self.placed(id, tag, p.rid, mode, false);
+                }
+                Err(Refused::Full(_)) => self.refused(id, tag, p.rid, ErrorCode::QueueFull),
+                Err(Refused::Memory(_)) => self.refused(id, tag, p.rid, ErrorCode::MemoryLimit),
+                Err(Refused::Retired) => fail(&mut self.broken, "a retired queue".to_owned()),
+            },
+            Target::Topic(_) if hold => self.hold(id, target, tag, msg),
+            Target::Topic(t) => match self.topics[t].topic.publish(&msg) {
+                Ok(()) => {
+                    self.report.topic_published += 1;
+                    self.placed(id, tag, p.rid, mode, false);
+                }
+                Err(TopicRefused::Memory(_)) => {
+                    self.refused(id, tag, p.rid, ErrorCode::MemoryLimit)
+                }
+                Err(TopicRefused::Closed) => fail(&mut self.broken, "a closed topic".to_owned()),
+            },
+        }
+    }
+
+    /// Holds a fire-and-forget publish in the run, ending a run for elsewhere first.
+    pub(super) fn hold(&mut self, id: u64, target: Target, tag: Tag, msg: Message) {
+        let c = self.conns.get_mut(&id).expect("acting");
+        match &mut c.run {
+            Some((t, msgs)) if *t == target => msgs.push((tag, msg)),
+            _ => {
+                self.end_run(id);
+                let c = self.conns.get_mut(&id).expect("acting");
+                c.run = Some((target, vec![(tag, msg)]));
+            }
+        }
+    }
+
+    /// Hands the held-back run over: a queue takes it as one batch (its room was
+    /// reserved as each was read); a topic fans it out at once, or one by one if the
+    /// budget cannot take it all.
+    pub(super) fn end_run(&mut self, id: u64) {
+        let Some((target, msgs)) = self.conns.get_mut(&id).and_then(|c| c.run.take()) else {
+            return;
+        };
+        let tags: Vec<Tag> = msgs.iter().map(|(t, _)| *t).collect();
+        match target {
+            Target::Queue(q) => {
+                self.enqueue(q, msgs.into_iter().map(|(_, m)| m));
+                for tag in tags {
+                    self.placed(id, tag, None, PubMode::Forget, false);
+                }
+            }
+            Target::Topic(t) => {
+                let all: Vec<Message> = msgs.iter().map(|(_, m)| m.clone()).collect();
+                if self.topics[t].topic.publish_all(&all).is_ok() {
+                    self.report.topic_published += all.len() as u64;
+                    for tag in tags {
+                        self.placed(id, tag, None, PubMode::Forget, false);
+                    }
+                    return;
+                }
+                for (tag, m) in msgs {
+                    match self.topics[t].topic.publish(&m) {
+                        Ok(()) => {
+                            self.report.topic_published += 1;
+                            self.placed(id, tag, None, PubMode::Forget, false);
+                        }
+                        Err(_) => self.refused(id, tag, None, ErrorCode::MemoryLimit),
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn enqueue(&mut self, q: usize, msgs: impl IntoIterator<Item = Message>) {
+        let msgs: Vec<Message> = msgs.into_iter().collect();
+        for m in &msgs {
+            self.live.insert(super::msg_id(m));
+            self.report.published += 1;
+        }
+        self.queues[q].state.enqueue(msgs, self.now);
+    }
+
+    /// A publish is placed (or filtered): it must be the oldest unplaced one of its
+    /// connection; its mode, fixed when it was read, says whether a `PUBACK` is owed.
+    pub(super) fn placed(
+        &mut self,
+        id: u64,
+        tag: Tag,
+        rid: Option<u64>,
+        mode: PubMode,
+        filtered: bool,
+    ) {
+        let c = self.conns.get_mut(&id).expect("acting");
+        if filtered {
+            // Dropped by its chain: it goes nowhere, so it has no place in the order
+            // (its PUBACK, if owed, is still checked to come after all before it).
+            c.unplaced.retain(|t| *t != tag);
+        } else if c.unplaced.front() != Some(&tag) {
+            fail(
+                &mut self.broken,
+                format!(
+                    "connection {id}: {tag:?} placed before {:?}, sent earlier",
+                    c.unplaced.front()
+                ),
+            );
+            return;
+        } else {
+            c.unplaced.pop_front();
+        }
+        if let Some(ack) = mode.placed(rid, filtered) {
+            self.report.confirmed += 1;
+            self.answer(id, ack);
+        }
+    }
+
+    /// A publish refused by its destination: answered at once, whatever its place.
+    pub(super) fn refused(&mut self, id: u64, tag: Tag, rid: Option<u64>, code: ErrorCode) {
+        self.report.refused += 1;
+        let c = self.conns.get_mut(&id).expect("acting");
+        c.unplaced.retain(|t| *t != tag);
+        self.answer(id, err(rid, code));
+    }
+}
