@@ -37,8 +37,11 @@ use server::{Bins, Server};
 pub(crate) enum System {
     /// The Agora broker (the release `agora` binary), through agora-client.
     Agora,
-    /// nats-server, through async-nats.
+    /// nats-server, through async-nats: what an application sees.
     Nats,
+    /// nats-server, through a lean blocking client of its text protocol (the same
+    /// buffering as the relay's): what the server bounds.
+    NatsLean,
     /// redis-server, through the redis crate.
     Redis,
     /// A null relay that forwards bytes without parsing them: the ceiling.
@@ -46,12 +49,19 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 4] = [System::Agora, System::Nats, System::Redis, System::Raw];
+    pub(crate) const ALL: [System; 5] = [
+        System::Agora,
+        System::Nats,
+        System::NatsLean,
+        System::Redis,
+        System::Raw,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::Agora => "agora",
             System::Nats => "nats",
+            System::NatsLean => "nats-lean",
             System::Redis => "redis",
             System::Raw => "raw",
         }
@@ -221,7 +231,7 @@ fn unavailable(system: System, bins: &Bins) -> Option<String> {
         System::Nats | System::Redis if !cfg!(feature = "peers") => {
             Some("agora-bench built without the `peers` feature".into())
         }
-        System::Nats if bins.nats.is_none() => {
+        System::Nats | System::NatsLean if bins.nats.is_none() => {
             Some("nats-server not found on PATH (cargo xtask bench --install-peers)".into())
         }
         System::Redis if bins.redis.is_none() => {
@@ -439,6 +449,13 @@ fn run_cell(
             name,
         ),
         System::Raw => scenario::run(&drivers::raw::Raw { addr }, server, cell, settings, name),
+        System::NatsLean => scenario::run(
+            &drivers::nats_lean::NatsLean { addr },
+            server,
+            cell,
+            settings,
+            name,
+        ),
         #[cfg(feature = "peers")]
         System::Nats => scenario::run(&drivers::nats::Nats { addr }, server, cell, settings, name),
         #[cfg(feature = "peers")]

@@ -46,6 +46,9 @@ pub(crate) struct Record {
     pub(crate) client_dropped: u64,
     pub(crate) server_cpu_s: Option<f64>,
     pub(crate) server_cpu_s_per_million: Option<f64>,
+    /// The clients' CPU (the bench process) per million messages.
+    #[serde(default)]
+    pub(crate) client_cpu_s_per_million: Option<f64>,
     pub(crate) server_peak_rss_mib: Option<f64>,
 }
 
@@ -80,6 +83,7 @@ impl Record {
             client_dropped: 0,
             server_cpu_s: None,
             server_cpu_s_per_million: None,
+            client_cpu_s_per_million: None,
             server_peak_rss_mib: None,
         }
     }
@@ -126,6 +130,9 @@ impl Record {
         r.client_dropped = m.client_dropped;
         r.server_cpu_s = finite(m.server_cpu_s);
         r.server_cpu_s_per_million = finite(m.server_cpu_s)
+            .filter(|_| m.messages > 0)
+            .map(|c| c / m.messages as f64 * 1e6);
+        r.client_cpu_s_per_million = finite(m.client_cpu_s)
             .filter(|_| m.messages > 0)
             .map(|c| c / m.messages as f64 * 1e6);
         r.server_peak_rss_mib = finite(m.server_peak_rss_mib);
@@ -195,6 +202,7 @@ pub(crate) struct Summary {
     pub(crate) lost: u64,
     pub(crate) duplicated: u64,
     pub(crate) cpu_per_m: Option<Spread>,
+    pub(crate) client_cpu_per_m: Option<Spread>,
     pub(crate) rss: Option<Spread>,
 }
 
@@ -250,6 +258,7 @@ pub(crate) fn summarize(order: &[Cell], records: &[Record]) -> Vec<Summary> {
                 lost: runs.iter().map(|r| r.lost).sum(),
                 duplicated: runs.iter().map(|r| r.duplicated).sum(),
                 cpu_per_m: spread(&|r| r.server_cpu_s_per_million),
+                client_cpu_per_m: spread(&|r| r.client_cpu_s_per_million),
                 rss: spread(&|r| r.server_peak_rss_mib),
             });
         }
@@ -325,6 +334,7 @@ fn rows(cell_summaries: &[&Summary]) -> Vec<Vec<String>> {
         "lost",
         "dup",
         "CPU s/M",
+        "client CPU s/M",
         "peak RSS MiB",
         "msgs/s ÷ agora",
         "p99 ÷ agora",
@@ -362,6 +372,8 @@ fn rows(cell_summaries: &[&Summary]) -> Vec<Vec<String>> {
             s.lost.to_string(),
             s.duplicated.to_string(),
             s.cpu_per_m
+                .map_or("–".into(), |c| format!("{:.2}", c.median)),
+            s.client_cpu_per_m
                 .map_or("–".into(), |c| format!("{:.2}", c.median)),
             s.rss.map_or("–".into(), |c| format!("{:.0}", c.median)),
             ratio(s.msgs, agora.and_then(|a| a.msgs)),
@@ -483,14 +495,15 @@ pub(crate) fn versus_nats(summaries: &[Summary], style: Style) -> String {
     let mut rows = vec![vec![
         "metric (128 B)".to_owned(),
         "agora median [min–max]".to_owned(),
-        "nats median [min–max]".to_owned(),
+        "nats (lean client) median [min–max]".to_owned(),
         "agora ÷ nats (median)".to_owned(),
         "range of the ratio".to_owned(),
         "better".to_owned(),
     ]];
     for (label, scenario, pick, higher_better) in metrics {
         let a = find(scenario, System::Agora).and_then(pick);
-        let n = find(scenario, System::Nats).and_then(pick);
+        // Against the lean client's rows: the broker, not a client library, bounds them.
+        let n = find(scenario, System::NatsLean).and_then(pick);
         let (ratio, range) = match (a, n) {
             (Some(a), Some(n)) if n.median > 0.0 && n.min > 0.0 => (
                 format!("{:.2}", a.median / n.median),
@@ -691,7 +704,8 @@ pub(crate) fn write_book(
         md,
         "msgs/s is the median run, with [min–max]; MB/s is 10⁶ payload bytes a second; latencies \
          are the medians of each run's percentiles; lost and dup are summed over the runs; CPU s/M is \
-         the broker's CPU seconds per million messages; \"÷ agora\" is each system's median over Agora's.\n"
+         the broker's CPU seconds per million messages, client CPU s/M the bench process's (every \
+         client role of the run); \"÷ agora\" is each system's median over Agora's.\n"
     );
     for (cell, group) in cells(summaries) {
         let _ = writeln!(md, "### {}\n", cell_title(&cell));
@@ -718,6 +732,7 @@ mod charts {
         match system {
             System::Agora => RGBColor(0xd9, 0x48, 0x1c),
             System::Nats => RGBColor(0x27, 0x6f, 0xbf),
+            System::NatsLean => RGBColor(0x1b, 0x9e, 0x77),
             System::Redis => RGBColor(0x8a, 0x3f, 0xb0),
             System::Raw => RGBColor(0x55, 0x55, 0x55),
         }

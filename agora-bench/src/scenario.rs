@@ -154,14 +154,16 @@ impl Settings {
 pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
     use Scenario::*;
     match (system, cell.scenario) {
-        (System::Nats, Udp) => Some("nats-server has no UDP transport"),
+        (System::Nats | System::NatsLean, Udp) => Some("nats-server has no UDP transport"),
         (System::Redis, Udp) => Some("redis-server has no UDP transport"),
         (System::Raw, Udp) => Some("the null relay is TCP only"),
-        (System::Nats, Publish) if cell.variant == "queue" => {
+        (System::Nats | System::NatsLean, Publish) if cell.variant == "queue" => {
             Some("core NATS keeps nothing for a queue group with no members")
         }
-        (System::Nats, Queue1Ack | Queue4Ack) => Some("core NATS has no consumer acknowledgements"),
-        (System::Nats, Confirm) => Some("core NATS has no publisher confirms"),
+        (System::Nats | System::NatsLean, Queue1Ack | Queue4Ack) => {
+            Some("core NATS has no consumer acknowledgements")
+        }
+        (System::Nats | System::NatsLean, Confirm) => Some("core NATS has no publisher confirms"),
         (System::Redis, Queue1Ack | Queue4Ack) => {
             Some("Redis lists have no consumer acknowledgements (BRPOP removes the element)")
         }
@@ -193,6 +195,8 @@ pub(crate) struct Measured {
     /// Dropped by a client library's own buffer (Agora's SDK counts them).
     pub(crate) client_dropped: u64,
     pub(crate) server_cpu_s: f64,
+    /// The bench process's CPU over the same part: every client role of the run.
+    pub(crate) client_cpu_s: f64,
     pub(crate) server_peak_rss_mib: f64,
     /// The promise this run broke, if it broke one: the run then counts as failed.
     pub(crate) broken: Option<String>,
@@ -209,6 +213,11 @@ impl ServerView {
     fn cpu(&self) -> f64 {
         crate::server::cpu_seconds(self.pid).unwrap_or(f64::NAN)
     }
+}
+
+/// CPU seconds of this process so far: the clients of a run are all its threads.
+fn client_cpu() -> f64 {
+    crate::server::cpu_seconds(std::process::id()).unwrap_or(f64::NAN)
 }
 
 /// Runs `cell` once against `server` with `driver`.
@@ -464,6 +473,7 @@ fn run_flow<D: Driver>(driver: &D, server: &ServerView, flow: &Flow) -> Result<M
             })
             .collect();
         let cpu0 = server.cpu();
+        let ccpu0 = client_cpu();
         let t0 = Instant::now();
         let _ = shared.t0.set(t0);
         barrier.wait();
@@ -500,6 +510,7 @@ fn run_flow<D: Driver>(driver: &D, server: &ServerView, flow: &Flow) -> Result<M
             }
         }
         let cpu1 = server.cpu();
+        let ccpu1 = client_cpu();
         drop(slow);
         if let Some(e) = errors.into_iter().next() {
             return Err(e);
@@ -507,6 +518,7 @@ fn run_flow<D: Driver>(driver: &D, server: &ServerView, flow: &Flow) -> Result<M
         let mut m = Measured {
             published,
             server_cpu_s: cpu1 - cpu0,
+            client_cpu_s: ccpu1 - ccpu0,
             ..Measured::default()
         };
         if outs.is_empty() {
@@ -823,6 +835,7 @@ fn udp(server: &ServerView, payload: usize, duration: Duration, topic: &str) -> 
     .map_err(e)?;
     let mut sub = futures_lite::future::block_on(client.subscribe(topic)).map_err(e)?;
     let cpu0 = server.cpu();
+    let ccpu0 = client_cpu();
     let t0 = Instant::now();
     let done = AtomicBool::new(false);
     let (sent, seen, last, hist) = std::thread::scope(|scope| -> Result<_> {
@@ -885,6 +898,7 @@ fn udp(server: &ServerView, payload: usize, duration: Duration, topic: &str) -> 
         duplicated,
         broken: (duplicated > 0).then(|| format!("{duplicated} messages arrived twice")),
         server_cpu_s: server.cpu() - cpu0,
+        client_cpu_s: client_cpu() - ccpu0,
         ..Measured::default()
     })
 }
@@ -901,13 +915,14 @@ fn rtt<D: Driver>(
         let mut p = driver.publisher(&dest).await?;
         let mut seen = Seen::default();
         let mut hist = wire::histogram();
-        let mut cpu0 = 0.0;
+        let (mut cpu0, mut ccpu0) = (0.0, 0.0);
         let mut t0 = Instant::now();
         // Publisher 1 warms up (connections, caches), publisher 0 is measured.
         let warm_up = 200.min(rounds);
         for (publisher, count) in [(1usize, warm_up), (0, rounds)] {
             if publisher == 0 {
                 cpu0 = server.cpu();
+                ccpu0 = client_cpu();
                 t0 = Instant::now();
             }
             for n in 0..count {
@@ -933,6 +948,7 @@ fn rtt<D: Driver>(
         }
         let elapsed = t0.elapsed();
         let cpu1 = server.cpu();
+        let ccpu1 = client_cpu();
         p.close().await?;
         let _ = sub.close().await;
         let (lost, duplicated) = seen.tally(&[rounds]);
@@ -944,6 +960,7 @@ fn rtt<D: Driver>(
             lost,
             duplicated,
             server_cpu_s: cpu1 - cpu0,
+            client_cpu_s: ccpu1 - ccpu0,
             broken: (lost + duplicated > 0)
                 .then(|| format!("{lost} lost, {duplicated} duplicated in round trips")),
             ..Measured::default()
@@ -960,7 +977,7 @@ fn stalled_subscriber(server: &ServerView, name: &str) -> Result<TcpStream> {
         .map_err(|e| e.to_string())?;
     let (hello, until): (Vec<u8>, &str) = match server.system {
         System::Agora => (format!("SUB #1 topic:{name} 1\r\n").into_bytes(), "OK #1"),
-        System::Nats => (
+        System::Nats | System::NatsLean => (
             format!("CONNECT {{\"verbose\":false}}\r\nSUB {name} 1\r\nPING\r\n").into_bytes(),
             "PONG",
         ),

@@ -60,7 +60,7 @@ impl Server {
                 cmd.args(["relay", "--port", "0"]);
                 (cmd, None)
             }
-            System::Nats => {
+            System::Nats | System::NatsLean => {
                 let port = free_port()?;
                 let mut cmd = Command::new(bins.nats.as_ref().ok_or("nats-server not found")?);
                 // Core NATS only: no JetStream, so nothing is persisted.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 pub(crate) mod agora;
 #[cfg(feature = "peers")]
 pub(crate) mod nats;
+pub(crate) mod nats_lean;
 pub(crate) mod raw;
 #[cfg(feature = "peers")]
 pub(crate) mod redis;
