@@ -35,8 +35,12 @@ use server::{Bins, Server};
 /// The systems compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
 pub(crate) enum System {
-    /// The Agora broker (the release `agora` binary), through agora-client.
+    /// The Agora broker (the release `agora` binary), through agora-client: what an
+    /// application sees.
     Agora,
+    /// The Agora broker through a lean blocking client of its protocol (the same
+    /// buffering as `nats-lean`): what the broker bounds.
+    AgoraLean,
     /// nats-server, through async-nats: what an application sees.
     Nats,
     /// nats-server, through a lean blocking client of its text protocol (the same
@@ -49,8 +53,9 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 5] = [
+    pub(crate) const ALL: [System; 6] = [
         System::Agora,
+        System::AgoraLean,
         System::Nats,
         System::NatsLean,
         System::Redis,
@@ -60,6 +65,7 @@ impl System {
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::Agora => "agora",
+            System::AgoraLean => "agora-lean",
             System::Nats => "nats",
             System::NatsLean => "nats-lean",
             System::Redis => "redis",
@@ -224,7 +230,7 @@ fn suite(args: &RunArgs) -> Vec<Vec<Cell>> {
 /// Why a system cannot run at all here, if it cannot.
 fn unavailable(system: System, bins: &Bins) -> Option<String> {
     match system {
-        System::Agora if !bins.agora.is_file() => Some(format!(
+        System::Agora | System::AgoraLean if !bins.agora.is_file() => Some(format!(
             "{} not found (cargo build --release -p agora-server)",
             bins.agora.display()
         )),
@@ -449,6 +455,13 @@ fn run_cell(
             name,
         ),
         System::Raw => scenario::run(&drivers::raw::Raw { addr }, server, cell, settings, name),
+        System::AgoraLean => scenario::run(
+            &drivers::agora_lean::AgoraLean { addr },
+            server,
+            cell,
+            settings,
+            name,
+        ),
         System::NatsLean => scenario::run(
             &drivers::nats_lean::NatsLean { addr },
             server,

@@ -494,15 +494,15 @@ pub(crate) fn versus_nats(summaries: &[Summary], style: Style) -> String {
     };
     let mut rows = vec![vec![
         "metric (128 B)".to_owned(),
-        "agora median [min–max]".to_owned(),
+        "agora (lean client) median [min–max]".to_owned(),
         "nats (lean client) median [min–max]".to_owned(),
         "agora ÷ nats (median)".to_owned(),
         "range of the ratio".to_owned(),
         "better".to_owned(),
     ]];
     for (label, scenario, pick, higher_better) in metrics {
-        let a = find(scenario, System::Agora).and_then(pick);
-        // Against the lean client's rows: the broker, not a client library, bounds them.
+        // The lean clients' rows: the brokers, not client libraries, bound them.
+        let a = find(scenario, System::AgoraLean).and_then(pick);
         let n = find(scenario, System::NatsLean).and_then(pick);
         let (ratio, range) = match (a, n) {
             (Some(a), Some(n)) if n.median > 0.0 && n.min > 0.0 => (
@@ -731,6 +731,7 @@ mod charts {
     fn color(system: System) -> RGBColor {
         match system {
             System::Agora => RGBColor(0xd9, 0x48, 0x1c),
+            System::AgoraLean => RGBColor(0xe6, 0xab, 0x02),
             System::Nats => RGBColor(0x27, 0x6f, 0xbf),
             System::NatsLean => RGBColor(0x1b, 0x9e, 0x77),
             System::Redis => RGBColor(0x8a, 0x3f, 0xb0),

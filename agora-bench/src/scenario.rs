@@ -157,6 +157,12 @@ pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
         (System::Nats | System::NatsLean, Udp) => Some("nats-server has no UDP transport"),
         (System::Redis, Udp) => Some("redis-server has no UDP transport"),
         (System::Raw, Udp) => Some("the null relay is TCP only"),
+        (System::AgoraLean, Udp) => {
+            Some("UDP is measured on the agora row (no client library in it)")
+        }
+        (System::AgoraLean, Confirm) => {
+            Some("the lean client publishes without confirms; the agora row measures them")
+        }
         (System::Nats | System::NatsLean, Publish) if cell.variant == "queue" => {
             Some("core NATS keeps nothing for a queue group with no members")
         }
@@ -976,7 +982,9 @@ fn stalled_subscriber(server: &ServerView, name: &str) -> Result<TcpStream> {
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     let (hello, until): (Vec<u8>, &str) = match server.system {
-        System::Agora => (format!("SUB #1 topic:{name} 1\r\n").into_bytes(), "OK #1"),
+        System::Agora | System::AgoraLean => {
+            (format!("SUB #1 topic:{name} 1\r\n").into_bytes(), "OK #1")
+        }
         System::Nats | System::NatsLean => (
             format!("CONNECT {{\"verbose\":false}}\r\nSUB {name} 1\r\nPING\r\n").into_bytes(),
             "PONG",

@@ -40,7 +40,7 @@ impl Server {
         let log = fs::File::create(log_dir.join(format!("{log_name}.log")))
             .map_err(|e| format!("log file: {e}"))?;
         let (mut cmd, port) = match system {
-            System::Agora => {
+            System::Agora | System::AgoraLean => {
                 let mut cmd = Command::new(&bins.agora);
                 // Room for the `publish` (queue) scenario, which fills a queue nobody
                 // reads; every other setting is the default.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub(crate) mod agora;
+pub(crate) mod agora_lean;
 #[cfg(feature = "peers")]
 pub(crate) mod nats;
 pub(crate) mod nats_lean;

@@ -1,0 +1,258 @@
+//! Agora through a lean client: the protocol crate's codec on blocking sockets, buffered
+//! as the `nats-lean` and relay clients are (writes gathered 64 KiB at a time, reads of
+//! up to 128 KiB, the broker's `PINGREQ` answered). Set against `nats-lean`, it shows the
+//! brokers apart from their client libraries; the `agora` row (the SDK) is what an
+//! application sees. It publishes without confirms: the `confirm` scenario is the SDK's.
+
+use std::future::Future;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use agora_protocol::{
+    decode_server, encode, AckMode, ClientFrame, Destination, Headers, Publish, ServerFrame,
+    Subscribe,
+};
+use bytes::{Bytes, BytesMut};
+
+use super::{Dest, Mode, Result};
+
+/// Bytes gathered before a write.
+const WRITE_AT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub(crate) struct AgoraLean {
+    pub(crate) addr: String,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("agora-lean: {e}")
+}
+
+fn dest_of(d: &Dest) -> Result<Destination> {
+    if d.queue {
+        Destination::queue(&d.name)
+    } else {
+        Destination::topic(&d.name)
+    }
+    .map_err(err)
+}
+
+struct Conn {
+    sock: TcpStream,
+    out: BytesMut,
+    inb: BytesMut,
+    next_rid: u64,
+}
+
+impl Conn {
+    fn connect(addr: &str) -> Result<Conn> {
+        let sock = TcpStream::connect(addr).map_err(err)?;
+        sock.set_nodelay(true).map_err(err)?;
+        let mut c = Conn {
+            sock,
+            out: BytesMut::with_capacity(2 * WRITE_AT),
+            inb: BytesMut::with_capacity(256 * 1024),
+            next_rid: 1,
+        };
+        match c.frame(Instant::now() + Duration::from_secs(5))? {
+            Some(ServerFrame::Info(_)) => Ok(c),
+            Some(f) => Err(err(format!("expected INFO, got {f:?}"))),
+            None => Err(err("no INFO from the broker within 5 s")),
+        }
+    }
+
+    fn send(&mut self, f: &ClientFrame) -> Result<()> {
+        encode(f, &mut self.out);
+        if self.out.len() >= WRITE_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.out.is_empty() {
+            self.sock.write_all(&self.out).map_err(err)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends a request with an id and waits for its answer (`OK`, `PINGRESP`); an `ERR`
+    /// for it, or a delivery meanwhile on a connection that expects none, is an error.
+    fn request(&mut self, make: impl FnOnce(u64) -> ClientFrame) -> Result<()> {
+        let rid = self.next_rid;
+        self.next_rid += 1;
+        self.send(&make(rid))?;
+        self.flush()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.frame(deadline)? {
+                Some(ServerFrame::Ok { rid: Some(r) } | ServerFrame::PingResp { rid: Some(r) })
+                    if r == rid =>
+                {
+                    return Ok(())
+                }
+                Some(ServerFrame::Err(e)) => return Err(err(format!("{e:?}"))),
+                Some(ServerFrame::Msg(_)) => return Err(err("a delivery while waiting")),
+                Some(_) => {}
+                None => return Err(err("no answer within 10 s")),
+            }
+        }
+    }
+
+    /// The next frame from the broker, answering its `PINGREQ`s; `None` if none came
+    /// before `deadline`.
+    fn frame(&mut self, deadline: Instant) -> Result<Option<ServerFrame>> {
+        loop {
+            match decode_server(&mut self.inb).map_err(err)? {
+                Some(ServerFrame::PingReq { rid }) => {
+                    self.send(&ClientFrame::PingResp { rid })?;
+                    self.flush()?;
+                    continue;
+                }
+                Some(f) => return Ok(Some(f)),
+                None => {}
+            }
+            // What was gathered (a subscriber's ACKs) goes out before waiting for more.
+            self.flush()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.sock
+                .set_read_timeout(Some(left.min(Duration::from_millis(50))))
+                .map_err(err)?;
+            let have = self.inb.len();
+            self.inb.resize(have + 128 * 1024, 0);
+            match self.sock.read(&mut self.inb[have..]) {
+                Ok(0) => return Err(err("the broker closed the connection")),
+                Ok(n) => self.inb.truncate(have + n),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    self.inb.truncate(have)
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+    }
+}
+
+pub(crate) struct Pub {
+    conn: Conn,
+    dest: Destination,
+}
+
+pub(crate) struct Sub {
+    conn: Conn,
+    /// Acknowledge each delivery (`Mode::Ack`).
+    ack: bool,
+}
+
+impl super::Driver for AgoraLean {
+    type Pub = Pub;
+    type Sub = Sub;
+
+    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
+        futures_lite::future::block_on(fut)
+    }
+
+    async fn publisher(&self, dest: &Dest) -> Result<Pub> {
+        Ok(Pub {
+            conn: Conn::connect(&self.addr)?,
+            dest: dest_of(dest)?,
+        })
+    }
+
+    async fn subscriber(&self, dest: &Dest, mode: Mode) -> Result<Sub> {
+        let mut conn = Conn::connect(&self.addr)?;
+        let (prefetch, ack) = match mode {
+            Mode::Topic => (None, None),
+            Mode::AutoAck { prefetch } => (Some(prefetch), Some(AckMode::Auto)),
+            Mode::Ack { prefetch } => (Some(prefetch), Some(AckMode::Manual)),
+        };
+        let dest = dest_of(dest)?;
+        conn.request(|rid| {
+            ClientFrame::Sub(Subscribe {
+                rid: Some(rid),
+                dest,
+                sid: 1,
+                prefetch,
+                ack,
+            })
+        })?;
+        Ok(Sub {
+            conn,
+            ack: matches!(mode, Mode::Ack { .. }),
+        })
+    }
+}
+
+impl super::Publisher for Pub {
+    async fn publish(&mut self, payload: Bytes) -> Result<()> {
+        let f = ClientFrame::Pub(Publish {
+            rid: None,
+            dest: self.dest.clone(),
+            headers: Headers::new(),
+            payload,
+        });
+        self.conn.send(&f)
+    }
+
+    async fn push(&mut self) -> Result<()> {
+        self.conn.flush()
+    }
+
+    async fn sync(&mut self) -> Result<()> {
+        // A refused publish is answered with ERR before the PINGRESP.
+        self.conn
+            .request(|rid| ClientFrame::PingReq { rid: Some(rid) })
+    }
+
+    async fn publish_confirmed(&self, _payload: Bytes) -> Result<()> {
+        Err(err(
+            "the lean driver publishes without confirms (the agora row has them)",
+        ))
+    }
+
+    async fn close(mut self) -> Result<()> {
+        self.conn.flush()?;
+        let _ = self.conn.sock.shutdown(Shutdown::Write);
+        Ok(())
+    }
+}
+
+impl super::Subscriber for Sub {
+    async fn next(&mut self, wait: Duration) -> Result<Option<Bytes>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.conn.frame(deadline)? {
+                Some(ServerFrame::Msg(d)) => {
+                    if self.ack {
+                        self.conn.send(&ClientFrame::Ack {
+                            rid: None,
+                            did: d.did,
+                        })?;
+                    }
+                    return Ok(Some(d.payload));
+                }
+                Some(ServerFrame::Err(e)) => return Err(err(format!("{e:?}"))),
+                Some(ServerFrame::Cancel { .. }) => return Err(err("subscription cancelled")),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    async fn close(mut self) -> Result<()> {
+        // ACKs still gathered go out first: a delivery left unacknowledged would be
+        // given to another consumer when this connection closes.
+        self.conn.flush()?;
+        let _ = self.conn.sock.shutdown(Shutdown::Write);
+        Ok(())
+    }
+}
