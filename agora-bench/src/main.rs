@@ -416,9 +416,15 @@ fn run(args: RunArgs) -> Result<bool, String> {
     if failed.is_empty() {
         return Ok(true);
     }
+    // A peer's failed run is recorded, with its reason, and reported; only Agora's fail
+    // the suite (a peer that cannot finish a run says nothing about Agora).
+    let ours = failed
+        .iter()
+        .filter(|r| r.system.starts_with("agora"))
+        .count();
     eprintln!();
     eprintln!(
-        "!!! {} run(s) FAILED: a promise was broken or a run could not finish",
+        "!!! {} run(s) FAILED ({ours} of Agora's): a promise was broken or a run could not finish",
         failed.len()
     );
     for r in failed {
@@ -436,7 +442,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
             r.reason.as_deref().unwrap_or("")
         );
     }
-    Ok(false)
+    Ok(ours == 0)
 }
 
 fn run_cell(

@@ -631,7 +631,16 @@ fn subscriber<D: Driver>(
                     "subscriber {index} still running after {hard_limit:?}"
                 ));
             }
-            let next = sub.next(Duration::from_millis(100)).await;
+            // A client library that never returns from a receive must not hang the
+            // suite: past the run's hard limit the receive is abandoned, and the run
+            // fails with that reason.
+            let next = futures_lite::future::or(sub.next(Duration::from_millis(100)), async {
+                async_io::Timer::at(started + hard_limit).await;
+                Err(format!(
+                    "subscriber {index}: the client's receive did not return within {hard_limit:?}"
+                ))
+            })
+            .await;
             idle = matches!(next, Ok(None));
             match next {
                 Ok(Some(payload)) => {
