@@ -46,19 +46,23 @@ pub(crate) enum System {
     /// nats-server, through a lean blocking client of its text protocol (the same
     /// buffering as the relay's): what the server bounds.
     NatsLean,
-    /// redis-server, through the redis crate.
+    /// redis-server, through the redis crate: what an application sees.
     Redis,
+    /// redis-server, through a lean blocking client of RESP, pipelined: what the server
+    /// bounds.
+    RedisLean,
     /// A null relay that forwards bytes without parsing them: the ceiling.
     Raw,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 6] = [
+    pub(crate) const ALL: [System; 7] = [
         System::Agora,
         System::AgoraLean,
         System::Nats,
         System::NatsLean,
         System::Redis,
+        System::RedisLean,
         System::Raw,
     ];
 
@@ -69,6 +73,7 @@ impl System {
             System::Nats => "nats",
             System::NatsLean => "nats-lean",
             System::Redis => "redis",
+            System::RedisLean => "redis-lean",
             System::Raw => "raw",
         }
     }
@@ -240,7 +245,7 @@ fn unavailable(system: System, bins: &Bins) -> Option<String> {
         System::Nats | System::NatsLean if bins.nats.is_none() => {
             Some("nats-server not found on PATH (cargo xtask bench --install-peers)".into())
         }
-        System::Redis if bins.redis.is_none() => {
+        System::Redis | System::RedisLean if bins.redis.is_none() => {
             Some("redis-server not found on PATH (cargo xtask bench --install-peers)".into())
         }
         _ => None,
@@ -463,6 +468,13 @@ fn run_cell(
         System::Raw => scenario::run(&drivers::raw::Raw { addr }, server, cell, settings, name),
         System::AgoraLean => scenario::run(
             &drivers::agora_lean::AgoraLean { addr },
+            server,
+            cell,
+            settings,
+            name,
+        ),
+        System::RedisLean => scenario::run(
+            &drivers::redis_lean::RedisLean { addr },
             server,
             cell,
             settings,

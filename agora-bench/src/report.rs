@@ -735,6 +735,7 @@ mod charts {
             System::Nats => RGBColor(0x27, 0x6f, 0xbf),
             System::NatsLean => RGBColor(0x1b, 0x9e, 0x77),
             System::Redis => RGBColor(0x8a, 0x3f, 0xb0),
+            System::RedisLean => RGBColor(0xe7, 0x29, 0x8a),
             System::Raw => RGBColor(0x55, 0x55, 0x55),
         }
     }

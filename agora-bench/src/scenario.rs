@@ -155,10 +155,13 @@ pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
     use Scenario::*;
     match (system, cell.scenario) {
         (System::Nats | System::NatsLean, Udp) => Some("nats-server has no UDP transport"),
-        (System::Redis, Udp) => Some("redis-server has no UDP transport"),
+        (System::Redis | System::RedisLean, Udp) => Some("redis-server has no UDP transport"),
         (System::Raw, Udp) => Some("the null relay is TCP only"),
         (System::AgoraLean, Udp) => {
             Some("UDP is measured on the agora row (no client library in it)")
+        }
+        (System::RedisLean, Confirm) => {
+            Some("the lean client has no concurrent confirmed publishes; the redis row has them")
         }
         (System::AgoraLean, Confirm) => {
             Some("the lean client publishes without confirms; the agora row measures them")
@@ -170,7 +173,7 @@ pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
             Some("core NATS has no consumer acknowledgements")
         }
         (System::Nats | System::NatsLean, Confirm) => Some("core NATS has no publisher confirms"),
-        (System::Redis, Queue1Ack | Queue4Ack) => {
+        (System::Redis | System::RedisLean, Queue1Ack | Queue4Ack) => {
             Some("Redis lists have no consumer acknowledgements (BRPOP removes the element)")
         }
         (System::Raw, Publish) if cell.variant == "queue" => Some("the null relay keeps no queue"),
@@ -998,7 +1001,7 @@ fn stalled_subscriber(server: &ServerView, name: &str) -> Result<TcpStream> {
             format!("CONNECT {{\"verbose\":false}}\r\nSUB {name} 1\r\nPING\r\n").into_bytes(),
             "PONG",
         ),
-        System::Redis => (
+        System::Redis | System::RedisLean => (
             format!("*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{name}\r\n", name.len()).into_bytes(),
             "subscribe",
         ),

@@ -67,7 +67,7 @@ impl Server {
                 cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
                 (cmd, Some(port))
             }
-            System::Redis => {
+            System::Redis | System::RedisLean => {
                 let port = free_port()?;
                 let mut cmd = Command::new(bins.redis.as_ref().ok_or("redis-server not found")?);
                 // Persistence off: no RDB snapshots, no append-only file.

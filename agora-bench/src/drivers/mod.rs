@@ -19,6 +19,7 @@ pub(crate) mod nats_lean;
 pub(crate) mod raw;
 #[cfg(feature = "peers")]
 pub(crate) mod redis;
+pub(crate) mod redis_lean;
 
 pub(crate) type Result<T, E = String> = std::result::Result<T, E>;
 
