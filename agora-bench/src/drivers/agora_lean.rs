@@ -5,20 +5,17 @@
 //! application sees. It publishes without confirms: the `confirm` scenario is the SDK's.
 
 use std::future::Future;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use agora_protocol::{
     decode_server, encode, AckMode, ClientFrame, Destination, Headers, Publish, ServerFrame,
     Subscribe,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use super::lean::Socket;
 use super::{Dest, Mode, Result};
-
-/// Bytes gathered before a write.
-const WRITE_AT: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub(crate) struct AgoraLean {
@@ -39,20 +36,14 @@ fn dest_of(d: &Dest) -> Result<Destination> {
 }
 
 struct Conn {
-    sock: TcpStream,
-    out: BytesMut,
-    inb: BytesMut,
+    s: Socket,
     next_rid: u64,
 }
 
 impl Conn {
     fn connect(addr: &str) -> Result<Conn> {
-        let sock = TcpStream::connect(addr).map_err(err)?;
-        sock.set_nodelay(true).map_err(err)?;
         let mut c = Conn {
-            sock,
-            out: BytesMut::with_capacity(2 * WRITE_AT),
-            inb: BytesMut::with_capacity(256 * 1024),
+            s: Socket::connect(addr, "agora-lean")?,
             next_rid: 1,
         };
         match c.frame(Instant::now() + Duration::from_secs(5))? {
@@ -63,19 +54,8 @@ impl Conn {
     }
 
     fn send(&mut self, f: &ClientFrame) -> Result<()> {
-        encode(f, &mut self.out);
-        if self.out.len() >= WRITE_AT {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.out.is_empty() {
-            self.sock.write_all(&self.out).map_err(err)?;
-            self.out.clear();
-        }
-        Ok(())
+        encode(f, &mut self.s.out);
+        self.s.wrote()
     }
 
     /// Sends a request with an id and waits for its answer (`OK`, `PINGRESP`); an `ERR`
@@ -84,7 +64,6 @@ impl Conn {
         let rid = self.next_rid;
         self.next_rid += 1;
         self.send(&make(rid))?;
-        self.flush()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.frame(deadline)? {
@@ -102,41 +81,20 @@ impl Conn {
     }
 
     /// The next frame from the broker, answering its `PINGREQ`s; `None` if none came
-    /// before `deadline`.
+    /// before `deadline`. What was gathered (a subscriber's `ACK`s, a request) goes out
+    /// before any wait.
     fn frame(&mut self, deadline: Instant) -> Result<Option<ServerFrame>> {
         loop {
-            match decode_server(&mut self.inb).map_err(err)? {
+            match decode_server(&mut self.s.inb).map_err(err)? {
                 Some(ServerFrame::PingReq { rid }) => {
                     self.send(&ClientFrame::PingResp { rid })?;
-                    self.flush()?;
                     continue;
                 }
                 Some(f) => return Ok(Some(f)),
                 None => {}
             }
-            // What was gathered (a subscriber's ACKs) goes out before waiting for more.
-            self.flush()?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !self.s.fill(deadline)? {
                 return Ok(None);
-            }
-            self.sock
-                .set_read_timeout(Some(left.min(Duration::from_millis(50))))
-                .map_err(err)?;
-            let have = self.inb.len();
-            self.inb.resize(have + 128 * 1024, 0);
-            match self.sock.read(&mut self.inb[have..]) {
-                Ok(0) => return Err(err("the broker closed the connection")),
-                Ok(n) => self.inb.truncate(have + n),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) =>
-                {
-                    self.inb.truncate(have)
-                }
-                Err(e) => return Err(err(e)),
             }
         }
     }
@@ -204,7 +162,7 @@ impl super::Publisher for Pub {
     }
 
     async fn push(&mut self) -> Result<()> {
-        self.conn.flush()
+        self.conn.s.flush()
     }
 
     async fn sync(&mut self) -> Result<()> {
@@ -220,9 +178,7 @@ impl super::Publisher for Pub {
     }
 
     async fn close(mut self) -> Result<()> {
-        self.conn.flush()?;
-        let _ = self.conn.sock.shutdown(Shutdown::Write);
-        Ok(())
+        self.conn.s.close(Shutdown::Write)
     }
 }
 
@@ -251,8 +207,6 @@ impl super::Subscriber for Sub {
     async fn close(mut self) -> Result<()> {
         // ACKs still gathered go out first: a delivery left unacknowledged would be
         // given to another consumer when this connection closes.
-        self.conn.flush()?;
-        let _ = self.conn.sock.shutdown(Shutdown::Write);
-        Ok(())
+        self.conn.s.close(Shutdown::Write)
     }
 }

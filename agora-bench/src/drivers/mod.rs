@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 pub(crate) mod agora;
 pub(crate) mod agora_lean;
+mod lean;
 #[cfg(feature = "peers")]
 pub(crate) mod nats;
 pub(crate) mod nats_lean;

@@ -10,13 +10,14 @@
 //! comes in, each followed by the payload and CRLF; `PING`/`PONG` either way; `+OK` and
 //! `-ERR '<text>'` from the server.
 
+use std::fmt::Write;
 use std::future::Future;
-use std::io::{BufWriter, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::lean::Socket;
 use super::{Dest, Mode, Result};
 
 #[derive(Clone)]
@@ -30,37 +31,32 @@ enum Event {
     Pong,
 }
 
-/// One connection: a buffered writer and a read buffer over the same socket.
-struct Conn {
-    sock: TcpStream,
-    out: BufWriter<TcpStream>,
-    buf: Vec<u8>,
-    /// Where the unread part of `buf` starts.
-    start: usize,
-}
-
 fn err(e: impl std::fmt::Display) -> String {
     format!("nats-lean: {e}")
 }
 
+/// Where the first CRLF in `b` starts.
+fn crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+/// One connection.
+struct Conn {
+    s: Socket,
+}
+
 impl Conn {
     fn connect(addr: &str) -> Result<Conn> {
-        let sock = TcpStream::connect(addr).map_err(err)?;
-        sock.set_nodelay(true).map_err(err)?;
-        let out = BufWriter::with_capacity(64 * 1024, sock.try_clone().map_err(err)?);
         let mut c = Conn {
-            sock,
-            out,
-            buf: Vec::with_capacity(256 * 1024),
-            start: 0,
+            s: Socket::connect(addr, "nats-lean")?,
         };
         // The server speaks first: INFO.
         let deadline = Instant::now() + Duration::from_secs(5);
         let info = loop {
-            if let Some(line) = c.line() {
-                break line;
+            if let Some(end) = crlf(&c.s.inb) {
+                break c.s.inb.split_to(end + 2);
             }
-            if !c.fill(deadline)? {
+            if !c.s.fill(deadline)? {
                 return Err(err("no INFO from the server within 5 s"));
             }
         };
@@ -71,88 +67,33 @@ impl Conn {
             )));
         }
         // No echo: a publisher never gets its own messages back.
-        c.out
-            .write_all(
-                b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\
-                  \"lang\":\"rust\",\"version\":\"agora-bench\",\"protocol\":1}\r\n",
-            )
-            .map_err(err)?;
+        c.s.out.extend_from_slice(
+            b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\
+              \"lang\":\"rust\",\"version\":\"agora-bench\",\"protocol\":1}\r\n",
+        );
         c.round_trip()?;
         Ok(c)
     }
 
     /// Sends `PING` and waits for its `PONG`: the server has handled everything sent
-    /// before. Messages that arrive meanwhile are an error (only publishers sync).
+    /// before. A message meanwhile is an error (only publishers and new subscribers sync).
     fn round_trip(&mut self) -> Result<()> {
-        self.out.write_all(b"PING\r\n").map_err(err)?;
-        self.out.flush().map_err(err)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        match self.event(deadline)? {
+        self.s.out.extend_from_slice(b"PING\r\n");
+        match self.event(Instant::now() + Duration::from_secs(10))? {
             Some(Event::Pong) => Ok(()),
             Some(Event::Msg(_)) => Err(err("a message on a publishing connection")),
             None => Err(err("no PONG from the server within 10 s")),
         }
     }
 
-    /// A whole control line (CRLF not included), if the buffer holds one.
-    fn line(&mut self) -> Option<Vec<u8>> {
-        let avail = &self.buf[self.start..];
-        let end = avail.windows(2).position(|w| w == b"\r\n")?;
-        let line = avail[..end].to_vec();
-        self.start += end + 2;
-        Some(line)
-    }
-
-    /// Reads more; false if nothing came before `deadline`.
-    fn fill(&mut self, deadline: Instant) -> Result<bool> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(false);
-            }
-            self.sock
-                .set_read_timeout(Some(left.min(Duration::from_millis(50))))
-                .map_err(err)?;
-            let have = self.buf.len();
-            self.buf.resize(have + 128 * 1024, 0);
-            let r = self.sock.read(&mut self.buf[have..]);
-            match r {
-                Ok(0) => {
-                    self.buf.truncate(have);
-                    return Err(err("the server closed the connection"));
-                }
-                Ok(n) => {
-                    self.buf.truncate(have + n);
-                    return Ok(true);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) =>
-                {
-                    self.buf.truncate(have);
-                }
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(err(e));
-                }
-            }
-        }
-    }
-
     /// The next message or `PONG`, answering `PING`s and skipping `+OK` and `INFO`;
-    /// `None` if none came before `deadline`.
+    /// `None` if none came before `deadline`. What was gathered goes out before a wait.
     fn event(&mut self, deadline: Instant) -> Result<Option<Event>> {
         loop {
             if let Some(e) = self.parse()? {
                 return Ok(Some(e));
             }
-            if !self.fill(deadline)? {
+            if !self.s.fill(deadline)? {
                 return Ok(None);
             }
         }
@@ -161,11 +102,10 @@ impl Conn {
     /// One event from what is buffered, if a whole one is there.
     fn parse(&mut self) -> Result<Option<Event>> {
         loop {
-            let avail = &self.buf[self.start..];
-            let Some(end) = avail.windows(2).position(|w| w == b"\r\n") else {
+            let Some(end) = crlf(&self.s.inb) else {
                 return Ok(None);
             };
-            let line = &avail[..end];
+            let line = &self.s.inb[..end];
             if line.starts_with(b"MSG ") {
                 // MSG <subject> <sid> [reply-to] <#bytes>
                 let size = line
@@ -175,26 +115,19 @@ impl Conn {
                     .and_then(|s| s.parse::<usize>().ok())
                     .ok_or_else(|| err("a MSG line without a size"))?;
                 let body = end + 2;
-                if avail.len() < body + size + 2 {
+                if self.s.inb.len() < body + size + 2 {
                     return Ok(None);
                 }
-                let payload = Bytes::copy_from_slice(&avail[body..body + size]);
-                self.start += body + size + 2;
-                return Ok(Some(Event::Msg(payload)));
+                let frame = self.s.inb.split_to(body + size + 2).freeze();
+                return Ok(Some(Event::Msg(frame.slice(body..body + size))));
             }
-            let line = line.to_vec();
-            self.start += end + 2;
-            match line.as_slice() {
+            let line = self.s.inb.split_to(end + 2);
+            match &line[..end] {
                 b"PONG" => return Ok(Some(Event::Pong)),
-                b"PING" => {
-                    self.out.write_all(b"PONG\r\n").map_err(err)?;
-                    self.out.flush().map_err(err)?;
-                }
+                b"PING" => self.s.out.extend_from_slice(b"PONG\r\n"),
                 b"+OK" => {}
                 l if l.starts_with(b"INFO ") => {}
-                l if l.starts_with(b"-ERR") => {
-                    return Err(err(String::from_utf8_lossy(l)));
-                }
+                l if l.starts_with(b"-ERR") => return Err(err(String::from_utf8_lossy(l))),
                 l => {
                     return Err(err(format!(
                         "unexpected line {:?}",
@@ -237,7 +170,7 @@ impl super::Driver for NatsLean {
             Mode::AutoAck { .. } => format!("SUB {} bench 1\r\n", dest.name),
             Mode::Ack { .. } => return Err(err("core NATS has no consumer acks")),
         };
-        conn.out.write_all(sub.as_bytes()).map_err(err)?;
+        conn.s.out.extend_from_slice(sub.as_bytes());
         // Returns once the server has the subscription.
         conn.round_trip()?;
         Ok(Sub { conn })
@@ -246,15 +179,15 @@ impl super::Driver for NatsLean {
 
 impl super::Publisher for Pub {
     async fn publish(&mut self, payload: Bytes) -> Result<()> {
-        let out = &mut self.conn.out;
-        write!(out, "PUB {} {}\r\n", self.subject, payload.len())
-            .and_then(|()| out.write_all(&payload))
-            .and_then(|()| out.write_all(b"\r\n"))
-            .map_err(err)
+        let s = &mut self.conn.s;
+        write!(s.out, "PUB {} {}\r\n", self.subject, payload.len()).map_err(err)?;
+        s.out.extend_from_slice(&payload);
+        s.out.extend_from_slice(b"\r\n");
+        s.wrote()
     }
 
     async fn push(&mut self) -> Result<()> {
-        self.conn.out.flush().map_err(err)
+        self.conn.s.flush()
     }
 
     async fn sync(&mut self) -> Result<()> {
@@ -266,9 +199,7 @@ impl super::Publisher for Pub {
     }
 
     async fn close(mut self) -> Result<()> {
-        self.conn.out.flush().map_err(err)?;
-        let _ = self.conn.sock.shutdown(Shutdown::Write);
-        Ok(())
+        self.conn.s.close(Shutdown::Write)
     }
 }
 
@@ -281,8 +212,7 @@ impl super::Subscriber for Sub {
         }
     }
 
-    async fn close(self) -> Result<()> {
-        let _ = self.conn.sock.shutdown(Shutdown::Both);
-        Ok(())
+    async fn close(mut self) -> Result<()> {
+        self.conn.s.close(Shutdown::Both)
     }
 }

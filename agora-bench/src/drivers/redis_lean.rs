@@ -6,17 +6,15 @@
 //! The `redis` row (the redis crate) is what an application sees.
 
 use std::collections::VecDeque;
+use std::fmt::Write;
 use std::future::Future;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::lean::Socket;
 use super::{Dest, Mode, Result};
-
-/// Bytes gathered before a write.
-const WRITE_AT: usize = 64 * 1024;
 /// Publishes in flight before the publisher reads replies.
 const OUTSTANDING: usize = 4096;
 /// Elements one `RPOP` takes.
@@ -95,84 +93,37 @@ fn parse(b: &[u8]) -> Result<Option<(Value, usize)>> {
 }
 
 pub(crate) struct Conn {
-    sock: TcpStream,
-    out: Vec<u8>,
-    inb: Vec<u8>,
-    start: usize,
+    s: Socket,
 }
 
 impl Conn {
     fn connect(addr: &str) -> Result<Conn> {
-        let sock = TcpStream::connect(addr).map_err(err)?;
-        sock.set_nodelay(true).map_err(err)?;
         Ok(Conn {
-            sock,
-            out: Vec::with_capacity(2 * WRITE_AT),
-            inb: Vec::with_capacity(256 * 1024),
-            start: 0,
+            s: Socket::connect(addr, "redis-lean")?,
         })
     }
 
     fn command(&mut self, args: &[&[u8]]) -> Result<()> {
-        let _ = write!(self.out, "*{}\r\n", args.len());
+        let out = &mut self.s.out;
+        let _ = write!(out, "*{}\r\n", args.len());
         for a in args {
-            let _ = write!(self.out, "${}\r\n", a.len());
-            self.out.extend_from_slice(a);
-            self.out.extend_from_slice(b"\r\n");
+            let _ = write!(out, "${}\r\n", a.len());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
         }
-        if self.out.len() >= WRITE_AT {
-            self.flush()?;
-        }
-        Ok(())
+        self.s.wrote()
     }
 
-    fn flush(&mut self) -> Result<()> {
-        if !self.out.is_empty() {
-            self.sock.write_all(&self.out).map_err(err)?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// The next reply; `None` if none came before `deadline`.
+    /// The next reply; `None` if none came before `deadline`. What was gathered goes
+    /// out before a wait.
     fn reply(&mut self, deadline: Instant) -> Result<Option<Value>> {
         loop {
-            if let Some((v, used)) = parse(&self.inb[self.start..])? {
-                self.start += used;
+            if let Some((v, used)) = parse(&self.s.inb)? {
+                let _ = self.s.inb.split_to(used);
                 return Ok(Some(v));
             }
-            self.flush()?;
-            if self.start > 0 {
-                self.inb.drain(..self.start);
-                self.start = 0;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !self.s.fill(deadline)? {
                 return Ok(None);
-            }
-            self.sock
-                .set_read_timeout(Some(left.min(Duration::from_millis(50))))
-                .map_err(err)?;
-            let have = self.inb.len();
-            self.inb.resize(have + 128 * 1024, 0);
-            match self.sock.read(&mut self.inb[have..]) {
-                Ok(0) => {
-                    self.inb.truncate(have);
-                    return Err(err("the server closed the connection"));
-                }
-                Ok(n) => self.inb.truncate(have + n),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) =>
-                {
-                    self.inb.truncate(have)
-                }
-                Err(e) => {
-                    self.inb.truncate(have);
-                    return Err(err(e));
-                }
             }
         }
     }
@@ -265,7 +216,7 @@ impl super::Publisher for Pub {
     }
 
     async fn push(&mut self) -> Result<()> {
-        self.conn.flush()
+        self.conn.s.flush()
     }
 
     async fn sync(&mut self) -> Result<()> {
@@ -280,8 +231,7 @@ impl super::Publisher for Pub {
 
     async fn close(mut self) -> Result<()> {
         self.settle(0)?;
-        let _ = self.conn.sock.shutdown(Shutdown::Write);
-        Ok(())
+        self.conn.s.close(Shutdown::Write)
     }
 }
 
@@ -333,11 +283,7 @@ impl super::Subscriber for Sub {
     }
 
     async fn close(self) -> Result<()> {
-        let conn = match self {
-            Sub::Topic(c) => c,
-            Sub::Queue { conn, .. } => conn,
-        };
-        let _ = conn.sock.shutdown(Shutdown::Both);
-        Ok(())
+        let (Sub::Topic(mut conn) | Sub::Queue { mut conn, .. }) = self;
+        conn.s.close(Shutdown::Both)
     }
 }
