@@ -46,10 +46,6 @@ impl super::Driver for Agora {
     type Pub = Pub;
     type Sub = Sub;
 
-    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
-        futures_lite::future::block_on(fut)
-    }
-
     async fn publisher(&self, dest: &Dest) -> Result<Pub> {
         let client = Client::builder()
             .name("bench-pub")

@@ -4,7 +4,6 @@
 //! brokers apart from their client libraries; the `agora` row (the SDK) is what an
 //! application sees. It publishes without confirms: the `confirm` scenario is the SDK's.
 
-use std::future::Future;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -114,10 +113,6 @@ pub(crate) struct Sub {
 impl super::Driver for AgoraLean {
     type Pub = Pub;
     type Sub = Sub;
-
-    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
-        futures_lite::future::block_on(fut)
-    }
 
     async fn publisher(&self, dest: &Dest) -> Result<Pub> {
         Ok(Pub {

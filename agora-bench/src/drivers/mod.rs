@@ -45,8 +45,12 @@ pub(crate) enum Mode {
 pub(crate) trait Driver: Clone + Send + Sync + 'static {
     type Pub: Publisher;
     type Sub: Subscriber;
-    /// Runs one role to completion on the calling thread.
-    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T;
+    /// Runs one role to completion on the calling thread (by default by polling it
+    /// there: right for drivers whose I/O is the calling thread's own, or another
+    /// thread's, as the SDK's driver thread).
+    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
+        futures_lite::future::block_on(fut)
+    }
     fn publisher(&self, dest: &Dest) -> impl Future<Output = Result<Self::Pub>>;
     /// Returns once the broker has registered the subscription.
     fn subscriber(&self, dest: &Dest, mode: Mode) -> impl Future<Output = Result<Self::Sub>>;

@@ -11,7 +11,6 @@
 //! `-ERR '<text>'` from the server.
 
 use std::fmt::Write;
-use std::future::Future;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -151,10 +150,6 @@ pub(crate) struct Sub {
 impl super::Driver for NatsLean {
     type Pub = Pub;
     type Sub = Sub;
-
-    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
-        futures_lite::future::block_on(fut)
-    }
 
     async fn publisher(&self, dest: &Dest) -> Result<Pub> {
         Ok(Pub {

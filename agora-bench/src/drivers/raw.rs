@@ -7,7 +7,6 @@
 //! acknowledgements and no per-subscriber buffers, so scenarios that need them are
 //! skipped for it.
 
-use std::future::Future;
 use std::io::{self, BufWriter, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -89,10 +88,6 @@ pub(crate) struct Sub {
 impl super::Driver for Raw {
     type Pub = Pub;
     type Sub = Sub;
-
-    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
-        futures_lite::future::block_on(fut)
-    }
 
     async fn publisher(&self, dest: &Dest) -> Result<Pub> {
         if dest.queue {

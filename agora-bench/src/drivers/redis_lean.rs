@@ -7,7 +7,6 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::future::Future;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -154,10 +153,6 @@ pub(crate) enum Sub {
 impl super::Driver for RedisLean {
     type Pub = Pub;
     type Sub = Sub;
-
-    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
-        futures_lite::future::block_on(fut)
-    }
 
     async fn publisher(&self, dest: &Dest) -> Result<Pub> {
         Ok(Pub {
