@@ -299,9 +299,9 @@ impl<S> Session<S> {
     }
 
     /// Every subscription, for a connection that ends.
-    pub fn drain(&mut self) -> Vec<S> {
+    pub fn drain(&mut self) -> Vec<(u64, S)> {
         self.slots.clear();
-        self.subs.drain().map(|(_, (s, _))| s).collect()
+        self.subs.drain().map(|(sid, (s, _))| (sid, s)).collect()
     }
 
     /// The subscription a delivery id belongs to, if it is still active here.

@@ -50,6 +50,9 @@ pub(crate) struct SubRx {
     /// Bytes of deliveries encoded into the current batch, given back once it is
     /// written.
     pub unreturned: usize,
+    /// Unique among the subscriptions a shipper has carried (a `sid` may be used again
+    /// once its subscription ended): whose each frame of a batch is.
+    pub serial: u64,
 }
 
 impl Drop for SubRx {
@@ -78,6 +81,7 @@ impl SubRx {
             seen: 0,
             budget: None,
             unreturned: 0,
+            serial: 0,
         }
     }
 
@@ -180,6 +184,9 @@ pub(crate) async fn run(
     let mut buf = BytesMut::with_capacity(4096);
     // Where each frame in `buf` ends: a UDP writer packs whole frames into datagrams.
     let mut ends: Vec<usize> = Vec::new();
+    // Whose each frame is: a subscription's serial for a delivery, `None` for the rest.
+    let mut owners: Vec<Option<u64>> = Vec::new();
+    let mut serials = 0u64;
     let mut written: Vec<usize> = Vec::new();
     let mut closing = false;
     'run: loop {
@@ -220,9 +227,13 @@ pub(crate) async fn run(
                     Outbound::Bytes(b) => {
                         buf.extend_from_slice(&b);
                         ends.push(buf.len());
+                        owners.push(None);
                     }
                     Outbound::AddSub(s) => {
-                        subs.push(*s);
+                        let mut s = *s;
+                        serials += 1;
+                        s.serial = serials;
+                        subs.push(s);
                         written.push(0);
                     }
                     Outbound::Cancel { sid, frame } => {
@@ -233,6 +244,7 @@ pub(crate) async fn run(
                         }
                         buf.extend_from_slice(&frame);
                         ends.push(buf.len());
+                        owners.push(None);
                     }
                     Outbound::RemoveSub(sid) => {
                         if let Some(i) = subs.iter().position(|s| s.sid == sid) {
@@ -254,6 +266,7 @@ pub(crate) async fn run(
                     Ok(Some(d)) => {
                         encode_delivery(&mut subs[i], &d, &mut buf, now);
                         ends.push(buf.len());
+                        owners.push(Some(subs[i].serial));
                         written[i] += 1;
                         progressed = true;
                     }
@@ -272,7 +285,15 @@ pub(crate) async fn run(
         }
         if !buf.is_empty() {
             metrics.bytes_out.fetch_add(buf.len() as u64, Relaxed);
-            if let Err(e) = write(&mut writer, &buf, &ends, write_timeout).await {
+            let mut done = 0;
+            if let Err(e) = write(&mut writer, &buf, &ends, &mut done, write_timeout).await {
+                // The deliveries that went out whole before the write stopped were
+                // written: an auto-ack queue must not give them to another consumer.
+                for (serial, n) in delivered(&ends, &owners, done) {
+                    if let Some(s) = subs.iter().find(|s| s.serial == serial) {
+                        report_written(s, n).await;
+                    }
+                }
                 match e.kind() {
                     std::io::ErrorKind::TimedOut => {
                         metrics.slow_closed.fetch_add(1, Relaxed);
@@ -284,6 +305,7 @@ pub(crate) async fn run(
             }
             buf.clear();
             ends.clear();
+            owners.clear();
         }
         output.give_back(std::mem::take(&mut taken));
         for s in subs.iter_mut() {
@@ -297,25 +319,56 @@ pub(crate) async fn run(
         }
     }
     rx.close();
+    // Auto-ack consumers still here hear that nothing more will be written, after the
+    // write reports above, so their queues take back the rest; so do any whose
+    // `AddSub` never got here. (A `RemoveSub` left unread would have told them the
+    // same.)
+    for s in &subs {
+        if let Some(credit) = &s.written {
+            credit.report(Report::Stopped).await;
+        }
+    }
     // What was queued and never written goes back; a task waiting for room sees the
     // end.
     while let Ok(o) = rx.try_recv() {
         taken += o.bytes();
+        if let Outbound::AddSub(s) = &o {
+            if let Some(credit) = &s.written {
+                credit.report(Report::Stopped).await;
+            }
+        }
     }
     output.give_back(taken);
     output.room_tx.close();
     writer.close().await;
 }
 
-/// Writes a batch; one not written within `timeout` fails with `TimedOut`. The timer is only armed when the socket is not ready at once, so a
+/// How many of each subscription's deliveries in a batch went out whole when its write
+/// stopped after `done` bytes: the frames that end at or before `done`, by owner
+/// (`owners[k]` is frame `k`'s subscription serial, `None` for a reply).
+fn delivered(ends: &[usize], owners: &[Option<u64>], done: usize) -> Vec<(u64, usize)> {
+    let mut out: Vec<(u64, usize)> = Vec::new();
+    for (_, owner) in ends.iter().zip(owners).take_while(|(end, _)| **end <= done) {
+        let Some(serial) = owner else { continue };
+        match out.iter_mut().find(|(s, _)| s == serial) {
+            Some((_, n)) => *n += 1,
+            None => out.push((*serial, 1)),
+        }
+    }
+    out
+}
+
+/// Writes a batch, counting in `done` the bytes written; one not written within
+/// `timeout` fails with `TimedOut`. The timer is only armed when the socket is not ready at once, so a
 /// client that reads costs no timer per write.
 async fn write(
     writer: &mut Writer,
     buf: &[u8],
     ends: &[usize],
+    done: &mut usize,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    let w = writer.write_batch(buf, ends);
+    let w = writer.write_batch(buf, ends, done);
     futures_lite::pin!(w);
     if let Some(r) = futures_lite::future::poll_once(&mut w).await {
         return r;
@@ -337,5 +390,22 @@ async fn report_written(s: &SubRx, n: usize) {
     }
     if let Some(credit) = &s.written {
         credit.report(Report::Written(n)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delivered;
+
+    #[test]
+    fn a_write_that_stopped_counts_only_whole_deliveries() {
+        // Frames: a reply (0..10), sub 1 (10..30), sub 2 (30..50), sub 1 (50..70).
+        let ends = [10, 30, 50, 70];
+        let owners = [None, Some(1), Some(2), Some(1)];
+        assert_eq!(delivered(&ends, &owners, 0), vec![]);
+        assert_eq!(delivered(&ends, &owners, 29), vec![]);
+        assert_eq!(delivered(&ends, &owners, 30), vec![(1, 1)]);
+        assert_eq!(delivered(&ends, &owners, 69), vec![(1, 1), (2, 1)]);
+        assert_eq!(delivered(&ends, &owners, 70), vec![(1, 2), (2, 1)]);
     }
 }

@@ -118,9 +118,26 @@ const UDP_LIMIT: usize = 65_507;
 
 impl Writer {
     /// Writes a batch of whole frames; `ends` says where each frame ends.
-    pub(super) async fn write_batch(&mut self, b: &[u8], ends: &[usize]) -> std::io::Result<()> {
+    /// Writes `b`, whose frames end at `ends`; `done` counts the bytes a TCP stream took
+    /// (so a failed write still says which frames went out whole).
+    pub(super) async fn write_batch(
+        &mut self,
+        b: &[u8],
+        ends: &[usize],
+        done: &mut usize,
+    ) -> std::io::Result<()> {
         match self {
-            Writer::Tcp(s) => s.write_all(b).await,
+            Writer::Tcp(s) => {
+                while *done < b.len() {
+                    match s.write(&b[*done..]).await {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => *done += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
             Writer::Udp {
                 socket,
                 peer,
