@@ -412,46 +412,22 @@ fn run_cell(
     name: String,
 ) -> Result<scenario::Measured, String> {
     let addr = server.addr.clone();
+    // Each system's driver, built from the server's address, runs the same scenario.
+    macro_rules! with {
+        ($driver:expr) => {
+            scenario::run(&$driver, server, cell, settings, name)
+        };
+    }
     match server.system {
-        System::Agora => scenario::run(
-            &drivers::agora::Agora { addr },
-            server,
-            cell,
-            settings,
-            name,
-        ),
-        System::Raw => scenario::run(&drivers::raw::Raw { addr }, server, cell, settings, name),
-        System::AgoraLean => scenario::run(
-            &drivers::agora_lean::AgoraLean { addr },
-            server,
-            cell,
-            settings,
-            name,
-        ),
-        System::RedisLean => scenario::run(
-            &drivers::redis_lean::RedisLean { addr },
-            server,
-            cell,
-            settings,
-            name,
-        ),
-        System::NatsLean => scenario::run(
-            &drivers::nats_lean::NatsLean { addr },
-            server,
-            cell,
-            settings,
-            name,
-        ),
+        System::Agora => with!(drivers::agora::Agora { addr }),
+        System::AgoraLean => with!(drivers::agora_lean::AgoraLean { addr }),
+        System::NatsLean => with!(drivers::nats_lean::NatsLean { addr }),
+        System::RedisLean => with!(drivers::redis_lean::RedisLean { addr }),
+        System::Raw => with!(drivers::raw::Raw { addr }),
         #[cfg(feature = "peers")]
-        System::Nats => scenario::run(&drivers::nats::Nats { addr }, server, cell, settings, name),
+        System::Nats => with!(drivers::nats::Nats { addr }),
         #[cfg(feature = "peers")]
-        System::Redis => scenario::run(
-            &drivers::redis::Redis { addr },
-            server,
-            cell,
-            settings,
-            name,
-        ),
+        System::Redis => with!(drivers::redis::Redis { addr }),
         #[cfg(not(feature = "peers"))]
         System::Nats | System::Redis => Err("built without the `peers` feature".into()),
     }

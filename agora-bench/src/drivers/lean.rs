@@ -1,6 +1,7 @@
-//! What the lean drivers (`agora-lean`, `nats-lean`, `redis-lean`) share: a blocking
-//! socket whose writes are gathered [`WRITE_AT`] bytes at a time and whose reads take up
-//! to 128 KiB, with a deadline. Each driver parses its own protocol out of [`Socket::inb`].
+//! What the lean drivers (`agora-lean`, `nats-lean`, `redis-lean`) and the relay's
+//! client share: a blocking socket whose writes are gathered [`WRITE_AT`] bytes at a
+//! time and whose reads take up to 128 KiB, with a deadline. Each driver parses its own
+//! protocol out of [`Socket::inb`].
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};

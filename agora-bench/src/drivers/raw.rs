@@ -7,13 +7,14 @@
 //! acknowledgements and no per-subscriber buffers, so scenarios that need them are
 //! skipped for it.
 
-use std::io::{self, BufWriter, ErrorKind, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::lean::Socket;
 use super::{Dest, Mode, Result};
 
 /// Runs the relay until killed: prints its address, then serves.
@@ -67,22 +68,20 @@ pub(crate) struct Raw {
     pub(crate) addr: String,
 }
 
-fn connect(addr: &str, role: u8) -> Result<TcpStream> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("raw: connect: {e}"))?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    s.write_all(&[role]).map_err(|e| e.to_string())?;
+/// A client of the relay: the lean drivers' socket, opened with its role byte.
+fn connect(addr: &str, role: u8) -> Result<Socket> {
+    let mut s = Socket::connect(addr, "raw")?;
+    s.out.extend_from_slice(&[role]);
+    s.flush()?;
     Ok(s)
 }
 
 pub(crate) struct Pub {
-    out: BufWriter<TcpStream>,
+    s: Socket,
 }
 
 pub(crate) struct Sub {
-    sock: TcpStream,
-    buf: Vec<u8>,
-    /// Where the unread part of `buf` starts.
-    start: usize,
+    s: Socket,
 }
 
 impl super::Driver for Raw {
@@ -93,9 +92,8 @@ impl super::Driver for Raw {
         if dest.queue {
             return Err("raw: no queues".into());
         }
-        let s = connect(&self.addr, b'P')?;
         Ok(Pub {
-            out: BufWriter::with_capacity(64 * 1024, s),
+            s: connect(&self.addr, b'P')?,
         })
     }
 
@@ -103,33 +101,26 @@ impl super::Driver for Raw {
         if dest.queue || mode != Mode::Topic {
             return Err("raw: no queues".into());
         }
-        let mut sock = connect(&self.addr, b'S')?;
-        let mut ok = [0u8; 1];
-        sock.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        sock.read_exact(&mut ok)
-            .map_err(|e| format!("raw: no registration: {e}"))?;
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .map_err(|e| e.to_string())?;
-        Ok(Sub {
-            sock,
-            buf: Vec::with_capacity(256 * 1024),
-            start: 0,
-        })
+        let mut s = connect(&self.addr, b'S')?;
+        // The relay answers `+` once the subscriber is registered.
+        if s.inb.is_empty() && !s.fill(Instant::now() + Duration::from_secs(5))? {
+            return Err("raw: no registration within 5 s".into());
+        }
+        let _ = s.inb.split_to(1);
+        Ok(Sub { s })
     }
 }
 
 impl super::Publisher for Pub {
     async fn publish(&mut self, payload: Bytes) -> Result<()> {
         let len = u32::try_from(payload.len()).map_err(|_| "raw: payload too large")?;
-        self.out
-            .write_all(&len.to_le_bytes())
-            .and_then(|()| self.out.write_all(&payload))
-            .map_err(|e| format!("raw: write: {e}"))
+        self.s.out.extend_from_slice(&len.to_le_bytes());
+        self.s.out.extend_from_slice(&payload);
+        self.s.wrote()
     }
 
     async fn push(&mut self) -> Result<()> {
-        self.out.flush().map_err(|e| format!("raw: write: {e}"))
+        self.s.flush()
     }
 
     async fn sync(&mut self) -> Result<()> {
@@ -142,20 +133,18 @@ impl super::Publisher for Pub {
     }
 
     async fn close(mut self) -> Result<()> {
-        self.push().await?;
-        let _ = self.out.get_ref().shutdown(Shutdown::Write);
-        Ok(())
+        self.s.close(Shutdown::Write)
     }
 }
 
 impl Sub {
     fn frame(&mut self) -> Option<Bytes> {
-        let avail = &self.buf[self.start..];
-        let len = u32::from_le_bytes(avail.get(..4)?.try_into().ok()?) as usize;
-        let payload = avail.get(4..4 + len)?;
-        let out = Bytes::copy_from_slice(payload);
-        self.start += 4 + len;
-        Some(out)
+        let len = u32::from_le_bytes(self.s.inb.get(..4)?.try_into().ok()?) as usize;
+        if self.s.inb.len() < 4 + len {
+            return None;
+        }
+        let frame = self.s.inb.split_to(4 + len).freeze();
+        Some(frame.slice(4..))
     }
 }
 
@@ -166,38 +155,13 @@ impl super::Subscriber for Sub {
             if let Some(f) = self.frame() {
                 return Ok(Some(f));
             }
-            // Compact, then read more.
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let have = self.buf.len();
-            self.buf.resize(have + 128 * 1024, 0);
-            let r = self.sock.read(&mut self.buf[have..]);
-            match r {
-                Ok(0) => {
-                    self.buf.truncate(have);
-                    return Err("raw: relay closed the connection".into());
-                }
-                Ok(n) => self.buf.truncate(have + n),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) =>
-                {
-                    self.buf.truncate(have);
-                    if Instant::now() >= deadline {
-                        return Ok(None);
-                    }
-                }
-                Err(e) => return Err(format!("raw: read: {e}")),
+            if !self.s.fill(deadline)? {
+                return Ok(None);
             }
         }
     }
 
-    async fn close(self) -> Result<()> {
-        let _ = self.sock.shutdown(Shutdown::Both);
-        Ok(())
+    async fn close(mut self) -> Result<()> {
+        self.s.close(Shutdown::Both)
     }
 }
