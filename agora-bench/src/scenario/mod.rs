@@ -1,0 +1,343 @@
+//! The scenarios, written once for every system against the `drivers` traits: who
+//! publishes, who receives, how fast, and what the run must prove (nothing lost, nothing
+//! duplicated) before its numbers count.
+//!
+//! Flow control: a throughput run floods, but never gets more than a *window* of
+//! messages ahead of its slowest receiver (4 MiB of payload, 64 to 4096 messages). That
+//! keeps every system inside its own buffers, so a topic run can promise delivery of
+//! every message, and what is measured is the rate a system sustains, not how much it
+//! can drop.
+
+use std::cell::{Cell as StdCell, RefCell};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::{mpsc, Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use event_listener::{Event, Listener};
+use hdrhistogram::Histogram;
+
+use crate::drivers::{Dest, Driver, Mode, Publisher, Subscriber};
+use crate::wire::{self, Seen};
+use crate::System;
+
+type Result<T, E = String> = std::result::Result<T, E>;
+
+/// Scenario ids, as on the command line and in results.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub(crate) enum Scenario {
+    /// 1 publisher, no subscriber (variant `queue`: into a queue nobody consumes).
+    Publish,
+    /// 1 publisher, 1 topic subscriber.
+    #[value(name = "topic-1-1")]
+    Topic1x1,
+    /// 1 publisher, 4 topic subscribers (total delivered per second).
+    #[value(name = "topic-1-4")]
+    Topic1x4,
+    /// 1 publisher, 16 topic subscribers.
+    #[value(name = "topic-1-16")]
+    Topic1x16,
+    /// 4 publishers, 1 topic subscriber.
+    #[value(name = "topic-4-1")]
+    Topic4x1,
+    /// 1 producer, 1 consumer, no explicit acks.
+    #[value(name = "queue-1")]
+    Queue1,
+    /// 1 producer, 4 competing consumers, no explicit acks.
+    #[value(name = "queue-4")]
+    Queue4,
+    /// 1 producer, 1 consumer acking each message, prefetch 256.
+    #[value(name = "queue-1-ack")]
+    Queue1Ack,
+    /// 1 producer, 4 consumers acking each message, prefetch 256.
+    #[value(name = "queue-4-ack")]
+    Queue4Ack,
+    /// Publishes that wait for the broker's confirmation, 64 outstanding, into a queue.
+    Confirm,
+    /// Publish on one connection, receive on another, one message at a time.
+    Rtt,
+    /// A fixed publish rate; latency from each message's intended send time.
+    LatencyRate,
+    /// 4 topic subscribers, one of which never reads.
+    SlowConsumer,
+    /// UDP publish throughput and fraction lost.
+    Udp,
+}
+
+impl Scenario {
+    pub(crate) const ALL: [Scenario; 14] = [
+        Scenario::Publish,
+        Scenario::Topic1x1,
+        Scenario::Topic1x4,
+        Scenario::Topic1x16,
+        Scenario::Topic4x1,
+        Scenario::Queue1,
+        Scenario::Queue4,
+        Scenario::Queue1Ack,
+        Scenario::Queue4Ack,
+        Scenario::Confirm,
+        Scenario::Rtt,
+        Scenario::LatencyRate,
+        Scenario::SlowConsumer,
+        Scenario::Udp,
+    ];
+
+    pub(crate) fn id(self) -> &'static str {
+        match self {
+            Scenario::Publish => "publish",
+            Scenario::Topic1x1 => "topic-1-1",
+            Scenario::Topic1x4 => "topic-1-4",
+            Scenario::Topic1x16 => "topic-1-16",
+            Scenario::Topic4x1 => "topic-4-1",
+            Scenario::Queue1 => "queue-1",
+            Scenario::Queue4 => "queue-4",
+            Scenario::Queue1Ack => "queue-1-ack",
+            Scenario::Queue4Ack => "queue-4-ack",
+            Scenario::Confirm => "confirm",
+            Scenario::Rtt => "rtt",
+            Scenario::LatencyRate => "latency-rate",
+            Scenario::SlowConsumer => "slow-consumer",
+            Scenario::Udp => "udp",
+        }
+    }
+}
+
+/// One cell of the results: a scenario with its variant, payload size and rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cell {
+    pub(crate) scenario: Scenario,
+    /// `""`, or `queue` for `publish` into a queue.
+    pub(crate) variant: &'static str,
+    pub(crate) payload: usize,
+    /// Messages per second, for `latency-rate`.
+    pub(crate) rate: Option<u64>,
+}
+
+/// How long runs last and what they must stay under.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) duration: Duration,
+    pub(crate) rate_duration: Duration,
+    pub(crate) slow_duration: Duration,
+    pub(crate) rtt_rounds: u64,
+    pub(crate) rss_bound_mib: f64,
+    /// What the payloads look like (binary unless `--json`).
+    pub(crate) format: wire::Format,
+    /// Only every N-th message is meant to arrive (a `sample N` chain, one publisher);
+    /// 1 for all of them.
+    pub(crate) keep_every: u64,
+    /// Overrides the flow-control window (messages a publisher may be ahead).
+    pub(crate) window: Option<u64>,
+}
+
+impl Settings {
+    /// The suite's settings with these durations.
+    pub(crate) fn new(
+        duration: Duration,
+        rate_duration: Duration,
+        slow_duration: Duration,
+    ) -> Self {
+        Settings {
+            duration,
+            rate_duration,
+            slow_duration,
+            rtt_rounds: 10_000,
+            rss_bound_mib: 256.0,
+            format: wire::Format::Binary,
+            keep_every: 1,
+            window: None,
+        }
+    }
+}
+
+/// Why `system` has no run of `cell`, if it has none.
+pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
+    use Scenario::*;
+    match (system, cell.scenario) {
+        (System::Nats | System::NatsLean, Udp) => Some("nats-server has no UDP transport"),
+        (System::Redis | System::RedisLean, Udp) => Some("redis-server has no UDP transport"),
+        (System::Raw, Udp) => Some("the null relay is TCP only"),
+        (System::AgoraLean, Udp) => {
+            Some("UDP is measured on the agora row (no client library in it)")
+        }
+        (System::RedisLean, Confirm) => {
+            Some("the lean client has no concurrent confirmed publishes; the redis row has them")
+        }
+        (System::AgoraLean, Confirm) => {
+            Some("the lean client publishes without confirms; the agora row measures them")
+        }
+        (System::Nats | System::NatsLean, Publish) if cell.variant == "queue" => {
+            Some("core NATS keeps nothing for a queue group with no members")
+        }
+        (System::Nats | System::NatsLean, Queue1Ack | Queue4Ack) => {
+            Some("core NATS has no consumer acknowledgements")
+        }
+        (System::Nats | System::NatsLean, Confirm) => Some("core NATS has no publisher confirms"),
+        (System::Redis | System::RedisLean, Queue1Ack | Queue4Ack) => {
+            Some("Redis lists have no consumer acknowledgements (BRPOP removes the element)")
+        }
+        (System::Raw, Publish) if cell.variant == "queue" => Some("the null relay keeps no queue"),
+        (System::Raw, Queue1 | Queue4 | Queue1Ack | Queue4Ack) => {
+            Some("a relay that does not parse cannot share a byte stream among competing consumers")
+        }
+        (System::Raw, Topic4x1) => {
+            Some("a relay that does not parse cannot interleave four publishers' byte streams")
+        }
+        (System::Raw, Confirm) => Some("the null relay confirms nothing"),
+        (System::Raw, SlowConsumer) => {
+            Some("the null relay has no per-subscriber buffer: one stalled reader stalls it all")
+        }
+        _ => None,
+    }
+}
+
+/// What one run of one cell measured.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Measured {
+    /// Messages delivered (summed over receivers), or published when nobody receives.
+    pub(crate) messages: u64,
+    pub(crate) published: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latency: Option<Histogram<u64>>,
+    pub(crate) lost: u64,
+    pub(crate) duplicated: u64,
+    /// Dropped by a client library's own buffer (Agora's SDK counts them).
+    pub(crate) client_dropped: u64,
+    pub(crate) server_cpu_s: f64,
+    /// The bench process's CPU over the same part: every client role of the run.
+    pub(crate) client_cpu_s: f64,
+    pub(crate) server_peak_rss_mib: f64,
+    /// The promise this run broke, if it broke one: the run then counts as failed.
+    pub(crate) broken: Option<String>,
+}
+
+/// What the run needs of the server process.
+pub(crate) struct ServerView {
+    pub(crate) system: System,
+    pub(crate) addr: String,
+    pub(crate) pid: u32,
+}
+
+impl ServerView {
+    fn cpu(&self) -> f64 {
+        crate::server::cpu_seconds(self.pid).unwrap_or(f64::NAN)
+    }
+}
+
+/// CPU seconds of this process so far: the clients of a run are all its threads.
+fn client_cpu() -> f64 {
+    crate::server::cpu_seconds(std::process::id()).unwrap_or(f64::NAN)
+}
+
+/// Runs `cell` once against `server` with `driver`.
+pub(crate) fn run<D: Driver>(
+    driver: &D,
+    server: &ServerView,
+    cell: &Cell,
+    settings: &Settings,
+    dest_name: String,
+) -> Result<Measured> {
+    let topic = |name: &str| Dest {
+        queue: false,
+        name: name.to_owned(),
+    };
+    let queue = |name: &str| Dest {
+        queue: true,
+        name: name.to_owned(),
+    };
+    let payload = cell.payload;
+    let window = settings
+        .window
+        .unwrap_or((4 * 1024 * 1024 / payload.max(1)).clamp(64, 4096) as u64);
+    let flow = |pubs, subs, dest: Dest, mode, kind| Flow {
+        pubs,
+        subs,
+        dest,
+        mode,
+        payload,
+        duration: settings.duration,
+        kind,
+        window,
+        max_per_pub: 50_000_000,
+        slow: false,
+        format: settings.format,
+        keep_every: settings.keep_every.max(1),
+    };
+    use Scenario::*;
+    let name = dest_name.as_str();
+    let auto = Mode::AutoAck { prefetch: 1024 };
+    let ack = Mode::Ack { prefetch: 256 };
+    let mut measured = match cell.scenario {
+        Publish => {
+            let dest = if cell.variant == "queue" {
+                queue(name)
+            } else {
+                topic(name)
+            };
+            let mut f = flow(1, 0, dest, Mode::Topic, Kind::Flood);
+            if cell.variant == "queue" {
+                // Nobody drains it: stop before the broker's limits (2 M messages, 512 MiB).
+                f.max_per_pub = (256 * 1024 * 1024 / payload.max(1) as u64).min(1_000_000);
+            }
+            run_flow(driver, server, &f)?
+        }
+        Topic1x1 => run_flow(
+            driver,
+            server,
+            &flow(1, 1, topic(name), Mode::Topic, Kind::Flood),
+        )?,
+        Topic1x4 => run_flow(
+            driver,
+            server,
+            &flow(1, 4, topic(name), Mode::Topic, Kind::Flood),
+        )?,
+        Topic1x16 => run_flow(
+            driver,
+            server,
+            &flow(1, 16, topic(name), Mode::Topic, Kind::Flood),
+        )?,
+        Topic4x1 => run_flow(
+            driver,
+            server,
+            &flow(4, 1, topic(name), Mode::Topic, Kind::Flood),
+        )?,
+        Queue1 => run_flow(driver, server, &flow(1, 1, queue(name), auto, Kind::Flood))?,
+        Queue4 => run_flow(driver, server, &flow(1, 4, queue(name), auto, Kind::Flood))?,
+        Queue1Ack => run_flow(driver, server, &flow(1, 1, queue(name), ack, Kind::Flood))?,
+        Queue4Ack => run_flow(driver, server, &flow(1, 4, queue(name), ack, Kind::Flood))?,
+        Confirm => run_flow(
+            driver,
+            server,
+            &flow(1, 1, queue(name), auto, Kind::Confirmed { outstanding: 64 }),
+        )?,
+        LatencyRate => {
+            let rate = cell.rate.ok_or("latency-rate needs a rate")?;
+            let mut f = flow(1, 1, topic(name), Mode::Topic, Kind::Paced { rate });
+            f.duration = settings.rate_duration;
+            run_flow(driver, server, &f)?
+        }
+        SlowConsumer => {
+            let mut f = flow(1, 3, topic(name), Mode::Topic, Kind::Flood);
+            f.duration = settings.slow_duration;
+            f.slow = true;
+            let mut m = run_flow(driver, server, &f)?;
+            if m.broken.is_none() && m.server_peak_rss_mib > settings.rss_bound_mib {
+                m.broken = Some(format!(
+                    "server peak RSS {:.0} MiB is over the bound of {:.0} MiB",
+                    m.server_peak_rss_mib, settings.rss_bound_mib
+                ));
+            }
+            m
+        }
+        Rtt => rtt(driver, server, payload, settings.rtt_rounds, topic(name))?,
+        Udp => udp(server, payload, settings.duration, name)?,
+    };
+    measured.server_peak_rss_mib = crate::server::peak_rss_of(server.pid).unwrap_or(f64::NAN);
+    Ok(measured)
+}
+
+mod flow;
+mod probes;
+mod publishing;
+use flow::*;
+use probes::*;
