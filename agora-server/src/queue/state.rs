@@ -482,9 +482,16 @@ impl<P> QueueState<P> {
     }
 
     /// A message from [`take_dead`](QueueState::take_dead) could not be dead-lettered:
-    /// it stays, at the back, and is tried again later. Never dropped.
-    pub fn keep(&mut self, h: Held) {
+    /// it stays, at the back, and is tried again later. Never dropped. It waits with
+    /// its own copy of its payload, as a message put back does; and since
+    /// `compact_waiting` copies the last `loose` pending messages, it is counted among
+    /// them, so that the newly published ones before it are still covered.
+    pub fn keep(&mut self, mut h: Held) {
+        h.msg.compact();
         self.pending.push_back(h);
+        if self.loose > 0 {
+            self.loose += 1;
+        }
     }
 }
 

@@ -320,3 +320,44 @@ fn messages_waiting_for_no_consumer_or_for_a_second_own_their_payloads() {
     assert_eq!(pending_in_buffer(&q), (12, 0));
     assert_eq!(q.compaction_due(), None);
 }
+
+#[test]
+fn a_message_the_dead_letter_queue_refused_leaves_the_new_ones_before_it_compacted_in_time() {
+    let t0 = Instant::now();
+    let buf = Bytes::from(vec![7u8; 1000]);
+    let ttl = 10 * COMPACT_AFTER;
+    let mut q = QueueState::new(QueueSettings {
+        ttl: Some(ttl),
+        ..settings()
+    });
+    // A consumer that holds one message and has no room for more.
+    let a = consumer(&mut q, 1, 1, false);
+    q.enqueue([msg("y", t0)], t0);
+    q.dispatch(t0, push);
+    assert_eq!(a.take().len(), 1);
+    // X waits (copied after its second), and expires; two newer ones arrive as it does.
+    q.enqueue(sliced(&buf, 1, t0), t0);
+    q.dispatch(t0 + COMPACT_AFTER, push);
+    let t1 = t0 + ttl;
+    q.enqueue(sliced(&buf, 2, t1), t1);
+    q.timers(t1);
+    let dead = q.take_dead();
+    assert_eq!(dead.len(), 1);
+    // The dead-letter queue refuses it: kept, at the back, behind the new ones.
+    for (h, _) in dead {
+        q.keep(h);
+    }
+    // A second after the new ones came, every waiting message owns its payload.
+    q.dispatch(t1 + COMPACT_AFTER, push);
+    let mut waiting = 0;
+    q.for_each_held(|p, h| {
+        if p == Place::Pending {
+            waiting += 1;
+            assert!(
+                !in_buffer(&buf, &h.msg),
+                "a waiting message still in its read buffer"
+            );
+        }
+    });
+    assert_eq!(waiting, 3);
+}
