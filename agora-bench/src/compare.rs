@@ -89,6 +89,10 @@ pub(crate) struct CompareArgs {
     /// Seconds each run publishes for.
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
+    /// Drive both brokers with the lean client (`agora-lean`) instead of the SDK, so
+    /// that the broker, not the client, bounds the figure (not with `confirm`).
+    #[arg(long)]
+    lean: bool,
     /// Flow-control window in messages (default: 4 MiB of payload, 64 to 4096).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     window: Option<u64>,
@@ -179,6 +183,7 @@ struct Output<'a> {
     duration_s: f64,
     warmup: u64,
     window: Option<u64>,
+    lean: bool,
     schedule: &'static str,
     a: Side<'a>,
     b: Side<'a>,
@@ -377,6 +382,9 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
         if matches!(s, Rtt | LatencyRate | SlowConsumer | Udp) {
             return Err(format!("compare runs flow scenarios only, not {}", s.id()));
         }
+        if args.lean && s == Confirm {
+            return Err("the lean client does not wait for confirms: confirm is the SDK's".into());
+        }
         if args.warmup > 0 && destination(s)?.kind != agora_client::Kind::Topic {
             return Err(format!("--warmup is for topic scenarios, not {}", s.id()));
         }
@@ -491,6 +499,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
                     warmup,
                     &cell,
                     &settings,
+                    args.lean,
                 );
                 let statsd = sink.as_ref().map_or(0, |s| s.count.load(Relaxed)) - statsd0;
                 let run = to_run(scenario, pair, name, slot, result, statsd);
@@ -592,6 +601,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
         duration_s: duration.as_secs_f64(),
         warmup: args.warmup,
         window: args.window,
+        lean: args.lean,
         schedule: "ABBA: pair 1 runs A then B, pair 2 B then A, …; a fresh broker per run",
         a: Side {
             bin: bins_a.agora.display().to_string(),
@@ -643,6 +653,7 @@ fn one_run(
     warmup: u64,
     cell: &Cell,
     settings: &Settings,
+    lean: bool,
 ) -> Result<scenario::Measured, String> {
     let server = Server::start_with(System::Agora, bins, log_dir, log_name, argv)?;
     let view = ServerView {
@@ -659,10 +670,14 @@ fn one_run(
         cell.payload,
     )
     .and_then(|()| {
-        let driver = drivers::agora::Agora {
-            addr: view.addr.clone(),
-        };
-        scenario::run(&driver, &view, cell, settings, DEST.to_owned())
+        let addr = view.addr.clone();
+        if lean {
+            let driver = drivers::agora_lean::AgoraLean { addr };
+            scenario::run(&driver, &view, cell, settings, DEST.to_owned())
+        } else {
+            let driver = drivers::agora::Agora { addr };
+            scenario::run(&driver, &view, cell, settings, DEST.to_owned())
+        }
     });
     server.stop();
     result

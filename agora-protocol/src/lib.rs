@@ -49,7 +49,7 @@ mod table;
 
 pub use bytes;
 pub use client::ClientFrame;
-pub use cmd::publish::{encode_msg, encode_pub};
+pub use cmd::publish::{decode_pub_to, encode_msg, encode_pub};
 pub use cmd::session::encode_err;
 pub use decode::{decode_client, decode_client_with, decode_server, decode_server_with};
 pub use encode::encode;
@@ -90,10 +90,49 @@ pub mod testing {
 
     use crate::{encode, ClientFrame, Frame, Limits, ServerFrame};
 
-    /// Feeds `data` to both directions' decoders (see [`check_decode_as`]).
+    /// Feeds `data` to both directions' decoders (see [`check_decode_as`]), and checks
+    /// [`decode_pub_to`](crate::decode_pub_to) against the broker's decoder (see
+    /// [`check_pub_to`]).
     pub fn check_decode(data: &[u8]) {
         check_decode_as::<ClientFrame>(data);
         check_decode_as::<ServerFrame>(data);
+        check_pub_to(data);
+    }
+
+    /// Decodes `data` with the broker's decoder, and before each frame asks
+    /// [`decode_pub_to`](crate::decode_pub_to) about the destination of the last `PUB`
+    /// (and about `topic:t`) on a copy of the bytes. Panics where it takes a frame
+    /// the decoder does not read as a plain `PUB` to that destination with that
+    /// payload, consuming the same bytes.
+    pub fn check_pub_to(data: &[u8]) {
+        let limits = Limits {
+            max_line: 64,
+            max_payload: 256,
+        };
+        let mut last = crate::Destination::topic("t").expect("a valid name");
+        let mut buf = BytesMut::from(data);
+        for _ in 0..data.len() + 1 {
+            let mut copy = buf.clone();
+            let fast = crate::decode_pub_to(&mut copy, &last, &limits);
+            let before = buf.len();
+            let frame = ClientFrame::decode_with(&mut buf, &limits);
+            if let Some(payload) = fast {
+                let Ok(Some(ClientFrame::Pub(p))) = &frame else {
+                    panic!("decode_pub_to took what the decoder reads as {frame:?}");
+                };
+                assert_eq!(p.dest, last, "destination");
+                assert!(p.rid.is_none() && p.headers.is_empty(), "{p:?}");
+                assert_eq!(p.payload, payload, "payload");
+                assert_eq!(copy.len(), buf.len(), "bytes consumed");
+            }
+            match frame {
+                Ok(Some(ClientFrame::Pub(p))) => last = p.dest,
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(e) if e.is_fatal() => return,
+                Err(_) => assert!(buf.len() < before),
+            }
+        }
     }
 
     /// Feeds `data` to the decoder of `F`'s direction in two parts (cut where its first

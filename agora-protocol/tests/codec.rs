@@ -507,6 +507,53 @@ fn payload_is_split_off_without_copy() {
     );
 }
 
+#[test]
+fn decode_pub_to_takes_only_a_whole_plain_pub_to_its_destination() {
+    let d = dest("topic:t");
+    let small = Limits {
+        max_line: 14,
+        max_payload: 4,
+    };
+    let take = |wire: &[u8], limits: &Limits| {
+        let mut buf = BytesMut::from(wire);
+        let got = decode_pub_to(&mut buf, &d, limits);
+        (got, buf.len())
+    };
+    let (got, left) = take(b"PUB topic:t 2\r\nhi\r\nPING\r\n", &Limits::default());
+    assert_eq!((got.as_deref(), left), (Some(&b"hi"[..]), 6));
+    assert_eq!(
+        take(b"PUB topic:t 2\nhi\n", &small).0.as_deref(),
+        Some(&b"hi"[..])
+    );
+    // Everything else is left whole for the decoder, which says what is wrong.
+    for wire in [
+        &b"PUB topic:tt 2\r\nhi\r\n"[..], // another name
+        b"PUB queue:t 2\r\nhi\r\n",       // another kind
+        b"pub topic:t 2\r\nhi\r\n",       // lower case
+        b"PUB #4 topic:t 2\r\nhi\r\n",    // a request id
+        b"PUB  topic:t 2\r\nhi\r\n",      // two blanks
+        b"HPUB topic:t 4 6\r\n\r\n\r\nhi\r\n",
+        b"PUB topic:t 2\r\nhi", // not all here
+        b"PUB topic:t 2\r\nhi\r",
+        b"PUB topic:t 2",
+        b"PUB topic:t 2\r\nhix\r\n", // longer than declared
+        b"PUB topic:t -2\r\nhi\r\n",
+        b"PUB topic:t 2 x\r\nhi\r\n",
+        b"PUB topic:t 99999999999999999999999\r\n",
+    ] {
+        assert_eq!(
+            take(wire, &Limits::default()),
+            (None, wire.len()),
+            "{wire:?}"
+        );
+    }
+    // The limits hold as in the decoder: a longer line, a larger payload.
+    let wire = b"PUB topic:t 5\r\nhello\r\n";
+    assert_eq!(take(wire, &small), (None, wire.len()));
+    let wire = b"PUB topic:t 0001\r\nh\r\n";
+    assert_eq!(take(wire, &small), (None, wire.len()));
+}
+
 fn kind_of(input: &[u8]) -> (ErrorKind, bool, usize) {
     kind_of_as::<ClientFrame>(input)
 }
@@ -1049,5 +1096,29 @@ proptest! {
     fn text_like_garbage_never_panics(s in "([A-Z]{1,8}( [#a-z:0-9=]{0,12}){0,6}\r?\n){1,8}") {
         never_panics::<ClientFrame>(s.as_bytes());
         never_panics::<ServerFrame>(s.as_bytes());
+    }
+
+    /// Runs of publishes, mostly to one name, some with request ids or headers, some
+    /// bytes changed: `decode_pub_to` takes exactly what the decoder reads as a plain
+    /// `PUB` to that name.
+    #[test]
+    fn decode_pub_to_agrees_with_the_decoder(
+        frames in prop::collection::vec(
+            (0..4usize, any::<bool>(), prop::option::of(any::<u64>()), arb_headers(), arb_payload()),
+            1..20,
+        ),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    ) {
+        let names = ["topic:t", "topic:t", "queue:t", "topic:tt"];
+        let mut wire = Vec::new();
+        for (n, plain, rid, headers, payload) in frames {
+            let (rid, headers) = if plain { (None, Headers::new()) } else { (rid, headers) };
+            wire.extend(enc(&ClientFrame::Pub(Publish { rid, dest: dest(names[n]), headers, payload })));
+        }
+        for (at, b) in flips {
+            let i = at.index(wire.len());
+            wire[i] = b;
+        }
+        agora_protocol::testing::check_pub_to(&wire);
     }
 }

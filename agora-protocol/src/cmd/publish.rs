@@ -246,16 +246,8 @@ fn direct<const MSG: bool>(
         0
     };
     let total = total as usize;
-    let end = line_total + total;
-    if buf.len() <= end {
-        buf.reserve(end + 2 - buf.len());
+    let Some(term) = term_at(buf, line_total + total)? else {
         return Some(None);
-    }
-    let term = match &buf[end..] {
-        [b'\n', ..] => 1,
-        [b'\r', b'\n', ..] => 2,
-        [b'\r'] => return Some(None),
-        _ => return None,
     };
     let name_start = skip + 6;
     let name_end = skip + sp;
@@ -273,6 +265,78 @@ fn direct<const MSG: bool>(
         count,
         payload,
     }))
+}
+
+/// The line end after a body that ends at `end`: its length; `Some(None)` when it has
+/// not all arrived (room for it reserved); `None` when something else is there.
+#[inline(always)]
+fn term_at(buf: &mut BytesMut, end: usize) -> Option<Option<usize>> {
+    if buf.len() <= end {
+        buf.reserve(end + 2 - buf.len());
+        return Some(None);
+    }
+    match &buf[end..] {
+        [b'\n', ..] => Some(Some(1)),
+        [b'\r', b'\n', ..] => Some(Some(2)),
+        [b'\r'] => Some(None),
+        _ => None,
+    }
+}
+
+/// For a broker reading a run of publishes to one destination: a whole plain `PUB` to
+/// `dest` (`PUB <kind>:<name> <size>`, upper case, single blanks, the same name byte
+/// for byte) at the front of `buf` is consumed and its payload returned, without
+/// splitting off or checking the name again. `None` for anything else — another name,
+/// a request id, headers, a frame not all here yet, a malformed one — with nothing
+/// consumed: [`decode_client_with`](crate::decode_client_with) then reads it, and
+/// reports exactly what is wrong.
+///
+/// ```
+/// use agora_protocol::{bytes::BytesMut, decode_pub_to, Destination, Limits};
+/// let dest = Destination::topic("prices").unwrap();
+/// let mut buf = BytesMut::from(&b"PUB topic:prices 2\r\nhi\r\nPUB topic:other 1\r\nx\r\n"[..]);
+/// assert_eq!(&decode_pub_to(&mut buf, &dest, &Limits::default()).unwrap()[..], b"hi");
+/// assert_eq!(decode_pub_to(&mut buf, &dest, &Limits::default()), None);
+/// assert!(buf.starts_with(b"PUB topic:other"));
+/// ```
+#[inline]
+pub fn decode_pub_to(buf: &mut BytesMut, dest: &Destination, limits: &Limits) -> Option<Bytes> {
+    let name = dest.name.as_bytes();
+    let kind: &[u8] = match dest.kind {
+        Kind::Topic => b"topic:",
+        Kind::Queue => b"queue:",
+    };
+    let sp = 10 + name.len();
+    let b = &buf[..];
+    if b.len() <= sp
+        || &b[..4] != b"PUB "
+        || &b[4..10] != kind
+        || &b[10..sp] != name
+        || b[sp] != b' '
+    {
+        return None;
+    }
+    let digits = &b[sp + 1..b.len().min(sp + 22)];
+    let n = digits.iter().position(|c| !c.is_ascii_digit())?;
+    let content = sp + 1 + n;
+    let line_total = match &b[content..] {
+        [b'\r', b'\n', ..] => content + 2,
+        [b'\n', ..] => content + 1,
+        _ => return None,
+    };
+    if content > limits.max_line {
+        return None;
+    }
+    let total = number(&digits[..n])?;
+    if total > limits.max_payload as u64 {
+        return None;
+    }
+    let total = total as usize;
+    let term = term_at(buf, line_total + total)??;
+    buf.advance(line_total);
+    let payload = buf.split_to(total).freeze();
+    buf.advance(term);
+    Some(payload)
 }
 
 /// The broker's direct path: a plain `PUB`.

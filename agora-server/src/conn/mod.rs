@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
 use agora_protocol::{
-    decode_client_with, ClientFrame, Destination, ErrorCode, Info, Limits, Publish, ReadSize,
-    RequestId, ServerFrame, StatsPage, Subscribe, PROTOCOL_VERSION,
+    decode_client_with, decode_pub_to, ClientFrame, Destination, ErrorCode, Headers, Info, Limits,
+    Publish, ReadSize, RequestId, ServerFrame, StatsPage, Subscribe, PROTOCOL_VERSION,
 };
 use async_channel::Receiver;
 use async_net::{TcpListener, TcpStream};
@@ -163,11 +163,20 @@ struct Conn<'a> {
     /// and then handed over together: fanned out at once to a
     /// topic's subscribers (`Topic::publish_all`), or sent to a queue's task as one
     /// command (their room in the queue is reserved as each is read).
-    run: Option<(Handle, Vec<Message>)>,
+    run: Option<Run>,
     /// The last run's vector, kept for the next one.
     spare: Vec<Message>,
     /// Bytes of a partly received frame charged to the read budget.
     read_held: usize,
+}
+
+/// A run of fire-and-forget publishes held back (see `Conn::run`).
+struct Run {
+    /// The destination as the client named it, so that the next publish to it joins
+    /// the run without a lookup.
+    dest: Destination,
+    handle: Handle,
+    msgs: Vec<Message>,
 }
 
 /// Where a client's frames come from.

@@ -16,10 +16,13 @@ impl Conn<'_> {
 
     /// Hands over the held-back run of publishes, if any.
     pub(super) async fn end_run(&mut self) -> Flow {
-        let Some((h, mut msgs)) = self.run.take() else {
+        let Some(Run {
+            handle, mut msgs, ..
+        }) = self.run.take()
+        else {
             return Ok(());
         };
-        let topic = match h {
+        let topic = match handle {
             Handle::Topic(t) => t,
             Handle::Queue(q) => {
                 return match q.tx.send(QueueCmd::PublishMany(msgs)).await {
@@ -58,19 +61,77 @@ impl Conn<'_> {
         flow
     }
 
-    /// Adds a message to the run of publishes held back for `h`, ending the run held
-    /// for another destination first (the session ends runs on everything else).
-    pub(super) async fn hold(&mut self, h: Handle, msg: Message) -> Flow {
+    /// Adds a message to the run of publishes held back for `h` (named `dest`), ending
+    /// the run held for another destination first (the session ends runs on
+    /// everything else).
+    pub(super) async fn hold(&mut self, dest: &Destination, h: Handle, msg: Message) -> Flow {
         match &mut self.run {
-            Some((held, msgs)) if held.same(&h) => msgs.push(msg),
+            Some(run) if run.handle.same(&h) => run.msgs.push(msg),
             _ => {
                 self.end_run().await?;
                 let mut msgs = std::mem::take(&mut self.spare);
                 msgs.push(msg);
-                self.run = Some((h, msgs));
+                self.run = Some(Run {
+                    dest: dest.clone(),
+                    handle: h,
+                    msgs,
+                });
             }
         }
         Ok(())
+    }
+
+    /// The hot path of fire-and-forget publishing, without an `await`: a `PUB` to the
+    /// destination of the run held back joins it when nothing would treat it otherwise
+    /// (see [`join`](Conn::join)). `Some`: not taken, nothing changed; it goes the
+    /// whole way (`handle`).
+    #[inline]
+    pub(super) fn join_run(&mut self, p: Publish) -> Option<Publish> {
+        match &self.run {
+            Some(run) if run.dest == p.dest => {}
+            _ => return Some(p),
+        }
+        let msg = Message {
+            received: self.read_at,
+            headers: p.headers,
+            payload: p.payload,
+        };
+        self.join(msg).err().map(|(m, _)| Publish {
+            rid: p.rid,
+            dest: p.dest,
+            headers: m.headers,
+            payload: m.payload,
+        })
+    }
+
+    /// Adds a publish to the destination of the run held back to that run, when
+    /// nothing would treat it otherwise: no chain, the destination still open, room in
+    /// a queue, resident memory under its limit, and the session's rules. `Err`: not
+    /// taken, nothing changed; the message back, with the run's destination.
+    /// (`Conn::run` must hold a run.)
+    #[inline]
+    pub(super) fn join(&mut self, msg: Message) -> Result<(), (Message, Destination)> {
+        let Some(run) = &mut self.run else {
+            unreachable!("join without a run");
+        };
+        let h = &run.handle;
+        if h.is_closed() || h.chain().is_set() || self.broker.metrics.over_rss.load(Relaxed) {
+            return Err((msg, run.dest.clone()));
+        }
+        let size = msg.size();
+        // A queue refuses (full, say): the whole way gives the client its answer.
+        let reserved = match h {
+            Handle::Queue(q) => q.reserve(size).is_ok(),
+            Handle::Topic(_) => true,
+        };
+        if reserved && self.session.joins_run() {
+            run.msgs.push(msg);
+            return Ok(());
+        }
+        if let (true, Handle::Queue(q)) = (reserved, h) {
+            q.unreserve(size);
+        }
+        Err((msg, run.dest.clone()))
     }
 
     /// Routes a message to its destination and answers as `mode` says; `mutated`: its
@@ -109,7 +170,7 @@ impl Conn<'_> {
                 }
             }
             match h {
-                Handle::Topic(t) if runs => return self.hold(Handle::Topic(t), msg).await,
+                Handle::Topic(t) if runs => return self.hold(dest, Handle::Topic(t), msg).await,
                 Handle::Topic(t) => match t.publish(&msg) {
                     Ok(()) => return self.confirmed(mode, rid, false).await,
                     Err(TopicRefused::Memory(why)) => {
@@ -118,7 +179,7 @@ impl Conn<'_> {
                     Err(TopicRefused::Closed) => continue,
                 },
                 Handle::Queue(q) => match q.reserve(msg.size()) {
-                    Ok(()) if runs => return self.hold(Handle::Queue(q), msg).await,
+                    Ok(()) if runs => return self.hold(dest, Handle::Queue(q), msg).await,
                     Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
                         Ok(()) => return self.confirmed(mode, rid, false).await,
                         Err(async_channel::SendError(QueueCmd::Publish(m))) => {

@@ -245,11 +245,39 @@ impl Conn<'_> {
     /// fatal one (the stream cannot be resynchronised) stops the loop.
     async fn act_on(&mut self, buf: &mut BytesMut) -> Result<Decoded, End> {
         loop {
+            // A plain PUB to the run's destination is read without splitting off its
+            // name again, and joins the run without an `await`.
+            let plain = match &self.run {
+                Some(run) => decode_pub_to(buf, &run.dest, &self.limits),
+                None => None,
+            };
+            if let Some(payload) = plain {
+                let msg = Message {
+                    received: self.read_at,
+                    headers: Headers::new(),
+                    payload,
+                };
+                if let Err((m, dest)) = self.join(msg) {
+                    let p = Publish {
+                        rid: None,
+                        dest,
+                        headers: m.headers,
+                        payload: m.payload,
+                    };
+                    self.handle(ClientFrame::Pub(p)).await?;
+                }
+                continue;
+            }
             let next = decode_client_with(buf, &self.limits);
             if !matches!(next, Ok(Some(_))) && self.session.bytes_done() {
                 self.end_run().await?;
             }
             match next {
+                Ok(Some(ClientFrame::Pub(p))) => {
+                    if let Some(p) = self.join_run(p) {
+                        self.handle(ClientFrame::Pub(p)).await?;
+                    }
+                }
                 Ok(Some(f)) => self.handle(f).await?,
                 Ok(None) => return Ok(Decoded::More),
                 Err(e) => {

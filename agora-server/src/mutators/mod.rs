@@ -370,6 +370,12 @@ pub(crate) struct ChainSlot {
 }
 
 impl ChainSlot {
+    /// Whether a chain is attached (a cheap look, for the publish fast path).
+    #[inline]
+    pub fn is_set(&self) -> bool {
+        self.has.load(Relaxed)
+    }
+
     /// The chain, if one is attached.
     #[inline]
     pub fn get(&self) -> Option<Arc<Chain>> {

@@ -16,9 +16,7 @@
 
 mod step;
 
-#[cfg(test)]
-use step::PUBLISH_RUN;
-pub(crate) use step::{Ask, Effects, End, PubMode, Step, SubHandle};
+pub(crate) use step::{Ask, Effects, End, PubMode, Step, SubHandle, PUBLISH_RUN};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -286,6 +286,19 @@ impl<S> Session<S> {
         Ok((end_run, mode))
     }
 
+    /// A `PUB` to the destination of the run held back, with nothing else between: true,
+    /// and counted, when it joins that run; what [`publish_rule`](Session::publish_rule)
+    /// would say (held, nothing handed over first) without looking at the name again,
+    /// which passed the rules when the run began. False: ask `publish_rule`.
+    #[inline]
+    pub fn joins_run(&mut self) -> bool {
+        if self.run == 0 || self.run >= PUBLISH_RUN || self.confirm || !self.limits.publish_runs {
+            return false;
+        }
+        self.run += 1;
+        true
+    }
+
     /// The bytes at hand are all decoded: true if a run of publishes is held back and
     /// must be handed over now.
     pub fn bytes_done(&mut self) -> bool {

@@ -230,6 +230,29 @@ fn fire_and_forget_publishes_run_until_anything_else_and_confirms_never_wait() {
 }
 
 #[test]
+fn a_publish_joins_the_held_run_only_where_publish_rule_would_hold_it() {
+    let mut s: Session<H> = Session::new(limits(), Instant::now());
+    // Nothing held: nothing to join.
+    assert!(!s.joins_run());
+    step(&mut s, "PUB topic:t 1\r\nx\r\n");
+    // Joining counts toward the run's limit exactly as publish_rule does.
+    for _ in 1..PUBLISH_RUN {
+        assert!(s.joins_run());
+    }
+    assert!(!s.joins_run(), "a full run is handed over first");
+    let (end, _) = step(&mut s, "PUB topic:t 1\r\nx\r\n");
+    assert!(end);
+    assert!(s.joins_run());
+    // Once handed over (the end of the bytes, any other frame), nothing is held.
+    assert!(s.bytes_done());
+    assert!(!s.joins_run());
+    // Confirms on: never held, never joined.
+    step(&mut s, "SETACK on\r\n");
+    step(&mut s, "PUB #1 topic:t 1\r\nx\r\n");
+    assert!(!s.joins_run());
+}
+
+#[test]
 fn frames_become_steps_with_the_session_rules_applied() {
     let mut s: Session<H> = Session::new(limits(), Instant::now());
     // UNSUB and ACK of what this connection does not hold are refused here.

@@ -69,6 +69,8 @@ pub struct Report {
     pub conns_ended: u64,
     /// Frames read whole through the read budget.
     pub frames_read: u64,
+    /// Publishes that joined a held run by the hot path (`Session::joins_run`).
+    pub joined: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -153,7 +155,7 @@ mod tests {
         );
         // The connections' rules were exercised: confirms, chains, pings, give-ups.
         assert!(
-            a.confirmed > 0 && a.filtered > 0 && a.pings > 0 && a.silent > 0,
+            a.confirmed > 0 && a.filtered > 0 && a.pings > 0 && a.silent > 0 && a.joined > 0,
             "{a:?}"
         );
         assert!(a.frames_read > 0, "{a:?}");

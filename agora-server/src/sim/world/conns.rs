@@ -162,6 +162,14 @@ impl World {
                     return false;
                 }
             };
+            // The broker's hot path first, as `Conn::act_on` takes it.
+            let frame = match frame {
+                ClientFrame::Pub(p) => match self.join_run(id, p) {
+                    None => continue,
+                    Some(p) => ClientFrame::Pub(p),
+                },
+                f => f,
+            };
             let c = self.conns.get_mut(&id).expect("acting");
             let Effects { end_run, step } = c.session.on_frame(frame);
             if end_run {

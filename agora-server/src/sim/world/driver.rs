@@ -14,7 +14,7 @@ use super::World;
 use crate::message::Message;
 use crate::mutators::{Chain, Env, Verdict};
 use crate::queue::Refused;
-use crate::session::{Ask, PubMode, Step};
+use crate::session::{Ask, PubMode, Step, PUBLISH_RUN};
 use crate::topic::TopicRefused;
 
 impl World {
@@ -54,29 +54,77 @@ impl World {
         None
     }
 
+    /// Where a publish to `dest` goes: `None` for a name the world does not have (one
+    /// the session refuses).
+    fn target_of(&self, dest: &agora_protocol::Destination) -> Option<Target> {
+        match dest.kind {
+            Kind::Queue => (0..self.queues.len())
+                .find(|q| self.queues[*q].shared.dest == *dest)
+                .map(Target::Queue),
+            Kind::Topic => (0..self.topics.len())
+                .find(|t| self.topics[*t].topic.dest == *dest)
+                .map(Target::Topic),
+        }
+    }
+
+    /// The broker's hot path (`Conn::join`): a publish to the destination of the run
+    /// held back joins it without the session's full rule when there is no chain, a
+    /// queue has room, and `Session::joins_run` says so. `Some`: not taken, nothing
+    /// changed.
+    pub(super) fn join_run(&mut self, id: u64, p: Publish) -> Option<Publish> {
+        let c = self.conns.get(&id).expect("acting");
+        let target = match (&c.run, self.target_of(&p.dest)) {
+            (Some((t, _)), Some(target)) if *t == target && !self.chains.contains_key(&p.dest) => {
+                target
+            }
+            _ => return Some(p),
+        };
+        let msg = Message {
+            headers: p.headers,
+            payload: p.payload,
+            received: self.now,
+        };
+        let size = msg.size();
+        let reserved = match target {
+            Target::Queue(q) => self.queues[q].shared.reserve(size).is_ok(),
+            Target::Topic(_) => true,
+        };
+        let c = self.conns.get_mut(&id).expect("acting");
+        if reserved && c.session.joins_run() {
+            let tag = Self::tag_of(target, &msg.payload);
+            c.unplaced.push_back(tag);
+            self.report.joined += 1;
+            self.hold(id, target, tag, msg);
+            return None;
+        }
+        if let (true, Target::Queue(q)) = (reserved, target) {
+            self.queues[q].shared.unreserve(size);
+        }
+        Some(Publish {
+            rid: p.rid,
+            dest: p.dest,
+            headers: msg.headers,
+            payload: msg.payload,
+        })
+    }
+
+    /// The sim's publishes carry their identity: a queue message's id, a topic's seq.
+    fn tag_of(target: Target, payload: &[u8]) -> Tag {
+        match target {
+            Target::Queue(_) => {
+                Tag::Queue(u64::from_le_bytes(payload[..8].try_into().expect("an id")))
+            }
+            Target::Topic(_) => Tag::Topic(u64::from_le_bytes(
+                payload[8..16].try_into().expect("a seq"),
+            )),
+        }
+    }
+
     /// A publish the session let through: its chain, then held back or placed.
     pub(super) fn publish_step(&mut self, id: u64, p: Publish, mode: PubMode) {
         let hold = mode.hold();
-        let target = match p.dest.kind {
-            Kind::Queue => Target::Queue(
-                (0..self.queues.len())
-                    .find(|q| self.queues[*q].shared.dest == p.dest)
-                    .expect("a work queue"),
-            ),
-            Kind::Topic => Target::Topic(
-                (0..self.topics.len())
-                    .find(|t| self.topics[*t].topic.dest == p.dest)
-                    .expect("a topic"),
-            ),
-        };
-        let tag = match target {
-            Target::Queue(_) => Tag::Queue(u64::from_le_bytes(
-                p.payload[..8].try_into().expect("an id"),
-            )),
-            Target::Topic(_) => Tag::Topic(u64::from_le_bytes(
-                p.payload[8..16].try_into().expect("a seq"),
-            )),
-        };
+        let target = self.target_of(&p.dest).expect("the session let it through");
+        let tag = Self::tag_of(target, &p.payload);
         self.conns
             .get_mut(&id)
             .expect("acting")
@@ -124,7 +172,15 @@ impl World {
     pub(super) fn hold(&mut self, id: u64, target: Target, tag: Tag, msg: Message) {
         let c = self.conns.get_mut(&id).expect("acting");
         match &mut c.run {
-            Some((t, msgs)) if *t == target => msgs.push((tag, msg)),
+            Some((t, msgs)) if *t == target => {
+                msgs.push((tag, msg));
+                if msgs.len() > PUBLISH_RUN as usize {
+                    fail(
+                        &mut self.broken,
+                        format!("connection {id}: a run of {} publishes held", msgs.len()),
+                    );
+                }
+            }
             _ => {
                 self.end_run(id);
                 let c = self.conns.get_mut(&id).expect("acting");
