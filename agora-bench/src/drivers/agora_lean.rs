@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use agora_protocol::{
-    decode_server, encode, AckMode, ClientFrame, Destination, Headers, Publish, ServerFrame,
+    decode_server, encode, encode_pub, AckMode, ClientFrame, Destination, Headers, ServerFrame,
     Subscribe,
 };
 use bytes::Bytes;
@@ -147,13 +147,10 @@ impl super::Driver for AgoraLean {
 
 impl super::Publisher for Pub {
     async fn publish(&mut self, payload: Bytes) -> Result<()> {
-        let f = ClientFrame::Pub(Publish {
-            rid: None,
-            dest: self.dest.clone(),
-            headers: Headers::new(),
-            payload,
-        });
-        self.conn.send(&f)
+        // Encoded from its parts, as the SDK's publisher does: no frame built per message.
+        let s = &mut self.conn.s;
+        encode_pub(None, &self.dest, &Headers::new(), &payload, &mut s.out);
+        s.wrote()
     }
 
     async fn push(&mut self) -> Result<()> {
