@@ -8,6 +8,8 @@
 //!   the book's flags table are made from; the `--config` file.
 //! - `message`: a message as held, and a delivery on its way to one
 //!   subscription. Plain data.
+//! - [`store`]: durable queues' storage: a segmented, checksummed, append-only log
+//!   written through a `Storage` trait (real files, or a simulated disk that crashes).
 //! - `budget`, `metrics`: the memory budget and the counters the hot path bumps.
 //! - [`deliveries`]: a subscription's delivery queue, and the credit handle an
 //!   auto-ack consumer's shipper reports through.
@@ -58,6 +60,8 @@ mod shipper;
 #[doc(hidden)]
 pub mod sim;
 mod stats;
+#[doc(hidden)]
+pub mod store;
 mod topic;
 mod udp;
 

@@ -1,0 +1,25 @@
+//! Durable queues' storage: a segmented, append-only log of checksummed records (what
+//! each durable queue does: declare, enqueue, deliver, ack, purge, delete), written by
+//! one writer, synced in groups, read back whole at start.
+//!
+//! - `record`: the records and their framing (length, CRC-32, body).
+//! - `storage`: the [`Storage`] trait the log writes through; [`Disk`] (real files,
+//!   `fdatasync`) and [`SimDisk`] (in memory; a crash keeps only what was synced, and
+//!   tears the rest).
+//! - `log`: segments, appending, syncing, and reading back into each queue's
+//!   messages ([`Log::open`]), cutting off a torn end and refusing any other damage.
+//!
+//! This module knows nothing of tasks or sockets: the broker's writer thread moves
+//! records in and confirms out. It never drops a record it cannot read: it stops and
+//! says where.
+
+mod log;
+mod record;
+mod storage;
+
+pub use log::{Cut, Log, LogError, LogOptions, Recovered, Stored, HEADER, LOCK_FILE};
+pub use record::{Bad, Record, FRAME, MAX_RECORD};
+pub use storage::{Disk, SimDisk, Storage};
+
+#[cfg(test)]
+mod tests;
