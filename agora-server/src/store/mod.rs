@@ -8,6 +8,8 @@
 //!   tears the rest).
 //! - `log`: segments, appending, syncing, and reading back into each queue's
 //!   messages ([`Log::open`]), cutting off a torn end and refusing any other damage.
+//! - `writer`: the one writer thread, group commit, the [`Fsync`] policy; appends'
+//!   senders hear when their records are stored.
 //!
 //! This module knows nothing of tasks or sockets: the broker's writer thread moves
 //! records in and confirms out. It never drops a record it cannot read: it stops and
@@ -16,10 +18,14 @@
 mod log;
 mod record;
 mod storage;
+mod writer;
 
 pub use log::{Cut, Log, LogError, LogOptions, Recovered, Stored, HEADER, LOCK_FILE};
 pub use record::{Bad, Record, FRAME, MAX_RECORD};
 pub use storage::{Disk, SimDisk, Storage};
+pub use writer::{
+    spawn as spawn_writer, Append, Fsync, Stored as Outcome, WriterHandle, WriterStats,
+};
 
 #[cfg(test)]
 mod tests;

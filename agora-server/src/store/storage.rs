@@ -139,6 +139,8 @@ struct SimState {
     fail_syncs: u32,
     /// Appends, syncs and directory syncs done.
     ops: u64,
+    /// File syncs done.
+    syncs: u64,
     /// After this many operations the machine is dead: every call fails until
     /// [`SimDisk::crash`].
     dies_at: Option<u64>,
@@ -151,6 +153,8 @@ struct SimState {
 #[derive(Clone, Default)]
 pub struct SimDisk {
     state: Arc<Mutex<SimState>>,
+    /// While true, syncs wait (a slow disk, on demand).
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl SimDisk {
@@ -202,6 +206,39 @@ impl SimDisk {
     pub fn die_after(&self, ops: u64) {
         let mut s = lock(&self.state);
         s.dies_at = Some(s.ops + ops);
+    }
+
+    /// A disk holding only what this one must keep whatever happens: each file's synced
+    /// bytes, and only the names the last directory sync covered (as of now).
+    pub fn synced_copy(&self) -> SimDisk {
+        let s = lock(&self.state);
+        let mut files = BTreeMap::new();
+        for name in &s.durable_names {
+            if let Some(f) = s.files.get(name) {
+                let data = f.data[..f.synced].to_vec();
+                let synced = data.len();
+                files.insert(name.clone(), SimFile { data, synced });
+            }
+        }
+        let copy = SimDisk::new();
+        {
+            let mut c = lock(&copy.state);
+            c.durable_names = files.keys().cloned().collect();
+            c.files = files;
+        }
+        copy
+    }
+
+    /// Holds every sync until released (`false`): a disk as slow as a test needs.
+    pub fn hold_syncs(&self, hold: bool) {
+        let (m, cv) = &*self.gate;
+        *lock(m) = hold;
+        cv.notify_all();
+    }
+
+    /// Syncs done so far.
+    pub fn syncs(&self) -> u64 {
+        lock(&self.state).syncs
     }
 
     /// Appends fail from now on once the files hold `bytes` in all (`None`: no limit).
@@ -307,12 +344,20 @@ impl Storage for SimDisk {
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {
+        {
+            let (m, cv) = &*self.gate;
+            let mut held = lock(m);
+            while *held {
+                held = cv.wait(held).unwrap_or_else(|p| p.into_inner());
+            }
+        }
         let mut s = lock(&self.state);
         Self::step(&mut s)?;
         if s.fail_syncs > 0 {
             s.fail_syncs -= 1;
             return Err(io::Error::other("simulated sync error"));
         }
+        s.syncs += 1;
         let f = s.files.get_mut(name).ok_or_else(|| Self::not_found(name))?;
         f.synced = f.data.len();
         Ok(())

@@ -1,0 +1,220 @@
+//! The log's one writer: a thread of its own, off the executor, that takes appends from
+//! any number of queue tasks and makes them durable in groups.
+//!
+//! Group commit: the thread waits for the first append, takes every other append
+//! already waiting, writes them all with one call and syncs once (with
+//! [`Fsync::Always`]); then it tells each append's sender that its records are where
+//! the policy says. Appends that arrive during a sync wait for the next one, so under
+//! load each sync covers everything that came while the last one ran, and no timer is
+//! waited for.
+//!
+//! A failed write or sync is fatal for durability: the failing group and every later
+//! append are answered with the error, and nothing after it is said to be stored (a
+//! sync that failed once may have lost pages the kernel will not write again).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+
+use super::log::Log;
+use super::record::Record;
+use super::storage::Storage;
+
+/// When appended records are synced, and so when their senders hear they are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After every group, before anyone hears of it: a confirm means on disk.
+    Always,
+    /// Written at once, synced at most this long after (and when idle): a confirm means
+    /// written to the operating system; a machine that stops loses up to this much.
+    Every(Duration),
+    /// Written at once, synced only when a segment is full: a confirm means written to
+    /// the operating system.
+    Never,
+}
+
+/// What an append's sender hears: `Ok` once its records are where the policy says.
+pub type Stored = Result<(), Arc<str>>;
+
+/// Records to append, and who to tell.
+pub struct Append {
+    /// Appended in order, with no other append's records between them.
+    pub records: Vec<Record>,
+    /// Told once they are stored (or why they never will be).
+    pub done: Option<Sender<Stored>>,
+}
+
+/// The writer's figures, for `STATS` and StatsD.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Records appended.
+    pub records: AtomicU64,
+    /// Groups written (one write call each).
+    pub groups: AtomicU64,
+    /// Syncs done.
+    pub syncs: AtomicU64,
+    /// Time spent in syncs, in nanoseconds.
+    pub sync_ns: AtomicU64,
+    /// The longest sync, in nanoseconds.
+    pub sync_max_ns: AtomicU64,
+    /// A write or sync failed: nothing more is stored.
+    pub failed: AtomicBool,
+}
+
+/// Appends records through the writer thread.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: Sender<Append>,
+    /// The writer's figures.
+    pub stats: Arc<WriterStats>,
+    /// The failure that stopped the writer, if one did.
+    failure: Arc<Mutex<Option<Arc<str>>>>,
+}
+
+impl WriterHandle {
+    /// Queues an append; waits while the writer's queue is full.
+    pub async fn append(&self, a: Append) -> Result<(), Arc<str>> {
+        if let Some(why) = self.failure() {
+            if let Some(done) = a.done {
+                let _ = done.try_send(Err(why.clone()));
+            }
+            return Err(why);
+        }
+        self.tx
+            .send(a)
+            .await
+            .map_err(|_| Arc::from("the log's writer has stopped"))
+    }
+
+    /// Why the writer stopped storing, if it did.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Closes the queue: the thread writes and syncs what it has (whatever the policy:
+    /// a graceful stop loses nothing), then ends.
+    pub fn close(&self) {
+        self.tx.close();
+    }
+}
+
+/// Appends waiting for the writer: bounded, so a writer slower than its publishers
+/// slows the queue tasks rather than filling memory.
+pub const QUEUE: usize = 4096;
+
+/// Starts the writer thread around `log`.
+pub fn spawn<S: Storage + 'static>(
+    log: Log<S>,
+    fsync: Fsync,
+) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
+    let (tx, rx) = async_channel::bounded(QUEUE);
+    let handle = WriterHandle {
+        tx,
+        stats: Arc::new(WriterStats::default()),
+        failure: Arc::new(Mutex::new(None)),
+    };
+    let thread = {
+        let h = handle.clone();
+        std::thread::Builder::new()
+            .name("agora-log".into())
+            .spawn(move || run(log, fsync, rx, h))?
+    };
+    Ok((handle, thread))
+}
+
+fn run<S: Storage>(mut log: Log<S>, fsync: Fsync, rx: Receiver<Append>, h: WriterHandle) {
+    let st = &h.stats;
+    // With `Every`, when what was written last must be synced by.
+    let mut sync_by: Option<Instant> = None;
+    loop {
+        let first = match (fsync, sync_by) {
+            (Fsync::Every(_), Some(at)) => smol::block_on(futures_lite::future::or(
+                async { rx.recv().await.ok() },
+                async {
+                    smol::Timer::at(at).await;
+                    None
+                },
+            )),
+            _ => rx.recv_blocking().ok(),
+        };
+        let mut group: Vec<Append> = first.into_iter().collect();
+        while let Ok(a) = rx.try_recv() {
+            group.push(a);
+        }
+        if group.is_empty() && sync_by.is_none() && rx.is_closed() {
+            break;
+        }
+        for a in &group {
+            for r in &a.records {
+                log.append(r);
+            }
+            st.records.fetch_add(a.records.len() as u64, Relaxed);
+        }
+        let now = Instant::now();
+        let sync = match fsync {
+            Fsync::Always => !group.is_empty(),
+            Fsync::Every(_) => sync_by.is_some_and(|at| now >= at) || rx.is_closed(),
+            Fsync::Never => false,
+        };
+        let result = if sync {
+            let t = Instant::now();
+            let r = log.sync();
+            let ns = t.elapsed().as_nanos() as u64;
+            st.syncs.fetch_add(1, Relaxed);
+            st.sync_ns.fetch_add(ns, Relaxed);
+            st.sync_max_ns.fetch_max(ns, Relaxed);
+            sync_by = None;
+            r
+        } else {
+            log.write()
+        };
+        if !group.is_empty() {
+            st.groups.fetch_add(1, Relaxed);
+            if let (Fsync::Every(d), None, Ok(())) = (fsync, sync_by, &result) {
+                sync_by = Some(now + d);
+            }
+        }
+        let told: Stored = match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let why: Arc<str> = Arc::from(format!("the log cannot store: {e}"));
+                log::error!("{why}; nothing more is stored (durable publishes are refused)");
+                st.failed.store(true, SeqCst);
+                *h.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                fail_all(&rx, &why, group);
+                return;
+            }
+        };
+        for a in group {
+            if let Some(done) = a.done {
+                let _ = done.try_send(told.clone());
+            }
+        }
+        if rx.is_closed() && rx.is_empty() && sync_by.is_none() {
+            break;
+        }
+    }
+    if let Err(e) = log.sync() {
+        log::error!("the log's last sync, at shutdown, failed: {e}");
+    }
+}
+
+/// After a failure: the failing group, what is queued and whatever comes later hear
+/// why, until every handle is gone.
+fn fail_all(rx: &Receiver<Append>, why: &Arc<str>, group: Vec<Append>) {
+    let tell = |a: Append| {
+        if let Some(done) = a.done {
+            let _ = done.try_send(Err(why.clone()));
+        }
+    };
+    group.into_iter().for_each(tell);
+    while let Ok(a) = rx.recv_blocking() {
+        tell(a);
+    }
+}
