@@ -18,7 +18,7 @@
 //! Each segment starts with a `Declare` for every queue there is, so the names of the
 //! queues never depend on older segments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::Arc;
 
@@ -160,6 +160,83 @@ struct Replay {
     msgs: BTreeMap<u64, Stored>,
 }
 
+/// Where each live message's latest `Enqueue` is, and what each segment still holds:
+/// what decides which segments can go.
+#[derive(Default)]
+struct Liveness {
+    /// Per queue number, per message id: its segment (first record number), the size
+    /// of its record, its delivery count as logged.
+    msgs: HashMap<u32, HashMap<u64, LiveMsg>>,
+    /// Per segment (first record number): live messages and the bytes of their records.
+    segs: BTreeMap<u64, (u64, u64)>,
+}
+
+#[derive(Clone, Copy)]
+struct LiveMsg {
+    seg: u64,
+    bytes: u64,
+    count: u32,
+}
+
+impl Liveness {
+    /// Takes note of a record of `bytes` bytes in the segment starting at `seg`.
+    fn track(&mut self, seg: u64, r: &Record, bytes: u64) {
+        match r {
+            Record::Declare { .. } => {}
+            Record::Enqueue {
+                queue, id, count, ..
+            } => {
+                let prior = self.forget(*queue, *id);
+                let count = prior.map_or(*count, |m| m.count.max(*count));
+                self.msgs
+                    .entry(*queue)
+                    .or_default()
+                    .insert(*id, LiveMsg { seg, bytes, count });
+                let e = self.segs.entry(seg).or_default();
+                e.0 += 1;
+                e.1 += bytes;
+            }
+            Record::Deliver { queue, id, count } => {
+                if let Some(m) = self.msgs.get_mut(queue).and_then(|q| q.get_mut(id)) {
+                    m.count = m.count.max(*count);
+                }
+            }
+            Record::Ack { queue, id } => {
+                self.forget(*queue, *id);
+            }
+            Record::Purge { queue } | Record::Delete { queue } => {
+                for (_, m) in self.msgs.remove(queue).unwrap_or_default() {
+                    self.unlive(m);
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, queue: u32, id: u64) -> Option<LiveMsg> {
+        let m = self.msgs.get_mut(&queue)?.remove(&id)?;
+        self.unlive(m);
+        Some(m)
+    }
+
+    fn unlive(&mut self, m: LiveMsg) {
+        if let Some(e) = self.segs.get_mut(&m.seg) {
+            e.0 -= 1;
+            e.1 -= m.bytes;
+        }
+    }
+
+    /// Live messages and their bytes in the segment starting at `seg`.
+    fn of(&self, seg: u64) -> (u64, u64) {
+        self.segs.get(&seg).copied().unwrap_or_default()
+    }
+
+    /// Whether the record is the latest `Enqueue` of a live message in `seg`.
+    fn is_live_in(&self, seg: u64, queue: u32, id: u64) -> Option<u32> {
+        let m = self.msgs.get(&queue)?.get(&id)?;
+        (m.seg == seg).then_some(m.count)
+    }
+}
+
 /// The log, open for appending.
 pub struct Log<S: Storage> {
     storage: Arc<S>,
@@ -176,6 +253,14 @@ pub struct Log<S: Storage> {
     numbers: BTreeMap<String, u32>,
     /// The next queue number to give.
     next_number: u32,
+    /// What each segment still holds.
+    live: Liveness,
+}
+
+fn first_of(name: &str) -> u64 {
+    name.strip_suffix(".seg")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default()
 }
 
 fn segment_name(first: u64) -> String {
@@ -252,6 +337,7 @@ impl<S: Storage> Log<S> {
             ..Recovered::default()
         };
         let mut queues: BTreeMap<u32, Replay> = BTreeMap::new();
+        let mut live = Liveness::default();
         let mut next_seq = 1;
         let mut active_len = 0;
         let last = segments.len().saturating_sub(1);
@@ -287,6 +373,7 @@ impl<S: Storage> Log<S> {
             while at < data.len() {
                 match Record::decode(&data[at..]) {
                     Ok((r, n)) => {
+                        live.track(first, &r, n as u64);
                         replay(&mut queues, &mut rec, r).map_err(|why| LogError::Damaged {
                             file: name.clone(),
                             offset: at as u64,
@@ -339,6 +426,7 @@ impl<S: Storage> Log<S> {
             next_seq,
             numbers,
             next_number,
+            live,
         };
         if log.segments.is_empty() {
             log.start_segment()?;
@@ -373,8 +461,11 @@ impl<S: Storage> Log<S> {
     fn push(&mut self, r: &Record) {
         let before = self.buf.len();
         r.encode(&mut self.buf);
-        self.active_len += (self.buf.len() - before) as u64;
+        let n = (self.buf.len() - before) as u64;
+        self.active_len += n;
         self.next_seq += 1;
+        let seg = first_of(self.active());
+        self.live.track(seg, r, n);
     }
 
     /// Writes what was appended; past the segment size, syncs the segment and starts
@@ -394,11 +485,75 @@ impl<S: Storage> Log<S> {
         Ok(())
     }
 
-    /// Writes what was appended and makes it durable.
+    /// Writes what was appended and makes it durable; then gives back the space of
+    /// segments nothing live is in (see [`reclaim`](Log::reclaim)).
     pub fn sync(&mut self) -> Result<(), LogError> {
         self.write()?;
         let name = self.active().to_owned();
-        self.storage.sync(&name).map_err(io_err(&name))
+        self.storage.sync(&name).map_err(io_err(&name))?;
+        self.reclaim()
+    }
+
+    /// Gives disk space back, oldest segment first, one at a time, the directory synced
+    /// after each removal (so a crash can leave at most the oldest one behind, and that
+    /// one holds nothing live). A segment with no live message goes. A segment whose
+    /// live messages' records are less than a quarter of a segment, with at least two
+    /// newer ones, has them copied forward (appended again with their delivery counts,
+    /// synced) and then goes: one old unacknowledged message cannot keep a whole
+    /// segment of acknowledged ones on disk.
+    pub fn reclaim(&mut self) -> Result<(), LogError> {
+        while self.segments.len() >= 2 {
+            let name = self.segments[0].clone();
+            let seg = first_of(&name);
+            let (count, bytes) = self.live.of(seg);
+            if count == 0 {
+                self.storage.remove(&name).map_err(io_err(&name))?;
+                self.storage.sync_dir().map_err(io_err("."))?;
+                self.segments.remove(0);
+                self.live.segs.remove(&seg);
+                continue;
+            }
+            if self.segments.len() < 3 || bytes * 4 >= self.opts.segment_bytes {
+                break;
+            }
+            let data = self.storage.read(&name).map_err(io_err(&name))?;
+            let mut at = HEADER;
+            while let Ok((r, n)) = Record::decode(data.get(at..).unwrap_or_default()) {
+                at += n;
+                if let Record::Enqueue {
+                    queue,
+                    id,
+                    headers,
+                    payload,
+                    ..
+                } = r
+                {
+                    if let Some(count) = self.live.is_live_in(seg, queue, id) {
+                        self.push(&Record::Enqueue {
+                            queue,
+                            id,
+                            count,
+                            headers,
+                            payload,
+                        });
+                    }
+                }
+            }
+            self.write()?;
+            let active = self.active().to_owned();
+            self.storage.sync(&active).map_err(io_err(&active))?;
+            if self.live.of(seg).0 > 0 {
+                // Not all found again (it cannot be, but never loop on it).
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of the live messages' records, and the segments' total on disk.
+    pub fn usage(&self) -> (u64, usize) {
+        let live = self.live.segs.values().map(|(_, b)| b).sum();
+        (live, self.segments.len())
     }
 
     fn active(&self) -> &str {

@@ -449,3 +449,56 @@ fn without_always_a_sender_hears_once_written_and_the_sync_follows() {
         assert_eq!(rec.queues["jobs"].len(), 3, "{fsync:?}");
     }
 }
+
+#[test]
+fn space_comes_back_and_one_old_message_does_not_pin_the_log() {
+    let disk = SimDisk::new();
+    let seg = 4096;
+    let (mut log, _) = open(&disk, seg).unwrap();
+    let q = log.declare("jobs");
+    // One message nobody acknowledges, delivered three times.
+    log.append(&enqueue(q, 1, b"the old one"));
+    for count in 1..=3 {
+        log.append(&Record::Deliver {
+            queue: q,
+            id: 1,
+            count,
+        });
+    }
+    log.sync().unwrap();
+    // Then 2,000 messages published and acknowledged, 60 B each: about 50 segments'
+    // worth of records.
+    for id in 2..2002 {
+        log.append(&enqueue(q, id, &[0; 60]));
+        log.sync().unwrap();
+        log.append(&Record::Ack { queue: q, id });
+        log.sync().unwrap();
+    }
+    let (live, segments) = log.usage();
+    assert!(
+        segments <= 3,
+        "{segments} segments on disk: {:?}",
+        log.segments()
+    );
+    assert!(
+        disk.used() as u64 <= 3 * seg + 2 * 1024,
+        "{} bytes on disk",
+        disk.used()
+    );
+    assert!(live > 0 && live < 200, "{live} live bytes");
+    // The old message is still there, with its delivery count.
+    disk.crash(11);
+    let (_, rec) = open(&disk, seg).unwrap();
+    let msgs = &rec.queues["jobs"];
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!((msgs[0].id, msgs[0].count), (1, 3));
+    assert_eq!(&msgs[0].payload[..], b"the old one");
+}
+
+#[test]
+#[ignore = "a longer run of the crash model: cargo test -p agora-server --lib store -- --ignored"]
+fn after_any_crash_many_seeds() {
+    for seed in 1..=5000 {
+        crash_once(seed);
+    }
+}
