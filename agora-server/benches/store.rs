@@ -154,23 +154,15 @@ impl FjallQueue {
     }
 }
 
-/// Rounds a store takes before a fresh one replaces it: the log does not give space
-/// back yet, so this bounds the disk the benchmark uses (about 100 MB per store).
-const FRESH_AFTER: u64 = 5_000;
-
-/// Times `iters` rounds, on stores made by `fresh`, replaced every [`FRESH_AFTER`].
+/// Times `iters` rounds on a store made by `fresh` (each of criterion's samples gets a
+/// fresh one, in a temporary directory removed after it).
 fn rounds<Q>(iters: u64, fresh: impl Fn() -> Q, round: impl Fn(&mut Q)) -> Duration {
-    let mut total = Duration::ZERO;
     let mut q = fresh();
-    for n in 0..iters {
-        if n > 0 && n % FRESH_AFTER == 0 {
-            q = fresh();
-        }
-        let t = Instant::now();
+    let t = Instant::now();
+    for _ in 0..iters {
         round(&mut q);
-        total += t.elapsed();
     }
-    total
+    t.elapsed()
 }
 
 fn store(c: &mut Criterion) {
