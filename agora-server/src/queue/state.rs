@@ -44,6 +44,8 @@ pub(crate) struct ConsumerSpec<P> {
 /// A message in the queue, with what the queue knows of its history.
 pub(crate) struct Held {
     pub msg: Message,
+    /// Its id in the log (0 in a queue without a journal).
+    pub id: u64,
     /// Deliveries so far.
     pub count: u32,
     /// When it entered the queue (for TTL).
@@ -134,6 +136,8 @@ pub(crate) struct QueueState<P> {
     /// [`take_released`]: QueueState::take_released
     released: (usize, usize),
     totals: Totals,
+    /// A durable queue's changes, as log records (`journal.rs`).
+    journal: Option<journal::Journal>,
 }
 
 impl<P> QueueState<P> {
@@ -148,6 +152,7 @@ impl<P> QueueState<P> {
             dead: Vec::new(),
             released: (0, 0),
             totals: Totals::default(),
+            journal: None,
         }
     }
 
@@ -211,8 +216,10 @@ impl<P> QueueState<P> {
             self.loose_since.get_or_insert(now);
             self.totals.messages_in += 1;
             self.totals.bytes_in += msg.payload.len() as u64;
+            let id = self.journal_enqueue(&msg.headers, &msg.payload);
             self.pending.push_back(Held {
                 msg,
+                id,
                 count: 0,
                 enqueued: now,
                 avoid: None,
@@ -244,7 +251,10 @@ impl<P> QueueState<P> {
             return Acked::Unknown;
         };
         match self.consumers[i].unacked.remove(&did) {
-            Some(o) if ack => self.release(1, o.held.msg.size()),
+            Some(o) if ack => {
+                self.journal_ack(o.held.id);
+                self.release(1, o.held.msg.size());
+            }
             Some(o) => self.put_back(o.held),
             None => return Acked::Unknown,
         }
@@ -256,8 +266,15 @@ impl<P> QueueState<P> {
         let Some(i) = self.index(cid) else { return };
         let c = &mut self.consumers[i];
         let n = n.min(c.inflight.len());
-        let bytes: usize = c.inflight.drain(..n).map(|h| h.msg.size()).sum();
-        self.release(n, bytes);
+        let done: Vec<(u64, usize)> = c
+            .inflight
+            .drain(..n)
+            .map(|h| (h.id, h.msg.size()))
+            .collect();
+        for &(id, _) in &done {
+            self.journal_ack(id);
+        }
+        self.release(n, done.iter().map(|(_, b)| b).sum());
     }
 
     /// Drops every pending message; returns how many.
@@ -265,8 +282,15 @@ impl<P> QueueState<P> {
         self.loose = 0;
         self.loose_since = None;
         let n = self.pending.len();
-        let bytes = self.pending.take_all().map(|h| h.msg.size()).sum();
-        self.release(n, bytes);
+        let gone: Vec<(u64, usize)> = self
+            .pending
+            .take_all()
+            .map(|h| (h.id, h.msg.size()))
+            .collect();
+        for &(id, _) in &gone {
+            self.journal_ack(id);
+        }
+        self.release(n, gone.iter().map(|(_, b)| b).sum());
         n
     }
 
@@ -287,6 +311,7 @@ impl<P> QueueState<P> {
         let bytes = dead.iter().map(|(h, _)| h.msg.size()).sum();
         self.release(dead.len(), bytes);
         n += dead.len();
+        self.journal_delete();
         (n, gone)
     }
 
@@ -303,43 +328,6 @@ impl<P> QueueState<P> {
             self.put_back(h);
         }
         c.c
-    }
-
-    /// Expires pending messages past their TTL and takes back deliveries past the ack
-    /// timeout.
-    pub fn timers(&mut self, now: Instant) {
-        if let Some(ttl) = self.settings.ttl {
-            let mut keep = Blocks::new();
-            for h in self.pending.take_all() {
-                if now.saturating_duration_since(h.enqueued) >= ttl {
-                    self.dead.push((h, EXPIRED));
-                } else {
-                    keep.push_back(h);
-                }
-            }
-            self.pending = keep;
-        }
-        if let Some(timeout) = self.settings.ack_timeout {
-            let mut back = Vec::new();
-            for c in &mut self.consumers {
-                let late: Vec<u64> = c
-                    .unacked
-                    .iter()
-                    .filter(|(_, o)| now.saturating_duration_since(o.delivered) >= timeout)
-                    .map(|(did, _)| *did)
-                    .collect();
-                for did in late {
-                    if let Some(mut o) = c.unacked.remove(&did) {
-                        o.held.avoid = Some(c.c.cid);
-                        back.push((did, o.held));
-                    }
-                }
-            }
-            back.sort_unstable_by_key(|(did, _)| std::cmp::Reverse(*did));
-            for (_, h) in back {
-                self.put_back(h);
-            }
-        }
     }
 
     /// Feeds consumers round-robin while messages and credit last. `push` hands a
@@ -401,6 +389,9 @@ impl<P> QueueState<P> {
             };
             match push(&c.c, d) {
                 Ok(()) => {
+                    if let Some(j) = &mut self.journal {
+                        j.deliver(h.id, h.count);
+                    }
                     c.next_seq += 1;
                     self.totals.messages_out += 1;
                     self.totals.bytes_out += h.msg.payload.len() as u64;
@@ -467,35 +458,11 @@ impl<P> QueueState<P> {
         }
         self.dead.iter().for_each(|(h, _)| f(Place::Dead, h));
     }
-
-    /// The messages chosen for the dead-letter queue since the last call, with why.
-    /// Each must come back as [`dead_lettered`](QueueState::dead_lettered) (it reached
-    /// the dead-letter queue) or [`keep`](QueueState::keep) (it could not).
-    pub fn take_dead(&mut self) -> Vec<(Held, &'static str)> {
-        std::mem::take(&mut self.dead)
-    }
-
-    /// A message from [`take_dead`](QueueState::take_dead) is in the dead-letter queue:
-    /// it leaves this one.
-    pub fn dead_lettered(&mut self, h: Held) {
-        self.release(1, h.msg.size());
-    }
-
-    /// A message from [`take_dead`](QueueState::take_dead) could not be dead-lettered:
-    /// it stays, at the back, and is tried again later. Never dropped. It waits with
-    /// its own copy of its payload, as a message put back does; and since
-    /// `compact_waiting` copies the last `loose` pending messages, it is counted among
-    /// them, so that the newly published ones before it are still covered.
-    pub fn keep(&mut self, mut h: Held) {
-        h.msg.compact();
-        self.pending.push_back(h);
-        if self.loose > 0 {
-            self.loose += 1;
-        }
-    }
 }
 
 mod compact;
+mod dead;
+mod journal;
 pub(crate) use compact::COMPACT_AFTER;
 
 #[cfg(test)]

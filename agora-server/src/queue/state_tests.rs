@@ -361,3 +361,51 @@ fn a_message_the_dead_letter_queue_refused_leaves_the_new_ones_before_it_compact
     });
     assert_eq!(waiting, 3);
 }
+
+#[test]
+fn a_durable_queue_journals_each_change_and_a_memory_one_nothing() {
+    use crate::store::Record;
+    let t0 = Instant::now();
+    let mut plain = QueueState::<Rec>::new(settings());
+    plain.enqueue([msg("a", t0)], t0);
+    assert!(plain.take_journal().is_empty());
+
+    let mut q = QueueState::new(settings());
+    q.journal_as(7, 100);
+    let a = consumer(&mut q, 1, 2, false);
+    q.enqueue([msg("a", t0), msg("b", t0), msg("c", t0)], t0);
+    q.dispatch(t0, push);
+    let got = a.take();
+    assert_eq!(q.ack(1, got[0].did, true), Acked::Done);
+    assert_eq!(q.ack(1, got[1].did, false), Acked::Done); // a NACK writes nothing
+    assert_eq!(q.purge(), 2); // "b" (back) and "c" were waiting
+    let kinds: Vec<String> = q
+        .take_journal()
+        .iter()
+        .map(|r| match r {
+            Record::Enqueue { queue, id, .. } => format!("enqueue {queue}/{id}"),
+            Record::Deliver { id, count, .. } => format!("deliver {id} {count}"),
+            Record::Ack { id, .. } => format!("ack {id}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "enqueue 7/100",
+            "enqueue 7/101",
+            "enqueue 7/102",
+            "deliver 100 1",
+            "deliver 101 1",
+            "ack 100",
+            "ack 101",
+            "ack 102",
+        ]
+    );
+    assert!(q.take_journal().is_empty(), "taken once");
+    q.delete();
+    assert!(matches!(
+        q.take_journal()[..],
+        [Record::Delete { queue: 7 }]
+    ));
+}

@@ -71,6 +71,8 @@ pub struct Report {
     pub frames_read: u64,
     /// Publishes that joined a held run by the hot path (`Session::joins_run`).
     pub joined: u64,
+    /// Times the queues' log was read back and matched them.
+    pub log_checks: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -155,7 +157,12 @@ mod tests {
         );
         // The connections' rules were exercised: confirms, chains, pings, give-ups.
         assert!(
-            a.confirmed > 0 && a.filtered > 0 && a.pings > 0 && a.silent > 0 && a.joined > 0,
+            a.confirmed > 0
+                && a.filtered > 0
+                && a.pings > 0
+                && a.silent > 0
+                && a.joined > 0
+                && a.log_checks > 0,
             "{a:?}"
         );
         assert!(a.frames_read > 0, "{a:?}");

@@ -231,7 +231,12 @@ impl World {
         self.report.deleted += n as u64;
         let name = self.queues[q].shared.dest.name.to_string();
         let dlq = self.queues[q].dlq;
+        // Its records (the Delete) go before the new queue's declaration.
+        for r in self.queues[q].state.take_journal() {
+            self.log.append(&r);
+        }
         self.queues[q] = self.new_queue(&name, dlq);
+        self.make_durable(q);
         format!("delete queue {q}: {n} dropped")
     }
 }

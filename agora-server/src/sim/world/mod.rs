@@ -13,6 +13,7 @@ mod check;
 mod conns;
 mod consumers;
 mod driver;
+mod durable;
 mod frames;
 mod reads;
 mod settle;
@@ -115,6 +116,9 @@ pub(crate) struct World {
     /// Connections reading frames in pieces, and the read budget they share.
     readers: Vec<reads::Reader>,
     read_budget: crate::budget::ReadBudget,
+    /// Every queue's journal goes to this log (`durable.rs`), on this disk.
+    log: crate::store::Log<crate::store::SimDisk>,
+    disk: crate::store::SimDisk,
 }
 
 type Check = Result<(), String>;
@@ -123,6 +127,7 @@ impl World {
     pub fn new(seed: u64) -> World {
         let start = Instant::now();
         let budget = Budget::new(BUDGET, true);
+        let disk = crate::store::SimDisk::new();
         let mut w = World {
             seed,
             rng: Rng::new(seed),
@@ -146,12 +151,17 @@ impl World {
             chain_model: Default::default(),
             readers: (0..reads::READERS).map(|_| Default::default()).collect(),
             read_budget: reads::budget(),
+            log: durable::open_log(&disk),
+            disk,
         };
         for q in 0..WORK_QUEUES {
             let work = w.queues.len();
             w.queues
                 .push(w.new_queue(&format!("work{q}"), Some(work + 1)));
             w.queues.push(w.new_queue(&format!("work{q}.dlq"), None));
+        }
+        for q in 0..w.queues.len() {
+            w.make_durable(q);
         }
         for t in 0..TOPICS {
             let policy = match t % 2 {
@@ -195,14 +205,26 @@ impl World {
         for op in 0..ops {
             let what = self.step();
             self.note(what);
-            if let Err(e) = self.settle().and_then(|()| self.check()) {
+            let checked = self
+                .settle()
+                .and_then(|()| self.check())
+                .and_then(|()| self.journal_to_log());
+            let checked = match checked {
+                Ok(()) if op % durable::EVERY == durable::EVERY - 1 => self.check_log(),
+                c => c,
+            };
+            if let Err(e) = checked {
                 return Err(self.failure(op, e));
             }
             self.report.ops += 1;
         }
         let drained = self.drain_all();
         self.note("final drain".to_owned());
-        match drained.and_then(|()| self.check()) {
+        let checked = drained
+            .and_then(|()| self.check())
+            .and_then(|()| self.journal_to_log())
+            .and_then(|()| self.check_log());
+        match checked {
             Ok(()) => Ok(self.report),
             Err(e) => Err(self.failure(ops, e)),
         }

@@ -10,6 +10,8 @@ use agora_protocol::Headers;
 
 use super::*;
 
+mod writer;
+
 fn enqueue(queue: u32, id: u64, payload: &[u8]) -> Record {
     let mut headers = Headers::new();
     if id % 3 == 0 {
@@ -328,126 +330,6 @@ fn a_failed_write_or_sync_is_reported_and_nothing_before_it_is_lost() {
     disk.crash(3);
     let (_, rec) = open(&disk, 1 << 20).unwrap();
     assert_eq!(rec.queues["jobs"][0].id, 1);
-}
-
-/// Appends one enqueue per id through the writer, each with its own `done`.
-fn queue_appends(
-    ids: std::ops::Range<u64>,
-    queue: u32,
-) -> (Vec<Append>, Vec<async_channel::Receiver<Outcome>>) {
-    ids.map(|id| {
-        let (tx, rx) = async_channel::bounded(1);
-        let a = Append {
-            records: vec![enqueue(queue, id, b"m")],
-            done: Some(tx),
-        };
-        (a, rx)
-    })
-    .unzip()
-}
-
-#[test]
-fn the_writer_says_stored_only_once_the_records_are_synced_and_syncs_in_groups() {
-    let disk = SimDisk::new();
-    let (mut log, _) = open(&disk, 1 << 20).unwrap();
-    let q = log.declare("jobs");
-    log.sync().unwrap();
-    let (w, thread) = spawn_writer(log, Fsync::Always).unwrap();
-    // One at a time: each is on disk (what a crash must keep) when its sender hears.
-    for id in 1..=5 {
-        let (appends, dones) = queue_appends(id..id + 1, q);
-        for a in appends {
-            smol::block_on(w.append(a)).unwrap();
-        }
-        assert_eq!(dones[0].recv_blocking().unwrap(), Ok(()));
-        let (_, rec) = open(&disk.synced_copy(), 1 << 20).unwrap();
-        assert_eq!(rec.queues["jobs"].len(), id as usize, "after id {id}");
-    }
-    // A burst sent while a sync is under way is stored by the next one (group
-    // commit): 200 appends, at most two syncs; every sender hears.
-    let syncs = disk.syncs();
-    disk.hold_syncs(true);
-    let (appends, dones) = queue_appends(6..206, q);
-    smol::block_on(async {
-        for a in appends {
-            w.append(a).await.unwrap();
-        }
-    });
-    assert!(dones.iter().all(|d| d.is_empty()), "told before any sync");
-    disk.hold_syncs(false);
-    for d in &dones {
-        assert_eq!(d.recv_blocking().unwrap(), Ok(()));
-    }
-    let used = disk.syncs() - syncs;
-    assert!(used <= 2, "200 appends took {used} syncs");
-    assert_eq!(
-        w.stats.records.load(std::sync::atomic::Ordering::Relaxed),
-        205
-    );
-    w.close();
-    thread.join().unwrap();
-    let (_, rec) = open(&disk.synced_copy(), 1 << 20).unwrap();
-    let ids: Vec<u64> = rec.queues["jobs"].iter().map(|m| m.id).collect();
-    assert_eq!(ids, (1..206).collect::<Vec<_>>());
-}
-
-#[test]
-fn a_failed_sync_is_told_to_its_group_and_to_every_later_append() {
-    let disk = SimDisk::new();
-    let (mut log, _) = open(&disk, 1 << 20).unwrap();
-    let q = log.declare("jobs");
-    log.sync().unwrap();
-    let (w, thread) = spawn_writer(log, Fsync::Always).unwrap();
-    disk.fail_syncs(1);
-    let (appends, dones) = queue_appends(1..2, q);
-    for a in appends {
-        smol::block_on(w.append(a)).unwrap();
-    }
-    let told = dones[0].recv_blocking().unwrap();
-    assert!(
-        told.as_ref()
-            .is_err_and(|why| why.contains("simulated sync error")),
-        "{told:?}"
-    );
-    assert!(w.failure().is_some());
-    // Later appends are refused, and told so, even though the disk works again.
-    let (appends, dones) = queue_appends(2..3, q);
-    for a in appends {
-        assert!(smol::block_on(w.append(a)).is_err());
-    }
-    assert!(dones[0].recv_blocking().unwrap().is_err());
-    w.close();
-    thread.join().unwrap();
-}
-
-#[test]
-fn without_always_a_sender_hears_once_written_and_the_sync_follows() {
-    for fsync in [
-        Fsync::Never,
-        Fsync::Every(std::time::Duration::from_millis(1)),
-    ] {
-        let disk = SimDisk::new();
-        let (mut log, _) = open(&disk, 1 << 20).unwrap();
-        let q = log.declare("jobs");
-        log.sync().unwrap();
-        let syncs = disk.syncs();
-        let (w, thread) = spawn_writer(log, fsync).unwrap();
-        let (appends, dones) = queue_appends(1..4, q);
-        for a in appends {
-            smol::block_on(w.append(a)).unwrap();
-        }
-        for d in &dones {
-            assert_eq!(d.recv_blocking().unwrap(), Ok(()));
-        }
-        if fsync == Fsync::Never {
-            assert_eq!(disk.syncs(), syncs, "{fsync:?} synced before its stop");
-        }
-        // A graceful stop syncs what was written, whatever the policy.
-        w.close();
-        thread.join().unwrap();
-        let (_, rec) = open(&disk.synced_copy(), 1 << 20).unwrap();
-        assert_eq!(rec.queues["jobs"].len(), 3, "{fsync:?}");
-    }
 }
 
 #[test]

@@ -1,0 +1,89 @@
+//! A durable queue's journal: each change to its messages, as the log's records
+//! ([`Record`]), for the queue's task to hand to the log's writer after each batch.
+//! A queue without a journal (memory-only) pays nothing but a branch.
+//!
+//! What is written when: a publish is an `Enqueue` (with the message's id, given here);
+//! a delivery a `Deliver` with its count (so a restart raises the count of what was out
+//! at a consumer); an acknowledgement, a write report of an auto-ack consumer, a
+//! dead-lettering and each purged message an `Ack`; a deletion a `Delete`. A `NACK`, a
+//! consumer leaving and an ack timeout write nothing: the message is still in the
+//! queue, and its count was written when it went out. (Purge writes an `Ack` per
+//! message, not the log's `Purge`: a purge drops only what waits, not what is out at
+//! consumers.)
+
+use agora_protocol::bytes::Bytes;
+use agora_protocol::Headers;
+
+use super::QueueState;
+use crate::store::Record;
+
+/// The records not yet taken, and where ids continue.
+pub(crate) struct Journal {
+    /// The queue's number in the log.
+    queue: u32,
+    /// The id the next enqueued message gets.
+    next_id: u64,
+    records: Vec<Record>,
+}
+
+impl Journal {
+    /// Message `id` went out, `count` times so far.
+    pub(super) fn deliver(&mut self, id: u64, count: u32) {
+        self.records.push(Record::Deliver {
+            queue: self.queue,
+            id,
+            count,
+        });
+    }
+}
+
+impl<P> QueueState<P> {
+    /// Makes the queue durable: from now on each change to its messages is also a
+    /// record under number `queue`, and message ids continue from `next_id`.
+    pub fn journal_as(&mut self, queue: u32, next_id: u64) {
+        self.journal = Some(Journal {
+            queue,
+            next_id,
+            records: Vec::new(),
+        });
+    }
+
+    /// The records of the changes since the last call, in order.
+    pub fn take_journal(&mut self) -> Vec<Record> {
+        self.journal
+            .as_mut()
+            .map(|j| std::mem::take(&mut j.records))
+            .unwrap_or_default()
+    }
+
+    /// The id for a message entering the queue, and its `Enqueue`; 0 without a journal.
+    pub(super) fn journal_enqueue(&mut self, headers: &Headers, payload: &Bytes) -> u64 {
+        let Some(j) = &mut self.journal else {
+            return 0;
+        };
+        let id = j.next_id;
+        j.next_id += 1;
+        j.records.push(Record::Enqueue {
+            queue: j.queue,
+            id,
+            count: 0,
+            headers: headers.clone(),
+            payload: payload.clone(),
+        });
+        id
+    }
+
+    /// Message `id` left the queue.
+    pub(super) fn journal_ack(&mut self, id: u64) {
+        if let Some(j) = &mut self.journal {
+            j.records.push(Record::Ack { queue: j.queue, id });
+        }
+    }
+
+    /// The queue is gone.
+    pub(super) fn journal_delete(&mut self) {
+        if let Some(j) = &mut self.journal {
+            j.records.push(Record::Delete { queue: j.queue });
+        }
+    }
+}

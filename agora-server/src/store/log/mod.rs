@@ -1,0 +1,358 @@
+//! The log: a directory of numbered segments, each a header and then records, written
+//! by one writer and read back whole at start.
+//!
+//! ```text
+//! segment = header *record               ; named <first record's number, 20 digits>.seg
+//! header  = "AGORALOG" version:u32 first:u64 crc:u32   ; crc of the 20 bytes before it
+//! ```
+//!
+//! What it promises: after [`sync`](Log::sync) returns, every record appended before
+//! it comes back from [`Log::open`], in order, whatever happens to the process or the
+//! machine. A segment is synced, and the next one created, synced and its name made
+//! durable, before any record goes into the next one; so only the last segment can end
+//! in a torn record, which opening cuts off (and reports). Anything else that is not
+//! as written — a bad record before the end, a record after a bad one, a gap between
+//! segments, a file that is not a segment — stops the opening with the file and the
+//! offset, and nothing is changed on disk.
+//!
+//! Each segment starts with a `Declare` for every queue there is, so the names of the
+//! queues never depend on older segments.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+use agora_protocol::bytes::Bytes;
+use agora_protocol::Headers;
+
+use super::record::Record;
+use super::storage::Storage;
+use live::Liveness;
+
+mod live;
+mod open;
+
+const MAGIC: &[u8; 8] = b"AGORALOG";
+const VERSION: u32 = 1;
+/// A segment's header: magic, version, first record's number, checksum.
+pub const HEADER: usize = 24;
+/// The lock file beside the segments (the broker's, not the log's).
+pub const LOCK_FILE: &str = "LOCK";
+
+/// How the log is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// A segment past this many bytes is closed and the next one started.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions {
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the log could not be opened or written.
+#[derive(Debug)]
+pub enum LogError {
+    /// The storage failed.
+    Io {
+        /// The file, or the directory (`.`).
+        file: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A file holds something other than what was written to it.
+    Damaged {
+        /// The file.
+        file: String,
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong there.
+        why: String,
+    },
+    /// A file in the directory is not one of the log's.
+    Foreign {
+        /// The file.
+        file: String,
+        /// Why it is not a segment.
+        why: String,
+    },
+    /// Segments are missing between two that are there.
+    Gap {
+        /// The segment after the gap.
+        file: String,
+        /// The record number the segment before it ends at.
+        expected: u64,
+    },
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::Io { file, source } => write!(f, "{file}: {source}"),
+            LogError::Damaged { file, offset, why } => {
+                write!(f, "{file}: damaged at byte {offset}: {why}")
+            }
+            LogError::Foreign { file, why } => write!(f, "{file}: not a segment of the log: {why}"),
+            LogError::Gap { file, expected } => write!(
+                f,
+                "{file}: segments are missing before it (the one before ends at record {expected})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LogError {}
+
+fn io_err(file: &str) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        file: file.to_owned(),
+        source,
+    }
+}
+
+/// A message as the log has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The broker-wide id it was given when published.
+    pub id: u64,
+    /// Deliveries logged so far.
+    pub count: u32,
+    /// Its headers.
+    pub headers: Headers,
+    /// Its payload.
+    pub payload: Bytes,
+}
+
+/// A torn end cut off at opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The segment.
+    pub file: String,
+    /// Where it now ends.
+    pub at: u64,
+    /// Bytes cut off.
+    pub bytes: u64,
+    /// What was wrong with the first of them.
+    pub why: String,
+}
+
+/// What [`Log::open`] found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Each queue's messages, in id order, by name.
+    pub queues: BTreeMap<String, Vec<Stored>>,
+    /// The id the next published message gets.
+    pub next_id: u64,
+    /// Records read.
+    pub records: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Segments read.
+    pub segments: usize,
+    /// The torn end cut off, if there was one.
+    pub cut: Option<Cut>,
+}
+
+/// The log, open for appending.
+pub struct Log<S: Storage> {
+    storage: Arc<S>,
+    opts: LogOptions,
+    /// Segment names, oldest first; the last is the one appended to.
+    segments: Vec<String>,
+    /// Bytes in the last segment, written or waiting in `buf`.
+    active_len: u64,
+    /// Records encoded but not yet written.
+    buf: Vec<u8>,
+    /// The number the next record gets (counted from 1 across all segments).
+    next_seq: u64,
+    /// Queue numbers by name, for `Declare`s at each segment's start.
+    numbers: BTreeMap<String, u32>,
+    /// The next queue number to give.
+    next_number: u32,
+    /// What each segment still holds.
+    live: Liveness,
+    /// The first record number of the last segment (its name's number).
+    active_first: u64,
+}
+
+fn first_of(name: &str) -> u64 {
+    name.strip_suffix(".seg")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default()
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.seg")
+}
+
+fn header(first: u64) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&first.to_le_bytes());
+    let crc = crc32fast::hash(&h[..20]);
+    h[20..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+impl<S: Storage> Log<S> {
+    /// The queue's number, declaring it (a record) the first time.
+    pub fn declare(&mut self, name: &str) -> u32 {
+        if let Some(&n) = self.numbers.get(name) {
+            return n;
+        }
+        let n = self.next_number;
+        self.next_number += 1;
+        self.numbers.insert(name.to_owned(), n);
+        self.push(&Record::Declare {
+            queue: n,
+            name: name.to_owned(),
+        });
+        n
+    }
+
+    /// Appends a record (written by the next [`write`](Log::write) or
+    /// [`sync`](Log::sync)). A `Delete` forgets the queue's number.
+    pub fn append(&mut self, r: &Record) {
+        if let Record::Delete { queue } = r {
+            self.numbers.retain(|_, n| n != queue);
+        }
+        self.push(r);
+    }
+
+    fn push(&mut self, r: &Record) {
+        let before = self.buf.len();
+        r.encode(&mut self.buf);
+        let n = (self.buf.len() - before) as u64;
+        self.active_len += n;
+        self.next_seq += 1;
+        self.live.track(self.active_first, r, n);
+    }
+
+    /// Writes what was appended; past the segment size, syncs the segment and starts
+    /// the next one.
+    pub fn write(&mut self) -> Result<(), LogError> {
+        let name = self.active().to_owned();
+        if !self.buf.is_empty() {
+            self.storage
+                .append(&name, &self.buf)
+                .map_err(io_err(&name))?;
+            self.buf.clear();
+        }
+        if self.active_len >= self.opts.segment_bytes {
+            self.storage.sync(&name).map_err(io_err(&name))?;
+            self.start_segment()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what was appended and makes it durable; then gives back the space of
+    /// segments nothing live is in (see [`reclaim`](Log::reclaim)).
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.write()?;
+        let name = self.active().to_owned();
+        self.storage.sync(&name).map_err(io_err(&name))?;
+        self.reclaim()
+    }
+
+    /// Gives disk space back, oldest segment first, one at a time, the directory synced
+    /// after each removal (so a crash can leave at most the oldest one behind, and that
+    /// one holds nothing live). A segment with no live message goes. A segment whose
+    /// live messages' records are less than a quarter of a segment, with at least two
+    /// newer ones, has them copied forward (appended again with their delivery counts,
+    /// synced) and then goes: one old unacknowledged message cannot keep a whole
+    /// segment of acknowledged ones on disk.
+    pub fn reclaim(&mut self) -> Result<(), LogError> {
+        while self.segments.len() >= 2 {
+            let name = self.segments[0].clone();
+            let seg = first_of(&name);
+            let (count, bytes) = self.live.of(seg);
+            if count == 0 {
+                self.storage.remove(&name).map_err(io_err(&name))?;
+                self.storage.sync_dir().map_err(io_err("."))?;
+                self.segments.remove(0);
+                self.live.segs.remove(&seg);
+                continue;
+            }
+            if self.segments.len() < 3 || bytes * 4 >= self.opts.segment_bytes {
+                break;
+            }
+            let data = self.storage.read(&name).map_err(io_err(&name))?;
+            let mut at = HEADER;
+            while let Ok((r, n)) = Record::decode(data.get(at..).unwrap_or_default()) {
+                at += n;
+                if let Record::Enqueue {
+                    queue,
+                    id,
+                    headers,
+                    payload,
+                    ..
+                } = r
+                {
+                    if let Some(count) = self.live.is_live_in(seg, queue, id) {
+                        self.push(&Record::Enqueue {
+                            queue,
+                            id,
+                            count,
+                            headers,
+                            payload,
+                        });
+                    }
+                }
+            }
+            self.write()?;
+            let active = self.active().to_owned();
+            self.storage.sync(&active).map_err(io_err(&active))?;
+            if self.live.of(seg).0 > 0 {
+                // Not all found again (it cannot be, but never loop on it).
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of the live messages' records, and the segments' total on disk.
+    pub fn usage(&self) -> (u64, usize) {
+        let live = self.live.segs.values().map(|(_, b)| b).sum();
+        (live, self.segments.len())
+    }
+
+    fn active(&self) -> &str {
+        self.segments.last().map_or("", String::as_str)
+    }
+
+    /// Creates the next segment (its header and a `Declare` for each queue), synced,
+    /// its name durable.
+    fn start_segment(&mut self) -> Result<(), LogError> {
+        let name = segment_name(self.next_seq);
+        self.storage.create(&name).map_err(io_err(&name))?;
+        self.segments.push(name.clone());
+        self.active_first = self.next_seq;
+        let mut bytes = header(self.next_seq).to_vec();
+        let declares: Vec<Record> = self
+            .numbers
+            .iter()
+            .map(|(name, &queue)| Record::Declare {
+                queue,
+                name: name.clone(),
+            })
+            .collect();
+        for r in &declares {
+            r.encode(&mut bytes);
+            self.next_seq += 1;
+        }
+        self.active_len = bytes.len() as u64;
+        self.storage.append(&name, &bytes).map_err(io_err(&name))?;
+        self.storage.sync(&name).map_err(io_err(&name))?;
+        self.storage.sync_dir().map_err(io_err("."))
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+}

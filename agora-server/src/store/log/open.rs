@@ -1,0 +1,246 @@
+//! Reading the log back at start: every segment in order, each record replayed into
+//! its queue's messages and into what each segment still holds; a torn end cut off,
+//! any other damage refused with the file and the offset.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::live::Liveness;
+use super::*;
+
+/// The first record number a segment's header gives, or why it is not a segment.
+fn read_header(name: &str, data: &[u8]) -> Result<u64, LogError> {
+    let foreign = |why: &str| LogError::Foreign {
+        file: name.to_owned(),
+        why: why.to_owned(),
+    };
+    let stem = name
+        .strip_suffix(".seg")
+        .filter(|s| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| foreign("its name is not <20 digits>.seg"))?;
+    let h = data
+        .get(..HEADER)
+        .ok_or_else(|| foreign("shorter than a segment's header"))?;
+    if &h[..8] != MAGIC {
+        return Err(foreign("it does not start with AGORALOG"));
+    }
+    if crc32fast::hash(&h[..20]).to_le_bytes() != h[20..] {
+        return Err(LogError::Damaged {
+            file: name.to_owned(),
+            offset: 0,
+            why: "the header's checksum does not match".to_owned(),
+        });
+    }
+    let version = u32::from_le_bytes(h[8..12].try_into().expect("4"));
+    if version != VERSION {
+        return Err(foreign(&format!(
+            "format version {version}; this broker reads {VERSION}"
+        )));
+    }
+    let first = u64::from_le_bytes(h[12..20].try_into().expect("8"));
+    if stem.parse::<u64>().ok() != Some(first) {
+        return Err(foreign("its name and its header disagree"));
+    }
+    Ok(first)
+}
+
+impl<S: Storage> Log<S> {
+    /// Reads the log in `storage` back (cutting off a torn end), and opens it for
+    /// appending; an empty directory starts an empty log.
+    pub fn open(storage: Arc<S>, opts: LogOptions) -> Result<(Log<S>, Recovered), LogError> {
+        let names = storage.list().map_err(io_err("."))?;
+        let mut segments = Vec::new();
+        for n in names {
+            if n == LOCK_FILE {
+                continue;
+            }
+            if !n.ends_with(".seg") {
+                return Err(LogError::Foreign {
+                    file: n,
+                    why: "only segments (<20 digits>.seg) and LOCK belong here".to_owned(),
+                });
+            }
+            segments.push(n);
+        }
+        segments.sort();
+        let mut rec = Recovered {
+            next_id: 1,
+            ..Recovered::default()
+        };
+        let mut queues: BTreeMap<u32, Replay> = BTreeMap::new();
+        let mut live = Liveness::default();
+        let mut next_seq = 1;
+        let mut active_len = 0;
+        let last = segments.len().saturating_sub(1);
+        let mut unfinished = false;
+        for (i, name) in segments.iter().enumerate() {
+            let data = storage.read(name).map_err(io_err(name))?;
+            let first = match read_header(name, &data) {
+                Ok(first) => first,
+                // The last segment's header was never synced (the machine died while
+                // starting it), so nothing in it was: it goes, as a torn end does.
+                Err(e) if i == last && !any_record(data.get(HEADER..).unwrap_or_default()) => {
+                    rec.cut = Some(Cut {
+                        file: name.clone(),
+                        at: 0,
+                        bytes: data.len() as u64,
+                        why: format!("a segment never finished: {e}"),
+                    });
+                    storage.remove(name).map_err(io_err(name))?;
+                    storage.sync_dir().map_err(io_err("."))?;
+                    unfinished = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            if i > 0 && first != next_seq {
+                return Err(LogError::Gap {
+                    file: name.clone(),
+                    expected: next_seq,
+                });
+            }
+            next_seq = first;
+            let mut at = HEADER;
+            while at < data.len() {
+                match Record::decode(&data[at..]) {
+                    Ok((r, n)) => {
+                        live.track(first, &r, n as u64);
+                        replay(&mut queues, &mut rec, r).map_err(|why| LogError::Damaged {
+                            file: name.clone(),
+                            offset: at as u64,
+                            why,
+                        })?;
+                        at += n;
+                        next_seq += 1;
+                        rec.records += 1;
+                    }
+                    Err(bad) => {
+                        if i != last || whole_record_after(&data[at..]) {
+                            return Err(LogError::Damaged {
+                                file: name.clone(),
+                                offset: at as u64,
+                                why: bad.to_string(),
+                            });
+                        }
+                        rec.cut = Some(Cut {
+                            file: name.clone(),
+                            at: at as u64,
+                            bytes: (data.len() - at) as u64,
+                            why: bad.to_string(),
+                        });
+                        storage.truncate(name, at as u64).map_err(io_err(name))?;
+                        storage.sync(name).map_err(io_err(name))?;
+                        break;
+                    }
+                }
+            }
+            rec.bytes += at as u64;
+            rec.segments += 1;
+            active_len = at as u64;
+        }
+        if unfinished {
+            segments.pop();
+        }
+        let mut numbers = BTreeMap::new();
+        let mut next_number = 1;
+        for (n, q) in queues {
+            numbers.insert(q.name.clone(), n);
+            next_number = next_number.max(n + 1);
+            rec.queues.insert(q.name, q.msgs.into_values().collect());
+        }
+        let mut log = Log {
+            storage,
+            opts,
+            segments,
+            active_len,
+            buf: Vec::new(),
+            next_seq,
+            numbers,
+            next_number,
+            live,
+            active_first: 0,
+        };
+        log.active_first = log.segments.last().map_or(0, |n| first_of(n));
+        if log.segments.is_empty() {
+            log.start_segment()?;
+        }
+        Ok((log, rec))
+    }
+}
+
+/// One queue while the log is read back.
+#[derive(Default)]
+struct Replay {
+    name: String,
+    msgs: BTreeMap<u64, Stored>,
+}
+
+/// Whether a whole, valid record starts anywhere in `rest` after its first byte: then
+/// the bad bytes before it are not a torn end but damage.
+fn whole_record_after(rest: &[u8]) -> bool {
+    rest.len() > 1 && any_record(&rest[1..])
+}
+
+/// Whether a whole, valid record starts anywhere in `bytes`.
+fn any_record(bytes: &[u8]) -> bool {
+    (0..bytes.len()).any(|i| Record::decode(&bytes[i..]).is_ok())
+}
+
+/// Applies one record to the queues being rebuilt.
+fn replay(
+    queues: &mut BTreeMap<u32, Replay>,
+    rec: &mut Recovered,
+    r: Record,
+) -> Result<(), String> {
+    let undeclared = |q: u32| format!("a record for queue number {q}, never declared");
+    match r {
+        Record::Declare { queue, name } => {
+            let q = queues.entry(queue).or_default();
+            if !q.name.is_empty() && q.name != name {
+                return Err(format!(
+                    "queue number {queue} declared as '{}' and as '{name}'",
+                    q.name
+                ));
+            }
+            q.name = name;
+        }
+        Record::Enqueue {
+            queue,
+            id,
+            count,
+            headers,
+            payload,
+        } => {
+            let q = queues.get_mut(&queue).ok_or_else(|| undeclared(queue))?;
+            rec.next_id = rec.next_id.max(id + 1);
+            let count = q.msgs.get(&id).map_or(count, |m| m.count.max(count));
+            q.msgs.insert(
+                id,
+                Stored {
+                    id,
+                    count,
+                    headers,
+                    payload,
+                },
+            );
+        }
+        Record::Deliver { queue, id, count } => {
+            let q = queues.get_mut(&queue).ok_or_else(|| undeclared(queue))?;
+            if let Some(m) = q.msgs.get_mut(&id) {
+                m.count = m.count.max(count);
+            }
+        }
+        Record::Ack { queue, id } => {
+            let q = queues.get_mut(&queue).ok_or_else(|| undeclared(queue))?;
+            q.msgs.remove(&id);
+        }
+        Record::Purge { queue } => {
+            let q = queues.get_mut(&queue).ok_or_else(|| undeclared(queue))?;
+            q.msgs.clear();
+        }
+        Record::Delete { queue } => {
+            queues.remove(&queue).ok_or_else(|| undeclared(queue))?;
+        }
+    }
+    Ok(())
+}
