@@ -48,6 +48,33 @@ impl<P> QueueState<P> {
         });
     }
 
+    /// Puts back messages read from the log at start, in id order, each waiting with
+    /// the delivery count logged for it (its next delivery is counted one higher: a
+    /// redelivery). Writes nothing: they are in the log already. Ids continue after the
+    /// highest.
+    pub fn restore(&mut self, msgs: Vec<crate::store::Stored>, now: std::time::Instant) {
+        for m in msgs {
+            if let Some(j) = &mut self.journal {
+                j.next_id = j.next_id.max(m.id + 1);
+            }
+            let msg = crate::message::Message {
+                headers: m.headers,
+                payload: m.payload,
+                received: now,
+            };
+            self.totals.messages_in += 1;
+            self.totals.bytes_in += msg.payload.len() as u64;
+            // Read from the log: its own allocation already, nothing to compact.
+            self.pending.push_back(super::Held {
+                msg,
+                id: m.id,
+                count: m.count,
+                enqueued: now,
+                avoid: None,
+            });
+        }
+    }
+
     /// The records of the changes since the last call, in order.
     pub fn take_journal(&mut self) -> Vec<Record> {
         self.journal

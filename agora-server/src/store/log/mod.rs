@@ -200,7 +200,8 @@ fn header(first: u64) -> [u8; HEADER] {
 }
 
 impl<S: Storage> Log<S> {
-    /// The queue's number, declaring it (a record) the first time.
+    /// The queue's number, declaring it (a record) the first time. (Named `Delete`d
+    /// queues get a new number when declared again.)
     pub fn declare(&mut self, name: &str) -> u32 {
         if let Some(&n) = self.numbers.get(name) {
             return n;
@@ -218,10 +219,23 @@ impl<S: Storage> Log<S> {
     /// Appends a record (written by the next [`write`](Log::write) or
     /// [`sync`](Log::sync)). A `Delete` forgets the queue's number.
     pub fn append(&mut self, r: &Record) {
-        if let Record::Delete { queue } = r {
-            self.numbers.retain(|_, n| n != queue);
+        match r {
+            Record::Delete { queue } => self.numbers.retain(|_, n| n != queue),
+            // A number given elsewhere (by whoever owns the queues once the log is
+            // open): kept for the next segments' declarations.
+            Record::Declare { queue, name } => {
+                self.numbers.insert(name.clone(), *queue);
+                self.next_number = self.next_number.max(queue + 1);
+            }
+            _ => {}
         }
         self.push(r);
+    }
+
+    /// Each declared queue's number by name, and the next number free: for whoever
+    /// gives numbers once the log is open (it then appends its own `Declare`s).
+    pub fn numbers(&self) -> (&BTreeMap<String, u32>, u32) {
+        (&self.numbers, self.next_number)
     }
 
     fn push(&mut self, r: &Record) {

@@ -384,3 +384,28 @@ fn after_any_crash_many_seeds() {
         crash_once(seed);
     }
 }
+
+#[test]
+fn numbers_given_outside_the_log_are_kept_for_the_next_segments() {
+    let disk = SimDisk::new();
+    let (mut log, _) = open(&disk, 300).unwrap();
+    log.append(&Record::Declare {
+        queue: 9,
+        name: "given".into(),
+    });
+    assert_eq!(log.numbers().1, 10);
+    for id in 1..=20 {
+        log.append(&enqueue(9, id, &[1; 40]));
+        log.write().unwrap();
+    }
+    log.sync().unwrap();
+    assert!(log.segments().len() > 2);
+    // The oldest segments go once their messages are acked; the newest still declare 9.
+    for id in 1..=15 {
+        log.append(&Record::Ack { queue: 9, id });
+    }
+    log.sync().unwrap();
+    let (log2, rec) = open(&disk, 300).unwrap();
+    assert_eq!(rec.queues["given"].len(), 5);
+    assert_eq!(log2.numbers().0.get("given"), Some(&9));
+}
