@@ -52,6 +52,13 @@ impl<P> QueueState<P> {
     /// the delivery count logged for it (its next delivery is counted one higher: a
     /// redelivery). Writes nothing: they are in the log already. Ids continue after the
     /// highest.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the broker's recovery at start will call it; not wired yet (issue 19)"
+        )
+    )]
     pub fn restore(&mut self, msgs: Vec<crate::store::Stored>, now: std::time::Instant) {
         for m in msgs {
             if let Some(j) = &mut self.journal {
