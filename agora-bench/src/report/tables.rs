@@ -1,0 +1,277 @@
+//! The text and markdown tables: every cell, and Agora against nats-server.
+
+use super::*;
+
+pub(super) fn cell_title(c: &Cell) -> String {
+    let mut t = c.scenario.id().to_owned();
+    if !c.variant.is_empty() {
+        t += &format!(" ({})", c.variant);
+    }
+    t += &format!(", {} B", c.payload);
+    if let Some(r) = c.rate {
+        t += &format!(", {} msg/s", group_digits(r as f64));
+    }
+    t
+}
+
+pub(super) fn group_digits(x: f64) -> String {
+    let s = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn rate_with_spread(s: Option<Spread>) -> String {
+    match s {
+        Some(s) => format!(
+            "{} [{}–{}]",
+            group_digits(s.median),
+            group_digits(s.min),
+            group_digits(s.max)
+        ),
+        None => "–".into(),
+    }
+}
+
+fn us(s: Option<Spread>) -> String {
+    match s {
+        Some(s) if s.median >= 1000.0 => format!("{:.0}", s.median),
+        Some(s) => format!("{:.1}", s.median),
+        None => "–".into(),
+    }
+}
+
+fn ratio(a: Option<Spread>, b: Option<Spread>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}", a.median / b.median),
+        _ => "–".into(),
+    }
+}
+
+/// The rows of one cell's table: header, then one row per system.
+pub(super) fn rows(cell_summaries: &[&Summary]) -> Vec<Vec<String>> {
+    let agora = cell_summaries
+        .iter()
+        .find(|s| s.system == System::Agora && s.status == "ok");
+    let mut rows = vec![[
+        "system",
+        "msgs/s [min–max]",
+        "MB/s",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "lost",
+        "dup",
+        "CPU s/M",
+        "client CPU s/M",
+        "peak RSS MiB",
+        "msgs/s ÷ agora",
+        "p99 ÷ agora",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    for s in cell_summaries {
+        if s.status == "skipped" {
+            rows.push(vec![
+                s.system.name().to_owned(),
+                format!("skipped: {}", s.reason.as_deref().unwrap_or("")),
+            ]);
+            continue;
+        }
+        if s.runs == 0 {
+            rows.push(vec![
+                s.system.name().to_owned(),
+                format!("FAILED: {}", s.reason.as_deref().unwrap_or("")),
+            ]);
+            continue;
+        }
+        let mut name = s.system.name().to_owned();
+        if s.status == "failed" {
+            name += " (FAILED)";
+        }
+        rows.push(vec![
+            name,
+            rate_with_spread(s.msgs),
+            s.mb.map_or("–".into(), |m| format!("{:.1}", m.median)),
+            us(s.p50),
+            us(s.p90),
+            us(s.p99),
+            us(s.p999),
+            us(s.max),
+            s.lost.to_string(),
+            s.duplicated.to_string(),
+            s.cpu_per_m
+                .map_or("–".into(), |c| format!("{:.2}", c.median)),
+            s.client_cpu_per_m
+                .map_or("–".into(), |c| format!("{:.2}", c.median)),
+            s.rss.map_or("–".into(), |c| format!("{:.0}", c.median)),
+            ratio(s.msgs, agora.and_then(|a| a.msgs)),
+            ratio(s.p99, agora.and_then(|a| a.p99)),
+        ]);
+    }
+    rows
+}
+
+pub(super) fn cells(summaries: &[Summary]) -> Vec<(Cell, Vec<&Summary>)> {
+    let mut out: Vec<(Cell, Vec<&Summary>)> = Vec::new();
+    for s in summaries {
+        match out.iter_mut().find(|(c, _)| *c == s.cell) {
+            Some((_, v)) => v.push(s),
+            None => out.push((s.cell.clone(), vec![s])),
+        }
+    }
+    out
+}
+
+/// Plain-text tables, one per cell.
+pub(crate) fn tables(summaries: &[Summary]) -> String {
+    let mut out = String::new();
+    for (cell, group) in cells(summaries) {
+        let rows = rows(&group);
+        let _ = writeln!(out, "\n== {}", cell_title(&cell));
+        let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..cols)
+            .map(|i| {
+                rows.iter()
+                    .filter(|r| r.len() > 2)
+                    .filter_map(|r| r.get(i))
+                    .map(|c| c.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in rows {
+            let line: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if row.len() == 2 && i == 1 {
+                        c.clone()
+                    } else {
+                        format!("{:>w$}", c, w = widths[i])
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        }
+    }
+    out
+}
+
+pub(super) fn markdown_table(rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    let cols = rows.first().map_or(0, Vec::len);
+    for (i, row) in rows.iter().enumerate() {
+        let mut cells: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
+        cells.resize(cols, String::new());
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+        if i == 0 {
+            let _ = writeln!(out, "|{}", "---|".repeat(cols));
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    Text,
+    Markdown,
+}
+
+/// Agora against nats-server at 128 B: the numbers later issues set their bars in.
+pub(crate) fn versus_nats(summaries: &[Summary], style: Style) -> String {
+    let find = |scenario: Scenario, system: System| {
+        summaries.iter().find(|s| {
+            s.cell.scenario == scenario
+                && s.cell.payload == 128
+                && s.cell.variant.is_empty()
+                && s.system == system
+                && s.status != "skipped"
+                && s.runs > 0
+        })
+    };
+    type Pick = fn(&Summary) -> Option<Spread>;
+    let metrics: [(&str, Scenario, Pick, bool); 6] = [
+        ("topic-1-1 msgs/s", Scenario::Topic1x1, |s| s.msgs, true),
+        ("topic-1-4 msgs/s", Scenario::Topic1x4, |s| s.msgs, true),
+        ("queue-4 msgs/s", Scenario::Queue4, |s| s.msgs, true),
+        ("rtt p99 µs", Scenario::Rtt, |s| s.p99, false),
+        (
+            "topic-1-1 server CPU s/M msgs",
+            Scenario::Topic1x1,
+            |s| s.cpu_per_m,
+            false,
+        ),
+        (
+            "queue-4 server CPU s/M msgs",
+            Scenario::Queue4,
+            |s| s.cpu_per_m,
+            false,
+        ),
+    ];
+    let fmt = |s: Spread| {
+        if s.median >= 100.0 {
+            format!(
+                "{} [{}–{}]",
+                group_digits(s.median),
+                group_digits(s.min),
+                group_digits(s.max)
+            )
+        } else {
+            format!("{:.2} [{:.2}–{:.2}]", s.median, s.min, s.max)
+        }
+    };
+    let mut rows = vec![vec![
+        "metric (128 B)".to_owned(),
+        "agora (lean client) median [min–max]".to_owned(),
+        "nats (lean client) median [min–max]".to_owned(),
+        "agora ÷ nats (median)".to_owned(),
+        "range of the ratio".to_owned(),
+        "better".to_owned(),
+    ]];
+    for (label, scenario, pick, higher_better) in metrics {
+        // The lean clients' rows: the brokers, not client libraries, bound them.
+        let a = find(scenario, System::AgoraLean).and_then(pick);
+        let n = find(scenario, System::NatsLean).and_then(pick);
+        let (ratio, range) = match (a, n) {
+            (Some(a), Some(n)) if n.median > 0.0 && n.min > 0.0 => (
+                format!("{:.2}", a.median / n.median),
+                format!("{:.2}–{:.2}", a.min / n.max, a.max / n.min),
+            ),
+            _ => ("–".into(), "–".into()),
+        };
+        rows.push(vec![
+            label.to_owned(),
+            a.map_or("–".into(), fmt),
+            n.map_or("–".into(), fmt),
+            ratio,
+            range,
+            if higher_better { "higher" } else { "lower" }.to_owned(),
+        ]);
+    }
+    match style {
+        Style::Markdown => markdown_table(&rows),
+        Style::Text => {
+            let mut out = String::from("\n== agora vs nats-server at 128 B\n");
+            let widths: Vec<usize> = (0..rows[0].len())
+                .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+                .collect();
+            for r in rows {
+                let line: Vec<String> = r
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+                    .collect();
+                let _ = writeln!(out, "{}", line.join("  ").trim_end());
+            }
+            out
+        }
+    }
+}
