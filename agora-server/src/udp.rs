@@ -53,7 +53,7 @@ pub(crate) async fn udp_loop(
             }
         };
         received += 1;
-        if received % 4096 == 0 {
+        if received.is_multiple_of(4096) {
             // Forget the entries of sources whose tasks have ended.
             peers.retain(|_, (tx, _)| !tx.is_closed());
         }

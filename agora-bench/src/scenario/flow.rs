@@ -301,7 +301,7 @@ pub(super) fn subscriber<D: Driver>(
             }
             // The clock is read on every idle wait, and every 256 messages.
             loops += 1;
-            if (idle || loops % 256 == 0) && started.elapsed() > hard_limit {
+            if (idle || loops.is_multiple_of(256)) && started.elapsed() > hard_limit {
                 break Err(format!(
                     "subscriber {index} still running after {hard_limit:?}"
                 ));
@@ -327,7 +327,7 @@ pub(super) fn subscriber<D: Driver>(
                     }
                     out.received += 1;
                     shared.received[index].store(out.received, Release);
-                    if out.received % 32 == 0 {
+                    if out.received.is_multiple_of(32) {
                         shared.progress.notify(usize::MAX);
                     }
                     out.last = Some(t);

@@ -47,7 +47,7 @@ pub(super) async fn flood<P: Publisher>(
             }
             Some(wire::ns_of(intended))
         } else {
-            if n % 16 == 0 && Instant::now() >= deadline {
+            if n.is_multiple_of(16) && Instant::now() >= deadline {
                 break Ok(());
             }
             None

@@ -21,7 +21,7 @@ impl Sample {
 
 impl Mutator for Sample {
     fn apply(&self, _: &mut Msg) -> Step {
-        if self.seen.fetch_add(1, Relaxed) % self.every == 0 {
+        if self.seen.fetch_add(1, Relaxed).is_multiple_of(self.every) {
             Verdict::Keep.into()
         } else {
             Verdict::Drop.into()

@@ -8,6 +8,8 @@
 //!   tears the rest).
 //! - `log`: segments, appending, syncing, and reading back into each queue's
 //!   messages ([`Log::open`]), cutting off a torn end and refusing any other damage.
+//! - `dir`: the data directory, created when missing and locked for one broker at a
+//!   time.
 //! - `writer`: the one writer thread, group commit, the [`Fsync`] policy; appends'
 //!   senders hear when their records are stored.
 //!
@@ -15,11 +17,13 @@
 //! records in and confirms out. It never drops a record it cannot read: it stops and
 //! says where.
 
+mod dir;
 mod log;
 mod record;
 mod storage;
 mod writer;
 
+pub use dir::{DataDir, DirError};
 pub use log::{Cut, Log, LogError, LogOptions, Recovered, Stored, HEADER, LOCK_FILE};
 pub use record::{Bad, Record, FRAME, MAX_RECORD};
 pub use storage::{Disk, SimDisk, Storage};

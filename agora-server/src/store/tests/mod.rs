@@ -14,7 +14,7 @@ mod writer;
 
 fn enqueue(queue: u32, id: u64, payload: &[u8]) -> Record {
     let mut headers = Headers::new();
-    if id % 3 == 0 {
+    if id.is_multiple_of(3) {
         headers.insert("trace", &format!("t-{id}")).unwrap();
     }
     Record::Enqueue {
