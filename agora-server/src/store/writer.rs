@@ -36,6 +36,35 @@ pub enum Fsync {
     Never,
 }
 
+impl std::str::FromStr for Fsync {
+    type Err = String;
+
+    /// `always`, `never`, or `every=<duration>` (`every=200ms`, `every=1s`).
+    fn from_str(s: &str) -> Result<Fsync, String> {
+        match s.trim() {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            t => match t.strip_prefix("every=") {
+                Some(d) => crate::settings::parse_duration(d).map(Fsync::Every),
+                None => Err(format!(
+                    "'{t}' is not an fsync policy: always, never or every=<duration> (every=200ms)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fsync::Always => f.write_str("always"),
+            Fsync::Never => f.write_str("never"),
+            Fsync::Every(d) if d.subsec_millis() == 0 => write!(f, "every={}s", d.as_secs()),
+            Fsync::Every(d) => write!(f, "every={}ms", d.as_millis()),
+        }
+    }
+}
+
 /// What an append's sender hears: `Ok` once its records are where the policy says.
 pub type Stored = Result<(), Arc<str>>;
 
@@ -43,8 +72,9 @@ pub type Stored = Result<(), Arc<str>>;
 pub struct Append {
     /// Appended in order, with no other append's records between them.
     pub records: Vec<Record>,
-    /// Told once they are stored (or why they never will be).
-    pub done: Option<Sender<Stored>>,
+    /// Each told once they are stored (or why they never will be): the confirms of
+    /// the publishes among the records, say.
+    pub done: Vec<Sender<Stored>>,
 }
 
 /// The writer's figures, for `STATS` and StatsD.
@@ -78,7 +108,7 @@ impl WriterHandle {
     /// Queues an append; waits while the writer's queue is full.
     pub async fn append(&self, a: Append) -> Result<(), Arc<str>> {
         if let Some(why) = self.failure() {
-            if let Some(done) = a.done {
+            for done in a.done {
                 let _ = done.try_send(Err(why.clone()));
             }
             return Err(why);
@@ -192,7 +222,7 @@ fn run<S: Storage>(mut log: Log<S>, fsync: Fsync, rx: Receiver<Append>, h: Write
             }
         };
         for a in group {
-            if let Some(done) = a.done {
+            for done in a.done {
                 let _ = done.try_send(told.clone());
             }
         }
@@ -209,7 +239,7 @@ fn run<S: Storage>(mut log: Log<S>, fsync: Fsync, rx: Receiver<Append>, h: Write
 /// why, until every handle is gone.
 fn fail_all(rx: &Receiver<Append>, why: &Arc<str>, group: Vec<Append>) {
     let tell = |a: Append| {
-        if let Some(done) = a.done {
+        for done in a.done {
             let _ = done.try_send(Err(why.clone()));
         }
     };

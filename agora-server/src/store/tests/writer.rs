@@ -11,7 +11,7 @@ fn queue_appends(
         let (tx, rx) = async_channel::bounded(1);
         let a = Append {
             records: vec![enqueue(queue, id, b"m")],
-            done: Some(tx),
+            done: vec![tx],
         };
         (a, rx)
     })
@@ -120,4 +120,26 @@ fn without_always_a_sender_hears_once_written_and_the_sync_follows() {
         let (_, rec) = open(&disk.synced_copy(), 1 << 20).unwrap();
         assert_eq!(rec.queues["jobs"].len(), 3, "{fsync:?}");
     }
+}
+
+#[test]
+fn fsync_policies_read_and_print_as_the_flag_takes_them() {
+    use std::time::Duration;
+    for (text, policy) in [
+        ("always", Fsync::Always),
+        ("never", Fsync::Never),
+        ("every=200ms", Fsync::Every(Duration::from_millis(200))),
+        ("every=2s", Fsync::Every(Duration::from_secs(2))),
+    ] {
+        assert_eq!(text.parse::<Fsync>(), Ok(policy), "{text}");
+        assert_eq!(policy.to_string(), text);
+    }
+    for bad in ["sometimes", "every=", "every=0s", "every=5"] {
+        let err = bad.parse::<Fsync>().expect_err(bad);
+        assert!(!err.is_empty(), "{bad}");
+    }
+    assert!("sometimes"
+        .parse::<Fsync>()
+        .unwrap_err()
+        .contains("always, never or every=<duration>"));
 }
