@@ -1,0 +1,177 @@
+//! The typed `STATS` document: what the broker reports, field by field.
+
+use serde::{Deserialize, Serialize};
+
+/// The broker's `STATS` document (schema in the book's Protocol chapter). Fields the
+/// client does not know are ignored.
+///
+/// ```
+/// let json = r#"{"server":"agora","version":"0.1.0","uptime_s":1.5,
+///   "clients":{"tcp":1,"udp":0},"destinations":[]}"#;
+/// let s: agora_client::Stats = serde_json::from_str(json).unwrap();
+/// assert_eq!(s.clients.tcp, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The broker's name, as in `INFO`.
+    pub server: String,
+    /// The broker's software version.
+    pub version: String,
+    /// Seconds since the broker started.
+    pub uptime_s: f64,
+    /// Clients connected now, by transport.
+    pub clients: ClientCounts,
+    /// Payload bytes the broker holds, and its memory budget.
+    #[serde(default)]
+    pub memory: MemoryStats,
+    /// Broker-wide counters.
+    #[serde(default)]
+    pub broker: BrokerStats,
+    /// Which destinations are listed, and where the next page starts.
+    #[serde(default)]
+    pub page: PageStats,
+    /// One entry per destination listed, queues first, then by name.
+    pub destinations: Vec<DestinationStats>,
+}
+
+/// The page of destinations a [`Stats`] document lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PageStats {
+    /// The name prefix asked for.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The destination the page starts after.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// The page size applied.
+    #[serde(default)]
+    pub limit: u64,
+    /// Destinations listed in this document.
+    #[serde(default)]
+    pub listed: u64,
+    /// Destinations in the broker, all of them.
+    #[serde(default)]
+    pub total: u64,
+    /// Where the next page starts (pass it as `after`); `None` on the last page.
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// The broker's memory budget (in [`Stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Payload bytes held in queues and subscriber buffers.
+    pub used: u64,
+    /// The budget.
+    pub limit: u64,
+}
+
+/// Connected clients, by transport (in [`Stats`]).
+///
+/// ```
+/// let c: agora_client::ClientCounts = serde_json::from_str(r#"{"tcp":3,"udp":0}"#).unwrap();
+/// assert_eq!(c.tcp, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ClientCounts {
+    /// Over TCP.
+    pub tcp: u64,
+    /// Over UDP.
+    #[serde(default)]
+    pub udp: u64,
+}
+
+/// One destination's counters (in [`Stats`]).
+///
+/// ```
+/// let d: agora_client::DestinationStats = serde_json::from_str(
+///     r#"{"kind":"queue","name":"jobs","depth":1,"unacked":0,"consumers":0,
+///        "messages_in":1,"messages_out":0,"dropped":0,"redelivered":0}"#).unwrap();
+/// assert_eq!(d.depth, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DestinationStats {
+    /// `queue` or `topic`.
+    pub kind: String,
+    /// The name, without the kind.
+    pub name: String,
+    /// Queue: messages waiting. Topic: messages buffered for subscribers.
+    pub depth: u64,
+    /// Queue: delivered, not yet acknowledged. Topic: 0.
+    pub unacked: u64,
+    /// Consumers or subscribers.
+    pub consumers: u64,
+    /// Publishes accepted.
+    pub messages_in: u64,
+    /// Deliveries written, redeliveries included.
+    pub messages_out: u64,
+    /// Messages discarded under a limit policy.
+    pub dropped: u64,
+    /// Deliveries with a count above 1.
+    pub redelivered: u64,
+    /// Queue: messages moved to the dead-letter queue. Topic: 0.
+    #[serde(default)]
+    pub deadlettered: u64,
+    /// Messages the destination's mutator chain dropped.
+    #[serde(default)]
+    pub filtered: u64,
+    /// Payload bytes published.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Payload bytes delivered.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Sampled delivery latency of the broker's last metric interval.
+    #[serde(default)]
+    pub latency: LatencyStats,
+}
+
+/// Sampled latency, publish received → written to the consumer (in
+/// [`DestinationStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LatencyStats {
+    /// Deliveries sampled in the interval.
+    pub samples: u64,
+    /// Median, in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile, in microseconds.
+    pub p99_us: u64,
+    /// Largest, in microseconds.
+    pub max_us: u64,
+}
+
+/// Broker-wide counters (in [`Stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BrokerStats {
+    /// Bytes read from TCP clients.
+    #[serde(default)]
+    pub bytes_in_tcp: u64,
+    /// Bytes received from UDP clients.
+    #[serde(default)]
+    pub bytes_in_udp: u64,
+    /// Bytes written to clients.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Connections refused at the connection limit.
+    #[serde(default)]
+    pub connections_rejected: u64,
+    /// `ERR`s sent, by code.
+    #[serde(default)]
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// The broker process's resident memory, in bytes.
+    #[serde(default)]
+    pub rss_bytes: u64,
+    /// CPU time the broker process has used, in seconds.
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    /// Metric intervals whose StatsD send failed.
+    #[serde(default)]
+    pub statsd_errors: u64,
+}
