@@ -43,8 +43,10 @@ impl Server {
             System::Agora | System::AgoraLean => {
                 let mut cmd = Command::new(&bins.agora);
                 // Room for the `publish` (queue) scenario, which fills a queue nobody
-                // reads; every other setting is the default.
+                // reads; in memory, as the peers' core servers are (the durable
+                // scenarios say otherwise); every other setting is the default.
                 cmd.args([
+                    "--memory-only",
                     "--port",
                     "0",
                     "--queue-max-messages",

@@ -217,13 +217,16 @@ pub enum ErrorCode {
     /// A UDP source that has not proved it receives what the broker sends it asked for
     /// something that needs it (a subscription); the message holds the token to echo.
     Unverified,
+    /// The broker could not store a message where its durability mode says (the disk
+    /// failed or is full); the publish was not confirmed and may not be kept.
+    StorageFailed,
     /// A code this version of the protocol does not know (sent by a newer peer).
     Unrecognized,
 }
 
 impl ErrorCode {
     /// Every code, in the book's order.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::UnknownCommand,
         ErrorCode::BadArgs,
         ErrorCode::BadName,
@@ -246,6 +249,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::Internal,
         ErrorCode::Unverified,
+        ErrorCode::StorageFailed,
         ErrorCode::Unrecognized,
     ];
 
@@ -274,6 +278,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
             ErrorCode::Unverified => "unverified",
+            ErrorCode::StorageFailed => "storage_failed",
             ErrorCode::Unrecognized => "unrecognized",
         }
     }

@@ -62,6 +62,14 @@ impl Budget {
         true
     }
 
+    /// Takes `n` bytes whatever the limit (what was stored before a restart is held
+    /// even past it; publishes are refused meanwhile).
+    pub fn take(&self, n: usize) {
+        if self.enabled && n > 0 {
+            self.used.fetch_add(n, SeqCst);
+        }
+    }
+
     /// Gives back `n` bytes taken earlier.
     pub fn give_back(&self, n: usize) {
         if self.enabled && n > 0 {

@@ -36,6 +36,37 @@ pub struct QueueSettings {
     pub ack_timeout: Option<Duration>,
     /// The dead-letter queue's name; `None` is `<queue>.dlq`.
     pub dead_letter: Option<String>,
+    /// Kept in the data directory's log, so a restart (or a crash) loses nothing
+    /// confirmed; `false` keeps it in memory only. Without a data directory
+    /// ([`Config::data_dir`]) every queue is memory-only whatever this says.
+    pub durable: bool,
+}
+
+/// When the log is synced to disk, and so what a publisher confirm (`PUBACK`) for a
+/// durable queue promises (`--fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After every group of records, before anyone hears of it: a confirm means on
+    /// disk (`fdatasync` done).
+    Always,
+    /// Written at once, synced at most this long after (and when idle): a confirm means
+    /// written to the operating system; a machine that stops loses up to this much.
+    Every(Duration),
+    /// Written at once, synced only when a segment is full: a confirm means written to
+    /// the operating system.
+    Never,
+}
+
+impl std::fmt::Display for Fsync {
+    /// As `--fsync` takes it: `always`, `never`, `every=<duration>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fsync::Always => f.write_str("always"),
+            Fsync::Never => f.write_str("never"),
+            Fsync::Every(d) if d.subsec_millis() == 0 => write!(f, "every={}s", d.as_secs()),
+            Fsync::Every(d) => write!(f, "every={}ms", d.as_millis()),
+        }
+    }
 }
 
 /// Switches that turn a design choice off, to measure what it costs or buys
@@ -153,6 +184,12 @@ pub struct Config {
     /// Mutator chains (in the one-line chain syntax) attached to destinations whenever
     /// they are created, until `CHAIN SET`/`CLEAR` changes them.
     pub chains: HashMap<Destination, String>,
+    /// Where durable queues are kept (created when missing, locked for one broker);
+    /// `None` keeps every queue in memory only, as tests do. The binary's default is
+    /// `agora-data` (`--data-dir`, `--memory-only`).
+    pub data_dir: Option<PathBuf>,
+    /// When the log is synced (`--fsync`).
+    pub fsync: Fsync,
 }
 
 impl Default for Config {
@@ -196,6 +233,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             databases: HashMap::new(),
             chains: HashMap::new(),
+            data_dir: None,
+            fsync: Fsync::Always,
         }
     }
 }
@@ -225,6 +264,7 @@ impl Config {
                 ttl: if dlq { None } else { self.message_ttl },
                 ack_timeout: self.ack_timeout,
                 dead_letter: None,
+                durable: true,
             },
         }
     }

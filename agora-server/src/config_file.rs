@@ -17,6 +17,7 @@
 //! ttl = "10m"
 //! ack_timeout = "30s"
 //! dead_letter = "jobs.failed"
+//! durable = true               # false: memory-only, whatever --data-dir says
 //! chain = "set header:seen=now"
 //!
 //! [topics.telemetry]
@@ -62,6 +63,7 @@ struct QueueEntry {
     ttl: Option<String>,
     ack_timeout: Option<String>,
     dead_letter: Option<String>,
+    durable: Option<bool>,
     chain: Option<String>,
 }
 
@@ -242,6 +244,9 @@ fn apply(f: &File, dir: &Path, config: &mut Config) -> Result<(), (String, Strin
         if let Some(dl) = &q.dead_letter {
             destination(Destination::queue(dl), &format!("{entry} dead_letter"))?;
             s.dead_letter = Some(dl.clone());
+        }
+        if let Some(d) = q.durable {
+            s.durable = d;
         }
         config.queues.insert(name.clone(), s);
     }

@@ -130,6 +130,64 @@ pub struct Server {
     listener: TcpListener,
     /// Bound to the same address and port as the listener.
     udp: UdpSocket,
+    /// The data directory, locked, and its log read back (with a data directory).
+    store: Option<Opened>,
+}
+
+/// The data directory as [`Server::bind`] found it.
+struct Opened {
+    /// Held while the broker runs: the lock is let go when it is dropped.
+    _dir: store::DataDir,
+    log: store::Log<store::Disk>,
+    recovered: store::Recovered,
+}
+
+/// Locks the data directory and reads its log back; an error says which directory and
+/// what is wrong, for the operator.
+fn open_store(path: &std::path::Path) -> io::Result<Opened> {
+    let dir = store::DataDir::lock(path).map_err(|e| {
+        let kind = match &e {
+            store::DirError::InUse { .. } => io::ErrorKind::AddrInUse,
+            store::DirError::Unusable { .. } => io::ErrorKind::PermissionDenied,
+        };
+        io::Error::new(kind, e.to_string())
+    })?;
+    let started = Instant::now();
+    let disk = Arc::new(store::Disk::new(dir.path()));
+    let (log, recovered) = store::Log::open(disk, store::LogOptions::default()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the log in {} cannot be read back: {e}; nothing was changed (see the book's Durability chapter)",
+                path.display()
+            ),
+        )
+    })?;
+    if let Some(cut) = &recovered.cut {
+        log::warn!(
+            "{}: the log's torn end was cut off: {} bytes of {} from byte {} ({}); they were never confirmed",
+            path.display(),
+            cut.bytes,
+            cut.file,
+            cut.at,
+            cut.why
+        );
+    }
+    let messages: usize = recovered.queues.values().map(Vec::len).sum();
+    log::info!(
+        "{}: read back {messages} messages in {} queues ({} records, {} bytes, {} segments) in {:?}",
+        path.display(),
+        recovered.queues.values().filter(|m| !m.is_empty()).count(),
+        recovered.records,
+        recovered.bytes,
+        recovered.segments,
+        started.elapsed()
+    );
+    Ok(Opened {
+        _dir: dir,
+        log,
+        recovered,
+    })
 }
 
 impl Server {
@@ -158,10 +216,15 @@ impl Server {
         })?;
         let listener = TcpListener::try_from(listener)?;
         let udp = UdpSocket::try_from(udp)?;
+        let store = match &config.data_dir {
+            Some(path) => Some(open_store(path)?),
+            None => None,
+        };
         Ok(Server {
             config,
             listener,
             udp,
+            store,
         })
     }
 
@@ -192,8 +255,28 @@ impl Server {
         let env = Arc::new(mutators::Env::new(&self.config.databases));
         let read_budget =
             budget::ReadBudget::new(self.config.read_budget, largest_frame(&self.config));
+        let (store, writer) = match self.store {
+            Some(Opened {
+                _dir: dir,
+                log,
+                recovered,
+            }) => {
+                let (numbers, next_number) = log.numbers();
+                let numbers = numbers.clone();
+                let (writer, thread) = store::spawn_writer(log, self.config.fsync)?;
+                let store = manager::Store {
+                    writer: writer.clone(),
+                    numbers,
+                    next_number,
+                    ids: queue::MessageIds::starting_at(recovered.next_id),
+                    recovered: recovered.queues,
+                };
+                (Some(store), Some((writer, thread, dir)))
+            }
+            None => (None, None),
+        };
         let broker = Arc::new(Broker {
-            manager: manager::spawn(&self.config, budget.clone(), env.clone(), &rt),
+            manager: manager::spawn(&self.config, budget.clone(), env.clone(), &rt, store),
             rt,
             mutators: env,
             budget,
@@ -251,6 +334,13 @@ impl Server {
                 broker.clients_tcp.load(SeqCst),
                 timeout
             );
+        }
+        if let Some((writer, thread, dir)) = writer {
+            // What the queues handed over is written and synced (whatever --fsync
+            // says: a graceful stop loses nothing), then the directory is unlocked.
+            writer.close();
+            let _ = smol::unblock(move || thread.join()).await;
+            drop(dir);
         }
         Ok(())
     }

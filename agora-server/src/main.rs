@@ -75,20 +75,25 @@ fn main() -> ExitCode {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     // Flag, else variable, else `[broker]` in the config file, else default; a bad
     // entry in the file stops the broker here.
-    let Settings {
-        config,
-        threads,
-        profile,
-        profile_path,
-        log_config,
-        ..
-    } = match settings::resolve(&settings::flags(&matches), &|k| std::env::var_os(k)) {
+    let settings = match settings::resolve(&settings::flags(&matches), &|k| std::env::var_os(k)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("agora: {e}");
             return ExitCode::from(2);
         }
     };
+    // The binary keeps durable queues in `agora-data` unless told otherwise; the
+    // library's own default (tests) is memory-only.
+    let data_dir = settings.storage();
+    let Settings {
+        mut config,
+        threads,
+        profile,
+        profile_path,
+        log_config,
+        ..
+    } = settings;
+    config.data_dir = data_dir;
     // --threads (or its variable, or `threads` in the config file), else SMOL_THREADS
     // (read before the broker had its own executor), else one worker thread per core.
     let threads = threads.or_else(|| {
@@ -123,6 +128,14 @@ fn main() -> ExitCode {
         config.slow_consumer,
         config.idle_timeout,
     );
+    match &config.data_dir {
+        Some(dir) => log::info!(
+            "durable queues in {} (fsync {})",
+            dir.display(),
+            config.fsync
+        ),
+        None => log::info!("memory-only (--memory-only): a restart loses every queued message"),
+    }
     let signals =
         match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
             Ok(s) => s,

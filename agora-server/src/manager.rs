@@ -22,7 +22,8 @@ use crate::ask::ask;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::mutators::{Chain, ChainSlot, Env};
-use crate::queue::{self, QueueCmd, QueueShared};
+use crate::queue::{self, MessageIds, QueueCmd, QueueShared, QueueStore};
+use crate::store::{Append, Record, Stored, WriterHandle};
 use crate::topic::Topic;
 
 /// A destination as connections hold it.
@@ -186,12 +187,29 @@ struct Entry {
     active_at: Instant,
 }
 
-/// Spawns the manager task on `rt`; returns its channel.
+/// The broker's log as the registry uses it: it numbers durable queues (declaring
+/// each in the log before its first record), and hands each queue what was read back
+/// for it at start.
+pub(crate) struct Store {
+    pub writer: WriterHandle,
+    /// Durable queues' numbers by name, as declared in the log.
+    pub numbers: BTreeMap<String, u32>,
+    /// The next number free.
+    pub next_number: u32,
+    /// Where message ids come from, shared by every durable queue.
+    pub ids: MessageIds,
+    /// Messages read back at start, by queue name, until their queue is made.
+    pub recovered: BTreeMap<String, Vec<Stored>>,
+}
+
+/// Spawns the manager task on `rt`; returns its channel. Queues read back from the
+/// log (`store`) are made before anything else is served.
 pub(crate) fn spawn(
     config: &Config,
     budget: Arc<Budget>,
     env: Arc<Env>,
     rt: &agora_rt::Handle,
+    store: Option<Store>,
 ) -> Sender<ManagerCmd> {
     let (tx, rx) = async_channel::bounded(1024);
     // `Server::bind` checked every configured chain.
@@ -213,6 +231,7 @@ pub(crate) fn spawn(
         me: tx.downgrade(),
         chains,
         rt: rt.clone(),
+        store,
     };
     rt.spawn(m.run(rx)).detach();
     // The sweeper only holds a weak link: it stops when the broker drops the manager.
@@ -243,14 +262,17 @@ struct Manager {
     chains: HashMap<Destination, Arc<Chain>>,
     /// Where queue tasks are spawned.
     rt: agora_rt::Handle,
+    /// The log, when the broker has a data directory.
+    store: Option<Store>,
 }
 
 impl Manager {
     async fn run(mut self, rx: Receiver<ManagerCmd>) {
+        self.recover().await;
         while let Ok(cmd) = rx.recv().await {
             match cmd {
                 ManagerCmd::Resolve { dest, reply } => {
-                    let h = self.resolve(dest);
+                    let h = self.resolve(dest).await;
                     let _ = reply.try_send(h);
                 }
                 ManagerCmd::Delete { dest, reply } => {
@@ -258,6 +280,11 @@ impl Manager {
                         let _ = reply.try_send(None);
                         continue;
                     };
+                    if let Some(st) = &mut self.store {
+                        // The queue's task writes its `Delete`; made again, the name
+                        // gets a new number.
+                        st.numbers.remove(dest.name.as_str());
+                    }
                     let n = match e.handle {
                         Handle::Queue(q) => {
                             // Publishers see the flag at once and resolve the name
@@ -332,7 +359,84 @@ impl Manager {
         }
     }
 
-    fn resolve(&mut self, dest: Destination) -> Result<Handle, (ErrorCode, String)> {
+    /// Makes every queue the log holds messages for, before anything is served.
+    async fn recover(&mut self) {
+        let Some(st) = &mut self.store else { return };
+        let names: Vec<String> = std::mem::take(&mut st.recovered)
+            .into_iter()
+            .filter(|(_, msgs)| !msgs.is_empty())
+            .map(|(name, msgs)| {
+                st.recovered.insert(name.clone(), msgs);
+                name
+            })
+            .collect();
+        for name in names {
+            let dest = match Destination::queue(&name) {
+                Ok(d) => d,
+                Err(e) => {
+                    // Names are checked before they are declared; never expected.
+                    log::error!("the log names a queue '{name}' that is not a valid name ({e}); its messages stay in the log");
+                    continue;
+                }
+            };
+            match self.resolve(dest).await {
+                Ok(Handle::Queue(q)) => {
+                    log::info!("{}: {} messages read back from the log", q.dest, q.held().0)
+                }
+                Ok(_) => {}
+                Err((_, why)) => log::error!("queue {name} not made at start: {why}"),
+            }
+        }
+    }
+
+    /// What a queue called `name` is given of the log: its number (declared now if
+    /// new) when `durable`, and its messages read back at start. A queue no longer
+    /// durable has its number deleted from the log (its messages stay in memory).
+    async fn queue_store(&mut self, name: &str, durable: bool) -> Option<QueueStore> {
+        let st = self.store.as_mut()?;
+        let restore = st.recovered.remove(name).unwrap_or_default();
+        let mut records = Vec::new();
+        let journal = match (durable, st.numbers.get(name)) {
+            (true, Some(&n)) => Some((n, st.ids.clone())),
+            (true, None) => {
+                let n = st.next_number;
+                st.next_number += 1;
+                st.numbers.insert(name.to_owned(), n);
+                records.push(Record::Declare {
+                    queue: n,
+                    name: name.to_owned(),
+                });
+                Some((n, st.ids.clone()))
+            }
+            (false, Some(&n)) => {
+                log::warn!(
+                    "queue {name} is no longer durable (durable = false): its {} stored messages are kept in memory only from now on",
+                    restore.len()
+                );
+                st.numbers.remove(name);
+                records.push(Record::Delete { queue: n });
+                None
+            }
+            (false, None) => None,
+        };
+        if !records.is_empty() {
+            // Queued before the queue exists, so before any record of its own.
+            let _ = st
+                .writer
+                .append(Append {
+                    records,
+                    done: Vec::new(),
+                })
+                .await;
+        }
+        Some(QueueStore {
+            writer: st.writer.clone(),
+            journal,
+            restore,
+        })
+    }
+
+    async fn resolve(&mut self, dest: Destination) -> Result<Handle, (ErrorCode, String)> {
         if let Some(e) = self.registry.get(&dest) {
             if !e.handle.is_closed() {
                 return Ok(e.handle.clone());
@@ -351,14 +455,20 @@ impl Manager {
         }
         let dest = dest.compact();
         let handle = match dest.kind {
-            Kind::Queue => Handle::Queue(queue::spawn(
-                dest.clone(),
-                c.queue_settings(dest.name.as_str()),
-                self.budget.clone(),
-                dlq_resolver(self.me.clone()),
-                c.queue_channel,
-                &self.rt,
-            )),
+            Kind::Queue => {
+                let settings = c.queue_settings(dest.name.as_str());
+                let channel = c.queue_channel;
+                let store = self.queue_store(dest.name.as_str(), settings.durable).await;
+                Handle::Queue(queue::spawn(
+                    dest.clone(),
+                    settings,
+                    self.budget.clone(),
+                    dlq_resolver(self.me.clone()),
+                    channel,
+                    &self.rt,
+                    store,
+                ))
+            }
             Kind::Topic => Handle::Topic(Arc::new(
                 Topic::new(dest.clone(), c.slow_consumer, self.budget.clone())
                     .with_copy_fanout(c.ablation.copy_fanout),

@@ -156,6 +156,7 @@ fn bad_flags_exit_2_with_a_message() {
         &["--frobnicate"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .env("AGORA_MEMORY_ONLY", "true")
             .args(args)
             .output()
             .unwrap();
@@ -168,6 +169,7 @@ fn bad_flags_exit_2_with_a_message() {
 #[test]
 fn flags_can_come_from_the_environment() {
     let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
         .env("AGORA_MAX_PAYLOAD", "banana")
         .output()
         .unwrap();
@@ -179,6 +181,7 @@ fn flags_can_come_from_the_environment() {
         .status();
     wait_exit(&mut child);
     let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
         .args(["--port", "0"])
         .env("AGORA_MAX_PAYLOAD", "77")
         .stdout(Stdio::piped())
@@ -200,6 +203,7 @@ fn flags_can_come_from_the_environment() {
 /// and stops it.
 fn max_payload_of(args: &[&str], env: &[(&str, &str)]) -> usize {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
         .args(["--port", "0"])
         .args(args)
         .envs(env.iter().copied())
@@ -266,6 +270,7 @@ fn a_closed_stdout_does_not_stop_the_broker() {
         .expect("a free port");
     let mut child = Agora::from(
         std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+            .env("AGORA_MEMORY_ONLY", "true")
             .args(["--port", &port.to_string()])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

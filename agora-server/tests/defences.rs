@@ -71,6 +71,7 @@ fn expired_messages_go_to_the_configured_dead_letter_queue() {
         QueueSettings {
             ttl: Some(Duration::from_millis(100)),
             dead_letter: Some("expired".to_owned()),
+            durable: false,
             ..Config::default().queue_settings("telemetry")
         },
     );

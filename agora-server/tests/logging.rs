@@ -638,6 +638,7 @@ fn config_errors_name_line_and_column() {
 /// Runs the binary with `args`, expecting it to refuse to start.
 fn refused(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
         .args(["--port", "0"])
         .args(args)
         .stdin(Stdio::null())
@@ -676,6 +677,7 @@ fn the_binary_refuses_each_kind_of_bad_file_with_exit_code_2() {
         assert!(err.contains(problem), "{name}: {err}");
         // The environment variable works as the flag does.
         let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .env("AGORA_MEMORY_ONLY", "true")
             .env("AGORA_LOG_CONFIG", &file)
             .output()
             .unwrap();
@@ -712,6 +714,7 @@ fn has_example_shape(line: &str) -> bool {
 #[test]
 fn the_binary_logs_in_the_example_shape_and_flushes_at_shutdown() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
         .args(["--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -771,6 +774,7 @@ fn the_binary_exits_even_if_nobody_reads_its_log() {
     // Standard error is a pipe nobody reads: once it is full the writer thread is stuck,
     // records are dropped, and shutdown must still end the process.
     let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
         .args(["--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -539,6 +539,7 @@ fn a_bad_configured_chain_is_refused_at_bind() {
 /// Runs the binary with `--config`; it must refuse to start. Returns its stderr.
 fn refused(file: &Path) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
         .args(["--port", "0", "--config"])
         .arg(file)
         .output()

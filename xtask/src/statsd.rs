@@ -138,7 +138,7 @@ pub(crate) fn run() -> Result<()> {
     }
     let target = root.join("target/debug");
     let mut agora = Command::new(target.join("agora"))
-        .args(["--port", "0", "--statsd"])
+        .args(["--memory-only", "--port", "0", "--statsd"])
         .arg(format!("127.0.0.1:{port}"))
         .args(["--statsd-interval", "200ms"])
         .stdout(Stdio::piped())

@@ -168,6 +168,17 @@ struct Conn<'a> {
     spare: Vec<Message>,
     /// Bytes of a partly received frame charged to the read budget.
     read_held: usize,
+    /// Confirmed publishes to durable queues whose records are not yet stored, in
+    /// order: each `PUBACK` (or `ERR`) is sent once its record is where `--fsync` says,
+    /// before any later answer, and all of them before the connection reads again (so
+    /// one sync covers every confirmed publish of a read).
+    unstored: std::sync::Mutex<std::collections::VecDeque<Unstored>>,
+}
+
+/// A confirmed publish waiting for its record to be stored.
+struct Unstored {
+    rid: RequestId,
+    stored: Receiver<crate::store::Outcome>,
 }
 
 /// A run of fire-and-forget publishes held back (see `Conn::run`).
@@ -265,6 +276,7 @@ pub(crate) async fn serve_client(
         run: None,
         spare: Vec::new(),
         read_held: 0,
+        unstored: Default::default(),
     };
     let info = ServerFrame::Info(Info {
         server: broker.config.server_name.clone(),
@@ -417,6 +429,7 @@ impl Conn<'_> {
 
     /// Sends a reply; the connection ends if the client can no longer be written to.
     pub(super) async fn reply(&self, f: &ServerFrame) -> Flow {
+        self.settle_stored().await?;
         match self.outbox.frame(f).await {
             true => Ok(()),
             false => Err(End::Gone),
@@ -425,9 +438,56 @@ impl Conn<'_> {
 
     /// Sends `ERR <code> <message>`; as [`reply`](Conn::reply).
     pub(super) async fn error(&self, rid: RequestId, code: ErrorCode, message: &str) -> Flow {
+        self.settle_stored().await?;
         match self.outbox.err(rid, code, message).await {
             true => Ok(()),
             false => Err(End::Gone),
+        }
+    }
+
+    /// A confirmed publish to a durable queue was handed over; its answer waits for
+    /// its record to be stored ([`settle_stored`](Conn::settle_stored)).
+    fn wait_stored(&self, rid: RequestId, stored: Receiver<crate::store::Outcome>) {
+        self.unstored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Unstored { rid, stored });
+    }
+
+    /// Answers, in order, every confirmed publish waiting for its record: `PUBACK` once
+    /// stored, `ERR storage_failed` when the log cannot store it, `ERR internal` when its
+    /// queue went away first. Waits for the log's writer (bounded by its sync).
+    pub(super) async fn settle_stored(&self) -> Flow {
+        loop {
+            let next = self
+                .unstored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            let Some(Unstored { rid, stored }) = next else {
+                return Ok(());
+            };
+            let sent = match stored.recv().await {
+                Ok(Ok(())) => {
+                    let ack = ServerFrame::PubAck {
+                        rid,
+                        filtered: false,
+                    };
+                    self.outbox.frame(&ack).await
+                }
+                Ok(Err(why)) => {
+                    self.broker.metrics.error(ErrorCode::StorageFailed);
+                    let why = format!("not confirmed: {why}");
+                    self.outbox.err(rid, ErrorCode::StorageFailed, &why).await
+                }
+                Err(_) => {
+                    let why = "the queue was removed before the message was stored; publish again";
+                    self.outbox.err(rid, ErrorCode::Internal, why).await
+                }
+            };
+            if !sent {
+                return Err(End::Gone);
+            }
         }
     }
 

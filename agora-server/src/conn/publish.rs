@@ -180,6 +180,20 @@ impl Conn<'_> {
                 },
                 Handle::Queue(q) => match q.reserve(msg.size()) {
                     Ok(()) if runs => return self.hold(dest, Handle::Queue(q), msg).await,
+                    Ok(()) if mode == PubMode::Confirm && q.durable.load(Relaxed) => {
+                        let (tx, rx) = async_channel::bounded(1);
+                        match q.tx.send(QueueCmd::PublishStored(msg, tx)).await {
+                            Ok(()) => {
+                                self.wait_stored(rid, rx);
+                                return Ok(());
+                            }
+                            Err(async_channel::SendError(QueueCmd::PublishStored(m, _))) => {
+                                q.unreserve(m.size());
+                                msg = m;
+                            }
+                            Err(_) => return Err(End::Stopping),
+                        }
+                    }
                     Ok(()) => match q.tx.send(QueueCmd::Publish(msg)).await {
                         Ok(()) => return self.confirmed(mode, rid, false).await,
                         Err(async_channel::SendError(QueueCmd::Publish(m))) => {

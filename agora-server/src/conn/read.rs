@@ -279,7 +279,11 @@ impl Conn<'_> {
                     }
                 }
                 Ok(Some(f)) => self.handle(f).await?,
-                Ok(None) => return Ok(Decoded::More),
+                Ok(None) => {
+                    // Confirms waiting for the log are sent before reading on.
+                    self.settle_stored().await?;
+                    return Ok(Decoded::More);
+                }
                 Err(e) => {
                     log::debug!("client {}: {e}", self.peer);
                     self.error(e.request_id(), e.code(), &e.to_string()).await?;

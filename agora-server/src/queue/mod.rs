@@ -31,16 +31,24 @@ use crate::config::QueueSettings;
 use crate::deliveries::DeliveryTx;
 use crate::message::Message;
 use crate::shipper::Outbox;
+use crate::store::{Append, Outcome, Record, Stored, WriterHandle};
 pub(crate) use shared::{QueueShared, Refused};
 pub(crate) use state::{
-    Acked, ConsumerSpec, Held, Place, QueueState, COMPACT_AFTER, EXPIRED, MAX_DELIVERIES,
-    SLOT_SHIFT,
+    Acked, ConsumerSpec, Held, MessageIds, Place, QueueState, COMPACT_AFTER, EXPIRED,
+    MAX_DELIVERIES, SLOT_SHIFT,
 };
 
 /// Commands a queue task takes.
 pub(crate) enum QueueCmd {
     /// A message whose room was reserved by [`QueueShared::reserve`].
     Publish(Message),
+    /// A confirmed publish to a durable queue: the sender hears once its record is
+    /// where `--fsync` says (or why it never will be), and only then is it confirmed.
+    PublishStored(Message, Sender<Outcome>),
+    /// A dead letter from another queue: enqueued here, and `ack` (that queue's record
+    /// of it leaving, if it is durable) appended after this queue's records of the
+    /// batch, so the log never holds the one without the copy before it.
+    DeadLetter { msg: Message, ack: Option<Record> },
     /// A run of them, from one connection's read, in order.
     PublishMany(Vec<Message>),
     /// A new consumer.
@@ -94,6 +102,17 @@ pub(crate) type DlqResolver = Arc<
         + Sync,
 >;
 
+/// What a queue of a broker with a data directory is given.
+pub(crate) struct QueueStore {
+    /// The log's writer: for the queue's journal, and for the records dead letters
+    /// bring from other queues.
+    pub writer: WriterHandle,
+    /// Its number in the log and the id source, when the queue is durable.
+    pub journal: Option<(u32, MessageIds)>,
+    /// Its messages read back from the log at start.
+    pub restore: Vec<Stored>,
+}
+
 /// Creates a queue and spawns its task on `rt`.
 pub(crate) fn spawn(
     dest: Destination,
@@ -102,16 +121,43 @@ pub(crate) fn spawn(
     dlq: DlqResolver,
     channel: usize,
     rt: &agora_rt::Handle,
+    store: Option<QueueStore>,
 ) -> Arc<QueueShared> {
     let (shared, rx) = QueueShared::new(dest, settings, budget, channel);
+    let mut state = QueueState::new(shared.settings.clone());
+    let writer = store.map(|s| {
+        if let Some((number, ids)) = s.journal {
+            state.journal_as(number, ids);
+            shared.durable.store(true, SeqCst);
+        }
+        if !s.restore.is_empty() {
+            let bytes = s.restore.iter().map(stored_size).sum();
+            shared.restored(s.restore.len(), bytes);
+            state.restore(s.restore, Instant::now());
+        }
+        s.writer
+    });
     let task = Queue {
-        state: QueueState::new(shared.settings.clone()),
+        state,
         shared: shared.clone(),
         dlq: None,
         resolver: dlq,
+        writer,
+        waiters: Vec::new(),
+        forwarded: Vec::new(),
     };
     rt.spawn(task.run(rx)).detach();
     shared
+}
+
+/// What a message read back from the log counts against its queue's limits.
+fn stored_size(m: &Stored) -> usize {
+    Message {
+        received: Instant::now(),
+        headers: m.headers.clone(),
+        payload: m.payload.clone(),
+    }
+    .size()
 }
 
 /// The task around a queue's state.
@@ -122,6 +168,12 @@ struct Queue {
     dlq: Option<Arc<QueueShared>>,
     /// Finds (or creates) the dead-letter queue by name.
     resolver: DlqResolver,
+    /// The log's writer, when the broker has a data directory.
+    writer: Option<WriterHandle>,
+    /// Confirms of this batch's stored publishes, told once its records are stored.
+    waiters: Vec<Sender<Outcome>>,
+    /// Other queues' records that dead letters brought, appended after this queue's.
+    forwarded: Vec<Record>,
 }
 
 /// What woke a queue's task.
@@ -195,6 +247,9 @@ impl Queue {
             }
             self.after_batch().await;
         }
+        // What the last batch changed (a deletion, say) goes to the log before the task
+        // ends.
+        self.store().await;
         // Retired (only when idle), deleted, or the broker is gone. Commands sent after
         // the last one taken (an ACK from a consumer that just got its CANCEL) would wait
         // in the channel for as long as a sender lives, and with them the replies their
@@ -218,6 +273,21 @@ impl Queue {
         }
         self.give_back_released();
         self.publish_figures();
+        self.store().await;
+    }
+
+    /// Hands the batch's records to the log's writer, with the confirms that wait for
+    /// them. (It waits only while the writer's queue is full.)
+    async fn store(&mut self) {
+        let Some(writer) = &self.writer else { return };
+        let mut records = self.state.take_journal();
+        records.append(&mut self.forwarded);
+        if records.is_empty() && self.waiters.is_empty() {
+            return;
+        }
+        let done = std::mem::take(&mut self.waiters);
+        // A failed writer has told every waiter why, and logged it.
+        let _ = writer.append(Append { records, done }).await;
     }
 
     /// Returns what left the queue to its limits and the memory budget.
@@ -243,6 +313,18 @@ impl Queue {
     fn handle(&mut self, cmd: QueueCmd) -> bool {
         match cmd {
             QueueCmd::Publish(msg) => self.state.enqueue([msg], Instant::now()),
+            QueueCmd::PublishStored(msg, done) => {
+                self.state.enqueue([msg], Instant::now());
+                if self.state.journaled() && self.writer.is_some() {
+                    self.waiters.push(done);
+                } else {
+                    let _ = done.try_send(Ok(()));
+                }
+            }
+            QueueCmd::DeadLetter { msg, ack } => {
+                self.state.enqueue([msg], Instant::now());
+                self.forwarded.extend(ack);
+            }
             QueueCmd::PublishMany(msgs) => self.state.enqueue(msgs, Instant::now()),
             QueueCmd::Subscribe(c) => self.state.subscribe(c),
             QueueCmd::Unsubscribe { cid } => {
@@ -334,9 +416,10 @@ impl Queue {
                 .headers
                 .insert(DEAD_LETTER_DELIVERIES, &h.count.to_string());
             let size = msg.size();
+            let ack = self.state.moved(h.id);
             match dlq.reserve(size) {
                 Ok(()) => {
-                    if dlq.tx.send(QueueCmd::Publish(msg)).await.is_ok() {
+                    if dlq.tx.send(QueueCmd::DeadLetter { msg, ack }).await.is_ok() {
                         self.state.dead_lettered(h);
                         self.shared.deadlettered.fetch_add(1, Relaxed);
                         log::trace!("{from}: dead-lettered a message ({reason})");
@@ -392,6 +475,7 @@ mod tests {
             ttl: None,
             ack_timeout: None,
             dead_letter: None,
+            durable: true,
         };
         let dest = Destination {
             kind: Kind::Queue,
@@ -442,6 +526,9 @@ mod tests {
             shared: shared.clone(),
             dlq: None,
             resolver: Arc::new(|_| Box::pin(async { None })),
+            writer: None,
+            waiters: Vec::new(),
+            forwarded: Vec::new(),
         };
         futures_lite::future::block_on(task.run(rx));
         assert_eq!(deleted_rx.try_recv(), Ok(0));

@@ -40,6 +40,9 @@ pub(crate) struct QueueShared {
     pub closed: AtomicBool,
     /// The mutator chain publishers run before reserving room, and its drop count.
     pub chain: crate::mutators::ChainSlot,
+    /// Kept in the log: a confirmed publish is answered once its record is stored
+    /// (`QueueCmd::PublishStored`). Set before the queue is handed out.
+    pub durable: AtomicBool,
 }
 
 /// Why a publish was not reserved.
@@ -86,6 +89,15 @@ impl QueueShared {
         taken
     }
 
+    /// Counts messages read back from the log at start, whatever the queue's limits
+    /// and the memory budget say: nothing stored is dropped. Past a limit, publishes
+    /// are refused until consumers make room.
+    pub fn restored(&self, n: usize, bytes: usize) {
+        self.held.fetch_add(n, SeqCst);
+        self.held_bytes.fetch_add(bytes, SeqCst);
+        self.budget.take(bytes + n * self.per_message);
+    }
+
     /// Gives back what [`reserve`](QueueShared::reserve) took for messages that never
     /// entered the queue (its channel was closed).
     pub fn unreserve(&self, size: usize) {
@@ -124,6 +136,7 @@ impl QueueShared {
             deadlettered: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             chain: Default::default(),
+            durable: AtomicBool::new(false),
         });
         (shared, rx)
     }

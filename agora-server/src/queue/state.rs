@@ -464,6 +464,7 @@ mod compact;
 mod dead;
 mod journal;
 pub(crate) use compact::COMPACT_AFTER;
+pub(crate) use journal::MessageIds;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -38,6 +38,7 @@ fn settings() -> QueueSettings {
         ttl: None,
         ack_timeout: None,
         dead_letter: None,
+        durable: true,
     }
 }
 
@@ -371,7 +372,7 @@ fn a_durable_queue_journals_each_change_and_a_memory_one_nothing() {
     assert!(plain.take_journal().is_empty());
 
     let mut q = QueueState::new(settings());
-    q.journal_as(7, 100);
+    q.journal_as(7, MessageIds::starting_at(100));
     let a = consumer(&mut q, 1, 2, false);
     q.enqueue([msg("a", t0), msg("b", t0), msg("c", t0)], t0);
     q.dispatch(t0, push);
@@ -415,7 +416,7 @@ fn messages_read_back_from_the_log_wait_with_their_counts_and_ids_continue() {
     use crate::store::{Record, Stored};
     let t0 = Instant::now();
     let mut q = QueueState::new(settings());
-    q.journal_as(3, 1);
+    q.journal_as(3, MessageIds::starting_at(1));
     let stored = |id, count| Stored {
         id,
         count,

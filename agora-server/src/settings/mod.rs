@@ -80,6 +80,9 @@ pub enum Kind {
     List,
 }
 
+/// The binary's data directory when none is given: under the working directory.
+pub const DATA_DIR: &str = "agora-data";
+
 /// What the table sets: the library's [`Config`], and what only the `agora` binary
 /// uses (threads, profiling, logging, the config file's name).
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +99,17 @@ pub struct Settings {
     pub log_config: Option<PathBuf>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// Where durable queues are kept (`--data-dir`), unless `memory_only`.
+    pub data_dir: PathBuf,
+    /// Keep every queue in memory only and write nothing (`--memory-only`).
+    pub memory_only: bool,
+}
+
+impl Settings {
+    /// The data directory the broker uses: `None` with `--memory-only`.
+    pub fn storage(&self) -> Option<PathBuf> {
+        (!self.memory_only).then(|| self.data_dir.clone())
+    }
 }
 
 impl Default for Settings {
@@ -107,6 +121,8 @@ impl Default for Settings {
             profile_path: PathBuf::from("agora.pprof"),
             log_config: None,
             config_file: None,
+            data_dir: PathBuf::from(DATA_DIR),
+            memory_only: false,
         }
     }
 }
@@ -455,6 +471,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn duration(v: &OsStr) -> Result<Duration, String> {
     parse_duration(text(v)?)
+}
+
+impl std::str::FromStr for crate::config::Fsync {
+    type Err = String;
+
+    /// `always`, `never`, or `every=<duration>` (`every=200ms`, `every=1s`).
+    fn from_str(s: &str) -> Result<crate::config::Fsync, String> {
+        use crate::config::Fsync;
+        match s.trim() {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            t => match t.strip_prefix("every=") {
+                Some(d) => parse_duration(d).map(Fsync::Every),
+                None => Err(format!(
+                    "'{t}' is not an fsync policy: always, never or every=<duration> (every=200ms)"
+                )),
+            },
+        }
+    }
 }
 
 /// One of a setting's `choices`, in the words of clap's refusal.

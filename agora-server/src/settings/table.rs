@@ -79,6 +79,50 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "data_dir",
+        flag: "data-dir",
+        env: "AGORA_DATA_DIR",
+        value_name: Some("DIR"),
+        kind: Kind::Path,
+        default: Some("agora-data"),
+        default_note: "`agora-data` under the working directory",
+        valid: "a directory path; created when missing; one broker at a time (locked)",
+        doc: "Directory where durable queues are kept (created when missing; locked, so a second broker on it refuses to start)",
+        apply: |s, v| {
+            s.data_dir = path(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "memory_only",
+        flag: "memory-only",
+        env: "AGORA_MEMORY_ONLY",
+        kind: Kind::Switch,
+        default_note: "off",
+        valid: "a flag; the variable and the file take `true` or `false`",
+        doc: "Keep every queue in memory only and write nothing to disk (a restart loses every queued message)",
+        apply: |s, v| {
+            s.memory_only = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "fsync",
+        flag: "fsync",
+        env: "AGORA_FSYNC",
+        value_name: Some("POLICY"),
+        default: Some("always"),
+        valid: "`always`, `never` or `every=<duration>` (e.g. `every=200ms`)",
+        doc: "When the log is synced to disk: always (a confirm means on disk), every=<duration>, or never (see the book's Durability chapter)",
+        apply: |s, v| {
+            s.config.fsync = text(v)?.parse()?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "max_payload",
         flag: "max-payload",
         env: "AGORA_MAX_PAYLOAD",

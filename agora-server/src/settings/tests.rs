@@ -71,6 +71,9 @@ fn each_setting_changes_the_settings() {
     let samples: HashMap<&str, &str> = [
         ("port", "4222"),
         ("bind", "::1"),
+        ("data_dir", "/var/lib/agora"),
+        ("memory_only", "true"),
+        ("fsync", "every=200ms"),
         ("max_payload", "77"),
         ("max_connections", "3"),
         ("queue_max_messages", "3"),

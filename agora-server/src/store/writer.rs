@@ -15,55 +15,14 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 
 use super::log::Log;
 use super::record::Record;
 use super::storage::Storage;
-
-/// When appended records are synced, and so when their senders hear they are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    /// After every group, before anyone hears of it: a confirm means on disk.
-    Always,
-    /// Written at once, synced at most this long after (and when idle): a confirm means
-    /// written to the operating system; a machine that stops loses up to this much.
-    Every(Duration),
-    /// Written at once, synced only when a segment is full: a confirm means written to
-    /// the operating system.
-    Never,
-}
-
-impl std::str::FromStr for Fsync {
-    type Err = String;
-
-    /// `always`, `never`, or `every=<duration>` (`every=200ms`, `every=1s`).
-    fn from_str(s: &str) -> Result<Fsync, String> {
-        match s.trim() {
-            "always" => Ok(Fsync::Always),
-            "never" => Ok(Fsync::Never),
-            t => match t.strip_prefix("every=") {
-                Some(d) => crate::settings::parse_duration(d).map(Fsync::Every),
-                None => Err(format!(
-                    "'{t}' is not an fsync policy: always, never or every=<duration> (every=200ms)"
-                )),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for Fsync {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Fsync::Always => f.write_str("always"),
-            Fsync::Never => f.write_str("never"),
-            Fsync::Every(d) if d.subsec_millis() == 0 => write!(f, "every={}s", d.as_secs()),
-            Fsync::Every(d) => write!(f, "every={}ms", d.as_millis()),
-        }
-    }
-}
+pub use crate::config::Fsync;
 
 /// What an append's sender hears: `Ok` once its records are where the policy says.
 pub type Stored = Result<(), Arc<str>>;

@@ -309,6 +309,7 @@ impl Drop for Agora {
 
 pub fn spawn_agora(args: &[&str]) -> (Agora, u16, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
         .args(["--port", "0"])
         .args(args)
         .stdout(Stdio::piped())

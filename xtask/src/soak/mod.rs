@@ -98,6 +98,7 @@ pub(crate) fn run(seconds: u64) -> Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     let mut child = Command::new(root.join("target/release/agora"))
         .args([
+            "--memory-only",
             "--port",
             "0",
             "--memory-budget",

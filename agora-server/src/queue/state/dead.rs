@@ -52,9 +52,10 @@ impl<P> QueueState<P> {
     }
 
     /// A message from [`take_dead`](QueueState::take_dead) is in the dead-letter queue:
-    /// it leaves this one.
+    /// it leaves this one. Its `Ack` is not journaled here: it goes with the
+    /// dead-letter queue's `Enqueue` of the copy ([`moved`](QueueState::moved)), so the
+    /// log never has the one without the other before it.
     pub fn dead_lettered(&mut self, h: Held) {
-        self.journal_ack(h.id);
         self.release(1, h.msg.size());
     }
 

@@ -28,7 +28,9 @@ impl World {
     pub(super) fn make_durable(&mut self, q: usize) {
         let name = self.queues[q].shared.dest.name.to_string();
         let n = self.log.declare(&name);
-        self.queues[q].state.journal_as(n, 1);
+        self.queues[q]
+            .state
+            .journal_as(n, crate::queue::MessageIds::starting_at(1));
     }
 
     /// Hands every queue's new records to the log, and writes them.
@@ -37,6 +39,9 @@ impl World {
             for r in sq.state.take_journal() {
                 self.log.append(&r);
             }
+        }
+        for r in std::mem::take(&mut self.moved) {
+            self.log.append(&r);
         }
         self.log.write().map_err(|e| format!("the log: {e}"))
     }

@@ -119,6 +119,9 @@ pub(crate) struct World {
     /// Every queue's journal goes to this log (`durable.rs`), on this disk.
     log: crate::store::Log<crate::store::SimDisk>,
     disk: crate::store::SimDisk,
+    /// Dead letters' `Ack`s, appended after the queues' own records (as a dead-letter
+    /// queue's task appends them after its `Enqueue` of the copy).
+    moved: Vec<crate::store::Record>,
 }
 
 type Check = Result<(), String>;
@@ -153,6 +156,7 @@ impl World {
             read_budget: reads::budget(),
             log: durable::open_log(&disk),
             disk,
+            moved: Vec::new(),
         };
         for q in 0..WORK_QUEUES {
             let work = w.queues.len();
@@ -186,6 +190,7 @@ impl World {
             ttl: dlq.map(|_| Duration::from_secs(20)),
             ack_timeout: dlq.map(|_| Duration::from_secs(5)),
             dead_letter: None,
+            durable: true,
         };
         let (shared, rx) = QueueShared::new(
             dest(Kind::Queue, name),

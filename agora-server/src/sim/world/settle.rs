@@ -57,6 +57,7 @@ impl World {
         match self.queues[d].shared.reserve(copy.size()) {
             Ok(()) => {
                 self.queues[d].state.enqueue([copy], self.now);
+                self.moved.extend(self.queues[q].state.moved(h.id));
                 self.queues[q].state.dead_lettered(h);
                 self.report.dead_lettered += 1;
             }

@@ -143,9 +143,19 @@ impl<S: Storage> Log<S> {
         }
         let mut numbers = BTreeMap::new();
         let mut next_number = 1;
+        // A name declared under two numbers: the queue was deleted and made again, and
+        // the machine stopped before the old one's `Delete` was stored (it comes after
+        // the new `Declare` when the old queue's task is slower than the registry). The
+        // newer number is the queue; the deletion of the older is finished here.
+        let mut unfinished_deletes = Vec::new();
         for (n, q) in queues {
-            numbers.insert(q.name.clone(), n);
             next_number = next_number.max(n + 1);
+            if q.deleted {
+                continue;
+            }
+            if let Some(older) = numbers.insert(q.name.clone(), n) {
+                unfinished_deletes.push(older);
+            }
             rec.queues.insert(q.name, q.msgs.into_values().collect());
         }
         let mut log = Log {
@@ -164,6 +174,9 @@ impl<S: Storage> Log<S> {
         if log.segments.is_empty() {
             log.start_segment()?;
         }
+        for queue in unfinished_deletes {
+            log.push(&Record::Delete { queue });
+        }
         Ok((log, rec))
     }
 }
@@ -173,6 +186,10 @@ impl<S: Storage> Log<S> {
 struct Replay {
     name: String,
     msgs: BTreeMap<u64, Stored>,
+    /// Deleted: later `Deliver`s and `Ack`s of its messages (a dead-letter queue's
+    /// record of a message moved out of it, appended after the deletion) change
+    /// nothing; anything else naming it is damage.
+    deleted: bool,
 }
 
 /// Whether a whole, valid record starts anywhere in `rest` after its first byte: then
@@ -192,7 +209,8 @@ fn replay(
     rec: &mut Recovered,
     r: Record,
 ) -> Result<(), String> {
-    let undeclared = |q: u32| format!("a record for queue number {q}, never declared");
+    let undeclared =
+        |q: u32| format!("a record for queue number {q}, never declared (or deleted before)");
     match r {
         Record::Declare { queue, name } => {
             let q = queues.entry(queue).or_default();
@@ -211,7 +229,10 @@ fn replay(
             headers,
             payload,
         } => {
-            let q = queues.get_mut(&queue).ok_or_else(|| undeclared(queue))?;
+            let q = queues
+                .get_mut(&queue)
+                .filter(|q| !q.deleted)
+                .ok_or_else(|| undeclared(queue))?;
             rec.next_id = rec.next_id.max(id + 1);
             let count = q.msgs.get(&id).map_or(count, |m| m.count.max(count));
             q.msgs.insert(
@@ -235,11 +256,19 @@ fn replay(
             q.msgs.remove(&id);
         }
         Record::Purge { queue } => {
-            let q = queues.get_mut(&queue).ok_or_else(|| undeclared(queue))?;
+            let q = queues
+                .get_mut(&queue)
+                .filter(|q| !q.deleted)
+                .ok_or_else(|| undeclared(queue))?;
             q.msgs.clear();
         }
         Record::Delete { queue } => {
-            queues.remove(&queue).ok_or_else(|| undeclared(queue))?;
+            let q = queues
+                .get_mut(&queue)
+                .filter(|q| !q.deleted)
+                .ok_or_else(|| undeclared(queue))?;
+            q.msgs.clear();
+            q.deleted = true;
         }
     }
     Ok(())

@@ -1,0 +1,265 @@
+//! Durable queues over real sockets and a real data directory: what was confirmed
+//! comes back after a restart and after `kill -9`; what was acknowledged does not; the
+//! directory is one broker's at a time.
+
+mod common;
+
+use std::io::BufReader;
+use std::process::{Command, Stdio};
+
+use agora_protocol::ServerFrame;
+use agora_server::{Config, QueueSettings, Server};
+use common::*;
+
+/// A broker configuration keeping durable queues in `dir`.
+fn durable(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: Some(dir.to_owned()),
+        ..Config::ephemeral()
+    }
+}
+
+/// Publishes `bodies` to `dest` with confirms on, and waits for every `PUBACK`.
+fn publish_confirmed(c: &mut Raw, dest: &str, bodies: &[String]) {
+    c.send(b"SETACK #1 on\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    let mut batch = Vec::new();
+    for (i, b) in bodies.iter().enumerate() {
+        let rid = 100 + i;
+        batch.extend_from_slice(format!("PUB #{rid} {dest} {}\r\n{b}\r\n", b.len()).as_bytes());
+    }
+    c.send(&batch);
+    for i in 0..bodies.len() {
+        let rid = (100 + i) as u64;
+        match c.next() {
+            ServerFrame::PubAck { rid: r, filtered } => {
+                assert_eq!((r, filtered), (Some(rid), false), "PUBACKs in order");
+            }
+            f => panic!("expected PUBACK #{rid}, got {f:?}"),
+        }
+    }
+}
+
+/// Subscribes with manual acks and reads `n` deliveries: (body, delivery).
+fn take(c: &mut Raw, dest: &str, n: usize) -> Vec<(String, agora_protocol::Delivery)> {
+    c.send(format!("SUB #2 {dest} 1 prefetch=1000\r\n").as_bytes());
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(2) });
+    (0..n)
+        .map(|_| match c.next() {
+            ServerFrame::Msg(m) => (String::from_utf8_lossy(&m.payload).into_owned(), m),
+            f => panic!("expected MSG, got {f:?}"),
+        })
+        .collect()
+}
+
+fn bodies(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("m{i}")).collect()
+}
+
+/// The core promise: confirmed messages come back after a restart, in order; acked ones
+/// do not; one that was out at a consumer comes back counted as delivered once.
+#[test]
+fn confirmed_messages_come_back_after_a_restart_and_acked_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = bodies(50);
+    {
+        let s = start_with(durable(dir.path()));
+        let mut p = s.connect();
+        publish_confirmed(&mut p, "queue:jobs", &all);
+        let mut c = s.connect();
+        let got = take(&mut c, "queue:jobs", 50);
+        // The first ten are acknowledged; the eleventh is out, unacknowledged, when
+        // the broker stops; the rest are held by the consumer too (prefetch).
+        for (_, m) in &got[..10] {
+            c.send(format!("ACK {}\r\n", m.did).as_bytes());
+        }
+        assert!(c.sync(3).is_empty(), "no answer to the ACKs");
+        let st = p.stats();
+        assert_eq!(dest_stats(&st, "queue", "jobs").unwrap()["unacked"], 40);
+    } // graceful stop
+    let s = start_with(durable(dir.path()));
+    let mut p = s.connect();
+    let st = p.stats();
+    assert_eq!(
+        dest_stats(&st, "queue", "jobs").expect("made at start")["depth"],
+        40,
+        "{st}"
+    );
+    let mut c = s.connect();
+    let got = take(&mut c, "queue:jobs", 40);
+    let names: Vec<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
+    let want: Vec<&str> = all[10..].iter().map(String::as_str).collect();
+    assert_eq!(names, want, "the unacknowledged ones, in publish order");
+    assert!(
+        got.iter().all(|(_, m)| m.count == 2),
+        "each was out once before the restart"
+    );
+    assert!(c.sync(4).is_empty(), "nothing more");
+}
+
+/// `kill -9` of the real binary: every message confirmed before the kill is there
+/// after a restart on the same directory (the lock the dead process held does not
+/// stop it).
+#[test]
+fn confirmed_messages_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .env_remove("AGORA_MEMORY_ONLY")
+            .args(["--port", "0", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start agora");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let tcp = agora_protocol::startup::read_listener(&mut out, "tcp").expect("start-up line");
+        (Agora::from(child), tcp)
+    };
+    let all = bodies(200);
+    let (mut agora, addr) = run();
+    let mut p = Raw::connect(addr);
+    publish_confirmed(&mut p, "queue:orders", &all[..100]);
+    publish_confirmed(&mut p, "queue:orders", &all[100..]);
+    let killed = Command::new("kill")
+        .args(["-KILL", &agora.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_exit(&mut agora);
+    let (_agora, addr) = run();
+    let mut c = Raw::connect(addr);
+    let got = take(&mut c, "queue:orders", 200);
+    let names: Vec<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
+    let want: Vec<&str> = all.iter().map(String::as_str).collect();
+    assert_eq!(names, want);
+}
+
+/// A second broker on a directory in use is refused, saying so; the first keeps it.
+#[test]
+fn a_second_broker_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start_with(durable(dir.path()));
+    let second = smol::block_on(Server::bind(durable(dir.path())));
+    let e = second.err().expect("refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    assert!(
+        e.to_string().contains(&dir.path().display().to_string()),
+        "names the directory: {e}"
+    );
+    // The binary exits non-zero with the reason on stderr.
+    let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env_remove("AGORA_MEMORY_ONLY")
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+}
+
+/// A directory that cannot be made is refused at start.
+#[test]
+fn an_unusable_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let e = smol::block_on(Server::bind(durable(&file.join("data"))))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("not-a-dir"), "{e}");
+}
+
+/// Deleted queues stay deleted; dead letters stay in the dead-letter queue; a queue
+/// configured `durable = false` keeps nothing.
+#[test]
+fn deletes_dead_letters_and_memory_only_queues_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut c = durable(dir.path());
+        c.queues.insert(
+            "scratch".to_owned(),
+            QueueSettings {
+                durable: false,
+                ..c.queue_settings("scratch")
+            },
+        );
+        c.queues.insert(
+            "poison".to_owned(),
+            QueueSettings {
+                max_deliveries: 1,
+                ..c.queue_settings("poison")
+            },
+        );
+        c
+    };
+    {
+        let s = start_with(config());
+        let mut p = s.connect();
+        publish_confirmed(&mut p, "queue:gone", &bodies(3));
+        publish_confirmed(&mut p, "queue:scratch", &bodies(3));
+        publish_confirmed(&mut p, "queue:poison", &bodies(1));
+        p.send(b"DELETE #5 queue:gone\r\n");
+        assert_eq!(p.next(), ServerFrame::Ok { rid: Some(5) });
+        // The poison message is delivered once, given back, and dead-lettered.
+        let mut c = s.connect();
+        let got = take(&mut c, "queue:poison", 1);
+        c.send(format!("NACK #6 {}\r\n", got[0].1.did).as_bytes());
+        assert_eq!(c.next(), ServerFrame::Ok { rid: Some(6) });
+        wait_until("the message is dead-lettered", || {
+            let st = p.stats();
+            dest_stats(&st, "queue", "poison.dlq").is_some_and(|d| d["depth"] == 1)
+        });
+    }
+    let s = start_with(config());
+    let mut p = s.connect();
+    let st = p.stats();
+    assert!(dest_stats(&st, "queue", "gone").is_none(), "{st}");
+    assert!(dest_stats(&st, "queue", "scratch").is_none(), "{st}");
+    assert!(dest_stats(&st, "queue", "poison").is_none(), "{st}");
+    assert_eq!(dest_stats(&st, "queue", "poison.dlq").unwrap()["depth"], 1);
+    let mut c = s.connect();
+    let got = take(&mut c, "queue:poison.dlq", 1);
+    assert_eq!(got[0].0, "m0");
+    assert_eq!(
+        got[0].1.headers.get("agora-dead-letter-from"),
+        Some("queue:poison")
+    );
+    // A queue made again after its deletion starts empty, and is durable.
+    publish_confirmed(&mut p, "queue:gone", &bodies(1));
+    drop(s);
+    let s = start_with(config());
+    let st = s.connect().stats();
+    assert_eq!(dest_stats(&st, "queue", "gone").unwrap()["depth"], 1);
+}
+
+/// Without confirms, publishes to a durable queue are stored too (with the next
+/// batch), and a graceful stop stores everything.
+#[test]
+fn unconfirmed_publishes_are_stored_by_a_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = start_with(durable(dir.path()));
+        let mut p = s.connect();
+        for b in bodies(500) {
+            publish(&mut p, "queue:fire", b.as_bytes());
+        }
+        assert!(p.sync(9).is_empty());
+    }
+    let s = start_with(durable(dir.path()));
+    let st = s.connect().stats();
+    assert_eq!(dest_stats(&st, "queue", "fire").unwrap()["depth"], 500);
+}
+
+/// Memory-only (no data directory): a restart keeps nothing.
+#[test]
+fn without_a_data_directory_nothing_is_kept() {
+    let s = start();
+    let mut p = s.connect();
+    publish_confirmed(&mut p, "queue:mem", &bodies(5));
+    drop(s);
+    let s = start();
+    let st = s.connect().stats();
+    assert!(dest_stats(&st, "queue", "mem").is_none());
+}
