@@ -42,11 +42,27 @@ impl Server {
         let (mut cmd, port) = match system {
             System::Agora | System::AgoraLean => {
                 let mut cmd = Command::new(&bins.agora);
+                // In memory, as the peers' core servers are, unless the extra arguments
+                // name a data directory (`{fresh-dir}`: an empty one beside the log,
+                // made anew for each broker).
+                let durable = extra.iter().any(|a| a == "--data-dir");
+                if !durable {
+                    cmd.arg("--memory-only");
+                }
+                let fresh = log_dir.join(format!("{log_name}.data"));
+                let extra: Vec<String> = extra
+                    .iter()
+                    .map(|a| match a.as_str() {
+                        "{fresh-dir}" => {
+                            let _ = fs::remove_dir_all(&fresh);
+                            fresh.display().to_string()
+                        }
+                        _ => a.clone(),
+                    })
+                    .collect();
                 // Room for the `publish` (queue) scenario, which fills a queue nobody
-                // reads; in memory, as the peers' core servers are (the durable
-                // scenarios say otherwise); every other setting is the default.
+                // reads; every other setting is the default.
                 cmd.args([
-                    "--memory-only",
                     "--port",
                     "0",
                     "--queue-max-messages",
@@ -54,7 +70,7 @@ impl Server {
                     "--queue-max-bytes",
                     "536870912",
                 ]);
-                cmd.args(extra);
+                cmd.args(&extra);
                 (cmd, None)
             }
             System::Raw => {

@@ -19,6 +19,8 @@ enum Step {
     Test,
     /// The deterministic simulation, 10 seeds of 20,000 operations (release build).
     Sim,
+    /// The crash test, 10 kills of the release broker (`cargo xtask crash`).
+    Crash,
     Statsd,
     Book,
     /// `bench --quick` with Agora alone, built without the peer drivers: a smoke test
@@ -36,6 +38,7 @@ const STEPS: &[Step] = &[
     Step::Cycles,
     Step::Test,
     Step::Sim,
+    Step::Crash,
     Step::Statsd,
     Step::Book,
     Step::BenchQuick,
@@ -50,6 +53,7 @@ impl Step {
             Step::Cycles => "cycles",
             Step::Test => "test",
             Step::Sim => "sim",
+            Step::Crash => "crash",
             Step::Statsd => "statsd",
             Step::Book => "book",
             Step::BenchQuick => "bench --quick",
@@ -80,6 +84,7 @@ impl Step {
             }
             Step::Cycles => crate::cycles::run(),
             Step::Sim => crate::sim(&["--seeds", "10", "--ops", "20000"].map(String::from)),
+            Step::Crash => crate::crash(&["--kills", "10"].map(String::from)),
             Step::Statsd => crate::statsd::run(),
             Step::Book => book::run(),
             Step::BenchQuick => crate::bench::run(&crate::bench::Options {

@@ -41,6 +41,11 @@ Commands:
   sim [--seconds N | --seeds K] [--seed S] [--ops N]
                        the deterministic simulation (release build): one seed replayed
                        exactly, K seeds from S, or seeds from S for N seconds
+  crash [--kills N] [--seed S]
+                       the release broker on a data directory killed with SIGKILL N times
+                       (default 200) under publishers with confirms and an acknowledging
+                       consumer: fails if a confirmed, unacknowledged message is missing
+                       after a restart, or one comes back twice
   soak [--minutes N | --seconds N]
                        the release broker under hostile clients beside a normal pair for
                        N minutes (default 1): fails if its RSS passes the bound or a
@@ -58,6 +63,7 @@ enum Task {
     Bench(bench::Options),
     Cycles,
     Sim(Vec<String>),
+    Crash(Vec<String>),
     Soak { seconds: u64 },
     Help,
 }
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
         Task::Bench(opts) => bench::run(&opts),
         Task::Cycles => cycles::run(),
         Task::Sim(args) => sim(&args),
+        Task::Crash(args) => crash(&args),
         Task::Soak { seconds } => soak::run(seconds),
         Task::Help => {
             print!("{USAGE}");
@@ -114,6 +121,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         "cycles" => Task::Cycles,
         // The example checks its own arguments.
         "sim" => return Ok(Task::Sim(rest.to_vec())),
+        "crash" => return Ok(Task::Crash(rest.to_vec())),
         "soak" => return soak::parse(rest).map(|seconds| Task::Soak { seconds }),
         "help" | "--help" | "-h" => Task::Help,
         other => return Err(format!("unknown command `{other}`")),
@@ -154,6 +162,28 @@ pub(crate) fn sim(args: &[String]) -> process::Result<()> {
         "sim",
         "--",
     ]);
+    process::run(cmd.args(args))
+}
+
+/// Builds the release broker and runs the crash test's example with `args`.
+pub(crate) fn crash(args: &[String]) -> process::Result<()> {
+    let root = project_root();
+    process::run(process::cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "agora-server",
+        "--bin",
+        "agora",
+        "--example",
+        "crash",
+    ]))?;
+    // Where cargo put it: CARGO_TARGET_DIR when set, else the workspace's target/.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let mut cmd = std::process::Command::new(target.join("release/examples/crash"));
     process::run(cmd.args(args))
 }
 

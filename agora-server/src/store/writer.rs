@@ -111,7 +111,7 @@ pub fn spawn<S: Storage + 'static>(
     let thread = {
         let h = handle.clone();
         std::thread::Builder::new()
-            .name("agora-log".into())
+            .name("agora-store".into())
             .spawn(move || run(log, fsync, rx, h))?
     };
     Ok((handle, thread))
@@ -161,7 +161,9 @@ fn run<S: Storage>(mut log: Log<S>, fsync: Fsync, rx: Receiver<Append>, h: Write
             sync_by = None;
             r
         } else {
-            log.write()
+            // Space comes back after writes too: an acknowledgement not yet synced that
+            // lets a segment go can only lose a message its consumer acknowledged.
+            log.write().and_then(|()| log.reclaim())
         };
         if !group.is_empty() {
             st.groups.fetch_add(1, Relaxed);

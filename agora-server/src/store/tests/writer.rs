@@ -143,3 +143,33 @@ fn fsync_policies_read_and_print_as_the_flag_takes_them() {
         .unwrap_err()
         .contains("always, never or every=<duration>"));
 }
+
+/// With `never` (and between `every` syncs) the writer gives space back after its
+/// writes: published and acknowledged messages do not pile up segments until a stop.
+#[test]
+fn without_syncs_space_still_comes_back() {
+    let disk = SimDisk::new();
+    let seg = 4096;
+    let (mut log, _) = open(&disk, seg).unwrap();
+    let q = log.declare("jobs");
+    log.sync().unwrap();
+    let (w, thread) = spawn_writer(log, Fsync::Never).unwrap();
+    // About 50 segments' worth, each message acknowledged in its own append.
+    for id in 1..2001 {
+        let (tx, rx) = async_channel::bounded(1);
+        let records = vec![enqueue(q, id, &[0; 60]), Record::Ack { queue: q, id }];
+        smol::block_on(w.append(Append {
+            records,
+            done: vec![tx],
+        }))
+        .unwrap();
+        assert_eq!(rx.recv_blocking().unwrap(), Ok(()));
+    }
+    let files = disk.used() as u64;
+    assert!(
+        files <= 4 * seg,
+        "{files} bytes on disk after 2,000 acknowledged"
+    );
+    w.close();
+    thread.join().unwrap();
+}
