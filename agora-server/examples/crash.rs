@@ -1,4 +1,4 @@
-//! `cargo xtask crash [--kills N] [--seed S]`: the release `agora` binary on a data
+//! `cargo xtask crash [--iterations N] [--seed S]`: the release `agora` binary on a data
 //! directory, killed with SIGKILL at random moments while two publishers with confirms
 //! and an acknowledging consumer run; after each restart, every message the broker
 //! confirmed, and whose acknowledgement it had not answered, must come back, once.
@@ -248,10 +248,16 @@ fn kill(child: &mut Child) {
 
 /// Reads both queues whole after a restart and checks them against the model; then
 /// acknowledges everything in `crash`, and in `crash.keep` once it holds more than
-/// `KEEP` (else its messages go back, each delivered once more, and stay owed). Returns
+/// `KEEP` or at the `last` check (else its messages go back, each delivered once more,
+/// and stay owed). Returns
 /// the messages read, and how many of them were not owed (acknowledged before the kill,
 /// or stored without their confirm arriving).
-fn verify(addr: SocketAddr, model: &mut Model, round: u32) -> Result<(u64, u64), String> {
+fn verify(
+    addr: SocketAddr,
+    model: &mut Model,
+    round: u32,
+    last: bool,
+) -> Result<(u64, u64), String> {
     let io = |e: std::io::Error| format!("round {round}: {e}");
     let mut admin = Conn::connect(addr).map_err(io)?;
     admin.send(b"STATS #1 prefix=crash\r\n").map_err(io)?;
@@ -263,7 +269,7 @@ fn verify(addr: SocketAddr, model: &mut Model, round: u32) -> Result<(u64, u64),
     let mut acked = BTreeSet::new();
     for (name, always) in [("crash", true), ("crash.keep", false)] {
         let depth = depth_of(&json, name);
-        let ack = always || depth > KEEP;
+        let ack = always || last || depth > KEEP;
         let mut c = Conn::connect(addr).map_err(io)?;
         c.send(format!("SUB #2 queue:{name} 1 prefetch=65536\r\n").as_bytes())
             .map_err(io)?;
@@ -367,12 +373,14 @@ fn main() -> ExitCode {
     while let Some(a) = args.next() {
         let v = args.next();
         match (a.as_str(), v) {
-            ("--kills", Some(v)) => kills = v.parse().unwrap_or(kills),
+            ("--iterations", Some(v)) => kills = v.parse().unwrap_or(kills),
             ("--seed", Some(v)) => seed = v.parse().unwrap_or(seed),
             ("--bin", Some(v)) => bin = v.into(),
             ("--dir", Some(v)) => dir = v.into(),
             _ => {
-                eprintln!("usage: crash [--kills N] [--seed S] [--bin AGORA] [--dir DATA_DIR]");
+                eprintln!(
+                    "usage: crash [--iterations N] [--seed S] [--bin AGORA] [--dir DATA_DIR]"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -400,7 +408,7 @@ fn run(kills: u32, seed: u64, bin: &PathBuf, dir: &PathBuf) -> Result<(), String
         let checked = {
             let mut m = model.lock().unwrap();
             m.published = ids.load(SeqCst);
-            verify(addr, &mut m, round)
+            verify(addr, &mut m, round, round == kills)
         };
         let (n, back) = match checked {
             Ok(r) => r,

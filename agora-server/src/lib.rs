@@ -101,6 +101,8 @@ pub(crate) struct Broker {
     pub read_budget: budget::ReadBudget,
     /// Keys the UDP sources' tokens (SipHash with keys random per broker process).
     pub udp_secret: std::collections::hash_map::RandomState,
+    /// The log's writer and what the start read back, with a data directory.
+    pub store: Option<(store::WriterHandle, stats::Recovery)>,
 }
 
 impl Broker {
@@ -140,6 +142,8 @@ struct Opened {
     _dir: store::DataDir,
     log: store::Log<store::Disk>,
     recovered: store::Recovered,
+    /// How long reading it back took.
+    took: Duration,
 }
 
 /// Locks the data directory and reads its log back; an error says which directory and
@@ -187,6 +191,7 @@ fn open_store(path: &std::path::Path) -> io::Result<Opened> {
         _dir: dir,
         log,
         recovered,
+        took: started.elapsed(),
     })
 }
 
@@ -240,7 +245,8 @@ impl Server {
 
     /// Serves clients until `shutdown` completes, then shuts down gracefully: stops
     /// accepting, sends every client `SHUTDOWN`, lets shippers flush, and returns when
-    /// all connections are closed or [`Config::shutdown_timeout`] has passed.
+    /// all connections are closed or [`Config::shutdown_timeout`] has passed (and the
+    /// log, with a data directory, is synced). An error when the log failed meanwhile.
     ///
     /// Every task the broker starts is spawned through `rt`. This future itself (the
     /// accept and UDP loops) runs wherever it is polled: spawn it on the same runtime
@@ -260,7 +266,12 @@ impl Server {
                 _dir: dir,
                 log,
                 recovered,
+                took,
             }) => {
+                let recovery = stats::Recovery {
+                    messages: recovered.queues.values().map(Vec::len).sum(),
+                    ms: took.as_secs_f64() * 1e3,
+                };
                 let (numbers, next_number) = log.numbers();
                 let numbers = numbers.clone();
                 let (writer, thread) = store::spawn_writer(log, self.config.fsync)?;
@@ -271,7 +282,7 @@ impl Server {
                     ids: queue::MessageIds::starting_at(recovered.next_id),
                     recovered: recovered.queues,
                 };
-                (Some(store), Some((writer, thread, dir)))
+                (Some(store), Some((writer, thread, dir, recovery)))
             }
             None => (None, None),
         };
@@ -288,6 +299,7 @@ impl Server {
             metrics: Arc::new(metrics::BrokerMetrics::default()),
             udp_secret: Default::default(),
             read_budget,
+            store: writer.as_ref().map(|(w, _, _, r)| (w.clone(), r.clone())),
         });
         // Closing `stop` tells every connection to wrap up; each connection holds a
         // clone of `alive`, so `done` closes when the last one has finished.
@@ -335,12 +347,19 @@ impl Server {
                 timeout
             );
         }
-        if let Some((writer, thread, dir)) = writer {
+        if let Some((writer, thread, dir, _)) = writer {
             // What the queues handed over is written and synced (whatever --fsync
             // says: a graceful stop loses nothing), then the directory is unlocked.
             writer.close();
             let _ = smol::unblock(move || thread.join()).await;
             drop(dir);
+            // A broker whose log failed stops with an error (the binary exits 1): what
+            // it confirmed before the failure is stored, nothing after it was confirmed.
+            if let Some(why) = writer.failure() {
+                return Err(io::Error::other(format!(
+                    "{why}; publishes to durable queues were refused since"
+                )));
+            }
         }
         Ok(())
     }

@@ -299,6 +299,26 @@ pub(crate) fn statsd_lines(
         broker.budget.used() as f64,
     ));
     out.push(Line::Gauge("broker.cpu.percent".into(), cpu_percent));
+    if let Some(st) = crate::stats::storage(broker) {
+        out.push(Line::Gauge(
+            "broker.storage.disk_bytes".into(),
+            st.disk_bytes as f64,
+        ));
+        out.push(Line::Gauge(
+            "broker.storage.segments".into(),
+            st.segments as f64,
+        ));
+        count(&mut out, "broker.storage.records".into(), st.records);
+        count(&mut out, "broker.storage.syncs".into(), st.syncs);
+        out.push(Line::Gauge(
+            "broker.storage.sync_max_us".into(),
+            st.sync_max_us,
+        ));
+        out.push(Line::Gauge(
+            "broker.storage.recovery_ms".into(),
+            st.recovery.ms,
+        ));
+    }
     prev.retain(&seen);
     out
 }

@@ -44,6 +44,70 @@ struct BrokerSection {
     statsd_errors: u64,
 }
 
+/// What the start read back from the log.
+#[derive(Serialize, Clone, Debug)]
+pub(crate) struct Recovery {
+    /// Messages read back.
+    pub messages: usize,
+    /// How long reading the log back took.
+    pub ms: f64,
+}
+
+/// The durable log's figures (`null` when the broker is memory-only).
+#[derive(Serialize)]
+pub(crate) struct Storage {
+    pub data_dir: String,
+    pub fsync: String,
+    /// Bytes of the log's segments on disk.
+    pub disk_bytes: u64,
+    pub segments: u64,
+    /// Records appended since the start.
+    pub records: u64,
+    /// Groups written (one write call each) and syncs done since the start.
+    pub groups: u64,
+    pub syncs: u64,
+    /// Mean and longest sync since the start, in microseconds.
+    pub sync_mean_us: f64,
+    pub sync_max_us: f64,
+    /// What the start read back.
+    pub recovery: Recovery,
+    /// Why the log stopped storing, if it did: publishes to durable queues are refused.
+    pub failed: Option<String>,
+}
+
+/// The log's figures, with the directory's segments counted on disk.
+pub(crate) fn storage(broker: &Broker) -> Option<Storage> {
+    let (writer, recovery) = broker.store.as_ref()?;
+    let dir = broker.config.data_dir.as_ref()?;
+    let (mut disk_bytes, mut segments) = (0, 0);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".seg") {
+                segments += 1;
+                disk_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    let st = &writer.stats;
+    let syncs = st.syncs.load(Relaxed);
+    Some(Storage {
+        data_dir: dir.display().to_string(),
+        fsync: broker.config.fsync.to_string(),
+        disk_bytes,
+        segments,
+        records: st.records.load(Relaxed),
+        groups: st.groups.load(Relaxed),
+        syncs,
+        sync_mean_us: match syncs {
+            0 => 0.0,
+            n => st.sync_ns.load(Relaxed) as f64 / n as f64 / 1e3,
+        },
+        sync_max_us: st.sync_max_ns.load(Relaxed) as f64 / 1e3,
+        recovery: recovery.clone(),
+        failed: writer.failure().map(|w| w.to_string()),
+    })
+}
+
 #[derive(Serialize)]
 struct Stats {
     server: String,
@@ -52,6 +116,7 @@ struct Stats {
     clients: Clients,
     memory: Memory,
     broker: BrokerSection,
+    storage: Option<Storage>,
     page: Page,
     destinations: Vec<DestStats>,
 }
@@ -114,6 +179,7 @@ pub(crate) fn document(
                 statsd_errors: m.statsd_errors.load(Relaxed),
             }
         },
+        storage: storage(broker),
         page: Page {
             prefix: page.prefix.clone(),
             after: page.after.as_ref().map(|d| d.to_string()),

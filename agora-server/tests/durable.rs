@@ -7,7 +7,7 @@ mod common;
 use std::io::BufReader;
 use std::process::{Command, Stdio};
 
-use agora_protocol::ServerFrame;
+use agora_protocol::{ErrorCode, ServerFrame};
 use agora_server::{Config, QueueSettings, Server};
 use common::*;
 
@@ -85,6 +85,13 @@ fn confirmed_messages_come_back_after_a_restart_and_acked_ones_do_not() {
         40,
         "{st}"
     );
+    // STATS shows the log: what the start read back, and the segment on disk.
+    let storage = &st["storage"];
+    assert_eq!(storage["recovery"]["messages"], 40, "{st}");
+    assert_eq!(storage["fsync"], "always");
+    assert_eq!(storage["segments"], 1);
+    assert!(storage["disk_bytes"].as_u64().unwrap() > 50 * 2, "{st}");
+    assert!(storage["failed"].is_null());
     let mut c = s.connect();
     let got = take(&mut c, "queue:jobs", 40);
     let names: Vec<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
@@ -262,4 +269,112 @@ fn without_a_data_directory_nothing_is_kept() {
     let s = start();
     let st = s.connect().stats();
     assert!(dest_stats(&st, "queue", "mem").is_none());
+    assert!(st["storage"].is_null(), "memory-only: {st}");
+}
+
+/// A small tmpfs mounted for one test, unmounted (lazily) when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a {bytes}-byte tmpfs to fill it (it needs root, as CI has): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A full disk fails the log's writer: the confirmed publish it could not store is
+/// answered `storage_failed` (never `PUBACK`), every later publish to a durable queue is
+/// refused with it, a memory-only queue goes on, and the broker stops with an error.
+/// Everything confirmed before is there at the next start.
+#[test]
+fn a_full_disk_refuses_durable_publishes_and_loses_nothing_confirmed() {
+    let disk = SmallDisk::mount(256 * 1024);
+    let data = disk.dir.path().join("data");
+    let config = || {
+        let mut c = durable(&data);
+        c.queues.insert(
+            "mem".to_owned(),
+            QueueSettings {
+                durable: false,
+                ..c.queue_settings("mem")
+            },
+        );
+        c
+    };
+    let mut s = start_with(config());
+    let mut p = s.connect();
+    p.send(b"SETACK #1 on\r\n");
+    assert_eq!(p.next(), ServerFrame::Ok { rid: Some(1) });
+    let body = "x".repeat(4096);
+    let mut confirmed = 0;
+    let mut refused = None;
+    // 256 KiB holds fewer than 64 of these: the disk is full well before the end.
+    for rid in 10..200u64 {
+        p.send(format!("PUB #{rid} queue:jobs {}\r\n{body}\r\n", body.len()).as_bytes());
+        match p.next() {
+            ServerFrame::PubAck { rid: Some(r), .. } if r == rid => confirmed += 1,
+            ServerFrame::Err(e) => {
+                assert_eq!(e.rid, Some(rid));
+                refused = Some(e);
+                break;
+            }
+            f => panic!("unexpected {f:?}"),
+        }
+    }
+    let e = refused.expect("the disk fills up");
+    assert_eq!(e.code, ErrorCode::StorageFailed, "{e:?}");
+    assert!(e.message.contains("No space left"), "{}", e.message);
+    assert!(confirmed > 0);
+    // Later publishes to a durable queue are refused at once, saying why.
+    p.send(b"PUB #300 queue:other 2\r\nhi\r\n");
+    match p.next() {
+        ServerFrame::Err(e) => {
+            assert_eq!((e.rid, e.code), (Some(300), ErrorCode::StorageFailed));
+            assert!(e.message.contains("No space left"), "{}", e.message);
+        }
+        f => panic!("expected ERR storage_failed, got {f:?}"),
+    }
+    let st = p.stats();
+    let failed = st["storage"]["failed"].as_str().expect("STATS says why");
+    assert!(failed.contains("No space left"), "{failed}");
+    // A memory-only queue is not refused.
+    p.send(b"PUB #301 queue:mem 2\r\nhi\r\n");
+    assert!(matches!(
+        p.next(),
+        ServerFrame::PubAck { rid: Some(301), .. }
+    ));
+    drop(p);
+    let stopped = s
+        .shutdown()
+        .expect_err("a broker whose log failed stops with an error");
+    assert!(stopped.to_string().contains("cannot store"), "{stopped}");
+    // Everything confirmed is read back (the torn end of the failed write is cut off).
+    let s = start_with(config());
+    let st = s.connect().stats();
+    assert_eq!(
+        dest_stats(&st, "queue", "jobs").unwrap()["depth"],
+        confirmed,
+        "{st}"
+    );
 }

@@ -84,7 +84,7 @@ impl Step {
             }
             Step::Cycles => crate::cycles::run(),
             Step::Sim => crate::sim(&["--seeds", "10", "--ops", "20000"].map(String::from)),
-            Step::Crash => crate::crash(&["--kills", "10"].map(String::from)),
+            Step::Crash => crate::crash(&["--iterations", "10"].map(String::from)),
             Step::Statsd => crate::statsd::run(),
             Step::Book => book::run(),
             Step::BenchQuick => crate::bench::run(&crate::bench::Options {

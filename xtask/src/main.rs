@@ -41,7 +41,7 @@ Commands:
   sim [--seconds N | --seeds K] [--seed S] [--ops N]
                        the deterministic simulation (release build): one seed replayed
                        exactly, K seeds from S, or seeds from S for N seconds
-  crash [--kills N] [--seed S]
+  crash [--iterations N] [--seed S]
                        the release broker on a data directory killed with SIGKILL N times
                        (default 200) under publishers with confirms and an acknowledging
                        consumer: fails if a confirmed, unacknowledged message is missing

@@ -209,6 +209,9 @@ impl Conn<'_> {
                         return self.error(rid, ErrorCode::MemoryLimit, &why).await
                     }
                     Err(Refused::Retired) => continue,
+                    Err(Refused::Storage(why)) => {
+                        return self.error(rid, ErrorCode::StorageFailed, &why).await
+                    }
                 },
             }
         }

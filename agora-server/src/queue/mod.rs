@@ -129,6 +129,7 @@ pub(crate) fn spawn(
         if let Some((number, ids)) = s.journal {
             state.journal_as(number, ids);
             shared.durable.store(true, SeqCst);
+            let _ = shared.writer.set(s.writer.clone());
         }
         if !s.restore.is_empty() {
             let bytes = s.restore.iter().map(stored_size).sum();

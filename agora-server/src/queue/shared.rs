@@ -43,6 +43,8 @@ pub(crate) struct QueueShared {
     /// Kept in the log: a confirmed publish is answered once its record is stored
     /// (`QueueCmd::PublishStored`). Set before the queue is handed out.
     pub durable: AtomicBool,
+    /// The log's writer, for a durable queue: once it has failed, publishes are refused.
+    pub writer: std::sync::OnceLock<crate::store::WriterHandle>,
 }
 
 /// Why a publish was not reserved.
@@ -50,6 +52,8 @@ pub(crate) enum Refused {
     Full(String),
     Memory(String),
     Retired,
+    /// A durable queue whose log can no longer store (the writer failed).
+    Storage(String),
 }
 
 impl QueueShared {
@@ -71,7 +75,10 @@ impl QueueShared {
         } else if self.closed.load(SeqCst) {
             Some(Refused::Retired)
         } else {
-            None
+            self.writer.get().and_then(|w| {
+                w.failure()
+                    .map(|why| Refused::Storage(format!("not stored: {why}")))
+            })
         };
         let taken = match refused {
             Some(r) => Err(r),
@@ -137,6 +144,7 @@ impl QueueShared {
             closed: AtomicBool::new(false),
             chain: Default::default(),
             durable: AtomicBool::new(false),
+            writer: std::sync::OnceLock::new(),
         });
         (shared, rx)
     }

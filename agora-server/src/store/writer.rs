@@ -78,8 +78,11 @@ impl WriterHandle {
             .map_err(|_| Arc::from("the log's writer has stopped"))
     }
 
-    /// Why the writer stopped storing, if it did.
+    /// Why the writer stopped storing, if it did (one atomic load while it has not).
     pub fn failure(&self) -> Option<Arc<str>> {
+        if !self.stats.failed.load(Relaxed) {
+            return None;
+        }
         self.failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -176,8 +179,8 @@ fn run<S: Storage>(mut log: Log<S>, fsync: Fsync, rx: Receiver<Append>, h: Write
             Err(e) => {
                 let why: Arc<str> = Arc::from(format!("the log cannot store: {e}"));
                 log::error!("{why}; nothing more is stored (durable publishes are refused)");
-                st.failed.store(true, SeqCst);
                 *h.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                st.failed.store(true, SeqCst);
                 fail_all(&rx, &why, group);
                 return;
             }

@@ -305,6 +305,8 @@ impl World {
                 format!("publish #{id} to queue {q} refused: {why}")
             }
             Err(Refused::Retired) => format!("publish #{id}: queue {q} retired"),
+            // The simulation's queues have no writer to fail.
+            Err(Refused::Storage(why)) => format!("publish #{id}: {why}"),
         }
     }
 }
