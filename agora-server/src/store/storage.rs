@@ -261,6 +261,14 @@ impl SimDisk {
         lock(&self.state).files.values().map(|f| f.data.len()).sum()
     }
 
+    /// Bytes in file `name` (0 when there is none).
+    pub fn len_of(&self, name: &str) -> usize {
+        lock(&self.state)
+            .files
+            .get(name)
+            .map_or(0, |f| f.data.len())
+    }
+
     /// Flips one byte of a file (damage a crash does not explain).
     pub fn flip(&self, name: &str, at: usize) {
         if let Some(f) = lock(&self.state).files.get_mut(name) {

@@ -142,9 +142,18 @@ fn run<S: Storage>(mut log: Log<S>, fsync: Fsync, rx: Receiver<Append>, h: Write
         if group.is_empty() && sync_by.is_none() && rx.is_closed() {
             break;
         }
-        for a in &group {
+        // A segment is closed as soon as it is full, mid-group if need be: a segment is
+        // at most its size and one record.
+        let mut filled = Ok(());
+        'fill: for a in &group {
             for r in &a.records {
                 log.append(r);
+                if log.is_full() {
+                    filled = log.write();
+                    if filled.is_err() {
+                        break 'fill;
+                    }
+                }
             }
             st.records.fetch_add(a.records.len() as u64, Relaxed);
         }
@@ -154,7 +163,9 @@ fn run<S: Storage>(mut log: Log<S>, fsync: Fsync, rx: Receiver<Append>, h: Write
             Fsync::Every(_) => sync_by.is_some_and(|at| now >= at) || rx.is_closed(),
             Fsync::Never => false,
         };
-        let result = if sync {
+        let result = if let Err(e) = filled {
+            Err(e)
+        } else if sync {
             let t = Instant::now();
             let r = log.sync();
             let ns = t.elapsed().as_nanos() as u64;

@@ -247,6 +247,13 @@ impl<S: Storage> Log<S> {
         self.live.track(self.active_first, r, n);
     }
 
+    /// Whether the active segment has reached its size with what was appended: a
+    /// [`write`](Log::write) now closes it and starts the next, so that one group of
+    /// appends, however large, does not make a segment of its own size.
+    pub fn is_full(&self) -> bool {
+        self.active_len >= self.opts.segment_bytes
+    }
+
     /// Writes what was appended; past the segment size, syncs the segment and starts
     /// the next one.
     pub fn write(&mut self) -> Result<(), LogError> {

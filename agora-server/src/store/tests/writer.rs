@@ -173,3 +173,33 @@ fn without_syncs_space_still_comes_back() {
     w.close();
     thread.join().unwrap();
 }
+
+/// One large group of appends does not make one large segment: segments are closed as
+/// they fill, mid-group, so reclaiming space works segment by segment.
+#[test]
+fn a_large_group_is_spread_over_segments_of_their_size() {
+    let disk = SimDisk::new();
+    let seg = 4096;
+    let (mut log, _) = open(&disk, seg).unwrap();
+    let q = log.declare("jobs");
+    log.sync().unwrap();
+    let (w, thread) = spawn_writer(log, Fsync::Always).unwrap();
+    // 200 enqueues of 200 B in one append: about ten segments' worth.
+    let records = (1..=200).map(|id| enqueue(q, id, &[7; 200])).collect();
+    let (tx, rx) = async_channel::bounded(1);
+    smol::block_on(w.append(Append {
+        records,
+        done: vec![tx],
+    }))
+    .unwrap();
+    assert_eq!(rx.recv_blocking().unwrap(), Ok(()));
+    w.close();
+    thread.join().unwrap();
+    let (log, rec) = open(&disk, seg).unwrap();
+    assert_eq!(rec.queues["jobs"].len(), 200);
+    assert!(log.segments().len() >= 8, "{:?}", log.segments());
+    for name in log.segments() {
+        let len = disk.len_of(name);
+        assert!(len <= seg as usize + 512, "{name}: {len} bytes");
+    }
+}
