@@ -281,6 +281,7 @@ impl Server {
                     next_number,
                     ids: queue::MessageIds::starting_at(recovered.next_id),
                     recovered: recovered.queues,
+                    chains: recovered.chains,
                 };
                 (Some(store), Some((writer, thread, dir, recovery)))
             }

@@ -200,6 +200,9 @@ pub(crate) struct Store {
     pub ids: MessageIds,
     /// Messages read back at start, by queue name, until their queue is made.
     pub recovered: BTreeMap<String, Vec<Stored>>,
+    /// Chains set (or, empty, cleared) at run time before the start, by destination:
+    /// they override the config file's.
+    pub chains: BTreeMap<String, String>,
 }
 
 /// Spawns the manager task on `rt`; returns its channel. Queues read back from the
@@ -213,7 +216,7 @@ pub(crate) fn spawn(
 ) -> Sender<ManagerCmd> {
     let (tx, rx) = async_channel::bounded(1024);
     // `Server::bind` checked every configured chain.
-    let chains = config
+    let mut chains: HashMap<Destination, Arc<Chain>> = config
         .chains
         .iter()
         .filter_map(|(d, text)| match Chain::parse(text, &env) {
@@ -224,6 +227,24 @@ pub(crate) fn spawn(
             }
         })
         .collect();
+    // What `CHAIN SET`/`CLEAR` said before the start has the last word.
+    for (dest, text) in store.iter().flat_map(|s| &s.chains) {
+        let Ok(d) = Destination::parse(dest) else {
+            log::error!("the log holds a chain for '{dest}', not a destination; ignored");
+            continue;
+        };
+        if text.is_empty() {
+            chains.remove(&d.compact());
+            continue;
+        }
+        match Chain::parse(text, &env) {
+            Ok(c) => {
+                log::info!("chain of {d} read back from the log: {text}");
+                chains.insert(d.compact(), Arc::new(c));
+            }
+            Err(e) => log::error!("chain of {d} read back from the log ignored: {e}"),
+        }
+    }
     let m = Manager {
         config: config.clone(),
         registry: BTreeMap::new(),
@@ -338,6 +359,23 @@ impl Manager {
                     }
                     if let Some(e) = self.registry.get(&dest) {
                         e.handle.chain().set(chain.clone());
+                    }
+                    if let Some(st) = &self.store {
+                        // Kept for the next start (an empty text: cleared).
+                        let text = chain
+                            .as_ref()
+                            .map_or(String::new(), |c| c.text().to_owned());
+                        let record = Record::Chain {
+                            dest: dest.to_string(),
+                            text,
+                        };
+                        let _ = st
+                            .writer
+                            .append(Append {
+                                records: vec![record],
+                                done: Vec::new(),
+                            })
+                            .await;
                     }
                     match chain {
                         Some(c) => {

@@ -378,3 +378,41 @@ fn a_full_disk_refuses_durable_publishes_and_loses_nothing_confirmed() {
         "{st}"
     );
 }
+
+/// Chains set or cleared at run time are kept: after a restart a chain `CHAIN SET` gave
+/// is there, and one the config file gives but `CHAIN CLEAR` removed stays removed.
+#[test]
+fn chains_set_at_run_time_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut c = durable(dir.path());
+        c.chains.insert(
+            agora_protocol::Destination::topic("configured").unwrap(),
+            "sample 5".to_owned(),
+        );
+        c
+    };
+    let get = |c: &mut Raw, dest: &str| -> String {
+        c.send(format!("CHAIN #7 GET {dest}\r\n").as_bytes());
+        match c.next() {
+            ServerFrame::ChainResp { rid, chain, .. } => {
+                assert_eq!(rid, Some(7));
+                String::from_utf8_lossy(&chain).into_owned()
+            }
+            f => panic!("expected CHAINRESP, got {f:?}"),
+        }
+    };
+    {
+        let s = start_with(config());
+        let mut c = s.connect();
+        assert_eq!(get(&mut c, "topic:configured"), "sample 5");
+        c.send(b"CHAIN #1 SET queue:jobs 8\r\nsample 3\r\n");
+        assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+        c.send(b"CHAIN #2 CLEAR topic:configured\r\n");
+        assert_eq!(c.next(), ServerFrame::Ok { rid: Some(2) });
+    }
+    let s = start_with(config());
+    let mut c = s.connect();
+    assert_eq!(get(&mut c, "queue:jobs"), "sample 3");
+    assert_eq!(get(&mut c, "topic:configured"), "", "cleared stays cleared");
+}

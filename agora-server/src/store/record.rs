@@ -80,6 +80,15 @@ pub enum Record {
         /// The queue.
         queue: u32,
     },
+    /// A destination's mutator chain was set at run time (`CHAIN SET`), or cleared
+    /// (`text` empty); every segment starts with the chains in force, as with
+    /// `Declare`s.
+    Chain {
+        /// The destination, `kind:name`.
+        dest: String,
+        /// The chain in its one-line syntax; empty when cleared.
+        text: String,
+    },
 }
 
 /// Why bytes are not a record.
@@ -145,6 +154,11 @@ impl Record {
             }
             Record::Purge { queue } => head(out, 5, *queue),
             Record::Delete { queue } => head(out, 6, *queue),
+            Record::Chain { dest, text } => {
+                head(out, 7, 0);
+                put_str(out, dest);
+                put_str(out, text);
+            }
         }
         let body = &out[start + FRAME..];
         let len = (body.len() as u32).to_le_bytes();
@@ -209,6 +223,10 @@ impl Record {
             },
             5 => Record::Purge { queue },
             6 => Record::Delete { queue },
+            7 => Record::Chain {
+                dest: r.str()?,
+                text: r.str()?,
+            },
             _ => return Err(Bad::Malformed("an unknown kind")),
         };
         if !r.buf.is_empty() {

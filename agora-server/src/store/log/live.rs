@@ -59,7 +59,7 @@ impl Liveness {
     /// Takes note of a record of `bytes` bytes in the segment starting at `seg`.
     pub(super) fn track(&mut self, seg: u64, r: &Record, bytes: u64) {
         match r {
-            Record::Declare { .. } => {}
+            Record::Declare { .. } | Record::Chain { .. } => {}
             Record::Enqueue {
                 queue, id, count, ..
             } => {

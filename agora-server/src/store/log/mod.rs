@@ -15,7 +15,8 @@
 //! segments, a file that is not a segment — stops the opening with the file and the
 //! offset, and nothing is changed on disk.
 //!
-//! Each segment starts with a `Declare` for every queue there is, so the names of the
+//! Each segment starts with a `Declare` for every queue there is (and a `Chain` for each
+//! chain set or cleared at run time), so the names of the
 //! queues never depend on older segments.
 
 use std::collections::BTreeMap;
@@ -155,6 +156,8 @@ pub struct Recovered {
     pub segments: usize,
     /// The torn end cut off, if there was one.
     pub cut: Option<Cut>,
+    /// Chains set (or, empty, cleared) at run time, by destination.
+    pub chains: BTreeMap<String, String>,
 }
 
 /// The log, open for appending.
@@ -171,6 +174,8 @@ pub struct Log<S: Storage> {
     next_seq: u64,
     /// Queue numbers by name, for `Declare`s at each segment's start.
     numbers: BTreeMap<String, u32>,
+    /// Chains set or cleared at run time, by destination, for each segment's start.
+    chains: BTreeMap<String, String>,
     /// The next queue number to give.
     next_number: u32,
     /// What each segment still holds.
@@ -226,6 +231,11 @@ impl<S: Storage> Log<S> {
             Record::Declare { queue, name } => {
                 self.numbers.insert(name.clone(), *queue);
                 self.next_number = self.next_number.max(queue + 1);
+            }
+            // Kept for the next segments' starts; a cleared chain stays cleared (it
+            // overrides the config file's).
+            Record::Chain { dest, text } => {
+                self.chains.insert(dest.clone(), text.clone());
             }
             _ => {}
         }
@@ -362,7 +372,11 @@ impl<S: Storage> Log<S> {
                 name: name.clone(),
             })
             .collect();
-        for r in &declares {
+        let chains = self.chains.iter().map(|(dest, text)| Record::Chain {
+            dest: dest.clone(),
+            text: text.clone(),
+        });
+        for r in declares.into_iter().chain(chains) {
             r.encode(&mut bytes);
             self.next_seq += 1;
         }

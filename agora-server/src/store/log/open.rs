@@ -166,6 +166,7 @@ impl<S: Storage> Log<S> {
             buf: Vec::new(),
             next_seq,
             numbers,
+            chains: rec.chains.clone(),
             next_number,
             live,
             active_first: 0,
@@ -261,6 +262,9 @@ fn replay(
                 .filter(|q| !q.deleted)
                 .ok_or_else(|| undeclared(queue))?;
             q.msgs.clear();
+        }
+        Record::Chain { dest, text } => {
+            rec.chains.insert(dest, text);
         }
         Record::Delete { queue } => {
             let q = queues

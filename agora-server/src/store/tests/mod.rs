@@ -43,6 +43,14 @@ fn every_record_round_trips_and_every_strict_prefix_is_short() {
         Record::Ack { queue: 1, id: 3 },
         Record::Purge { queue: 1 },
         Record::Delete { queue: 1 },
+        Record::Chain {
+            dest: "topic:sensors".into(),
+            text: "sample 2".into(),
+        },
+        Record::Chain {
+            dest: "queue:jobs".into(),
+            text: String::new(),
+        },
     ];
     for r in records {
         let mut b = Vec::new();
@@ -408,4 +416,41 @@ fn numbers_given_outside_the_log_are_kept_for_the_next_segments() {
     let (log2, rec) = open(&disk, 300).unwrap();
     assert_eq!(rec.queues["given"].len(), 5);
     assert_eq!(log2.numbers().0.get("given"), Some(&9));
+}
+
+/// Chains set or cleared at run time come back, the last word for each destination,
+/// even once the segments that first said so are gone.
+#[test]
+fn chains_come_back_and_outlive_their_segments() {
+    let disk = SimDisk::new();
+    let seg = 1024;
+    let (mut log, _) = open(&disk, seg).unwrap();
+    let chain = |dest: &str, text: &str| Record::Chain {
+        dest: dest.into(),
+        text: text.into(),
+    };
+    log.append(&chain("topic:a", "sample 2"));
+    log.append(&chain("queue:b", "sample 3"));
+    log.append(&chain("queue:b", ""));
+    let q = log.declare("jobs");
+    log.sync().unwrap();
+    // Enough published and acknowledged to fill and reclaim the first segments.
+    for id in 1..200 {
+        log.append(&enqueue(q, id, &[0; 40]));
+        log.append(&Record::Ack { queue: q, id });
+        log.sync().unwrap();
+    }
+    assert!(
+        !log.segments()
+            .contains(&"00000000000000000001.seg".to_owned()),
+        "the first segment is gone: {:?}",
+        log.segments()
+    );
+    let (_, rec) = open(&disk, seg).unwrap();
+    let want: std::collections::BTreeMap<String, String> = [
+        ("queue:b".to_owned(), String::new()),
+        ("topic:a".to_owned(), "sample 2".to_owned()),
+    ]
+    .into();
+    assert_eq!(rec.chains, want);
 }
