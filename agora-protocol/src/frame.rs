@@ -220,13 +220,16 @@ pub enum ErrorCode {
     /// The broker could not store a message where its durability mode says (the disk
     /// failed or is full); the publish was not confirmed and may not be kept.
     StorageFailed,
+    /// The log is at `--max-disk`, or its disk is nearly full: a publish to a durable
+    /// queue was not accepted; acknowledgements give space back.
+    StorageFull,
     /// A code this version of the protocol does not know (sent by a newer peer).
     Unrecognized,
 }
 
 impl ErrorCode {
     /// Every code, in the book's order.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::UnknownCommand,
         ErrorCode::BadArgs,
         ErrorCode::BadName,
@@ -250,6 +253,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Unverified,
         ErrorCode::StorageFailed,
+        ErrorCode::StorageFull,
         ErrorCode::Unrecognized,
     ];
 
@@ -279,6 +283,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Unverified => "unverified",
             ErrorCode::StorageFailed => "storage_failed",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::Unrecognized => "unrecognized",
         }
     }

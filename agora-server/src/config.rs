@@ -190,6 +190,11 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// When the log is synced (`--fsync`).
     pub fsync: Fsync,
+    /// Most bytes the log may take on disk (`--max-disk`): past it, publishes to durable
+    /// queues are refused with `storage_full` until acknowledgements give space back.
+    /// Whatever it says, they are refused while the file system has less free than
+    /// two segments.
+    pub max_disk: Option<u64>,
 }
 
 impl Default for Config {
@@ -235,6 +240,7 @@ impl Default for Config {
             chains: HashMap::new(),
             data_dir: None,
             fsync: Fsync::Always,
+            max_disk: None,
         }
     }
 }

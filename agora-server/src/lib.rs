@@ -148,7 +148,7 @@ struct Opened {
 
 /// Locks the data directory and reads its log back; an error says which directory and
 /// what is wrong, for the operator.
-fn open_store(path: &std::path::Path) -> io::Result<Opened> {
+fn open_store(path: &std::path::Path, max_disk: Option<u64>) -> io::Result<Opened> {
     let dir = store::DataDir::lock(path).map_err(|e| {
         let kind = match &e {
             store::DirError::InUse { .. } => io::ErrorKind::AddrInUse,
@@ -158,7 +158,13 @@ fn open_store(path: &std::path::Path) -> io::Result<Opened> {
     })?;
     let started = Instant::now();
     let disk = Arc::new(store::Disk::new(dir.path()));
-    let (log, recovered) = store::Log::open(disk, store::LogOptions::default()).map_err(|e| {
+    // Under a --max-disk, segments are an eighth of it (at most the default 64 MiB), so
+    // that space comes back in steps of that size.
+    let mut opts = store::LogOptions::default();
+    if let Some(max) = max_disk {
+        opts.segment_bytes = (max / 8).clamp(4096, opts.segment_bytes);
+    }
+    let (log, recovered) = store::Log::open(disk, opts).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -222,7 +228,7 @@ impl Server {
         let listener = TcpListener::try_from(listener)?;
         let udp = UdpSocket::try_from(udp)?;
         let store = match &config.data_dir {
-            Some(path) => Some(open_store(path)?),
+            Some(path) => Some(open_store(path, config.max_disk)?),
             None => None,
         };
         Ok(Server {
@@ -274,7 +280,8 @@ impl Server {
                 };
                 let (numbers, next_number) = log.numbers();
                 let numbers = numbers.clone();
-                let (writer, thread) = store::spawn_writer(log, self.config.fsync)?;
+                let (writer, thread) =
+                    store::spawn_writer(log, self.config.fsync, self.config.max_disk)?;
                 let store = manager::Store {
                     writer: writer.clone(),
                     numbers,

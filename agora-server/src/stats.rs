@@ -73,6 +73,12 @@ pub(crate) struct Storage {
     pub recovery: Recovery,
     /// Why the log stopped storing, if it did: publishes to durable queues are refused.
     pub failed: Option<String>,
+    /// `--max-disk`, if given.
+    pub max_disk: Option<u64>,
+    /// Bytes free on the data directory's file system, at the writer's last look.
+    pub free_bytes: u64,
+    /// Why the log takes no more publishes now (full), if so.
+    pub full: Option<String>,
 }
 
 /// The log's figures, with the directory's segments counted on disk.
@@ -105,6 +111,9 @@ pub(crate) fn storage(broker: &Broker) -> Option<Storage> {
         sync_max_us: st.sync_max_ns.load(Relaxed) as f64 / 1e3,
         recovery: recovery.clone(),
         failed: writer.failure().map(|w| w.to_string()),
+        max_disk: broker.config.max_disk,
+        free_bytes: st.free_bytes.load(Relaxed),
+        full: writer.full().map(|w| w.to_string()),
     })
 }
 

@@ -303,54 +303,149 @@ impl Drop for SmallDisk {
     }
 }
 
-/// A full disk fails the log's writer: the confirmed publish it could not store is
-/// answered `storage_failed` (never `PUBACK`), every later publish to a durable queue is
-/// refused with it, a memory-only queue goes on, and the broker stops with an error.
-/// Everything confirmed before is there at the next start.
-#[test]
-fn a_full_disk_refuses_durable_publishes_and_loses_nothing_confirmed() {
-    let disk = SmallDisk::mount(256 * 1024);
-    let data = disk.dir.path().join("data");
-    let config = || {
-        let mut c = durable(&data);
-        c.queues.insert(
-            "mem".to_owned(),
-            QueueSettings {
-                durable: false,
-                ..c.queue_settings("mem")
-            },
-        );
-        c
-    };
-    let mut s = start_with(config());
-    let mut p = s.connect();
-    p.send(b"SETACK #1 on\r\n");
-    assert_eq!(p.next(), ServerFrame::Ok { rid: Some(1) });
+/// Publishes 4 KiB confirmed messages to `dest` until one is refused; returns how many
+/// were confirmed and the refusal.
+fn fill(p: &mut Raw, dest: &str, most: u64) -> (u64, agora_protocol::ErrorReply) {
     let body = "x".repeat(4096);
-    let mut confirmed = 0;
-    let mut refused = None;
-    // 256 KiB holds fewer than 64 of these: the disk is full well before the end.
-    for rid in 10..200u64 {
-        p.send(format!("PUB #{rid} queue:jobs {}\r\n{body}\r\n", body.len()).as_bytes());
+    for rid in 10..10 + most {
+        p.send(format!("PUB #{rid} {dest} {}\r\n{body}\r\n", body.len()).as_bytes());
         match p.next() {
-            ServerFrame::PubAck { rid: Some(r), .. } if r == rid => confirmed += 1,
+            ServerFrame::PubAck { rid: Some(r), .. } if r == rid => {}
             ServerFrame::Err(e) => {
                 assert_eq!(e.rid, Some(rid));
-                refused = Some(e);
-                break;
+                return (rid - 10, e);
             }
             f => panic!("unexpected {f:?}"),
         }
     }
-    let e = refused.expect("the disk fills up");
-    assert_eq!(e.code, ErrorCode::StorageFailed, "{e:?}");
-    assert!(e.message.contains("No space left"), "{}", e.message);
-    assert!(confirmed > 0);
-    // Later publishes to a durable queue are refused at once, saying why.
-    p.send(b"PUB #300 queue:other 2\r\nhi\r\n");
+    panic!("{most} publishes and no refusal");
+}
+
+/// A broker on a data directory inside a small tmpfs, with a memory-only queue `mem`,
+/// and `--max-disk` 8 MiB (so segments of 1 MiB, and 2 MiB kept free).
+fn on_small_disk(data: &std::path::Path) -> Config {
+    let mut c = durable(data);
+    c.max_disk = Some(8 << 20);
+    c.queues.insert(
+        "mem".to_owned(),
+        QueueSettings {
+            durable: false,
+            ..c.queue_settings("mem")
+        },
+    );
+    c
+}
+
+/// A disk nearly full: publishes to durable queues are refused with `storage_full`
+/// while the file system has less free than the log keeps (two segments), before any
+/// write can fail; nothing confirmed is lost.
+#[test]
+fn a_nearly_full_disk_refuses_durable_publishes_with_storage_full() {
+    let disk = SmallDisk::mount(3 << 20);
+    let data = disk.dir.path().join("data");
+    let s = start_with(on_small_disk(&data));
+    let mut p = s.connect();
+    p.send(b"SETACK #1 on\r\n");
+    assert_eq!(p.next(), ServerFrame::Ok { rid: Some(1) });
+    let (confirmed, e) = fill(&mut p, "queue:jobs", 1000);
+    assert_eq!(e.code, ErrorCode::StorageFull, "{e:?}");
+    assert!(e.message.contains("bytes free"), "{}", e.message);
+    assert!(confirmed > 10, "{confirmed}");
+    let st = p.stats();
+    assert!(st["storage"]["full"].is_string(), "{st}");
+    assert!(st["storage"]["failed"].is_null(), "not a failure: {st}");
+    // A memory-only queue is not refused.
+    p.send(b"PUB #2 queue:mem 2\r\nhi\r\n");
+    assert!(matches!(p.next(), ServerFrame::PubAck { rid: Some(2), .. }));
+    drop(p);
+    drop(s);
+    let s = start_with(on_small_disk(&data));
+    let st = s.connect().stats();
+    assert_eq!(
+        dest_stats(&st, "queue", "jobs").unwrap()["depth"],
+        confirmed
+    );
+}
+
+/// `--max-disk`: past it publishes to durable queues are refused with `storage_full`;
+/// consumers go on, their acknowledgements give the space back, and publishes are
+/// accepted again. Every confirmed message is delivered once.
+#[test]
+fn max_disk_refuses_until_acknowledgements_give_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = durable(dir.path());
+    config.max_disk = Some(512 * 1024);
+    let s = start_with(config);
+    let mut p = s.connect();
+    p.send(b"SETACK #1 on\r\n");
+    assert_eq!(p.next(), ServerFrame::Ok { rid: Some(1) });
+    let (confirmed, e) = fill(&mut p, "queue:jobs", 1000);
+    assert_eq!(e.code, ErrorCode::StorageFull, "{e:?}");
+    assert!(e.message.contains("--max-disk"), "{}", e.message);
+    let mut c = s.connect();
+    let got = take(&mut c, "queue:jobs", confirmed as usize);
+    let mut acks = Vec::new();
+    for (_, m) in &got {
+        acks.extend_from_slice(format!("ACK {}\r\n", m.did).as_bytes());
+    }
+    c.send(&acks);
+    assert!(c.sync(3).is_empty());
+    // Space comes back as the acknowledged segments go; publishes are accepted again.
+    wait_until("publishes to jobs are accepted again", || {
+        p.send(b"PUB #5 queue:jobs 2\r\nok\r\n");
+        match p.next() {
+            ServerFrame::PubAck { rid: Some(5), .. } => true,
+            ServerFrame::Err(e) if e.code == ErrorCode::StorageFull => false,
+            f => panic!("unexpected {f:?}"),
+        }
+    });
+    let st = p.stats();
+    assert!(st["storage"]["full"].is_null(), "{st}");
+    assert!(
+        st["storage"]["disk_bytes"].as_u64().unwrap() < 512 * 1024,
+        "{st}"
+    );
+}
+
+/// A disk that fills behind the broker's back (another program took the space) fails
+/// the log's writer: the confirmed publish it could not store is answered
+/// `storage_failed` (never `PUBACK`), every later publish to a durable queue is refused
+/// with it, a memory-only queue goes on, and the broker stops with an error. Everything
+/// confirmed before is there at the next start.
+#[test]
+fn a_failed_write_refuses_durable_publishes_and_loses_nothing_confirmed() {
+    let disk = SmallDisk::mount(4 << 20);
+    let data = disk.dir.path().join("data");
+    let mut s = start_with(on_small_disk(&data));
+    let mut p = s.connect();
+    publish_confirmed(&mut p, "queue:jobs", &bodies(10));
+    // Another program takes every byte left.
+    let filler = disk.dir.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.write_all(&chunk[..1]);
+    }
+    let body = "x".repeat(4096);
+    p.send(format!("PUB #20 queue:jobs {}\r\n{body}\r\n", body.len()).as_bytes());
     match p.next() {
         ServerFrame::Err(e) => {
-            assert_eq!((e.rid, e.code), (Some(300), ErrorCode::StorageFailed));
+            assert_eq!(
+                (e.rid, e.code),
+                (Some(20), ErrorCode::StorageFailed),
+                "{e:?}"
+            );
+            assert!(e.message.contains("No space left"), "{}", e.message);
+        }
+        f => panic!("expected ERR storage_failed, got {f:?}"),
+    }
+    // Later publishes to a durable queue are refused at once, saying why.
+    p.send(b"PUB #21 queue:other 2\r\nhi\r\n");
+    match p.next() {
+        ServerFrame::Err(e) => {
+            assert_eq!((e.rid, e.code), (Some(21), ErrorCode::StorageFailed));
             assert!(e.message.contains("No space left"), "{}", e.message);
         }
         f => panic!("expected ERR storage_failed, got {f:?}"),
@@ -359,22 +454,24 @@ fn a_full_disk_refuses_durable_publishes_and_loses_nothing_confirmed() {
     let failed = st["storage"]["failed"].as_str().expect("STATS says why");
     assert!(failed.contains("No space left"), "{failed}");
     // A memory-only queue is not refused.
-    p.send(b"PUB #301 queue:mem 2\r\nhi\r\n");
+    p.send(b"PUB #22 queue:mem 2\r\nhi\r\n");
     assert!(matches!(
         p.next(),
-        ServerFrame::PubAck { rid: Some(301), .. }
+        ServerFrame::PubAck { rid: Some(22), .. }
     ));
     drop(p);
     let stopped = s
         .shutdown()
         .expect_err("a broker whose log failed stops with an error");
     assert!(stopped.to_string().contains("cannot store"), "{stopped}");
-    // Everything confirmed is read back (the torn end of the failed write is cut off).
-    let s = start_with(config());
+    // The space is back; everything confirmed is read back (the torn end of the failed
+    // write is cut off).
+    std::fs::remove_file(&filler).unwrap();
+    let s = start_with(on_small_disk(&data));
     let st = s.connect().stats();
     assert_eq!(
         dest_stats(&st, "queue", "jobs").unwrap()["depth"],
-        confirmed,
+        10,
         "{st}"
     );
 }

@@ -212,6 +212,9 @@ impl Conn<'_> {
                     Err(Refused::Storage(why)) => {
                         return self.error(rid, ErrorCode::StorageFailed, &why).await
                     }
+                    Err(Refused::StorageFull(why)) => {
+                        return self.error(rid, ErrorCode::StorageFull, &why).await
+                    }
                 },
             }
         }

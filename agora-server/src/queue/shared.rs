@@ -54,6 +54,8 @@ pub(crate) enum Refused {
     Retired,
     /// A durable queue whose log can no longer store (the writer failed).
     Storage(String),
+    /// A durable queue whose log is full (`--max-disk`, or the disk nearly so).
+    StorageFull(String),
 }
 
 impl QueueShared {
@@ -75,9 +77,11 @@ impl QueueShared {
         } else if self.closed.load(SeqCst) {
             Some(Refused::Retired)
         } else {
-            self.writer.get().and_then(|w| {
-                w.failure()
-                    .map(|why| Refused::Storage(format!("not stored: {why}")))
+            self.writer.get().and_then(|w| match w.failure() {
+                Some(why) => Some(Refused::Storage(format!("not stored: {why}"))),
+                None => w
+                    .full()
+                    .map(|why| Refused::StorageFull(format!("not stored: {why}"))),
             })
         };
         let taken = match refused {

@@ -123,6 +123,20 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "max_disk",
+        flag: "max-disk",
+        env: "AGORA_MAX_DISK",
+        value_name: Some("BYTES"),
+        default_note: "none (the file system's free space)",
+        valid: "65536 or more bytes",
+        doc: "Most bytes the durable log may take on disk; past it, publishes to durable queues are refused with storage_full until acknowledgements give space back",
+        apply: |s, v| {
+            s.config.max_disk = Some(unsigned(v, 65_536, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "max_payload",
         flag: "max-payload",
         env: "AGORA_MAX_PAYLOAD",

@@ -74,6 +74,7 @@ fn each_setting_changes_the_settings() {
         ("data_dir", "/var/lib/agora"),
         ("memory_only", "true"),
         ("fsync", "every=200ms"),
+        ("max_disk", "1048576"),
         ("max_payload", "77"),
         ("max_connections", "3"),
         ("queue_max_messages", "3"),

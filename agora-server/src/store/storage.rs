@@ -35,6 +35,8 @@ pub trait Storage: Send + Sync {
     ///
     /// [`sync_dir`]: Storage::sync_dir
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// Bytes free for the log on the file system the directory is on.
+    fn free_space(&self) -> io::Result<u64>;
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,6 +114,11 @@ impl Storage for Disk {
     fn remove(&self, name: &str) -> io::Result<()> {
         lock(&self.open).remove(name);
         std::fs::remove_file(self.dir.join(name))
+    }
+
+    fn free_space(&self) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(&self.dir)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 }
 
@@ -396,6 +403,13 @@ impl Storage for SimDisk {
             s.ghosts.insert(name.to_owned(), f);
         }
         Ok(())
+    }
+
+    fn free_space(&self) -> io::Result<u64> {
+        let s = lock(&self.state);
+        let used: usize = s.files.values().map(|f| f.data.len()).sum();
+        Ok(s.space
+            .map_or(u64::MAX, |space| space.saturating_sub(used) as u64))
     }
 }
 

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 
@@ -51,6 +51,12 @@ pub struct WriterStats {
     pub sync_max_ns: AtomicU64,
     /// A write or sync failed: nothing more is stored.
     pub failed: AtomicBool,
+    /// The log is at `--max-disk`, or its file system has less free than the log keeps
+    /// in reserve: publishes to durable queues are refused until there is room.
+    pub full: AtomicBool,
+    /// Bytes of the segments, and bytes free on their file system, at the last look.
+    pub disk_bytes: AtomicU64,
+    pub free_bytes: AtomicU64,
 }
 
 /// Appends records through the writer thread.
@@ -61,6 +67,8 @@ pub struct WriterHandle {
     pub stats: Arc<WriterStats>,
     /// The failure that stopped the writer, if one did.
     failure: Arc<Mutex<Option<Arc<str>>>>,
+    /// Why the log takes no more, while it is full.
+    full: Arc<Mutex<Option<Arc<str>>>>,
 }
 
 impl WriterHandle {
@@ -89,6 +97,15 @@ impl WriterHandle {
             .clone()
     }
 
+    /// Why the log takes no more publishes now, if it is full (one atomic load while
+    /// it is not).
+    pub fn full(&self) -> Option<Arc<str>> {
+        if !self.stats.full.load(Relaxed) {
+            return None;
+        }
+        self.full.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Closes the queue: the thread writes and syncs what it has (whatever the policy:
     /// a graceful stop loses nothing), then ends.
     pub fn close(&self) {
@@ -104,36 +121,92 @@ pub const QUEUE: usize = 4096;
 pub fn spawn<S: Storage + 'static>(
     log: Log<S>,
     fsync: Fsync,
+    max_disk: Option<u64>,
 ) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
     let (tx, rx) = async_channel::bounded(QUEUE);
     let handle = WriterHandle {
         tx,
         stats: Arc::new(WriterStats::default()),
         failure: Arc::new(Mutex::new(None)),
+        full: Arc::new(Mutex::new(None)),
     };
+    check_space(&log, &handle, max_disk);
     let thread = {
         let h = handle.clone();
         std::thread::Builder::new()
             .name("agora-store".into())
-            .spawn(move || run(log, fsync, rx, h))?
+            .spawn(move || run(log, fsync, max_disk, rx, h))?
     };
     Ok((handle, thread))
 }
 
-fn run<S: Storage>(mut log: Log<S>, fsync: Fsync, rx: Receiver<Append>, h: WriterHandle) {
+/// While the log is full, how often the writer looks at the disk again when nothing is
+/// appended (space freed by something else than the broker).
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Looks at the log's size and its file system's free space, and sets or clears the
+/// handle's `full` (refusing or accepting publishes to durable queues). The log keeps
+/// two segments' worth free: room to close a segment and to copy one forward.
+fn check_space<S: Storage>(log: &Log<S>, h: &WriterHandle, max_disk: Option<u64>) {
+    let st = &h.stats;
+    let bytes = log.disk_bytes();
+    let reserve = 2 * log.segment_bytes();
+    let free = log.free_space().unwrap_or(u64::MAX);
+    st.disk_bytes.store(bytes, Relaxed);
+    st.free_bytes.store(free, Relaxed);
+    let why = match max_disk {
+        Some(max) if bytes >= max => Some(format!(
+            "the log holds {bytes} bytes, at its limit of {max} (--max-disk)"
+        )),
+        _ if free < reserve => Some(format!(
+            "{free} bytes free on the data directory's file system; the log keeps {reserve} free"
+        )),
+        _ => None,
+    };
+    let was = st.full.load(Relaxed);
+    match why {
+        Some(why) => {
+            if !was {
+                log::warn!("{why}: publishes to durable queues are refused until there is room");
+            }
+            *h.full.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(why));
+            st.full.store(true, SeqCst);
+        }
+        None if was => {
+            st.full.store(false, SeqCst);
+            log::info!("the log has room again ({bytes} bytes, {free} free): publishes to durable queues are accepted");
+        }
+        None => {}
+    }
+}
+
+fn run<S: Storage>(
+    mut log: Log<S>,
+    fsync: Fsync,
+    max_disk: Option<u64>,
+    rx: Receiver<Append>,
+    h: WriterHandle,
+) {
     let st = &h.stats;
     // With `Every`, when what was written last must be synced by.
     let mut sync_by: Option<Instant> = None;
     loop {
-        let first = match (fsync, sync_by) {
-            (Fsync::Every(_), Some(at)) => smol::block_on(futures_lite::future::or(
+        // Woken by the next append, by the time a sync is due, or (while full) to look
+        // at the disk again.
+        let wake_at = match (fsync, sync_by) {
+            (Fsync::Every(_), Some(at)) => Some(at),
+            _ if st.full.load(Relaxed) => Some(Instant::now() + RECHECK),
+            _ => None,
+        };
+        let first = match wake_at {
+            Some(at) => smol::block_on(futures_lite::future::or(
                 async { rx.recv().await.ok() },
                 async {
                     smol::Timer::at(at).await;
                     None
                 },
             )),
-            _ => rx.recv_blocking().ok(),
+            None => rx.recv_blocking().ok(),
         };
         let mut group: Vec<Append> = first.into_iter().collect();
         while let Ok(a) = rx.try_recv() {
@@ -184,6 +257,9 @@ fn run<S: Storage>(mut log: Log<S>, fsync: Fsync, rx: Receiver<Append>, h: Write
             if let (Fsync::Every(d), None, Ok(())) = (fsync, sync_by, &result) {
                 sync_by = Some(now + d);
             }
+        }
+        if result.is_ok() {
+            check_space(&log, &h, max_disk);
         }
         let told: Stored = match result {
             Ok(()) => Ok(()),

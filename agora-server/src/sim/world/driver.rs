@@ -153,7 +153,9 @@ impl World {
                 Err(Refused::Full(_)) => self.refused(id, tag, p.rid, ErrorCode::QueueFull),
                 Err(Refused::Memory(_)) => self.refused(id, tag, p.rid, ErrorCode::MemoryLimit),
                 Err(Refused::Retired) => fail(&mut self.broken, "a retired queue".to_owned()),
-                Err(Refused::Storage(why)) => fail(&mut self.broken, why),
+                Err(Refused::Storage(why) | Refused::StorageFull(why)) => {
+                    fail(&mut self.broken, why)
+                }
             },
             Target::Topic(_) if hold => self.hold(id, target, tag, msg),
             Target::Topic(t) => match self.topics[t].topic.publish(&msg) {

@@ -306,7 +306,9 @@ impl World {
             }
             Err(Refused::Retired) => format!("publish #{id}: queue {q} retired"),
             // The simulation's queues have no writer to fail.
-            Err(Refused::Storage(why)) => format!("publish #{id}: {why}"),
+            Err(Refused::Storage(why) | Refused::StorageFull(why)) => {
+                format!("publish #{id}: {why}")
+            }
         }
     }
 }

@@ -176,6 +176,8 @@ pub struct Log<S: Storage> {
     numbers: BTreeMap<String, u32>,
     /// Chains set or cleared at run time, by destination, for each segment's start.
     chains: BTreeMap<String, String>,
+    /// The size of each segment before the last, by its first record's number.
+    sealed: BTreeMap<u64, u64>,
     /// The next queue number to give.
     next_number: u32,
     /// What each segment still holds.
@@ -307,6 +309,7 @@ impl<S: Storage> Log<S> {
                 self.storage.sync_dir().map_err(io_err("."))?;
                 self.segments.remove(0);
                 self.live.segs.remove(&seg);
+                self.sealed.remove(&seg);
                 continue;
             }
             if self.segments.len() < 3 || bytes * 4 >= self.opts.segment_bytes {
@@ -346,6 +349,21 @@ impl<S: Storage> Log<S> {
         Ok(())
     }
 
+    /// Bytes the segments take, what is appended and not yet written included.
+    pub fn disk_bytes(&self) -> u64 {
+        self.sealed.values().sum::<u64>() + self.active_len
+    }
+
+    /// Bytes free for the log on its storage.
+    pub fn free_space(&self) -> io::Result<u64> {
+        self.storage.free_space()
+    }
+
+    /// A segment's size (see [`LogOptions::segment_bytes`]).
+    pub fn segment_bytes(&self) -> u64 {
+        self.opts.segment_bytes
+    }
+
     /// Bytes of the live messages' records, and the segments' total on disk.
     pub fn usage(&self) -> (u64, usize) {
         let live = self.live.segs.values().map(|(_, b)| b).sum();
@@ -359,6 +377,9 @@ impl<S: Storage> Log<S> {
     /// Creates the next segment (its header and a `Declare` for each queue), synced,
     /// its name durable.
     fn start_segment(&mut self) -> Result<(), LogError> {
+        if !self.segments.is_empty() {
+            self.sealed.insert(self.active_first, self.active_len);
+        }
         let name = segment_name(self.next_seq);
         self.storage.create(&name).map_err(io_err(&name))?;
         self.segments.push(name.clone());

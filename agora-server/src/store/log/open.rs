@@ -71,6 +71,7 @@ impl<S: Storage> Log<S> {
         let mut live = Liveness::default();
         let mut next_seq = 1;
         let mut active_len = 0;
+        let mut sealed = BTreeMap::new();
         let last = segments.len().saturating_sub(1);
         let mut unfinished = false;
         for (i, name) in segments.iter().enumerate() {
@@ -137,6 +138,7 @@ impl<S: Storage> Log<S> {
             rec.bytes += at as u64;
             rec.segments += 1;
             active_len = at as u64;
+            sealed.insert(first, active_len);
         }
         if unfinished {
             segments.pop();
@@ -167,11 +169,14 @@ impl<S: Storage> Log<S> {
             next_seq,
             numbers,
             chains: rec.chains.clone(),
+            sealed,
             next_number,
             live,
             active_first: 0,
         };
         log.active_first = log.segments.last().map_or(0, |n| first_of(n));
+        // The last segment is the one appended to, not a sealed one.
+        log.sealed.remove(&log.active_first);
         if log.segments.is_empty() {
             log.start_segment()?;
         }

@@ -365,6 +365,11 @@ fn space_comes_back_and_one_old_message_does_not_pin_the_log() {
         log.sync().unwrap();
     }
     let (live, segments) = log.usage();
+    assert_eq!(
+        log.disk_bytes(),
+        disk.used() as u64,
+        "what the log counts is on disk"
+    );
     assert!(
         segments <= 3,
         "{segments} segments on disk: {:?}",
@@ -378,7 +383,12 @@ fn space_comes_back_and_one_old_message_does_not_pin_the_log() {
     assert!(live > 0 && live < 200, "{live} live bytes");
     // The old message is still there, with its delivery count.
     disk.crash(11);
-    let (_, rec) = open(&disk, seg).unwrap();
+    let (log, rec) = open(&disk, seg).unwrap();
+    assert_eq!(
+        log.disk_bytes(),
+        disk.used() as u64,
+        "and as counted at opening"
+    );
     let msgs = &rec.queues["jobs"];
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert_eq!((msgs[0].id, msgs[0].count), (1, 3));

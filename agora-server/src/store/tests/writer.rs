@@ -24,7 +24,7 @@ fn the_writer_says_stored_only_once_the_records_are_synced_and_syncs_in_groups()
     let (mut log, _) = open(&disk, 1 << 20).unwrap();
     let q = log.declare("jobs");
     log.sync().unwrap();
-    let (w, thread) = spawn_writer(log, Fsync::Always).unwrap();
+    let (w, thread) = spawn_writer(log, Fsync::Always, None).unwrap();
     // One at a time: each is on disk (what a crash must keep) when its sender hears.
     for id in 1..=5 {
         let (appends, dones) = queue_appends(id..id + 1, q);
@@ -69,7 +69,7 @@ fn a_failed_sync_is_told_to_its_group_and_to_every_later_append() {
     let (mut log, _) = open(&disk, 1 << 20).unwrap();
     let q = log.declare("jobs");
     log.sync().unwrap();
-    let (w, thread) = spawn_writer(log, Fsync::Always).unwrap();
+    let (w, thread) = spawn_writer(log, Fsync::Always, None).unwrap();
     disk.fail_syncs(1);
     let (appends, dones) = queue_appends(1..2, q);
     for a in appends {
@@ -103,7 +103,7 @@ fn without_always_a_sender_hears_once_written_and_the_sync_follows() {
         let q = log.declare("jobs");
         log.sync().unwrap();
         let syncs = disk.syncs();
-        let (w, thread) = spawn_writer(log, fsync).unwrap();
+        let (w, thread) = spawn_writer(log, fsync, None).unwrap();
         let (appends, dones) = queue_appends(1..4, q);
         for a in appends {
             smol::block_on(w.append(a)).unwrap();
@@ -153,7 +153,7 @@ fn without_syncs_space_still_comes_back() {
     let (mut log, _) = open(&disk, seg).unwrap();
     let q = log.declare("jobs");
     log.sync().unwrap();
-    let (w, thread) = spawn_writer(log, Fsync::Never).unwrap();
+    let (w, thread) = spawn_writer(log, Fsync::Never, None).unwrap();
     // About 50 segments' worth, each message acknowledged in its own append.
     for id in 1..2001 {
         let (tx, rx) = async_channel::bounded(1);
@@ -183,7 +183,7 @@ fn a_large_group_is_spread_over_segments_of_their_size() {
     let (mut log, _) = open(&disk, seg).unwrap();
     let q = log.declare("jobs");
     log.sync().unwrap();
-    let (w, thread) = spawn_writer(log, Fsync::Always).unwrap();
+    let (w, thread) = spawn_writer(log, Fsync::Always, None).unwrap();
     // 200 enqueues of 200 B in one append: about ten segments' worth.
     let records = (1..=200).map(|id| enqueue(q, id, &[7; 200])).collect();
     let (tx, rx) = async_channel::bounded(1);
