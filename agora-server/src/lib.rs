@@ -202,7 +202,8 @@ fn open_store(path: &std::path::Path, max_disk: Option<u64>) -> io::Result<Opene
 }
 
 impl Server {
-    /// Binds the listening socket(s) described by `config`.
+    /// Locks the data directory and reads its log back (with one), then binds the
+    /// listening socket(s) described by `config`.
     /// A configured chain that does not parse, or names an undeclared database, is
     /// refused with [`io::ErrorKind::InvalidInput`].
     pub async fn bind(config: Config) -> io::Result<Server> {
@@ -222,15 +223,18 @@ impl Server {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("chain of {dest}: {e}"))
             })?;
         }
+        // The log is read back before the sockets are bound: no client can connect
+        // (or wait in the accept queue) to a broker still recovering, and a broker
+        // refused its data directory takes no port.
+        let store = match &config.data_dir {
+            Some(path) => Some(open_store(path, config.max_disk)?),
+            None => None,
+        };
         let (listener, udp) = bind_pair(config.bind, config.port, || {
             std::net::TcpListener::bind((config.bind, 0))
         })?;
         let listener = TcpListener::try_from(listener)?;
         let udp = UdpSocket::try_from(udp)?;
-        let store = match &config.data_dir {
-            Some(path) => Some(open_store(path, config.max_disk)?),
-            None => None,
-        };
         Ok(Server {
             config,
             listener,

