@@ -360,6 +360,24 @@ impl Server {
             );
         }
         if let Some((writer, thread, dir, _)) = writer {
+            // Every queue hands what it has to the writer first (bounded: a queue that
+            // does not answer within the shutdown timeout is not waited for).
+            let queues = ask::ask(&broker.manager, |reply| manager::ManagerCmd::All { reply })
+                .await
+                .unwrap_or_default();
+            let flushes = queues.into_iter().filter_map(|h| match h {
+                manager::Handle::Queue(q) => Some(q),
+                manager::Handle::Topic(_) => None,
+            });
+            let all = async {
+                for q in flushes {
+                    let _ = ask::ask(&q.tx, |reply| queue::QueueCmd::Flush { reply }).await;
+                }
+            };
+            futures_lite::future::or(all, async {
+                smol::Timer::after(timeout).await;
+            })
+            .await;
             // What the queues handed over is written and synced (whatever --fsync
             // says: a graceful stop loses nothing), then the directory is unlocked.
             writer.close();

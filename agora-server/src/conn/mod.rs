@@ -129,6 +129,8 @@ enum Event {
     Read(std::io::Result<usize>),
     Stop,
     Silent,
+    /// The oldest confirmed publish waiting for the log heard (the outcome).
+    Stored(Result<crate::store::Outcome, async_channel::RecvError>),
 }
 
 /// What acting on a frame gives: carry on, or end the connection, and why.
@@ -170,8 +172,9 @@ struct Conn<'a> {
     read_held: usize,
     /// Confirmed publishes to durable queues whose records are not yet stored, in
     /// order: each `PUBACK` (or `ERR`) is sent once its record is where `--fsync` says,
-    /// before any later answer, and all of them before the connection reads again (so
-    /// one sync covers every confirmed publish of a read).
+    /// and before any later answer. The connection goes on reading meanwhile (TCP: the
+    /// read loop also waits for the oldest of them), so the publishes of the next read
+    /// go into the next sync while this one runs.
     unstored: std::sync::Mutex<std::collections::VecDeque<Unstored>>,
 }
 
@@ -459,35 +462,74 @@ impl Conn<'_> {
     /// queue went away first. Waits for the log's writer (bounded by its sync).
     pub(super) async fn settle_stored(&self) -> Flow {
         loop {
-            let next = self
-                .unstored
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop_front();
-            let Some(Unstored { rid, stored }) = next else {
+            let Some(stored) = self.oldest_unstored() else {
                 return Ok(());
             };
-            let sent = match stored.recv().await {
-                Ok(Ok(())) => {
-                    let ack = ServerFrame::PubAck {
-                        rid,
-                        filtered: false,
-                    };
-                    self.outbox.frame(&ack).await
+            let outcome = stored.recv().await;
+            self.answer_stored(outcome).await?;
+        }
+    }
+
+    /// Answers the confirmed publishes at the front whose records are stored already,
+    /// without waiting for the others.
+    pub(super) async fn settle_stored_now(&self) -> Flow {
+        while let Some(stored) = self.oldest_unstored() {
+            match stored.try_recv() {
+                Ok(outcome) => self.answer_stored(Ok(outcome)).await?,
+                Err(async_channel::TryRecvError::Empty) => return Ok(()),
+                Err(async_channel::TryRecvError::Closed) => {
+                    self.answer_stored(Err(async_channel::RecvError)).await?
                 }
-                Ok(Err(why)) => {
-                    self.broker.metrics.error(ErrorCode::StorageFailed);
-                    let why = format!("not confirmed: {why}");
-                    self.outbox.err(rid, ErrorCode::StorageFailed, &why).await
-                }
-                Err(_) => {
-                    let why = "the queue was removed before the message was stored; publish again";
-                    self.outbox.err(rid, ErrorCode::Internal, why).await
-                }
-            };
-            if !sent {
-                return Err(End::Gone);
             }
+        }
+        Ok(())
+    }
+
+    /// The receiver of the oldest confirmed publish waiting for the log (a clone: the
+    /// entry stays until [`answer_stored`](Conn::answer_stored) takes it).
+    pub(super) fn oldest_unstored(&self) -> Option<Receiver<crate::store::Outcome>> {
+        self.unstored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .map(|u| u.stored.clone())
+    }
+
+    /// Takes the oldest confirmed publish waiting for the log, whose `outcome` has
+    /// come, and answers it.
+    pub(super) async fn answer_stored(
+        &self,
+        outcome: Result<crate::store::Outcome, async_channel::RecvError>,
+    ) -> Flow {
+        let front = self
+            .unstored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        let Some(Unstored { rid, .. }) = front else {
+            return Ok(());
+        };
+        let sent = match outcome {
+            Ok(Ok(())) => {
+                let ack = ServerFrame::PubAck {
+                    rid,
+                    filtered: false,
+                };
+                self.outbox.frame(&ack).await
+            }
+            Ok(Err(why)) => {
+                self.broker.metrics.error(ErrorCode::StorageFailed);
+                let why = format!("not confirmed: {why}");
+                self.outbox.err(rid, ErrorCode::StorageFailed, &why).await
+            }
+            Err(_) => {
+                let why = "the queue was removed before the message was stored; publish again";
+                self.outbox.err(rid, ErrorCode::Internal, why).await
+            }
+        };
+        match sent {
+            true => Ok(()),
+            false => Err(End::Gone),
         }
     }
 

@@ -46,13 +46,22 @@ impl Conn<'_> {
                 read_size.with_spare(buf.capacity() - len)
             };
             buf.resize(len + ask, 0);
+            let oldest = self.oldest_unstored();
             let event = future::or(
                 async { Event::Read(stream.read(&mut buf[len..]).await) },
                 future::or(
-                    async {
-                        let _ = stop.recv().await;
-                        Event::Stop
-                    },
+                    future::or(
+                        async {
+                            let _ = stop.recv().await;
+                            Event::Stop
+                        },
+                        async {
+                            match &oldest {
+                                Some(rx) => Event::Stored(rx.recv().await),
+                                None => future::pending().await,
+                            }
+                        },
+                    ),
                     async {
                         if no_pings {
                             future::pending::<()>().await;
@@ -77,6 +86,17 @@ impl Conn<'_> {
                     }
                 }
                 Event::Read(_) => return End::Gone, // EOF or error: the client is gone
+                Event::Stored(outcome) => {
+                    buf.truncate(len);
+                    let answered = async {
+                        self.answer_stored(outcome).await?;
+                        self.settle_stored_now().await
+                    };
+                    if let Err(end) = answered.await {
+                        return end;
+                    }
+                    continue;
+                }
                 Event::Stop => {
                     let _ = self
                         .reply(&ServerFrame::Shutdown {
@@ -217,7 +237,11 @@ impl Conn<'_> {
             self.read_at = std::time::Instant::now();
             self.session.heard(self.read_at);
             let mut buf = BytesMut::from(&d[..]);
-            let acted = self.act_on(&mut buf).await;
+            // Over UDP, a datagram's confirms are answered before the next is read.
+            let acted = match self.act_on(&mut buf).await {
+                Ok(d) => self.settle_stored().await.map(|()| d),
+                Err(e) => Err(e),
+            };
             if self.session.verified() && !source.is_verified() {
                 source.verify();
             }
@@ -280,8 +304,9 @@ impl Conn<'_> {
                 }
                 Ok(Some(f)) => self.handle(f).await?,
                 Ok(None) => {
-                    // Confirms waiting for the log are sent before reading on.
-                    self.settle_stored().await?;
+                    // Confirms whose records are stored already are sent now; the rest
+                    // as they come (the read loop waits for them too).
+                    self.settle_stored_now().await?;
                     return Ok(Decoded::More);
                 }
                 Err(e) => {

@@ -71,6 +71,9 @@ pub(crate) enum QueueCmd {
     Purge { reply: Sender<usize> },
     /// The queue is deleted: tell consumers, drop everything, stop.
     Delete { reply: Sender<usize> },
+    /// Answers once everything before it has been handed to the log's writer (a
+    /// graceful stop waits for it before closing the log).
+    Flush { reply: Sender<()> },
 }
 
 /// Where a consumer's deliveries and notices go: the subscription's delivery queue to
@@ -146,6 +149,7 @@ pub(crate) fn spawn(
         writer,
         waiters: Vec::new(),
         forwarded: Vec::new(),
+        flushed: Vec::new(),
     };
     rt.spawn(task.run(rx)).detach();
     shared
@@ -175,6 +179,8 @@ struct Queue {
     waiters: Vec<Sender<Outcome>>,
     /// Other queues' records that dead letters brought, appended after this queue's.
     forwarded: Vec<Record>,
+    /// Who waits for this batch's records to be handed to the writer.
+    flushed: Vec<Sender<()>>,
 }
 
 /// What woke a queue's task.
@@ -251,6 +257,7 @@ impl Queue {
         // What the last batch changed (a deletion, say) goes to the log before the task
         // ends.
         self.store().await;
+        self.flushed();
         // Retired (only when idle), deleted, or the broker is gone. Commands sent after
         // the last one taken (an ACK from a consumer that just got its CANCEL) would wait
         // in the channel for as long as a sender lives, and with them the replies their
@@ -275,6 +282,7 @@ impl Queue {
         self.give_back_released();
         self.publish_figures();
         self.store().await;
+        self.flushed();
     }
 
     /// Hands the batch's records to the log's writer, with the confirms that wait for
@@ -289,6 +297,13 @@ impl Queue {
         let done = std::mem::take(&mut self.waiters);
         // A failed writer has told every waiter why, and logged it.
         let _ = writer.append(Append { records, done }).await;
+    }
+
+    /// Tells whoever asked (`QueueCmd::Flush`) that the batch went to the writer.
+    fn flushed(&mut self) {
+        for f in self.flushed.drain(..) {
+            let _ = f.try_send(());
+        }
     }
 
     /// Returns what left the queue to its limits and the memory budget.
@@ -356,6 +371,7 @@ impl Queue {
                 }
             }
             QueueCmd::Written { cid, n } => self.state.written(cid, n),
+            QueueCmd::Flush { reply } => self.flushed.push(reply),
             QueueCmd::Purge { reply } => {
                 let n = self.state.purge();
                 self.give_back_released();
@@ -530,6 +546,7 @@ mod tests {
             writer: None,
             waiters: Vec::new(),
             forwarded: Vec::new(),
+            flushed: Vec::new(),
         };
         futures_lite::future::block_on(task.run(rx));
         assert_eq!(deleted_rx.try_recv(), Ok(0));
