@@ -167,20 +167,29 @@ pub(crate) fn sim(args: &[String]) -> process::Result<()> {
     process::run(cmd.args(args))
 }
 
+/// Builds the release broker (`target/release/agora`) and, with `extra`, more of
+/// agora-server's targets (`--example crash`).
+pub(crate) fn build_release_agora(extra: &[&str]) -> process::Result<()> {
+    process::run(
+        process::cargo()
+            .current_dir(project_root())
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "agora-server",
+                "--bin",
+                "agora",
+            ])
+            .args(extra),
+    )
+}
+
 /// Builds the release broker and runs the crash test's example with `args`.
 pub(crate) fn crash(args: &[String]) -> process::Result<()> {
     let root = project_root();
-    process::run(process::cargo().current_dir(&root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "agora-server",
-        "--bin",
-        "agora",
-        "--example",
-        "crash",
-    ]))?;
+    build_release_agora(&["--example", "crash"])?;
     // Where cargo put it: CARGO_TARGET_DIR when set, else the workspace's target/.
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

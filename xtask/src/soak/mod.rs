@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::process::{self, Result};
+use crate::process::Result;
 use crate::project_root;
 
 /// The broker's memory budget and read budget in the soak.
@@ -85,15 +85,7 @@ struct Sample {
 
 pub(crate) fn run(seconds: u64) -> Result<()> {
     let root = project_root();
-    process::run(process::cargo().current_dir(&root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "agora-server",
-        "--bin",
-        "agora",
-    ]))?;
+    crate::build_release_agora(&[])?;
     let out_dir = root.join("target/soak");
     std::fs::create_dir_all(&out_dir)?;
     let mut child = Command::new(root.join("target/release/agora"))
