@@ -195,6 +195,9 @@ pub struct Config {
     /// Whatever it says, they are refused while the file system has less free than
     /// two segments.
     pub max_disk: Option<u64>,
+    /// At start, set damage in the log aside (into the data directory's `damaged`
+    /// folder) instead of refusing to start (`--repair`).
+    pub repair: bool,
 }
 
 impl Default for Config {
@@ -241,6 +244,7 @@ impl Default for Config {
             data_dir: None,
             fsync: Fsync::Always,
             max_disk: None,
+            repair: false,
         }
     }
 }

@@ -148,7 +148,7 @@ struct Opened {
 
 /// Locks the data directory and reads its log back; an error says which directory and
 /// what is wrong, for the operator.
-fn open_store(path: &std::path::Path, max_disk: Option<u64>) -> io::Result<Opened> {
+fn open_store(path: &std::path::Path, max_disk: Option<u64>, repair: bool) -> io::Result<Opened> {
     let dir = store::DataDir::lock(path).map_err(|e| {
         let kind = match &e {
             store::DirError::InUse { .. } => io::ErrorKind::AddrInUse,
@@ -164,15 +164,29 @@ fn open_store(path: &std::path::Path, max_disk: Option<u64>) -> io::Result<Opene
     if let Some(max) = max_disk {
         opts.segment_bytes = (max / 8).clamp(4096, opts.segment_bytes);
     }
-    let (log, recovered) = store::Log::open(disk, opts).map_err(|e| {
+    let opened = match repair {
+        false => store::Log::open(disk, opts).map(|(log, rec)| (log, rec, Vec::new())),
+        true => store::Log::open_repairing(disk, opts),
+    };
+    let (log, recovered, set_aside) = opened.map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "the log in {} cannot be read back: {e}; nothing was changed (see the book's Durability chapter)",
+                "the log in {} cannot be read back: {e}; nothing was changed (--repair sets the damaged part aside; see the book's Durability chapter)",
                 path.display()
             ),
         )
     })?;
+    for s in &set_aside {
+        log::warn!(
+            "{}: repair: {} from byte {} set aside as {} ({})",
+            path.display(),
+            s.file,
+            s.from,
+            s.to,
+            s.why
+        );
+    }
     if let Some(cut) = &recovered.cut {
         log::warn!(
             "{}: the log's torn end was cut off: {} bytes of {} from byte {} ({}); they were never confirmed",
@@ -227,7 +241,7 @@ impl Server {
         // (or wait in the accept queue) to a broker still recovering, and a broker
         // refused its data directory takes no port.
         let store = match &config.data_dir {
-            Some(path) => Some(open_store(path, config.max_disk)?),
+            Some(path) => Some(open_store(path, config.max_disk, config.repair)?),
             None => None,
         };
         let (listener, udp) = bind_pair(config.bind, config.port, || {

@@ -137,6 +137,20 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "repair",
+        flag: "repair",
+        env: "AGORA_REPAIR",
+        kind: Kind::Switch,
+        default_note: "off",
+        valid: "a flag; the variable and the file take `true` or `false`",
+        doc: "At start, move damage found in the data directory's log (from the first bad record on, and any foreign file) into its damaged/ folder instead of refusing to start",
+        apply: |s, v| {
+            s.config.repair = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "max_payload",
         flag: "max-payload",
         env: "AGORA_MAX_PAYLOAD",

@@ -75,6 +75,7 @@ fn each_setting_changes_the_settings() {
         ("memory_only", "true"),
         ("fsync", "every=200ms"),
         ("max_disk", "1048576"),
+        ("repair", "true"),
         ("max_payload", "77"),
         ("max_connections", "3"),
         ("queue_max_messages", "3"),

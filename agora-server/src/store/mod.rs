@@ -24,9 +24,9 @@ mod storage;
 mod writer;
 
 pub use dir::{DataDir, DirError};
-pub use log::{Cut, Log, LogError, LogOptions, Recovered, Stored, HEADER, LOCK_FILE};
+pub use log::{Cut, Log, LogError, LogOptions, Recovered, SetAside, Stored, HEADER, LOCK_FILE};
 pub use record::{Bad, Record, FRAME, MAX_RECORD};
-pub use storage::{Disk, SimDisk, Storage};
+pub use storage::{Disk, SimDisk, Storage, SET_ASIDE};
 pub use writer::{
     spawn as spawn_writer, Append, Fsync, Stored as Outcome, WriterHandle, WriterStats,
 };

@@ -37,7 +37,15 @@ pub trait Storage: Send + Sync {
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Bytes free for the log on the file system the directory is on.
     fn free_space(&self) -> io::Result<u64>;
+    /// Moves the bytes of file `name` from `from` on out of the log's way, durably, into
+    /// the directory's [`SET_ASIDE`] folder as `<name>.from-<from>` (all of it, and the
+    /// file removed, when `from` is 0; else the file is cut back to `from`). Returns the
+    /// path it went to. The repair at start uses it; nothing is deleted.
+    fn set_aside(&self, name: &str, from: u64) -> io::Result<String>;
 }
+
+/// The folder of the data directory that a repair moves damaged parts into.
+pub const SET_ASIDE: &str = "damaged";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -120,6 +128,27 @@ impl Storage for Disk {
         let st = rustix::fs::statvfs(&self.dir)?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
+
+    fn set_aside(&self, name: &str, from: u64) -> io::Result<String> {
+        let aside = self.dir.join(SET_ASIDE);
+        std::fs::create_dir_all(&aside)?;
+        let data = self.read(name)?;
+        let to = aside.join(format!("{name}.from-{from}"));
+        {
+            let mut f = File::create(&to)?;
+            std::io::Write::write_all(&mut f, data.get(from as usize..).unwrap_or_default())?;
+            f.sync_all()?;
+        }
+        File::open(&aside)?.sync_all()?;
+        if from == 0 {
+            self.remove(name)?;
+        } else {
+            self.truncate(name, from)?;
+            self.sync(name)?;
+        }
+        self.sync_dir()?;
+        Ok(to.display().to_string())
+    }
 }
 
 /// One file of a [`SimDisk`].
@@ -140,6 +169,8 @@ struct SimState {
     ghosts: BTreeMap<String, SimFile>,
     /// Bytes all files may hold; past it an append fails with `StorageFull`.
     space: Option<usize>,
+    /// What a repair set aside, by where it went.
+    set_aside: BTreeMap<String, Vec<u8>>,
     /// The next so many appends fail (an I/O error) and write nothing.
     fail_appends: u32,
     /// The next so many syncs fail.
@@ -266,6 +297,11 @@ impl SimDisk {
     /// Bytes held by all files.
     pub fn used(&self) -> usize {
         lock(&self.state).files.values().map(|f| f.data.len()).sum()
+    }
+
+    /// What a repair set aside, by where it went.
+    pub fn set_aside_parts(&self) -> BTreeMap<String, Vec<u8>> {
+        lock(&self.state).set_aside.clone()
     }
 
     /// Bytes in file `name` (0 when there is none).
@@ -410,6 +446,20 @@ impl Storage for SimDisk {
         let used: usize = s.files.values().map(|f| f.data.len()).sum();
         Ok(s.space
             .map_or(u64::MAX, |space| space.saturating_sub(used) as u64))
+    }
+
+    fn set_aside(&self, name: &str, from: u64) -> io::Result<String> {
+        let to = format!("{SET_ASIDE}/{name}.from-{from}");
+        let mut s = lock(&self.state);
+        let f = s.files.get_mut(name).ok_or_else(|| Self::not_found(name))?;
+        let moved = f.data.split_off((from as usize).min(f.data.len()));
+        f.synced = f.synced.min(f.data.len());
+        if from == 0 {
+            s.files.remove(name);
+            s.durable_names.retain(|n| n != name);
+        }
+        s.set_aside.insert(to.clone(), moved);
+        Ok(to)
     }
 }
 

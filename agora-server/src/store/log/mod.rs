@@ -33,6 +33,8 @@ use live::Liveness;
 mod live;
 mod open;
 
+pub use open::SetAside;
+
 const MAGIC: &[u8; 8] = b"AGORALOG";
 const VERSION: u32 = 1;
 /// A segment's header: magic, version, first record's number, checksum.

@@ -51,7 +51,7 @@ impl<S: Storage> Log<S> {
         let names = storage.list().map_err(io_err("."))?;
         let mut segments = Vec::new();
         for n in names {
-            if n == LOCK_FILE {
+            if n == LOCK_FILE || n == super::super::storage::SET_ASIDE {
                 continue;
             }
             if !n.ends_with(".seg") {
@@ -184,6 +184,72 @@ impl<S: Storage> Log<S> {
             log.push(&Record::Delete { queue });
         }
         Ok((log, rec))
+    }
+}
+
+/// What the repair at start set aside: the file moved (or cut), where it went, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The file.
+    pub file: String,
+    /// The offset from which its bytes were moved (0: all of it).
+    pub from: u64,
+    /// Where they are now.
+    pub to: String,
+    /// The damage that made the repair move them.
+    pub why: String,
+}
+
+impl<S: Storage> Log<S> {
+    /// [`Log::open`], setting aside instead of refusing: at the first damage (a bad
+    /// record, a foreign file, a gap between segments), the rest of that file and every
+    /// later segment are moved into the directory's `damaged` folder (nothing is
+    /// deleted), and the log opens with what comes before. A foreign file is moved
+    /// whole. Returns what was moved, for the operator.
+    pub fn open_repairing(
+        storage: Arc<S>,
+        opts: LogOptions,
+    ) -> Result<(Log<S>, Recovered, Vec<SetAside>), LogError> {
+        let mut moved = Vec::new();
+        // Each turn moves at least one file or part of one: bounded by the files.
+        let most = storage.list().map_err(io_err("."))?.len() + 1;
+        for _ in 0..=most {
+            let e = match Log::open(storage.clone(), opts) {
+                Ok((log, rec)) => return Ok((log, rec, moved)),
+                Err(e) => e,
+            };
+            let (file, from, segments_after) = match &e {
+                LogError::Damaged { file, offset, .. } => (file.clone(), *offset, true),
+                LogError::Gap { file, .. } => (file.clone(), 0, true),
+                LogError::Foreign { file, .. } => (file.clone(), 0, false),
+                LogError::Io { .. } => return Err(e),
+            };
+            let why = e.to_string();
+            let mut aside = vec![(file.clone(), from)];
+            if segments_after {
+                let names = storage.list().map_err(io_err("."))?;
+                aside.extend(
+                    names
+                        .into_iter()
+                        .filter(|n| n.ends_with(".seg") && *n > file)
+                        .map(|n| (n, 0)),
+                );
+            }
+            for (file, from) in aside {
+                let to = storage.set_aside(&file, from).map_err(io_err(&file))?;
+                moved.push(SetAside {
+                    file,
+                    from,
+                    to,
+                    why: why.clone(),
+                });
+            }
+        }
+        Err(LogError::Damaged {
+            file: ".".to_owned(),
+            offset: 0,
+            why: "the repair did not converge".to_owned(),
+        })
     }
 }
 
