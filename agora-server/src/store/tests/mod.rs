@@ -10,6 +10,7 @@ use agora_protocol::Headers;
 
 use super::*;
 
+mod recovery;
 mod writer;
 
 fn enqueue(queue: u32, id: u64, payload: &[u8]) -> Record {
@@ -426,92 +427,4 @@ fn numbers_given_outside_the_log_are_kept_for_the_next_segments() {
     let (log2, rec) = open(&disk, 300).unwrap();
     assert_eq!(rec.queues["given"].len(), 5);
     assert_eq!(log2.numbers().0.get("given"), Some(&9));
-}
-
-/// Chains set or cleared at run time come back, the last word for each destination,
-/// even once the segments that first said so are gone.
-#[test]
-fn chains_come_back_and_outlive_their_segments() {
-    let disk = SimDisk::new();
-    let seg = 1024;
-    let (mut log, _) = open(&disk, seg).unwrap();
-    let chain = |dest: &str, text: &str| Record::Chain {
-        dest: dest.into(),
-        text: text.into(),
-    };
-    log.append(&chain("topic:a", "sample 2"));
-    log.append(&chain("queue:b", "sample 3"));
-    log.append(&chain("queue:b", ""));
-    let q = log.declare("jobs");
-    log.sync().unwrap();
-    // Enough published and acknowledged to fill and reclaim the first segments.
-    for id in 1..200 {
-        log.append(&enqueue(q, id, &[0; 40]));
-        log.append(&Record::Ack { queue: q, id });
-        log.sync().unwrap();
-    }
-    assert!(
-        !log.segments()
-            .contains(&"00000000000000000001.seg".to_owned()),
-        "the first segment is gone: {:?}",
-        log.segments()
-    );
-    let (_, rec) = open(&disk, seg).unwrap();
-    let want: std::collections::BTreeMap<String, String> = [
-        ("queue:b".to_owned(), String::new()),
-        ("topic:a".to_owned(), "sample 2".to_owned()),
-    ]
-    .into();
-    assert_eq!(rec.chains, want);
-}
-
-/// The repair asked for at start sets damage aside instead of refusing: from the first
-/// bad record on (the rest of its segment and every later one), and foreign files; the
-/// log opens with what comes before, nothing is deleted, and a plain opening works
-/// afterwards.
-#[test]
-fn the_repair_sets_damage_aside_and_opens_with_what_comes_before() {
-    let disk = SimDisk::new();
-    let (mut log, _) = open(&disk, 256).unwrap();
-    let q = log.declare("jobs");
-    for id in 1..=20 {
-        log.append(&enqueue(q, id, &[0; 40]));
-        log.write().unwrap();
-    }
-    log.sync().unwrap();
-    let segs = log.segments().to_vec();
-    assert!(segs.len() >= 4, "{segs:?}");
-    drop(log);
-    // Damage in the second segment's first record (whole records after it), and a
-    // stray file.
-    disk.flip(&segs[1], HEADER + 12);
-    disk.put("notes.txt", b"an operator's file");
-    let before: usize = segs.iter().map(|s| disk.len_of(s)).sum();
-    assert!(open(&disk, 256).is_err(), "a plain opening refuses");
-    let (_, rec, moved) =
-        Log::open_repairing(Arc::new(disk.clone()), LogOptions { segment_bytes: 256 }).unwrap();
-    // What the first segment holds comes back; the rest is set aside, not lost.
-    let first_ids: Vec<u64> = rec.queues["jobs"].iter().map(|m| m.id).collect();
-    assert!(
-        !first_ids.is_empty() && first_ids.len() < 20,
-        "{first_ids:?}"
-    );
-    assert!(first_ids.windows(2).all(|w| w[1] == w[0] + 1) && first_ids[0] == 1);
-    let files: Vec<&str> = moved.iter().map(|m| m.file.as_str()).collect();
-    assert!(files.contains(&"notes.txt"), "{moved:?}");
-    for s in &segs[1..] {
-        assert!(files.contains(&s.as_str()), "{s} set aside: {moved:?}");
-    }
-    assert!(moved.iter().all(|m| !m.why.is_empty()));
-    let parts = disk.set_aside_parts();
-    let kept: usize = segs.iter().map(|s| disk.len_of(s)).sum();
-    let aside: usize = parts
-        .iter()
-        .filter(|(to, _)| to.contains(".seg"))
-        .map(|(_, b)| b.len())
-        .sum();
-    assert_eq!(kept + aside, before, "every byte is kept or set aside");
-    // The directory is whole again: a plain opening gives the same.
-    let (_, again) = open(&disk, 256).unwrap();
-    assert_eq!(again.queues["jobs"].len(), first_ids.len());
 }

@@ -26,6 +26,12 @@ use crate::queue::{self, MessageIds, QueueCmd, QueueShared, QueueStore};
 use crate::store::{Append, Record, Stored, WriterHandle};
 use crate::topic::Topic;
 
+mod listing;
+mod store;
+
+pub(crate) use listing::{DestStats, Listing};
+pub(crate) use store::Store;
+
 /// A destination as connections hold it.
 #[derive(Clone)]
 pub(crate) enum Handle {
@@ -101,108 +107,11 @@ pub(crate) enum ManagerCmd {
     },
 }
 
-/// Destinations a `STATS` page lists when the request does not say.
-pub(crate) const DEFAULT_STATS_LIMIT: usize = 1000;
-/// Most destinations one `STATS` page lists, whatever the request says.
-pub(crate) const MAX_STATS_LIMIT: usize = 10_000;
-
-/// A page of destinations for `STATS`.
-pub(crate) struct Listing {
-    pub handles: Vec<Handle>,
-    /// The last destination listed, when more follow: the next page starts after it.
-    pub next: Option<Destination>,
-    /// The page size applied.
-    pub limit: usize,
-    /// Destinations in the broker, all of them.
-    pub total: usize,
-}
-
-/// A destination's figures, as `STATS` reports them.
-#[derive(Serialize)]
-pub(crate) struct DestStats {
-    pub kind: &'static str,
-    pub name: String,
-    pub depth: usize,
-    pub unacked: usize,
-    pub consumers: usize,
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub dropped: u64,
-    pub redelivered: u64,
-    pub deadlettered: u64,
-    /// Publishes the destination's mutator chain dropped.
-    pub filtered: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Sampled latency of the last metric interval.
-    pub latency: crate::metrics::LatencySummary,
-}
-
-impl Handle {
-    pub fn stats(&self) -> DestStats {
-        match self {
-            Handle::Queue(q) => DestStats {
-                kind: "queue",
-                name: q.dest.name.to_string(),
-                depth: q.waiting(),
-                unacked: q.unacked.load(Relaxed),
-                consumers: q.consumers.load(Relaxed),
-                messages_in: q.messages_in.load(Relaxed),
-                messages_out: q.messages_out.load(Relaxed),
-                dropped: 0,
-                redelivered: q.redelivered.load(Relaxed),
-                deadlettered: q.deadlettered.load(Relaxed),
-                filtered: q.chain.filtered.load(Relaxed),
-                bytes_in: q.bytes_in.load(Relaxed),
-                bytes_out: q.bytes_out.load(Relaxed),
-                latency: q.latency.last(),
-            },
-            Handle::Topic(t) => {
-                let (depth, dropped) = t.buffered_and_dropped();
-                DestStats {
-                    kind: "topic",
-                    name: t.dest.name.to_string(),
-                    depth,
-                    unacked: 0,
-                    consumers: t.subscribers(),
-                    messages_in: t.messages_in.load(Relaxed),
-                    messages_out: t.messages_out.load(Relaxed),
-                    dropped,
-                    redelivered: 0,
-                    deadlettered: 0,
-                    filtered: t.chain.filtered.load(Relaxed),
-                    bytes_in: t.bytes_in.load(Relaxed),
-                    bytes_out: t.bytes_out.load(Relaxed),
-                    latency: t.latency.last(),
-                }
-            }
-        }
-    }
-}
-
 struct Entry {
     handle: Handle,
     /// messages_in when last looked at, and when it last changed.
     seen_in: u64,
     active_at: Instant,
-}
-
-/// The broker's log as the registry uses it: it numbers durable queues (declaring
-/// each in the log before its first record), and hands each queue what was read back
-/// for it at start.
-pub(crate) struct Store {
-    pub writer: WriterHandle,
-    /// Durable queues' numbers by name, as declared in the log.
-    pub numbers: BTreeMap<String, u32>,
-    /// The next number free.
-    pub next_number: u32,
-    /// Where message ids come from, shared by every durable queue.
-    pub ids: MessageIds,
-    /// Messages read back at start, by queue name, until their queue is made.
-    pub recovered: BTreeMap<String, Vec<Stored>>,
-    /// Chains set (or, empty, cleared) at run time before the start, by destination:
-    /// they override the config file's.
-    pub chains: BTreeMap<String, String>,
 }
 
 /// Spawns the manager task on `rt`; returns its channel. Queues read back from the
@@ -397,83 +306,6 @@ impl Manager {
         }
     }
 
-    /// Makes every queue the log holds messages for, before anything is served.
-    async fn recover(&mut self) {
-        let Some(st) = &mut self.store else { return };
-        let names: Vec<String> = std::mem::take(&mut st.recovered)
-            .into_iter()
-            .filter(|(_, msgs)| !msgs.is_empty())
-            .map(|(name, msgs)| {
-                st.recovered.insert(name.clone(), msgs);
-                name
-            })
-            .collect();
-        for name in names {
-            let dest = match Destination::queue(&name) {
-                Ok(d) => d,
-                Err(e) => {
-                    // Names are checked before they are declared; never expected.
-                    log::error!("the log names a queue '{name}' that is not a valid name ({e}); its messages stay in the log");
-                    continue;
-                }
-            };
-            match self.resolve(dest).await {
-                Ok(Handle::Queue(q)) => {
-                    log::info!("{}: {} messages read back from the log", q.dest, q.held().0)
-                }
-                Ok(_) => {}
-                Err((_, why)) => log::error!("queue {name} not made at start: {why}"),
-            }
-        }
-    }
-
-    /// What a queue called `name` is given of the log: its number (declared now if
-    /// new) when `durable`, and its messages read back at start. A queue no longer
-    /// durable has its number deleted from the log (its messages stay in memory).
-    async fn queue_store(&mut self, name: &str, durable: bool) -> Option<QueueStore> {
-        let st = self.store.as_mut()?;
-        let restore = st.recovered.remove(name).unwrap_or_default();
-        let mut records = Vec::new();
-        let journal = match (durable, st.numbers.get(name)) {
-            (true, Some(&n)) => Some((n, st.ids.clone())),
-            (true, None) => {
-                let n = st.next_number;
-                st.next_number += 1;
-                st.numbers.insert(name.to_owned(), n);
-                records.push(Record::Declare {
-                    queue: n,
-                    name: name.to_owned(),
-                });
-                Some((n, st.ids.clone()))
-            }
-            (false, Some(&n)) => {
-                log::warn!(
-                    "queue {name} is no longer durable (durable = false): its {} stored messages are kept in memory only from now on",
-                    restore.len()
-                );
-                st.numbers.remove(name);
-                records.push(Record::Delete { queue: n });
-                None
-            }
-            (false, None) => None,
-        };
-        if !records.is_empty() {
-            // Queued before the queue exists, so before any record of its own.
-            let _ = st
-                .writer
-                .append(Append {
-                    records,
-                    done: Vec::new(),
-                })
-                .await;
-        }
-        Some(QueueStore {
-            writer: st.writer.clone(),
-            journal,
-            restore,
-        })
-    }
-
     async fn resolve(&mut self, dest: Destination) -> Result<Handle, (ErrorCode, String)> {
         if let Some(e) = self.registry.get(&dest) {
             if !e.handle.is_closed() {
@@ -525,45 +357,6 @@ impl Manager {
             },
         );
         Ok(handle)
-    }
-
-    /// One page of destinations: at most `limit` (the default when not given,
-    /// capped at [`MAX_STATS_LIMIT`]) whose name starts with the prefix, after
-    /// `after`, in order. Memory per request is the page, not the registry.
-    fn list(&self, page: &StatsPage) -> Listing {
-        let limit = page
-            .limit
-            .map_or(DEFAULT_STATS_LIMIT, |n| n as usize)
-            .min(MAX_STATS_LIMIT);
-        let start = match &page.after {
-            Some(d) => Bound::Excluded(d.clone()),
-            None => Bound::Unbounded,
-        };
-        let mut handles = Vec::with_capacity(limit.min(64));
-        let mut next = None;
-        let mut last: Option<&Destination> = None;
-        let matching = self
-            .registry
-            .range((start, Bound::Unbounded))
-            .filter(|(d, _)| {
-                page.prefix
-                    .as_deref()
-                    .is_none_or(|p| d.name.as_str().starts_with(p))
-            });
-        for (d, e) in matching {
-            if handles.len() == limit {
-                next = last.cloned();
-                break;
-            }
-            handles.push(e.handle.clone());
-            last = Some(d);
-        }
-        Listing {
-            handles,
-            next,
-            limit,
-            total: self.registry.len(),
-        }
     }
 
     fn sweep(&mut self) {
