@@ -54,17 +54,6 @@ struct Model {
     acked: u64,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// A blocking connection that decodes the broker's frames.
 struct Conn {
     stream: TcpStream,
@@ -396,7 +385,7 @@ fn main() -> ExitCode {
 }
 
 fn run(kills: u32, seed: u64, bin: &PathBuf, dir: &PathBuf) -> Result<(), String> {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = agora_server::rng::Rng::new(seed);
     let model = Arc::new(Mutex::new(Model::default()));
     let ids = Arc::new(AtomicU64::new(0));
     let mut starts = Vec::new();

@@ -6,6 +6,8 @@
 //! - [`config`], [`settings`], [`config_file`]: every limit and policy with its
 //!   default; the table of settings the command line, `[broker]` in the config file and
 //!   the book's flags table are made from; the `--config` file.
+//! - `rng`: the one seeded generator (the simulation, the simulated disk, the crash
+//!   test).
 //! - `message`: a message as held, and a delivery on its way to one
 //!   subscription. Plain data.
 //! - [`store`]: durable queues' storage: a segmented, checksummed, append-only log
@@ -54,6 +56,8 @@ mod metrics;
 pub mod mutators;
 mod queue;
 mod reporter;
+#[doc(hidden)]
+pub mod rng;
 mod session;
 pub mod settings;
 mod shipper;

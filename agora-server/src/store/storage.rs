@@ -205,7 +205,7 @@ impl SimDisk {
     /// synced survives, and whether its last bytes are garbage; and whether files
     /// created or removed since the last directory sync are there.
     pub fn crash(&self, seed: u64) {
-        let mut rng = Rng(seed | 1);
+        let mut rng = crate::rng::Rng::new(seed);
         let mut s = lock(&self.state);
         let live = std::mem::take(&mut s.files);
         let ghosts = std::mem::take(&mut s.ghosts);
@@ -460,21 +460,5 @@ impl Storage for SimDisk {
         }
         s.set_aside.insert(to.clone(), moved);
         Ok(to)
-    }
-}
-
-/// A small seeded generator (xorshift), so a crash replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        if n == 0 {
-            0
-        } else {
-            self.0 % n
-        }
     }
 }

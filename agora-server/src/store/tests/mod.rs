@@ -170,17 +170,23 @@ fn a_torn_end_is_cut_off_and_reported_and_other_damage_stops_the_opening() {
     assert_eq!(disk.read(&seg).unwrap().len(), before.len());
 }
 
-#[test]
-fn foreign_files_and_missing_segments_stop_the_opening() {
-    let disk = SimDisk::new();
-    let (mut log, _) = open(&disk, 256).unwrap();
+/// A log on `disk` of 20 messages of 40 B in queue `jobs`, synced, in segments of
+/// 256 bytes; its segments' names.
+fn twenty_in_small_segments(disk: &SimDisk) -> Vec<String> {
+    let (mut log, _) = open(disk, 256).unwrap();
     let q = log.declare("jobs");
     for id in 1..=20 {
         log.append(&enqueue(q, id, &[0; 40]));
         log.write().unwrap();
     }
     log.sync().unwrap();
-    let segs = log.segments().to_vec();
+    log.segments().to_vec()
+}
+
+#[test]
+fn foreign_files_and_missing_segments_stop_the_opening() {
+    let disk = SimDisk::new();
+    let segs = twenty_in_small_segments(&disk);
     assert!(segs.len() >= 3);
     // A lock file belongs; anything else does not.
     disk.put(LOCK_FILE, b"");
@@ -208,24 +214,11 @@ fn foreign_files_and_missing_segments_stop_the_opening() {
     );
 }
 
-/// A small seeded generator for the model test.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
-    }
-}
-
 /// One seed: random operations on three queues, writes and syncs, the machine dying
 /// at a random storage operation (mid-segment-roll included), a crash, and an
 /// opening that must give back a state the model held at or after the last sync.
 fn crash_once(seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = crate::rng::Rng::new(seed);
     let disk = SimDisk::new();
     let seg = 200 + rng.below(2000);
     let (mut log, _) = open(&disk, seg).unwrap();

@@ -47,16 +47,8 @@ fn chains_come_back_and_outlive_their_segments() {
 #[test]
 fn the_repair_sets_damage_aside_and_opens_with_what_comes_before() {
     let disk = SimDisk::new();
-    let (mut log, _) = open(&disk, 256).unwrap();
-    let q = log.declare("jobs");
-    for id in 1..=20 {
-        log.append(&enqueue(q, id, &[0; 40]));
-        log.write().unwrap();
-    }
-    log.sync().unwrap();
-    let segs = log.segments().to_vec();
+    let segs = twenty_in_small_segments(&disk);
     assert!(segs.len() >= 4, "{segs:?}");
-    drop(log);
     // Damage in the second segment's first record (whole records after it), and a
     // stray file.
     disk.flip(&segs[1], HEADER + 12);
