@@ -40,6 +40,9 @@ pub struct QueueSettings {
     /// confirmed; `false` keeps it in memory only. Without a data directory
     /// ([`Config::data_dir`]) every queue is memory-only whatever this says.
     pub durable: bool,
+    /// A durable queue's head: most bytes of its waiting messages kept in memory; the
+    /// rest wait in the log and are read back as consumers get there.
+    pub memory_bytes: usize,
 }
 
 /// When the log is synced to disk, and so what a publisher confirm (`PUBACK`) for a
@@ -108,6 +111,13 @@ pub struct Config {
     pub queue_max_messages: usize,
     /// Most payload bytes a queue holds, pending and unacknowledged together.
     pub queue_max_bytes: usize,
+    /// [`queue_max_messages`](Config::queue_max_messages) of a durable queue: sized for
+    /// disk (its backlog waits in the log), not memory.
+    pub durable_queue_max_messages: usize,
+    /// [`queue_max_bytes`](Config::queue_max_bytes) of a durable queue.
+    pub durable_queue_max_bytes: usize,
+    /// Default [`QueueSettings::memory_bytes`].
+    pub durable_queue_memory: usize,
     /// Default [`QueueSettings::max_deliveries`].
     pub max_deliveries: u32,
     /// Default [`QueueSettings::ttl`].
@@ -211,6 +221,9 @@ impl Default for Config {
             max_connections: 10_000,
             queue_max_messages: 100_000,
             queue_max_bytes: 256 * 1024 * 1024,
+            durable_queue_max_messages: 10_000_000,
+            durable_queue_max_bytes: 16 << 30,
+            durable_queue_memory: 8 << 20,
             max_deliveries: 10,
             message_ttl: None,
             ack_timeout: None,
@@ -267,15 +280,31 @@ impl Config {
         let dlq = name.ends_with(".dlq");
         match self.queues.get(name) {
             Some(s) => s.clone(),
-            None => QueueSettings {
-                max_messages: self.queue_max_messages,
-                max_bytes: self.queue_max_bytes,
-                max_deliveries: if dlq { 0 } else { self.max_deliveries },
-                ttl: if dlq { None } else { self.message_ttl },
-                ack_timeout: self.ack_timeout,
-                dead_letter: None,
-                durable: true,
-            },
+            None => {
+                let (max_messages, max_bytes) = self.queue_limits(self.data_dir.is_some());
+                QueueSettings {
+                    max_messages,
+                    max_bytes,
+                    max_deliveries: if dlq { 0 } else { self.max_deliveries },
+                    ttl: if dlq { None } else { self.message_ttl },
+                    ack_timeout: self.ack_timeout,
+                    dead_letter: None,
+                    durable: true,
+                    memory_bytes: self.durable_queue_memory,
+                }
+            }
+        }
+    }
+
+    /// A queue's default most messages and bytes: a durable one's (its backlog waits
+    /// on disk) or a memory-only one's.
+    pub fn queue_limits(&self, durable: bool) -> (usize, usize) {
+        match durable {
+            true => (
+                self.durable_queue_max_messages,
+                self.durable_queue_max_bytes,
+            ),
+            false => (self.queue_max_messages, self.queue_max_bytes),
         }
     }
 

@@ -18,6 +18,7 @@
 //! ack_timeout = "30s"
 //! dead_letter = "jobs.failed"
 //! durable = true               # false: memory-only, whatever --data-dir says
+//! memory_bytes = 8388608       # a durable queue's head kept in memory; the rest waits on disk
 //! chain = "set header:seen=now"
 //!
 //! [topics.telemetry]
@@ -64,6 +65,7 @@ struct QueueEntry {
     ack_timeout: Option<String>,
     dead_letter: Option<String>,
     durable: Option<bool>,
+    memory_bytes: Option<u64>,
     chain: Option<String>,
 }
 
@@ -156,8 +158,10 @@ impl ConfigFile {
 
     /// Adds the databases, chains and queue settings the file declares to `config`,
     /// whose queue defaults fill the settings a queue entry leaves out.
-    pub fn apply(&self, config: &mut Config) -> Result<(), ConfigFileError> {
-        apply(&self.file, self.dir(), config)
+    /// `durable`: the broker keeps queues in a data directory (queue limits then
+    /// default to a durable queue's, unless the entry says `durable = false`).
+    pub fn apply(&self, config: &mut Config, durable: bool) -> Result<(), ConfigFileError> {
+        apply(&self.file, self.dir(), config, durable)
             .map_err(|(entry, problem)| self.error(&entry, problem))
     }
 }
@@ -181,7 +185,7 @@ fn parse(text: &str) -> Result<File, (String, String)> {
 }
 
 /// Applies a parsed file; relative database paths are taken from `dir`.
-fn apply(f: &File, dir: &Path, config: &mut Config) -> Result<(), (String, String)> {
+fn apply(f: &File, dir: &Path, config: &mut Config, durable: bool) -> Result<(), (String, String)> {
     for (name, path) in &f.databases {
         let entry = format!("[databases] {name}");
         if name.is_empty()
@@ -221,6 +225,7 @@ fn apply(f: &File, dir: &Path, config: &mut Config) -> Result<(), (String, Strin
     }
     for (name, q, entry) in settings {
         let mut s: QueueSettings = config.queue_settings(name);
+        (s.max_messages, s.max_bytes) = config.queue_limits(durable && q.durable != Some(false));
         let positive = |k: &str, v: Option<u64>| match v {
             Some(0) => Err((format!("{entry} {k}"), "must be at least 1".to_owned())),
             Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
@@ -231,6 +236,9 @@ fn apply(f: &File, dir: &Path, config: &mut Config) -> Result<(), (String, Strin
         }
         if let Some(n) = positive("max_bytes", q.max_bytes)? {
             s.max_bytes = n;
+        }
+        if let Some(n) = positive("memory_bytes", q.memory_bytes)? {
+            s.memory_bytes = n;
         }
         if let Some(n) = q.max_deliveries {
             s.max_deliveries = n;
@@ -286,7 +294,7 @@ mod tests {
     use super::*;
 
     fn apply_text(text: &str, config: &mut Config) -> Result<(), (String, String)> {
-        apply(&parse(text)?, Path::new("/etc/agora"), config)
+        apply(&parse(text)?, Path::new("/etc/agora"), config, false)
     }
 
     fn ok(text: &str) -> Config {

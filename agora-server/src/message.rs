@@ -37,11 +37,17 @@ impl Message {
 
     /// What the message counts against byte limits.
     pub fn size(&self) -> usize {
-        self.payload.len()
-            + if self.headers.is_empty() {
+        Message::size_of(&self.headers, self.payload.len())
+    }
+
+    /// What a message of these headers and a payload of `payload` bytes counts against
+    /// byte limits (also for messages the log keeps on disk).
+    pub fn size_of(headers: &Headers, payload: usize) -> usize {
+        payload
+            + if headers.is_empty() {
                 0
             } else {
-                self.headers.encoded_len()
+                headers.encoded_len()
             }
     }
 }

@@ -222,6 +222,9 @@ pub(crate) fn statsd_lines(
         };
         out.push(Line::Gauge(format!("{base}.{who}"), s.consumers as f64));
         out.push(Line::Gauge(format!("{base}.pending"), s.depth as f64));
+        if let Handle::Queue(_) = h {
+            out.push(Line::Gauge(format!("{base}.paged"), s.paged as f64));
+        }
         out.push(Line::Gauge(format!("{base}.unacked"), s.unacked as f64));
         if let Some(lat) = lat.as_ref().filter(|l| !l.is_empty()) {
             for i in 0..LATENCY_POINTS {
@@ -310,6 +313,11 @@ pub(crate) fn statsd_lines(
         ));
         count(&mut out, "broker.storage.records".into(), st.records);
         count(&mut out, "broker.storage.syncs".into(), st.syncs);
+        count(
+            &mut out,
+            "broker.storage.read_messages".into(),
+            st.read_messages,
+        );
         out.push(Line::Gauge(
             "broker.storage.sync_max_us".into(),
             st.sync_max_us,

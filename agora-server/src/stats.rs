@@ -71,6 +71,10 @@ pub(crate) struct Storage {
     pub sync_max_us: f64,
     /// What the start read back.
     pub recovery: Recovery,
+    /// Reads of messages durable queues kept on disk (their backlogs past their heads),
+    /// and the messages they brought back, since the start.
+    pub reads: u64,
+    pub read_messages: u64,
     /// Why the log stopped storing, if it did: publishes to durable queues are refused.
     pub failed: Option<String>,
     /// `--max-disk`, if given.
@@ -110,6 +114,8 @@ pub(crate) fn storage(broker: &Broker) -> Option<Storage> {
         },
         sync_max_us: st.sync_max_ns.load(Relaxed) as f64 / 1e3,
         recovery: recovery.clone(),
+        reads: st.reads.load(Relaxed),
+        read_messages: st.read_messages.load(Relaxed),
         failed: writer.failure().map(|w| w.to_string()),
         max_disk: broker.config.max_disk,
         free_bytes: st.free_bytes.load(Relaxed),

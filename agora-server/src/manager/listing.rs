@@ -25,6 +25,9 @@ pub(crate) struct DestStats {
     pub name: String,
     pub depth: usize,
     pub unacked: usize,
+    /// Of `depth`, the messages a durable queue keeps in its log only (read back as
+    /// consumers get there).
+    pub paged: usize,
     pub consumers: usize,
     pub messages_in: u64,
     pub messages_out: u64,
@@ -47,6 +50,7 @@ impl Handle {
                 name: q.dest.name.to_string(),
                 depth: q.waiting(),
                 unacked: q.unacked.load(Relaxed),
+                paged: q.paged.load(Relaxed),
                 consumers: q.consumers.load(Relaxed),
                 messages_in: q.messages_in.load(Relaxed),
                 messages_out: q.messages_out.load(Relaxed),
@@ -65,6 +69,7 @@ impl Handle {
                     name: t.dest.name.to_string(),
                     depth,
                     unacked: 0,
+                    paged: 0,
                     consumers: t.subscribers(),
                     messages_in: t.messages_in.load(Relaxed),
                     messages_out: t.messages_out.load(Relaxed),

@@ -23,7 +23,7 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::mutators::{Chain, ChainSlot, Env};
 use crate::queue::{self, MessageIds, QueueCmd, QueueShared, QueueStore};
-use crate::store::{Append, Record, Stored, WriterHandle};
+use crate::store::{Append, Kept, Record, WriterHandle};
 use crate::topic::Topic;
 
 mod listing;

@@ -14,8 +14,8 @@ pub(crate) struct Store {
     pub next_number: u32,
     /// Where message ids come from, shared by every durable queue.
     pub ids: MessageIds,
-    /// Messages read back at start, by queue name, until their queue is made.
-    pub recovered: BTreeMap<String, Vec<Stored>>,
+    /// Messages the log kept at start, by queue name, until their queue is made.
+    pub recovered: BTreeMap<String, Vec<Kept>>,
     /// Chains set (or, empty, cleared) at run time before the start, by destination:
     /// they override the config file's.
     pub chains: BTreeMap<String, String>,
@@ -57,7 +57,8 @@ impl Manager {
     /// durable has its number deleted from the log (its messages stay in memory).
     pub(super) async fn queue_store(&mut self, name: &str, durable: bool) -> Option<QueueStore> {
         let st = self.store.as_mut()?;
-        let restore = st.recovered.remove(name).unwrap_or_default();
+        let mut kept = st.recovered.remove(name).unwrap_or_default();
+        let mut restore = Vec::new();
         let mut records = Vec::new();
         let journal = match (durable, st.numbers.get(name)) {
             (true, Some(&n)) => Some((n, st.ids.clone())),
@@ -72,6 +73,16 @@ impl Manager {
                 Some((n, st.ids.clone()))
             }
             (false, Some(&n)) => {
+                // Read whole before the log forgets them.
+                let ids = std::mem::take(&mut kept).iter().map(|k| k.id).collect();
+                restore = match st.writer.read(n, ids).await.recv().await {
+                    Ok(Ok(msgs)) => msgs,
+                    Ok(Err(why)) => {
+                        log::error!("queue {name}: its messages cannot be read back ({why}); they stay in the log");
+                        return None;
+                    }
+                    Err(_) => return None,
+                };
                 log::warn!(
                     "queue {name} is no longer durable (durable = false): its {} stored messages are kept in memory only from now on",
                     restore.len()
@@ -95,6 +106,7 @@ impl Manager {
         Some(QueueStore {
             writer: st.writer.clone(),
             journal,
+            kept,
             restore,
         })
     }

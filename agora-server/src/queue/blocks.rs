@@ -30,10 +30,6 @@ impl<T> Default for Blocks<T> {
 }
 
 impl<T> Blocks<T> {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     pub fn len(&self) -> usize {
         self.len
     }
@@ -82,6 +78,18 @@ impl<T> Blocks<T> {
         t
     }
 
+    pub fn pop_back(&mut self) -> Option<T> {
+        let b = self.blocks.back_mut()?;
+        let t = b.pop_back();
+        if b.is_empty() {
+            self.blocks.pop_back();
+        }
+        if t.is_some() {
+            self.len -= 1;
+        }
+        t
+    }
+
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> {
         self.blocks.iter().flat_map(VecDeque::iter)
     }
@@ -119,7 +127,7 @@ mod tests {
             rng ^= rng << 17;
             rng
         };
-        let mut b = Blocks::new();
+        let mut b = Blocks::default();
         let mut model = VecDeque::new();
         for i in 0..200_000u64 {
             match next() % 10 {
@@ -131,6 +139,7 @@ mod tests {
                     b.push_front(i);
                     model.push_front(i);
                 }
+                6 => assert_eq!(b.pop_back(), model.pop_back()),
                 _ => assert_eq!(b.pop_front(), model.pop_front()),
             }
             assert_eq!(b.len(), model.len());
@@ -147,7 +156,7 @@ mod tests {
 
     #[test]
     fn an_emptied_deque_holds_no_block() {
-        let mut b = Blocks::new();
+        let mut b = Blocks::default();
         for i in 0..1000 {
             b.push_back(i);
         }

@@ -31,7 +31,7 @@ use crate::config::QueueSettings;
 use crate::deliveries::DeliveryTx;
 use crate::message::Message;
 use crate::shipper::Outbox;
-use crate::store::{Append, Outcome, Record, Stored, WriterHandle};
+use crate::store::{Append, Kept, Outcome, Record, Stored, WriterHandle};
 pub(crate) use shared::{QueueShared, Refused};
 pub(crate) use state::{
     Acked, ConsumerSpec, Held, MessageIds, Place, QueueState, COMPACT_AFTER, EXPIRED,
@@ -112,7 +112,9 @@ pub(crate) struct QueueStore {
     pub writer: WriterHandle,
     /// Its number in the log and the id source, when the queue is durable.
     pub journal: Option<(u32, MessageIds)>,
-    /// Its messages read back from the log at start.
+    /// Its messages the log kept at start (read back as its consumers get there).
+    pub kept: Vec<Kept>,
+    /// Messages read back whole at start: those of a queue no longer durable.
     pub restore: Vec<Stored>,
 }
 
@@ -128,20 +130,34 @@ pub(crate) fn spawn(
 ) -> Arc<QueueShared> {
     let (shared, rx) = QueueShared::new(dest, settings, budget, channel);
     let mut state = QueueState::new(shared.settings.clone());
+    let mut number = 0;
     let writer = store.map(|s| {
-        if let Some((number, ids)) = s.journal {
-            state.journal_as(number, ids);
+        if let Some((n, ids)) = s.journal {
+            number = n;
+            state.journal_as(n, ids);
             shared.durable.store(true, SeqCst);
             let _ = shared.writer.set(s.writer.clone());
         }
         if !s.restore.is_empty() {
             let bytes = s.restore.iter().map(stored_size).sum();
-            shared.restored(s.restore.len(), bytes);
+            shared.restored(s.restore.len(), bytes, true);
             state.restore(s.restore, Instant::now());
+        }
+        if !s.kept.is_empty() {
+            let bytes = s.kept.iter().map(|k| k.size).sum();
+            shared.restored(s.kept.len(), bytes, false);
+            shared.paged.store(s.kept.len(), SeqCst);
+            state.restore_paged(s.kept, Instant::now());
         }
         s.writer
     });
     let task = Queue {
+        paging: Paging {
+            number,
+            seen: state.paged(),
+            reading: None,
+            failed: false,
+        },
         state,
         shared: shared.clone(),
         dlq: None,
@@ -181,6 +197,8 @@ struct Queue {
     forwarded: Vec<Record>,
     /// Who waits for this batch's records to be handed to the writer.
     flushed: Vec<Sender<()>>,
+    /// Its backlog kept in the log (`paging.rs`).
+    paging: Paging,
 }
 
 /// What woke a queue's task.
@@ -189,10 +207,14 @@ enum Wake {
     Tick,
     /// Waiting messages are due to be compacted (done by the dispatch after it).
     Compact,
+    /// Messages read back from the log.
+    Read(Result<Vec<Stored>, std::sync::Arc<str>>),
 }
 
 impl Queue {
     async fn run(mut self, rx: crate::chan::Rx<QueueCmd>) {
+        // A queue the log kept messages for reads its head back first.
+        self.page().await;
         let mut ticker = self.state.tick().map(smol::Timer::interval);
         // Wakes the queue when waiting messages are due to be compacted
         // (`QueueState::compact_waiting`); moved only when that time changes.
@@ -216,10 +238,13 @@ impl Queue {
                         }
                         Wake::Tick
                     },
-                    async {
-                        (&mut compaction).await;
-                        Wake::Compact
-                    },
+                    futures_lite::future::or(
+                        async {
+                            (&mut compaction).await;
+                            Wake::Compact
+                        },
+                        self.paging.read_back(),
+                    ),
                 ),
             )
             .await;
@@ -233,6 +258,11 @@ impl Queue {
                 Wake::Compact => {
                     compaction_at = None;
                     compaction = smol::Timer::never();
+                    self.after_batch().await;
+                    continue;
+                }
+                Wake::Read(got) => {
+                    self.read_back(got);
                     self.after_batch().await;
                     continue;
                 }
@@ -282,6 +312,7 @@ impl Queue {
         self.give_back_released();
         self.publish_figures();
         self.store().await;
+        self.page().await;
         self.flushed();
     }
 
@@ -308,6 +339,9 @@ impl Queue {
 
     /// Returns what left the queue to its limits and the memory budget.
     fn give_back_released(&mut self) {
+        // First what moved between memory and the log, so that the budget never
+        // counts below zero (a purged paged message is taken back, then released).
+        self.rebudget();
         let (n, bytes) = self.state.take_released();
         if n > 0 || bytes > 0 {
             self.shared.release(n, bytes);
@@ -318,6 +352,7 @@ impl Queue {
         let s = &self.shared;
         let t = self.state.totals();
         s.unacked.store(self.state.unacked(), Relaxed);
+        s.paged.store(self.state.paged().0, Relaxed);
         s.messages_in.store(t.messages_in, Relaxed);
         s.bytes_in.store(t.bytes_in, Relaxed);
         s.messages_out.store(t.messages_out, Relaxed);
@@ -391,6 +426,7 @@ impl Queue {
                     self.shared.consumers.fetch_sub(1, SeqCst);
                 }
                 // Everything reserved goes back, messages still in the channel included.
+                self.rebudget();
                 let _ = self.state.take_released();
                 self.shared.release_all();
                 self.publish_figures();
@@ -479,6 +515,9 @@ fn unknown_delivery(outbox: &Outbox, did: u64) {
     }));
 }
 
+mod paging;
+use paging::Paging;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +532,7 @@ mod tests {
             ack_timeout: None,
             dead_letter: None,
             durable: true,
+            memory_bytes: 1000,
         };
         let dest = Destination {
             kind: Kind::Queue,
@@ -547,6 +587,12 @@ mod tests {
             waiters: Vec::new(),
             forwarded: Vec::new(),
             flushed: Vec::new(),
+            paging: Paging {
+                number: 0,
+                seen: (0, 0),
+                reading: None,
+                failed: false,
+            },
         };
         futures_lite::future::block_on(task.run(rx));
         assert_eq!(deleted_rx.try_recv(), Ok(0));

@@ -27,6 +27,8 @@ pub(crate) struct QueueShared {
     /// Payload bytes held.
     held_bytes: AtomicUsize,
     pub unacked: AtomicUsize,
+    /// Waiting messages kept in the log only (a durable queue's backlog past its head).
+    pub paged: AtomicUsize,
     pub consumers: AtomicUsize,
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
@@ -86,6 +88,12 @@ impl QueueShared {
         };
         let taken = match refused {
             Some(r) => Err(r),
+            // A durable queue pages what it cannot keep in memory to the log: the
+            // budget counts it until then, and never refuses it.
+            None if self.durable.load(Relaxed) => {
+                self.budget.take(size + self.per_message);
+                Ok(())
+            }
             None if self.budget.try_take(size + self.per_message) => Ok(()),
             None => Err(Refused::Memory(format!(
                 "the broker's memory budget of {} bytes is spent",
@@ -100,13 +108,34 @@ impl QueueShared {
         taken
     }
 
-    /// Counts messages read back from the log at start, whatever the queue's limits
-    /// and the memory budget say: nothing stored is dropped. Past a limit, publishes
-    /// are refused until consumers make room.
-    pub fn restored(&self, n: usize, bytes: usize) {
+    /// Counts messages the log kept at start, whatever the queue's limits say: nothing
+    /// stored is dropped. Past a limit, publishes are refused until consumers make
+    /// room. Those `in_memory` are counted in the memory budget too (whatever it says);
+    /// the others wait in the log until read back.
+    pub fn restored(&self, n: usize, bytes: usize, in_memory: bool) {
         self.held.fetch_add(n, SeqCst);
         self.held_bytes.fetch_add(bytes, SeqCst);
-        self.budget.take(bytes + n * self.per_message);
+        if in_memory {
+            self.budget.take(bytes + n * self.per_message);
+        }
+    }
+
+    /// The broker's memory budget.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The queue's paged messages went from `before` to `now` (messages, bytes): the
+    /// budget counts only what is in memory, so what was paged out is given back to
+    /// it, and what was read back (or purged, then released) is taken again.
+    pub fn repaged(&self, before: (usize, usize), now: (usize, usize)) {
+        let cost = |(n, bytes): (usize, usize)| bytes + n * self.per_message;
+        let (was, is) = (cost(before), cost(now));
+        if is > was {
+            self.budget.give_back(is - was);
+        } else {
+            self.budget.take(was - is);
+        }
     }
 
     /// Gives back what [`reserve`](QueueShared::reserve) took for messages that never
@@ -137,6 +166,7 @@ impl QueueShared {
             held: AtomicUsize::new(0),
             held_bytes: AtomicUsize::new(0),
             unacked: AtomicUsize::new(0),
+            paged: AtomicUsize::new(0),
             consumers: AtomicUsize::new(0),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),

@@ -119,7 +119,13 @@ pub(crate) enum Acked {
 /// See the module documentation.
 pub(crate) struct QueueState<P> {
     settings: QueueSettings,
-    pending: Blocks<Held>,
+    /// Waiting messages in memory, oldest first.
+    pending: Pending,
+    /// A durable queue's waiting messages after those, kept in the log only
+    /// (`paging.rs`).
+    paged: VecDeque<Paged>,
+    /// Their bytes.
+    paged_bytes: usize,
     /// At least as many messages as there are at the back of `pending` whose payloads
     /// are not yet their own ([`Message::compact`]): those enqueued since the last
     /// compaction.
@@ -144,7 +150,9 @@ impl<P> QueueState<P> {
     pub fn new(settings: QueueSettings) -> Self {
         QueueState {
             settings,
-            pending: Blocks::new(),
+            pending: Pending::default(),
+            paged: VecDeque::new(),
+            paged_bytes: 0,
             loose: 0,
             loose_since: None,
             consumers: Vec::new(),
@@ -160,7 +168,7 @@ impl<P> QueueState<P> {
     /// reservations instead, so a confirmed publish still in the channel counts too).
     #[cfg(test)]
     pub fn depth(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.paged.len()
     }
 
     /// Deliveries outstanding at consumers (unacked, or not yet written for auto-ack).
@@ -212,11 +220,14 @@ impl<P> QueueState<P> {
     /// Adds published messages to the end of the queue.
     pub fn enqueue(&mut self, msgs: impl IntoIterator<Item = Message>, now: Instant) {
         for msg in msgs {
-            self.loose += 1;
-            self.loose_since.get_or_insert(now);
             self.totals.messages_in += 1;
             self.totals.bytes_in += msg.payload.len() as u64;
             let id = self.journal_enqueue(&msg.headers, &msg.payload);
+            if self.enqueue_paged(id, &msg, now) {
+                continue;
+            }
+            self.loose += 1;
+            self.loose_since.get_or_insert(now);
             self.pending.push_back(Held {
                 msg,
                 id,
@@ -277,10 +288,11 @@ impl<P> QueueState<P> {
         self.release(n, done.iter().map(|(_, b)| b).sum());
     }
 
-    /// Drops every pending message; returns how many.
+    /// Drops every waiting message, in memory or paged; returns how many.
     pub fn purge(&mut self) -> usize {
         self.loose = 0;
         self.loose_since = None;
+        let paged = self.drop_paged();
         let n = self.pending.len();
         let gone: Vec<(u64, usize)> = self
             .pending
@@ -291,7 +303,7 @@ impl<P> QueueState<P> {
             self.journal_ack(id);
         }
         self.release(n, gone.iter().map(|(_, b)| b).sum());
-        n
+        n + paged
     }
 
     /// Drops everything, pending and outstanding; returns how many messages that was
@@ -430,7 +442,7 @@ impl<P> QueueState<P> {
         }
         // Exhausted messages are dead-lettered even with no consumer.
         if self.consumers.is_empty() && max > 0 {
-            let mut keep = Blocks::new();
+            let mut keep = Pending::default();
             for h in self.pending.take_all() {
                 if h.count >= max {
                     self.dead.push((h, MAX_DELIVERIES));
@@ -463,8 +475,11 @@ impl<P> QueueState<P> {
 mod compact;
 mod dead;
 mod journal;
+mod paging;
 pub(crate) use compact::COMPACT_AFTER;
 pub(crate) use journal::MessageIds;
+pub(crate) use paging::Paged;
+use paging::Pending;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

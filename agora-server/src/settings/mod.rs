@@ -325,7 +325,8 @@ pub(crate) fn resolve_with(
         }
     }
     if let Some(file) = file {
-        file.apply(&mut settings.config)
+        let durable = settings.storage().is_some();
+        file.apply(&mut settings.config, durable)
             .map_err(SettingsError::File)?;
     }
     Ok(settings)

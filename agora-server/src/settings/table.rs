@@ -183,7 +183,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "AGORA_QUEUE_MAX_MESSAGES",
         default: Some("100000"),
         valid: "1 or more",
-        doc: "Most messages a queue holds (pending and unacknowledged together)",
+        doc: "Most messages a memory-only queue holds (pending and unacknowledged together)",
         apply: |s, v| {
             s.config.queue_max_messages = count(unsigned(v, 1, None)?);
             Ok(())
@@ -197,9 +197,50 @@ pub const SETTINGS: &[Setting] = &[
         default: Some("268435456"),
         default_note: "256 MiB",
         valid: "1 or more bytes",
-        doc: "Most payload bytes a queue holds (pending and unacknowledged together)",
+        doc: "Most payload bytes a memory-only queue holds (pending and unacknowledged together)",
         apply: |s, v| {
             s.config.queue_max_bytes = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "durable_queue_max_messages",
+        flag: "durable-queue-max-messages",
+        env: "AGORA_DURABLE_QUEUE_MAX_MESSAGES",
+        default: Some("10000000"),
+        valid: "1 or more",
+        doc: "Most messages a durable queue holds (pending and unacknowledged together); its backlog waits on disk, and each waiting message keeps about 100 bytes in memory",
+        apply: |s, v| {
+            s.config.durable_queue_max_messages = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "durable_queue_max_bytes",
+        flag: "durable-queue-max-bytes",
+        env: "AGORA_DURABLE_QUEUE_MAX_BYTES",
+        default: Some("17179869184"),
+        default_note: "16 GiB",
+        valid: "1 or more bytes",
+        doc: "Most payload bytes a durable queue holds (pending and unacknowledged together); --max-disk bounds all of them together",
+        apply: |s, v| {
+            s.config.durable_queue_max_bytes = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "durable_queue_memory",
+        flag: "durable-queue-memory",
+        env: "AGORA_DURABLE_QUEUE_MEMORY",
+        default: Some("8388608"),
+        default_note: "8 MiB",
+        valid: "1 or more bytes",
+        doc: "Most bytes of a durable queue's waiting messages kept in memory (256 KiB while the memory budget is more than half spent); the rest wait in the log and are read back as consumers get there",
+        apply: |s, v| {
+            s.config.durable_queue_memory = count(unsigned(v, 1, None)?);
             Ok(())
         },
         ..BASE

@@ -80,6 +80,9 @@ fn each_setting_changes_the_settings() {
         ("max_connections", "3"),
         ("queue_max_messages", "3"),
         ("queue_max_bytes", "3"),
+        ("durable_queue_max_messages", "3"),
+        ("durable_queue_max_bytes", "3"),
+        ("durable_queue_memory", "3"),
         ("default_prefetch", "3"),
         ("subscriber_buffer", "3"),
         ("slow_consumer", "disconnect"),
@@ -362,14 +365,18 @@ fn a_bad_variable_is_an_error_naming_it() {
 
 #[test]
 fn queue_entries_take_the_resolved_broker_defaults() {
-    let s = resolved(
-        &["--max-deliveries", "3"],
-        &[],
-        Some("[broker]\nqueue_max_messages = 50\n\n[queues.jobs]\nttl = \"1m\"\n"),
-    )
-    .unwrap();
+    let file = "[broker]\nqueue_max_messages = 50\ndurable_queue_max_messages = 60\n\n\
+                [queues.jobs]\nttl = \"1m\"\n\n[queues.temp]\ndurable = false\n";
+    // Memory-only: every queue takes the memory-only limits.
+    let s = resolved(&["--max-deliveries", "3", "--memory-only"], &[], Some(file)).unwrap();
     let q = &s.config.queues["jobs"];
     assert_eq!((q.max_messages, q.max_deliveries), (50, 3));
+    // With a data directory, durable queues take the durable limits, and a queue that
+    // says `durable = false` the memory-only ones.
+    let s = resolved(&["--max-deliveries", "3"], &[], Some(file)).unwrap();
+    let q = &s.config.queues["jobs"];
+    assert_eq!((q.max_messages, q.max_deliveries), (60, 3));
+    assert_eq!(s.config.queues["temp"].max_messages, 50);
 }
 
 #[test]

@@ -73,6 +73,9 @@ pub struct Report {
     pub joined: u64,
     /// Times the queues' log was read back and matched them.
     pub log_checks: u64,
+    /// Messages a durable queue paged out of memory, and read back from the log.
+    pub paged_out: u64,
+    pub read_back: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -138,6 +141,8 @@ mod tests {
                 && a.log_checks > 0,
             "{a:?}"
         );
+        // Backlogs went to the log and came back.
+        assert!(a.paged_out > 0 && a.read_back > 0, "{a:?}");
         assert!(a.frames_read > 0, "{a:?}");
     }
 }

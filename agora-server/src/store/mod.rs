@@ -24,11 +24,13 @@ mod storage;
 mod writer;
 
 pub use dir::{DataDir, DirError};
-pub use log::{Cut, Log, LogError, LogOptions, Recovered, SetAside, Stored, HEADER, LOCK_FILE};
+pub use log::{
+    Cut, Kept, Log, LogError, LogOptions, Recovered, SetAside, Stored, HEADER, LOCK_FILE,
+};
 pub use record::{Bad, Record, FRAME, MAX_RECORD};
 pub use storage::{Disk, SimDisk, Storage, SET_ASIDE};
 pub use writer::{
-    spawn as spawn_writer, Append, Fsync, Stored as Outcome, WriterHandle, WriterStats,
+    spawn as spawn_writer, Append, Fsync, Read, Stored as Outcome, WriterHandle, WriterStats,
 };
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ pub trait Storage: Send + Sync {
     fn list(&self) -> io::Result<Vec<String>>;
     /// A file's whole content.
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
+    /// `len` bytes of a file from byte `offset` (all of them, or an error).
+    fn read_at(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// Creates an empty file; its name is durable after the next [`sync_dir`].
     ///
     /// [`sync_dir`]: Storage::sync_dir
@@ -91,6 +93,13 @@ impl Storage for Disk {
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
         let mut v = Vec::new();
         File::open(self.dir.join(name))?.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    fn read_at(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut v = vec![0; len];
+        File::open(self.dir.join(name))?.read_exact_at(&mut v, offset)?;
         Ok(v)
     }
 
@@ -359,6 +368,17 @@ impl Storage for SimDisk {
             .get(name)
             .map(|f| f.data.clone())
             .ok_or_else(|| Self::not_found(name))
+    }
+
+    fn read_at(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let s = lock(&self.state);
+        let f = s.files.get(name).ok_or_else(|| Self::not_found(name))?;
+        let from = usize::try_from(offset).unwrap_or(usize::MAX);
+        f.data
+            .get(from..)
+            .and_then(|rest| rest.get(..len))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "past the end"))
     }
 
     fn create(&self, name: &str) -> io::Result<()> {

@@ -8,6 +8,10 @@
 //! load each sync covers everything that came while the last one ran, and no timer is
 //! waited for.
 //!
+//! Reads of messages a durable queue keeps on disk come through here too, in order with
+//! the appends (a read finds every record appended before it): they are answered after
+//! the group's records are written and before its sync, so a read never waits for one.
+//!
 //! A failed write or sync is fatal for durability: the failing group and every later
 //! append are answered with the error, and nothing after it is said to be stored (a
 //! sync that failed once may have lost pages the kernel will not write again).
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 
-use super::log::Log;
+use super::log::{Log, Stored as Message};
 use super::record::Record;
 use super::storage::Storage;
 pub use crate::config::Fsync;
@@ -34,6 +38,22 @@ pub struct Append {
     /// Each told once they are stored (or why they never will be): the confirms of
     /// the publishes among the records, say.
     pub done: Vec<Sender<Stored>>,
+}
+
+/// Messages to read back, and where the answer goes.
+pub struct Read {
+    /// The queue's number.
+    pub queue: u32,
+    /// The messages, in the order wanted.
+    pub ids: Vec<u64>,
+    /// Hears the messages found (an id no longer live is left out), or why none can be.
+    pub reply: Sender<Result<Vec<Message>, Arc<str>>>,
+}
+
+/// What the writer thread takes.
+enum Job {
+    Append(Append),
+    Read(Read),
 }
 
 /// The writer's figures, for `STATS` and StatsD.
@@ -57,12 +77,15 @@ pub struct WriterStats {
     /// Bytes of the segments, and bytes free on their file system, at the last look.
     pub disk_bytes: AtomicU64,
     pub free_bytes: AtomicU64,
+    /// Messages read back for queues, and the reads that brought them.
+    pub read_messages: AtomicU64,
+    pub reads: AtomicU64,
 }
 
 /// Appends records through the writer thread.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: Sender<Append>,
+    tx: Sender<Job>,
     /// The writer's figures.
     pub stats: Arc<WriterStats>,
     /// The failure that stopped the writer, if one did.
@@ -81,9 +104,29 @@ impl WriterHandle {
             return Err(why);
         }
         self.tx
-            .send(a)
+            .send(Job::Append(a))
             .await
             .map_err(|_| Arc::from("the log's writer has stopped"))
+    }
+
+    /// Reads messages `ids` of queue number `queue` back from the log, after every
+    /// append queued before ([`Read`]); the answer comes on the receiver.
+    pub async fn read(
+        &self,
+        queue: u32,
+        ids: Vec<u64>,
+    ) -> async_channel::Receiver<Result<Vec<Message>, Arc<str>>> {
+        let (reply, rx) = async_channel::bounded(1);
+        let read = Read { queue, ids, reply };
+        if let Err(e) = self.tx.send(Job::Read(read)).await {
+            if let Job::Read(r) = e.into_inner() {
+                let why = self
+                    .failure()
+                    .unwrap_or_else(|| Arc::from("the log's writer has stopped"));
+                let _ = r.reply.try_send(Err(why));
+            }
+        }
+        rx
     }
 
     /// Why the writer stopped storing, if it did (one atomic load while it has not).
@@ -184,7 +227,7 @@ fn run<S: Storage>(
     mut log: Log<S>,
     fsync: Fsync,
     max_disk: Option<u64>,
-    rx: Receiver<Append>,
+    rx: Receiver<Job>,
     h: WriterHandle,
 ) {
     let st = &h.stats;
@@ -208,11 +251,18 @@ fn run<S: Storage>(
             )),
             None => rx.recv_blocking().ok(),
         };
-        let mut group: Vec<Append> = first.into_iter().collect();
-        while let Ok(a) = rx.try_recv() {
-            group.push(a);
+        let mut group: Vec<Append> = Vec::new();
+        let mut reads: Vec<Read> = Vec::new();
+        for job in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
+            match job {
+                Job::Append(a) => group.push(a),
+                Job::Read(r) => reads.push(r),
+            }
         }
-        if group.is_empty() && sync_by.is_none() && rx.is_closed() {
+        if group.is_empty() && reads.is_empty() && sync_by.is_none() && rx.is_closed() {
             break;
         }
         // A segment is closed as soon as it is full, mid-group if need be: a segment is
@@ -229,6 +279,25 @@ fn run<S: Storage>(
                 }
             }
             st.records.fetch_add(a.records.len() as u64, Relaxed);
+        }
+        // Reads find every record appended before them: all of this group's are.
+        for r in reads {
+            if filled.is_err() {
+                let _ = r.reply.try_send(Err(Arc::from("the log cannot store")));
+                continue;
+            }
+            match log.read(r.queue, &r.ids) {
+                Ok(msgs) => {
+                    st.reads.fetch_add(1, Relaxed);
+                    st.read_messages.fetch_add(msgs.len() as u64, Relaxed);
+                    let _ = r.reply.try_send(Ok(msgs));
+                }
+                Err(e) => {
+                    let why: Arc<str> = Arc::from(format!("the log cannot be read back: {e}"));
+                    let _ = r.reply.try_send(Err(why.clone()));
+                    filled = Err(e);
+                }
+            }
         }
         let now = Instant::now();
         let sync = match fsync {
@@ -288,14 +357,19 @@ fn run<S: Storage>(
 
 /// After a failure: the failing group, what is queued and whatever comes later hear
 /// why, until every handle is gone.
-fn fail_all(rx: &Receiver<Append>, why: &Arc<str>, group: Vec<Append>) {
-    let tell = |a: Append| {
-        for done in a.done {
-            let _ = done.try_send(Err(why.clone()));
+fn fail_all(rx: &Receiver<Job>, why: &Arc<str>, group: Vec<Append>) {
+    let tell = |job: Job| match job {
+        Job::Append(a) => {
+            for done in a.done {
+                let _ = done.try_send(Err(why.clone()));
+            }
+        }
+        Job::Read(r) => {
+            let _ = r.reply.try_send(Err(why.clone()));
         }
     };
-    group.into_iter().for_each(tell);
-    while let Ok(a) = rx.recv_blocking() {
-        tell(a);
+    group.into_iter().map(Job::Append).for_each(tell);
+    while let Ok(job) = rx.recv_blocking() {
+        tell(job);
     }
 }

@@ -4,14 +4,14 @@
 
 use std::time::Instant;
 
-use super::{Blocks, Held, QueueState, EXPIRED};
+use super::{Held, Pending, QueueState, EXPIRED};
 
 impl<P> QueueState<P> {
     /// Expires pending messages past their TTL and takes back deliveries past the ack
     /// timeout.
     pub fn timers(&mut self, now: Instant) {
         if let Some(ttl) = self.settings.ttl {
-            let mut keep = Blocks::new();
+            let mut keep = Pending::default();
             for h in self.pending.take_all() {
                 if now.saturating_duration_since(h.enqueued) >= ttl {
                     self.dead.push((h, EXPIRED));

@@ -40,7 +40,7 @@ impl MessageIds {
     }
 
     /// Ids continue after `id` at least.
-    fn past(&self, id: u64) {
+    pub(super) fn past(&self, id: u64) {
         self.0.fetch_max(id + 1, Relaxed);
     }
 }
@@ -49,7 +49,7 @@ impl MessageIds {
 pub(crate) struct Journal {
     /// The queue's number in the log.
     queue: u32,
-    ids: MessageIds,
+    pub(super) ids: MessageIds,
     records: Vec<Record>,
 }
 

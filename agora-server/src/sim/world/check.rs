@@ -72,6 +72,22 @@ impl World {
                     *per.entry(cid).or_default() += 1;
                 }
             });
+            // Paged messages are held (in the queue's limits) but not in memory (not in
+            // the budget).
+            let (in_memory, in_memory_bytes) = (n, bytes);
+            let mut unmapped = None;
+            sq.state
+                .for_each_paged(|p| match self.log_ids.get(&(sq.number, p.id)) {
+                    Some(id) => {
+                        *seen.entry(*id).or_default() += 1;
+                        n += 1;
+                        bytes += p.size;
+                    }
+                    None => unmapped = Some(p.id),
+                });
+            if let Some(id) = unmapped {
+                return Err(format!("queue {q}: paged message {id} was never logged"));
+            }
             if pinning > 0 {
                 return Err(format!(
                     "queue {q}: {pinning} waiting messages share their payload's buffer"
@@ -93,7 +109,8 @@ impl World {
                 }
             }
             // Each held message is charged its size and what holding it costs.
-            queue_bytes += bytes + n * crate::budget::per_message(&sq.shared.dest);
+            queue_bytes +=
+                in_memory_bytes + in_memory * crate::budget::per_message(&sq.shared.dest);
         }
         if let Some((id, n)) = seen.iter().find(|(_, n)| **n > 1) {
             return Err(format!("#{id} held in {n} places at once"));

@@ -202,6 +202,9 @@ impl World {
                 pending.push(msg_id(&h.msg));
             }
         });
+        let number = sq.number;
+        sq.state
+            .for_each_paged(|p| pending.extend(self.log_ids.get(&(number, p.id))));
         let n = sq.state.purge();
         for id in pending {
             self.live.remove(&id);
@@ -217,7 +220,12 @@ impl World {
         self.queues[q]
             .state
             .for_each_held(|_, h| held.push(msg_id(&h.msg)));
+        let number = self.queues[q].number;
+        self.queues[q]
+            .state
+            .for_each_paged(|p| held.extend(self.log_ids.get(&(number, p.id))));
         let (n, gone) = self.queues[q].state.delete();
+        self.queues[q].rebudget();
         let (released, bytes) = self.queues[q].state.take_released();
         self.queues[q].shared.release(released, bytes);
         for c in gone {

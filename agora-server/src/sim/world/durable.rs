@@ -23,6 +23,16 @@ pub(super) fn open_log(disk: &SimDisk) -> Log<SimDisk> {
         .0
 }
 
+impl super::SimQueue {
+    /// Tells the budget what moved between memory and the log, as the queue's task
+    /// does (`queue::paging`).
+    pub(super) fn rebudget(&mut self) {
+        let now = self.state.paged();
+        self.shared.repaged(self.paged_seen, now);
+        self.paged_seen = now;
+    }
+}
+
 impl World {
     /// Queue `q` writes a journal from now on, under a fresh number for its name.
     pub(super) fn make_durable(&mut self, q: usize) {
@@ -31,12 +41,50 @@ impl World {
         self.queues[q]
             .state
             .journal_as(n, crate::queue::MessageIds::starting_at(1));
+        self.queues[q].number = n;
+    }
+
+    /// Queue `q` moves waiting messages between memory and the log, as its task does:
+    /// it pages out down to a random head, or reads back the oldest paged ones up to a
+    /// random number of bytes. Its records are in the log (each operation's are
+    /// handed over after it).
+    pub(super) fn page(&mut self, q: usize) -> String {
+        let bytes = self.rng.below(400) as usize;
+        let out = self.rng.chance(50);
+        let sq = &mut self.queues[q];
+        let what = if out {
+            let n = sq.state.page_out(bytes);
+            self.report.paged_out += n as u64;
+            format!("queue {q}: {n} paged out (head {bytes} B)")
+        } else {
+            let ids = sq.state.to_read(bytes);
+            match self.log.read(sq.number, &ids) {
+                Ok(got) => {
+                    let n = got.len();
+                    self.report.read_back += n as u64;
+                    sq.state.paged_in(&ids, got);
+                    format!("queue {q}: {n} of {} read back", ids.len())
+                }
+                Err(e) => {
+                    self.broken = Some(format!("queue {q}: the log: {e}"));
+                    format!("queue {q}: read back failed")
+                }
+            }
+        };
+        sq.rebudget();
+        what
     }
 
     /// Hands every queue's new records to the log, and writes them.
     pub(super) fn journal_to_log(&mut self) -> Check {
         for sq in &mut self.queues {
             for r in sq.state.take_journal() {
+                if let crate::store::Record::Enqueue {
+                    queue, id, payload, ..
+                } = &r
+                {
+                    self.log_ids.insert((*queue, *id), super::id_of(payload));
+                }
                 self.log.append(&r);
             }
         }
@@ -56,6 +104,9 @@ impl World {
             let mut held = BTreeMap::new();
             sq.state.for_each_held(|_, h| {
                 held.insert(h.id, h.count);
+            });
+            sq.state.for_each_paged(|p| {
+                held.insert(p.id, p.count);
             });
             let logged: BTreeMap<u64, u32> = rec
                 .queues

@@ -57,6 +57,10 @@ struct SimQueue {
     state: QueueState<Port>,
     /// Index of its dead-letter queue in `World::queues`.
     dlq: Option<usize>,
+    /// Its number in the log.
+    number: u32,
+    /// Its paged messages and bytes, as the budget was last told (`durable.rs`).
+    paged_seen: (usize, usize),
 }
 
 struct SimConsumer {
@@ -107,6 +111,9 @@ pub(crate) struct World {
     trail: VecDeque<String>,
     /// Set by an operation that saw a rule broken as it happened.
     broken: Option<String>,
+    /// The simulation's message id of each message in the log, by queue number and
+    /// log id: what a paged message is (its payload is only in the log).
+    log_ids: BTreeMap<(u32, u64), u64>,
     /// Publishing connections, driven through their sessions.
     conns: BTreeMap<u64, conns::SimConn>,
     /// Chains set on destinations (by the connections' `CHAIN SET`).
@@ -149,6 +156,7 @@ impl World {
             report: Report::default(),
             trail: VecDeque::new(),
             broken: None,
+            log_ids: BTreeMap::new(),
             conns: BTreeMap::new(),
             chains: Default::default(),
             chain_model: Default::default(),
@@ -191,6 +199,7 @@ impl World {
             ack_timeout: dlq.map(|_| Duration::from_secs(5)),
             dead_letter: None,
             durable: true,
+            memory_bytes: 1024,
         };
         let (shared, rx) = QueueShared::new(
             dest(Kind::Queue, name),
@@ -203,6 +212,8 @@ impl World {
             _rx: rx,
             state: QueueState::new(settings),
             dlq,
+            number: 0,
+            paged_seen: (0, 0),
         }
     }
 
@@ -212,8 +223,8 @@ impl World {
             self.note(what);
             let checked = self
                 .settle()
-                .and_then(|()| self.check())
-                .and_then(|()| self.journal_to_log());
+                .and_then(|()| self.journal_to_log())
+                .and_then(|()| self.check());
             let checked = match checked {
                 Ok(()) if op % durable::EVERY == durable::EVERY - 1 => self.check_log(),
                 c => c,
@@ -226,8 +237,8 @@ impl World {
         let drained = self.drain_all();
         self.note("final drain".to_owned());
         let checked = drained
-            .and_then(|()| self.check())
             .and_then(|()| self.journal_to_log())
+            .and_then(|()| self.check())
             .and_then(|()| self.check_log());
         match checked {
             Ok(()) => Ok(self.report),
@@ -281,6 +292,11 @@ impl World {
             81..=85 => self.topic_subscribe(t),
             86..=87 => self.topic_unsubscribe(t),
             88..=93 => self.read_step(),
+            94..=96 => {
+                // A work queue or its dead-letter queue.
+                let which = q + self.rng.below(2) as usize;
+                self.page(which)
+            }
             _ => self.topic_drain(t),
         }
     }
@@ -346,5 +362,10 @@ fn message(body: Vec<u8>, at: Instant) -> Message {
 }
 
 fn msg_id(m: &Message) -> u64 {
-    u64::from_le_bytes(m.payload[..8].try_into().expect("8-byte id"))
+    id_of(&m.payload)
+}
+
+/// The simulation's id of a message, from its payload's first 8 bytes.
+fn id_of(payload: &[u8]) -> u64 {
+    u64::from_le_bytes(payload[..8].try_into().expect("8-byte id"))
 }

@@ -26,6 +26,7 @@ impl World {
             }
         }
         for sq in &mut self.queues {
+            sq.rebudget();
             let (n, bytes) = sq.state.take_released();
             sq.shared.release(n, bytes);
         }

@@ -10,8 +10,8 @@ use super::Record;
 /// what decides which segments can go.
 #[derive(Default)]
 pub(super) struct Liveness {
-    /// Per queue number, per message id: its segment (first record number), the size
-    /// of its record, its delivery count as logged.
+    /// Per queue number, per message id: its segment (first record number), where its
+    /// record starts in it and its size, its delivery count as logged.
     pub(super) msgs: HashMap<u32, HashMap<u64, LiveMsg, IdHash>>,
     /// Per segment (first record number): live messages and the bytes of their records.
     pub(super) segs: BTreeMap<u64, (u64, u64)>,
@@ -50,14 +50,16 @@ impl std::hash::Hasher for IdHasher {
 
 #[derive(Clone, Copy)]
 pub(super) struct LiveMsg {
-    seg: u64,
-    bytes: u64,
-    count: u32,
+    pub(super) seg: u64,
+    pub(super) at: u64,
+    pub(super) bytes: u64,
+    pub(super) count: u32,
 }
 
 impl Liveness {
-    /// Takes note of a record of `bytes` bytes in the segment starting at `seg`.
-    pub(super) fn track(&mut self, seg: u64, r: &Record, bytes: u64) {
+    /// Takes note of a record of `bytes` bytes at byte `at` of the segment starting at
+    /// `seg`.
+    pub(super) fn track(&mut self, seg: u64, at: u64, r: &Record, bytes: u64) {
         match r {
             Record::Declare { .. } | Record::Chain { .. } => {}
             Record::Enqueue {
@@ -65,10 +67,15 @@ impl Liveness {
             } => {
                 let prior = self.forget(*queue, *id);
                 let count = prior.map_or(*count, |m| m.count.max(*count));
-                self.msgs
-                    .entry(*queue)
-                    .or_default()
-                    .insert(*id, LiveMsg { seg, bytes, count });
+                self.msgs.entry(*queue).or_default().insert(
+                    *id,
+                    LiveMsg {
+                        seg,
+                        at,
+                        bytes,
+                        count,
+                    },
+                );
                 let e = self.segs.entry(seg).or_default();
                 e.0 += 1;
                 e.1 += bytes;
@@ -105,6 +112,11 @@ impl Liveness {
     /// Live messages and their bytes in the segment starting at `seg`.
     pub(super) fn of(&self, seg: u64) -> (u64, u64) {
         self.segs.get(&seg).copied().unwrap_or_default()
+    }
+
+    /// Where live message `id` of `queue` has its latest `Enqueue`, if it is live.
+    pub(super) fn locate(&self, queue: u32, id: u64) -> Option<LiveMsg> {
+        self.msgs.get(&queue)?.get(&id).copied()
     }
 
     /// Whether the record is the latest `Enqueue` of a live message in `seg`.

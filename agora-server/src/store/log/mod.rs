@@ -32,6 +32,7 @@ use live::Liveness;
 
 mod live;
 mod open;
+mod read;
 
 pub use open::SetAside;
 
@@ -117,7 +118,20 @@ fn io_err(file: &str) -> impl FnOnce(io::Error) -> LogError + '_ {
     }
 }
 
-/// A message as the log has it.
+/// A message the log holds, as [`Log::open`] finds it: what its queue keeps of it
+/// until it reads it back ([`Log::read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    /// The broker-wide id it was given when published.
+    pub id: u64,
+    /// Deliveries logged so far.
+    pub count: u32,
+    /// What it counts against byte limits: its payload and its headers' encoded length
+    /// (`Message::size`).
+    pub size: usize,
+}
+
+/// A message as the log has it, read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// The broker-wide id it was given when published.
@@ -146,8 +160,9 @@ pub struct Cut {
 /// What [`Log::open`] found.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Each queue's messages, in id order, by name.
-    pub queues: BTreeMap<String, Vec<Stored>>,
+    /// Each queue's messages, in id order, by name (their payloads stay on disk until
+    /// read back with [`Log::read`]).
+    pub queues: BTreeMap<String, Vec<Kept>>,
     /// The id the next published message gets.
     pub next_id: u64,
     /// Records read.
@@ -256,9 +271,9 @@ impl<S: Storage> Log<S> {
         let before = self.buf.len();
         r.encode(&mut self.buf);
         let n = (self.buf.len() - before) as u64;
+        self.live.track(self.active_first, self.active_len, r, n);
         self.active_len += n;
         self.next_seq += 1;
-        self.live.track(self.active_first, r, n);
     }
 
     /// Whether the active segment has reached its size with what was appended: a

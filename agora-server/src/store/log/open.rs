@@ -105,7 +105,7 @@ impl<S: Storage> Log<S> {
             while at < data.len() {
                 match Record::decode(&data[at..]) {
                     Ok((r, n)) => {
-                        live.track(first, &r, n as u64);
+                        live.track(first, at as u64, &r, n as u64);
                         replay(&mut queues, &mut rec, r).map_err(|why| LogError::Damaged {
                             file: name.clone(),
                             offset: at as u64,
@@ -257,7 +257,7 @@ impl<S: Storage> Log<S> {
 #[derive(Default)]
 struct Replay {
     name: String,
-    msgs: BTreeMap<u64, Stored>,
+    msgs: BTreeMap<u64, Kept>,
     /// Deleted: later `Deliver`s and `Ack`s of its messages (a dead-letter queue's
     /// record of a message moved out of it, appended after the deletion) change
     /// nothing; anything else naming it is damage.
@@ -307,15 +307,8 @@ fn replay(
                 .ok_or_else(|| undeclared(queue))?;
             rec.next_id = rec.next_id.max(id + 1);
             let count = q.msgs.get(&id).map_or(count, |m| m.count.max(count));
-            q.msgs.insert(
-                id,
-                Stored {
-                    id,
-                    count,
-                    headers,
-                    payload,
-                },
-            );
+            let size = crate::message::Message::size_of(&headers, payload.len());
+            q.msgs.insert(id, Kept { id, count, size });
         }
         Record::Deliver { queue, id, count } => {
             let q = queues.get_mut(&queue).ok_or_else(|| undeclared(queue))?;
