@@ -205,8 +205,10 @@ fn consumer(addr: SocketAddr, model: Arc<Mutex<Model>>, stop: Arc<AtomicBool>) {
 /// Starts the broker; returns it, its address, and how long it took to listen.
 fn start(bin: &PathBuf, dir: &PathBuf) -> Result<(Child, SocketAddr, Duration), String> {
     let t = Instant::now();
+    // A 64 KiB head: a backlog past it waits in the log and is read back from it.
     let mut child = Command::new(bin)
-        .args(["--port", "0", "--max-deliveries", "0", "--data-dir"])
+        .args(["--port", "0", "--max-deliveries", "0"])
+        .args(["--durable-queue-memory", "65536", "--data-dir"])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

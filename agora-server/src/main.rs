@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         }
     };
     log::info!(
-        "agora {} starting: bind {}:{}, max payload {} B, max connections {}, queue limits {} messages / {} B, default prefetch {}, subscriber buffer {}, slow consumer {:?}, idle timeout {:?}",
+        "agora {} starting: bind {}:{}, max payload {} B, max connections {}, queue limits {} messages / {} B (durable: {} / {} B, {} B in memory), default prefetch {}, subscriber buffer {}, slow consumer {:?}, idle timeout {:?}",
         env!("CARGO_PKG_VERSION"),
         config.bind,
         config.port,
@@ -123,6 +123,9 @@ fn main() -> ExitCode {
         config.max_connections,
         config.queue_max_messages,
         config.queue_max_bytes,
+        config.durable_queue_max_messages,
+        config.durable_queue_max_bytes,
+        config.durable_queue_memory,
         config.default_prefetch,
         config.subscriber_buffer,
         config.slow_consumer,

@@ -43,9 +43,11 @@ impl Manager {
                 }
             };
             match self.resolve(dest).await {
-                Ok(Handle::Queue(q)) => {
-                    log::info!("{}: {} messages read back from the log", q.dest, q.held().0)
-                }
+                Ok(Handle::Queue(q)) => log::info!(
+                    "{}: {} messages kept in the log (its head is read back as it starts)",
+                    q.dest,
+                    q.held().0
+                ),
                 Ok(_) => {}
                 Err((_, why)) => log::error!("queue {name} not made at start: {why}"),
             }

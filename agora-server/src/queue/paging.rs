@@ -62,7 +62,7 @@ impl Queue {
         let pressure = budget.enabled() && budget.used() > budget.limit() / 2;
         let head = self.shared.settings.memory_bytes;
         let keep = if pressure { head.min(FLOOR) } else { head };
-        let pending = self.state.pending_bytes();
+        let pending = self.state.head_cost();
         if pending > keep {
             self.state.page_out(keep);
             self.rebudget();

@@ -440,8 +440,11 @@ impl<P> QueueState<P> {
                 }
             }
         }
-        // Exhausted messages are dead-lettered even with no consumer.
-        if self.consumers.is_empty() && max > 0 {
+        // Exhausted messages are dead-lettered even with no consumer (looked for only
+        // when one may be there: a scan of every waiting message on each dispatch made
+        // 50,000 confirmed publishes of 16 B to a queue of 150,000 with no consumer take
+        // 2.5 s instead of 0.7).
+        if self.consumers.is_empty() && max > 0 && self.pending.top_count() >= max {
             let mut keep = Pending::default();
             for h in self.pending.take_all() {
                 if h.count >= max {

@@ -475,9 +475,11 @@ fn paged_messages_come_back_in_order_and_new_ones_wait_behind_them() {
     let mut log = std::collections::HashMap::new();
     q.enqueue((0..10).map(|i| msg(&format!("m{i}"), t0)), t0);
     logged(&mut q, &mut log);
-    assert_eq!(q.pending_bytes(), 20);
-    assert_eq!(q.page_out(6), 7, "down to 6 bytes: three stay");
-    assert_eq!((q.pending_bytes(), q.paged()), (6, (7, 14)));
+    // Each costs its 2 bytes and the budget's bookkeeping.
+    let each = 2 + crate::budget::BOOKKEEPING;
+    assert_eq!(q.head_cost(), 10 * each);
+    assert_eq!(q.page_out(3 * each + 1), 7, "three stay");
+    assert_eq!((q.head_cost(), q.paged()), (3 * each, (7, 14)));
     q.enqueue([msg("late", t0)], t0);
     logged(&mut q, &mut log);
     assert_eq!(q.paged(), (8, 18), "behind the paged ones, not in memory");
@@ -515,7 +517,7 @@ fn a_purge_drops_paged_messages_and_a_late_read_is_ignored() {
     let mut log = std::collections::HashMap::new();
     q.enqueue((0..4).map(|i| msg(&format!("m{i}"), t0)), t0);
     logged(&mut q, &mut log);
-    q.page_out(2);
+    q.page_out(2 + crate::budget::BOOKKEEPING);
     let ids = q.to_read(100);
     assert_eq!(ids, [2, 3, 4], "the oldest paged first");
     assert_eq!(q.purge(), 4);
@@ -528,7 +530,7 @@ fn a_purge_drops_paged_messages_and_a_late_read_is_ignored() {
     assert_eq!(q.take_released(), (4, 8));
     q.paged_in(&ids, read(&log, &ids));
     assert_eq!(
-        (q.depth(), q.pending_bytes()),
+        (q.depth(), q.head_cost()),
         (0, 0),
         "the late read is dropped"
     );

@@ -210,7 +210,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "AGORA_DURABLE_QUEUE_MAX_MESSAGES",
         default: Some("10000000"),
         valid: "1 or more",
-        doc: "Most messages a durable queue holds (pending and unacknowledged together); its backlog waits on disk, and each waiting message keeps about 100 bytes in memory",
+        doc: "Most messages a durable queue holds (pending and unacknowledged together); its backlog waits on disk, and each waiting message keeps about 130 bytes in memory",
         apply: |s, v| {
             s.config.durable_queue_max_messages = count(unsigned(v, 1, None)?);
             Ok(())
@@ -238,7 +238,7 @@ pub const SETTINGS: &[Setting] = &[
         default: Some("8388608"),
         default_note: "8 MiB",
         valid: "1 or more bytes",
-        doc: "Most bytes of a durable queue's waiting messages kept in memory (256 KiB while the memory budget is more than half spent); the rest wait in the log and are read back as consumers get there",
+        doc: "Most bytes of a durable queue's waiting messages kept in memory, each counted as the memory budget counts it (256 KiB while the budget is more than half spent); the rest wait in the log and are read back as consumers get there",
         apply: |s, v| {
             s.config.durable_queue_memory = count(unsigned(v, 1, None)?);
             Ok(())

@@ -14,17 +14,27 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{Blocks, Held, QueueState};
+use crate::budget::BOOKKEEPING;
 use crate::message::Message;
 use crate::store::{Kept, Stored};
 
 /// The most messages one read back asks for.
 pub(crate) const MAX_READ: usize = 4096;
 
-/// The waiting messages in memory, in order, with the bytes they count (`Message::size`).
+/// The waiting messages in memory, in order, with what they cost (each message's
+/// `Message::size` and the budget's [`BOOKKEEPING`]: what holding it costs), and the
+/// highest delivery count among those pushed since the last [`take_all`].
+///
+/// [`take_all`]: Pending::take_all
 #[derive(Default)]
 pub(crate) struct Pending {
     q: Blocks<Held>,
-    bytes: usize,
+    cost: usize,
+    top_count: u32,
+}
+
+fn cost(h: &Held) -> usize {
+    h.msg.size() + BOOKKEEPING
 }
 
 impl Pending {
@@ -36,9 +46,15 @@ impl Pending {
         self.q.is_empty()
     }
 
-    /// Bytes of the messages in it.
-    pub fn bytes(&self) -> usize {
-        self.bytes
+    /// What its messages cost in memory.
+    pub fn cost(&self) -> usize {
+        self.cost
+    }
+
+    /// At least the highest delivery count in it (counts are not lowered as messages
+    /// leave): no message in it has been delivered more often.
+    pub fn top_count(&self) -> u32 {
+        self.top_count
     }
 
     pub fn front(&self) -> Option<&Held> {
@@ -46,24 +62,26 @@ impl Pending {
     }
 
     pub fn push_back(&mut self, h: Held) {
-        self.bytes += h.msg.size();
+        self.cost += cost(&h);
+        self.top_count = self.top_count.max(h.count);
         self.q.push_back(h);
     }
 
     pub fn push_front(&mut self, h: Held) {
-        self.bytes += h.msg.size();
+        self.cost += cost(&h);
+        self.top_count = self.top_count.max(h.count);
         self.q.push_front(h);
     }
 
     pub fn pop_front(&mut self) -> Option<Held> {
         let h = self.q.pop_front()?;
-        self.bytes -= h.msg.size();
+        self.cost -= cost(&h);
         Some(h)
     }
 
     pub fn pop_back(&mut self) -> Option<Held> {
         let h = self.q.pop_back()?;
-        self.bytes -= h.msg.size();
+        self.cost -= cost(&h);
         Some(h)
     }
 
@@ -78,7 +96,8 @@ impl Pending {
     }
 
     pub fn take_all(&mut self) -> impl Iterator<Item = Held> {
-        self.bytes = 0;
+        self.cost = 0;
+        self.top_count = 0;
         self.q.take_all()
     }
 }
@@ -101,20 +120,23 @@ impl<P> QueueState<P> {
         (self.paged.len(), self.paged_bytes)
     }
 
-    /// Bytes of the waiting messages in memory.
-    pub fn pending_bytes(&self) -> usize {
-        self.pending.bytes()
+    /// What the waiting messages in memory cost: their sizes, and the budget's
+    /// bookkeeping for each (so a head of small messages holds fewer of them).
+    pub fn head_cost(&self) -> usize {
+        self.pending.cost()
     }
 
     /// Moves waiting messages, newest first, out of memory (their records are in the
-    /// log) until at most `keep` bytes of them are left in memory. Only a journaled
-    /// queue pages. Returns how many went.
+    /// log) until the head costs at most `keep` bytes ([`head_cost`]). Only a
+    /// journaled queue pages. Returns how many went.
+    ///
+    /// [`head_cost`]: QueueState::head_cost
     pub fn page_out(&mut self, keep: usize) -> usize {
         if self.journal.is_none() {
             return 0;
         }
         let mut n = 0;
-        while self.pending.bytes() > keep {
+        while self.pending.cost() > keep {
             let Some(h) = self.pending.pop_back() else {
                 break;
             };
@@ -152,16 +174,17 @@ impl<P> QueueState<P> {
         true
     }
 
-    /// The ids of the messages to read back next: the oldest paged ones, up to `room`
-    /// bytes (at least one) and [`MAX_READ`] messages.
+    /// The ids of the messages to read back next: the oldest paged ones, costing up to
+    /// `room` bytes in the head (at least one) and at most [`MAX_READ`] messages.
     pub fn to_read(&self, room: usize) -> Vec<u64> {
-        let mut bytes = 0;
+        let mut cost = 0;
         let mut ids = Vec::new();
         for p in self.paged.iter().take(MAX_READ) {
-            if !ids.is_empty() && bytes + p.size > room {
+            let c = p.size + BOOKKEEPING;
+            if !ids.is_empty() && cost + c > room {
                 break;
             }
-            bytes += p.size;
+            cost += c;
             ids.push(p.id);
         }
         ids
