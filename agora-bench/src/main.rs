@@ -414,13 +414,26 @@ fn run(args: RunArgs) -> Result<bool, String> {
     });
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let json = args.out.join("results.json");
-    report::write_json(&json, &records)?;
+    let versions = report::versions(&bins, &systems);
+    report::write_json(&json, &versions, &records)?;
     let summaries = report::summarize(&order, &records);
-    print!("{}", report::tables(&summaries));
+    print!("{}", report::tables(&summaries, &versions));
     print!("{}", report::versus_nats(&summaries, report::Style::Text));
+    for v in &versions {
+        println!(
+            "{} ({}): {}{}",
+            v.server,
+            v.systems.join(", "),
+            v.version,
+            v.note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+    }
     println!("results: {}", json.display());
     if let Some(dir) = &args.book_dir {
-        let context = report::Context::gather(&bins, &settings, runs, started);
+        let context = report::Context::gather(&versions, &settings, runs, started);
         report::write_book(dir, &summaries, &records, &context)?;
         println!("book page: {}", dir.join("results.md").display());
     }

@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::scenario::{Cell, Measured, Scenario, Settings};
-use crate::server::Bins;
 use crate::System;
 
 /// Percentiles kept for the latency curves.
@@ -189,8 +188,19 @@ impl Record {
     }
 }
 
-pub(crate) fn write_json(path: &Path, records: &[Record]) -> Result<(), String> {
-    let json = serde_json::to_string_pretty(records).map_err(|e| e.to_string())?;
+/// results.json: the servers' versions, then one record per run.
+pub(crate) fn write_json(
+    path: &Path,
+    versions: &[Version],
+    records: &[Record],
+) -> Result<(), String> {
+    #[derive(Serialize)]
+    struct Results<'a> {
+        versions: &'a [Version],
+        records: &'a [Record],
+    }
+    let json =
+        serde_json::to_string_pretty(&Results { versions, records }).map_err(|e| e.to_string())?;
     std::fs::write(path, json + "\n").map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -320,10 +330,13 @@ pub(crate) fn summarize(order: &[Cell], records: &[Record]) -> Vec<Summary> {
 mod book;
 mod charts;
 mod tables;
+mod versions;
 
 pub(crate) use book::{write_book, Context};
 use tables::{cell_title, cells, group_digits, markdown_table, rows};
 pub(crate) use tables::{tables, versus_nats, Style};
+use versions::{first_line, note_for};
+pub(crate) use versions::{versions, Version};
 
 #[cfg(test)]
 mod tests {

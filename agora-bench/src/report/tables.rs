@@ -53,8 +53,9 @@ fn ratio(a: Option<Spread>, b: Option<Spread>) -> String {
     }
 }
 
-/// The rows of one cell's table: header, then one row per system.
-pub(super) fn rows(cell_summaries: &[&Summary]) -> Vec<Vec<String>> {
+/// The rows of one cell's table: header, then one row per system. A release out of
+/// upstream support says so beside its name.
+pub(super) fn rows(cell_summaries: &[&Summary], versions: &[Version]) -> Vec<Vec<String>> {
     // The durable scenarios set every system beside Agora with its data directory.
     let durable = cell_summaries
         .first()
@@ -115,6 +116,9 @@ pub(super) fn rows(cell_summaries: &[&Summary]) -> Vec<Vec<String>> {
     let mut rows = vec![header];
     for s in cell_summaries {
         let mut name = s.system.name().to_owned();
+        if let Some(note) = note_for(versions, s.system) {
+            name += &format!(" ({note})");
+        }
         if s.status == "skipped" {
             rows.push(vec![
                 name,
@@ -194,10 +198,10 @@ pub(super) fn cells(summaries: &[Summary]) -> Vec<(Cell, Vec<&Summary>)> {
 }
 
 /// Plain-text tables, one per cell.
-pub(crate) fn tables(summaries: &[Summary]) -> String {
+pub(crate) fn tables(summaries: &[Summary], versions: &[Version]) -> String {
     let mut out = String::new();
     for (cell, group) in cells(summaries) {
-        let rows = rows(&group);
+        let rows = rows(&group, versions);
         let _ = writeln!(out, "\n== {}", cell_title(&cell));
         let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..cols)
