@@ -95,6 +95,10 @@ struct RunArgs {
     /// Seconds the slow-consumer run publishes for (default 3, 1.5 with --quick).
     #[arg(long)]
     slow_duration: Option<f64>,
+    /// MiB of payload durable-backlog publishes before it drains them (default 1024,
+    /// 64 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    backlog_mib: Option<u64>,
     /// Round trips in the rtt scenario.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     rtt_rounds: u64,
@@ -156,6 +160,11 @@ fn suite(args: &RunArgs) -> Vec<Vec<Cell>> {
     } else {
         args.sizes.iter().map(|&s| s as usize).collect()
     };
+    let durable_sizes = if args.quick {
+        &[128][..]
+    } else {
+        &[128, 4096][..]
+    };
     let cell = |scenario, variant, payload, rate| Cell {
         scenario,
         variant,
@@ -175,14 +184,25 @@ fn suite(args: &RunArgs) -> Vec<Vec<Cell>> {
             }
             Scenario::DurableConfirm => {
                 for variant in ["1", "16"] {
-                    let sizes = if args.quick {
-                        &[128][..]
-                    } else {
-                        &[128, 4096][..]
-                    };
-                    groups.push(sizes.iter().map(|&p| cell(s, variant, p, None)).collect());
+                    groups.push(
+                        durable_sizes
+                            .iter()
+                            .map(|&p| cell(s, variant, p, None))
+                            .collect(),
+                    );
                 }
             }
+            Scenario::DurableQueue4 => {
+                groups.push(
+                    durable_sizes
+                        .iter()
+                        .map(|&p| cell(s, "", p, None))
+                        .collect(),
+                );
+            }
+            // 4 KiB only: a backlog of 128 B messages takes JetStream's one-sync-a-message
+            // an hour a gigabyte.
+            Scenario::DurableBacklog => groups.push(vec![cell(s, "", 4096, None)]),
             Scenario::LatencyRate => {
                 groups.push(
                     args.rates
@@ -238,6 +258,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
     let settings = Settings {
         rtt_rounds: args.rtt_rounds,
         rss_bound_mib: args.rss_bound_mib,
+        backlog_bytes: args.backlog_mib.unwrap_or(if quick { 64 } else { 1024 }) << 20,
         ..Settings::new(
             secs(args.duration, 1.0, 0.5),
             secs(args.rate_duration, 2.0, 1.0),
@@ -317,7 +338,13 @@ fn run(args: RunArgs) -> Result<bool, String> {
                 if active.is_empty() {
                     continue;
                 }
-                let server = match Server::start(system, &bins, &log_dir) {
+                let server = match Server::start_with(
+                    system,
+                    &bins,
+                    &log_dir,
+                    system.name(),
+                    &server_args(system, &settings),
+                ) {
                     Ok(s) => s,
                     Err(e) => {
                         for cell in active {
@@ -387,13 +414,26 @@ fn run(args: RunArgs) -> Result<bool, String> {
     });
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let json = args.out.join("results.json");
-    report::write_json(&json, &records)?;
+    let versions = report::versions(&bins, &systems);
+    report::write_json(&json, &versions, &records)?;
     let summaries = report::summarize(&order, &records);
-    print!("{}", report::tables(&summaries));
+    print!("{}", report::tables(&summaries, &versions));
     print!("{}", report::versus_nats(&summaries, report::Style::Text));
+    for v in &versions {
+        println!(
+            "{} ({}): {}{}",
+            v.server,
+            v.systems.join(", "),
+            v.version,
+            v.note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+    }
     println!("results: {}", json.display());
     if let Some(dir) = &args.book_dir {
-        let context = report::Context::gather(&bins, &settings, runs, started);
+        let context = report::Context::gather(&versions, &settings, runs, started);
         report::write_book(dir, &summaries, &records, &context)?;
         println!("book page: {}", dir.join("results.md").display());
     }
@@ -430,6 +470,20 @@ fn run(args: RunArgs) -> Result<bool, String> {
     Ok(ours == 0)
 }
 
+/// Arguments the bench gives a system's server beyond its own: Agora's durable queues
+/// get room for durable-backlog's whole backlog (the bench's usual queue limit is
+/// 512 MiB, and queues on disk are meant to be bounded by the disk); its memory budget
+/// stays the default, so a backlog larger than it is refused until queues page.
+fn server_args(system: System, settings: &Settings) -> Vec<String> {
+    match system {
+        System::AgoraDurable => {
+            let bytes = settings.backlog_bytes.saturating_mul(2).max(512 << 20);
+            vec!["--queue-max-bytes".to_owned(), bytes.to_string()]
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn run_cell(
     server: &ServerView,
     cell: &Cell,
@@ -447,7 +501,11 @@ fn run_cell(
         System::Agora | System::AgoraDurable => with!(drivers::agora::Agora { addr }),
         #[cfg(feature = "peers")]
         System::Jetstream | System::JetstreamDefault => {
-            with!(drivers::jetstream::Jetstream { addr })
+            with!(drivers::jetstream::Jetstream {
+                addr,
+                // durable-confirm was measured on a stream with the default retention.
+                work_queue: cell.scenario != Scenario::DurableConfirm,
+            })
         }
         #[cfg(not(feature = "peers"))]
         System::Jetstream | System::JetstreamDefault => {

@@ -29,13 +29,9 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `system`'s server; `agora` and `relay` are the binaries to use for those.
-    pub(crate) fn start(system: System, bins: &Bins, log_dir: &Path) -> Result<Server, String> {
-        Server::start_with(system, bins, log_dir, system.name(), &[])
-    }
-
-    /// [`Server::start`] with `extra` arguments after the bench's own (Agora only: the
-    /// compare mode's A and B), logging to `<log_dir>/<log_name>.log`.
+    /// Starts `system`'s server (`bins` says where the binaries are) with `extra`
+    /// arguments after the bench's own (Agora only: the compare mode's A and B,
+    /// agora-durable's queue limit), logging to `<log_dir>/<log_name>.log`.
     pub(crate) fn start_with(
         system: System,
         bins: &Bins,
@@ -89,7 +85,12 @@ impl Server {
                 fs::write(base.join("enabled_plugins"), "[].\n").map_err(|e| e.to_string())?;
                 fs::write(
                     base.join("rabbitmq.conf"),
-                    format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
+                    // Warnings and errors also on stdout, so the log beside the run's
+                    // results keeps them once the node's own directory is removed.
+                    format!(
+                        "listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n\
+                         log.console = true\nlog.console.level = warning\n"
+                    ),
                 )
                 .map_err(|e| e.to_string())?;
                 let mut cmd = Command::new(bin);
@@ -140,15 +141,17 @@ impl Server {
                     })
                     .collect();
                 // Room for the `publish` (queue) scenario, which fills a queue nobody
-                // reads; every other setting is the default.
-                cmd.args([
-                    "--port",
-                    "0",
-                    "--queue-max-messages",
-                    "2000000",
-                    "--queue-max-bytes",
-                    "536870912",
-                ]);
+                // reads, unless the extra arguments set the limit themselves (a flag may
+                // be given once); every other setting is the default.
+                cmd.args(["--port", "0"]);
+                for (flag, value) in [
+                    ("--queue-max-messages", "2000000"),
+                    ("--queue-max-bytes", "536870912"),
+                ] {
+                    if !extra.iter().any(|a| a == flag) {
+                        cmd.args([flag, value]);
+                    }
+                }
                 cmd.args(&extra);
                 (cmd, None)
             }

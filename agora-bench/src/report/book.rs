@@ -5,29 +5,18 @@ use super::*;
 /// How the run was made, for the book page.
 pub(crate) struct Context {
     machine: String,
+    /// The servers' versions (also in results.json).
+    servers: Vec<Version>,
+    /// Clients and the compiler.
     versions: Vec<(String, String)>,
     settings: String,
     date: String,
     load: String,
 }
 
-fn command_output(program: &Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let text = if text.is_empty() {
-        String::from_utf8_lossy(&out.stderr).trim().to_owned()
-    } else {
-        text
-    };
-    Some(text.lines().next().unwrap_or("").to_owned())
-}
-
 impl Context {
     pub(crate) fn gather(
-        bins: &Bins,
+        servers: &[Version],
         settings: &Settings,
         runs: u32,
         started: SystemTime,
@@ -54,33 +43,18 @@ impl Context {
             .unwrap_or_default()
             .trim()
             .to_owned();
-        let mut versions = vec![(
-            "agora".to_owned(),
-            command_output(&bins.agora, &["--version"]).unwrap_or_else(|| "?".into()),
-        )];
-        if let Some(n) = &bins.nats {
-            versions.push((
-                "nats-server".into(),
-                command_output(n, &["--version"]).unwrap_or_default(),
-            ));
-        }
-        if let Some(r) = &bins.redis {
-            versions.push((
-                "redis-server".into(),
-                command_output(r, &["--version"]).unwrap_or_default(),
-            ));
-        }
+        let mut versions = Vec::new();
         versions.push((
             "clients".into(),
-            "agora-client (this workspace), async-nats 0.46, redis-rs 1.8".into(),
+            "agora-client (this workspace), async-nats 0.46, redis-rs 1.8, lapin 4.12".into(),
         ));
-        if let Some(rustc) = command_output(Path::new("rustc"), &["--version"]) {
+        if let Some(rustc) = first_line(Path::new("rustc"), &["--version"]) {
             versions.push(("rustc".into(), rustc));
         }
         let secs = started
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let date = command_output(
+        let date = first_line(
             Path::new("date"),
             &["-u", "-d", &format!("@{secs}"), "+%Y-%m-%d %H:%M UTC"],
         )
@@ -93,13 +67,15 @@ impl Context {
             .join(" ");
         Context {
             machine: format!("{model}, {cpus} CPUs, {mem} memory, Linux {kernel}"),
+            servers: servers.to_vec(),
             versions,
             settings: format!(
-                "{runs} runs per cell, interleaved; throughput runs publish for {:.1} s, latency-rate for {:.1} s, slow-consumer for {:.1} s; rtt {} rounds",
+                "{runs} runs per cell, interleaved; throughput runs publish for {:.1} s, latency-rate for {:.1} s, slow-consumer for {:.1} s; rtt {} rounds; durable-backlog {} MiB",
                 settings.duration.as_secs_f64(),
                 settings.rate_duration.as_secs_f64(),
                 settings.slow_duration.as_secs_f64(),
-                settings.rtt_rounds
+                settings.rtt_rounds,
+                settings.backlog_bytes >> 20
             ),
             date,
             load,
@@ -125,6 +101,20 @@ pub(crate) fn write_book(
     );
     let _ = writeln!(md, "- **Machine:** {}", ctx.machine);
     let _ = writeln!(md, "- **Load average when the run started:** {} (the machine is shared; a neighbour's build skews every system alike, since runs are interleaved)", ctx.load);
+    let _ = writeln!(md, "- **Servers:**");
+    for v in &ctx.servers {
+        let _ = writeln!(
+            md,
+            "  - {} ({}): {}{}",
+            v.server,
+            v.systems.join(", "),
+            v.version,
+            v.note
+                .as_deref()
+                .map(|n| format!(" — {n}"))
+                .unwrap_or_default()
+        );
+    }
     for (name, v) in &ctx.versions {
         let _ = writeln!(md, "- **{name}:** {v}");
     }
@@ -167,11 +157,15 @@ pub(crate) fn write_book(
         "msgs/s is the median run, with [min–max]; MB/s is 10⁶ payload bytes a second; latencies \
          are the medians of each run's percentiles; lost and dup are summed over the runs; CPU s/M is \
          the broker's CPU seconds per million messages, client CPU s/M the bench process's (every \
-         client role of the run); \"÷ agora\" is each system's median over Agora's.\n"
+         client role of the run); \"÷ agora\" is each system's median over Agora's (over \
+         agora-durable's in the durable cells). In durable-queue-4 msgs/s is what the consumers \
+         received and the latencies are publish to confirm; in durable-backlog the latencies are \
+         the publish phase's confirms, msgs/s and MB/s each phase's own, and CPU covers both \
+         phases. A RabbitMQ release out of upstream support says so beside its rows.\n"
     );
     for (cell, group) in cells(summaries) {
         let _ = writeln!(md, "### {}\n", cell_title(&cell));
-        md += &markdown_table(&rows(&group));
+        md += &markdown_table(&rows(&group, &ctx.servers));
         md.push('\n');
     }
     let path = dir.join("results.md");

@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::scenario::{Cell, Measured, Scenario, Settings};
-use crate::server::Bins;
 use crate::System;
 
 /// Percentiles kept for the latency curves.
@@ -50,6 +49,43 @@ pub(crate) struct Record {
     #[serde(default)]
     pub(crate) client_cpu_s_per_million: Option<f64>,
     pub(crate) server_peak_rss_mib: Option<f64>,
+    /// `durable-backlog`'s phases (its msgs/s, MB/s and duration are the drain's, its
+    /// latencies the publish phase's confirms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) backlog: Option<BacklogRecord>,
+}
+
+/// Both phases of one `durable-backlog` run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct BacklogRecord {
+    pub(crate) published: u64,
+    pub(crate) publish_s: f64,
+    pub(crate) publish_msgs_per_sec: f64,
+    pub(crate) publish_mb_per_sec: f64,
+    pub(crate) drained: u64,
+    /// `None` when there was no drain (the publish phase broke the run).
+    pub(crate) drain_s: Option<f64>,
+    pub(crate) drain_msgs_per_sec: Option<f64>,
+    pub(crate) drain_mb_per_sec: Option<f64>,
+}
+
+impl BacklogRecord {
+    fn of(p: &crate::scenario::Phases, payload: usize) -> BacklogRecord {
+        let rate = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        let mb = |r: f64| r * payload as f64 / 1e6;
+        let publish_s = p.publish.as_secs_f64();
+        let drain_s = p.drain.map(|d| d.as_secs_f64());
+        BacklogRecord {
+            published: p.published,
+            publish_s,
+            publish_msgs_per_sec: rate(p.published, publish_s),
+            publish_mb_per_sec: mb(rate(p.published, publish_s)),
+            drained: p.drained,
+            drain_s,
+            drain_msgs_per_sec: drain_s.map(|s| rate(p.drained, s)),
+            drain_mb_per_sec: drain_s.map(|s| mb(rate(p.drained, s))),
+        }
+    }
 }
 
 fn finite(x: f64) -> Option<f64> {
@@ -85,6 +121,7 @@ impl Record {
             server_cpu_s_per_million: None,
             client_cpu_s_per_million: None,
             server_peak_rss_mib: None,
+            backlog: None,
         }
     }
 
@@ -136,6 +173,10 @@ impl Record {
             .filter(|_| m.messages > 0)
             .map(|c| c / m.messages as f64 * 1e6);
         r.server_peak_rss_mib = finite(m.server_peak_rss_mib);
+        r.backlog = m
+            .backlog
+            .as_ref()
+            .map(|p| BacklogRecord::of(p, cell.payload));
         r
     }
 
@@ -147,8 +188,19 @@ impl Record {
     }
 }
 
-pub(crate) fn write_json(path: &Path, records: &[Record]) -> Result<(), String> {
-    let json = serde_json::to_string_pretty(records).map_err(|e| e.to_string())?;
+/// results.json: the servers' versions, then one record per run.
+pub(crate) fn write_json(
+    path: &Path,
+    versions: &[Version],
+    records: &[Record],
+) -> Result<(), String> {
+    #[derive(Serialize)]
+    struct Results<'a> {
+        versions: &'a [Version],
+        records: &'a [Record],
+    }
+    let json =
+        serde_json::to_string_pretty(&Results { versions, records }).map_err(|e| e.to_string())?;
     std::fs::write(path, json + "\n").map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -204,6 +256,11 @@ pub(crate) struct Summary {
     pub(crate) cpu_per_m: Option<Spread>,
     pub(crate) client_cpu_per_m: Option<Spread>,
     pub(crate) rss: Option<Spread>,
+    /// `durable-backlog`'s publish phase (msgs/s, MB/s, seconds) and drain time.
+    pub(crate) publish_msgs: Option<Spread>,
+    pub(crate) publish_mb: Option<Spread>,
+    pub(crate) publish_s: Option<Spread>,
+    pub(crate) drain_s: Option<Spread>,
 }
 
 pub(crate) fn summarize(order: &[Cell], records: &[Record]) -> Vec<Summary> {
@@ -260,6 +317,10 @@ pub(crate) fn summarize(order: &[Cell], records: &[Record]) -> Vec<Summary> {
                 cpu_per_m: spread(&|r| r.server_cpu_s_per_million),
                 client_cpu_per_m: spread(&|r| r.client_cpu_s_per_million),
                 rss: spread(&|r| r.server_peak_rss_mib),
+                publish_msgs: spread(&|r| r.backlog.as_ref().map(|b| b.publish_msgs_per_sec)),
+                publish_mb: spread(&|r| r.backlog.as_ref().map(|b| b.publish_mb_per_sec)),
+                publish_s: spread(&|r| r.backlog.as_ref().map(|b| b.publish_s)),
+                drain_s: spread(&|r| r.backlog.as_ref().and_then(|b| b.drain_s)),
             });
         }
     }
@@ -269,7 +330,36 @@ pub(crate) fn summarize(order: &[Cell], records: &[Record]) -> Vec<Summary> {
 mod book;
 mod charts;
 mod tables;
+mod versions;
 
 pub(crate) use book::{write_book, Context};
 use tables::{cell_title, cells, group_digits, markdown_table, rows};
 pub(crate) use tables::{tables, versus_nats, Style};
+use versions::{first_line, note_for};
+pub(crate) use versions::{versions, Version};
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::scenario::Phases;
+
+    #[test]
+    fn backlog_phases_as_rates() {
+        let phases = Phases {
+            published: 1000,
+            publish: Duration::from_secs(2),
+            drained: 1000,
+            drain: Some(Duration::from_millis(500)),
+        };
+        let r = super::BacklogRecord::of(&phases, 4096);
+        assert_eq!(r.publish_msgs_per_sec, 500.0);
+        assert_eq!(r.publish_mb_per_sec, 500.0 * 4096.0 / 1e6);
+        assert_eq!(r.drain_msgs_per_sec, Some(2000.0));
+        let refused = Phases {
+            drain: None,
+            ..phases
+        };
+        assert_eq!(super::BacklogRecord::of(&refused, 4096).drain_s, None);
+    }
+}

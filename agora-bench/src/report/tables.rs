@@ -53,68 +53,135 @@ fn ratio(a: Option<Spread>, b: Option<Spread>) -> String {
     }
 }
 
-/// The rows of one cell's table: header, then one row per system.
-pub(super) fn rows(cell_summaries: &[&Summary]) -> Vec<Vec<String>> {
+/// The rows of one cell's table: header, then one row per system. A release out of
+/// upstream support says so beside its name.
+pub(super) fn rows(cell_summaries: &[&Summary], versions: &[Version]) -> Vec<Vec<String>> {
+    // The durable scenarios set every system beside Agora with its data directory.
+    let durable = cell_summaries
+        .first()
+        .is_some_and(|s| s.cell.scenario.durable());
+    let reference = if durable {
+        System::AgoraDurable
+    } else {
+        System::Agora
+    };
     let agora = cell_summaries
         .iter()
-        .find(|s| s.system == System::Agora && s.status == "ok");
-    let mut rows = vec![[
-        "system",
-        "msgs/s [min–max]",
-        "MB/s",
-        "p50 µs",
-        "p90 µs",
-        "p99 µs",
-        "p99.9 µs",
-        "max µs",
-        "lost",
-        "dup",
-        "CPU s/M",
-        "client CPU s/M",
-        "peak RSS MiB",
-        "msgs/s ÷ agora",
-        "p99 ÷ agora",
-    ]
-    .map(str::to_owned)
-    .to_vec()];
+        .find(|s| s.system == reference && s.status == "ok");
+    let backlog = cell_summaries
+        .first()
+        .is_some_and(|s| s.cell.scenario == Scenario::DurableBacklog);
+    let vs = format!("÷ {}", reference.name());
+    let header: Vec<String> = if backlog {
+        vec![
+            "system".into(),
+            "publish msgs/s [min–max]".into(),
+            "publish MB/s".into(),
+            "publish s".into(),
+            "confirm p50 µs".into(),
+            "confirm p99 µs".into(),
+            "drain msgs/s [min–max]".into(),
+            "drain MB/s".into(),
+            "drain s".into(),
+            "lost".into(),
+            "dup".into(),
+            "CPU s/M".into(),
+            "client CPU s/M".into(),
+            "peak RSS MiB".into(),
+            format!("publish {vs}"),
+            format!("drain {vs}"),
+        ]
+    } else {
+        let mut h: Vec<String> = [
+            "system",
+            "msgs/s [min–max]",
+            "MB/s",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "lost",
+            "dup",
+            "CPU s/M",
+            "client CPU s/M",
+            "peak RSS MiB",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        h.push(format!("msgs/s {vs}"));
+        h.push(format!("p99 {vs}"));
+        h
+    };
+    let mut rows = vec![header];
     for s in cell_summaries {
+        let mut name = s.system.name().to_owned();
+        if let Some(note) = note_for(versions, s.system) {
+            name += &format!(" ({note})");
+        }
         if s.status == "skipped" {
             rows.push(vec![
-                s.system.name().to_owned(),
+                name,
                 format!("skipped: {}", s.reason.as_deref().unwrap_or("")),
             ]);
             continue;
         }
         if s.runs == 0 {
             rows.push(vec![
-                s.system.name().to_owned(),
+                name,
                 format!("FAILED: {}", s.reason.as_deref().unwrap_or("")),
             ]);
             continue;
         }
-        let mut name = s.system.name().to_owned();
         if s.status == "failed" {
             name += " (FAILED)";
         }
-        rows.push(vec![
-            name,
-            rate_with_spread(s.msgs),
-            s.mb.map_or("–".into(), |m| format!("{:.1}", m.median)),
-            us(s.p50),
-            us(s.p90),
-            us(s.p99),
-            us(s.p999),
-            us(s.max),
-            s.lost.to_string(),
-            s.duplicated.to_string(),
-            s.cpu_per_m
-                .map_or("–".into(), |c| format!("{:.2}", c.median)),
-            s.client_cpu_per_m
-                .map_or("–".into(), |c| format!("{:.2}", c.median)),
-            s.rss.map_or("–".into(), |c| format!("{:.0}", c.median)),
-            ratio(s.msgs, agora.and_then(|a| a.msgs)),
-            ratio(s.p99, agora.and_then(|a| a.p99)),
-        ]);
+        let cpu = |c: Option<Spread>| c.map_or("–".into(), |c| format!("{:.2}", c.median));
+        let secs = |c: Option<Spread>| match c {
+            Some(c) if c.median < 10.0 => format!("{:.2}", c.median),
+            Some(c) => format!("{:.1}", c.median),
+            None => "–".into(),
+        };
+        let mb = |m: Option<Spread>| m.map_or("–".into(), |m| format!("{:.1}", m.median));
+        let rss = s.rss.map_or("–".into(), |c| format!("{:.0}", c.median));
+        rows.push(if backlog {
+            vec![
+                name,
+                rate_with_spread(s.publish_msgs),
+                mb(s.publish_mb),
+                secs(s.publish_s),
+                us(s.p50),
+                us(s.p99),
+                rate_with_spread(s.msgs),
+                mb(s.mb),
+                secs(s.drain_s),
+                s.lost.to_string(),
+                s.duplicated.to_string(),
+                cpu(s.cpu_per_m),
+                cpu(s.client_cpu_per_m),
+                rss,
+                ratio(s.publish_msgs, agora.and_then(|a| a.publish_msgs)),
+                ratio(s.msgs, agora.and_then(|a| a.msgs)),
+            ]
+        } else {
+            vec![
+                name,
+                rate_with_spread(s.msgs),
+                mb(s.mb),
+                us(s.p50),
+                us(s.p90),
+                us(s.p99),
+                us(s.p999),
+                us(s.max),
+                s.lost.to_string(),
+                s.duplicated.to_string(),
+                cpu(s.cpu_per_m),
+                cpu(s.client_cpu_per_m),
+                rss,
+                ratio(s.msgs, agora.and_then(|a| a.msgs)),
+                ratio(s.p99, agora.and_then(|a| a.p99)),
+            ]
+        });
     }
     rows
 }
@@ -131,10 +198,10 @@ pub(super) fn cells(summaries: &[Summary]) -> Vec<(Cell, Vec<&Summary>)> {
 }
 
 /// Plain-text tables, one per cell.
-pub(crate) fn tables(summaries: &[Summary]) -> String {
+pub(crate) fn tables(summaries: &[Summary], versions: &[Version]) -> String {
     let mut out = String::new();
     for (cell, group) in cells(summaries) {
-        let rows = rows(&group);
+        let rows = rows(&group, versions);
         let _ = writeln!(out, "\n== {}", cell_title(&cell));
         let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..cols)

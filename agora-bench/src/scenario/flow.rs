@@ -30,6 +30,10 @@ pub(super) struct Flow {
     pub(super) format: wire::Format,
     /// Only every N-th message is meant to arrive (see [`Settings::keep_every`]).
     pub(super) keep_every: u64,
+    /// With confirmed publishes and receivers: the run counts what the receivers got
+    /// (its latency stays publish to confirm), and holds the publishers within the
+    /// window, as a flood is.
+    pub(super) delivered: bool,
 }
 
 /// Counters the roles share.
@@ -52,6 +56,19 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    pub(super) fn new(subs: usize, queue: bool, keep_every: u64) -> Shared {
+        Shared {
+            t0: OnceLock::new(),
+            sent: AtomicU64::new(0),
+            received: (0..subs).map(|_| AtomicU64::new(0)).collect(),
+            queue,
+            keep_every,
+            progress: Event::new(),
+            final_sent: AtomicU64::new(u64::MAX),
+            abort: AtomicBool::new(false),
+        }
+    }
+
     /// How far the receivers have got, in published messages: the slowest topic
     /// subscriber, or all queue consumers together.
     pub(super) fn progress(&self) -> u64 {
@@ -95,16 +112,7 @@ pub(super) fn run_flow<D: Driver>(
     server: &ServerView,
     flow: &Flow,
 ) -> Result<Measured> {
-    let shared = Arc::new(Shared {
-        t0: OnceLock::new(),
-        sent: AtomicU64::new(0),
-        received: (0..flow.subs).map(|_| AtomicU64::new(0)).collect(),
-        queue: flow.dest.queue,
-        keep_every: flow.keep_every,
-        progress: Event::new(),
-        final_sent: AtomicU64::new(u64::MAX),
-        abort: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(flow.subs, flow.dest.queue, flow.keep_every));
     let hard_limit = flow.duration * 4 + Duration::from_secs(30);
     std::thread::scope(|scope| -> Result<Measured> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
@@ -247,8 +255,10 @@ pub(super) fn run_flow<D: Driver>(
         if let Some(h) = confirm_hist {
             // For confirms, the latency is publish -> confirmation.
             m.latency = Some(h);
-            m.messages = published;
-            m.elapsed = end - t0;
+            if !(flow.delivered && flow.subs > 0) {
+                m.messages = published;
+                m.elapsed = end - t0;
+            }
         }
         Ok(m)
     })

@@ -66,10 +66,18 @@ pub(crate) enum Scenario {
     /// each) into a durable queue or stream nobody reads, on the durable systems.
     #[value(name = "durable-confirm")]
     DurableConfirm,
+    /// Durable publishes with confirms (1 publisher, 64 outstanding) while 4 consumers
+    /// acknowledge each message (prefetch 64), on the durable systems.
+    #[value(name = "durable-queue-4")]
+    DurableQueue4,
+    /// A backlog published with confirms and no consumer (`--backlog-mib`), then
+    /// drained by 1 acknowledging consumer, on the durable systems.
+    #[value(name = "durable-backlog")]
+    DurableBacklog,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 15] = [
+    pub(crate) const ALL: [Scenario; 17] = [
         Scenario::Publish,
         Scenario::Topic1x1,
         Scenario::Topic1x4,
@@ -85,6 +93,8 @@ impl Scenario {
         Scenario::SlowConsumer,
         Scenario::Udp,
         Scenario::DurableConfirm,
+        Scenario::DurableQueue4,
+        Scenario::DurableBacklog,
     ];
 
     pub(crate) fn id(self) -> &'static str {
@@ -104,7 +114,18 @@ impl Scenario {
             Scenario::SlowConsumer => "slow-consumer",
             Scenario::Udp => "udp",
             Scenario::DurableConfirm => "durable-confirm",
+            Scenario::DurableQueue4 => "durable-queue-4",
+            Scenario::DurableBacklog => "durable-backlog",
         }
+    }
+
+    /// Whether it measures what a broker keeps on disk: the durable systems run these
+    /// only, and the others none of them.
+    pub(crate) fn durable(self) -> bool {
+        matches!(
+            self,
+            Scenario::DurableConfirm | Scenario::DurableQueue4 | Scenario::DurableBacklog
+        )
     }
 }
 
@@ -134,6 +155,8 @@ pub(crate) struct Settings {
     pub(crate) keep_every: u64,
     /// Overrides the flow-control window (messages a publisher may be ahead).
     pub(crate) window: Option<u64>,
+    /// Payload bytes `durable-backlog` publishes before it drains them.
+    pub(crate) backlog_bytes: u64,
 }
 
 impl Settings {
@@ -152,6 +175,7 @@ impl Settings {
             format: wire::Format::Binary,
             keep_every: 1,
             window: None,
+            backlog_bytes: 1 << 30,
         }
     }
 }
@@ -159,17 +183,19 @@ impl Settings {
 /// Why `system` has no run of `cell`, if it has none.
 pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
     use Scenario::*;
-    match (system.durable(), cell.scenario) {
-        (false, DurableConfirm) => {
-            return Some("keeps nothing on disk: the durable rows are agora-durable and jetstream")
+    match (system.durable(), cell.scenario.durable()) {
+        (false, true) => {
+            return Some(
+                "keeps nothing on disk: the durable rows are agora-durable, jetstream and rabbitmq",
+            )
         }
-        (true, DurableConfirm) => return None,
-        (true, _) => {
+        (true, true) => return None,
+        (true, false) => {
             return Some(
                 "the durable systems run the durable scenarios only (the rest are in memory)",
             )
         }
-        (false, _) => {}
+        (false, false) => {}
     }
     match (system, cell.scenario) {
         (System::Nats | System::NatsLean, Udp) => Some("nats-server has no UDP transport"),
@@ -227,6 +253,21 @@ pub(crate) struct Measured {
     pub(crate) server_peak_rss_mib: f64,
     /// The promise this run broke, if it broke one: the run then counts as failed.
     pub(crate) broken: Option<String>,
+    /// `durable-backlog`'s two phases (the rest of its figures are the drain's).
+    pub(crate) backlog: Option<Phases>,
+}
+
+/// What `durable-backlog` measured of each phase.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Phases {
+    /// Messages confirmed while nobody consumed.
+    pub(crate) published: u64,
+    /// From the first publish to the last confirm.
+    pub(crate) publish: Duration,
+    /// Messages the consumer took and acknowledged.
+    pub(crate) drained: u64,
+    /// From the consumer's start to its last message; `None` if there was no drain.
+    pub(crate) drain: Option<Duration>,
 }
 
 /// What the run needs of the server process.
@@ -280,6 +321,7 @@ pub(crate) fn run<D: Driver>(
         slow: false,
         format: settings.format,
         keep_every: settings.keep_every.max(1),
+        delivered: false,
     };
     use Scenario::*;
     let name = dest_name.as_str();
@@ -336,6 +378,13 @@ pub(crate) fn run<D: Driver>(
             f.max_per_pub = (256 * 1024 * 1024 / payload.max(1) as u64 / pubs as u64).max(1);
             run_flow(driver, server, &f)?
         }
+        DurableQueue4 => {
+            let confirmed = Kind::Confirmed { outstanding: 64 };
+            let mut f = flow(1, 4, queue(name), Mode::Ack { prefetch: 64 }, confirmed);
+            f.delivered = true;
+            run_flow(driver, server, &f)?
+        }
+        DurableBacklog => backlog::backlog(driver, server, queue(name), payload, settings)?,
         LatencyRate => {
             let rate = cell.rate.ok_or("latency-rate needs a rate")?;
             let mut f = flow(1, 1, topic(name), Mode::Topic, Kind::Paced { rate });
@@ -362,8 +411,34 @@ pub(crate) fn run<D: Driver>(
     Ok(measured)
 }
 
+mod backlog;
 mod flow;
 mod probes;
 mod publishing;
 use flow::*;
 use probes::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_scenarios_run_on_durable_systems_only() {
+        for scenario in Scenario::ALL {
+            let cell = Cell {
+                scenario,
+                variant: "",
+                payload: 128,
+                rate: None,
+            };
+            for system in System::ALL {
+                let why = unsupported(system, &cell);
+                if system.durable() != scenario.durable() {
+                    assert!(why.is_some(), "{} {}", system.name(), scenario.id());
+                } else if system.durable() {
+                    assert!(why.is_none(), "{} {}", system.name(), scenario.id());
+                }
+            }
+        }
+    }
+}

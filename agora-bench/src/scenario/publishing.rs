@@ -103,6 +103,38 @@ pub(super) async fn wait_window<P: Publisher>(
     }
 }
 
+/// [`wait_window`] for confirmed publishes: it waits without blocking the thread, on
+/// which the role's other publishes are waiting for their confirms (blocking it would
+/// add the wait to their confirm latency).
+async fn wait_window_async(shared: &Shared, window: u64) -> Result<()> {
+    let ahead = |s: &Shared| s.sent.load(Acquire).saturating_sub(s.progress());
+    let mut last_progress = shared.progress();
+    let mut since = Instant::now();
+    loop {
+        let listener = shared.progress.listen();
+        if ahead(shared) < window {
+            return Ok(());
+        }
+        if shared.abort.load(Relaxed) {
+            return Err("aborted".into());
+        }
+        futures_lite::future::or(listener, async {
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        })
+        .await;
+        let now_progress = shared.progress();
+        if now_progress != last_progress {
+            last_progress = now_progress;
+            since = Instant::now();
+        } else if since.elapsed() > STALL {
+            return Err(format!(
+                "stalled: receivers made no progress for {STALL:?} with {} messages outstanding",
+                ahead(shared)
+            ));
+        }
+    }
+}
+
 pub(super) async fn confirmed<P: Publisher>(
     p: &P,
     flow: &Flow,
@@ -117,6 +149,12 @@ pub(super) async fn confirmed<P: Publisher>(
             let n = next.get();
             if n >= flow.max_per_pub || Instant::now() >= deadline || shared.abort.load(Relaxed) {
                 return Ok::<(), String>(());
+            }
+            if flow.delivered
+                && shared.sent.load(Acquire).saturating_sub(shared.progress()) >= flow.window
+            {
+                wait_window_async(shared, flow.window).await?;
+                continue;
             }
             next.set(n + 1);
             let t = Instant::now();
