@@ -343,7 +343,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
                     &bins,
                     &log_dir,
                     system.name(),
-                    &server_args(system, &settings),
+                    &[],
                 ) {
                     Ok(s) => s,
                     Err(e) => {
@@ -468,20 +468,6 @@ fn run(args: RunArgs) -> Result<bool, String> {
         );
     }
     Ok(ours == 0)
-}
-
-/// Arguments the bench gives a system's server beyond its own: Agora's durable queues
-/// get room for durable-backlog's whole backlog (the bench's usual queue limit is
-/// 512 MiB, and queues on disk are meant to be bounded by the disk); its memory budget
-/// stays the default, so a backlog larger than it is refused until queues page.
-fn server_args(system: System, settings: &Settings) -> Vec<String> {
-    match system {
-        System::AgoraDurable => {
-            let bytes = settings.backlog_bytes.saturating_mul(2).max(512 << 20);
-            vec!["--queue-max-bytes".to_owned(), bytes.to_string()]
-        }
-        _ => Vec::new(),
-    }
 }
 
 fn run_cell(
