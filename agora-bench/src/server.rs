@@ -115,14 +115,20 @@ impl Server {
                 }
                 (cmd, Some(port))
             }
-            System::Agora | System::AgoraLean | System::AgoraDurable => {
+            System::Agora
+            | System::AgoraLean
+            | System::AgoraDurable
+            | System::AgoraDurableEvery => {
                 let mut cmd = Command::new(&bins.agora);
                 // In memory, as the peers' core servers are, unless the extra arguments
                 // name a data directory (`{fresh-dir}`: an empty one beside the log,
                 // made anew for each broker).
                 let mut extra = extra.to_vec();
-                if system == System::AgoraDurable {
+                if matches!(system, System::AgoraDurable | System::AgoraDurableEvery) {
                     extra.extend(["--data-dir".to_owned(), "{fresh-dir}".to_owned()]);
+                }
+                if system == System::AgoraDurableEvery {
+                    extra.extend(["--fsync".to_owned(), "every=2m".to_owned()]);
                 }
                 let durable = extra.iter().any(|a| a == "--data-dir");
                 if !durable {

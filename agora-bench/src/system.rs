@@ -26,6 +26,8 @@ pub(crate) enum System {
     /// The Agora broker with a data directory (`--fsync always`), through agora-client:
     /// the durable scenarios.
     AgoraDurable,
+    /// The same with `--fsync every=2m`: the promise of JetStream's default sync.
+    AgoraDurableEvery,
     /// nats-server (a current release: Debian's 2.9 has no `sync_interval`) with
     /// JetStream, file storage, `sync_interval: always`, through async-nats's JetStream
     /// API: the durable scenarios.
@@ -40,7 +42,7 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 12] = [
+    pub(crate) const ALL: [System; 13] = [
         System::Agora,
         System::AgoraLean,
         System::Nats,
@@ -49,6 +51,7 @@ impl System {
         System::RedisLean,
         System::Raw,
         System::AgoraDurable,
+        System::AgoraDurableEvery,
         System::Jetstream,
         System::JetstreamDefault,
         System::RabbitmqQuorum,
@@ -65,6 +68,7 @@ impl System {
             System::RedisLean => "redis-lean",
             System::Raw => "raw",
             System::AgoraDurable => "agora-durable",
+            System::AgoraDurableEvery => "agora-durable-every",
             System::Jetstream => "jetstream",
             System::JetstreamDefault => "jetstream-default",
             System::RabbitmqQuorum => "rabbitmq-quorum",
@@ -80,6 +84,7 @@ impl System {
         matches!(
             self,
             System::AgoraDurable
+                | System::AgoraDurableEvery
                 | System::Jetstream
                 | System::JetstreamDefault
                 | System::RabbitmqQuorum

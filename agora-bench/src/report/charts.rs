@@ -19,6 +19,7 @@ fn color(system: System) -> RGBColor {
         System::RedisLean => RGBColor(0xe7, 0x29, 0x8a),
         System::Raw => RGBColor(0x55, 0x55, 0x55),
         System::AgoraDurable => RGBColor(0xa6, 0x36, 0x03),
+        System::AgoraDurableEvery => RGBColor(0xfd, 0x8d, 0x3c),
         System::Jetstream => RGBColor(0x08, 0x45, 0x94),
         System::JetstreamDefault => RGBColor(0x6b, 0xae, 0xd6),
         System::RabbitmqQuorum => RGBColor(0xff, 0x66, 0x00),

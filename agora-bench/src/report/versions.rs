@@ -98,7 +98,7 @@ pub(crate) fn versions(bins: &Bins, systems: &[System]) -> Vec<Version> {
     };
     add(
         "agora",
-        of(&[Agora, AgoraLean, AgoraDurable]),
+        of(&[Agora, AgoraLean, AgoraDurable, AgoraDurableEvery]),
         asked(Some(&bins.agora), &["--version"]),
         None,
     );

@@ -398,7 +398,7 @@ pub(super) fn stalled_subscriber(server: &ServerView, name: &str) -> Result<TcpS
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     let (hello, until): (Vec<u8>, &str) = match server.system {
-        System::Agora | System::AgoraLean | System::AgoraDurable => {
+        System::Agora | System::AgoraLean | System::AgoraDurable | System::AgoraDurableEvery => {
             (format!("SUB #1 topic:{name} 1\r\n").into_bytes(), "OK #1")
         }
         System::Nats | System::NatsLean | System::Jetstream | System::JetstreamDefault => (

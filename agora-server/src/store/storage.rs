@@ -403,13 +403,18 @@ impl Storage for SimDisk {
             return Err(io::Error::other("simulated write error"));
         }
         let used: usize = s.files.values().map(|f| f.data.len()).sum();
-        if s.space.is_some_and(|space| used + bytes.len() > space) {
+        let room = s
+            .space
+            .map_or(usize::MAX, |space| space.saturating_sub(used));
+        let f = s.files.get_mut(name).ok_or_else(|| Self::not_found(name))?;
+        if bytes.len() > room {
+            // As a real disk does: what fits is written, then the write fails.
+            f.data.extend_from_slice(&bytes[..room]);
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
                 "no space left on device (simulated)",
             ));
         }
-        let f = s.files.get_mut(name).ok_or_else(|| Self::not_found(name))?;
         f.data.extend_from_slice(bytes);
         Ok(())
     }
@@ -426,7 +431,12 @@ impl Storage for SimDisk {
         Self::step(&mut s)?;
         if s.fail_syncs > 0 {
             s.fail_syncs -= 1;
-            return Err(io::Error::other("simulated sync error"));
+            // As `fdatasync` can fail on a full disk: the kind must not make it look
+            // like a write that can be tried again.
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "simulated sync error",
+            ));
         }
         s.syncs += 1;
         let f = s.files.get_mut(name).ok_or_else(|| Self::not_found(name))?;

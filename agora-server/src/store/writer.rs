@@ -14,7 +14,10 @@
 //!
 //! A failed write or sync is fatal for durability: the failing group and every later
 //! append are answered with the error, and nothing after it is said to be stored (a
-//! sync that failed once may have lost pages the kernel will not write again).
+//! sync that failed once may have lost pages the kernel will not write again). Except
+//! a write that fails for want of space (`ENOSPC`, a quota): its bytes are cut off
+//! again, the log is marked full (publishes to durable queues are refused), and the
+//! records wait, appended, with their confirms, until a write gets through.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -233,10 +236,16 @@ fn run<S: Storage>(
     let st = &h.stats;
     // With `Every`, when what was written last must be synced by.
     let mut sync_by: Option<Instant> = None;
+    // Groups appended but not written for want of space: their senders wait until a
+    // write gets through (see `stalled`).
+    let mut held: Vec<Append> = Vec::new();
+    // The last write failed for want of space.
+    let mut stuck = false;
     loop {
         // Woken by the next append, by the time a sync is due, or (while full) to look
         // at the disk again.
         let wake_at = match (fsync, sync_by) {
+            _ if stuck => Some(Instant::now() + RECHECK),
             (Fsync::Every(_), Some(at)) => Some(at),
             _ if st.full.load(Relaxed) => Some(Instant::now() + RECHECK),
             _ => None,
@@ -262,18 +271,20 @@ fn run<S: Storage>(
                 Job::Read(r) => reads.push(r),
             }
         }
-        if group.is_empty() && reads.is_empty() && sync_by.is_none() && rx.is_closed() {
+        let idle = group.is_empty() && reads.is_empty() && sync_by.is_none();
+        if idle && rx.is_closed() && (held.is_empty() || rx.is_empty()) {
             break;
         }
         // A segment is closed as soon as it is full, mid-group if need be: a segment is
-        // at most its size and one record.
+        // at most its size and one record. Out of space, the records are still
+        // appended (and written once there is room).
         let mut filled = Ok(());
         'fill: for a in &group {
             for r in &a.records {
                 log.append(r);
-                if log.is_full() {
+                if log.is_full() && filled.is_ok() {
                     filled = log.write();
-                    if filled.is_err() {
+                    if filled.as_ref().is_err_and(|e| !e.is_no_space()) {
                         break 'fill;
                     }
                 }
@@ -282,7 +293,7 @@ fn run<S: Storage>(
         }
         // Reads find every record appended before them: all of this group's are.
         for r in reads {
-            if filled.is_err() {
+            if filled.as_ref().is_err_and(|e| !e.is_no_space()) {
                 let _ = r.reply.try_send(Err(Arc::from("the log cannot store")));
                 continue;
             }
@@ -301,75 +312,118 @@ fn run<S: Storage>(
         }
         let now = Instant::now();
         let sync = match fsync {
-            Fsync::Always => !group.is_empty(),
+            Fsync::Always => !group.is_empty() || !held.is_empty(),
             Fsync::Every(_) => sync_by.is_some_and(|at| now >= at) || rx.is_closed(),
             Fsync::Never => false,
         };
-        let result = if let Err(e) = filled {
-            Err(e)
-        } else if sync {
-            let t = Instant::now();
-            let r = log.sync();
-            let ns = t.elapsed().as_nanos() as u64;
-            st.syncs.fetch_add(1, Relaxed);
-            st.sync_ns.fetch_add(ns, Relaxed);
-            st.sync_max_ns.fetch_max(ns, Relaxed);
-            sync_by = None;
-            r
-        } else {
+        let result = match filled {
+            Err(e) if !e.is_no_space() => Err(e),
+            // Out of space mid-group: the rest is written (and synced) with the group.
+            _ if sync => {
+                let t = Instant::now();
+                let r = log.sync();
+                let ns = t.elapsed().as_nanos() as u64;
+                st.syncs.fetch_add(1, Relaxed);
+                st.sync_ns.fetch_add(ns, Relaxed);
+                st.sync_max_ns.fetch_max(ns, Relaxed);
+                if r.is_ok() {
+                    sync_by = None;
+                }
+                r
+            }
             // Space comes back after writes too: an acknowledgement not yet synced that
             // lets a segment go can only lose a message its consumer acknowledged.
-            log.write().and_then(|()| log.reclaim())
+            _ => log.write().and_then(|()| log.reclaim()),
         };
         if !group.is_empty() {
             st.groups.fetch_add(1, Relaxed);
-            if let (Fsync::Every(d), None, Ok(())) = (fsync, sync_by, &result) {
-                sync_by = Some(now + d);
+        }
+        match result {
+            Err(e) if e.is_no_space() => {
+                stalled(&mut log, &h, &e);
+                stuck = true;
+                held.append(&mut group);
+                continue;
             }
-        }
-        if result.is_ok() {
-            check_space(&log, &h, max_disk);
-        }
-        let told: Stored = match result {
-            Ok(()) => Ok(()),
             Err(e) => {
                 let why: Arc<str> = Arc::from(format!("the log cannot store: {e}"));
                 log::error!("{why}; nothing more is stored (durable publishes are refused)");
                 *h.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
                 st.failed.store(true, SeqCst);
-                fail_all(&rx, &why, group);
+                held.append(&mut group);
+                fail_all(&rx, &why, held);
                 return;
             }
-        };
-        for a in group {
+            Ok(()) => stuck = false,
+        }
+        if !group.is_empty() || !held.is_empty() {
+            if let (Fsync::Every(d), None) = (fsync, sync_by) {
+                sync_by = Some(now + d);
+            }
+        }
+        check_space(&log, &h, max_disk);
+        for a in held.drain(..).chain(group) {
             for done in a.done {
-                let _ = done.try_send(told.clone());
+                let _ = done.try_send(Ok(()));
             }
         }
         if rx.is_closed() && rx.is_empty() && sync_by.is_none() {
             break;
         }
     }
-    if let Err(e) = log.sync() {
-        log::error!("the log's last sync, at shutdown, failed: {e}");
+    match log.sync() {
+        Ok(()) => {
+            for a in held {
+                for done in a.done {
+                    let _ = done.try_send(Ok(()));
+                }
+            }
+        }
+        Err(e) => {
+            log::error!("the log's last sync, at shutdown, failed: {e}");
+            let why: Arc<str> = Arc::from(format!("not stored at shutdown: {e}"));
+            fail_all_now(&why, held);
+        }
+    }
+}
+
+/// The disk is out of space: what could not be written stays appended and is tried
+/// again at the next append or look at the disk; meanwhile publishes to durable queues
+/// are refused as full (`storage_full`), and their confirms wait. Segments nothing live
+/// is in are given back at once (acknowledgements appended count).
+fn stalled<S: Storage>(log: &mut Log<S>, h: &WriterHandle, e: &super::log::LogError) {
+    let why = format!("the disk is full: {e}");
+    if !h.stats.full.load(Relaxed) {
+        log::warn!("{why}: publishes to durable queues are refused until there is room; what was appended is written then");
+    }
+    *h.full.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(why));
+    h.stats.full.store(true, SeqCst);
+    if let Err(e) = log.reclaim() {
+        if !e.is_no_space() {
+            log::warn!("giving space back failed: {e}");
+        }
+    }
+}
+
+/// Tells the senders of `groups` that their records were never stored.
+fn fail_all_now(why: &Arc<str>, groups: Vec<Append>) {
+    for a in groups {
+        for done in a.done {
+            let _ = done.try_send(Err(why.clone()));
+        }
     }
 }
 
 /// After a failure: the failing group, what is queued and whatever comes later hear
 /// why, until every handle is gone.
-fn fail_all(rx: &Receiver<Job>, why: &Arc<str>, group: Vec<Append>) {
-    let tell = |job: Job| match job {
-        Job::Append(a) => {
-            for done in a.done {
-                let _ = done.try_send(Err(why.clone()));
+fn fail_all(rx: &Receiver<Job>, why: &Arc<str>, groups: Vec<Append>) {
+    fail_all_now(why, groups);
+    while let Ok(job) = rx.recv_blocking() {
+        match job {
+            Job::Append(a) => fail_all_now(why, vec![a]),
+            Job::Read(r) => {
+                let _ = r.reply.try_send(Err(why.clone()));
             }
         }
-        Job::Read(r) => {
-            let _ = r.reply.try_send(Err(why.clone()));
-        }
-    };
-    group.into_iter().map(Job::Append).for_each(tell);
-    while let Ok(job) = rx.recv_blocking() {
-        tell(job);
     }
 }

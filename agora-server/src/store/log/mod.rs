@@ -111,6 +111,34 @@ impl std::fmt::Display for LogError {
 
 impl std::error::Error for LogError {}
 
+impl LogError {
+    /// The storage is out of space (or over a quota): nothing is lost, and the same
+    /// write can be tried again once there is room ([`Log::write`]).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, LogError::Io { source, .. } if no_space(source))
+    }
+}
+
+/// `e`, never to be tried again even if it was for want of space: a failed sync may
+/// have lost pages the kernel will not write again (so a later sync that succeeds
+/// proves nothing).
+fn final_error(e: LogError) -> LogError {
+    match e {
+        LogError::Io { file, source } if no_space(&source) => LogError::Io {
+            file,
+            source: io::Error::other(source.to_string()),
+        },
+        e => e,
+    }
+}
+
+fn no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 fn io_err(file: &str) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io {
         file: file.to_owned(),
@@ -285,17 +313,31 @@ impl<S: Storage> Log<S> {
 
     /// Writes what was appended; past the segment size, syncs the segment and starts
     /// the next one.
+    ///
+    /// Out of space (`ENOSPC`, or a quota), what was written of the appended bytes is cut
+    /// off again and they stay appended, unwritten: the error says so
+    /// ([`LogError::is_no_space`]), and a later `write` tries again.
     pub fn write(&mut self) -> Result<(), LogError> {
         let name = self.active().to_owned();
         if !self.buf.is_empty() {
-            self.storage
-                .append(&name, &self.buf)
-                .map_err(io_err(&name))?;
+            if let Err(e) = self.storage.append(&name, &self.buf) {
+                if no_space(&e) {
+                    let written = self.active_len - self.buf.len() as u64;
+                    self.storage
+                        .truncate(&name, written)
+                        .map_err(io_err(&name))?;
+                }
+                return Err(io_err(&name)(e));
+            }
             self.buf.clear();
         }
         if self.active_len >= self.opts.segment_bytes {
-            self.storage.sync(&name).map_err(io_err(&name))?;
-            self.start_segment()?;
+            // Not tried again, whatever the error: a sync that failed may have lost
+            // pages, and a segment half started is not one to write into.
+            self.storage
+                .sync(&name)
+                .map_err(|e| final_error(io_err(&name)(e)))?;
+            self.start_segment().map_err(final_error)?;
         }
         Ok(())
     }
@@ -305,7 +347,9 @@ impl<S: Storage> Log<S> {
     pub fn sync(&mut self) -> Result<(), LogError> {
         self.write()?;
         let name = self.active().to_owned();
-        self.storage.sync(&name).map_err(io_err(&name))?;
+        self.storage
+            .sync(&name)
+            .map_err(|e| final_error(io_err(&name)(e)))?;
         self.reclaim()
     }
 

@@ -85,7 +85,7 @@ fn open(disk: &SimDisk, segment_bytes: u64) -> Result<(Log<SimDisk>, Recovered),
 type Model = BTreeMap<String, BTreeMap<u64, (u32, Vec<u8>)>>;
 
 /// Each message kept is read back ([`Log::read`]) with the count and size opening gave.
-fn image(log: &mut Log<SimDisk>, rec: &Recovered) -> Model {
+fn image(log: &Log<SimDisk>, rec: &Recovered) -> Model {
     let numbers = log.numbers().0.clone();
     rec.queues
         .iter()
@@ -142,7 +142,7 @@ fn what_was_synced_comes_back_across_segments() {
     assert_eq!(rec.queues["mail"][0].count, 3);
     assert_eq!(rec.queues["mail"].len(), 20);
     // Headers come back too, when read.
-    let (mut log, _) = open(&disk, 512).unwrap();
+    let (log, _) = open(&disk, 512).unwrap();
     let m3 = log.read(mail, &[3]).unwrap();
     assert_eq!(m3[0].headers.get("trace"), Some("t-3"));
     assert_eq!(m3[0].count, 0);
@@ -302,11 +302,11 @@ fn crash_once(seed: u64) {
         alive = done.is_ok();
     }
     disk.crash(seed.wrapping_mul(31));
-    let (mut reopened, rec) = match open(&disk, seg) {
+    let (reopened, rec) = match open(&disk, seg) {
         Ok(x) => x,
         Err(e) => panic!("seed {seed}: the log does not open after a crash: {e}"),
     };
-    let got = image(&mut reopened, &rec);
+    let got = image(&reopened, &rec);
     // Queues declared but empty are in the model and, if their declare survived, in
     // the log: compare the messages only.
     let nonempty = |m: &Model| -> Model {
@@ -339,17 +339,47 @@ fn a_failed_write_or_sync_is_reported_and_nothing_before_it_is_lost() {
     log.sync().unwrap();
     disk.fail_syncs(1);
     log.append(&enqueue(q, 2, b"two"));
-    assert!(log.sync().is_err());
-    disk.set_space(Some(disk.used()));
-    log.append(&enqueue(q, 3, b"three"));
-    let err = log.write().expect_err("no space");
-    assert!(
-        matches!(&err, LogError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull),
-        "{err}"
-    );
+    // The simulated sync fails as out of space: still final, never tried again.
+    let err = log.sync().unwrap_err();
+    assert!(!err.is_no_space(), "a failed sync is final: {err}");
     disk.crash(3);
     let (_, rec) = open(&disk, 1 << 20).unwrap();
     assert_eq!(rec.queues["jobs"][0].id, 1);
+}
+
+/// Out of space, a write cuts off what it wrote in part and keeps its records
+/// appended: they can be read back meanwhile, and written once there is room.
+#[test]
+fn a_write_out_of_space_is_cut_back_and_written_again_once_there_is_room() {
+    let disk = SimDisk::new();
+    let (mut log, _) = open(&disk, 1 << 20).unwrap();
+    let q = log.declare("jobs");
+    log.append(&enqueue(q, 1, b"one"));
+    log.sync().unwrap();
+    let before = disk.used();
+    // Room for a few bytes of the next write only.
+    disk.set_space(Some(before + 5));
+    log.append(&enqueue(q, 2, b"two"));
+    log.append(&enqueue(q, 3, b"three"));
+    let err = log.write().expect_err("no space");
+    assert!(err.is_no_space(), "{err}");
+    assert_eq!(disk.used(), before, "the part written is cut off again");
+    let err = log.sync().expect_err("still no space");
+    assert!(err.is_no_space(), "{err}");
+    // Still readable, from the buffer.
+    let read = log.read(q, &[1, 2, 3]).unwrap();
+    let got: Vec<&[u8]> = read.iter().map(|m| &m.payload[..]).collect();
+    assert_eq!(got, [&b"one"[..], b"two", b"three"]);
+    // A crash now keeps what was synced: a whole log, without the unwritten records.
+    let (_, rec) = open(&disk.synced_copy(), 1 << 20).unwrap();
+    assert_eq!(rec.queues["jobs"].len(), 1);
+    disk.set_space(None);
+    log.append(&Record::Ack { queue: q, id: 1 });
+    log.sync().unwrap();
+    disk.crash(5);
+    let (log, rec) = open(&disk, 1 << 20).unwrap();
+    assert!(rec.cut.is_none(), "{:?}", rec.cut);
+    assert_eq!(image(&log, &rec)["jobs"].len(), 2);
 }
 
 #[test]
@@ -395,7 +425,7 @@ fn space_comes_back_and_one_old_message_does_not_pin_the_log() {
     assert!(live > 0 && live < 200, "{live} live bytes");
     // The old message is still there, with its delivery count.
     disk.crash(11);
-    let (mut log, rec) = open(&disk, seg).unwrap();
+    let (log, rec) = open(&disk, seg).unwrap();
     assert_eq!(
         log.disk_bytes(),
         disk.used() as u64,

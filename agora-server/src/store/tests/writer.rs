@@ -92,6 +92,54 @@ fn a_failed_sync_is_told_to_its_group_and_to_every_later_append() {
     thread.join().unwrap();
 }
 
+/// Out of space, the writer does not fail: the log is full (publishes are refused),
+/// the confirms wait, and once there is room what was appended is written and they
+/// hear it is stored.
+#[test]
+fn out_of_space_the_writer_waits_for_room_and_loses_nothing() {
+    let disk = SimDisk::new();
+    let (mut log, _) = open(&disk, 1 << 20).unwrap();
+    let q = log.declare("jobs");
+    log.sync().unwrap();
+    let (w, thread) = spawn_writer(log, Fsync::Always, None).unwrap();
+    disk.set_space(Some(disk.used() + 10));
+    let (appends, dones) = queue_appends(1..4, q);
+    for a in appends {
+        smol::block_on(w.append(a)).unwrap();
+    }
+    wait_for("the log to be full", || w.full().is_some());
+    assert!(w.failure().is_none(), "not a failure");
+    assert!(dones.iter().all(|d| d.is_empty()), "nobody told yet");
+    // Reads are answered meanwhile.
+    let got = smol::block_on(async { w.read(q, vec![1, 2, 3]).await.recv().await });
+    assert_eq!(got.unwrap().unwrap().len(), 3);
+    disk.set_space(None);
+    for d in &dones {
+        assert_eq!(
+            d.recv_blocking().unwrap(),
+            Ok(()),
+            "stored once there is room"
+        );
+    }
+    wait_for("the log to take publishes again", || w.full().is_none());
+    w.close();
+    thread.join().unwrap();
+    let (_, rec) = open(&disk, 1 << 20).unwrap();
+    assert_eq!(rec.queues["jobs"].len(), 3);
+}
+
+/// Polls `cond` (every millisecond, at most 10 s).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 10 s for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn without_always_a_sender_hears_once_written_and_the_sync_follows() {
     for fsync in [
