@@ -63,6 +63,16 @@ fn figures(p: &mut Raw) -> (u64, u64, u64) {
     )
 }
 
+/// All `N` wait, the head in memory and the rest in the log only, the budget within
+/// its limit; returns how many are paged.
+fn backlog_on_disk(p: &mut Raw) -> u64 {
+    let (depth, paged, used) = figures(p);
+    assert_eq!(depth, N as u64);
+    assert!(paged as usize >= N - 2 * HEAD / SIZE, "{paged} paged");
+    assert!(used as usize <= BUDGET, "the budget counts {used} bytes");
+    paged
+}
+
 /// Takes messages `from..to` with acks (prefetch 64), checking each is the next.
 fn consume_all(c: &mut Raw, from: usize, to: usize, count: u32) {
     c.send(b"SUB #2 queue:backlog 1 prefetch=64\r\n");
@@ -88,11 +98,7 @@ fn a_backlog_four_times_the_memory_budget_waits_on_disk_and_comes_back_in_order(
     let s = start_with(config(dir.path()));
     let mut p = s.connect();
     publish_all(&mut p, 0, N);
-    let (depth, paged, used) = figures(&mut p);
-    assert_eq!(depth, N as u64);
-    // The head stays in memory; the rest is in the log only.
-    assert!(paged as usize >= N - 2 * HEAD / SIZE, "{paged} paged");
-    assert!(used as usize <= BUDGET, "the budget counts {used} bytes");
+    let paged = backlog_on_disk(&mut p);
     let mut c = s.connect();
     consume_all(&mut c, 0, N, 1);
     let st = p.stats();
@@ -116,10 +122,7 @@ fn a_restart_reads_back_only_the_head_of_a_backlog() {
     let mut p = s.connect();
     // The queue reads its head back as it starts; wait for it to settle.
     wait_until("the head is read back", || figures(&mut p).1 < N as u64);
-    let (depth, paged, used) = figures(&mut p);
-    assert_eq!(depth, N as u64);
-    assert!(paged as usize >= N - 2 * HEAD / SIZE, "{paged} paged");
-    assert!(used as usize <= BUDGET, "the budget counts {used} bytes");
+    backlog_on_disk(&mut p);
     let mut c = s.connect();
     consume_all(&mut c, 0, N, 1);
     // Published after the restart, behind the backlog's tail: also in order.

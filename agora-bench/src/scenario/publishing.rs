@@ -74,32 +74,19 @@ pub(super) async fn wait_window<P: Publisher>(
     shared: &Shared,
     window: u64,
 ) -> Result<()> {
-    let ahead = |s: &Shared| s.sent.load(Acquire).saturating_sub(s.progress());
     if ahead(shared) < window {
         return Ok(());
     }
     p.push().await?;
-    let mut last_progress = shared.progress();
-    let mut since = Instant::now();
+    let mut watch = Watch::new(shared);
     loop {
         let listener = shared.progress.listen();
         if ahead(shared) < window {
             return Ok(());
         }
-        if shared.abort.load(Relaxed) {
-            return Err("aborted".into());
-        }
+        watch.aborted(shared)?;
         listener.wait_timeout(Duration::from_millis(50));
-        let now_progress = shared.progress();
-        if now_progress != last_progress {
-            last_progress = now_progress;
-            since = Instant::now();
-        } else if since.elapsed() > STALL {
-            return Err(format!(
-                "stalled: receivers made no progress for {STALL:?} with {} messages outstanding",
-                ahead(shared)
-            ));
-        }
+        watch.stalled(shared)?;
     }
 }
 
@@ -107,31 +94,60 @@ pub(super) async fn wait_window<P: Publisher>(
 /// which the role's other publishes are waiting for their confirms (blocking it would
 /// add the wait to their confirm latency).
 async fn wait_window_async(shared: &Shared, window: u64) -> Result<()> {
-    let ahead = |s: &Shared| s.sent.load(Acquire).saturating_sub(s.progress());
-    let mut last_progress = shared.progress();
-    let mut since = Instant::now();
+    let mut watch = Watch::new(shared);
     loop {
         let listener = shared.progress.listen();
         if ahead(shared) < window {
             return Ok(());
         }
-        if shared.abort.load(Relaxed) {
-            return Err("aborted".into());
-        }
+        watch.aborted(shared)?;
         futures_lite::future::or(listener, async {
             async_io::Timer::after(Duration::from_millis(50)).await;
         })
         .await;
-        let now_progress = shared.progress();
-        if now_progress != last_progress {
-            last_progress = now_progress;
-            since = Instant::now();
-        } else if since.elapsed() > STALL {
+        watch.stalled(shared)?;
+    }
+}
+
+/// Messages sent and not yet received.
+fn ahead(s: &Shared) -> u64 {
+    s.sent.load(Acquire).saturating_sub(s.progress())
+}
+
+/// The receivers' progress while a publisher waits for its window.
+struct Watch {
+    last: u64,
+    since: Instant,
+}
+
+impl Watch {
+    fn new(shared: &Shared) -> Watch {
+        Watch {
+            last: shared.progress(),
+            since: Instant::now(),
+        }
+    }
+
+    fn aborted(&self, shared: &Shared) -> Result<()> {
+        match shared.abort.load(Relaxed) {
+            true => Err("aborted".into()),
+            false => Ok(()),
+        }
+    }
+
+    /// An error once the receivers have made no progress for [`STALL`].
+    fn stalled(&mut self, shared: &Shared) -> Result<()> {
+        let now = shared.progress();
+        if now != self.last {
+            self.last = now;
+            self.since = Instant::now();
+        } else if self.since.elapsed() > STALL {
             return Err(format!(
                 "stalled: receivers made no progress for {STALL:?} with {} messages outstanding",
                 ahead(shared)
             ));
         }
+        Ok(())
     }
 }
 
