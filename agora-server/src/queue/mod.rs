@@ -390,9 +390,10 @@ impl Queue {
                 reply,
             } => {
                 let known = self.state.ack(cid, did, ack) == Acked::Done;
-                // Released before the reply, so a client that reads STATS after its OK
-                // sees the message gone.
+                // Released (and the unacknowledged count told) before the reply, so a
+                // client that reads STATS after its OK sees the message gone.
                 self.give_back_released();
+                self.shared.unacked.store(self.state.unacked(), Relaxed);
                 match reply {
                     Some(r) => {
                         let _ = r.try_send(known);
