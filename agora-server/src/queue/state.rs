@@ -485,5 +485,8 @@ pub(crate) use paging::Paged;
 use paging::Pending;
 
 #[cfg(test)]
+#[path = "state_paging_tests.rs"]
+mod paging_tests;
+#[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;

@@ -11,18 +11,18 @@ use super::*;
 
 /// A consumer's port in tests: what it was given, and whether its connection is gone.
 #[derive(Clone, Default)]
-struct Rec {
+pub(super) struct Rec {
     got: Rc<RefCell<Vec<Delivery>>>,
     gone: Rc<RefCell<bool>>,
 }
 
 impl Rec {
-    fn take(&self) -> Vec<Delivery> {
+    pub(super) fn take(&self) -> Vec<Delivery> {
         std::mem::take(&mut self.got.borrow_mut())
     }
 }
 
-fn push(c: &ConsumerSpec<Rec>, d: Delivery) -> Result<(), Delivery> {
+pub(super) fn push(c: &ConsumerSpec<Rec>, d: Delivery) -> Result<(), Delivery> {
     if *c.port.gone.borrow() {
         return Err(d);
     }
@@ -30,7 +30,7 @@ fn push(c: &ConsumerSpec<Rec>, d: Delivery) -> Result<(), Delivery> {
     Ok(())
 }
 
-fn settings() -> QueueSettings {
+pub(super) fn settings() -> QueueSettings {
     QueueSettings {
         max_messages: 1000,
         max_bytes: 1 << 20,
@@ -43,7 +43,7 @@ fn settings() -> QueueSettings {
     }
 }
 
-fn msg(text: &str, at: Instant) -> Message {
+pub(super) fn msg(text: &str, at: Instant) -> Message {
     Message {
         headers: Headers::default(),
         payload: Bytes::copy_from_slice(text.as_bytes()),
@@ -51,11 +51,11 @@ fn msg(text: &str, at: Instant) -> Message {
     }
 }
 
-fn text(d: &Delivery) -> &str {
+pub(super) fn text(d: &Delivery) -> &str {
     std::str::from_utf8(&d.msg.payload).unwrap()
 }
 
-fn consumer(q: &mut QueueState<Rec>, cid: u64, prefetch: u32, auto_ack: bool) -> Rec {
+pub(super) fn consumer(q: &mut QueueState<Rec>, cid: u64, prefetch: u32, auto_ack: bool) -> Rec {
     let port = Rec::default();
     q.subscribe(ConsumerSpec {
         cid,
@@ -441,112 +441,4 @@ fn messages_read_back_from_the_log_wait_with_their_counts_and_ids_continue() {
         })
         .collect();
     assert_eq!(ids, [10]);
-}
-
-/// The log's stand-in for paging tests: every `Enqueue` journaled, by id.
-fn logged(q: &mut QueueState<Rec>, log: &mut std::collections::HashMap<u64, Bytes>) {
-    for r in q.take_journal() {
-        if let crate::store::Record::Enqueue { id, payload, .. } = r {
-            log.insert(id, payload);
-        }
-    }
-}
-
-fn read(log: &std::collections::HashMap<u64, Bytes>, ids: &[u64]) -> Vec<crate::store::Stored> {
-    ids.iter()
-        .filter_map(|id| {
-            Some(crate::store::Stored {
-                id: *id,
-                count: 0,
-                headers: Headers::default(),
-                payload: log.get(id)?.clone(),
-            })
-        })
-        .collect()
-}
-
-/// Paging keeps the queue's order: the newest go to the log first, messages that
-/// arrive while any is paged wait behind them, and what is read back joins the head.
-#[test]
-fn paged_messages_come_back_in_order_and_new_ones_wait_behind_them() {
-    let t0 = Instant::now();
-    let mut q = QueueState::new(settings());
-    q.journal_as(1, MessageIds::starting_at(1));
-    let mut log = std::collections::HashMap::new();
-    q.enqueue((0..10).map(|i| msg(&format!("m{i}"), t0)), t0);
-    logged(&mut q, &mut log);
-    // Each costs its 2 bytes and the budget's bookkeeping.
-    let each = 2 + crate::budget::BOOKKEEPING;
-    assert_eq!(q.head_cost(), 10 * each);
-    assert_eq!(q.page_out(3 * each + 1), 7, "three stay");
-    assert_eq!((q.head_cost(), q.paged()), (3 * each, (7, 14)));
-    q.enqueue([msg("late", t0)], t0);
-    logged(&mut q, &mut log);
-    assert_eq!(q.paged(), (8, 18), "behind the paged ones, not in memory");
-    assert_eq!(q.depth(), 11);
-    let a = consumer(&mut q, 1, 100, true);
-    q.dispatch(t0, push);
-    let mut got: Vec<String> = a.take().iter().map(|d| text(d).to_owned()).collect();
-    assert_eq!(got, ["m0", "m1", "m2"], "only the head is in memory");
-    // Reads come back a few bytes at a time, at least one message each.
-    for _ in 0..20 {
-        let ids = q.to_read(5);
-        if ids.is_empty() {
-            break;
-        }
-        q.paged_in(&ids, read(&log, &ids));
-        q.dispatch(t0, push);
-        got.extend(a.take().iter().map(|d| text(d).to_owned()));
-    }
-    let want: Vec<String> = (0..10)
-        .map(|i| format!("m{i}"))
-        .chain(["late".to_owned()])
-        .collect();
-    assert_eq!(got, want);
-    assert_eq!(q.paged(), (0, 0));
-}
-
-/// A purge drops the paged messages too, with an `Ack` each in the journal, and
-/// counts them released; a read that comes back after it changes nothing.
-#[test]
-fn a_purge_drops_paged_messages_and_a_late_read_is_ignored() {
-    use crate::store::Record;
-    let t0 = Instant::now();
-    let mut q = QueueState::new(settings());
-    q.journal_as(1, MessageIds::starting_at(1));
-    let mut log = std::collections::HashMap::new();
-    q.enqueue((0..4).map(|i| msg(&format!("m{i}"), t0)), t0);
-    logged(&mut q, &mut log);
-    q.page_out(2 + crate::budget::BOOKKEEPING);
-    let ids = q.to_read(10_000);
-    assert_eq!(ids, [2, 3, 4], "the oldest paged first");
-    assert_eq!(q.purge(), 4);
-    let acks = q
-        .take_journal()
-        .iter()
-        .filter(|r| matches!(r, Record::Ack { .. }))
-        .count();
-    assert_eq!(acks, 4);
-    assert_eq!(q.take_released(), (4, 8));
-    q.paged_in(&ids, read(&log, &ids));
-    assert_eq!(
-        (q.depth(), q.head_cost()),
-        (0, 0),
-        "the late read is dropped"
-    );
-    // Restored at start: all paged, ids continuing after the highest.
-    let kept = |id| crate::store::Kept {
-        id,
-        count: 1,
-        size: 2,
-    };
-    q.restore_paged(vec![kept(20), kept(21)], t0);
-    assert_eq!(q.paged(), (2, 4));
-    q.enqueue([msg("m9", t0)], t0);
-    let last = q.take_journal().into_iter().find_map(|r| match r {
-        Record::Enqueue { id, .. } => Some(id),
-        _ => None,
-    });
-    assert_eq!(last, Some(22));
-    assert_eq!(q.paged(), (3, 6), "behind the restored ones");
 }
