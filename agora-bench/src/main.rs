@@ -381,16 +381,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
     print!("{}", report::tables(&summaries, &versions));
     print!("{}", report::versus_nats(&summaries, report::Style::Text));
     for v in &versions {
-        println!(
-            "{} ({}): {}{}",
-            v.server,
-            v.systems.join(", "),
-            v.version,
-            v.note
-                .as_deref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default()
-        );
+        println!("{}", v.describe(" (", ")"));
     }
     println!("results: {}", json.display());
     if let Some(dir) = &args.book_dir {

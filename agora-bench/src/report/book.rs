@@ -103,17 +103,7 @@ pub(crate) fn write_book(
     let _ = writeln!(md, "- **Load average when the run started:** {} (the machine is shared; a neighbour's build skews every system alike, since runs are interleaved)", ctx.load);
     let _ = writeln!(md, "- **Servers:**");
     for v in &ctx.servers {
-        let _ = writeln!(
-            md,
-            "  - {} ({}): {}{}",
-            v.server,
-            v.systems.join(", "),
-            v.version,
-            v.note
-                .as_deref()
-                .map(|n| format!(" — {n}"))
-                .unwrap_or_default()
-        );
+        let _ = writeln!(md, "  - {}", v.describe(" — ", ""));
     }
     for (name, v) in &ctx.versions {
         let _ = writeln!(md, "- **{name}:** {v}");

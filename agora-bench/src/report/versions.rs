@@ -24,6 +24,23 @@ pub(crate) struct Version {
     pub(crate) note: Option<String>,
 }
 
+impl Version {
+    /// `server (systems): version`, and the note in `open`/`close` (`" (", ")"`, say).
+    pub(crate) fn describe(&self, open: &str, close: &str) -> String {
+        let note = self
+            .note
+            .as_deref()
+            .map(|n| format!("{open}{n}{close}"))
+            .unwrap_or_default();
+        format!(
+            "{} ({}): {}{note}",
+            self.server,
+            self.systems.join(", "),
+            self.version
+        )
+    }
+}
+
 /// The first line a program prints (stdout, else stderr) when run with `args`.
 pub(super) fn first_line(program: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new(program)
