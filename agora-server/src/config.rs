@@ -205,6 +205,16 @@ pub struct Config {
     /// Whatever it says, they are refused while the file system has less free than
     /// two segments.
     pub max_disk: Option<u64>,
+    /// The TCP port's certificate chain (PEM, `--tls-cert`): with it and
+    /// [`Config::tls_key`], the port speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of [`Config::tls_cert`] (PEM, `--tls-key`).
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM, `--tls-client-ca`): TLS clients must present a certificate
+    /// one of them signed.
+    pub tls_client_ca: Option<PathBuf>,
+    /// A TLS client that has not finished its handshake within this is closed.
+    pub tls_handshake_timeout: Duration,
     /// At start, set damage in the log aside (into the data directory's `damaged`
     /// folder) instead of refusing to start (`--repair`).
     pub repair: bool,
@@ -258,6 +268,10 @@ impl Default for Config {
             fsync: Fsync::Always,
             max_disk: None,
             repair: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

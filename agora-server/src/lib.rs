@@ -8,6 +8,8 @@
 //!   the book's flags table are made from; the `--config` file.
 //! - `rng`: the one seeded generator (the simulation, the simulated disk, the crash
 //!   test).
+//! - `tls`: the TCP port's TLS (`--tls-cert`): the rustls configuration made from the
+//!   PEM files, and the bounded handshake a TLS client's task runs first.
 //! - `message`: a message as held, and a delivery on its way to one
 //!   subscription. Plain data.
 //! - [`store`]: durable queues' storage: a segmented, checksummed, append-only log
@@ -66,6 +68,7 @@ pub mod sim;
 mod stats;
 #[doc(hidden)]
 pub mod store;
+mod tls;
 mod topic;
 mod udp;
 
@@ -138,6 +141,8 @@ pub struct Server {
     udp: UdpSocket,
     /// The data directory, locked, and its log read back (with a data directory).
     store: Option<Opened>,
+    /// With `--tls-cert`: the TCP port speaks TLS only.
+    tls: Option<futures_rustls::TlsAcceptor>,
 }
 
 /// The data directory as [`Server::bind`] found it.
@@ -241,6 +246,9 @@ impl Server {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("chain of {dest}: {e}"))
             })?;
         }
+        // Certificate files are read before anything else is taken: a bad one refuses
+        // the start, naming the file.
+        let tls = tls::acceptor(&config)?;
         // The log is read back before the sockets are bound: no client can connect
         // (or wait in the accept queue) to a broker still recovering, and a broker
         // refused its data directory takes no port.
@@ -258,12 +266,18 @@ impl Server {
             listener,
             udp,
             store,
+            tls,
         })
     }
 
     /// The TCP address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Whether the TCP port speaks TLS (`--tls-cert`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The UDP address bound: the same address and port as TCP.
@@ -338,6 +352,7 @@ impl Server {
         let accept = conn::accept_loop(
             broker.clone(),
             self.listener,
+            self.tls,
             stop_rx.clone(),
             alive.clone(),
         );
@@ -431,13 +446,16 @@ pub async fn run(
         use std::io::Write;
         let lines = format!(
             "{}\n{}\n",
-            line("agora", "tcp", tcp),
+            line("agora", if server.is_tls() { "tls" } else { "tcp" }, tcp),
             line("agora", "udp", udp)
         );
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
     }
-    log::info!("listening on {tcp}");
+    match server.is_tls() {
+        true => log::info!("listening on {tcp} (TLS only)"),
+        false => log::info!("listening on {tcp}"),
+    }
     server.serve(rt, shutdown).await
 }
 

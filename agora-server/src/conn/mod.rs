@@ -50,6 +50,7 @@ const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 pub(crate) async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
+    tls: Option<futures_rustls::TlsAcceptor>,
     stop: Receiver<()>,
     alive: async_channel::Sender<()>,
 ) {
@@ -67,8 +68,13 @@ pub(crate) async fn accept_loop(
                     broker.rt.spawn(refuse(stream, max)).detach();
                     continue;
                 }
-                let writer = Writer::Tcp(stream.clone());
-                spawn_client(&broker, Input::Tcp(stream), writer, peer, &stop, &alive);
+                match &tls {
+                    None => {
+                        let writer = Writer::Tcp(stream.clone());
+                        spawn_client(&broker, Input::Tcp(stream), writer, peer, &stop, &alive);
+                    }
+                    Some(tls) => spawn_tls_client(&broker, tls, stream, peer, &stop, &alive),
+                }
             }
             Err(e) => {
                 log::warn!("accept failed: {e}; retrying in {backoff:?}");
@@ -77,6 +83,36 @@ pub(crate) async fn accept_loop(
             }
         }
     }
+}
+
+/// Starts a TLS client's task: the handshake first (bounded by
+/// [`Config::tls_handshake_timeout`](crate::Config::tls_handshake_timeout)), then the
+/// client is served as [`spawn_client`] does. Its place under the cap is held from the
+/// accept, handshake included.
+fn spawn_tls_client(
+    broker: &Arc<Broker>,
+    tls: &futures_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: &Receiver<()>,
+    alive: &async_channel::Sender<()>,
+) {
+    let (b, tls, stop, alive) = (broker.clone(), tls.clone(), stop.clone(), alive.clone());
+    broker
+        .rt
+        .spawn(async move {
+            let raw = stream.clone();
+            let timeout = b.config.tls_handshake_timeout;
+            if let Some(tls) = crate::tls::handshake(&tls, stream, peer, timeout, &stop).await {
+                // One TLS stream, shared by the reading task and the shipper.
+                let (read, write) = futures_lite::io::split(tls);
+                let writer = Writer::Tls { tls: write, raw };
+                serve_client(&b, Input::Tls(read), writer, peer, stop).await;
+            }
+            b.clients_tcp.fetch_sub(1, SeqCst);
+            drop(alive);
+        })
+        .detach();
 }
 
 /// Tells a client over the connection cap why it is closed.
@@ -192,6 +228,8 @@ struct Run {
 pub(crate) enum Input {
     /// A TCP stream, read in bulk.
     Tcp(TcpStream),
+    /// The reading half of a TLS stream (its handshake done), read in bulk.
+    Tls(futures_lite::io::ReadHalf<crate::tls::TlsStream>),
     /// Datagrams from one UDP source address, handed over by the UDP loop, and what
     /// the broker keeps for that source.
     Udp {
@@ -216,7 +254,7 @@ pub(crate) fn spawn_client(
         .rt
         .spawn(async move {
             let count = match input {
-                Input::Tcp(_) => &b.clients_tcp,
+                Input::Tcp(_) | Input::Tls(_) => &b.clients_tcp,
                 Input::Udp { .. } => &b.clients_udp,
             };
             serve_client(&b, input, writer, peer, stop).await;
@@ -264,7 +302,9 @@ pub(crate) async fn serve_client(
             max_payload: broker.config.max_payload,
         },
         session: match &input {
-            Input::Tcp(_) => Session::new(SessionLimits::of(&broker.config), Instant::now()),
+            Input::Tcp(_) | Input::Tls(_) => {
+                Session::new(SessionLimits::of(&broker.config), Instant::now())
+            }
             Input::Udp { .. } => Session::new(SessionLimits::of(&broker.config), Instant::now())
                 .over_udp(broker.udp_token(peer)),
         },
@@ -286,12 +326,13 @@ pub(crate) async fn serve_client(
     // A UDP source is sent nothing it did not ask for until it has proved it receives
     // (its address may be forged): no greeting.
     let greeted = match input {
-        Input::Tcp(_) => outbox.frame(&info).await,
+        Input::Tcp(_) | Input::Tls(_) => outbox.frame(&info).await,
         Input::Udp { .. } => true,
     };
     let end = match greeted {
         true => match input {
             Input::Tcp(stream) => c.read_loop(stream, &stop).await,
+            Input::Tls(stream) => c.read_loop(stream, &stop).await,
             Input::Udp { datagrams, source } => c.datagram_loop(datagrams, source, &stop).await,
         },
         false => End::Gone,

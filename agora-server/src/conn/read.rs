@@ -6,8 +6,13 @@ use super::*;
 use crate::session::Liveness;
 
 impl Conn<'_> {
-    /// A TCP client: reads in bulk until it leaves, falls silent, or the broker stops.
-    pub(super) async fn read_loop(&mut self, mut stream: TcpStream, stop: &Receiver<()>) -> End {
+    /// A TCP client (or a TLS one, over TCP): reads in bulk until it leaves, falls
+    /// silent, or the broker stops. Generic, so each transport's reads are direct calls.
+    pub(super) async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
+        &mut self,
+        mut stream: R,
+        stop: &Receiver<()>,
+    ) -> End {
         let mut read_size = ReadSize::default();
         let mut buf = BytesMut::with_capacity(read_size.get());
         // One timer for the connection's life, moved forward as the client is heard

@@ -79,6 +79,68 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "tls_cert",
+        flag: "tls-cert",
+        env: "AGORA_TLS_CERT",
+        value_name: Some("FILE"),
+        kind: Kind::Path,
+        default_note: "none: the TCP port speaks clear text",
+        valid: "a PEM file: the server's certificate, then its chain; with `--tls-key`",
+        doc: "PEM certificate chain for TLS. With it (and --tls-key) the TCP port speaks TLS only, from the first byte, and the listening line says tls:// (see the book's Security chapter)",
+        apply: |s, v| {
+            s.config.tls_cert = Some(path(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "tls_key",
+        flag: "tls-key",
+        env: "AGORA_TLS_KEY",
+        value_name: Some("FILE"),
+        kind: Kind::Path,
+        default_note: "none",
+        valid: "a PEM file holding the private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1)",
+        doc: "PEM private key of the --tls-cert certificate",
+        apply: |s, v| {
+            s.config.tls_key = Some(path(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "tls_client_ca",
+        flag: "tls-client-ca",
+        env: "AGORA_TLS_CLIENT_CA",
+        value_name: Some("FILE"),
+        kind: Kind::Path,
+        default_note: "none: no client certificate asked for",
+        valid: "a PEM file of one or more CA certificates; needs `--tls-cert`",
+        doc: "Require every TLS client to present a certificate signed by a CA in this PEM file (a client without one is refused in the handshake)",
+        apply: |s, v| {
+            s.config.tls_client_ca = Some(path(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "tls_handshake_timeout",
+        flag: "tls-handshake-timeout",
+        env: "AGORA_TLS_HANDSHAKE_TIMEOUT",
+        default: Some("10s"),
+        valid: "a [duration](#durations) of at least 1ms",
+        doc: "A TLS client that has not finished its handshake within this (one speaking clear text, or silent) is closed",
+        apply: |s, v| {
+            let d = duration(v)?;
+            if d < std::time::Duration::from_millis(1) {
+                return Err("must be at least 1ms".into());
+            }
+            s.config.tls_handshake_timeout = d;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "data_dir",
         flag: "data-dir",
         env: "AGORA_DATA_DIR",

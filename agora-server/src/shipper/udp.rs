@@ -68,6 +68,12 @@ impl UdpSource {
 pub(crate) enum Writer {
     /// A TCP stream (a clone of the connection's socket).
     Tcp(async_net::TcpStream),
+    /// The writing half of a TLS stream; `raw` is its socket, shut down at the close
+    /// so that the reading half sees the end too (as a TCP stream's shutdown does).
+    Tls {
+        tls: futures_lite::io::WriteHalf<crate::tls::TlsStream>,
+        raw: async_net::TcpStream,
+    },
     /// A UDP peer: datagrams to its address from the broker's one UDP socket.
     Udp {
         socket: async_net::UdpSocket,
@@ -113,6 +119,9 @@ async fn send_datagram(socket: &async_net::UdpSocket, d: &[u8], peer: std::net::
     }
 }
 
+/// How long a closing TLS connection's `close_notify` may take to be written.
+const TLS_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The largest UDP payload IPv4 allows.
 const UDP_LIMIT: usize = 65_507;
 
@@ -137,6 +146,19 @@ impl Writer {
                     }
                 }
                 Ok(())
+            }
+            Writer::Tls { tls, .. } => {
+                // What rustls took is encrypted and written as the socket has room; the
+                // flush waits until all of it is (or the write times out).
+                while *done < b.len() {
+                    match tls.write(&b[*done..]).await {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => *done += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                tls.flush().await
             }
             Writer::Udp {
                 socket,
@@ -202,6 +224,20 @@ impl Writer {
             Writer::Tcp(s) => {
                 let _ = s.flush().await;
                 let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Writer::Tls { tls, raw } => {
+                // close_notify, given a moment: a client that does not read is not
+                // waited for.
+                futures_lite::future::or(
+                    async {
+                        let _ = tls.close().await;
+                    },
+                    async {
+                        smol::Timer::after(TLS_CLOSE_WAIT).await;
+                    },
+                )
+                .await;
+                let _ = raw.shutdown(std::net::Shutdown::Both);
             }
             Writer::Udp { .. } => {}
         }

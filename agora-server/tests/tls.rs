@@ -1,0 +1,383 @@
+//! TLS on the TCP port (`--tls-cert`, `--tls-key`, `--tls-client-ca`): certificates
+//! made here with rcgen, clients made here with rustls over a blocking socket.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_protocol::bytes::BytesMut;
+use agora_protocol::{decode_server_with, Limits, ServerFrame};
+use agora_server::{Config, Server};
+use common::{start_with, wait_exit, DEADLINE};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+/// A CA, and certificates it signed, written as PEM files in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+/// A certificate and its key, as PEM files and as rustls takes them.
+struct Issued {
+    cert: PathBuf,
+    key: PathBuf,
+    der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} CA"));
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir, ca, ca_key }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A certificate for `localhost` and 127.0.0.1 (server and client alike).
+    fn issue(&self, name: &str) -> Issued {
+        let params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let (c, k) = (
+            self.dir.path().join(format!("{name}.pem")),
+            self.dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        Issued {
+            cert: c,
+            key: k,
+            der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+fn tls_config(server: &Issued, client_ca: Option<&Path>) -> Config {
+    let mut c = Config::ephemeral();
+    c.tls_cert = Some(server.cert.clone());
+    c.tls_key = Some(server.key.clone());
+    c.tls_client_ca = client_ca.map(Path::to_owned);
+    c
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client configuration trusting `ca`, presenting `cert` when given.
+fn client_config(ca: &Path, cert: Option<&Issued>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for c in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match cert {
+        None => b.with_no_client_auth(),
+        Some(i) => b
+            .with_client_auth_cert(
+                vec![i.der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(i.key_der.clone())),
+            )
+            .unwrap(),
+    })
+}
+
+/// A TLS client over a blocking socket that decodes what the broker sends.
+struct Client {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: BytesMut,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Client {
+        let sock = TcpStream::connect(addr).unwrap();
+        sock.set_nodelay(true).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        Client {
+            tls: rustls::StreamOwned::new(conn, sock),
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn send(&mut self, b: &[u8]) {
+        self.tls.write_all(b).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    /// The next frame; an error when the connection failed or closed first. Fails the
+    /// test at the deadline.
+    fn next(&mut self) -> std::io::Result<ServerFrame> {
+        let limits = Limits {
+            max_line: 1 << 16,
+            max_payload: 1 << 20,
+        };
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(f) = decode_server_with(&mut self.buf, &limits).expect("a good frame") {
+                return Ok(f);
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no frame within {DEADLINE:?}");
+            self.tls.sock.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 16384];
+            match self.tls.read(&mut chunk) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `PINGREQ #rid`, then every frame up to its answer.
+    fn sync(&mut self, rid: u64) -> Vec<ServerFrame> {
+        self.send(format!("PINGREQ #{rid}\r\n").as_bytes());
+        let mut before = Vec::new();
+        loop {
+            match self.next().expect("connection open") {
+                ServerFrame::PingResp { rid: Some(r) } if r == rid => return before,
+                f => before.push(f),
+            }
+        }
+    }
+}
+
+/// Reads a plain socket until the broker closes it (what it sent is returned); fails
+/// the test at the deadline.
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let end = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the broker did not close within {DEADLINE:?}"
+        );
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return got,
+        }
+    }
+}
+
+/// INFO first, then a subscription and a publish delivered, over TLS.
+#[test]
+fn publish_and_subscribe_over_tls() {
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let s = start_with(tls_config(&server, None));
+    let config = client_config(&pki.ca_file(), None);
+    let mut sub = Client::connect(s.addr, config.clone());
+    assert!(matches!(sub.next().unwrap(), ServerFrame::Info(_)));
+    sub.send(b"SUB topic:news 1\r\n");
+    assert!(sub
+        .sync(1)
+        .iter()
+        .all(|f| matches!(f, ServerFrame::Ok { .. })));
+    let mut publ = Client::connect(s.addr, config);
+    assert!(matches!(publ.next().unwrap(), ServerFrame::Info(_)));
+    // Large enough to take several TLS records.
+    let big = vec![b'x'; 100_000];
+    publ.send(b"PUB topic:news 5\r\nhello\r\n");
+    let mut b = format!("PUB topic:news {}\r\n", big.len()).into_bytes();
+    b.extend_from_slice(&big);
+    b.extend_from_slice(b"\r\n");
+    publ.send(&b);
+    assert!(publ.sync(2).is_empty());
+    match sub.next().unwrap() {
+        ServerFrame::Msg(m) => assert_eq!(&m.payload[..], b"hello"),
+        f => panic!("expected MSG, got {f:?}"),
+    }
+    match sub.next().unwrap() {
+        ServerFrame::Msg(m) => assert_eq!(m.payload.len(), big.len()),
+        f => panic!("expected MSG, got {f:?}"),
+    }
+}
+
+/// A client speaking clear text to the TLS port is closed, never greeted; TLS clients
+/// are served meanwhile.
+#[test]
+fn plain_text_to_the_tls_port_is_closed() {
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let s = start_with(tls_config(&server, None));
+    let mut plain = TcpStream::connect(s.addr).unwrap();
+    plain.write_all(b"PINGREQ #1\r\nSUB topic:x 1\r\n").unwrap();
+    let got = read_to_close(&mut plain);
+    assert!(
+        !String::from_utf8_lossy(&got).contains("INFO"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut c = Client::connect(s.addr, client_config(&pki.ca_file(), None));
+    assert!(matches!(c.next().unwrap(), ServerFrame::Info(_)));
+    assert!(c.sync(1).is_empty());
+}
+
+/// A client that never finishes its handshake is closed after the handshake timeout,
+/// and other clients are served while it waits.
+#[test]
+fn a_handshake_that_never_finishes_is_closed() {
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let mut config = tls_config(&server, None);
+    let timeout = Duration::from_millis(300);
+    config.tls_handshake_timeout = timeout;
+    let s = start_with(config);
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(s.addr).unwrap();
+    // Half a ClientHello's record header: the broker waits for the rest.
+    silent.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let mut c = Client::connect(s.addr, client_config(&pki.ca_file(), None));
+    assert!(matches!(c.next().unwrap(), ServerFrame::Info(_)));
+    assert!(c.sync(1).is_empty());
+    let got = read_to_close(&mut silent);
+    assert!(got.is_empty(), "{got:?}");
+    assert!(started.elapsed() >= timeout, "closed before the timeout");
+    // The served client is still served.
+    assert!(c.sync(2).is_empty());
+}
+
+/// With `--tls-client-ca`, a client certificate that CA signed is required.
+#[test]
+fn client_certificates_are_required_with_a_client_ca() {
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let clients = Pki::new("clients");
+    let good = clients.issue("billing");
+    let other = Pki::new("other").issue("stranger");
+    let s = start_with(tls_config(&server, Some(&clients.ca_file())));
+    let ca = pki.ca_file();
+
+    let mut c = Client::connect(s.addr, client_config(&ca, Some(&good)));
+    assert!(matches!(c.next().unwrap(), ServerFrame::Info(_)));
+    assert!(c.sync(1).is_empty());
+
+    // TLS 1.3: the client's side of the handshake may end before the broker has
+    // refused; the refusal comes as the first read.
+    for cert in [None, Some(&other)] {
+        let mut c = Client::connect(s.addr, client_config(&ca, cert));
+        let _ = c.tls.write_all(b"PINGREQ #1\r\n");
+        let _ = c.tls.flush();
+        let got = c.next();
+        assert!(got.is_err(), "refused, got {got:?}");
+    }
+}
+
+/// Files that cannot be used stop the start, naming the file.
+#[test]
+fn bad_tls_files_refuse_to_start() {
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let other = pki.issue("other");
+    let not_pem = pki.dir.path().join("not.pem");
+    std::fs::write(&not_pem, b"hello\n").unwrap();
+    let missing = pki.dir.path().join("missing.pem");
+    let refused = |c: Config| {
+        smol::block_on(Server::bind(c))
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let mut c = tls_config(&server, None);
+    c.tls_key = Some(other.key.clone());
+    let e = refused(c);
+    assert!(e.contains(&*other.key.to_string_lossy()), "{e}");
+    for (cert, key, bad) in [
+        (&missing, &server.key, &missing),
+        (&not_pem, &server.key, &not_pem),
+        (&server.cert, &not_pem, &not_pem),
+        (&server.cert, &missing, &missing),
+    ] {
+        let mut c = Config::ephemeral();
+        c.tls_cert = Some(cert.clone());
+        c.tls_key = Some(key.clone());
+        let e = refused(c);
+        assert!(e.contains(&*bad.to_string_lossy()), "{e}");
+    }
+    let mut c = Config::ephemeral();
+    c.tls_cert = Some(server.cert.clone());
+    assert!(refused(c).contains("--tls-key"));
+
+    // The binary: exits non-zero, the file named on stderr.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
+        .args(["--port", "0", "--tls-cert"])
+        .arg(&server.cert)
+        .env("AGORA_TLS_KEY", &other.key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(err.contains(&*other.key.to_string_lossy()), "{err}");
+}
+
+/// The binary's listening line says `tls://`.
+#[test]
+fn the_listening_line_says_tls() {
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let mut child: common::Agora = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
+        .env("AGORA_TLS_CERT", &server.cert)
+        .env("AGORA_TLS_KEY", &server.key)
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+        .into();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let addr = agora_protocol::startup::read_listener(&mut out, "tls").expect("tls:// line");
+    let mut c = Client::connect(addr, client_config(&pki.ca_file(), None));
+    assert!(matches!(c.next().unwrap(), ServerFrame::Info(_)));
+}
