@@ -71,6 +71,10 @@ fn each_setting_changes_the_settings() {
     let samples: HashMap<&str, &str> = [
         ("port", "4222"),
         ("bind", "::1"),
+        ("tls_cert", "server.pem"),
+        ("tls_key", "server.key"),
+        ("tls_client_ca", "clients.pem"),
+        ("tls_handshake_timeout", "3s"),
         ("data_dir", "/var/lib/agora"),
         ("memory_only", "true"),
         ("fsync", "every=200ms"),
