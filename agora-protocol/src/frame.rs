@@ -194,8 +194,15 @@ pub enum ErrorCode {
     UnknownSubscription,
     /// `SUB` with a subscription id that is already active on this connection.
     DuplicateSubscription,
-    /// The request is not allowed (e.g. publishing to a reserved `$` name).
+    /// The request is not allowed (e.g. publishing to a reserved `$` name, or outside
+    /// the user's rights).
     NotPermitted,
+    /// Users are configured and this connection has not authenticated yet: only
+    /// `CONNECT`, `PINGREQ`, `PINGRESP`, `HELP` and `DISCONNECT` are acted on.
+    NotAuthenticated,
+    /// `CONNECT` with a user and password (or a certificate) the broker does not
+    /// accept; the connection is closed.
+    AuthFailed,
     /// The broker is at its connection limit.
     TooManyConnections,
     /// The connection is at its subscription limit.
@@ -229,7 +236,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the book's order.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::UnknownCommand,
         ErrorCode::BadArgs,
         ErrorCode::BadName,
@@ -242,6 +249,8 @@ impl ErrorCode {
         ErrorCode::UnknownSubscription,
         ErrorCode::DuplicateSubscription,
         ErrorCode::NotPermitted,
+        ErrorCode::NotAuthenticated,
+        ErrorCode::AuthFailed,
         ErrorCode::TooManyConnections,
         ErrorCode::TooManySubscriptions,
         ErrorCode::TooManyDestinations,
@@ -272,6 +281,8 @@ impl ErrorCode {
             ErrorCode::UnknownSubscription => "unknown_subscription",
             ErrorCode::DuplicateSubscription => "duplicate_subscription",
             ErrorCode::NotPermitted => "not_permitted",
+            ErrorCode::NotAuthenticated => "not_authenticated",
+            ErrorCode::AuthFailed => "auth_failed",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::TooManyDestinations => "too_many_destinations",
@@ -304,8 +315,9 @@ impl fmt::Display for ErrorCode {
 }
 
 /// The server's greeting, sent once on connect:
-/// `INFO server=<token> version=<token> proto=<n> max_payload=<n> max_line=<n>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `INFO server=<token> version=<token> proto=<n> max_payload=<n> max_line=<n>
+/// [auth_required=1] [tls_required=1]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Info {
     /// The server's name (a token: printable ASCII, no blanks).
     pub server: String,
@@ -317,6 +329,11 @@ pub struct Info {
     pub max_payload: u64,
     /// The longest control line it accepts, in bytes (without CRLF).
     pub max_line: u64,
+    /// Users are configured: nothing but `CONNECT`, pings, `HELP` and `DISCONNECT` is
+    /// acted on before `CONNECT user=… password=…` (or a client certificate) succeeds.
+    pub auth_required: bool,
+    /// The port speaks TLS only.
+    pub tls_required: bool,
 }
 
 /// Which destinations a `STATS` answer lists:
@@ -341,8 +358,9 @@ impl StatsPage {
     }
 }
 
-/// The client's optional introduction:
-/// `CONNECT [#rid] [name=<token>] [proto=<n>] [confirm=on|off] [token=<token>]`.
+/// The client's introduction (optional unless the broker requires authentication):
+/// `CONNECT [#rid] [name=<token>] [proto=<n>] [confirm=on|off] [token=<token>]
+/// [user=<token>] [password=<pct-encoded>]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Connect {
     /// Request id echoed by the `OK`.
@@ -356,6 +374,33 @@ pub struct Connect {
     /// Over UDP: the token the broker sent this source, echoed to prove the source
     /// receives what it is sent (ignored over TCP).
     pub token: Option<String>,
+    /// The user to authenticate as.
+    pub user: Option<String>,
+    /// Its password; RFC 3986 percent-encoded on the wire, so any text can be sent.
+    pub password: Option<Password>,
+}
+
+/// A password as `CONNECT` carries it. Its `Debug` form never shows it, so a frame may
+/// be logged whole.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(p: impl Into<String>) -> Password {
+        Password(p.into())
+    }
+
+    /// The password itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
 }
 
 /// A publish: `PUB [#rid] <dest> <n>` or, with headers,

@@ -160,7 +160,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "CONNECT",
         Body::None,
         session::decode_connect,
-        "CONNECT [#id] [name=N] [proto=1] [confirm=on|off]",
+        "CONNECT [#id] [name=N] [proto=1] [confirm=on|off] [user=U password=P]",
         b"CONNECT #1 name=x proto=1\r\n",
     ),
     client(

@@ -54,8 +54,19 @@ fn client_answers() -> Vec<(ClientFrame, &'static [u8])> {
                 proto: Some(1),
                 confirm: Some(true),
                 token: None,
+                user: None,
+                password: None,
             }),
             b"CONNECT #1 name=billing proto=1 confirm=on\r\n",
+        ),
+        (
+            ClientFrame::Connect(Connect {
+                rid: Some(2),
+                user: Some("alice".into()),
+                password: Some(Password::new("p w=%é~")),
+                ..Connect::default()
+            }),
+            b"CONNECT #2 user=alice password=p%20w%3D%25%C3%A9~\r\n",
         ),
         (
             ClientFrame::Connect(Connect {
@@ -220,8 +231,22 @@ fn server_answers() -> Vec<(ServerFrame, &'static [u8])> {
                 proto: 1,
                 max_payload: 1048576,
                 max_line: 4096,
+                auth_required: false,
+                tls_required: false,
             }),
             b"INFO server=agora version=0.1.0 proto=1 max_payload=1048576 max_line=4096\r\n",
+        ),
+        (
+            ServerFrame::Info(Info {
+                server: "agora".into(),
+                version: "0.1.0".into(),
+                proto: 1,
+                max_payload: 1048576,
+                max_line: 4096,
+                auth_required: true,
+                tls_required: true,
+            }),
+            b"INFO server=agora version=0.1.0 proto=1 max_payload=1048576 max_line=4096 auth_required=1 tls_required=1\r\n",
         ),
         (
             ServerFrame::Msg(Delivery {
@@ -836,6 +861,25 @@ fn text_fields_cannot_break_framing() {
     );
 }
 
+#[test]
+fn a_password_is_never_shown_and_bad_escapes_are_refused() {
+    let c = Connect {
+        user: Some("alice".into()),
+        password: Some(Password::new("hunter2")),
+        ..Connect::default()
+    };
+    assert!(!format!("{c:?}").contains("hunter2"));
+    for bad in [
+        &b"CONNECT password=%zz\r\n"[..],
+        b"CONNECT password=%4\r\n",
+        b"CONNECT password=%ff%fe\r\n",
+    ] {
+        let mut buf = BytesMut::from(bad);
+        let e = decode_client(&mut buf).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadArgs, "{}", String::from_utf8_lossy(bad));
+    }
+}
+
 // ---- property tests ----
 
 fn arb_dest() -> impl Strategy<Value = Destination> {
@@ -927,15 +971,21 @@ fn arb_client() -> impl Strategy<Value = ClientFrame> {
             rid,
             prop::option::of("[!-~&&[^=]]{1,12}"),
             prop::option::of(any::<u32>()),
-            prop::option::of(any::<bool>())
+            prop::option::of(any::<bool>()),
+            prop::option::of("[!-~&&[^=]]{1,12}"),
+            prop::option::of(any::<String>()),
         )
-            .prop_map(|(rid, name, proto, confirm)| ClientFrame::Connect(Connect {
-                rid,
-                name,
-                proto,
-                confirm,
-                token: None,
-            })),
+            .prop_map(|(rid, name, proto, confirm, user, password)| {
+                ClientFrame::Connect(Connect {
+                    rid,
+                    name,
+                    proto,
+                    confirm,
+                    token: None,
+                    user,
+                    password: password.map(Password::new),
+                })
+            }),
     ]
 }
 
@@ -991,16 +1041,22 @@ fn arb_server() -> impl Strategy<Value = ServerFrame> {
             arb_token(),
             any::<u32>(),
             any::<u64>(),
-            any::<u64>()
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>()
         )
             .prop_map(
-                |(server, version, proto, max_payload, max_line)| ServerFrame::Info(Info {
-                    server,
-                    version,
-                    proto,
-                    max_payload,
-                    max_line
-                })
+                |(server, version, proto, max_payload, max_line, auth_required, tls_required)| {
+                    ServerFrame::Info(Info {
+                        server,
+                        version,
+                        proto,
+                        max_payload,
+                        max_line,
+                        auth_required,
+                        tls_required,
+                    })
+                }
             ),
     ]
 }

@@ -97,7 +97,7 @@ pub(crate) async fn handshake(addr: &str, opts: &Options) -> Result<Established>
                 name: opts.name.clone(),
                 proto: Some(PROTOCOL_VERSION),
                 confirm: None,
-                token: None,
+                ..Connect::default()
             }),
             &mut out,
         );

@@ -5,8 +5,9 @@
 //! ```text
 //! connect     = "CONNECT" [rid] *connect-opt
 //! connect-opt = "name=" value / "proto=" number / "confirm=" ("on" / "off")
-//!             / "token=" value / kv
+//!             / "token=" value / "user=" value / "password=" pct-encoded / kv
 //!                                      ; unknown keys are ignored; proto < 2^32
+//! pct-encoded = *(unreserved / "%" HEXDIG HEXDIG)   ; RFC 3986; decodes to UTF-8
 //! setack      = "SETACK" [rid] ("on" / "off")
 //! help        = "HELP" [rid]
 //! disconnect  = "DISCONNECT"           ; no request id
@@ -14,7 +15,8 @@
 //! pingresp    = ("PINGRESP" / "PONG") [rid]  ; PONG is an alias; senders write PINGRESP
 //! info        = "INFO" *info-opt       ; no request id
 //! info-opt    = %s"server=" value / %s"version=" value / %s"proto=" number
-//!             / %s"max_payload=" number / %s"max_line=" number / kv
+//!             / %s"max_payload=" number / %s"max_line=" number
+//!             / %s"auth_required=" ("0" / "1") / %s"tls_required=" ("0" / "1") / kv
 //!                                      ; unknown keys are ignored
 //! ok          = "OK" [rid]
 //! err         = "ERR" [rid] code [message]
@@ -32,7 +34,7 @@ use crate::args::{err, number, on_off, shown, text, Args};
 use crate::decode::Draft;
 use crate::encode::{bare, body, crlf, line_start, put_message, put_token, put_u64};
 use crate::error::{ErrorKind, ProtocolError};
-use crate::frame::{Connect, ErrorCode, ErrorReply, Info};
+use crate::frame::{Connect, ErrorCode, ErrorReply, Info, Password};
 use crate::name::RequestId;
 use crate::{ClientFrame, ServerFrame};
 
@@ -55,6 +57,17 @@ pub(crate) fn decode_connect(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, Pro
             );
         } else if k.eq_ignore_ascii_case(b"token") {
             c.token = Some(text(v));
+        } else if k.eq_ignore_ascii_case(b"user") {
+            c.user = Some(text(v));
+        } else if k.eq_ignore_ascii_case(b"password") {
+            let p = pct_decode(v).ok_or_else(|| {
+                err(
+                    ErrorKind::BadArgs,
+                    at,
+                    "password must be percent-encoded UTF-8 (RFC 3986)",
+                )
+            })?;
+            c.password = Some(Password::new(p));
         } else if k.eq_ignore_ascii_case(b"confirm") {
             c.confirm = Some(
                 on_off(v)
@@ -128,13 +141,7 @@ pub(crate) fn decode_pingresp_server(
 
 /// `info = "INFO" *info-opt`
 pub(crate) fn decode_info(a: &mut Args<'_>) -> Result<Draft<ServerFrame>, ProtocolError> {
-    let mut info = Info {
-        server: String::new(),
-        version: String::new(),
-        proto: 0,
-        max_payload: 0,
-        max_line: 0,
-    };
+    let mut info = Info::default();
     while let Some(kv) = a.kv() {
         let (k, v, at) = kv?;
         let num = || {
@@ -157,6 +164,10 @@ pub(crate) fn decode_info(a: &mut Args<'_>) -> Result<Draft<ServerFrame>, Protoc
             info.max_payload = num()?;
         } else if k.eq_ignore_ascii_case(b"max_line") {
             info.max_line = num()?;
+        } else if k.eq_ignore_ascii_case(b"auth_required") {
+            info.auth_required = num()? != 0;
+        } else if k.eq_ignore_ascii_case(b"tls_required") {
+            info.tls_required = num()? != 0;
         }
         // Unknown keys are ignored (newer brokers may say more).
     }
@@ -217,6 +228,14 @@ pub(crate) fn encode_connect(c: &Connect, dst: &mut BytesMut) {
         dst.put_slice(b" token=");
         put_token(dst, t);
     }
+    if let Some(u) = &c.user {
+        dst.put_slice(b" user=");
+        put_token(dst, u);
+    }
+    if let Some(p) = &c.password {
+        dst.put_slice(b" password=");
+        pct_encode(p.expose(), dst);
+    }
     crlf(dst);
 }
 
@@ -243,6 +262,12 @@ pub(crate) fn encode_info(i: &Info, dst: &mut BytesMut) {
     put_u64(dst, i.max_payload);
     dst.put_slice(b" max_line=");
     put_u64(dst, i.max_line);
+    if i.auth_required {
+        dst.put_slice(b" auth_required=1");
+    }
+    if i.tls_required {
+        dst.put_slice(b" tls_required=1");
+    }
     crlf(dst);
 }
 
@@ -264,4 +289,36 @@ pub(crate) fn encode_shutdown(message: &str, dst: &mut BytesMut) {
     dst.put_slice(b"SHUTDOWN");
     put_message(dst, message);
     crlf(dst);
+}
+
+/// RFC 3986 percent-encoding: unreserved characters as they are, every other byte as
+/// `%XX`.
+pub(crate) fn pct_encode(text: &str, dst: &mut BytesMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            dst.put_u8(b);
+        } else {
+            dst.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
+/// The text `v` percent-encodes; `None` for a bad escape or bytes that are not UTF-8.
+/// Characters that need no escape are taken as they are, escaped or not.
+pub(crate) fn pct_decode(v: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' {
+            let hex = v.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }

@@ -322,6 +322,8 @@ pub(crate) async fn serve_client(
         proto: PROTOCOL_VERSION,
         max_payload: broker.config.max_payload as u64,
         max_line: broker.config.max_line as u64,
+        auth_required: false,
+        tls_required: matches!(input, Input::Tls(_)),
     });
     // A UDP source is sent nothing it did not ask for until it has proved it receives
     // (its address may be forged): no greeting.

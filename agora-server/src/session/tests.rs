@@ -41,7 +41,7 @@ fn connect_checks_the_version_and_keeps_name_and_confirms() {
         name: Some("x".into()),
         proto: Some(99),
         confirm: Some(true),
-        token: None,
+        ..Connect::default()
     };
     let e = s.connect(bad).unwrap_err();
     assert_eq!(e.code, ErrorCode::BadArgs);
@@ -56,7 +56,7 @@ fn connect_checks_the_version_and_keeps_name_and_confirms() {
         name: Some("billing".into()),
         proto: Some(agora_protocol::PROTOCOL_VERSION),
         confirm: Some(true),
-        token: None,
+        ..Connect::default()
     };
     s.connect(good).unwrap();
     assert_eq!((s.confirm, s.name.as_deref()), (true, Some("billing")));

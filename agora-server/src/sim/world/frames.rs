@@ -43,7 +43,7 @@ impl World {
                         name: None,
                         proto: None,
                         confirm: Some(on),
-                        token: None,
+                        ..Connect::default()
                     })
                 }
                 78..=82 => {
