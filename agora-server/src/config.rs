@@ -218,6 +218,17 @@ pub struct Config {
     /// At start, set damage in the log aside (into the data directory's `damaged`
     /// folder) instead of refusing to start (`--repair`).
     pub repair: bool,
+    /// The users (`[users.<name>]` in the config file); empty: nobody is asked who
+    /// they are.
+    pub users: crate::auth::Users,
+    /// With users: a TCP client that has not authenticated within this is closed.
+    pub auth_timeout: Duration,
+    /// Without users, serve an address other than loopback anyway
+    /// (`--allow-anonymous`).
+    pub allow_anonymous: bool,
+    /// With users: the destinations UDP sources may publish to, anonymously
+    /// (`--udp-anonymous-publish`); UDP is refused everything else.
+    pub udp_anonymous_publish: Vec<crate::auth::Pattern>,
 }
 
 impl Default for Config {
@@ -272,6 +283,10 @@ impl Default for Config {
             tls_key: None,
             tls_client_ca: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            users: crate::auth::Users::default(),
+            auth_timeout: Duration::from_secs(5),
+            allow_anonymous: false,
+            udp_anonymous_publish: Vec::new(),
         }
     }
 }

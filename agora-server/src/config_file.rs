@@ -23,6 +23,13 @@
 //!
 //! [topics.telemetry]
 //! chain = "threshold /temp > 30 | enrich db=sensors table=sites key=/site"
+//!
+//! [users.alice]                # with any user, every client must say who it is
+//! password = "$argon2id$v=19$m=19456,t=2,p=1$…"   # from `agora passwd`
+//! certificate = "CN=alice"     # or: its TLS client certificate's subject
+//! publish = ["queue:jobs", "topic:sensors.>"]
+//! subscribe = ["queue:jobs"]
+//! admin = false                # purge, delete, chains, $sys.metrics, all of STATS
 //! ```
 //!
 //! Everything is checked before the broker listens: an unknown key, a bad name, a
@@ -53,6 +60,21 @@ struct File {
     queues: BTreeMap<String, QueueEntry>,
     #[serde(default)]
     topics: BTreeMap<String, TopicEntry>,
+    #[serde(default)]
+    users: BTreeMap<String, UserEntry>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    password: Option<String>,
+    certificate: Option<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    admin: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -258,6 +280,28 @@ fn apply(f: &File, dir: &Path, config: &mut Config, durable: bool) -> Result<(),
         }
         config.queues.insert(name.clone(), s);
     }
+    for (name, u) in &f.users {
+        let entry = format!("[users.{name}]");
+        let patterns = |key: &str, list: &[String]| {
+            list.iter()
+                .map(|p| crate::auth::Pattern::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|why| (format!("{entry} {key}"), why))
+        };
+        let rights = crate::auth::Rights {
+            publish: patterns("publish", &u.publish)?,
+            subscribe: patterns("subscribe", &u.subscribe)?,
+            admin: u.admin,
+        };
+        let user = crate::auth::User::new(
+            name,
+            u.password.as_deref(),
+            u.certificate.as_deref(),
+            rights,
+        )
+        .map_err(|why| (entry.clone(), why))?;
+        config.users.insert(user).map_err(|why| (entry, why))?;
+    }
     Ok(())
 }
 
@@ -377,5 +421,38 @@ mod tests {
         let (e, p) = bad("[queues]\nq = 3\n");
         assert_eq!(e, "line 2");
         assert!(!p.is_empty());
+        let (e, p) = bad("[users.alice]\npublish = [\"queue:jobs\"]\n");
+        assert_eq!(e, "[users.alice]");
+        assert!(p.contains("agora passwd"), "{p}");
+        let (e, p) = bad("[users.alice]\ncertificate = \"CN=a\"\npublish = [\"jobs\"]\n");
+        assert_eq!(e, "[users.alice] publish");
+        assert!(p.contains("queue: or topic:"), "{p}");
+        let (e, p) = bad("[users.alice]\npassword = \"hunter2\"\n");
+        assert_eq!(e, "[users.alice]");
+        assert!(p.contains("not a hash"), "{p}");
+    }
+
+    #[test]
+    fn users_and_their_rights() {
+        let hash = crate::auth::hash_password("pw").unwrap();
+        let c = ok(&format!(
+            r#"
+            [users.alice]
+            password = "{hash}"
+            publish = ["queue:jobs", "topic:sensors.>"]
+            subscribe = ["queue:jobs"]
+
+            [users.ops]
+            certificate = "CN=ops,O=Acme"
+            admin = true
+        "#
+        ));
+        assert_eq!(c.users.len(), 2);
+        assert!(c.users.has_passwords());
+        let alice = c.users.get("alice").unwrap();
+        assert!(alice.rights.may_publish(&"topic:sensors.x".parse().unwrap()));
+        assert!(!alice.rights.admin);
+        let ops = c.users.by_certificate("CN=ops,O=Acme").unwrap();
+        assert!(ops.rights.admin);
     }
 }

@@ -44,6 +44,7 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 mod ask;
+pub mod auth;
 mod budget;
 mod chan;
 pub mod config;
@@ -110,6 +111,8 @@ pub(crate) struct Broker {
     pub udp_secret: std::collections::hash_map::RandomState,
     /// The log's writer and what the start read back, with a data directory.
     pub store: Option<(store::WriterHandle, stats::Recovery)>,
+    /// Checks passwords on threads of its own (with users configured).
+    pub verifier: auth::Verifier,
 }
 
 impl Broker {
@@ -246,6 +249,17 @@ impl Server {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("chain of {dest}: {e}"))
             })?;
         }
+        // Redis's protected mode: no users means anyone who reaches the port may do
+        // anything, which only loopback keeps to this machine.
+        if !config.bind.is_loopback() && config.users.is_empty() && !config.allow_anonymous {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing to serve {} with no users configured: anyone who reaches the port could publish, consume, purge and delete. Declare [users.<name>] in the config file (book: Security), bind 127.0.0.1, or pass --allow-anonymous to serve it anyway",
+                    config.bind
+                ),
+            ));
+        }
         // Certificate files are read before anything else is taken: a bad one refuses
         // the start, naming the file.
         let tls = tls::acceptor(&config)?;
@@ -330,7 +344,13 @@ impl Server {
             }
             None => (None, None),
         };
+        // The verifier's threads only when there are passwords to check.
+        let verifier = auth::Verifier::start(match self.config.users.has_passwords() {
+            true => auth::POOL_THREADS,
+            false => 0,
+        });
         let broker = Arc::new(Broker {
+            verifier,
             manager: manager::spawn(&self.config, budget.clone(), env.clone(), &rt, store),
             rt,
             mutators: env,

@@ -63,7 +63,52 @@ fn write_profile(p: &pprof::ProfilerGuard<'_>, path: &std::path::Path) -> Result
     Ok(svg)
 }
 
+/// `agora passwd`: prints the argon2id hash of a password read from the terminal (twice,
+/// without echo) or from the first line of standard input.
+fn passwd(args: &[std::ffi::OsString]) -> ExitCode {
+    if !args.is_empty() {
+        let help = args.iter().any(|a| a == "-h" || a == "--help");
+        eprintln!(
+            "usage: agora passwd  (reads the password from the terminal, or a line of standard input; prints its argon2id hash for `password = \"…\"` under [users.<name>] in the config file)"
+        );
+        return ExitCode::from(if help { 0 } else { 2 });
+    }
+    match agora_server::auth::read_password().and_then(|p| agora_server::auth::hash_password(&p)) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("agora passwd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A config file holding password hashes that others may read: the warning to log.
+#[cfg(unix)]
+fn readable_by_others(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} holds password hashes and is readable by group or others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_: &std::path::Path) -> Option<String> {
+    None
+}
+
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "passwd") {
+        return passwd(&args[2..]);
+    }
     // The command line is made from the settings table; clap checks flags and
     // variables with the table's own functions, and exits 2 on a bad one.
     let matches = settings::command().get_matches();
@@ -91,6 +136,7 @@ fn main() -> ExitCode {
         profile,
         profile_path,
         log_config,
+        config_file,
         ..
     } = settings;
     config.data_dir = data_dir;
@@ -131,6 +177,18 @@ fn main() -> ExitCode {
         config.slow_consumer,
         config.idle_timeout,
     );
+    if let Some(file) = config_file.filter(|_| config.users.has_passwords()) {
+        if let Some(warning) = readable_by_others(&file) {
+            log::warn!("{warning}");
+        }
+    }
+    match config.users.len() {
+        0 => log::info!("no users: every client may do everything (bind is {})", config.bind),
+        n => log::info!(
+            "{n} users; clients authenticate within {:?}",
+            config.auth_timeout
+        ),
+    }
     match &config.data_dir {
         Some(dir) => log::info!(
             "durable queues in {} (fsync {})",

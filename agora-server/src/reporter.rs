@@ -101,6 +101,7 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
                 // The first page, as a plain `STATS` gives it.
                 let page = agora_protocol::StatsPage::default();
                 let Some(listing) = ask(&broker.manager, |reply| ManagerCmd::List {
+                    only: None,
                     page: page.clone(),
                     reply,
                 })

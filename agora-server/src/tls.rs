@@ -122,6 +122,25 @@ fn read(flag: &str, path: &Path) -> io::Result<Vec<u8>> {
     })
 }
 
+/// The user a client's certificate names (`certificate = "…"` in its `[users.…]`),
+/// if it presented one that does.
+pub(crate) fn user_of(
+    tls: &TlsStream,
+    users: &crate::auth::Users,
+    peer: SocketAddr,
+) -> Option<Arc<crate::auth::User>> {
+    let cert = tls.get_ref().1.peer_certificates()?.first()?;
+    let Some(subject) = crate::auth::subject_of(cert) else {
+        log::debug!("client {peer}: its certificate's subject cannot be read");
+        return None;
+    };
+    let user = users.by_certificate(&subject).cloned();
+    if user.is_none() {
+        log::debug!("client {peer}: certificate {subject} is no user's; a password is needed");
+    }
+    user
+}
+
 /// Runs the server's side of the handshake on a client just accepted, for at most
 /// `timeout`, or until the broker stops. `None` when it did not finish (logged at debug;
 /// the socket is closed).

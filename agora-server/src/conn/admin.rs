@@ -5,9 +5,15 @@
 use super::*;
 
 impl Conn<'_> {
-    pub(super) async fn stats(&mut self, rid: RequestId, page: StatsPage) -> Flow {
+    pub(super) async fn stats(
+        &mut self,
+        rid: RequestId,
+        page: StatsPage,
+        only: Option<Arc<crate::auth::User>>,
+    ) -> Flow {
         let list = |reply| ManagerCmd::List {
             page: page.clone(),
+            only,
             reply,
         };
         let listing = ask(&self.broker.manager, list).await.ok_or(End::Stopping)?;

@@ -9,6 +9,7 @@
 //! Everything sent to the client goes through the connection's shipper.
 
 mod admin;
+mod auth;
 mod publish;
 mod read;
 mod stored;
@@ -34,7 +35,8 @@ use crate::manager::{Handle, ManagerCmd};
 use crate::mutators::{Chain, Verdict};
 use crate::queue::{Consumer, QueueCmd, QueueShared, Refused};
 use crate::session::{
-    Ask, Effects, End, Limits as SessionLimits, PubMode, Refusal, Session, Step, SubHandle, SubPlan,
+    Access, Ask, Effects, End, Limits as SessionLimits, PubMode, Refusal, Session, Step, SubHandle,
+    SubPlan,
 };
 use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
 use crate::topic::{Subscriber, Topic, TopicRefused};
@@ -104,10 +106,15 @@ fn spawn_tls_client(
             let raw = stream.clone();
             let timeout = b.config.tls_handshake_timeout;
             if let Some(tls) = crate::tls::handshake(&tls, stream, peer, timeout, &stop).await {
+                // A client certificate may name a user.
+                let user = match b.config.users.is_empty() {
+                    true => None,
+                    false => crate::tls::user_of(&tls, &b.config.users, peer),
+                };
                 // One TLS stream, shared by the reading task and the shipper.
                 let (read, write) = futures_lite::io::split(tls);
                 let writer = Writer::Tls { tls: write, raw };
-                serve_client(&b, Input::Tls(read), writer, peer, stop).await;
+                serve_client(&b, Input::Tls(read, user), writer, peer, stop).await;
             }
             b.clients_tcp.fetch_sub(1, SeqCst);
             drop(alive);
@@ -166,6 +173,8 @@ enum Event {
     Read(std::io::Result<usize>),
     Stop,
     Silent,
+    /// `--auth-timeout` passed and the client has not authenticated.
+    AuthTimeout,
     /// The oldest confirmed publish waiting for the log heard (the outcome).
     Stored(Result<crate::store::Outcome, async_channel::RecvError>),
 }
@@ -213,6 +222,9 @@ struct Conn<'a> {
     /// read loop also waits for the oldest of them), so the publishes of the next read
     /// go into the next sync while this one runs.
     unstored: std::sync::Mutex<std::collections::VecDeque<stored::Unstored>>,
+    /// With users configured, until the client has authenticated: when it is closed
+    /// for not having (`--auth-timeout` after it connected).
+    auth_deadline: Option<Instant>,
 }
 
 /// A run of fire-and-forget publishes held back (see `Conn::run`).
@@ -228,8 +240,12 @@ struct Run {
 pub(crate) enum Input {
     /// A TCP stream, read in bulk.
     Tcp(TcpStream),
-    /// The reading half of a TLS stream (its handshake done), read in bulk.
-    Tls(futures_lite::io::ReadHalf<crate::tls::TlsStream>),
+    /// The reading half of a TLS stream (its handshake done), read in bulk; the user
+    /// its client certificate names, if any.
+    Tls(
+        futures_lite::io::ReadHalf<crate::tls::TlsStream>,
+        Option<Arc<crate::auth::User>>,
+    ),
     /// Datagrams from one UDP source address, handed over by the UDP loop, and what
     /// the broker keeps for that source.
     Udp {
@@ -254,7 +270,7 @@ pub(crate) fn spawn_client(
         .rt
         .spawn(async move {
             let count = match input {
-                Input::Tcp(_) | Input::Tls(_) => &b.clients_tcp,
+                Input::Tcp(_) | Input::Tls(..) => &b.clients_tcp,
                 Input::Udp { .. } => &b.clients_udp,
             };
             serve_client(&b, input, writer, peer, stop).await;
@@ -301,13 +317,28 @@ pub(crate) async fn serve_client(
             max_line: broker.config.max_line,
             max_payload: broker.config.max_payload,
         },
-        session: match &input {
-            Input::Tcp(_) | Input::Tls(_) => {
-                Session::new(SessionLimits::of(&broker.config), Instant::now())
+        session: {
+            let s = Session::new(SessionLimits::of(&broker.config), Instant::now());
+            let users = &broker.config.users;
+            match &input {
+                _ if users.is_empty() => match &input {
+                    Input::Udp { .. } => s.over_udp(broker.udp_token(peer)),
+                    _ => s,
+                },
+                Input::Tcp(_) | Input::Tls(_, None) => s.with_access(Access::Pending),
+                Input::Tls(_, Some(user)) => {
+                    log::info!(
+                        "client {peer} authenticated as {} by its certificate",
+                        user.name
+                    );
+                    s.with_access(Access::User(user.clone()))
+                }
+                Input::Udp { .. } => s.over_udp(broker.udp_token(peer)).with_access(
+                    Access::Anonymous(broker.config.udp_anonymous_publish.clone().into()),
+                ),
             }
-            Input::Udp { .. } => Session::new(SessionLimits::of(&broker.config), Instant::now())
-                .over_udp(broker.udp_token(peer)),
         },
+        auth_deadline: None,
         handles: HashMap::new(),
         last: None,
         read_at: std::time::Instant::now(),
@@ -322,19 +353,22 @@ pub(crate) async fn serve_client(
         proto: PROTOCOL_VERSION,
         max_payload: broker.config.max_payload as u64,
         max_line: broker.config.max_line as u64,
-        auth_required: false,
-        tls_required: matches!(input, Input::Tls(_)),
+        auth_required: !broker.config.users.is_empty(),
+        tls_required: matches!(input, Input::Tls(..)),
     });
+    if matches!(c.session.access(), Access::Pending) {
+        c.auth_deadline = Some(Instant::now() + broker.config.auth_timeout);
+    }
     // A UDP source is sent nothing it did not ask for until it has proved it receives
     // (its address may be forged): no greeting.
     let greeted = match input {
-        Input::Tcp(_) | Input::Tls(_) => outbox.frame(&info).await,
+        Input::Tcp(_) | Input::Tls(..) => outbox.frame(&info).await,
         Input::Udp { .. } => true,
     };
     let end = match greeted {
         true => match input {
             Input::Tcp(stream) => c.read_loop(stream, &stop).await,
-            Input::Tls(stream) => c.read_loop(stream, &stop).await,
+            Input::Tls(stream, _) => c.read_loop(stream, &stop).await,
             Input::Udp { datagrams, source } => c.datagram_loop(datagrams, source, &stop).await,
         },
         false => End::Gone,
@@ -414,12 +448,13 @@ impl Conn<'_> {
             }
             Step::Settle { rid, sid, did, ack } => self.ack(rid, sid, did, ack).await,
             Step::Ask(ask) => match ask {
-                Ask::Stats { rid, page } => self.stats(rid, page).await,
+                Ask::Stats { rid, page, only } => self.stats(rid, page, only).await,
                 Ask::Purge { rid, dest } => self.purge(rid, dest).await,
                 Ask::Delete { rid, dest } => self.delete(rid, dest).await,
                 Ask::ChainGet { rid, dest } => self.chain_get(rid, dest).await,
                 Ask::ChainSet { rid, dest, chain } => self.chain_set(rid, dest, chain).await,
             },
+            Step::Authenticate(c) => self.authenticate(c).await,
             Step::End(end) => Err(end),
         }
     }

@@ -20,7 +20,12 @@ impl Conn<'_> {
         let ping_every = self.broker.config.ping_interval;
         let no_pings = self.broker.config.ablation.no_defences;
         let mut ping_timer = smol::Timer::after(ping_every);
+        // With users configured, until the client has authenticated.
+        let mut auth_timer = self.auth_deadline.map(smol::Timer::at);
         loop {
+            if self.auth_deadline.is_none() {
+                auth_timer = None;
+            }
             match self.act_on(&mut buf).await {
                 Ok(Decoded::More) => {}
                 Ok(Decoded::Fatal) => return End::Protocol,
@@ -67,13 +72,24 @@ impl Conn<'_> {
                             }
                         },
                     ),
-                    async {
-                        if no_pings {
-                            future::pending::<()>().await;
-                        }
-                        (&mut ping_timer).await;
-                        Event::Silent
-                    },
+                    future::or(
+                        async {
+                            if no_pings {
+                                future::pending::<()>().await;
+                            }
+                            (&mut ping_timer).await;
+                            Event::Silent
+                        },
+                        async {
+                            match auth_timer.as_mut() {
+                                Some(t) => {
+                                    t.await;
+                                    Event::AuthTimeout
+                                }
+                                None => future::pending().await,
+                            }
+                        },
+                    ),
                 ),
             )
             .await;
@@ -101,6 +117,10 @@ impl Conn<'_> {
                         return end;
                     }
                     continue;
+                }
+                Event::AuthTimeout => {
+                    let _ = self.auth_timed_out().await;
+                    return End::AuthTimeout;
                 }
                 Event::Stop => {
                     let _ = self

@@ -89,8 +89,10 @@ impl Handle {
 impl Manager {
     /// One page of destinations: at most `limit` (the default when not given,
     /// capped at [`MAX_STATS_LIMIT`]) whose name starts with the prefix, after
-    /// `after`, in order. Memory per request is the page, not the registry.
-    pub(super) fn list(&self, page: &StatsPage) -> Listing {
+    /// `after`, in order, among those `only` may see (all without it: `total` then
+    /// counts those). Memory per request is the page, not the registry.
+    pub(super) fn list(&self, page: &StatsPage, only: Option<&crate::auth::User>) -> Listing {
+        let visible = |d: &Destination| only.is_none_or(|u| u.rights.may_see(d));
         let limit = page
             .limit
             .map_or(DEFAULT_STATS_LIMIT, |n| n as usize)
@@ -109,6 +111,7 @@ impl Manager {
                 page.prefix
                     .as_deref()
                     .is_none_or(|p| d.name.as_str().starts_with(p))
+                    && visible(d)
             });
         for (d, e) in matching {
             if handles.len() == limit {
@@ -122,7 +125,10 @@ impl Manager {
             handles,
             next,
             limit,
-            total: self.registry.len(),
+            total: match only {
+                None => self.registry.len(),
+                Some(_) => self.registry.keys().filter(|d| visible(d)).count(),
+            },
         }
     }
 }

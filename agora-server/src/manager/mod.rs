@@ -87,6 +87,8 @@ pub(crate) enum ManagerCmd {
     /// A page of destinations, in order, for `STATS`.
     List {
         page: StatsPage,
+        /// Only the destinations this user may see (`None`: all of them).
+        only: Option<Arc<crate::auth::User>>,
         reply: Sender<Listing>,
     },
     /// Every destination, in no order, for the metric task.
@@ -245,8 +247,8 @@ impl Manager {
                         .filter(|h| !h.is_closed());
                     let _ = reply.try_send(h);
                 }
-                ManagerCmd::List { page, reply } => {
-                    let _ = reply.try_send(self.list(&page));
+                ManagerCmd::List { page, only, reply } => {
+                    let _ = reply.try_send(self.list(&page, only.as_deref()));
                 }
                 ManagerCmd::All { reply } => {
                     let all = self.registry.values().map(|e| e.handle.clone()).collect();

@@ -14,11 +14,13 @@
 //! UDP front doors in `conn`, and the simulation — carry the effects out; what the
 //! destinations answer (a full queue, a spent budget) is theirs to say.
 
+mod access;
 mod step;
 
+pub(crate) use access::Access;
 pub(crate) use step::{Ask, Effects, End, PubMode, Step, SubHandle, PUBLISH_RUN};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use agora_protocol::{AckMode, Connect, Destination, ErrorCode, Kind, Subscribe};
@@ -105,6 +107,11 @@ pub(crate) struct Session<S> {
     run: u32,
     /// Over UDP: the token the source must echo, and whether it has.
     udp: Option<Proof>,
+    /// Who the client is, and so what it may do.
+    access: Access,
+    /// Destinations this client was found to be allowed to publish to (not kept for
+    /// [`Access::Open`]); at most [`access::ALLOWED_CACHE`].
+    allowed: HashSet<Destination>,
 }
 
 /// A UDP source's proof that it receives what is sent to its address.
@@ -127,7 +134,21 @@ impl<S> Session<S> {
             missed: 0,
             run: 0,
             udp: None,
+            access: Access::Open,
+            allowed: HashSet::new(),
         }
+    }
+
+    /// The session of a client that is `access` to begin with (users configured: not
+    /// authenticated yet, or known by its certificate; over UDP, anonymous).
+    pub fn with_access(mut self, access: Access) -> Session<S> {
+        self.access = access;
+        self
+    }
+
+    /// Who the client is.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// A session over UDP, whose source must prove it receives (`CONNECT token=…` with
@@ -158,18 +179,24 @@ impl<S> Session<S> {
         }
     }
 
-    /// `CONNECT`: the protocol version must be this broker's; name and confirms are
-    /// taken as given.
-    pub fn connect(&mut self, c: Connect) -> Result<(), Refusal> {
+    /// The protocol version `CONNECT` names must be this broker's.
+    fn check_version(&self, c: &Connect) -> Result<(), Refusal> {
         use agora_protocol::PROTOCOL_VERSION;
-        if let Some(p) = c.proto.filter(|p| *p != PROTOCOL_VERSION) {
-            return refuse(
+        match c.proto.filter(|p| *p != PROTOCOL_VERSION) {
+            Some(p) => refuse(
                 ErrorCode::BadArgs,
                 format!(
                     "protocol version {p} is not supported; this broker speaks {PROTOCOL_VERSION}"
                 ),
-            );
+            ),
+            None => Ok(()),
         }
+    }
+
+    /// `CONNECT`: the protocol version must be this broker's; name and confirms are
+    /// taken as given (who the client is, the caller has settled).
+    pub fn connect(&mut self, c: Connect) -> Result<(), Refusal> {
+        self.check_version(&c)?;
         if let (Some(t), Some(p)) = (&c.token, &mut self.udp) {
             if *t != p.token {
                 // The right one goes back to the address, where only a real receiver
@@ -229,6 +256,7 @@ impl<S> Session<S> {
         if !readable {
             Self::check_reserved(&s.dest)?;
         }
+        self.access.check_subscribe(&s.dest)?;
         if let Some(p) = self.udp.as_ref().filter(|p| !p.verified) {
             // Short: it must fit the answer allowance of an unverified source.
             return refuse(ErrorCode::Unverified, format!("token={}", p.token));

@@ -5,12 +5,16 @@
 //! only what needs the broker (routing a message, opening a subscription, asking the
 //! registry or a queue), with what to answer once the broker has spoken.
 
+use std::sync::Arc;
+
 use agora_protocol::bytes::Bytes;
 use agora_protocol::{
-    ClientFrame, Destination, ErrorCode, Publish, RequestId, ServerFrame, StatsPage, Subscribe,
+    ClientFrame, Connect, Destination, ErrorCode, Publish, RequestId, ServerFrame, StatsPage,
+    Subscribe,
 };
 
-use super::{Refusal, Session, SubPlan};
+use super::{Access, Refusal, Session, SubPlan};
+use crate::auth::User;
 
 /// Most fire-and-forget publishes held back in one run before it is handed over.
 pub(crate) const PUBLISH_RUN: u32 = 512;
@@ -40,6 +44,10 @@ pub(crate) enum End {
     Silent,
     /// Holding part of a frame, it waited too long for room in the read budget.
     Starved,
+    /// Its credentials were refused (answered `ERR auth_failed`).
+    AuthFailed,
+    /// It did not authenticate within `--auth-timeout` (answered `ERR timeout`).
+    AuthTimeout,
 }
 
 impl End {
@@ -52,6 +60,8 @@ impl End {
             End::Protocol => "protocol error",
             End::Silent => "silent",
             End::Starved => "no room in the read budget",
+            End::AuthFailed => "authentication failed",
+            End::AuthTimeout => "not authenticated in time",
         }
     }
 }
@@ -60,8 +70,13 @@ impl End {
 /// has already checked what it may.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Ask {
-    /// `STATS`: the broker's document, with a page of its destinations.
-    Stats { rid: RequestId, page: StatsPage },
+    /// `STATS`: the broker's document, with a page of its destinations; only those
+    /// `only` may see, when given (a user that is not an admin).
+    Stats {
+        rid: RequestId,
+        page: StatsPage,
+        only: Option<Arc<User>>,
+    },
     /// `PURGE`: the queue exists (it is never created for this) and is emptied.
     Purge { rid: RequestId, dest: Destination },
     /// `DELETE`.
@@ -109,6 +124,10 @@ pub(crate) enum Step<S> {
     },
     /// Ask the broker, and answer with what it says.
     Ask(Ask),
+    /// Check the password of `CONNECT user=… password=…` (off the executor); on
+    /// success [`Session::authenticated`] with the user and the frame, else answer
+    /// `ERR auth_failed` and end the connection ([`End::AuthFailed`]).
+    Authenticate(Connect),
     /// End the connection.
     End(End),
 }
@@ -152,6 +171,12 @@ impl<S: SubHandle> Session<S> {
     /// changes what later publishes mean, first ends the run of publishes held back,
     /// so replies and deliveries keep the order the client sent in.
     pub fn on_frame(&mut self, frame: ClientFrame) -> Effects<S> {
+        if let Some(r) = self.access.gate(&frame) {
+            return Effects {
+                end_run: self.take_run(),
+                step: Step::Refuse(frame.request_id(), r),
+            };
+        }
         if let ClientFrame::Pub(publish) = frame {
             return self.on_publish(publish);
         }
@@ -187,15 +212,16 @@ impl<S: SubHandle> Session<S> {
                 self.confirm = on;
                 Step::Reply(ServerFrame::Ok { rid })
             }
-            ClientFrame::Connect(c) => {
-                let rid = c.rid;
-                match self.connect(c) {
-                    Ok(()) => Step::Reply(ServerFrame::Ok { rid }),
-                    Err(r) => Step::Refuse(rid, r),
-                }
-            }
+            ClientFrame::Connect(c) => self.on_connect(c),
             ClientFrame::Stats { rid, page } => match self.check_large_answer("STATS") {
-                Ok(()) => Step::Ask(Ask::Stats { rid, page }),
+                Ok(()) => Step::Ask(Ask::Stats {
+                    rid,
+                    page,
+                    only: match self.access.sees_all() {
+                        true => None,
+                        false => self.access.user().cloned(),
+                    },
+                }),
                 Err(r) => Step::Refuse(rid, r),
             },
             ClientFrame::Help { rid } => match self.check_large_answer("HELP") {
@@ -208,19 +234,78 @@ impl<S: SubHandle> Session<S> {
             ClientFrame::PingReq { rid } => Step::Reply(ServerFrame::PingResp { rid }),
             ClientFrame::PingResp { .. } => Step::Nothing,
             ClientFrame::Disconnect => Step::End(End::Disconnect),
-            ClientFrame::Purge { rid, dest } => match Self::check_purge(&dest) {
-                Ok(()) => Step::Ask(Ask::Purge { rid, dest }),
+            ClientFrame::Purge { rid, dest } => {
+                match Self::check_purge(&dest).and_then(|()| self.access.check_admin("purge", &dest)) {
+                    Ok(()) => Step::Ask(Ask::Purge { rid, dest }),
+                    Err(r) => Step::Refuse(rid, r),
+                }
+            }
+            ClientFrame::Delete { rid, dest } => {
+                match Self::check_reserved(&dest).and_then(|()| self.access.check_admin("delete", &dest)) {
+                    Ok(()) => Step::Ask(Ask::Delete { rid, dest }),
+                    Err(r) => Step::Refuse(rid, r),
+                }
+            }
+            ClientFrame::ChainGet { rid, dest } => match self.access.check_see(&dest) {
+                Ok(()) => Step::Ask(Ask::ChainGet { rid, dest }),
                 Err(r) => Step::Refuse(rid, r),
             },
-            ClientFrame::Delete { rid, dest } => match Self::check_reserved(&dest) {
-                Ok(()) => Step::Ask(Ask::Delete { rid, dest }),
-                Err(r) => Step::Refuse(rid, r),
-            },
-            ClientFrame::ChainGet { rid, dest } => Step::Ask(Ask::ChainGet { rid, dest }),
             ClientFrame::ChainSet { rid, dest, chain } => self.chain_set(rid, dest, Some(chain)),
             ClientFrame::ChainClear { rid, dest } => self.chain_set(rid, dest, None),
         };
         Effects { end_run, step }
+    }
+
+    /// `CONNECT`: with users configured, credentials are checked by the driver
+    /// ([`Step::Authenticate`]); without them, a client that has not authenticated is
+    /// told it must.
+    fn on_connect(&mut self, c: Connect) -> Step<S> {
+        let rid = c.rid;
+        let credentials = c.user.is_some() || c.password.is_some();
+        let refused = |code, message: String| Step::Refuse(rid, Refusal { code, message });
+        if let Err(r) = self.check_version(&c) {
+            return Step::Refuse(rid, r);
+        }
+        match (&self.access, credentials) {
+            // No users: credentials mean nothing here, and are ignored.
+            (Access::Open, _) | (Access::User(_), false) => {}
+            (Access::Pending, true) if c.user.is_none() || c.password.is_none() => {
+                return refused(
+                    ErrorCode::BadArgs,
+                    "CONNECT needs both user= and password=".to_owned(),
+                )
+            }
+            (Access::Pending, true) => return Step::Authenticate(c),
+            (Access::Pending, false) => {
+                return refused(
+                    ErrorCode::NotAuthenticated,
+                    "this broker requires CONNECT user=<name> password=<percent-encoded>"
+                        .to_owned(),
+                )
+            }
+            (Access::User(u), true) => {
+                let why = format!("already authenticated as {}", u.name);
+                return refused(ErrorCode::BadArgs, why);
+            }
+            (Access::Anonymous(_), true) => {
+                return refused(
+                    ErrorCode::NotPermitted,
+                    "UDP carries no credentials (they would cross the network in clear)"
+                        .to_owned(),
+                )
+            }
+            (Access::Anonymous(_), false) if c.confirm == Some(true) => {
+                return refused(
+                    ErrorCode::NotPermitted,
+                    "anonymous UDP publishes are not confirmed".to_owned(),
+                )
+            }
+            (Access::Anonymous(_), false) => {}
+        }
+        match self.connect(c) {
+            Ok(()) => Step::Reply(ServerFrame::Ok { rid }),
+            Err(r) => Step::Refuse(rid, r),
+        }
     }
 
     fn on_publish(&mut self, publish: Publish) -> Effects<S> {
@@ -249,7 +334,11 @@ impl<S: SubHandle> Session<S> {
     }
 
     fn chain_set(&self, rid: RequestId, dest: Destination, chain: Option<Bytes>) -> Step<S> {
-        match Self::check_reserved(&dest) {
+        let what = match chain {
+            Some(_) => "set the chain of",
+            None => "clear the chain of",
+        };
+        match Self::check_reserved(&dest).and_then(|()| self.access.check_admin(what, &dest)) {
             Ok(()) => Step::Ask(Ask::ChainSet { rid, dest, chain }),
             Err(r) => Step::Refuse(rid, r),
         }
@@ -263,7 +352,9 @@ impl<S> Session<S> {
     /// calls it directly on its hot path, so a message is not moved through a `Step`.
     #[inline]
     pub fn publish_rule(&mut self, dest: &Destination) -> Result<(bool, PubMode), (bool, Refusal)> {
-        if let Err(r) = Self::check_reserved(dest) {
+        let checked = Self::check_reserved(dest)
+            .and_then(|()| self.access.check_publish(dest, &mut self.allowed));
+        if let Err(r) = checked {
             return Err((self.take_run(), r));
         }
         let mode = match (self.confirm, self.limits.publish_runs) {
@@ -297,6 +388,23 @@ impl<S> Session<S> {
         }
         self.run += 1;
         true
+    }
+
+    /// The driver checked the credentials of `c` and they are `user`'s: the client is
+    /// that user from now on, and the rest of its `CONNECT` applies. The answer to send.
+    pub fn authenticated(&mut self, user: Arc<User>, c: Connect) -> ServerFrame {
+        let rid = c.rid;
+        self.access = Access::User(user);
+        self.allowed.clear();
+        match self.connect(c) {
+            Ok(()) => ServerFrame::Ok { rid },
+            // The version was checked before the password; nothing else refuses.
+            Err(r) => ServerFrame::Err(agora_protocol::ErrorReply {
+                rid,
+                code: r.code,
+                message: r.message,
+            }),
+        }
     }
 
     /// The bytes at hand are all decoded: true if a run of publishes is held back and

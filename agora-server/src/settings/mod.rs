@@ -206,7 +206,10 @@ pub fn command() -> Command {
 pub(crate) fn build(with_env: bool) -> Command {
     let mut cmd = Command::new("agora")
         .version(env!("CARGO_PKG_VERSION"))
-        .about("Agora, a message broker: queues with acknowledgements and topics with fan-out");
+        .about("Agora, a message broker: queues with acknowledgements and topics with fan-out")
+        .after_help(
+            "Also: `agora passwd` reads a password (from the terminal without echo, or a line of standard input) and prints its argon2id hash, for a user's `password` in the config file.",
+        );
     for s in SETTINGS {
         let mut arg = Arg::new(s.key)
             .long(s.flag)

@@ -141,6 +141,55 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "auth_timeout",
+        flag: "auth-timeout",
+        env: "AGORA_AUTH_TIMEOUT",
+        default: Some("5s"),
+        valid: "a [duration](#durations) of at least 1ms",
+        doc: "With users configured, a TCP client that has not authenticated within this (CONNECT user=… password=…, or its certificate) is closed",
+        apply: |s, v| {
+            let d = duration(v)?;
+            if d < std::time::Duration::from_millis(1) {
+                return Err("must be at least 1ms".into());
+            }
+            s.config.auth_timeout = d;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "allow_anonymous",
+        flag: "allow-anonymous",
+        env: "AGORA_ALLOW_ANONYMOUS",
+        kind: Kind::Switch,
+        default_note: "off",
+        valid: "a flag; the variable and the file take `true` or `false`",
+        doc: "Serve an address other than loopback with no users configured (anyone who reaches the port may do anything); without it such a broker refuses to start",
+        apply: |s, v| {
+            s.config.allow_anonymous = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "udp_anonymous_publish",
+        flag: "udp-anonymous-publish",
+        env: "AGORA_UDP_ANONYMOUS_PUBLISH",
+        value_name: Some("PATTERN"),
+        kind: Kind::List,
+        default_note: "none: with users, UDP is refused everything",
+        valid: "comma-separated permission patterns such as `topic:sensors.>` (the flag may be repeated)",
+        doc: "With users configured, UDP sources may publish to these destinations anonymously (UDP carries no credentials); everything else over UDP is refused",
+        apply: |s, v| {
+            for p in text(v)?.split(',').filter(|p| !p.trim().is_empty()) {
+                let p = crate::auth::Pattern::parse(p.trim())?;
+                s.config.udp_anonymous_publish.push(p);
+            }
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "data_dir",
         flag: "data-dir",
         env: "AGORA_DATA_DIR",
