@@ -52,8 +52,17 @@ impl Pki {
 
     /// A certificate for `localhost` and 127.0.0.1 (server and client alike).
     fn issue(&self, name: &str) -> Issued {
-        let params =
+        self.issue_to(name, None)
+    }
+
+    /// The same, with the subject `CN=<cn>` when given.
+    fn issue_to(&self, name: &str, cn: Option<&str>) -> Issued {
+        let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        if let Some(cn) = cn {
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        }
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let (c, k) = (
@@ -380,4 +389,54 @@ fn the_listening_line_says_tls() {
     let addr = agora_protocol::startup::read_listener(&mut out, "tls").expect("tls:// line");
     let mut c = Client::connect(addr, client_config(&pki.ca_file(), None));
     assert!(matches!(c.next().unwrap(), ServerFrame::Info(_)));
+}
+
+/// With users, a client certificate whose subject is a user's `certificate` is that
+/// user from the first byte; another certificate still needs a password. INFO says
+/// `tls_required=1` and `auth_required=1`.
+#[test]
+fn a_client_certificate_names_a_user() {
+    use agora_server::auth::{hash_password, Pattern, Rights, User};
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let clients = Pki::new("clients");
+    let billing = clients.issue_to("billing", Some("billing"));
+    let other = clients.issue_to("other", Some("someone-else"));
+    let mut config = tls_config(&server, Some(&clients.ca_file()));
+    let rights = Rights {
+        publish: vec![Pattern::parse("queue:invoices").unwrap()],
+        ..Rights::default()
+    };
+    config
+        .users
+        .insert(User::new("billing", None, Some("CN=billing"), rights.clone()).unwrap())
+        .unwrap();
+    let hash = hash_password("pw").unwrap();
+    config
+        .users
+        .insert(User::new("dave", Some(&hash), None, rights).unwrap())
+        .unwrap();
+    let s = start_with(config);
+    let ca = pki.ca_file();
+
+    let mut c = Client::connect(s.addr, client_config(&ca, Some(&billing)));
+    match c.next().unwrap() {
+        ServerFrame::Info(i) => assert!(i.tls_required && i.auth_required, "{i:?}"),
+        f => panic!("{f:?}"),
+    }
+    c.send(b"SETACK #1 on\r\nPUB #2 queue:invoices 1\r\nx\r\nPUB #3 queue:other 1\r\nx\r\n");
+    assert!(matches!(c.next().unwrap(), ServerFrame::Ok { rid: Some(1) }));
+    assert!(matches!(c.next().unwrap(), ServerFrame::PubAck { rid: Some(2), .. }));
+    assert!(
+        matches!(c.next().unwrap(), ServerFrame::Err(e) if e.code == agora_protocol::ErrorCode::NotPermitted)
+    );
+
+    let mut c = Client::connect(s.addr, client_config(&ca, Some(&other)));
+    assert!(matches!(c.next().unwrap(), ServerFrame::Info(_)));
+    c.send(b"PUB #1 queue:invoices 1\r\nx\r\n");
+    assert!(
+        matches!(c.next().unwrap(), ServerFrame::Err(e) if e.code == agora_protocol::ErrorCode::NotAuthenticated)
+    );
+    c.send(b"CONNECT #2 user=dave password=pw\r\n");
+    assert!(matches!(c.next().unwrap(), ServerFrame::Ok { rid: Some(2) }));
 }

@@ -63,12 +63,10 @@ impl Access {
                 // Publishes are checked by their destination; CONNECT carries the
                 // source's proof that it receives.
                 ClientFrame::Pub(_) | ClientFrame::Connect(_) | ClientFrame::Disconnect => None,
+                // Short: an unverified source is answered at most 4x what it sent.
                 f => Some(Refusal {
                     code: ErrorCode::NotPermitted,
-                    message: format!(
-                        "{} over UDP: UDP carries no credentials, so it may only publish where --udp-anonymous-publish allows",
-                        f.command()
-                    ),
+                    message: format!("{}: UDP takes anonymous PUB only", f.command()),
                 }),
             },
         }

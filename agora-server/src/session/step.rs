@@ -290,14 +290,13 @@ impl<S: SubHandle> Session<S> {
             (Access::Anonymous(_), true) => {
                 return refused(
                     ErrorCode::NotPermitted,
-                    "UDP carries no credentials (they would cross the network in clear)"
-                        .to_owned(),
+"no credentials over UDP (clear text)".to_owned(),
                 )
             }
             (Access::Anonymous(_), false) if c.confirm == Some(true) => {
                 return refused(
                     ErrorCode::NotPermitted,
-                    "anonymous UDP publishes are not confirmed".to_owned(),
+"no confirms over anonymous UDP".to_owned(),
                 )
             }
             (Access::Anonymous(_), false) => {}
