@@ -55,8 +55,8 @@ pub use decode::{decode_client, decode_client_with, decode_server, decode_server
 pub use encode::encode;
 pub use error::{ErrorKind, ProtocolError};
 pub use frame::{
-    AckMode, Connect, Password, Delivery, ErrorCode, ErrorReply, HeaderError, Headers, Info, Publish,
-    StatsPage, Subscribe,
+    AckMode, Connect, Delivery, ErrorCode, ErrorReply, HeaderError, Headers, Info, Password,
+    Publish, StatsPage, Subscribe,
 };
 pub use name::{Destination, DestinationError, Kind, Name, NameError, RequestId, MAX_NAME_LEN};
 pub use server::ServerFrame;

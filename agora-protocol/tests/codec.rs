@@ -876,7 +876,12 @@ fn a_password_is_never_shown_and_bad_escapes_are_refused() {
     ] {
         let mut buf = BytesMut::from(bad);
         let e = decode_client(&mut buf).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::BadArgs, "{}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            e.code(),
+            ErrorCode::BadArgs,
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 

@@ -450,7 +450,9 @@ mod tests {
         assert_eq!(c.users.len(), 2);
         assert!(c.users.has_passwords());
         let alice = c.users.get("alice").unwrap();
-        assert!(alice.rights.may_publish(&"topic:sensors.x".parse().unwrap()));
+        assert!(alice
+            .rights
+            .may_publish(&"topic:sensors.x".parse().unwrap()));
         assert!(!alice.rights.admin);
         let ops = c.users.by_certificate("CN=ops,O=Acme").unwrap();
         assert!(ops.rights.admin);

@@ -183,7 +183,10 @@ fn main() -> ExitCode {
         }
     }
     match config.users.len() {
-        0 => log::info!("no users: every client may do everything (bind is {})", config.bind),
+        0 => log::info!(
+            "no users: every client may do everything (bind is {})",
+            config.bind
+        ),
         n => log::info!(
             "{n} users; clients authenticate within {:?}",
             config.auth_timeout

@@ -83,7 +83,10 @@ fn before_authentication_only_connect_pings_help_and_disconnect_are_acted_on() {
     // Acted on: pings and HELP.
     assert!(c.sync(20).is_empty());
     c.send(b"HELP #21\r\n");
-    assert!(matches!(c.next(), ServerFrame::HelpResp { rid: Some(21), .. }));
+    assert!(matches!(
+        c.next(),
+        ServerFrame::HelpResp { rid: Some(21), .. }
+    ));
     // Nothing changed: no destination exists, as an admin sees.
     let mut admin = s.connect();
     login(&mut admin, "ops", "pw");
@@ -126,12 +129,14 @@ fn any_password_can_be_sent_percent_encoded() {
         .unwrap();
     let s = start_with(config);
     let mut c = s.connect();
-    c.send_frame(&agora_protocol::ClientFrame::Connect(agora_protocol::Connect {
-        rid: Some(1),
-        user: Some("bob".into()),
-        password: Some(agora_protocol::Password::new(odd)),
-        ..Default::default()
-    }));
+    c.send_frame(&agora_protocol::ClientFrame::Connect(
+        agora_protocol::Connect {
+            rid: Some(1),
+            user: Some("bob".into()),
+            password: Some(agora_protocol::Password::new(odd)),
+            ..Default::default()
+        },
+    ));
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
 }
 
@@ -162,7 +167,10 @@ fn each_right_is_allowed_and_refused() {
     login(&mut ops, "ops", "pw");
     ops.send(b"SETACK #1 on\r\nPUB #2 queue:other 1\r\nx\r\nSUB #3 topic:$sys.metrics 9\r\n");
     assert_eq!(ops.next(), ServerFrame::Ok { rid: Some(1) });
-    assert!(matches!(ops.next(), ServerFrame::PubAck { rid: Some(2), .. }));
+    assert!(matches!(
+        ops.next(),
+        ServerFrame::PubAck { rid: Some(2), .. }
+    ));
     assert_eq!(ops.next(), ServerFrame::Ok { rid: Some(3) });
 
     let mut a = s.connect();
@@ -201,18 +209,30 @@ fn each_right_is_allowed_and_refused() {
         "CHAIN #42 CLEAR queue:jobs",
     ] {
         a.send(format!("{cmd}\r\n").as_bytes());
-        assert!(a.expect_err(ErrorCode::NotPermitted).contains("admin"), "{cmd}");
+        assert!(
+            a.expect_err(ErrorCode::NotPermitted).contains("admin"),
+            "{cmd}"
+        );
     }
     a.send(b"CHAIN #43 SET queue:jobs 4\r\ndrop\r\n");
     assert!(a.expect_err(ErrorCode::NotPermitted).contains("admin"));
     a.send(b"CHAIN #44 GET queue:jobs\r\nCHAIN #45 GET queue:other\r\n");
-    assert!(matches!(a.next(), ServerFrame::ChainResp { rid: Some(44), .. }));
+    assert!(matches!(
+        a.next(),
+        ServerFrame::ChainResp { rid: Some(44), .. }
+    ));
     a.expect_err(ErrorCode::NotPermitted);
     // STATS: alice sees what she may use, the admin everything.
     let names = |stats: serde_json::Value| -> Vec<String> {
         let list = stats["destinations"].as_array().unwrap().clone();
         list.iter()
-            .map(|d| format!("{}:{}", d["kind"].as_str().unwrap(), d["name"].as_str().unwrap()))
+            .map(|d| {
+                format!(
+                    "{}:{}",
+                    d["kind"].as_str().unwrap(),
+                    d["name"].as_str().unwrap()
+                )
+            })
             .collect()
     };
     let mine = names(a.stats());
@@ -286,7 +306,11 @@ fn udp_takes_only_anonymous_publishes_where_allowed() {
         sock.send(format!("{cmd}\r\n").as_bytes()).unwrap();
         match udp_next(&sock) {
             ServerFrame::Err(e) => {
-                assert_eq!((e.rid, e.code), (Some(rid), ErrorCode::NotPermitted), "{cmd}")
+                assert_eq!(
+                    (e.rid, e.code),
+                    (Some(rid), ErrorCode::NotPermitted),
+                    "{cmd}"
+                )
             }
             f => panic!("{cmd}: {f:?}"),
         }
@@ -308,7 +332,9 @@ fn a_public_address_without_users_refuses_to_start_unless_told() {
     let mut c = Config::ephemeral();
     c.bind = "0.0.0.0".parse().unwrap();
     c.port = 0;
-    let e = smol::block_on(Server::bind(c.clone())).err().expect("refused");
+    let e = smol::block_on(Server::bind(c.clone()))
+        .err()
+        .expect("refused");
     assert!(e.to_string().contains("--allow-anonymous"), "{e}");
     // With users it starts, and with the flag too (bound, then dropped at once).
     let mut users = with_users();
@@ -327,7 +353,12 @@ fn a_public_address_without_users_refuses_to_start_unless_told() {
         .unwrap();
     let status = wait_exit(&mut child);
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(!status.success());
     assert!(err.contains("--allow-anonymous"), "{err}");
 }
@@ -346,7 +377,12 @@ fn agora_passwd_makes_a_hash_the_broker_takes() {
     child.stdin.take().unwrap().write_all(b"s3 cret\n").unwrap();
     let status = wait_exit(&mut child);
     let mut hash = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut hash).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut hash)
+        .unwrap();
     assert!(status.success());
     let hash = hash.trim();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
@@ -359,7 +395,9 @@ fn agora_passwd_makes_a_hash_the_broker_takes() {
     .unwrap();
     let (_agora, port, _out) = spawn_agora(&["--config", file.to_str().unwrap()]);
     let mut c = Raw::connect(([127, 0, 0, 1], port).into());
-    c.send(b"CONNECT #1 user=carol password=s3%20cret\r\nPUB #2 queue:c 1\r\nx\r\nSETACK #3 on\r\n");
+    c.send(
+        b"CONNECT #1 user=carol password=s3%20cret\r\nPUB #2 queue:c 1\r\nx\r\nSETACK #3 on\r\n",
+    );
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
 }

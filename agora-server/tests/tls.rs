@@ -61,7 +61,9 @@ impl Pki {
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         if let Some(cn) = cn {
             params.distinguished_name = rcgen::DistinguishedName::new();
-            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
         }
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
@@ -425,8 +427,14 @@ fn a_client_certificate_names_a_user() {
         f => panic!("{f:?}"),
     }
     c.send(b"SETACK #1 on\r\nPUB #2 queue:invoices 1\r\nx\r\nPUB #3 queue:other 1\r\nx\r\n");
-    assert!(matches!(c.next().unwrap(), ServerFrame::Ok { rid: Some(1) }));
-    assert!(matches!(c.next().unwrap(), ServerFrame::PubAck { rid: Some(2), .. }));
+    assert!(matches!(
+        c.next().unwrap(),
+        ServerFrame::Ok { rid: Some(1) }
+    ));
+    assert!(matches!(
+        c.next().unwrap(),
+        ServerFrame::PubAck { rid: Some(2), .. }
+    ));
     assert!(
         matches!(c.next().unwrap(), ServerFrame::Err(e) if e.code == agora_protocol::ErrorCode::NotPermitted)
     );
@@ -438,5 +446,8 @@ fn a_client_certificate_names_a_user() {
         matches!(c.next().unwrap(), ServerFrame::Err(e) if e.code == agora_protocol::ErrorCode::NotAuthenticated)
     );
     c.send(b"CONNECT #2 user=dave password=pw\r\n");
-    assert!(matches!(c.next().unwrap(), ServerFrame::Ok { rid: Some(2) }));
+    assert!(matches!(
+        c.next().unwrap(),
+        ServerFrame::Ok { rid: Some(2) }
+    ));
 }

@@ -101,9 +101,7 @@ impl User {
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'@'))
         {
-            return Err(
-                "a user name is 1 to 64 letters, digits, '-', '_', '.' and '@'".to_owned(),
-            );
+            return Err("a user name is 1 to 64 letters, digits, '-', '_', '.' and '@'".to_owned());
         }
         if password.is_none() && certificate.is_none() {
             return Err(
@@ -141,10 +139,7 @@ impl Users {
         }
         if let Some(c) = &user.certificate {
             if let Some(other) = self.by_certificate(c) {
-                return Err(format!(
-                    "certificate {c} is already user '{}'s",
-                    other.name
-                ));
+                return Err(format!("certificate {c} is already user '{}'s", other.name));
             }
         }
         self.by_name.insert(user.name.clone(), Arc::new(user));
@@ -186,7 +181,10 @@ mod tests {
     fn rights(publish: &[&str], subscribe: &[&str], admin: bool) -> Rights {
         Rights {
             publish: publish.iter().map(|p| Pattern::parse(p).unwrap()).collect(),
-            subscribe: subscribe.iter().map(|p| Pattern::parse(p).unwrap()).collect(),
+            subscribe: subscribe
+                .iter()
+                .map(|p| Pattern::parse(p).unwrap())
+                .collect(),
             admin,
         }
     }
@@ -202,7 +200,10 @@ mod tests {
         assert!(r.may_publish(&d("topic:sensors.a.temp")));
         assert!(!r.may_publish(&d("queue:other")));
         assert!(r.may_subscribe(&d("queue:jobs")));
-        assert!(!r.may_subscribe(&d("topic:sensors.a")), "publish is not subscribe");
+        assert!(
+            !r.may_subscribe(&d("topic:sensors.a")),
+            "publish is not subscribe"
+        );
         assert!(r.may_see(&d("topic:sensors.a")));
         assert!(!r.may_see(&d("queue:other")));
     }
@@ -215,7 +216,10 @@ mod tests {
         let admin = rights(&[], &[], true);
         assert!(admin.may_subscribe(&d("topic:$sys.metrics")));
         assert!(admin.may_see(&d("queue:anything")));
-        assert!(!admin.may_publish(&d("queue:anything")), "admin is not publish");
+        assert!(
+            !admin.may_publish(&d("queue:anything")),
+            "admin is not publish"
+        );
     }
 
     #[test]

@@ -185,7 +185,10 @@ mod tests {
         let r = p("topic:sensors.>");
         assert!(r.matches(&d("topic:sensors.a")));
         assert!(r.matches(&d("topic:sensors.a.b.c")));
-        assert!(!r.matches(&d("topic:sensors")), "> needs at least one token");
+        assert!(
+            !r.matches(&d("topic:sensors")),
+            "> needs at least one token"
+        );
         assert!(!r.matches(&d("topic:sensorsx.a")));
         assert!(p("queue:>").matches(&d("queue:anything.at.all")));
     }
@@ -229,7 +232,10 @@ mod tests {
         let one = p("topic:sensors.*");
         assert!(one.covers(&p("topic:sensors.*")));
         assert!(one.covers(&p("topic:sensors.x")));
-        assert!(!one.covers(&p("topic:sensors.>")), "> reaches deeper than *");
+        assert!(
+            !one.covers(&p("topic:sensors.>")),
+            "> reaches deeper than *"
+        );
         assert!(!one.covers(&p("topic:sensors.a.b")));
         assert!(!p("topic:sensors.a").covers(&p("topic:sensors.*")));
         assert!(!p("topic:>").covers(&p("topic:$sys.>")));
@@ -239,12 +245,27 @@ mod tests {
     #[test]
     fn covers_agrees_with_matches_on_concrete_names() {
         let pats = [
-            "topic:a", "topic:a.b", "topic:*", "topic:*.b", "topic:a.*", "topic:>",
-            "topic:a.>", "topic:*.>", "topic:$s.>", "queue:a",
+            "topic:a",
+            "topic:a.b",
+            "topic:*",
+            "topic:*.b",
+            "topic:a.*",
+            "topic:>",
+            "topic:a.>",
+            "topic:*.>",
+            "topic:$s.>",
+            "queue:a",
         ];
         let names = [
-            "topic:a", "topic:b", "topic:a.b", "topic:a.c", "topic:x.b", "topic:a.b.c",
-            "topic:$s.x", "topic:$s", "queue:a",
+            "topic:a",
+            "topic:b",
+            "topic:a.b",
+            "topic:a.c",
+            "topic:x.b",
+            "topic:a.b.c",
+            "topic:$s.x",
+            "topic:$s",
+            "queue:a",
         ];
         for pt in pats {
             for n in names {

@@ -122,9 +122,6 @@ mod tests {
         params.distinguished_name = dn;
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        assert_eq!(
-            subject_of(cert.der()).unwrap(),
-            "CN=billing,O=Acme\\, Inc"
-        );
+        assert_eq!(subject_of(cert.der()).unwrap(), "CN=billing,O=Acme\\, Inc");
     }
 }

@@ -199,7 +199,11 @@ impl Failures {
             self.by_ip
                 .retain(|_, (_, last)| now.saturating_duration_since(*last) <= FAILURE_WINDOW);
             if self.by_ip.len() >= MAX_TRACKED {
-                let oldest = self.by_ip.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k);
+                let oldest = self
+                    .by_ip
+                    .iter()
+                    .min_by_key(|(_, (_, t))| *t)
+                    .map(|(k, _)| *k);
                 if let Some(k) = oldest {
                     self.by_ip.remove(&k);
                 }
@@ -243,10 +247,17 @@ mod tests {
         let mut f = Failures::default();
         let t = Instant::now();
         for i in 0..MAX_TRACKED as u32 + 10 {
-            f.record(IpAddr::from(i.to_be_bytes()), t + Duration::from_nanos(u64::from(i)));
+            f.record(
+                IpAddr::from(i.to_be_bytes()),
+                t + Duration::from_nanos(u64::from(i)),
+            );
         }
         assert_eq!(f.by_ip.len(), MAX_TRACKED);
-        assert_eq!(f.recent(IpAddr::from(0u32.to_be_bytes()), t), 0, "the oldest went");
+        assert_eq!(
+            f.recent(IpAddr::from(0u32.to_be_bytes()), t),
+            0,
+            "the oldest went"
+        );
     }
 
     #[test]

@@ -49,7 +49,11 @@ impl Conn<'_> {
                     crate::auth::delay_for(n),
                 );
                 let _ = self
-                    .error(c.rid, ErrorCode::AuthFailed, "user or password not accepted")
+                    .error(
+                        c.rid,
+                        ErrorCode::AuthFailed,
+                        "user or password not accepted",
+                    )
                     .await;
                 Err(End::AuthFailed)
             }
@@ -59,7 +63,10 @@ impl Conn<'_> {
     /// The client did not authenticate within `--auth-timeout`: told so, and closed.
     pub(super) async fn auth_timed_out(&mut self) -> Flow {
         let t = self.broker.config.auth_timeout;
-        log::debug!("client {} did not authenticate within {t:?}; closing", self.peer);
+        log::debug!(
+            "client {} did not authenticate within {t:?}; closing",
+            self.peer
+        );
         let why = format!("not authenticated within {t:?}; closing");
         let _ = self.error(None, ErrorCode::Timeout, &why).await;
         Err(End::AuthTimeout)

@@ -333,9 +333,12 @@ pub(crate) async fn serve_client(
                     );
                     s.with_access(Access::User(user.clone()))
                 }
-                Input::Udp { .. } => s.over_udp(broker.udp_token(peer)).with_access(
-                    Access::Anonymous(broker.config.udp_anonymous_publish.clone().into()),
-                ),
+                Input::Udp { .. } => {
+                    s.over_udp(broker.udp_token(peer))
+                        .with_access(Access::Anonymous(
+                            broker.config.udp_anonymous_publish.clone().into(),
+                        ))
+                }
             }
         },
         auth_deadline: None,

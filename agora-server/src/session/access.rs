@@ -131,7 +131,10 @@ impl Access {
         };
         match ok {
             true => Ok(()),
-            false => refuse(ErrorCode::NotPermitted, self.denied("read the chain of", dest)),
+            false => refuse(
+                ErrorCode::NotPermitted,
+                self.denied("read the chain of", dest),
+            ),
         }
     }
 

@@ -235,13 +235,17 @@ impl<S: SubHandle> Session<S> {
             ClientFrame::PingResp { .. } => Step::Nothing,
             ClientFrame::Disconnect => Step::End(End::Disconnect),
             ClientFrame::Purge { rid, dest } => {
-                match Self::check_purge(&dest).and_then(|()| self.access.check_admin("purge", &dest)) {
+                match Self::check_purge(&dest)
+                    .and_then(|()| self.access.check_admin("purge", &dest))
+                {
                     Ok(()) => Step::Ask(Ask::Purge { rid, dest }),
                     Err(r) => Step::Refuse(rid, r),
                 }
             }
             ClientFrame::Delete { rid, dest } => {
-                match Self::check_reserved(&dest).and_then(|()| self.access.check_admin("delete", &dest)) {
+                match Self::check_reserved(&dest)
+                    .and_then(|()| self.access.check_admin("delete", &dest))
+                {
                     Ok(()) => Step::Ask(Ask::Delete { rid, dest }),
                     Err(r) => Step::Refuse(rid, r),
                 }
@@ -290,13 +294,13 @@ impl<S: SubHandle> Session<S> {
             (Access::Anonymous(_), true) => {
                 return refused(
                     ErrorCode::NotPermitted,
-"no credentials over UDP (clear text)".to_owned(),
+                    "no credentials over UDP (clear text)".to_owned(),
                 )
             }
             (Access::Anonymous(_), false) if c.confirm == Some(true) => {
                 return refused(
                     ErrorCode::NotPermitted,
-"no confirms over anonymous UDP".to_owned(),
+                    "no confirms over anonymous UDP".to_owned(),
                 )
             }
             (Access::Anonymous(_), false) => {}

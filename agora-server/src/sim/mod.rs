@@ -26,7 +26,10 @@
 //!
 //! Publishing connections are driven whole (`world/conns.rs`): bytes through the real
 //! codec, the session's effects carried out as `conn` does, liveness on the simulated
-//! clock; see that module for what it checks.
+//! clock; see that module for what it checks. Two clients without the right (one never
+//! authenticated, one a user with no right on the world's destinations) send every kind
+//! of frame at them (`world/intruders.rs`): their sessions must refuse all that would
+//! change anything, and the invariants show nothing changed.
 
 mod world;
 
@@ -76,6 +79,8 @@ pub struct Report {
     /// Messages a durable queue paged out of memory, and read back from the log.
     pub paged_out: u64,
     pub read_back: u64,
+    /// Frames of clients without the right that their sessions refused.
+    pub intruders_refused: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -144,5 +149,7 @@ mod tests {
         // Backlogs went to the log and came back.
         assert!(a.paged_out > 0 && a.read_back > 0, "{a:?}");
         assert!(a.frames_read > 0, "{a:?}");
+        // Clients without the right were refused.
+        assert!(a.intruders_refused > 0, "{a:?}");
     }
 }

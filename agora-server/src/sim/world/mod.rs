@@ -15,6 +15,7 @@ mod consumers;
 mod driver;
 mod durable;
 mod frames;
+mod intruders;
 mod reads;
 mod settle;
 mod topics;
@@ -116,6 +117,8 @@ pub(crate) struct World {
     log_ids: BTreeMap<(u32, u64), u64>,
     /// Publishing connections, driven through their sessions.
     conns: BTreeMap<u64, conns::SimConn>,
+    /// Clients without the right (`intruders.rs`).
+    intruders: [Session<u64>; 2],
     /// Chains set on destinations (by the connections' `CHAIN SET`).
     chains: std::collections::HashMap<Destination, Arc<crate::mutators::Chain>>,
     /// The clients' model of which destinations have a chain.
@@ -158,6 +161,7 @@ impl World {
             broken: None,
             log_ids: BTreeMap::new(),
             conns: BTreeMap::new(),
+            intruders: intruders::sessions(start),
             chains: Default::default(),
             chain_model: Default::default(),
             readers: (0..reads::READERS).map(|_| Default::default()).collect(),
@@ -291,7 +295,8 @@ impl World {
             80 if self.rng.chance(30) => self.delete(q),
             81..=85 => self.topic_subscribe(t),
             86..=87 => self.topic_unsubscribe(t),
-            88..=93 => self.read_step(),
+            88..=91 => self.read_step(),
+            92..=93 => self.intrude(),
             94..=96 => {
                 // A work queue or its dead-letter queue.
                 let which = q + self.rng.below(2) as usize;
