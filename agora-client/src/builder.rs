@@ -1,6 +1,7 @@
 //! [`ClientBuilder`]: a client's options, and the connect that starts it (the
 //! handshake on the caller's executor, then the driver thread).
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,8 +9,9 @@ use std::time::Duration;
 use crate::client::{Client, Inner};
 use crate::driver::{self, Driver, Shared};
 use crate::error::Result;
-use crate::options::{Options, Reconnect};
+use crate::options::{Options, Reconnect, TlsOptions};
 use crate::pubbuf::PubBuf;
+use crate::tls::Connector;
 
 /// Options for a [`Client`]; [`ClientBuilder::connect`] makes it.
 ///
@@ -124,8 +126,84 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects to `addr` (`host:port`), reads the broker's `INFO`, sends `CONNECT`
-    /// and waits for its `OK`, then starts the driver thread.
+    /// Speak TLS to the broker (one started with `--tls-cert`), or not (the default).
+    /// Without [`ca_file`](Self::ca_file) the broker's certificate must be signed by a
+    /// CA the system trusts (its certificate store, read at connect). A client speaking
+    /// clear text to a TLS port gets no `INFO`, and times out.
+    ///
+    /// ```
+    /// let b = agora_client::Client::builder().tls(true);
+    /// ```
+    pub fn tls(mut self, on: bool) -> Self {
+        self.opts.tls = match (on, self.opts.tls.take()) {
+            (false, _) => None,
+            (true, t) => Some(t.unwrap_or_default()),
+        };
+        self
+    }
+
+    /// Trust the CA certificates in this PEM file, instead of the system's, for the
+    /// broker's certificate (a self-signed one: its own file). Turns TLS on. The file
+    /// is read at connect; one that cannot be used fails it with
+    /// [`Error::TlsFile`](crate::Error::TlsFile), naming it.
+    ///
+    /// ```
+    /// let b = agora_client::Client::builder().ca_file("/etc/agora/ca.pem");
+    /// ```
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_options().ca_file = Some(path.into());
+        self
+    }
+
+    /// Present this certificate (a PEM file: the certificate first, then its chain)
+    /// and its private key (PEM: PKCS#8, PKCS#1 or SEC1) to the broker, for a broker
+    /// started with `--tls-client-ca`. Turns TLS on. Read at connect, as
+    /// [`ca_file`](Self::ca_file) is.
+    ///
+    /// ```
+    /// let b = agora_client::Client::builder()
+    ///     .ca_file("ca.pem")
+    ///     .client_cert("billing.pem", "billing.key");
+    /// ```
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_options().client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The name the broker's certificate must be issued for (default: the host part
+    /// of the address given to [`connect`](Self::connect); for an IP address such as
+    /// `127.0.0.1`, the certificate must name that IP address). Turns TLS on.
+    ///
+    /// ```
+    /// // Connect by address, verify the certificate's DNS name.
+    /// let b = agora_client::Client::builder().server_name("broker.internal");
+    /// ```
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls_options().server_name = Some(name.into());
+        self
+    }
+
+    /// Authenticate as `user` with `password` (sent in `CONNECT`, on every reconnect
+    /// too). A broker that refuses them answers `auth_failed` and closes: connecting
+    /// fails with [`Error::AuthFailed`](crate::Error::AuthFailed). Over clear TCP the
+    /// password crosses the network readable: use it with TLS.
+    ///
+    /// ```
+    /// let password = std::env::var("AGORA_PASSWORD").unwrap_or_default();
+    /// let b = agora_client::Client::builder().tls(true).credentials("alice", password);
+    /// ```
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.opts.credentials = Some((user.into(), agora_protocol::Password::new(password)));
+        self
+    }
+
+    fn tls_options(&mut self) -> &mut TlsOptions {
+        self.opts.tls.get_or_insert_with(TlsOptions::default)
+    }
+
+    /// Connects to `addr` (`host:port`), starts TLS if it is on, reads the broker's
+    /// `INFO`, sends `CONNECT` and waits for its `OK`, then starts the driver thread.
+    /// With TLS, the files given are read first.
     ///
     /// ```no_run
     /// # futures_lite::future::block_on(async {
@@ -136,7 +214,11 @@ impl ClientBuilder {
     pub async fn connect(self, addr: impl ToString) -> Result<Client> {
         let addr = addr.to_string();
         let opts = self.opts;
-        let conn = driver::handshake(&addr, &opts).await?;
+        let tls = match &opts.tls {
+            Some(t) => Some(Connector::new(t, &addr)?),
+            None => None,
+        };
+        let conn = driver::handshake(&addr, &opts, tls.as_ref()).await?;
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(1),
             info: Mutex::new(conn.info.clone()),
@@ -151,6 +233,7 @@ impl ClientBuilder {
         let driver = Driver::new(
             addr.clone(),
             opts.clone(),
+            tls,
             shared.clone(),
             cmd_rx,
             (ctl_tx.clone(), ctl_rx),

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 
 use agora_protocol::{ErrorCode, NameError, ProtocolError};
 use async_channel::Receiver;
@@ -37,6 +38,45 @@ pub enum Error {
         /// The broker's text for people.
         message: String,
     },
+    /// The broker refused the credentials (`ERR auth_failed` to `CONNECT`; see
+    /// [`ClientBuilder::credentials`](crate::ClientBuilder::credentials)) and closed the
+    /// connection.
+    AuthFailed {
+        /// The broker's address, as given to `connect`.
+        addr: String,
+        /// The broker's text for people.
+        message: String,
+    },
+    /// TLS is on and the broker's certificate is not one this client trusts: not signed
+    /// by a CA it trusts (see [`ClientBuilder::ca_file`](crate::ClientBuilder::ca_file)),
+    /// expired or not yet valid, or not issued for the server name.
+    CertificateNotTrusted {
+        /// The broker's address, as given to `connect`.
+        addr: String,
+        /// rustls's reason: a `rustls::Error`, to downcast to.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// TLS is on and the handshake or a later TLS record failed for another reason: the
+    /// broker refused the client certificate or wanted one (an alert), it does not
+    /// speak TLS on that port, or the system has no CA certificates to trust.
+    Tls {
+        /// The broker's address, as given to `connect`.
+        addr: String,
+        /// What failed: a `rustls::Error` (to downcast to) or an `io::Error`.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A CA, certificate or key file given to the builder cannot be used: it cannot be
+    /// read, holds no certificate or key, or the key is not the certificate's. Nothing
+    /// was sent.
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: io::Error,
+    },
+    /// The TLS server name (given, or the address's host) is neither a DNS name nor an
+    /// IP address. Nothing was sent.
+    InvalidServerName(String),
     /// The client was closed (by [`Client::close`](crate::Client::close), or because
     /// the connection was lost and reconnecting is off or gave up).
     Closed,
@@ -67,7 +107,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The broker's error code, for [`Error::Server`].
+    /// The broker's error code, for [`Error::Server`] and [`Error::AuthFailed`].
     ///
     /// ```
     /// assert_eq!(agora_client::Error::Timeout.code(), None);
@@ -75,6 +115,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Server { code, .. } => Some(*code),
+            Error::AuthFailed { .. } => Some(ErrorCode::AuthFailed),
             _ => None,
         }
     }
@@ -87,6 +128,38 @@ impl fmt::Display for Error {
             Error::Protocol(e) => write!(f, "protocol error: {e}"),
             Error::UnexpectedFrame(w) => write!(f, "unexpected {w} frame from the broker"),
             Error::Server { code, message } => write!(f, "server error {code}: {message}"),
+            Error::AuthFailed { addr, message } => {
+                write!(
+                    f,
+                    "auth_failed: the broker at {addr} refused the credentials: {message}"
+                )
+            }
+            Error::CertificateNotTrusted { addr, source } => {
+                write!(
+                    f,
+                    "certificate not trusted, from the broker at {addr}: {source}"
+                )?;
+                // webpki's reason for a self-signed certificate made as a CA (what
+                // `openssl req -x509` makes unless told otherwise) says little; rustls
+                // carries it as text only, so it is recognised as text.
+                if source.to_string().contains("CaUsedAsEndEntity") {
+                    f.write_str(
+                        " (the broker's certificate is a CA certificate; a self-signed one \
+                         needs basicConstraints CA:FALSE)",
+                    )?;
+                }
+                Ok(())
+            }
+            Error::Tls { addr, source } => {
+                write!(f, "tls with the broker at {addr} failed: {source}")
+            }
+            Error::TlsFile { path, source } => write!(f, "tls file {}: {source}", path.display()),
+            Error::InvalidServerName(n) => {
+                write!(
+                    f,
+                    "tls server name {n:?} is neither a dns name nor an ip address"
+                )
+            }
             Error::Closed => f.write_str("client closed"),
             Error::Disconnected => f.write_str("connection to the broker lost"),
             Error::Timeout => f.write_str("timed out"),
@@ -109,6 +182,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::CertificateNotTrusted { source, .. } | Error::Tls { source, .. } => {
+                Some(&**source)
+            }
+            Error::TlsFile { source, .. } => Some(source),
             Error::Protocol(e) => Some(e),
             Error::InvalidName(e) => Some(e),
             #[cfg(feature = "serde")]

@@ -28,7 +28,8 @@
 //!   then makes the socket a plain blocking one and hands it to a **driver** running on
 //!   a thread of its own under `async_io::block_on`, which writes, and to a reader
 //!   thread per connection, which reads (each woken by the kernel directly, not through
-//!   the process's one reactor). Every handle ([`Client`], [`Subscription`],
+//!   the process's one reactor; a TLS stream stays on the reactor, its two halves
+//!   shared by the threads). Every handle ([`Client`], [`Subscription`],
 //!   [`Consumer`], [`Delivery`]) talks to the driver over channels and buffers, so the
 //!   client works the same under smol, a plain `futures_lite::future::block_on`, or any
 //!   other executor. Two threads per client are the price; they sleep while idle.
@@ -47,6 +48,13 @@
 //! - **Errors without a waiter are not lost.** An `ERR` about a fire-and-forget publish
 //!   (say `queue_full`), or a `CANCEL` of a subscription, is logged with `log::warn!`
 //!   and sent to [`Client::errors`].
+//! - **TLS and credentials** are off by default. [`ClientBuilder::tls`],
+//!   [`ClientBuilder::ca_file`] and [`ClientBuilder::client_cert`] speak TLS (rustls,
+//!   ring's crypto) to a broker started with `--tls-cert`;
+//!   [`ClientBuilder::credentials`] sends a user and password in `CONNECT`. A refusal
+//!   says what failed and names the broker's address: [`Error::CertificateNotTrusted`],
+//!   [`Error::Tls`], [`Error::AuthFailed`]; a file that cannot be used is named in
+//!   [`Error::TlsFile`].
 //! - **Reconnect** is off by default. With a [`Reconnect`] policy the driver reconnects
 //!   with exponential backoff and subscribes again: each [`Subscription`] and
 //!   [`Consumer`] keeps yielding from the same stream. What can be lost: topic messages
@@ -62,6 +70,7 @@
 // (`cargo xtask cycles` fails otherwise).
 //
 // - `error`, `options`: the error types and the error stream; the settings.
+// - `tls`: the rustls configuration made from the settings, and TLS's errors.
 // - `inbox`, `pubbuf`: the buffers between handles and threads: one inbox per
 //   subscription, filled by the reader; the publish buffer, filled by publishers.
 // - `driver`: the threads that own the socket (connect, writer, reader).
@@ -85,6 +94,7 @@ mod options;
 mod pubbuf;
 mod queue;
 mod sub;
+mod tls;
 mod topic;
 #[cfg(feature = "serde")]
 mod typed;

@@ -2,7 +2,10 @@
 //! builder's `Options`. Plain values; imports nothing else of the crate, so every other
 //! module may read them.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use agora_protocol::Password;
 
 /// How to reconnect after the connection is lost: exponential backoff from
 /// `initial_delay`, doubling up to `max_delay`, for at most `max_attempts` tries in a
@@ -85,6 +88,21 @@ pub(crate) struct Options {
     pub(crate) subscription_buffer: usize,
     pub(crate) command_buffer: usize,
     pub(crate) publish_buffer: usize,
+    /// `Some`: speak TLS, with these settings.
+    pub(crate) tls: Option<TlsOptions>,
+    /// `user=` and `password=` of every `CONNECT`, the reconnects' too.
+    pub(crate) credentials: Option<(String, Password)>,
+}
+
+/// The builder's TLS settings, as given; the files are read when the client connects.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsOptions {
+    /// PEM CA certificates to trust instead of the system's.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// A PEM certificate (chain) and its private key, presented to the broker.
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    /// The name the broker's certificate must carry; `None`: the address's host.
+    pub(crate) server_name: Option<String>,
 }
 
 impl Default for Options {
@@ -98,6 +116,8 @@ impl Default for Options {
             subscription_buffer: 1024,
             command_buffer: 1024,
             publish_buffer: 256 * 1024,
+            tls: None,
+            credentials: None,
         }
     }
 }

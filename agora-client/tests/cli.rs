@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use agora_client::Client;
 use agora_server::Config;
+use common::fake::{connect_frame, fake_broker, Answer};
+use common::pki::{tls_config, Pki};
 use common::{start, start_with, wait_until, DEADLINE};
 
 fn cli(server: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_agora-cli"));
     c.env_remove("AGORA_SERVER")
+        .env_remove("AGORA_PASSWORD")
         .arg("--server")
         .arg(server)
         .stdin(Stdio::null())
@@ -228,5 +231,98 @@ fn udp_publish_then_list_purge_and_delete() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown_destination"));
     // --udp cannot confirm.
     let o = run(cli(&addr).args(["pub", "--udp", "--confirm", "--queue", "q", "x"]));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+fn failed(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(o.stdout.is_empty());
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn tls_with_a_ca_file_and_refusals_naming_the_address() {
+    let pki = Pki::new("test");
+    let server = start_with(tls_config(&pki.issue("server"), None));
+    let addr = server.addr.to_string();
+    let ca = pki.ca_file();
+    let tls = |args: &[&str]| {
+        let mut c = cli(&addr);
+        c.arg("--ca").arg(&ca).args(args);
+        c
+    };
+    assert!(ok(&run(&mut tls(&["ping"]))).starts_with("pong from agora"));
+    // The options go after the command too (they are global).
+    let sub = cli(&addr)
+        .args(["sub", "--topic", "news", "--count", "2", "--ca"])
+        .arg(&ca)
+        .spawn()
+        .unwrap();
+    smol::block_on(async {
+        let c = Client::builder().ca_file(&ca).connect(&addr).await.unwrap();
+        wait_until("agora-cli subscribed", || async {
+            consumers(&c, "topic", "news").await == 1
+        })
+        .await;
+    });
+    ok(&run(&mut tls(&["pub", "--topic", "news", "one", "two"])));
+    assert_eq!(ok(&finish(sub)), "one\ntwo\n");
+
+    // Another CA's file, or the system's CAs: the broker's certificate is refused.
+    let other = Pki::new("other");
+    for trust in [vec!["--ca".into(), other.ca_file()], vec!["--tls".into()]] {
+        let err = failed(&run(cli(&addr).args(&trust).arg("ping")));
+        assert!(
+            err.contains("certificate not trusted") || err.contains("no CA certificates"),
+            "{err}"
+        );
+        assert!(err.contains(&addr), "{err}");
+    }
+    // A CA file that is not there is named.
+    let err = failed(&run(cli(&addr).args(["--ca", "/no/such/ca.pem", "ping"])));
+    assert!(err.contains("/no/such/ca.pem"), "{err}");
+}
+
+#[test]
+fn tls_with_a_client_certificate() {
+    let pki = Pki::new("broker");
+    let clients = Pki::new("clients");
+    let server = start_with(tls_config(&pki.issue("server"), Some(&clients.ca_file())));
+    let addr = server.addr.to_string();
+    let me = clients.issue("me");
+    let o = run(cli(&addr)
+        .arg("--ca")
+        .arg(pki.ca_file())
+        .arg("--cert")
+        .arg(&me.cert)
+        .arg("--key")
+        .arg(&me.key)
+        .arg("ping"));
+    assert!(ok(&o).starts_with("pong from agora"));
+    let err = failed(&run(cli(&addr).arg("--ca").arg(pki.ca_file()).arg("ping")));
+    assert!(
+        err.contains("tls with the broker at") && err.contains(&addr),
+        "{err}"
+    );
+    // --cert needs --key: a usage error.
+    let o = run(cli(&addr).arg("--cert").arg(&me.cert).arg("ping"));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn credentials_from_the_environment_and_auth_failed() {
+    let (addr, connects) = fake_broker(vec![Answer::AuthFailed]);
+    let addr = addr.to_string();
+    let err = failed(&run(cli(&addr)
+        .env("AGORA_PASSWORD", "from env")
+        .args(["--user", "alice", "ping"])));
+    assert!(err.contains("auth_failed") && err.contains(&addr), "{err}");
+    let c = connect_frame(&connects.recv_timeout(DEADLINE).unwrap());
+    assert_eq!(c.user.as_deref(), Some("alice"));
+    assert_eq!(c.password.as_ref().map(|p| p.expose()), Some("from env"));
+    // --password alone is a usage error; --udp takes no credentials or TLS.
+    let o = run(cli(&addr).args(["--password", "x", "ping"]));
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(cli(&addr).args(["--tls", "pub", "--udp", "--topic", "t", "x"]));
     assert_eq!(o.status.code(), Some(2));
 }

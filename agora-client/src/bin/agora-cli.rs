@@ -13,10 +13,16 @@
 //! agora-cli [--server HOST:PORT] delete (--queue NAME | --topic NAME)
 //! ```
 //!
+//! TLS and credentials, before or after the command: `--tls` (the system's CAs),
+//! `--ca FILE` (implies `--tls`), `--cert FILE --key FILE` (a client certificate),
+//! `--tls-server-name NAME`, `--user NAME` with `AGORA_PASSWORD` (or `--password`, which
+//! other users of the machine can see in the process list).
+//!
 //! Received payloads go to stdout, one per line, and nothing else does; diagnostics go
 //! to stderr, and any failure exits non-zero. The book's *agora-cli* page has more.
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agora_client::{Client, Error};
@@ -36,6 +42,66 @@ struct Cli {
     /// Seconds to wait for the connection and for each answer.
     #[arg(long, global = true, default_value_t = 5)]
     timeout: u64,
+    /// Speak TLS to the broker (one started with --tls-cert), trusting the system's CA
+    /// certificates unless --ca is given.
+    #[arg(long, global = true, help_heading = "TLS and credentials")]
+    tls: bool,
+    /// Trust the CA certificates in this PEM file instead of the system's (implies
+    /// --tls).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "TLS and credentials"
+    )]
+    ca: Option<PathBuf>,
+    /// Present this client certificate (PEM) to the broker, for one started with
+    /// --tls-client-ca (implies --tls; needs --key).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "key",
+        help_heading = "TLS and credentials"
+    )]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of the --cert certificate.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "cert",
+        help_heading = "TLS and credentials"
+    )]
+    key: Option<PathBuf>,
+    /// The name the broker's certificate must carry (default: the host of --server;
+    /// implies --tls).
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        help_heading = "TLS and credentials"
+    )]
+    tls_server_name: Option<String>,
+    /// Authenticate as this user (with --password or AGORA_PASSWORD).
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        help_heading = "TLS and credentials"
+    )]
+    user: Option<String>,
+    /// The user's password. Prefer the AGORA_PASSWORD environment variable: other users
+    /// of the machine can read a process's arguments.
+    #[arg(
+        long,
+        global = true,
+        env = "AGORA_PASSWORD",
+        hide_env_values = true,
+        value_name = "PW",
+        help_heading = "TLS and credentials"
+    )]
+    password: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,20 +197,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Pub {
-        topic: Some(_),
-        confirm: true,
-        ..
-    } = cli.command
-    {
-        use clap::CommandFactory;
-        Cli::command()
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--confirm applies to --queue only (topics take no confirmation here)",
-            )
-            .exit();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some((kind, why)) = usage_error(&cli, &matches) {
+        Cli::command().error(kind, why).exit();
     }
     match futures_lite::future::block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -152,6 +209,78 @@ fn main() -> ExitCode {
             eprintln!("agora-cli: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What clap's rules cannot say: options that do not go together.
+fn usage_error(
+    cli: &Cli,
+    matches: &clap::ArgMatches,
+) -> Option<(clap::error::ErrorKind, &'static str)> {
+    use clap::error::ErrorKind;
+    match cli.command {
+        Command::Pub {
+            topic: Some(_),
+            confirm: true,
+            ..
+        } => {
+            return Some((
+                ErrorKind::ArgumentConflict,
+                "--confirm applies to --queue only (topics take no confirmation here)",
+            ))
+        }
+        Command::Pub { udp: true, .. } if cli.secured() => {
+            return Some((
+                ErrorKind::ArgumentConflict,
+                "--udp is never encrypted or authenticated: it takes no --tls, --ca, --cert, \
+                 --key, --tls-server-name, --user or --password",
+            ))
+        }
+        _ => {}
+    }
+    // AGORA_PASSWORD alone is ignored (it may be set for other tools); --password alone
+    // is a mistake.
+    let typed = matches.value_source("password") == Some(clap::parser::ValueSource::CommandLine);
+    if typed && cli.user.is_none() {
+        return Some((
+            ErrorKind::MissingRequiredArgument,
+            "--password needs --user",
+        ));
+    }
+    None
+}
+
+impl Cli {
+    /// Any TLS or credentials option given.
+    fn secured(&self) -> bool {
+        self.tls
+            || self.ca.is_some()
+            || self.cert.is_some()
+            || self.tls_server_name.is_some()
+            || self.user.is_some()
+    }
+
+    /// The client's options from the command line's.
+    fn builder(&self) -> agora_client::ClientBuilder {
+        let t = std::time::Duration::from_secs(self.timeout.max(1));
+        let mut b = Client::builder()
+            .name("agora-cli")
+            .connect_timeout(t)
+            .request_timeout(t)
+            .tls(self.tls);
+        if let Some(ca) = &self.ca {
+            b = b.ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            b = b.client_cert(cert, key);
+        }
+        if let Some(name) = &self.tls_server_name {
+            b = b.server_name(name);
+        }
+        if let Some(user) = &self.user {
+            b = b.credentials(user, self.password.clone().unwrap_or_default());
+        }
+        b
     }
 }
 
@@ -194,14 +323,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     {
         return publish_udp(&cli.server, topic, queue, messages).await;
     }
-    let t = std::time::Duration::from_secs(cli.timeout.max(1));
-    let client = Client::builder()
-        .name("agora-cli")
-        .connect_timeout(t)
-        .request_timeout(t)
+    let client = cli
+        .builder()
         .connect(&cli.server)
         .await
-        .map_err(|e| CliError::Other(format!("cannot connect to {}: {e}", cli.server)))?;
+        .map_err(|e| match e {
+            // These name the address already.
+            Error::AuthFailed { .. } | Error::CertificateNotTrusted { .. } | Error::Tls { .. } => {
+                CliError::Client(e)
+            }
+            e => CliError::Other(format!("cannot connect to {}: {e}", cli.server)),
+        })?;
     let result = command(&client, cli.command).await;
     let closed = client.close().await;
     result?;

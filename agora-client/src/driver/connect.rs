@@ -1,5 +1,6 @@
-//! Making a connection: connect, read `INFO`, send `CONNECT`, wait for its `OK`, then
-//! hand the socket over as a blocking one; and, for the driver, trying that again with
+//! Making a connection: connect, start TLS if asked to, read `INFO`, send `CONNECT`
+//! (with the credentials), wait for its `OK`, then hand the stream over (a clear one's
+//! socket as a blocking one); and, for the driver, trying that again with
 //! exponential back-off after a connection is lost. Runs on the caller's executor for
 //! the first connection and on the driver's thread for the others; it owns no state.
 
@@ -8,24 +9,26 @@ use std::time::Duration;
 
 use agora_protocol::bytes::BytesMut;
 use agora_protocol::{
-    decode_server_with, encode, ClientFrame, Connect, Info, Limits, ReadSize, ServerFrame,
-    PROTOCOL_VERSION,
+    decode_server_with, encode, ClientFrame, Connect, ErrorCode, ErrorReply, Info, Limits,
+    ReadSize, ServerFrame, PROTOCOL_VERSION,
 };
 use async_net::TcpStream;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::stream::Stream;
 use super::{Ctl, Driver};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::options::Options;
+use crate::tls::Connector;
 
 /// The largest payload the client accepts from the broker, at least (a `STATS`
 /// document of a busy broker can exceed the publish limit).
 const MIN_READ_PAYLOAD: usize = 16 * 1024 * 1024;
 
-/// A connection that has done its handshake; the socket is a blocking one.
+/// A connection that has done its handshake; a clear one's socket is a blocking one.
 pub(crate) struct Established {
-    pub stream: std::net::TcpStream,
+    pub stream: Stream,
     pub buf: BytesMut,
     pub info: Info,
 }
@@ -51,8 +54,8 @@ pub(super) fn read_limits(opts: &Options, info: Option<&Info>) -> Limits {
 }
 
 /// Reads until one frame is decoded.
-async fn read_frame(
-    stream: &mut TcpStream,
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<ServerFrame> {
@@ -72,62 +75,105 @@ async fn read_frame(
     }
 }
 
-/// Connects, reads `INFO`, sends `CONNECT` and waits for its `OK`, within the connect
-/// timeout.
-pub(crate) async fn handshake(addr: &str, opts: &Options) -> Result<Established> {
+/// Connects, starts TLS when `tls` says so, reads `INFO`, sends `CONNECT` (with the
+/// credentials) and waits for its `OK`, within the connect timeout. An error from TLS,
+/// or a refusal of the credentials, names `addr`.
+pub(crate) async fn handshake(
+    addr: &str,
+    opts: &Options,
+    tls: Option<&Connector>,
+) -> Result<Established> {
     timeout(opts.connect_timeout, async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let _ = stream.set_nodelay(true);
-        let mut buf = BytesMut::with_capacity(ReadSize::MIN);
-        let limits = read_limits(opts, None);
-        let info = match read_frame(&mut stream, &mut buf, &limits).await? {
-            ServerFrame::Info(i) => i,
-            ServerFrame::Err(e) => {
-                return Err(Error::Server {
-                    code: e.code,
-                    message: e.message,
+        let mut tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => {
+                let (buf, info) = greet(&mut tcp, addr, opts).await?;
+                Ok(Established {
+                    stream: Stream::Tcp(into_blocking(tcp)?),
+                    buf,
+                    info,
                 })
             }
-            other => return Err(Error::UnexpectedFrame(other.command())),
-        };
-        let mut out = BytesMut::new();
-        encode(
-            &ClientFrame::Connect(Connect {
-                rid: Some(0),
-                name: opts.name.clone(),
-                proto: Some(PROTOCOL_VERSION),
-                confirm: None,
-                ..Connect::default()
-            }),
-            &mut out,
-        );
-        stream.write_all(&out).await?;
-        let limits = read_limits(opts, Some(&info));
-        loop {
-            match read_frame(&mut stream, &mut buf, &limits).await? {
-                ServerFrame::Ok { rid: Some(0) } => break,
-                ServerFrame::Err(e) => {
-                    return Err(Error::Server {
-                        code: e.code,
-                        message: e.message,
-                    })
-                }
-                ServerFrame::PingReq { rid } => {
-                    let mut out = BytesMut::new();
-                    encode(&ClientFrame::PingResp { rid }, &mut out);
-                    stream.write_all(&out).await?;
-                }
-                ServerFrame::Shutdown { .. } => return Err(Error::Disconnected),
-                other => return Err(Error::UnexpectedFrame(other.command())),
+            Some(tls) => {
+                let mut stream = tls.connect(tcp, addr).await?;
+                // With TLS 1.3 the broker's verdict on a client certificate arrives
+                // after the client's side of the handshake is done, as an alert on the
+                // first read.
+                let (buf, info) = greet(&mut stream, addr, opts).await.map_err(|e| match e {
+                    Error::Io(e) => crate::tls::classify(addr, e),
+                    e => e,
+                })?;
+                Ok(Established {
+                    stream: Stream::Tls(Box::new(stream)),
+                    buf,
+                    info,
+                })
             }
         }
-        Ok(Established {
-            stream: into_blocking(stream)?,
-            buf,
-            info,
-        })
     })
     .await
+}
+
+/// The protocol's handshake on a connected stream: `INFO` in, `CONNECT` out, its `OK`
+/// in (answering a `PINGREQ` meanwhile).
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    addr: &str,
+    opts: &Options,
+) -> Result<(BytesMut, Info)> {
+    let mut buf = BytesMut::with_capacity(ReadSize::MIN);
+    let limits = read_limits(opts, None);
+    let refused = |e: ErrorReply| match e.code {
+        ErrorCode::AuthFailed => Error::AuthFailed {
+            addr: addr.to_owned(),
+            message: e.message,
+        },
+        code => Error::Server {
+            code,
+            message: e.message,
+        },
+    };
+    let info = match read_frame(stream, &mut buf, &limits).await? {
+        ServerFrame::Info(i) => i,
+        ServerFrame::Err(e) => return Err(refused(e)),
+        other => return Err(Error::UnexpectedFrame(other.command())),
+    };
+    let (user, password) = match &opts.credentials {
+        Some((u, p)) => (Some(u.clone()), Some(p.clone())),
+        None => (None, None),
+    };
+    let mut out = BytesMut::new();
+    encode(
+        &ClientFrame::Connect(Connect {
+            rid: Some(0),
+            name: opts.name.clone(),
+            proto: Some(PROTOCOL_VERSION),
+            confirm: None,
+            user,
+            password,
+            ..Connect::default()
+        }),
+        &mut out,
+    );
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+    let limits = read_limits(opts, Some(&info));
+    loop {
+        match read_frame(stream, &mut buf, &limits).await? {
+            ServerFrame::Ok { rid: Some(0) } => break,
+            ServerFrame::Err(e) => return Err(refused(e)),
+            ServerFrame::PingReq { rid } => {
+                let mut out = BytesMut::new();
+                encode(&ClientFrame::PingResp { rid }, &mut out);
+                stream.write_all(&out).await?;
+                stream.flush().await?;
+            }
+            ServerFrame::Shutdown { .. } => return Err(Error::Disconnected),
+            other => return Err(Error::UnexpectedFrame(other.command())),
+        }
+    }
+    Ok((buf, info))
 }
 
 /// The handshake's socket as a plain blocking one, out of the reactor: from here on the
@@ -181,7 +227,7 @@ impl Driver {
             if stop || self.cmd_rx.is_closed() {
                 return None;
             }
-            match handshake(&self.core.addr, &self.opts).await {
+            match handshake(&self.core.addr, &self.opts, self.tls.as_ref()).await {
                 Ok(c) => {
                     log::info!(
                         "agora client: reconnected to {} (attempt {attempt})",

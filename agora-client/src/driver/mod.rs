@@ -11,7 +11,9 @@
 //! Per connection there are two threads, both on a plain blocking socket, so the
 //! kernel wakes each one directly (no reactor thread in between: async-io has one
 //! reactor per process, and a socket event could reach a client through whichever
-//! thread was polling it, one wake-up more per message). The driver's thread writes:
+//! thread was polling it, one wake-up more per message). A TLS connection is the
+//! exception: its one rustls stream stays on the reactor, shared by the two threads'
+//! halves (see `stream`). The driver's thread writes:
 //! it drains many commands per wake-up, encodes them into one buffer and writes it with
 //! one call. A reader thread decodes every complete frame in its buffer before reading
 //! again, matches answers to requests by request id and hands deliveries to
@@ -19,18 +21,19 @@
 //! consumer's full buffer (see `deliver_run`). Neither may block on anything but the
 //! socket, the channels and timers.
 //!
-//! Its parts: `connect` makes a connection (the handshake, and the reconnect back-off);
+//! Its parts: `connect` makes a connection (the handshake, TLS's included, and the
+//! reconnect back-off); `stream` cuts it into the two threads' halves, clear or TLS;
 //! `writer` is the driver thread's loop, which turns commands into frames; `reader` is
 //! the reader thread, which turns frames into answers and deliveries. This file holds
 //! what they share and the loop over connections.
 
 mod connect;
 mod reader;
+mod stream;
 mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +47,7 @@ use crate::inbox::Inbox;
 use crate::lock;
 use crate::options::Options;
 use crate::pubbuf::PubBuf;
+use crate::tls::Connector;
 
 use connect::read_limits;
 pub(crate) use connect::{handshake, timeout, Established};
@@ -188,6 +192,8 @@ struct Core {
 pub(crate) struct Driver {
     core: Arc<Core>,
     opts: Options,
+    /// TLS for each reconnect, as the first connection had it.
+    tls: Option<Connector>,
     shared: Arc<Shared>,
     cmd_rx: Receiver<Cmd>,
     ctl_rx: Receiver<Ctl>,
@@ -202,6 +208,7 @@ impl Driver {
     pub(crate) fn new(
         addr: String,
         opts: Options,
+        tls: Option<Connector>,
         shared: Arc<Shared>,
         cmd_rx: Receiver<Cmd>,
         (ctl_tx, ctl_rx): (Sender<Ctl>, Receiver<Ctl>),
@@ -217,6 +224,7 @@ impl Driver {
                 closing: AtomicBool::new(false),
             }),
             opts,
+            tls,
             shared,
             cmd_rx,
             ctl_rx,
@@ -300,30 +308,30 @@ impl Driver {
         // ends its wait for room in a full inbox.
         let (done_tx, done_rx) = async_channel::bounded(1);
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-        let reader = match stream.try_clone() {
-            Ok(s) => s,
+        let (mut reader, mut writer) = match stream.split() {
+            Ok(halves) => halves,
             Err(e) => return End::Lost(Error::Io(e)),
         };
         let core = self.core.clone();
         let spawned = std::thread::Builder::new()
             .name("agora-client-reader".to_owned())
             .spawn(move || {
-                let end = core.read(&reader, buf, generation, &limits, &stop_rx);
+                let end = core.read(&mut reader, buf, generation, &limits, &stop_rx);
                 // A writer blocked on a full socket fails now instead of waiting.
-                let _ = reader.shutdown(Shutdown::Both);
+                reader.shutdown();
                 let _ = done_tx.try_send(end);
             });
         if let Err(e) = spawned {
             return End::Lost(Error::Io(e));
         }
-        let end = future::or(self.writer(&stream, out, generation), async {
+        let end = future::or(self.writer(&mut writer, out, generation), async {
             done_rx
                 .recv()
                 .await
                 .unwrap_or(End::Lost(Error::Disconnected))
         })
         .await;
-        let _ = stream.shutdown(Shutdown::Both);
+        writer.shutdown();
         drop(stop_tx);
         // The shutdown ends the reader's read: wait for it, so that nothing read on
         // this connection reaches a subscription after the next connection's deliveries.

@@ -13,6 +13,7 @@ use agora_protocol::{decode_server_with, Limits, ReadSize, ServerFrame};
 use async_channel::Receiver;
 use futures_lite::future;
 
+use super::stream::ReadHalf;
 use super::{Answer, Core, Ctl, End};
 use crate::error::{Error, Result, ServerError};
 use crate::inbox::{Incoming, Pushed};
@@ -22,10 +23,10 @@ use crate::lock;
 const RUN_MAX: usize = 512;
 
 impl Core {
-    /// The reader thread: reads the (blocking) socket until the connection ends.
+    /// The reader thread: reads its (blocking) half of the connection until it ends.
     pub(super) fn read(
         &self,
-        mut stream: &std::net::TcpStream,
+        stream: &mut ReadHalf,
         mut buf: BytesMut,
         generation: u64,
         limits: &Limits,

@@ -3,13 +3,13 @@
 //! never reads the socket and never waits on anything but the socket, its channels and
 //! the publish buffer.
 
-use std::io::Write;
 use std::sync::atomic::Ordering::SeqCst;
 
 use agora_protocol::bytes::BytesMut;
 use agora_protocol::{encode, encode_pub, AckMode, ClientFrame, Subscribe};
 use futures_lite::future;
 
+use super::stream::WriteHalf;
 use super::{Answer, Cmd, Ctl, Driver, End, SubEntry};
 use crate::error::Error;
 use crate::lock;
@@ -35,11 +35,12 @@ impl Driver {
         }
     }
 
-    /// Writes on the (blocking) socket from the driver's thread: a full socket holds up
-    /// this thread, which has nothing else to do meanwhile.
+    /// Writes its half of the connection from the driver's thread (on clear TCP a
+    /// blocking socket: a full one holds up this thread, which has nothing else to do
+    /// meanwhile).
     pub(super) async fn writer(
         &self,
-        mut stream: &std::net::TcpStream,
+        stream: &mut WriteHalf,
         mut out: BytesMut,
         generation: u64,
     ) -> End {
@@ -51,7 +52,7 @@ impl Driver {
         }
         loop {
             if !out.is_empty() {
-                if let Err(e) = stream.write_all(&out) {
+                if let Err(e) = stream.write_all(&out).await {
                     return End::Lost(Error::Io(e));
                 }
                 out.clear();
@@ -83,7 +84,7 @@ impl Driver {
                 Next::Gone => {
                     self.take_published(&mut out);
                     encode(&ClientFrame::Disconnect, &mut out);
-                    let _ = stream.write_all(&out);
+                    let _ = stream.write_all(&out).await;
                     return End::Closed;
                 }
             }

@@ -1,6 +1,9 @@
 //! Test support: an in-process broker on 127.0.0.1 and waiting with a deadline.
 #![allow(dead_code)]
 
+pub mod fake;
+pub mod pki;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
