@@ -38,7 +38,8 @@ pub enum Error {
         /// The broker's text for people.
         message: String,
     },
-    /// The broker refused the credentials (`ERR auth_failed` to `CONNECT`; see
+    /// The broker refused the credentials (`ERR auth_failed` to `CONNECT`, or `ERR
+    /// not_authenticated` when none were given and it requires them; see
     /// [`ClientBuilder::credentials`](crate::ClientBuilder::credentials)) and closed the
     /// connection.
     AuthFailed {
@@ -131,7 +132,7 @@ impl fmt::Display for Error {
             Error::AuthFailed { addr, message } => {
                 write!(
                     f,
-                    "auth_failed: the broker at {addr} refused the credentials: {message}"
+                    "auth_failed: the broker at {addr} did not accept the connection: {message}"
                 )
             }
             Error::CertificateNotTrusted { addr, source } => {

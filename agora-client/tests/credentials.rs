@@ -8,6 +8,7 @@ use std::time::Duration;
 use agora_client::{Client, Error, ErrorCode, Reconnect};
 use common::fake::{connect_frame, fake_broker, Answer};
 use common::{wait_until, within, DEADLINE};
+use futures_lite::StreamExt;
 
 #[test]
 fn connect_carries_the_user_and_the_password_percent_encoded() {
@@ -79,5 +80,56 @@ fn a_reconnect_sends_the_credentials_again() {
         })
         .await;
         client.close().await.unwrap();
+    }));
+}
+
+/// Against the real broker with users: the right password lets the SDK in (and it
+/// publishes and consumes within its rights), a wrong one or none is `AuthFailed`
+/// naming the address, and an operation outside its rights is `not_permitted`.
+#[test]
+fn a_real_broker_with_users() {
+    use agora_server::auth::{hash_password, Pattern, Rights, User};
+    let mut config = agora_server::Config::ephemeral();
+    let rights = Rights {
+        publish: vec![Pattern::parse("queue:jobs").unwrap()],
+        subscribe: vec![Pattern::parse("queue:jobs").unwrap()],
+        admin: false,
+    };
+    let hash = hash_password("s3cret").unwrap();
+    config
+        .users
+        .insert(User::new("alice", Some(&hash), None, rights).unwrap())
+        .unwrap();
+    let s = common::start_with(config);
+    let addr = s.addr;
+    smol::block_on(within(async {
+        let client = Client::builder()
+            .credentials("alice", "s3cret")
+            .connect(addr)
+            .await
+            .unwrap();
+        let jobs = client.queue("jobs").unwrap();
+        jobs.publish_confirmed("work").await.unwrap();
+        let mut consumer = jobs.consume(1).await.unwrap();
+        let m = consumer.next().await.unwrap();
+        assert_eq!(&m.payload()[..], b"work");
+        m.ack().await.unwrap();
+        let e = client
+            .queue("other")
+            .unwrap()
+            .publish_confirmed("x")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NotPermitted), "{e}");
+        client.close().await.unwrap();
+
+        for builder in [
+            Client::builder().credentials("alice", "wrong"),
+            Client::builder(),
+        ] {
+            let e = builder.connect(addr).await.unwrap_err();
+            assert!(matches!(e, Error::AuthFailed { .. }), "{e:?}");
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        }
     }));
 }

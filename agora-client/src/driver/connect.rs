@@ -124,15 +124,25 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(BytesMut, Info)> {
     let mut buf = BytesMut::with_capacity(ReadSize::MIN);
     let limits = read_limits(opts, None);
-    let refused = |e: ErrorReply| match e.code {
+    let refused = |e: ErrorReply| {
+        match e.code {
         ErrorCode::AuthFailed => Error::AuthFailed {
             addr: addr.to_owned(),
             message: e.message,
+        },
+        // No credentials given (and no client certificate that names a user).
+        ErrorCode::NotAuthenticated => Error::AuthFailed {
+            addr: addr.to_owned(),
+            message: format!(
+                "it requires credentials and none were given (ClientBuilder::credentials; agora-cli --user with AGORA_PASSWORD): {}",
+                e.message
+            ),
         },
         code => Error::Server {
             code,
             message: e.message,
         },
+    }
     };
     let info = match read_frame(stream, &mut buf, &limits).await? {
         ServerFrame::Info(i) => i,
@@ -234,6 +244,11 @@ impl Driver {
                         self.core.addr
                     );
                     return Some(c);
+                }
+                // Refused credentials will be refused again: give up at once.
+                Err(e @ Error::AuthFailed { .. }) => {
+                    log::error!("agora client: reconnect: {e}; giving up");
+                    return None;
                 }
                 Err(e) => {
                     log::warn!(
