@@ -23,9 +23,6 @@ impl Conn<'_> {
         // With users configured, until the client has authenticated.
         let mut auth_timer = self.auth_deadline.map(smol::Timer::at);
         loop {
-            if self.auth_deadline.is_none() {
-                auth_timer = None;
-            }
             match self.act_on(&mut buf).await {
                 Ok(Decoded::More) => {}
                 Ok(Decoded::Fatal) => return End::Protocol,
@@ -56,6 +53,9 @@ impl Conn<'_> {
                 read_size.with_spare(buf.capacity() - len)
             };
             buf.resize(len + ask, 0);
+            if self.auth_deadline.is_none() {
+                auth_timer = None;
+            }
             let oldest = self.oldest_unstored();
             let event = future::or(
                 async { Event::Read(stream.read(&mut buf[len..]).await) },
@@ -116,6 +116,13 @@ impl Conn<'_> {
                     if let Err(end) = answered.await {
                         return end;
                     }
+                    continue;
+                }
+                // Authenticated since the timer was set (its frame was acted on after
+                // the race began): the timer goes.
+                Event::AuthTimeout if self.auth_deadline.is_none() => {
+                    buf.truncate(len);
+                    auth_timer = None;
                     continue;
                 }
                 Event::AuthTimeout => {
