@@ -451,3 +451,50 @@ fn a_client_certificate_names_a_user() {
         ServerFrame::Ok { rid: Some(2) }
     ));
 }
+
+/// A TLS client this project did not write: `openssl s_client` (installed by `.ci/run`
+/// where missing) completes the handshake, verifying the broker's certificate against
+/// the CA, and sees the `INFO` line and the answer to a ping.
+#[test]
+fn openssl_s_client_sees_the_info_line() {
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let s = start_with(tls_config(&server, None));
+    let mut child: common::Agora = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-servername",
+            "localhost",
+        ])
+        .arg("-connect")
+        .arg(s.addr.to_string())
+        .arg("-CAfile")
+        .arg(pki.ca_file())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("openssl s_client cannot run ({e}); .ci/run installs openssl"))
+        .into();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"PINGREQ #7\r\n").unwrap();
+    stdin.flush().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    while !lines.iter().any(|l: &String| l.starts_with("PINGRESP #7")) {
+        assert!(
+            Instant::now() < end,
+            "no PINGRESP within {DEADLINE:?}: {lines:?}"
+        );
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "openssl s_client ended: {lines:?}");
+        lines.push(line);
+    }
+    assert!(lines[0].starts_with("INFO server="), "{lines:?}");
+    assert!(lines[0].contains("tls_required=1"), "{lines:?}");
+    drop(stdin);
+}
