@@ -345,21 +345,8 @@ fn a_public_address_without_users_refuses_to_start_unless_told() {
     c.allow_anonymous = true;
     drop(smol::block_on(Server::bind(c)).expect("starts with --allow-anonymous"));
     // The binary exits non-zero, naming the flag.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
-        .env("AGORA_MEMORY_ONLY", "true")
-        .args(["--port", "0", "--bind", "0.0.0.0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_exit(&mut child);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let args = ["--port", "0", "--bind", "0.0.0.0"].map(std::ffi::OsStr::new);
+    let (status, err) = agora_exit(&args, &[]);
     assert!(!status.success());
     assert!(err.contains("--allow-anonymous"), "{err}");
 }

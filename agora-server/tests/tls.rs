@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use agora_protocol::bytes::BytesMut;
 use agora_protocol::{decode_server_with, Limits, ServerFrame};
 use agora_server::{Config, Server};
-use common::{start_with, wait_exit, DEADLINE};
+use common::{agora_exit, read_again, start_with, DEADLINE};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
@@ -158,13 +158,7 @@ impl Client {
             match self.tls.read(&mut chunk) {
                 Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if read_again(&e) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -199,13 +193,7 @@ fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
         match s.read(&mut chunk) {
             Ok(0) => return got,
             Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if read_again(&e) => {}
             Err(_) => return got,
         }
     }
@@ -351,23 +339,15 @@ fn bad_tls_files_refuse_to_start() {
     assert!(refused(c).contains("--tls-key"));
 
     // The binary: exits non-zero, the file named on stderr.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
-        .env("AGORA_MEMORY_ONLY", "true")
-        .args(["--port", "0", "--tls-cert"])
-        .arg(&server.cert)
-        .env("AGORA_TLS_KEY", &other.key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_exit(&mut child);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = agora_exit(
+        &[
+            "--port".as_ref(),
+            "0".as_ref(),
+            "--tls-cert".as_ref(),
+            server.cert.as_os_str(),
+        ],
+        &[("AGORA_TLS_KEY", other.key.as_os_str())],
+    );
     assert!(!status.success());
     assert!(err.contains(&*other.key.to_string_lossy()), "{err}");
 }

@@ -155,19 +155,7 @@ impl Raw {
                 self.buf.extend_from_slice(&chunk[..n]);
                 true
             }
-            // A read with a timeout (SO_RCVTIMEO) fails with EINTR when any signal
-            // reaches the thread, SA_RESTART or not (signal(7)); the test process
-            // gets SIGCHLD when a broker process another test started exits.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                true
-            }
+            Err(e) if read_again(&e) => true,
             Err(_) => false,
         }
     }
@@ -321,6 +309,39 @@ pub fn spawn_agora(args: &[&str]) -> (Agora, u16, BufReader<std::process::ChildS
     let udp = agora_protocol::startup::read_listener(&mut out, "udp").expect("start-up line");
     assert_eq!(tcp, udp, "TCP and UDP share the address and port");
     (Agora(child), tcp.port(), out)
+}
+
+/// Runs the `agora` binary (memory-only) with `args` and `envs` until it exits (it must,
+/// within the deadline): its status and what it wrote to stderr.
+pub fn agora_exit(
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &std::ffi::OsStr)],
+) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .env("AGORA_MEMORY_ONLY", "true")
+        .envs(envs.iter().copied())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agora");
+    let status = wait_exit(&mut child);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
+/// Whether a read with a timeout failed only for want of bytes yet (or a signal): a
+/// read with SO_RCVTIMEO fails with EINTR when any signal reaches the thread, SA_RESTART
+/// or not (signal(7)); the test process gets SIGCHLD when a broker process another test
+/// started exits.
+pub fn read_again(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
 }
 
 pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
