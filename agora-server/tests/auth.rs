@@ -389,3 +389,38 @@ fn agora_passwd_makes_a_hash_the_broker_takes() {
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
 }
+
+/// A flood of logins waits on the password checkers' own threads: a client that is
+/// already in is answered while most of them are still being checked.
+#[test]
+fn a_flood_of_logins_does_not_stall_other_clients() {
+    let s = start_with(with_users());
+    let mut ok = s.connect();
+    login(&mut ok, "ops", "pw");
+    // Each wrong login costs a full check (about 20 ms); 100 of them keep both checker
+    // threads busy for about a second.
+    let mut flood: Vec<Raw> = (0..100).map(|_| s.connect()).collect();
+    for c in &mut flood {
+        c.send(b"CONNECT #1 user=alice password=wrong\r\n");
+    }
+    assert!(ok.sync(1).is_empty());
+    // Answered before the flood was: most logins are still waiting for a checker.
+    let mut seen = Vec::new();
+    for c in &mut flood {
+        seen.push(c.closed_within(Duration::from_millis(1)).0);
+    }
+    let pending = seen.iter().filter(|got| got.is_empty()).count();
+    assert!(
+        pending > 50,
+        "only {pending} of 100 logins were still waiting"
+    );
+    for (c, mut frames) in flood.iter_mut().zip(seen) {
+        frames.extend(c.expect_closed());
+        // Refused, or (its check delayed by the failures before it) out of time.
+        assert!(
+            frames.iter().any(|f| matches!(f, ServerFrame::Err(e)
+                if e.code == ErrorCode::AuthFailed || e.code == ErrorCode::Timeout)),
+            "{frames:?}"
+        );
+    }
+}
