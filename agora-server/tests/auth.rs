@@ -381,13 +381,41 @@ fn agora_passwd_makes_a_hash_the_broker_takes() {
         format!("[users.carol]\npassword = \"{hash}\"\npublish = [\"queue:c\"]\n"),
     )
     .unwrap();
-    let (_agora, port, _out) = spawn_agora(&["--config", file.to_str().unwrap()]);
+    // Readable by others: a warning at start.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let (mut agora, port, _out) = spawn_agora(&["--config", file.to_str().unwrap()]);
     let mut c = Raw::connect(([127, 0, 0, 1], port).into());
     c.send(
         b"CONNECT #1 user=carol password=s3%20cret\r\nPUB #2 queue:c 1\r\nx\r\nSETACK #3 on\r\n",
     );
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    // Stopped by its PID; the log is flushed at shutdown.
+    let term = Command::new("kill")
+        .args(["-TERM", &agora.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(wait_exit(&mut agora).success());
+    let mut log = String::new();
+    agora
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("[WARN]") && log.contains("readable by group or others (mode 644); chmod 600"),
+        "{log}"
+    );
+    assert!(log.contains("authenticated as carol"), "{log}");
+    assert!(
+        !log.contains("s3 cret") && !log.contains("s3%20cret"),
+        "{log}"
+    );
 }
 
 /// A flood of logins waits on the password checkers' own threads: a client that is
