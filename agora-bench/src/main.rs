@@ -462,8 +462,14 @@ fn run_cell(
         System::RabbitmqQuorum | System::RabbitmqClassic => {
             Err("built without the `peers` feature".into())
         }
-        System::AgoraLean => with!(drivers::agora_lean::AgoraLean { addr }),
-        System::NatsLean => with!(drivers::nats_lean::NatsLean { addr }),
+        System::AgoraLean => with!(drivers::agora_lean::AgoraLean {
+            addr,
+            dial: drivers::lean::Plain
+        }),
+        System::NatsLean => with!(drivers::nats_lean::NatsLean {
+            addr,
+            dial: drivers::lean::Plain
+        }),
         System::RedisLean => with!(drivers::redis_lean::RedisLean { addr }),
         System::Raw => with!(drivers::raw::Raw { addr }),
         #[cfg(feature = "peers")]

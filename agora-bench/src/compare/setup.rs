@@ -182,7 +182,10 @@ pub(super) fn one_run(
     .and_then(|()| {
         let addr = view.addr.clone();
         if lean {
-            let driver = drivers::agora_lean::AgoraLean { addr };
+            let driver = drivers::agora_lean::AgoraLean {
+                addr,
+                dial: drivers::lean::Plain,
+            };
             scenario::run(&driver, &view, cell, settings, DEST.to_owned())
         } else {
             let driver = drivers::agora::Agora { addr };

@@ -3,6 +3,8 @@
 //! up to 128 KiB, the broker's `PINGREQ` answered). Set against `nats-lean`, it shows the
 //! brokers apart from their client libraries; the `agora` row (the SDK) is what an
 //! application sees. It publishes without confirms: the `confirm` scenario is the SDK's.
+//! Over [`Tls`](crate::tls::Tls) instead of [`Plain`] it is the `agora-lean-tls` row:
+//! the same code on a broker started with `--tls-cert`, TLS from the first byte.
 
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
@@ -13,12 +15,14 @@ use agora_protocol::{
 };
 use bytes::Bytes;
 
-use super::lean::Socket;
+use super::lean::{Dial, Plain, Socket};
 use super::{Dest, Mode, Result};
 
 #[derive(Clone)]
-pub(crate) struct AgoraLean {
+pub(crate) struct AgoraLean<D: Dial = Plain> {
     pub(crate) addr: String,
+    /// Clear TCP, or TLS over it.
+    pub(crate) dial: D,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -34,15 +38,15 @@ fn dest_of(d: &Dest) -> Result<Destination> {
     .map_err(err)
 }
 
-struct Conn {
-    s: Socket,
+struct Conn<D: Dial> {
+    s: Socket<D::Stream>,
     next_rid: u64,
 }
 
-impl Conn {
-    fn connect(addr: &str) -> Result<Conn> {
+impl<D: Dial> Conn<D> {
+    fn connect(addr: &str, dial: &D) -> Result<Conn<D>> {
         let mut c = Conn {
-            s: Socket::connect(addr, "agora-lean")?,
+            s: Socket::connect(addr, "agora-lean")?.upgrade(dial)?,
             next_rid: 1,
         };
         match c.frame(Instant::now() + Duration::from_secs(5))? {
@@ -99,30 +103,30 @@ impl Conn {
     }
 }
 
-pub(crate) struct Pub {
-    conn: Conn,
+pub(crate) struct Pub<D: Dial> {
+    conn: Conn<D>,
     dest: Destination,
 }
 
-pub(crate) struct Sub {
-    conn: Conn,
+pub(crate) struct Sub<D: Dial> {
+    conn: Conn<D>,
     /// Acknowledge each delivery (`Mode::Ack`).
     ack: bool,
 }
 
-impl super::Driver for AgoraLean {
-    type Pub = Pub;
-    type Sub = Sub;
+impl<D: Dial> super::Driver for AgoraLean<D> {
+    type Pub = Pub<D>;
+    type Sub = Sub<D>;
 
-    async fn publisher(&self, dest: &Dest) -> Result<Pub> {
+    async fn publisher(&self, dest: &Dest) -> Result<Pub<D>> {
         Ok(Pub {
-            conn: Conn::connect(&self.addr)?,
+            conn: Conn::connect(&self.addr, &self.dial)?,
             dest: dest_of(dest)?,
         })
     }
 
-    async fn subscriber(&self, dest: &Dest, mode: Mode) -> Result<Sub> {
-        let mut conn = Conn::connect(&self.addr)?;
+    async fn subscriber(&self, dest: &Dest, mode: Mode) -> Result<Sub<D>> {
+        let mut conn = Conn::connect(&self.addr, &self.dial)?;
         let (prefetch, ack) = match mode {
             Mode::Topic => (None, None),
             Mode::AutoAck { prefetch } => (Some(prefetch), Some(AckMode::Auto)),
@@ -145,7 +149,7 @@ impl super::Driver for AgoraLean {
     }
 }
 
-impl super::Publisher for Pub {
+impl<D: Dial> super::Publisher for Pub<D> {
     async fn publish(&mut self, payload: Bytes) -> Result<()> {
         // Encoded from its parts, as the SDK's publisher does: no frame built per message.
         let s = &mut self.conn.s;
@@ -174,7 +178,7 @@ impl super::Publisher for Pub {
     }
 }
 
-impl super::Subscriber for Sub {
+impl<D: Dial> super::Subscriber for Sub<D> {
     async fn next(&mut self, wait: Duration) -> Result<Option<Bytes>> {
         let deadline = Instant::now() + wait;
         loop {

@@ -1,7 +1,11 @@
-//! What the lean drivers (`agora-lean`, `nats-lean`, `redis-lean`) and the relay's
-//! client share: a blocking socket whose writes are gathered [`WRITE_AT`] bytes at a
-//! time and whose reads take up to 128 KiB, with a deadline. Each driver parses its own
-//! protocol out of [`Socket::inb`].
+//! What the lean drivers (`agora-lean`, `nats-lean`, `redis-lean`, and the `-tls` rows)
+//! and the relay's client share: a blocking socket whose writes are gathered
+//! [`WRITE_AT`] bytes at a time and whose reads take up to 128 KiB, with a deadline.
+//! Each driver parses its own protocol out of [`Socket::inb`].
+//!
+//! The socket is generic over its [`Transport`]: TCP itself, or TLS over it
+//! (`crate::tls`), so a `-tls` row runs exactly the code of its clear row with one more
+//! layer under it. A driver is generic over the [`Dial`] that makes that layer.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -11,13 +15,45 @@ use bytes::BytesMut;
 
 use super::Result;
 
+/// A byte stream a lean client speaks over: a TCP socket, or something over one.
+pub(crate) trait Transport: Read + Write + Send {
+    /// The TCP socket underneath: read timeouts and shutdown are set there.
+    fn tcp(&self) -> &TcpStream;
+    /// Says goodbye at this layer (TLS's `close_notify`) before the socket is shut.
+    fn goodbye(&mut self) {}
+}
+
+impl Transport for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// How a driver turns a connected TCP socket into its transport.
+pub(crate) trait Dial: Clone + Send + Sync + 'static {
+    type Stream: Transport;
+    /// Wraps `tcp` (for TLS: the whole handshake, within a bounded time).
+    fn dial(&self, tcp: TcpStream) -> Result<Self::Stream>;
+}
+
+/// TCP as it is: the clear rows.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Plain;
+
+impl Dial for Plain {
+    type Stream = TcpStream;
+    fn dial(&self, tcp: TcpStream) -> Result<TcpStream> {
+        Ok(tcp)
+    }
+}
+
 /// Bytes gathered before a write.
 pub(crate) const WRITE_AT: usize = 64 * 1024;
 /// The most one read asks for.
 const READ: usize = 128 * 1024;
 
-pub(crate) struct Socket {
-    sock: TcpStream,
+pub(crate) struct Socket<S: Transport = TcpStream> {
+    sock: S,
     /// Written and not yet sent.
     pub(crate) out: BytesMut,
     /// Read and not yet parsed.
@@ -27,6 +63,7 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
+    /// A clear TCP connection to `addr`.
     pub(crate) fn connect(addr: &str, who: &'static str) -> Result<Socket> {
         let e = |e: std::io::Error| format!("{who}: connect to {addr}: {e}");
         let sock = TcpStream::connect(addr).map_err(e)?;
@@ -39,6 +76,28 @@ impl Socket {
         })
     }
 
+    /// The same connection through `dial`'s transport: at once (Agora's TLS port speaks
+    /// TLS from the first byte), or after a clear greeting (NATS's `INFO`, then TLS).
+    /// Nothing may be left unsent or unparsed: it belonged to the clear part.
+    pub(crate) fn upgrade<D: Dial>(self, dial: &D) -> Result<Socket<D::Stream>> {
+        if !self.out.is_empty() || !self.inb.is_empty() {
+            return Err(self.err(format!(
+                "{} bytes unsent, {} unparsed before the transport started",
+                self.out.len(),
+                self.inb.len()
+            )));
+        }
+        let who = self.who;
+        Ok(Socket {
+            sock: dial.dial(self.sock).map_err(|e| format!("{who}: {e}"))?,
+            out: self.out,
+            inb: self.inb,
+            who,
+        })
+    }
+}
+
+impl<S: Transport> Socket<S> {
     pub(crate) fn err(&self, e: impl std::fmt::Display) -> String {
         format!("{}: {e}", self.who)
     }
@@ -53,7 +112,10 @@ impl Socket {
 
     pub(crate) fn flush(&mut self) -> Result<()> {
         if !self.out.is_empty() {
-            let r = self.sock.write_all(&self.out);
+            let r = self
+                .sock
+                .write_all(&self.out)
+                .and_then(|()| self.sock.flush());
             r.map_err(|e| self.err(e))?;
             self.out.clear();
         }
@@ -71,6 +133,7 @@ impl Socket {
             }
             let wait = left.min(Duration::from_millis(50));
             self.sock
+                .tcp()
                 .set_read_timeout(Some(wait))
                 .map_err(|e| self.err(e))?;
             let have = self.inb.len();
@@ -103,7 +166,8 @@ impl Socket {
     /// Sends what was gathered and closes `how`.
     pub(crate) fn close(&mut self, how: Shutdown) -> Result<()> {
         self.flush()?;
-        let _ = self.sock.shutdown(how);
+        self.sock.goodbye();
+        let _ = self.sock.tcp().shutdown(how);
         Ok(())
     }
 }

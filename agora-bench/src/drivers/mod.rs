@@ -15,7 +15,7 @@ pub(crate) mod agora;
 pub(crate) mod agora_lean;
 #[cfg(feature = "peers")]
 pub(crate) mod jetstream;
-mod lean;
+pub(crate) mod lean;
 #[cfg(feature = "peers")]
 pub(crate) mod nats;
 pub(crate) mod nats_lean;
