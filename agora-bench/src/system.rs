@@ -16,6 +16,12 @@ pub(crate) enum System {
     /// nats-server, through a lean blocking client of its text protocol (the same
     /// buffering as the relay's): what the server bounds.
     NatsLean,
+    /// `agora-lean` with TLS: the broker with `--tls-cert`, the lean client over rustls
+    /// (`topic-1-1` and `rtt` only).
+    AgoraLeanTls,
+    /// `nats-lean` with TLS: nats-server with a `tls` block on the same certificate,
+    /// the same lean client over rustls (`topic-1-1` and `rtt` only).
+    NatsLeanTls,
     /// redis-server, through the redis crate: what an application sees.
     Redis,
     /// redis-server, through a lean blocking client of RESP, pipelined: what the server
@@ -42,11 +48,13 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 13] = [
+    pub(crate) const ALL: [System; 15] = [
         System::Agora,
         System::AgoraLean,
         System::Nats,
         System::NatsLean,
+        System::AgoraLeanTls,
+        System::NatsLeanTls,
         System::Redis,
         System::RedisLean,
         System::Raw,
@@ -64,6 +72,8 @@ impl System {
             System::AgoraLean => "agora-lean",
             System::Nats => "nats",
             System::NatsLean => "nats-lean",
+            System::AgoraLeanTls => "agora-lean-tls",
+            System::NatsLeanTls => "nats-lean-tls",
             System::Redis => "redis",
             System::RedisLean => "redis-lean",
             System::Raw => "raw",
@@ -78,6 +88,11 @@ impl System {
 }
 
 impl System {
+    /// Whether its clients speak TLS to it (on the certificate `crate::tls` makes).
+    pub(crate) fn tls(self) -> bool {
+        matches!(self, System::AgoraLeanTls | System::NatsLeanTls)
+    }
+
     /// Whether it keeps what it confirms on disk: the durable scenarios run on these
     /// only, and the others on the rest.
     pub(crate) fn durable(self) -> bool {

@@ -149,6 +149,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
             redis: None,
             jetstream: None,
             rabbitmq: None,
+            tls: None,
         })
     };
     let (bins_a, bins_b) = (bins_of(&args.bin_a)?, bins_of(&args.bin_b)?);

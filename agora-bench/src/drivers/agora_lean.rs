@@ -147,6 +147,10 @@ impl<D: Dial> super::Driver for AgoraLean<D> {
             ack: matches!(mode, Mode::Ack { .. }),
         })
     }
+
+    fn negotiated(&self) -> Option<String> {
+        self.dial.negotiated()
+    }
 }
 
 impl<D: Dial> super::Publisher for Pub<D> {

@@ -29,11 +29,17 @@ impl Transport for TcpStream {
     }
 }
 
-/// How a driver turns a connected TCP socket into its transport.
+/// How a driver turns a connected TCP socket into its transport, and what the
+/// connections it made negotiated.
 pub(crate) trait Dial: Clone + Send + Sync + 'static {
     type Stream: Transport;
     /// Wraps `tcp` (for TLS: the whole handshake, within a bounded time).
     fn dial(&self, tcp: TcpStream) -> Result<Self::Stream>;
+    /// What every connection so far negotiated (TLS version and cipher suite), if it
+    /// negotiates anything.
+    fn negotiated(&self) -> Option<String> {
+        None
+    }
 }
 
 /// TCP as it is: the clear rows.

@@ -58,6 +58,11 @@ pub(crate) trait Driver: Clone + Send + Sync + 'static {
     fn publisher(&self, dest: &Dest) -> impl Future<Output = Result<Self::Pub>>;
     /// Returns once the broker has registered the subscription.
     fn subscriber(&self, dest: &Dest, mode: Mode) -> impl Future<Output = Result<Self::Sub>>;
+    /// What this driver's connections negotiated below the protocol (the TLS rows:
+    /// version, cipher suite, key exchange), for the record.
+    fn negotiated(&self) -> Option<String> {
+        None
+    }
 }
 
 pub(crate) trait Publisher {

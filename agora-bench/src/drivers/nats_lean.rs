@@ -180,6 +180,10 @@ impl<D: Dial> super::Driver for NatsLean<D> {
         conn.round_trip()?;
         Ok(Sub { conn })
     }
+
+    fn negotiated(&self) -> Option<String> {
+        self.dial.negotiated()
+    }
 }
 
 impl<D: Dial> super::Publisher for Pub<D> {

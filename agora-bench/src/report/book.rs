@@ -130,6 +130,18 @@ pub(crate) fn write_book(
          (user + system, from /proc), per million messages delivered.\n"
     );
     md += &versus_nats(summaries, Style::Markdown);
+    let tls = tls_table(summaries, Style::Markdown);
+    if !tls.is_empty() {
+        let _ = writeln!(md, "\n## TLS at 128 B\n");
+        let _ = writeln!(
+            md,
+            "agora-lean-tls and nats-lean-tls: both servers on one certificate, both driven by the \
+             same lean client over rustls (TLS 1.3, one cipher suite offered). Each ratio is of the \
+             medians, with the lowest and highest pairing of runs in brackets; \"TLS ÷ clear\" sets \
+             each TLS row against the same server's clear row (agora-lean, nats-lean).\n"
+        );
+        md += &tls;
+    }
     let _ = writeln!(md, "\n## Charts\n");
     charts::throughput(&dir.join("throughput-by-payload.svg"), summaries)?;
     charts::latency(&dir.join("latency-percentiles.svg"), summaries)?;

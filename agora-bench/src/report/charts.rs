@@ -15,6 +15,8 @@ fn color(system: System) -> RGBColor {
         System::AgoraLean => RGBColor(0xe6, 0xab, 0x02),
         System::Nats => RGBColor(0x27, 0x6f, 0xbf),
         System::NatsLean => RGBColor(0x1b, 0x9e, 0x77),
+        System::AgoraLeanTls => RGBColor(0xa6, 0x76, 0x1d),
+        System::NatsLeanTls => RGBColor(0x0f, 0x5e, 0x47),
         System::Redis => RGBColor(0x8a, 0x3f, 0xb0),
         System::RedisLean => RGBColor(0xe7, 0x29, 0x8a),
         System::Raw => RGBColor(0x55, 0x55, 0x55),

@@ -53,6 +53,10 @@ pub(crate) struct Record {
     /// latencies the publish phase's confirms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) backlog: Option<BacklogRecord>,
+    /// What the run's connections negotiated: TLS version, cipher suite, key exchange
+    /// (the TLS rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<String>,
 }
 
 /// Both phases of one `durable-backlog` run.
@@ -122,6 +126,7 @@ impl Record {
             client_cpu_s_per_million: None,
             server_peak_rss_mib: None,
             backlog: None,
+            tls: None,
         }
     }
 
@@ -177,6 +182,7 @@ impl Record {
             .backlog
             .as_ref()
             .map(|p| BacklogRecord::of(p, cell.payload));
+        r.tls = m.tls.clone();
         r
     }
 
@@ -261,6 +267,8 @@ pub(crate) struct Summary {
     pub(crate) publish_mb: Option<Spread>,
     pub(crate) publish_s: Option<Spread>,
     pub(crate) drain_s: Option<Spread>,
+    /// What the runs' connections negotiated (TLS rows), each distinct value once.
+    pub(crate) tls: Option<String>,
 }
 
 pub(crate) fn summarize(order: &[Cell], records: &[Record]) -> Vec<Summary> {
@@ -321,6 +329,12 @@ pub(crate) fn summarize(order: &[Cell], records: &[Record]) -> Vec<Summary> {
                 publish_mb: spread(&|r| r.backlog.as_ref().map(|b| b.publish_mb_per_sec)),
                 publish_s: spread(&|r| r.backlog.as_ref().map(|b| b.publish_s)),
                 drain_s: spread(&|r| r.backlog.as_ref().and_then(|b| b.drain_s)),
+                tls: {
+                    let mut seen: Vec<&str> = ok.iter().filter_map(|r| r.tls.as_deref()).collect();
+                    seen.sort_unstable();
+                    seen.dedup();
+                    (!seen.is_empty()).then(|| seen.join(", "))
+                },
             });
         }
     }
@@ -334,7 +348,7 @@ mod versions;
 
 pub(crate) use book::{write_book, Context};
 use tables::{cell_title, cells, group_digits, markdown_table, rows};
-pub(crate) use tables::{tables, versus_nats, Style};
+pub(crate) use tables::{tables, tls_table, versus_nats, Style};
 use versions::{first_line, note_for};
 pub(crate) use versions::{versions, Version};
 

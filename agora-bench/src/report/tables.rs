@@ -325,19 +325,153 @@ pub(crate) fn versus_nats(summaries: &[Summary], style: Style) -> String {
     }
     match style {
         Style::Markdown => markdown_table(&rows),
-        Style::Text => {
-            let mut out = String::from("\n== agora vs nats-server at 128 B\n");
-            let widths: Vec<usize> = (0..rows[0].len())
-                .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-                .collect();
-            for r in rows {
-                let line: Vec<String> = r
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
-                    .collect();
-                let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        Style::Text => text_table("agora vs nats-server at 128 B", &rows),
+    }
+}
+
+/// Left-aligned columns under a `== title` line.
+fn text_table(title: &str, rows: &[Vec<String>]) -> String {
+    let mut out = format!("\n== {title}\n");
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// `a ÷ b` of the medians, with the lowest and highest run-to-run ratio in brackets.
+fn ratio_with_range(a: Option<Spread>, b: Option<Spread>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b.median > 0.0 && b.min > 0.0 && b.max > 0.0 => format!(
+            "{:.2} [{:.2}–{:.2}]",
+            a.median / b.median,
+            a.min / b.max,
+            a.max / b.min
+        ),
+        _ => "–".into(),
+    }
+}
+
+/// The TLS rows at 128 B: Agora against nats-server, both over TLS on one certificate
+/// and driven by the same lean client, and what TLS costs each against its clear row.
+/// Empty when the run has no TLS row.
+pub(crate) fn tls_table(summaries: &[Summary], style: Style) -> String {
+    let find = |scenario: Scenario, system: System| {
+        summaries.iter().find(|s| {
+            s.cell.scenario == scenario
+                && s.cell.payload == 128
+                && s.cell.variant.is_empty()
+                && s.system == system
+                && s.status != "skipped"
+                && s.runs > 0
+        })
+    };
+    if find(Scenario::Topic1x1, System::AgoraLeanTls).is_none()
+        && find(Scenario::Rtt, System::AgoraLeanTls).is_none()
+        && find(Scenario::Topic1x1, System::NatsLeanTls).is_none()
+        && find(Scenario::Rtt, System::NatsLeanTls).is_none()
+    {
+        return String::new();
+    }
+    type Pick = fn(&Summary) -> Option<Spread>;
+    let metrics: [(&str, Scenario, Pick, bool); 6] = [
+        ("topic-1-1 msgs/s", Scenario::Topic1x1, |s| s.msgs, true),
+        (
+            "topic-1-1 server CPU s/M msgs",
+            Scenario::Topic1x1,
+            |s| s.cpu_per_m,
+            false,
+        ),
+        (
+            "topic-1-1 client CPU s/M msgs",
+            Scenario::Topic1x1,
+            |s| s.client_cpu_per_m,
+            false,
+        ),
+        ("rtt p50 µs", Scenario::Rtt, |s| s.p50, false),
+        ("rtt p99 µs", Scenario::Rtt, |s| s.p99, false),
+        (
+            "rtt server CPU s/M msgs",
+            Scenario::Rtt,
+            |s| s.cpu_per_m,
+            false,
+        ),
+    ];
+    let fmt = |s: Spread| {
+        if s.median >= 100.0 {
+            format!(
+                "{} [{}–{}]",
+                group_digits(s.median),
+                group_digits(s.min),
+                group_digits(s.max)
+            )
+        } else {
+            format!("{:.2} [{:.2}–{:.2}]", s.median, s.min, s.max)
+        }
+    };
+    let mut rows = vec![[
+        "metric (128 B)",
+        "agora-lean-tls median [min–max]",
+        "nats-lean-tls median [min–max]",
+        "agora ÷ nats, TLS [range]",
+        "agora TLS ÷ clear [range]",
+        "nats TLS ÷ clear [range]",
+        "better",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    for (label, scenario, pick, higher_better) in metrics {
+        let get = |system| find(scenario, system).and_then(pick);
+        let (at, nt) = (get(System::AgoraLeanTls), get(System::NatsLeanTls));
+        let (ac, nc) = (get(System::AgoraLean), get(System::NatsLean));
+        rows.push(vec![
+            label.to_owned(),
+            at.map_or("–".into(), fmt),
+            nt.map_or("–".into(), fmt),
+            ratio_with_range(at, nt),
+            ratio_with_range(at, ac),
+            ratio_with_range(nt, nc),
+            if higher_better { "higher" } else { "lower" }.to_owned(),
+        ]);
+    }
+    // What was negotiated, as each TLS row's runs recorded it.
+    let mut notes = String::new();
+    for system in [System::AgoraLeanTls, System::NatsLeanTls] {
+        let mut seen: Vec<&str> = summaries
+            .iter()
+            .filter(|s| s.system == system)
+            .filter_map(|s| s.tls.as_deref())
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        if !seen.is_empty() {
+            let _ = writeln!(notes, "{}: {}", system.name(), seen.join("; "));
+        }
+    }
+    match style {
+        Style::Markdown => {
+            let mut out = markdown_table(&rows);
+            if !notes.is_empty() {
+                out += "\nNegotiated:\n\n";
+                for line in notes.lines() {
+                    let _ = writeln!(out, "- {line}");
+                }
             }
+            out
+        }
+        Style::Text => {
+            let mut out = text_table(
+                "TLS at 128 B: agora vs nats-server, and against clear text",
+                &rows,
+            );
+            out += &notes;
             out
         }
     }

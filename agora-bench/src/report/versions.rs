@@ -115,13 +115,19 @@ pub(crate) fn versions(bins: &Bins, systems: &[System]) -> Vec<Version> {
     };
     add(
         "agora",
-        of(&[Agora, AgoraLean, AgoraDurable, AgoraDurableEvery]),
+        of(&[
+            Agora,
+            AgoraLean,
+            AgoraLeanTls,
+            AgoraDurable,
+            AgoraDurableEvery,
+        ]),
         asked(Some(&bins.agora), &["--version"]),
         None,
     );
     add(
         "nats-server",
-        of(&[Nats, NatsLean]),
+        of(&[Nats, NatsLean, NatsLeanTls]),
         asked(bins.nats.as_deref(), &["--version"]),
         None,
     );

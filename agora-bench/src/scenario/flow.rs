@@ -410,6 +410,9 @@ pub(super) fn stalled_subscriber(server: &ServerView, name: &str) -> Result<TcpS
             "subscribe",
         ),
         System::Raw => return Err("the relay has no slow-consumer run".into()),
+        System::AgoraLeanTls | System::NatsLeanTls => {
+            return Err("the TLS rows have no slow-consumer run".into())
+        }
         System::RabbitmqQuorum | System::RabbitmqClassic => {
             return Err("RabbitMQ runs the durable scenarios only".into())
         }

@@ -198,6 +198,8 @@ pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
         (false, false) => {}
     }
     match (system, cell.scenario) {
+        (s, Topic1x1 | Rtt) if s.tls() => None,
+        (s, _) if s.tls() => Some("the TLS rows measure topic-1-1 and rtt only"),
         (System::Nats | System::NatsLean, Udp) => Some("nats-server has no UDP transport"),
         (System::Redis | System::RedisLean, Udp) => Some("redis-server has no UDP transport"),
         (System::Raw, Udp) => Some("the null relay is TCP only"),
@@ -255,6 +257,9 @@ pub(crate) struct Measured {
     pub(crate) broken: Option<String>,
     /// `durable-backlog`'s two phases (the rest of its figures are the drain's).
     pub(crate) backlog: Option<Phases>,
+    /// What the connections negotiated below the protocol (TLS version, cipher suite,
+    /// key exchange), on the TLS rows.
+    pub(crate) tls: Option<String>,
 }
 
 /// What `durable-backlog` measured of each phase.
@@ -408,6 +413,7 @@ pub(crate) fn run<D: Driver>(
         Udp => udp(server, payload, settings.duration, name)?,
     };
     measured.server_peak_rss_mib = crate::server::peak_rss_of(server.pid).unwrap_or(f64::NAN);
+    measured.tls = driver.negotiated();
     Ok(measured)
 }
 
@@ -438,6 +444,23 @@ mod tests {
                 } else if system.durable() {
                     assert!(why.is_none(), "{} {}", system.name(), scenario.id());
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn tls_rows_run_topic_1_1_and_rtt_only() {
+        for scenario in Scenario::ALL {
+            let cell = Cell {
+                scenario,
+                variant: "",
+                payload: 128,
+                rate: None,
+            };
+            let runs = matches!(scenario, Scenario::Topic1x1 | Scenario::Rtt);
+            for system in [System::AgoraLeanTls, System::NatsLeanTls] {
+                let why = unsupported(system, &cell);
+                assert_eq!(why.is_none(), runs, "{} {}", system.name(), scenario.id());
             }
         }
     }
