@@ -7,7 +7,7 @@
 //! the same code on a broker started with `--tls-cert`, TLS from the first byte.
 
 use std::net::Shutdown;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora_protocol::{
     decode_server, encode, encode_pub, AckMode, ClientFrame, Destination, Headers, ServerFrame,
@@ -15,7 +15,7 @@ use agora_protocol::{
 };
 use bytes::Bytes;
 
-use super::lean::{Dial, Plain, Socket};
+use super::lean::{crlf, Deadline, Dial, Plain, Socket};
 use super::{Dest, Mode, Result};
 
 #[derive(Clone)]
@@ -49,7 +49,7 @@ impl<D: Dial> Conn<D> {
             s: Socket::connect(addr, "agora-lean")?.upgrade(dial)?,
             next_rid: 1,
         };
-        match c.frame(Instant::now() + Duration::from_secs(5))? {
+        match c.frame(&mut Deadline::after(Duration::from_secs(5)))? {
             Some(ServerFrame::Info(_)) => Ok(c),
             Some(f) => Err(err(format!("expected INFO, got {f:?}"))),
             None => Err(err("no INFO from the broker within 5 s")),
@@ -67,9 +67,9 @@ impl<D: Dial> Conn<D> {
         let rid = self.next_rid;
         self.next_rid += 1;
         self.send(&make(rid))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut deadline = Deadline::after(Duration::from_secs(10));
         loop {
-            match self.frame(deadline)? {
+            match self.frame(&mut deadline)? {
                 Some(ServerFrame::Ok { rid: Some(r) } | ServerFrame::PingResp { rid: Some(r) })
                     if r == rid =>
                 {
@@ -86,7 +86,7 @@ impl<D: Dial> Conn<D> {
     /// The next frame from the broker, answering its `PINGREQ`s; `None` if none came
     /// before `deadline`. What was gathered (a subscriber's `ACK`s, a request) goes out
     /// before any wait.
-    fn frame(&mut self, deadline: Instant) -> Result<Option<ServerFrame>> {
+    fn frame(&mut self, deadline: &mut Deadline) -> Result<Option<ServerFrame>> {
         loop {
             match decode_server(&mut self.s.inb).map_err(err)? {
                 Some(ServerFrame::PingReq { rid }) => {
@@ -96,10 +96,35 @@ impl<D: Dial> Conn<D> {
                 Some(f) => return Ok(Some(f)),
                 None => {}
             }
-            if !self.s.fill(deadline)? {
+            if !self.s.fill(deadline.get())? {
                 return Ok(None);
             }
         }
+    }
+
+    /// A whole `MSG <dest> <sid> <did> <count> <size>` frame at the head of what was
+    /// read: its delivery id and payload, cut out without building a frame (as the
+    /// NATS client parses its `MSG` lines). `None` for anything else, or a frame not
+    /// whole yet: [`frame`](Conn::frame) then decodes it in full.
+    fn msg(&mut self) -> Option<(u64, Bytes)> {
+        let inb = &mut self.s.inb;
+        if !inb.starts_with(b"MSG ") {
+            return None;
+        }
+        let end = crlf(inb)?;
+        let mut tokens = inb[..end].split(|b| *b == b' ');
+        let number = |t: Option<&[u8]>| std::str::from_utf8(t?).ok()?.parse::<u64>().ok();
+        let did = number(tokens.nth(3))?;
+        let size = number(tokens.nth(1))? as usize;
+        if tokens.next().is_some() {
+            return None;
+        }
+        let body = end + 2;
+        if inb.len() < body + size + 2 {
+            return None;
+        }
+        let frame = inb.split_to(body + size + 2).freeze();
+        Some((did, frame.slice(body..body + size)))
     }
 }
 
@@ -184,23 +209,22 @@ impl<D: Dial> super::Publisher for Pub<D> {
 
 impl<D: Dial> super::Subscriber for Sub<D> {
     async fn next(&mut self, wait: Duration) -> Result<Option<Bytes>> {
-        let deadline = Instant::now() + wait;
+        let mut deadline = Deadline::after(wait);
         loop {
-            match self.conn.frame(deadline)? {
-                Some(ServerFrame::Msg(d)) => {
-                    if self.ack {
-                        self.conn.send(&ClientFrame::Ack {
-                            rid: None,
-                            did: d.did,
-                        })?;
-                    }
-                    return Ok(Some(d.payload));
-                }
-                Some(ServerFrame::Err(e)) => return Err(err(format!("{e:?}"))),
-                Some(ServerFrame::Cancel { .. }) => return Err(err("subscription cancelled")),
-                Some(_) => {}
-                None => return Ok(None),
+            let (did, payload) = match self.conn.msg() {
+                Some(m) => m,
+                None => match self.conn.frame(&mut deadline)? {
+                    Some(ServerFrame::Msg(d)) => (d.did, d.payload),
+                    Some(ServerFrame::Err(e)) => return Err(err(format!("{e:?}"))),
+                    Some(ServerFrame::Cancel { .. }) => return Err(err("subscription cancelled")),
+                    Some(_) => continue,
+                    None => return Ok(None),
+                },
+            };
+            if self.ack {
+                self.conn.send(&ClientFrame::Ack { rid: None, did })?;
             }
+            return Ok(Some(payload));
         }
     }
 

@@ -60,6 +60,28 @@ const READ: usize = 128 * 1024;
 /// How long one read waits before the deadline is looked at again.
 const READ_WAIT: Duration = Duration::from_millis(50);
 
+/// A deadline `wait` from the first time it is asked for: a receiver that finds its
+/// next message already buffered reads no clock for it.
+pub(crate) struct Deadline {
+    wait: Duration,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    pub(crate) fn after(wait: Duration) -> Deadline {
+        Deadline { wait, at: None }
+    }
+
+    pub(crate) fn get(&mut self) -> Instant {
+        *self.at.get_or_insert_with(|| Instant::now() + self.wait)
+    }
+}
+
+/// Where the first CRLF in `b` starts.
+pub(crate) fn crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
 pub(crate) struct Socket<S: Transport = TcpStream> {
     sock: S,
     /// Written and not yet sent.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::lean::{Dial, Plain, Socket};
+use super::lean::{crlf, Deadline, Dial, Plain, Socket};
 use super::{Dest, Mode, Result};
 
 #[derive(Clone)]
@@ -40,11 +40,6 @@ enum Event {
 
 fn err(e: impl std::fmt::Display) -> String {
     format!("nats-lean: {e}")
-}
-
-/// Where the first CRLF in `b` starts.
-fn crlf(b: &[u8]) -> Option<usize> {
-    b.windows(2).position(|w| w == b"\r\n")
 }
 
 /// One connection.
@@ -88,7 +83,7 @@ impl<D: Dial> Conn<D> {
     /// before. A message meanwhile is an error (only publishers and new subscribers sync).
     fn round_trip(&mut self) -> Result<()> {
         self.s.out.extend_from_slice(b"PING\r\n");
-        match self.event(Instant::now() + Duration::from_secs(10))? {
+        match self.event(&mut Deadline::after(Duration::from_secs(10)))? {
             Some(Event::Pong) => Ok(()),
             Some(Event::Msg(_)) => Err(err("a message on a publishing connection")),
             None => Err(err("no PONG from the server within 10 s")),
@@ -97,12 +92,12 @@ impl<D: Dial> Conn<D> {
 
     /// The next message or `PONG`, answering `PING`s and skipping `+OK` and `INFO`;
     /// `None` if none came before `deadline`. What was gathered goes out before a wait.
-    fn event(&mut self, deadline: Instant) -> Result<Option<Event>> {
+    fn event(&mut self, deadline: &mut Deadline) -> Result<Option<Event>> {
         loop {
             if let Some(e) = self.parse()? {
                 return Ok(Some(e));
             }
-            if !self.s.fill(deadline)? {
+            if !self.s.fill(deadline.get())? {
                 return Ok(None);
             }
         }
@@ -214,7 +209,7 @@ impl<D: Dial> super::Publisher for Pub<D> {
 
 impl<D: Dial> super::Subscriber for Sub<D> {
     async fn next(&mut self, wait: Duration) -> Result<Option<Bytes>> {
-        match self.conn.event(Instant::now() + wait)? {
+        match self.conn.event(&mut Deadline::after(wait))? {
             Some(Event::Msg(m)) => Ok(Some(m)),
             Some(Event::Pong) => Err(err("an unasked-for PONG")),
             None => Ok(None),
