@@ -297,6 +297,11 @@ impl Queue {
     }
 
     async fn after_batch(&mut self) {
+        // What came in is told before anything is delivered, so a consumer that has a
+        // message finds it counted in `STATS` (the rest is told after the dispatch).
+        let t = self.state.totals();
+        self.shared.messages_in.store(t.messages_in, Relaxed);
+        self.shared.bytes_in.store(t.bytes_in, Relaxed);
         let before = self.state.consumers();
         self.state
             .dispatch(Instant::now(), |c, d| c.port.tx.push(d));
