@@ -69,6 +69,8 @@ pub mod sim;
 mod stats;
 #[doc(hidden)]
 pub mod store;
+#[doc(hidden)]
+pub mod subindex;
 mod tls;
 mod topic;
 mod udp;

@@ -13,7 +13,7 @@ mod subject;
 mod verify;
 
 pub use passwd::{hash_password, read_password};
-pub use pattern::Pattern;
+pub use pattern::{Pattern, Token};
 pub(crate) use subject::subject_of;
 pub(crate) use verify::{delay_for, Denied, Verifier, FAILURE_WINDOW, POOL_THREADS};
 

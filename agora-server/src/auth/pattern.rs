@@ -13,7 +13,8 @@ use agora_protocol::{Destination, Kind};
 
 /// One token of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
+pub enum Token {
+    /// A token spelled out.
     Literal(String),
     /// `*`: exactly one token.
     One,
@@ -70,6 +71,16 @@ impl Pattern {
             tokens: tokens(name).unwrap_or_else(|_| vec![Token::Literal(name.to_owned())]),
             text: dest.to_string(),
         }
+    }
+
+    /// Its name's tokens.
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    /// The kind of destination it names.
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// Whether `dest` (a concrete name) is one this pattern names.
