@@ -9,7 +9,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::error::{ErrorKind, ProtocolError};
-use crate::name::{validate_name, Destination, Kind, Name, RequestId};
+use crate::name::{validate_name, validate_pattern, Destination, Kind, Name, RequestId};
 
 /// `key=value` from an option token, with the token's offset.
 pub(crate) type KeyValue<'a> = (&'a [u8], &'a [u8], usize);
@@ -247,6 +247,24 @@ impl<'a> Args<'a> {
             kind,
             name: at + skip..at + t.len(),
         })
+    }
+
+    /// A `SUB`'s destination: a queue's name, or a topic's name or pattern (`*`, `>`).
+    pub(crate) fn sub_dest(&mut self) -> Result<DestSpan, ProtocolError> {
+        let next = (self.pos < self.len).then(|| self.toks[self.pos]);
+        match next {
+            Some(t) if t.starts_with(b"topic:") => {
+                let t = self.next("a destination")?;
+                let at = self.offset(t);
+                validate_pattern(&t[6..])
+                    .map_err(|e| err(ErrorKind::BadName(Some(e)), at, format!("'{}'", shown(t))))?;
+                Ok(DestSpan {
+                    kind: Kind::Topic,
+                    name: at + 6..at + t.len(),
+                })
+            }
+            _ => self.dest(),
+        }
     }
 
     /// The rest of the line from the next token on, as text (for messages).

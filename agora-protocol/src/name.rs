@@ -32,6 +32,9 @@ pub enum NameError {
     TooLong(usize),
     /// The name holds a byte outside the allowed set, at this index.
     BadByte(usize),
+    /// A subscription pattern's token at this index is empty, a partial wildcard
+    /// (`sens*`), or a `>` before the last token.
+    BadPattern(usize),
 }
 
 impl fmt::Display for NameError {
@@ -44,6 +47,10 @@ impl fmt::Display for NameError {
             NameError::BadByte(i) => write!(
                 f,
                 "name has a character outside [A-Za-z0-9._-] at index {i}"
+            ),
+            NameError::BadPattern(i) => write!(
+                f,
+                "the token at index {i} is empty, a partial wildcard, or a '>' before the last token (a wildcard is a whole token: * or >)"
             ),
         }
     }
@@ -86,7 +93,69 @@ pub(crate) fn validate_name(b: &[u8]) -> Result<(), NameError> {
     }
 }
 
+/// Checks a topic subscription: a name, or a pattern of dot-separated tokens, none
+/// empty, each `*`, or `>` as the last one, or name characters (the first may start
+/// with `$`); at most [`MAX_NAME_LEN`] bytes.
+pub(crate) fn validate_pattern(b: &[u8]) -> Result<(), NameError> {
+    // Without a wildcard it is a name, with a name's rules (which allow empty tokens).
+    if !b.iter().any(|&c| c == b'*' || c == b'>') {
+        return validate_name(b);
+    }
+    if b.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong(b.len()));
+    }
+    if b.is_empty() {
+        return Err(NameError::Empty);
+    }
+    let mut start = 0;
+    let last = b.iter().rposition(|&c| c == b'.').map_or(0, |i| i + 1);
+    for tok in b.split(|&c| c == b'.') {
+        match tok {
+            [] => return Err(NameError::BadPattern(start)),
+            b"*" => {}
+            b">" if start == last => {}
+            b">" => return Err(NameError::BadPattern(start)),
+            t => {
+                let body = match start {
+                    0 => t.strip_prefix(b"$").unwrap_or(t),
+                    _ => t,
+                };
+                if body.is_empty() {
+                    return Err(NameError::BadPattern(start));
+                }
+                let skip = t.len() - body.len();
+                if let Some(i) = body.iter().position(|&c| !is_name_byte(c)) {
+                    return Err(match body[i] {
+                        b'*' | b'>' => NameError::BadPattern(start),
+                        _ => NameError::BadByte(start + skip + i),
+                    });
+                }
+            }
+        }
+        start += tok.len() + 1;
+    }
+    Ok(())
+}
+
 impl Name {
+    /// A topic subscription pattern (`sensors.*.temp`, `orders.>`), or a plain name.
+    ///
+    /// ```
+    /// use agora_protocol::Name;
+    /// assert!(Name::pattern("sensors.*.temp").is_ok());
+    /// assert!(Name::pattern("sens*").is_err());
+    /// ```
+    pub fn pattern(name: impl Into<Bytes>) -> Result<Name, NameError> {
+        let b = name.into();
+        validate_pattern(&b)?;
+        Ok(Name(b))
+    }
+
+    /// True when a token is `*` or `>`: a subscription pattern, not a name.
+    pub fn is_pattern(&self) -> bool {
+        self.0.split(|&c| c == b'.').any(|t| t == b"*" || t == b">")
+    }
+
     /// Validates and wraps a name.
     ///
     /// ```
@@ -217,6 +286,19 @@ impl Destination {
         Ok(Destination {
             kind: Kind::Topic,
             name: Name::try_from(name)?,
+        })
+    }
+
+    /// A topic subscription: a name, or a pattern with `*` and `>` tokens.
+    ///
+    /// ```
+    /// let d = agora_protocol::Destination::topic_pattern("orders.>").unwrap();
+    /// assert!(d.name.is_pattern());
+    /// ```
+    pub fn topic_pattern(name: &str) -> Result<Destination, NameError> {
+        Ok(Destination {
+            kind: Kind::Topic,
+            name: Name::pattern(Bytes::copy_from_slice(name.as_bytes()))?,
         })
     }
 

@@ -30,7 +30,8 @@ use crate::{ClientFrame, ServerFrame};
 /// `sub = "SUB" [rid] dest sid *sub-opt`
 pub(crate) fn decode_sub(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
     let rid = a.rid()?;
-    let dest = a.dest()?;
+    // Topics may be subscribed to by pattern; queues have no wildcards.
+    let dest = a.sub_dest()?;
     let sid = a.u64("a subscription id")?;
     let (mut prefetch, mut ack) = (None, None);
     while let Some(kv) = a.kv() {
