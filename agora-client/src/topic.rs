@@ -76,8 +76,16 @@ impl Client {
     /// # Ok::<(), agora_client::Error>(())
     /// # });
     /// ```
+    ///
+    /// `topic` may be a pattern: `*` stands for one dot-separated token and `>` for one
+    /// or more at the end (`sensors.*.temp`, `orders.>`); each message's
+    /// [`destination`](crate::Message::destination) is then the topic it was published to.
     pub async fn subscribe(&self, topic: &str) -> Result<Subscription> {
-        self.topic(topic)?.subscribe().await
+        let t = Topic {
+            client: self.clone(),
+            dest: Destination::topic_pattern(topic)?,
+        };
+        t.subscribe().await
     }
 }
 

@@ -819,3 +819,32 @@ fn udp_publisher_packs_frames_into_datagrams() {
         ));
     });
 }
+
+/// A wildcard subscription through the SDK: each message names the topic it was
+/// published to.
+#[test]
+fn subscribe_to_a_pattern() {
+    let s = start();
+    smol::block_on(within(async {
+        let client = Client::connect(s.addr).await.unwrap();
+        let mut sub = client.subscribe("prices.*").await.unwrap();
+        assert_eq!(sub.destination().to_string(), "topic:prices.*");
+        client.publish("prices.eu", "1").await.unwrap();
+        client.publish("prices.us", "2").await.unwrap();
+        client.publish("prices.us.east", "no").await.unwrap();
+        client.publish("volumes.eu", "no").await.unwrap();
+        client.flush().await.unwrap();
+        let m = within(sub.next()).await.unwrap();
+        assert_eq!(
+            (m.destination().to_string(), m.payload().clone()),
+            ("topic:prices.eu".to_owned(), "1".into())
+        );
+        let m = within(sub.next()).await.unwrap();
+        assert_eq!(m.destination().to_string(), "topic:prices.us");
+        assert!(
+            client.topic("prices.*").is_err(),
+            "no publishing to a pattern"
+        );
+        client.close().await.unwrap();
+    }));
+}

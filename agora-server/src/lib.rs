@@ -74,6 +74,7 @@ pub mod subindex;
 mod tls;
 mod topic;
 mod udp;
+mod wild;
 
 use std::future::Future;
 use std::io;
@@ -115,6 +116,8 @@ pub(crate) struct Broker {
     pub store: Option<(store::WriterHandle, stats::Recovery)>,
     /// Checks passwords on threads of its own (with users configured).
     pub verifier: auth::Verifier,
+    /// Wildcard topic subscriptions.
+    pub wild: Arc<wild::Wild>,
 }
 
 impl Broker {
@@ -351,9 +354,18 @@ impl Server {
             true => auth::POOL_THREADS,
             false => 0,
         });
+        let wild = Arc::new(wild::Wild::default());
         let broker = Arc::new(Broker {
             verifier,
-            manager: manager::spawn(&self.config, budget.clone(), env.clone(), &rt, store),
+            manager: manager::spawn(
+                &self.config,
+                budget.clone(),
+                env.clone(),
+                &rt,
+                store,
+                wild.clone(),
+            ),
+            wild,
             rt,
             mutators: env,
             budget,

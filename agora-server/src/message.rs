@@ -64,4 +64,7 @@ pub(crate) struct Delivery {
     /// back when its batch is written or the subscription ends; 0 for queue
     /// deliveries (the queue gives its bytes back itself).
     pub charged: usize,
+    /// To a wildcard subscription: the topic it was published to, which its `MSG`
+    /// names (`None`: the subscription's own destination).
+    pub topic: Option<agora_protocol::Destination>,
 }

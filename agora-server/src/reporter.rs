@@ -109,7 +109,7 @@ pub(crate) async fn run_manager(broker: Arc<crate::Broker>) {
                 else {
                     return;
                 };
-                let json = crate::stats::document(&broker, &page, &listing);
+                let json = crate::stats::document(&broker, &page, &listing, None);
                 let msg = crate::message::Message {
                     headers: agora_protocol::Headers::new(),
                     payload: agora_protocol::bytes::Bytes::from(json),

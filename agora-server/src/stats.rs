@@ -134,6 +134,23 @@ struct Stats {
     storage: Option<Storage>,
     page: Page,
     destinations: Vec<DestStats>,
+    /// Wildcard topic subscriptions by pattern (not destinations: they live in the
+    /// broker's index).
+    wildcards: Wildcards,
+}
+
+#[derive(Serialize)]
+struct Wildcards {
+    /// Patterns subscribed to (all of them).
+    total: usize,
+    /// The first patterns in order, at most 1000, with their subscriptions.
+    patterns: Vec<WildcardPattern>,
+}
+
+#[derive(Serialize)]
+struct WildcardPattern {
+    pattern: String,
+    subscriptions: usize,
 }
 
 /// Which destinations this document lists, and where the next page starts.
@@ -155,6 +172,7 @@ pub(crate) fn document(
     broker: &Broker,
     page: &agora_protocol::StatsPage,
     listing: &Listing,
+    only: Option<&crate::auth::User>,
 ) -> Vec<u8> {
     let handles: &[Handle] = &listing.handles;
     let s = Stats {
@@ -204,6 +222,27 @@ pub(crate) fn document(
             next: listing.next.as_ref().map(|d| d.to_string()),
         },
         destinations: handles.iter().map(Handle::stats).collect(),
+        wildcards: {
+            let (mut listed, mut total) = broker.wild.listing();
+            // A user that is not an admin sees the patterns its rights cover.
+            if let Some(u) = only {
+                listed.retain(|(p, _)| {
+                    crate::auth::Pattern::parse(p)
+                        .is_ok_and(|p| u.rights.subscribe.iter().any(|mine| mine.covers(&p)))
+                });
+                total = listed.len();
+            }
+            Wildcards {
+                total,
+                patterns: listed
+                    .into_iter()
+                    .map(|(pattern, subscriptions)| WildcardPattern {
+                        pattern,
+                        subscriptions,
+                    })
+                    .collect(),
+            }
+        },
     };
     serde_json::to_vec(&s).unwrap_or_else(|_| b"{}".to_vec())
 }

@@ -9,7 +9,7 @@
 //! and the other subscribers never notice.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use agora_protocol::bytes::Bytes;
 use agora_protocol::{Destination, ErrorCode};
@@ -18,6 +18,7 @@ use crate::budget::Budget;
 use crate::config::SlowConsumerPolicy;
 use crate::deliveries::DeliveryTx;
 use crate::shipper::{Delivery, Message, Outbox};
+use crate::wild::{Seen, Wild};
 
 /// One subscription to a topic.
 pub(crate) struct Subscriber {
@@ -29,6 +30,9 @@ pub(crate) struct Subscriber {
     pub outbox: Outbox,
     /// Messages dropped for this subscriber by the drop-oldest policy.
     pub dropped: AtomicU64,
+    /// A wildcard subscription's pattern (it lives in the broker's [`Wild`] index, not
+    /// in one topic's list).
+    pub pattern: Option<crate::auth::Pattern>,
 }
 
 /// A topic's shared state.
@@ -55,6 +59,9 @@ pub(crate) struct Topic {
     copy_fanout: bool,
     /// The mutator chain publishers run before fan-out, and its drop count.
     pub chain: crate::mutators::ChainSlot,
+    /// The broker's wildcard subscriptions, and which of them this topic's name
+    /// matched at the index's last generation.
+    wild: Option<(Arc<Wild>, Mutex<Seen>)>,
 }
 
 /// Why a topic publish was refused.
@@ -82,7 +89,14 @@ impl Topic {
             budget,
             chain: Default::default(),
             copy_fanout: false,
+            wild: None,
         }
+    }
+
+    /// Delivers to the broker's wildcard subscriptions its name matches too.
+    pub fn with_wild(mut self, wild: Arc<Wild>) -> Topic {
+        self.wild = Some((wild, Mutex::new(Seen::default())));
+        self
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Subscriber>>> {
@@ -190,7 +204,11 @@ impl Topic {
         let n = msgs.len() as u64;
         let bytes: u64 = msgs.iter().map(|m| m.payload.len() as u64).sum();
         let subs = self.snapshot();
-        if subs.is_empty() {
+        let wild = match &self.wild {
+            Some((w, seen)) => w.matches(self.dest.name.as_str(), seen),
+            None => Arc::from(Vec::new()),
+        };
+        if subs.is_empty() && wild.is_empty() {
             self.messages_in.fetch_add(n, Relaxed);
             self.bytes_in.fetch_add(bytes, Relaxed);
             return Ok(());
@@ -200,7 +218,7 @@ impl Topic {
         // Each subscriber's buffered copy counts against the budget (the payload is
         // shared, but each copy may outlive the others); shares that find no place (a
         // closed or cut-off subscriber, a dropped oldest message) go back at the end.
-        if !self.budget.try_take(size * subs.len()) {
+        if !self.budget.try_take(size * (subs.len() + wild.len())) {
             return Err(TopicRefused::Memory(format!(
                 "the broker's memory budget of {} bytes is spent",
                 self.budget.limit()
@@ -213,8 +231,13 @@ impl Topic {
         let mut unplaced = 0;
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
-        for s in subs.iter() {
+        let own = subs.iter().map(|s| (s, None));
+        // A wildcard subscription's MSG names this topic.
+        let topic = Some(self.dest.clone());
+        let others = wild.iter().map(|w| (&w.0, topic.as_ref()));
+        for (s, via) in own.chain(others) {
             let deliveries = msgs.iter().map(|m| Delivery {
+                topic: via.cloned(),
                 did: 0,
                 count: 1,
                 msg: if self.copy_fanout {
@@ -274,6 +297,22 @@ impl Topic {
 
     /// Ends a subscription that fell behind, telling its client why.
     fn cut_off(&self, s: &Arc<Subscriber>) {
+        if let (Some(p), Some((wild, _))) = (&s.pattern, &self.wild) {
+            if s.tx.close() {
+                log::warn!(
+                    "subscriber {} of {p} fell {} messages behind: cancelled (slow_consumer)",
+                    s.sid,
+                    s.cap
+                );
+                s.outbox.cancel(
+                    s.sid,
+                    ErrorCode::SlowConsumer,
+                    format!("subscriber to {p} fell {} messages behind", s.cap),
+                );
+                wild.unsubscribe(p, s);
+            }
+            return;
+        }
         if s.tx.close() {
             log::warn!(
                 "subscriber {} of {} fell {} messages behind: cancelled (slow_consumer)",

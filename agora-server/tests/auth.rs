@@ -452,3 +452,41 @@ fn a_flood_of_logins_does_not_stall_other_clients() {
         );
     }
 }
+
+/// A wildcard subscription is allowed when one of the user's patterns names every topic
+/// it can match.
+#[test]
+fn a_wildcard_subscription_needs_a_pattern_that_covers_it() {
+    let mut config = Config::ephemeral();
+    let hash = hash_password("pw").unwrap();
+    let r = rights(&[], &["topic:sensors.>", "topic:rooms.*"], false);
+    config
+        .users
+        .insert(User::new("eve", Some(&hash), None, r).unwrap())
+        .unwrap();
+    let s = start_with(config);
+    let mut c = s.connect();
+    login(&mut c, "eve", "pw");
+    for (sid, ok) in [
+        ("topic:sensors.*.temp", true),
+        ("topic:sensors.>", true),
+        ("topic:rooms.*", true),
+        ("topic:rooms.>", false),
+        ("topic:>", false),
+        ("topic:*.temp", false),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (p, ok))| ((i as u64 + 1, *p), *ok))
+    {
+        let (sid, pattern) = sid;
+        c.send(format!("SUB #{sid} {pattern} {sid}\r\n").as_bytes());
+        match ok {
+            true => assert_eq!(c.next(), ServerFrame::Ok { rid: Some(sid) }, "{pattern}"),
+            false => {
+                let why = c.expect_err(ErrorCode::NotPermitted);
+                assert!(why.contains(pattern), "{why}");
+            }
+        }
+    }
+}

@@ -13,11 +13,11 @@ impl Conn<'_> {
     ) -> Flow {
         let list = |reply| ManagerCmd::List {
             page: page.clone(),
-            only,
+            only: only.clone(),
             reply,
         };
         let listing = ask(&self.broker.manager, list).await.ok_or(End::Stopping)?;
-        let json = crate::stats::document(self.broker, &page, &listing);
+        let json = crate::stats::document(self.broker, &page, &listing, only.as_deref());
         self.reply(&ServerFrame::StatsResp {
             rid,
             json: Bytes::from(json),

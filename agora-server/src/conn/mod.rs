@@ -148,6 +148,11 @@ enum Sub {
         topic: Arc<Topic>,
         sub: Arc<Subscriber>,
     },
+    /// A wildcard topic subscription (in the broker's index).
+    Wild {
+        pattern: crate::auth::Pattern,
+        sub: Arc<Subscriber>,
+    },
     Queue {
         queue: Arc<QueueShared>,
         cid: u64,
@@ -162,7 +167,7 @@ impl SubHandle for Sub {
     /// True once the broker ended it (`CANCEL`): its id may be used again.
     fn ended(&self) -> bool {
         match self {
-            Sub::Topic { sub, .. } => sub.tx.is_closed(),
+            Sub::Topic { sub, .. } | Sub::Wild { sub, .. } => sub.tx.is_closed(),
             Sub::Queue { tx, .. } => tx.is_closed(),
         }
     }

@@ -21,6 +21,7 @@ impl Conn<'_> {
             Err(r) => return self.refused(rid, r).await,
         };
         let r = match plan {
+            SubPlan::Topic if s.dest.name.is_pattern() => Ok(self.subscribe_wild(&s)),
             SubPlan::Topic => self.subscribe_topic(&s).await,
             SubPlan::Queue {
                 prefetch,
@@ -56,6 +57,7 @@ impl Conn<'_> {
             cap: self.broker.config.subscriber_buffer,
             outbox: self.outbox.clone(),
             dropped: AtomicU64::new(0),
+            pattern: None,
         });
         for _ in 0..3 {
             let Handle::Topic(topic) = self.resolve(&s.dest).await? else {
@@ -73,6 +75,25 @@ impl Conn<'_> {
             ErrorCode::Internal,
             "topic kept disappearing".to_owned(),
         ))
+    }
+
+    /// A wildcard subscription: into the broker's index, from which every topic whose
+    /// name it matches delivers to it.
+    pub(super) fn subscribe_wild(&mut self, s: &Subscribe) -> (SubRx, Sub) {
+        let (tx, rx) = crate::deliveries::queue();
+        let pattern = crate::auth::Pattern::of(&s.dest);
+        let sub = Arc::new(Subscriber {
+            sid: s.sid,
+            tx,
+            cap: self.broker.config.subscriber_buffer,
+            outbox: self.outbox.clone(),
+            dropped: AtomicU64::new(0),
+            pattern: Some(pattern.clone()),
+        });
+        self.broker.wild.subscribe(&pattern, sub.clone());
+        let mut add = SubRx::new(s.sid, s.dest.compact(), rx);
+        add.budget = Some(self.broker.budget.clone());
+        (add, Sub::Wild { pattern, sub })
     }
 
     /// Joins a queue as a consumer with the session's plan; returns the subscription's
@@ -159,6 +180,10 @@ impl Conn<'_> {
     pub(super) async fn drop_sub(&mut self, sub: Sub) {
         match sub {
             Sub::Topic { topic, sub } => topic.unsubscribe(&sub),
+            Sub::Wild { pattern, sub } => {
+                self.broker.wild.unsubscribe(&pattern, &sub);
+                sub.tx.close();
+            }
             Sub::Queue { queue, cid, .. } => {
                 let _ = queue.tx.send(QueueCmd::Unsubscribe { cid }).await;
             }

@@ -124,6 +124,7 @@ pub(crate) fn spawn(
     env: Arc<Env>,
     rt: &agora_rt::Handle,
     store: Option<Store>,
+    wild: Arc<crate::wild::Wild>,
 ) -> Sender<ManagerCmd> {
     let (tx, rx) = async_channel::bounded(1024);
     // `Server::bind` checked every configured chain.
@@ -164,6 +165,7 @@ pub(crate) fn spawn(
         chains,
         rt: rt.clone(),
         store,
+        wild,
     };
     rt.spawn(m.run(rx)).detach();
     // The sweeper only holds a weak link: it stops when the broker drops the manager.
@@ -196,6 +198,8 @@ struct Manager {
     rt: agora_rt::Handle,
     /// The log, when the broker has a data directory.
     store: Option<Store>,
+    /// The wildcard subscriptions every topic delivers to where its name matches.
+    wild: Arc<crate::wild::Wild>,
 }
 
 impl Manager {
@@ -343,7 +347,8 @@ impl Manager {
             }
             Kind::Topic => Handle::Topic(Arc::new(
                 Topic::new(dest.clone(), c.slow_consumer, self.budget.clone())
-                    .with_copy_fanout(c.ablation.copy_fanout),
+                    .with_copy_fanout(c.ablation.copy_fanout)
+                    .with_wild(self.wild.clone()),
             )),
         };
         if let Some(c) = self.chains.get(&dest) {

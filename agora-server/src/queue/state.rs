@@ -398,6 +398,7 @@ impl<P> QueueState<P> {
                 count: h.count,
                 msg: h.msg.clone(),
                 charged: 0,
+                topic: None,
             };
             match push(&c.c, d) {
                 Ok(()) => {

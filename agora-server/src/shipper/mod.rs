@@ -152,7 +152,7 @@ fn encode_delivery(s: &mut SubRx, d: &Delivery, buf: &mut BytesMut, now: Instant
         }
     }
     agora_protocol::encode_msg(
-        &s.dest,
+        d.topic.as_ref().unwrap_or(&s.dest),
         s.sid,
         d.did,
         d.count,

@@ -41,6 +41,7 @@ impl World {
             cap: SUBSCRIBER_BUFFER,
             outbox,
             dropped: Default::default(),
+            pattern: None,
         });
         self.topics[t].topic.subscribe(sub.clone());
         self.topics[t].subs.push(SimSub {
