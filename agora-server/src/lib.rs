@@ -74,7 +74,6 @@ pub mod subindex;
 mod tls;
 mod topic;
 mod udp;
-mod wild;
 
 use std::future::Future;
 use std::io;
@@ -117,7 +116,7 @@ pub(crate) struct Broker {
     /// Checks passwords on threads of its own (with users configured).
     pub verifier: auth::Verifier,
     /// Wildcard topic subscriptions.
-    pub wild: Arc<wild::Wild>,
+    pub wild: Arc<topic::wild::Wild>,
 }
 
 impl Broker {
@@ -354,7 +353,7 @@ impl Server {
             true => auth::POOL_THREADS,
             false => 0,
         });
-        let wild = Arc::new(wild::Wild::default());
+        let wild = Arc::new(topic::wild::Wild::default());
         let broker = Arc::new(Broker {
             verifier,
             manager: manager::spawn(

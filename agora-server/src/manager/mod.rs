@@ -124,7 +124,7 @@ pub(crate) fn spawn(
     env: Arc<Env>,
     rt: &agora_rt::Handle,
     store: Option<Store>,
-    wild: Arc<crate::wild::Wild>,
+    wild: Arc<crate::topic::wild::Wild>,
 ) -> Sender<ManagerCmd> {
     let (tx, rx) = async_channel::bounded(1024);
     // `Server::bind` checked every configured chain.
@@ -199,7 +199,7 @@ struct Manager {
     /// The log, when the broker has a data directory.
     store: Option<Store>,
     /// The wildcard subscriptions every topic delivers to where its name matches.
-    wild: Arc<crate::wild::Wild>,
+    wild: Arc<crate::topic::wild::Wild>,
 }
 
 impl Manager {

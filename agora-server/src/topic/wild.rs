@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::Subscriber;
 use crate::auth::Pattern;
 use crate::subindex::SubIndex;
-use crate::topic::Subscriber;
 
 /// A wildcard subscription in the index: the subscriber, compared by identity.
 #[derive(Clone)]

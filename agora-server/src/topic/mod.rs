@@ -18,7 +18,9 @@ use crate::budget::Budget;
 use crate::config::SlowConsumerPolicy;
 use crate::deliveries::DeliveryTx;
 use crate::shipper::{Delivery, Message, Outbox};
-use crate::wild::{Seen, Wild};
+pub(crate) mod wild;
+
+use self::wild::{Seen, Wild};
 
 /// One subscription to a topic.
 pub(crate) struct Subscriber {
