@@ -283,18 +283,7 @@ pub(crate) fn versus_nats(summaries: &[Summary], style: Style) -> String {
             false,
         ),
     ];
-    let fmt = |s: Spread| {
-        if s.median >= 100.0 {
-            format!(
-                "{} [{}–{}]",
-                group_digits(s.median),
-                group_digits(s.min),
-                group_digits(s.max)
-            )
-        } else {
-            format!("{:.2} [{:.2}–{:.2}]", s.median, s.min, s.max)
-        }
-    };
+    let fmt = spread_text;
     let mut rows = vec![vec![
         "metric (128 B)".to_owned(),
         "agora (lean client) median [min–max]".to_owned(),
@@ -404,18 +393,7 @@ pub(crate) fn tls_table(summaries: &[Summary], style: Style) -> String {
             false,
         ),
     ];
-    let fmt = |s: Spread| {
-        if s.median >= 100.0 {
-            format!(
-                "{} [{}–{}]",
-                group_digits(s.median),
-                group_digits(s.min),
-                group_digits(s.max)
-            )
-        } else {
-            format!("{:.2} [{:.2}–{:.2}]", s.median, s.min, s.max)
-        }
-    };
+    let fmt = spread_text;
     let mut rows = vec![[
         "metric (128 B)",
         "agora-lean-tls median [min–max]",
@@ -474,5 +452,20 @@ pub(crate) fn tls_table(summaries: &[Summary], style: Style) -> String {
             out += &notes;
             out
         }
+    }
+}
+
+/// A spread as the comparison tables write it: the median and [min–max], with digits
+/// grouped from 100 up, two decimals below.
+fn spread_text(s: Spread) -> String {
+    if s.median >= 100.0 {
+        format!(
+            "{} [{}–{}]",
+            group_digits(s.median),
+            group_digits(s.min),
+            group_digits(s.max)
+        )
+    } else {
+        format!("{:.2} [{:.2}–{:.2}]", s.median, s.min, s.max)
     }
 }

@@ -428,15 +428,20 @@ use probes::*;
 mod tests {
     use super::*;
 
+    /// The scenario's 128 B cell with no variant and no rate.
+    fn cell_of(scenario: Scenario) -> Cell {
+        Cell {
+            scenario,
+            variant: "",
+            payload: 128,
+            rate: None,
+        }
+    }
+
     #[test]
     fn durable_scenarios_run_on_durable_systems_only() {
         for scenario in Scenario::ALL {
-            let cell = Cell {
-                scenario,
-                variant: "",
-                payload: 128,
-                rate: None,
-            };
+            let cell = cell_of(scenario);
             for system in System::ALL {
                 let why = unsupported(system, &cell);
                 if system.durable() != scenario.durable() {
@@ -451,12 +456,7 @@ mod tests {
     #[test]
     fn tls_rows_run_topic_1_1_and_rtt_only() {
         for scenario in Scenario::ALL {
-            let cell = Cell {
-                scenario,
-                variant: "",
-                payload: 128,
-                rate: None,
-            };
+            let cell = cell_of(scenario);
             let runs = matches!(scenario, Scenario::Topic1x1 | Scenario::Rtt);
             for system in [System::AgoraLeanTls, System::NatsLeanTls] {
                 let why = unsupported(system, &cell);

@@ -8,6 +8,7 @@
 //! go straight into the destination, control goes to the queue manager once per name.
 //! Everything sent to the client goes through the connection's shipper.
 
+mod accept;
 mod admin;
 mod auth;
 mod publish;
@@ -40,107 +41,15 @@ use crate::session::{
 };
 use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
 use crate::topic::{Subscriber, Topic, TopicRefused};
-use crate::{Broker, ACCEPT_BACKOFF};
+use crate::Broker;
+
+pub(crate) use accept::accept_loop;
 
 /// Destinations a connection remembers handles for; past this the cache starts over.
 const HANDLE_CACHE: usize = 1024;
 
 /// How long a closing connection may take to flush before it is dropped.
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Accepts clients until the future is dropped.
-pub(crate) async fn accept_loop(
-    broker: Arc<Broker>,
-    listener: TcpListener,
-    tls: Option<futures_rustls::TlsAcceptor>,
-    stop: Receiver<()>,
-    alive: async_channel::Sender<()>,
-) {
-    let mut backoff = ACCEPT_BACKOFF.0;
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                backoff = ACCEPT_BACKOFF.0;
-                let n = broker.clients_tcp.fetch_add(1, SeqCst);
-                if n >= broker.config.max_connections {
-                    broker.clients_tcp.fetch_sub(1, SeqCst);
-                    broker.metrics.connections_rejected.fetch_add(1, Relaxed);
-                    broker.metrics.error(ErrorCode::TooManyConnections);
-                    let max = broker.config.max_connections;
-                    broker.rt.spawn(refuse(stream, max)).detach();
-                    continue;
-                }
-                match &tls {
-                    None => {
-                        let writer = Writer::Tcp(stream.clone());
-                        spawn_client(&broker, Input::Tcp(stream), writer, peer, &stop, &alive);
-                    }
-                    Some(tls) => spawn_tls_client(&broker, tls, stream, peer, &stop, &alive),
-                }
-            }
-            Err(e) => {
-                log::warn!("accept failed: {e}; retrying in {backoff:?}");
-                smol::Timer::after(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
-            }
-        }
-    }
-}
-
-/// Starts a TLS client's task: the handshake first (bounded by
-/// [`Config::tls_handshake_timeout`](crate::Config::tls_handshake_timeout)), then the
-/// client is served as [`spawn_client`] does. Its place under the cap is held from the
-/// accept, handshake included.
-fn spawn_tls_client(
-    broker: &Arc<Broker>,
-    tls: &futures_rustls::TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-    stop: &Receiver<()>,
-    alive: &async_channel::Sender<()>,
-) {
-    let (b, tls, stop, alive) = (broker.clone(), tls.clone(), stop.clone(), alive.clone());
-    broker
-        .rt
-        .spawn(async move {
-            let raw = stream.clone();
-            let timeout = b.config.tls_handshake_timeout;
-            if let Some(tls) = crate::tls::handshake(&tls, stream, peer, timeout, &stop).await {
-                // A client certificate may name a user.
-                let user = match b.config.users.is_empty() {
-                    true => None,
-                    false => crate::tls::user_of(&tls, &b.config.users, peer),
-                };
-                // One TLS stream, shared by the reading task and the shipper.
-                let (read, write) = futures_lite::io::split(tls);
-                let writer = Writer::Tls { tls: write, raw };
-                serve_client(&b, Input::Tls(read, user), writer, peer, stop).await;
-            }
-            b.clients_tcp.fetch_sub(1, SeqCst);
-            drop(alive);
-        })
-        .detach();
-}
-
-/// Tells a client over the connection cap why it is closed.
-async fn refuse(mut stream: TcpStream, max: usize) {
-    let mut b = BytesMut::new();
-    agora_protocol::encode_err(
-        None,
-        ErrorCode::TooManyConnections,
-        &format!("the broker is at its limit of {max} connections"),
-        &mut b,
-    );
-    let write = async {
-        let _ = stream.write_all(&b).await;
-        let _ = stream.flush().await;
-    };
-    future::or(write, async {
-        smol::Timer::after(FLUSH_TIMEOUT).await;
-    })
-    .await;
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-}
 
 /// A subscription as its connection knows it.
 enum Sub {

@@ -50,15 +50,7 @@ impl Conn<'_> {
     /// Joins a topic; returns the subscription's receiving end for the shipper, and
     /// the connection's handle on it.
     pub(super) async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<(SubRx, Sub), Denied> {
-        let (tx, rx) = crate::deliveries::queue();
-        let sub = Arc::new(Subscriber {
-            sid: s.sid,
-            tx,
-            cap: self.broker.config.subscriber_buffer,
-            outbox: self.outbox.clone(),
-            dropped: AtomicU64::new(0),
-            pattern: None,
-        });
+        let (sub, rx) = self.subscriber(s.sid, None);
         for _ in 0..3 {
             let Handle::Topic(topic) = self.resolve(&s.dest).await? else {
                 return Err(Denied::Stopping);
@@ -77,19 +69,30 @@ impl Conn<'_> {
         ))
     }
 
-    /// A wildcard subscription: into the broker's index, from which every topic whose
-    /// name it matches delivers to it.
-    pub(super) fn subscribe_wild(&mut self, s: &Subscribe) -> (SubRx, Sub) {
+    /// A topic subscriber for subscription `sid` of this connection (with its pattern,
+    /// for a wildcard one), and the receiving end of its deliveries.
+    fn subscriber(
+        &self,
+        sid: u64,
+        pattern: Option<crate::auth::Pattern>,
+    ) -> (Arc<Subscriber>, crate::deliveries::DeliveryRx) {
         let (tx, rx) = crate::deliveries::queue();
-        let pattern = crate::auth::Pattern::of(&s.dest);
         let sub = Arc::new(Subscriber {
-            sid: s.sid,
+            sid,
             tx,
             cap: self.broker.config.subscriber_buffer,
             outbox: self.outbox.clone(),
             dropped: AtomicU64::new(0),
-            pattern: Some(pattern.clone()),
+            pattern,
         });
+        (sub, rx)
+    }
+
+    /// A wildcard subscription: into the broker's index, from which every topic whose
+    /// name it matches delivers to it.
+    pub(super) fn subscribe_wild(&mut self, s: &Subscribe) -> (SubRx, Sub) {
+        let pattern = crate::auth::Pattern::of(&s.dest);
+        let (sub, rx) = self.subscriber(s.sid, Some(pattern.clone()));
         self.broker.wild.subscribe(&pattern, sub.clone());
         let mut add = SubRx::new(s.sid, s.dest.compact(), rx);
         add.budget = Some(self.broker.budget.clone());
