@@ -29,7 +29,10 @@
 //! clock; see that module for what it checks. Two clients without the right (one never
 //! authenticated, one a user with no right on the world's destinations) send every kind
 //! of frame at them (`world/intruders.rs`): their sessions must refuse all that would
-//! change anything, and the invariants show nothing changed.
+//! change anything, and the invariants show nothing changed. Wildcard subscriptions
+//! (`*`, `>`, a name) join and leave the topics' index: each delivery they get must
+//! name a topic their pattern matches, and each publisher's messages must reach them in
+//! order across topics; their buffers count in the budget's invariant.
 
 mod world;
 
@@ -81,6 +84,8 @@ pub struct Report {
     pub read_back: u64,
     /// Frames of clients without the right that their sessions refused.
     pub intruders_refused: u64,
+    /// Deliveries to wildcard subscriptions written.
+    pub wild_delivered: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -151,5 +156,7 @@ mod tests {
         assert!(a.frames_read > 0, "{a:?}");
         // Clients without the right were refused.
         assert!(a.intruders_refused > 0, "{a:?}");
+        // Wildcard subscriptions got messages from the topics they match.
+        assert!(a.wild_delivered > 0, "{a:?}");
     }
 }

@@ -25,6 +25,10 @@ impl World {
                 self.topic_unsubscribe(t);
             }
         }
+        while !self.wild_subs.is_empty() {
+            self.wild_drain();
+            self.wild_unsubscribe();
+        }
         self.report.topic_dropped = self
             .topics
             .iter()
@@ -125,6 +129,7 @@ impl World {
             .topics
             .iter()
             .flat_map(|t| t.subs.iter())
+            .chain(self.wild_subs.iter().map(|w| &w.sub))
             .map(|s| s.sub.tx.charged())
             .sum();
         if self.budget.used() != queue_bytes + topic_bytes {

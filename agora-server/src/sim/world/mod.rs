@@ -89,6 +89,12 @@ struct SimTopic {
     subs: Vec<SimSub>,
 }
 
+/// A wildcard subscription of the simulated world, in its index.
+struct WildSimSub {
+    pattern: crate::auth::Pattern,
+    sub: SimSub,
+}
+
 pub(crate) struct World {
     seed: u64,
     rng: Rng,
@@ -97,6 +103,9 @@ pub(crate) struct World {
     budget: Arc<Budget>,
     queues: Vec<SimQueue>,
     topics: Vec<SimTopic>,
+    /// The wildcard subscriptions every topic delivers to where its name matches.
+    wild: Arc<crate::topic::wild::Wild>,
+    wild_subs: Vec<WildSimSub>,
     consumers: BTreeMap<u64, SimConsumer>,
     /// Connections: each one's session holds its subscriptions and delivery-id slots.
     clients: BTreeMap<u64, Session<u64>>,
@@ -149,6 +158,8 @@ impl World {
             budget,
             queues: Vec::new(),
             topics: Vec::new(),
+            wild: Default::default(),
+            wild_subs: Vec::new(),
             consumers: BTreeMap::new(),
             clients: BTreeMap::new(),
             next_cid: 1,
@@ -185,7 +196,8 @@ impl World {
                 _ => SlowConsumerPolicy::Disconnect,
             };
             let dest = dest(Kind::Topic, &format!("events{t}"));
-            let topic = Arc::new(Topic::new(dest, policy, w.budget.clone()));
+            let topic =
+                Arc::new(Topic::new(dest, policy, w.budget.clone()).with_wild(w.wild.clone()));
             w.topics.push(SimTopic {
                 topic,
                 subs: Vec::new(),
@@ -293,7 +305,9 @@ impl World {
             }
             79 => self.purge(q),
             80 if self.rng.chance(30) => self.delete(q),
+            81..=85 if self.rng.chance(25) => self.wild_subscribe(),
             81..=85 => self.topic_subscribe(t),
+            86..=87 if self.rng.chance(25) => self.wild_unsubscribe(),
             86..=87 => self.topic_unsubscribe(t),
             88..=91 => self.read_step(),
             92..=93 => self.intrude(),
@@ -302,6 +316,7 @@ impl World {
                 let which = q + self.rng.below(2) as usize;
                 self.page(which)
             }
+            _ if self.rng.chance(25) => self.wild_drain(),
             _ => self.topic_drain(t),
         }
     }

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use super::{message, SimSub, World, PUBLISHERS, SUBSCRIBER_BUFFER};
+use super::{message, SimSub, WildSimSub, World, PUBLISHERS, SUBSCRIBER_BUFFER};
+use crate::auth::Pattern;
 use crate::shipper::Outbox;
 use crate::topic::{Subscriber, TopicRefused};
 
@@ -28,6 +29,87 @@ impl World {
             }
             Err(TopicRefused::Closed) => format!("topic {t} closed"),
         }
+    }
+
+    /// A wildcard subscription joins the index (`*` and `>` match every topic here, a
+    /// name only its own).
+    pub(super) fn wild_subscribe(&mut self) -> String {
+        let sid = self.next_cid;
+        self.next_cid += 1;
+        let (tx, rx) = crate::deliveries::queue();
+        let (outbox, _) = Outbox::new(64, usize::MAX, Default::default());
+        let text = ["topic:*", "topic:>", "topic:events1"][self.rng.below(3) as usize];
+        let pattern = Pattern::parse(text).expect("a pattern");
+        let sub = Arc::new(Subscriber {
+            sid,
+            tx,
+            cap: SUBSCRIBER_BUFFER,
+            outbox,
+            dropped: Default::default(),
+            pattern: Some(pattern.clone()),
+        });
+        self.wild.subscribe(&pattern, sub.clone());
+        self.wild_subs.push(WildSimSub {
+            pattern,
+            sub: SimSub {
+                sub,
+                rx,
+                last: BTreeMap::new(),
+            },
+        });
+        format!("wildcard subscriber {sid} joins {text}")
+    }
+
+    pub(super) fn wild_unsubscribe(&mut self) -> String {
+        if self.wild_subs.is_empty() {
+            return "no wildcard subscriber".to_owned();
+        }
+        let i = self.rng.below(self.wild_subs.len() as u64) as usize;
+        let w = self.wild_subs.swap_remove(i);
+        // Cut off already (slow_consumer) when it is no longer there.
+        self.wild.unsubscribe(&w.pattern, &w.sub.sub);
+        let left: usize = w.sub.rx.close_and_drain().iter().map(|d| d.charged).sum();
+        self.budget.give_back(left);
+        format!("wildcard subscriber {} leaves", w.sub.sub.sid)
+    }
+
+    /// A wildcard subscriber's shipper writes what it has: each delivery must name a
+    /// topic its pattern matches, and each publisher's messages (one sequence across
+    /// topics, published one at a time) must arrive in order.
+    pub(super) fn wild_drain(&mut self) -> String {
+        if self.wild_subs.is_empty() {
+            return "no wildcard subscriber to drain".to_owned();
+        }
+        let i = self.rng.below(self.wild_subs.len() as u64) as usize;
+        let w = &mut self.wild_subs[i];
+        let mut batch = VecDeque::new();
+        let _ = w.sub.rx.take(&mut batch);
+        let n = batch.len();
+        for d in batch {
+            self.budget.give_back(d.charged);
+            match &d.topic {
+                Some(t) if w.pattern.matches(t) => {}
+                other => {
+                    self.broken = Some(format!(
+                        "wildcard subscriber {} ({}) got a delivery from {other:?}",
+                        w.sub.sub.sid, w.pattern
+                    ));
+                }
+            }
+            let p = u64::from_le_bytes(d.msg.payload[..8].try_into().expect("16 bytes"));
+            let seq = u64::from_le_bytes(d.msg.payload[8..16].try_into().expect("16 bytes"));
+            if let Some(&last) = w.sub.last.get(&p) {
+                if seq <= last {
+                    self.broken = Some(format!(
+                        "wildcard subscriber {} got {seq} from publisher {p} after {last}",
+                        w.sub.sub.sid
+                    ));
+                }
+            }
+            w.sub.last.insert(p, seq);
+            self.report.wild_delivered += 1;
+        }
+        format!("wildcard subscriber {} writes {n}", w.sub.sub.sid)
     }
 
     pub(super) fn topic_subscribe(&mut self, t: usize) -> String {
