@@ -254,16 +254,7 @@ pub(crate) enum Style {
 
 /// Agora against nats-server at 128 B: the numbers later issues set their bars in.
 pub(crate) fn versus_nats(summaries: &[Summary], style: Style) -> String {
-    let find = |scenario: Scenario, system: System| {
-        summaries.iter().find(|s| {
-            s.cell.scenario == scenario
-                && s.cell.payload == 128
-                && s.cell.variant.is_empty()
-                && s.system == system
-                && s.status != "skipped"
-                && s.runs > 0
-        })
-    };
+    let find = |scenario: Scenario, system: System| measured_128(summaries, scenario, system);
     type Pick = fn(&Summary) -> Option<Spread>;
     let metrics: [(&str, Scenario, Pick, bool); 6] = [
         ("topic-1-1 msgs/s", Scenario::Topic1x1, |s| s.msgs, true),
@@ -352,16 +343,7 @@ fn ratio_with_range(a: Option<Spread>, b: Option<Spread>) -> String {
 /// and driven by the same lean client, and what TLS costs each against its clear row.
 /// Empty when the run has no TLS row.
 pub(crate) fn tls_table(summaries: &[Summary], style: Style) -> String {
-    let find = |scenario: Scenario, system: System| {
-        summaries.iter().find(|s| {
-            s.cell.scenario == scenario
-                && s.cell.payload == 128
-                && s.cell.variant.is_empty()
-                && s.system == system
-                && s.status != "skipped"
-                && s.runs > 0
-        })
-    };
+    let find = |scenario: Scenario, system: System| measured_128(summaries, scenario, system);
     if find(Scenario::Topic1x1, System::AgoraLeanTls).is_none()
         && find(Scenario::Rtt, System::AgoraLeanTls).is_none()
         && find(Scenario::Topic1x1, System::NatsLeanTls).is_none()
@@ -468,4 +450,16 @@ fn spread_text(s: Spread) -> String {
     } else {
         format!("{:.2} [{:.2}–{:.2}]", s.median, s.min, s.max)
     }
+}
+
+/// The 128 B, no-variant cell of `scenario` on `system`, if it ran.
+fn measured_128(summaries: &[Summary], scenario: Scenario, system: System) -> Option<&Summary> {
+    summaries.iter().find(|s| {
+        s.cell.scenario == scenario
+            && s.cell.payload == 128
+            && s.cell.variant.is_empty()
+            && s.system == system
+            && s.status != "skipped"
+            && s.runs > 0
+    })
 }

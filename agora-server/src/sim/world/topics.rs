@@ -36,18 +36,9 @@ impl World {
     pub(super) fn wild_subscribe(&mut self) -> String {
         let sid = self.next_cid;
         self.next_cid += 1;
-        let (tx, rx) = crate::deliveries::queue();
-        let (outbox, _) = Outbox::new(64, usize::MAX, Default::default());
         let text = ["topic:*", "topic:>", "topic:events1"][self.rng.below(3) as usize];
         let pattern = Pattern::parse(text).expect("a pattern");
-        let sub = Arc::new(Subscriber {
-            sid,
-            tx,
-            cap: SUBSCRIBER_BUFFER,
-            outbox,
-            dropped: Default::default(),
-            pattern: Some(pattern.clone()),
-        });
+        let (sub, rx) = subscriber(sid, Some(pattern.clone()));
         self.wild.subscribe(&pattern, sub.clone());
         self.wild_subs.push(WildSimSub {
             pattern,
@@ -115,16 +106,7 @@ impl World {
     pub(super) fn topic_subscribe(&mut self, t: usize) -> String {
         let sid = self.next_cid;
         self.next_cid += 1;
-        let (tx, rx) = crate::deliveries::queue();
-        let (outbox, _) = Outbox::new(64, usize::MAX, Default::default());
-        let sub = Arc::new(Subscriber {
-            sid,
-            tx,
-            cap: SUBSCRIBER_BUFFER,
-            outbox,
-            dropped: Default::default(),
-            pattern: None,
-        });
+        let (sub, rx) = subscriber(sid, None);
         self.topics[t].topic.subscribe(sub.clone());
         self.topics[t].subs.push(SimSub {
             sub,
@@ -177,4 +159,23 @@ impl World {
         }
         format!("subscriber {} writes {n}", s.sub.sid)
     }
+}
+
+/// A simulated topic subscriber (a wildcard one with its pattern), and its deliveries'
+/// receiving end; its outbox goes nowhere.
+fn subscriber(
+    sid: u64,
+    pattern: Option<Pattern>,
+) -> (Arc<Subscriber>, crate::deliveries::DeliveryRx) {
+    let (tx, rx) = crate::deliveries::queue();
+    let (outbox, _) = Outbox::new(64, usize::MAX, Default::default());
+    let sub = Arc::new(Subscriber {
+        sid,
+        tx,
+        cap: SUBSCRIBER_BUFFER,
+        outbox,
+        dropped: Default::default(),
+        pattern,
+    });
+    (sub, rx)
 }

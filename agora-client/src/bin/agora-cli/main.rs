@@ -22,12 +22,16 @@
 //! to stderr, and any failure exits non-zero. The book's *agora-cli* page has more.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agora_client::{Client, Error};
 use clap::{Parser, Subcommand};
 use futures_lite::StreamExt;
+use print::{print_line, print_list, print_stats};
+use secure::Secure;
+
+mod print;
+mod secure;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,66 +46,8 @@ struct Cli {
     /// Seconds to wait for the connection and for each answer.
     #[arg(long, global = true, default_value_t = 5)]
     timeout: u64,
-    /// Speak TLS to the broker (one started with --tls-cert), trusting the system's CA
-    /// certificates unless --ca is given.
-    #[arg(long, global = true, help_heading = "TLS and credentials")]
-    tls: bool,
-    /// Trust the CA certificates in this PEM file instead of the system's (implies
-    /// --tls).
-    #[arg(
-        long,
-        global = true,
-        value_name = "FILE",
-        help_heading = "TLS and credentials"
-    )]
-    ca: Option<PathBuf>,
-    /// Present this client certificate (PEM) to the broker, for one started with
-    /// --tls-client-ca (implies --tls; needs --key).
-    #[arg(
-        long,
-        global = true,
-        value_name = "FILE",
-        requires = "key",
-        help_heading = "TLS and credentials"
-    )]
-    cert: Option<PathBuf>,
-    /// The private key (PEM) of the --cert certificate.
-    #[arg(
-        long,
-        global = true,
-        value_name = "FILE",
-        requires = "cert",
-        help_heading = "TLS and credentials"
-    )]
-    key: Option<PathBuf>,
-    /// The name the broker's certificate must carry (default: the host of --server;
-    /// implies --tls).
-    #[arg(
-        long,
-        global = true,
-        value_name = "NAME",
-        help_heading = "TLS and credentials"
-    )]
-    tls_server_name: Option<String>,
-    /// Authenticate as this user (with --password or AGORA_PASSWORD).
-    #[arg(
-        long,
-        global = true,
-        value_name = "NAME",
-        help_heading = "TLS and credentials"
-    )]
-    user: Option<String>,
-    /// The user's password. Prefer the AGORA_PASSWORD environment variable: other users
-    /// of the machine can read a process's arguments.
-    #[arg(
-        long,
-        global = true,
-        env = "AGORA_PASSWORD",
-        hide_env_values = true,
-        value_name = "PW",
-        help_heading = "TLS and credentials"
-    )]
-    password: Option<String>,
+    #[command(flatten)]
+    secure: Secure,
     #[command(subcommand)]
     command: Command,
 }
@@ -229,7 +175,7 @@ fn usage_error(
                 "--confirm applies to --queue only (topics take no confirmation here)",
             ))
         }
-        Command::Pub { udp: true, .. } if cli.secured() => {
+        Command::Pub { udp: true, .. } if cli.secure.given() => {
             return Some((
                 ErrorKind::ArgumentConflict,
                 "--udp is never encrypted or authenticated: it takes no --tls, --ca, --cert, \
@@ -241,47 +187,13 @@ fn usage_error(
     // AGORA_PASSWORD alone is ignored (it may be set for other tools); --password alone
     // is a mistake.
     let typed = matches.value_source("password") == Some(clap::parser::ValueSource::CommandLine);
-    if typed && cli.user.is_none() {
+    if typed && cli.secure.user.is_none() {
         return Some((
             ErrorKind::MissingRequiredArgument,
             "--password needs --user",
         ));
     }
     None
-}
-
-impl Cli {
-    /// Any TLS or credentials option given.
-    fn secured(&self) -> bool {
-        self.tls
-            || self.ca.is_some()
-            || self.cert.is_some()
-            || self.tls_server_name.is_some()
-            || self.user.is_some()
-    }
-
-    /// The client's options from the command line's.
-    fn builder(&self) -> agora_client::ClientBuilder {
-        let t = std::time::Duration::from_secs(self.timeout.max(1));
-        let mut b = Client::builder()
-            .name("agora-cli")
-            .connect_timeout(t)
-            .request_timeout(t)
-            .tls(self.tls);
-        if let Some(ca) = &self.ca {
-            b = b.ca_file(ca);
-        }
-        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            b = b.client_cert(cert, key);
-        }
-        if let Some(name) = &self.tls_server_name {
-            b = b.server_name(name);
-        }
-        if let Some(user) = &self.user {
-            b = b.credentials(user, self.password.clone().unwrap_or_default());
-        }
-        b
-    }
 }
 
 /// Errors of the tool: the client's, or a line for people.
@@ -323,8 +235,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     {
         return publish_udp(&cli.server, topic, queue, messages).await;
     }
+    let t = std::time::Duration::from_secs(cli.timeout.max(1));
+    let builder = Client::builder()
+        .name("agora-cli")
+        .connect_timeout(t)
+        .request_timeout(t);
     let client = cli
-        .builder()
+        .secure
+        .apply(builder)
         .connect(&cli.server)
         .await
         .map_err(|e| match e {
@@ -499,36 +417,6 @@ async fn publish_udp(
     Ok(())
 }
 
-/// Every destination, a page (1,000) at a time, each page printed as it comes.
-#[cfg(feature = "serde")]
-async fn print_list(client: &Client) -> Result<(), CliError> {
-    let mut page = agora_client::StatsPage::default();
-    let mut stdout = std::io::stdout().lock();
-    // Bounded: each page moves `after` forward, and the broker has at most
-    // --max-destinations of them; the count only guards against a broker that loops.
-    for _ in 0..100_000 {
-        let s = client.stats_page(page.clone()).await?;
-        let mut out = String::new();
-        for d in &s.destinations {
-            out.push_str(&format!(
-                "{}:{} depth={} unacked={} consumers={}\n",
-                d.kind, d.name, d.depth, d.unacked, d.consumers
-            ));
-        }
-        stdout.write_all(out.as_bytes())?;
-        match s.page.next.as_deref().map(str::parse) {
-            Some(Ok(next)) => page.after = Some(next),
-            Some(Err(_)) | None => break,
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(feature = "serde"))]
-async fn print_list(client: &Client) -> Result<(), CliError> {
-    print_stats(client).await
-}
-
 async fn publish_one(
     client: &Client,
     topic: Option<&str>,
@@ -543,86 +431,4 @@ async fn publish_one(
         (None, None) => unreachable!("clap requires --topic or --queue"),
     }
     Ok(())
-}
-
-/// Writes one payload and a newline to stdout, flushed so pipes see it at once.
-fn print_line(payload: &[u8]) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(payload)?;
-    out.write_all(b"\n")?;
-    out.flush()?;
-    Ok(())
-}
-
-#[cfg(feature = "serde")]
-async fn print_stats(client: &Client) -> Result<(), CliError> {
-    let s = client.stats().await?;
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{} {}, up {:.1} s, clients: {} tcp, {} udp\n",
-        s.server, s.version, s.uptime_s, s.clients.tcp, s.clients.udp
-    ));
-    let b = &s.broker;
-    out.push_str(&format!(
-        "memory: {} of {} budget bytes held, RSS {:.1} MiB, CPU {:.2} s; bytes in {} tcp / {} udp, out {}; rejected connections {}\n",
-        s.memory.used,
-        s.memory.limit,
-        b.rss_bytes as f64 / (1024.0 * 1024.0),
-        b.cpu_seconds,
-        b.bytes_in_tcp,
-        b.bytes_in_udp,
-        b.bytes_out,
-        b.connections_rejected
-    ));
-    if !b.errors.is_empty() {
-        let list: Vec<String> = b.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
-        out.push_str(&format!("errors sent: {}\n", list.join(", ")));
-    }
-    if s.destinations.is_empty() {
-        out.push_str("no destinations\n");
-    } else {
-        let w = s
-            .destinations
-            .iter()
-            .map(|d| d.kind.len() + 1 + d.name.len())
-            .max()
-            .unwrap_or(0)
-            .max(11);
-        out.push_str(&format!(
-            "{:<w$} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>11} {:>9} {:>9}\n",
-            "destination",
-            "depth",
-            "unacked",
-            "consumers",
-            "in",
-            "out",
-            "dropped",
-            "redelivered",
-            "p50 µs",
-            "p99 µs"
-        ));
-        for d in &s.destinations {
-            out.push_str(&format!(
-                "{:<w$} {:>9} {:>9} {:>9} {:>12} {:>12} {:>9} {:>11} {:>9} {:>9}\n",
-                format!("{}:{}", d.kind, d.name),
-                d.depth,
-                d.unacked,
-                d.consumers,
-                d.messages_in,
-                d.messages_out,
-                d.dropped,
-                d.redelivered,
-                d.latency.p50_us,
-                d.latency.p99_us
-            ));
-        }
-    }
-    std::io::stdout().lock().write_all(out.as_bytes())?;
-    Ok(())
-}
-
-#[cfg(not(feature = "serde"))]
-async fn print_stats(client: &Client) -> Result<(), CliError> {
-    let raw = client.stats().await?;
-    print_line(&raw)
 }
