@@ -31,7 +31,7 @@ impl Client {
     /// starts with `prefix`, after `after`. The document's `page.next` says where the
     /// next page starts (`None` on the last page).
     pub async fn stats_page_raw(&self, page: StatsPage) -> Result<Bytes> {
-        match self.request(|reply| Cmd::Stats { page, reply }).await? {
+        match self.call(|reply| Cmd::Stats { page, reply }).await? {
             Answer::Body(b) => Ok(b),
             _ => Err(Error::UnexpectedFrame("OK")),
         }
@@ -112,7 +112,7 @@ impl Client {
     /// ```
     pub async fn purge(&self, queue: &str) -> Result<()> {
         let dest = Destination::queue(queue).map_err(Error::InvalidName)?;
-        self.request(|reply| Cmd::Request {
+        self.call(|reply| Cmd::Request {
             frame: Box::new(move |rid| agora_protocol::ClientFrame::Purge { rid, dest }),
             reply,
         })
@@ -133,7 +133,7 @@ impl Client {
     /// # });
     /// ```
     pub async fn delete(&self, dest: Destination) -> Result<()> {
-        self.request(|reply| Cmd::Request {
+        self.call(|reply| Cmd::Request {
             frame: Box::new(move |rid| agora_protocol::ClientFrame::Delete { rid, dest }),
             reply,
         })
@@ -157,7 +157,7 @@ impl Client {
     /// ```
     pub async fn chain_get(&self, dest: Destination) -> Result<Option<String>> {
         let answer = self
-            .request(|reply| Cmd::Request {
+            .call(|reply| Cmd::Request {
                 frame: Box::new(move |rid| agora_protocol::ClientFrame::ChainGet { rid, dest }),
                 reply,
             })
@@ -184,7 +184,7 @@ impl Client {
     /// ```
     pub async fn chain_set(&self, dest: Destination, chain: &str) -> Result<()> {
         let chain = Bytes::copy_from_slice(chain.as_bytes());
-        self.request(|reply| Cmd::Request {
+        self.call(|reply| Cmd::Request {
             frame: Box::new(move |rid| agora_protocol::ClientFrame::ChainSet { rid, dest, chain }),
             reply,
         })
@@ -203,7 +203,7 @@ impl Client {
     /// # });
     /// ```
     pub async fn chain_clear(&self, dest: Destination) -> Result<()> {
-        self.request(|reply| Cmd::Request {
+        self.call(|reply| Cmd::Request {
             frame: Box::new(move |rid| agora_protocol::ClientFrame::ChainClear { rid, dest }),
             reply,
         })

@@ -226,6 +226,7 @@ impl ClientBuilder {
             next_sid: AtomicU64::new(1),
             server_max_payload: AtomicU64::new(conn.info.max_payload),
             pubs: PubBuf::new(opts.publish_buffer),
+            next_request: AtomicU64::new(1),
         });
         let (cmd_tx, cmd_rx) = async_channel::bounded(opts.command_buffer);
         let (ctl_tx, ctl_rx) = async_channel::unbounded();

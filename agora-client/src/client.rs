@@ -107,7 +107,7 @@ impl Client {
     /// ```
     pub async fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
-        self.request(|reply| Cmd::Ping { reply }).await?;
+        self.call(|reply| Cmd::Ping { reply }).await?;
         Ok(start.elapsed())
     }
 
@@ -125,7 +125,7 @@ impl Client {
     /// # });
     /// ```
     pub async fn flush(&self) -> Result<()> {
-        self.request(|reply| Cmd::Ping { reply }).await.map(|_| ())
+        self.call(|reply| Cmd::Ping { reply }).await.map(|_| ())
     }
 
     /// Errors the broker sent that no request was waiting for: refused fire-and-forget
@@ -180,7 +180,7 @@ impl Client {
     }
 
     /// Sends a request and waits for its answer, within the request timeout.
-    pub(crate) async fn request(&self, make: impl FnOnce(Reply) -> Cmd) -> Result<Answer> {
+    pub(crate) async fn call(&self, make: impl FnOnce(Reply) -> Cmd) -> Result<Answer> {
         let (tx, rx) = async_channel::bounded(1);
         driver::timeout(self.inner.opts.request_timeout, async {
             self.send(make(tx)).await?;
@@ -189,7 +189,7 @@ impl Client {
         .await
     }
 
-    fn check_size(&self, headers: &Headers, payload: &[u8]) -> Result<()> {
+    pub(crate) fn check_size(&self, headers: &Headers, payload: &[u8]) -> Result<()> {
         let size = payload.len()
             + if headers.is_empty() {
                 0
@@ -238,7 +238,7 @@ impl Client {
     ) -> Result<PublishOutcome> {
         self.check_size(&headers, &payload)?;
         let answer = self
-            .request(|reply| Cmd::Publish {
+            .call(|reply| Cmd::Publish {
                 dest: dest.clone(),
                 headers,
                 payload,
@@ -268,7 +268,7 @@ impl Client {
             inbox: inbox.clone(),
             dropped: dropped.clone(),
         };
-        self.request(|reply| Cmd::Subscribe { sid, entry, reply })
+        self.call(|reply| Cmd::Subscribe { sid, entry, reply })
             .await?;
         Ok((
             sid,

@@ -99,6 +99,12 @@ pub enum Error {
         /// The limit, in bytes.
         max: usize,
     },
+    /// [`respond`](crate::Message::respond) to a message that is not a request: it
+    /// carries no reply address (`agora-reply-to`), or it was not received by a client.
+    NoReplyAddress,
+    /// [`request`](crate::Client::request) to a broker that offers no inbox for replies
+    /// (its `INFO` names none: a broker older than request-reply).
+    NoInbox,
     /// A typed payload did not deserialize from JSON.
     #[cfg(feature = "serde")]
     Decode(serde_json::Error),
@@ -171,6 +177,12 @@ impl fmt::Display for Error {
             Error::PayloadTooLarge { size, max } => {
                 write!(f, "payload of {size} bytes is over the limit of {max}")
             }
+            Error::NoReplyAddress => {
+                f.write_str("the message is not a request: it names no reply address")
+            }
+            Error::NoInbox => f.write_str(
+                "the broker offers no inbox for replies (it is older than request-reply)",
+            ),
             #[cfg(feature = "serde")]
             Error::Decode(e) => write!(f, "payload is not the expected json: {e}"),
             #[cfg(feature = "serde")]

@@ -93,6 +93,7 @@ mod message;
 mod options;
 mod pubbuf;
 mod queue;
+mod request;
 mod sub;
 mod tls;
 mod topic;

@@ -32,16 +32,100 @@ pub struct Message {
     headers: Headers,
     payload: Bytes,
     count: u32,
+    replier: Replier,
+}
+
+/// The way back to the client a message arrived on, for [`Message::respond`]. Not part
+/// of the message's value: two messages that differ only here are equal.
+#[derive(Clone, Default)]
+struct Replier(Option<Arc<Shared>>);
+
+impl PartialEq for Replier {
+    fn eq(&self, _: &Replier) -> bool {
+        true
+    }
+}
+
+impl Eq for Replier {}
+
+impl std::fmt::Debug for Replier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Client" } else { "None" })
+    }
 }
 
 impl Message {
-    pub(crate) fn from_wire(d: agora_protocol::Delivery) -> Message {
+    /// A message read on the client whose state is `shared` (it can answer through it).
+    pub(crate) fn from_wire(d: agora_protocol::Delivery, shared: Option<Arc<Shared>>) -> Message {
         Message {
             dest: d.dest,
             headers: d.headers,
             payload: d.payload,
             count: d.count,
+            replier: Replier(shared),
         }
+    }
+
+    /// The address a request asks to be answered at (its `agora-reply-to` header), or
+    /// `None` when the message is not a request.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// # use futures_lite::StreamExt;
+    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// # let mut sub = client.subscribe("time").await?;
+    /// let msg = sub.next().await.unwrap();
+    /// if let Some(to) = msg.reply_to() {
+    ///     println!("answer at {to}");
+    /// }
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub fn reply_to(&self) -> Option<Destination> {
+        agora_protocol::reply::reply_to(&self.headers).and_then(Result::ok)
+    }
+
+    /// Answers a request: publishes `payload` to its reply address, fire-and-forget,
+    /// through the client it arrived on. Fails with [`Error::NoReplyAddress`] when the
+    /// message is not a request. A queue [`Delivery`] has its own
+    /// [`respond`](Delivery::respond), which also acknowledges it.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use futures_lite::StreamExt;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut requests = client.subscribe("time").await?;
+    /// while let Some(req) = requests.next().await {
+    ///     req.respond("12:00").await?;
+    /// }
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn respond(&self, payload: impl Into<Bytes>) -> Result<()> {
+        self.respond_with_headers(Headers::new(), payload).await
+    }
+
+    /// Answers a request with headers; as [`respond`](Message::respond).
+    pub async fn respond_with_headers(
+        &self,
+        headers: Headers,
+        payload: impl Into<Bytes>,
+    ) -> Result<()> {
+        let (Some(to), Some(shared)) = (self.reply_to(), &self.replier.0) else {
+            return Err(Error::NoReplyAddress);
+        };
+        let payload = payload.into();
+        let size = payload.len()
+            + if headers.is_empty() {
+                0
+            } else {
+                headers.encoded_len()
+            };
+        let max = usize::try_from(shared.server_max_payload.load(SeqCst)).unwrap_or(usize::MAX);
+        if size > max {
+            return Err(Error::PayloadTooLarge { size, max });
+        }
+        shared.pubs.publish(&to, &headers, &payload).await
     }
 
     /// Where the message was published: `topic:<name>` or `queue:<name>`.
@@ -206,7 +290,7 @@ impl Delivery {
         Delivery {
             did: d.did,
             generation,
-            message: Message::from_wire(d),
+            message: Message::from_wire(d, Some(shared.clone())),
             auto_acked,
             ctl,
             shared,
@@ -310,6 +394,29 @@ impl Delivery {
     /// ```
     pub async fn nack(self) -> Result<()> {
         self.settle(false)
+    }
+
+    /// Answers a request taken from a queue, then acknowledges it: the reply is
+    /// written before the `ACK`, so a responder that dies between the two leaves the
+    /// request to be delivered again (and perhaps answered twice; the requester takes
+    /// the first answer). Fails with [`Error::NoReplyAddress`] when the message is not a
+    /// request (the delivery is then left unsettled).
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use futures_lite::StreamExt;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut work = client.consume("resize", 8).await?;
+    /// while let Some(req) = work.next().await {
+    ///     let answer = format!("{} bytes", req.payload().len());
+    ///     req.respond(answer).await?;
+    /// }
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn respond(self, payload: impl Into<Bytes>) -> Result<()> {
+        self.message.respond(payload).await?;
+        self.settle(true)
     }
 
     pub(crate) fn settle(&self, ack: bool) -> Result<()> {

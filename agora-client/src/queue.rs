@@ -79,6 +79,11 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// The client this handle belongs to.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The destination, `queue:<name>`.
     ///
     /// ```no_run

@@ -116,13 +116,15 @@ impl Subscription {
     /// # });
     /// ```
     pub fn try_next(&mut self) -> Option<Message> {
-        self.rx.try_next().map(|i| Message::from_wire(i.msg))
+        self.rx
+            .try_next()
+            .map(|i| Message::from_wire(i.msg, Some(self.client.inner.shared.clone())))
     }
 }
 
 async fn unsubscribe(client: &Client, sid: u64) -> Result<()> {
     client
-        .request(|reply| Cmd::Unsubscribe { sid, reply })
+        .call(|reply| Cmd::Unsubscribe { sid, reply })
         .await
         .map(|_| ())
 }
@@ -138,9 +140,11 @@ impl Drop for Subscription {
 impl Stream for Subscription {
     type Item = Message;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx
+        let this = &mut *self;
+        let shared = &this.client.inner.shared;
+        this.rx
             .poll_next(cx)
-            .map(|o| o.map(|i| Message::from_wire(i.msg)))
+            .map(|o| o.map(|i| Message::from_wire(i.msg, Some(shared.clone()))))
     }
 }
 

@@ -107,6 +107,11 @@ pub struct Topic {
 }
 
 impl Topic {
+    /// The client this handle belongs to.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The destination, `topic:<name>`.
     ///
     /// ```no_run

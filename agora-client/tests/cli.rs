@@ -326,3 +326,40 @@ fn credentials_from_the_environment_and_auth_failed() {
     let o = run(cli(&addr).args(["--tls", "pub", "--udp", "--topic", "t", "x"]));
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn request_and_reply_run_a_command_for_each_request() {
+    let server = start();
+    let addr = server.addr.to_string();
+    // Nobody answers yet: at once, with the broker's reason.
+    let o = run(cli(&addr).args(["request", "--topic", "upper", "x"]));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no_responders"), "{err}");
+    for (kind, flag) in [("topic", "--topic"), ("queue", "--queue")] {
+        let replier = cli(&addr)
+            .args([
+                "reply", flag, "upper", "--count", "2", "--", "tr", "a-z", "A-Z",
+            ])
+            .spawn()
+            .unwrap();
+        smol::block_on(async {
+            let c = Client::connect(server.addr).await.unwrap();
+            wait_until("agora-cli reply subscribed", || async {
+                consumers(&c, kind, "upper").await == 1
+            })
+            .await;
+        });
+        let o = run(cli(&addr).args(["request", flag, "upper", "hello"]));
+        assert_eq!(ok(&o), "HELLO\n", "{kind}");
+        // The payload from stdin when no argument is given.
+        let mut r = cli(&addr)
+            .args(["request", flag, "upper", "--timeout", "5"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        r.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+        assert_eq!(ok(&finish(r)), "FROM STDIN\n", "{kind}");
+        ok(&finish(replier));
+    }
+}

@@ -230,13 +230,16 @@ pub enum ErrorCode {
     /// The log is at `--max-disk`, or its disk is nearly full: a publish to a durable
     /// queue was not accepted; acknowledgements give space back.
     StorageFull,
+    /// A request (a publish with `agora-reply-to`) to a destination nobody listens on
+    /// (a topic without subscribers, a queue without consumers): it was not stored.
+    NoResponders,
     /// A code this version of the protocol does not know (sent by a newer peer).
     Unrecognized,
 }
 
 impl ErrorCode {
     /// Every code, in the book's order.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::UnknownCommand,
         ErrorCode::BadArgs,
         ErrorCode::BadName,
@@ -263,6 +266,7 @@ impl ErrorCode {
         ErrorCode::Unverified,
         ErrorCode::StorageFailed,
         ErrorCode::StorageFull,
+        ErrorCode::NoResponders,
         ErrorCode::Unrecognized,
     ];
 
@@ -295,6 +299,7 @@ impl ErrorCode {
             ErrorCode::Unverified => "unverified",
             ErrorCode::StorageFailed => "storage_failed",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::NoResponders => "no_responders",
             ErrorCode::Unrecognized => "unrecognized",
         }
     }
@@ -316,7 +321,7 @@ impl fmt::Display for ErrorCode {
 
 /// The server's greeting, sent once on connect:
 /// `INFO server=<token> version=<token> proto=<n> max_payload=<n> max_line=<n>
-/// [auth_required=1] [tls_required=1]`.
+/// [auth_required=1] [tls_required=1] [inbox=<name>]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Info {
     /// The server's name (a token: printable ASCII, no blanks).
@@ -334,6 +339,9 @@ pub struct Info {
     pub auth_required: bool,
     /// The port speaks TLS only.
     pub tls_required: bool,
+    /// This connection's inbox for replies, `$inbox.<nonce>` (see
+    /// [`reply`](crate::reply)): only this connection may subscribe to it.
+    pub inbox: Option<String>,
 }
 
 /// Which destinations a `STATS` answer lists:

@@ -43,6 +43,7 @@ mod encode;
 mod error;
 mod frame;
 mod name;
+pub mod reply;
 mod server;
 pub mod startup;
 mod table;

@@ -233,6 +233,7 @@ fn server_answers() -> Vec<(ServerFrame, &'static [u8])> {
                 max_line: 4096,
                 auth_required: false,
                 tls_required: false,
+                inbox: None,
             }),
             b"INFO server=agora version=0.1.0 proto=1 max_payload=1048576 max_line=4096\r\n",
         ),
@@ -245,8 +246,9 @@ fn server_answers() -> Vec<(ServerFrame, &'static [u8])> {
                 max_line: 4096,
                 auth_required: true,
                 tls_required: true,
+                inbox: Some("$inbox.k3Yq".into()),
             }),
-            b"INFO server=agora version=0.1.0 proto=1 max_payload=1048576 max_line=4096 auth_required=1 tls_required=1\r\n",
+            b"INFO server=agora version=0.1.0 proto=1 max_payload=1048576 max_line=4096 auth_required=1 tls_required=1 inbox=$inbox.k3Yq\r\n",
         ),
         (
             ServerFrame::Msg(Delivery {
@@ -1048,10 +1050,20 @@ fn arb_server() -> impl Strategy<Value = ServerFrame> {
             any::<u64>(),
             any::<u64>(),
             any::<bool>(),
-            any::<bool>()
+            any::<bool>(),
+            proptest::option::of(arb_token())
         )
             .prop_map(
-                |(server, version, proto, max_payload, max_line, auth_required, tls_required)| {
+                |(
+                    server,
+                    version,
+                    proto,
+                    max_payload,
+                    max_line,
+                    auth_required,
+                    tls_required,
+                    inbox,
+                )| {
                     ServerFrame::Info(Info {
                         server,
                         version,
@@ -1060,6 +1072,7 @@ fn arb_server() -> impl Strategy<Value = ServerFrame> {
                         max_line,
                         auth_required,
                         tls_required,
+                        inbox,
                     })
                 }
             ),

@@ -67,7 +67,14 @@ pub(crate) struct Shared {
     pub server_max_payload: AtomicU64,
     /// Fire-and-forget publishes, encoded by the publishers.
     pub pubs: PubBuf,
+    /// Request numbers, unique per client: request `n` is answered at
+    /// `<inbox>.<n>`.
+    pub next_request: AtomicU64,
 }
+
+/// The subscription id of the connection's inbox, where replies to requests arrive
+/// (application subscriptions count up from 1 and never reach it).
+pub(crate) const INBOX_SID: u64 = u64::MAX;
 
 /// What a request's answer carries.
 #[derive(Debug)]
@@ -78,6 +85,8 @@ pub(crate) enum Answer {
         filtered: bool,
     },
     Body(Bytes),
+    /// The reply to a request.
+    Reply(agora_protocol::Delivery),
 }
 
 pub(crate) type Reply = Sender<Result<Answer>>;
@@ -141,6 +150,17 @@ pub(crate) enum Cmd {
         frame: Box<dyn FnOnce(agora_protocol::RequestId) -> ClientFrame + Send>,
         reply: Reply,
     },
+    /// A request: publish with a reply address under the connection's inbox (the
+    /// inbox subscribed first, once per connection); the reply, or an `ERR` to the
+    /// publish, answers `reply`.
+    Ask {
+        dest: Destination,
+        headers: Headers,
+        payload: Bytes,
+        /// The request's number (see [`Shared::next_request`]).
+        number: u64,
+        reply: Reply,
+    },
     Close {
         reply: Sender<()>,
     },
@@ -161,6 +181,10 @@ pub(crate) enum Ctl {
     },
     /// `close()` was called: stop reconnecting.
     Closing,
+    /// A request's caller stopped waiting (timeout, or its future dropped): forget it.
+    Forget {
+        number: u64,
+    },
 }
 
 /// A request waiting for its answer.
@@ -185,6 +209,9 @@ struct Core {
     errors: Sender<ServerError>,
     subs: Mutex<HashMap<u64, SubEntry>>,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Requests waiting for their reply, by number: who waits, and the request id of
+    /// the publish (whose `ERR` would answer it instead).
+    requests: Mutex<HashMap<u64, (Reply, u64)>>,
     /// `close()` was called: the connection ending is not a loss.
     closing: AtomicBool,
 }
@@ -202,6 +229,8 @@ pub(crate) struct Driver {
     confirm: Cell<bool>,
     /// The `close()` caller waiting for the connection to finish.
     closing: RefCell<Option<Sender<()>>>,
+    /// The inbox subscribed on this connection (at its first request), if any.
+    inbox: RefCell<Option<String>>,
 }
 
 impl Driver {
@@ -221,6 +250,7 @@ impl Driver {
                 errors,
                 subs: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
+                requests: Mutex::new(HashMap::new()),
                 closing: AtomicBool::new(false),
             }),
             opts,
@@ -231,6 +261,7 @@ impl Driver {
             next_rid: Cell::new(1),
             confirm: Cell::new(false),
             closing: RefCell::new(None),
+            inbox: RefCell::new(None),
         }
     }
 
@@ -277,6 +308,10 @@ impl Driver {
     }
 
     fn fail_pending(&self, e: impl Fn() -> Error) {
+        // A request's reply would come to this connection's inbox, now gone.
+        for (_, (r, _)) in lock(&self.core.requests).drain() {
+            let _ = r.try_send(Err(e()));
+        }
         for (_, p) in lock(&self.core.pending).drain() {
             if let Some(r) = p.reply {
                 let _ = r.try_send(Err(e()));
@@ -300,6 +335,7 @@ impl Driver {
             self.shared.generation.fetch_add(1, SeqCst) + 1
         };
         self.confirm.set(false);
+        *self.inbox.borrow_mut() = None;
         let mut out = BytesMut::new();
         if !first {
             self.resubscribe(&mut out);
@@ -355,6 +391,7 @@ fn fail_cmd(cmd: Cmd, e: Error) {
             }
         }
         Cmd::Subscribe { reply, .. }
+        | Cmd::Ask { reply, .. }
         | Cmd::Unsubscribe { reply, .. }
         | Cmd::Ping { reply }
         | Cmd::Stats { reply, .. }

@@ -14,7 +14,7 @@ use async_channel::Receiver;
 use futures_lite::future;
 
 use super::stream::ReadHalf;
-use super::{Answer, Core, Ctl, End};
+use super::{Answer, Core, Ctl, End, INBOX_SID};
 use crate::error::{Error, Result, ServerError};
 use crate::inbox::{Incoming, Pushed};
 use crate::lock;
@@ -105,6 +105,26 @@ impl Core {
         }
     }
 
+    /// A reply in the inbox: to the request its address numbers (`<inbox>.<n>`), if
+    /// that one still waits; a late or stray reply is dropped.
+    fn reply_arrived(&self, d: agora_protocol::Delivery) {
+        let number = d
+            .dest
+            .name
+            .as_str()
+            .rsplit('.')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok());
+        let waiting = number.and_then(|n| lock(&self.requests).remove(&n));
+        match waiting {
+            Some((reply, rid)) => {
+                lock(&self.pending).remove(&rid);
+                let _ = reply.try_send(Ok(Answer::Reply(d)));
+            }
+            None => log::debug!("agora client: a reply to {} nobody waits for", d.dest),
+        }
+    }
+
     fn report(&self, e: ServerError) {
         log::warn!("agora client: broker error: {e}");
         // Drop-oldest: an application that never reads errors() keeps a bounded list.
@@ -181,6 +201,12 @@ impl Core {
     /// A wait for room ends early when the connection is over (`stop` closed); the run
     /// is then dropped, as everything read on a lost connection but not yet handed over.
     fn deliver_run(&self, sid: u64, run: &mut Vec<Incoming>, generation: u64, stop: &Receiver<()>) {
+        if sid == INBOX_SID {
+            for i in run.drain(..) {
+                self.reply_arrived(i.msg);
+            }
+            return;
+        }
         let (inbox, auto_ack, acking, dropped, dest) = {
             let subs = lock(&self.subs);
             let Some(e) = subs.get(&sid) else {

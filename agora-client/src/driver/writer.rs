@@ -6,11 +6,11 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use agora_protocol::bytes::BytesMut;
-use agora_protocol::{encode, encode_pub, AckMode, ClientFrame, Subscribe};
+use agora_protocol::{encode, encode_pub, AckMode, ClientFrame, Destination, Subscribe};
 use futures_lite::future;
 
 use super::stream::WriteHalf;
-use super::{Answer, Cmd, Ctl, Driver, End, SubEntry};
+use super::{Answer, Cmd, Ctl, Driver, End, SubEntry, INBOX_SID};
 use crate::error::Error;
 use crate::lock;
 
@@ -142,6 +142,11 @@ impl Driver {
             }
             Ctl::Pong { rid } => encode(&ClientFrame::PingResp { rid }, out),
             Ctl::Closing => {}
+            Ctl::Forget { number } => {
+                if let Some((_, rid)) = lock(&self.core.requests).remove(&number) {
+                    lock(&self.core.pending).remove(&rid);
+                }
+            }
         }
     }
 
@@ -197,12 +202,60 @@ impl Driver {
                 let rid = self.register(Some(reply), None);
                 encode(&frame(rid), out);
             }
+            Cmd::Ask {
+                dest,
+                mut headers,
+                payload,
+                number,
+                reply,
+            } => {
+                let Some(inbox) = self.inbox(out) else {
+                    let _ = reply.try_send(Err(Error::NoInbox));
+                    return;
+                };
+                let to = format!("topic:{inbox}.{number}");
+                if let Err(e) = headers.insert(agora_protocol::reply::REPLY_TO, &to) {
+                    log::error!("agora client: reply address {to}: {e:?}");
+                    let _ = reply.try_send(Err(Error::NoInbox));
+                    return;
+                }
+                // Never held in a run: its confirm setting is the connection's.
+                let Some(rid) = self.register(Some(reply.clone()), None) else {
+                    return;
+                };
+                lock(&self.core.requests).insert(number, (reply, rid));
+                encode_pub(Some(rid), &dest, &headers, &payload, out);
+            }
             Cmd::Close { reply } => {
                 encode(&ClientFrame::Disconnect, out);
                 *self.closing.borrow_mut() = Some(reply);
                 self.core.closing.store(true, SeqCst);
             }
         }
+    }
+}
+
+impl Driver {
+    /// This connection's inbox, subscribed (into `out`) at its first request; `None`
+    /// when the broker's `INFO` named none.
+    fn inbox(&self, out: &mut BytesMut) -> Option<String> {
+        if let Some(i) = self.inbox.borrow().as_ref() {
+            return Some(i.clone());
+        }
+        let inbox = lock(&self.shared.info).inbox.clone()?;
+        let dest = Destination::topic(&inbox).ok()?;
+        // Nobody waits for its OK; an ERR goes to the error stream.
+        let rid = self.register(None, None);
+        let sub = Subscribe {
+            rid,
+            dest,
+            sid: INBOX_SID,
+            prefetch: None,
+            ack: None,
+        };
+        encode(&ClientFrame::Sub(sub), out);
+        *self.inbox.borrow_mut() = Some(inbox.clone());
+        Some(inbox)
     }
 }
 

@@ -52,6 +52,7 @@ fn serve(mut s: TcpStream, answer: Answer, connects: &mpsc::Sender<String>) {
             max_line: 4096,
             auth_required: true,
             tls_required: false,
+            inbox: None,
         }),
         &mut out,
     );

@@ -16,7 +16,8 @@
 //! info        = "INFO" *info-opt       ; no request id
 //! info-opt    = %s"server=" value / %s"version=" value / %s"proto=" number
 //!             / %s"max_payload=" number / %s"max_line=" number
-//!             / %s"auth_required=" ("0" / "1") / %s"tls_required=" ("0" / "1") / kv
+//!             / %s"auth_required=" ("0" / "1") / %s"tls_required=" ("0" / "1")
+//!             / %s"inbox=" value / kv
 //!                                      ; unknown keys are ignored
 //! ok          = "OK" [rid]
 //! err         = "ERR" [rid] code [message]
@@ -168,6 +169,8 @@ pub(crate) fn decode_info(a: &mut Args<'_>) -> Result<Draft<ServerFrame>, Protoc
             info.auth_required = num()? != 0;
         } else if k.eq_ignore_ascii_case(b"tls_required") {
             info.tls_required = num()? != 0;
+        } else if k.eq_ignore_ascii_case(b"inbox") {
+            info.inbox = Some(text(v));
         }
         // Unknown keys are ignored (newer brokers may say more).
     }
@@ -267,6 +270,10 @@ pub(crate) fn encode_info(i: &Info, dst: &mut BytesMut) {
     }
     if i.tls_required {
         dst.put_slice(b" tls_required=1");
+    }
+    if let Some(inbox) = &i.inbox {
+        dst.put_slice(b" inbox=");
+        put_token(dst, inbox);
     }
     crlf(dst);
 }

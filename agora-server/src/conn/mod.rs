@@ -24,8 +24,9 @@ use std::time::Instant;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
 use agora_protocol::{
-    decode_client_with, decode_pub_to, ClientFrame, Destination, ErrorCode, Headers, Info, Limits,
-    Publish, ReadSize, RequestId, ServerFrame, StatsPage, Subscribe, PROTOCOL_VERSION,
+    decode_client_with, decode_pub_to, reply, ClientFrame, Destination, ErrorCode, Headers, Info,
+    Kind, Limits, Publish, ReadSize, RequestId, ServerFrame, StatsPage, Subscribe,
+    PROTOCOL_VERSION,
 };
 use async_channel::Receiver;
 use async_net::{TcpListener, TcpStream};
@@ -233,6 +234,11 @@ pub(crate) async fn serve_client(
         },
         session: {
             let s = Session::new(SessionLimits::of(&broker.config), Instant::now());
+            // Over TCP a connection has an inbox for replies; a UDP source does not.
+            let s = match &input {
+                Input::Udp { .. } => s,
+                _ => s.with_inbox(new_inbox()),
+            };
             let users = &broker.config.users;
             match &input {
                 _ if users.is_empty() => match &input {
@@ -272,6 +278,7 @@ pub(crate) async fn serve_client(
         max_line: broker.config.max_line as u64,
         auth_required: !broker.config.users.is_empty(),
         tls_required: matches!(input, Input::Tls(..)),
+        inbox: c.session.inbox().map(str::to_owned),
     });
     if matches!(c.session.access(), Access::Pending) {
         c.auth_deadline = Some(Instant::now() + broker.config.auth_timeout);
@@ -327,7 +334,7 @@ impl Conn<'_> {
         // a `Step` (what `on_frame` would return for it, exactly).
         let f = match f {
             ClientFrame::Pub(p) => {
-                return match self.session.publish_rule(&p.dest) {
+                return match self.session.publish_rule(&p.dest, &p.headers) {
                     Ok((end_run, mode)) => {
                         if end_run {
                             self.end_run().await?;
@@ -456,4 +463,21 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// A new connection's inbox: `$inbox.` and 128 bits from the operating system's
+/// generator in 22 letters and digits. Unguessable, since knowing an inbox's address
+/// is the right to reply to it.
+fn new_inbox() -> String {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    let mut n = u128::from_le_bytes(bytes);
+    let mut name = String::from(agora_protocol::reply::INBOX_PREFIX);
+    for _ in 0..22 {
+        name.push(char::from(DIGITS[(n % 62) as usize]));
+        n /= 62;
+    }
+    name
 }

@@ -88,7 +88,8 @@ impl Conn<'_> {
     #[inline]
     pub(super) fn join_run(&mut self, p: Publish) -> Option<Publish> {
         match &self.run {
-            Some(run) if run.dest == p.dest => {}
+            // A request is never held back (nobody listening refuses it).
+            Some(run) if run.dest == p.dest && reply::reply_to(&p.headers).is_none() => {}
             _ => return Some(p),
         }
         let msg = Message {
@@ -153,13 +154,28 @@ impl Conn<'_> {
             );
             return self.error(rid, ErrorCode::MemoryLimit, &why).await;
         }
+        // A reply to an inbox address goes to the inbox's topic, its MSG naming the
+        // address.
+        let (target, named) = match reply::inbox_of(dest.name.as_str()) {
+            Some(inbox) if dest.kind == Kind::Topic && inbox.len() < dest.name.len() => {
+                match Destination::topic(inbox) {
+                    Ok(t) => (t, Some(dest.clone())),
+                    Err(_) => (dest.clone(), None),
+                }
+            }
+            _ => (dest.clone(), None),
+        };
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
         for _ in 0..3 {
-            let h = match self.resolve(dest).await {
+            let h = match self.resolve(&target).await {
                 Ok(h) => h,
                 Err(r) => return self.refuse(rid, r).await,
             };
+            if mode.is_request() && !h.listened() {
+                let why = format!("nobody listens on {dest}: the request was not kept");
+                return self.error(rid, ErrorCode::NoResponders, &why).await;
+            }
             if !mutated {
                 mutated = true;
                 if let Some(chain) = h.chain().get() {
@@ -171,7 +187,7 @@ impl Conn<'_> {
             }
             match h {
                 Handle::Topic(t) if runs => return self.hold(dest, Handle::Topic(t), msg).await,
-                Handle::Topic(t) => match t.publish(&msg) {
+                Handle::Topic(t) => match t.publish_as(&msg, named.as_ref()) {
                     Ok(()) => return self.confirmed(mode, rid, false).await,
                     Err(TopicRefused::Memory(why)) => {
                         return self.error(rid, ErrorCode::MemoryLimit, &why).await
@@ -180,7 +196,7 @@ impl Conn<'_> {
                 },
                 Handle::Queue(q) => match q.reserve(msg.size()) {
                     Ok(()) if runs => return self.hold(dest, Handle::Queue(q), msg).await,
-                    Ok(()) if mode == PubMode::Confirm && q.durable.load(Relaxed) => {
+                    Ok(()) if mode.confirms() && q.durable.load(Relaxed) => {
                         let (tx, rx) = async_channel::bounded(1);
                         match q.tx.send(QueueCmd::PublishStored(msg, tx)).await {
                             Ok(()) => {

@@ -58,6 +58,15 @@ impl Handle {
         }
     }
 
+    /// Whether a request published now has someone to answer it: a topic's
+    /// subscribers (wildcard ones included), a queue's consumers.
+    pub fn listened(&self) -> bool {
+        match self {
+            Handle::Queue(q) => q.consumers.load(SeqCst) > 0,
+            Handle::Topic(t) => t.listened(),
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         match self {
             Handle::Queue(q) => q.closed.load(SeqCst),

@@ -146,7 +146,7 @@ impl Access {
     }
 }
 
-fn not_authenticated(command: &str) -> Refusal {
+pub(super) fn not_authenticated(command: &str) -> Refusal {
     Refusal {
         code: ErrorCode::NotAuthenticated,
         message: format!(

@@ -112,6 +112,9 @@ pub(crate) struct Session<S> {
     /// Destinations this client was found to be allowed to publish to (not kept for
     /// [`Access::Open`]); at most [`access::ALLOWED_CACHE`].
     allowed: HashSet<Destination>,
+    /// This connection's inbox for replies, `$inbox.<nonce>` (none over UDP): only
+    /// this connection may subscribe to it, and only it may name it as a reply address.
+    inbox: Option<String>,
 }
 
 /// A UDP source's proof that it receives what is sent to its address.
@@ -136,7 +139,20 @@ impl<S> Session<S> {
             udp: None,
             access: Access::Open,
             allowed: HashSet::new(),
+            inbox: None,
         }
+    }
+
+    /// The session of a connection whose inbox for replies is `inbox`
+    /// (`$inbox.<nonce>`, announced in its `INFO`).
+    pub fn with_inbox(mut self, inbox: String) -> Session<S> {
+        self.inbox = Some(inbox);
+        self
+    }
+
+    /// This connection's inbox, if it has one.
+    pub fn inbox(&self) -> Option<&str> {
+        self.inbox.as_deref()
     }
 
     /// The session of a client that is `access` to begin with (users configured: not
@@ -251,12 +267,17 @@ impl<S> Session<S> {
     /// The rules a `SUB` must pass before the broker is asked; a queue subscription
     /// gets its delivery-id slot here (never reused on this connection).
     pub fn plan_subscribe(&mut self, s: &Subscribe) -> Result<SubPlan, Refusal> {
-        // Clients may listen to the broker's own topics, never create others.
+        // Clients may listen to the broker's own topics, never create others; a
+        // connection's own inbox is its own, whatever its rights.
+        let own_inbox =
+            s.dest.kind == Kind::Topic && self.inbox.as_deref() == Some(s.dest.name.as_str());
         let readable = s.dest.kind == Kind::Topic && s.dest.name.as_str() == METRICS_TOPIC;
-        if !readable {
+        if !readable && !own_inbox {
             Self::check_reserved(&s.dest)?;
         }
-        self.access.check_subscribe(&s.dest)?;
+        if !own_inbox {
+            self.access.check_subscribe(&s.dest)?;
+        }
         if let Some(p) = self.udp.as_ref().filter(|p| !p.verified) {
             // Short: it must fit the answer allowance of an unverified source.
             return refuse(ErrorCode::Unverified, format!("token={}", p.token));

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use agora_protocol::bytes::Bytes;
 use agora_protocol::{
-    ClientFrame, Connect, Destination, ErrorCode, Publish, RequestId, ServerFrame, StatsPage,
-    Subscribe,
+    reply, ClientFrame, Connect, Destination, ErrorCode, Headers, Kind, Publish, RequestId,
+    ServerFrame, StatsPage, Subscribe,
 };
 
-use super::{Access, Refusal, Session, SubPlan};
+use super::{access, refuse, Access, Refusal, Session, SubPlan};
 use crate::auth::User;
 
 /// Most fire-and-forget publishes held back in one run before it is handed over.
@@ -139,10 +139,15 @@ pub(crate) enum PubMode {
     /// Fire-and-forget, and it may wait in the run of publishes held back for one
     /// destination.
     Held,
-    /// Fire-and-forget, placed at once (runs are off, or it comes back from a run).
+    /// Fire-and-forget, placed at once (runs are off, or it comes back from a run, or
+    /// it is a reply to an inbox).
     Forget,
     /// Confirmed: a `PUBACK` once placed.
     Confirm,
+    /// A request (it names a reply address, `agora-reply-to`): placed at once, and
+    /// refused `no_responders` when nobody listens on its destination; a `PUBACK`
+    /// once placed when `confirm`.
+    Request { confirm: bool },
 }
 
 impl PubMode {
@@ -151,10 +156,21 @@ impl PubMode {
         self == PubMode::Held
     }
 
+    /// Whether the client waits for a `PUBACK`.
+    pub fn confirms(self) -> bool {
+        matches!(self, PubMode::Confirm | PubMode::Request { confirm: true })
+    }
+
+    /// Whether it is a request, which nobody listening refuses.
+    pub fn is_request(self) -> bool {
+        matches!(self, PubMode::Request { .. })
+    }
+
     /// The publish is where it goes (`filtered`: its chain dropped it): the `PUBACK`
     /// owed, if any. A refusal is always answered, confirms or not, by the driver.
     pub fn placed(self, rid: RequestId, filtered: bool) -> Option<ServerFrame> {
-        (self == PubMode::Confirm).then_some(ServerFrame::PubAck { rid, filtered })
+        self.confirms()
+            .then_some(ServerFrame::PubAck { rid, filtered })
     }
 }
 
@@ -312,7 +328,7 @@ impl<S: SubHandle> Session<S> {
     }
 
     fn on_publish(&mut self, publish: Publish) -> Effects<S> {
-        match self.publish_rule(&publish.dest) {
+        match self.publish_rule(&publish.dest, &publish.headers) {
             Ok((end_run, mode)) => Effects {
                 end_run,
                 step: Step::Publish { publish, mode },
@@ -349,19 +365,38 @@ impl<S: SubHandle> Session<S> {
 }
 
 impl<S> Session<S> {
-    /// What [`on_frame`](Session::on_frame) decides for a `PUB` to `dest`, without
-    /// taking the message: whether to hand the run over first, and the publish's mode;
-    /// or its refusal (after handing the run over, if `true`). The connection's task
-    /// calls it directly on its hot path, so a message is not moved through a `Step`.
+    /// What [`on_frame`](Session::on_frame) decides for a `PUB` to `dest` with
+    /// `headers`, without taking the message: whether to hand the run over first, and
+    /// the publish's mode; or its refusal (after handing the run over, if `true`). The
+    /// connection's task calls it directly on its hot path, so a message is not moved
+    /// through a `Step`.
+    ///
+    /// A publish naming a reply address (`agora-reply-to`) is a request: the address
+    /// must be one topic, this connection's own inbox or a topic the client may
+    /// subscribe to. A publish to an inbox address (`$inbox.<nonce>[.…]`) is a reply:
+    /// any authenticated client may send one, whatever its rights (knowing the
+    /// unguessable address is the right to answer).
     #[inline]
-    pub fn publish_rule(&mut self, dest: &Destination) -> Result<(bool, PubMode), (bool, Refusal)> {
-        let checked = Self::check_reserved(dest)
-            .and_then(|()| self.access.check_publish(dest, &mut self.allowed));
-        if let Err(r) = checked {
-            return Err((self.take_run(), r));
-        }
+    pub fn publish_rule(
+        &mut self,
+        dest: &Destination,
+        headers: &Headers,
+    ) -> Result<(bool, PubMode), (bool, Refusal)> {
+        let reply = dest.kind == Kind::Topic && reply::is_inbox(dest.name.as_str());
+        let checked = match reply {
+            true => self.check_reply(dest),
+            false => Self::check_reserved(dest)
+                .and_then(|()| self.access.check_publish(dest, &mut self.allowed)),
+        };
+        let request = checked.and_then(|()| self.check_request(headers));
+        let request = match request {
+            Ok(r) => r,
+            Err(r) => return Err((self.take_run(), r)),
+        };
         let mode = match (self.confirm, self.limits.publish_runs) {
+            (confirm, _) if request => PubMode::Request { confirm },
             (true, _) => PubMode::Confirm,
+            (false, _) if reply => PubMode::Forget,
             (false, true) => PubMode::Held,
             (false, false) => PubMode::Forget,
         };
@@ -378,6 +413,53 @@ impl<S> Session<S> {
             false => self.take_run(),
         };
         Ok((end_run, mode))
+    }
+
+    /// A reply to an inbox address: from a client that is someone (not before
+    /// authentication, not anonymous UDP), to an address under an inbox.
+    fn check_reply(&self, dest: &Destination) -> Result<(), Refusal> {
+        match self.access {
+            Access::Open | Access::User(_) => {}
+            Access::Pending => return Err(access::not_authenticated("PUB")),
+            Access::Anonymous(_) => return Self::check_reserved(dest),
+        }
+        match reply::inbox_of(dest.name.as_str()) {
+            Some(_) => Ok(()),
+            None => refuse(
+                ErrorCode::BadName,
+                format!("{dest} names no inbox: replies go to $inbox.<nonce>[.<anything>]"),
+            ),
+        }
+    }
+
+    /// Whether `headers` make a publish a request (true), and if so whether its reply
+    /// address may be used.
+    #[inline]
+    fn check_request(&self, headers: &Headers) -> Result<bool, Refusal> {
+        let to = match reply::reply_to(headers) {
+            None => return Ok(false),
+            Some(Ok(to)) => to,
+            Some(Err(why)) => return refuse(ErrorCode::BadArgs, why),
+        };
+        if let Some(inbox) = reply::inbox_of(to.name.as_str()) {
+            return match self.inbox.as_deref() == Some(inbox) {
+                true => Ok(true),
+                false => refuse(
+                    ErrorCode::NotPermitted,
+                    format!(
+                        "{} names another connection's inbox: a request may name only this connection's own ({})",
+                        reply::REPLY_TO,
+                        self.inbox.as_deref().unwrap_or("none over UDP")
+                    ),
+                ),
+            };
+        }
+        Self::check_reserved(&to)?;
+        self.access.check_subscribe(&to).map_err(|r| Refusal {
+            code: r.code,
+            message: format!("{}: {}", reply::REPLY_TO, r.message),
+        })?;
+        Ok(true)
     }
 
     /// A `PUB` to the destination of the run held back, with nothing else between: true,

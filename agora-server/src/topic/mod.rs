@@ -200,6 +200,17 @@ impl Topic {
     /// several publishes them one by one ([`publish`](Topic::publish)), which tells
     /// apart the ones the memory budget can still take.
     pub fn publish_all(&self, msgs: &[Message]) -> Result<(), TopicRefused> {
+        self.publish_all_as(msgs, None)
+    }
+
+    /// As [`publish_all`](Topic::publish_all); with `named`, the topic's own
+    /// subscribers' `MSG` names it instead of the topic (a reply to an address under
+    /// an inbox).
+    fn publish_all_as(
+        &self,
+        msgs: &[Message],
+        named: Option<&Destination>,
+    ) -> Result<(), TopicRefused> {
         if self.closed.load(SeqCst) {
             return Err(TopicRefused::Closed);
         }
@@ -233,7 +244,7 @@ impl Topic {
         let mut unplaced = 0;
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
-        let own = subs.iter().map(|s| (s, None));
+        let own = subs.iter().map(|s| (s, named));
         // A wildcard subscription's MSG names this topic.
         let topic = Some(self.dest.clone());
         let others = wild.iter().map(|w| (&w.0, topic.as_ref()));
@@ -295,6 +306,28 @@ impl Topic {
     /// Hands `msg` to every current subscriber. Never waits.
     pub fn publish(&self, msg: &Message) -> Result<(), TopicRefused> {
         self.publish_all(std::slice::from_ref(msg))
+    }
+
+    /// As [`publish`](Topic::publish), its own subscribers' `MSG` naming `named` when
+    /// given.
+    pub fn publish_as(
+        &self,
+        msg: &Message,
+        named: Option<&Destination>,
+    ) -> Result<(), TopicRefused> {
+        self.publish_all_as(std::slice::from_ref(msg), named)
+    }
+
+    /// Whether anyone would receive a message published now: a subscriber of its own,
+    /// or a wildcard subscription its name matches.
+    pub fn listened(&self) -> bool {
+        if !self.snapshot().is_empty() {
+            return true;
+        }
+        match &self.wild {
+            Some((w, seen)) => !w.matches(self.dest.name.as_str(), seen).is_empty(),
+            None => false,
+        }
     }
 
     /// Ends a subscription that fell behind, telling its client why.

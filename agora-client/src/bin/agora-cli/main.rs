@@ -11,6 +11,8 @@
 //! agora-cli [--server HOST:PORT] list
 //! agora-cli [--server HOST:PORT] purge --queue NAME
 //! agora-cli [--server HOST:PORT] delete (--queue NAME | --topic NAME)
+//! agora-cli [--server HOST:PORT] request (--topic NAME | --queue NAME) [--timeout SECS] [PAYLOAD]
+//! agora-cli [--server HOST:PORT] reply (--topic NAME | --queue NAME) [--count N] -- CMD [ARGS]...
 //! ```
 //!
 //! TLS and credentials, before or after the command: `--tls` (the system's CAs),
@@ -31,6 +33,7 @@ use print::{print_line, print_list, print_stats};
 use secure::Secure;
 
 mod print;
+mod reply;
 mod secure;
 
 #[derive(Parser, Debug)]
@@ -130,6 +133,35 @@ enum Command {
         queue: Option<String>,
         /// The chain (for `set`).
         chain: Option<String>,
+    },
+    /// Send a request and print the reply's payload (fails at once with no_responders
+    /// when nobody listens; waits --timeout seconds for the reply).
+    Request {
+        /// Ask every subscriber of this topic (the first reply wins).
+        #[arg(long, conflicts_with = "queue", required_unless_present = "queue")]
+        topic: Option<String>,
+        /// Ask one consumer of this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// The request's payload; none: all of stdin.
+        payload: Option<String>,
+    },
+    /// Answer requests by running a command: the request's payload on its stdin, its
+    /// stdout the reply. A command that fails sends no reply (a queue's request is given
+    /// back).
+    Reply {
+        /// Answer requests to this topic.
+        #[arg(long, conflicts_with = "queue", required_unless_present = "queue")]
+        topic: Option<String>,
+        /// Answer requests from this queue, one at a time.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Exit after this many requests.
+        #[arg(long)]
+        count: Option<u64>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Delete a queue or topic (its subscribers are told).
     Delete {
@@ -373,6 +405,17 @@ async fn command(client: &Client, command: Command) -> Result<(), CliError> {
                 }
             }
         }
+        Command::Request {
+            topic,
+            queue,
+            payload,
+        } => reply::request(client, &reply::destination(topic, queue), payload).await?,
+        Command::Reply {
+            topic,
+            queue,
+            count,
+            command,
+        } => reply::reply(client, &reply::destination(topic, queue), count, &command).await?,
         Command::Delete { queue, topic } => {
             let dest = match (queue, topic) {
                 (Some(q), _) => agora_client::Destination::queue(&q),
