@@ -202,6 +202,12 @@ fn suite(args: &RunArgs) -> Vec<Vec<Cell>> {
                         .collect(),
                 );
             }
+            // 128 B: a request and its reply; the variants are the requesters.
+            Scenario::RequestReply => {
+                for variant in ["1", "16"] {
+                    groups.push(vec![cell(s, variant, 128, None)]);
+                }
+            }
             // 4 KiB only: a backlog of 128 B messages takes JetStream's one-sync-a-message
             // an hour a gigabyte.
             Scenario::DurableBacklog => groups.push(vec![cell(s, "", 4096, None)]),

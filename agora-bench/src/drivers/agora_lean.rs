@@ -38,6 +38,14 @@ fn dest_of(d: &Dest) -> Result<Destination> {
     .map_err(err)
 }
 
+/// What a subscription names: a queue, a topic, or a topic pattern (`*`, `>`).
+fn sub_dest_of(d: &Dest) -> Result<Destination> {
+    match d.queue {
+        true => dest_of(d),
+        false => Destination::topic_pattern(&d.name).map_err(err),
+    }
+}
+
 struct Conn<D: Dial> {
     s: Socket<D::Stream>,
     next_rid: u64,
@@ -157,7 +165,7 @@ impl<D: Dial> super::Driver for AgoraLean<D> {
             Mode::AutoAck { prefetch } => (Some(prefetch), Some(AckMode::Auto)),
             Mode::Ack { prefetch } => (Some(prefetch), Some(AckMode::Manual)),
         };
-        let dest = dest_of(dest)?;
+        let dest = sub_dest_of(dest)?;
         conn.request(|rid| {
             ClientFrame::Sub(Subscribe {
                 rid: Some(rid),

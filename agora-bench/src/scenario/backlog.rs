@@ -39,6 +39,7 @@ pub(super) fn backlog<D: Driver>(
         format: settings.format,
         keep_every: 1,
         delivered: false,
+        sub_names: Vec::new(),
     };
     let cpu0 = server.cpu();
     let ccpu0 = client_cpu();

@@ -74,10 +74,18 @@ pub(crate) enum Scenario {
     /// drained by 1 acknowledging consumer, on the durable systems.
     #[value(name = "durable-backlog")]
     DurableBacklog,
+    /// Requests answered by one responder (variants: 1 requester in a loop, for the
+    /// latency; 16 requesters, for requests per second).
+    #[value(name = "request-reply")]
+    RequestReply,
+    /// 1 publisher, 4 subscribers by wildcard patterns that match its topic, among
+    /// 10,000 subscriptions (9,996 that match nothing it publishes).
+    #[value(name = "wildcard-fanout")]
+    WildcardFanout,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 17] = [
+    pub(crate) const ALL: [Scenario; 19] = [
         Scenario::Publish,
         Scenario::Topic1x1,
         Scenario::Topic1x4,
@@ -95,6 +103,8 @@ impl Scenario {
         Scenario::DurableConfirm,
         Scenario::DurableQueue4,
         Scenario::DurableBacklog,
+        Scenario::RequestReply,
+        Scenario::WildcardFanout,
     ];
 
     pub(crate) fn id(self) -> &'static str {
@@ -116,6 +126,8 @@ impl Scenario {
             Scenario::DurableConfirm => "durable-confirm",
             Scenario::DurableQueue4 => "durable-queue-4",
             Scenario::DurableBacklog => "durable-backlog",
+            Scenario::RequestReply => "request-reply",
+            Scenario::WildcardFanout => "wildcard-fanout",
         }
     }
 
@@ -199,6 +211,15 @@ pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
     }
     match (system, cell.scenario) {
         (s, Topic1x1 | Rtt) if s.tls() => None,
+        (System::Agora | System::AgoraLean | System::NatsLean, RequestReply) => None,
+        (System::Nats, RequestReply) => Some(
+            "request-reply is measured against nats-lean (async-nats's request() is not driven)",
+        ),
+        (_, RequestReply) => Some("no request-reply to compare (Redis, the relay, TLS rows)"),
+        (System::Redis | System::RedisLean, WildcardFanout) => {
+            Some("Redis PSUBSCRIBE patterns are globs over the whole name, not token wildcards")
+        }
+        (System::Raw, WildcardFanout) => Some("the null relay does not route by name"),
         (s, _) if s.tls() => Some("the TLS rows measure topic-1-1 and rtt only"),
         (System::Nats | System::NatsLean, Udp) => Some("nats-server has no UDP transport"),
         (System::Redis | System::RedisLean, Udp) => Some("redis-server has no UDP transport"),
@@ -327,6 +348,7 @@ pub(crate) fn run<D: Driver>(
         format: settings.format,
         keep_every: settings.keep_every.max(1),
         delivered: false,
+        sub_names: Vec::new(),
     };
     use Scenario::*;
     let name = dest_name.as_str();
@@ -410,6 +432,30 @@ pub(crate) fn run<D: Driver>(
             m
         }
         Rtt => rtt(driver, server, payload, settings.rtt_rounds, topic(name))?,
+        WildcardFanout => {
+            // Four patterns match `<name>.pub.temp`; 9,996 share its first token and
+            // match nothing (half under a `*` beside a matching one).
+            let mut f = flow(
+                1,
+                4,
+                topic(&format!("{name}.pub.temp")),
+                Mode::Topic,
+                Kind::Flood,
+            );
+            f.sub_names = ["*.temp", ">", "pub.*", "pub.>"]
+                .iter()
+                .map(|p| format!("{name}.{p}"))
+                .collect();
+            let others: Vec<String> = (0..4998)
+                .flat_map(|i| [format!("{name}.dev{i}.*"), format!("{name}.*.temp{i}")])
+                .collect();
+            let _held = crowd(server, &others)?;
+            run_flow(driver, server, &f)?
+        }
+        RequestReply => {
+            let requesters: usize = cell.variant.parse().map_err(|_| "a requester count")?;
+            reqrep::run(server, payload, settings.duration, requesters, name)?
+        }
         Udp => udp(server, payload, settings.duration, name)?,
     };
     measured.server_peak_rss_mib = crate::server::peak_rss_of(server.pid).unwrap_or(f64::NAN);
@@ -421,6 +467,7 @@ mod backlog;
 mod flow;
 mod probes;
 mod publishing;
+mod reqrep;
 use flow::*;
 use probes::*;
 
