@@ -396,11 +396,13 @@ impl Delivery {
         self.settle(false)
     }
 
-    /// Answers a request taken from a queue, then acknowledges it: the reply is
-    /// written before the `ACK`, so a responder that dies between the two leaves the
-    /// request to be delivered again (and perhaps answered twice; the requester takes
-    /// the first answer). Fails with [`Error::NoReplyAddress`] when the message is not a
-    /// request (the delivery is then left unsettled).
+    /// Answers a request taken from a queue, then acknowledges it: the reply goes out
+    /// before the `ACK` (publishes made before a settle are written before it), so a
+    /// responder that dies between the two leaves the request to be delivered again
+    /// (and perhaps answered twice; the requester takes the first answer). A delivery
+    /// that is not a request (no reply address) is given back (`NACK`) and
+    /// [`Error::NoReplyAddress`] returned: check [`reply_to`](Message::reply_to) first
+    /// to treat it otherwise.
     ///
     /// ```no_run
     /// # futures_lite::future::block_on(async {
@@ -415,6 +417,10 @@ impl Delivery {
     /// # });
     /// ```
     pub async fn respond(self, payload: impl Into<Bytes>) -> Result<()> {
+        if self.message.reply_to().is_none() {
+            self.settle(false)?;
+            return Err(Error::NoReplyAddress);
+        }
         self.message.respond(payload).await?;
         self.settle(true)
     }

@@ -363,3 +363,31 @@ fn request_and_reply_run_a_command_for_each_request() {
         ok(&finish(replier));
     }
 }
+
+#[test]
+fn reply_from_a_queue_skips_a_message_that_is_no_request_and_goes_on() {
+    let server = start();
+    let addr = server.addr.to_string();
+    let replier = cli(&addr)
+        .args(["reply", "--queue", "mixed", "--count", "2", "--", "cat"])
+        .spawn()
+        .unwrap();
+    smol::block_on(async {
+        let c = Client::connect(server.addr).await.unwrap();
+        wait_until("agora-cli reply consumes", || async {
+            consumers(&c, "queue", "mixed").await == 1
+        })
+        .await;
+        c.queue("mixed")
+            .unwrap()
+            .publish_confirmed("plain")
+            .await
+            .unwrap();
+    });
+    let o = run(cli(&addr).args(["request", "--queue", "mixed", "echo me"]));
+    assert_eq!(ok(&o), "echo me\n");
+    let out = finish(replier);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a request"), "{err}");
+}

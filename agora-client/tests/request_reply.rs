@@ -229,3 +229,25 @@ fn a_lost_connection_fails_waiting_requests_and_the_next_uses_the_new_inbox() {
         assert_ne!(client.server_info().inbox.unwrap(), first_inbox);
     });
 }
+
+#[test]
+fn responding_to_a_queued_message_that_is_no_request_gives_it_back() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let mut work = client.consume("mixed", 1).await.unwrap();
+        client
+            .queue("mixed")
+            .unwrap()
+            .publish_confirmed("plain")
+            .await
+            .unwrap();
+        let d = within(work.next()).await.unwrap();
+        assert!(d.reply_to().is_none());
+        assert!(matches!(d.respond("x").await, Err(Error::NoReplyAddress)));
+        // Given back: it comes again.
+        let again = within(work.next()).await.unwrap();
+        assert!(again.redelivered());
+        again.ack().await.unwrap();
+    });
+}

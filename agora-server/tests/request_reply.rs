@@ -243,3 +243,31 @@ fn a_responder_answers_into_an_inbox_whatever_its_publish_rights() {
     request(&mut cl, 6, "queue:svc", "topic:replies.client", "y");
     assert!(cl.sync(7).is_empty());
 }
+
+#[test]
+fn a_reply_to_an_inbox_nobody_holds_is_dropped_and_makes_nothing() {
+    let s = start();
+    let mut c = s.connect();
+    c.send(b"SETACK #1 on\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    // A made-up address, and the inbox of a connection that never subscribed to it.
+    let unheld = inbox(&s.connect());
+    for (rid, to) in [
+        (2, "$inbox.madeup.1".to_owned()),
+        (3, format!("{unheld}.1")),
+    ] {
+        c.send(format!("PUB #{rid} topic:{to} 1\r\nx\r\n").as_bytes());
+        assert_eq!(
+            c.next(),
+            ServerFrame::PubAck {
+                rid: Some(rid),
+                filtered: false
+            }
+        );
+    }
+    let stats = c.stats();
+    assert_eq!(
+        stats["page"]["total"], 0,
+        "no destination was made: {stats}"
+    );
+}

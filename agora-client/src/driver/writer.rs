@@ -127,6 +127,9 @@ impl Driver {
                 generation: g,
                 ack,
             } => {
+                // Publishes made before the settle was queued go out before it: a
+                // responder's reply comes before the ACK that lets its request go.
+                self.take_published(out);
                 if g != generation {
                     log::debug!("agora client: dropping settle of stale delivery {did}");
                 } else if ack {

@@ -414,6 +414,29 @@ impl Conn<'_> {
         Ok(h)
     }
 
+    /// The destination `dest` if it exists, without making it (through the same cache
+    /// as [`resolve`](Conn::resolve)).
+    pub(super) async fn find(&mut self, dest: &Destination) -> Result<Option<Handle>, Denied> {
+        if let Some(h) = self.handles.get(dest).filter(|h| !h.is_closed()) {
+            return Ok(Some(h.clone()));
+        }
+        let lookup = |reply| ManagerCmd::Lookup {
+            dest: dest.clone(),
+            reply,
+        };
+        let Some(h) = ask(&self.broker.manager, lookup)
+            .await
+            .ok_or(Denied::Stopping)?
+        else {
+            return Ok(None);
+        };
+        if self.handles.len() >= HANDLE_CACHE {
+            self.handles.clear();
+        }
+        self.handles.insert(dest.compact(), h.clone());
+        Ok(Some(h))
+    }
+
     /// Answers a refused request, or ends the connection when the broker is stopping.
     pub(super) async fn refuse(&self, rid: RequestId, r: Denied) -> Flow {
         match r {

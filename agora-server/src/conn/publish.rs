@@ -168,8 +168,20 @@ impl Conn<'_> {
         // A destination can be retired between lookup and use; resolving again finds
         // (or makes) its successor. Three tries is plenty: retiring takes idle minutes.
         for _ in 0..3 {
-            let h = match self.resolve(&target).await {
-                Ok(h) => h,
+            // An inbox is made by its owner's subscription, never by a reply: a reply
+            // to an inbox nobody holds (its requester gone, or a made-up address) is
+            // dropped, as a topic drops a message nobody subscribes to.
+            let h = match reply::is_inbox(target.name.as_str()) {
+                true => self.find(&target).await,
+                false => self.resolve(&target).await.map(Some),
+            };
+            let h = match h {
+                Ok(Some(h)) => h,
+                Ok(None) if mode.is_request() => {
+                    let why = format!("nobody listens on {dest}: the request was not kept");
+                    return self.error(rid, ErrorCode::NoResponders, &why).await;
+                }
+                Ok(None) => return self.confirmed(mode, rid, false).await,
                 Err(r) => return self.refuse(rid, r).await,
             };
             if mode.is_request() && !h.listened() {

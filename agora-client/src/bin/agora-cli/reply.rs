@@ -57,6 +57,13 @@ pub(crate) async fn reply(
             let Some(d) = work.next().await else {
                 return Err(ended(dest, n));
             };
+            if d.reply_to().is_none() {
+                // It cannot be answered; given back, it would come straight back here.
+                skipped();
+                d.ack().await?;
+                n += 1;
+                continue;
+            }
             answer_delivery(d, program, args).await?;
             n += 1;
         }
@@ -67,8 +74,13 @@ pub(crate) async fn reply(
             let Some(m) = sub.next().await else {
                 return Err(ended(dest, n));
             };
+            if m.reply_to().is_none() {
+                skipped();
+                n += 1;
+                continue;
+            }
             if let Some(out) = run(program, args, &m)? {
-                respond(m.respond(out).await)?;
+                m.respond(out).await?;
             }
             n += 1;
         }
@@ -82,20 +94,15 @@ pub(crate) async fn reply(
 /// when it fails.
 async fn answer_delivery(d: Delivery, program: &str, args: &[String]) -> Result<(), CliError> {
     match run(program, args, &d)? {
-        Some(out) => respond(d.respond(out).await),
+        Some(out) => Ok(d.respond(out).await?),
         None => Ok(d.nack().await?),
     }
 }
 
-/// A message that was no request is skipped with a line on stderr.
-fn respond(r: Result<(), agora_client::Error>) -> Result<(), CliError> {
-    match r {
-        Err(agora_client::Error::NoReplyAddress) => {
-            eprintln!("agora-cli: skipped a message that is not a request (no agora-reply-to)");
-            Ok(())
-        }
-        r => Ok(r?),
-    }
+/// A message that is no request is not answered (from a queue it is acknowledged: given
+/// back, it would only come back to this responder); a line on stderr says so.
+fn skipped() {
+    eprintln!("agora-cli: skipped a message that is not a request (no agora-reply-to)");
 }
 
 /// Runs the command with the request's payload on stdin: its stdout when it exits 0;
