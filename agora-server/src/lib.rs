@@ -117,6 +117,8 @@ pub(crate) struct Broker {
     pub verifier: auth::Verifier,
     /// Wildcard topic subscriptions.
     pub wild: Arc<topic::wild::Wild>,
+    /// Topics published to that are not destinations, and what they counted.
+    pub unlisted: Arc<topic::Unlisted>,
 }
 
 impl Broker {
@@ -354,6 +356,7 @@ impl Server {
             false => 0,
         });
         let wild = Arc::new(topic::wild::Wild::default());
+        let unlisted = Arc::new(topic::Unlisted::default());
         let broker = Arc::new(Broker {
             verifier,
             manager: manager::spawn(
@@ -363,8 +366,10 @@ impl Server {
                 &rt,
                 store,
                 wild.clone(),
+                unlisted.clone(),
             ),
             wild,
+            unlisted,
             rt,
             mutators: env,
             budget,

@@ -137,6 +137,18 @@ struct Stats {
     /// Wildcard topic subscriptions by pattern (not destinations: they live in the
     /// broker's index).
     wildcards: Wildcards,
+    /// Publishes to topics that are not destinations (no subscriber of their own, no
+    /// chain), all together.
+    unlisted_topics: UnlistedTopics,
+}
+
+#[derive(Serialize)]
+struct UnlistedTopics {
+    messages_in: u64,
+    bytes_in: u64,
+    /// Deliveries to the wildcard subscriptions their names matched.
+    messages_out: u64,
+    bytes_out: u64,
 }
 
 #[derive(Serialize)]
@@ -241,6 +253,15 @@ pub(crate) fn document(
                         subscriptions,
                     })
                     .collect(),
+            }
+        },
+        unlisted_topics: {
+            let c = &broker.unlisted.counts;
+            UnlistedTopics {
+                messages_in: c.messages_in.load(Relaxed),
+                bytes_in: c.bytes_in.load(Relaxed),
+                messages_out: c.messages_out.load(Relaxed),
+                bytes_out: c.bytes_out.load(Relaxed),
             }
         },
     };

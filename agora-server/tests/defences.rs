@@ -184,18 +184,25 @@ fn destination_limit() {
     let mut c = s.connect();
     c.send(b"SETACK on\r\n");
     assert_eq!(c.next(), ServerFrame::Ok { rid: None });
-    for d in ["queue:a", "topic:b", "queue:c"] {
+    // A topic is a destination once subscribed to; a publish makes a queue one.
+    let mut subscriber = s.connect();
+    subscriber.send(b"SUB #1 topic:b 1\r\n");
+    assert_eq!(subscriber.next(), ServerFrame::Ok { rid: Some(1) });
+    for d in ["queue:a", "queue:c"] {
         publish(&mut c, d, b"x");
         assert!(matches!(c.next(), ServerFrame::PubAck { .. }));
     }
-    publish(&mut c, "topic:d", b"x");
+    publish(&mut c, "queue:d", b"x");
     assert!(c.expect_err(ErrorCode::TooManyDestinations).contains("3"));
     c.send(b"SUB topic:e 1\r\n");
     c.expect_err(ErrorCode::TooManyDestinations);
+    // A topic nobody subscribes to is no destination: publishing to it is fine.
+    publish(&mut c, "topic:nobody", b"x");
+    assert!(matches!(c.next(), ServerFrame::PubAck { .. }));
     // Deleting one makes room.
     c.send(b"DELETE #1 topic:b\r\n");
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
-    publish(&mut c, "topic:d", b"x");
+    publish(&mut c, "queue:d", b"x");
     assert!(matches!(c.next(), ServerFrame::PubAck { .. }));
 }
 

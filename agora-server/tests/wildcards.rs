@@ -218,3 +218,75 @@ fn stats_lists_wildcard_patterns() {
         c.stats()["wildcards"]["total"] == 0
     });
 }
+
+/// 100,000 per-device topics under one wildcard subscription, on a broker limited to
+/// 10 destinations: every message arrives, naming its device's topic; none of the
+/// names becomes a destination (a topic with no subscriber of its own and no chain is
+/// not one), and STATS counts them together as unlisted topics.
+#[test]
+fn a_hundred_thousand_device_topics_under_one_wildcard_stay_within_the_limits() {
+    let mut config = Config::ephemeral();
+    config.max_destinations = 10;
+    let s = start_with(config);
+    let mut sub = s.connect();
+    sub.send(b"SUB #1 topic:devices.*.temp 1\r\n");
+    assert_eq!(sub.next(), ServerFrame::Ok { rid: Some(1) });
+    let mut p = s.connect();
+    const N: usize = 100_000;
+    let reader = std::thread::spawn(move || {
+        let mut seen = vec![false; N];
+        for _ in 0..N {
+            match sub.next() {
+                ServerFrame::Msg(m) => {
+                    let name = m.dest.name.as_str().to_owned();
+                    let i: usize = name
+                        .strip_prefix("devices.d")
+                        .and_then(|r| r.strip_suffix(".temp"))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("{name}"));
+                    assert_eq!(&m.payload[..], i.to_string().as_bytes());
+                    assert!(!seen[i], "{name} twice");
+                    seen[i] = true;
+                }
+                f => panic!("expected MSG, got {f:?}"),
+            }
+        }
+        sub
+    });
+    for chunk in 0..N / 1000 {
+        let mut b = Vec::new();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            let body = i.to_string();
+            b.extend_from_slice(
+                format!("PUB topic:devices.d{i}.temp {}\r\n{body}\r\n", body.len()).as_bytes(),
+            );
+        }
+        p.send(&b);
+        assert!(p.sync(chunk as u64).is_empty(), "no publish refused");
+    }
+    let mut sub = reader.join().unwrap();
+    let st = p.stats();
+    // (The broker's own $sys.metrics topic may be one.)
+    let listed = st["destinations"].as_array().unwrap();
+    assert!(
+        listed.iter().all(|d| d["name"] != "devices" && !d["name"].as_str().unwrap().starts_with("devices.")),
+        "no device topic is a destination: {listed:?}"
+    );
+    let before = st["page"]["total"].as_u64().unwrap();
+    assert!(before <= 1, "{st}");
+    assert_eq!(st["unlisted_topics"]["messages_in"], N as u64);
+    assert_eq!(st["unlisted_topics"]["messages_out"], N as u64);
+    // A subscriber of one device's own makes that topic a destination, and the
+    // publisher's next message reaches it and the wildcard both.
+    let mut own = s.connect();
+    own.send(b"SUB #2 topic:devices.d7.temp 2\r\n");
+    assert_eq!(own.next(), ServerFrame::Ok { rid: Some(2) });
+    publish(&mut p, "topic:devices.d7.temp", b"again");
+    for c in [&mut own, &mut sub] {
+        match c.next() {
+            ServerFrame::Msg(m) => assert_eq!(&m.payload[..], b"again"),
+            f => panic!("{f:?}"),
+        }
+    }
+    assert_eq!(p.stats()["page"]["total"].as_u64(), Some(before + 1));
+}

@@ -386,24 +386,48 @@ impl Conn<'_> {
     /// The handle for `dest`, from the cache or the queue manager. `Err(Denied::Stopping)`: the
     /// broker is going away.
     pub(super) async fn resolve(&mut self, dest: &Destination) -> Result<Handle, Denied> {
+        self.resolve_as(dest, false).await
+    }
+
+    /// What a publish to `dest` goes to: as [`resolve`](Conn::resolve), except that a
+    /// topic that is no destination yet is not made one (an unlisted topic, for this
+    /// connection: see [`Unlisted`](crate::topic::Unlisted)).
+    pub(super) async fn resolve_publish(&mut self, dest: &Destination) -> Result<Handle, Denied> {
+        self.resolve_as(dest, true).await
+    }
+
+    async fn resolve_as(&mut self, dest: &Destination, publish: bool) -> Result<Handle, Denied> {
+        // A subscription needs the destination itself, never an unlisted topic.
+        let usable = |h: &Handle| !h.is_closed() && (publish || h.is_listed());
         if let Some((d, h)) = &self.last {
-            if d == dest && !h.is_closed() {
+            if d == dest && usable(h) {
                 return Ok(h.clone());
             }
         }
         if let Some(h) = self.handles.get(dest) {
-            if !h.is_closed() {
+            if usable(h) {
                 let h = h.clone();
                 self.last = Some((dest.compact(), h.clone()));
                 return Ok(h);
             }
         }
-        let resolve = |reply| ManagerCmd::Resolve {
-            dest: dest.clone(),
-            reply,
+        let h = match publish {
+            true => {
+                let resolve = |reply| ManagerCmd::ResolvePublish {
+                    dest: dest.clone(),
+                    reply,
+                };
+                ask(&self.broker.manager, resolve).await
+            }
+            false => {
+                let resolve = |reply| ManagerCmd::Resolve {
+                    dest: dest.clone(),
+                    reply,
+                };
+                ask(&self.broker.manager, resolve).await
+            }
         };
-        let h = ask(&self.broker.manager, resolve)
-            .await
+        let h = h
             .ok_or(Denied::Stopping)?
             .map_err(|(code, why)| Denied::Refused(code, why))?;
         if self.handles.len() >= HANDLE_CACHE {

@@ -173,7 +173,7 @@ impl Conn<'_> {
             // dropped, as a topic drops a message nobody subscribes to.
             let h = match reply::is_inbox(target.name.as_str()) {
                 true => self.find(&target).await,
-                false => self.resolve(&target).await.map(Some),
+                false => self.resolve_publish(&target).await.map(Some),
             };
             let h = match h {
                 Ok(Some(h)) => h,

@@ -71,14 +71,14 @@ impl Handle {
                     unacked: 0,
                     paged: 0,
                     consumers: t.subscribers(),
-                    messages_in: t.messages_in.load(Relaxed),
-                    messages_out: t.messages_out.load(Relaxed),
+                    messages_in: t.counts.messages_in.load(Relaxed),
+                    messages_out: t.counts.messages_out.load(Relaxed),
                     dropped,
                     redelivered: 0,
                     deadlettered: 0,
                     filtered: t.chain.filtered.load(Relaxed),
-                    bytes_in: t.bytes_in.load(Relaxed),
-                    bytes_out: t.bytes_out.load(Relaxed),
+                    bytes_in: t.counts.bytes_in.load(Relaxed),
+                    bytes_out: t.counts.bytes_out.load(Relaxed),
                     latency: t.latency.last(),
                 }
             }

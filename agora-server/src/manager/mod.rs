@@ -70,7 +70,17 @@ impl Handle {
     pub fn is_closed(&self) -> bool {
         match self {
             Handle::Queue(q) => q.closed.load(SeqCst),
-            Handle::Topic(t) => t.closed.load(SeqCst),
+            Handle::Topic(t) => t.is_closed(),
+        }
+    }
+
+    /// Whether it is a registered destination (a topic may be [unlisted]).
+    ///
+    /// [unlisted]: crate::topic::Unlisted
+    pub fn is_listed(&self) -> bool {
+        match self {
+            Handle::Queue(_) => true,
+            Handle::Topic(t) => t.is_listed(),
         }
     }
 }
@@ -79,6 +89,13 @@ impl Handle {
 pub(crate) enum ManagerCmd {
     /// Find or create a destination (refused at the destination limit).
     Resolve {
+        dest: Destination,
+        reply: Sender<Result<Handle, (ErrorCode, String)>>,
+    },
+    /// What a publish to `dest` goes to: the destination if there is one; else a
+    /// queue is made (as `Resolve`), and a topic without a chain is an unlisted one
+    /// (see [`Unlisted`](crate::topic::Unlisted)), made for the asker and not kept.
+    ResolvePublish {
         dest: Destination,
         reply: Sender<Result<Handle, (ErrorCode, String)>>,
     },
@@ -134,6 +151,7 @@ pub(crate) fn spawn(
     rt: &agora_rt::Handle,
     store: Option<Store>,
     wild: Arc<crate::topic::wild::Wild>,
+    unlisted: Arc<crate::topic::Unlisted>,
 ) -> Sender<ManagerCmd> {
     let (tx, rx) = async_channel::bounded(1024);
     // `Server::bind` checked every configured chain.
@@ -175,6 +193,7 @@ pub(crate) fn spawn(
         rt: rt.clone(),
         store,
         wild,
+        unlisted,
     };
     rt.spawn(m.run(rx)).detach();
     // The sweeper only holds a weak link: it stops when the broker drops the manager.
@@ -209,6 +228,8 @@ struct Manager {
     store: Option<Store>,
     /// The wildcard subscriptions every topic delivers to where its name matches.
     wild: Arc<crate::topic::wild::Wild>,
+    /// Topics published to that are not destinations.
+    unlisted: Arc<crate::topic::Unlisted>,
 }
 
 impl Manager {
@@ -218,6 +239,22 @@ impl Manager {
             match cmd {
                 ManagerCmd::Resolve { dest, reply } => {
                     let h = self.resolve(dest).await;
+                    let _ = reply.try_send(h);
+                }
+                ManagerCmd::ResolvePublish { dest, reply } => {
+                    let h = match self.registry.get(&dest) {
+                        Some(e) if !e.handle.is_closed() => Ok(e.handle.clone()),
+                        _ if dest.kind == Kind::Topic && !self.chains.contains_key(&dest) => {
+                            let c = &self.config;
+                            let t =
+                                Topic::new(dest.compact(), c.slow_consumer, self.budget.clone())
+                                    .with_copy_fanout(c.ablation.copy_fanout)
+                                    .with_wild(self.wild.clone())
+                                    .unlisted(self.unlisted.clone());
+                            Ok(Handle::Topic(Arc::new(t)))
+                        }
+                        _ => self.resolve(dest).await,
+                    };
                     let _ = reply.try_send(h);
                 }
                 ManagerCmd::Delete { dest, reply } => {
@@ -284,6 +321,9 @@ impl Manager {
                     if let Some(e) = self.registry.get(&dest) {
                         e.handle.chain().set(chain.clone());
                     }
+                    // An unlisted topic of this name has no chain: its publishers must
+                    // ask again, and find the destination the chain makes it.
+                    self.unlisted.generation.fetch_add(1, SeqCst);
                     if let Some(st) = &self.store {
                         // Kept for the next start (an empty text: cleared).
                         let text = chain
@@ -364,6 +404,10 @@ impl Manager {
             handle.chain().set(Some(c.clone()));
         }
         log::debug!("created {dest}");
+        if dest.kind == Kind::Topic {
+            // Unlisted topics of this name, made before, must not miss its subscribers.
+            self.unlisted.generation.fetch_add(1, SeqCst);
+        }
         self.registry.insert(
             dest,
             Entry {
@@ -381,7 +425,7 @@ impl Manager {
         self.registry.retain(|dest, e| {
             let msgs_in = match &e.handle {
                 Handle::Queue(q) => q.messages_in.load(Relaxed),
-                Handle::Topic(t) => t.messages_in.load(Relaxed),
+                Handle::Topic(t) => t.counts.messages_in.load(Relaxed),
             };
             let idle = match &e.handle {
                 Handle::Queue(q) => q.is_idle(),

@@ -359,3 +359,68 @@ fn a_udp_source_proves_it_receives_before_it_may_subscribe() {
     let (_, st) = step(&mut t, "CONNECT #7 token=whatever\r\n");
     assert!(matches!(st, Step::Reply(ServerFrame::Ok { rid: Some(7) })));
 }
+
+/// An `HPUB` of `dest` whose only header is `agora-reply-to: <to>`.
+fn request(dest: &str, to: &str) -> String {
+    let headers = format!("agora-reply-to: {to}\r\n\r\n");
+    format!(
+        "HPUB {dest} {} {}\r\n{headers}x\r\n",
+        headers.len(),
+        headers.len() + 1
+    )
+}
+
+#[test]
+fn requests_are_never_held_and_name_a_topic_the_client_may_read_or_its_own_inbox() {
+    let mut s: Session<H> = Session::new(limits(), Instant::now()).with_inbox("$inbox.me".into());
+    // A request ends the run held back and is placed at once, confirms or not.
+    step(&mut s, "PUB topic:t 1\r\nx\r\n");
+    let (end, st) = step(&mut s, &request("topic:t", "topic:$inbox.me.1"));
+    assert!(end);
+    let Step::Publish { mode, .. } = st else {
+        panic!("{st:?}")
+    };
+    assert_eq!(mode, PubMode::Request { confirm: false });
+    assert!(!mode.hold() && mode.placed(None, false).is_none());
+    step(&mut s, "SETACK on\r\n");
+    let (_, st) = step(&mut s, &request("queue:q", "topic:replies.a"));
+    let Step::Publish { mode, .. } = st else {
+        panic!("{st:?}")
+    };
+    assert!(mode.is_request() && mode.confirms());
+    // Refused: another connection's inbox, a reserved name, a queue, a pattern.
+    for (to, code) in [
+        ("topic:$inbox.you.1", ErrorCode::NotPermitted),
+        ("topic:$sys.metrics", ErrorCode::NotPermitted),
+        ("queue:q", ErrorCode::BadArgs),
+        ("topic:a.*", ErrorCode::BadArgs),
+    ] {
+        let (_, st) = step(&mut s, &request("topic:t", to));
+        assert!(
+            matches!(&st, Step::Refuse(_, r) if r.code == code),
+            "{to}: {st:?}"
+        );
+    }
+    // Replies: to any inbox address, never held; the bare prefix is no inbox.
+    step(&mut s, "SETACK off\r\n");
+    let (_, st) = step(&mut s, "PUB topic:$inbox.you.7 1\r\nx\r\n");
+    assert!(
+        matches!(
+            st,
+            Step::Publish {
+                mode: PubMode::Forget,
+                ..
+            }
+        ),
+        "{st:?}"
+    );
+    let (_, st) = step(&mut s, "PUB topic:$inbox. 1\r\nx\r\n");
+    assert!(
+        matches!(&st, Step::Refuse(_, r) if r.code == ErrorCode::BadName),
+        "{st:?}"
+    );
+    // Its own inbox it may subscribe to, nobody else's.
+    assert!(s.plan_subscribe(&sub("topic:$inbox.me", 1)).is_ok());
+    let e = s.plan_subscribe(&sub("topic:$inbox.you", 2)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotPermitted);
+}

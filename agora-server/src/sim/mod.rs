@@ -86,6 +86,9 @@ pub struct Report {
     pub intruders_refused: u64,
     /// Deliveries to wildcard subscriptions written.
     pub wild_delivered: u64,
+    /// Requests placed (someone listened), and refused `no_responders` (nobody did).
+    pub requests: u64,
+    pub no_responders: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -158,5 +161,7 @@ mod tests {
         assert!(a.intruders_refused > 0, "{a:?}");
         // Wildcard subscriptions got messages from the topics they match.
         assert!(a.wild_delivered > 0, "{a:?}");
+        // Requests were placed where someone listened, refused where nobody did.
+        assert!(a.requests > 0 && a.no_responders > 0, "{a:?}");
     }
 }

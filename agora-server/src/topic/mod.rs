@@ -37,15 +37,39 @@ pub(crate) struct Subscriber {
     pub pattern: Option<crate::auth::Pattern>,
 }
 
+/// What a topic counts: its own for a destination, shared by every topic that is not
+/// one ([`Unlisted`]).
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// Topics that are not destinations: a publish to a topic with no subscriber of its
+/// own and no chain (a per-device name only wildcard subscriptions match, say) is
+/// delivered by a topic made for the publishing connection and never registered, so
+/// it neither counts toward `--max-destinations` nor stays in memory once the
+/// connection lets go of it.
+#[derive(Default)]
+pub(crate) struct Unlisted {
+    /// Bumped whenever a topic becomes a destination or gets a chain: an unlisted
+    /// topic made before is then stale, and its publishers ask the registry again.
+    pub generation: AtomicU64,
+    /// What all of them counted.
+    pub counts: Arc<Counts>,
+}
+
 /// A topic's shared state.
 pub(crate) struct Topic {
     pub dest: Destination,
     subs: RwLock<Arc<Vec<Arc<Subscriber>>>>,
     policy: SlowConsumerPolicy,
-    pub messages_in: AtomicU64,
-    pub messages_out: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
+    pub counts: Arc<Counts>,
+    /// Not a destination: the registry's [`Unlisted`] and its generation when this
+    /// topic was made.
+    unlisted: Option<(Arc<Unlisted>, u64)>,
     /// Sampled delivery latency, recorded by subscribers' shippers.
     pub latency: crate::metrics::LatencyRef,
     /// Drops of subscribers that have left (live ones count their own).
@@ -81,10 +105,8 @@ impl Topic {
             dest,
             subs: RwLock::new(Arc::new(Vec::new())),
             policy,
-            messages_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
+            counts: Arc::default(),
+            unlisted: None,
             latency: Default::default(),
             dropped_gone: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -93,6 +115,29 @@ impl Topic {
             copy_fanout: false,
             wild: None,
         }
+    }
+
+    /// A topic that is not a destination (see [`Unlisted`]): it counts into `u`'s
+    /// counts, and is closed once `u`'s generation moves on.
+    pub fn unlisted(mut self, u: Arc<Unlisted>) -> Topic {
+        self.counts = u.counts.clone();
+        self.unlisted = Some((u.clone(), u.generation.load(SeqCst)));
+        self
+    }
+
+    /// Whether it is a registered destination (not an [`Unlisted`] one).
+    pub fn is_listed(&self) -> bool {
+        self.unlisted.is_none()
+    }
+
+    /// Removed by the registry, or an unlisted topic gone stale: resolve it again.
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+            || self
+                .unlisted
+                .as_ref()
+                .is_some_and(|(u, at)| u.generation.load(Relaxed) != *at)
     }
 
     /// Delivers to the broker's wildcard subscriptions its name matches too.
@@ -211,7 +256,7 @@ impl Topic {
         msgs: &[Message],
         named: Option<&Destination>,
     ) -> Result<(), TopicRefused> {
-        if self.closed.load(SeqCst) {
+        if self.is_closed() {
             return Err(TopicRefused::Closed);
         }
         let n = msgs.len() as u64;
@@ -222,8 +267,8 @@ impl Topic {
             None => Arc::from(Vec::new()),
         };
         if subs.is_empty() && wild.is_empty() {
-            self.messages_in.fetch_add(n, Relaxed);
-            self.bytes_in.fetch_add(bytes, Relaxed);
+            self.counts.messages_in.fetch_add(n, Relaxed);
+            self.counts.bytes_in.fetch_add(bytes, Relaxed);
             return Ok(());
         }
         let size: usize =
@@ -237,8 +282,8 @@ impl Topic {
                 self.budget.limit()
             )));
         }
-        self.messages_in.fetch_add(n, Relaxed);
-        self.bytes_in.fetch_add(bytes, Relaxed);
+        self.counts.messages_in.fetch_add(n, Relaxed);
+        self.counts.bytes_in.fetch_add(bytes, Relaxed);
         let charge = self.budget.enabled();
         let drop_oldest = matches!(self.policy, SlowConsumerPolicy::DropOldest);
         let mut unplaced = 0;
@@ -298,8 +343,8 @@ impl Topic {
             }
         }
         self.budget.give_back(unplaced);
-        self.messages_out.fetch_add(sent, Relaxed);
-        self.bytes_out.fetch_add(sent_bytes, Relaxed);
+        self.counts.messages_out.fetch_add(sent, Relaxed);
+        self.counts.bytes_out.fetch_add(sent_bytes, Relaxed);
         Ok(())
     }
 

@@ -72,6 +72,10 @@ impl World {
     /// queue has room, and `Session::joins_run` says so. `Some`: not taken, nothing
     /// changed.
     pub(super) fn join_run(&mut self, id: u64, p: Publish) -> Option<Publish> {
+        // A request is never held back (as `Conn::join_run`).
+        if agora_protocol::reply::reply_to(&p.headers).is_some() {
+            return Some(p);
+        }
         let c = self.conns.get(&id).expect("acting");
         let target = match (&c.run, self.target_of(&p.dest)) {
             (Some((t, _)), Some(target)) if *t == target && !self.chains.contains_key(&p.dest) => {
@@ -130,6 +134,9 @@ impl World {
             .expect("acting")
             .unplaced
             .push_back(tag);
+        if mode.is_request() && !self.answered(id, target, tag, p.rid, hold) {
+            return;
+        }
         let mut msg = Message {
             headers: p.headers,
             payload: p.payload,
@@ -169,6 +176,63 @@ impl World {
                 Err(TopicRefused::Closed) => fail(&mut self.broken, "a closed topic".to_owned()),
             },
         }
+    }
+
+    /// A request: never held back, and refused `no_responders` exactly when nobody
+    /// listens on its destination. Whether anyone does, the destination says (a
+    /// topic's subscribers and the wildcard subscriptions its name matches; a queue's
+    /// consumers) and the world's own record must agree. False: refused.
+    fn answered(
+        &mut self,
+        id: u64,
+        target: Target,
+        tag: Tag,
+        rid: Option<u64>,
+        hold: bool,
+    ) -> bool {
+        if hold {
+            fail(
+                &mut self.broken,
+                format!("connection {id}: a request held back"),
+            );
+            return false;
+        }
+        // (says, must say true, may say true): a consumer whose connection dropped
+        // without warning may or may not have been noticed by its queue yet.
+        let (says, must, may) = match target {
+            Target::Topic(t) => {
+                let topic = &self.topics[t];
+                let own = topic.subs.iter().any(|s| !s.sub.tx.is_closed());
+                let wild = self
+                    .wild_subs
+                    .iter()
+                    .any(|w| !w.sub.sub.tx.is_closed() && w.pattern.matches(&topic.topic.dest));
+                (topic.topic.listened(), own || wild, own || wild)
+            }
+            Target::Queue(q) => {
+                let mut theirs = self.consumers.values().filter(|c| c.queue == q);
+                let may = theirs.clone().next().is_some();
+                (
+                    self.queues[q].state.consumers() > 0,
+                    theirs.any(|c| !c.port.gone.get()),
+                    may,
+                )
+            }
+        };
+        if (must && !says) || (says && !may) {
+            fail(
+                &mut self.broken,
+                format!("connection {id}: a request's destination listened={says}, the world says it must be {must} and may be {may}"),
+            );
+            return false;
+        }
+        if !says {
+            self.report.no_responders += 1;
+            self.refused(id, tag, rid, ErrorCode::NoResponders);
+            return false;
+        }
+        self.report.requests += 1;
+        true
     }
 
     /// Holds a fire-and-forget publish in the run, ending a run for elsewhere first.

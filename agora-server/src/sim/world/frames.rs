@@ -217,7 +217,18 @@ impl World {
                 )
             }
         };
-        let what = format!("PUB {d} v={v}");
+        // Now and then a request: nobody listening refuses it (`no_responders`).
+        let request = tag.is_some() && self.rng.below(4) == 0;
+        if request {
+            let to = format!("topic:r.{id}");
+            headers
+                .insert(agora_protocol::reply::REPLY_TO, &to)
+                .expect("a valid header");
+        }
+        let what = match request {
+            true => format!("PUB {d} v={v} (a request)"),
+            false => format!("PUB {d} v={v}"),
+        };
         if let (Some(tag), Some(r)) = (tag, rid) {
             let filtered = v < 3 && self.chain_model.contains(&d);
             let c = self.conns.get_mut(&id).expect("sending");
