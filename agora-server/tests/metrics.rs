@@ -132,7 +132,8 @@ fn the_metrics_topic_carries_snapshots_and_stats_has_the_broker_section() {
         ..Config::ephemeral()
     });
     let mut c = s.connect();
-    publish(&mut c, "topic:seen", b"x");
+    // A queue published to is a destination, listed in the snapshot.
+    publish(&mut c, "queue:seen", b"x");
     c.send(b"SUB #1 topic:$sys.metrics 1\r\n");
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
     for _ in 0..2 {
@@ -140,7 +141,7 @@ fn the_metrics_topic_carries_snapshots_and_stats_has_the_broker_section() {
             ServerFrame::Msg(m) => {
                 let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
                 assert_eq!(v["server"], "agora");
-                assert!(dest_stats(&v, "topic", "seen").is_some(), "{v}");
+                assert!(dest_stats(&v, "queue", "seen").is_some(), "{v}");
                 assert!(v["broker"]["rss_bytes"].as_u64().unwrap() > 0);
             }
             f => panic!("{f:?}"),
