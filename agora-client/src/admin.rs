@@ -141,6 +141,53 @@ impl Client {
         .map(|_| ())
     }
 
+    /// Binds a queue to a topic name or pattern (`*` one token, `>` one or more at the
+    /// end): from now on every message published to a matching topic is also put in
+    /// the queue, so a consumer that is offline finds it there (a durable
+    /// subscription). The queue is made if it does not exist; the binding is kept
+    /// across restarts with a data directory. Binding twice is one binding. Needs
+    /// `admin` once users exist.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// client.bind("alerts", "sensors.*.alarm").await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn bind(&self, queue: &str, topic_pattern: &str) -> Result<()> {
+        self.binding(queue, topic_pattern, true).await
+    }
+
+    /// Removes the binding of a queue to a topic name or pattern; fails with
+    /// `unknown_destination` if there is no such binding. Messages already in the
+    /// queue stay.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// client.unbind("alerts", "sensors.*.alarm").await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn unbind(&self, queue: &str, topic_pattern: &str) -> Result<()> {
+        self.binding(queue, topic_pattern, false).await
+    }
+
+    async fn binding(&self, queue: &str, pattern: &str, on: bool) -> Result<()> {
+        let queue = Destination::queue(queue).map_err(Error::InvalidName)?;
+        let topic = Destination::topic_pattern(pattern).map_err(Error::InvalidName)?;
+        self.call(|reply| Cmd::Request {
+            frame: Box::new(move |rid| match on {
+                true => agora_protocol::ClientFrame::Bind { rid, queue, topic },
+                false => agora_protocol::ClientFrame::Unbind { rid, queue, topic },
+            }),
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// A destination's mutator chain (the book's Mutators chapter has the syntax), or
     /// `None` if it has none.
     ///

@@ -848,3 +848,32 @@ fn subscribe_to_a_pattern() {
         client.close().await.unwrap();
     }));
 }
+
+#[test]
+fn a_queue_bound_to_a_pattern_keeps_matching_messages_for_a_later_consumer() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        client.bind("alerts", "sensors.*.alarm").await.unwrap();
+        let t = client.topic("sensors.kitchen.alarm").unwrap();
+        t.publish_confirmed("smoke").await.unwrap();
+        client
+            .topic("sensors.kitchen.temp")
+            .unwrap()
+            .publish_confirmed("21")
+            .await
+            .unwrap();
+        let mut later = client.consume("alerts", 4).await.unwrap();
+        let d = within(later.next()).await.unwrap();
+        assert_eq!(&d.payload()[..], b"smoke");
+        assert_eq!(d.destination().to_string(), "queue:alerts");
+        d.ack().await.unwrap();
+        client.unbind("alerts", "sensors.*.alarm").await.unwrap();
+        let again = client
+            .unbind("alerts", "sensors.*.alarm")
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), Some(ErrorCode::UnknownDestination), "{again}");
+        assert!(client.bind("alerts", "bad*").await.is_err());
+    });
+}

@@ -79,6 +79,25 @@ pub enum ClientFrame {
         /// The destination.
         dest: Destination,
     },
+    /// `BIND [#rid] <queue> topic:<name-or-pattern>`: every message published to a
+    /// topic the pattern matches is also put in the queue (a durable subscription).
+    Bind {
+        /// Request id.
+        rid: RequestId,
+        /// The queue.
+        queue: Destination,
+        /// The topic name or pattern.
+        topic: Destination,
+    },
+    /// `UNBIND [#rid] <queue> topic:<name-or-pattern>`: removes that binding.
+    Unbind {
+        /// Request id.
+        rid: RequestId,
+        /// The queue.
+        queue: Destination,
+        /// The topic name or pattern.
+        topic: Destination,
+    },
     /// `CHAIN [#rid] GET <dest>`: show a destination's mutator chain.
     ChainGet {
         /// Request id.
@@ -132,6 +151,12 @@ impl Frame for ClientFrame {
             ClientFrame::Help { rid } => session::encode_bare("HELP", *rid, dst),
             ClientFrame::Purge { rid, dest } => admin::encode_purge(*rid, dest, dst),
             ClientFrame::Delete { rid, dest } => admin::encode_delete(*rid, dest, dst),
+            ClientFrame::Bind { rid, queue, topic } => {
+                admin::encode_bind("BIND", *rid, queue, topic, dst)
+            }
+            ClientFrame::Unbind { rid, queue, topic } => {
+                admin::encode_bind("UNBIND", *rid, queue, topic, dst)
+            }
             ClientFrame::ChainGet { rid, dest } => chain::encode_chain_get(*rid, dest, dst),
             ClientFrame::ChainClear { rid, dest } => chain::encode_chain_clear(*rid, dest, dst),
             ClientFrame::ChainSet { rid, dest, chain } => {
@@ -171,6 +196,8 @@ impl ClientFrame {
             | ClientFrame::Help { rid }
             | ClientFrame::Purge { rid, .. }
             | ClientFrame::Delete { rid, .. }
+            | ClientFrame::Bind { rid, .. }
+            | ClientFrame::Unbind { rid, .. }
             | ClientFrame::ChainGet { rid, .. }
             | ClientFrame::ChainSet { rid, .. }
             | ClientFrame::ChainClear { rid, .. }
@@ -195,6 +222,8 @@ impl ClientFrame {
             ClientFrame::Help { .. } => "HELP",
             ClientFrame::Purge { .. } => "PURGE",
             ClientFrame::Delete { .. } => "DELETE",
+            ClientFrame::Bind { .. } => "BIND",
+            ClientFrame::Unbind { .. } => "UNBIND",
             ClientFrame::ChainGet { .. }
             | ClientFrame::ChainSet { .. }
             | ClientFrame::ChainClear { .. } => "CHAIN",

@@ -178,6 +178,20 @@ pub static COMMANDS: &[CommandSpec] = &[
         b"DELETE topic:t\r\n",
     ),
     client(
+        "BIND",
+        Body::None,
+        admin::decode_bind,
+        "BIND [#id] <queue:NAME> <topic:PATTERN>     also put what the topics matching PATTERN get in the queue",
+        b"BIND queue:q topic:sensors.>\r\n",
+    ),
+    client(
+        "UNBIND",
+        Body::None,
+        admin::decode_bind,
+        "UNBIND [#id] <queue:NAME> <topic:PATTERN>   remove that binding",
+        b"UNBIND #6 queue:q topic:sensors.>\r\n",
+    ),
+    client(
         "CHAIN",
         Body::SizedIfSet,
         chain::decode_chain,

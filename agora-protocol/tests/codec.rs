@@ -192,6 +192,22 @@ fn client_answers() -> Vec<(ClientFrame, &'static [u8])> {
             b"DELETE #6 topic:t\r\n",
         ),
         (
+            ClientFrame::Bind {
+                rid: None,
+                queue: dest("queue:q"),
+                topic: Destination::topic_pattern("sensors.*.temp").unwrap(),
+            },
+            b"BIND queue:q topic:sensors.*.temp\r\n",
+        ),
+        (
+            ClientFrame::Unbind {
+                rid: Some(8),
+                queue: dest("queue:q"),
+                topic: Destination::topic_pattern("orders.>").unwrap(),
+            },
+            b"UNBIND #8 queue:q topic:orders.>\r\n",
+        ),
+        (
             ClientFrame::ChainGet {
                 rid: None,
                 dest: dest("topic:t"),
@@ -375,8 +391,8 @@ fn known_answers_cover_every_command_word() {
     }
     assert_eq!(
         COMMANDS.len(),
-        27,
-        "the protocol has 27 command words; a new one needs known answers"
+        29,
+        "the protocol has 29 command words; a new one needs known answers"
     );
 }
 
@@ -969,6 +985,16 @@ fn arb_client() -> impl Strategy<Value = ClientFrame> {
         rid.clone().prop_map(|rid| ClientFrame::PingResp { rid }),
         (rid.clone(), arb_dest()).prop_map(|(rid, dest)| ClientFrame::Purge { rid, dest }),
         (rid.clone(), arb_dest()).prop_map(|(rid, dest)| ClientFrame::Delete { rid, dest }),
+        (rid.clone(), arb_dest(), arb_dest()).prop_map(|(rid, queue, topic)| ClientFrame::Bind {
+            rid,
+            queue,
+            topic
+        }),
+        (rid.clone(), arb_dest(), arb_dest()).prop_map(|(rid, queue, topic)| ClientFrame::Unbind {
+            rid,
+            queue,
+            topic
+        }),
         (rid.clone(), arb_dest()).prop_map(|(rid, dest)| ClientFrame::ChainGet { rid, dest }),
         (rid.clone(), arb_dest()).prop_map(|(rid, dest)| ClientFrame::ChainClear { rid, dest }),
         (rid.clone(), arb_dest(), arb_payload())

@@ -194,6 +194,10 @@ pub struct Config {
     /// Mutator chains (in the one-line chain syntax) attached to destinations whenever
     /// they are created, until `CHAIN SET`/`CLEAR` changes them.
     pub chains: HashMap<Destination, String>,
+    /// Queues bound to topic names or patterns (`bind` in a `[queues.NAME]` entry):
+    /// whatever is published to a matching topic is also put in the queue, until
+    /// `BIND`/`UNBIND` changes that queue's bindings.
+    pub bindings: Vec<(Destination, crate::auth::Pattern)>,
     /// Where durable queues are kept (created when missing, locked for one broker);
     /// `None` keeps every queue in memory only, as tests do. The binary's default is
     /// `agora-data` (`--data-dir`, `--memory-only`).
@@ -275,6 +279,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             databases: HashMap::new(),
             chains: HashMap::new(),
+            bindings: Vec::new(),
             data_dir: None,
             fsync: Fsync::Always,
             max_disk: None,

@@ -20,6 +20,7 @@
 //! durable = true               # false: memory-only, whatever --data-dir says
 //! memory_bytes = 8388608       # a durable queue's head kept in memory; the rest waits on disk
 //! chain = "set header:seen=now"
+//! bind = ["jobs.>"]             # topic names or patterns whose messages also go here
 //!
 //! [topics.telemetry]
 //! chain = "threshold /temp > 30 | enrich db=sensors table=sites key=/site"
@@ -89,6 +90,7 @@ struct QueueEntry {
     durable: Option<bool>,
     memory_bytes: Option<u64>,
     chain: Option<String>,
+    bind: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -278,6 +280,23 @@ fn apply(f: &File, dir: &Path, config: &mut Config, durable: bool) -> Result<(),
         if let Some(d) = q.durable {
             s.durable = d;
         }
+        for p in q.bind.iter().flatten() {
+            // `sensors.>` or `topic:sensors.>`: a topic name or pattern.
+            let text = match p.starts_with("topic:") {
+                true => p.clone(),
+                false => format!("topic:{p}"),
+            };
+            let pattern = crate::auth::Pattern::parse(&text)
+                .ok()
+                .filter(|p| p.kind() == agora_protocol::Kind::Topic)
+                .ok_or_else(|| {
+                    let why = format!("'{p}' is not a topic name or pattern (e.g. sensors.*.temp)");
+                    (format!("{entry} bind"), why)
+                })?;
+            config
+                .bindings
+                .push((Destination::queue(name).expect("checked above"), pattern));
+        }
         config.queues.insert(name.clone(), s);
     }
     for (name, u) in &f.users {
@@ -364,6 +383,7 @@ mod tests {
             ack_timeout = "30s"
             dead_letter = "jobs.failed"
             chain = "set header:seen=now"
+            bind = ["jobs.>", "topic:orders.*.paid"]
 
             [queues.plain]
 
@@ -386,6 +406,11 @@ mod tests {
         assert_eq!(j.ack_timeout, Some(Duration::from_secs(30)));
         assert_eq!(j.dead_letter.as_deref(), Some("jobs.failed"));
         assert_eq!(c.queues["plain"], Config::default().queue_settings("plain"));
+        let bound: Vec<String> = c.bindings.iter().map(|(q, p)| format!("{q} {p}")).collect();
+        assert_eq!(
+            bound,
+            ["queue:jobs topic:jobs.>", "queue:jobs topic:orders.*.paid"]
+        );
         assert_eq!(c.chains.len(), 2);
         assert_eq!(
             c.chains[&Destination::queue("jobs").unwrap()],
@@ -398,6 +423,11 @@ mod tests {
         let (e, p) = bad("[queues.jobs]\nttl = \"soon\"\n");
         assert_eq!(e, "[queues.jobs] ttl");
         assert!(p.contains("'soon'"), "{p}");
+        for pattern in ["queue:x", "a..b", "sens*"] {
+            let (e, p) = bad(&format!("[queues.jobs]\nbind = [\"{pattern}\"]\n"));
+            assert_eq!(e, "[queues.jobs] bind");
+            assert!(p.contains(pattern), "{p}");
+        }
         let (e, p) = bad("[topics.t]\nchain = \"threshold /x >> 1\"\n");
         assert_eq!(e, "[topics.t] chain");
         assert!(p.starts_with("at column"), "{p}");

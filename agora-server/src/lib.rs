@@ -345,6 +345,7 @@ impl Server {
                     ids: queue::MessageIds::starting_at(recovered.next_id),
                     recovered: recovered.queues,
                     chains: recovered.chains,
+                    bindings: recovered.bindings,
                 };
                 (Some(store), Some((writer, thread, dir, recovery)))
             }

@@ -140,6 +140,22 @@ struct Stats {
     /// Publishes to topics that are not destinations (no subscriber of their own, no
     /// chain), all together.
     unlisted_topics: UnlistedTopics,
+    /// Queues bound to topic names or patterns (`BIND`).
+    bindings: Bindings,
+}
+
+#[derive(Serialize)]
+struct Bindings {
+    /// Bindings in all.
+    total: usize,
+    /// The first queues in order, at most 1000, with their patterns.
+    queues: Vec<BoundQueue>,
+}
+
+#[derive(Serialize)]
+struct BoundQueue {
+    queue: String,
+    patterns: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -252,6 +268,23 @@ pub(crate) fn document(
                         pattern,
                         subscriptions,
                     })
+                    .collect(),
+            }
+        },
+        bindings: {
+            let (mut listed, mut total) = broker.wild.binding_listing();
+            // A user that is not an admin sees the queues it may consume from.
+            if let Some(u) = only {
+                listed.retain(|(q, _)| {
+                    agora_protocol::Destination::queue(q).is_ok_and(|d| u.rights.may_subscribe(&d))
+                });
+                total = listed.iter().map(|(_, p)| p.len()).sum();
+            }
+            Bindings {
+                total,
+                queues: listed
+                    .into_iter()
+                    .map(|(queue, patterns)| BoundQueue { queue, patterns })
                     .collect(),
             }
         },

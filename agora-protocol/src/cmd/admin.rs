@@ -1,8 +1,11 @@
-//! Administration: `PURGE`, `DELETE` and `STATS` (client), `STATSRESP` (broker).
+//! Administration: `PURGE`, `DELETE`, `BIND`, `UNBIND` and `STATS` (client), `STATSRESP`
+//! (broker).
 //!
 //! ```text
 //! purge     = "PURGE" [rid] dest
 //! delete    = "DELETE" [rid] dest
+//! bind      = "BIND" [rid] dest pattern-dest      ; queue:<name> topic:<name or pattern>
+//! unbind    = "UNBIND" [rid] dest pattern-dest
 //! stats     = "STATS" [rid] *stats-opt
 //! stats-opt = "prefix=" value / "after=" dest / "limit=" number   ; limit >= 1
 //! statsresp = "STATSRESP" [rid] size
@@ -50,6 +53,31 @@ pub(crate) fn decode_delete(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, Prot
         },
         name: Some(d.name),
     })
+}
+
+/// `bind = "BIND" [rid] dest pattern-dest` and `unbind = "UNBIND" …`: a queue and a
+/// topic name or pattern. Decoded whole (an administrative frame: the names are
+/// copied, not split off the buffer); that the first is a queue and the second a
+/// topic is the broker's rule to answer.
+pub(crate) fn decode_bind(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
+    let rid = a.rid()?;
+    let queue = a.dest()?;
+    let queue = owned(a, queue);
+    let topic = a.sub_dest()?;
+    let topic = owned(a, topic);
+    a.end()?;
+    let frame = match a.cmd {
+        "UNBIND" => ClientFrame::Unbind { rid, queue, topic },
+        _ => ClientFrame::Bind { rid, queue, topic },
+    };
+    Ok(Draft::done(rid, frame))
+}
+
+/// A destination the line holds, copied out of it.
+fn owned(a: &Args<'_>, d: crate::args::DestSpan) -> Destination {
+    let mut dest = d.unfilled();
+    dest.name = crate::name::Name::from_validated(Bytes::copy_from_slice(&a.line[d.name]));
+    dest
 }
 
 /// `stats = "STATS" [rid] *stats-opt`. Unlike `CONNECT`'s, an unknown option is an
@@ -113,6 +141,19 @@ pub(crate) fn encode_purge(rid: RequestId, dest: &Destination, dst: &mut BytesMu
 
 pub(crate) fn encode_delete(rid: RequestId, dest: &Destination, dst: &mut BytesMut) {
     dest_frame(dst, "DELETE", "", rid, dest);
+}
+
+pub(crate) fn encode_bind(
+    word: &str,
+    rid: RequestId,
+    queue: &Destination,
+    topic: &Destination,
+    dst: &mut BytesMut,
+) {
+    line_start(dst, word, rid);
+    crate::encode::put_dest(dst, queue);
+    crate::encode::put_dest(dst, topic);
+    crlf(dst);
 }
 
 pub(crate) fn encode_stats(rid: RequestId, page: &StatsPage, dst: &mut BytesMut) {

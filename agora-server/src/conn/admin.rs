@@ -1,4 +1,4 @@
-//! `STATS`, `PURGE`, `DELETE`, `CHAIN GET|SET|CLEAR`: the questions only the broker
+//! `STATS`, `PURGE`, `DELETE`, `BIND`, `UNBIND`, `CHAIN GET|SET|CLEAR`: the questions only the broker
 //! answers ([`Ask`]), answered after the registry or the queue has acted. The
 //! session has already applied its rules (reserved names, queues only for `PURGE`).
 
@@ -23,6 +23,28 @@ impl Conn<'_> {
             json: Bytes::from(json),
         })
         .await
+    }
+
+    /// `BIND` (`on`) or `UNBIND`: the registry binds (making the queue) or unbinds, and
+    /// keeps it in the log.
+    pub(super) async fn bind(
+        &mut self,
+        rid: RequestId,
+        queue: Destination,
+        topic: Destination,
+        on: bool,
+    ) -> Flow {
+        let pattern = crate::auth::Pattern::of(&topic);
+        let bind = |reply| ManagerCmd::Bind {
+            queue,
+            pattern,
+            on,
+            reply,
+        };
+        match ask(&self.broker.manager, bind).await.ok_or(End::Stopping)? {
+            Ok(()) => self.reply(&ServerFrame::Ok { rid }).await,
+            Err((code, why)) => self.error(rid, code, &why).await,
+        }
     }
 
     pub(super) async fn purge(&mut self, rid: RequestId, dest: Destination) -> Flow {

@@ -11,6 +11,7 @@
 mod accept;
 mod admin;
 mod auth;
+mod bound;
 mod publish;
 mod read;
 mod stored;
@@ -375,6 +376,12 @@ impl Conn<'_> {
                 Ask::Stats { rid, page, only } => self.stats(rid, page, only).await,
                 Ask::Purge { rid, dest } => self.purge(rid, dest).await,
                 Ask::Delete { rid, dest } => self.delete(rid, dest).await,
+                Ask::Bind {
+                    rid,
+                    queue,
+                    topic,
+                    on,
+                } => self.bind(rid, queue, topic, on).await,
                 Ask::ChainGet { rid, dest } => self.chain_get(rid, dest).await,
                 Ask::ChainSet { rid, dest, chain } => self.chain_set(rid, dest, chain).await,
             },

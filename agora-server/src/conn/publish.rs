@@ -1,6 +1,7 @@
 //! `PUB`/`HPUB`: the chain, the route into the destination, runs of publishes held back
 //! and handed over together, and the confirm (`PUBACK`, `filtered`).
 
+use super::bound::Copies;
 use super::*;
 
 impl Conn<'_> {
@@ -45,7 +46,16 @@ impl Conn<'_> {
             }
         };
         let mut flow = Ok(());
-        if topic.publish_all(&msgs).is_err() {
+        if let Ok(bound) = topic.publish_all_as(&msgs, None) {
+            if !bound.is_empty() {
+                if let Copies::Refused(f) = self
+                    .copy_to_bound(None, &topic.dest, &bound, &msgs, false)
+                    .await
+                {
+                    flow = f;
+                }
+            }
+        } else {
             // Removed meanwhile, or the budget cannot take them all: one by one, as
             // if they had never been held back (their chain has run already).
             let dest = topic.dest.clone();
@@ -200,7 +210,23 @@ impl Conn<'_> {
             match h {
                 Handle::Topic(t) if runs => return self.hold(dest, Handle::Topic(t), msg).await,
                 Handle::Topic(t) => match t.publish_as(&msg, named.as_ref()) {
-                    Ok(()) => return self.confirmed(mode, rid, false).await,
+                    Ok(bound) if bound.is_empty() => return self.confirmed(mode, rid, false).await,
+                    Ok(bound) => {
+                        let one = std::slice::from_ref(&msg);
+                        return match self
+                            .copy_to_bound(rid, &t.dest, &bound, one, mode.confirms())
+                            .await
+                        {
+                            Copies::Refused(flow) => flow,
+                            Copies::Placed(w) if w.is_empty() => {
+                                self.confirmed(mode, rid, false).await
+                            }
+                            Copies::Placed(w) => {
+                                self.wait_all_stored(rid, w);
+                                Ok(())
+                            }
+                        };
+                    }
                     Err(TopicRefused::Memory(why)) => {
                         return self.error(rid, ErrorCode::MemoryLimit, &why).await
                     }

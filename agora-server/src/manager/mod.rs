@@ -1,8 +1,10 @@
 //! The queue manager: the registry of queues and topics and their lifecycles.
 //!
 //! It owns control, not data: a connection asks it once for a destination's handle and
-//! then publishes straight into the destination. A destination is created on first use
-//! (publish or subscribe). One that is idle (a queue holding no message and with no
+//! then publishes straight into the destination. A queue is created on first use
+//! (publish, subscribe or `BIND`); a topic when subscribed to or given a chain (a
+//! publish to a topic that is no destination goes through an unlisted one: see
+//! [`Unlisted`](crate::topic::Unlisted)). One that is idle (a queue holding no message and with no
 //! consumer, a topic with no subscriber) and has seen no publish for
 //! [`Config::idle_timeout`](crate::Config::idle_timeout) is removed by a sweep that runs
 //! a few times per idle timeout; publishers holding its handle notice the `closed` flag
@@ -128,6 +130,14 @@ pub(crate) enum ManagerCmd {
         chain: Option<Arc<Chain>>,
         reply: Sender<Result<(), (ErrorCode, String)>>,
     },
+    /// Bind (`on`) a queue to a topic pattern, making the queue; or unbind it
+    /// (`unknown_destination` when it was not bound to it). Kept in the log.
+    Bind {
+        queue: Destination,
+        pattern: crate::auth::Pattern,
+        on: bool,
+        reply: Sender<Result<(), (ErrorCode, String)>>,
+    },
     /// A destination's chain, if it has one.
     GetChain {
         dest: Destination,
@@ -184,6 +194,42 @@ pub(crate) fn spawn(
             Err(e) => log::error!("chain of {d} read back from the log ignored: {e}"),
         }
     }
+    // Queues bound to topic patterns: the config file's, unless the log has the last
+    // word for a queue (what BIND and UNBIND made of it before the start).
+    let mut bindings: BTreeMap<String, Vec<crate::auth::Pattern>> = BTreeMap::new();
+    for (q, p) in &config.bindings {
+        bindings
+            .entry(q.name.as_str().to_owned())
+            .or_default()
+            .push(p.clone());
+    }
+    for (q, text) in store.iter().flat_map(|s| &s.bindings) {
+        let patterns = text
+            .split_whitespace()
+            .filter_map(|p| match crate::auth::Pattern::parse(p) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    log::error!("the log binds queue:{q} to '{p}', not a pattern ({e}); ignored");
+                    None
+                }
+            })
+            .collect();
+        log::info!("bindings of queue:{q} read back from the log: {text}");
+        bindings.insert(q.clone(), patterns);
+    }
+    let mut bound = Vec::new();
+    for (q, patterns) in bindings {
+        let Ok(dest) = Destination::queue(&q) else {
+            log::error!("bindings of '{q}', not a queue name; ignored");
+            continue;
+        };
+        for p in &patterns {
+            wild.bind(&dest, p);
+        }
+        if !patterns.is_empty() {
+            bound.push(dest);
+        }
+    }
     let m = Manager {
         config: config.clone(),
         registry: BTreeMap::new(),
@@ -195,7 +241,7 @@ pub(crate) fn spawn(
         wild,
         unlisted,
     };
-    rt.spawn(m.run(rx)).detach();
+    rt.spawn(m.run(rx, bound)).detach();
     // The sweeper only holds a weak link: it stops when the broker drops the manager.
     let weak = tx.downgrade();
     let every = (config.idle_timeout / 4).max(Duration::from_millis(10));
@@ -233,8 +279,14 @@ struct Manager {
 }
 
 impl Manager {
-    async fn run(mut self, rx: Receiver<ManagerCmd>) {
+    async fn run(mut self, rx: Receiver<ManagerCmd>, bound: Vec<Destination>) {
         self.recover().await;
+        // Bound queues exist from the start: what the bindings route is kept.
+        for q in bound {
+            if let Err((_, why)) = self.resolve(q.clone()).await {
+                log::error!("{q}, bound to topic patterns, not made at start: {why}");
+            }
+        }
         while let Ok(cmd) = rx.recv().await {
             match cmd {
                 ManagerCmd::Resolve { dest, reply } => {
@@ -269,6 +321,8 @@ impl Manager {
                     }
                     let n = match e.handle {
                         Handle::Queue(q) => {
+                            // Its bindings go with it.
+                            self.unbind_all(&dest).await;
                             // Publishers see the flag at once and resolve the name
                             // again; the queue task tells its consumers, then answers.
                             // The manager does not wait for it.
@@ -354,11 +408,81 @@ impl Manager {
                     }
                     let _ = reply.try_send(Ok(()));
                 }
+                ManagerCmd::Bind {
+                    queue,
+                    pattern,
+                    on,
+                    reply,
+                } => {
+                    let r = self.bind(queue, pattern, on).await;
+                    let _ = reply.try_send(r);
+                }
                 ManagerCmd::GetChain { dest, reply } => {
                     let _ = reply.try_send(self.chains.get(&dest).cloned());
                 }
             }
         }
+    }
+
+    /// `BIND`/`UNBIND`: changes the index, then writes the queue's bindings as they
+    /// now are to the log (the last word for the queue at the next start).
+    async fn bind(
+        &mut self,
+        queue: Destination,
+        pattern: crate::auth::Pattern,
+        on: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        if on {
+            // The queue exists from now on, so what the binding routes to it is kept
+            // even before any consumer comes.
+            self.resolve(queue.clone()).await?;
+            if self.wild.bind(&queue, &pattern) {
+                log::info!("{queue} bound to {pattern}");
+            }
+        } else if self.wild.unbind(&queue, &pattern) {
+            log::info!("{queue} unbound from {pattern}");
+        } else {
+            return Err((
+                ErrorCode::UnknownDestination,
+                format!("{queue} is not bound to {pattern}"),
+            ));
+        }
+        self.keep_bindings(&queue).await;
+        Ok(())
+    }
+
+    /// Removes every binding of `queue` (it was deleted).
+    async fn unbind_all(&mut self, queue: &Destination) {
+        let patterns = self.wild.bound_patterns(queue.name.as_str());
+        if patterns.is_empty() {
+            return;
+        }
+        for p in &patterns {
+            if let Ok(p) = crate::auth::Pattern::parse(p) {
+                self.wild.unbind(queue, &p);
+            }
+        }
+        log::info!(
+            "{queue} deleted: its bindings to {} went with it",
+            patterns.join(", ")
+        );
+        self.keep_bindings(queue).await;
+    }
+
+    /// Writes `queue`'s bindings as they are to the log, when there is one.
+    async fn keep_bindings(&mut self, queue: &Destination) {
+        let Some(st) = &self.store else { return };
+        let record = Record::Bindings {
+            queue: queue.name.as_str().to_owned(),
+            patterns: self.wild.bound_patterns(queue.name.as_str()).join(" "),
+        };
+        let _ = st
+            .writer
+            .append(Append {
+                records: vec![record],
+                done: Vec::new(),
+            })
+            .await;
     }
 
     async fn resolve(&mut self, dest: Destination) -> Result<Handle, (ErrorCode, String)> {

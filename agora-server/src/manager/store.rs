@@ -19,6 +19,9 @@ pub(crate) struct Store {
     /// Chains set (or, empty, cleared) at run time before the start, by destination:
     /// they override the config file's.
     pub chains: BTreeMap<String, String>,
+    /// Queues' bindings as last changed at run time before the start, by queue name
+    /// (patterns separated by spaces; empty: none): they override the config file's.
+    pub bindings: BTreeMap<String, String>,
 }
 
 impl Manager {

@@ -81,6 +81,13 @@ pub(crate) enum Ask {
     Purge { rid: RequestId, dest: Destination },
     /// `DELETE`.
     Delete { rid: RequestId, dest: Destination },
+    /// `BIND` (`on`) or `UNBIND`: a queue and a topic name or pattern, both checked.
+    Bind {
+        rid: RequestId,
+        queue: Destination,
+        topic: Destination,
+        on: bool,
+    },
     /// `CHAIN GET`.
     ChainGet { rid: RequestId, dest: Destination },
     /// `CHAIN SET` (`Some` text) or `CHAIN CLEAR` (`None`).
@@ -266,6 +273,8 @@ impl<S: SubHandle> Session<S> {
                     Err(r) => Step::Refuse(rid, r),
                 }
             }
+            ClientFrame::Bind { rid, queue, topic } => self.bind(rid, queue, topic, true),
+            ClientFrame::Unbind { rid, queue, topic } => self.bind(rid, queue, topic, false),
             ClientFrame::ChainGet { rid, dest } => match self.access.check_see(&dest) {
                 Ok(()) => Step::Ask(Ask::ChainGet { rid, dest }),
                 Err(r) => Step::Refuse(rid, r),
@@ -365,6 +374,33 @@ impl<S: SubHandle> Session<S> {
 }
 
 impl<S> Session<S> {
+    /// `BIND` and `UNBIND`: a queue, then a topic name or pattern, neither of them the
+    /// broker's; admins only, once users exist.
+    fn bind<T>(&self, rid: RequestId, queue: Destination, topic: Destination, on: bool) -> Step<T> {
+        let what = if on { "bind" } else { "unbind" };
+        let checked = match (queue.kind, topic.kind) {
+            (Kind::Queue, Kind::Topic) => Self::check_reserved(&queue)
+                .and_then(|()| Self::check_reserved(&topic))
+                .and_then(|()| self.access.check_admin(what, &queue)),
+            _ => refuse(
+                ErrorCode::BadArgs,
+                format!(
+                    "{} takes a queue, then a topic or pattern",
+                    what.to_uppercase()
+                ),
+            ),
+        };
+        match checked {
+            Ok(()) => Step::Ask(Ask::Bind {
+                rid,
+                queue,
+                topic,
+                on,
+            }),
+            Err(r) => Step::Refuse(rid, r),
+        }
+    }
+
     /// What [`on_frame`](Session::on_frame) decides for a `PUB` to `dest` with
     /// `headers`, without taking the message: whether to hand the run over first, and
     /// the publish's mode; or its refusal (after handing the run over, if `true`). The

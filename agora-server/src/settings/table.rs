@@ -457,7 +457,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "AGORA_MAX_DESTINATIONS",
         default: Some("10000"),
         valid: "1 or more",
-        doc: "Most queues and topics at once",
+        doc: "Most destinations at once: queues, and topics with a subscriber of their own or a chain (a topic only wildcard subscriptions match is not one)",
         apply: |s, v| {
             s.config.max_destinations = count(unsigned(v, 1, None)?);
             Ok(())

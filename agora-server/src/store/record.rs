@@ -89,6 +89,15 @@ pub enum Record {
         /// The chain in its one-line syntax; empty when cleared.
         text: String,
     },
+    /// A queue's bindings to topic patterns as they are after a `BIND` or `UNBIND` (or
+    /// its deletion: none); every segment starts with the bindings in force, as with
+    /// chains.
+    Bindings {
+        /// The queue's name.
+        queue: String,
+        /// Its patterns, `topic:…`, separated by spaces; empty when it has none.
+        patterns: String,
+    },
 }
 
 /// Why bytes are not a record.
@@ -159,6 +168,11 @@ impl Record {
                 put_str(out, dest);
                 put_str(out, text);
             }
+            Record::Bindings { queue, patterns } => {
+                head(out, 8, 0);
+                put_str(out, queue);
+                put_str(out, patterns);
+            }
         }
         let body = &out[start + FRAME..];
         let len = (body.len() as u32).to_le_bytes();
@@ -226,6 +240,10 @@ impl Record {
             7 => Record::Chain {
                 dest: r.str()?,
                 text: r.str()?,
+            },
+            8 => Record::Bindings {
+                queue: r.str()?,
+                patterns: r.str()?,
             },
             _ => return Err(Bad::Malformed("an unknown kind")),
         };

@@ -245,31 +245,32 @@ impl Topic {
     /// several publishes them one by one ([`publish`](Topic::publish)), which tells
     /// apart the ones the memory budget can still take.
     pub fn publish_all(&self, msgs: &[Message]) -> Result<(), TopicRefused> {
-        self.publish_all_as(msgs, None)
+        self.publish_all_as(msgs, None).map(|_| ())
     }
 
     /// As [`publish_all`](Topic::publish_all); with `named`, the topic's own
     /// subscribers' `MSG` names it instead of the topic (a reply to an address under
-    /// an inbox).
-    fn publish_all_as(
+    /// an inbox). Returns the queues bound to patterns its name matches, for the
+    /// publisher to put copies in.
+    pub fn publish_all_as(
         &self,
         msgs: &[Message],
         named: Option<&Destination>,
-    ) -> Result<(), TopicRefused> {
+    ) -> Result<Arc<[wild::Bound]>, TopicRefused> {
         if self.is_closed() {
             return Err(TopicRefused::Closed);
         }
         let n = msgs.len() as u64;
         let bytes: u64 = msgs.iter().map(|m| m.payload.len() as u64).sum();
         let subs = self.snapshot();
-        let wild = match &self.wild {
-            Some((w, seen)) => w.matches(self.dest.name.as_str(), seen),
-            None => Arc::from(Vec::new()),
+        let (wild, bound) = match &self.wild {
+            Some((w, seen)) => w.both(self.dest.name.as_str(), seen),
+            None => (Arc::from(Vec::new()), Arc::from(Vec::new())),
         };
         if subs.is_empty() && wild.is_empty() {
             self.counts.messages_in.fetch_add(n, Relaxed);
             self.counts.bytes_in.fetch_add(bytes, Relaxed);
-            return Ok(());
+            return Ok(bound);
         }
         let size: usize =
             msgs.iter().map(Message::size).sum::<usize>() + msgs.len() * self.per_message;
@@ -345,7 +346,7 @@ impl Topic {
         self.budget.give_back(unplaced);
         self.counts.messages_out.fetch_add(sent, Relaxed);
         self.counts.bytes_out.fetch_add(sent_bytes, Relaxed);
-        Ok(())
+        Ok(bound)
     }
 
     /// Hands `msg` to every current subscriber. Never waits.
@@ -359,7 +360,7 @@ impl Topic {
         &self,
         msg: &Message,
         named: Option<&Destination>,
-    ) -> Result<(), TopicRefused> {
+    ) -> Result<Arc<[wild::Bound]>, TopicRefused> {
         self.publish_all_as(std::slice::from_ref(msg), named)
     }
 

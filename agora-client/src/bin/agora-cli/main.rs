@@ -11,6 +11,8 @@
 //! agora-cli [--server HOST:PORT] list
 //! agora-cli [--server HOST:PORT] purge --queue NAME
 //! agora-cli [--server HOST:PORT] delete (--queue NAME | --topic NAME)
+//! agora-cli [--server HOST:PORT] bind --queue NAME --topic PATTERN
+//! agora-cli [--server HOST:PORT] unbind --queue NAME --topic PATTERN
 //! agora-cli [--server HOST:PORT] request (--topic NAME | --queue NAME) [--timeout SECS] [PAYLOAD]
 //! agora-cli [--server HOST:PORT] reply (--topic NAME | --queue NAME) [--count N] -- CMD [ARGS]...
 //! ```
@@ -133,6 +135,25 @@ enum Command {
         queue: Option<String>,
         /// The chain (for `set`).
         chain: Option<String>,
+    },
+    /// Bind a queue to a topic name or pattern: what is published to a matching topic
+    /// is also put in the queue (a durable subscription).
+    Bind {
+        /// The queue.
+        #[arg(long)]
+        queue: String,
+        /// The topic name or pattern (`*` one token, `>` the rest).
+        #[arg(long)]
+        topic: String,
+    },
+    /// Remove a queue's binding to a topic name or pattern.
+    Unbind {
+        /// The queue.
+        #[arg(long)]
+        queue: String,
+        /// The topic name or pattern.
+        #[arg(long)]
+        topic: String,
     },
     /// Send a request and print the reply's payload (fails at once with no_responders
     /// when nobody listens; waits --timeout seconds for the reply).
@@ -404,6 +425,14 @@ async fn command(client: &Client, command: Command) -> Result<(), CliError> {
                     return Err(CliError::Other("only chain set takes a chain".to_owned()))
                 }
             }
+        }
+        Command::Bind { queue, topic } => {
+            client.bind(&queue, &topic).await?;
+            eprintln!("queue:{queue} bound to topic:{topic}");
+        }
+        Command::Unbind { queue, topic } => {
+            client.unbind(&queue, &topic).await?;
+            eprintln!("queue:{queue} unbound from topic:{topic}");
         }
         Command::Request {
             topic,

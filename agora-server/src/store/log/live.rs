@@ -61,7 +61,7 @@ impl Liveness {
     /// `seg`.
     pub(super) fn track(&mut self, seg: u64, at: u64, r: &Record, bytes: u64) {
         match r {
-            Record::Declare { .. } | Record::Chain { .. } => {}
+            Record::Declare { .. } | Record::Chain { .. } | Record::Bindings { .. } => {}
             Record::Enqueue {
                 queue, id, count, ..
             } => {

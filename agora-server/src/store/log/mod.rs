@@ -203,6 +203,9 @@ pub struct Recovered {
     pub cut: Option<Cut>,
     /// Chains set (or, empty, cleared) at run time, by destination.
     pub chains: BTreeMap<String, String>,
+    /// Queues' bindings as last changed at run time, by queue name (patterns separated
+    /// by spaces; empty: none).
+    pub bindings: BTreeMap<String, String>,
 }
 
 /// The log, open for appending.
@@ -221,6 +224,8 @@ pub struct Log<S: Storage> {
     numbers: BTreeMap<String, u32>,
     /// Chains set or cleared at run time, by destination, for each segment's start.
     chains: BTreeMap<String, String>,
+    /// Queues' bindings as last changed at run time, for each segment's start.
+    bindings: BTreeMap<String, String>,
     /// The size of each segment before the last, by its first record's number.
     sealed: BTreeMap<u64, u64>,
     /// The next queue number to give.
@@ -283,6 +288,9 @@ impl<S: Storage> Log<S> {
             // overrides the config file's).
             Record::Chain { dest, text } => {
                 self.chains.insert(dest.clone(), text.clone());
+            }
+            Record::Bindings { queue, patterns } => {
+                self.bindings.insert(queue.clone(), patterns.clone());
             }
             _ => {}
         }
@@ -458,7 +466,14 @@ impl<S: Storage> Log<S> {
             dest: dest.clone(),
             text: text.clone(),
         });
-        for r in declares.into_iter().chain(chains) {
+        let bindings = self
+            .bindings
+            .iter()
+            .map(|(queue, patterns)| Record::Bindings {
+                queue: queue.clone(),
+                patterns: patterns.clone(),
+            });
+        for r in declares.into_iter().chain(chains).chain(bindings) {
             r.encode(&mut bytes);
             self.next_seq += 1;
         }

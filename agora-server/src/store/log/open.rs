@@ -169,6 +169,7 @@ impl<S: Storage> Log<S> {
             next_seq,
             numbers,
             chains: rec.chains.clone(),
+            bindings: rec.bindings.clone(),
             sealed,
             next_number,
             live,
@@ -329,6 +330,9 @@ fn replay(
         }
         Record::Chain { dest, text } => {
             rec.chains.insert(dest, text);
+        }
+        Record::Bindings { queue, patterns } => {
+            rec.bindings.insert(queue, patterns);
         }
         Record::Delete { queue } => {
             let q = queues

@@ -52,6 +52,14 @@ fn every_record_round_trips_and_every_strict_prefix_is_short() {
             dest: "queue:jobs".into(),
             text: String::new(),
         },
+        Record::Bindings {
+            queue: "alerts".into(),
+            patterns: "topic:sensors.*.alarm topic:fire.>".into(),
+        },
+        Record::Bindings {
+            queue: "alerts".into(),
+            patterns: String::new(),
+        },
     ];
     for r in records {
         let mut b = Vec::new();
