@@ -194,3 +194,54 @@ impl Default for Seen {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(p: &str) -> Pattern {
+        Pattern::parse(&format!("topic:{p}")).unwrap()
+    }
+
+    fn queue(q: &str) -> Destination {
+        Destination::queue(q).unwrap()
+    }
+
+    fn names(b: &[Bound]) -> Vec<&str> {
+        b.iter().map(|b| b.0.name.as_str()).collect()
+    }
+
+    /// A topic's cached answer follows every bind and unbind (one generation for both
+    /// indexes), and a queue is named once however many of its patterns match.
+    #[test]
+    fn bindings_are_matched_once_per_queue_and_cached_by_generation() {
+        let w = Wild::default();
+        let seen = Mutex::new(Seen::default());
+        let name = "sensors.a.alarm";
+        assert!(w.both(name, &seen).1.is_empty());
+        assert!(w.bind(&queue("alerts"), &pattern("sensors.*.alarm")));
+        assert!(w.bind(&queue("alerts"), &pattern("sensors.>")));
+        assert!(
+            !w.bind(&queue("alerts"), &pattern("sensors.>")),
+            "bound already"
+        );
+        assert!(w.bind(&queue("audit"), &pattern(">")));
+        assert!(w.bind(&queue("other"), &pattern("orders.>")));
+        assert_eq!(names(&w.both(name, &seen).1), ["alerts", "audit"]);
+        // `>` at the root never stands for a `$` name.
+        assert!(w
+            .both("$sys.metrics", &Mutex::new(Seen::default()))
+            .1
+            .is_empty());
+        assert!(w.unbind(&queue("alerts"), &pattern("sensors.>")));
+        assert_eq!(names(&w.both(name, &seen).1), ["alerts", "audit"]);
+        assert!(w.unbind(&queue("alerts"), &pattern("sensors.*.alarm")));
+        assert!(!w.unbind(&queue("alerts"), &pattern("sensors.*.alarm")));
+        assert_eq!(names(&w.both(name, &seen).1), ["audit"]);
+        let (listed, total) = w.binding_listing();
+        assert_eq!(total, 2);
+        assert_eq!(listed[0], ("audit".to_owned(), vec!["topic:>".to_owned()]));
+        assert_eq!(w.bound_patterns("other"), ["topic:orders.>"]);
+        assert!(w.bound_patterns("alerts").is_empty());
+    }
+}
