@@ -116,8 +116,9 @@ pub use sub::{Consumer, Subscription};
 pub use topic::Topic;
 #[cfg(feature = "serde")]
 pub use typed::{
-    BrokerStats, ClientCounts, DestinationStats, LatencyStats, MemoryStats, PageStats, Stats,
-    TypedConsumer, TypedDelivery, TypedQueue, TypedSubscription, TypedTopic,
+    BindingStats, BoundQueueStats, BrokerStats, ClientCounts, DestinationStats, LatencyStats,
+    MemoryStats, PageStats, Stats, TypedConsumer, TypedDelivery, TypedQueue, TypedSubscription,
+    TypedTopic, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
 };
 pub use udp::UdpPublisher;
 

@@ -877,3 +877,24 @@ fn a_queue_bound_to_a_pattern_keeps_matching_messages_for_a_later_consumer() {
         assert!(client.bind("alerts", "bad*").await.is_err());
     });
 }
+
+#[test]
+fn typed_stats_carry_wildcards_bindings_and_unlisted_topics() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let _w = client.subscribe("dev.*.temp").await.unwrap();
+        client.bind("temps", "dev.>").await.unwrap();
+        client
+            .topic("dev.d1.temp")
+            .unwrap()
+            .publish_confirmed("20")
+            .await
+            .unwrap();
+        let s = stats(&client).await;
+        assert_eq!(s.wildcards.patterns[0].pattern, "topic:dev.*.temp");
+        assert_eq!(s.bindings.queues[0].queue, "temps");
+        assert_eq!(s.bindings.queues[0].patterns, ["topic:dev.>"]);
+        assert_eq!(s.unlisted_topics.messages_in, 1);
+    });
+}

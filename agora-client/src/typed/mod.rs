@@ -18,7 +18,8 @@ use crate::topic::Topic;
 
 mod stats;
 pub use stats::{
-    BrokerStats, ClientCounts, DestinationStats, LatencyStats, MemoryStats, PageStats, Stats,
+    BindingStats, BoundQueueStats, BrokerStats, ClientCounts, DestinationStats, LatencyStats,
+    MemoryStats, PageStats, Stats, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
 };
 
 impl Client {

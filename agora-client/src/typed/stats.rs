@@ -33,6 +33,84 @@ pub struct Stats {
     pub page: PageStats,
     /// One entry per destination listed, queues first, then by name.
     pub destinations: Vec<DestinationStats>,
+    /// Wildcard topic subscriptions by pattern.
+    #[serde(default)]
+    pub wildcards: WildcardStats,
+    /// Queues bound to topic names or patterns ([`Client::bind`](crate::Client::bind)).
+    #[serde(default)]
+    pub bindings: BindingStats,
+    /// Publishes to topics that are not destinations (no subscriber of their own and
+    /// no chain: names only wildcard subscriptions match), all together.
+    #[serde(default)]
+    pub unlisted_topics: UnlistedTopicStats,
+}
+
+/// Wildcard subscriptions (in [`Stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WildcardStats {
+    /// Patterns subscribed to, in all.
+    #[serde(default)]
+    pub total: u64,
+    /// The first patterns in order (at most 1,000), with their subscriptions.
+    #[serde(default)]
+    pub patterns: Vec<WildcardPatternStats>,
+}
+
+/// One pattern's wildcard subscriptions (in [`WildcardStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WildcardPatternStats {
+    /// The pattern, e.g. `topic:sensors.*.temp`.
+    pub pattern: String,
+    /// Subscriptions to it.
+    pub subscriptions: u64,
+}
+
+/// Queues bound to topic patterns (in [`Stats`]).
+///
+/// ```
+/// let json = r#"{"total":1,"queues":[{"queue":"alerts","patterns":["topic:sensors.>"]}]}"#;
+/// let b: agora_client::BindingStats = serde_json::from_str(json).unwrap();
+/// assert_eq!(b.queues[0].patterns, ["topic:sensors.>"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BindingStats {
+    /// Bindings in all.
+    #[serde(default)]
+    pub total: u64,
+    /// The first bound queues in order (at most 1,000).
+    #[serde(default)]
+    pub queues: Vec<BoundQueueStats>,
+}
+
+/// One queue's bindings (in [`BindingStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BoundQueueStats {
+    /// The queue's name.
+    pub queue: String,
+    /// Its patterns, `topic:…`.
+    pub patterns: Vec<String>,
+}
+
+/// What unlisted topics counted together (in [`Stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UnlistedTopicStats {
+    /// Messages published to them.
+    #[serde(default)]
+    pub messages_in: u64,
+    /// Their payload bytes.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Deliveries to the wildcard subscriptions their names matched.
+    #[serde(default)]
+    pub messages_out: u64,
+    /// Their payload bytes.
+    #[serde(default)]
+    pub bytes_out: u64,
 }
 
 /// The page of destinations a [`Stats`] document lists.
