@@ -286,9 +286,11 @@ fn apply(f: &File, dir: &Path, config: &mut Config, durable: bool) -> Result<(),
                 true => p.clone(),
                 false => format!("topic:{p}"),
             };
+            // Not the broker's `$` names (its metrics, the inboxes), as BIND refuses them.
             let pattern = crate::auth::Pattern::parse(&text)
                 .ok()
-                .filter(|p| p.kind() == agora_protocol::Kind::Topic)
+                .filter(|p| p.kind() == agora_protocol::Kind::Topic && !text[6..].starts_with('$'))
+                .filter(|_| !text[6..].split('.').any(str::is_empty))
                 .ok_or_else(|| {
                     let why = format!("'{p}' is not a topic name or pattern (e.g. sensors.*.temp)");
                     (format!("{entry} bind"), why)
@@ -423,7 +425,7 @@ mod tests {
         let (e, p) = bad("[queues.jobs]\nttl = \"soon\"\n");
         assert_eq!(e, "[queues.jobs] ttl");
         assert!(p.contains("'soon'"), "{p}");
-        for pattern in ["queue:x", "a..b", "sens*"] {
+        for pattern in ["queue:x", "a..b", "sens*", "$inbox.>", "topic:$sys.metrics"] {
             let (e, p) = bad(&format!("[queues.jobs]\nbind = [\"{pattern}\"]\n"));
             assert_eq!(e, "[queues.jobs] bind");
             assert!(p.contains(pattern), "{p}");

@@ -224,3 +224,25 @@ fn binding_is_for_admins_and_takes_a_queue_then_a_topic() {
     }
     ok(&mut ops, "BIND #6 queue:q topic:t.>", 6);
 }
+
+#[test]
+fn a_bound_queue_is_not_removed_when_idle_and_delete_ends_its_bindings() {
+    let s = start_with(Config {
+        idle_timeout: std::time::Duration::from_millis(20),
+        ..Config::ephemeral()
+    });
+    let mut c = s.connect();
+    ok(&mut c, "BIND #1 queue:kept topic:k.>", 1);
+    // An unbound empty queue goes within a few sweeps; the bound one stays.
+    publish(&mut c, "queue:loose", b"x");
+    ok(&mut c, "PURGE #2 queue:loose", 2);
+    wait_until("the idle queue is removed", || {
+        dest_stats(&c.stats(), "queue", "loose").is_none()
+    });
+    assert!(dest_stats(&c.stats(), "queue", "kept").is_some());
+    ok(&mut c, "DELETE #3 queue:kept", 3);
+    assert_eq!(c.stats()["bindings"]["total"], 0);
+    // A binding's topic has no empty token.
+    c.send(b"BIND #4 queue:q topic:a..b\r\n");
+    c.expect_err(ErrorCode::BadName);
+}

@@ -545,6 +545,7 @@ impl Manager {
 
     fn sweep(&mut self) {
         let now = Instant::now();
+        let wild = self.wild.clone();
         let idle_for = self.config.idle_timeout;
         self.registry.retain(|dest, e| {
             let msgs_in = match &e.handle {
@@ -552,7 +553,8 @@ impl Manager {
                 Handle::Topic(t) => t.counts.messages_in.load(Relaxed),
             };
             let idle = match &e.handle {
-                Handle::Queue(q) => q.is_idle(),
+                // A bound queue stays: its bindings are its reason to be.
+                Handle::Queue(q) => q.is_idle() && !wild.is_bound(dest.name.as_str()),
                 Handle::Topic(t) => t.subscribers() == 0,
             };
             if msgs_in != e.seen_in || !idle {

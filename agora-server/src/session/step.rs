@@ -379,6 +379,14 @@ impl<S> Session<S> {
     fn bind<T>(&self, rid: RequestId, queue: Destination, topic: Destination, on: bool) -> Step<T> {
         let what = if on { "bind" } else { "unbind" };
         let checked = match (queue.kind, topic.kind) {
+            // A name with an empty token is a topic's name but no pattern's: it could
+            // never match a binding.
+            (Kind::Queue, Kind::Topic) if topic.name.as_str().split('.').any(str::is_empty) => {
+                refuse(
+                    ErrorCode::BadName,
+                    format!("{topic}: a binding's topic has no empty token (a dot at either end, or two in a row)"),
+                )
+            }
             (Kind::Queue, Kind::Topic) => Self::check_reserved(&queue)
                 .and_then(|()| Self::check_reserved(&topic))
                 .and_then(|()| self.access.check_admin(what, &queue)),

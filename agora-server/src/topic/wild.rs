@@ -125,6 +125,12 @@ impl Wild {
         true
     }
 
+    /// Whether `queue` is bound to any pattern.
+    pub fn is_bound(&self, queue: &str) -> bool {
+        let b = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        b.contains_key(queue)
+    }
+
     /// The patterns `queue` is bound to, in order.
     pub fn bound_patterns(&self, queue: &str) -> Vec<String> {
         let b = self.bound.lock().unwrap_or_else(|p| p.into_inner());
