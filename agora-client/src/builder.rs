@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::client::{Client, Inner};
 use crate::driver::{self, Driver, Shared};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::options::{Options, Reconnect, TlsOptions};
 use crate::pubbuf::PubBuf;
 use crate::tls::Connector;
@@ -201,24 +201,58 @@ impl ClientBuilder {
         self.opts.tls.get_or_insert_with(TlsOptions::default)
     }
 
-    /// Connects to `addr` (`host:port`), starts TLS if it is on, reads the broker's
-    /// `INFO`, sends `CONNECT` and waits for its `OK`, then starts the driver thread.
-    /// With TLS, the files given are read first.
+    /// Also applies the reconnect policy ([`reconnect`](ClientBuilder::reconnect)) to
+    /// the first connection (off by default, as async-nats's
+    /// `retry_on_initial_connect`): `connect` then keeps trying, with the policy's
+    /// backoff and attempts, instead of failing at the first refusal. Refused
+    /// credentials and unreadable TLS files still fail at once.
+    ///
+    /// ```
+    /// let b = agora_client::Client::builder()
+    ///     .reconnect(agora_client::Reconnect::default())
+    ///     .retry_on_initial_connect(true);
+    /// ```
+    pub fn retry_on_initial_connect(mut self, on: bool) -> Self {
+        self.opts.retry_initial = on;
+        self
+    }
+
+    /// Connects to `addr` (`host:port`; several, separated by commas, are tried in
+    /// turn, as are they on every reconnect), starts TLS if it is on, reads the
+    /// broker's `INFO`, sends `CONNECT` and waits for its `OK`, then starts the driver
+    /// thread. With TLS, the files given are read first.
     ///
     /// ```no_run
     /// # futures_lite::future::block_on(async {
     /// let client = agora_client::Client::builder().name("me").connect("127.0.0.1:48879").await?;
+    /// let either = agora_client::Client::builder()
+    ///     .connect("10.0.0.1:48879,10.0.0.2:48879")
+    ///     .await?;
     /// # Ok::<(), agora_client::Error>(())
     /// # });
     /// ```
     pub async fn connect(self, addr: impl ToString) -> Result<Client> {
-        let addr = addr.to_string();
+        let given = addr.to_string();
+        let addrs: Vec<String> = given
+            .split(',')
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if addrs.is_empty() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("no broker address in {given:?}"),
+            )));
+        }
         let opts = self.opts;
-        let tls = match &opts.tls {
-            Some(t) => Some(Connector::new(t, &addr)?),
-            None => None,
-        };
-        let conn = driver::handshake(&addr, &opts, tls.as_ref()).await?;
+        let tls = addrs
+            .iter()
+            .map(|a| match &opts.tls {
+                Some(t) => Connector::new(t, a).map(Some),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (conn, at) = first_connection(&addrs, &opts, &tls).await?;
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(1),
             info: Mutex::new(conn.info.clone()),
@@ -227,18 +261,21 @@ impl ClientBuilder {
             server_max_payload: AtomicU64::new(conn.info.max_payload),
             pubs: PubBuf::new(opts.publish_buffer),
             next_request: AtomicU64::new(1),
+            connected: AtomicBool::new(true),
         });
         let (cmd_tx, cmd_rx) = async_channel::bounded(opts.command_buffer);
         let (ctl_tx, ctl_rx) = async_channel::unbounded();
         let (err_tx, err_rx) = async_channel::bounded(256);
+        let (event_tx, event_rx) = async_channel::bounded(crate::events::EVENTS_KEPT);
+        let addr = addrs[at].clone();
         let driver = Driver::new(
-            addr.clone(),
+            (addrs, at),
             opts.clone(),
             tls,
             shared.clone(),
             cmd_rx,
             (ctl_tx.clone(), ctl_rx),
-            err_tx,
+            (err_tx, event_tx),
         );
         std::thread::Builder::new()
             .name("agora-client".to_owned())
@@ -251,8 +288,44 @@ impl ClientBuilder {
                 cmd: cmd_tx,
                 ctl: ctl_tx,
                 errors: err_rx,
+                events: event_rx,
             }),
         })
+    }
+}
+
+/// The first connection: each address in turn; with `retry_on_initial_connect`, again
+/// and again as the reconnect policy says. The index of the address that answered.
+async fn first_connection(
+    addrs: &[String],
+    opts: &Options,
+    tls: &[Option<Connector>],
+) -> Result<(driver::Established, usize)> {
+    let policy = opts.reconnect.clone().filter(|_| opts.retry_initial);
+    let mut delay = policy.as_ref().map(|p| p.initial_delay);
+    let mut rounds = 0u32;
+    loop {
+        let mut last = None;
+        for (i, addr) in addrs.iter().enumerate() {
+            match driver::handshake(addr, opts, tls[i].as_ref()).await {
+                Ok(c) => return Ok((c, i)),
+                // Refused credentials will be refused again.
+                Err(e @ Error::AuthFailed { .. }) => return Err(e),
+                Err(e) => {
+                    log::warn!("agora client: connect to {addr} failed: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        let e = last.expect("at least one address");
+        rounds += 1;
+        match (&policy, delay) {
+            (Some(p), Some(d)) if p.max_attempts.is_none_or(|m| rounds < m) => {
+                async_io::Timer::after(d).await;
+                delay = Some((d * 2).min(p.max_delay));
+            }
+            _ => return Err(e),
+        }
     }
 }
 

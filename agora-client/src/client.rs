@@ -26,6 +26,7 @@ pub(crate) struct Inner {
     pub(crate) cmd: Sender<Cmd>,
     pub(crate) ctl: Sender<Ctl>,
     pub(crate) errors: Receiver<ServerError>,
+    pub(crate) events: Receiver<crate::events::Event>,
 }
 
 /// A connection to the broker. Cheap to clone: clones share the connection, which
@@ -80,6 +81,41 @@ impl Client {
     /// ```
     pub fn generation(&self) -> u64 {
         self.inner.shared.generation.load(SeqCst)
+    }
+
+    /// True while a connection to the broker is up: false while the client reconnects
+    /// after a loss, and once it is closed.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// assert!(client.is_connected());
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub fn is_connected(&self) -> bool {
+        self.inner.shared.connected.load(SeqCst)
+    }
+
+    /// What happens to the connection: lost (with the reason), made again (with its
+    /// generation), closed; a subscription's messages dropped in this client; an error
+    /// the broker sent that no call waits for. See [`Event`](crate::Event). All calls
+    /// share one bounded list (256; when nobody reads it, the oldest go first): each
+    /// event goes to one reader.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use futures_lite::StreamExt;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut events = client.events();
+    /// if let Some(agora_client::Event::Disconnected { reason, .. }) = events.next().await {
+    ///     eprintln!("lost the broker: {reason}");
+    /// }
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub fn events(&self) -> crate::events::EventStream {
+        crate::events::EventStream::new(self.inner.events.clone())
     }
 
     /// True once the client is closed: by [`close`](Client::close), or because the

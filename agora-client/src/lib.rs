@@ -88,6 +88,7 @@ mod builder;
 mod client;
 mod driver;
 mod error;
+mod events;
 mod inbox;
 mod message;
 mod options;
@@ -109,6 +110,7 @@ pub use agora_protocol::{Destination, ErrorCode, Headers, Info as ServerInfo, Ki
 pub use builder::ClientBuilder;
 pub use client::{Client, PublishOutcome};
 pub use error::{Error, ErrorStream, Result, ServerError};
+pub use events::{Event, EventStream};
 pub use message::{Delivery, Message};
 pub use options::Reconnect;
 pub use queue::Queue;

@@ -92,6 +92,8 @@ pub(crate) struct Options {
     pub(crate) tls: Option<TlsOptions>,
     /// `user=` and `password=` of every `CONNECT`, the reconnects' too.
     pub(crate) credentials: Option<(String, Password)>,
+    /// The reconnect policy applies to the first connection too.
+    pub(crate) retry_initial: bool,
 }
 
 /// The builder's TLS settings, as given; the files are read when the client connects.
@@ -118,6 +120,7 @@ impl Default for Options {
             publish_buffer: 256 * 1024,
             tls: None,
             credentials: None,
+            retry_initial: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! exponential back-off after a connection is lost. Runs on the caller's executor for
 //! the first connection and on the driver's thread for the others; it owns no state.
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -208,7 +209,7 @@ impl Driver {
             if policy.max_attempts.is_some_and(|m| attempt >= m) {
                 log::warn!(
                     "agora client: giving up on {} after {attempt} attempts",
-                    self.core.addr
+                    self.core.addrs.join(", ")
                 );
                 return None;
             }
@@ -237,12 +238,14 @@ impl Driver {
             if stop || self.cmd_rx.is_closed() {
                 return None;
             }
-            match handshake(&self.core.addr, &self.opts, self.tls.as_ref()).await {
+            // Each attempt tries the next broker of the list (the same one when
+            // there is one).
+            let i = (self.core.at.load(SeqCst) + 1) % self.core.addrs.len();
+            let addr = &self.core.addrs[i];
+            match handshake(addr, &self.opts, self.tls[i].as_ref()).await {
                 Ok(c) => {
-                    log::info!(
-                        "agora client: reconnected to {} (attempt {attempt})",
-                        self.core.addr
-                    );
+                    self.core.at.store(i, SeqCst);
+                    log::info!("agora client: reconnected to {addr} (attempt {attempt})");
                     return Some(c);
                 }
                 // Refused credentials will be refused again: give up at once.
@@ -251,10 +254,8 @@ impl Driver {
                     return None;
                 }
                 Err(e) => {
-                    log::warn!(
-                        "agora client: reconnect to {} failed (attempt {attempt}): {e}",
-                        self.core.addr
-                    );
+                    self.core.at.store(i, SeqCst);
+                    log::warn!("agora client: reconnect to {addr} failed (attempt {attempt}): {e}");
                     delay = (delay * 2).min(policy.max_delay);
                 }
             }

@@ -43,6 +43,7 @@ use async_channel::{Receiver, Sender};
 use futures_lite::future;
 
 use crate::error::{Error, Result, ServerError};
+use crate::events::Event;
 use crate::inbox::Inbox;
 use crate::lock;
 use crate::options::Options;
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     /// Request numbers, unique per client: request `n` is answered at
     /// `<inbox>.<n>`.
     pub next_request: AtomicU64,
+    /// A connection is up (false while reconnecting, and once closed).
+    pub connected: AtomicBool,
 }
 
 /// The subscription id of the connection's inbox, where replies to requests arrive
@@ -204,9 +207,13 @@ enum End {
 
 /// What the driver and its connection's reader thread share.
 struct Core {
-    addr: String,
+    /// The brokers to connect to, tried in turn.
+    addrs: Vec<String>,
+    /// Which of them the connection is (or was last) to.
+    at: std::sync::atomic::AtomicUsize,
     ctl_tx: Sender<Ctl>,
     errors: Sender<ServerError>,
+    events: Sender<Event>,
     subs: Mutex<HashMap<u64, SubEntry>>,
     pending: Mutex<HashMap<u64, Pending>>,
     /// Requests waiting for their reply, by number: who waits, and the request id of
@@ -216,11 +223,23 @@ struct Core {
     closing: AtomicBool,
 }
 
+impl Core {
+    /// The broker the connection is (or was last) to.
+    fn addr(&self) -> &str {
+        &self.addrs[self.at.load(SeqCst) % self.addrs.len()]
+    }
+
+    /// Tells the application (bounded: the oldest goes when nobody reads).
+    fn event(&self, e: Event) {
+        let _ = self.events.force_send(e);
+    }
+}
+
 pub(crate) struct Driver {
     core: Arc<Core>,
     opts: Options,
-    /// TLS for each reconnect, as the first connection had it.
-    tls: Option<Connector>,
+    /// TLS for each address's reconnects (`None`: clear TCP).
+    tls: Vec<Option<Connector>>,
     shared: Arc<Shared>,
     cmd_rx: Receiver<Cmd>,
     ctl_rx: Receiver<Ctl>,
@@ -235,19 +254,21 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(
-        addr: String,
+        (addrs, at): (Vec<String>, usize),
         opts: Options,
-        tls: Option<Connector>,
+        tls: Vec<Option<Connector>>,
         shared: Arc<Shared>,
         cmd_rx: Receiver<Cmd>,
         (ctl_tx, ctl_rx): (Sender<Ctl>, Receiver<Ctl>),
-        errors: Sender<ServerError>,
+        (errors, events): (Sender<ServerError>, Sender<Event>),
     ) -> Driver {
         Driver {
             core: Arc::new(Core {
-                addr,
+                addrs,
+                at: std::sync::atomic::AtomicUsize::new(at),
                 ctl_tx,
                 errors,
+                events,
                 subs: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
                 requests: Mutex::new(HashMap::new()),
@@ -270,7 +291,9 @@ impl Driver {
     pub(crate) async fn run(self, mut conn: Established) {
         let mut first = true;
         loop {
+            self.shared.connected.store(true, SeqCst);
             let end = self.serve(conn, first).await;
+            self.shared.connected.store(false, SeqCst);
             first = false;
             self.fail_pending(|| Error::Disconnected);
             match end {
@@ -279,20 +302,33 @@ impl Driver {
                     if self.closing.borrow().is_some() {
                         break;
                     }
-                    log::warn!("agora client: connection to {} lost: {e}", self.core.addr);
+                    log::warn!("agora client: connection to {} lost: {e}", self.core.addr());
+                    self.core.event(Event::Disconnected {
+                        addr: self.core.addr().to_owned(),
+                        reason: e.to_string(),
+                    });
                     match self.reconnect().await {
-                        Some(c) => conn = c,
+                        Some(c) => {
+                            // Its generation is the next one: `serve` bumps it first.
+                            let generation = self.shared.generation.load(SeqCst) + 1;
+                            self.core.event(Event::Reconnected {
+                                addr: self.core.addr().to_owned(),
+                                generation,
+                            });
+                            conn = c
+                        }
                         None => break,
                     }
                 }
             }
         }
         self.shared.closed.store(true, SeqCst);
+        self.core.event(Event::Closed);
         let lost = self.shared.pubs.close();
         if lost > 0 {
             log::warn!(
                 "agora client: {lost} bytes of publishes to {} never written: the client stopped",
-                self.core.addr
+                self.core.addr()
             );
         }
         self.cmd_rx.close();
@@ -304,7 +340,7 @@ impl Driver {
         if let Some(c) = self.closing.borrow_mut().take() {
             let _ = c.try_send(());
         }
-        log::debug!("agora client: driver for {} stopped", self.core.addr);
+        log::debug!("agora client: driver for {} stopped", self.core.addr());
     }
 
     fn fail_pending(&self, e: impl Fn() -> Error) {

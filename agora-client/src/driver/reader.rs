@@ -128,6 +128,7 @@ impl Core {
     fn report(&self, e: ServerError) {
         log::warn!("agora client: broker error: {e}");
         // Drop-oldest: an application that never reads errors() keeps a bounded list.
+        self.event(crate::events::Event::ServerError(e.clone()));
         let _ = self.errors.force_send(e);
     }
 
@@ -181,7 +182,7 @@ impl Core {
             ServerFrame::Shutdown { message } => {
                 log::info!(
                     "agora client: broker {} is shutting down: {message}",
-                    self.addr
+                    self.addr()
                 );
             }
             other => log::debug!("agora client: ignored {} from the broker", other.command()),
@@ -251,6 +252,10 @@ impl Core {
             if let Pushed::Ok { dropped: k } = inbox.push_all(run, true) {
                 if k > 0 {
                     let before = dropped.fetch_add(k, SeqCst);
+                    self.event(crate::events::Event::Dropped {
+                        destination: dest.clone(),
+                        count: k,
+                    });
                     // Once per power of two passed.
                     let bits = |x: u64| 64 - x.leading_zeros();
                     if bits(before) != bits(before + k) {
