@@ -78,6 +78,22 @@ pub enum Error {
     /// The TLS server name (given, or the address's host) is neither a DNS name nor an
     /// IP address. Nothing was sent.
     InvalidServerName(String),
+    /// Connecting to a broker failed (refused, unreachable, silent, or a server that
+    /// is not an Agora broker); `source` says how. Refused credentials and TLS
+    /// failures are their own variants, which name the address too.
+    Connect {
+        /// The broker's address, as given to `connect`.
+        addr: String,
+        /// What went wrong: [`Error::Io`], [`Error::Timeout`] (no `INFO` within the
+        /// connect timeout), [`Error::NotAgora`], or a refusal from the broker.
+        source: Box<Error>,
+    },
+    /// The server at the address does not speak Agora's protocol: its first bytes are
+    /// no `INFO` line.
+    NotAgora {
+        /// What it sent first (at most 64 bytes, shown escaped).
+        sent: String,
+    },
     /// The client was closed (by [`Client::close`](crate::Client::close), or because
     /// the connection was lost and reconnecting is off or gave up).
     Closed,
@@ -123,9 +139,92 @@ impl Error {
         match self {
             Error::Server { code, .. } => Some(*code),
             Error::AuthFailed { .. } => Some(ErrorCode::AuthFailed),
+            Error::Connect { source, .. } => source.code(),
             _ => None,
         }
     }
+
+    /// What kind of failure it is, for the common decision: try again, or not.
+    ///
+    /// ```
+    /// use agora_client::{Error, ErrorCode, ErrorKind};
+    /// let full = Error::Server { code: ErrorCode::QueueFull, message: "full".into() };
+    /// assert_eq!(full.kind(), ErrorKind::Transient);
+    /// assert!(full.is_retryable());
+    /// let denied = Error::Server { code: ErrorCode::NotPermitted, message: "no".into() };
+    /// assert_eq!(denied.kind(), ErrorKind::Refused);
+    /// assert_eq!(Error::Closed.kind(), ErrorKind::Closed);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorCode as C;
+        match self {
+            Error::Io(_) | Error::Disconnected | Error::Timeout => ErrorKind::Transient,
+            Error::Connect { source, .. } => match source.kind() {
+                ErrorKind::Protocol => ErrorKind::Protocol,
+                k => k,
+            },
+            Error::Server { code, .. } => match code {
+                C::QueueFull
+                | C::MemoryLimit
+                | C::TooManyConnections
+                | C::TooManyDestinations
+                | C::TooManySubscriptions
+                | C::ShuttingDown
+                | C::Timeout
+                | C::Internal
+                | C::StorageFailed
+                | C::StorageFull
+                | C::SlowConsumer
+                | C::NoResponders => ErrorKind::Transient,
+                C::AuthFailed | C::NotAuthenticated => ErrorKind::Auth,
+                _ => ErrorKind::Refused,
+            },
+            Error::AuthFailed { .. } | Error::CertificateNotTrusted { .. } | Error::Tls { .. } => {
+                ErrorKind::Auth
+            }
+            Error::Protocol(_) | Error::UnexpectedFrame(_) | Error::NotAgora { .. } => {
+                ErrorKind::Protocol
+            }
+            Error::Closed => ErrorKind::Closed,
+            Error::StaleDelivery => ErrorKind::Refused,
+            _ => ErrorKind::Invalid,
+        }
+    }
+
+    /// Whether the same call may succeed if made again later
+    /// ([`ErrorKind::Transient`]). Whether it is *safe* to make again is the caller's
+    /// question: a publish that failed with `Timeout` or `Disconnected` may have been
+    /// kept.
+    ///
+    /// ```
+    /// assert!(agora_client::Error::Disconnected.is_retryable());
+    /// assert!(!agora_client::Error::Closed.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+}
+
+/// The kind of an [`Error`]: what a caller decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// It may succeed later: the connection failed or was lost, an answer did not come
+    /// in time, or the broker refused for now (a full queue, a spent budget, its
+    /// limits, shutting down, nobody listening).
+    Transient,
+    /// The broker refused it for what it is (no right, a bad name or argument, an
+    /// unknown destination or delivery): the same call will be refused again.
+    Refused,
+    /// Credentials or TLS: refused, not trusted, or failed.
+    Auth,
+    /// The peer broke the protocol, or is not an Agora broker.
+    Protocol,
+    /// The client is closed.
+    Closed,
+    /// The call itself is wrong: a bad name, a payload too large, unreadable TLS files,
+    /// a message that is no request, JSON that does not (de)serialize.
+    Invalid,
 }
 
 impl fmt::Display for Error {
@@ -167,6 +266,11 @@ impl fmt::Display for Error {
                     "tls server name {n:?} is neither a dns name nor an ip address"
                 )
             }
+            Error::Connect { addr, source } => write!(f, "connecting to {addr}: {source}"),
+            Error::NotAgora { sent } => write!(
+                f,
+                "the server is not an Agora broker: its first bytes are no INFO line but {sent}"
+            ),
             Error::Closed => f.write_str("client closed"),
             Error::Disconnected => f.write_str("connection to the broker lost"),
             Error::Timeout => f.write_str("timed out"),
@@ -201,6 +305,7 @@ impl std::error::Error for Error {
             Error::TlsFile { source, .. } => Some(source),
             Error::Protocol(e) => Some(e),
             Error::InvalidName(e) => Some(e),
+            Error::Connect { source, .. } => Some(&**source),
             #[cfg(feature = "serde")]
             Error::Decode(e) | Error::Encode(e) => Some(e),
             _ => None,

@@ -105,11 +105,14 @@ mod udp;
 use std::sync::{Mutex, MutexGuard};
 
 pub use agora_protocol::bytes::Bytes;
-pub use agora_protocol::{Destination, ErrorCode, Headers, Info as ServerInfo, Kind, StatsPage};
+pub use agora_protocol::{
+    Destination, DestinationError, ErrorCode, HeaderError, Headers, Info as ServerInfo, Kind,
+    NameError, ProtocolError, StatsPage,
+};
 
 pub use builder::ClientBuilder;
 pub use client::{Client, PublishOutcome};
-pub use error::{Error, ErrorStream, Result, ServerError};
+pub use error::{Error, ErrorKind, ErrorStream, Result, ServerError};
 pub use events::{Event, EventStream};
 pub use message::{Delivery, Message};
 pub use options::Reconnect;
@@ -120,7 +123,7 @@ pub use topic::Topic;
 pub use typed::{
     BindingStats, BoundQueueStats, BrokerStats, ClientCounts, DestinationStats, LatencyStats,
     MemoryStats, PageStats, Stats, TypedConsumer, TypedDelivery, TypedQueue, TypedSubscription,
-    TypedTopic, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
+    TypedTopic, Undecoded, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
 };
 pub use udp::UdpPublisher;
 

@@ -1,9 +1,7 @@
-//! Mutator chains from the client: `chain_get`/`chain_set`/`chain_clear`, the outcome of
-//! a confirmed publish, and `agora-cli chain`.
+//! Mutator chains from the client: `chain_get`/`chain_set`/`chain_clear`, and the
+//! outcome of a confirmed publish (`agora-cli chain` is tested with agora-cli).
 
 mod common;
-
-use std::process::{Command, Output, Stdio};
 
 use agora_client::{Client, Destination, ErrorCode, PublishOutcome};
 use common::{start, within};
@@ -72,45 +70,4 @@ fn chain_calls_and_filtered_publishes() {
             PublishOutcome::Accepted
         );
     }));
-}
-
-fn cli(server: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agora-cli"))
-        .env_remove("AGORA_SERVER")
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run agora-cli")
-}
-
-#[test]
-fn agora_cli_chain_get_set_clear() {
-    let s = start();
-    let server = s.addr.to_string();
-    let o = cli(&server, &["chain", "get", "--topic", "t"]);
-    assert!(o.status.success(), "{o:?}");
-    assert!(o.stdout.is_empty(), "no chain: nothing printed");
-    let chain = "threshold /temp > 30 | sample 10";
-    let o = cli(&server, &["chain", "set", "--topic", "t", chain]);
-    assert!(o.status.success(), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("chain of topic:t set"));
-    let o = cli(&server, &["chain", "get", "--topic", "t"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{chain}\n"));
-    let o = cli(&server, &["chain", "set", "--queue", "q", "frobnicate"]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("bad_chain") && err.contains("unknown mutator"),
-        "{err}"
-    );
-    let o = cli(&server, &["chain", "set", "--queue", "q"]);
-    assert!(!o.status.success(), "set needs a chain");
-    let o = cli(&server, &["chain", "clear", "--topic", "t"]);
-    assert!(o.status.success(), "{o:?}");
-    let o = cli(&server, &["chain", "get", "--topic", "t"]);
-    assert!(o.stdout.is_empty());
-    let o = cli(&server, &["chain", "get", "--topic", "t", "--queue", "q"]);
-    assert_eq!(o.status.code(), Some(2), "one destination only");
 }

@@ -353,11 +353,19 @@ fn local_errors_names_payload_limits_connect_failures() {
             l.local_addr().unwrap()
         };
         let e = Client::connect(freed).await.unwrap_err();
-        assert!(matches!(e, Error::Io(_)), "{e}");
-        assert!(e.to_string().starts_with("i/o error"));
+        assert!(
+            matches!(&e, Error::Connect { addr, source } if *addr == freed.to_string() && matches!(**source, Error::Io(_))),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("connecting to {freed}: i/o error")),
+            "{e}"
+        );
         assert!(e.source().is_some());
+        assert!(e.is_retryable());
         let e = Client::connect("not an address").await.unwrap_err();
-        assert!(matches!(e, Error::Io(_)), "{e}");
+        assert!(matches!(e, Error::Connect { .. }), "{e}");
         for e in [
             Error::Closed,
             Error::Timeout,
@@ -382,8 +390,42 @@ fn connect_timeout_applies_to_a_silent_peer() {
             .connect(addr)
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::Timeout), "{e}");
+        assert!(
+            matches!(&e, Error::Connect { source, .. } if matches!(**source, Error::Timeout)),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
     });
+}
+
+#[test]
+fn a_server_that_is_not_agora_is_named_as_such() {
+    // A server that speaks first, and not Agora's INFO (an SMTP-like greeting).
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = other.accept().unwrap();
+        s.write_all(b"220 mail.example ESMTP ready\r\n").unwrap();
+        // Held open until the client gives up on it.
+        let mut b = [0u8; 64];
+        let _ = std::io::Read::read(&mut s, &mut b);
+    });
+    smol::block_on(async {
+        let e = Client::connect(addr).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Connect { source, .. } if matches!(**source, Error::NotAgora { .. })),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("not an Agora broker") && text.contains("220 mail.example"),
+            "{text}"
+        );
+        assert!(!text.contains("credentials"), "{text}");
+        assert_eq!(e.kind(), agora_client::ErrorKind::Protocol);
+    });
+    t.join().unwrap();
 }
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -459,8 +501,9 @@ fn typed_queues_round_trip_and_a_bad_payload_is_nacked_until_dead_lettered() {
         assert_eq!(first.value.id, 1);
         assert!(!first.delivery().redelivered());
         first.ack().await.unwrap();
-        // The broken one comes out as an error, twice (nacked, redelivered), then it
-        // reaches its max deliveries and is dead-lettered; the good one gets through.
+        // The broken one comes out with its delivery, twice (nacked by the caller,
+        // redelivered), then it reaches its max deliveries and is dead-lettered; the
+        // good one gets through.
         let mut errors = 0;
         let mut good = None;
         while good.is_none() || errors < 2 {
@@ -469,9 +512,11 @@ fn typed_queues_round_trip_and_a_bad_payload_is_nacked_until_dead_lettered() {
                     assert_eq!(d.value.id, 2);
                     good = Some(d);
                 }
-                Err(e) => {
-                    assert!(matches!(e, Error::Decode(_)), "{e}");
+                Err(bad) => {
+                    assert_eq!(bad.delivery.payload(), "{broken");
+                    assert!(bad.to_string().contains("not the expected json"), "{bad}");
                     errors += 1;
+                    bad.nack().await.unwrap();
                 }
             }
         }
@@ -480,6 +525,14 @@ fn typed_queues_round_trip_and_a_bad_payload_is_nacked_until_dead_lettered() {
         let dead = within(dlq.next()).await.unwrap();
         assert_eq!(dead.payload(), "{broken");
         dead.ack().await.unwrap();
+        // An undecodable one may be acked (dropped) instead; and the consumer ends.
+        jobs.queue().publish_confirmed("[]").await.unwrap();
+        let bad = within(c.next()).await.unwrap().err().expect("not an Order");
+        bad.ack().await.unwrap();
+        c.unsubscribe().await.unwrap();
+        let s = stats(&client).await;
+        let q = dest(&s, "queue", "typed.jobs").unwrap();
+        assert_eq!((q.depth, q.unacked, q.consumers), (0, 0, 0));
     });
 }
 

@@ -59,6 +59,7 @@ async fn read_frame<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     limits: &Limits,
+    seen: &mut Vec<u8>,
 ) -> Result<ServerFrame> {
     loop {
         match decode_server_with(buf, limits) {
@@ -70,6 +71,9 @@ async fn read_frame<S: AsyncRead + Unpin>(
         buf.resize(len + ReadSize::MIN, 0);
         let n = stream.read(&mut buf[len..]).await?;
         buf.truncate(len + n);
+        // The first bytes, kept to say what a server that is not Agora sent.
+        let keep = (64 - seen.len().min(64)).min(n);
+        seen.extend_from_slice(&buf[len..len + keep]);
         if n == 0 {
             return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
@@ -84,6 +88,20 @@ pub(crate) async fn handshake(
     opts: &Options,
     tls: Option<&Connector>,
 ) -> Result<Established> {
+    attempt(addr, opts, tls).await.map_err(|e| match e {
+        // These name the address already.
+        e @ (Error::AuthFailed { .. }
+        | Error::CertificateNotTrusted { .. }
+        | Error::Tls { .. }
+        | Error::TlsFile { .. }) => e,
+        e => Error::Connect {
+            addr: addr.to_owned(),
+            source: Box::new(e),
+        },
+    })
+}
+
+async fn attempt(addr: &str, opts: &Options, tls: Option<&Connector>) -> Result<Established> {
     timeout(opts.connect_timeout, async {
         let mut tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
@@ -145,10 +163,17 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
         },
     }
     };
-    let info = match read_frame(stream, &mut buf, &limits).await? {
-        ServerFrame::Info(i) => i,
-        ServerFrame::Err(e) => return Err(refused(e)),
-        other => return Err(Error::UnexpectedFrame(other.command())),
+    let mut seen = Vec::new();
+    let info = match read_frame(stream, &mut buf, &limits, &mut seen).await {
+        Ok(ServerFrame::Info(i)) => i,
+        Ok(ServerFrame::Err(e)) => return Err(refused(e)),
+        // What a server that is not an Agora broker sent first.
+        Ok(_) | Err(Error::Protocol(_)) => {
+            return Err(Error::NotAgora {
+                sent: format!("{:?}", String::from_utf8_lossy(&seen)),
+            })
+        }
+        Err(e) => return Err(e),
     };
     let (user, password) = match &opts.credentials {
         Some((u, p)) => (Some(u.clone()), Some(p.clone())),
@@ -171,7 +196,7 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     stream.flush().await?;
     let limits = read_limits(opts, Some(&info));
     loop {
-        match read_frame(stream, &mut buf, &limits).await? {
+        match read_frame(stream, &mut buf, &limits, &mut seen).await? {
             ServerFrame::Ok { rid: Some(0) } => break,
             ServerFrame::Err(e) => return Err(refused(e)),
             ServerFrame::PingReq { rid } => {

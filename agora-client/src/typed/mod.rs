@@ -283,10 +283,10 @@ impl<T: Serialize + DeserializeOwned> TypedQueue<T> {
     }
 }
 
-/// A stream of typed deliveries. A payload that is not valid JSON for `T` is given
-/// back to the broker (`NACK`: it is redelivered, and after the queue's max deliveries
-/// it goes to the dead-letter queue) and comes out as an `Err(Error::Decode)` item; the
-/// stream goes on.
+/// A stream of typed deliveries. A payload that is not valid JSON for `T` comes out as
+/// an [`Undecoded`] item, with its delivery: the caller inspects it and decides (`nack`
+/// it to have it delivered again, and after the queue's max deliveries dead-lettered;
+/// `ack` it to drop it). The stream goes on either way.
 pub struct TypedConsumer<T> {
     inner: Consumer,
     _t: PhantomData<fn() -> T>,
@@ -295,6 +295,23 @@ pub struct TypedConsumer<T> {
 impl<T> std::fmt::Debug for TypedConsumer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("TypedConsumer").field(&self.inner).finish()
+    }
+}
+
+impl<T> TypedConsumer<T> {
+    /// Stops consuming and waits for the broker's `OK`; unacknowledged deliveries go
+    /// back to the queue (see [`Consumer::unsubscribe`]).
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let jobs = client.typed_queue::<u64>("jobs")?.consume(8).await?;
+    /// jobs.unsubscribe().await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn unsubscribe(self) -> Result<()> {
+        self.inner.unsubscribe().await
     }
 }
 
@@ -322,19 +339,75 @@ impl<T> TypedDelivery<T> {
     }
 }
 
+/// A delivery whose payload is not JSON for the consumer's type: the error, and the
+/// delivery, still unsettled, to inspect and [`ack`](Undecoded::ack) or
+/// [`nack`](Undecoded::nack). Dropped unsettled, it stays unacknowledged until the
+/// consumer ends.
+///
+/// ```no_run
+/// # futures_lite::future::block_on(async {
+/// use futures_lite::StreamExt;
+/// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+/// let mut jobs = client.typed_queue::<u64>("jobs")?.consume(8).await?;
+/// match jobs.next().await.unwrap() {
+///     Ok(job) => job.ack().await?,
+///     Err(bad) => {
+///         eprintln!("not a job: {} ({:?})", bad.error, bad.delivery.payload());
+///         bad.nack().await?; // dead-lettered after the queue's max deliveries
+///     }
+/// }
+/// # Ok::<(), agora_client::Error>(())
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct Undecoded {
+    /// Why the payload is not a `T`.
+    pub error: serde_json::Error,
+    /// The delivery, unsettled.
+    pub delivery: Delivery,
+}
+
+impl Undecoded {
+    /// Drops the message: the broker forgets it.
+    pub async fn ack(self) -> Result<()> {
+        self.delivery.ack().await
+    }
+
+    /// Gives it back: delivered again, and after the queue's max deliveries
+    /// dead-lettered.
+    pub async fn nack(self) -> Result<()> {
+        self.delivery.nack().await
+    }
+}
+
+impl std::fmt::Display for Undecoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "payload is not the expected json: {}", self.error)
+    }
+}
+
+impl std::error::Error for Undecoded {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<Undecoded> for Error {
+    /// The decode error alone (the delivery is dropped unsettled).
+    fn from(u: Undecoded) -> Error {
+        Error::Decode(u.error)
+    }
+}
+
 impl<T: DeserializeOwned> Stream for TypedConsumer<T> {
-    type Item = Result<TypedDelivery<T>>;
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<TypedDelivery<T>>>> {
+    type Item = std::result::Result<TypedDelivery<T>, Undecoded>;
+    // The error holds the delivery, as the success does: boxing it would save nothing.
+    #[allow(clippy::result_large_err)]
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.inner).poll_next(cx).map(|o| {
-            o.map(|d| match d.json::<T>() {
+            o.map(|d| match serde_json::from_slice::<T>(d.payload()) {
                 Ok(value) => Ok(TypedDelivery { value, delivery: d }),
-                Err(e) => {
-                    let _ = d.settle(false);
-                    Err(e)
-                }
+                Err(error) => Err(Undecoded { error, delivery: d }),
             })
         })
     }

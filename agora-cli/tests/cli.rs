@@ -1,5 +1,7 @@
 //! `agora-cli` driven as a process against an in-process broker.
 
+// The SDK tests' support (an in-process broker, a fake broker, certificates), shared.
+#[path = "../../agora-client/tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
@@ -390,4 +392,45 @@ fn reply_from_a_queue_skips_a_message_that_is_no_request_and_goes_on() {
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a request"), "{err}");
+}
+
+fn run_cli(server: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agora-cli"))
+        .env_remove("AGORA_SERVER")
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agora-cli")
+}
+
+#[test]
+fn agora_cli_chain_get_set_clear() {
+    let s = start();
+    let server = s.addr.to_string();
+    let o = run_cli(&server, &["chain", "get", "--topic", "t"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(o.stdout.is_empty(), "no chain: nothing printed");
+    let chain = "threshold /temp > 30 | sample 10";
+    let o = run_cli(&server, &["chain", "set", "--topic", "t", chain]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("chain of topic:t set"));
+    let o = run_cli(&server, &["chain", "get", "--topic", "t"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{chain}\n"));
+    let o = run_cli(&server, &["chain", "set", "--queue", "q", "frobnicate"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad_chain") && err.contains("unknown mutator"),
+        "{err}"
+    );
+    let o = run_cli(&server, &["chain", "set", "--queue", "q"]);
+    assert!(!o.status.success(), "set needs a chain");
+    let o = run_cli(&server, &["chain", "clear", "--topic", "t"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = run_cli(&server, &["chain", "get", "--topic", "t"]);
+    assert!(o.stdout.is_empty());
+    let o = run_cli(&server, &["chain", "get", "--topic", "t", "--queue", "q"]);
+    assert_eq!(o.status.code(), Some(2), "one destination only");
 }

@@ -303,6 +303,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Error::AuthFailed { .. } | Error::CertificateNotTrusted { .. } | Error::Tls { .. } => {
                 CliError::Client(e)
             }
+            Error::Connect { source, .. } => {
+                CliError::Other(format!("cannot connect to {}: {source}", cli.server))
+            }
             e => CliError::Other(format!("cannot connect to {}: {e}", cli.server)),
         })?;
     let result = command(&client, cli.command).await;

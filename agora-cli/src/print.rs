@@ -4,7 +4,6 @@
 use super::*;
 
 /// Every destination, a page (1,000) at a time, each page printed as it comes.
-#[cfg(feature = "serde")]
 pub(crate) async fn print_list(client: &Client) -> Result<(), CliError> {
     let mut page = agora_client::StatsPage::default();
     let mut stdout = std::io::stdout().lock();
@@ -28,11 +27,6 @@ pub(crate) async fn print_list(client: &Client) -> Result<(), CliError> {
     Ok(())
 }
 
-#[cfg(not(feature = "serde"))]
-pub(crate) async fn print_list(client: &Client) -> Result<(), CliError> {
-    print_stats(client).await
-}
-
 /// Writes one payload and a newline to stdout, flushed so pipes see it at once.
 pub(crate) fn print_line(payload: &[u8]) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
@@ -42,7 +36,6 @@ pub(crate) fn print_line(payload: &[u8]) -> Result<(), CliError> {
     Ok(())
 }
 
-#[cfg(feature = "serde")]
 pub(crate) async fn print_stats(client: &Client) -> Result<(), CliError> {
     let s = client.stats().await?;
     let mut out = String::new();
@@ -107,10 +100,4 @@ pub(crate) async fn print_stats(client: &Client) -> Result<(), CliError> {
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(())
-}
-
-#[cfg(not(feature = "serde"))]
-pub(crate) async fn print_stats(client: &Client) -> Result<(), CliError> {
-    let raw = client.stats().await?;
-    print_line(&raw)
 }
