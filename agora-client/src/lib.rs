@@ -106,7 +106,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use agora_protocol::bytes::Bytes;
 pub use agora_protocol::{
-    Destination, DestinationError, ErrorCode, HeaderError, Headers, Info as ServerInfo, Kind,
+    Destination, DestinationError, ErrorCode, HeaderError, Headers, Info as ServerInfo, Kind, Nack,
     NameError, ProtocolError, StatsPage,
 };
 

@@ -396,6 +396,28 @@ impl Delivery {
         self.settle(false)
     }
 
+    /// Gives the message back as `how` says: now (as [`nack`](Delivery::nack)), after a
+    /// delay (`Nack::Delay`, 1 ms to 1 hour: meanwhile no consumer gets it), or
+    /// straight to the queue's dead-letter queue (`Nack::DeadLetter`, reason
+    /// `rejected`). Same errors as [`ack`](Delivery::ack).
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// # use futures_lite::StreamExt;
+    /// use agora_client::Nack;
+    /// use std::time::Duration;
+    /// # let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// # let mut jobs = client.consume("jobs", 1).await?;
+    /// let job = jobs.next().await.unwrap();
+    /// // The service it needs is down: try again in 30 s.
+    /// job.nack_with(Nack::Delay(Duration::from_secs(30))).await?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn nack_with(self, how: agora_protocol::Nack) -> Result<()> {
+        self.settle_as(false, how)
+    }
+
     /// Answers a request taken from a queue, then acknowledges it: the reply goes out
     /// before the `ACK` (publishes made before a settle are written before it), so a
     /// responder that dies between the two leaves the request to be delivered again
@@ -426,6 +448,10 @@ impl Delivery {
     }
 
     pub(crate) fn settle(&self, ack: bool) -> Result<()> {
+        self.settle_as(ack, agora_protocol::Nack::Requeue)
+    }
+
+    fn settle_as(&self, ack: bool, how: agora_protocol::Nack) -> Result<()> {
         if self.auto_acked {
             return Ok(());
         }
@@ -442,6 +468,7 @@ impl Delivery {
                 did: self.did,
                 generation: self.generation,
                 ack,
+                how,
             })
             .map_err(|_| Error::Closed)
     }

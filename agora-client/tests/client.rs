@@ -951,3 +951,37 @@ fn typed_stats_carry_wildcards_bindings_and_unlisted_topics() {
         assert_eq!(s.unlisted_topics.messages_in, 1);
     });
 }
+
+#[test]
+fn nack_with_a_delay_or_to_the_dead_letters() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let q = client.queue("flaky").unwrap();
+        q.publish_confirmed("retry me").await.unwrap();
+        q.publish_confirmed("poison").await.unwrap();
+        let mut work = client.consume("flaky", 2).await.unwrap();
+        let first = within(work.next()).await.unwrap();
+        let second = within(work.next()).await.unwrap();
+        first
+            .nack_with(agora_client::Nack::Delay(Duration::from_millis(5)))
+            .await
+            .unwrap();
+        second
+            .nack_with(agora_client::Nack::DeadLetter)
+            .await
+            .unwrap();
+        let again = within(work.next()).await.unwrap();
+        assert_eq!(again.payload(), "retry me");
+        assert!(again.redelivered());
+        again.ack().await.unwrap();
+        let mut dead = client.consume("flaky.dlq", 1).await.unwrap();
+        let d = within(dead.next()).await.unwrap();
+        assert_eq!(d.payload(), "poison");
+        assert_eq!(
+            d.headers().get("agora-dead-letter-reason"),
+            Some("rejected")
+        );
+        d.ack().await.unwrap();
+    });
+}

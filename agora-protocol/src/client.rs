@@ -38,12 +38,15 @@ pub enum ClientFrame {
         /// The delivery id.
         did: u64,
     },
-    /// `NACK [#rid] <did>`: give the message back for redelivery.
+    /// `NACK [#rid] <did> [delay=<duration>] [dlq]`: give the message back, for
+    /// redelivery now or later, or to the dead-letter queue.
     Nack {
         /// Request id.
         rid: RequestId,
         /// The delivery id.
         did: u64,
+        /// What becomes of the message.
+        how: crate::frame::Nack,
     },
     /// `SETACK [#rid] on|off`: publisher confirms on this connection.
     SetAck {
@@ -145,7 +148,7 @@ impl Frame for ClientFrame {
             ClientFrame::Sub(s) => subscribe::encode_sub(s, dst),
             ClientFrame::Unsub { rid, sid } => subscribe::encode_unsub(*rid, *sid, dst),
             ClientFrame::Ack { rid, did } => subscribe::encode_ack(*rid, *did, dst),
-            ClientFrame::Nack { rid, did } => subscribe::encode_nack(*rid, *did, dst),
+            ClientFrame::Nack { rid, did, how } => subscribe::encode_nack(*rid, *did, *how, dst),
             ClientFrame::SetAck { rid, on } => session::encode_setack(*rid, *on, dst),
             ClientFrame::Stats { rid, page } => admin::encode_stats(*rid, page, dst),
             ClientFrame::Help { rid } => session::encode_bare("HELP", *rid, dst),

@@ -411,6 +411,19 @@ impl fmt::Debug for Password {
     }
 }
 
+/// What a `NACK` asks of the queue: `NACK [#rid] <did> [delay=<duration>] [dlq]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Nack {
+    /// Back in the queue at once (the plain `NACK`).
+    #[default]
+    Requeue,
+    /// Back in the queue once this long has passed (1 ms to 1 hour); meanwhile no
+    /// consumer gets it.
+    Delay(std::time::Duration),
+    /// Straight to the queue's dead-letter queue, with the reason `rejected`.
+    DeadLetter,
+}
+
 /// A publish: `PUB [#rid] <dest> <n>` or, with headers,
 /// `HPUB [#rid] <dest> <header-bytes> <total-bytes>`.
 #[derive(Debug, Clone, PartialEq, Eq)]

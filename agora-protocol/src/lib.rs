@@ -52,11 +52,12 @@ pub use bytes;
 pub use client::ClientFrame;
 pub use cmd::publish::{decode_pub_to, encode_msg, encode_pub};
 pub use cmd::session::encode_err;
+pub use cmd::subscribe::MAX_NACK_DELAY;
 pub use decode::{decode_client, decode_client_with, decode_server, decode_server_with};
 pub use encode::encode;
 pub use error::{ErrorKind, ProtocolError};
 pub use frame::{
-    AckMode, Connect, Delivery, ErrorCode, ErrorReply, HeaderError, Headers, Info, Password,
+    AckMode, Connect, Delivery, ErrorCode, ErrorReply, HeaderError, Headers, Info, Nack, Password,
     Publish, StatsPage, Subscribe,
 };
 pub use name::{Destination, DestinationError, Kind, Name, NameError, RequestId, MAX_NAME_LEN};

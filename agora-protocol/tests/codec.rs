@@ -1,6 +1,7 @@
 //! Known answers, round trips, prefixes, cut streams and malformed input for the codec.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
 use agora_protocol::*;
@@ -143,7 +144,38 @@ fn client_answers() -> Vec<(ClientFrame, &'static [u8])> {
             },
             b"ACK #3 42\r\n",
         ),
-        (ClientFrame::Nack { rid: None, did: 43 }, b"NACK 43\r\n"),
+        (
+            ClientFrame::Nack {
+                rid: None,
+                did: 43,
+                how: Nack::Requeue,
+            },
+            b"NACK 43\r\n",
+        ),
+        (
+            ClientFrame::Nack {
+                rid: Some(2),
+                did: 44,
+                how: Nack::Delay(Duration::from_secs(30)),
+            },
+            b"NACK #2 44 delay=30s\r\n",
+        ),
+        (
+            ClientFrame::Nack {
+                rid: None,
+                did: 45,
+                how: Nack::Delay(Duration::from_millis(1500)),
+            },
+            b"NACK 45 delay=1500ms\r\n",
+        ),
+        (
+            ClientFrame::Nack {
+                rid: None,
+                did: 46,
+                how: Nack::DeadLetter,
+            },
+            b"NACK 46 dlq\r\n",
+        ),
         (
             ClientFrame::SetAck {
                 rid: None,
@@ -969,7 +1001,14 @@ fn arb_client() -> impl Strategy<Value = ClientFrame> {
             ),
         (rid.clone(), any::<u64>()).prop_map(|(rid, sid)| ClientFrame::Unsub { rid, sid }),
         (rid.clone(), any::<u64>()).prop_map(|(rid, did)| ClientFrame::Ack { rid, did }),
-        (rid.clone(), any::<u64>()).prop_map(|(rid, did)| ClientFrame::Nack { rid, did }),
+        (rid.clone(), any::<u64>(), 0u64..=3_600_001).prop_map(|(rid, did, ms)| {
+            let how = match ms {
+                0 => Nack::Requeue,
+                3_600_001 => Nack::DeadLetter,
+                ms => Nack::Delay(Duration::from_millis(ms)),
+            };
+            ClientFrame::Nack { rid, did, how }
+        }),
         (rid.clone(), any::<bool>()).prop_map(|(rid, on)| ClientFrame::SetAck { rid, on }),
         (rid.clone(), proptest::option::of(1u32..5000)).prop_map(|(rid, limit)| {
             ClientFrame::Stats {

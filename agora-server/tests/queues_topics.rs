@@ -520,3 +520,62 @@ fn an_auto_ack_consumer_that_leaves_mid_stream_gets_nothing_delivered_twice() {
         );
     }
 }
+
+/// `NACK <did> delay=…` holds the message back (counted in the depth, delivered to
+/// nobody) until it is due; `NACK <did> dlq` sends it to the dead-letter queue at once,
+/// its reason `rejected`; an unknown option is `bad_args`.
+#[test]
+fn nack_options_hold_a_message_back_or_dead_letter_it() {
+    let s = start();
+    let mut p = s.connect();
+    for body in [b"a", b"b"] {
+        publish(&mut p, "queue:retry", body);
+    }
+    assert!(p.sync(1).is_empty());
+    let mut c = s.connect();
+    c.send(b"SUB #2 queue:retry 1 prefetch=10\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(2) });
+    let take = |c: &mut Raw| match c.next() {
+        ServerFrame::Msg(m) => m,
+        f => panic!("expected MSG, got {f:?}"),
+    };
+    let (a, b) = (take(&mut c), take(&mut c));
+    c.send(format!("NACK #3 {} delay=60m\r\nNACK #4 {} dlq\r\n", a.did, b.did).as_bytes());
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(4) });
+    // Held back: in the depth, not out, and nothing comes.
+    assert!(c.sync(5).is_empty());
+    let st = c.stats();
+    let q = dest_stats(&st, "queue", "retry").unwrap();
+    assert_eq!(
+        (q["depth"].as_u64(), q["unacked"].as_u64()),
+        (Some(1), Some(0)),
+        "{q}"
+    );
+    // Dead-lettered at once, saying why.
+    let mut dlq = s.connect();
+    dlq.send(b"SUB #6 queue:retry.dlq 6\r\n");
+    assert_eq!(dlq.next(), ServerFrame::Ok { rid: Some(6) });
+    let dead = take(&mut dlq);
+    assert_eq!(&dead.payload[..], b"b");
+    assert_eq!(
+        dead.headers.get("agora-dead-letter-reason"),
+        Some("rejected")
+    );
+    // A short delay: it comes back, redelivered.
+    publish(&mut p, "queue:retry", b"c");
+    let c2 = take(&mut c);
+    c.send(format!("NACK #7 {} delay=1ms\r\n", c2.did).as_bytes());
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(7) });
+    let again = take(&mut c);
+    assert_eq!((&again.payload[..], again.count), (&b"c"[..], 2));
+    // Options that are not.
+    for bad in ["delay=0s", "delay=2h", "delay=5", "later"] {
+        c.send(format!("NACK #8 {} {bad}\r\n", again.did).as_bytes());
+        let why = c.expect_err(ErrorCode::BadArgs);
+        assert!(
+            why.contains("NACK") || why.contains("delay="),
+            "{bad}: {why}"
+        );
+    }
+}

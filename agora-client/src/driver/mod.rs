@@ -175,6 +175,8 @@ pub(crate) enum Ctl {
         did: u64,
         generation: u64,
         ack: bool,
+        /// For a `NACK` (`!ack`): now, later, or to the dead-letter queue.
+        how: agora_protocol::Nack,
     },
     Unsub {
         sid: u64,

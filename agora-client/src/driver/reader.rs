@@ -279,6 +279,7 @@ impl Core {
                 did: item.msg.did,
                 generation,
                 ack: false,
+                how: agora_protocol::Nack::Requeue,
             });
         }
     }

@@ -126,6 +126,7 @@ impl Driver {
                 did,
                 generation: g,
                 ack,
+                how,
             } => {
                 // Publishes made before the settle was queued go out before it: a
                 // responder's reply comes before the ACK that lets its request go.
@@ -135,7 +136,14 @@ impl Driver {
                 } else if ack {
                     encode(&ClientFrame::Ack { rid: None, did }, out);
                 } else {
-                    encode(&ClientFrame::Nack { rid: None, did }, out);
+                    encode(
+                        &ClientFrame::Nack {
+                            rid: None,
+                            did,
+                            how,
+                        },
+                        out,
+                    );
                 }
             }
             Ctl::Unsub { sid } => {

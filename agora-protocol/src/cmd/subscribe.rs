@@ -8,7 +8,9 @@
 //!                                        ; any other option is bad_args
 //! unsub   = "UNSUB" [rid] sid
 //! ack     = "ACK" [rid] did
-//! nack    = "NACK" [rid] did
+//! nack    = "NACK" [rid] did [nack-opt]
+//! nack-opt = "delay=" number ("ms" / "s" / "m")   ; 1 ms to 1 hour: back in the queue then
+//!         / "dlq"                                ; straight to the dead-letter queue
 //! cancel  = "CANCEL" sid code [message]  ; no request id
 //! sid     = number                       ; subscription id, chosen by the client
 //! did     = number                       ; delivery id, from a MSG
@@ -23,7 +25,7 @@ use crate::args::{err, number, shown, Args};
 use crate::decode::Draft;
 use crate::encode::{crlf, line_start, num_frame, put_dest, put_message, put_u64};
 use crate::error::{ErrorKind, ProtocolError};
-use crate::frame::{AckMode, ErrorCode, Subscribe};
+use crate::frame::{AckMode, ErrorCode, Nack, Subscribe};
 use crate::name::RequestId;
 use crate::{ClientFrame, ServerFrame};
 
@@ -98,13 +100,61 @@ pub(crate) fn decode_ack(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, Protoco
     Ok(Draft::done(rid, ClientFrame::Ack { rid, did }))
 }
 
-/// `nack = "NACK" [rid] did`
+/// `nack = "NACK" [rid] did [nack-opt]`
 pub(crate) fn decode_nack(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
     let rid = a.rid()?;
     let did = a.u64("a delivery id")?;
+    let mut how = Nack::Requeue;
+    if a.pos < a.len {
+        let t = a.toks[a.pos];
+        let at = a.offset(t);
+        a.pos += 1;
+        how = if t.eq_ignore_ascii_case(b"dlq") {
+            Nack::DeadLetter
+        } else if let Some(v) = strip_prefix_ignore_case(t, b"delay=") {
+            Nack::Delay(nack_delay(v).ok_or_else(|| {
+                err(
+                    ErrorKind::BadArgs,
+                    at,
+                    format!(
+                        "delay= takes 1 ms to 1 hour, as <n>ms, <n>s or <n>m, got '{}'",
+                        shown(v)
+                    ),
+                )
+            })?)
+        } else {
+            return Err(err(
+                ErrorKind::BadArgs,
+                at,
+                format!("unknown NACK option '{}' (delay=<duration>, dlq)", shown(t)),
+            ));
+        };
+    }
     a.end()?;
-    Ok(Draft::done(rid, ClientFrame::Nack { rid, did }))
+    Ok(Draft::done(rid, ClientFrame::Nack { rid, did, how }))
 }
+
+fn strip_prefix_ignore_case<'a>(t: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (t.len() >= prefix.len() && t[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &t[prefix.len()..])
+}
+
+/// `<n>ms`, `<n>s` or `<n>m`, from 1 ms to [`MAX_NACK_DELAY`].
+fn nack_delay(v: &[u8]) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+    let n = number(&v[..digits])?;
+    let d = match &v[digits..] {
+        b"ms" => Duration::from_millis(n),
+        b"s" => Duration::from_secs(n),
+        b"m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (d >= Duration::from_millis(1) && d <= MAX_NACK_DELAY).then_some(d)
+}
+
+/// The longest a `NACK delay=` may hold a message back.
+pub const MAX_NACK_DELAY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// `cancel = "CANCEL" sid code [message]`
 pub(crate) fn decode_cancel(a: &mut Args<'_>) -> Result<Draft<ServerFrame>, ProtocolError> {
@@ -142,8 +192,34 @@ pub(crate) fn encode_ack(rid: RequestId, did: u64, dst: &mut BytesMut) {
     num_frame(dst, "ACK", rid, did);
 }
 
-pub(crate) fn encode_nack(rid: RequestId, did: u64, dst: &mut BytesMut) {
-    num_frame(dst, "NACK", rid, did);
+pub(crate) fn encode_nack(rid: RequestId, did: u64, how: Nack, dst: &mut BytesMut) {
+    line_start(dst, "NACK", rid);
+    dst.put_u8(b' ');
+    put_u64(dst, did);
+    match how {
+        Nack::Requeue => {}
+        Nack::DeadLetter => dst.put_slice(b" dlq"),
+        Nack::Delay(d) => {
+            // In the largest unit that is exact.
+            let ms = d.as_millis() as u64;
+            dst.put_slice(b" delay=");
+            match ms {
+                ms if ms % 60_000 == 0 => {
+                    put_u64(dst, ms / 60_000);
+                    dst.put_u8(b'm');
+                }
+                ms if ms % 1000 == 0 => {
+                    put_u64(dst, ms / 1000);
+                    dst.put_u8(b's');
+                }
+                ms => {
+                    put_u64(dst, ms);
+                    dst.put_slice(b"ms");
+                }
+            }
+        }
+    }
+    crlf(dst);
 }
 
 pub(crate) fn encode_cancel(sid: u64, code: ErrorCode, message: &str, dst: &mut BytesMut) {

@@ -371,7 +371,13 @@ impl Conn<'_> {
                 self.unsubscribe(sid, sub).await;
                 self.reply(&ServerFrame::Ok { rid }).await
             }
-            Step::Settle { rid, sid, did, ack } => self.ack(rid, sid, did, ack).await,
+            Step::Settle {
+                rid,
+                sid,
+                did,
+                ack,
+                how,
+            } => self.ack(rid, sid, did, ack, how).await,
             Step::Ask(ask) => match ask {
                 Ask::Stats { rid, page, only } => self.stats(rid, page, only).await,
                 Ask::Purge { rid, dest } => self.purge(rid, dest).await,

@@ -194,7 +194,14 @@ impl Conn<'_> {
     }
 
     /// Settles delivery `did` of subscription `sid`, which the session found for it.
-    pub(super) async fn ack(&mut self, rid: RequestId, sid: u64, did: u64, ack: bool) -> Flow {
+    pub(super) async fn ack(
+        &mut self,
+        rid: RequestId,
+        sid: u64,
+        did: u64,
+        ack: bool,
+        how: agora_protocol::Nack,
+    ) -> Flow {
         let Some(Sub::Queue { queue, cid, .. }) = self.session.sub(sid) else {
             return self
                 .error(
@@ -216,6 +223,7 @@ impl Conn<'_> {
             cid,
             did,
             ack,
+            how,
             reply,
         };
         if queue.tx.send(cmd).await.is_err() {

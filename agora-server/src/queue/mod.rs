@@ -63,6 +63,8 @@ pub(crate) enum QueueCmd {
         cid: u64,
         did: u64,
         ack: bool,
+        /// A `NACK`'s option (`!ack`): now, after a delay, or to the dead-letter queue.
+        how: agora_protocol::Nack,
         reply: Option<Sender<bool>>,
     },
     /// An auto-ack consumer's shipper wrote this many more deliveries.
@@ -207,6 +209,8 @@ enum Wake {
     Tick,
     /// Waiting messages are due to be compacted (done by the dispatch after it).
     Compact,
+    /// A message held back by `NACK delay=` is due.
+    Delayed,
     /// Messages read back from the log.
     Read(Result<Vec<Stored>, std::sync::Arc<str>>),
 }
@@ -220,11 +224,19 @@ impl Queue {
         // (`QueueState::compact_waiting`); moved only when that time changes.
         let mut compaction = smol::Timer::never();
         let mut compaction_at = None;
+        // Wakes the queue when a message held back by `NACK delay=` is due.
+        let mut delayed = smol::Timer::never();
+        let mut delayed_at = None;
         'serve: loop {
             let due = self.state.compaction_due();
             if due != compaction_at {
                 compaction_at = due;
                 compaction = due.map_or_else(smol::Timer::never, smol::Timer::at);
+            }
+            let due = self.state.delay_due();
+            if due != delayed_at {
+                delayed_at = due;
+                delayed = due.map_or_else(smol::Timer::never, smol::Timer::at);
             }
             let wake = futures_lite::future::or(
                 async { Wake::Cmd(rx.recv().await.ok()) },
@@ -243,7 +255,13 @@ impl Queue {
                             (&mut compaction).await;
                             Wake::Compact
                         },
-                        self.paging.read_back(),
+                        futures_lite::future::or(
+                            async {
+                                (&mut delayed).await;
+                                Wake::Delayed
+                            },
+                            self.paging.read_back(),
+                        ),
                     ),
                 ),
             )
@@ -258,6 +276,13 @@ impl Queue {
                 Wake::Compact => {
                     compaction_at = None;
                     compaction = smol::Timer::never();
+                    self.after_batch().await;
+                    continue;
+                }
+                Wake::Delayed => {
+                    delayed_at = None;
+                    delayed = smol::Timer::never();
+                    self.state.release_delayed(Instant::now());
                     self.after_batch().await;
                     continue;
                 }
@@ -392,9 +417,13 @@ impl Queue {
                 cid,
                 did,
                 ack,
+                how,
                 reply,
             } => {
-                let known = self.state.ack(cid, did, ack) == Acked::Done;
+                let known = match ack {
+                    true => self.state.ack(cid, did, true),
+                    false => self.state.nack(cid, did, how, Instant::now()),
+                } == Acked::Done;
                 // Released (and the unacknowledged count told) before the reply, so a
                 // client that reads STATS after its OK sees the message gone.
                 self.give_back_released();
@@ -518,6 +547,7 @@ mod tests {
             cid: 1,
             did: 1,
             ack: true,
+            how: agora_protocol::Nack::Requeue,
             reply: Some(acked),
         };
         shared.tx.try_send(ack).unwrap();

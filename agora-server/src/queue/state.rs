@@ -85,6 +85,8 @@ impl<P> ConsumerState<P> {
 pub(crate) const MAX_DELIVERIES: &str = "max_deliveries";
 /// See [`MAX_DELIVERIES`].
 pub(crate) const EXPIRED: &str = "expired";
+/// See [`MAX_DELIVERIES`]: a consumer's `NACK … dlq`.
+pub(crate) const REJECTED: &str = "rejected";
 
 /// Where a held message is (see [`QueueState::for_each_held`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +139,8 @@ pub(crate) struct QueueState<P> {
     rr: usize,
     /// Messages to move to the dead-letter queue, with the reason.
     dead: Vec<(Held, &'static str)>,
+    /// Messages given back by `NACK delay=`, with when they are due back in `pending`.
+    delayed: Vec<(Instant, Held)>,
     /// Messages and bytes that left the queue since the last [`take_released`].
     ///
     /// [`take_released`]: QueueState::take_released
@@ -158,6 +162,7 @@ impl<P> QueueState<P> {
             consumers: Vec::new(),
             rr: 0,
             dead: Vec::new(),
+            delayed: Vec::new(),
             released: (0, 0),
             totals: Totals::default(),
             journal: None,
@@ -168,7 +173,7 @@ impl<P> QueueState<P> {
     /// reservations instead, so a confirmed publish still in the channel counts too).
     #[cfg(test)]
     pub fn depth(&self) -> usize {
-        self.pending.len() + self.paged.len()
+        self.pending.len() + self.paged.len() + self.delayed.len()
     }
 
     /// Deliveries outstanding at consumers (unacked, or not yet written for auto-ack).
@@ -272,6 +277,53 @@ impl<P> QueueState<P> {
         Acked::Done
     }
 
+    /// `NACK` of a delivery, as `how` says: back to the front now (as
+    /// [`ack`](QueueState::ack) with `false`), back at `now` + the delay (meanwhile no
+    /// consumer gets it; it counts in the depth), or to the dead-letter list
+    /// ([`REJECTED`]).
+    pub fn nack(&mut self, cid: u64, did: u64, how: agora_protocol::Nack, now: Instant) -> Acked {
+        use agora_protocol::Nack;
+        let Some(i) = self.index(cid) else {
+            return Acked::Unknown;
+        };
+        let Some(o) = self.consumers[i].unacked.remove(&did) else {
+            return Acked::Unknown;
+        };
+        match how {
+            Nack::Requeue => self.put_back(o.held),
+            Nack::Delay(d) => {
+                let mut h = o.held;
+                // It waits, as a message put back does, with its own payload.
+                h.msg.compact();
+                self.delayed.push((now + d, h));
+            }
+            Nack::DeadLetter => self.dead.push((o.held, REJECTED)),
+        }
+        Acked::Done
+    }
+
+    /// When the first message held back by `NACK delay=` is due.
+    pub fn delay_due(&self) -> Option<Instant> {
+        self.delayed.iter().map(|(at, _)| *at).min()
+    }
+
+    /// Puts the messages held back by `NACK delay=` that are due at `now` back at the
+    /// front of the queue, the earliest first.
+    pub fn release_delayed(&mut self, now: Instant) {
+        if self.delayed.is_empty() {
+            return;
+        }
+        let (mut due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.delayed = wait;
+        // The latest is put back first, so the earliest ends at the front.
+        due.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        for (_, h) in due {
+            self.put_back(h);
+        }
+    }
+
     /// An auto-ack consumer's shipper wrote `n` more of its deliveries: they are done.
     pub fn written(&mut self, cid: u64, n: usize) {
         let Some(i) = self.index(cid) else { return };
@@ -293,10 +345,15 @@ impl<P> QueueState<P> {
         self.loose = 0;
         self.loose_since = None;
         let paged = self.drop_paged();
-        let n = self.pending.len();
+        let n = self.pending.len() + self.delayed.len();
         let gone: Vec<(u64, usize)> = self
             .pending
             .take_all()
+            .chain(
+                std::mem::take(&mut self.delayed)
+                    .into_iter()
+                    .map(|(_, h)| h),
+            )
             .map(|h| (h.id, h.msg.size()))
             .collect();
         for &(id, _) in &gone {
@@ -463,6 +520,7 @@ impl<P> QueueState<P> {
     /// simulation checks its invariants on.
     pub fn for_each_held(&self, mut f: impl FnMut(Place, &Held)) {
         self.pending.iter().for_each(|h| f(Place::Pending, h));
+        self.delayed.iter().for_each(|(_, h)| f(Place::Pending, h));
         for c in &self.consumers {
             let cid = c.c.cid;
             c.unacked

@@ -442,3 +442,46 @@ fn messages_read_back_from_the_log_wait_with_their_counts_and_ids_continue() {
         .collect();
     assert_eq!(ids, [10]);
 }
+
+#[test]
+fn a_nack_may_hold_a_message_back_for_a_while_or_send_it_to_the_dead_letters() {
+    use agora_protocol::Nack;
+    let t0 = Instant::now();
+    let mut q = QueueState::new(settings());
+    let a = consumer(&mut q, 1, 10, false);
+    q.enqueue(["later", "never", "now"].map(|t| msg(t, t0)), t0);
+    q.dispatch(t0, push);
+    let got = a.take();
+    let second = Duration::from_secs(1);
+    assert_eq!(q.nack(1, got[0].did, Nack::Delay(second), t0), Acked::Done);
+    assert_eq!(q.nack(1, got[1].did, Nack::DeadLetter, t0), Acked::Done);
+    assert_eq!(q.nack(1, got[2].did, Nack::Requeue, t0), Acked::Done);
+    assert_eq!(q.nack(1, got[2].did, Nack::Requeue, t0), Acked::Unknown);
+    // The dead-lettered one waits to be moved, with its reason.
+    let dead = q.take_dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((text_of(&dead[0].0), dead[0].1), ("never", REJECTED));
+    // Held back: counted in the depth, given to nobody before it is due.
+    assert_eq!(q.delay_due(), Some(t0 + second));
+    q.dispatch(t0, push);
+    assert_eq!(a.take().iter().map(text).collect::<Vec<_>>(), ["now"]);
+    assert_eq!(q.depth(), 1);
+    q.release_delayed(t0 + second / 2);
+    q.dispatch(t0, push);
+    assert!(a.take().is_empty());
+    q.release_delayed(t0 + second);
+    assert_eq!(q.delay_due(), None);
+    q.dispatch(t0 + second, push);
+    let back = a.take();
+    assert_eq!(back.iter().map(text).collect::<Vec<_>>(), ["later"]);
+    assert_eq!(back[0].count, 2);
+    // A purge takes the held-back ones too.
+    assert_eq!(q.nack(1, back[0].did, Nack::Delay(second), t0), Acked::Done);
+    assert_eq!(q.depth(), 1);
+    assert_eq!(q.purge(), 1);
+    assert_eq!((q.depth(), q.delay_due()), (0, None));
+}
+
+fn text_of(h: &Held) -> &str {
+    std::str::from_utf8(&h.msg.payload).unwrap()
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use agora_protocol::bytes::Bytes;
 use agora_protocol::{
-    reply, ClientFrame, Connect, Destination, ErrorCode, Headers, Kind, Publish, RequestId,
+    reply, ClientFrame, Connect, Destination, ErrorCode, Headers, Kind, Nack, Publish, RequestId,
     ServerFrame, StatsPage, Subscribe,
 };
 
@@ -128,6 +128,8 @@ pub(crate) enum Step<S> {
         sid: u64,
         did: u64,
         ack: bool,
+        /// For a `NACK` (`!ack`): now, later, or to the dead-letter queue.
+        how: Nack,
     },
     /// Ask the broker, and answer with what it says.
     Ask(Ask),
@@ -206,8 +208,8 @@ impl<S: SubHandle> Session<S> {
         let end_run = self.take_run();
         let step = match frame {
             ClientFrame::Pub(_) => unreachable!("handled above"),
-            ClientFrame::Ack { rid, did } => self.settle(rid, did, true),
-            ClientFrame::Nack { rid, did } => self.settle(rid, did, false),
+            ClientFrame::Ack { rid, did } => self.settle(rid, did, true, Nack::Requeue),
+            ClientFrame::Nack { rid, did, how } => self.settle(rid, did, false, how),
             ClientFrame::Sub(request) => {
                 // Subscriptions the broker ended (CANCEL) free their ids and places.
                 let released = self.take_ended(S::ended);
@@ -348,9 +350,15 @@ impl<S: SubHandle> Session<S> {
             },
         }
     }
-    fn settle(&mut self, rid: RequestId, did: u64, ack: bool) -> Step<S> {
+    fn settle(&mut self, rid: RequestId, did: u64, ack: bool, how: Nack) -> Step<S> {
         match self.sid_for_delivery(did) {
-            Some(sid) => Step::Settle { rid, sid, did, ack },
+            Some(sid) => Step::Settle {
+                rid,
+                sid,
+                did,
+                ack,
+                how,
+            },
             None => Step::Refuse(
                 rid,
                 Refusal {

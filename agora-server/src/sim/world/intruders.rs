@@ -106,7 +106,11 @@ impl World {
             }),
             5 => ClientFrame::Unsub { rid, sid: n },
             6 => ClientFrame::Ack { rid, did: n },
-            7 => ClientFrame::Nack { rid, did: n },
+            7 => ClientFrame::Nack {
+                rid,
+                did: n,
+                how: agora_protocol::Nack::Requeue,
+            },
             8 => ClientFrame::SetAck {
                 rid,
                 on: self.rng.chance(50),
