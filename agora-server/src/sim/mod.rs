@@ -89,6 +89,9 @@ pub struct Report {
     /// Requests placed (someone listened), and refused `no_responders` (nobody did).
     pub requests: u64,
     pub no_responders: u64,
+    /// `NACK delay=` given, and `NACK dlq`'d messages that reached the dead letters.
+    pub nack_delayed: u64,
+    pub rejected: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -163,5 +166,7 @@ mod tests {
         assert!(a.wild_delivered > 0, "{a:?}");
         // Requests were placed where someone listened, refused where nobody did.
         assert!(a.requests > 0 && a.no_responders > 0, "{a:?}");
+        // Messages were held back by NACK delay= and dead-lettered by NACK dlq.
+        assert!(a.nack_delayed > 0 && a.rejected > 0, "{a:?}");
     }
 }

@@ -121,8 +121,36 @@ impl World {
         let mut outstanding = false;
         sq.state
             .for_each_held(|p, _| outstanding |= p == Place::Outstanding(cid, did));
-        let got = sq.state.ack(cid, did, ack);
-        let word = if ack { "ack" } else { "nack" };
+        // A NACK now, later, or to the dead letters.
+        let how = match (ack, self.rng.below(20)) {
+            (true, _) => agora_protocol::Nack::Requeue,
+            (false, 0..=11) => agora_protocol::Nack::Requeue,
+            (false, 12..=16) => agora_protocol::Nack::Delay(std::time::Duration::from_millis(
+                1 + self.rng.below(3000),
+            )),
+            (false, _) => agora_protocol::Nack::DeadLetter,
+        };
+        let got = match ack {
+            true => sq.state.ack(cid, did, true),
+            false => sq.state.nack(cid, did, how, self.now),
+        };
+        if got == Acked::Done {
+            match how {
+                agora_protocol::Nack::Delay(d) => {
+                    self.delayed.insert(id, self.now + d);
+                    self.report.nack_delayed += 1;
+                }
+                agora_protocol::Nack::DeadLetter if !ack => {
+                    self.rejected.insert(id);
+                }
+                _ => {}
+            }
+        }
+        let word = match (ack, how) {
+            (true, _) => "ack".to_owned(),
+            (false, agora_protocol::Nack::Requeue) => "nack".to_owned(),
+            (false, how) => format!("nack ({how:?})"),
+        };
         let expect = if outstanding {
             Acked::Done
         } else {

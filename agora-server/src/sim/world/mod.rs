@@ -115,6 +115,10 @@ pub(crate) struct World {
     live: BTreeSet<u64>,
     /// Delivery count last seen per message id.
     counts: BTreeMap<u64, u32>,
+    /// Messages held back by `NACK delay=`, and when they may come back.
+    delayed: BTreeMap<u64, Instant>,
+    /// Messages `NACK dlq`'d, not yet in the dead letters.
+    rejected: BTreeSet<u64>,
     /// Per publisher, the next topic sequence number.
     seqs: [u64; PUBLISHERS as usize],
     report: Report,
@@ -166,6 +170,8 @@ impl World {
             next_id: 1,
             live: BTreeSet::new(),
             counts: BTreeMap::new(),
+            delayed: BTreeMap::new(),
+            rejected: BTreeSet::new(),
             seqs: [0; PUBLISHERS as usize],
             report: Report::default(),
             trail: VecDeque::new(),
@@ -299,6 +305,7 @@ impl World {
                 self.now += Duration::from_millis(ms);
                 for sq in &mut self.queues {
                     sq.state.timers(self.now);
+                    sq.state.release_delayed(self.now);
                 }
                 self.conn_timers();
                 format!("time +{ms}ms")

@@ -39,6 +39,12 @@ impl World {
             crate::queue::MAX_DELIVERIES if h.count < MAX_DELIVERIES => {
                 return Err(format!("#{id} dead-lettered after {} deliveries", h.count));
             }
+            crate::queue::REJECTED => {
+                if !self.rejected.remove(&id) {
+                    return Err(format!("#{id} dead-lettered as rejected, never NACKed dlq"));
+                }
+                self.report.rejected += 1;
+            }
             crate::queue::EXPIRED => {
                 let ttl = self.queues[q].state_ttl();
                 if self.now.duration_since(h.enqueued) < ttl {
@@ -75,6 +81,15 @@ impl World {
             let got = std::mem::take(&mut *c.port.got.borrow_mut());
             for d in got {
                 let id = msg_id(&d.msg);
+                // A message held back by `NACK delay=` comes back no sooner.
+                if let Some(due) = self.delayed.remove(&id) {
+                    if self.now < due {
+                        return Err(format!(
+                            "#{id} delivered {:?} before its NACK delay was over",
+                            due - self.now
+                        ));
+                    }
+                }
                 let last = self.counts.get(&id).copied().unwrap_or(0);
                 if d.count != last + 1 {
                     return Err(format!(
