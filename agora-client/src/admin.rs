@@ -8,8 +8,7 @@ use agora_protocol::{Destination, StatsPage};
 use crate::client::Client;
 use crate::driver::{Answer, Cmd};
 use crate::error::{Error, Result};
-#[cfg(feature = "serde")]
-use crate::typed::Stats;
+use crate::stats::Stats;
 
 impl Client {
     /// The broker's `STATS` document, as the JSON bytes it sent.
@@ -59,7 +58,6 @@ impl Client {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # });
     /// ```
-    #[cfg(feature = "serde")]
     pub async fn stats_page(&self, page: StatsPage) -> Result<Stats> {
         let json = self.stats_page_raw(page).await?;
         serde_json::from_slice(&json).map_err(Error::Decode)
@@ -79,26 +77,11 @@ impl Client {
     /// # Ok::<(), agora_client::Error>(())
     /// # });
     /// ```
-    #[cfg(feature = "serde")]
     pub async fn stats(&self) -> Result<Stats> {
         let json = self.stats_raw().await?;
         serde_json::from_slice(&json).map_err(Error::Decode)
     }
 
-    /// The broker's `STATS` document, as JSON bytes (built without the `serde`
-    /// feature; with it, this returns a parsed `Stats`).
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// let json = client.stats().await?;
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    #[cfg(not(feature = "serde"))]
-    pub async fn stats(&self) -> Result<Bytes> {
-        self.stats_raw().await
-    }
 
     /// Drops every pending (not yet delivered) message of a queue; the queue's
     /// consumers and their unacknowledged deliveries are untouched.

@@ -121,11 +121,10 @@ pub enum Error {
     /// [`request`](crate::Client::request) to a broker that offers no inbox for replies
     /// (its `INFO` names none: a broker older than request-reply).
     NoInbox,
-    /// A typed payload did not deserialize from JSON.
-    #[cfg(feature = "serde")]
+    /// A typed payload (or the broker's `STATS` document) did not deserialize from
+    /// JSON.
     Decode(serde_json::Error),
     /// A typed value did not serialize to JSON.
-    #[cfg(feature = "serde")]
     Encode(serde_json::Error),
 }
 
@@ -287,9 +286,7 @@ impl fmt::Display for Error {
             Error::NoInbox => f.write_str(
                 "the broker offers no inbox for replies (it is older than request-reply)",
             ),
-            #[cfg(feature = "serde")]
             Error::Decode(e) => write!(f, "payload is not the expected json: {e}"),
-            #[cfg(feature = "serde")]
             Error::Encode(e) => write!(f, "value does not serialize to json: {e}"),
         }
     }
@@ -306,7 +303,6 @@ impl std::error::Error for Error {
             Error::Protocol(e) => Some(e),
             Error::InvalidName(e) => Some(e),
             Error::Connect { source, .. } => Some(&**source),
-            #[cfg(feature = "serde")]
             Error::Decode(e) | Error::Encode(e) => Some(e),
             _ => None,
         }

@@ -95,6 +95,7 @@ mod options;
 mod pubbuf;
 mod queue;
 mod request;
+mod stats;
 mod sub;
 mod tls;
 mod topic;
@@ -119,11 +120,13 @@ pub use options::Reconnect;
 pub use queue::Queue;
 pub use sub::{Consumer, Subscription};
 pub use topic::Topic;
+pub use stats::{
+    BindingStats, BoundQueueStats, BrokerStats, ClientCounts, DestinationStats, LatencyStats,
+    MemoryStats, PageStats, Stats, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
+};
 #[cfg(feature = "serde")]
 pub use typed::{
-    BindingStats, BoundQueueStats, BrokerStats, ClientCounts, DestinationStats, LatencyStats,
-    MemoryStats, PageStats, Stats, TypedConsumer, TypedDelivery, TypedQueue, TypedSubscription,
-    TypedTopic, Undecoded, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
+    TypedConsumer, TypedDelivery, TypedQueue, TypedSubscription, TypedTopic, Undecoded,
 };
 pub use udp::UdpPublisher;
 

@@ -1,5 +1,5 @@
-//! Typed payloads (JSON through serde) and the typed `STATS` document. Only with the
-//! `serde` feature (on by default).
+//! Typed payloads (JSON through serde). Only with the `serde` feature (on by default);
+//! the typed `STATS` document is in `stats` whatever the features.
 
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -16,11 +16,6 @@ use crate::queue::Queue;
 use crate::sub::{Consumer, Subscription};
 use crate::topic::Topic;
 
-mod stats;
-pub use stats::{
-    BindingStats, BoundQueueStats, BrokerStats, ClientCounts, DestinationStats, LatencyStats,
-    MemoryStats, PageStats, Stats, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
-};
 
 impl Client {
     /// A topic whose payloads are `T`, as JSON.
