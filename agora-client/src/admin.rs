@@ -82,7 +82,6 @@ impl Client {
         serde_json::from_slice(&json).map_err(Error::Decode)
     }
 
-
     /// Drops every pending (not yet delivered) message of a queue; the queue's
     /// consumers and their unacknowledged deliveries are untouched.
     ///

@@ -87,6 +87,7 @@ mod admin;
 mod builder;
 mod client;
 mod driver;
+mod endpoint;
 mod error;
 mod events;
 mod inbox;
@@ -113,17 +114,18 @@ pub use agora_protocol::{
 
 pub use builder::ClientBuilder;
 pub use client::{Client, PublishOutcome};
+pub use endpoint::Endpoint;
 pub use error::{Error, ErrorKind, ErrorStream, Result, ServerError};
 pub use events::{Event, EventStream};
 pub use message::{Delivery, Message};
 pub use options::Reconnect;
 pub use queue::Queue;
-pub use sub::{Consumer, Subscription};
-pub use topic::Topic;
 pub use stats::{
     BindingStats, BoundQueueStats, BrokerStats, ClientCounts, DestinationStats, LatencyStats,
     MemoryStats, PageStats, Stats, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
 };
+pub use sub::{Consumer, Subscription};
+pub use topic::Topic;
 #[cfg(feature = "serde")]
 pub use typed::{
     TypedConsumer, TypedDelivery, TypedQueue, TypedSubscription, TypedTopic, Undecoded,

@@ -13,10 +13,9 @@ use agora_protocol::{Destination, Headers};
 
 use crate::client::Client;
 use crate::driver::{self, Answer, Cmd, Ctl};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::queue::Queue;
-use crate::topic::Topic;
 
 impl Client {
     /// Sends a request and waits for its reply, within the request timeout
@@ -147,33 +146,16 @@ fn request_destination(dest: &str) -> Result<Destination> {
     Ok(Destination::topic(dest)?)
 }
 
-impl Topic {
-    /// Sends a request to this topic and waits for the first reply; see
-    /// [`Client::request`].
-    ///
-    /// ```no_run
-    /// # futures_lite::future::block_on(async {
-    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// let reply = client.topic("time")?.request("").await?;
-    /// # Ok::<(), agora_client::Error>(())
-    /// # });
-    /// ```
-    pub async fn request(&self, payload: impl Into<Bytes>) -> Result<Message> {
-        let c = self.client();
-        let timeout = c.inner.opts.request_timeout;
-        c.request_to(self.destination(), Headers::new(), payload.into(), timeout)
-            .await
-    }
-}
-
-impl Queue {
-    /// Sends a request to this queue (one consumer answers) and waits for the reply;
+impl Endpoint {
+    /// Sends a request to this destination and waits for the reply: every subscriber
+    /// of a topic gets it and the first reply wins, one consumer of a queue gets it;
     /// see [`Client::request`].
     ///
     /// ```no_run
     /// # futures_lite::future::block_on(async {
     /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
-    /// let reply = client.queue("resize")?.request("img-17.png").await?;
+    /// let reply = client.topic("time")?.request("").await?;
+    /// let resized = client.queue("resize")?.request("img-17.png").await?;
     /// # Ok::<(), agora_client::Error>(())
     /// # });
     /// ```

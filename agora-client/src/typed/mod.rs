@@ -16,7 +16,6 @@ use crate::queue::Queue;
 use crate::sub::{Consumer, Subscription};
 use crate::topic::Topic;
 
-
 impl Client {
     /// A topic whose payloads are `T`, as JSON.
     ///
