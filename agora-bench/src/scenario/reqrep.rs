@@ -78,18 +78,7 @@ pub(super) fn run(
                 })
             })
             .collect();
-        let mut answered = 0;
-        let mut hist = wire::histogram();
-        let mut failure = None;
-        for a in asking {
-            match a.join().map_err(|_| "a requester panicked".to_owned()) {
-                Ok(Ok((n, h))) => {
-                    answered += n;
-                    hist.add(&h).map_err(|e| e.to_string())?;
-                }
-                Ok(Err(e)) | Err(e) => failure = failure.or(Some(e)),
-            }
-        }
+        let (answered, hist, failure) = tally(asking)?;
         let elapsed = t0.elapsed();
         let cpu1 = server.cpu();
         let ccpu1 = client_cpu();
@@ -429,18 +418,7 @@ fn sdk(
                 })
             })
             .collect();
-        let mut answered = 0;
-        let mut hist = wire::histogram();
-        let mut failure = None;
-        for a in asking {
-            match a.join().map_err(|_| "a requester panicked".to_owned()) {
-                Ok(Ok((n, h))) => {
-                    answered += n;
-                    hist.add(&h).map_err(|e| e.to_string())?;
-                }
-                Ok(Err(e)) | Err(e) => failure = failure.or(Some(e)),
-            }
-        }
+        let (answered, hist, failure) = tally(asking)?;
         let elapsed = t0.elapsed();
         let cpu1 = server.cpu();
         let ccpu1 = client_cpu();
@@ -463,4 +441,25 @@ fn sdk(
             ..Measured::default()
         })
     })
+}
+
+/// Joins the requesters: the requests answered in all, their latencies together, and
+/// the first failure, if one failed.
+type Asked = Result<(u64, Histogram<u64>)>;
+fn tally(
+    asking: Vec<std::thread::ScopedJoinHandle<'_, Asked>>,
+) -> Result<(u64, Histogram<u64>, Option<String>)> {
+    let mut answered = 0;
+    let mut hist = wire::histogram();
+    let mut failure = None;
+    for a in asking {
+        match a.join().map_err(|_| "a requester panicked".to_owned()) {
+            Ok(Ok((n, h))) => {
+                answered += n;
+                hist.add(&h).map_err(|e| e.to_string())?;
+            }
+            Ok(Err(e)) | Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    Ok((answered, hist, failure))
 }

@@ -387,13 +387,7 @@ impl Manager {
                             dest: dest.to_string(),
                             text,
                         };
-                        let _ = st
-                            .writer
-                            .append(Append {
-                                records: vec![record],
-                                done: Vec::new(),
-                            })
-                            .await;
+                        keep(st, record).await;
                     }
                     match chain {
                         Some(c) => {
@@ -476,13 +470,15 @@ impl Manager {
             queue: queue.name.as_str().to_owned(),
             patterns: self.wild.bound_patterns(queue.name.as_str()).join(" "),
         };
-        let _ = st
-            .writer
-            .append(Append {
-                records: vec![record],
-                done: Vec::new(),
-            })
-            .await;
+        keep(st, record).await;
+    }
+
+    /// A topic named `dest` as this broker makes them (not registered here).
+    fn topic(&self, dest: Destination) -> Topic {
+        let c = &self.config;
+        Topic::new(dest, c.slow_consumer, self.budget.clone())
+            .with_copy_fanout(c.ablation.copy_fanout)
+            .with_wild(self.wild.clone())
     }
 
     async fn resolve(&mut self, dest: Destination) -> Result<Handle, (ErrorCode, String)> {
@@ -518,11 +514,7 @@ impl Manager {
                     store,
                 ))
             }
-            Kind::Topic => Handle::Topic(Arc::new(
-                Topic::new(dest.clone(), c.slow_consumer, self.budget.clone())
-                    .with_copy_fanout(c.ablation.copy_fanout)
-                    .with_wild(self.wild.clone()),
-            )),
+            Kind::Topic => Handle::Topic(Arc::new(self.topic(dest.clone()))),
         };
         if let Some(c) = self.chains.get(&dest) {
             handle.chain().set(Some(c.clone()));
@@ -575,6 +567,18 @@ impl Manager {
             !retired
         });
     }
+}
+
+/// Hands a record of the registry's own (a chain, a queue's bindings) to the log's
+/// writer; answered once handed over, not once synced.
+async fn keep(st: &Store, record: Record) {
+    let _ = st
+        .writer
+        .append(Append {
+            records: vec![record],
+            done: Vec::new(),
+        })
+        .await;
 }
 
 /// A queue's way to its dead-letter queue: a resolve through this registry, which it

@@ -71,7 +71,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "AGORA_BIND",
         default: Some("127.0.0.1"),
         valid: "an IPv4 or IPv6 address",
-        doc: "Address to listen on. Agora has no authentication yet, so it listens on the loopback address unless told otherwise",
+        doc: "Address to listen on: the loopback address unless told otherwise. Any other address needs users (or --allow-anonymous): without them the broker refuses to start",
         apply: |s, v| {
             s.config.bind = text(v)?.parse().map_err(|e: std::net::AddrParseError| e.to_string())?;
             Ok(())
