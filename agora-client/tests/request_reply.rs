@@ -251,3 +251,26 @@ fn responding_to_a_queued_message_that_is_no_request_gives_it_back() {
         again.ack().await.unwrap();
     });
 }
+
+#[test]
+fn a_request_after_confirmed_publishes_ignores_their_confirm_setting() {
+    let server = start();
+    smol::block_on(async {
+        let responders = Client::connect(server.addr).await.unwrap();
+        let _t = echo(responders.subscribe("echo").await.unwrap(), "re:");
+        let client = Client::connect(server.addr).await.unwrap();
+        // Confirms are on for the connection after this: the request gets a PUBACK
+        // too, which it must not take for the reply.
+        client
+            .topic("other")
+            .unwrap()
+            .publish_confirmed("x")
+            .await
+            .unwrap();
+        let reply = within(client.request("echo", "1")).await.unwrap();
+        assert_eq!(&reply.payload()[..], b"re:1");
+        client.publish("other", "y").await.unwrap();
+        let reply = within(client.request("echo", "2")).await.unwrap();
+        assert_eq!(&reply.payload()[..], b"re:2");
+    });
+}

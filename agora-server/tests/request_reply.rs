@@ -271,3 +271,31 @@ fn a_reply_to_an_inbox_nobody_holds_is_dropped_and_makes_nothing() {
         "no destination was made: {stats}"
     );
 }
+
+#[test]
+fn inboxes_do_not_count_toward_the_destination_limit() {
+    let mut config = Config::ephemeral();
+    config.max_destinations = 1;
+    let s = start_with(config);
+    let mut responder = s.connect();
+    // The one destination the limit allows.
+    responder.send(b"SUB #1 topic:svc 1\r\n");
+    assert_eq!(responder.next(), ServerFrame::Ok { rid: Some(1) });
+    // Every requester still gets its inbox, and its answer.
+    for i in 0..3 {
+        let mut c = s.connect();
+        let me = inbox(&c);
+        c.send(format!("SUB #2 topic:{me} 2\r\n").as_bytes());
+        assert_eq!(c.next(), ServerFrame::Ok { rid: Some(2) }, "requester {i}");
+        let to = format!("topic:{me}.1");
+        request(&mut c, 3, "topic:svc", &to, "q");
+        assert!(c.sync(4).is_empty());
+        let req = msg(responder.next());
+        let to = req.headers.get("agora-reply-to").unwrap().to_owned();
+        publish(&mut responder, &to, b"a");
+        assert_eq!(&msg(c.next()).payload[..], b"a");
+    }
+    // Other destinations are still refused.
+    responder.send(b"SUB #5 topic:other 5\r\n");
+    responder.expect_err(ErrorCode::TooManyDestinations);
+}

@@ -473,6 +473,20 @@ impl Manager {
         keep(st, record).await;
     }
 
+    /// The destinations that count toward `--max-destinations`: all but the broker's
+    /// own `$` topics (which sort before every other topic).
+    fn counted(&self) -> usize {
+        let reserved = match Destination::topic("$-") {
+            Ok(first) => self
+                .registry
+                .range(first..)
+                .take_while(|(d, _)| d.kind == Kind::Topic && d.name.is_reserved())
+                .count(),
+            Err(_) => 0,
+        };
+        self.registry.len() - reserved
+    }
+
     /// A topic named `dest` as this broker makes them (not registered here).
     fn topic(&self, dest: Destination) -> Topic {
         let c = &self.config;
@@ -489,7 +503,11 @@ impl Manager {
             self.registry.remove(&dest);
         }
         let c = &self.config;
-        if self.registry.len() >= c.max_destinations {
+        // The broker's own `$` names do not count: its metrics topic, and the inboxes,
+        // each made only by its own connection's subscription (bounded by the
+        // connections, not by the destination limit).
+        let brokers = dest.name.is_reserved();
+        if self.counted() >= c.max_destinations && !brokers {
             return Err((
                 ErrorCode::TooManyDestinations,
                 format!(

@@ -457,7 +457,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "AGORA_MAX_DESTINATIONS",
         default: Some("10000"),
         valid: "1 or more",
-        doc: "Most destinations at once: queues, and topics with a subscriber of their own or a chain (a topic only wildcard subscriptions match is not one)",
+        doc: "Most destinations at once: queues, and topics with a subscriber of their own or a chain (a topic only wildcard subscriptions match is not one; the broker's own $ topics, its metrics and the inboxes, do not count)",
         apply: |s, v| {
             s.config.max_destinations = count(unsigned(v, 1, None)?);
             Ok(())
