@@ -111,6 +111,11 @@ impl Inbox {
         }
     }
 
+    /// Deliveries buffered now.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.state).queue.len()
+    }
+
     /// Drops everything buffered; returns how many.
     pub(crate) fn clear(&self) -> usize {
         let mut s = lock(&self.state);
@@ -177,6 +182,11 @@ impl InboxReader {
             inbox,
             batch: VecDeque::new(),
         }
+    }
+
+    /// Deliveries buffered for the application, not yet taken.
+    pub(crate) fn buffered(&self) -> usize {
+        self.batch.len() + self.inbox.len()
     }
 
     /// The next delivery if one is buffered, without waiting.

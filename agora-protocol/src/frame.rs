@@ -422,6 +422,10 @@ pub enum Nack {
     Delay(std::time::Duration),
     /// Straight to the queue's dead-letter queue, with the reason `rejected`.
     DeadLetter,
+    /// Back in the queue at once, not counted as a delivery: the consumer never looked
+    /// at it (a client giving back what it had buffered for an application that
+    /// stopped consuming).
+    Unseen,
 }
 
 /// A publish: `PUB [#rid] <dest> <n>` or, with headers,

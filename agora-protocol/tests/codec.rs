@@ -177,6 +177,14 @@ fn client_answers() -> Vec<(ClientFrame, &'static [u8])> {
             b"NACK 46 dlq\r\n",
         ),
         (
+            ClientFrame::Nack {
+                rid: None,
+                did: 47,
+                how: Nack::Unseen,
+            },
+            b"NACK 47 unseen\r\n",
+        ),
+        (
             ClientFrame::SetAck {
                 rid: None,
                 on: true,
@@ -1001,10 +1009,11 @@ fn arb_client() -> impl Strategy<Value = ClientFrame> {
             ),
         (rid.clone(), any::<u64>()).prop_map(|(rid, sid)| ClientFrame::Unsub { rid, sid }),
         (rid.clone(), any::<u64>()).prop_map(|(rid, did)| ClientFrame::Ack { rid, did }),
-        (rid.clone(), any::<u64>(), 0u64..=3_600_001).prop_map(|(rid, did, ms)| {
+        (rid.clone(), any::<u64>(), 0u64..=3_600_002).prop_map(|(rid, did, ms)| {
             let how = match ms {
                 0 => Nack::Requeue,
                 3_600_001 => Nack::DeadLetter,
+                3_600_002 => Nack::Unseen,
                 ms => Nack::Delay(Duration::from_millis(ms)),
             };
             ClientFrame::Nack { rid, did, how }

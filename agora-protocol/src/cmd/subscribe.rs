@@ -11,6 +11,7 @@
 //! nack    = "NACK" [rid] did [nack-opt]
 //! nack-opt = "delay=" number ("ms" / "s" / "m")   ; 1 ms to 1 hour: back in the queue then
 //!         / "dlq"                                ; straight to the dead-letter queue
+//!         / "unseen"                             ; back now, not counted as a delivery
 //! cancel  = "CANCEL" sid code [message]  ; no request id
 //! sid     = number                       ; subscription id, chosen by the client
 //! did     = number                       ; delivery id, from a MSG
@@ -111,6 +112,8 @@ pub(crate) fn decode_nack(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, Protoc
         a.pos += 1;
         how = if t.eq_ignore_ascii_case(b"dlq") {
             Nack::DeadLetter
+        } else if t.eq_ignore_ascii_case(b"unseen") {
+            Nack::Unseen
         } else if let Some(v) = strip_prefix_ignore_case(t, b"delay=") {
             Nack::Delay(nack_delay(v).ok_or_else(|| {
                 err(
@@ -126,7 +129,10 @@ pub(crate) fn decode_nack(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, Protoc
             return Err(err(
                 ErrorKind::BadArgs,
                 at,
-                format!("unknown NACK option '{}' (delay=<duration>, dlq)", shown(t)),
+                format!(
+                    "unknown NACK option '{}' (delay=<duration>, dlq, unseen)",
+                    shown(t)
+                ),
             ));
         };
     }
@@ -199,6 +205,7 @@ pub(crate) fn encode_nack(rid: RequestId, did: u64, how: Nack, dst: &mut BytesMu
     match how {
         Nack::Requeue => {}
         Nack::DeadLetter => dst.put_slice(b" dlq"),
+        Nack::Unseen => dst.put_slice(b" unseen"),
         Nack::Delay(d) => {
             // In the largest unit that is exact.
             let ms = d.as_millis() as u64;

@@ -298,6 +298,12 @@ impl<P> QueueState<P> {
                 self.delayed.push((now + d, h));
             }
             Nack::DeadLetter => self.dead.push((o.held, REJECTED)),
+            Nack::Unseen => {
+                // Not an attempt: the delivery count goes back to what it was.
+                let mut h = o.held;
+                h.count = h.count.saturating_sub(1);
+                self.put_back(h);
+            }
         }
         Acked::Done
     }

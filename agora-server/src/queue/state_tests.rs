@@ -485,3 +485,22 @@ fn a_nack_may_hold_a_message_back_for_a_while_or_send_it_to_the_dead_letters() {
 fn text_of(h: &Held) -> &str {
     std::str::from_utf8(&h.msg.payload).unwrap()
 }
+
+#[test]
+fn a_nack_unseen_is_not_a_delivery_attempt() {
+    use agora_protocol::Nack;
+    let t0 = Instant::now();
+    let mut q = QueueState::new(settings());
+    let a = consumer(&mut q, 1, 10, false);
+    q.enqueue(["m"].map(|t| msg(t, t0)), t0);
+    q.dispatch(t0, push);
+    let d = a.take().pop().unwrap();
+    assert_eq!(d.count, 1);
+    assert_eq!(q.nack(1, d.did, Nack::Unseen, t0), Acked::Done);
+    q.dispatch(t0, push);
+    let again = a.take().pop().unwrap();
+    assert_eq!(again.count, 1, "the same count: the first was no attempt");
+    assert_eq!(q.nack(1, again.did, Nack::Requeue, t0), Acked::Done);
+    q.dispatch(t0, push);
+    assert_eq!(a.take().pop().unwrap().count, 2);
+}

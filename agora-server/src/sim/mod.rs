@@ -92,6 +92,8 @@ pub struct Report {
     /// `NACK delay=` given, and `NACK dlq`'d messages that reached the dead letters.
     pub nack_delayed: u64,
     pub rejected: u64,
+    /// `NACK unseen`: given back without counting as a delivery.
+    pub unseen: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -167,6 +169,9 @@ mod tests {
         // Requests were placed where someone listened, refused where nobody did.
         assert!(a.requests > 0 && a.no_responders > 0, "{a:?}");
         // Messages were held back by NACK delay= and dead-lettered by NACK dlq.
-        assert!(a.nack_delayed > 0 && a.rejected > 0, "{a:?}");
+        assert!(
+            a.nack_delayed > 0 && a.rejected > 0 && a.unseen > 0,
+            "{a:?}"
+        );
     }
 }

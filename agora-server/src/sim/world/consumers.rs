@@ -128,6 +128,7 @@ impl World {
             (false, 12..=16) => agora_protocol::Nack::Delay(std::time::Duration::from_millis(
                 1 + self.rng.below(3000),
             )),
+            (false, 17) => agora_protocol::Nack::Unseen,
             (false, _) => agora_protocol::Nack::DeadLetter,
         };
         let got = match ack {
@@ -142,6 +143,13 @@ impl World {
                 }
                 agora_protocol::Nack::DeadLetter if !ack => {
                     self.rejected.insert(id);
+                }
+                // Not an attempt: the next delivery carries the same count again.
+                agora_protocol::Nack::Unseen => {
+                    if let Some(c) = self.counts.get_mut(&id) {
+                        *c = c.saturating_sub(1);
+                    }
+                    self.report.unseen += 1;
                 }
                 _ => {}
             }
