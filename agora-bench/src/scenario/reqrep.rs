@@ -78,27 +78,7 @@ pub(super) fn run(
                 })
             })
             .collect();
-        let (answered, hist, failure) = tally(asking)?;
-        let elapsed = t0.elapsed();
-        let cpu1 = server.cpu();
-        let ccpu1 = client_cpu();
-        stop.store(true, SeqCst);
-        let responded = answering
-            .join()
-            .map_err(|_| "the responder panicked".to_owned())?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        responded?;
-        Ok(Measured {
-            messages: answered,
-            published: answered,
-            elapsed,
-            latency: Some(hist),
-            server_cpu_s: cpu1 - cpu0,
-            client_cpu_s: ccpu1 - ccpu0,
-            ..Measured::default()
-        })
+        finish(server, t0, (cpu0, ccpu0), asking, stop, answering)
     })
 }
 
@@ -418,37 +398,25 @@ fn sdk(
                 })
             })
             .collect();
-        let (answered, hist, failure) = tally(asking)?;
-        let elapsed = t0.elapsed();
-        let cpu1 = server.cpu();
-        let ccpu1 = client_cpu();
-        stop.store(true, SeqCst);
-        let responded = answering
-            .join()
-            .map_err(|_| "the responder panicked".to_owned())?;
+        let measured = finish(server, t0, (cpu0, ccpu0), asking, &stop, answering);
         let _ = block_on(responder.close());
-        if let Some(f) = failure {
-            return Err(f);
-        }
-        responded?;
-        Ok(Measured {
-            messages: answered,
-            published: answered,
-            elapsed,
-            latency: Some(hist),
-            server_cpu_s: cpu1 - cpu0,
-            client_cpu_s: ccpu1 - ccpu0,
-            ..Measured::default()
-        })
+        measured
     })
 }
 
-/// Joins the requesters: the requests answered in all, their latencies together, and
-/// the first failure, if one failed.
+/// What a requester's thread ends with: the requests answered, and their latencies.
 type Asked = Result<(u64, Histogram<u64>)>;
-fn tally(
+
+/// Ends a run: joins the requesters (the figures are taken once the last one is done),
+/// stops and joins the responder, and says what was measured, or the first failure.
+fn finish(
+    server: &ServerView,
+    t0: Instant,
+    (cpu0, ccpu0): (f64, f64),
     asking: Vec<std::thread::ScopedJoinHandle<'_, Asked>>,
-) -> Result<(u64, Histogram<u64>, Option<String>)> {
+    stop: &AtomicBool,
+    answering: std::thread::ScopedJoinHandle<'_, Result<()>>,
+) -> Result<Measured> {
     let mut answered = 0;
     let mut hist = wire::histogram();
     let mut failure = None;
@@ -461,5 +429,24 @@ fn tally(
             Ok(Err(e)) | Err(e) => failure = failure.or(Some(e)),
         }
     }
-    Ok((answered, hist, failure))
+    let elapsed = t0.elapsed();
+    let cpu1 = server.cpu();
+    let ccpu1 = client_cpu();
+    stop.store(true, SeqCst);
+    let responded = answering
+        .join()
+        .map_err(|_| "the responder panicked".to_owned())?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    responded?;
+    Ok(Measured {
+        messages: answered,
+        published: answered,
+        elapsed,
+        latency: Some(hist),
+        server_cpu_s: cpu1 - cpu0,
+        client_cpu_s: ccpu1 - ccpu0,
+        ..Measured::default()
+    })
 }
