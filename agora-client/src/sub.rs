@@ -222,13 +222,11 @@ impl Consumer {
     /// ```
     pub async fn unsubscribe(mut self) -> Result<()> {
         self.ended = true;
-        self.give_back_unseen();
         unsubscribe(&self.client, self.sid).await
     }
 
     /// Deliveries this client holds for the application that it has not taken yet
-    /// (at most the prefetch). Given back on [`unsubscribe`](Consumer::unsubscribe) or
-    /// drop without counting as delivery attempts.
+    /// (at most the prefetch).
     ///
     /// ```no_run
     /// # futures_lite::future::block_on(async {
@@ -241,34 +239,11 @@ impl Consumer {
     pub fn buffered(&self) -> usize {
         self.rx.buffered()
     }
-
-    /// Gives back (`NACK … unseen`) what the client buffered and the application never
-    /// took: those are not delivery attempts, so they do not count toward the queue's
-    /// delivery limit. An auto-ack consumer has nothing to give back (the broker forgot
-    /// them). Sent before the `UNSUB`, which gives back the rest, counted.
-    fn give_back_unseen(&mut self) {
-        if self.auto_ack {
-            return;
-        }
-        let now = self.client.inner.shared.generation.load(SeqCst);
-        while let Some(i) = self.rx.try_next() {
-            if i.generation != now {
-                continue;
-            }
-            let _ = self.client.inner.ctl.try_send(Ctl::Settle {
-                did: i.msg.did,
-                generation: i.generation,
-                ack: false,
-                how: agora_protocol::Nack::Unseen,
-            });
-        }
-    }
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
         if !self.ended {
-            self.give_back_unseen();
             let _ = self.client.inner.ctl.try_send(Ctl::Unsub { sid: self.sid });
         }
     }

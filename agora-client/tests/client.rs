@@ -985,33 +985,3 @@ fn nack_with_a_delay_or_to_the_dead_letters() {
         d.ack().await.unwrap();
     });
 }
-
-#[test]
-fn what_a_consumer_buffered_and_never_took_goes_back_uncounted() {
-    let server = start();
-    smol::block_on(async {
-        let client = Client::connect(server.addr).await.unwrap();
-        let q = client.queue("batch").unwrap();
-        for i in 0..5 {
-            q.publish_confirmed(format!("{i}")).await.unwrap();
-        }
-        let mut first = client.consume("batch", 5).await.unwrap();
-        let seen = within(first.next()).await.unwrap();
-        wait_until("the other four are buffered here", || async {
-            first.buffered() == 4
-        })
-        .await;
-        let seen_text = seen.payload().clone();
-        drop(seen);
-        first.unsubscribe().await.unwrap();
-        // The one the application took counts as a delivery; the four it never saw
-        // come back as first deliveries.
-        let mut second = client.consume("batch", 5).await.unwrap();
-        for _ in 0..5 {
-            let d = within(second.next()).await.unwrap();
-            let want = if d.payload() == &seen_text { 2 } else { 1 };
-            assert_eq!(d.delivery_count(), want, "{:?}", d.payload());
-            d.ack().await.unwrap();
-        }
-    });
-}
