@@ -464,10 +464,12 @@ pub(crate) fn run<D: Driver>(
 }
 
 mod backlog;
+mod crowd;
 mod flow;
 mod probes;
 mod publishing;
 mod reqrep;
+use crowd::crowd;
 use flow::*;
 use probes::*;
 

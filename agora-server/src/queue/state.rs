@@ -277,59 +277,6 @@ impl<P> QueueState<P> {
         Acked::Done
     }
 
-    /// `NACK` of a delivery, as `how` says: back to the front now (as
-    /// [`ack`](QueueState::ack) with `false`), back at `now` + the delay (meanwhile no
-    /// consumer gets it; it counts in the depth), or to the dead-letter list
-    /// ([`REJECTED`]).
-    pub fn nack(&mut self, cid: u64, did: u64, how: agora_protocol::Nack, now: Instant) -> Acked {
-        use agora_protocol::Nack;
-        let Some(i) = self.index(cid) else {
-            return Acked::Unknown;
-        };
-        let Some(o) = self.consumers[i].unacked.remove(&did) else {
-            return Acked::Unknown;
-        };
-        match how {
-            Nack::Requeue => self.put_back(o.held),
-            Nack::Delay(d) => {
-                let mut h = o.held;
-                // It waits, as a message put back does, with its own payload.
-                h.msg.compact();
-                self.delayed.push((now + d, h));
-            }
-            Nack::DeadLetter => self.dead.push((o.held, REJECTED)),
-            Nack::Unseen => {
-                // Not an attempt: the delivery count goes back to what it was.
-                let mut h = o.held;
-                h.count = h.count.saturating_sub(1);
-                self.put_back(h);
-            }
-        }
-        Acked::Done
-    }
-
-    /// When the first message held back by `NACK delay=` is due.
-    pub fn delay_due(&self) -> Option<Instant> {
-        self.delayed.iter().map(|(at, _)| *at).min()
-    }
-
-    /// Puts the messages held back by `NACK delay=` that are due at `now` back at the
-    /// front of the queue, the earliest first.
-    pub fn release_delayed(&mut self, now: Instant) {
-        if self.delayed.is_empty() {
-            return;
-        }
-        let (mut due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
-            .into_iter()
-            .partition(|(at, _)| *at <= now);
-        self.delayed = wait;
-        // The latest is put back first, so the earliest ends at the front.
-        due.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-        for (_, h) in due {
-            self.put_back(h);
-        }
-    }
-
     /// An auto-ack consumer's shipper wrote `n` more of its deliveries: they are done.
     pub fn written(&mut self, cid: u64, n: usize) {
         let Some(i) = self.index(cid) else { return };
@@ -521,27 +468,12 @@ impl<P> QueueState<P> {
         }
         self.compact_waiting(now);
     }
-
-    /// Calls `f` with every message the queue holds and where it is: what the
-    /// simulation checks its invariants on.
-    pub fn for_each_held(&self, mut f: impl FnMut(Place, &Held)) {
-        self.pending.iter().for_each(|h| f(Place::Pending, h));
-        self.delayed.iter().for_each(|(_, h)| f(Place::Pending, h));
-        for c in &self.consumers {
-            let cid = c.c.cid;
-            c.unacked
-                .iter()
-                .for_each(|(did, o)| f(Place::Outstanding(cid, *did), &o.held));
-            c.inflight
-                .iter()
-                .for_each(|h| f(Place::Outstanding(cid, 0), h));
-        }
-        self.dead.iter().for_each(|(h, _)| f(Place::Dead, h));
-    }
 }
 
 mod compact;
 mod dead;
+mod delay;
+mod held;
 mod journal;
 mod paging;
 pub(crate) use compact::COMPACT_AFTER;
