@@ -195,6 +195,13 @@ pub struct DestinationStats {
     /// Queue: messages moved to the dead-letter queue. Topic: 0.
     #[serde(default)]
     pub deadlettered: u64,
+    /// Queue: publishes not stored because they repeated a message id
+    /// (`agora-msg-id`) accepted within the window; each was confirmed again. Topic: 0.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Queue: message ids remembered now. Topic: 0.
+    #[serde(default)]
+    pub message_ids: u64,
     /// Messages the destination's mutator chain dropped.
     #[serde(default)]
     pub filtered: u64,

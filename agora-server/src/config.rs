@@ -43,6 +43,12 @@ pub struct QueueSettings {
     /// A durable queue's head: most bytes of its waiting messages kept in memory; the
     /// rest wait in the log and are read back as consumers get there.
     pub memory_bytes: usize,
+    /// How long the queue remembers the message id (`agora-msg-id`) of a message it
+    /// accepted, to answer a repeat without storing it again; zero remembers none.
+    pub dedup_window: Duration,
+    /// Most message ids remembered at once (the oldest is forgotten first); zero
+    /// remembers none.
+    pub dedup_ids: usize,
 }
 
 /// When the log is synced to disk, and so what a publisher confirm (`PUBACK`) for a
@@ -124,6 +130,10 @@ pub struct Config {
     pub message_ttl: Option<Duration>,
     /// Default [`QueueSettings::ack_timeout`].
     pub ack_timeout: Option<Duration>,
+    /// [`QueueSettings::dedup_window`] of every queue.
+    pub dedup_window: Duration,
+    /// [`QueueSettings::dedup_ids`] of every queue.
+    pub dedup_ids: usize,
     /// Settings for queues by exact name, overriding the defaults above.
     pub queues: HashMap<String, QueueSettings>,
     /// Most destinations (queues and topics) at once.
@@ -252,6 +262,8 @@ impl Default for Config {
             max_deliveries: 10,
             message_ttl: None,
             ack_timeout: None,
+            dedup_window: Duration::from_secs(120),
+            dedup_ids: 100_000,
             queues: HashMap::new(),
             max_destinations: 10_000,
             memory_budget: 1024 * 1024 * 1024,
@@ -312,7 +324,7 @@ impl Config {
         // A dead-letter queue (`….dlq`) keeps what it is given: no dead-lettering of
         // its own and no TTL, unless configured by name.
         let dlq = name.ends_with(".dlq");
-        match self.queues.get(name) {
+        let mut s = match self.queues.get(name) {
             Some(s) => s.clone(),
             None => {
                 let (max_messages, max_bytes) = self.queue_limits(self.data_dir.is_some());
@@ -325,9 +337,15 @@ impl Config {
                     dead_letter: None,
                     durable: true,
                     memory_bytes: self.durable_queue_memory,
+                    dedup_window: self.dedup_window,
+                    dedup_ids: self.dedup_ids,
                 }
             }
-        }
+        };
+        // Broker-wide: the log keeps segments for the longest window.
+        s.dedup_window = self.dedup_window;
+        s.dedup_ids = self.dedup_ids;
+        s
     }
 
     /// A queue's default most messages and bytes: a durable one's (its backlog waits

@@ -166,7 +166,8 @@ struct Opened {
 
 /// Locks the data directory and reads its log back; an error says which directory and
 /// what is wrong, for the operator.
-fn open_store(path: &std::path::Path, max_disk: Option<u64>, repair: bool) -> io::Result<Opened> {
+fn open_store(path: &std::path::Path, config: &Config) -> io::Result<Opened> {
+    let (max_disk, repair) = (config.max_disk, config.repair);
     let dir = store::DataDir::lock(path).map_err(|e| {
         let kind = match &e {
             store::DirError::InUse { .. } => io::ErrorKind::AddrInUse,
@@ -178,7 +179,10 @@ fn open_store(path: &std::path::Path, max_disk: Option<u64>, repair: bool) -> io
     let disk = Arc::new(store::Disk::new(dir.path()));
     // Under a --max-disk, segments are an eighth of it (at most the default 64 MiB), so
     // that space comes back in steps of that size.
-    let mut opts = store::LogOptions::default();
+    let mut opts = store::LogOptions {
+        keep_ids: config.dedup_window,
+        ..store::LogOptions::default()
+    };
     if let Some(max) = max_disk {
         opts.segment_bytes = (max / 8).clamp(4096, opts.segment_bytes);
     }
@@ -273,7 +277,7 @@ impl Server {
         // (or wait in the accept queue) to a broker still recovering, and a broker
         // refused its data directory takes no port.
         let store = match &config.data_dir {
-            Some(path) => Some(open_store(path, config.max_disk, config.repair)?),
+            Some(path) => Some(open_store(path, &config)?),
             None => None,
         };
         let (listener, udp) = bind_pair(config.bind, config.port, || {
@@ -346,6 +350,7 @@ impl Server {
                     recovered: recovered.queues,
                     chains: recovered.chains,
                     bindings: recovered.bindings,
+                    seen: recovered.seen,
                 };
                 (Some(store), Some((writer, thread, dir, recovery)))
             }

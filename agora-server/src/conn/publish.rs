@@ -98,8 +98,12 @@ impl Conn<'_> {
     #[inline]
     pub(super) fn join_run(&mut self, p: Publish) -> Option<Publish> {
         match &self.run {
-            // A request is never held back (nobody listening refuses it).
-            Some(run) if run.dest == p.dest && reply::reply_to(&p.headers).is_none() => {}
+            // A request is never held back (nobody listening refuses it); a message id
+            // is checked by the session first.
+            Some(run)
+                if run.dest == p.dest
+                    && reply::reply_to(&p.headers).is_none()
+                    && agora_protocol::msg_id::msg_id(&p.headers).is_none() => {}
             _ => return Some(p),
         }
         let msg = Message {

@@ -34,6 +34,11 @@ pub(crate) struct DestStats {
     pub dropped: u64,
     pub redelivered: u64,
     pub deadlettered: u64,
+    /// Queue: publishes not stored because they repeated a message id
+    /// (`agora-msg-id`) within the window. Topic: 0.
+    pub duplicates: u64,
+    /// Queue: message ids remembered now. Topic: 0.
+    pub message_ids: usize,
     /// Publishes the destination's mutator chain dropped.
     pub filtered: u64,
     pub bytes_in: u64,
@@ -57,6 +62,8 @@ impl Handle {
                 dropped: 0,
                 redelivered: q.redelivered.load(Relaxed),
                 deadlettered: q.deadlettered.load(Relaxed),
+                duplicates: q.duplicates.load(Relaxed),
+                message_ids: q.remembered.load(Relaxed),
                 filtered: q.chain.filtered.load(Relaxed),
                 bytes_in: q.bytes_in.load(Relaxed),
                 bytes_out: q.bytes_out.load(Relaxed),
@@ -76,6 +83,8 @@ impl Handle {
                     dropped,
                     redelivered: 0,
                     deadlettered: 0,
+                    duplicates: 0,
+                    message_ids: 0,
                     filtered: t.chain.filtered.load(Relaxed),
                     bytes_in: t.counts.bytes_in.load(Relaxed),
                     bytes_out: t.counts.bytes_out.load(Relaxed),

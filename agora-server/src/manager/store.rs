@@ -22,6 +22,8 @@ pub(crate) struct Store {
     /// Queues' bindings as last changed at run time before the start, by queue name
     /// (patterns separated by spaces; empty: none): they override the config file's.
     pub bindings: BTreeMap<String, String>,
+    /// The message ids the log held at start, by queue name, until their queue is made.
+    pub seen: BTreeMap<String, Vec<String>>,
 }
 
 impl Manager {
@@ -113,6 +115,7 @@ impl Manager {
             journal,
             kept,
             restore,
+            seen: st.seen.remove(name).unwrap_or_default(),
         })
     }
 }

@@ -118,6 +118,8 @@ pub(crate) struct QueueStore {
     pub kept: Vec<Kept>,
     /// Messages read back whole at start: those of a queue no longer durable.
     pub restore: Vec<Stored>,
+    /// The message ids the log held at start, in publish order.
+    pub seen: Vec<String>,
 }
 
 /// Creates a queue and spawns its task on `rt`.
@@ -145,6 +147,9 @@ pub(crate) fn spawn(
             shared.restored(s.restore.len(), bytes, true);
             state.restore(s.restore, Instant::now());
         }
+        if !s.seen.is_empty() {
+            state.restore_seen(s.seen, Instant::now());
+        }
         if !s.kept.is_empty() {
             let bytes = s.kept.iter().map(|k| k.size).sum();
             shared.restored(s.kept.len(), bytes, false);
@@ -168,6 +173,7 @@ pub(crate) fn spawn(
         waiters: Vec::new(),
         forwarded: Vec::new(),
         flushed: Vec::new(),
+        seen_charged: 0,
     };
     rt.spawn(task.run(rx)).detach();
     shared
@@ -199,6 +205,8 @@ struct Queue {
     forwarded: Vec<Record>,
     /// Who waits for this batch's records to be handed to the writer.
     flushed: Vec<Sender<()>>,
+    /// What its message ids are counted in the memory budget as.
+    seen_charged: usize,
     /// Its backlog kept in the log (`paging.rs`).
     paging: Paging,
 }
@@ -228,7 +236,11 @@ impl Queue {
         let mut delayed = smol::Timer::never();
         let mut delayed_at = None;
         'serve: loop {
-            let due = self.state.compaction_due();
+            // The compaction's timer also forgets message ids past their window.
+            let due = match (self.state.compaction_due(), self.state.seen_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if due != compaction_at {
                 compaction_at = due;
                 compaction = due.map_or_else(smol::Timer::never, smol::Timer::at);
@@ -276,6 +288,7 @@ impl Queue {
                 Wake::Compact => {
                     compaction_at = None;
                     compaction = smol::Timer::never();
+                    self.state.expire_seen(Instant::now());
                     self.after_batch().await;
                     continue;
                 }
@@ -376,6 +389,16 @@ impl Queue {
         if n > 0 || bytes > 0 {
             self.shared.release(n, bytes);
         }
+        let (ids, cost) = self.state.seen();
+        if cost != self.seen_charged {
+            // Taken whatever the budget says: a publish it refused never got here.
+            match cost > self.seen_charged {
+                true => self.shared.budget().take(cost - self.seen_charged),
+                false => self.shared.budget().give_back(self.seen_charged - cost),
+            }
+            self.seen_charged = cost;
+            self.shared.remembered.store(ids, SeqCst);
+        }
     }
 
     fn publish_figures(&self) {
@@ -388,6 +411,7 @@ impl Queue {
         s.messages_out.store(t.messages_out, Relaxed);
         s.bytes_out.store(t.bytes_out, Relaxed);
         s.redelivered.store(t.redelivered, Relaxed);
+        s.duplicates.store(t.duplicates, Relaxed);
     }
 
     /// Handles one command; true when the queue must stop.
@@ -403,7 +427,7 @@ impl Queue {
                 }
             }
             QueueCmd::DeadLetter { msg, ack } => {
-                self.state.enqueue([msg], Instant::now());
+                self.state.enqueue_dead_letter(msg, Instant::now());
                 self.forwarded.extend(ack);
             }
             QueueCmd::PublishMany(msgs) => self.state.enqueue(msgs, Instant::now()),
@@ -464,6 +488,9 @@ impl Queue {
                 self.rebudget();
                 let _ = self.state.take_released();
                 self.shared.release_all();
+                self.shared
+                    .budget()
+                    .give_back(std::mem::take(&mut self.seen_charged));
                 self.publish_figures();
                 let _ = reply.try_send(n);
                 return true;
@@ -505,6 +532,8 @@ mod tests {
             dead_letter: None,
             durable: true,
             memory_bytes: 1000,
+            dedup_window: std::time::Duration::from_secs(120),
+            dedup_ids: 100_000,
         };
         let dest = Destination {
             kind: Kind::Queue,
@@ -560,6 +589,7 @@ mod tests {
             waiters: Vec::new(),
             forwarded: Vec::new(),
             flushed: Vec::new(),
+            seen_charged: 0,
             paging: Paging {
                 number: 0,
                 seen: (0, 0),

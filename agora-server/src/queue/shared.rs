@@ -38,6 +38,11 @@ pub(crate) struct QueueShared {
     pub latency: crate::metrics::LatencyRef,
     pub redelivered: AtomicU64,
     pub deadlettered: AtomicU64,
+    /// Publishes not stored: they repeated a message id within the window.
+    pub duplicates: AtomicU64,
+    /// Message ids remembered (`agora-msg-id`): a queue that remembers any is not
+    /// retired, so its window outlives an idle spell.
+    pub remembered: AtomicUsize,
     /// Set when the queue is retired or deleted; publishers then resolve it again.
     pub closed: AtomicBool,
     /// The mutator chain publishers run before reserving room, and its drop count.
@@ -175,6 +180,8 @@ impl QueueShared {
             latency: Default::default(),
             redelivered: AtomicU64::new(0),
             deadlettered: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            remembered: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             chain: Default::default(),
             durable: AtomicBool::new(false),
@@ -239,7 +246,7 @@ impl QueueShared {
     /// the flag and go elsewhere, or the reservation is seen here and retiring fails.
     pub fn try_retire(&self) -> bool {
         self.closed.store(true, SeqCst);
-        if self.is_idle() {
+        if self.is_idle() && self.remembered.load(SeqCst) == 0 {
             self.tx.close();
             true
         } else {

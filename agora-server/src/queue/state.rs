@@ -107,6 +107,8 @@ pub(crate) struct Totals {
     pub messages_out: u64,
     pub bytes_out: u64,
     pub redelivered: u64,
+    /// Publishes not stored because they repeated a message id within the window.
+    pub duplicates: u64,
 }
 
 /// The outcome of an `ACK` or `NACK`.
@@ -148,12 +150,13 @@ pub(crate) struct QueueState<P> {
     totals: Totals,
     /// A durable queue's changes, as log records (`journal.rs`).
     journal: Option<journal::Journal>,
+    /// The message ids accepted within the window (`seen.rs`).
+    seen: seen::Seen,
 }
 
 impl<P> QueueState<P> {
     pub fn new(settings: QueueSettings) -> Self {
         QueueState {
-            settings,
             pending: Pending::default(),
             paged: VecDeque::new(),
             paged_bytes: 0,
@@ -166,6 +169,8 @@ impl<P> QueueState<P> {
             released: (0, 0),
             totals: Totals::default(),
             journal: None,
+            seen: seen::Seen::new(settings.dedup_window, settings.dedup_ids),
+            settings,
         }
     }
 
@@ -222,25 +227,38 @@ impl<P> QueueState<P> {
         self.consumers.iter().position(|c| c.c.cid == cid)
     }
 
-    /// Adds published messages to the end of the queue.
+    /// Adds published messages to the end of the queue, but those repeating a message
+    /// id accepted within the window (their reservations are released).
     pub fn enqueue(&mut self, msgs: impl IntoIterator<Item = Message>, now: Instant) {
         for msg in msgs {
-            self.totals.messages_in += 1;
-            self.totals.bytes_in += msg.payload.len() as u64;
-            let id = self.journal_enqueue(&msg.headers, &msg.payload);
-            if self.enqueue_paged(id, &msg, now) {
-                continue;
+            if self.admit(&msg, now) {
+                self.enqueue_one(msg, now);
             }
-            self.loose += 1;
-            self.loose_since.get_or_insert(now);
-            self.pending.push_back(Held {
-                msg,
-                id,
-                count: 0,
-                enqueued: now,
-                avoid: None,
-            });
         }
+    }
+
+    /// Adds a dead letter from another queue to the end of this one: never refused as a
+    /// repeat (it left the other queue already).
+    pub fn enqueue_dead_letter(&mut self, msg: Message, now: Instant) {
+        self.enqueue_one(msg, now);
+    }
+
+    fn enqueue_one(&mut self, msg: Message, now: Instant) {
+        self.totals.messages_in += 1;
+        self.totals.bytes_in += msg.payload.len() as u64;
+        let id = self.journal_enqueue(&msg.headers, &msg.payload);
+        if self.enqueue_paged(id, &msg, now) {
+            return;
+        }
+        self.loose += 1;
+        self.loose_since.get_or_insert(now);
+        self.pending.push_back(Held {
+            msg,
+            id,
+            count: 0,
+            enqueued: now,
+            avoid: None,
+        });
     }
 
     pub fn subscribe(&mut self, c: ConsumerSpec<P>) {
@@ -476,6 +494,7 @@ mod delay;
 mod held;
 mod journal;
 mod paging;
+mod seen;
 pub(crate) use compact::COMPACT_AFTER;
 pub(crate) use journal::MessageIds;
 pub(crate) use paging::Paged;

@@ -40,6 +40,8 @@ pub(super) fn settings() -> QueueSettings {
         dead_letter: None,
         durable: true,
         memory_bytes: 1 << 20,
+        dedup_window: std::time::Duration::from_secs(120),
+        dedup_ids: 100_000,
     }
 }
 

@@ -440,7 +440,9 @@ impl<S> Session<S> {
             false => Self::check_reserved(dest)
                 .and_then(|()| self.access.check_publish(dest, &mut self.allowed)),
         };
-        let request = checked.and_then(|()| self.check_request(headers));
+        let request = checked
+            .and_then(|()| check_msg_id(headers))
+            .and_then(|()| self.check_request(headers));
         let request = match request {
             Ok(r) => r,
             Err(r) => return Err((self.take_run(), r)),
@@ -552,5 +554,14 @@ impl<S> Session<S> {
 
     fn take_run(&mut self) -> bool {
         std::mem::take(&mut self.run) > 0
+    }
+}
+
+/// A publish's `agora-msg-id`, if it has one, must be one id of at most 256 bytes.
+#[inline]
+fn check_msg_id(headers: &Headers) -> Result<(), Refusal> {
+    match agora_protocol::msg_id::msg_id(headers) {
+        Some(Err(why)) => refuse(ErrorCode::BadArgs, why),
+        _ => Ok(()),
     }
 }

@@ -452,6 +452,32 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "dedup_window",
+        flag: "dedup-window",
+        env: "AGORA_DEDUP_WINDOW",
+        default: Some("2m"),
+        valid: "a [duration](#durations); 0s remembers no ids",
+        doc: "How long a queue remembers the message id (agora-msg-id) of a message it accepted: a publish repeating it within the window is confirmed again and not stored twice",
+        apply: |s, v| {
+            s.config.dedup_window = duration(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "dedup_ids",
+        flag: "dedup-ids",
+        env: "AGORA_DEDUP_IDS",
+        default: Some("100000"),
+        valid: "0 or more; 0 remembers no ids",
+        doc: "Most message ids a queue remembers at once (the oldest is forgotten first); each costs its length and 96 bytes of the memory budget",
+        apply: |s, v| {
+            s.config.dedup_ids = unsigned(v, 0, None)? as usize;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "max_destinations",
         flag: "max-destinations",
         env: "AGORA_MAX_DESTINATIONS",

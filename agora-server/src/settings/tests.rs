@@ -97,6 +97,8 @@ fn each_setting_changes_the_settings() {
         ("max_deliveries", "0"),
         ("message_ttl", "3s"),
         ("ack_timeout", "3s"),
+        ("dedup_window", "3s"),
+        ("dedup_ids", "3"),
         ("max_destinations", "3"),
         ("memory_budget", "3"),
         ("max_output", "3"),

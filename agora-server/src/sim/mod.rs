@@ -94,6 +94,8 @@ pub struct Report {
     pub rejected: u64,
     /// `NACK unseen`: given back without counting as a delivery.
     pub unseen: u64,
+    /// Publishes repeating a message id within the window: never stored again.
+    pub duplicates: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -170,7 +172,7 @@ mod tests {
         assert!(a.requests > 0 && a.no_responders > 0, "{a:?}");
         // Messages were held back by NACK delay= and dead-lettered by NACK dlq.
         assert!(
-            a.nack_delayed > 0 && a.rejected > 0 && a.unseen > 0,
+            a.nack_delayed > 0 && a.rejected > 0 && a.unseen > 0 && a.duplicates > 0,
             "{a:?}"
         );
     }

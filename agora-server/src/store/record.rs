@@ -6,7 +6,7 @@
 //! body    = kind:u8 queue:u32 fields
 //! declare = 1 queue name:str               ; a queue's number for its name
 //! enqueue = 2 queue id:u64 count:u32 headers payload:bytes
-//! deliver = 3 queue id:u64 count:u32       ; delivered, `count` times so far
+//! deliver = 3 queue id:u64 count:u32       ; delivered, `count` times so far (the latest one says)
 //! ack     = 4 queue id:u64                 ; gone: acknowledged, or dead-lettered
 //! purge   = 5 queue                        ; every message enqueued before it, gone
 //! delete  = 6 queue                        ; the queue and its messages, gone

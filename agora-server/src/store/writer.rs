@@ -279,6 +279,7 @@ fn run<S: Storage>(
         // at most its size and one record. Out of space, the records are still
         // appended (and written once there is room).
         let mut filled = Ok(());
+        log.set_clock(std::time::Instant::now());
         'fill: for a in &group {
             for r in &a.records {
                 log.append(r);

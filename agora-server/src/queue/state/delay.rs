@@ -31,6 +31,10 @@ impl<P> QueueState<P> {
                 // Not an attempt: the delivery count goes back to what it was.
                 let mut h = o.held;
                 h.count = h.count.saturating_sub(1);
+                // The log says so too: its latest `Deliver` is the count.
+                if let Some(j) = &mut self.journal {
+                    j.deliver(h.id, h.count);
+                }
                 self.put_back(h);
             }
         }

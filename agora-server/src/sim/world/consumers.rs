@@ -281,6 +281,8 @@ impl World {
         }
         self.queues[q] = self.new_queue(&name, dlq);
         self.make_durable(q);
+        // A new queue remembers no ids.
+        self.retries.retain(|(at, ..)| *at != q);
         format!("delete queue {q}: {n} dropped")
     }
 }

@@ -17,6 +17,8 @@ pub(super) const EVERY: u64 = 64;
 pub(super) fn open_log(disk: &SimDisk) -> Log<SimDisk> {
     let opts = LogOptions {
         segment_bytes: 2048,
+        // As the broker's: segments holding ids are kept for the queues' window.
+        keep_ids: std::time::Duration::from_secs(120),
     };
     Log::open(Arc::new(disk.clone()), opts)
         .expect("an empty log opens")
@@ -77,6 +79,7 @@ impl World {
 
     /// Hands every queue's new records to the log, and writes them.
     pub(super) fn journal_to_log(&mut self) -> Check {
+        self.log.set_clock(self.now);
         for sq in &mut self.queues {
             for r in sq.state.take_journal() {
                 if let crate::store::Record::Enqueue {
@@ -116,6 +119,23 @@ impl World {
             if held != logged {
                 return Err(format!(
                     "queue {name}: it holds (id, count) {held:?}, its log {logged:?}"
+                ));
+            }
+            // Every message id the queue remembers would come back after a restart.
+            let logged: std::collections::HashSet<&str> = rec
+                .seen
+                .get(&name)
+                .map(|ids| ids.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            let mut missing = None;
+            sq.state.for_each_seen(|id| {
+                if !logged.contains(id) {
+                    missing = Some(id.to_owned());
+                }
+            });
+            if let Some(id) = missing {
+                return Err(format!(
+                    "queue {name}: it remembers message id {id}, its log does not"
                 ));
             }
         }

@@ -128,6 +128,8 @@ pub(crate) struct World {
     /// The simulation's message id of each message in the log, by queue number and
     /// log id: what a paged message is (its payload is only in the log).
     log_ids: BTreeMap<(u32, u64), u64>,
+    /// Queue publishes with a message id, for retries: queue, message, when accepted.
+    retries: VecDeque<(usize, Message, Instant)>,
     /// Publishing connections, driven through their sessions.
     conns: BTreeMap<u64, conns::SimConn>,
     /// Clients without the right (`intruders.rs`).
@@ -177,6 +179,7 @@ impl World {
             trail: VecDeque::new(),
             broken: None,
             log_ids: BTreeMap::new(),
+            retries: VecDeque::new(),
             conns: BTreeMap::new(),
             intruders: intruders::sessions(start),
             chains: Default::default(),
@@ -222,6 +225,8 @@ impl World {
             dead_letter: None,
             durable: true,
             memory_bytes: 1024,
+            dedup_window: std::time::Duration::from_secs(120),
+            dedup_ids: 100_000,
         };
         let (shared, rx) = QueueShared::new(
             dest(Kind::Queue, name),
@@ -306,6 +311,7 @@ impl World {
                 for sq in &mut self.queues {
                     sq.state.timers(self.now);
                     sq.state.release_delayed(self.now);
+                    sq.state.expire_seen(self.now);
                 }
                 self.conn_timers();
                 format!("time +{ms}ms")
@@ -329,15 +335,34 @@ impl World {
     }
 
     fn publish(&mut self, q: usize) -> String {
+        // Now and then the retry of a publish with a message id, as a client whose
+        // confirm was lost sends it: within the window, never stored again.
+        if self.rng.chance(15) {
+            if let Some(what) = self.retry(q) {
+                return what;
+            }
+        }
         let id = self.next_id;
         self.next_id += 1;
         let pad = self.rng.below(120) as usize;
         let mut body = id.to_le_bytes().to_vec();
         body.resize(8 + pad, b'.');
-        let msg = message(body, self.now);
+        let mut msg = message(body, self.now);
+        let with_id = self.rng.chance(30);
+        if with_id {
+            let _ = msg
+                .headers
+                .insert(agora_protocol::msg_id::MSG_ID, &format!("m{id}"));
+        }
         let sq = &mut self.queues[q];
         match sq.shared.reserve(msg.size()) {
             Ok(()) => {
+                if with_id {
+                    if self.retries.len() == 32 {
+                        self.retries.pop_front();
+                    }
+                    self.retries.push_back((q, msg.clone(), self.now));
+                }
                 sq.state.enqueue([msg], self.now);
                 self.live.insert(id);
                 self.report.published += 1;
@@ -353,6 +378,33 @@ impl World {
                 format!("publish #{id}: {why}")
             }
         }
+    }
+}
+
+impl World {
+    /// Publishes again a message with an id that queue `q` accepted within its
+    /// window: its room is reserved, and must come back; it must never be held. `None`:
+    /// no such message (or no room for the retry).
+    fn retry(&mut self, q: usize) -> Option<String> {
+        let window = self.queues[q].shared.settings.dedup_window;
+        let (_, msg, _) = self
+            .retries
+            .iter()
+            .rev()
+            .find(|(at_q, _, at)| *at_q == q && self.now.saturating_duration_since(*at) < window)?
+            .clone();
+        let sq = &mut self.queues[q];
+        sq.shared.reserve(msg.size()).ok()?;
+        let before = sq.state.totals().duplicates;
+        let id = msg_id(&msg);
+        sq.state.enqueue([msg], self.now);
+        if sq.state.totals().duplicates != before + 1 {
+            self.broken = Some(format!("queue {q}: the retry of #{id} was not a duplicate"));
+        }
+        self.report.duplicates += 1;
+        Some(format!(
+            "publish #{id} to queue {q} again (same message id)"
+        ))
     }
 }
 

@@ -63,7 +63,7 @@ impl World {
             .insert(crate::queue::DEAD_LETTER_REASON, reason);
         match self.queues[d].shared.reserve(copy.size()) {
             Ok(()) => {
-                self.queues[d].state.enqueue([copy], self.now);
+                self.queues[d].state.enqueue_dead_letter(copy, self.now);
                 self.moved.extend(self.queues[q].state.moved(h.id));
                 self.queues[q].state.dead_lettered(h);
                 self.report.dead_lettered += 1;

@@ -81,8 +81,9 @@ impl Liveness {
                 e.1 += bytes;
             }
             Record::Deliver { queue, id, count } => {
+                // The latest says (`NACK unseen` lowers a count).
                 if let Some(m) = self.msgs.get_mut(queue).and_then(|q| q.get_mut(id)) {
-                    m.count = m.count.max(*count);
+                    m.count = *count;
                 }
             }
             Record::Ack { queue, id } => {

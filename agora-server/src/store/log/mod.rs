@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use agora_protocol::bytes::Bytes;
 use agora_protocol::Headers;
@@ -48,12 +49,18 @@ pub const LOCK_FILE: &str = "LOCK";
 pub struct LogOptions {
     /// A segment past this many bytes is closed and the next one started.
     pub segment_bytes: u64,
+    /// A segment holding a message with an `agora-msg-id` is kept at least this long
+    /// after the last such record was appended to it (or after the log was opened),
+    /// so that the queues' windows of message ids are read back whole after a restart
+    /// (`--dedup-window`). Zero keeps nothing for them.
+    pub keep_ids: Duration,
 }
 
 impl Default for LogOptions {
     fn default() -> LogOptions {
         LogOptions {
             segment_bytes: 64 * 1024 * 1024,
+            keep_ids: Duration::ZERO,
         }
     }
 }
@@ -206,6 +213,9 @@ pub struct Recovered {
     /// Queues' bindings as last changed at run time, by queue name (patterns separated
     /// by spaces; empty: none).
     pub bindings: BTreeMap<String, String>,
+    /// The message ids (`agora-msg-id`) of every message the log still holds a record
+    /// of, acknowledged or not, by queue name, in the order they were published.
+    pub seen: BTreeMap<String, Vec<String>>,
 }
 
 /// The log, open for appending.
@@ -234,6 +244,11 @@ pub struct Log<S: Storage> {
     live: Liveness,
     /// The first record number of the last segment (its name's number).
     active_first: u64,
+    /// Segments kept for the message ids in them, by first record number: until when
+    /// ([`LogOptions::keep_ids`]).
+    pins: BTreeMap<u64, Instant>,
+    /// The time as last told ([`set_clock`](Log::set_clock)).
+    now: Instant,
 }
 
 fn first_of(name: &str) -> u64 {
@@ -303,7 +318,23 @@ impl<S: Storage> Log<S> {
         (&self.numbers, self.next_number)
     }
 
+    /// Tells the log the time, for the segments it keeps for their message ids.
+    pub fn set_clock(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Whether the segment starting at `seg` is kept for the message ids in it.
+    fn pinned(&self, seg: u64) -> bool {
+        self.pins.get(&seg).is_some_and(|until| *until > self.now)
+    }
+
     fn push(&mut self, r: &Record) {
+        if let Record::Enqueue { headers, .. } = r {
+            if !self.opts.keep_ids.is_zero() && agora_protocol::msg_id::msg_id(headers).is_some() {
+                self.pins
+                    .insert(self.active_first, self.now + self.opts.keep_ids);
+            }
+        }
         let before = self.buf.len();
         r.encode(&mut self.buf);
         let n = (self.buf.len() - before) as u64;
@@ -367,11 +398,16 @@ impl<S: Storage> Log<S> {
     /// live messages' records are less than a quarter of a segment, with at least two
     /// newer ones, has them copied forward (appended again with their delivery counts,
     /// synced) and then goes: one old unacknowledged message cannot keep a whole
-    /// segment of acknowledged ones on disk.
+    /// segment of acknowledged ones on disk. A segment kept for its message ids
+    /// ([`LogOptions::keep_ids`]) stays, and so do the newer ones.
     pub fn reclaim(&mut self) -> Result<(), LogError> {
         while self.segments.len() >= 2 {
             let name = self.segments[0].clone();
             let seg = first_of(&name);
+            if self.pinned(seg) {
+                break;
+            }
+            self.pins.remove(&seg);
             let (count, bytes) = self.live.of(seg);
             if count == 0 {
                 self.storage.remove(&name).map_err(io_err(&name))?;

@@ -74,6 +74,8 @@ impl<S: Storage> Log<S> {
         let mut sealed = BTreeMap::new();
         let last = segments.len().saturating_sub(1);
         let mut unfinished = false;
+        // Segments holding message ids: kept a window from now (`LogOptions::keep_ids`).
+        let mut with_ids = Vec::new();
         for (i, name) in segments.iter().enumerate() {
             let data = storage.read(name).map_err(io_err(name))?;
             let first = match read_header(name, &data) {
@@ -106,6 +108,11 @@ impl<S: Storage> Log<S> {
                 match Record::decode(&data[at..]) {
                     Ok((r, n)) => {
                         live.track(first, at as u64, &r, n as u64);
+                        if let Record::Enqueue { headers, .. } = &r {
+                            if agora_protocol::msg_id::msg_id(headers).is_some() {
+                                with_ids.push(first);
+                            }
+                        }
                         replay(&mut queues, &mut rec, r).map_err(|why| LogError::Damaged {
                             file: name.clone(),
                             offset: at as u64,
@@ -158,9 +165,22 @@ impl<S: Storage> Log<S> {
             if let Some(older) = numbers.insert(q.name.clone(), n) {
                 unfinished_deletes.push(older);
             }
+            if !q.seen.is_empty() {
+                rec.seen.insert(q.name.clone(), q.seen);
+            }
             rec.queues.insert(q.name, q.msgs.into_values().collect());
         }
+        let now = Instant::now();
+        let pins = match opts.keep_ids.is_zero() {
+            true => BTreeMap::new(),
+            false => with_ids
+                .into_iter()
+                .map(|seg| (seg, now + opts.keep_ids))
+                .collect(),
+        };
         let mut log = Log {
+            pins,
+            now,
             storage,
             opts,
             segments,
@@ -263,6 +283,9 @@ struct Replay {
     /// record of a message moved out of it, appended after the deletion) change
     /// nothing; anything else naming it is damage.
     deleted: bool,
+    /// The message ids of its `Enqueue`s, in order (a message copied forward appears
+    /// twice).
+    seen: Vec<String>,
 }
 
 /// Whether a whole, valid record starts anywhere in `rest` after its first byte: then
@@ -308,13 +331,17 @@ fn replay(
                 .ok_or_else(|| undeclared(queue))?;
             rec.next_id = rec.next_id.max(id + 1);
             let count = q.msgs.get(&id).map_or(count, |m| m.count.max(count));
+            if let Some(Ok(seen)) = agora_protocol::msg_id::msg_id(&headers) {
+                q.seen.push(seen.to_owned());
+            }
             let size = crate::message::Message::size_of(&headers, payload.len());
             q.msgs.insert(id, Kept { id, count, size });
         }
         Record::Deliver { queue, id, count } => {
             let q = queues.get_mut(&queue).ok_or_else(|| undeclared(queue))?;
+            // The latest says (`NACK unseen` lowers a count).
             if let Some(m) = q.msgs.get_mut(&id) {
-                m.count = m.count.max(count);
+                m.count = count;
             }
         }
         Record::Ack { queue, id } => {
@@ -340,6 +367,7 @@ fn replay(
                 .filter(|q| !q.deleted)
                 .ok_or_else(|| undeclared(queue))?;
             q.msgs.clear();
+            q.seen.clear();
             q.deleted = true;
         }
     }

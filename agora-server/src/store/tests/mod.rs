@@ -86,7 +86,13 @@ fn every_record_round_trips_and_every_strict_prefix_is_short() {
 }
 
 fn open(disk: &SimDisk, segment_bytes: u64) -> Result<(Log<SimDisk>, Recovered), LogError> {
-    Log::open(Arc::new(disk.clone()), LogOptions { segment_bytes })
+    Log::open(
+        Arc::new(disk.clone()),
+        LogOptions {
+            segment_bytes,
+            ..Default::default()
+        },
+    )
 }
 
 /// Each queue's (id, count, payload) by name: what the log must give back.

@@ -55,8 +55,14 @@ fn the_repair_sets_damage_aside_and_opens_with_what_comes_before() {
     disk.put("notes.txt", b"an operator's file");
     let before: usize = segs.iter().map(|s| disk.len_of(s)).sum();
     assert!(open(&disk, 256).is_err(), "a plain opening refuses");
-    let (_, rec, moved) =
-        Log::open_repairing(Arc::new(disk.clone()), LogOptions { segment_bytes: 256 }).unwrap();
+    let (_, rec, moved) = Log::open_repairing(
+        Arc::new(disk.clone()),
+        LogOptions {
+            segment_bytes: 256,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // What the first segment holds comes back; the rest is set aside, not lost.
     let first_ids: Vec<u64> = rec.queues["jobs"].iter().map(|m| m.id).collect();
     assert!(
@@ -81,4 +87,54 @@ fn the_repair_sets_damage_aside_and_opens_with_what_comes_before() {
     // The directory is whole again: a plain opening gives the same.
     let (_, again) = open(&disk, 256).unwrap();
     assert_eq!(again.queues["jobs"].len(), first_ids.len());
+}
+
+/// Message ids come back with every record the log holds, acknowledged or not, and a
+/// segment holding one is kept for `keep_ids` after it (or after an opening), so that
+/// a window of ids is never cut short by the reclaiming of acknowledged messages.
+#[test]
+fn message_ids_come_back_and_keep_their_segments_for_the_window() {
+    let disk = SimDisk::new();
+    let seg = 1024;
+    let keep = std::time::Duration::from_secs(120);
+    let opts = LogOptions {
+        segment_bytes: seg,
+        keep_ids: keep,
+    };
+    let (mut log, _) = Log::open(Arc::new(disk.clone()), opts).unwrap();
+    let t0 = std::time::Instant::now();
+    log.set_clock(t0);
+    let q = log.declare("jobs");
+    let mut with_id = Headers::new();
+    with_id
+        .insert(agora_protocol::msg_id::MSG_ID, "order-1")
+        .unwrap();
+    log.append(&Record::Enqueue {
+        queue: q,
+        id: 1,
+        count: 0,
+        headers: with_id,
+        payload: Bytes::from_static(b"x"),
+    });
+    log.append(&Record::Ack { queue: q, id: 1 });
+    log.sync().unwrap();
+    let first = log.segments()[0].clone();
+    // Enough published and acknowledged (without ids) to fill many segments.
+    for id in 2..200 {
+        log.append(&enqueue(q, id, &[0; 40]));
+        log.append(&Record::Ack { queue: q, id });
+        log.sync().unwrap();
+    }
+    assert_eq!(log.segments()[0], first, "kept for its id");
+    assert!(log.segments().len() > 5);
+    let (_, rec) = Log::open(Arc::new(disk.clone()), opts).unwrap();
+    assert_eq!(rec.seen["jobs"], ["order-1"]);
+    assert!(rec.queues["jobs"].is_empty(), "acknowledged");
+    // Once the window has passed, it goes with the rest.
+    log.set_clock(t0 + keep);
+    log.sync().unwrap();
+    assert!(!log.segments().contains(&first), "{:?}", log.segments());
+    assert_eq!(log.segments().len(), 1);
+    let (_, rec) = Log::open(Arc::new(disk.clone()), opts).unwrap();
+    assert!(!rec.seen.contains_key("jobs"));
 }
