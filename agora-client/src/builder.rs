@@ -262,6 +262,7 @@ impl ClientBuilder {
             pubs: PubBuf::new(opts.publish_buffer),
             next_request: AtomicU64::new(1),
             connected: AtomicBool::new(true),
+            msg_ids: crate::driver::MsgIds::new(),
         });
         let (cmd_tx, cmd_rx) = async_channel::bounded(opts.command_buffer);
         let (ctl_tx, ctl_rx) = async_channel::unbounded();

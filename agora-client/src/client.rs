@@ -269,9 +269,18 @@ impl Client {
     pub(crate) async fn publish_outcome_to(
         &self,
         dest: &Destination,
-        headers: Headers,
+        mut headers: Headers,
         payload: Bytes,
     ) -> Result<PublishOutcome> {
+        // Under a reconnect policy the driver may publish it again on the next
+        // connection: an id makes the broker keep it once.
+        if self.inner.opts.reconnect.is_some() && agora_protocol::msg_id::msg_id(&headers).is_none()
+        {
+            let _ = headers.insert(
+                agora_protocol::msg_id::MSG_ID,
+                &self.inner.shared.msg_ids.next(),
+            );
+        }
         self.check_size(&headers, &payload)?;
         let answer = self
             .call(|reply| Cmd::Publish {

@@ -60,7 +60,9 @@
 //!   [`Consumer`] keeps yielding from the same stream. What can be lost: topic messages
 //!   published while the client was away, and fire-and-forget publishes written just
 //!   before the connection broke. What cannot: queue deliveries that were not acked
-//!   come back, marked redelivered. A [`Delivery`] from before the reconnect cannot be
+//!   come back, marked redelivered; a confirmed publish the lost connection never
+//!   answered is published again on the next one, with a message id
+//!   (`agora-msg-id`, added unless the headers have one), so a queue keeps it once. A [`Delivery`] from before the reconnect cannot be
 //!   acked: [`Delivery::ack`] returns [`Error::StaleDelivery`].
 //!
 //! The book's *Client SDK* chapter tells the same story at more length.

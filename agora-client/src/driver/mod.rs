@@ -73,6 +73,46 @@ pub(crate) struct Shared {
     pub next_request: AtomicU64,
     /// A connection is up (false while reconnecting, and once closed).
     pub connected: AtomicBool,
+    /// Where the message ids of confirmed publishes come from (with a reconnect
+    /// policy).
+    pub msg_ids: MsgIds,
+}
+
+/// Message ids (`agora-msg-id`) the client gives its confirmed publishes when it may
+/// resend them: a random prefix per client, then a counter.
+#[derive(Debug)]
+pub(crate) struct MsgIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl MsgIds {
+    pub(crate) fn new() -> MsgIds {
+        use std::hash::{BuildHasher, Hasher};
+        // 128 bits from the standard library's per-process random keys, the time and
+        // the process id: unique per client, not secret.
+        let mut bits = [0u64; 2];
+        for (i, b) in bits.iter_mut().enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(i as u64);
+            h.write_u32(std::process::id());
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            *b = h.finish();
+        }
+        MsgIds {
+            prefix: format!("{:016x}{:016x}", bits[0], bits[1]),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// The next id: `<32 hex digits>-<n>`.
+    pub(crate) fn next(&self) -> String {
+        format!("{}-{}", self.prefix, self.next.fetch_add(1, SeqCst))
+    }
 }
 
 /// The subscription id of the connection's inbox, where replies to requests arrive
@@ -197,6 +237,17 @@ struct Pending {
     reply: Option<Reply>,
     /// For a `SUB`: the subscription to forget if the broker refuses it.
     sid: Option<u64>,
+    /// For a confirmed publish under a reconnect policy: what to publish again on the
+    /// next connection if this one is lost before the answer.
+    resend: Option<Resend>,
+}
+
+/// A confirmed publish to write again after a reconnect (it carries a message id, so
+/// the broker keeps it once however many times it arrives).
+pub(crate) struct Resend {
+    dest: Destination,
+    headers: Headers,
+    payload: Bytes,
 }
 
 /// Why a connection ended.
@@ -252,6 +303,9 @@ pub(crate) struct Driver {
     closing: RefCell<Option<Sender<()>>>,
     /// The inbox subscribed on this connection (at its first request), if any.
     inbox: RefCell<Option<String>>,
+    /// Confirmed publishes whose connection was lost before their answer, to publish
+    /// again on the next one.
+    resends: RefCell<Vec<(Reply, Resend)>>,
 }
 
 impl Driver {
@@ -285,6 +339,7 @@ impl Driver {
             confirm: Cell::new(false),
             closing: RefCell::new(None),
             inbox: RefCell::new(None),
+            resends: RefCell::new(Vec::new()),
         }
     }
 
@@ -297,6 +352,7 @@ impl Driver {
             let end = self.serve(conn, first).await;
             self.shared.connected.store(false, SeqCst);
             first = false;
+            self.keep_resends();
             self.fail_pending(|| Error::Disconnected);
             match end {
                 End::Closed => break,
@@ -335,6 +391,9 @@ impl Driver {
         }
         self.cmd_rx.close();
         lock(&self.core.subs).clear();
+        for (r, _) in self.resends.take() {
+            let _ = r.try_send(Err(Error::Disconnected));
+        }
         self.fail_pending(|| Error::Closed);
         while let Ok(cmd) = self.cmd_rx.try_recv() {
             fail_cmd(cmd, Error::Closed);
@@ -343,6 +402,32 @@ impl Driver {
             let _ = c.try_send(());
         }
         log::debug!("agora client: driver for {} stopped", self.core.addr());
+    }
+
+    /// Keeps, for the next connection, the confirmed publishes the lost one never
+    /// answered whose callers still wait.
+    fn keep_resends(&self) {
+        let mut pending = lock(&self.core.pending);
+        let mut unanswered: Vec<u64> = pending
+            .iter()
+            .filter(|(_, p)| p.resend.is_some())
+            .map(|(rid, _)| *rid)
+            .collect();
+        // In the order they were written (request ids count up).
+        unanswered.sort_unstable();
+        let mut resends = self.resends.borrow_mut();
+        for rid in unanswered {
+            if let Some(Pending {
+                reply: Some(r),
+                resend: Some(again),
+                ..
+            }) = pending.remove(&rid)
+            {
+                if !r.is_closed() {
+                    resends.push((r, again));
+                }
+            }
+        }
     }
 
     fn fail_pending(&self, e: impl Fn() -> Error) {
@@ -377,6 +462,7 @@ impl Driver {
         let mut out = BytesMut::new();
         if !first {
             self.resubscribe(&mut out);
+            self.write_resends(&mut out);
         }
         // The reader thread reports how the connection ended on `done`; closing `stop`
         // ends its wait for room in a full inbox.
@@ -414,9 +500,18 @@ impl Driver {
     }
 
     fn register(&self, reply: Option<Reply>, sid: Option<u64>) -> Option<u64> {
+        self.register_resend(reply, sid, None)
+    }
+
+    fn register_resend(
+        &self,
+        reply: Option<Reply>,
+        sid: Option<u64>,
+        resend: Option<Resend>,
+    ) -> Option<u64> {
         let rid = self.next_rid.get();
         self.next_rid.set(rid + 1);
-        lock(&self.core.pending).insert(rid, Pending { reply, sid });
+        lock(&self.core.pending).insert(rid, Pending { reply, sid, resend });
         Some(rid)
     }
 }

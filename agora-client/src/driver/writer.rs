@@ -10,7 +10,7 @@ use agora_protocol::{encode, encode_pub, AckMode, ClientFrame, Destination, Subs
 use futures_lite::future;
 
 use super::stream::WriteHalf;
-use super::{Answer, Cmd, Ctl, Driver, End, SubEntry, INBOX_SID};
+use super::{Answer, Cmd, Ctl, Driver, End, Resend, SubEntry, INBOX_SID};
 use crate::error::Error;
 use crate::lock;
 
@@ -32,6 +32,36 @@ impl Driver {
             }
             let rid = self.register(None, Some(sid));
             encode(&sub_frame(rid, sid, e), out);
+        }
+    }
+
+    /// Writes again, first on a new connection, the confirmed publishes the lost one
+    /// never answered (with confirms on, and their message ids).
+    pub(super) fn write_resends(&self, out: &mut BytesMut) {
+        let resends = self.resends.take();
+        if resends.is_empty() {
+            return;
+        }
+        log::debug!(
+            "agora client: publishing {} unconfirmed messages again",
+            resends.len()
+        );
+        encode(
+            &ClientFrame::SetAck {
+                rid: None,
+                on: true,
+            },
+            out,
+        );
+        self.confirm.set(true);
+        for (reply, again) in resends {
+            let (dest, headers, payload) = (
+                again.dest.clone(),
+                again.headers.clone(),
+                again.payload.clone(),
+            );
+            let rid = self.register_resend(Some(reply), None, Some(again));
+            encode_pub(rid, &dest, &headers, &payload, out);
         }
     }
 
@@ -184,7 +214,17 @@ impl Driver {
                     );
                     self.confirm.set(want);
                 }
-                let rid = confirm.and_then(|r| self.register(Some(r), None));
+                // Under a reconnect policy a confirmed publish is kept until answered,
+                // to be written again if the connection is lost first.
+                let resend = match (&confirm, &self.opts.reconnect) {
+                    (Some(_), Some(_)) => Some(Resend {
+                        dest: dest.clone(),
+                        headers: headers.clone(),
+                        payload: payload.clone(),
+                    }),
+                    _ => None,
+                };
+                let rid = confirm.and_then(|r| self.register_resend(Some(r), None, resend));
                 encode_pub(rid, &dest, &headers, &payload, out);
             }
             Cmd::Subscribe { sid, entry, reply } => {

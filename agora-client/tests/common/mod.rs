@@ -99,6 +99,8 @@ where
 pub struct Proxy {
     pub addr: SocketAddr,
     conns: std::sync::Arc<std::sync::Mutex<Vec<async_net::TcpStream>>>,
+    /// While set, what the broker sends is dropped (a confirm lost on the way).
+    muted: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: async_channel::Sender<()>,
 }
 
@@ -109,6 +111,8 @@ impl Proxy {
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let held = conns.clone();
+        let muted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mute = muted.clone();
         std::thread::spawn(move || {
             smol::block_on(futures_lite::future::or(
                 async move {
@@ -122,8 +126,20 @@ impl Proxy {
                             let _ = futures_lite::io::copy(down, &mut u).await;
                         })
                         .detach();
+                        let mute = mute.clone();
                         smol::spawn(async move {
-                            let _ = futures_lite::io::copy(up, &mut d).await;
+                            use futures_lite::{AsyncReadExt, AsyncWriteExt};
+                            let (mut up, mut buf) = (up, vec![0u8; 64 * 1024]);
+                            while let Ok(n @ 1..) = up.read(&mut buf).await {
+                                if mute.load(std::sync::atomic::Ordering::SeqCst) {
+                                    continue;
+                                }
+                                if d.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            // The broker closed: so does the client's side.
+                            let _ = d.shutdown(std::net::Shutdown::Write);
                         })
                         .detach();
                     }
@@ -133,7 +149,17 @@ impl Proxy {
                 },
             ))
         });
-        Proxy { addr, conns, stop }
+        Proxy {
+            addr,
+            conns,
+            muted,
+            stop,
+        }
+    }
+
+    /// Drops (true) or passes on (false) what the broker sends from now on.
+    pub fn mute(&self, on: bool) {
+        self.muted.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Cuts every connection made through the proxy so far.
