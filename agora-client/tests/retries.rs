@@ -26,6 +26,18 @@ async fn figures(c: &Client, name: &str) -> (u64, u64) {
         .map_or((0, 0), |d| (d.depth, d.duplicates))
 }
 
+/// The events of one lost connection and its return, in order.
+async fn lost_then_back(events: &mut agora_client::EventStream) {
+    assert!(matches!(
+        within(events.next()).await,
+        Some(Event::Disconnected { .. })
+    ));
+    assert!(matches!(
+        within(events.next()).await,
+        Some(Event::Reconnected { generation: 2, .. })
+    ));
+}
+
 /// The confirm is lost on its way back and the connection breaks: the SDK publishes
 /// again with the same id, the broker answers it as a duplicate, the call returns
 /// `Ok`, and the queue holds the message once.
@@ -54,14 +66,7 @@ fn a_publish_whose_confirm_was_lost_is_sent_again_and_kept_once() {
             .await
             .expect("confirmed after the reconnect");
         assert_eq!(figures(&watcher, "jobs").await, (1, 1), "kept once");
-        assert!(matches!(
-            within(events.next()).await,
-            Some(Event::Disconnected { .. })
-        ));
-        assert!(matches!(
-            within(events.next()).await,
-            Some(Event::Reconnected { generation: 2, .. })
-        ));
+        lost_then_back(&mut events).await;
         // An id the application gives is the one used (and kept across its own retries).
         let mut h = Headers::new();
         h.insert("agora-msg-id", "job-7").unwrap();
@@ -144,14 +149,7 @@ fn a_broker_restart_under_a_running_publisher_loses_and_doubles_nothing() {
             (N as u64, 1),
             "sent again, kept once"
         );
-        assert!(matches!(
-            within(events.next()).await,
-            Some(Event::Disconnected { .. })
-        ));
-        assert!(matches!(
-            within(events.next()).await,
-            Some(Event::Reconnected { generation: 2, .. })
-        ));
+        lost_then_back(&mut events).await;
         let mut c = client.queue("jobs").unwrap().consume(1000).await.unwrap();
         let mut got = Vec::new();
         for _ in 0..N {
