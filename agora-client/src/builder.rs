@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::client::{Client, Inner};
 use crate::driver::{self, Driver, Shared};
 use crate::error::{Error, Result};
-use crate::options::{Options, Reconnect, TlsOptions};
+use crate::options::{Options, Overflow, Reconnect, TlsOptions};
 use crate::pubbuf::PubBuf;
 use crate::tls::Connector;
 
@@ -92,14 +92,28 @@ impl ClientBuilder {
         self
     }
 
-    /// Messages buffered per topic subscription before the oldest is dropped (default
-    /// 1024, at least 1).
+    /// Messages buffered per topic subscription before its [`Overflow`] policy acts
+    /// (default 1024, at least 1): by default the broker is asked to hold the
+    /// subscription until the application takes what is buffered.
     ///
     /// ```
     /// let b = agora_client::Client::builder().subscription_buffer(10_000);
     /// ```
     pub fn subscription_buffer(mut self, n: usize) -> Self {
         self.opts.subscription_buffer = n.max(1);
+        self
+    }
+
+    /// What a topic subscription does when its buffer is full: [`Overflow::Hold`]
+    /// (the default: flow control, the broker holds its messages) or
+    /// [`Overflow::DropOldest`] (the client drops and counts).
+    ///
+    /// ```
+    /// use agora_client::{Client, Overflow};
+    /// let b = Client::builder().subscription_overflow(Overflow::DropOldest);
+    /// ```
+    pub fn subscription_overflow(mut self, o: Overflow) -> Self {
+        self.opts.overflow = o;
         self
     }
 

@@ -211,6 +211,37 @@ impl Client {
         Ok(())
     }
 
+    /// Lets the application finish, then closes: every topic subscription stops taking
+    /// messages (its stream yields what it buffered, then ends); every consumer is
+    /// given nothing new (`HOLD`) and its stream ends once drained. Returns once the
+    /// application has dropped every consumer (settling what it held first), then
+    /// closes the client as [`close`](Client::close) does. It waits as long as the
+    /// application takes: wrap it in a timeout to bound a shutdown.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use futures_lite::StreamExt;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut jobs = client.consume("jobs", 16).await?;
+    /// let worker = async move {
+    ///     while let Some(job) = jobs.next().await {
+    ///         job.ack().await?;
+    ///     }
+    ///     Ok::<(), agora_client::Error>(()) // the consumer is dropped here
+    /// };
+    /// let (done, drained) = futures_lite::future::zip(worker, client.drain()).await;
+    /// done?;
+    /// drained?;
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn drain(&self) -> Result<()> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.send(Cmd::Drain { reply: tx }).await?;
+        rx.recv().await.unwrap_or(Err(Error::Closed))?;
+        self.close().await
+    }
+
     async fn send(&self, cmd: Cmd) -> Result<()> {
         self.inner.cmd.send(cmd).await.map_err(|_| Error::Closed)
     }
@@ -304,7 +335,18 @@ impl Client {
     ) -> Result<(u64, SubParts)> {
         let sid = self.inner.shared.next_sid.fetch_add(1, SeqCst);
         let cap = prefetch.map_or(self.inner.opts.subscription_buffer, |p| p.max(1) as usize);
-        let inbox = Arc::new(Inbox::new(cap));
+        // A topic subscription under flow control asks the broker to hold it when its
+        // buffer is full, and to resume once the application has taken it.
+        let flow: Option<crate::inbox::Flow> = match (prefetch, self.inner.opts.overflow) {
+            (None, crate::options::Overflow::Hold) => {
+                let ctl = self.inner.ctl.clone();
+                Some(Box::new(move |on| {
+                    let _ = ctl.try_send(Ctl::Hold { sid, on });
+                }))
+            }
+            _ => None,
+        };
+        let inbox = Arc::new(Inbox::with_flow(cap, flow));
         let dropped = Arc::new(AtomicU64::new(0));
         let entry = SubEntry {
             dest: dest.clone(),

@@ -30,15 +30,24 @@ pub(crate) struct Incoming {
 
 struct State {
     queue: VecDeque<Incoming>,
+    /// The broker was asked to hold the subscription (the buffer reached its bound).
+    held: bool,
     /// No more deliveries will come (the driver forgot the subscription).
     closed: bool,
+    /// Draining: the stream ends once what is buffered has been taken.
+    draining: bool,
     /// The application's stream, waiting for the buffer to fill.
     waiting: Option<Waker>,
 }
 
+/// How a subscription asks the broker to hold (`true`) and resume (`false`) it.
+pub(crate) type Flow = Box<dyn Fn(bool) + Send + Sync>;
+
 pub(crate) struct Inbox {
     state: Mutex<State>,
     cap: usize,
+    /// Flow control instead of dropping ([`Overflow::Hold`](crate::Overflow::Hold)).
+    flow: Option<Flow>,
     /// Notified when the application has taken a batch (room for a waiting driver).
     room: Event,
 }
@@ -52,9 +61,14 @@ pub(crate) enum Pushed {
 }
 
 impl Inbox {
-    pub(crate) fn new(cap: usize) -> Inbox {
+    /// An inbox that asks the broker to hold its subscription once `cap` deliveries
+    /// wait, and to resume once the application has taken them.
+    pub(crate) fn with_flow(cap: usize, flow: Option<Flow>) -> Inbox {
         Inbox {
+            flow,
             state: Mutex::new(State {
+                held: false,
+                draining: false,
                 queue: VecDeque::new(),
                 closed: false,
                 waiting: None,
@@ -67,6 +81,9 @@ impl Inbox {
     /// Adds deliveries from the front of `items` in order, under one lock. With
     /// `drop_oldest` all go in, the oldest buffered ones dropped beyond the bound;
     /// without, as many as there is room for go in and the rest stay in `items`.
+    ///
+    /// With flow control, everything goes in, and reaching the bound asks the broker
+    /// to hold the subscription: what it had already sent still arrives, and is kept.
     pub(crate) fn push_all(&self, items: &mut Vec<Incoming>, drop_oldest: bool) -> Pushed {
         let mut s = lock(&self.state);
         if s.closed {
@@ -74,7 +91,14 @@ impl Inbox {
         }
         let was_empty = s.queue.is_empty();
         let mut dropped = 0;
-        if drop_oldest {
+        let mut hold = false;
+        if self.flow.is_some() {
+            s.queue.extend(items.drain(..));
+            if s.queue.len() >= self.cap && !s.held {
+                s.held = true;
+                hold = true;
+            }
+        } else if drop_oldest {
             for item in items.drain(..) {
                 if s.queue.len() >= self.cap && s.queue.pop_front().is_some() {
                     dropped += 1;
@@ -94,7 +118,16 @@ impl Inbox {
         if let Some(w) = waiting {
             w.wake();
         }
+        if let (true, Some(flow)) = (hold, &self.flow) {
+            flow(true);
+        }
         Pushed::Ok { dropped }
+    }
+
+    /// A new connection made the subscription again, not held: the next time the
+    /// buffer reaches its bound asks again.
+    pub(crate) fn unhold(&self) {
+        lock(&self.state).held = false;
     }
 
     /// Waits until there is room for one more delivery (or the inbox is closed).
@@ -126,6 +159,18 @@ impl Inbox {
         n
     }
 
+    /// Draining: the stream ends once the buffer is empty (what arrives after that is
+    /// not handed out).
+    pub(crate) fn drain(&self) {
+        let mut s = lock(&self.state);
+        s.draining = true;
+        let waiting = s.waiting.take();
+        drop(s);
+        if let Some(w) = waiting {
+            w.wake();
+        }
+    }
+
     /// No more deliveries: the stream ends once the buffer is empty.
     pub(crate) fn close(&self) {
         let mut s = lock(&self.state);
@@ -145,11 +190,15 @@ impl Inbox {
         let mut s = lock(&self.state);
         if !s.queue.is_empty() {
             std::mem::swap(&mut s.queue, batch);
+            let resume = std::mem::take(&mut s.held);
             drop(s);
             self.room.notify(usize::MAX);
+            if let (true, Some(flow)) = (resume, &self.flow) {
+                flow(false);
+            }
             return Some(true);
         }
-        if s.closed {
+        if s.closed || s.draining {
             return Some(false);
         }
         if let Some(w) = waker {
@@ -182,6 +231,11 @@ impl InboxReader {
             inbox,
             batch: VecDeque::new(),
         }
+    }
+
+    /// Draining: the stream ends once what is buffered has been taken.
+    pub(crate) fn drain(&self) {
+        self.inbox.drain();
     }
 
     /// Deliveries buffered for the application, not yet taken.

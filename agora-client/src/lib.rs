@@ -120,7 +120,7 @@ pub use endpoint::Endpoint;
 pub use error::{Error, ErrorKind, ErrorStream, Result, ServerError};
 pub use events::{Event, EventStream};
 pub use message::{Delivery, Message};
-pub use options::Reconnect;
+pub use options::{Overflow, Reconnect};
 pub use queue::Queue;
 pub use stats::{
     BindingStats, BoundQueueStats, BrokerStats, ClientCounts, DestinationStats, LatencyStats,

@@ -94,6 +94,28 @@ pub(crate) struct Options {
     pub(crate) credentials: Option<(String, Password)>,
     /// The reconnect policy applies to the first connection too.
     pub(crate) retry_initial: bool,
+    /// What a topic subscription does when its buffer is full.
+    pub(crate) overflow: Overflow,
+}
+
+/// What a topic subscription does when the application does not keep up and its
+/// buffer ([`ClientBuilder::subscription_buffer`](crate::ClientBuilder::subscription_buffer))
+/// is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Ask the broker to hold the subscription's messages (`HOLD`) until the
+    /// application takes what is buffered (`RESUME`): they wait in the broker's
+    /// subscriber buffer, under its slow-consumer policy, and whatever the broker
+    /// drops there is reported ([`Event::Dropped`](crate::Event::Dropped)). What was
+    /// already on its way when the buffer filled is kept too. Nothing else on the
+    /// connection waits.
+    #[default]
+    Hold,
+    /// Drop the oldest buffered message in the client and count it
+    /// ([`Subscription::dropped`](crate::Subscription::dropped)): the broker keeps
+    /// sending.
+    DropOldest,
 }
 
 /// The builder's TLS settings, as given; the files are read when the client connects.
@@ -121,6 +143,7 @@ impl Default for Options {
             tls: None,
             credentials: None,
             retry_initial: false,
+            overflow: Overflow::Hold,
         }
     }
 }

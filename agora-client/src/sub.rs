@@ -129,6 +129,31 @@ async fn unsubscribe(client: &Client, sid: u64) -> Result<()> {
         .map(|_| ())
 }
 
+impl Subscription {
+    /// Stops the subscription taking new messages (`UNSUB`, answered before this
+    /// returns) and keeps what is buffered: the stream yields it, then ends.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use futures_lite::StreamExt;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut prices = client.subscribe("prices").await?;
+    /// prices.drain().await?;
+    /// while let Some(last) = prices.next().await {
+    ///     println!("{:?}", last.payload());
+    /// }
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn drain(&mut self) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        self.ended = true;
+        unsubscribe(&self.client, self.sid).await
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         if !self.ended {
@@ -222,7 +247,72 @@ impl Consumer {
     /// ```
     pub async fn unsubscribe(mut self) -> Result<()> {
         self.ended = true;
+        self.give_back_unseen();
         unsubscribe(&self.client, self.sid).await
+    }
+
+    /// Gives back (`NACK … unseen`) what the client buffered and the application never
+    /// took: those are not delivery attempts, so they do not count toward the queue's
+    /// delivery limit. A `HOLD` goes first, so the queue cannot hand them straight back
+    /// to this consumer before its `UNSUB` (the frames go out in this order, before the
+    /// `UNSUB`, which gives back the rest, counted). An auto-ack consumer has nothing to
+    /// give back (the broker forgot them).
+    fn give_back_unseen(&mut self) {
+        if self.auto_ack {
+            return;
+        }
+        let now = self.client.inner.shared.generation.load(SeqCst);
+        let ctl = &self.client.inner.ctl;
+        let mut held = false;
+        while let Some(i) = self.rx.try_next() {
+            if i.generation != now {
+                continue;
+            }
+            if !held {
+                held = true;
+                let _ = ctl.try_send(Ctl::Hold {
+                    sid: self.sid,
+                    on: true,
+                });
+            }
+            let _ = ctl.try_send(Ctl::Settle {
+                did: i.msg.did,
+                generation: i.generation,
+                ack: false,
+                how: agora_protocol::Nack::Unseen,
+            });
+        }
+    }
+
+    /// Stops the broker giving this consumer new deliveries (`HOLD`, in force before
+    /// this returns) and lets the application finish: the stream yields what is
+    /// buffered, then ends; what the application holds it still acks or nacks. Drop
+    /// the consumer once they are settled: that sends the `UNSUB`, and anything still
+    /// unsettled then goes back to the queue.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// use futures_lite::StreamExt;
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let mut jobs = client.consume("jobs", 16).await?;
+    /// jobs.drain().await?; // a shutdown signal came
+    /// while let Some(job) = jobs.next().await {
+    ///     job.ack().await?;
+    /// }
+    /// drop(jobs);
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub async fn drain(&mut self) -> Result<()> {
+        let sid = self.sid;
+        self.client
+            .call(|reply| Cmd::Request {
+                frame: Box::new(move |rid| agora_protocol::ClientFrame::Hold { rid, sid }),
+                reply,
+            })
+            .await?;
+        self.rx.drain();
+        Ok(())
     }
 
     /// Deliveries this client holds for the application that it has not taken yet
@@ -244,6 +334,7 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         if !self.ended {
+            self.give_back_unseen();
             let _ = self.client.inner.ctl.try_send(Ctl::Unsub { sid: self.sid });
         }
     }

@@ -31,7 +31,7 @@ fn handshake_info_ping_flush_stats_close() {
             .unwrap();
         let info = client.server_info();
         assert_eq!(info.server, "agora");
-        assert_eq!(info.proto, 1);
+        assert_eq!(info.proto, agora_protocol::PROTOCOL_VERSION);
         assert_eq!(client.generation(), 1);
         within(client.ping()).await.unwrap();
         client.publish("t", "x").await.unwrap();
@@ -120,6 +120,7 @@ fn slow_topic_subscription_drops_oldest_and_counts() {
     smol::block_on(async {
         let client = Client::builder()
             .subscription_buffer(4)
+            .subscription_overflow(agora_client::Overflow::DropOldest)
             .connect(server.addr)
             .await
             .unwrap();
@@ -983,5 +984,41 @@ fn nack_with_a_delay_or_to_the_dead_letters() {
             Some("rejected")
         );
         d.ack().await.unwrap();
+    });
+}
+
+/// What a consumer buffered and the application never took goes back without counting
+/// as a delivery (`HOLD`, then `NACK … unseen`, then `UNSUB`): only the one it took
+/// counts.
+#[test]
+fn what_a_consumer_buffered_and_never_took_goes_back_uncounted() {
+    let server = start();
+    smol::block_on(async {
+        let client = Client::connect(server.addr).await.unwrap();
+        let q = client.queue("batch").unwrap();
+        for i in 0..5 {
+            q.publish_confirmed(format!("{i}")).await.unwrap();
+        }
+        for round in 0..2 {
+            let mut first = client.consume("batch", 5).await.unwrap();
+            let seen = within(first.next()).await.unwrap();
+            wait_until("the others are buffered here", || async {
+                first.buffered() == 4 - round
+            })
+            .await;
+            seen.ack().await.unwrap();
+            // Given back by unsubscribe(), then by drop.
+            match round {
+                0 => first.unsubscribe().await.unwrap(),
+                _ => drop(first),
+            }
+        }
+        // The three never seen come back as first deliveries.
+        let mut second = client.consume("batch", 5).await.unwrap();
+        for _ in 0..3 {
+            let d = within(second.next()).await.unwrap();
+            assert_eq!(d.delivery_count(), 1, "{:?}", d.payload());
+            d.ack().await.unwrap();
+        }
     });
 }

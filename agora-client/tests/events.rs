@@ -86,6 +86,7 @@ fn messages_dropped_in_the_client_are_an_event() {
     smol::block_on(async {
         let client = Client::builder()
             .subscription_buffer(4)
+            .subscription_overflow(agora_client::Overflow::DropOldest)
             .connect(server.addr)
             .await
             .unwrap();

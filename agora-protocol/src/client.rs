@@ -31,6 +31,22 @@ pub enum ClientFrame {
         /// The subscription to end.
         sid: u64,
     },
+    /// `HOLD [#rid] <sid>`: flow control; the broker sends the subscription nothing
+    /// more until `RESUME` (a topic's messages wait in its subscriber buffer, a queue
+    /// gives the consumer no new deliveries).
+    Hold {
+        /// Request id.
+        rid: RequestId,
+        /// The subscription.
+        sid: u64,
+    },
+    /// `RESUME [#rid] <sid>`: the broker sends the held subscription's messages again.
+    Resume {
+        /// Request id.
+        rid: RequestId,
+        /// The subscription.
+        sid: u64,
+    },
     /// `ACK [#rid] <did>`: the delivery is done with; the broker forgets the message.
     Ack {
         /// Request id (an `ACK` with an id is answered by `OK`).
@@ -147,6 +163,8 @@ impl Frame for ClientFrame {
             ClientFrame::Pub(p) => publish::encode_pub(p.rid, &p.dest, &p.headers, &p.payload, dst),
             ClientFrame::Sub(s) => subscribe::encode_sub(s, dst),
             ClientFrame::Unsub { rid, sid } => subscribe::encode_unsub(*rid, *sid, dst),
+            ClientFrame::Hold { rid, sid } => subscribe::encode_hold(*rid, *sid, true, dst),
+            ClientFrame::Resume { rid, sid } => subscribe::encode_hold(*rid, *sid, false, dst),
             ClientFrame::Ack { rid, did } => subscribe::encode_ack(*rid, *did, dst),
             ClientFrame::Nack { rid, did, how } => subscribe::encode_nack(*rid, *did, *how, dst),
             ClientFrame::SetAck { rid, on } => session::encode_setack(*rid, *on, dst),
@@ -192,6 +210,8 @@ impl ClientFrame {
             ClientFrame::Pub(p) => p.rid,
             ClientFrame::Sub(s) => s.rid,
             ClientFrame::Unsub { rid, .. }
+            | ClientFrame::Hold { rid, .. }
+            | ClientFrame::Resume { rid, .. }
             | ClientFrame::Ack { rid, .. }
             | ClientFrame::Nack { rid, .. }
             | ClientFrame::SetAck { rid, .. }
@@ -218,6 +238,8 @@ impl ClientFrame {
             ClientFrame::Pub(_) => "HPUB",
             ClientFrame::Sub(_) => "SUB",
             ClientFrame::Unsub { .. } => "UNSUB",
+            ClientFrame::Hold { .. } => "HOLD",
+            ClientFrame::Resume { .. } => "RESUME",
             ClientFrame::Ack { .. } => "ACK",
             ClientFrame::Nack { .. } => "NACK",
             ClientFrame::SetAck { .. } => "SETACK",

@@ -176,8 +176,10 @@ pub mod testing {
 /// The broker's default TCP and UDP port (0xBEEF).
 pub const DEFAULT_PORT: u16 = 48879;
 
-/// The protocol version this crate speaks, as sent in `INFO` and `CONNECT`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this crate speaks, as sent in `INFO` and `CONNECT`. Version 2
+/// adds `HOLD`, `RESUME` and `DROPPED`; a broker speaks 1 and 2, and sends `DROPPED`
+/// only to clients that named 2 in `CONNECT`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Default longest control line, in bytes, CRLF not counted.
 pub const DEFAULT_MAX_LINE: usize = 4096;

@@ -69,6 +69,16 @@ pub enum ServerFrame {
         /// Human-readable text.
         message: String,
     },
+    /// `DROPPED <sid> <count>`: the broker dropped `count` of the subscription's
+    /// messages (its subscriber buffer was full under the drop-oldest policy) since
+    /// the last notice; sent where the gap is, before the next delivery. Only to
+    /// clients that speak protocol 2.
+    Dropped {
+        /// The subscription.
+        sid: u64,
+        /// Messages dropped.
+        count: u64,
+    },
     /// `SHUTDOWN [<message>]`: the broker is shutting down; it will close soon.
     Shutdown {
         /// Human-readable text.
@@ -104,6 +114,7 @@ impl Frame for ServerFrame {
             ServerFrame::Cancel { sid, code, message } => {
                 subscribe::encode_cancel(*sid, *code, message, dst)
             }
+            ServerFrame::Dropped { sid, count } => subscribe::encode_dropped(*sid, *count, dst),
             ServerFrame::Shutdown { message } => session::encode_shutdown(message, dst),
             ServerFrame::PingReq { rid } => session::encode_bare("PINGREQ", *rid, dst),
             ServerFrame::PingResp { rid } => session::encode_bare("PINGRESP", *rid, dst),
@@ -138,6 +149,7 @@ impl ServerFrame {
             ServerFrame::Info(_)
             | ServerFrame::Msg(_)
             | ServerFrame::Cancel { .. }
+            | ServerFrame::Dropped { .. }
             | ServerFrame::Shutdown { .. } => None,
         }
     }
@@ -155,6 +167,7 @@ impl ServerFrame {
             ServerFrame::HelpResp { .. } => "HELPRESP",
             ServerFrame::ChainResp { .. } => "CHAINRESP",
             ServerFrame::Cancel { .. } => "CANCEL",
+            ServerFrame::Dropped { .. } => "DROPPED",
             ServerFrame::Shutdown { .. } => "SHUTDOWN",
             ServerFrame::PingReq { .. } => "PINGREQ",
             ServerFrame::PingResp { .. } => "PINGRESP",

@@ -136,6 +136,20 @@ pub static COMMANDS: &[CommandSpec] = &[
         b"UNSUB 1\r\n",
     ),
     client(
+        "HOLD",
+        Body::None,
+        subscribe::decode_hold,
+        "HOLD [#id] <sid>                                 send the subscription nothing until RESUME",
+        b"HOLD 1\r\n",
+    ),
+    client(
+        "RESUME",
+        Body::None,
+        subscribe::decode_resume,
+        "RESUME [#id] <sid>",
+        b"RESUME 1\r\n",
+    ),
+    client(
         "ACK",
         Body::None,
         subscribe::decode_ack,
@@ -291,6 +305,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         Body::None,
         subscribe::decode_cancel,
         b"CANCEL 1 slow_consumer too far behind\r\n",
+    ),
+    broker(
+        "DROPPED",
+        Body::None,
+        subscribe::decode_dropped,
+        b"DROPPED 1 42\r\n",
     ),
     broker(
         "SHUTDOWN",

@@ -136,6 +136,14 @@ fn client_answers() -> Vec<(ClientFrame, &'static [u8])> {
             b"SUB queue:w 3 ack=auto\r\n",
         ),
         (ClientFrame::Unsub { rid: None, sid: 1 }, b"UNSUB 1\r\n"),
+        (ClientFrame::Hold { rid: None, sid: 1 }, b"HOLD 1\r\n"),
+        (
+            ClientFrame::Resume {
+                rid: Some(2),
+                sid: 1,
+            },
+            b"RESUME #2 1\r\n",
+        ),
         (ClientFrame::Ack { rid: None, did: 42 }, b"ACK 42\r\n"),
         (
             ClientFrame::Ack {
@@ -383,6 +391,10 @@ fn server_answers() -> Vec<(ServerFrame, &'static [u8])> {
             b"CANCEL 3 slow_consumer fell 1000 behind\r\n",
         ),
         (
+            ServerFrame::Dropped { sid: 3, count: 42 },
+            b"DROPPED 3 42\r\n",
+        ),
+        (
             ServerFrame::Shutdown {
                 message: "broker is shutting down".into(),
             },
@@ -431,8 +443,8 @@ fn known_answers_cover_every_command_word() {
     }
     assert_eq!(
         COMMANDS.len(),
-        29,
-        "the protocol has 29 command words; a new one needs known answers"
+        32,
+        "the protocol has 32 command words; a new one needs known answers"
     );
 }
 
@@ -1008,6 +1020,8 @@ fn arb_client() -> impl Strategy<Value = ClientFrame> {
                 })
             ),
         (rid.clone(), any::<u64>()).prop_map(|(rid, sid)| ClientFrame::Unsub { rid, sid }),
+        (rid.clone(), any::<u64>()).prop_map(|(rid, sid)| ClientFrame::Hold { rid, sid }),
+        (rid.clone(), any::<u64>()).prop_map(|(rid, sid)| ClientFrame::Resume { rid, sid }),
         (rid.clone(), any::<u64>()).prop_map(|(rid, did)| ClientFrame::Ack { rid, did }),
         (rid.clone(), any::<u64>(), 0u64..=3_600_002).prop_map(|(rid, did, ms)| {
             let how = match ms {
@@ -1116,6 +1130,7 @@ fn arb_server() -> impl Strategy<Value = ServerFrame> {
             arb_text()
         )
             .prop_map(|(sid, code, message)| ServerFrame::Cancel { sid, code, message }),
+        (any::<u64>(), any::<u64>()).prop_map(|(sid, count)| ServerFrame::Dropped { sid, count }),
         arb_text().prop_map(|message| ServerFrame::Shutdown { message }),
         (
             arb_token(),

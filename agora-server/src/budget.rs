@@ -92,13 +92,17 @@ impl Budget {
 /// A connection's charge is set exactly after every read (the bytes of the frame it has
 /// begun and not finished). A connection that holds part of a frame reads more only
 /// while the others hold at most the budget less one whole frame
-/// ([`may_read`](ReadBudget::may_read)), so the connection that grew last can always
-/// finish its frame: honest clients cannot deadlock it, and a connection's share is
-/// one frame. A connection that holds nothing reads freely (its one read, at most
-/// 64 KiB, is charged after it). [`room`](ReadBudget::room) wakes the waiters whenever
-/// bytes are given back.
+/// ([`may_read`](ReadBudget::may_read)). A connection that holds nothing reads freely
+/// (its one read, at most 64 KiB, is charged after it), so first reads can fill the
+/// room the others left: then one connection at a time, the **leader**, reads on
+/// without room until its frame is done (or there is room again), so waiting
+/// connections always have one that goes on (the simulation found every reader waiting
+/// without it). A connection's share is one frame. [`room`](ReadBudget::room) wakes the
+/// waiters whenever bytes are given back or the leader lets go.
 pub(crate) struct ReadBudget {
     used: AtomicUsize,
+    /// The connection reading on without room (its id), 0 when none.
+    leader: std::sync::atomic::AtomicU64,
     limit: usize,
     /// The largest frame: a control line and the largest payload.
     frame: usize,
@@ -109,14 +113,19 @@ impl ReadBudget {
     pub fn new(limit: usize, frame: usize) -> ReadBudget {
         ReadBudget {
             used: AtomicUsize::new(0),
+            leader: std::sync::atomic::AtomicU64::new(0),
             limit,
             frame,
             room: event_listener::Event::new(),
         }
     }
 
-    /// Sets a connection's charge from `*held` to `now` bytes.
-    pub fn set(&self, held: &mut usize, now: usize) {
+    /// Sets connection `who`'s charge from `*held` to `now` bytes; holding nothing, it
+    /// is no longer the leader.
+    pub fn set(&self, held: &mut usize, now: usize, who: u64) {
+        if now == 0 && self.let_go(who) {
+            self.room.notify(usize::MAX);
+        }
         match now.cmp(held) {
             std::cmp::Ordering::Equal => {}
             std::cmp::Ordering::Greater => {
@@ -130,10 +139,35 @@ impl ReadBudget {
         *held = now;
     }
 
-    /// Whether a connection holding `held` bytes of a frame may read more: the others
-    /// must leave room for one whole frame.
-    pub fn may_read(&self, held: usize) -> bool {
+    /// Whether connection `who`, holding `held` bytes of a frame, may read more: the
+    /// others leave room for one whole frame, or it is (or now becomes) the leader.
+    pub fn may_read(&self, held: usize, who: u64) -> bool {
+        if self.has_room(held) {
+            if self.let_go(who) {
+                self.room.notify(usize::MAX);
+            }
+            return true;
+        }
+        match self.leader.compare_exchange(0, who, SeqCst, SeqCst) {
+            Ok(_) => true,
+            Err(leader) => leader == who,
+        }
+    }
+
+    /// [`may_read`](ReadBudget::may_read) without taking the lead (for the
+    /// simulation's checks).
+    pub fn could_read(&self, held: usize, who: u64) -> bool {
+        let leader = self.leader.load(SeqCst);
+        self.has_room(held) || leader == 0 || leader == who
+    }
+
+    fn has_room(&self, held: usize) -> bool {
         self.used.load(SeqCst).saturating_sub(held) + self.frame <= self.limit
+    }
+
+    /// `who` is no longer the leader; true if it was.
+    fn let_go(&self, who: u64) -> bool {
+        self.leader.compare_exchange(who, 0, SeqCst, SeqCst).is_ok()
     }
 
     pub fn used(&self) -> usize {

@@ -29,6 +29,8 @@ const SHRINK_ABOVE: usize = 1024;
 
 struct State<T> {
     queue: VecDeque<T>,
+    /// Items dropped to make room since the consumer last took ([`Rx::take_counted`]).
+    dropped: u64,
     closed: bool,
     /// The shipper, while it waits for this queue.
     waker: Option<Waker>,
@@ -62,6 +64,7 @@ pub fn queue<T>() -> (Tx<T>, Rx<T>) {
     let inner = Arc::new(Inner {
         state: Mutex::new(State {
             queue: VecDeque::new(),
+            dropped: 0,
             closed: false,
             waker: None,
         }),
@@ -172,6 +175,7 @@ impl Tx<Delivery> {
                     if let Some(old) = s.queue.pop_front() {
                         r.unplaced += old.charged;
                         r.dropped += 1;
+                        s.dropped += 1;
                     }
                 } else {
                     r.refused = true;
@@ -194,7 +198,14 @@ impl Tx<Delivery> {
 impl<T> Rx<T> {
     /// Moves up to [`TAKE`] items to the end of `batch`.
     pub fn take(&self, batch: &mut VecDeque<T>) -> Took {
+        self.take_counted(batch, &mut 0)
+    }
+
+    /// [`take`](Rx::take), adding to `dropped` the items dropped to make room since
+    /// the last take (they were older than what it takes now).
+    pub fn take_counted(&self, batch: &mut VecDeque<T>, dropped: &mut u64) -> Took {
         let mut s = self.0.lock();
+        *dropped += std::mem::take(&mut s.dropped);
         let n = s.queue.len().min(TAKE);
         if n > 0 {
             batch.extend(s.queue.drain(..n));

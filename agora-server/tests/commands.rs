@@ -14,7 +14,7 @@ fn greeting_states_the_limits() {
         unreachable!()
     };
     assert_eq!(i.server, "agora");
-    assert_eq!(i.proto, 1);
+    assert_eq!(i.proto, agora_protocol::PROTOCOL_VERSION);
     assert_eq!(i.max_payload, 1024 * 1024);
     assert_eq!(i.max_line, 4096);
 }

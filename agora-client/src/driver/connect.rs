@@ -184,7 +184,8 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
         &ClientFrame::Connect(Connect {
             rid: Some(0),
             name: opts.name.clone(),
-            proto: Some(PROTOCOL_VERSION),
+            // The newest both speak: a broker of protocol 1 refuses 2.
+            proto: Some(PROTOCOL_VERSION.min(info.proto.max(1))),
             confirm: None,
             user,
             password,

@@ -204,6 +204,12 @@ pub(crate) enum Cmd {
         number: u64,
         reply: Reply,
     },
+    /// `Client::drain`: topic subscriptions end, consumers are held and their streams
+    /// end once drained; `reply` hears once the application has let go of every
+    /// consumer.
+    Drain {
+        reply: Reply,
+    },
     Close {
         reply: Sender<()>,
     },
@@ -220,6 +226,12 @@ pub(crate) enum Ctl {
     },
     Unsub {
         sid: u64,
+    },
+    /// `HOLD` (`on`) or `RESUME` of a topic subscription whose buffer filled, or was
+    /// taken.
+    Hold {
+        sid: u64,
+        on: bool,
     },
     Pong {
         rid: Option<u64>,
@@ -306,6 +318,8 @@ pub(crate) struct Driver {
     /// Confirmed publishes whose connection was lost before their answer, to publish
     /// again on the next one.
     resends: RefCell<Vec<(Reply, Resend)>>,
+    /// `Client::drain`'s caller, waiting for the last consumer to go.
+    drained: RefCell<Option<Reply>>,
 }
 
 impl Driver {
@@ -340,6 +354,7 @@ impl Driver {
             closing: RefCell::new(None),
             inbox: RefCell::new(None),
             resends: RefCell::new(Vec::new()),
+            drained: RefCell::new(None),
         }
     }
 
@@ -393,6 +408,9 @@ impl Driver {
         lock(&self.core.subs).clear();
         for (r, _) in self.resends.take() {
             let _ = r.try_send(Err(Error::Disconnected));
+        }
+        if let Some(r) = self.drained.take() {
+            let _ = r.try_send(Err(Error::Closed));
         }
         self.fail_pending(|| Error::Closed);
         while let Ok(cmd) = self.cmd_rx.try_recv() {
@@ -529,6 +547,9 @@ fn fail_cmd(cmd: Cmd, e: Error) {
         | Cmd::Ping { reply }
         | Cmd::Stats { reply, .. }
         | Cmd::Request { reply, .. } => {
+            let _ = reply.try_send(Err(e));
+        }
+        Cmd::Drain { reply } => {
             let _ = reply.try_send(Err(e));
         }
         Cmd::Close { reply } => {

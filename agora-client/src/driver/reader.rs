@@ -176,6 +176,23 @@ impl Core {
                     request_id: None,
                 });
             }
+            ServerFrame::Dropped { sid, count } => {
+                // The broker dropped messages in its buffer for this subscription.
+                let entry = lock(&self.subs)
+                    .get(&sid)
+                    .map(|e| (e.dest.clone(), e.dropped.clone()));
+                if let Some((dest, dropped)) = entry {
+                    let before = dropped.fetch_add(count, SeqCst);
+                    log::warn!(
+                        "agora client: the broker dropped {count} messages of {dest} (its subscriber buffer was full); {} so far",
+                        before + count
+                    );
+                    self.event(crate::events::Event::Dropped {
+                        destination: dest,
+                        count,
+                    });
+                }
+            }
             ServerFrame::PingReq { rid } => {
                 let _ = self.ctl_tx.try_send(Ctl::Pong { rid });
             }

@@ -30,6 +30,8 @@ impl Driver {
                     log::debug!("agora client: dropped {n} stale deliveries of {}", e.dest);
                 }
             }
+            // The new subscription is not held.
+            e.inbox.unhold();
             let rid = self.register(None, Some(sid));
             encode(&sub_frame(rid, sid, e), out);
         }
@@ -177,8 +179,23 @@ impl Driver {
                 }
             }
             Ctl::Unsub { sid } => {
-                if lock(&self.core.subs).remove(&sid).is_some() {
+                let mut subs = lock(&self.core.subs);
+                if subs.remove(&sid).is_some() {
                     encode(&ClientFrame::Unsub { rid: None, sid }, out);
+                }
+                if subs.is_empty() {
+                    if let Some(r) = self.drained.take() {
+                        let _ = r.try_send(Ok(Answer::Ok));
+                    }
+                }
+            }
+            Ctl::Hold { sid, on } => {
+                if lock(&self.core.subs).contains_key(&sid) {
+                    let frame = match on {
+                        true => ClientFrame::Hold { rid: None, sid },
+                        false => ClientFrame::Resume { rid: None, sid },
+                    };
+                    encode(&frame, out);
                 }
             }
             Ctl::Pong { rid } => encode(&ClientFrame::PingResp { rid }, out),
@@ -276,6 +293,31 @@ impl Driver {
                 };
                 lock(&self.core.requests).insert(number, (reply, rid));
                 encode_pub(Some(rid), &dest, &headers, &payload, out);
+            }
+            Cmd::Drain { reply } => {
+                let mut subs = lock(&self.core.subs);
+                let topics: Vec<u64> = subs
+                    .iter()
+                    .filter(|(_, e)| e.prefetch.is_none())
+                    .map(|(sid, _)| *sid)
+                    .collect();
+                // A topic subscription ends now: its stream yields what it buffered.
+                for sid in topics {
+                    subs.remove(&sid);
+                    encode(&ClientFrame::Unsub { rid: None, sid }, out);
+                }
+                // A consumer is given nothing new; its stream ends once drained, and
+                // the application's dropping it sends the UNSUB.
+                for (&sid, e) in subs.iter() {
+                    encode(&ClientFrame::Hold { rid: None, sid }, out);
+                    e.inbox.drain();
+                }
+                match subs.is_empty() {
+                    true => {
+                        let _ = reply.try_send(Ok(Answer::Ok));
+                    }
+                    false => *self.drained.borrow_mut() = Some(reply),
+                }
             }
             Cmd::Close { reply } => {
                 encode(&ClientFrame::Disconnect, out);

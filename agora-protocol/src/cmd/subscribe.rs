@@ -1,5 +1,5 @@
-//! Subscriptions and their deliveries' fate: `SUB`, `UNSUB`, `ACK`, `NACK` (client) and
-//! `CANCEL` (broker).
+//! Subscriptions and their deliveries' fate: `SUB`, `UNSUB`, `HOLD`, `RESUME`, `ACK`,
+//! `NACK` (client) and `CANCEL`, `DROPPED` (broker).
 //!
 //! ```text
 //! sub     = "SUB" [rid] dest sid *sub-opt
@@ -7,12 +7,15 @@
 //!         / "ack=" ("auto" / "manual")   ; the last of a repeated option wins;
 //!                                        ; any other option is bad_args
 //! unsub   = "UNSUB" [rid] sid
+//! hold    = "HOLD" [rid] sid             ; flow control: nothing more until RESUME
+//! resume  = "RESUME" [rid] sid
 //! ack     = "ACK" [rid] did
 //! nack    = "NACK" [rid] did [nack-opt]
 //! nack-opt = "delay=" number ("ms" / "s" / "m")   ; 1 ms to 1 hour: back in the queue then
 //!         / "dlq"                                ; straight to the dead-letter queue
 //!         / "unseen"                             ; back now, not counted as a delivery
 //! cancel  = "CANCEL" sid code [message]  ; no request id
+//! dropped = "DROPPED" sid count          ; no request id; protocol 2
 //! sid     = number                       ; subscription id, chosen by the client
 //! did     = number                       ; delivery id, from a MSG
 //! ```
@@ -91,6 +94,43 @@ pub(crate) fn decode_unsub(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, Proto
     let sid = a.u64("a subscription id")?;
     a.end()?;
     Ok(Draft::done(rid, ClientFrame::Unsub { rid, sid }))
+}
+
+/// `hold = "HOLD" [rid] sid`
+pub(crate) fn decode_hold(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
+    let rid = a.rid()?;
+    let sid = a.u64("a subscription id")?;
+    a.end()?;
+    Ok(Draft::done(rid, ClientFrame::Hold { rid, sid }))
+}
+
+/// `resume = "RESUME" [rid] sid`
+pub(crate) fn decode_resume(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, ProtocolError> {
+    let rid = a.rid()?;
+    let sid = a.u64("a subscription id")?;
+    a.end()?;
+    Ok(Draft::done(rid, ClientFrame::Resume { rid, sid }))
+}
+
+/// `dropped = "DROPPED" sid count`
+pub(crate) fn decode_dropped(a: &mut Args<'_>) -> Result<Draft<ServerFrame>, ProtocolError> {
+    let sid = a.u64("a subscription id")?;
+    let count = a.u64("a count")?;
+    a.end()?;
+    Ok(Draft::done(None, ServerFrame::Dropped { sid, count }))
+}
+
+pub(crate) fn encode_hold(rid: RequestId, sid: u64, hold: bool, dst: &mut BytesMut) {
+    num_frame(dst, if hold { "HOLD" } else { "RESUME" }, rid, sid);
+}
+
+pub(crate) fn encode_dropped(sid: u64, count: u64, dst: &mut BytesMut) {
+    line_start(dst, "DROPPED", None);
+    dst.put_u8(b' ');
+    put_u64(dst, sid);
+    dst.put_u8(b' ');
+    put_u64(dst, count);
+    crlf(dst);
 }
 
 /// `ack = "ACK" [rid] did`

@@ -133,6 +133,8 @@ struct Conn<'a> {
     spare: Vec<Message>,
     /// Bytes of a partly received frame charged to the read budget.
     read_held: usize,
+    /// Who this connection is to the read budget (unique in the broker).
+    read_id: u64,
     /// Confirmed publishes to durable queues whose records are not yet stored, in
     /// order: each `PUBACK` (or `ERR`) is sent once its record is where `--fsync` says,
     /// and before any later answer. The connection goes on reading meanwhile (TCP: the
@@ -270,6 +272,7 @@ pub(crate) async fn serve_client(
         run: None,
         spare: Vec::new(),
         read_held: 0,
+        read_id: broker.id(),
         unstored: Default::default(),
     };
     let info = ServerFrame::Info(Info {
@@ -372,6 +375,10 @@ impl Conn<'_> {
                 self.unsubscribe(sid, sub).await;
                 self.reply(&ServerFrame::Ok { rid }).await
             }
+            Step::Hold { rid, sid, on } => {
+                self.hold_sub(sid, on).await;
+                self.reply(&ServerFrame::Ok { rid }).await
+            }
             Step::Settle {
                 rid,
                 sid,
@@ -430,7 +437,9 @@ impl Conn<'_> {
 
     /// Gives back everything this connection held.
     pub(super) async fn teardown(&mut self) {
-        self.broker.read_budget.set(&mut self.read_held, 0);
+        self.broker
+            .read_budget
+            .set(&mut self.read_held, 0, self.read_id);
         // Publishes read before the client left are delivered all the same.
         let _ = self.end_run().await;
         // An auto-ack consumer's queue must hear of the end from the shipper, after its

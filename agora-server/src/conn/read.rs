@@ -37,8 +37,15 @@ impl Conn<'_> {
             }
             // What is left is part of a frame: charged to the read budget, and read
             // further only while there is room.
-            self.broker.read_budget.set(&mut self.read_held, buf.len());
-            if self.read_held > 0 && !self.broker.read_budget.may_read(self.read_held) {
+            self.broker
+                .read_budget
+                .set(&mut self.read_held, buf.len(), self.read_id);
+            if self.read_held > 0
+                && !self
+                    .broker
+                    .read_budget
+                    .may_read(self.read_held, self.read_id)
+            {
                 if let Err(end) = self.wait_for_read_room(stop).await {
                     return end;
                 }
@@ -178,7 +185,7 @@ impl Conn<'_> {
         // Bounded: each turn waits for bytes given back, the deadline or the stop.
         loop {
             let room = budget.room.listen();
-            if budget.may_read(self.read_held) {
+            if budget.may_read(self.read_held, self.read_id) {
                 return Ok(());
             }
             let woke = future::or(

@@ -36,7 +36,8 @@ impl Conn<'_> {
         match r {
             // The OK goes out before the shipper starts on the subscription, so no
             // MSG can overtake it; deliveries wait in the channel meanwhile.
-            Ok(add) => {
+            Ok(mut add) => {
+                add.notify = self.session.proto >= 2;
                 self.reply(&ServerFrame::Ok { rid }).await?;
                 match self.outbox.send(Outbound::AddSub(Box::new(add))).await {
                     true => Ok(()),
@@ -177,6 +178,30 @@ impl Conn<'_> {
                 self.drop_sub(sub).await;
                 self.outbox.send(Outbound::RemoveSub(sid)).await;
             }
+        }
+    }
+
+    /// `HOLD` (`on`) or `RESUME` of subscription `sid`: a queue gives the consumer
+    /// nothing new meanwhile (told and heard before this returns); a topic
+    /// subscription's deliveries wait in its buffer (the shipper stops writing them).
+    pub(super) async fn hold_sub(&mut self, sid: u64, on: bool) {
+        match self.session.sub(sid) {
+            Some(Sub::Queue { queue, cid, .. }) => {
+                let (tx, rx) = async_channel::bounded(1);
+                let cmd = QueueCmd::Hold {
+                    cid: *cid,
+                    on,
+                    reply: tx,
+                };
+                // A queue gone (deleted) holds nothing; its CANCEL is on the way.
+                if queue.tx.send(cmd).await.is_ok() {
+                    let _ = rx.recv().await;
+                }
+            }
+            Some(_) => {
+                self.outbox.send(Outbound::Hold { sid, on }).await;
+            }
+            None => {}
         }
     }
 

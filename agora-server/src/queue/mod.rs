@@ -53,6 +53,12 @@ pub(crate) enum QueueCmd {
     PublishMany(Vec<Message>),
     /// A new consumer.
     Subscribe(Consumer),
+    /// `HOLD` (`on`) or `RESUME` of a consumer; `reply` hears once it is in force.
+    Hold {
+        cid: u64,
+        on: bool,
+        reply: Sender<()>,
+    },
     /// A consumer leaves (UNSUB or its connection closed); its messages come back.
     Unsubscribe { cid: u64 },
     /// Done with a delivery (`ack`) or give it back (`!ack`). With `reply`, the queue
@@ -432,6 +438,10 @@ impl Queue {
             }
             QueueCmd::PublishMany(msgs) => self.state.enqueue(msgs, Instant::now()),
             QueueCmd::Subscribe(c) => self.state.subscribe(c),
+            QueueCmd::Hold { cid, on, reply } => {
+                self.state.hold(cid, on);
+                let _ = reply.try_send(());
+            }
             QueueCmd::Unsubscribe { cid } => {
                 if self.state.unsubscribe(cid).is_some() {
                     self.shared.consumers.fetch_sub(1, SeqCst);

@@ -69,6 +69,8 @@ struct ConsumerState<P> {
     /// Its delivery queue refused a delivery (the subscription ended): nothing more is
     /// given to it, and it waits for its last write reports and its unsubscribe.
     closed: bool,
+    /// `HOLD`: nothing new is given to it until `RESUME`; what it holds stays its own.
+    held: bool,
 }
 
 impl<P> ConsumerState<P> {
@@ -77,7 +79,7 @@ impl<P> ConsumerState<P> {
     }
 
     fn has_credit(&self) -> bool {
-        !self.closed && self.outstanding() < self.c.prefetch as usize
+        !self.closed && !self.held && self.outstanding() < self.c.prefetch as usize
     }
 }
 
@@ -268,11 +270,26 @@ impl<P> QueueState<P> {
             unacked: HashMap::new(),
             inflight: VecDeque::new(),
             closed: false,
+            held: false,
         });
     }
 
     /// A consumer leaves: its outstanding messages go back to the front, in order.
     /// Returns its spec, or `None` if it was not here.
+    /// `HOLD` (`on`) or `RESUME` of consumer `cid`: while held it is given nothing
+    /// new; its outstanding deliveries stay its own, to settle.
+    pub fn hold(&mut self, cid: u64, on: bool) {
+        if let Some(i) = self.index(cid) {
+            self.consumers[i].held = on;
+        }
+    }
+
+    /// Whether consumer `cid` is held.
+    #[cfg(test)]
+    pub fn is_held(&self, cid: u64) -> bool {
+        self.index(cid).is_some_and(|i| self.consumers[i].held)
+    }
+
     pub fn unsubscribe(&mut self, cid: u64) -> Option<ConsumerSpec<P>> {
         let i = self.index(cid)?;
         let c = self.consumers.remove(i);

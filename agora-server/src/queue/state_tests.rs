@@ -506,3 +506,28 @@ fn a_nack_unseen_is_not_a_delivery_attempt() {
     q.dispatch(t0, push);
     assert_eq!(a.take().pop().unwrap().count, 2);
 }
+
+#[test]
+fn a_held_consumer_is_given_nothing_new_and_keeps_what_it_holds() {
+    let t0 = Instant::now();
+    let mut q = QueueState::new(settings());
+    let a = consumer(&mut q, 1, 2, false);
+    let b = consumer(&mut q, 2, 2, false);
+    q.enqueue(["m1", "m2"].map(|t| msg(t, t0)), t0);
+    q.dispatch(t0, push);
+    let (ga, gb) = (a.take(), b.take());
+    assert_eq!((ga.len(), gb.len()), (1, 1));
+    q.hold(1, true);
+    assert!(q.is_held(1));
+    q.enqueue(["m3", "m4", "m5"].map(|t| msg(t, t0)), t0);
+    q.dispatch(t0, push);
+    assert!(a.take().is_empty(), "held: nothing new");
+    assert_eq!(b.take().iter().map(text).collect::<Vec<_>>(), ["m3"]);
+    // What it holds is still its own to settle.
+    assert_eq!(q.ack(1, ga[0].did, true), Acked::Done);
+    q.dispatch(t0, push);
+    assert!(a.take().is_empty(), "still held after its ack");
+    q.hold(1, false);
+    q.dispatch(t0, push);
+    assert_eq!(a.take().iter().map(text).collect::<Vec<_>>(), ["m4", "m5"]);
+}

@@ -93,6 +93,8 @@ pub(crate) struct Session<S> {
     limits: Limits,
     /// Publisher confirms on (`SETACK on`, or `CONNECT confirm=on`).
     pub confirm: bool,
+    /// The protocol version the client named in `CONNECT` (1 when it named none).
+    pub proto: u32,
     /// The client's name from `CONNECT`.
     pub name: Option<String>,
     subs: HashMap<u64, (S, Option<u64>)>,
@@ -129,6 +131,7 @@ impl<S> Session<S> {
         Session {
             limits,
             confirm: false,
+            proto: 1,
             name: None,
             subs: HashMap::new(),
             slots: HashMap::new(),
@@ -195,14 +198,14 @@ impl<S> Session<S> {
         }
     }
 
-    /// The protocol version `CONNECT` names must be this broker's.
+    /// The protocol version `CONNECT` names must be one this broker speaks (1 or 2).
     fn check_version(&self, c: &Connect) -> Result<(), Refusal> {
         use agora_protocol::PROTOCOL_VERSION;
-        match c.proto.filter(|p| *p != PROTOCOL_VERSION) {
+        match c.proto.filter(|p| !(1..=PROTOCOL_VERSION).contains(p)) {
             Some(p) => refuse(
                 ErrorCode::BadArgs,
                 format!(
-                    "protocol version {p} is not supported; this broker speaks {PROTOCOL_VERSION}"
+                    "protocol version {p} is not supported; this broker speaks 1 to {PROTOCOL_VERSION}"
                 ),
             ),
             None => Ok(()),
@@ -213,6 +216,9 @@ impl<S> Session<S> {
     /// taken as given (who the client is, the caller has settled).
     pub fn connect(&mut self, c: Connect) -> Result<(), Refusal> {
         self.check_version(&c)?;
+        if let Some(p) = c.proto {
+            self.proto = p;
+        }
         if let (Some(t), Some(p)) = (&c.token, &mut self.udp) {
             if *t != p.token {
                 // The right one goes back to the address, where only a real receiver

@@ -121,6 +121,9 @@ pub(crate) enum Step<S> {
     },
     /// The subscription is out of the session: let go of it, then answer `OK`.
     Unsubscribe { rid: RequestId, sid: u64, sub: S },
+    /// `HOLD` (`on`) or `RESUME` subscription `sid`, which the session holds; answer
+    /// `OK` once it is in force.
+    Hold { rid: RequestId, sid: u64, on: bool },
     /// Settle delivery `did` of subscription `sid` (`ack`, or give it back); with a
     /// request id, answer after the queue's verdict.
     Settle {
@@ -233,6 +236,8 @@ impl<S: SubHandle> Session<S> {
                     },
                 ),
             },
+            ClientFrame::Hold { rid, sid } => self.hold(rid, sid, true),
+            ClientFrame::Resume { rid, sid } => self.hold(rid, sid, false),
             ClientFrame::SetAck { rid, on } => {
                 self.confirm = on;
                 Step::Reply(ServerFrame::Ok { rid })
@@ -563,5 +568,21 @@ fn check_msg_id(headers: &Headers) -> Result<(), Refusal> {
     match agora_protocol::msg_id::msg_id(headers) {
         Some(Err(why)) => refuse(ErrorCode::BadArgs, why),
         _ => Ok(()),
+    }
+}
+
+impl<S> Session<S> {
+    /// `HOLD` (`on`) or `RESUME` of subscription `sid`.
+    fn hold(&self, rid: RequestId, sid: u64, on: bool) -> Step<S> {
+        match self.sub(sid) {
+            Some(_) => Step::Hold { rid, sid, on },
+            None => Step::Refuse(
+                rid,
+                Refusal {
+                    code: ErrorCode::UnknownSubscription,
+                    message: format!("no subscription {sid} on this connection"),
+                },
+            ),
+        }
     }
 }

@@ -53,6 +53,12 @@ pub(crate) struct SubRx {
     /// Unique among the subscriptions a shipper has carried (a `sid` may be used again
     /// once its subscription ended): whose each frame of a batch is.
     pub serial: u64,
+    /// `HOLD`: nothing of it is written until `RESUME`.
+    pub held: bool,
+    /// The client speaks protocol 2: it is told of dropped messages (`DROPPED`).
+    pub notify: bool,
+    /// Messages dropped before the batch taken last, not yet told.
+    pub dropped: u64,
 }
 
 impl Drop for SubRx {
@@ -82,6 +88,9 @@ impl SubRx {
             budget: None,
             unreturned: 0,
             serial: 0,
+            held: false,
+            notify: false,
+            dropped: 0,
         }
     }
 
@@ -91,7 +100,7 @@ impl SubRx {
         if let Some(d) = self.batch.pop_front() {
             return Ok(Some(d));
         }
-        match self.rx.take(&mut self.batch) {
+        match self.rx.take_counted(&mut self.batch, &mut self.dropped) {
             Took::Some => Ok(self.batch.pop_front()),
             Took::Empty => Ok(None),
             Took::Closed => Err(()),
@@ -135,6 +144,9 @@ impl Future for WaitAny<'_> {
             Poll::Pending => {}
         }
         for s in this.subs.iter_mut() {
+            if s.held {
+                continue;
+            }
             if !s.batch.is_empty() || s.rx.poll_ready(cx).is_ready() {
                 return Poll::Ready(Wake::Subs);
             }
@@ -257,12 +269,32 @@ pub(crate) async fn run(
                             }
                         }
                     }
+                    Outbound::Hold { sid, on } => {
+                        if let Some(s) = subs.iter_mut().find(|s| s.sid == sid) {
+                            s.held = on;
+                        }
+                    }
                     Outbound::Close => closing = true,
                 }
             }
             let mut i = 0;
             while i < subs.len() && buf.len() < batch {
-                match subs[i].next() {
+                if subs[i].held {
+                    i += 1;
+                    continue;
+                }
+                let next = subs[i].next();
+                if subs[i].dropped > 0 {
+                    // Where the gap is: before the deliveries taken after it.
+                    let count = std::mem::take(&mut subs[i].dropped);
+                    if subs[i].notify {
+                        let sid = subs[i].sid;
+                        encode(&ServerFrame::Dropped { sid, count }, &mut buf);
+                        ends.push(buf.len());
+                        owners.push(None);
+                    }
+                }
+                match next {
                     Ok(Some(d)) => {
                         encode_delivery(&mut subs[i], &d, &mut buf, now);
                         ends.push(buf.len());

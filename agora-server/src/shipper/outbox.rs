@@ -17,6 +17,9 @@ pub(crate) enum Outbound {
     /// reports what it wrote and tells the queue the consumer is gone, in that order, so
     /// the queue gives back exactly what was never written.
     RemoveSub(u64),
+    /// `HOLD` (`on`) or `RESUME` of a subscription: while held nothing of it is
+    /// written (its deliveries wait in its bounded channel, under its policy).
+    Hold { sid: u64, on: bool },
     /// Write what is pending, then close the connection.
     Close,
 }

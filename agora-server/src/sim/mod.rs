@@ -96,6 +96,8 @@ pub struct Report {
     pub unseen: u64,
     /// Publishes repeating a message id within the window: never stored again.
     pub duplicates: u64,
+    /// Consumers put under `HOLD`.
+    pub holds: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -144,8 +146,8 @@ mod tests {
 
     #[test]
     fn a_seed_replays_exactly() {
-        let a = run(Options { seed: 7, ops: 3000 }).unwrap();
-        let b = run(Options { seed: 7, ops: 3000 }).unwrap();
+        let a = run(Options { seed: 7, ops: 5000 }).unwrap();
+        let b = run(Options { seed: 7, ops: 5000 }).unwrap();
         assert_eq!(a, b);
         assert!(
             a.delivered > 0 && a.acked > 0 && a.topic_delivered > 0,
@@ -172,7 +174,7 @@ mod tests {
         assert!(a.requests > 0 && a.no_responders > 0, "{a:?}");
         // Messages were held back by NACK delay= and dead-lettered by NACK dlq.
         assert!(
-            a.nack_delayed > 0 && a.rejected > 0 && a.unseen > 0 && a.duplicates > 0,
+            a.nack_delayed > 0 && a.rejected > 0 && a.unseen > 0 && a.duplicates > 0 && a.holds > 0,
             "{a:?}"
         );
     }

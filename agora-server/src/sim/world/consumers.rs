@@ -101,6 +101,25 @@ impl World {
     /// `ACK` (`ack`) or `NACK` of a delivery a consumer holds. The queue must settle it
     /// exactly when it still has it outstanding at that consumer (an ack timeout may
     /// have taken it back).
+    /// `HOLD` or `RESUME` of a random consumer: while held, its queue must give it
+    /// nothing new (checked at each dispatch); what it holds it may still settle.
+    pub(super) fn toggle_hold(&mut self) -> String {
+        let Some(cid) = self.pick_consumer(|_| true) else {
+            return "no consumer to hold".to_owned();
+        };
+        let q = self.consumers[&cid].queue;
+        let on = !self.held.contains(&cid);
+        self.queues[q].state.hold(cid, on);
+        if on {
+            self.held.insert(cid);
+            self.report.holds += 1;
+            format!("consumer {cid} held")
+        } else {
+            self.held.remove(&cid);
+            format!("consumer {cid} resumed")
+        }
+    }
+
     pub(super) fn settle_one(&mut self, ack: bool) -> String {
         let Some(cid) = self.pick_consumer(|c| !c.held.is_empty()) else {
             return "no delivery to settle".to_owned();

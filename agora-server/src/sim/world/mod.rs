@@ -128,6 +128,8 @@ pub(crate) struct World {
     /// The simulation's message id of each message in the log, by queue number and
     /// log id: what a paged message is (its payload is only in the log).
     log_ids: BTreeMap<(u32, u64), u64>,
+    /// Consumers under `HOLD`: the queue must give them nothing new.
+    held: BTreeSet<u64>,
     /// Queue publishes with a message id, for retries: queue, message, when accepted.
     retries: VecDeque<(usize, Message, Instant)>,
     /// Publishing connections, driven through their sessions.
@@ -180,6 +182,7 @@ impl World {
             broken: None,
             log_ids: BTreeMap::new(),
             retries: VecDeque::new(),
+            held: BTreeSet::new(),
             conns: BTreeMap::new(),
             intruders: intruders::sessions(start),
             chains: Default::default(),
@@ -302,7 +305,8 @@ impl World {
             32..=36 => self.subscribe(q),
             37..=51 => self.settle_one(true),
             52..=56 => self.settle_one(false),
-            57..=59 => self.unsubscribe(false),
+            57 => self.toggle_hold(),
+            58..=59 => self.unsubscribe(false),
             60..=62 => self.unsubscribe(true),
             63..=70 => self.written(),
             71..=78 => {

@@ -35,7 +35,7 @@ impl World {
     pub(super) fn read_step(&mut self) -> String {
         let i = self.rng.below(READERS as u64) as usize;
         let r = &self.readers[i];
-        if r.held > 0 && !self.read_budget.may_read(r.held) {
+        if r.held > 0 && !self.read_budget.may_read(r.held, i as u64 + 1) {
             return format!("reader {i} waits holding {}", r.held);
         }
         let frame = match r.frame {
@@ -48,12 +48,12 @@ impl World {
         r.frame = frame;
         if got == frame {
             // A whole frame: decoded, and no longer held.
-            self.read_budget.set(&mut r.held, 0);
+            self.read_budget.set(&mut r.held, 0, i as u64 + 1);
             r.frame = 0;
             self.report.frames_read += 1;
             format!("reader {i} finishes a frame of {frame}")
         } else {
-            self.read_budget.set(&mut r.held, got);
+            self.read_budget.set(&mut r.held, got, i as u64 + 1);
             format!("reader {i} holds {got} of {frame}")
         }
     }
@@ -71,8 +71,10 @@ impl World {
                 "readers hold {held}, past the read budget of {LIMIT}"
             ));
         }
-        let waiting = |r: &Reader| r.held > 0 && !self.read_budget.may_read(r.held);
-        if self.readers.iter().all(waiting) {
+        let waiting = |(i, r): (usize, &Reader)| {
+            r.held > 0 && !self.read_budget.could_read(r.held, i as u64 + 1)
+        };
+        if self.readers.iter().enumerate().all(waiting) {
             return Err("every reader holds part of a frame and waits: a deadlock".into());
         }
         Ok(())
@@ -80,8 +82,8 @@ impl World {
 
     /// At the end every reader lets go: the budget must read zero.
     pub(super) fn drain_reads(&mut self) -> Check {
-        for r in &mut self.readers {
-            self.read_budget.set(&mut r.held, 0);
+        for (i, r) in self.readers.iter_mut().enumerate() {
+            self.read_budget.set(&mut r.held, 0, i as u64 + 1);
         }
         match self.read_budget.used() {
             0 => Ok(()),

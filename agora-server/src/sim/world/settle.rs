@@ -11,11 +11,19 @@ impl World {
             return Err(why);
         }
         let now = self.now;
+        let mut broken = None;
         for q in 0..self.queues.len() {
             let sq = &mut self.queues[q];
+            let held = &self.held;
             sq.state.dispatch(now, |c, d| {
                 if c.port.gone.get() {
                     return Err(d);
+                }
+                if held.contains(&c.cid) {
+                    broken = Some(format!(
+                        "consumer {} was given #{} while held",
+                        c.cid, d.did
+                    ));
                 }
                 c.port.got.borrow_mut().push(d);
                 Ok(())
@@ -24,6 +32,9 @@ impl World {
             for (h, reason) in dead {
                 self.dead_letter(q, h, reason)?;
             }
+        }
+        if let Some(why) = broken {
+            return Err(why);
         }
         for sq in &mut self.queues {
             sq.rebudget();
