@@ -29,6 +29,7 @@
 
 mod connect;
 mod reader;
+mod resend;
 mod stream;
 mod writer;
 
@@ -52,6 +53,7 @@ use crate::tls::Connector;
 
 use connect::read_limits;
 pub(crate) use connect::{handshake, timeout, Established};
+pub(crate) use resend::{MsgIds, Resend};
 
 /// State the application's handles and the driver share.
 #[derive(Debug)]
@@ -76,43 +78,6 @@ pub(crate) struct Shared {
     /// Where the message ids of confirmed publishes come from (with a reconnect
     /// policy).
     pub msg_ids: MsgIds,
-}
-
-/// Message ids (`agora-msg-id`) the client gives its confirmed publishes when it may
-/// resend them: a random prefix per client, then a counter.
-#[derive(Debug)]
-pub(crate) struct MsgIds {
-    prefix: String,
-    next: AtomicU64,
-}
-
-impl MsgIds {
-    pub(crate) fn new() -> MsgIds {
-        use std::hash::{BuildHasher, Hasher};
-        // 128 bits from the standard library's per-process random keys, the time and
-        // the process id: unique per client, not secret.
-        let mut bits = [0u64; 2];
-        for (i, b) in bits.iter_mut().enumerate() {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(i as u64);
-            h.write_u32(std::process::id());
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            *b = h.finish();
-        }
-        MsgIds {
-            prefix: format!("{:016x}{:016x}", bits[0], bits[1]),
-            next: AtomicU64::new(1),
-        }
-    }
-
-    /// The next id: `<32 hex digits>-<n>`.
-    pub(crate) fn next(&self) -> String {
-        format!("{}-{}", self.prefix, self.next.fetch_add(1, SeqCst))
-    }
 }
 
 /// The subscription id of the connection's inbox, where replies to requests arrive
@@ -252,14 +217,6 @@ struct Pending {
     /// For a confirmed publish under a reconnect policy: what to publish again on the
     /// next connection if this one is lost before the answer.
     resend: Option<Resend>,
-}
-
-/// A confirmed publish to write again after a reconnect (it carries a message id, so
-/// the broker keeps it once however many times it arrives).
-pub(crate) struct Resend {
-    dest: Destination,
-    headers: Headers,
-    payload: Bytes,
 }
 
 /// Why a connection ended.
@@ -420,32 +377,6 @@ impl Driver {
             let _ = c.try_send(());
         }
         log::debug!("agora client: driver for {} stopped", self.core.addr());
-    }
-
-    /// Keeps, for the next connection, the confirmed publishes the lost one never
-    /// answered whose callers still wait.
-    fn keep_resends(&self) {
-        let mut pending = lock(&self.core.pending);
-        let mut unanswered: Vec<u64> = pending
-            .iter()
-            .filter(|(_, p)| p.resend.is_some())
-            .map(|(rid, _)| *rid)
-            .collect();
-        // In the order they were written (request ids count up).
-        unanswered.sort_unstable();
-        let mut resends = self.resends.borrow_mut();
-        for rid in unanswered {
-            if let Some(Pending {
-                reply: Some(r),
-                resend: Some(again),
-                ..
-            }) = pending.remove(&rid)
-            {
-                if !r.is_closed() {
-                    resends.push((r, again));
-                }
-            }
-        }
     }
 
     fn fail_pending(&self, e: impl Fn() -> Error) {

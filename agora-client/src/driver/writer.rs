@@ -37,36 +37,6 @@ impl Driver {
         }
     }
 
-    /// Writes again, first on a new connection, the confirmed publishes the lost one
-    /// never answered (with confirms on, and their message ids).
-    pub(super) fn write_resends(&self, out: &mut BytesMut) {
-        let resends = self.resends.take();
-        if resends.is_empty() {
-            return;
-        }
-        log::debug!(
-            "agora client: publishing {} unconfirmed messages again",
-            resends.len()
-        );
-        encode(
-            &ClientFrame::SetAck {
-                rid: None,
-                on: true,
-            },
-            out,
-        );
-        self.confirm.set(true);
-        for (reply, again) in resends {
-            let (dest, headers, payload) = (
-                again.dest.clone(),
-                again.headers.clone(),
-                again.payload.clone(),
-            );
-            let rid = self.register_resend(Some(reply), None, Some(again));
-            encode_pub(rid, &dest, &headers, &payload, out);
-        }
-    }
-
     /// Writes its half of the connection from the driver's thread (on clear TCP a
     /// blocking socket: a full one holds up this thread, which has nothing else to do
     /// meanwhile).

@@ -229,40 +229,6 @@ impl<P> QueueState<P> {
         self.consumers.iter().position(|c| c.c.cid == cid)
     }
 
-    /// Adds published messages to the end of the queue, but those repeating a message
-    /// id accepted within the window (their reservations are released).
-    pub fn enqueue(&mut self, msgs: impl IntoIterator<Item = Message>, now: Instant) {
-        for msg in msgs {
-            if self.admit(&msg, now) {
-                self.enqueue_one(msg, now);
-            }
-        }
-    }
-
-    /// Adds a dead letter from another queue to the end of this one: never refused as a
-    /// repeat (it left the other queue already).
-    pub fn enqueue_dead_letter(&mut self, msg: Message, now: Instant) {
-        self.enqueue_one(msg, now);
-    }
-
-    fn enqueue_one(&mut self, msg: Message, now: Instant) {
-        self.totals.messages_in += 1;
-        self.totals.bytes_in += msg.payload.len() as u64;
-        let id = self.journal_enqueue(&msg.headers, &msg.payload);
-        if self.enqueue_paged(id, &msg, now) {
-            return;
-        }
-        self.loose += 1;
-        self.loose_since.get_or_insert(now);
-        self.pending.push_back(Held {
-            msg,
-            id,
-            count: 0,
-            enqueued: now,
-            avoid: None,
-        });
-    }
-
     pub fn subscribe(&mut self, c: ConsumerSpec<P>) {
         self.consumers.push(ConsumerState {
             c,
@@ -508,6 +474,7 @@ impl<P> QueueState<P> {
 mod compact;
 mod dead;
 mod delay;
+mod enqueue;
 mod held;
 mod journal;
 mod paging;
