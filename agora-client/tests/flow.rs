@@ -47,6 +47,7 @@ fn a_burst_is_held_by_the_broker_and_what_it_drops_is_reported() {
         let mut sub = c.subscribe("t").await.unwrap();
         burst(s.addr).await;
         let (got, dropped) = take_burst(&mut sub).await;
+        eprintln!("burst of {BURST}: {got} received, {dropped} dropped by the broker and reported");
         assert!(got >= 8_192, "the broker's buffer and the client's: {got}");
         assert!(
             dropped > 0,
