@@ -122,13 +122,17 @@ impl super::Publisher for Pub {
     }
 }
 
-/// `fut`, or `None` once `timer` (armed for `wait` if it is not) fires.
+/// `fut`, or `None` once `timer`, armed for `wait` from now, fires.
 async fn timeout<T>(
     timer: &mut Option<async_io::Timer>,
     wait: Duration,
     fut: impl Future<Output = T>,
 ) -> Option<T> {
+    // One timer, armed again for each wait that blocks (the deadline is `wait` from
+    // now, not from the first wait: a run that lasted longer than `wait` once failed
+    // its rtt at a random round with "nothing arrived within 2 s").
     let t = timer.get_or_insert_with(|| async_io::Timer::after(wait));
+    t.set_after(wait);
     let r = futures_lite::future::or(async { Some(fut.await) }, async {
         t.await;
         None
