@@ -194,8 +194,9 @@ fn read_used(st: &serde_json::Value) -> u64 {
 }
 
 /// Payloads announced and half sent are charged to the read budget from their first
-/// byte; past it, connections holding part of a frame are not read, so 40 half-sent
-/// payloads of 60,000 bytes hold the budget (plus one first read each), not 2.4 MB.
+/// byte; past it, connections holding part of a frame are not read (but one, which
+/// reads on until its frame is done), so 40 half-sent payloads of 60,000 bytes hold the
+/// budget (plus one first read each, and that one frame), not 2.4 MB.
 /// When the clients finish, every publish is accepted: nothing is lost, nothing waits
 /// for ever.
 #[test]
@@ -221,9 +222,10 @@ fn half_sent_payloads_are_held_within_the_read_budget() {
     });
     for _ in 0..20 {
         let used = read_used(&watch.stats());
-        // The budget, plus at most one first read (4 KiB) per connection.
+        // The budget, plus at most one first read (4 KiB) per connection, plus the one
+        // frame the connection reading on without room may hold.
         assert!(
-            used <= BUDGET + 40 * 4096,
+            used <= BUDGET + 40 * 4096 + 64 * 1024 + 64,
             "{used} bytes of partial frames held (budget {BUDGET})"
         );
     }
