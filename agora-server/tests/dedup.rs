@@ -104,7 +104,7 @@ fn a_repeated_id_is_confirmed_and_stored_once_even_after_a_restart() {
 #[test]
 fn an_id_is_forgotten_once_its_window_passes_and_its_memory_goes_back() {
     let s = start_with(Config {
-        dedup_window: Duration::from_millis(200),
+        dedup_window: Duration::from_secs(2),
         ..Config::ephemeral()
     });
     let mut p = s.connect();
