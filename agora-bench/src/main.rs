@@ -378,8 +378,14 @@ fn run_cell(
         };
     }
     match server.system {
-        System::Agora | System::AgoraDurable | System::AgoraDurableEvery => {
-            with!(drivers::agora::Agora { addr })
+        System::Agora
+        | System::AgoraDedicated
+        | System::AgoraDurable
+        | System::AgoraDurableEvery => {
+            with!(drivers::agora::Agora {
+                addr,
+                threads: server.system.sdk_threads(),
+            })
         }
         #[cfg(feature = "peers")]
         System::Jetstream | System::JetstreamDefault => {

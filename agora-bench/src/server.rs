@@ -116,6 +116,7 @@ impl Server {
                 (cmd, Some(port))
             }
             System::Agora
+            | System::AgoraDedicated
             | System::AgoraLean
             | System::AgoraLeanTls
             | System::AgoraDurable
@@ -469,7 +470,7 @@ pub(crate) fn unavailable(system: System, bins: &Bins) -> Option<String> {
         System::AgoraLeanTls | System::NatsLeanTls if bins.tls.is_none() => {
             Some("no TLS certificate was made".into())
         }
-        System::Agora | System::AgoraLean | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery if !bins.agora.is_file() => Some(format!(
+        System::Agora | System::AgoraDedicated | System::AgoraLean | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery if !bins.agora.is_file() => Some(format!(
             "{} not found (cargo build --release -p agora-server)",
             bins.agora.display()
         )),

@@ -8,6 +8,9 @@ pub(crate) enum System {
     /// The Agora broker (the release `agora` binary), through agora-client: what an
     /// application sees.
     Agora,
+    /// The same through agora-client on dedicated threads (`Threads::Dedicated`: two
+    /// threads per connection, blocking sockets) instead of the shared I/O threads.
+    AgoraDedicated,
     /// The Agora broker through a lean blocking client of its protocol (the same
     /// buffering as `nats-lean`): what the broker bounds.
     AgoraLean,
@@ -48,8 +51,9 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 15] = [
+    pub(crate) const ALL: [System; 16] = [
         System::Agora,
+        System::AgoraDedicated,
         System::AgoraLean,
         System::Nats,
         System::NatsLean,
@@ -69,6 +73,7 @@ impl System {
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::Agora => "agora",
+            System::AgoraDedicated => "agora-dedicated",
             System::AgoraLean => "agora-lean",
             System::Nats => "nats",
             System::NatsLean => "nats-lean",
@@ -88,6 +93,14 @@ impl System {
 }
 
 impl System {
+    /// Which threads agora-client runs on, for the systems driven through it.
+    pub(crate) fn sdk_threads(self) -> agora_client::Threads {
+        match self {
+            System::AgoraDedicated => agora_client::Threads::Dedicated,
+            _ => agora_client::Threads::Shared,
+        }
+    }
+
     /// Whether its clients speak TLS to it (on the certificate `crate::tls` makes).
     pub(crate) fn tls(self) -> bool {
         matches!(self, System::AgoraLeanTls | System::NatsLeanTls)

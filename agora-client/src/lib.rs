@@ -25,14 +25,14 @@
 //!
 //! - **No runtime is assumed.** [`Client::connect`] does the handshake on the caller's
 //!   executor (any: the socket is an `async-net` one, driven by `async-io`'s reactor),
-//!   then makes the socket a plain blocking one and hands it to a **driver** running on
-//!   a thread of its own under `async_io::block_on`, which writes, and to a reader
-//!   thread per connection, which reads (each woken by the kernel directly, not through
-//!   the process's one reactor; a TLS stream stays on the reactor, its two halves
-//!   shared by the threads). Every handle ([`Client`], [`Subscription`],
-//!   [`Consumer`], [`Delivery`]) talks to the driver over channels and buffers, so the
-//!   client works the same under smol, a plain `futures_lite::future::block_on`, or any
-//!   other executor. Two threads per client are the price; they sleep while idle.
+//!   then hands it to a **driver**, which writes, and a **reader**, which reads. By
+//!   default both run on the process's shared I/O threads (one per core, at most four),
+//!   so a client costs no thread of its own; [`Threads::Dedicated`] gives a connection
+//!   two threads on a blocking socket instead, each woken by the kernel directly, for
+//!   shorter round trips. Every handle ([`Client`], [`Subscription`], [`Consumer`],
+//!   [`Delivery`]) talks to the driver over channels and buffers, so the client works
+//!   the same under smol, a plain `futures_lite::future::block_on`, or any other
+//!   executor.
 //! - **Batched writes.** A fire-and-forget publish is encoded by its caller into a
 //!   shared buffer ([`ClientBuilder::publish_buffer`]); the driver swaps that buffer
 //!   out, adds every command waiting for it and writes it all with one call.
@@ -95,6 +95,7 @@ mod events;
 mod inbox;
 mod message;
 mod options;
+mod pool;
 mod pubbuf;
 mod queue;
 mod request;
@@ -120,7 +121,7 @@ pub use endpoint::Endpoint;
 pub use error::{Error, ErrorKind, ErrorStream, Result, ServerError};
 pub use events::{Event, EventStream};
 pub use message::{Delivery, Message};
-pub use options::{Overflow, Reconnect};
+pub use options::{Overflow, Reconnect, Threads};
 pub use queue::Queue;
 pub use stats::{
     BindingStats, BoundQueueStats, BrokerStats, ClientCounts, DestinationStats, LatencyStats,

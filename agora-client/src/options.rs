@@ -96,6 +96,26 @@ pub(crate) struct Options {
     pub(crate) retry_initial: bool,
     /// What a topic subscription does when its buffer is full.
     pub(crate) overflow: Overflow,
+    /// Which threads run the connection.
+    pub(crate) threads: Threads,
+}
+
+/// Which threads run a client's connection
+/// ([`ClientBuilder::threads`](crate::ClientBuilder::threads)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Threads {
+    /// The process's shared I/O threads: one per core, at most four, started by the
+    /// first client that uses them and kept for the life of the process. Every client
+    /// of the process runs there as tasks (its driver, which writes, and its reader),
+    /// on sockets in async-io's reactor; a client costs no thread of its own.
+    #[default]
+    Shared,
+    /// Two threads of the connection's own, on a blocking socket: a driver that
+    /// writes and a reader that reads, each woken by the kernel directly, never
+    /// through the reactor. Lower latency and more throughput for one busy
+    /// connection (figures in the client chapter), at two threads per client.
+    Dedicated,
 }
 
 /// What a topic subscription does when the application does not keep up and its
@@ -144,6 +164,7 @@ impl Default for Options {
             credentials: None,
             retry_initial: false,
             overflow: Overflow::Hold,
+            threads: Threads::Shared,
         }
     }
 }

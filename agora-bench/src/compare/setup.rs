@@ -188,7 +188,10 @@ pub(super) fn one_run(
             };
             scenario::run(&driver, &view, cell, settings, DEST.to_owned())
         } else {
-            let driver = drivers::agora::Agora { addr };
+            let driver = drivers::agora::Agora {
+                addr,
+                threads: agora_client::Threads::Shared,
+            };
             scenario::run(&driver, &view, cell, settings, DEST.to_owned())
         }
     });

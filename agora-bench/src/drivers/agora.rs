@@ -12,6 +12,8 @@ use super::{Dest, Mode, Result};
 #[derive(Clone)]
 pub(crate) struct Agora {
     pub(crate) addr: String,
+    /// The SDK's threads: shared (what an application gets by default) or dedicated.
+    pub(crate) threads: agora_client::Threads,
 }
 
 enum Target {
@@ -49,6 +51,7 @@ impl super::Driver for Agora {
     async fn publisher(&self, dest: &Dest) -> Result<Pub> {
         let client = Client::builder()
             .name("bench-pub")
+            .threads(self.threads)
             .connect(&self.addr)
             .await
             .map_err(err)?;
@@ -64,6 +67,7 @@ impl super::Driver for Agora {
         // A buffer far above the bench's window, so the SDK never drops on our account.
         let client = Client::builder()
             .name("bench-sub")
+            .threads(self.threads)
             .subscription_buffer(65_536)
             .connect(&self.addr)
             .await

@@ -12,6 +12,7 @@ use crate::System;
 fn color(system: System) -> RGBColor {
     match system {
         System::Agora => RGBColor(0xd9, 0x48, 0x1c),
+        System::AgoraDedicated => RGBColor(0xf1, 0x69, 0x13),
         System::AgoraLean => RGBColor(0xe6, 0xab, 0x02),
         System::Nats => RGBColor(0x27, 0x6f, 0xbf),
         System::NatsLean => RGBColor(0x1b, 0x9e, 0x77),

@@ -7,7 +7,10 @@ use super::*;
 /// the guard lives. They are what a subscription index must not scan.
 pub(super) fn crowd(server: &ServerView, patterns: &[String]) -> Result<Vec<TcpStream>> {
     use std::io::{Read, Write};
-    let agora = matches!(server.system, System::Agora | System::AgoraLean);
+    let agora = matches!(
+        server.system,
+        System::Agora | System::AgoraDedicated | System::AgoraLean
+    );
     let nats = matches!(server.system, System::Nats | System::NatsLean);
     if !agora && !nats {
         return Err(format!("{} has no wildcard crowd", server.system.name()));

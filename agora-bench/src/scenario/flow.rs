@@ -414,9 +414,11 @@ pub(super) fn stalled_subscriber(server: &ServerView, name: &str) -> Result<TcpS
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     let (hello, until): (Vec<u8>, &str) = match server.system {
-        System::Agora | System::AgoraLean | System::AgoraDurable | System::AgoraDurableEvery => {
-            (format!("SUB #1 topic:{name} 1\r\n").into_bytes(), "OK #1")
-        }
+        System::Agora
+        | System::AgoraDedicated
+        | System::AgoraLean
+        | System::AgoraDurable
+        | System::AgoraDurableEvery => (format!("SUB #1 topic:{name} 1\r\n").into_bytes(), "OK #1"),
         System::Nats | System::NatsLean | System::Jetstream | System::JetstreamDefault => (
             format!("CONNECT {{\"verbose\":false}}\r\nSUB {name} 1\r\nPING\r\n").into_bytes(),
             "PONG",

@@ -211,7 +211,10 @@ pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
     }
     match (system, cell.scenario) {
         (s, Topic1x1 | Rtt) if s.tls() => None,
-        (System::Agora | System::AgoraLean | System::NatsLean, RequestReply) => None,
+        (
+            System::Agora | System::AgoraDedicated | System::AgoraLean | System::NatsLean,
+            RequestReply,
+        ) => None,
         (System::Nats, RequestReply) => Some(
             "request-reply is measured against nats-lean (async-nats's request() is not driven)",
         ),

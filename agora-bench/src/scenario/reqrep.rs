@@ -34,7 +34,9 @@ pub(super) fn run(
     let proto = match server.system {
         System::AgoraLean => Proto::Agora,
         System::NatsLean => Proto::Nats,
-        System::Agora => return sdk(server, payload, duration, requesters, name),
+        System::Agora | System::AgoraDedicated => {
+            return sdk(server, payload, duration, requesters, name)
+        }
         s => return Err(format!("{} has no request-reply run", s.name())),
     };
     let stop = AtomicBool::new(false);
@@ -347,7 +349,14 @@ fn sdk(
     use futures_lite::StreamExt;
     let e = |e: agora_client::Error| format!("agora: {e}");
     let subject = format!("{name}.svc");
-    let connect = || block_on(agora_client::Client::connect(&server.addr)).map_err(e);
+    let connect = || {
+        block_on(
+            agora_client::Client::builder()
+                .threads(server.system.sdk_threads())
+                .connect(&server.addr),
+        )
+        .map_err(e)
+    };
     let responder = connect()?;
     let mut requests = block_on(responder.subscribe(&subject)).map_err(e)?;
     let stop = AtomicBool::new(false);

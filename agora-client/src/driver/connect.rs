@@ -20,14 +20,15 @@ use super::stream::Stream;
 use super::{Ctl, Driver};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::options::Options;
+use crate::options::{Options, Threads};
 use crate::tls::Connector;
 
 /// The largest payload the client accepts from the broker, at least (a `STATS`
 /// document of a busy broker can exceed the publish limit).
 const MIN_READ_PAYLOAD: usize = 16 * 1024 * 1024;
 
-/// A connection that has done its handshake; a clear one's socket is a blocking one.
+/// A connection that has done its handshake; a clear one's socket is a blocking one
+/// on dedicated threads.
 pub(crate) struct Established {
     pub stream: Stream,
     pub buf: BytesMut,
@@ -108,11 +109,11 @@ async fn attempt(addr: &str, opts: &Options, tls: Option<&Connector>) -> Result<
         match tls {
             None => {
                 let (buf, info) = greet(&mut tcp, addr, opts).await?;
-                Ok(Established {
-                    stream: Stream::Tcp(into_blocking(tcp)?),
-                    buf,
-                    info,
-                })
+                let stream = match opts.threads {
+                    Threads::Dedicated => Stream::Tcp(into_blocking(tcp)?),
+                    Threads::Shared => Stream::Async(tcp),
+                };
+                Ok(Established { stream, buf, info })
             }
             Some(tls) => {
                 let mut stream = tls.connect(tcp, addr).await?;
@@ -214,7 +215,8 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The handshake's socket as a plain blocking one, out of the reactor: from here on the
-/// driver's thread writes it and a reader thread reads it, each woken by the kernel.
+/// driver's dedicated thread writes it and a reader thread reads it, each woken by the
+/// kernel.
 fn into_blocking(stream: TcpStream) -> Result<std::net::TcpStream> {
     let stream: Arc<async_io::Async<std::net::TcpStream>> = stream.into();
     let stream = Arc::try_unwrap(stream)

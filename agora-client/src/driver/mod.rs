@@ -1,6 +1,7 @@
 //! The driver: the one task that owns the socket.
 //!
-//! It runs on a thread of its own under `async_io::block_on`, so the client needs no
+//! It runs on one of the process's shared I/O threads (`pool`), or on a thread of its
+//! own under `async_io::block_on` ([`Threads`](crate::Threads)), so the client needs no
 //! executor from the application and works under smol, tokio-with-compat, or a plain
 //! `block_on`. Application handles talk to it over two channels: `cmd` (bounded:
 //! publishes and requests, so a fast publisher waits instead of growing memory) and
@@ -8,14 +9,15 @@
 //! subscription the application holds — acks, unsubscribes from `Drop` — or is a reply
 //! to a broker `PINGREQ`).
 //!
-//! Per connection there are two threads, both on a plain blocking socket, so the
-//! kernel wakes each one directly (no reactor thread in between: async-io has one
-//! reactor per process, and a socket event could reach a client through whichever
-//! thread was polling it, one wake-up more per message). A TLS connection is the
-//! exception: its one rustls stream stays on the reactor, shared by the two threads'
-//! halves (see `stream`). The driver's thread writes:
+//! On the shared threads the reader is a second future of the driver's task, and the
+//! socket stays in the reactor. On dedicated threads there are two threads per
+//! connection, both on a plain blocking socket, so the kernel wakes each one directly
+//! (no reactor thread in between: async-io has one reactor per process, and a socket
+//! event could reach a client through whichever thread was polling it, one wake-up more
+//! per message). A TLS connection keeps its one rustls stream on the reactor in both
+//! modes, shared by the two halves (see `stream`). The driver writes:
 //! it drains many commands per wake-up, encodes them into one buffer and writes it with
-//! one call. A reader thread decodes every complete frame in its buffer before reading
+//! one call. The reader decodes every complete frame in its buffer before reading
 //! again, matches answers to requests by request id and hands deliveries to
 //! subscriptions by sid. It never waits on the application, except for an auto-ack
 //! consumer's full buffer (see `deliver_run`). Neither may block on anything but the
@@ -23,8 +25,8 @@
 //!
 //! Its parts: `connect` makes a connection (the handshake, TLS's included, and the
 //! reconnect back-off); `stream` cuts it into the two threads' halves, clear or TLS;
-//! `writer` is the driver thread's loop, which turns commands into frames; `reader` is
-//! the reader thread, which turns frames into answers and deliveries. This file holds
+//! `writer` is the driver's loop, which turns commands into frames; `reader` is the
+//! reader, which turns frames into answers and deliveries. This file holds
 //! what they share and the loop over connections.
 
 mod connect;
@@ -47,7 +49,7 @@ use crate::error::{Error, Result, ServerError};
 use crate::events::Event;
 use crate::inbox::Inbox;
 use crate::lock;
-use crate::options::Options;
+use crate::options::{Options, Threads};
 use crate::pubbuf::PubBuf;
 use crate::tls::Connector;
 
@@ -227,7 +229,7 @@ enum End {
     Lost(Error),
 }
 
-/// What the driver and its connection's reader thread share.
+/// What the driver and its connection's reader share.
 struct Core {
     /// The brokers to connect to, tried in turn.
     addrs: Vec<String>,
@@ -413,22 +415,35 @@ impl Driver {
             self.resubscribe(&mut out);
             self.write_resends(&mut out);
         }
-        // The reader thread reports how the connection ended on `done`; closing `stop`
-        // ends its wait for room in a full inbox.
-        let (done_tx, done_rx) = async_channel::bounded(1);
+        // Closing `stop` ends the reader's wait for room in a full inbox.
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         let (mut reader, mut writer) = match stream.split() {
             Ok(halves) => halves,
             Err(e) => return End::Lost(Error::Io(e)),
         };
         let core = self.core.clone();
+        let read = async move {
+            let end = core
+                .read(&mut reader, buf, generation, &limits, &stop_rx)
+                .await;
+            // A writer blocked on a full socket fails now instead of waiting.
+            reader.shutdown();
+            end
+        };
+        if self.opts.threads == Threads::Shared {
+            // The reader is a future of this task, polled beside the writer; once
+            // either ends the other is dropped, and nothing more is read.
+            let end = future::or(self.writer(&mut writer, out, generation), read).await;
+            writer.shutdown();
+            drop(stop_tx);
+            return end;
+        }
+        // The reader thread reports how the connection ended on `done`.
+        let (done_tx, done_rx) = async_channel::bounded(1);
         let spawned = std::thread::Builder::new()
             .name("agora-client-reader".to_owned())
             .spawn(move || {
-                let end = core.read(&mut reader, buf, generation, &limits, &stop_rx);
-                // A writer blocked on a full socket fails now instead of waiting.
-                reader.shutdown();
-                let _ = done_tx.try_send(end);
+                let _ = done_tx.try_send(async_io::block_on(read));
             });
         if let Err(e) = spawned {
             return End::Lost(Error::Io(e));

@@ -1,10 +1,9 @@
-//! The reader thread's side of a connection: it reads the blocking socket, decodes
+//! The reader's side of a connection: it reads the socket, decodes
 //! every complete frame, answers waiting requests by request id and hands deliveries
 //! to subscriptions' inboxes by sid. It never writes the socket (a reply it owes, such
 //! as `PINGRESP`, goes to the driver's control channel) and never waits on the
 //! application, except for an auto-ack consumer's full buffer (see `deliver_run`).
 
-use std::io::Read;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
@@ -23,8 +22,9 @@ use crate::lock;
 const RUN_MAX: usize = 512;
 
 impl Core {
-    /// The reader thread: reads its (blocking) half of the connection until it ends.
-    pub(super) fn read(
+    /// The reader: reads its half of the connection until it ends (on a dedicated
+    /// thread, a blocking socket under `block_on`).
+    pub(super) async fn read(
         &self,
         stream: &mut ReadHalf,
         mut buf: BytesMut,
@@ -42,14 +42,14 @@ impl Core {
                 // of its inbox per run), before anything else is acted on.
                 if let Ok(Some(ServerFrame::Msg(m))) = frame {
                     if !run.is_empty() && (m.sid != run_sid || run.len() >= RUN_MAX) {
-                        self.deliver_run(run_sid, &mut run, generation, stop);
+                        self.deliver_run(run_sid, &mut run, generation, stop).await;
                     }
                     run_sid = m.sid;
                     run.push(Incoming { msg: m, generation });
                     continue;
                 }
                 if !run.is_empty() {
-                    self.deliver_run(run_sid, &mut run, generation, stop);
+                    self.deliver_run(run_sid, &mut run, generation, stop).await;
                 }
                 match frame {
                     Ok(Some(f)) => self.on_frame(f),
@@ -60,7 +60,7 @@ impl Core {
             }
             let len = buf.len();
             buf.resize(len + read_size.get(), 0);
-            match stream.read(&mut buf[len..]) {
+            match stream.read(&mut buf[len..]).await {
                 Ok(0) => {
                     if self.closing.load(SeqCst) {
                         return End::Closed;
@@ -218,7 +218,13 @@ impl Core {
     ///
     /// A wait for room ends early when the connection is over (`stop` closed); the run
     /// is then dropped, as everything read on a lost connection but not yet handed over.
-    fn deliver_run(&self, sid: u64, run: &mut Vec<Incoming>, generation: u64, stop: &Receiver<()>) {
+    async fn deliver_run(
+        &self,
+        sid: u64,
+        run: &mut Vec<Incoming>,
+        generation: u64,
+        stop: &Receiver<()>,
+    ) {
         if sid == INBOX_SID {
             for i in run.drain(..) {
                 self.reply_arrived(i.msg);
@@ -256,9 +262,10 @@ impl Core {
                 if run.is_empty() {
                     return;
                 }
-                future::block_on(future::or(inbox.room(), async {
+                future::or(inbox.room(), async {
                     let _ = stop.recv().await;
-                }));
+                })
+                .await;
                 if stop.is_closed() {
                     run.clear();
                     return;

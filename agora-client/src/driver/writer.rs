@@ -37,9 +37,9 @@ impl Driver {
         }
     }
 
-    /// Writes its half of the connection from the driver's thread (on clear TCP a
-    /// blocking socket: a full one holds up this thread, which has nothing else to do
-    /// meanwhile).
+    /// Writes its half of the connection (on clear TCP with dedicated threads, a
+    /// blocking socket: a full one holds up the driver's thread, which has nothing else
+    /// to do meanwhile; on the shared threads, an await).
     pub(super) async fn writer(
         &self,
         stream: &mut WriteHalf,
