@@ -42,6 +42,7 @@ mod decode;
 mod encode;
 mod error;
 mod frame;
+pub mod mqtt;
 pub mod msg_id;
 mod name;
 pub mod reply;
