@@ -219,6 +219,13 @@ pub struct Config {
     /// Whatever it says, they are refused while the file system has less free than
     /// two segments.
     pub max_disk: Option<u64>,
+    /// Port for MQTT 3.1.1 and 5.0 clients (`--mqtt-port`); `None`: no MQTT; 0 picks a
+    /// free port.
+    pub mqtt_port: Option<u16>,
+    /// Bytes of MQTT retained messages the broker keeps (`--mqtt-retained-bytes`).
+    pub mqtt_retained_bytes: usize,
+    /// Topics with an MQTT retained message the broker keeps (`--mqtt-retained-topics`).
+    pub mqtt_retained_topics: usize,
     /// The TCP port's certificate chain (PEM, `--tls-cert`): with it and
     /// [`Config::tls_key`], the port speaks TLS only.
     pub tls_cert: Option<PathBuf>,
@@ -296,6 +303,9 @@ impl Default for Config {
             fsync: Fsync::Always,
             max_disk: None,
             repair: false,
+            mqtt_port: None,
+            mqtt_retained_bytes: 64 * 1024 * 1024,
+            mqtt_retained_topics: 100_000,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,

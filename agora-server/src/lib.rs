@@ -56,6 +56,7 @@ pub mod logging;
 mod manager;
 mod message;
 mod metrics;
+mod mqtt;
 pub mod mutators;
 mod queue;
 mod reporter;
@@ -152,6 +153,8 @@ pub struct Server {
     store: Option<Opened>,
     /// With `--tls-cert`: the TCP port speaks TLS only.
     tls: Option<futures_rustls::TlsAcceptor>,
+    /// With `--mqtt-port`: the MQTT listener.
+    mqtt: Option<TcpListener>,
 }
 
 /// The data directory as [`Server::bind`] found it.
@@ -285,12 +288,20 @@ impl Server {
         })?;
         let listener = TcpListener::try_from(listener)?;
         let udp = UdpSocket::try_from(udp)?;
+        let mqtt = match config.mqtt_port {
+            Some(port) => Some(TcpListener::try_from(std::net::TcpListener::bind((
+                config.bind,
+                port,
+            ))?)?),
+            None => None,
+        };
         Ok(Server {
             config,
             listener,
             udp,
             store,
             tls,
+            mqtt,
         })
     }
 
@@ -302,6 +313,11 @@ impl Server {
     /// Whether the TCP port speaks TLS (`--tls-cert`).
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// The MQTT address bound (`--mqtt-port`), if any.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The UDP address bound: the same address and port as TCP.
@@ -400,6 +416,23 @@ impl Server {
             stop_rx.clone(),
             alive.clone(),
         );
+        let mqtt = match self.mqtt {
+            Some(listener) => {
+                let retained = Arc::new(mqtt::retained::Retained::new(
+                    broker.config.mqtt_retained_bytes,
+                    broker.config.mqtt_retained_topics,
+                ));
+                futures_lite::future::Boxed::from(Box::pin(mqtt::accept_loop(
+                    broker.clone(),
+                    listener,
+                    retained,
+                    stop_rx.clone(),
+                    alive.clone(),
+                ))
+                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)
+            }
+            None => Box::pin(futures_lite::future::pending()),
+        };
         let udp = udp::udp_loop(broker.clone(), self.udp, stop_rx, alive);
         let no_metrics = broker.config.ablation.no_metrics;
         let metrics = async {
@@ -409,7 +442,7 @@ impl Server {
             reporter::run_manager(broker.clone()).await;
         };
         futures_lite::future::or(
-            futures_lite::future::or(accept, metrics),
+            futures_lite::future::or(futures_lite::future::or(accept, mqtt), metrics),
             futures_lite::future::or(udp, async {
                 shutdown.await;
             }),
@@ -482,17 +515,21 @@ pub async fn run(
 ) -> io::Result<()> {
     use agora_protocol::startup::line;
     let server = Server::bind(config).await?;
-    let (tcp, udp) = (server.local_addr()?, server.udp_addr()?);
+    let (tcp, udp, mqtt) = (server.local_addr()?, server.udp_addr()?, server.mqtt_addr());
     // Both lines in one write, and a failed write ignored: a reader (a test, a
     // supervisor) may take the first line and close the pipe, and a broker whose stdout
     // went away keeps serving (`println!` would panic on the second line).
     {
         use std::io::Write;
-        let lines = format!(
+        let mut lines = format!(
             "{}\n{}\n",
             line("agora", if server.is_tls() { "tls" } else { "tcp" }, tcp),
             line("agora", "udp", udp)
         );
+        if let Some(mqtt) = mqtt {
+            lines.push_str(&line("agora", "mqtt", mqtt));
+            lines.push('\n');
+        }
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
     }

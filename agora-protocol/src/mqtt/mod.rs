@@ -285,12 +285,16 @@ pub mod reason {
     pub const SERVER_UNAVAILABLE: u8 = 0x88;
     /// Server shutting down (0x8B).
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    /// Bad authentication method (0x8C).
+    pub const BAD_AUTH_METHOD: u8 = 0x8C;
     /// Keep alive timeout (0x8D).
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     /// Topic filter invalid (0x8F).
     pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
     /// Topic name invalid (0x90).
     pub const TOPIC_NAME_INVALID: u8 = 0x90;
+    /// Topic alias invalid (0x94).
+    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     /// Packet too large (0x95).
     pub const PACKET_TOO_LARGE: u8 = 0x95;
     /// Quota exceeded (0x97).

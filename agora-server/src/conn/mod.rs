@@ -159,6 +159,8 @@ struct Run {
 pub(crate) enum Input {
     /// A TCP stream, read in bulk.
     Tcp(TcpStream),
+    /// The pipe from an MQTT connection's bridge (`crate::mqtt`): native frames.
+    Pipe(piper::Reader),
     /// The reading half of a TLS stream (its handshake done), read in bulk; the user
     /// its client certificate names, if any.
     Tls(
@@ -189,7 +191,7 @@ pub(crate) fn spawn_client(
         .rt
         .spawn(async move {
             let count = match input {
-                Input::Tcp(_) | Input::Tls(..) => &b.clients_tcp,
+                Input::Tcp(_) | Input::Tls(..) | Input::Pipe(_) => &b.clients_tcp,
                 Input::Udp { .. } => &b.clients_udp,
             };
             serve_client(&b, input, writer, peer, stop).await;
@@ -249,7 +251,9 @@ pub(crate) async fn serve_client(
                     Input::Udp { .. } => s.over_udp(broker.udp_token(peer)),
                     _ => s,
                 },
-                Input::Tcp(_) | Input::Tls(_, None) => s.with_access(Access::Pending),
+                Input::Tcp(_) | Input::Tls(_, None) | Input::Pipe(_) => {
+                    s.with_access(Access::Pending)
+                }
                 Input::Tls(_, Some(user)) => {
                     log::info!(
                         "client {peer} authenticated as {} by its certificate",
@@ -291,13 +295,14 @@ pub(crate) async fn serve_client(
     // A UDP source is sent nothing it did not ask for until it has proved it receives
     // (its address may be forged): no greeting.
     let greeted = match input {
-        Input::Tcp(_) | Input::Tls(..) => outbox.frame(&info).await,
+        Input::Tcp(_) | Input::Tls(..) | Input::Pipe(_) => outbox.frame(&info).await,
         Input::Udp { .. } => true,
     };
     let end = match greeted {
         true => match input {
             Input::Tcp(stream) => c.read_loop(stream, &stop).await,
             Input::Tls(stream, _) => c.read_loop(stream, &stop).await,
+            Input::Pipe(stream) => c.read_loop(stream, &stop).await,
             Input::Udp { datagrams, source } => c.datagram_loop(datagrams, source, &stop).await,
         },
         false => End::Gone,

@@ -79,6 +79,48 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "mqtt_port",
+        flag: "mqtt-port",
+        env: "AGORA_MQTT_PORT",
+        value_name: Some("PORT"),
+        default_note: "none: no MQTT",
+        valid: "0 to 65535; 0 picks a free port",
+        doc: "Port for MQTT 3.1.1 and 5.0 clients, on the --bind address (off unless given; 0 picks a free port and the listening line shows it). See the book's MQTT chapter",
+        apply: |s, v| {
+            s.config.mqtt_port = Some(signed(v, 0, u16::MAX.into())? as u16);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "mqtt_retained_bytes",
+        flag: "mqtt-retained-bytes",
+        env: "AGORA_MQTT_RETAINED_BYTES",
+        value_name: Some("BYTES"),
+        default: Some("67108864"),
+        valid: "a number of bytes, at least 1",
+        doc: "Bytes of MQTT retained messages kept (topic, payload, properties and 64 bytes each); a retained publish past it is refused (MQTT 5: quota exceeded; 3.1.1: the connection is closed)",
+        apply: |s, v| {
+            s.config.mqtt_retained_bytes = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "mqtt_retained_topics",
+        flag: "mqtt-retained-topics",
+        env: "AGORA_MQTT_RETAINED_TOPICS",
+        value_name: Some("N"),
+        default: Some("100000"),
+        valid: "at least 1",
+        doc: "Topics with an MQTT retained message kept; a retained publish to one more topic is refused as --mqtt-retained-bytes says",
+        apply: |s, v| {
+            s.config.mqtt_retained_topics = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "tls_cert",
         flag: "tls-cert",
         env: "AGORA_TLS_CERT",

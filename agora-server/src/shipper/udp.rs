@@ -74,6 +74,9 @@ pub(crate) enum Writer {
         tls: futures_lite::io::WriteHalf<crate::tls::TlsStream>,
         raw: async_net::TcpStream,
     },
+    /// The pipe to an MQTT connection's bridge (`crate::mqtt`), which turns the native
+    /// frames into MQTT packets.
+    Pipe(piper::Writer),
     /// A UDP peer: datagrams to its address from the broker's one UDP socket.
     Udp {
         socket: async_net::UdpSocket,
@@ -142,6 +145,16 @@ impl Writer {
                         Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                         Ok(n) => *done += n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Writer::Pipe(p) => {
+                while *done < b.len() {
+                    match p.write(&b[*done..]).await {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => *done += n,
                         Err(e) => return Err(e),
                     }
                 }
@@ -238,6 +251,9 @@ impl Writer {
                 )
                 .await;
                 let _ = raw.shutdown(std::net::Shutdown::Both);
+            }
+            Writer::Pipe(p) => {
+                let _ = p.close().await;
             }
             Writer::Udp { .. } => {}
         }
