@@ -326,6 +326,25 @@ fn a_refused_subscription_fails_its_filter_only() {
 }
 
 #[test]
+fn a_filter_refused_in_part_ends_the_part_that_was_not() {
+    let r = retained();
+    let mut b = open(Version::V311, &r);
+    let out = step_client(&mut b, subscribe(2, &[("a/#", QoS::AtMostOnce)]), &r);
+    let ids = rids(&out);
+    step_broker(&mut b, ServerFrame::Ok { rid: Some(ids[0]) }, &r);
+    let out = step_broker(&mut b, err(ids[1], ErrorCode::NotPermitted), &r);
+    assert_eq!(
+        out.client,
+        [Reply::SubAck {
+            pkid: 2,
+            codes: vec![0x80]
+        }]
+    );
+    assert!(matches!(out.broker[..], [ClientFrame::Unsub { .. }]));
+    assert!(b.subs.is_empty() && b.by_sid.is_empty());
+}
+
+#[test]
 fn unsubscribe_ends_the_native_subscriptions() {
     let r = retained();
     let mut b = open(Version::V5, &r);
