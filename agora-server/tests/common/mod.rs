@@ -1,6 +1,8 @@
 //! Test support: a broker in-process on 127.0.0.1:0 and a raw-bytes client.
 #![allow(dead_code)]
 
+pub mod mqtt;
+
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -17,6 +19,8 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// A broker on its own runtime, as the binary runs it; stopped (gracefully) on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The MQTT port's address, with `mqtt_port` configured.
+    pub mqtt: Option<SocketAddr>,
     stop: Option<async_channel::Sender<()>>,
     served: Option<Task<std::io::Result<()>>>,
     /// Two workers, so that tasks can run elsewhere than where their event arrived.
@@ -32,12 +36,14 @@ pub fn start_with(config: Config) -> TestServer {
     let rt = Runtime::new(2);
     let server = smol::block_on(Server::bind(config)).expect("bind");
     let addr = server.local_addr().unwrap();
+    let mqtt = server.mqtt_addr();
     let (stop, stopped) = async_channel::bounded::<()>(1);
     let served = rt.spawn(server.serve(rt.handle(), async move {
         let _ = stopped.recv().await;
     }));
     TestServer {
         addr,
+        mqtt,
         stop: Some(stop),
         served: Some(served),
         rt: Some(rt),

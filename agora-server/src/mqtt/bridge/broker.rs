@@ -106,8 +106,27 @@ impl Bridge {
                     e.message
                 ),
             },
-            Pending::Sub { pkid, index, sid } => {
-                if let Some(e) = err {
+            Pending::Sub {
+                pkid,
+                index,
+                sid,
+                parent,
+            } => {
+                if let Some(e) = err
+                    .as_ref()
+                    .filter(|e| parent && e.code == ErrorCode::NotPermitted)
+                {
+                    // `a/#` for a user who may read `a.>` but not `a`: the filter is
+                    // granted for what the user may read.
+                    log::debug!(
+                        "MQTT client {}: the parent level of a # filter is not permitted: {}",
+                        self.client_id,
+                        e.message
+                    );
+                    if let Some(ack) = self.subacks.get_mut(&pkid) {
+                        ack.filters[index].natives.retain(|(s, _)| *s != sid);
+                    }
+                } else if let Some(e) = err {
                     let code = match self.v5() {
                         true => reason_of(e.code),
                         false => reason::V311_SUBSCRIBE_FAILURE,

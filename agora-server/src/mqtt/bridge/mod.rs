@@ -72,11 +72,13 @@ enum Pending {
         pkid: Option<u16>,
         retain: Option<(String, Kept)>,
     },
-    /// One native subscription of filter `index` of `SUBSCRIBE` `pkid`.
+    /// One native subscription of filter `index` of `SUBSCRIBE` `pkid`. `parent`: the
+    /// `a` of `a/#`, which a user allowed `a.>` but not `a` may go without.
     Sub {
         pkid: u16,
         index: usize,
         sid: u64,
+        parent: bool,
     },
 }
 
@@ -447,7 +449,8 @@ impl Bridge {
                 ack.filters[index].natives = patterns.into_iter().map(|p| (0, p)).collect();
                 continue;
             }
-            for pattern in patterns {
+            let two = patterns.len() == 2;
+            for (n, pattern) in patterns.into_iter().enumerate() {
                 let dest = match Destination::topic_pattern(&pattern) {
                     Ok(d) => d,
                     Err(_) => {
@@ -457,7 +460,12 @@ impl Bridge {
                 };
                 let sid = self.next_sid;
                 self.next_sid += 1;
-                let rid = self.rid(Pending::Sub { pkid, index, sid });
+                let rid = self.rid(Pending::Sub {
+                    pkid,
+                    index,
+                    sid,
+                    parent: two && n == 0,
+                });
                 ack.waiting += 1;
                 ack.filters[index].natives.push((sid, pattern));
                 out.broker.push(ClientFrame::Sub(Subscribe {

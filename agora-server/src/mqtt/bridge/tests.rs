@@ -520,3 +520,22 @@ fn past_the_inflight_limit_deliveries_go_at_qos_0() {
     }
     assert_eq!(qos1, MAX_INFLIGHT);
 }
+
+#[test]
+fn a_hash_filter_stands_when_only_its_parent_level_is_not_permitted() {
+    let r = retained();
+    let mut b = open(Version::V5, &r);
+    let out = step_client(&mut b, subscribe(2, &[("a/#", QoS::AtLeastOnce)]), &r);
+    let ids = rids(&out);
+    step_broker(&mut b, err(ids[0], ErrorCode::NotPermitted), &r);
+    let out = step_broker(&mut b, ServerFrame::Ok { rid: Some(ids[1]) }, &r);
+    assert_eq!(
+        out.client,
+        [Reply::SubAck {
+            pkid: 2,
+            codes: vec![1]
+        }]
+    );
+    assert!(out.broker.is_empty());
+    assert_eq!(b.by_sid.len(), 1);
+}
