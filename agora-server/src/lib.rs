@@ -99,6 +99,8 @@ pub(crate) struct Broker {
     pub clients_tcp: AtomicUsize,
     /// Known UDP clients (source addresses).
     pub clients_udp: AtomicUsize,
+    /// Of `clients_tcp`, the MQTT connections.
+    pub clients_mqtt: AtomicUsize,
     pub started: Instant,
     /// Payload bytes held across queues and subscriber buffers.
     pub budget: Arc<budget::Budget>,
@@ -399,6 +401,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             clients_tcp: AtomicUsize::new(0),
             clients_udp: AtomicUsize::new(0),
+            clients_mqtt: AtomicUsize::new(0),
             started: Instant::now(),
             metrics: Arc::new(metrics::BrokerMetrics::default()),
             udp_secret: Default::default(),

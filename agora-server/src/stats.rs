@@ -9,8 +9,11 @@ use crate::Broker;
 
 #[derive(Serialize)]
 struct Clients {
+    /// Stream connections, native and MQTT.
     tcp: usize,
     udp: usize,
+    /// Of `tcp`, those speaking MQTT.
+    mqtt: usize,
 }
 
 #[derive(Serialize)]
@@ -210,6 +213,7 @@ pub(crate) fn document(
         clients: Clients {
             tcp: broker.clients_tcp.load(Relaxed),
             udp: broker.clients_udp.load(Relaxed),
+            mqtt: broker.clients_mqtt.load(Relaxed),
         },
         memory: Memory {
             used: broker.budget.used(),

@@ -72,7 +72,9 @@ pub(crate) async fn accept_loop(
                 broker
                     .rt
                     .spawn(async move {
+                        b.clients_mqtt.fetch_add(1, SeqCst);
                         serve(&b, stream, peer, &r, stop).await;
+                        b.clients_mqtt.fetch_sub(1, SeqCst);
                         b.clients_tcp.fetch_sub(1, SeqCst);
                         drop(alive);
                     })
@@ -353,7 +355,7 @@ impl Io<'_> {
                 },
             ));
         }
-        self.bridge().lost(&mut out);
+        self.bridge().lost(self.retained, &mut out);
         out.close = Some(why.to_owned());
         self.apply(out, true).await;
     }
@@ -364,7 +366,7 @@ impl Io<'_> {
             return self.end(why);
         }
         let mut out = Out::default();
-        self.bridge().lost(&mut out);
+        self.bridge().lost(self.retained, &mut out);
         out.close = Some(why.to_owned());
         self.apply(out, true).await;
     }

@@ -25,7 +25,8 @@ fn reason_of(code: ErrorCode) -> u8 {
 impl Bridge {
     /// Acts on one frame from the broker's session.
     pub(crate) fn on_frame(&mut self, f: ServerFrame, retained: &Retained, out: &mut Out) {
-        if self.state == State::Closed {
+        // Once closed, only the answer to a will's retained publish still counts.
+        if self.state == State::Closed && !matches!(f, ServerFrame::PubAck { .. }) {
             return;
         }
         match f {

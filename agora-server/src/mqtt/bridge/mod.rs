@@ -241,7 +241,7 @@ impl Bridge {
                 if code != 0x04 {
                     self.will = None;
                 }
-                self.lost(out);
+                self.lost(retained, out);
                 out.close("the client disconnected");
             }
             Packet::Auth(_) => self.refuse(
@@ -483,13 +483,27 @@ impl Bridge {
 
     /// What the broker sends when the connection ends without a `DISCONNECT` (or with
     /// MQTT 5's "with will"): the will, if any, published as the client would have.
-    pub(crate) fn lost(&mut self, out: &mut Out) {
+    ///
+    /// A will with the retain flag is kept as its topic's retained message once the
+    /// broker accepted it (so only where the user may publish), room permitting.
+    pub(crate) fn lost(&mut self, retained: &Retained, out: &mut Out) {
         if let Some(w) = self.will.take() {
             if self.state == State::Open {
                 if let (Ok(name), Ok(headers)) = (to_agora(&w.topic), headers_of(&w.props)) {
                     if let Ok(dest) = Destination::topic(&name) {
+                        let kept = Kept {
+                            payload: w.payload.clone(),
+                            headers: headers.clone(),
+                            qos: w.qos,
+                        };
+                        let rid = (w.retain && retained.has_room(&name, &kept)).then(|| {
+                            self.rid(Pending::Publish {
+                                pkid: None,
+                                retain: Some((name, kept)),
+                            })
+                        });
                         out.broker.push(ClientFrame::Pub(agora_protocol::Publish {
-                            rid: None,
+                            rid,
                             dest,
                             headers,
                             payload: w.payload,

@@ -397,7 +397,7 @@ fn the_will_is_published_when_the_connection_is_lost_not_on_disconnect() {
     let r = retained();
     let mut b = with_will(Version::V311, &r);
     let mut out = Out::default();
-    b.lost(&mut out);
+    b.lost(&r, &mut out);
     let ClientFrame::Pub(p) = &out.broker[0] else {
         panic!()
     };
@@ -538,4 +538,34 @@ fn a_hash_filter_stands_when_only_its_parent_level_is_not_permitted() {
     );
     assert!(out.broker.is_empty());
     assert_eq!(b.by_sid.len(), 1);
+}
+
+#[test]
+fn a_retained_will_is_kept_once_the_broker_took_it() {
+    let r = retained();
+    let mut b = Bridge::new(1);
+    let mut c = connect(Version::V311);
+    c.will = Some(Will {
+        topic: "status/dev-1".into(),
+        payload: Bytes::from_static(b"offline"),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        props: Props::default(),
+    });
+    step_client(&mut b, Packet::Connect(Box::new(c)), &r);
+    step_broker(&mut b, ServerFrame::Ok { rid: Some(1) }, &r);
+    let mut out = Out::default();
+    b.lost(&r, &mut out);
+    let rid = rids(&out)[0];
+    assert!(r.matching(&[">"]).is_empty());
+    step_broker(
+        &mut b,
+        ServerFrame::PubAck {
+            rid: Some(rid),
+            filtered: false,
+        },
+        &r,
+    );
+    let kept = r.matching(&["status.>"]);
+    assert_eq!(kept[0].1.payload, "offline");
 }
