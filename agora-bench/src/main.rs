@@ -191,6 +191,8 @@ fn run(args: RunArgs) -> Result<bool, String> {
         redis: server::on_path("redis-server"),
         jetstream: server::jetstream_bin(&me),
         rabbitmq: server::rabbitmq_bin(),
+        mosquitto: server::on_path("mosquitto")
+            .or_else(|| Some(std::path::PathBuf::from("/usr/sbin/mosquitto")).filter(|p| p.is_file())),
         tls: certs,
     };
     let groups = suite(&args);
@@ -429,6 +431,7 @@ fn run_cell(
         }
         System::RedisLean => with!(drivers::redis_lean::RedisLean { addr }),
         System::Raw => with!(drivers::raw::Raw { addr }),
+        System::AgoraMqtt | System::Mosquitto => with!(drivers::mqtt_lean::MqttLean { addr }),
         #[cfg(feature = "peers")]
         System::Nats => with!(drivers::nats::Nats { addr }),
         #[cfg(feature = "peers")]

@@ -168,6 +168,27 @@ impl Server {
                 }
                 (cmd, None)
             }
+            System::AgoraMqtt => {
+                let mut cmd = Command::new(&bins.agora);
+                // In memory, as mosquitto keeps its messages; MQTT on a port of its own.
+                cmd.args(["--memory-only", "--port", "0", "--mqtt-port", "0"]);
+                cmd.args(extra);
+                (cmd, None)
+            }
+            System::Mosquitto => {
+                let port = free_port()?;
+                let bin = bins.mosquitto.as_ref().ok_or("mosquitto not found")?;
+                // Its defaults but the listener: anonymous clients, no persistence.
+                let conf = log_dir.join(format!("{log_name}.conf"));
+                fs::write(
+                    &conf,
+                    format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+                )
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+                let mut cmd = Command::new(bin);
+                cmd.arg("-c").arg(&conf);
+                (cmd, Some(port))
+            }
             System::Raw => {
                 let mut cmd = Command::new(&bins.relay);
                 cmd.args(["relay", "--port", "0"]);
@@ -248,7 +269,11 @@ impl Server {
                 // certificate), first of its lines.
                 let stdout = server.child.stdout.take().expect("stdout is piped");
                 let mut reader = BufReader::new(stdout);
-                let scheme = if system.tls() { "tls" } else { "tcp" };
+                let scheme = match system {
+                    s if s.tls() => "tls",
+                    System::AgoraMqtt => "mqtt",
+                    _ => "tcp",
+                };
                 server.addr = agora_protocol::startup::read_listener(&mut reader, scheme)
                     .map_err(|e| format!("{}: reading start-up line: {e}", system.name()))?
                     .to_string();
@@ -336,6 +361,8 @@ pub(crate) struct Bins {
     pub(crate) jetstream: Option<PathBuf>,
     /// RabbitMQ's start-up script (Debian's package puts it in /usr/lib/rabbitmq/bin).
     pub(crate) rabbitmq: Option<PathBuf>,
+    /// mosquitto (Debian's package puts it in /usr/sbin).
+    pub(crate) mosquitto: Option<PathBuf>,
     /// The certificate the TLS rows' servers share, made at the bench's start when a
     /// TLS row is to run.
     pub(crate) tls: Option<crate::tls::Certs>,
@@ -470,7 +497,10 @@ pub(crate) fn unavailable(system: System, bins: &Bins) -> Option<String> {
         System::AgoraLeanTls | System::NatsLeanTls if bins.tls.is_none() => {
             Some("no TLS certificate was made".into())
         }
-        System::Agora | System::AgoraDedicated | System::AgoraLean | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery if !bins.agora.is_file() => Some(format!(
+        System::Mosquitto if bins.mosquitto.is_none() => {
+            Some("mosquitto not installed (apt-get install mosquitto)".into())
+        }
+        System::Agora | System::AgoraDedicated | System::AgoraLean | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery | System::AgoraMqtt if !bins.agora.is_file() => Some(format!(
             "{} not found (cargo build --release -p agora-server)",
             bins.agora.display()
         )),

@@ -43,6 +43,11 @@ pub(crate) enum System {
     Jetstream,
     /// The same with JetStream's default sync (every two minutes).
     JetstreamDefault,
+    /// The Agora broker's MQTT port (`--mqtt-port`), through the lean MQTT 3.1.1 client
+    /// (`drivers/mqtt_lean.rs`).
+    AgoraMqtt,
+    /// mosquitto (Debian's), through the same lean MQTT client.
+    Mosquitto,
     /// RabbitMQ (Debian's 3.10, out of upstream support) with a quorum queue, persistent
     /// messages and publisher confirms, through lapin: the durable scenarios.
     RabbitmqQuorum,
@@ -51,7 +56,7 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 16] = [
+    pub(crate) const ALL: [System; 18] = [
         System::Agora,
         System::AgoraDedicated,
         System::AgoraLean,
@@ -61,6 +66,8 @@ impl System {
         System::NatsLeanTls,
         System::Redis,
         System::RedisLean,
+        System::AgoraMqtt,
+        System::Mosquitto,
         System::Raw,
         System::AgoraDurable,
         System::AgoraDurableEvery,
@@ -82,6 +89,8 @@ impl System {
             System::Redis => "redis",
             System::RedisLean => "redis-lean",
             System::Raw => "raw",
+            System::AgoraMqtt => "agora-mqtt",
+            System::Mosquitto => "mosquitto",
             System::AgoraDurable => "agora-durable",
             System::AgoraDurableEvery => "agora-durable-every",
             System::Jetstream => "jetstream",
@@ -99,6 +108,11 @@ impl System {
             System::AgoraDedicated => agora_client::Threads::Dedicated,
             _ => agora_client::Threads::Shared,
         }
+    }
+
+    /// Whether it is driven over MQTT (the lean MQTT client).
+    pub(crate) fn mqtt(self) -> bool {
+        matches!(self, System::AgoraMqtt | System::Mosquitto)
     }
 
     /// Whether its clients speak TLS to it (on the certificate `crate::tls` makes).

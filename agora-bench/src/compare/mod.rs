@@ -149,6 +149,7 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
             redis: None,
             jetstream: None,
             rabbitmq: None,
+            mosquitto: None,
             tls: None,
         })
     };

@@ -16,6 +16,7 @@ pub(crate) mod agora_lean;
 #[cfg(feature = "peers")]
 pub(crate) mod jetstream;
 pub(crate) mod lean;
+pub(crate) mod mqtt_lean;
 #[cfg(feature = "peers")]
 pub(crate) mod nats;
 pub(crate) mod nats_lean;

@@ -21,6 +21,8 @@ fn color(system: System) -> RGBColor {
         System::Redis => RGBColor(0x8a, 0x3f, 0xb0),
         System::RedisLean => RGBColor(0xe7, 0x29, 0x8a),
         System::Raw => RGBColor(0x55, 0x55, 0x55),
+        System::AgoraMqtt => RGBColor(0xb3, 0x00, 0x00),
+        System::Mosquitto => RGBColor(0x3c, 0x5a, 0x14),
         System::AgoraDurable => RGBColor(0xa6, 0x36, 0x03),
         System::AgoraDurableEvery => RGBColor(0xfd, 0x8d, 0x3c),
         System::Jetstream => RGBColor(0x08, 0x45, 0x94),

@@ -428,6 +428,9 @@ pub(super) fn stalled_subscriber(server: &ServerView, name: &str) -> Result<TcpS
             "subscribe",
         ),
         System::Raw => return Err("the relay has no slow-consumer run".into()),
+        System::AgoraMqtt | System::Mosquitto => {
+            return Err("the MQTT rows have no slow-consumer run".into())
+        }
         System::AgoraLeanTls | System::NatsLeanTls => {
             return Err("the TLS rows have no slow-consumer run".into())
         }

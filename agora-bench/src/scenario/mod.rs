@@ -210,6 +210,11 @@ pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
         (false, false) => {}
     }
     match (system, cell.scenario) {
+        (s, Publish) if s.mqtt() && cell.variant == "queue" => Some("MQTT has no queues"),
+        (s, Publish | Topic1x1 | Topic1x4 | Topic4x1 | Confirm | Rtt) if s.mqtt() => None,
+        (s, _) if s.mqtt() => Some(
+            "the MQTT rows run publish, topic-1-1, topic-1-4, topic-4-1, confirm (QoS 1) and rtt",
+        ),
         (s, Topic1x1 | Rtt) if s.tls() => None,
         (
             System::Agora | System::AgoraDedicated | System::AgoraLean | System::NatsLean,

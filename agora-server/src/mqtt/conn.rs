@@ -294,20 +294,20 @@ impl Io<'_> {
             };
             buf.truncate(len + n);
             size.after_read(n);
+            // Every whole packet of this read, then what they produced, sent at once.
+            let mut out = Out::default();
             loop {
                 let version = self.bridge().version();
                 match mqtt::decode(&mut buf, version, max) {
                     Ok(Some(p)) => {
-                        let mut out = Out::default();
                         self.bridge().on_packet(p, self.retained, &mut out);
-                        let closing = out.close.is_some();
-                        self.apply(out, false).await;
-                        if closing || lock(&self.ended).is_some() {
-                            break 'read;
+                        if out.close.is_some() {
+                            break;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        self.apply(std::mem::take(&mut out), false).await;
                         let code = match e {
                             MqttError::TooLarge(_) => reason::PACKET_TOO_LARGE,
                             MqttError::UnsupportedVersion(_) => reason::UNSUPPORTED_VERSION,
@@ -337,6 +337,11 @@ impl Io<'_> {
                         break 'read;
                     }
                 }
+            }
+            let closing = out.close.is_some();
+            self.apply(out, false).await;
+            if closing || lock(&self.ended).is_some() {
+                break;
             }
         }
         self.end("the client side ended");
@@ -380,20 +385,20 @@ impl Io<'_> {
         let mut buf = BytesMut::new();
         let mut size = ReadSize::default();
         loop {
+            // Every whole frame of this read, then what they produced, sent at once.
+            let mut out = Out::default();
             loop {
                 match decode_server_with(&mut buf, &limits) {
-                    Ok(Some(f)) => {
-                        let mut out = Out::default();
-                        self.bridge().on_frame(f, self.retained, &mut out);
-                        self.apply(out, true).await;
-                    }
+                    Ok(Some(f)) => self.bridge().on_frame(f, self.retained, &mut out),
                     Ok(None) => break,
                     Err(e) => {
+                        self.apply(out, true).await;
                         log::warn!("MQTT client {}: a frame from the session: {e}", self.peer);
                         return self.end(format!("a frame from the session: {e}"));
                     }
                 }
             }
+            self.apply(out, true).await;
             let len = buf.len();
             buf.resize(len + size.get(), 0);
             match pipe.read(&mut buf[len..]).await {

@@ -128,6 +128,9 @@ pub(crate) struct Bridge {
     inflight: HashSet<u16>,
     /// A number unique to this connection in the broker, for an assigned client id.
     number: u64,
+    /// The last Agora name delivered and its MQTT topic: a stream of messages to one
+    /// topic maps its name once.
+    last_name: (String, String),
 }
 
 /// The most QoS 1 publishes to a client unacknowledged at once; past it, deliveries go
@@ -153,6 +156,7 @@ impl Bridge {
             by_sid: HashMap::new(),
             inflight: HashSet::new(),
             number,
+            last_name: (String::new(), String::new()),
         }
     }
 
@@ -549,7 +553,12 @@ impl Bridge {
             dup: false,
             qos,
             retain,
-            topic: from_agora(name),
+            topic: {
+                if self.last_name.0 != name {
+                    self.last_name = (name.to_owned(), from_agora(name));
+                }
+                self.last_name.1.clone()
+            },
             pkid,
             payload,
             props: match self.v5() {
