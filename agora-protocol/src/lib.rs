@@ -101,6 +101,55 @@ pub mod testing {
         check_decode_as::<ClientFrame>(data);
         check_decode_as::<ServerFrame>(data);
         check_pub_to(data);
+        check_mqtt(data);
+    }
+
+    /// Feeds `data` to the MQTT decoder as a new connection, a 3.1.1 one and a 5.0 one,
+    /// whole and in two parts (cut where its first byte says), with a small packet
+    /// limit. Panics if the decoder panics, if a partial packet consumes anything, if the
+    /// two feedings decode different packets, or if a 3.1.1 `PUBLISH` does not survive
+    /// encode → decode unchanged.
+    pub fn check_mqtt(data: &[u8]) {
+        use crate::mqtt::{decode, encode, Packet, Reply, Version};
+        const MAX: usize = 512;
+        for version in [None, Some(Version::V311), Some(Version::V5)] {
+            let run = |parts: &[&[u8]]| {
+                let mut got = Vec::new();
+                let mut buf = BytesMut::new();
+                for part in parts {
+                    buf.extend_from_slice(part);
+                    loop {
+                        let before = buf.len();
+                        match decode(&mut buf, version, MAX) {
+                            Ok(Some(p)) => got.push(Ok(p)),
+                            Ok(None) => {
+                                assert_eq!(buf.len(), before, "a partial packet consumed bytes");
+                                break;
+                            }
+                            Err(e) => {
+                                got.push(Err(e));
+                                return got;
+                            }
+                        }
+                    }
+                }
+                got
+            };
+            let cut = data.first().map_or(0, |&b| b as usize % (data.len() + 1));
+            let whole = run(&[data]);
+            let split = run(&[&data[..cut], &data[cut..]]);
+            assert_eq!(whole, split, "the same bytes in two parts decode differently");
+            if version == Some(Version::V311) {
+                for p in whole.into_iter().flatten() {
+                    if let Packet::Publish(p) = p {
+                        let mut out = BytesMut::new();
+                        encode(&Reply::Publish(p.clone()), Version::V311, &mut out);
+                        let again = decode(&mut out, version, usize::MAX);
+                        assert_eq!(again, Ok(Some(Packet::Publish(p))), "re-decode");
+                    }
+                }
+            }
+        }
     }
 
     /// Decodes `data` with the broker's decoder, and before each frame asks
