@@ -191,8 +191,9 @@ fn run(args: RunArgs) -> Result<bool, String> {
         redis: server::on_path("redis-server"),
         jetstream: server::jetstream_bin(&me),
         rabbitmq: server::rabbitmq_bin(),
-        mosquitto: server::on_path("mosquitto")
-            .or_else(|| Some(std::path::PathBuf::from("/usr/sbin/mosquitto")).filter(|p| p.is_file())),
+        mosquitto: server::on_path("mosquitto").or_else(|| {
+            Some(std::path::PathBuf::from("/usr/sbin/mosquitto")).filter(|p| p.is_file())
+        }),
         tls: certs,
     };
     let groups = suite(&args);

@@ -138,7 +138,10 @@ pub mod testing {
             let cut = data.first().map_or(0, |&b| b as usize % (data.len() + 1));
             let whole = run(&[data]);
             let split = run(&[&data[..cut], &data[cut..]]);
-            assert_eq!(whole, split, "the same bytes in two parts decode differently");
+            assert_eq!(
+                whole, split,
+                "the same bytes in two parts decode differently"
+            );
             if version == Some(Version::V311) {
                 for p in whole.into_iter().flatten() {
                     if let Packet::Publish(p) = p {

@@ -222,6 +222,9 @@ pub struct Config {
     /// Port for MQTT 3.1.1 and 5.0 clients (`--mqtt-port`); `None`: no MQTT; 0 picks a
     /// free port.
     pub mqtt_port: Option<u16>,
+    /// Port for WebSocket clients (`--ws-port`): `/mqtt` and `/agora`; `None`: none; 0
+    /// picks a free port.
+    pub ws_port: Option<u16>,
     /// Bytes of MQTT retained messages the broker keeps (`--mqtt-retained-bytes`).
     pub mqtt_retained_bytes: usize,
     /// Topics with an MQTT retained message the broker keeps (`--mqtt-retained-topics`).
@@ -304,6 +307,7 @@ impl Default for Config {
             max_disk: None,
             repair: false,
             mqtt_port: None,
+            ws_port: None,
             mqtt_retained_bytes: 64 * 1024 * 1024,
             mqtt_retained_topics: 100_000,
             tls_cert: None,

@@ -75,6 +75,7 @@ pub mod subindex;
 mod tls;
 mod topic;
 mod udp;
+mod ws;
 
 use std::future::Future;
 use std::io;
@@ -101,6 +102,8 @@ pub(crate) struct Broker {
     pub clients_udp: AtomicUsize,
     /// Of `clients_tcp`, the MQTT connections.
     pub clients_mqtt: AtomicUsize,
+    /// Of `clients_tcp`, the WebSocket connections.
+    pub clients_ws: AtomicUsize,
     pub started: Instant,
     /// Payload bytes held across queues and subscriber buffers.
     pub budget: Arc<budget::Budget>,
@@ -157,6 +160,8 @@ pub struct Server {
     tls: Option<futures_rustls::TlsAcceptor>,
     /// With `--mqtt-port`: the MQTT listener.
     mqtt: Option<TcpListener>,
+    /// With `--ws-port`: the WebSocket listener.
+    ws: Option<TcpListener>,
 }
 
 /// The data directory as [`Server::bind`] found it.
@@ -297,6 +302,13 @@ impl Server {
             ))?)?),
             None => None,
         };
+        let ws = match config.ws_port {
+            Some(port) => Some(TcpListener::try_from(std::net::TcpListener::bind((
+                config.bind,
+                port,
+            ))?)?),
+            None => None,
+        };
         Ok(Server {
             config,
             listener,
@@ -304,6 +316,7 @@ impl Server {
             store,
             tls,
             mqtt,
+            ws,
         })
     }
 
@@ -320,6 +333,11 @@ impl Server {
     /// The MQTT address bound (`--mqtt-port`), if any.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The WebSocket address bound (`--ws-port`), if any.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The UDP address bound: the same address and port as TCP.
@@ -402,6 +420,7 @@ impl Server {
             clients_tcp: AtomicUsize::new(0),
             clients_udp: AtomicUsize::new(0),
             clients_mqtt: AtomicUsize::new(0),
+            clients_ws: AtomicUsize::new(0),
             started: Instant::now(),
             metrics: Arc::new(metrics::BrokerMetrics::default()),
             udp_secret: Default::default(),
@@ -419,21 +438,30 @@ impl Server {
             stop_rx.clone(),
             alive.clone(),
         );
-        let mqtt = match self.mqtt {
-            Some(listener) => {
-                let retained = Arc::new(mqtt::retained::Retained::new(
-                    broker.config.mqtt_retained_bytes,
-                    broker.config.mqtt_retained_topics,
-                ));
-                futures_lite::future::Boxed::from(Box::pin(mqtt::accept_loop(
-                    broker.clone(),
-                    listener,
-                    retained,
-                    stop_rx.clone(),
-                    alive.clone(),
-                ))
-                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)
-            }
+        // MQTT's retained messages, shared by the MQTT port and WebSocket's /mqtt.
+        let retained = Arc::new(mqtt::retained::Retained::new(
+            broker.config.mqtt_retained_bytes,
+            broker.config.mqtt_retained_topics,
+        ));
+        type Door = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+        let mqtt: Door = match self.mqtt {
+            Some(listener) => Box::pin(mqtt::accept_loop(
+                broker.clone(),
+                listener,
+                retained.clone(),
+                stop_rx.clone(),
+                alive.clone(),
+            )),
+            None => Box::pin(futures_lite::future::pending()),
+        };
+        let ws: Door = match self.ws {
+            Some(listener) => Box::pin(ws::accept_loop(
+                broker.clone(),
+                listener,
+                retained,
+                stop_rx.clone(),
+                alive.clone(),
+            )),
             None => Box::pin(futures_lite::future::pending()),
         };
         let udp = udp::udp_loop(broker.clone(), self.udp, stop_rx, alive);
@@ -445,7 +473,10 @@ impl Server {
             reporter::run_manager(broker.clone()).await;
         };
         futures_lite::future::or(
-            futures_lite::future::or(futures_lite::future::or(accept, mqtt), metrics),
+            futures_lite::future::or(
+                futures_lite::future::or(accept, futures_lite::future::or(mqtt, ws)),
+                metrics,
+            ),
             futures_lite::future::or(udp, async {
                 shutdown.await;
             }),
@@ -518,7 +549,8 @@ pub async fn run(
 ) -> io::Result<()> {
     use agora_protocol::startup::line;
     let server = Server::bind(config).await?;
-    let (tcp, udp, mqtt) = (server.local_addr()?, server.udp_addr()?, server.mqtt_addr());
+    let (tcp, udp) = (server.local_addr()?, server.udp_addr()?);
+    let (mqtt, ws) = (server.mqtt_addr(), server.ws_addr());
     // Both lines in one write, and a failed write ignored: a reader (a test, a
     // supervisor) may take the first line and close the pipe, and a broker whose stdout
     // went away keeps serving (`println!` would panic on the second line).
@@ -531,6 +563,10 @@ pub async fn run(
         );
         if let Some(mqtt) = mqtt {
             lines.push_str(&line("agora", "mqtt", mqtt));
+            lines.push('\n');
+        }
+        if let Some(ws) = ws {
+            lines.push_str(&line("agora", "ws", ws));
             lines.push('\n');
         }
         let mut out = std::io::stdout().lock();

@@ -12,8 +12,10 @@ struct Clients {
     /// Stream connections, native and MQTT.
     tcp: usize,
     udp: usize,
-    /// Of `tcp`, those speaking MQTT.
+    /// Of `tcp`, those speaking MQTT (on its port; over WebSocket too).
     mqtt: usize,
+    /// Of `tcp`, WebSocket connections.
+    ws: usize,
 }
 
 #[derive(Serialize)]
@@ -214,6 +216,7 @@ pub(crate) fn document(
             tcp: broker.clients_tcp.load(Relaxed),
             udp: broker.clients_udp.load(Relaxed),
             mqtt: broker.clients_mqtt.load(Relaxed),
+            ws: broker.clients_ws.load(Relaxed),
         },
         memory: Memory {
             used: broker.budget.used(),

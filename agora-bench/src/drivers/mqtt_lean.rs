@@ -68,7 +68,11 @@ impl Conn {
         let mut c = Conn {
             s: Socket::connect(addr, "mqtt-lean")?,
         };
-        let id = format!("bench-{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Relaxed));
+        let id = format!(
+            "bench-{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Relaxed)
+        );
         let mut body = bytes::BytesMut::new();
         put_str(&mut body, b"MQTT");
         body.put_u8(4);
@@ -90,7 +94,10 @@ impl Conn {
         let out = &mut self.s.out;
         let qos = if pkid.is_some() { 0x02 } else { 0 };
         out.put_u8(0x30 | qos);
-        put_len(out, 2 + topic.len() + if pkid.is_some() { 2 } else { 0 } + payload.len());
+        put_len(
+            out,
+            2 + topic.len() + if pkid.is_some() { 2 } else { 0 } + payload.len(),
+        );
         put_str(out, topic);
         if let Some(id) = pkid {
             out.put_u16(id);

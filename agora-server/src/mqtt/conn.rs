@@ -72,9 +72,7 @@ pub(crate) async fn accept_loop(
                 broker
                     .rt
                     .spawn(async move {
-                        b.clients_mqtt.fetch_add(1, SeqCst);
                         serve(&b, stream, peer, &r, stop).await;
-                        b.clients_mqtt.fetch_sub(1, SeqCst);
                         b.clients_tcp.fetch_sub(1, SeqCst);
                         drop(alive);
                     })
@@ -89,13 +87,17 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// What the three futures share.
-struct Io<'a> {
+/// Ends a client's transport: the client side's read then returns.
+pub(crate) type Shut = Box<dyn Fn() + Send + Sync>;
+
+/// What the three futures share. `W` is the client's writing half: a TCP socket, or
+/// the pipe to a WebSocket's framing (`crate::ws`).
+struct Io<'a, W> {
     broker: &'a Broker,
     bridge: Mutex<Bridge>,
     retained: &'a Retained,
-    socket: smol::lock::Mutex<TcpStream>,
-    raw: TcpStream,
+    socket: smol::lock::Mutex<W>,
+    shut: Shut,
     peer: SocketAddr,
     /// From the client side: bounded.
     feed: Sender<BytesMut>,
@@ -107,7 +109,8 @@ struct Io<'a> {
     done: AtomicBool,
 }
 
-/// Serves one MQTT client until it leaves, is cut off, or the broker stops.
+/// Serves one MQTT client on a TCP socket until it leaves, is cut off, or the broker
+/// stops.
 async fn serve(
     broker: &Broker,
     stream: TcpStream,
@@ -116,6 +119,43 @@ async fn serve(
     stop: Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    let raw = stream.clone();
+    let shut: Shut = Box::new(move || {
+        let _ = raw.shutdown(std::net::Shutdown::Both);
+    });
+    serve_over(broker, stream.clone(), stream, shut, peer, retained, stop).await;
+}
+
+/// Serves one MQTT client reading `reader` and writing `writer`; `shut` ends them.
+pub(crate) async fn serve_over<R, W>(
+    broker: &Broker,
+    reader: R,
+    writer: W,
+    shut: Shut,
+    peer: SocketAddr,
+    retained: &Retained,
+    stop: Receiver<()>,
+) where
+    R: futures_lite::AsyncRead + Unpin,
+    W: futures_lite::AsyncWrite + Unpin,
+{
+    broker.clients_mqtt.fetch_add(1, SeqCst);
+    serve_mqtt(broker, reader, writer, shut, peer, retained, stop).await;
+    broker.clients_mqtt.fetch_sub(1, SeqCst);
+}
+
+async fn serve_mqtt<R, W>(
+    broker: &Broker,
+    reader: R,
+    writer: W,
+    shut: Shut,
+    peer: SocketAddr,
+    retained: &Retained,
+    stop: Receiver<()>,
+) where
+    R: futures_lite::AsyncRead + Unpin,
+    W: futures_lite::AsyncWrite + Unpin,
+{
     let (session_in, to_session) = piper::pipe(PIPE);
     let (from_session, session_out) = piper::pipe(PIPE);
     let native = serve_client(
@@ -131,8 +171,8 @@ async fn serve(
         broker,
         bridge: Mutex::new(Bridge::new(broker.id())),
         retained,
-        socket: smol::lock::Mutex::new(stream.clone()),
-        raw: stream.clone(),
+        socket: smol::lock::Mutex::new(writer),
+        shut,
         peer,
         feed,
         urgent,
@@ -140,7 +180,7 @@ async fn serve(
         done: AtomicBool::new(false),
     };
     let bridge = future::zip(
-        future::zip(io.client(stream), io.broker_side(from_session)),
+        future::zip(io.client(reader), io.broker_side(from_session)),
         feed_session(to_session, feed_rx, urgent_rx),
     );
     future::zip(native, bridge).await;
@@ -184,7 +224,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Io<'_> {
+impl<W: futures_lite::AsyncWrite + Unpin> Io<'_, W> {
     /// The bridge, for one step (never held across an await).
     fn bridge(&self) -> MutexGuard<'_, Bridge> {
         lock(&self.bridge)
@@ -204,7 +244,7 @@ impl Io<'_> {
         *ended = Some(why.into());
         self.feed.close();
         self.urgent.close();
-        let _ = self.raw.shutdown(std::net::Shutdown::Both);
+        (self.shut)();
     }
 
     /// Sends what a step produced: to the client first (whole packets, bounded by the
@@ -257,7 +297,7 @@ impl Io<'_> {
     }
 
     /// The client side.
-    async fn client(&self, mut stream: TcpStream) {
+    async fn client<R: futures_lite::AsyncRead + Unpin>(&self, mut stream: R) {
         let max = self.broker.config.max_payload + self.broker.config.max_line + 65_536;
         let mut buf = BytesMut::new();
         let mut size = ReadSize::default();
@@ -327,7 +367,7 @@ impl Io<'_> {
                                 Version::V311,
                                 &mut b,
                             );
-                            let _ = stream.write_all(&b).await;
+                            let _ = self.socket.lock().await.write_all(&b).await;
                             self.done.store(true, Relaxed);
                             self.end(e.to_string());
                         } else {

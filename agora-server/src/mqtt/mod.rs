@@ -11,4 +11,4 @@ mod bridge;
 mod conn;
 pub(crate) mod retained;
 
-pub(crate) use conn::accept_loop;
+pub(crate) use conn::{accept_loop, serve_over, Shut};

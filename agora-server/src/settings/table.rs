@@ -93,6 +93,20 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "ws_port",
+        flag: "ws-port",
+        env: "AGORA_WS_PORT",
+        value_name: Some("PORT"),
+        default_note: "none: no WebSocket",
+        valid: "0 to 65535; 0 picks a free port",
+        doc: "Port for WebSocket clients, on the --bind address (off unless given; 0 picks a free port and the listening line shows it): /mqtt carries MQTT (subprotocol mqtt), /agora the native protocol in binary messages. See the book's MQTT chapter",
+        apply: |s, v| {
+            s.config.ws_port = Some(signed(v, 0, u16::MAX.into())? as u16);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "mqtt_retained_bytes",
         flag: "mqtt-retained-bytes",
         env: "AGORA_MQTT_RETAINED_BYTES",

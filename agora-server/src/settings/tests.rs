@@ -99,6 +99,7 @@ fn each_setting_changes_the_settings() {
         ("ack_timeout", "3s"),
         ("dedup_window", "3s"),
         ("mqtt_port", "1883"),
+        ("ws_port", "8080"),
         ("mqtt_retained_bytes", "3"),
         ("mqtt_retained_topics", "3"),
         ("dedup_ids", "3"),

@@ -21,6 +21,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The MQTT port's address, with `mqtt_port` configured.
     pub mqtt: Option<SocketAddr>,
+    /// The WebSocket port's address, with `ws_port` configured.
+    pub ws: Option<SocketAddr>,
     stop: Option<async_channel::Sender<()>>,
     served: Option<Task<std::io::Result<()>>>,
     /// Two workers, so that tasks can run elsewhere than where their event arrived.
@@ -37,6 +39,7 @@ pub fn start_with(config: Config) -> TestServer {
     let server = smol::block_on(Server::bind(config)).expect("bind");
     let addr = server.local_addr().unwrap();
     let mqtt = server.mqtt_addr();
+    let ws = server.ws_addr();
     let (stop, stopped) = async_channel::bounded::<()>(1);
     let served = rt.spawn(server.serve(rt.handle(), async move {
         let _ = stopped.recv().await;
@@ -44,6 +47,7 @@ pub fn start_with(config: Config) -> TestServer {
     TestServer {
         addr,
         mqtt,
+        ws,
         stop: Some(stop),
         served: Some(served),
         rt: Some(rt),
