@@ -104,6 +104,8 @@ pub(crate) struct Broker {
     pub clients_mqtt: AtomicUsize,
     /// Of `clients_tcp`, the WebSocket connections.
     pub clients_ws: AtomicUsize,
+    /// Which MQTT connection holds each client id.
+    pub mqtt_sessions: mqtt::sessions::Sessions,
     pub started: Instant,
     /// Payload bytes held across queues and subscriber buffers.
     pub budget: Arc<budget::Budget>,
@@ -421,6 +423,7 @@ impl Server {
             clients_udp: AtomicUsize::new(0),
             clients_mqtt: AtomicUsize::new(0),
             clients_ws: AtomicUsize::new(0),
+            mqtt_sessions: Default::default(),
             started: Instant::now(),
             metrics: Arc::new(metrics::BrokerMetrics::default()),
             udp_secret: Default::default(),

@@ -305,3 +305,27 @@ fn a_v5_client_is_told_when_the_broker_shuts_down() {
     );
     stop.join().unwrap().unwrap();
 }
+
+#[test]
+fn a_second_connection_with_a_client_id_takes_it_over() {
+    let s = start_with(with_mqtt());
+    let m = mqtt_addr(&s);
+    let mut watch = Mqtt::open(m, &Hello::v311("watch"));
+    watch.subscribe(1, "status/#", 0);
+    let mut first = Mqtt::open(
+        m,
+        &Hello {
+            will: Some(("status/dev", "gone", 0)),
+            ..Hello::v5("dev")
+        },
+    );
+    let mut second = Mqtt::open(m, &Hello::v5("dev"));
+    let got = first.closed();
+    assert_eq!((got[0].0, got[0].1[0]), (0xE0, 0x8E), "session taken over");
+    assert_eq!(watch.received().payload, b"gone", "the first one's will");
+    // The second one is served, and a third takes over from it in turn.
+    second.send(&packet(0xC0, &[]));
+    assert_eq!(second.next().unwrap().0, 0xD0);
+    let _third = Mqtt::open(m, &Hello::v311("dev"));
+    assert_eq!(second.closed()[0].1[0], 0x8E);
+}

@@ -287,6 +287,8 @@ pub mod reason {
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     /// Bad authentication method (0x8C).
     pub const BAD_AUTH_METHOD: u8 = 0x8C;
+    /// Session taken over (0x8E).
+    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
     /// Keep alive timeout (0x8D).
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     /// Topic filter invalid (0x8F).

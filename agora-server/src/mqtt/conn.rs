@@ -107,6 +107,13 @@ struct Io<'a, W> {
     ended: Mutex<Option<String>>,
     /// A `DISCONNECT` or a refusal was read: the will is not for the end.
     done: AtomicBool,
+    /// This connection's number, for the client-id registry.
+    number: u64,
+    /// Closed when another connection takes this one's client id over.
+    kicked: Receiver<()>,
+    kick: Sender<()>,
+    /// The client id this connection holds in the registry, once it does.
+    holds: Mutex<Option<String>>,
 }
 
 /// Serves one MQTT client on a TCP socket until it leaves, is cut off, or the broker
@@ -166,10 +173,12 @@ async fn serve_mqtt<R, W>(
         stop,
     );
     let (feed, feed_rx) = async_channel::bounded(FEED);
+    let (kick, kicked) = async_channel::bounded(1);
+    let number = broker.id();
     let (urgent, urgent_rx) = async_channel::unbounded();
     let io = Io {
         broker,
-        bridge: Mutex::new(Bridge::new(broker.id())),
+        bridge: Mutex::new(Bridge::new(number)),
         retained,
         socket: smol::lock::Mutex::new(writer),
         shut,
@@ -178,12 +187,19 @@ async fn serve_mqtt<R, W>(
         urgent,
         ended: Mutex::new(None),
         done: AtomicBool::new(false),
+        number,
+        kicked,
+        kick,
+        holds: Mutex::new(None),
     };
     let bridge = future::zip(
         future::zip(io.client(reader), io.broker_side(from_session)),
         feed_session(to_session, feed_rx, urgent_rx),
     );
     future::zip(native, bridge).await;
+    if let Some(id) = lock(&io.holds).take() {
+        broker.mqtt_sessions.leave(&id, number);
+    }
     let b = io.bridge();
     log::debug!(
         "MQTT client {peer} ({}) disconnected ({})",
@@ -304,7 +320,12 @@ impl<W: futures_lite::AsyncWrite + Unpin> Io<'_, W> {
         'read: loop {
             let len = buf.len();
             buf.resize(len + size.get(), 0);
-            let read = async { Some(stream.read(&mut buf[len..]).await) };
+            let read = async { Some(Some(stream.read(&mut buf[len..]).await)) };
+            // Another connection taking this client id over ends this one.
+            let read = future::or(read, async {
+                let _ = self.kicked.recv().await;
+                Some(None)
+            });
             let read = match self.silence() {
                 None => read.await,
                 Some(d) => {
@@ -316,8 +337,17 @@ impl<W: futures_lite::AsyncWrite + Unpin> Io<'_, W> {
                 }
             };
             let n = match read {
-                Some(Ok(n)) if n > 0 => n,
-                Some(_) => {
+                Some(Some(Ok(n))) if n > 0 => n,
+                Some(None) => {
+                    buf.truncate(len);
+                    self.refuse(
+                        reason::SESSION_TAKEN_OVER,
+                        "another connection with this client id took over",
+                    )
+                    .await;
+                    break;
+                }
+                Some(Some(_)) => {
                     buf.truncate(len);
                     self.lost("the connection closed").await;
                     break;
@@ -378,6 +408,7 @@ impl<W: futures_lite::AsyncWrite + Unpin> Io<'_, W> {
                     }
                 }
             }
+            self.hold_client_id();
             let closing = out.close.is_some();
             self.apply(out, false).await;
             if closing || lock(&self.ended).is_some() {
@@ -385,6 +416,22 @@ impl<W: futures_lite::AsyncWrite + Unpin> Io<'_, W> {
             }
         }
         self.end("the client side ended");
+    }
+
+    /// Registers the client id once a `CONNECT` named it: a connection holding it
+    /// already is told to go.
+    fn hold_client_id(&self) {
+        let mut holds = lock(&self.holds);
+        if holds.is_some() {
+            return;
+        }
+        let id = self.bridge().holding().map(str::to_owned);
+        if let Some(id) = id {
+            self.broker
+                .mqtt_sessions
+                .enter(&id, self.number, self.kick.clone());
+            *holds = Some(id);
+        }
     }
 
     /// The client broke the protocol or went silent: MQTT 5 is told why; the will is

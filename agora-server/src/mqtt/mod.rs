@@ -10,5 +10,6 @@
 mod bridge;
 mod conn;
 pub(crate) mod retained;
+pub(crate) mod sessions;
 
 pub(crate) use conn::{accept_loop, serve_over, Shut};

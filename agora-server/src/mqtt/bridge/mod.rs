@@ -178,6 +178,14 @@ impl Bridge {
         &self.client_id
     }
 
+    /// The client id, once a `CONNECT` named it and was not refused.
+    pub(crate) fn holding(&self) -> Option<&str> {
+        match self.state {
+            State::Connecting | State::Open => Some(&self.client_id),
+            State::New | State::Closed => None,
+        }
+    }
+
     fn rid(&mut self, p: Pending) -> u64 {
         let rid = self.next_rid;
         self.next_rid += 1;
