@@ -437,7 +437,7 @@ impl Server {
         let accept = conn::accept_loop(
             broker.clone(),
             self.listener,
-            self.tls,
+            self.tls.clone(),
             stop_rx.clone(),
             alive.clone(),
         );
@@ -451,6 +451,7 @@ impl Server {
             Some(listener) => Box::pin(mqtt::accept_loop(
                 broker.clone(),
                 listener,
+                self.tls.clone(),
                 retained.clone(),
                 stop_rx.clone(),
                 alive.clone(),
@@ -461,6 +462,7 @@ impl Server {
             Some(listener) => Box::pin(ws::accept_loop(
                 broker.clone(),
                 listener,
+                self.tls.clone(),
                 retained,
                 stop_rx.clone(),
                 alive.clone(),
@@ -565,11 +567,13 @@ pub async fn run(
             line("agora", "udp", udp)
         );
         if let Some(mqtt) = mqtt {
-            lines.push_str(&line("agora", "mqtt", mqtt));
+            let scheme = if server.is_tls() { "mqtts" } else { "mqtt" };
+            lines.push_str(&line("agora", scheme, mqtt));
             lines.push('\n');
         }
         if let Some(ws) = ws {
-            lines.push_str(&line("agora", "ws", ws));
+            let scheme = if server.is_tls() { "wss" } else { "ws" };
+            lines.push_str(&line("agora", scheme, ws));
             lines.push('\n');
         }
         let mut out = std::io::stdout().lock();

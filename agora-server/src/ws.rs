@@ -43,6 +43,7 @@ enum Route {
 pub(crate) async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
+    tls: Option<futures_rustls::TlsAcceptor>,
     retained: Arc<Retained>,
     stop: Receiver<()>,
     alive: Sender<()>,
@@ -69,11 +70,12 @@ pub(crate) async fn accept_loop(
                     stop.clone(),
                     alive.clone(),
                 );
+                let tls = tls.clone();
                 broker
                     .rt
                     .spawn(async move {
                         b.clients_ws.fetch_add(1, SeqCst);
-                        serve(&b, stream, peer, &r, stop).await;
+                        serve(&b, tls.as_ref(), stream, peer, &r, stop).await;
                         b.clients_ws.fetch_sub(1, SeqCst);
                         b.clients_tcp.fetch_sub(1, SeqCst);
                         drop(alive);
@@ -122,17 +124,46 @@ fn route(req: &Request, mut resp: Response) -> (Option<Route>, Result<Response, 
     (Some(route), Ok(resp))
 }
 
-// The handshake callback's `Result<Response, ErrorResponse>` is tungstenite's `Callback`
-// signature, large error and all.
-#[allow(clippy::result_large_err)]
 async fn serve(
     broker: &Broker,
+    tls: Option<&futures_rustls::TlsAcceptor>,
     stream: TcpStream,
     peer: SocketAddr,
     retained: &Retained,
     stop: Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => serve_ws(broker, stream, None, peer, retained, stop).await,
+        Some(tls) => {
+            // wss: TLS first, bounded as the TCP port's; a client certificate may name
+            // the user.
+            let timeout = broker.config.tls_handshake_timeout;
+            let Some(tls) = crate::tls::handshake(tls, stream, peer, timeout, &stop).await else {
+                return;
+            };
+            let user = match broker.config.users.is_empty() {
+                true => None,
+                false => crate::tls::user_of(&tls, &broker.config.users, peer),
+            };
+            serve_ws(broker, tls, user, peer, retained, stop).await
+        }
+    }
+}
+
+// The handshake callback's `Result<Response, ErrorResponse>` is tungstenite's `Callback`
+// signature, large error and all.
+#[allow(clippy::result_large_err)]
+async fn serve_ws<S>(
+    broker: &Broker,
+    stream: S,
+    user: Option<Arc<crate::auth::User>>,
+    peer: SocketAddr,
+    retained: &Retained,
+    stop: Receiver<()>,
+) where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
     let chosen = Arc::new(Mutex::new(None));
     let callback = {
         let chosen = chosen.clone();
@@ -167,14 +198,21 @@ async fn serve(
     let pumped = pump(ws, in_w, out_r, cut_rx);
     match route {
         Route::Agora => {
-            let native = serve_client(broker, Input::Pipe(in_r), Writer::Pipe(out_w), peer, stop);
+            let native = serve_client(
+                broker,
+                Input::Pipe(in_r, user),
+                Writer::Pipe(out_w),
+                peer,
+                stop,
+            );
             future::zip(native, pumped).await;
         }
         Route::Mqtt => {
             let shut: crate::mqtt::Shut = Box::new(move || {
                 cut.close();
             });
-            let mqtt = crate::mqtt::serve_over(broker, in_r, out_w, shut, peer, retained, stop);
+            let mqtt =
+                crate::mqtt::serve_over(broker, in_r, out_w, shut, peer, retained, stop, user);
             future::zip(mqtt, pumped).await;
         }
     }
@@ -182,8 +220,8 @@ async fn serve(
 
 /// Moves binary messages' payloads into `to_protocol` and what `from_protocol` gives out
 /// as binary messages, until either side ends or `cut` closes.
-async fn pump(
-    mut ws: WebSocketStream<TcpStream>,
+async fn pump<S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin>(
+    mut ws: WebSocketStream<S>,
     mut to_protocol: piper::Writer,
     mut from_protocol: piper::Reader,
     cut: Receiver<()>,

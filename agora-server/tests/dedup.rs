@@ -29,6 +29,15 @@ fn confirms_on(c: &mut Raw) {
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
 }
 
+/// Waits until queue `name`'s figures are `want`: a memory-only queue's `PUBACK` means
+/// the publish was handed to the queue, and `STATS` shows it once the queue has taken
+/// it (a figure never seen in time fails the test).
+fn settled(c: &mut Raw, name: &str, want: (u64, u64, u64)) {
+    wait_until(&format!("queue {name} to show {want:?}"), || {
+        figures(c, name) == want
+    });
+}
+
 /// (depth, duplicates, message_ids) of queue `name`.
 fn figures(c: &mut Raw, name: &str) -> (u64, u64, u64) {
     let st = c.stats();
@@ -81,12 +90,12 @@ fn a_repeated_id_is_confirmed_and_stored_once_even_after_a_restart() {
         for rid in 5..=7 {
             puback(&mut p, rid);
         }
-        assert_eq!(figures(&mut p, "orders"), (2, 1, 2));
+        settled(&mut p, "orders", (2, 1, 2));
         // Consumed and acknowledged: the ids are still remembered.
         let mut c = s.connect();
         assert_eq!(drain(&mut c, "queue:orders", 2), ["first", "second"]);
         assert!(c.sync(4).is_empty(), "the repeat was never stored");
-        assert_eq!(figures(&mut p, "orders"), (0, 1, 2));
+        settled(&mut p, "orders", (0, 1, 2));
     } // graceful stop
     let s = start_with(durable());
     let mut p = s.connect();
@@ -96,7 +105,7 @@ fn a_repeated_id_is_confirmed_and_stored_once_even_after_a_restart() {
     hpub(&mut p, 9, "queue:orders", "order-3", "third");
     puback(&mut p, 8);
     puback(&mut p, 9);
-    assert_eq!(figures(&mut p, "orders"), (1, 1, 3));
+    settled(&mut p, "orders", (1, 1, 3));
     let mut c = s.connect();
     assert_eq!(drain(&mut c, "queue:orders", 1), ["third"]);
 }
@@ -113,14 +122,14 @@ fn an_id_is_forgotten_once_its_window_passes_and_its_memory_goes_back() {
     hpub(&mut p, 6, "queue:w", "x", "one again");
     puback(&mut p, 5);
     puback(&mut p, 6);
-    assert_eq!(figures(&mut p, "w"), (1, 1, 1));
+    settled(&mut p, "w", (1, 1, 1));
     let used = p.stats()["memory"]["used"].as_u64().unwrap();
     assert!(used >= ("one".len() + "x".len() + 96) as u64, "{used}");
     // The queue's own timer forgets it.
     wait_until("the id to be forgotten", || figures(&mut p, "w").2 == 0);
     hpub(&mut p, 7, "queue:w", "x", "one, later");
     puback(&mut p, 7);
-    assert_eq!(figures(&mut p, "w"), (2, 1, 1));
+    settled(&mut p, "w", (2, 1, 1));
     let mut c = s.connect();
     assert_eq!(drain(&mut c, "queue:w", 2), ["one", "one, later"]);
     wait_until("every id forgotten", || figures(&mut p, "w").2 == 0);
@@ -140,7 +149,7 @@ fn a_queue_bound_to_a_topic_takes_one_copy_per_id() {
     for rid in 5..=7 {
         puback(&mut p, rid);
     }
-    assert_eq!(figures(&mut p, "audit"), (2, 1, 2));
+    settled(&mut p, "audit", (2, 1, 2));
 }
 
 #[test]

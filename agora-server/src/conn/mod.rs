@@ -159,8 +159,10 @@ struct Run {
 pub(crate) enum Input {
     /// A TCP stream, read in bulk.
     Tcp(TcpStream),
-    /// The pipe from an MQTT connection's bridge (`crate::mqtt`): native frames.
-    Pipe(piper::Reader),
+    /// A pipe from another front door: an MQTT connection's bridge (`crate::mqtt`), or
+    /// a WebSocket's `/agora` (`crate::ws`); the user its TLS client certificate names,
+    /// if any.
+    Pipe(piper::Reader, Option<Arc<crate::auth::User>>),
     /// The reading half of a TLS stream (its handshake done), read in bulk; the user
     /// its client certificate names, if any.
     Tls(
@@ -191,7 +193,7 @@ pub(crate) fn spawn_client(
         .rt
         .spawn(async move {
             let count = match input {
-                Input::Tcp(_) | Input::Tls(..) | Input::Pipe(_) => &b.clients_tcp,
+                Input::Tcp(_) | Input::Tls(..) | Input::Pipe(..) => &b.clients_tcp,
                 Input::Udp { .. } => &b.clients_udp,
             };
             serve_client(&b, input, writer, peer, stop).await;
@@ -251,10 +253,10 @@ pub(crate) async fn serve_client(
                     Input::Udp { .. } => s.over_udp(broker.udp_token(peer)),
                     _ => s,
                 },
-                Input::Tcp(_) | Input::Tls(_, None) | Input::Pipe(_) => {
+                Input::Tcp(_) | Input::Tls(_, None) | Input::Pipe(_, None) => {
                     s.with_access(Access::Pending)
                 }
-                Input::Tls(_, Some(user)) => {
+                Input::Tls(_, Some(user)) | Input::Pipe(_, Some(user)) => {
                     log::info!(
                         "client {peer} authenticated as {} by its certificate",
                         user.name
@@ -295,14 +297,14 @@ pub(crate) async fn serve_client(
     // A UDP source is sent nothing it did not ask for until it has proved it receives
     // (its address may be forged): no greeting.
     let greeted = match input {
-        Input::Tcp(_) | Input::Tls(..) | Input::Pipe(_) => outbox.frame(&info).await,
+        Input::Tcp(_) | Input::Tls(..) | Input::Pipe(..) => outbox.frame(&info).await,
         Input::Udp { .. } => true,
     };
     let end = match greeted {
         true => match input {
             Input::Tcp(stream) => c.read_loop(stream, &stop).await,
             Input::Tls(stream, _) => c.read_loop(stream, &stop).await,
-            Input::Pipe(stream) => c.read_loop(stream, &stop).await,
+            Input::Pipe(stream, _) => c.read_loop(stream, &stop).await,
             Input::Udp { datagrams, source } => c.datagram_loop(datagrams, source, &stop).await,
         },
         false => End::Gone,

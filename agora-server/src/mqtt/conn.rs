@@ -43,6 +43,7 @@ const FEED: usize = 16;
 pub(crate) async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
+    tls: Option<futures_rustls::TlsAcceptor>,
     retained: Arc<Retained>,
     stop: Receiver<()>,
     alive: Sender<()>,
@@ -69,10 +70,14 @@ pub(crate) async fn accept_loop(
                     stop.clone(),
                     alive.clone(),
                 );
+                let tls = tls.clone();
                 broker
                     .rt
                     .spawn(async move {
-                        serve(&b, stream, peer, &r, stop).await;
+                        match tls {
+                            None => serve(&b, stream, peer, &r, stop).await,
+                            Some(tls) => serve_tls(&b, &tls, stream, peer, &r, stop).await,
+                        }
                         b.clients_tcp.fetch_sub(1, SeqCst);
                         drop(alive);
                     })
@@ -130,10 +135,48 @@ async fn serve(
     let shut: Shut = Box::new(move || {
         let _ = raw.shutdown(std::net::Shutdown::Both);
     });
-    serve_over(broker, stream.clone(), stream, shut, peer, retained, stop).await;
+    serve_over(
+        broker,
+        stream.clone(),
+        stream,
+        shut,
+        peer,
+        retained,
+        stop,
+        None,
+    )
+    .await;
+}
+
+/// Serves one MQTT client over TLS (`mqtts`): the handshake first, bounded as the TCP
+/// port's; a client certificate may name the user.
+async fn serve_tls(
+    broker: &Broker,
+    tls: &futures_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    retained: &Retained,
+    stop: Receiver<()>,
+) {
+    let raw = stream.clone();
+    let timeout = broker.config.tls_handshake_timeout;
+    let Some(tls) = crate::tls::handshake(tls, stream, peer, timeout, &stop).await else {
+        return;
+    };
+    let user = match broker.config.users.is_empty() {
+        true => None,
+        false => crate::tls::user_of(&tls, &broker.config.users, peer),
+    };
+    let (read, write) = futures_lite::io::split(tls);
+    let shut: Shut = Box::new(move || {
+        let _ = raw.shutdown(std::net::Shutdown::Both);
+    });
+    serve_over(broker, read, write, shut, peer, retained, stop, user).await;
 }
 
 /// Serves one MQTT client reading `reader` and writing `writer`; `shut` ends them.
+/// `user`: the one a TLS client certificate names.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_over<R, W>(
     broker: &Broker,
     reader: R,
@@ -142,15 +185,17 @@ pub(crate) async fn serve_over<R, W>(
     peer: SocketAddr,
     retained: &Retained,
     stop: Receiver<()>,
+    user: Option<Arc<crate::auth::User>>,
 ) where
     R: futures_lite::AsyncRead + Unpin,
     W: futures_lite::AsyncWrite + Unpin,
 {
     broker.clients_mqtt.fetch_add(1, SeqCst);
-    serve_mqtt(broker, reader, writer, shut, peer, retained, stop).await;
+    serve_mqtt(broker, reader, writer, shut, peer, retained, stop, user).await;
     broker.clients_mqtt.fetch_sub(1, SeqCst);
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_mqtt<R, W>(
     broker: &Broker,
     reader: R,
@@ -159,6 +204,7 @@ async fn serve_mqtt<R, W>(
     peer: SocketAddr,
     retained: &Retained,
     stop: Receiver<()>,
+    user: Option<Arc<crate::auth::User>>,
 ) where
     R: futures_lite::AsyncRead + Unpin,
     W: futures_lite::AsyncWrite + Unpin,
@@ -167,7 +213,7 @@ async fn serve_mqtt<R, W>(
     let (from_session, session_out) = piper::pipe(PIPE);
     let native = serve_client(
         broker,
-        Input::Pipe(session_in),
+        Input::Pipe(session_in, user),
         Writer::Pipe(session_out),
         peer,
         stop,
