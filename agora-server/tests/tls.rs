@@ -478,3 +478,103 @@ fn openssl_s_client_sees_the_info_line() {
     assert!(lines[0].contains("tls_required=1"), "{lines:?}");
     drop(stdin);
 }
+
+/// MQTT over TLS (`mqtts`): the MQTT port speaks TLS when `--tls-cert` is set, and a
+/// client certificate names the user as on the TCP port (no password in `CONNECT`).
+#[test]
+fn mqtts_takes_a_certificate_user_and_mosquittos_clients() {
+    use agora_server::auth::{Pattern, Rights, User};
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let clients = Pki::new("clients");
+    let device = clients.issue_to("device", Some("device-7"));
+    let mut config = tls_config(&server, Some(&clients.ca_file()));
+    config.mqtt_port = Some(0);
+    let p = |l: &[&str]| l.iter().map(|p| Pattern::parse(p).unwrap()).collect();
+    let rights = Rights {
+        publish: p(&["topic:sensors.>"]),
+        subscribe: p(&["topic:sensors.>"]),
+        admin: false,
+    };
+    config
+        .users
+        .insert(User::new("device-7", None, Some("CN=device-7"), rights).unwrap())
+        .unwrap();
+    let s = start_with(config);
+    let m = s.mqtt.unwrap();
+    let ca = pki.ca_file();
+
+    let mut c = Client::connect(m, client_config(&ca, Some(&device)));
+    c.tls.sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    c.send(&common::mqtt::Hello::v311("device-7").bytes());
+    let mut got = [0u8; 4];
+    c.tls.read_exact(&mut got).unwrap();
+    assert_eq!(
+        got,
+        [0x20, 2, 0, 0],
+        "CONNACK accepted, by the certificate alone"
+    );
+    c.send(&common::mqtt::subscribe(false, 1, "sensors/#", 1));
+    let mut suback = [0u8; 5];
+    c.tls.read_exact(&mut suback).unwrap();
+    assert_eq!(suback, [0x90, 3, 0, 1, 1]);
+
+    // mosquitto's client over TLS, verifying the broker against the CA; its client
+    // certificate names the same user.
+    let out = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &m.port().to_string(), "-q", "1"])
+        .args(["-t", "sensors/door", "-m", "open"])
+        .arg("--cafile")
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&device.cert)
+        .arg("--key")
+        .arg(&device.key)
+        .output()
+        .expect("mosquitto_pub (apt-get install mosquitto-clients)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut publish = [0u8; 2 + 2 + 12 + 2 + 4];
+    c.tls.read_exact(&mut publish).unwrap();
+    assert_eq!(&publish[4..16], b"sensors/door");
+    assert_eq!(&publish[18..], b"open");
+}
+
+/// WebSocket over TLS (`wss`): the WebSocket port speaks TLS when `--tls-cert` is set;
+/// the native protocol on `/agora` works through it.
+#[test]
+fn wss_carries_the_native_protocol() {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    use async_tungstenite::tungstenite::Message;
+    use futures_lite::StreamExt;
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let mut config = tls_config(&server, None);
+    config.ws_port = Some(0);
+    let s = start_with(config);
+    let addr = s.ws.unwrap();
+    let connector = futures_rustls::TlsConnector::from(client_config(&pki.ca_file(), None));
+    smol::block_on(async {
+        let tcp = async_net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        let req = format!("wss://localhost:{}/agora", addr.port())
+            .into_client_request()
+            .unwrap();
+        let (mut ws, _) = async_tungstenite::client_async(req, tls)
+            .await
+            .expect("WebSocket handshake");
+        let first = futures_lite::future::or(ws.next(), async {
+            smol::Timer::after(DEADLINE).await;
+            None
+        })
+        .await;
+        match first {
+            Some(Ok(Message::Binary(b))) => assert!(b.starts_with(b"INFO "), "{b:?}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
