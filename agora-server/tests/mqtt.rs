@@ -329,3 +329,29 @@ fn a_second_connection_with_a_client_id_takes_it_over() {
     let _third = Mqtt::open(m, &Hello::v311("dev"));
     assert_eq!(second.closed()[0].1[0], 0x8E);
 }
+
+#[test]
+fn a_topics_mutator_chain_runs_on_mqtt_publishes() {
+    let mut c = with_mqtt();
+    let t = agora_protocol::Destination::topic("sensors.temp").unwrap();
+    // Readings over 5 pass; a header is set on those that do.
+    c.chains
+        .insert(t, "threshold . > 5 | set header:via=chain".to_owned());
+    let s = start_with(c);
+    let m = mqtt_addr(&s);
+    let mut sub = Mqtt::open(m, &Hello::v5("sub"));
+    sub.subscribe(1, "sensors/temp", 0);
+    let mut native = native_sub(&s, "topic:sensors.temp");
+    let mut p = Mqtt::open(m, &Hello::v311("pub"));
+    for reading in ["3", "7"] {
+        p.publish_confirmed("sensors/temp", reading.as_bytes(), 1, false);
+    }
+    assert_eq!(sub.received().payload, b"7", "3 was dropped by the chain");
+    let ServerFrame::Msg(d) = native.next() else {
+        panic!("a delivery")
+    };
+    assert_eq!(
+        (&d.payload[..], d.headers.get("via")),
+        (&b"7"[..], Some("chain"))
+    );
+}
