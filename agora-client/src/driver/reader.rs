@@ -58,6 +58,11 @@ impl Core {
                     Err(e) => log::warn!("agora client: skipped a frame from the broker: {e}"),
                 }
             }
+            // On the shared threads the reader is a future of the driver's task: let the
+            // writer run between reads (a `HOLD` must go out while the broker is still
+            // sending), or a socket that always has data would keep it from ever running.
+            // On a dedicated thread this costs one more poll per read.
+            futures_lite::future::yield_now().await;
             let len = buf.len();
             buf.resize(len + read_size.get(), 0);
             match stream.read(&mut buf[len..]).await {
