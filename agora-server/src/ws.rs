@@ -26,7 +26,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
 use crate::conn::{serve_client, Input};
 use crate::mqtt::retained::Retained;
 use crate::shipper::Writer;
-use crate::{Broker, ACCEPT_BACKOFF};
+use crate::Broker;
 
 /// Bytes each pipe between the pump and the protocol side holds.
 const PIPE: usize = 256 * 1024;
@@ -48,47 +48,15 @@ pub(crate) async fn accept_loop(
     stop: Receiver<()>,
     alive: Sender<()>,
 ) {
-    let mut backoff = ACCEPT_BACKOFF.0;
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                backoff = ACCEPT_BACKOFF.0;
-                let n = broker.clients_tcp.fetch_add(1, SeqCst);
-                if n >= broker.config.max_connections {
-                    broker.clients_tcp.fetch_sub(1, SeqCst);
-                    broker.metrics.connections_rejected.fetch_add(1, Relaxed);
-                    log::warn!(
-                        "WebSocket client {peer} refused: the broker is at its limit of {} connections",
-                        broker.config.max_connections
-                    );
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                    continue;
-                }
-                let (b, r, stop, alive) = (
-                    broker.clone(),
-                    retained.clone(),
-                    stop.clone(),
-                    alive.clone(),
-                );
-                let tls = tls.clone();
-                broker
-                    .rt
-                    .spawn(async move {
-                        b.clients_ws.fetch_add(1, SeqCst);
-                        serve(&b, tls.as_ref(), stream, peer, &r, stop).await;
-                        b.clients_ws.fetch_sub(1, SeqCst);
-                        b.clients_tcp.fetch_sub(1, SeqCst);
-                        drop(alive);
-                    })
-                    .detach();
-            }
-            Err(e) => {
-                log::warn!("WebSocket accept failed: {e}; retrying in {backoff:?}");
-                smol::Timer::after(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
-            }
+    crate::conn::accept_each(broker, listener, "WebSocket", alive, |b, stream, peer| {
+        let (r, stop, tls) = (retained.clone(), stop.clone(), tls.clone());
+        async move {
+            b.clients_ws.fetch_add(1, SeqCst);
+            serve(&b, tls.as_ref(), stream, peer, &r, stop).await;
+            b.clients_ws.fetch_sub(1, SeqCst);
         }
-    }
+    })
+    .await
 }
 
 /// What the handshake decides from the request: the route, and the subprotocol to

@@ -98,3 +98,52 @@ async fn refuse(mut stream: TcpStream, max: usize) {
     .await;
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
+
+/// Accepts clients of another front door (MQTT, WebSocket; `what` names it in the log)
+/// until the future is dropped: each counts toward `--max-connections` with the TCP ones
+/// (one over the cap is closed at once), and `serve` serves it on a task of its own.
+pub(crate) async fn accept_each<F, Fut>(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    what: &'static str,
+    alive: async_channel::Sender<()>,
+    serve: F,
+) where
+    F: Fn(Arc<Broker>, TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = ACCEPT_BACKOFF.0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF.0;
+                let n = broker.clients_tcp.fetch_add(1, SeqCst);
+                if n >= broker.config.max_connections {
+                    broker.clients_tcp.fetch_sub(1, SeqCst);
+                    broker.metrics.connections_rejected.fetch_add(1, Relaxed);
+                    log::warn!(
+                        "{what} client {peer} refused: the broker is at its limit of {} connections",
+                        broker.config.max_connections
+                    );
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let served = serve(broker.clone(), stream, peer);
+                let (b, alive) = (broker.clone(), alive.clone());
+                broker
+                    .rt
+                    .spawn(async move {
+                        served.await;
+                        b.clients_tcp.fetch_sub(1, SeqCst);
+                        drop(alive);
+                    })
+                    .detach();
+            }
+            Err(e) => {
+                log::warn!("{what} accept failed: {e}; retrying in {backoff:?}");
+                smol::Timer::after(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+            }
+        }
+    }
+}

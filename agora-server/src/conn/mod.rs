@@ -46,7 +46,7 @@ use crate::shipper::{self, Message, Outbound, Outbox, SubRx, Writer};
 use crate::topic::{Subscriber, Topic, TopicRefused};
 use crate::Broker;
 
-pub(crate) use accept::accept_loop;
+pub(crate) use accept::{accept_each, accept_loop};
 
 /// Destinations a connection remembers handles for; past this the cache starts over.
 const HANDLE_CACHE: usize = 1024;

@@ -30,7 +30,7 @@ use super::bridge::{Bridge, Out};
 use super::retained::Retained;
 use crate::conn::{serve_client, Input};
 use crate::shipper::Writer;
-use crate::{Broker, ACCEPT_BACKOFF};
+use crate::Broker;
 
 /// Bytes each pipe between the bridge and the session holds.
 const PIPE: usize = 256 * 1024;
@@ -48,48 +48,16 @@ pub(crate) async fn accept_loop(
     stop: Receiver<()>,
     alive: Sender<()>,
 ) {
-    let mut backoff = ACCEPT_BACKOFF.0;
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                backoff = ACCEPT_BACKOFF.0;
-                let n = broker.clients_tcp.fetch_add(1, SeqCst);
-                if n >= broker.config.max_connections {
-                    broker.clients_tcp.fetch_sub(1, SeqCst);
-                    broker.metrics.connections_rejected.fetch_add(1, Relaxed);
-                    log::warn!(
-                        "MQTT client {peer} refused: the broker is at its limit of {} connections",
-                        broker.config.max_connections
-                    );
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                    continue;
-                }
-                let (b, r, stop, alive) = (
-                    broker.clone(),
-                    retained.clone(),
-                    stop.clone(),
-                    alive.clone(),
-                );
-                let tls = tls.clone();
-                broker
-                    .rt
-                    .spawn(async move {
-                        match tls {
-                            None => serve(&b, stream, peer, &r, stop).await,
-                            Some(tls) => serve_tls(&b, &tls, stream, peer, &r, stop).await,
-                        }
-                        b.clients_tcp.fetch_sub(1, SeqCst);
-                        drop(alive);
-                    })
-                    .detach();
-            }
-            Err(e) => {
-                log::warn!("MQTT accept failed: {e}; retrying in {backoff:?}");
-                smol::Timer::after(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+    crate::conn::accept_each(broker, listener, "MQTT", alive, |b, stream, peer| {
+        let (r, stop, tls) = (retained.clone(), stop.clone(), tls.clone());
+        async move {
+            match tls {
+                None => serve(&b, stream, peer, &r, stop).await,
+                Some(tls) => serve_tls(&b, &tls, stream, peer, &r, stop).await,
             }
         }
-    }
+    })
+    .await
 }
 
 /// Ends a client's transport: the client side's read then returns.
