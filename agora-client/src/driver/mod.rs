@@ -23,12 +23,13 @@
 //! consumer's full buffer (see `deliver_run`). Neither may block on anything but the
 //! socket, the channels and timers.
 //!
-//! Its parts: `connect` makes a connection (the handshake, TLS's included, and the
+//! Its parts: `cmd` is what the handles send the driver; `connect` makes a connection (the handshake, TLS's included, and the
 //! reconnect back-off); `stream` cuts it into the two threads' halves, clear or TLS;
 //! `writer` is the driver's loop, which turns commands into frames; `reader` is the
 //! reader, which turns frames into answers and deliveries. This file holds
 //! what they share and the loop over connections.
 
+mod cmd;
 mod connect;
 mod reader;
 mod resend;
@@ -41,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use agora_protocol::bytes::{Bytes, BytesMut};
-use agora_protocol::{ClientFrame, Destination, Headers, Info};
+use agora_protocol::{Destination, Info};
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
 
@@ -53,6 +54,7 @@ use crate::options::{Options, Threads};
 use crate::pubbuf::PubBuf;
 use crate::tls::Connector;
 
+pub(crate) use cmd::{Cmd, Ctl};
 use connect::read_limits;
 pub(crate) use connect::{handshake, timeout, Established};
 pub(crate) use resend::{MsgIds, Resend};
@@ -128,87 +130,6 @@ impl Drop for SubEntry {
     fn drop(&mut self) {
         self.inbox.close();
     }
-}
-
-/// Requests from the application, in order.
-pub(crate) enum Cmd {
-    Publish {
-        dest: Destination,
-        headers: Headers,
-        payload: Bytes,
-        confirm: Option<Reply>,
-    },
-    Subscribe {
-        sid: u64,
-        entry: SubEntry,
-        reply: Reply,
-    },
-    Unsubscribe {
-        sid: u64,
-        reply: Reply,
-    },
-    Ping {
-        reply: Reply,
-    },
-    Stats {
-        page: agora_protocol::StatsPage,
-        reply: Reply,
-    },
-    /// Any other request answered by `OK`, a `…RESP` or `ERR`: the frame is built once
-    /// its request id is known.
-    Request {
-        frame: Box<dyn FnOnce(agora_protocol::RequestId) -> ClientFrame + Send>,
-        reply: Reply,
-    },
-    /// A request: publish with a reply address under the connection's inbox (the
-    /// inbox subscribed first, once per connection); the reply, or an `ERR` to the
-    /// publish, answers `reply`.
-    Ask {
-        dest: Destination,
-        headers: Headers,
-        payload: Bytes,
-        /// The request's number (see [`Shared::next_request`]).
-        number: u64,
-        reply: Reply,
-    },
-    /// `Client::drain`: topic subscriptions end, consumers are held and their streams
-    /// end once drained; `reply` hears once the application has let go of every
-    /// consumer.
-    Drain {
-        reply: Reply,
-    },
-    Close {
-        reply: Sender<()>,
-    },
-}
-
-/// Small control messages that must never wait for room.
-pub(crate) enum Ctl {
-    Settle {
-        did: u64,
-        generation: u64,
-        ack: bool,
-        /// For a `NACK` (`!ack`): now, later, or to the dead-letter queue.
-        how: agora_protocol::Nack,
-    },
-    Unsub {
-        sid: u64,
-    },
-    /// `HOLD` (`on`) or `RESUME` of a topic subscription whose buffer filled, or was
-    /// taken.
-    Hold {
-        sid: u64,
-        on: bool,
-    },
-    Pong {
-        rid: Option<u64>,
-    },
-    /// `close()` was called: stop reconnecting.
-    Closing,
-    /// A request's caller stopped waiting (timeout, or its future dropped): forget it.
-    Forget {
-        number: u64,
-    },
 }
 
 /// A request waiting for its answer.
@@ -373,7 +294,7 @@ impl Driver {
         }
         self.fail_pending(|| Error::Closed);
         while let Ok(cmd) = self.cmd_rx.try_recv() {
-            fail_cmd(cmd, Error::Closed);
+            cmd.fail(Error::Closed);
         }
         if let Some(c) = self.closing.borrow_mut().take() {
             let _ = c.try_send(());
@@ -477,29 +398,5 @@ impl Driver {
         self.next_rid.set(rid + 1);
         lock(&self.core.pending).insert(rid, Pending { reply, sid, resend });
         Some(rid)
-    }
-}
-
-fn fail_cmd(cmd: Cmd, e: Error) {
-    match cmd {
-        Cmd::Publish { confirm, .. } => {
-            if let Some(r) = confirm {
-                let _ = r.try_send(Err(e));
-            }
-        }
-        Cmd::Subscribe { reply, .. }
-        | Cmd::Ask { reply, .. }
-        | Cmd::Unsubscribe { reply, .. }
-        | Cmd::Ping { reply }
-        | Cmd::Stats { reply, .. }
-        | Cmd::Request { reply, .. } => {
-            let _ = reply.try_send(Err(e));
-        }
-        Cmd::Drain { reply } => {
-            let _ = reply.try_send(Err(e));
-        }
-        Cmd::Close { reply } => {
-            let _ = reply.try_send(());
-        }
     }
 }

@@ -23,7 +23,6 @@ use agora_protocol::bytes::BytesMut;
 use agora_protocol::mqtt::{self, reason, MqttError, Props, Reply, Version};
 use agora_protocol::{decode_server_with, encode, Limits, ReadSize};
 use async_channel::{Receiver, Sender};
-use async_net::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::bridge::{Bridge, Out};
@@ -37,28 +36,6 @@ const PIPE: usize = 256 * 1024;
 
 /// Batches of native frames the client side may queue for the session.
 const FEED: usize = 16;
-
-/// Accepts MQTT clients until the future is dropped. They count toward
-/// `--max-connections` with the TCP ones.
-pub(crate) async fn accept_loop(
-    broker: Arc<Broker>,
-    listener: TcpListener,
-    tls: Option<futures_rustls::TlsAcceptor>,
-    retained: Arc<Retained>,
-    stop: Receiver<()>,
-    alive: Sender<()>,
-) {
-    crate::conn::accept_each(broker, listener, "MQTT", alive, |b, stream, peer| {
-        let (r, stop, tls) = (retained.clone(), stop.clone(), tls.clone());
-        async move {
-            match tls {
-                None => serve(&b, stream, peer, &r, stop).await,
-                Some(tls) => serve_tls(&b, &tls, stream, peer, &r, stop).await,
-            }
-        }
-    })
-    .await
-}
 
 /// Ends a client's transport: the client side's read then returns.
 pub(crate) type Shut = Box<dyn Fn() + Send + Sync>;
@@ -89,59 +66,6 @@ struct Io<'a, W> {
     holds: Mutex<Option<String>>,
 }
 
-/// Serves one MQTT client on a TCP socket until it leaves, is cut off, or the broker
-/// stops.
-async fn serve(
-    broker: &Broker,
-    stream: TcpStream,
-    peer: SocketAddr,
-    retained: &Retained,
-    stop: Receiver<()>,
-) {
-    let _ = stream.set_nodelay(true);
-    let raw = stream.clone();
-    let shut: Shut = Box::new(move || {
-        let _ = raw.shutdown(std::net::Shutdown::Both);
-    });
-    serve_over(
-        broker,
-        stream.clone(),
-        stream,
-        shut,
-        peer,
-        retained,
-        stop,
-        None,
-    )
-    .await;
-}
-
-/// Serves one MQTT client over TLS (`mqtts`): the handshake first, bounded as the TCP
-/// port's; a client certificate may name the user.
-async fn serve_tls(
-    broker: &Broker,
-    tls: &futures_rustls::TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-    retained: &Retained,
-    stop: Receiver<()>,
-) {
-    let raw = stream.clone();
-    let timeout = broker.config.tls_handshake_timeout;
-    let Some(tls) = crate::tls::handshake(tls, stream, peer, timeout, &stop).await else {
-        return;
-    };
-    let user = match broker.config.users.is_empty() {
-        true => None,
-        false => crate::tls::user_of(&tls, &broker.config.users, peer),
-    };
-    let (read, write) = futures_lite::io::split(tls);
-    let shut: Shut = Box::new(move || {
-        let _ = raw.shutdown(std::net::Shutdown::Both);
-    });
-    serve_over(broker, read, write, shut, peer, retained, stop, user).await;
-}
-
 /// Serves one MQTT client reading `reader` and writing `writer`; `shut` ends them.
 /// `user`: the one a TLS client certificate names.
 #[allow(clippy::too_many_arguments)]
@@ -159,24 +83,6 @@ pub(crate) async fn serve_over<R, W>(
     W: futures_lite::AsyncWrite + Unpin,
 {
     broker.clients_mqtt.fetch_add(1, SeqCst);
-    serve_mqtt(broker, reader, writer, shut, peer, retained, stop, user).await;
-    broker.clients_mqtt.fetch_sub(1, SeqCst);
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve_mqtt<R, W>(
-    broker: &Broker,
-    reader: R,
-    writer: W,
-    shut: Shut,
-    peer: SocketAddr,
-    retained: &Retained,
-    stop: Receiver<()>,
-    user: Option<Arc<crate::auth::User>>,
-) where
-    R: futures_lite::AsyncRead + Unpin,
-    W: futures_lite::AsyncWrite + Unpin,
-{
     let (session_in, to_session) = piper::pipe(PIPE);
     let (from_session, session_out) = piper::pipe(PIPE);
     let native = serve_client(
@@ -220,6 +126,7 @@ async fn serve_mqtt<R, W>(
         b.client_id(),
         lock(&io.ended).as_deref().unwrap_or("closed")
     );
+    broker.clients_mqtt.fetch_sub(1, SeqCst);
 }
 
 /// Writes what both sides queue into the session's pipe, the broker side's first; once

@@ -7,9 +7,11 @@
 //! into native frames and back), moved by the task in `conn`. The codec and the
 //! topic mapping are in `agora_protocol::mqtt`.
 
+mod accept;
 mod bridge;
 mod conn;
 pub(crate) mod retained;
 pub(crate) mod sessions;
 
-pub(crate) use conn::{accept_loop, serve_over, Shut};
+pub(crate) use accept::accept_loop;
+pub(crate) use conn::{serve_over, Shut};
