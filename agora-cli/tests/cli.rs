@@ -149,6 +149,18 @@ fn queue_publish_from_stdin_confirmed_then_consume_and_stats() {
         "2",
     ]));
     assert_eq!(ok(&o), "a\nb\nc\n");
+    // The consumer's acks and its going away reach the queue's task after its
+    // process ended: wait for the queue to show them before reading the table.
+    futures_lite::future::block_on(async {
+        let client = Client::connect(&addr).await.unwrap();
+        wait_until("jobs shows depth 1, unacked 0", || async {
+            let s = client.stats().await.unwrap();
+            s.destinations
+                .iter()
+                .any(|d| d.name == "jobs" && (d.depth, d.unacked) == (1, 0))
+        })
+        .await;
+    });
 
     let table = ok(&run(cli(&addr).arg("stats")));
     assert!(table.starts_with("agora "), "{table}");

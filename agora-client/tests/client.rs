@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agora_client::{Client, Error, ErrorCode, Headers, Reconnect, Stats};
 use agora_server::Config;
-use common::{start, start_with, wait_until, within};
+use common::{queue_settles, start, start_with, wait_until, within};
 use futures_lite::StreamExt;
 
 async fn stats(c: &Client) -> Stats {
@@ -531,9 +531,12 @@ fn typed_queues_round_trip_and_a_bad_payload_is_nacked_until_dead_lettered() {
         let bad = within(c.next()).await.unwrap().err().expect("not an Order");
         bad.ack().await.unwrap();
         c.unsubscribe().await.unwrap();
-        let s = stats(&client).await;
-        let q = dest(&s, "queue", "typed.jobs").unwrap();
-        assert_eq!((q.depth, q.unacked, q.consumers), (0, 0, 0));
+        wait_until("typed.jobs is empty, with no consumer", || async {
+            let s = stats(&client).await;
+            let q = dest(&s, "queue", "typed.jobs").unwrap();
+            (q.depth, q.unacked, q.consumers) == (0, 0, 0)
+        })
+        .await;
     });
 }
 
@@ -834,9 +837,7 @@ fn after_a_lost_connection_unacked_deliveries_come_back_redelivered() {
             d.ack().await.unwrap();
         }
         client.flush().await.unwrap();
-        let s = stats(&producer).await;
-        let d = dest(&s, "queue", "redo").unwrap();
-        assert_eq!((d.depth, d.unacked), (0, 0));
+        queue_settles(&producer, "redo", (0, 0)).await;
         assert!(client.errors().try_next().is_none());
     });
 }

@@ -108,9 +108,8 @@ fn a_drained_consumer_finishes_what_it_holds_and_takes_nothing_more() {
         }
         assert_eq!(seen, ["j0", "j1", "j2", "j3", "j4"]);
         drop(consumer);
-        let st = within(c.stats()).await.unwrap();
-        let q = st.destinations.iter().find(|d| d.name == "jobs").unwrap();
-        assert_eq!((q.depth, q.unacked), (3, 0), "the new ones wait");
+        // The new ones wait.
+        queue_settles(&c, "jobs", (3, 0)).await;
     });
 }
 
@@ -147,8 +146,6 @@ fn a_drained_client_lets_its_workers_finish_then_closes() {
             "ended after its buffer"
         );
         let check = Client::connect(s.addr).await.unwrap();
-        let st = within(check.stats()).await.unwrap();
-        let q = st.destinations.iter().find(|d| d.name == "jobs").unwrap();
-        assert_eq!((q.depth, q.unacked), (0, 0));
+        queue_settles(&check, "jobs", (0, 0)).await;
     });
 }

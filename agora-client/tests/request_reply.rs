@@ -85,13 +85,7 @@ fn a_request_to_a_queue_is_answered_once_and_by_another_when_its_responder_dies(
         assert_eq!(&reply.payload()[..], b"resized img-1");
         // Acked: the queue is empty.
         survivor.flush().await.unwrap();
-        let stats = client.stats().await.unwrap();
-        let q = stats
-            .destinations
-            .iter()
-            .find(|d| d.name == "resize")
-            .unwrap();
-        assert_eq!((q.depth, q.unacked), (0, 0));
+        queue_settles(&client, "resize", (0, 0)).await;
     });
 }
 

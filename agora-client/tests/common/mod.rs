@@ -94,6 +94,28 @@ where
     panic!("timed out waiting until {what}");
 }
 
+/// Waits until `STATS` shows queue `name` with `(depth, unacked)`. A memory-only
+/// queue's figures are the ones its task last published: an `ACK` the client sent
+/// (handed to the driver, not answered) shows once that task has taken it.
+pub async fn queue_settles(client: &agora_client::Client, name: &str, want: (u64, u64)) {
+    let end = Instant::now() + DEADLINE;
+    let mut last = None;
+    while Instant::now() < end {
+        let st = within(client.stats()).await.expect("stats");
+        let q = st
+            .destinations
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| (d.depth, d.unacked));
+        if q == Some(want) {
+            return;
+        }
+        last = q;
+        async_io::Timer::after(Duration::from_millis(5)).await;
+    }
+    panic!("queue {name}: (depth, unacked) stayed {last:?}, not {want:?}");
+}
+
 /// A TCP proxy in front of a broker whose connections can be cut: a client loses its
 /// connection while the broker, and what its queues hold, stay.
 pub struct Proxy {
