@@ -26,6 +26,10 @@ pub const REPLY_TO: &str = "agora-reply-to";
 /// Header keys starting with this are the broker's (see the protocol chapter's table).
 pub const RESERVED_HEADER_PREFIX: &str = "agora-";
 
+/// The header the broker sets on the copy a queue bound to a topic pattern gets
+/// (`BIND`): the name of the topic the message was published to.
+pub const TOPIC: &str = "agora-topic";
+
 /// What every inbox name starts with.
 pub const INBOX_PREFIX: &str = "$inbox.";
 

@@ -229,6 +229,9 @@ pub struct Config {
     pub mqtt_retained_bytes: usize,
     /// Topics with an MQTT retained message the broker keeps (`--mqtt-retained-topics`).
     pub mqtt_retained_topics: usize,
+    /// Longest an MQTT persistent session is kept once its client is gone
+    /// (`--mqtt-session-expiry`).
+    pub mqtt_session_expiry: Duration,
     /// The TCP port's certificate chain (PEM, `--tls-cert`): with it and
     /// [`Config::tls_key`], the port speaks TLS only.
     pub tls_cert: Option<PathBuf>,
@@ -310,6 +313,7 @@ impl Default for Config {
             ws_port: None,
             mqtt_retained_bytes: 64 * 1024 * 1024,
             mqtt_retained_topics: 100_000,
+            mqtt_session_expiry: Duration::from_secs(86_400),
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,

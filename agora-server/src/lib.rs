@@ -441,11 +441,10 @@ impl Server {
             stop_rx.clone(),
             alive.clone(),
         );
-        // MQTT's retained messages, shared by the MQTT port and WebSocket's /mqtt.
-        let retained = Arc::new(mqtt::retained::Retained::new(
-            broker.config.mqtt_retained_bytes,
-            broker.config.mqtt_retained_topics,
-        ));
+        // MQTT's retained messages and persistent sessions, shared by the MQTT port and
+        // WebSocket's /mqtt; read back from the data directory.
+        let retained = Arc::new(mqtt::state::MqttState::open(&broker.config)?);
+        let keeper = retained.clone();
         type Door = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
         let mqtt: Door = match self.mqtt {
             Some(listener) => Box::pin(mqtt::accept_loop(
@@ -470,6 +469,7 @@ impl Server {
             None => Box::pin(futures_lite::future::pending()),
         };
         let udp = udp::udp_loop(broker.clone(), self.udp, stop_rx, alive);
+        let keep = keeper.keep(&broker);
         let no_metrics = broker.config.ablation.no_metrics;
         let metrics = async {
             if no_metrics {
@@ -480,7 +480,7 @@ impl Server {
         futures_lite::future::or(
             futures_lite::future::or(
                 futures_lite::future::or(accept, futures_lite::future::or(mqtt, ws)),
-                metrics,
+                futures_lite::future::or(metrics, keep),
             ),
             futures_lite::future::or(udp, async {
                 shutdown.await;
@@ -508,6 +508,8 @@ impl Server {
                 timeout
             );
         }
+        // Retained messages and session records as the connections left them.
+        keeper.flush().await;
         if let Some((writer, thread, dir, _)) = writer {
             // Every queue hands what it has to the writer first (bounded: a queue that
             // does not answer within the shutdown timeout is not waited for).

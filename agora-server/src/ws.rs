@@ -24,7 +24,7 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
 
 use crate::conn::{serve_client, Input};
-use crate::mqtt::retained::Retained;
+use crate::mqtt::state::MqttState;
 use crate::shipper::Writer;
 use crate::Broker;
 
@@ -44,7 +44,7 @@ pub(crate) async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
     tls: Option<futures_rustls::TlsAcceptor>,
-    retained: Arc<Retained>,
+    retained: Arc<MqttState>,
     stop: Receiver<()>,
     alive: Sender<()>,
 ) {
@@ -97,7 +97,7 @@ async fn serve(
     tls: Option<&futures_rustls::TlsAcceptor>,
     stream: TcpStream,
     peer: SocketAddr,
-    retained: &Retained,
+    retained: &MqttState,
     stop: Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -127,7 +127,7 @@ async fn serve_ws<S>(
     stream: S,
     user: Option<Arc<crate::auth::User>>,
     peer: SocketAddr,
-    retained: &Retained,
+    retained: &MqttState,
     stop: Receiver<()>,
 ) where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
@@ -168,7 +168,7 @@ async fn serve_ws<S>(
         Route::Agora => {
             let native = serve_client(
                 broker,
-                Input::Pipe(in_r, user),
+                Input::Pipe(in_r, user, crate::conn::Front::WebSocket),
                 Writer::Pipe(out_w),
                 peer,
                 stop,

@@ -355,3 +355,108 @@ fn a_topics_mutator_chain_runs_on_mqtt_publishes() {
         (&b"7"[..], Some("chain"))
     );
 }
+
+/// A DISCONNECT, then the broker's closing.
+fn goodbye(mut c: Mqtt) {
+    c.send(&packet(0xE0, &[]));
+    assert!(c.closed().is_empty());
+}
+
+#[test]
+fn a_persistent_session_gets_what_was_published_while_it_was_away_across_a_restart_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: Some(dir.path().to_owned()),
+        ..with_mqtt()
+    };
+    let s = start_with(config.clone());
+    let m = mqtt_addr(&s);
+    let away = Hello {
+        clean: false,
+        ..Hello::v311("meter-7")
+    };
+    let mut c = Mqtt::open(m, &away);
+    assert!(!c.present, "a new session");
+    assert_eq!(c.subscribe(1, "meters/+/kwh", 1), 1);
+    assert_eq!(c.subscribe(2, "alerts", 0), 0);
+    goodbye(c);
+    // While it is away: QoS 1 from MQTT and from a native client is kept for it; its
+    // QoS 0 filter keeps nothing (as mosquitto by default).
+    let mut p = Mqtt::open(m, &Hello::v311("pub"));
+    p.publish_confirmed("meters/7/kwh", b"1", 1, false);
+    let mut native = s.connect();
+    native.send(b"SETACK #1 on\r\n");
+    assert_eq!(native.next(), ServerFrame::Ok { rid: Some(1) });
+    publish(&mut native, "topic:meters.8.kwh", b"2");
+    assert!(matches!(native.next(), ServerFrame::PubAck { .. }));
+    p.publish_confirmed("meters/7/kwh", b"3", 2, true);
+    p.publish_confirmed("alerts", b"missed", 3, false);
+    let mut c = Mqtt::open(m, &away);
+    assert!(c.present, "the session was kept");
+    let got: Vec<(String, Vec<u8>, u8)> = (0..3)
+        .map(|_| c.received())
+        .map(|g| (g.topic, g.payload, g.qos))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("meters/7/kwh".into(), b"1".to_vec(), 1),
+            ("meters/8/kwh".into(), b"2".to_vec(), 1),
+            ("meters/7/kwh".into(), b"3".to_vec(), 1),
+        ]
+    );
+    // Both filters hold while it is here, without subscribing again.
+    p.publish_confirmed("meters/9/kwh", b"4", 4, false);
+    assert_eq!(c.received().payload, b"4");
+    p.publish_confirmed("alerts", b"live", 5, false);
+    let live = c.received();
+    assert_eq!((&live.payload[..], live.qos), (&b"live"[..], 0));
+    // Away again, and the broker restarts.
+    goodbye(c);
+    p.publish_confirmed("meters/7/kwh", b"5", 6, false);
+    drop(p);
+    drop(native);
+    drop(s);
+    let s = start_with(config);
+    let m = mqtt_addr(&s);
+    let mut c = Mqtt::open(m, &away);
+    assert!(c.present, "the session outlived the restart");
+    assert_eq!(c.received().payload, b"5");
+    // The retained message did too.
+    let mut late = Mqtt::open(m, &Hello::v311("late"));
+    late.subscribe(1, "meters/7/kwh", 1);
+    let r = late.received();
+    assert_eq!((&r.payload[..], r.retain), (&b"3"[..], true));
+    // A clean start ends the session: its queue is deleted.
+    goodbye(c);
+    let c = Mqtt::open(m, &Hello::v311("meter-7"));
+    assert!(!c.present);
+    let mut st = s.connect();
+    wait_until("the session's queue is deleted", || {
+        dest_stats(&st.stats(), "queue", "$mqtt.session._.meter-7").is_none()
+    });
+}
+
+#[test]
+fn a_persistent_session_expires_once_its_client_is_gone_longer_than_allowed() {
+    let s = start_with(Config {
+        mqtt_session_expiry: Duration::from_secs(1),
+        ..with_mqtt()
+    });
+    let m = mqtt_addr(&s);
+    let hello = Hello {
+        clean: false,
+        session_expiry: Some(3600),
+        ..Hello::v5("brief")
+    };
+    let mut c = Mqtt::open(m, &hello);
+    c.subscribe(1, "t", 1);
+    let mut st = s.connect();
+    assert!(dest_stats(&st.stats(), "queue", "$mqtt.session._.brief").is_some());
+    goodbye(c);
+    // Capped at one second: its queue goes, and it comes back to no session.
+    wait_until("the expired session's queue is deleted", || {
+        dest_stats(&st.stats(), "queue", "$mqtt.session._.brief").is_none()
+    });
+    assert!(!Mqtt::open(m, &hello).present);
+}

@@ -137,5 +137,54 @@ fn paho_publishes_subscribes_retains_and_carries_v5_properties() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("paho 5.0: publish, subscribe, QoS 1, retained, properties: ok"));
+    for version in ["3.1.1", "5.0"] {
+        let props = if version == "5.0" { ", properties" } else { "" };
+        let line = format!(
+            "paho {version}: publish, subscribe, QoS 1, retained, persistent session{props}: ok"
+        );
+        assert!(said.contains(&line), "{said}");
+    }
+}
+
+/// `mosquitto_sub -c` (clean session 0; on 5.0 with `-x`, a session expiry): it
+/// subscribes and leaves; what is published meanwhile waits for it; it comes back and
+/// gets it.
+#[test]
+fn mosquitto_sub_in_persistent_mode_gets_what_was_published_while_it_was_away() {
+    let (_s, port) = server();
+    for version in ["mqttv311", "mqttv5"] {
+        let topic = format!("away/{version}/meter");
+        let id = format!("mosq-away-{version}");
+        let sub = |extra: &[&str]| {
+            let mut c = tool("mosquitto_sub", "apt-get install mosquitto-clients");
+            c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", version])
+                .args(["-c", "-i", &id, "-q", "1", "-t", &topic, "-W", "10"])
+                .args(["-F", "%t|%q|%p"]);
+            if version == "mqttv5" {
+                c.args(["-x", "300"]);
+            }
+            c.args(extra).output().unwrap()
+        };
+        // Subscribes, and exits once the broker acknowledged it.
+        let first = sub(&["-E"]);
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        for n in ["1", "2"] {
+            mosquitto_pub(port, version, &["-t", &topic, "-m", n, "-q", "1"]);
+        }
+        let back = sub(&["-C", "2"]);
+        assert!(
+            back.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&back.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&back.stdout),
+            format!("{topic}|1|1\n{topic}|1|2\n"),
+            "{version}"
+        );
+    }
 }

@@ -92,6 +92,24 @@ fn check_len(s: String) -> Result<String, TopicError> {
     }
 }
 
+/// What the queues of a user's persistent MQTT sessions are named under:
+/// `$mqtt.session.<user>.` (the user's name as one level; `_` for no user).
+pub fn session_prefix(user: &str) -> String {
+    let mut s = String::from("$mqtt.session.");
+    level(user.as_bytes(), &mut s);
+    s.push('.');
+    s
+}
+
+/// The queue that holds a persistent MQTT session of `user`'s client `client_id`:
+/// [`session_prefix`] then the client id as one level. Refused when longer than a name
+/// may be.
+pub fn session_queue(user: &str, client_id: &str) -> Result<String, TopicError> {
+    let mut s = session_prefix(user);
+    level(client_id.as_bytes(), &mut s);
+    check_len(s)
+}
+
 /// An MQTT topic name as the Agora topic name it is.
 pub fn to_agora(topic: &str) -> Result<String, TopicError> {
     let b = topic.as_bytes();
@@ -206,6 +224,22 @@ pub fn from_agora(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_queue_is_under_its_users_prefix_with_both_escaped() {
+        assert_eq!(session_prefix("alice"), "$mqtt.session.alice.");
+        assert_eq!(session_prefix(""), "$mqtt.session._.");
+        let q = session_queue("bob.smith", "dev 1/a").unwrap();
+        assert_eq!(q, "$mqtt.session.bob_2Esmith.dev_201_2Fa");
+        assert!(q.starts_with(&session_prefix("bob.smith")));
+        // Another user's prefix never holds it: a user is one whole level.
+        assert!(!q.starts_with(&session_prefix("bob")));
+        crate::name::validate_name(q.as_bytes()).unwrap();
+        assert!(matches!(
+            session_queue("u", &"x".repeat(300)),
+            Err(TopicError::TooLong(_))
+        ));
+    }
 
     #[test]
     fn plain_topics_map_level_for_token() {

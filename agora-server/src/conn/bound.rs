@@ -52,11 +52,18 @@ impl Conn<'_> {
                 Ok(Handle::Topic(_)) => return Ok(None),
                 Err(r) => return Err(self.refuse(rid, r).await),
             };
+            // Each copy names the topic it was published to.
+            let mut copies = msgs.to_vec();
+            for m in &mut copies {
+                let _ = m
+                    .headers
+                    .insert(agora_protocol::reply::TOPIC, topic.name.as_str());
+            }
             // Room for all of them, or none.
             let mut refusal = None;
-            for (i, m) in msgs.iter().enumerate() {
+            for (i, m) in copies.iter().enumerate() {
                 if let Err(r) = q.reserve(m.size()) {
-                    for m in &msgs[..i] {
+                    for m in &copies[..i] {
                         q.unreserve(m.size());
                     }
                     refusal = Some(r);
@@ -75,7 +82,7 @@ impl Conn<'_> {
                 let why = format!("{why} (the copy for {queue}, bound to {topic})");
                 return Err(self.error(rid, code, &why).await);
             }
-            let mut copies = msgs.to_vec();
+            let sizes: Vec<usize> = copies.iter().map(Message::size).collect();
             if confirm && copies.len() == 1 && q.durable.load(Relaxed) {
                 let (tx, rx) = async_channel::bounded(1);
                 let msg = copies.pop().expect("one");
@@ -95,8 +102,8 @@ impl Conn<'_> {
             match q.tx.send(cmd).await {
                 Ok(()) => return Ok(None),
                 Err(async_channel::SendError(_)) => {
-                    for m in msgs {
-                        q.unreserve(m.size());
+                    for size in sizes {
+                        q.unreserve(size);
                     }
                 }
             }

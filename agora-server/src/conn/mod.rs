@@ -155,6 +155,15 @@ struct Run {
     msgs: Vec<Message>,
 }
 
+/// The front door a piped connection comes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// An MQTT connection's bridge: its session may use its user's MQTT session queues.
+    Mqtt,
+    /// A WebSocket's `/agora`: a native client like any other.
+    WebSocket,
+}
+
 /// Where a client's frames come from.
 pub(crate) enum Input {
     /// A TCP stream, read in bulk.
@@ -162,7 +171,7 @@ pub(crate) enum Input {
     /// A pipe from another front door: an MQTT connection's bridge (`crate::mqtt`), or
     /// a WebSocket's `/agora` (`crate::ws`); the user its TLS client certificate names,
     /// if any.
-    Pipe(piper::Reader, Option<Arc<crate::auth::User>>),
+    Pipe(piper::Reader, Option<Arc<crate::auth::User>>, Front),
     /// The reading half of a TLS stream (its handshake done), read in bulk; the user
     /// its client certificate names, if any.
     Tls(
@@ -247,16 +256,20 @@ pub(crate) async fn serve_client(
                 Input::Udp { .. } => s,
                 _ => s.with_inbox(resolve::new_inbox()),
             };
+            let s = match &input {
+                Input::Pipe(_, _, Front::Mqtt) => s.for_mqtt(),
+                _ => s,
+            };
             let users = &broker.config.users;
             match &input {
                 _ if users.is_empty() => match &input {
                     Input::Udp { .. } => s.over_udp(broker.udp_token(peer)),
                     _ => s,
                 },
-                Input::Tcp(_) | Input::Tls(_, None) | Input::Pipe(_, None) => {
+                Input::Tcp(_) | Input::Tls(_, None) | Input::Pipe(_, None, _) => {
                     s.with_access(Access::Pending)
                 }
-                Input::Tls(_, Some(user)) | Input::Pipe(_, Some(user)) => {
+                Input::Tls(_, Some(user)) | Input::Pipe(_, Some(user), _) => {
                     log::info!(
                         "client {peer} authenticated as {} by its certificate",
                         user.name
@@ -304,7 +317,7 @@ pub(crate) async fn serve_client(
         true => match input {
             Input::Tcp(stream) => c.read_loop(stream, &stop).await,
             Input::Tls(stream, _) => c.read_loop(stream, &stop).await,
-            Input::Pipe(stream, _) => c.read_loop(stream, &stop).await,
+            Input::Pipe(stream, ..) => c.read_loop(stream, &stop).await,
             Input::Udp { datagrams, source } => c.datagram_loop(datagrams, source, &stop).await,
         },
         false => End::Gone,

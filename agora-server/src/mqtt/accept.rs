@@ -8,7 +8,7 @@ use async_channel::{Receiver, Sender};
 use async_net::{TcpListener, TcpStream};
 
 use super::conn::{serve_over, Shut};
-use super::retained::Retained;
+use super::state::MqttState;
 use crate::Broker;
 
 /// Accepts MQTT clients until the future is dropped. They count toward
@@ -17,7 +17,7 @@ pub(crate) async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
     tls: Option<futures_rustls::TlsAcceptor>,
-    retained: Arc<Retained>,
+    retained: Arc<MqttState>,
     stop: Receiver<()>,
     alive: Sender<()>,
 ) {
@@ -39,7 +39,7 @@ async fn serve(
     broker: &Broker,
     stream: TcpStream,
     peer: SocketAddr,
-    retained: &Retained,
+    retained: &MqttState,
     stop: Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -67,7 +67,7 @@ async fn serve_tls(
     tls: &futures_rustls::TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
-    retained: &Retained,
+    retained: &MqttState,
     stop: Receiver<()>,
 ) {
     let raw = stream.clone();

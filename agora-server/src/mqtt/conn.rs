@@ -26,7 +26,7 @@ use async_channel::{Receiver, Sender};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 
 use super::bridge::{Bridge, Out};
-use super::retained::Retained;
+use super::state::MqttState;
 use crate::conn::{serve_client, Input};
 use crate::shipper::Writer;
 use crate::Broker;
@@ -45,7 +45,7 @@ pub(crate) type Shut = Box<dyn Fn() + Send + Sync>;
 struct Io<'a, W> {
     broker: &'a Broker,
     bridge: Mutex<Bridge>,
-    retained: &'a Retained,
+    retained: &'a MqttState,
     socket: smol::lock::Mutex<W>,
     shut: Shut,
     peer: SocketAddr,
@@ -75,7 +75,7 @@ pub(crate) async fn serve_over<R, W>(
     writer: W,
     shut: Shut,
     peer: SocketAddr,
-    retained: &Retained,
+    retained: &MqttState,
     stop: Receiver<()>,
     user: Option<Arc<crate::auth::User>>,
 ) where
@@ -83,11 +83,12 @@ pub(crate) async fn serve_over<R, W>(
     W: futures_lite::AsyncWrite + Unpin,
 {
     broker.clients_mqtt.fetch_add(1, SeqCst);
+    let cert_user = user.as_ref().map(|u| u.name.clone());
     let (session_in, to_session) = piper::pipe(PIPE);
     let (from_session, session_out) = piper::pipe(PIPE);
     let native = serve_client(
         broker,
-        Input::Pipe(session_in, user),
+        Input::Pipe(session_in, user, crate::conn::Front::Mqtt),
         Writer::Pipe(session_out),
         peer,
         stop,
@@ -98,7 +99,9 @@ pub(crate) async fn serve_over<R, W>(
     let (urgent, urgent_rx) = async_channel::unbounded();
     let io = Io {
         broker,
-        bridge: Mutex::new(Bridge::new(number)),
+        bridge: Mutex::new(
+            Bridge::new(number).with_users(!broker.config.users.is_empty(), cert_user),
+        ),
         retained,
         socket: smol::lock::Mutex::new(writer),
         shut,
@@ -121,6 +124,10 @@ pub(crate) async fn serve_over<R, W>(
         broker.mqtt_sessions.leave(&id, number);
     }
     let b = io.bridge();
+    if let Some(q) = b.session_queue() {
+        // Its expiry starts (unless another connection took it over).
+        retained.sessions.left(q, number);
+    }
     log::debug!(
         "MQTT client {peer} ({}) disconnected ({})",
         b.client_id(),

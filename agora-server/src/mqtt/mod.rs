@@ -10,8 +10,10 @@
 mod accept;
 mod bridge;
 mod conn;
+pub(crate) mod persistent;
 pub(crate) mod retained;
 pub(crate) mod sessions;
+pub(crate) mod state;
 
 pub(crate) use accept::accept_loop;
 pub(crate) use conn::{serve_over, Shut};

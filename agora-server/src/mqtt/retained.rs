@@ -1,12 +1,14 @@
 //! MQTT retained messages: the last retained message of each topic, shared by every
 //! MQTT connection of the broker, bounded in bytes and in topics.
 //!
-//! Kept in memory: they do not survive a restart yet (the book's MQTT chapter says
-//! so). A retained publish is checked for room before it is passed on and kept once the
+//! Kept in memory; with a data directory, `super::state` writes them to
+//! `mqtt/retained` after each change (at most once a second) and at shutdown, and reads
+//! them back at start. A retained publish is checked for room before it is passed on and kept once the
 //! broker accepted it, so the bound may be passed by the retained publishes in flight
 //! at once. An empty retained payload clears the topic's.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Mutex;
 
 use agora_protocol::bytes::Bytes;
@@ -43,6 +45,10 @@ pub(crate) struct Retained {
     inner: Mutex<Inner>,
     max_bytes: usize,
     max_topics: usize,
+    /// Changed since last written.
+    dirty: AtomicBool,
+    /// Woken on a change: the writer of the data directory.
+    wake: Option<async_channel::Sender<()>>,
 }
 
 impl Retained {
@@ -51,6 +57,40 @@ impl Retained {
             inner: Mutex::default(),
             max_bytes,
             max_topics,
+            dirty: AtomicBool::new(false),
+            wake: None,
+        }
+    }
+
+    /// Retained messages that wake `wake` when they change.
+    pub(crate) fn with_wake(mut self, wake: async_channel::Sender<()>) -> Retained {
+        self.wake = Some(wake);
+        self
+    }
+
+    /// Every retained message, if they changed since the last call.
+    pub(crate) fn take_dirty(&self) -> Option<Vec<(String, Kept)>> {
+        if !self.dirty.swap(false, AcqRel) {
+            return None;
+        }
+        let i = self.lock();
+        Some(i.map.iter().map(|(n, k)| (n.clone(), k.clone())).collect())
+    }
+
+    /// Marks them as needing a write again (the last one failed).
+    pub(crate) fn mark_dirty(&self) {
+        self.dirty.store(true, Release);
+    }
+
+    /// Takes the retained messages read at start (whatever the limits: they were
+    /// within the limits of the broker that kept them).
+    pub(crate) fn load(&self, all: Vec<(String, Kept)>) {
+        let mut i = self.lock();
+        for (name, k) in all {
+            i.bytes += cost(&name, &k);
+            if let Some(old) = i.map.insert(name.clone(), k) {
+                i.bytes -= cost(&name, &old);
+            }
         }
     }
 
@@ -83,6 +123,11 @@ impl Retained {
         if !k.payload.is_empty() {
             i.bytes += cost(&name, &k);
             i.map.insert(name, k);
+        }
+        drop(i);
+        self.dirty.store(true, Release);
+        if let Some(w) = &self.wake {
+            let _ = w.try_send(());
         }
     }
 

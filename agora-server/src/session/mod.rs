@@ -117,6 +117,9 @@ pub(crate) struct Session<S> {
     /// This connection's inbox for replies, `$inbox.<nonce>` (none over UDP): only
     /// this connection may subscribe to it, and only it may name it as a reply address.
     inbox: Option<String>,
+    /// The session of the MQTT front door's bridge: it may use the queues of its
+    /// user's persistent MQTT sessions ([`Session::owns`]).
+    mqtt: bool,
 }
 
 /// A UDP source's proof that it receives what is sent to its address.
@@ -143,7 +146,33 @@ impl<S> Session<S> {
             access: Access::Open,
             allowed: HashSet::new(),
             inbox: None,
+            mqtt: false,
         }
+    }
+
+    /// The session of an MQTT connection's bridge (`crate::mqtt`): see
+    /// [`Session::owns`].
+    pub fn for_mqtt(mut self) -> Session<S> {
+        self.mqtt = true;
+        self
+    }
+
+    /// Whether `dest` is a queue of a persistent MQTT session of this connection's
+    /// user, `$mqtt.session.<user>.<client id>` (`_` for the user with no users
+    /// configured): only an MQTT bridge's session owns any, and it may subscribe to,
+    /// bind, unbind and delete them whatever the user's rights (the topics it binds
+    /// them to are checked as subscriptions).
+    pub fn owns(&self, dest: &Destination) -> bool {
+        if !self.mqtt || dest.kind != Kind::Queue {
+            return false;
+        }
+        let user = match &self.access {
+            Access::Open => "",
+            Access::User(u) => u.name.as_str(),
+            Access::Pending | Access::Anonymous(_) => return false,
+        };
+        let prefix = agora_protocol::mqtt::topic::session_prefix(user);
+        dest.name.as_str().len() > prefix.len() && dest.name.as_str().starts_with(&prefix)
     }
 
     /// The session of a connection whose inbox for replies is `inbox`
@@ -275,8 +304,9 @@ impl<S> Session<S> {
     pub fn plan_subscribe(&mut self, s: &Subscribe) -> Result<SubPlan, Refusal> {
         // Clients may listen to the broker's own topics, never create others; a
         // connection's own inbox is its own, whatever its rights.
-        let own_inbox =
-            s.dest.kind == Kind::Topic && self.inbox.as_deref() == Some(s.dest.name.as_str());
+        let own_inbox = (s.dest.kind == Kind::Topic
+            && self.inbox.as_deref() == Some(s.dest.name.as_str()))
+            || self.owns(&s.dest);
         let readable = s.dest.kind == Kind::Topic && s.dest.name.as_str() == METRICS_TOPIC;
         if !readable && !own_inbox {
             Self::check_reserved(&s.dest)?;

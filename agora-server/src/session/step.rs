@@ -273,9 +273,12 @@ impl<S: SubHandle> Session<S> {
                 }
             }
             ClientFrame::Delete { rid, dest } => {
-                match Self::check_reserved(&dest)
-                    .and_then(|()| self.access.check_admin("delete", &dest))
-                {
+                let checked = match self.owns(&dest) {
+                    true => Ok(()),
+                    false => Self::check_reserved(&dest)
+                        .and_then(|()| self.access.check_admin("delete", &dest)),
+                };
+                match checked {
                     Ok(()) => Step::Ask(Ask::Delete { rid, dest }),
                     Err(r) => Step::Refuse(rid, r),
                 }
@@ -400,6 +403,9 @@ impl<S> Session<S> {
                     format!("{topic}: a binding's topic has no empty token (a dot at either end, or two in a row)"),
                 )
             }
+            // An MQTT session's own queue: bound to what its user may read.
+            (Kind::Queue, Kind::Topic) if self.owns(&queue) => Self::check_reserved(&topic)
+                .and_then(|()| self.access.check_subscribe(&topic)),
             (Kind::Queue, Kind::Topic) => Self::check_reserved(&queue)
                 .and_then(|()| Self::check_reserved(&topic))
                 .and_then(|()| self.access.check_admin(what, &queue)),

@@ -135,6 +135,23 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "mqtt_session_expiry",
+        flag: "mqtt-session-expiry",
+        env: "AGORA_MQTT_SESSION_EXPIRY",
+        default: Some("24h"),
+        valid: "a [duration](#durations), at least 1s",
+        doc: "Longest an MQTT persistent session is kept once its client is gone (3.1.1's clean session 0 gets this; a 5.0 Session Expiry Interval is capped at it); then its queue and what it holds are deleted",
+        apply: |s, v| {
+            let d = duration(v)?;
+            if d.as_secs() == 0 {
+                return Err("must be at least 1s".to_owned());
+            }
+            s.config.mqtt_session_expiry = d;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "tls_cert",
         flag: "tls-cert",
         env: "AGORA_TLS_CERT",

@@ -102,6 +102,7 @@ fn each_setting_changes_the_settings() {
         ("ws_port", "8080"),
         ("mqtt_retained_bytes", "3"),
         ("mqtt_retained_topics", "3"),
+        ("mqtt_session_expiry", "90s"),
         ("dedup_ids", "3"),
         ("max_destinations", "3"),
         ("memory_budget", "3"),

@@ -49,6 +49,10 @@ pub trait Storage: Send + Sync {
 /// The folder of the data directory that a repair moves damaged parts into.
 pub const SET_ASIDE: &str = "damaged";
 
+/// The folder of the data directory where the MQTT front door keeps its retained
+/// messages and persistent sessions (`crate::mqtt::state`), beside the log.
+pub const MQTT_DIR: &str = "mqtt";
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -49,6 +49,8 @@ pub struct Hello<'a> {
     pub password: Option<&'a str>,
     /// (topic, payload, qos)
     pub will: Option<(&'a str, &'a str, u8)>,
+    /// MQTT 5's Session Expiry Interval.
+    pub session_expiry: Option<u32>,
 }
 
 impl Hello<'_> {
@@ -88,7 +90,13 @@ impl Hello<'_> {
         b.push(flags);
         b.extend(self.keep_alive.to_be_bytes());
         if v5 {
-            b.push(0);
+            match self.session_expiry {
+                Some(e) => {
+                    b.extend([5, 0x11]);
+                    b.extend(e.to_be_bytes());
+                }
+                None => b.push(0),
+            }
         }
         b.extend(string(self.id.as_bytes()));
         if let Some((t, p, _)) = self.will {
@@ -146,6 +154,8 @@ pub struct Mqtt {
     pub stream: TcpStream,
     buf: Vec<u8>,
     pub v5: bool,
+    /// The CONNACK's session present flag.
+    pub present: bool,
 }
 
 impl Mqtt {
@@ -156,10 +166,12 @@ impl Mqtt {
             stream,
             buf: Vec::new(),
             v5: hello.level == 5,
+            present: false,
         };
         m.send(&hello.bytes());
         let (first, body) = m.next().expect("a CONNACK");
         assert_eq!(first, 0x20, "CONNACK expected: {body:?}");
+        m.present = body[0] & 1 == 1;
         (m, body[1])
     }
 

@@ -24,19 +24,32 @@ def fail(what):
 class Client:
     """A paho client on its own network thread, with its events as queues."""
 
-    def __init__(self, version, cid):
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=version)
+    def __init__(self, version, cid, persistent=False):
+        v5 = version == mqtt.MQTTv5
+        extra = {} if v5 else {"clean_session": not persistent}
+        self.c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=version, **extra
+        )
         self.connected = queue.Queue()
         self.subscribed = queue.Queue()
         self.messages = queue.Queue()
-        self.c.on_connect = lambda c, u, flags, rc, props: self.connected.put(rc)
+        self.c.on_connect = lambda c, u, flags, rc, props: self.connected.put((rc, flags))
         self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subscribed.put(rcs)
         self.c.on_message = lambda c, u, m: self.messages.put(m)
-        self.c.connect("127.0.0.1", PORT, keepalive=30)
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            if persistent:
+                props.SessionExpiryInterval = 300
+            self.c.connect(
+                "127.0.0.1", PORT, keepalive=30, clean_start=not persistent, properties=props
+            )
+        else:
+            self.c.connect("127.0.0.1", PORT, keepalive=30)
         self.c.loop_start()
-        rc = self.connected.get(timeout=WAIT)
+        rc, flags = self.connected.get(timeout=WAIT)
         if rc.is_failure:
             fail(f"{cid}: CONNACK {rc}")
+        self.session_present = flags.session_present
 
     def subscribe(self, topic, qos):
         self.c.subscribe(topic, qos=qos)
@@ -92,9 +105,25 @@ def check(version, name):
     m = late.message()
     if (m.payload, m.retain) != (b"kept", True):
         fail(f"{name}: retained message {m.payload!r} retain={m.retain}")
-    for c in (sub, pub, late):
+    # A persistent session: subscribed, gone, published to meanwhile, back.
+    away = Client(version, f"paho-away-{name}", persistent=True)
+    away.subscribe(f"paho-{name}/away/#", 1)
+    away.close()
+    for n in (b"1", b"2"):
+        info = pub.c.publish(f"paho-{name}/away/x", n, qos=1)
+        info.wait_for_publish(WAIT)
+    back = Client(version, f"paho-away-{name}", persistent=True)
+    if not back.session_present:
+        fail(f"{name}: the persistent session was not present")
+    got = [back.message().payload for _ in range(2)]
+    if got != [b"1", b"2"]:
+        fail(f"{name}: the persistent session got {got}")
+    for c in (sub, pub, late, back):
         c.close()
-    print(f"paho {name}: publish, subscribe, QoS 1, retained{', properties' if v5 else ''}: ok")
+    print(
+        f"paho {name}: publish, subscribe, QoS 1, retained, persistent session"
+        f"{', properties' if v5 else ''}: ok"
+    )
 
 
 check(mqtt.MQTTv311, "3.1.1")

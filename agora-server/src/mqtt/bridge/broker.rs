@@ -1,10 +1,10 @@
 //! The broker's side: native frames from the session, as MQTT packets for the client.
 
 use agora_protocol::mqtt::{reason, Props, Reply};
-use agora_protocol::{ClientFrame, ErrorCode, ErrorReply, ServerFrame};
+use agora_protocol::{ClientFrame, Destination, ErrorCode, ErrorReply, ServerFrame};
 
 use super::{Bridge, Out, Pending, State, Sub, CONNECT_RID};
-use crate::mqtt::retained::Retained;
+use crate::mqtt::state::MqttState;
 
 /// The MQTT 5 reason code for a native error.
 fn reason_of(code: ErrorCode) -> u8 {
@@ -24,7 +24,7 @@ fn reason_of(code: ErrorCode) -> u8 {
 
 impl Bridge {
     /// Acts on one frame from the broker's session.
-    pub(crate) fn on_frame(&mut self, f: ServerFrame, retained: &Retained, out: &mut Out) {
+    pub(crate) fn on_frame(&mut self, f: ServerFrame, retained: &MqttState, out: &mut Out) {
         // Once closed, only the answer to a will's retained publish still counts.
         if self.state == State::Closed && !matches!(f, ServerFrame::PubAck { .. }) {
             return;
@@ -35,6 +35,9 @@ impl Bridge {
                 self.answered(rid, None, retained, out)
             }
             ServerFrame::Err(e) => self.answered(e.rid, Some(e), retained, out),
+            ServerFrame::Msg(d) if self.session.as_ref().is_some_and(|p| p.sid == d.sid) => {
+                self.deliver_queued(d, out)
+            }
             ServerFrame::Msg(d) => {
                 let Some((_, qos)) = self.by_sid.get(&d.sid) else {
                     return;
@@ -68,7 +71,7 @@ impl Bridge {
         &mut self,
         rid: Option<u64>,
         err: Option<ErrorReply>,
-        retained: &Retained,
+        retained: &MqttState,
         out: &mut Out,
     ) {
         let Some(p) = rid.and_then(|r| self.pending.remove(&r)) else {
@@ -80,11 +83,30 @@ impl Bridge {
             return;
         };
         match p {
-            Pending::Connect => self.connected(err, out),
+            Pending::Connect => self.connected(err, retained, out),
+            Pending::Session => {
+                if let Some(e) = err {
+                    self.refuse(
+                        reason_of(e.code),
+                        format!("the persistent session's queue: {} {}", e.code, e.message),
+                        out,
+                    );
+                }
+            }
+            Pending::Quiet(what) => {
+                if let Some(e) = err {
+                    log::warn!(
+                        "MQTT client {}: {what} was refused: {} {}",
+                        self.client_id,
+                        e.code,
+                        e.message
+                    );
+                }
+            }
             Pending::Publish { pkid, retain } => match (err, pkid) {
                 (None, pkid) => {
                     if let Some((name, kept)) = retain {
-                        retained.set(name, kept);
+                        retained.retained.set(name, kept);
                     }
                     if let Some(pkid) = pkid {
                         out.client.push(Reply::PubAck(pkid, reason::SUCCESS));
@@ -151,24 +173,25 @@ impl Bridge {
         }
     }
 
-    fn connected(&mut self, err: Option<ErrorReply>, out: &mut Out) {
+    fn connected(&mut self, err: Option<ErrorReply>, st: &MqttState, out: &mut Out) {
         let v5 = self.v5();
         match err {
             None => {
                 self.state = State::Open;
+                let present = self.open_session(st, out);
                 let mut props = Props::default();
                 if v5 {
                     // What this broker does not do, said up front: QoS 2, shared
-                    // subscriptions, subscription ids; no session is kept past the
-                    // connection.
+                    // subscriptions, subscription ids. The session expiry granted
+                    // (capped by --mqtt-session-expiry).
                     props.flags = vec![(0x24, 1), (0x29, 0), (0x2A, 0)];
-                    props.session_expiry = Some(0);
+                    props.session_expiry = Some(self.session.as_ref().map_or(0, |p| p.expiry));
                     if self.assigned {
                         props.assigned_client_id = Some(self.client_id.clone());
                     }
                 }
                 out.client.push(Reply::ConnAck {
-                    session_present: false,
+                    session_present: present,
                     code: reason::SUCCESS,
                     props,
                 });
@@ -197,10 +220,48 @@ impl Bridge {
         debug_assert!(!self.pending.contains_key(&CONNECT_RID));
     }
 
+    /// Once connected: a clean start ends the client id's persistent session, if it
+    /// had one (its queue and bindings are deleted); a persistent session is taken up
+    /// again or begun, and its queue consumed. True if a session was there.
+    fn open_session(&mut self, st: &MqttState, out: &mut Out) -> bool {
+        if let Some(q) = self.session_name.clone().filter(|_| self.clean) {
+            if st.sessions.forget(&q) {
+                let rid = self.rid(Pending::Quiet("deleting the previous session's queue"));
+                out.broker.push(ClientFrame::Delete {
+                    rid: Some(rid),
+                    dest: super::session_dest(&q),
+                });
+            }
+        }
+        let Some((queue, expiry)) = self.session.as_ref().map(|p| (p.queue.clone(), p.expiry))
+        else {
+            return false;
+        };
+        let filters = st.sessions.resume(&queue, self.number, expiry);
+        let sid = self.next_sid;
+        self.next_sid += 1;
+        if let Some(p) = &mut self.session {
+            p.sid = sid;
+        }
+        let rid = self.rid(Pending::Session);
+        out.broker.push(ClientFrame::Sub(agora_protocol::Subscribe {
+            rid: Some(rid),
+            dest: super::session_dest(&queue),
+            sid,
+            prefetch: Some(super::SESSION_PREFETCH),
+            ack: None,
+        }));
+        let present = filters.is_some();
+        for (filter, qos) in filters.unwrap_or_default() {
+            self.restore(filter, qos, out);
+        }
+        present
+    }
+
     /// Sends `SUBACK` `pkid` once every native subscription it waits for is answered,
     /// then the retained messages its filters match (retained, at most at the QoS each
     /// was published and granted with).
-    pub(super) fn suback_if_done(&mut self, pkid: u16, retained: &Retained, out: &mut Out) {
+    pub(super) fn suback_if_done(&mut self, pkid: u16, retained: &MqttState, out: &mut Out) {
         if self.subacks.get(&pkid).is_none_or(|a| a.waiting > 0) {
             return;
         }
@@ -216,10 +277,21 @@ impl Bridge {
             if ack.codes[i] >= 0x80 {
                 // A filter refused in part (one of `a` and `a.>`) ends the part that
                 // was not.
-                for (sid, _) in natives.iter().filter(|(s, _)| *s != 0) {
-                    out.broker.push(ClientFrame::Unsub {
-                        rid: None,
-                        sid: *sid,
+                let queue = self.session_queue().map(super::session_dest);
+                for (sid, p) in natives.iter().filter(|(s, _)| *s != 0) {
+                    out.broker.push(match (&queue, a.bound) {
+                        (Some(q), true) => match Destination::topic_pattern(p) {
+                            Ok(topic) => ClientFrame::Unbind {
+                                rid: None,
+                                queue: q.clone(),
+                                topic,
+                            },
+                            Err(_) => continue,
+                        },
+                        _ => ClientFrame::Unsub {
+                            rid: None,
+                            sid: *sid,
+                        },
                     });
                 }
                 continue;
@@ -230,14 +302,34 @@ impl Bridge {
                 .map(|(s, _)| *s)
                 .filter(|s| *s != 0)
                 .collect();
-            if !sids.is_empty() {
+            if !sids.is_empty() && a.bound {
+                let bound = natives.iter().map(|(_, p)| p.clone()).collect();
+                self.subs.insert(
+                    filter.clone(),
+                    Sub {
+                        qos,
+                        sids: Vec::new(),
+                        bound,
+                    },
+                );
+            } else if !sids.is_empty() {
                 for sid in &sids {
                     self.by_sid.insert(*sid, (filter.clone(), qos));
                 }
-                self.subs.insert(filter.clone(), Sub { qos, sids });
+                self.subs.insert(
+                    filter.clone(),
+                    Sub {
+                        qos,
+                        sids,
+                        bound: Vec::new(),
+                    },
+                );
+            }
+            if let Some(q) = self.session_queue() {
+                retained.sessions.set_filter(q, &filter, Some(qos));
             }
             let patterns: Vec<&str> = natives.iter().map(|(_, p)| p.as_str()).collect();
-            for (name, kept) in retained.matching(&patterns) {
+            for (name, kept) in retained.retained.matching(&patterns) {
                 let p = self.deliver(&name, kept.qos.min(qos), true, &kept.headers, kept.payload);
                 out.client.push(p);
             }

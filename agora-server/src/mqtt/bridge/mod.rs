@@ -6,7 +6,7 @@
 //! client (DESIGN.md: a transport is a driver around the session, never a second copy
 //! of its logic). What it keeps is only what MQTT needs and Agora does not: packet ids,
 //! the filter behind each subscription id, the will, the client's retained messages
-//! (shared by every MQTT connection, in [`Retained`]).
+//! and persistent sessions (shared by every MQTT connection, in [`MqttState`]).
 //!
 //! `on_packet` and `on_frame` append what must be sent each way to an [`Out`]; the
 //! task around it (`super::conn`) moves bytes and time and nothing else.
@@ -18,16 +18,22 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 
 use agora_protocol::bytes::Bytes;
-use agora_protocol::mqtt::topic::{filter_to_agora, from_agora, to_agora, TopicError};
+use agora_protocol::mqtt::topic::{
+    filter_to_agora, from_agora, session_queue, to_agora, TopicError,
+};
 use agora_protocol::mqtt::{reason, Connect, Filter, Packet, Props, Publish, QoS, Reply, Version};
 use agora_protocol::{
     ClientFrame, Connect as NativeConnect, Destination, Headers, Password, Subscribe,
 };
 
-use super::retained::{Kept, Retained};
+use super::retained::Kept;
+use super::state::MqttState;
 
 /// The request id of the native `CONNECT`.
 const CONNECT_RID: u64 = 1;
+
+/// Deliveries of a persistent session's queue unacknowledged at once.
+const SESSION_PREFETCH: u32 = 100;
 
 /// The header that carries MQTT 5 correlation data, in hex.
 pub(crate) const CORRELATION: &str = "mqtt-correlation-data";
@@ -72,8 +78,13 @@ enum Pending {
         pkid: Option<u16>,
         retain: Option<(String, Kept)>,
     },
-    /// One native subscription of filter `index` of `SUBSCRIBE` `pkid`. `parent`: the
-    /// `a` of `a/#`, which a user allowed `a.>` but not `a` may go without.
+    /// The persistent session's queue subscription: refused, the connection ends.
+    Session,
+    /// Something whose refusal is only logged.
+    Quiet(&'static str),
+    /// One native subscription (or, for a persistent session's QoS 1 filter, binding)
+    /// of filter `index` of `SUBSCRIBE` `pkid`. `parent`: the `a` of `a/#`, which a
+    /// user allowed `a.>` but not `a` may go without.
     Sub {
         pkid: u16,
         index: usize,
@@ -99,6 +110,8 @@ struct Asked {
     qos: QoS,
     /// Its native subscriptions: (sid, pattern); sid 0 for a filter subscribed before.
     natives: Vec<(u64, String)>,
+    /// Bound to the persistent session's queue rather than subscribed.
+    bound: bool,
 }
 
 /// An MQTT subscription as the bridge keeps it.
@@ -106,6 +119,20 @@ struct Asked {
 struct Sub {
     qos: QoS,
     sids: Vec<u64>,
+    /// The patterns bound to the persistent session's queue (a QoS 1 filter of a
+    /// persistent session; `sids` is then empty).
+    bound: Vec<String>,
+}
+
+/// A persistent session.
+#[derive(Debug)]
+struct Persist {
+    /// Its queue, `$mqtt.session.<user>.<client id>`.
+    queue: String,
+    /// The native subscription to it.
+    sid: u64,
+    /// Seconds kept once the client is gone, as asked (capped once connected).
+    expiry: u32,
 }
 
 /// One MQTT connection's state.
@@ -131,6 +158,19 @@ pub(crate) struct Bridge {
     /// The last Agora name delivered and its MQTT topic: a stream of messages to one
     /// topic maps its name once.
     last_name: (String, String),
+    /// Users are configured: a session's queue is named by its user.
+    users: bool,
+    /// The user a TLS client certificate names.
+    cert_user: Option<String>,
+    /// `CONNECT` asked for a clean start.
+    clean: bool,
+    /// The name a persistent session of this client id has (whether it asked for one
+    /// or not: a clean start ends it).
+    session_name: Option<String>,
+    /// The persistent session, when `CONNECT` asked for one.
+    session: Option<Persist>,
+    /// Packet id -> native delivery id, for the session queue's QoS 1 deliveries.
+    acks: HashMap<u16, u64>,
 }
 
 /// The most QoS 1 publishes to a client unacknowledged at once; past it, deliveries go
@@ -157,7 +197,26 @@ impl Bridge {
             inflight: HashSet::new(),
             number,
             last_name: (String::new(), String::new()),
+            users: false,
+            cert_user: None,
+            clean: true,
+            session_name: None,
+            session: None,
+            acks: HashMap::new(),
         }
+    }
+
+    /// A bridge of a broker with users (`users`), whose client a TLS certificate names
+    /// `cert_user`: a persistent session's queue is named by that user.
+    pub(crate) fn with_users(mut self, users: bool, cert_user: Option<String>) -> Bridge {
+        self.users = users;
+        self.cert_user = cert_user;
+        self
+    }
+
+    /// The persistent session's queue, when the client has one.
+    pub(crate) fn session_queue(&self) -> Option<&str> {
+        self.session.as_ref().map(|p| p.queue.as_str())
     }
 
     /// The protocol version, once `CONNECT` is read (3.1.1 before).
@@ -215,15 +274,18 @@ impl Bridge {
     }
 
     /// Acts on one packet from the client.
-    pub(crate) fn on_packet(&mut self, p: Packet, retained: &Retained, out: &mut Out) {
+    pub(crate) fn on_packet(&mut self, p: Packet, retained: &MqttState, out: &mut Out) {
         if self.state == State::Closed {
             return;
         }
         match p {
-            Packet::Connect(c) => self.connect(*c, out),
+            Packet::Connect(c) => self.connect(*c, retained, out),
             Packet::Publish(p) => self.publish(p, retained, out),
             Packet::PubAck(pkid, _) => {
                 self.inflight.remove(&pkid);
+                if let Some(did) = self.acks.remove(&pkid) {
+                    out.broker.push(ClientFrame::Ack { rid: None, did });
+                }
             }
             Packet::PubRec(..) | Packet::PubRel(..) | Packet::PubComp(..) => self.refuse(
                 reason::PROTOCOL_ERROR,
@@ -236,9 +298,9 @@ impl Bridge {
                 for f in filters {
                     match self.subs.remove(&f) {
                         Some(s) => {
-                            for sid in s.sids {
-                                self.by_sid.remove(&sid);
-                                out.broker.push(ClientFrame::Unsub { rid: None, sid });
+                            self.end_sub(s, out);
+                            if let Some(q) = self.session_queue() {
+                                retained.sessions.set_filter(q, &f, None);
                             }
                             codes.push(reason::SUCCESS);
                         }
@@ -264,9 +326,10 @@ impl Bridge {
         }
     }
 
-    fn connect(&mut self, c: Connect, out: &mut Out) {
+    fn connect(&mut self, c: Connect, st: &MqttState, out: &mut Out) {
         self.version = c.version;
         self.keep_alive = c.keep_alive;
+        self.clean = c.clean;
         self.state = State::Connecting;
         let v5 = self.v5();
         let refuse = |s: &mut Bridge, v311: Option<u8>, v5code: u8, why: &str, out: &mut Out| {
@@ -299,14 +362,34 @@ impl Bridge {
         } else {
             self.client_id = c.client_id;
         }
-        if !c.clean && !v5 {
-            return refuse(
-                self,
-                Some(3),
-                reason::IMPLEMENTATION_SPECIFIC,
-                "persistent sessions (clean session 0) are not supported yet; connect with a clean session",
-                out,
-            );
+        // A persistent session: 3.1.1's clean session 0; 5.0's Session Expiry
+        // Interval above 0 (3.1.1's is kept as long as the broker keeps any).
+        let expiry = match v5 {
+            true => c.props.session_expiry.unwrap_or(0),
+            false if c.clean => 0,
+            false => super::persistent::NEVER,
+        };
+        let owner = match (&self.cert_user, self.users) {
+            (Some(u), _) => u.clone(),
+            (None, true) => c.user.clone().unwrap_or_default(),
+            (None, false) => String::new(),
+        };
+        self.session_name = session_queue(&owner, &self.client_id).ok();
+        if expiry > 0 {
+            let Some(queue) = self.session_name.clone() else {
+                return refuse(
+                    self,
+                    Some(2),
+                    reason::CLIENT_ID_NOT_VALID,
+                    "the client id is too long for a persistent session (its queue's name would pass 255 bytes)",
+                    out,
+                );
+            };
+            self.session = Some(Persist {
+                queue,
+                sid: 0,
+                expiry: expiry.min(st.max_expiry),
+            });
         }
         if let Some(w) = &c.will {
             if w.qos == QoS::ExactlyOnce {
@@ -354,7 +437,7 @@ impl Bridge {
         }));
     }
 
-    fn publish(&mut self, p: Publish, retained: &Retained, out: &mut Out) {
+    fn publish(&mut self, p: Publish, retained: &MqttState, out: &mut Out) {
         if self.state == State::New {
             return self.refuse(reason::PROTOCOL_ERROR, "PUBLISH before CONNECT", out);
         }
@@ -389,10 +472,10 @@ impl Bridge {
                     headers: headers.clone(),
                     qos: p.qos,
                 };
-                if !retained.has_room(&name, &kept) {
+                if !retained.retained.has_room(&name, &kept) {
                     let why = format!(
                         "the broker's retained messages are at their limit ({})",
-                        retained.limits()
+                        retained.retained.limits()
                     );
                     return refused(self, reason::QUOTA_EXCEEDED, why, out);
                 }
@@ -415,7 +498,7 @@ impl Bridge {
         }));
     }
 
-    fn subscribe(&mut self, pkid: u16, filters: Vec<Filter>, retained: &Retained, out: &mut Out) {
+    fn subscribe(&mut self, pkid: u16, filters: Vec<Filter>, retained: &MqttState, out: &mut Out) {
         if self.state == State::New {
             return self.refuse(reason::PROTOCOL_ERROR, "SUBSCRIBE before CONNECT", out);
         }
@@ -431,11 +514,18 @@ impl Bridge {
         };
         for (index, f) in filters.into_iter().enumerate() {
             let qos = f.qos.min(QoS::AtLeastOnce);
+            // A persistent session's QoS 1 filter binds its queue: what matches is kept
+            // while the client is away.
+            let bind = match qos {
+                QoS::AtLeastOnce => self.session_queue().map(str::to_owned),
+                _ => None,
+            };
             ack.codes.push(qos as u8);
             ack.filters.push(Asked {
                 filter: f.filter.clone(),
                 qos,
                 natives: Vec::new(),
+                bound: bind.is_some(),
             });
             if v5 && f.filter.starts_with("$share/") {
                 ack.codes[index] = reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;
@@ -449,6 +539,16 @@ impl Bridge {
                     continue;
                 }
             };
+            if self
+                .subs
+                .get(&f.filter)
+                .is_some_and(|s| s.bound.is_empty() != bind.is_none())
+            {
+                // Bound before and now live, or the other way round: the old one ends.
+                if let Some(s) = self.subs.remove(&f.filter) {
+                    self.end_sub(s, out);
+                }
+            }
             if let Some(s) = self.subs.get_mut(&f.filter) {
                 // The same filter again replaces the subscription: a new QoS, and its
                 // retained messages again.
@@ -480,13 +580,20 @@ impl Bridge {
                 });
                 ack.waiting += 1;
                 ack.filters[index].natives.push((sid, pattern));
-                out.broker.push(ClientFrame::Sub(Subscribe {
-                    rid: Some(rid),
-                    dest,
-                    sid,
-                    prefetch: None,
-                    ack: None,
-                }));
+                out.broker.push(match &bind {
+                    Some(q) => ClientFrame::Bind {
+                        rid: Some(rid),
+                        queue: session_dest(q),
+                        topic: dest,
+                    },
+                    None => ClientFrame::Sub(Subscribe {
+                        rid: Some(rid),
+                        dest,
+                        sid,
+                        prefetch: None,
+                        ack: None,
+                    }),
+                });
             }
         }
         self.subacks.insert(pkid, ack);
@@ -498,7 +605,7 @@ impl Bridge {
     ///
     /// A will with the retain flag is kept as its topic's retained message once the
     /// broker accepted it (so only where the user may publish), room permitting.
-    pub(crate) fn lost(&mut self, retained: &Retained, out: &mut Out) {
+    pub(crate) fn lost(&mut self, retained: &MqttState, out: &mut Out) {
         if let Some(w) = self.will.take() {
             if self.state == State::Open {
                 if let (Ok(name), Ok(headers)) = (to_agora(&w.topic), headers_of(&w.props)) {
@@ -508,12 +615,13 @@ impl Bridge {
                             headers: headers.clone(),
                             qos: w.qos,
                         };
-                        let rid = (w.retain && retained.has_room(&name, &kept)).then(|| {
-                            self.rid(Pending::Publish {
-                                pkid: None,
-                                retain: Some((name, kept)),
-                            })
-                        });
+                        let rid =
+                            (w.retain && retained.retained.has_room(&name, &kept)).then(|| {
+                                self.rid(Pending::Publish {
+                                    pkid: None,
+                                    retain: Some((name, kept)),
+                                })
+                            });
                         out.broker.push(ClientFrame::Pub(agora_protocol::Publish {
                             rid,
                             dest,
@@ -525,6 +633,101 @@ impl Bridge {
             }
         }
         self.state = State::Closed;
+    }
+
+    /// Ends an MQTT subscription's native part: its subscriptions, or its bindings.
+    fn end_sub(&mut self, s: Sub, out: &mut Out) {
+        for sid in s.sids {
+            self.by_sid.remove(&sid);
+            out.broker.push(ClientFrame::Unsub { rid: None, sid });
+        }
+        if let Some(q) = self.session_queue().map(str::to_owned) {
+            for p in s.bound {
+                if let Ok(topic) = Destination::topic_pattern(&p) {
+                    out.broker.push(ClientFrame::Unbind {
+                        rid: None,
+                        queue: session_dest(&q),
+                        topic,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Takes a persistent session's filter up again: a QoS 1 one is bound already; a
+    /// QoS 0 one is subscribed again.
+    fn restore(&mut self, filter: String, qos: QoS, out: &mut Out) {
+        let Ok(patterns) = filter_to_agora(&filter) else {
+            return;
+        };
+        if qos == QoS::AtLeastOnce {
+            self.subs.insert(
+                filter,
+                Sub {
+                    qos,
+                    sids: Vec::new(),
+                    bound: patterns,
+                },
+            );
+            return;
+        }
+        let mut sids = Vec::new();
+        for p in patterns {
+            let Ok(dest) = Destination::topic_pattern(&p) else {
+                continue;
+            };
+            let sid = self.next_sid;
+            self.next_sid += 1;
+            let rid = self.rid(Pending::Quiet("a subscription of the persistent session"));
+            out.broker.push(ClientFrame::Sub(Subscribe {
+                rid: Some(rid),
+                dest,
+                sid,
+                prefetch: None,
+                ack: None,
+            }));
+            self.by_sid.insert(sid, (filter.clone(), qos));
+            sids.push(sid);
+        }
+        self.subs.insert(
+            filter,
+            Sub {
+                qos,
+                sids,
+                bound: Vec::new(),
+            },
+        );
+    }
+
+    /// A message from the persistent session's queue: at QoS 1, to the topic it was
+    /// published to (its `agora-topic`), acknowledged to the queue when the client
+    /// acknowledges it.
+    fn deliver_queued(&mut self, mut d: agora_protocol::Delivery, out: &mut Out) {
+        let name = match d.headers.get(agora_protocol::reply::TOPIC) {
+            Some(t) => t.to_owned(),
+            None => d.dest.name.as_str().to_owned(),
+        };
+        d.headers.remove(agora_protocol::reply::TOPIC);
+        let dup = d.redelivered();
+        let p = self.deliver(&name, QoS::AtLeastOnce, false, &d.headers, d.payload);
+        let p = match p {
+            Reply::Publish(mut p) => {
+                match p.pkid {
+                    Some(pkid) => {
+                        p.dup = dup;
+                        self.acks.insert(pkid, d.did);
+                    }
+                    // No packet id free: sent at QoS 0, so it is settled now.
+                    None => out.broker.push(ClientFrame::Ack {
+                        rid: None,
+                        did: d.did,
+                    }),
+                }
+                Reply::Publish(p)
+            }
+            other => other,
+        };
+        out.client.push(p);
     }
 
     /// The next free packet id for a QoS 1 publish to the client.
@@ -575,6 +778,11 @@ impl Bridge {
             },
         })
     }
+}
+
+/// A persistent session's queue as a destination (its name was checked when made).
+fn session_dest(q: &str) -> Destination {
+    Destination::queue(q).unwrap_or_else(|_| Destination::queue("_").expect("a name"))
 }
 
 /// An MQTT 5 publish's properties as Agora headers: user properties as they are (a key

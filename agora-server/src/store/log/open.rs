@@ -51,13 +51,17 @@ impl<S: Storage> Log<S> {
         let names = storage.list().map_err(io_err("."))?;
         let mut segments = Vec::new();
         for n in names {
-            if n == LOCK_FILE || n == super::super::storage::SET_ASIDE {
+            if n == LOCK_FILE
+                || n == super::super::storage::SET_ASIDE
+                || n == super::super::storage::MQTT_DIR
+            {
                 continue;
             }
             if !n.ends_with(".seg") {
                 return Err(LogError::Foreign {
                     file: n,
-                    why: "only segments (<20 digits>.seg) and LOCK belong here".to_owned(),
+                    why: "only segments (<20 digits>.seg), LOCK, damaged/ and mqtt/ belong here"
+                        .to_owned(),
                 });
             }
             segments.push(n);
