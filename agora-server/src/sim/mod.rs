@@ -26,10 +26,12 @@
 //!
 //! Publishing connections are driven whole (`world/conns.rs`): bytes through the real
 //! codec, the session's effects carried out as `conn` does, liveness on the simulated
-//! clock; see that module for what it checks. Two clients without the right (one never
-//! authenticated, one a user with no right on the world's destinations) send every kind
-//! of frame at them (`world/intruders.rs`): their sessions must refuse all that would
-//! change anything, and the invariants show nothing changed. Wildcard subscriptions
+//! clock; see that module for what it checks. Three clients without the right (one never
+//! authenticated, one a user with no right on the world's destinations, and that user's
+//! MQTT bridge, which owns its user's MQTT session queues and no one else's) send every
+//! kind of frame at them (`world/intruders.rs`): their sessions must refuse all that
+//! would change anything (the bridge's must accept a subscription to its own session
+//! queue, and refuse every other user's), and the invariants show nothing changed. Wildcard subscriptions
 //! (`*`, `>`, a name) join and leave the topics' index: each delivery they get must
 //! name a topic their pattern matches, and each publisher's messages must reach them in
 //! order across topics; their buffers count in the budget's invariant.

@@ -135,7 +135,7 @@ pub(crate) struct World {
     /// Publishing connections, driven through their sessions.
     conns: BTreeMap<u64, conns::SimConn>,
     /// Clients without the right (`intruders.rs`).
-    intruders: [Session<u64>; 2],
+    intruders: [Session<u64>; 3],
     /// Chains set on destinations (by the connections' `CHAIN SET`).
     chains: std::collections::HashMap<Destination, Arc<crate::mutators::Chain>>,
     /// The clients' model of which destinations have a chain.
