@@ -225,6 +225,15 @@ pub struct Config {
     /// Port for WebSocket clients (`--ws-port`): `/mqtt` and `/agora`; `None`: none; 0
     /// picks a free port.
     pub ws_port: Option<u16>,
+    /// Port for HTTP (`--http-port`): health, metrics, the API and the console;
+    /// `None`: none; 0 picks a free port.
+    pub http_port: Option<u16>,
+    /// HTTP connections open at once (`--http-max-connections`).
+    pub http_max_connections: usize,
+    /// Console event streams open at once (`--http-max-viewers`).
+    pub http_max_viewers: usize,
+    /// Destinations `/metrics` exports one by one (`--http-metrics-destinations`).
+    pub http_metrics_destinations: usize,
     /// Bytes of MQTT retained messages the broker keeps (`--mqtt-retained-bytes`).
     pub mqtt_retained_bytes: usize,
     /// Topics with an MQTT retained message the broker keeps (`--mqtt-retained-topics`).
@@ -311,6 +320,10 @@ impl Default for Config {
             repair: false,
             mqtt_port: None,
             ws_port: None,
+            http_port: None,
+            http_max_connections: 64,
+            http_max_viewers: 16,
+            http_metrics_destinations: 1000,
             mqtt_retained_bytes: 64 * 1024 * 1024,
             mqtt_retained_topics: 100_000,
             mqtt_session_expiry: Duration::from_secs(86_400),

@@ -50,8 +50,10 @@ mod chan;
 pub mod config;
 pub mod config_file;
 mod conn;
+mod conns;
 #[doc(hidden)]
 pub mod deliveries;
+mod http;
 pub mod logging;
 mod manager;
 mod message;
@@ -80,7 +82,7 @@ mod ws;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,6 +108,13 @@ pub(crate) struct Broker {
     pub clients_ws: AtomicUsize,
     /// Which MQTT connection holds each client id.
     pub mqtt_sessions: mqtt::sessions::Sessions,
+    /// Every connection, for the HTTP API.
+    pub conns: conns::Registry,
+    /// The HTTP port's connections and event streams.
+    pub http: http::Counts,
+    /// Serving: recovery is done and the listeners are up; false again once shutdown
+    /// begins (`/readyz`).
+    pub ready: AtomicBool,
     pub started: Instant,
     /// Payload bytes held across queues and subscriber buffers.
     pub budget: Arc<budget::Budget>,
@@ -164,6 +173,9 @@ pub struct Server {
     mqtt: Option<TcpListener>,
     /// With `--ws-port`: the WebSocket listener.
     ws: Option<TcpListener>,
+    /// With `--http-port`: the HTTP listener, bound before the log was read back, and
+    /// the thread that answered it meanwhile.
+    http: Option<(TcpListener, http::Early)>,
 }
 
 /// The data directory as [`Server::bind`] found it.
@@ -285,6 +297,16 @@ impl Server {
         // Certificate files are read before anything else is taken: a bad one refuses
         // the start, naming the file.
         let tls = tls::acceptor(&config)?;
+        // The HTTP port opens first: while the log is read back it answers /healthz
+        // (200) and /readyz (503), so an orchestrator can watch a long recovery.
+        let http = match config.http_port {
+            Some(port) => {
+                let l = std::net::TcpListener::bind((config.bind, port))?;
+                let early = http::Early::start(&l)?;
+                Some((l, early))
+            }
+            None => None,
+        };
         // The log is read back before the sockets are bound: no client can connect
         // (or wait in the accept queue) to a broker still recovering, and a broker
         // refused its data directory takes no port.
@@ -311,6 +333,10 @@ impl Server {
             ))?)?),
             None => None,
         };
+        let http = match http {
+            Some((l, early)) => Some((TcpListener::try_from(l)?, early)),
+            None => None,
+        };
         Ok(Server {
             config,
             listener,
@@ -319,6 +345,7 @@ impl Server {
             tls,
             mqtt,
             ws,
+            http,
         })
     }
 
@@ -340,6 +367,11 @@ impl Server {
     /// The WebSocket address bound (`--ws-port`), if any.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The HTTP address bound (`--http-port`), if any.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The UDP address bound: the same address and port as TCP.
@@ -424,6 +456,9 @@ impl Server {
             clients_mqtt: AtomicUsize::new(0),
             clients_ws: AtomicUsize::new(0),
             mqtt_sessions: Default::default(),
+            conns: Default::default(),
+            http: Default::default(),
+            ready: AtomicBool::new(false),
             started: Instant::now(),
             metrics: Arc::new(metrics::BrokerMetrics::default()),
             udp_secret: Default::default(),
@@ -468,7 +503,21 @@ impl Server {
             )),
             None => Box::pin(futures_lite::future::pending()),
         };
+        let web: Door = match self.http {
+            Some((listener, early)) => {
+                // The early answers stop before the broker's own take over.
+                early.stop();
+                Box::pin(http::accept_loop(
+                    broker.clone(),
+                    listener,
+                    self.tls.clone(),
+                    stop_rx.clone(),
+                ))
+            }
+            None => Box::pin(futures_lite::future::pending()),
+        };
         let udp = udp::udp_loop(broker.clone(), self.udp, stop_rx, alive);
+        broker.ready.store(true, SeqCst);
         let keep = keeper.keep(&broker);
         let no_metrics = broker.config.ablation.no_metrics;
         let metrics = async {
@@ -479,7 +528,10 @@ impl Server {
         };
         futures_lite::future::or(
             futures_lite::future::or(
-                futures_lite::future::or(accept, futures_lite::future::or(mqtt, ws)),
+                futures_lite::future::or(
+                    accept,
+                    futures_lite::future::or(mqtt, futures_lite::future::or(ws, web)),
+                ),
                 futures_lite::future::or(metrics, keep),
             ),
             futures_lite::future::or(udp, async {
@@ -488,6 +540,7 @@ impl Server {
         )
         .await;
         log::info!("shutting down");
+        broker.ready.store(false, SeqCst);
         stop_tx.close();
         let timeout = broker.config.shutdown_timeout;
         let finished = futures_lite::future::or(
@@ -557,7 +610,7 @@ pub async fn run(
     use agora_protocol::startup::line;
     let server = Server::bind(config).await?;
     let (tcp, udp) = (server.local_addr()?, server.udp_addr()?);
-    let (mqtt, ws) = (server.mqtt_addr(), server.ws_addr());
+    let (mqtt, ws, web) = (server.mqtt_addr(), server.ws_addr(), server.http_addr());
     // Both lines in one write, and a failed write ignored: a reader (a test, a
     // supervisor) may take the first line and close the pipe, and a broker whose stdout
     // went away keeps serving (`println!` would panic on the second line).
@@ -576,6 +629,11 @@ pub async fn run(
         if let Some(ws) = ws {
             let scheme = if server.is_tls() { "wss" } else { "ws" };
             lines.push_str(&line("agora", scheme, ws));
+            lines.push('\n');
+        }
+        if let Some(web) = web {
+            let scheme = if server.is_tls() { "https" } else { "http" };
+            lines.push_str(&line("agora", scheme, web));
             lines.push('\n');
         }
         let mut out = std::io::stdout().lock();

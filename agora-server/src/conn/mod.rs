@@ -144,6 +144,8 @@ struct Conn<'a> {
     /// With users configured, until the client has authenticated: when it is closed
     /// for not having (`--auth-timeout` after it connected).
     auth_deadline: Option<Instant>,
+    /// What the broker's connection registry shows of it.
+    info: Arc<crate::conns::ConnInfo>,
 }
 
 /// A run of fire-and-forget publishes held back (see `Conn::run`).
@@ -162,6 +164,8 @@ pub(crate) enum Front {
     Mqtt,
     /// A WebSocket's `/agora`: a native client like any other.
     WebSocket,
+    /// An action of the HTTP console (`crate::http`), as its user.
+    Http,
 }
 
 /// Where a client's frames come from.
@@ -234,10 +238,24 @@ pub(crate) async fn serve_client(
         true => 1,
         false => shipper::BATCH_BYTES,
     };
+    let protocol = match &input {
+        Input::Tcp(_) => "tcp",
+        Input::Tls(..) => "tls",
+        Input::Pipe(_, _, Front::Mqtt) => "mqtt",
+        Input::Pipe(_, _, Front::WebSocket) => "ws",
+        Input::Pipe(_, _, Front::Http) => "http",
+        Input::Udp { .. } => "udp",
+    };
+    let listed = Arc::new(crate::conns::ConnInfo::new(broker.id(), peer, protocol));
+    if let Input::Tls(_, Some(u)) | Input::Pipe(_, Some(u), _) = &input {
+        listed.set_who(None, Some(&u.name));
+    }
+    broker.conns.add(listed.clone());
     let shipper = broker.rt.spawn(shipper::run(
         writer,
         out_rx,
         broker.metrics.clone(),
+        listed.clone(),
         batch,
         broker.config.write_timeout,
     ));
@@ -293,6 +311,7 @@ pub(crate) async fn serve_client(
         read_held: 0,
         read_id: broker.id(),
         unstored: Default::default(),
+        info: listed.clone(),
     };
     let info = ServerFrame::Info(Info {
         server: broker.config.server_name.clone(),
@@ -323,6 +342,7 @@ pub(crate) async fn serve_client(
         false => End::Gone,
     };
     c.teardown().await;
+    broker.conns.remove(listed.id);
     if !outbox.send(Outbound::Close).await {
         outbox.close();
     }
@@ -376,11 +396,29 @@ impl Conn<'_> {
             }
             f => f,
         };
+        let shown = matches!(
+            f,
+            ClientFrame::Connect(_) | ClientFrame::Sub(_) | ClientFrame::Unsub { .. }
+        );
         let Effects { end_run, step } = self.session.on_frame(f);
         if end_run {
             // A held-back run of publishes goes out before anything else is acted on.
             self.end_run().await?;
         }
+        let flow = self.carry_out(step).await;
+        if shown {
+            // What the registry shows of it.
+            let user = self.session.access().user().map(|u| u.name.clone());
+            self.info
+                .set_who(self.session.name.as_deref(), user.as_deref());
+            self.info
+                .subscriptions
+                .store(self.session.subscriptions(), Relaxed);
+        }
+        flow
+    }
+
+    async fn carry_out(&mut self, step: Step<Sub>) -> Flow {
         match step {
             Step::Nothing => Ok(()),
             Step::Reply(frame) => self.reply(&frame).await,

@@ -109,6 +109,7 @@ impl Conn<'_> {
                         .metrics
                         .bytes_in_tcp
                         .fetch_add(n as u64, Relaxed);
+                    self.info.bytes_in.fetch_add(n as u64, Relaxed);
                     if ask == read_size.get() {
                         read_size.after_read(n);
                     }
@@ -270,6 +271,7 @@ impl Conn<'_> {
             };
             let m = &self.broker.metrics;
             m.bytes_in_udp.fetch_add(d.len() as u64, Relaxed);
+            self.info.bytes_in.fetch_add(d.len() as u64, Relaxed);
             source.queued.fetch_sub(d.len(), Relaxed);
             m.udp_queued.fetch_sub(d.len(), Relaxed);
             source.received(d.len());

@@ -77,6 +77,12 @@ pub(crate) enum QueueCmd {
     Written { cid: u64, n: usize },
     /// Drop every pending message; answers with how many.
     Purge { reply: Sender<usize> },
+    /// The first `limit` messages waiting, with their delivery counts, left where they
+    /// are (the HTTP console's peek).
+    Peek {
+        limit: usize,
+        reply: Sender<Vec<(Message, u32)>>,
+    },
     /// The queue is deleted: tell consumers, drop everything, stop.
     Delete { reply: Sender<usize> },
     /// Answers once everything before it has been handed to the log's writer (a
@@ -435,6 +441,9 @@ impl Queue {
             }
             QueueCmd::Written { cid, n } => self.state.written(cid, n),
             QueueCmd::Flush { reply } => self.flushed.push(reply),
+            QueueCmd::Peek { limit, reply } => {
+                let _ = reply.try_send(self.state.peek(limit));
+            }
             QueueCmd::Purge { reply } => {
                 let n = self.state.purge();
                 self.give_back_released();

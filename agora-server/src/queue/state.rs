@@ -295,6 +295,16 @@ impl<P> QueueState<P> {
     }
 
     /// Drops every waiting message, in memory or paged; returns how many.
+    /// The first `limit` messages waiting in memory, oldest first, with their delivery
+    /// counts; nothing is taken.
+    pub fn peek(&self, limit: usize) -> Vec<(Message, u32)> {
+        self.pending
+            .iter()
+            .take(limit)
+            .map(|h| (h.msg.clone(), h.count))
+            .collect()
+    }
+
     pub fn purge(&mut self) -> usize {
         self.loose = 0;
         self.loose_since = None;

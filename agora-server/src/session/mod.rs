@@ -382,6 +382,10 @@ impl<S> Session<S> {
     }
 
     /// Every subscription, for a connection that ends.
+    pub fn subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+
     pub fn drain(&mut self) -> Vec<(u64, S)> {
         self.slots.clear();
         self.subs.drain().map(|(sid, (s, _))| (sid, s)).collect()

@@ -107,6 +107,62 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "http_port",
+        flag: "http-port",
+        env: "AGORA_HTTP_PORT",
+        value_name: Some("PORT"),
+        default_note: "none: no HTTP",
+        valid: "0 to 65535; 0 picks a free port",
+        doc: "Port for HTTP, on the --bind address (off unless given; 0 picks a free port and the listening line shows it; HTTPS with --tls-cert): /healthz, /readyz, /metrics (Prometheus), /api/… and the console at /. See the book's Monitoring chapter",
+        apply: |s, v| {
+            s.config.http_port = Some(signed(v, 0, u16::MAX.into())? as u16);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "http_max_connections",
+        flag: "http-max-connections",
+        env: "AGORA_HTTP_MAX_CONNECTIONS",
+        value_name: Some("N"),
+        default: Some("64"),
+        valid: "at least 1",
+        doc: "HTTP connections open at once; one more is closed at accept",
+        apply: |s, v| {
+            s.config.http_max_connections = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "http_max_viewers",
+        flag: "http-max-viewers",
+        env: "AGORA_HTTP_MAX_VIEWERS",
+        value_name: Some("N"),
+        default: Some("16"),
+        valid: "at least 1",
+        doc: "Console event streams (/api/events) open at once; one more is answered 503. Each costs one STATS document a second",
+        apply: |s, v| {
+            s.config.http_max_viewers = count(unsigned(v, 1, None)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "http_metrics_destinations",
+        flag: "http-metrics-destinations",
+        env: "AGORA_HTTP_METRICS_DESTINATIONS",
+        value_name: Some("N"),
+        default: Some("1000"),
+        valid: "1 to 10000",
+        doc: "Destinations /metrics exports one by one (queues first, by name); the rest are counted in agora_metrics_destinations_omitted, so a broker with 100,000 names exports a bounded number of series",
+        apply: |s, v| {
+            s.config.http_metrics_destinations = count(unsigned(v, 1, Some(10_000))?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "mqtt_retained_bytes",
         flag: "mqtt-retained-bytes",
         env: "AGORA_MQTT_RETAINED_BYTES",

@@ -183,6 +183,7 @@ pub(crate) async fn run(
     mut writer: Writer,
     inbox: OutboxRx,
     metrics: Arc<BrokerMetrics>,
+    info: Arc<crate::conns::ConnInfo>,
     batch: usize,
     write_timeout: Duration,
 ) {
@@ -317,6 +318,7 @@ pub(crate) async fn run(
         }
         if !buf.is_empty() {
             metrics.bytes_out.fetch_add(buf.len() as u64, Relaxed);
+            info.bytes_out.fetch_add(buf.len() as u64, Relaxed);
             let mut done = 0;
             if let Err(e) = write(&mut writer, &buf, &ends, &mut done, write_timeout).await {
                 // The deliveries that went out whole before the write stopped were
