@@ -375,13 +375,12 @@ async fn action(
     let rid = Some(1);
     let (frames, done): (Vec<ClientFrame>, fn(ServerFrame) -> serde_json::Value) =
         match (method, parts) {
-            (&Method::POST, ["queues", name, "purge"]) => match dest("queue", name) {
-                Ok(dest) => (
-                    vec![ClientFrame::Purge { rid, dest }],
-                    |_| serde_json::json!({"purged": true}),
-                ),
-                Err(r) => return r,
-            },
+            (&Method::POST, ["queues", name, "purge"]) => {
+                return match dest("queue", name) {
+                    Ok(d) => purge(b, d).await,
+                    Err(r) => r,
+                }
+            }
             (&Method::DELETE, ["queues", name]) => match dest("queue", name) {
                 Ok(dest) => (
                     vec![ClientFrame::Delete { rid, dest }],
@@ -507,6 +506,39 @@ fn same_site(req: &Request<Incoming>) -> Result<(), Response<Body>> {
         }
     }
     Ok(())
+}
+
+/// `POST /api/queues/<name>/purge`: as `PURGE` does it (the same rule; the caller may
+/// act), answering how many messages went.
+async fn purge(b: &Broker, dest: Destination) -> Response<Body> {
+    if let Err(r) = crate::session::Session::<()>::check_purge(&dest) {
+        return error(StatusCode::FORBIDDEN, &r.code.to_string(), r.message);
+    }
+    let lookup = |reply| ManagerCmd::Lookup {
+        dest: dest.clone(),
+        reply,
+    };
+    let Some(found) = crate::ask::ask(&b.manager, lookup).await else {
+        return stopping();
+    };
+    let Some(crate::manager::Handle::Queue(q)) = found else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_destination",
+            format!("there is no {dest}"),
+        );
+    };
+    match crate::ask::ask(&q.tx, |reply| crate::queue::QueueCmd::Purge { reply }).await {
+        Some(n) => {
+            log::info!("purged {n} messages from {dest} (HTTP console)");
+            json(StatusCode::OK, &serde_json::json!({ "purged": n }))
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "unknown_destination",
+            format!("{dest} was deleted"),
+        ),
+    }
 }
 
 /// `GET /api/queues/<name>/peek?limit=N`: the first messages waiting in a queue,

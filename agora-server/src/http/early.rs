@@ -85,3 +85,34 @@ fn answer(mut c: TcpStream) {
         body.len()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut all = String::new();
+        c.read_to_string(&mut all).unwrap();
+        all
+    }
+
+    #[test]
+    fn while_starting_health_is_ok_and_readiness_is_not() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let early = Early::start(&l).unwrap();
+        assert!(ask(addr, "/healthz").starts_with("HTTP/1.1 200 OK\r\n"));
+        let r = ask(addr, "/readyz");
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+        assert!(r.ends_with("reading its log back)\n"), "{r}");
+        early.stop();
+        // Stopped: a new connection waits in the backlog for whoever serves next.
+        l.set_nonblocking(false).unwrap();
+        let c = TcpStream::connect(addr).unwrap();
+        let (got, _) = l.accept().unwrap();
+        assert_eq!(got.peer_addr().unwrap(), c.local_addr().unwrap());
+    }
+}

@@ -1,6 +1,7 @@
 //! Test support: a broker in-process on 127.0.0.1:0 and a raw-bytes client.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod mqtt;
 
 use std::io::{BufReader, Read, Write};
@@ -23,6 +24,8 @@ pub struct TestServer {
     pub mqtt: Option<SocketAddr>,
     /// The WebSocket port's address, with `ws_port` configured.
     pub ws: Option<SocketAddr>,
+    /// The HTTP port's address, with `http_port` configured.
+    pub http: Option<SocketAddr>,
     stop: Option<async_channel::Sender<()>>,
     served: Option<Task<std::io::Result<()>>>,
     /// Two workers, so that tasks can run elsewhere than where their event arrived.
@@ -40,14 +43,23 @@ pub fn start_with(config: Config) -> TestServer {
     let addr = server.local_addr().unwrap();
     let mqtt = server.mqtt_addr();
     let ws = server.ws_addr();
+    let http = server.http_addr();
     let (stop, stopped) = async_channel::bounded::<()>(1);
     let served = rt.spawn(server.serve(rt.handle(), async move {
         let _ = stopped.recv().await;
     }));
+    // Until `serve` takes the HTTP port over, a thread of the start answers it "not
+    // ready" (it does while the log is read back): wait for the broker's own answers.
+    if let Some(h) = http {
+        wait_until("the HTTP port answers /readyz 200", || {
+            http::get(h, "/readyz").status == 200
+        });
+    }
     TestServer {
         addr,
         mqtt,
         ws,
+        http,
         stop: Some(stop),
         served: Some(served),
         rt: Some(rt),
