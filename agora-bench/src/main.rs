@@ -414,7 +414,7 @@ fn run_cell(
         System::RabbitmqQuorum | System::RabbitmqClassic => {
             Err("built without the `peers` feature".into())
         }
-        System::AgoraLean => with!(drivers::agora_lean::AgoraLean {
+        System::AgoraLean | System::AgoraLeanHttp => with!(drivers::agora_lean::AgoraLean {
             addr,
             dial: drivers::lean::Plain
         }),

@@ -16,6 +16,10 @@ pub(crate) enum System {
     /// The Agora broker through a lean blocking client of its protocol (the same
     /// buffering as `nats-lean`): what the broker bounds.
     AgoraLean,
+    /// `agora-lean` with the HTTP port open and in use, as an operator leaves it: a
+    /// `GET /metrics` every second (a Prometheus scrape) and one console event stream
+    /// (`/api/events`) read throughout (`topic-1-1` and `rtt` only).
+    AgoraLeanHttp,
     /// nats-server, through async-nats: what an application sees.
     Nats,
     /// nats-server, through a lean blocking client of its text protocol (the same
@@ -58,10 +62,11 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 18] = [
+    pub(crate) const ALL: [System; 19] = [
         System::Agora,
         System::AgoraDedicated,
         System::AgoraLean,
+        System::AgoraLeanHttp,
         System::Nats,
         System::NatsLean,
         System::AgoraLeanTls,
@@ -84,6 +89,7 @@ impl System {
             System::Agora => "agora",
             System::AgoraDedicated => "agora-dedicated",
             System::AgoraLean => "agora-lean",
+            System::AgoraLeanHttp => "agora-lean-http",
             System::Nats => "nats",
             System::NatsLean => "nats-lean",
             System::AgoraLeanTls => "agora-lean-tls",
@@ -115,6 +121,11 @@ impl System {
     /// Whether it is driven over MQTT (the lean MQTT client).
     pub(crate) fn mqtt(self) -> bool {
         matches!(self, System::AgoraMqtt | System::Mosquitto)
+    }
+
+    /// Whether it is the broker with its HTTP port in use (`AgoraLeanHttp`).
+    pub(crate) fn http(self) -> bool {
+        self == System::AgoraLeanHttp
     }
 
     /// Whether its clients speak TLS to it (on the certificate `crate::tls` makes).
@@ -159,7 +170,7 @@ pub(crate) fn unavailable(system: System, bins: &Bins) -> Option<String> {
         System::Mosquitto if bins.mosquitto.is_none() => {
             Some("mosquitto not installed (apt-get install mosquitto)".into())
         }
-        System::Agora | System::AgoraDedicated | System::AgoraLean | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery | System::AgoraMqtt if !bins.agora.is_file() => Some(format!(
+        System::Agora | System::AgoraDedicated | System::AgoraLean | System::AgoraLeanHttp | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery | System::AgoraMqtt if !bins.agora.is_file() => Some(format!(
             "{} not found (cargo build --release -p agora-server)",
             bins.agora.display()
         )),

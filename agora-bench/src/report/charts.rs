@@ -14,6 +14,7 @@ fn color(system: System) -> RGBColor {
         System::Agora => RGBColor(0xd9, 0x48, 0x1c),
         System::AgoraDedicated => RGBColor(0xf1, 0x69, 0x13),
         System::AgoraLean => RGBColor(0xe6, 0xab, 0x02),
+        System::AgoraLeanHttp => RGBColor(0x99, 0x73, 0x00),
         System::Nats => RGBColor(0x27, 0x6f, 0xbf),
         System::NatsLean => RGBColor(0x1b, 0x9e, 0x77),
         System::AgoraLeanTls => RGBColor(0xa6, 0x76, 0x1d),

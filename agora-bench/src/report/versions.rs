@@ -118,6 +118,7 @@ pub(crate) fn versions(bins: &Bins, systems: &[System]) -> Vec<Version> {
         of(&[
             Agora,
             AgoraLean,
+            AgoraLeanHttp,
             AgoraLeanTls,
             AgoraDurable,
             AgoraDurableEvery,

@@ -417,6 +417,7 @@ pub(super) fn stalled_subscriber(server: &ServerView, name: &str) -> Result<TcpS
         System::Agora
         | System::AgoraDedicated
         | System::AgoraLean
+        | System::AgoraLeanHttp
         | System::AgoraDurable
         | System::AgoraDurableEvery => (format!("SUB #1 topic:{name} 1\r\n").into_bytes(), "OK #1"),
         System::Nats | System::NatsLean | System::Jetstream | System::JetstreamDefault => (

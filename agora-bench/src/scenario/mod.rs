@@ -215,7 +215,8 @@ pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
         (s, _) if s.mqtt() => Some(
             "the MQTT rows run publish, topic-1-1, topic-1-4, topic-4-1, confirm (QoS 1) and rtt",
         ),
-        (s, Topic1x1 | Rtt) if s.tls() => None,
+        (s, Topic1x1 | Rtt) if s.tls() || s.http() => None,
+        (s, _) if s.http() => Some("the HTTP-load row measures topic-1-1 and rtt only"),
         (
             System::Agora | System::AgoraDedicated | System::AgoraLean | System::NatsLean,
             RequestReply,
