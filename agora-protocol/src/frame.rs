@@ -357,6 +357,10 @@ pub struct StatsPage {
     pub after: Option<crate::name::Destination>,
     /// At most this many destinations (1 or more).
     pub limit: Option<u32>,
+    /// Also list at most this many connections (1 or more), in id order.
+    pub connections: Option<u32>,
+    /// Only connections after this id (the `next` of the previous page).
+    pub connections_after: Option<u64>,
 }
 
 impl StatsPage {

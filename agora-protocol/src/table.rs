@@ -216,7 +216,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "STATS",
         Body::None,
         admin::decode_stats,
-        "STATS [#id] [prefix=<text>] [after=<dest>] [limit=<n>]   the broker's state, as JSON, and a page of its destinations",
+        "STATS [#id] [prefix=<text>] [after=<dest>] [limit=<n>] [connections=<n>] [connections_after=<id>]   the broker's state, as JSON, a page of its destinations and, if asked, of its connections",
         b"STATS\r\n",
     ),
     client(

@@ -220,9 +220,21 @@ fn client_answers() -> Vec<(ClientFrame, &'static [u8])> {
                     prefix: Some("sensors.".into()),
                     after: Some("queue:sensors.a".parse().unwrap()),
                     limit: Some(50),
+                    ..StatsPage::default()
                 },
             },
             b"STATS #3 prefix=sensors. after=queue:sensors.a limit=50\r\n",
+        ),
+        (
+            ClientFrame::Stats {
+                rid: Some(4),
+                page: StatsPage {
+                    connections: Some(100),
+                    connections_after: Some(17),
+                    ..StatsPage::default()
+                },
+            },
+            b"STATS #4 connections=100 connections_after=17\r\n",
         ),
         (ClientFrame::Help { rid: Some(5) }, b"HELP #5\r\n"),
         (

@@ -147,6 +147,9 @@ struct Stats {
     unlisted_topics: UnlistedTopics,
     /// Queues bound to topic names or patterns (`BIND`).
     bindings: Bindings,
+    /// A page of the connections, when asked for (`connections=<n>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<crate::conns::Listing>,
 }
 
 #[derive(Serialize)]
@@ -257,6 +260,14 @@ pub(crate) fn document(
             next: listing.next.as_ref().map(|d| d.to_string()),
         },
         destinations: handles.iter().map(Handle::stats).collect(),
+        // A user that is not an admin sees its own connections.
+        connections: page.connections.map(|n| {
+            broker.conns.list(
+                page.connections_after,
+                n as usize,
+                only.map(|u| u.name.as_str()),
+            )
+        }),
         wildcards: {
             let (mut listed, mut total) = broker.wild.listing();
             // A user that is not an admin sees the patterns its rights cover.

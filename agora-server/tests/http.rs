@@ -92,6 +92,30 @@ fn connections_are_listed_with_their_name_protocol_and_bytes() {
     // Paged: one at a time.
     let first = get(web(&s), "/api/connections?limit=1").json();
     assert_eq!(first["page"]["listed"], 1);
+    // STATS lists them too, paged the same way, when asked.
+    let mut other = s.connect();
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    for rid in 10..20u64 {
+        other.send(format!("STATS #{rid} connections=1{after}\r\n").as_bytes());
+        let ServerFrame::StatsResp { json, .. } = other.next() else {
+            panic!("STATSRESP")
+        };
+        let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let page = doc["connections"].clone();
+        pages.push(page["connections"][0]["id"].as_u64().unwrap());
+        match page["page"]["next"].as_u64() {
+            Some(n) => after = format!(" connections_after={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages.len(), 2, "worker-7 and this one: {pages:?}");
+    other.send(b"STATS #30\r\n");
+    let ServerFrame::StatsResp { json, .. } = other.next() else {
+        panic!("STATSRESP")
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert!(doc.get("connections").is_none(), "not unless asked");
     drop(c);
     wait_until("the connection leaves the list", || {
         !get(web(&s), "/api/connections").text().contains("worker-7")

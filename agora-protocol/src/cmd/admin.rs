@@ -110,11 +110,35 @@ pub(crate) fn decode_stats(a: &mut Args<'_>) -> Result<Draft<ClientFrame>, Proto
                 .filter(|n| *n > 0)
                 .ok_or_else(|| err(ErrorKind::BadArgs, at, "limit must be a number from 1"))?;
             page.limit = Some(n);
+        } else if k.eq_ignore_ascii_case(b"connections") {
+            let n = number(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    err(
+                        ErrorKind::BadArgs,
+                        at,
+                        "connections must be a number from 1",
+                    )
+                })?;
+            page.connections = Some(n);
+        } else if k.eq_ignore_ascii_case(b"connections_after") {
+            let n = number(v).ok_or_else(|| {
+                err(
+                    ErrorKind::BadArgs,
+                    at,
+                    "connections_after takes a connection id (a number)",
+                )
+            })?;
+            page.connections_after = Some(n);
         } else {
             return Err(err(
                 ErrorKind::BadArgs,
                 at,
-                format!("unknown STATS option '{}' (prefix, after, limit)", shown(k)),
+                format!(
+                    "unknown STATS option '{}' (prefix, after, limit, connections, connections_after)",
+                    shown(k)
+                ),
             ));
         }
     }
@@ -172,6 +196,14 @@ pub(crate) fn encode_stats(rid: RequestId, page: &StatsPage, dst: &mut BytesMut)
     if let Some(n) = page.limit {
         dst.put_slice(b" limit=");
         put_u64(dst, n.into());
+    }
+    if let Some(n) = page.connections {
+        dst.put_slice(b" connections=");
+        put_u64(dst, n.into());
+    }
+    if let Some(n) = page.connections_after {
+        dst.put_slice(b" connections_after=");
+        put_u64(dst, n);
     }
     crlf(dst);
 }
