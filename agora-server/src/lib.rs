@@ -174,8 +174,9 @@ pub struct Server {
     /// With `--ws-port`: the WebSocket listener.
     ws: Option<TcpListener>,
     /// With `--http-port`: the HTTP listener, bound before the log was read back, and
-    /// the thread that answered it meanwhile.
-    http: Option<(TcpListener, http::Early)>,
+    /// the thread that answered it meanwhile (plain HTTP only: with TLS, connections
+    /// wait in the listener's backlog until the broker serves).
+    http: Option<(TcpListener, Option<http::Early>)>,
 }
 
 /// The data directory as [`Server::bind`] found it.
@@ -302,7 +303,10 @@ impl Server {
         let http = match config.http_port {
             Some(port) => {
                 let l = std::net::TcpListener::bind((config.bind, port))?;
-                let early = http::Early::start(&l)?;
+                let early = match tls {
+                    None => Some(http::Early::start(&l)?),
+                    Some(_) => None,
+                };
                 Some((l, early))
             }
             None => None,
@@ -506,7 +510,9 @@ impl Server {
         let web: Door = match self.http {
             Some((listener, early)) => {
                 // The early answers stop before the broker's own take over.
-                early.stop();
+                if let Some(e) = early {
+                    e.stop();
+                }
                 Box::pin(http::accept_loop(
                     broker.clone(),
                     listener,

@@ -578,3 +578,52 @@ fn wss_carries_the_native_protocol() {
         }
     });
 }
+
+/// HTTPS: the HTTP port speaks TLS when `--tls-cert` is set; a user's credentials are
+/// taken over it; plain HTTP to it gets nothing.
+#[test]
+fn the_http_port_speaks_https_and_takes_credentials_over_it() {
+    use std::io::{Read, Write};
+    let pki = Pki::new("test");
+    let server = pki.issue("server");
+    let mut config = tls_config(&server, None);
+    config.http_port = Some(0);
+    let hash = agora_server::auth::hash_password("pw").unwrap();
+    let rights = agora_server::auth::Rights {
+        publish: vec![],
+        subscribe: vec![],
+        admin: true,
+    };
+    config
+        .users
+        .insert(agora_server::auth::User::new("root", Some(&hash), None, rights).unwrap())
+        .unwrap();
+    let s = start_with(config);
+    let addr = s.http.unwrap();
+    let ask = |head: &str| -> String {
+        let mut c = Client::connect(addr, client_config(&pki.ca_file(), None));
+        c.tls.sock.set_read_timeout(Some(DEADLINE)).unwrap();
+        c.tls
+            .write_all(format!("{head}host: localhost\r\nconnection: close\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut all = Vec::new();
+        let _ = c.tls.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    let ready = ask("GET /readyz HTTP/1.1\r\n");
+    assert!(ready.starts_with("HTTP/1.1 200 "), "{ready}");
+    let refused = ask("GET /api/stats HTTP/1.1\r\n");
+    assert!(refused.starts_with("HTTP/1.1 401 "), "{refused}");
+    // root:pw
+    let stats = ask("GET /api/stats HTTP/1.1\r\nauthorization: Basic cm9vdDpwdw==\r\n");
+    assert!(stats.starts_with("HTTP/1.1 200 "), "{stats}");
+    assert!(stats.contains("\"destinations\""), "{stats}");
+    // Plain HTTP to the HTTPS port: no HTTP answer.
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain.set_read_timeout(Some(DEADLINE)).unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let got = read_to_close(&mut plain);
+    assert!(!got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+}

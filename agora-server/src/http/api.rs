@@ -660,6 +660,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn without_users_only_loopback_may_act() {
+        assert!(Who::Open { loopback: true }.may_act().is_ok());
+        let r = Who::Open { loopback: false }.may_act().unwrap_err();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(
+            Who::Open { loopback: false }.only().is_none(),
+            "but it sees everything"
+        );
+    }
+
+    #[test]
     fn base64_and_percent_decode() {
         assert_eq!(base64("YWxpY2U6czNjcmV0").unwrap(), b"alice:s3cret");
         assert_eq!(base64("YQ==").unwrap(), b"a");
