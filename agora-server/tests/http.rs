@@ -24,17 +24,6 @@ fn web(s: &TestServer) -> SocketAddr {
     s.http.expect("the HTTP port")
 }
 
-/// Publishes `n` messages to `queue:<q>`, each confirmed.
-fn fill(s: &TestServer, q: &str, n: usize) {
-    let mut c = s.connect();
-    c.send(b"SETACK #1 on\r\n");
-    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
-    for i in 0..n {
-        publish(&mut c, &format!("queue:{q}"), format!("m{i}").as_bytes());
-        assert!(matches!(c.next(), ServerFrame::PubAck { .. }));
-    }
-}
-
 #[test]
 fn health_readiness_metrics_and_stats_answer() {
     let s = start_with(with_http());

@@ -48,16 +48,6 @@ fn run(cmd: &mut Command) -> String {
     said
 }
 
-fn fill(s: &TestServer, q: &str, n: usize) {
-    let mut c = s.connect();
-    c.send(b"SETACK #1 on\r\n");
-    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
-    for i in 0..n {
-        publish(&mut c, &format!("queue:{q}"), format!("m{i}").as_bytes());
-        assert!(matches!(c.next(), ServerFrame::PubAck { .. }));
-    }
-}
-
 #[test]
 fn prometheus_scrapes_the_queue_depth_and_promtool_accepts_the_exposition() {
     needs(

@@ -508,25 +508,35 @@ fn same_site(req: &Request<Incoming>) -> Result<(), Response<Body>> {
     Ok(())
 }
 
+/// The queue `dest` names, without making it.
+async fn queue(
+    b: &Broker,
+    dest: &Destination,
+) -> Result<Arc<crate::queue::QueueShared>, Response<Body>> {
+    let lookup = |reply| ManagerCmd::Lookup {
+        dest: dest.clone(),
+        reply,
+    };
+    match crate::ask::ask(&b.manager, lookup).await {
+        None => Err(stopping()),
+        Some(Some(crate::manager::Handle::Queue(q))) => Ok(q),
+        Some(_) => Err(error(
+            StatusCode::NOT_FOUND,
+            "unknown_destination",
+            format!("there is no {dest}"),
+        )),
+    }
+}
+
 /// `POST /api/queues/<name>/purge`: as `PURGE` does it (the same rule; the caller may
 /// act), answering how many messages went.
 async fn purge(b: &Broker, dest: Destination) -> Response<Body> {
     if let Err(r) = crate::session::Session::<()>::check_purge(&dest) {
         return error(StatusCode::FORBIDDEN, &r.code.to_string(), r.message);
     }
-    let lookup = |reply| ManagerCmd::Lookup {
-        dest: dest.clone(),
-        reply,
-    };
-    let Some(found) = crate::ask::ask(&b.manager, lookup).await else {
-        return stopping();
-    };
-    let Some(crate::manager::Handle::Queue(q)) = found else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_destination",
-            format!("there is no {dest}"),
-        );
+    let q = match queue(b, &dest).await {
+        Ok(q) => q,
+        Err(r) => return r,
     };
     match crate::ask::ask(&q.tx, |reply| crate::queue::QueueCmd::Purge { reply }).await {
         Some(n) => {
@@ -551,19 +561,9 @@ async fn peek(b: &Broker, dest: Destination, q: &[(String, String)]) -> Response
             _ => return bad(format!("{k}={v}: only limit, 1 to 100")),
         }
     }
-    let lookup = |reply| ManagerCmd::Lookup {
-        dest: dest.clone(),
-        reply,
-    };
-    let Some(found) = crate::ask::ask(&b.manager, lookup).await else {
-        return stopping();
-    };
-    let Some(crate::manager::Handle::Queue(q)) = found else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_destination",
-            format!("no {dest}"),
-        );
+    let q = match queue(b, &dest).await {
+        Ok(q) => q,
+        Err(r) => return r,
     };
     let Some(head) =
         crate::ask::ask(&q.tx, |reply| crate::queue::QueueCmd::Peek { limit, reply }).await

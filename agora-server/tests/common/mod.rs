@@ -277,6 +277,17 @@ pub fn dest_stats<'a>(
         .find(|d| d["kind"] == kind && d["name"] == name)
 }
 
+/// Publishes `n` messages (`m0`, `m1`, …) to `queue:<q>`, each confirmed.
+pub fn fill(s: &TestServer, q: &str, n: usize) {
+    let mut c = s.connect();
+    c.send(b"SETACK #1 on\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    for i in 0..n {
+        publish(&mut c, &format!("queue:{q}"), format!("m{i}").as_bytes());
+        assert!(matches!(c.next(), ServerFrame::PubAck { .. }));
+    }
+}
+
 pub fn publish(raw: &mut Raw, dest: &str, payload: &[u8]) {
     let mut b = Vec::new();
     b.extend_from_slice(format!("PUB {dest} {}\r\n", payload.len()).as_bytes());
