@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use agora_client::{Client, Error};
 use clap::{Parser, Subcommand};
 use futures_lite::StreamExt;
-use print::{print_line, print_list, print_stats};
+use print::{print_connections, print_line, print_list, print_stats};
 use publish::{publish_one, publish_udp};
 use secure::Secure;
 
@@ -116,6 +116,9 @@ enum Command {
     },
     /// List the destinations, one per line: `kind:name depth unacked consumers`.
     List,
+    /// List the connections, one per line: `id address protocol name= user= subs= in= out=`
+    /// (an admin sees all; another user its own).
+    Connections,
     /// Drop every pending message of a queue.
     Purge {
         /// The queue.
@@ -393,6 +396,7 @@ async fn command(client: &Client, command: Command) -> Result<(), CliError> {
             }
         }
         Command::List => print_list(client).await?,
+        Command::Connections => print_connections(client).await?,
         Command::Purge { queue } => {
             client.purge(&queue).await?;
             eprintln!("purged queue:{queue}");

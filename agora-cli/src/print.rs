@@ -27,6 +27,47 @@ pub(crate) async fn print_list(client: &Client) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Every connection, a page (1,000) at a time: `STATS connections=1000` with one
+/// destination per page, each page printed as it comes.
+pub(crate) async fn print_connections(client: &Client) -> Result<(), CliError> {
+    let mut page = agora_client::StatsPage {
+        limit: Some(1),
+        connections: Some(1000),
+        ..agora_client::StatsPage::default()
+    };
+    let mut stdout = std::io::stdout().lock();
+    // Bounded: each page moves `connections_after` forward, and the broker has at most
+    // --max-connections of them; the count only guards against a broker that loops.
+    for _ in 0..100_000 {
+        let s = client.stats_page(page.clone()).await?;
+        let Some(conns) = s.connections else {
+            return Err(CliError::Other(
+                "the broker listed no connections in STATS: it is older than this agora-cli".into(),
+            ));
+        };
+        let mut out = String::new();
+        for c in &conns.connections {
+            out.push_str(&format!(
+                "{} {} {} name={} user={} subs={} in={} out={}\n",
+                c.id,
+                c.address,
+                c.protocol,
+                c.name.as_deref().unwrap_or("-"),
+                c.user.as_deref().unwrap_or("-"),
+                c.subscriptions,
+                c.bytes_in,
+                c.bytes_out
+            ));
+        }
+        stdout.write_all(out.as_bytes())?;
+        match conns.page.next {
+            Some(next) => page.connections_after = Some(next),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
 /// Writes one payload and a newline to stdout, flushed so pipes see it at once.
 pub(crate) fn print_line(payload: &[u8]) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();

@@ -446,3 +446,29 @@ fn agora_cli_chain_get_set_clear() {
     let o = run_cli(&server, &["chain", "get", "--topic", "t", "--queue", "q"]);
     assert_eq!(o.status.code(), Some(2), "one destination only");
 }
+
+#[test]
+fn connections_lists_each_client_with_its_name_protocol_and_bytes() {
+    let server = start();
+    let addr = server.addr.to_string();
+    futures_lite::future::block_on(async {
+        let named = Client::builder()
+            .name("worker-9")
+            .connect(&addr)
+            .await
+            .unwrap();
+        let _sub = named.subscribe("prices").await.unwrap();
+        let out = ok(&run(cli(&addr).arg("connections")));
+        let line = out
+            .lines()
+            .find(|l| l.contains("name=worker-9"))
+            .unwrap_or_else(|| panic!("worker-9 in\n{out}"));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[2], "tcp", "{line}");
+        assert!(cols[1].starts_with("127.0.0.1:"), "{line}");
+        assert!(line.contains(" subs=1 "), "{line}");
+        // The CLI's own connection is listed too.
+        assert!(out.lines().count() >= 2, "{out}");
+        drop(named);
+    });
+}

@@ -43,6 +43,66 @@ pub struct Stats {
     /// no chain: names only wildcard subscriptions match), all together.
     #[serde(default)]
     pub unlisted_topics: UnlistedTopicStats,
+    /// A page of the broker's connections, when asked for
+    /// ([`StatsPage::connections`](crate::StatsPage)); `None` otherwise.
+    #[serde(default)]
+    pub connections: Option<ConnectionsPage>,
+}
+
+/// A page of connections (in [`Stats`], with `STATS connections=<n>`).
+///
+/// ```
+/// let json = r#"{"connections":[{"id":7,"address":"127.0.0.1:5000","name":"w","protocol":"tcp",
+///   "user":null,"subscriptions":1,"bytes_in":10,"bytes_out":20,"since_s":1.5}],
+///   "page":{"limit":1,"listed":1,"total":2,"next":7}}"#;
+/// let p: agora_client::ConnectionsPage = serde_json::from_str(json).unwrap();
+/// assert_eq!((p.connections[0].id, p.page.next), (7, Some(7)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ConnectionsPage {
+    /// In id order.
+    pub connections: Vec<ConnectionStats>,
+    /// Where the next page starts.
+    pub page: ConnectionsPageInfo,
+}
+
+/// One connection (in [`ConnectionsPage`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// The broker's id for it.
+    pub id: u64,
+    /// The client's address.
+    pub address: String,
+    /// The name its `CONNECT` gave.
+    pub name: Option<String>,
+    /// `tcp`, `tls`, `udp`, `mqtt`, `ws` or `http`.
+    pub protocol: String,
+    /// The user it authenticated as.
+    pub user: Option<String>,
+    /// Its subscriptions.
+    pub subscriptions: u64,
+    /// Bytes read from it.
+    pub bytes_in: u64,
+    /// Bytes written to it.
+    pub bytes_out: u64,
+    /// Seconds connected.
+    pub since_s: f64,
+}
+
+/// Which connections a page lists (in [`ConnectionsPage`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ConnectionsPageInfo {
+    /// At most this many.
+    pub limit: u64,
+    /// Listed here.
+    pub listed: u64,
+    /// All the asker may see.
+    pub total: u64,
+    /// Pass as `connections_after` for the next page; `None` on the last.
+    pub next: Option<u64>,
 }
 
 /// Wildcard subscriptions (in [`Stats`]).
