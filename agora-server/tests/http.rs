@@ -284,3 +284,30 @@ fn with_users_reads_need_credentials_and_actions_need_admin() {
     let a = request(w, "POST", "/api/queues/jobs/purge", &as_admin, b"");
     assert_eq!(a.status, 200, "{}", a.text());
 }
+
+/// A connection that sends no request head (a new one, or one kept alive after a
+/// request) is closed after the header timeout (10 s), so silent clients cannot hold
+/// the port's places.
+#[test]
+fn silent_and_idle_connections_are_closed() {
+    use std::io::Read;
+    let s = start_with(with_http());
+    let w = web(&s);
+    let silent = std::net::TcpStream::connect(w).unwrap();
+    let mut idle = std::net::TcpStream::connect(w).unwrap();
+    idle.write_all(format!("GET /healthz HTTP/1.1\r\nhost: {w}\r\n\r\n").as_bytes())
+        .unwrap();
+    let closes = |mut c: std::net::TcpStream| {
+        std::thread::spawn(move || {
+            // Longer than the header timeout, bounded.
+            c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            let mut all = Vec::new();
+            c.read_to_end(&mut all).map(|_| all)
+        })
+    };
+    let (a, b) = (closes(silent), closes(idle));
+    assert_eq!(a.join().unwrap().expect("closed, not timed out"), b"");
+    let answered = String::from_utf8(b.join().unwrap().expect("closed")).unwrap();
+    assert!(answered.starts_with("HTTP/1.1 200 OK"), "{answered}");
+}

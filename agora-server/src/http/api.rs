@@ -27,6 +27,10 @@ const STYLE: &str = include_str!("console/console.css");
 /// How often the event stream sends the broker's figures.
 const EVERY: Duration = Duration::from_secs(1);
 
+/// How long an event may wait for a viewer that reads nothing before its stream ends
+/// (and its place among `--http-max-viewers` is free).
+const STALLED: Duration = Duration::from_secs(30);
+
 /// Who is asking.
 enum Who {
     /// No users configured: anyone; `loopback` clients may act.
@@ -308,7 +312,15 @@ fn events(b: &Arc<Broker>, who: &Who) -> Response<Body> {
                 .list(None, 1000, only.as_ref().map(|u| u.name.as_str()));
             let data = serde_json::json!({"stats": stats, "connections": conns});
             let event = format!("event: stats\ndata: {data}\n\n");
-            if tx.send(Bytes::from(event)).await.is_err() || !b2.ready.load(SeqCst) {
+            let sent = futures_lite::future::or(
+                async { tx.send(Bytes::from(event)).await.is_ok() },
+                async {
+                    smol::Timer::after(STALLED).await;
+                    false
+                },
+            )
+            .await;
+            if !sent || !b2.ready.load(SeqCst) {
                 break;
             }
             smol::Timer::after(EVERY).await;
