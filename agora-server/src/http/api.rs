@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_protocol::bytes::Bytes;
-use agora_protocol::{ClientFrame, Destination, Headers, Password, ServerFrame, StatsPage};
-use http_body_util::{BodyExt, Limited, StreamBody};
+use agora_protocol::{Destination, Password, StatsPage};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{error, json, native, prom, respond, Body};
+use super::{error, json, prom, respond, Body};
 use crate::auth::User;
 use crate::manager::ManagerCmd;
 use crate::Broker;
@@ -32,7 +32,7 @@ const EVERY: Duration = Duration::from_secs(1);
 const STALLED: Duration = Duration::from_secs(30);
 
 /// Who is asking.
-enum Who {
+pub(super) enum Who {
     /// No users configured: anyone; `loopback` clients may act.
     Open {
         loopback: bool,
@@ -50,14 +50,14 @@ impl Who {
     }
 
     /// The user actions run as (`None` with no users configured).
-    fn user(&self) -> Option<Arc<User>> {
+    pub(super) fn user(&self) -> Option<Arc<User>> {
         match self {
             Who::User(u) => Some(u.clone()),
             Who::Open { .. } => None,
         }
     }
 
-    fn may_act(&self) -> Result<(), Response<Body>> {
+    pub(super) fn may_act(&self) -> Result<(), Response<Body>> {
         match self {
             Who::Open { loopback: true } => Ok(()),
             Who::Open { loopback: false } => Err(error(
@@ -105,7 +105,7 @@ pub(super) async fn route(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let query = query(req.uri().query().unwrap_or(""));
+    let query = super::parse::query(req.uri().query().unwrap_or(""));
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, parts.as_slice()) {
         (&Method::GET, [""]) => respond(StatusCode::OK, "text/html; charset=utf-8", INDEX),
@@ -152,7 +152,7 @@ pub(super) async fn route(
             )
         }
         (&Method::GET, ["api", "events"]) => events(b, &who),
-        (_, ["api", ..]) => action(b, req, &who, peer, &method, &parts[1..]).await,
+        (_, ["api", ..]) => super::actions::action(b, req, &who, peer, &method, &parts[1..]).await,
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -161,7 +161,7 @@ pub(super) async fn route(
     }
 }
 
-fn stopping() -> Response<Body> {
+pub(super) fn stopping() -> Response<Body> {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "shutting_down",
@@ -202,7 +202,7 @@ async fn authenticate(
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|v| base64(v.trim()))
+        .and_then(|v| super::parse::base64(v.trim()))
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|v| v.split_once(':').map(|(n, p)| (n.to_owned(), p.to_owned())))
     else {
@@ -241,7 +241,7 @@ async fn stats(b: &Broker, page: StatsPage, only: Option<Arc<User>>) -> Option<s
     serde_json::from_slice(&doc).ok()
 }
 
-fn bad(message: impl Into<String>) -> Response<Body> {
+pub(super) fn bad(message: impl Into<String>) -> Response<Body> {
     error(StatusCode::BAD_REQUEST, "bad_args", message)
 }
 
@@ -343,330 +343,6 @@ fn events(b: &Arc<Broker>, who: &Who) -> Response<Body> {
     r
 }
 
-/// The console's actions.
-async fn action(
-    b: &Arc<Broker>,
-    req: Request<Incoming>,
-    who: &Who,
-    peer: SocketAddr,
-    method: &Method,
-    parts: &[&str],
-) -> Response<Body> {
-    if let Err(r) = who.may_act() {
-        return r;
-    }
-    if *method != Method::GET {
-        if let Err(r) = same_site(&req) {
-            return r;
-        }
-    }
-    let dest = |kind: &str, name: &str| -> Result<Destination, Response<Body>> {
-        let name = percent(name);
-        Destination::parse(&format!("{kind}:{name}")).map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "bad_name",
-                format!("{kind}:{name}: {e}"),
-            )
-        })
-    };
-    let body = |req: Request<Incoming>| async {
-        let max = b.config.max_payload;
-        Limited::new(req.into_body(), max)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|_| {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the body is larger than --max-payload ({max} bytes)"),
-                )
-            })
-    };
-    let rid = Some(1);
-    let (frames, done): (Vec<ClientFrame>, fn(ServerFrame) -> serde_json::Value) =
-        match (method, parts) {
-            (&Method::POST, ["queues", name, "purge"]) => {
-                return match dest("queue", name) {
-                    Ok(d) => purge(b, d).await,
-                    Err(r) => r,
-                }
-            }
-            (&Method::DELETE, ["queues", name]) => match dest("queue", name) {
-                Ok(dest) => (
-                    vec![ClientFrame::Delete { rid, dest }],
-                    |_| serde_json::json!({"deleted": true}),
-                ),
-                Err(r) => return r,
-            },
-            (&Method::GET, ["queues", name, "peek"]) => {
-                return match dest("queue", name) {
-                    Ok(d) => peek(b, d, &query(req.uri().query().unwrap_or(""))).await,
-                    Err(r) => r,
-                }
-            }
-            (m, ["chain", kind, name]) if *kind == "queue" || *kind == "topic" => {
-                let dest = match dest(kind, name) {
-                    Ok(d) => d,
-                    Err(r) => return r,
-                };
-                let chain_of = |f: ServerFrame| match f {
-                    ServerFrame::ChainResp { chain, .. } if chain.is_empty() => {
-                        serde_json::json!({"chain": null})
-                    }
-                    ServerFrame::ChainResp { chain, .. } => {
-                        serde_json::json!({"chain": String::from_utf8_lossy(&chain)})
-                    }
-                    _ => serde_json::json!({"chain": null}),
-                };
-                match *m {
-                    Method::GET => (vec![ClientFrame::ChainGet { rid, dest }], chain_of),
-                    Method::PUT => match body(req).await {
-                        Ok(chain) => (
-                            vec![ClientFrame::ChainSet { rid, dest, chain }],
-                            |_| serde_json::json!({"chain": "set"}),
-                        ),
-                        Err(r) => return r,
-                    },
-                    Method::DELETE => (
-                        vec![ClientFrame::ChainClear { rid, dest }],
-                        |_| serde_json::json!({"chain": null}),
-                    ),
-                    _ => return not_found(method, parts),
-                }
-            }
-            (&Method::POST, ["publish", kind, name]) if *kind == "queue" || *kind == "topic" => {
-                let dest = match dest(kind, name) {
-                    Ok(d) => d,
-                    Err(r) => return r,
-                };
-                match body(req).await {
-                    Ok(payload) => (
-                        vec![
-                            ClientFrame::SetAck {
-                                rid: Some(0),
-                                on: true,
-                            },
-                            ClientFrame::Pub(agora_protocol::Publish {
-                                rid,
-                                dest,
-                                headers: Headers::new(),
-                                payload,
-                            }),
-                        ],
-                        |_| serde_json::json!({"published": true}),
-                    ),
-                    Err(r) => return r,
-                }
-            }
-            _ => return not_found(method, parts),
-        };
-    match native::ask(b, who.user(), peer, &frames).await {
-        Some(ServerFrame::Err(e)) => {
-            let status = match e.code {
-                agora_protocol::ErrorCode::NotPermitted
-                | agora_protocol::ErrorCode::NotAuthenticated => StatusCode::FORBIDDEN,
-                agora_protocol::ErrorCode::UnknownDestination => StatusCode::NOT_FOUND,
-                agora_protocol::ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-                agora_protocol::ErrorCode::Internal | agora_protocol::ErrorCode::StorageFailed => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
-                _ => StatusCode::BAD_REQUEST,
-            };
-            error(status, &e.code.to_string(), e.message)
-        }
-        Some(f) => json(StatusCode::OK, &done(f)),
-        None => stopping(),
-    }
-}
-
-fn not_found(method: &Method, parts: &[&str]) -> Response<Body> {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no route {method} /api/{}", parts.join("/")),
-    )
-}
-
-/// An action's guard against cross-site requests: the console's header, and an
-/// `Origin` (browsers send one on such requests) that names this host.
-fn same_site(req: &Request<Incoming>) -> Result<(), Response<Body>> {
-    let h = req.headers();
-    if h.get("x-agora-console").and_then(|v| v.to_str().ok()) != Some("1") {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "not_permitted",
-            "an action needs the header X-Agora-Console: 1 (it guards against cross-site requests)",
-        ));
-    }
-    if let Some(origin) = h.get(hyper::header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = h
-            .get(hyper::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let bare = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .unwrap_or("");
-        if bare != host {
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                "not_permitted",
-                format!("an action from origin {origin} is not this console's ({host})"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The queue `dest` names, without making it.
-async fn queue(
-    b: &Broker,
-    dest: &Destination,
-) -> Result<Arc<crate::queue::QueueShared>, Response<Body>> {
-    let lookup = |reply| ManagerCmd::Lookup {
-        dest: dest.clone(),
-        reply,
-    };
-    match crate::ask::ask(&b.manager, lookup).await {
-        None => Err(stopping()),
-        Some(Some(crate::manager::Handle::Queue(q))) => Ok(q),
-        Some(_) => Err(error(
-            StatusCode::NOT_FOUND,
-            "unknown_destination",
-            format!("there is no {dest}"),
-        )),
-    }
-}
-
-/// `POST /api/queues/<name>/purge`: as `PURGE` does it (the same rule; the caller may
-/// act), answering how many messages went.
-async fn purge(b: &Broker, dest: Destination) -> Response<Body> {
-    if let Err(r) = crate::session::Session::<()>::check_purge(&dest) {
-        return error(StatusCode::FORBIDDEN, &r.code.to_string(), r.message);
-    }
-    let q = match queue(b, &dest).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    match crate::ask::ask(&q.tx, |reply| crate::queue::QueueCmd::Purge { reply }).await {
-        Some(n) => {
-            log::info!("purged {n} messages from {dest} (HTTP console)");
-            json(StatusCode::OK, &serde_json::json!({ "purged": n }))
-        }
-        None => error(
-            StatusCode::NOT_FOUND,
-            "unknown_destination",
-            format!("{dest} was deleted"),
-        ),
-    }
-}
-
-/// `GET /api/queues/<name>/peek?limit=N`: the first messages waiting in a queue,
-/// without taking them.
-async fn peek(b: &Broker, dest: Destination, q: &[(String, String)]) -> Response<Body> {
-    let mut limit = 10usize;
-    for (k, v) in q {
-        match (k.as_str(), v.parse::<usize>()) {
-            ("limit", Ok(n)) if (1..=100).contains(&n) => limit = n,
-            _ => return bad(format!("{k}={v}: only limit, 1 to 100")),
-        }
-    }
-    let q = match queue(b, &dest).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    let Some(head) =
-        crate::ask::ask(&q.tx, |reply| crate::queue::QueueCmd::Peek { limit, reply }).await
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_destination",
-            format!("{dest} went away"),
-        );
-    };
-    let messages: Vec<serde_json::Value> = head
-        .into_iter()
-        .map(|(m, deliveries)| {
-            let headers: serde_json::Map<String, serde_json::Value> = m
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
-                .collect();
-            serde_json::json!({
-                "payload": String::from_utf8_lossy(&m.payload),
-                "bytes": m.payload.len(),
-                "headers": headers,
-                "deliveries": deliveries,
-            })
-        })
-        .collect();
-    json(StatusCode::OK, &serde_json::json!({ "messages": messages }))
-}
-
-/// A query string's pairs, percent-decoded.
-fn query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent(k), percent(v))
-        })
-        .collect()
-}
-
-/// `%HH` and `+` decoded (bytes that are not UTF-8 become U+FFFD).
-fn percent(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
-}
-
-/// Standard base64 (with or without padding).
-fn base64(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,19 +355,6 @@ mod tests {
         assert!(
             Who::Open { loopback: false }.only().is_none(),
             "but it sees everything"
-        );
-    }
-
-    #[test]
-    fn base64_and_percent_decode() {
-        assert_eq!(base64("YWxpY2U6czNjcmV0").unwrap(), b"alice:s3cret");
-        assert_eq!(base64("YQ==").unwrap(), b"a");
-        assert!(base64("a b").is_none());
-        assert_eq!(percent("queue%3Ajobs+1%"), "queue:jobs 1%");
-        assert_eq!(percent("%é%zz"), "%é%zz", "no panic inside a character");
-        assert_eq!(
-            query("prefix=a.&limit=5"),
-            [("prefix".into(), "a.".into()), ("limit".into(), "5".into())]
         );
     }
 }

@@ -10,10 +10,12 @@
 //! header `X-Agora-Console: 1`, which a cross-site form or image cannot send, and an
 //! `Origin`, when there is one, naming this host.
 
+mod actions;
 mod api;
 mod early;
 mod io;
 mod native;
+mod parse;
 mod prom;
 
 use std::convert::Infallible;
