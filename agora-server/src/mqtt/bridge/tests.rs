@@ -99,6 +99,17 @@ fn msg(dest: &str, sid: u64, payload: &'static str, headers: Headers) -> ServerF
     })
 }
 
+/// The broker's `OK` to the first native request `out` made.
+fn ok_first(b: &mut Bridge, out: &Out, r: &MqttState) -> Out {
+    step_broker(
+        b,
+        ServerFrame::Ok {
+            rid: Some(rids(out)[0]),
+        },
+        r,
+    )
+}
+
 /// The rids of the native frames that carry one.
 fn rids(out: &Out) -> Vec<u64> {
     out.broker.iter().filter_map(|f| f.request_id()).collect()
@@ -380,13 +391,7 @@ fn qos_2_is_refused_honestly() {
     // A subscription asking QoS 2 is granted QoS 1.
     let mut b = open(Version::V311, &r);
     let out = step_client(&mut b, subscribe(1, &[("a", QoS::ExactlyOnce)]), &r);
-    let out = step_broker(
-        &mut b,
-        ServerFrame::Ok {
-            rid: Some(rids(&out)[0]),
-        },
-        &r,
-    );
+    let out = ok_first(&mut b, &out, &r);
     assert_eq!(
         out.client,
         [Reply::SubAck {
@@ -584,13 +589,7 @@ fn retained_messages_are_kept_once_accepted_and_sent_after_the_suback() {
     assert_eq!(r.retained.matching(&[">"]).len(), 1);
     let mut s = open(Version::V311, &r);
     let out = step_client(&mut s, subscribe(1, &[("home/+", QoS::AtLeastOnce)]), &r);
-    let out = step_broker(
-        &mut s,
-        ServerFrame::Ok {
-            rid: Some(rids(&out)[0]),
-        },
-        &r,
-    );
+    let out = ok_first(&mut s, &out, &r);
     let [Reply::SubAck { .. }, Reply::Publish(p)] = &out.client[..] else {
         panic!("{out:?}")
     };
@@ -647,13 +646,7 @@ fn past_the_inflight_limit_deliveries_go_at_qos_0() {
     let r = retained();
     let mut b = open(Version::V311, &r);
     let out = step_client(&mut b, subscribe(1, &[("t", QoS::AtLeastOnce)]), &r);
-    step_broker(
-        &mut b,
-        ServerFrame::Ok {
-            rid: Some(rids(&out)[0]),
-        },
-        &r,
-    );
+    ok_first(&mut b, &out, &r);
     let sid = *b.by_sid.keys().next().unwrap();
     let mut qos1 = 0;
     for _ in 0..MAX_INFLIGHT + 5 {
