@@ -460,3 +460,27 @@ fn a_persistent_session_expires_once_its_client_is_gone_longer_than_allowed() {
     });
     assert!(!Mqtt::open(m, &hello).present);
 }
+
+/// MQTT 5: a DISCONNECT with a Session Expiry Interval of 0 ends the session with the
+/// connection.
+#[test]
+fn a_5_disconnect_with_session_expiry_0_ends_the_session() {
+    let s = start_with(with_mqtt());
+    let m = mqtt_addr(&s);
+    let hello = Hello {
+        clean: false,
+        session_expiry: Some(3600),
+        ..Hello::v5("short")
+    };
+    let mut c = Mqtt::open(m, &hello);
+    c.subscribe(1, "t", 1);
+    let mut st = s.connect();
+    assert!(dest_stats(&st.stats(), "queue", "$mqtt.session._.short").is_some());
+    // Reason 0, properties: Session Expiry Interval (0x11) = 0.
+    c.send(&packet(0xE0, &[0x00, 5, 0x11, 0, 0, 0, 0]));
+    assert!(c.closed().is_empty());
+    wait_until("the session's queue is deleted", || {
+        dest_stats(&st.stats(), "queue", "$mqtt.session._.short").is_none()
+    });
+    assert!(!Mqtt::open(m, &hello).present);
+}

@@ -137,6 +137,16 @@ impl Records {
         self.changed();
     }
 
+    /// The session's expiry is now `expiry` seconds (MQTT 5's `DISCONNECT` may say so).
+    pub(crate) fn set_expiry(&self, queue: &str, expiry: u32) {
+        let mut map = self.lock();
+        if let Some(r) = map.get_mut(queue) {
+            r.expiry = expiry;
+            drop(map);
+            self.changed();
+        }
+    }
+
     /// Connection `holder` is gone: the session's expiry starts, unless another
     /// connection holds it since.
     pub(crate) fn left(&self, queue: &str, holder: u64) {

@@ -310,7 +310,25 @@ impl Bridge {
                 out.client.push(Reply::UnsubAck { pkid, codes });
             }
             Packet::PingReq => out.client.push(Reply::PingResp),
-            Packet::Disconnect(code, _) => {
+            Packet::Disconnect(code, props) => {
+                // MQTT 5 may change the session's expiry as it goes (to 0: the session
+                // ends with the connection); not from 0 (MQTT 5 §3.14.2.2.2).
+                if let Some(e) = props.session_expiry {
+                    match &mut self.session {
+                        None if e > 0 => {
+                            return self.refuse(
+                                reason::PROTOCOL_ERROR,
+                                "a Session Expiry Interval in DISCONNECT after CONNECT's 0",
+                                out,
+                            )
+                        }
+                        None => {}
+                        Some(p) => {
+                            p.expiry = e.min(retained.max_expiry);
+                            retained.sessions.set_expiry(&p.queue, p.expiry);
+                        }
+                    }
+                }
                 // 0x04: "disconnect with will message" (MQTT 5).
                 if code != 0x04 {
                     self.will = None;

@@ -327,6 +327,33 @@ fn a_5_session_expiry_is_granted_up_to_the_brokers_cap_and_0_keeps_nothing() {
 }
 
 #[test]
+fn a_5_disconnect_may_shorten_the_session_but_not_begin_one() {
+    let r = retained();
+    let (mut b, _) = connect_as(1, persistent(Version::V5), &r);
+    let mut props = Props::default();
+    props.session_expiry = Some(0);
+    let out = step_client(&mut b, Packet::Disconnect(0, props.clone()), &r);
+    assert!(out.close.is_some());
+    r.sessions.left(SESSION, 1);
+    let now = super::super::persistent::now_secs();
+    assert_eq!(
+        r.sessions.expire(now, 3600),
+        [SESSION],
+        "it ends with the connection"
+    );
+    // With no session, a DISCONNECT may not ask for one.
+    let mut c = connect(Version::V5);
+    c.client_id = "other".into();
+    let (mut b, _) = connect_as(2, c, &r);
+    props.session_expiry = Some(60);
+    let out = step_client(&mut b, Packet::Disconnect(0, props), &r);
+    assert!(matches!(
+        out.client[..],
+        [Reply::Disconnect(reason::PROTOCOL_ERROR, _)]
+    ));
+}
+
+#[test]
 fn a_persistent_session_whose_queue_name_would_be_too_long_is_refused() {
     let r = retained();
     let mut b = Bridge::new(1);
