@@ -330,9 +330,11 @@ fn a_5_session_expiry_is_granted_up_to_the_brokers_cap_and_0_keeps_nothing() {
 fn a_5_disconnect_may_shorten_the_session_but_not_begin_one() {
     let r = retained();
     let (mut b, _) = connect_as(1, persistent(Version::V5), &r);
-    let mut props = Props::default();
-    props.session_expiry = Some(0);
-    let out = step_client(&mut b, Packet::Disconnect(0, props.clone()), &r);
+    let expiry = |e: u32| Props {
+        session_expiry: Some(e),
+        ..Props::default()
+    };
+    let out = step_client(&mut b, Packet::Disconnect(0, expiry(0)), &r);
     assert!(out.close.is_some());
     r.sessions.left(SESSION, 1);
     let now = super::super::persistent::now_secs();
@@ -345,8 +347,7 @@ fn a_5_disconnect_may_shorten_the_session_but_not_begin_one() {
     let mut c = connect(Version::V5);
     c.client_id = "other".into();
     let (mut b, _) = connect_as(2, c, &r);
-    props.session_expiry = Some(60);
-    let out = step_client(&mut b, Packet::Disconnect(0, props), &r);
+    let out = step_client(&mut b, Packet::Disconnect(0, expiry(60)), &r);
     assert!(matches!(
         out.client[..],
         [Reply::Disconnect(reason::PROTOCOL_ERROR, _)]
