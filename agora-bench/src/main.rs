@@ -17,6 +17,7 @@
 
 mod compare;
 mod drivers;
+mod http_load;
 mod report;
 mod scenario;
 mod server;

@@ -13,6 +13,8 @@
 
 mod broker;
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
