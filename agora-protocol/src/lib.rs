@@ -37,6 +37,7 @@
 
 mod args;
 mod client;
+pub mod cluster;
 mod cmd;
 mod decode;
 mod encode;

@@ -97,6 +97,16 @@ pub struct Ablation {
     pub no_publish_batching: bool,
 }
 
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Everything the broker can be told at start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -241,6 +251,17 @@ pub struct Config {
     /// Longest an MQTT persistent session is kept once its client is gone
     /// (`--mqtt-session-expiry`).
     pub mqtt_session_expiry: Duration,
+    /// The cluster this node belongs to (`--cluster-name`); links from another
+    /// cluster's nodes are refused.
+    pub cluster_name: String,
+    /// This node's id in the cluster (`--node-id`); `None`: not clustered.
+    pub node_id: Option<u64>,
+    /// Where this node takes links from the other nodes (`--cluster-listen`).
+    pub cluster_listen: Option<std::net::SocketAddr>,
+    /// Every node of the cluster, this one included: id and address (`--peers`).
+    pub peers: Vec<(u64, String)>,
+    /// The secret the nodes prove they share (`--cluster-secret`).
+    pub cluster_secret: Option<Secret>,
     /// The TCP port's certificate chain (PEM, `--tls-cert`): with it and
     /// [`Config::tls_key`], the port speaks TLS only.
     pub tls_cert: Option<PathBuf>,
@@ -327,6 +348,11 @@ impl Default for Config {
             mqtt_retained_bytes: 64 * 1024 * 1024,
             mqtt_retained_topics: 100_000,
             mqtt_session_expiry: Duration::from_secs(86_400),
+            cluster_name: "agora".to_owned(),
+            node_id: None,
+            cluster_listen: None,
+            peers: Vec::new(),
+            cluster_secret: None,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,

@@ -47,6 +47,7 @@ mod ask;
 pub mod auth;
 mod budget;
 mod chan;
+mod cluster;
 pub mod config;
 pub mod config_file;
 mod conn;
@@ -136,6 +137,8 @@ pub(crate) struct Broker {
     pub wild: Arc<topic::wild::Wild>,
     /// Topics published to that are not destinations, and what they counted.
     pub unlisted: Arc<topic::Unlisted>,
+    /// The cluster this node is one of, if any.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl Broker {
@@ -177,6 +180,8 @@ pub struct Server {
     /// the thread that answered it meanwhile (plain HTTP only: with TLS, connections
     /// wait in the listener's backlog until the broker serves).
     http: Option<(TcpListener, Option<http::Early>)>,
+    /// With `--cluster-listen`: where the other nodes' links come in.
+    cluster: Option<TcpListener>,
 }
 
 /// The data directory as [`Server::bind`] found it.
@@ -269,6 +274,8 @@ impl Server {
     /// refused with [`io::ErrorKind::InvalidInput`].
     pub async fn bind(config: Config) -> io::Result<Server> {
         let frame = largest_frame(&config);
+        cluster::Cluster::from_config(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         if config.read_budget < 4 * frame {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -341,6 +348,10 @@ impl Server {
             Some((l, early)) => Some((TcpListener::try_from(l)?, early)),
             None => None,
         };
+        let cluster = match config.cluster_listen {
+            Some(addr) => Some(TcpListener::try_from(std::net::TcpListener::bind(addr)?)?),
+            None => None,
+        };
         Ok(Server {
             config,
             listener,
@@ -350,7 +361,24 @@ impl Server {
             mqtt,
             ws,
             http,
+            cluster,
         })
+    }
+
+    /// The cluster address actually bound (with `--cluster-listen`).
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Replaces `--peers` before serving: for nodes that bound port 0, whose addresses
+    /// are known only once each is bound. Checked as at [`bind`](Server::bind).
+    pub fn set_peers(&mut self, peers: Vec<(u64, String)>) -> io::Result<()> {
+        let mut config = self.config.clone();
+        config.peers = peers;
+        cluster::Cluster::from_config(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.config = config;
+        Ok(())
     }
 
     /// The TCP address actually bound (useful with port 0).
@@ -437,7 +465,11 @@ impl Server {
         });
         let wild = Arc::new(topic::wild::Wild::default());
         let unlisted = Arc::new(topic::Unlisted::default());
+        let cluster = cluster::Cluster::from_config(&self.config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+            .map(Arc::new);
         let broker = Arc::new(Broker {
+            cluster,
             verifier,
             manager: manager::spawn(
                 &self.config,
@@ -522,6 +554,18 @@ impl Server {
             }
             None => Box::pin(futures_lite::future::pending()),
         };
+        let links: Door = match self.cluster {
+            Some(listener) => {
+                cluster::dial_all(&broker, &stop_rx);
+                Box::pin(cluster::accept_loop(
+                    broker.clone(),
+                    listener,
+                    stop_rx.clone(),
+                    alive.clone(),
+                ))
+            }
+            None => Box::pin(futures_lite::future::pending()),
+        };
         let udp = udp::udp_loop(broker.clone(), self.udp, stop_rx, alive);
         broker.ready.store(true, SeqCst);
         let keep = keeper.keep(&broker);
@@ -538,7 +582,7 @@ impl Server {
                     accept,
                     futures_lite::future::or(mqtt, futures_lite::future::or(ws, web)),
                 ),
-                futures_lite::future::or(metrics, keep),
+                futures_lite::future::or(metrics, futures_lite::future::or(keep, links)),
             ),
             futures_lite::future::or(udp, async {
                 shutdown.await;
@@ -640,6 +684,10 @@ pub async fn run(
         if let Some(web) = web {
             let scheme = if server.is_tls() { "https" } else { "http" };
             lines.push_str(&line("agora", scheme, web));
+            lines.push('\n');
+        }
+        if let Some(c) = server.cluster_addr() {
+            lines.push_str(&line("agora", "cluster", c));
             lines.push('\n');
         }
         let mut out = std::io::stdout().lock();

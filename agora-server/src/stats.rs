@@ -150,6 +150,10 @@ struct Stats {
     /// A page of the connections, when asked for (`connections=<n>`).
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<crate::conns::Listing>,
+    /// The cluster this node is one of (its peers and their links); absent when it is
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -260,6 +264,7 @@ pub(crate) fn document(
             next: listing.next.as_ref().map(|d| d.to_string()),
         },
         destinations: handles.iter().map(Handle::stats).collect(),
+        cluster: broker.cluster.as_ref().map(|c| c.stats()),
         // A user that is not an admin sees its own connections.
         connections: page.connections.map(|n| {
             broker.conns.list(

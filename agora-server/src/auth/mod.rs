@@ -87,6 +87,22 @@ impl std::fmt::Debug for User {
 }
 
 impl User {
+    /// The user a cluster link's sessions are (`crate::cluster`): it may publish and
+    /// subscribe to every topic, and nothing else; no client can log in as it.
+    pub(crate) fn cluster(node: u64) -> User {
+        let all = || vec![Pattern::parse("topic:>").expect("a valid pattern")];
+        User {
+            name: format!("cluster.node-{node}"),
+            password: None,
+            certificate: None,
+            rights: Rights {
+                publish: all(),
+                subscribe: all(),
+                admin: false,
+            },
+        }
+    }
+
     /// A user; `password` a PHC string from `agora passwd` (checked here),
     /// `certificate` an RFC 4514 subject such as `CN=billing,O=Acme`.
     pub fn new(

@@ -146,6 +146,10 @@ struct Conn<'a> {
     auth_deadline: Option<Instant>,
     /// What the broker's connection registry shows of it.
     info: Arc<crate::conns::ConnInfo>,
+    /// A cluster link (`crate::cluster`): its subscriptions are another node's
+    /// interest, its publishes came from another node (no chain runs again, no link
+    /// gets them).
+    link: bool,
 }
 
 /// A run of fire-and-forget publishes held back (see `Conn::run`).
@@ -166,6 +170,9 @@ pub(crate) enum Front {
     WebSocket,
     /// An action of the HTTP console (`crate::http`), as its user.
     Http,
+    /// What a cluster link brings from another node, published here
+    /// (`crate::cluster`).
+    Link,
 }
 
 /// Where a client's frames come from.
@@ -182,6 +189,9 @@ pub(crate) enum Input {
         futures_lite::io::ReadHalf<crate::tls::TlsStream>,
         Option<Arc<crate::auth::User>>,
     ),
+    /// Another node's cluster link (its handshake done), as the cluster's user
+    /// (`crate::cluster`).
+    Link(TcpStream, Arc<crate::auth::User>),
     /// Datagrams from one UDP source address, handed over by the UDP loop, and what
     /// the broker keeps for that source.
     Udp {
@@ -206,7 +216,9 @@ pub(crate) fn spawn_client(
         .rt
         .spawn(async move {
             let count = match input {
-                Input::Tcp(_) | Input::Tls(..) | Input::Pipe(..) => &b.clients_tcp,
+                Input::Tcp(_) | Input::Tls(..) | Input::Pipe(..) | Input::Link(..) => {
+                    &b.clients_tcp
+                }
                 Input::Udp { .. } => &b.clients_udp,
             };
             serve_client(&b, input, writer, peer, stop).await;
@@ -225,7 +237,7 @@ pub(crate) async fn serve_client(
     peer: SocketAddr,
     stop: Receiver<()>,
 ) {
-    if let Input::Tcp(stream) = &input {
+    if let Input::Tcp(stream) | Input::Link(stream, _) = &input {
         let _ = stream.set_nodelay(true);
     }
     log::debug!("client {peer} connected");
@@ -244,10 +256,11 @@ pub(crate) async fn serve_client(
         Input::Pipe(_, _, Front::Mqtt) => "mqtt",
         Input::Pipe(_, _, Front::WebSocket) => "ws",
         Input::Pipe(_, _, Front::Http) => "http",
+        Input::Pipe(_, _, Front::Link) | Input::Link(..) => "cluster",
         Input::Udp { .. } => "udp",
     };
     let listed = Arc::new(crate::conns::ConnInfo::new(broker.id(), peer, protocol));
-    if let Input::Tls(_, Some(u)) | Input::Pipe(_, Some(u), _) = &input {
+    if let Input::Tls(_, Some(u)) | Input::Pipe(_, Some(u), _) | Input::Link(_, u) = &input {
         listed.set_who(None, Some(&u.name));
     }
     broker.conns.add(listed.clone());
@@ -280,6 +293,9 @@ pub(crate) async fn serve_client(
             };
             let users = &broker.config.users;
             match &input {
+                Input::Link(_, user) | Input::Pipe(_, Some(user), Front::Link) => {
+                    s.with_access(Access::User(user.clone()))
+                }
                 _ if users.is_empty() => match &input {
                     Input::Udp { .. } => s.over_udp(broker.udp_token(peer)),
                     _ => s,
@@ -312,6 +328,7 @@ pub(crate) async fn serve_client(
         read_id: broker.id(),
         unstored: Default::default(),
         info: listed.clone(),
+        link: matches!(input, Input::Link(..) | Input::Pipe(_, _, Front::Link)),
     };
     let info = ServerFrame::Info(Info {
         server: broker.config.server_name.clone(),
@@ -329,12 +346,14 @@ pub(crate) async fn serve_client(
     // A UDP source is sent nothing it did not ask for until it has proved it receives
     // (its address may be forged): no greeting.
     let greeted = match input {
-        Input::Tcp(_) | Input::Tls(..) | Input::Pipe(..) => outbox.frame(&info).await,
+        Input::Tcp(_) | Input::Tls(..) | Input::Pipe(..) | Input::Link(..) => {
+            outbox.frame(&info).await
+        }
         Input::Udp { .. } => true,
     };
     let end = match greeted {
         true => match input {
-            Input::Tcp(stream) => c.read_loop(stream, &stop).await,
+            Input::Tcp(stream) | Input::Link(stream, _) => c.read_loop(stream, &stop).await,
             Input::Tls(stream, _) => c.read_loop(stream, &stop).await,
             Input::Pipe(stream, ..) => c.read_loop(stream, &stop).await,
             Input::Udp { datagrams, source } => c.datagram_loop(datagrams, source, &stop).await,

@@ -46,7 +46,7 @@ impl Conn<'_> {
             }
         };
         let mut flow = Ok(());
-        if let Ok(bound) = topic.publish_all_as(&msgs, None) {
+        if let Ok(bound) = topic.publish_all_as(&msgs, None, self.link) {
             if !bound.is_empty() {
                 if let Copies::Refused(f) = self
                     .copy_to_bound(None, &topic.dest, &bound, &msgs, false)
@@ -130,7 +130,10 @@ impl Conn<'_> {
             unreachable!("join without a run");
         };
         let h = &run.handle;
-        if h.is_closed() || h.chain().is_set() || self.broker.metrics.over_rss.load(Relaxed) {
+        if h.is_closed()
+            || (h.chain().is_set() && !self.link)
+            || self.broker.metrics.over_rss.load(Relaxed)
+        {
             return Err((msg, run.dest.clone()));
         }
         let size = msg.size();
@@ -202,7 +205,8 @@ impl Conn<'_> {
                 let why = format!("nobody listens on {dest}: the request was not kept");
                 return self.error(rid, ErrorCode::NoResponders, &why).await;
             }
-            if !mutated {
+            // A publish from another node ran its chain there.
+            if !mutated && !self.link {
                 mutated = true;
                 if let Some(chain) = h.chain().get() {
                     if crate::mutators::run_on(&chain, &mut msg).await == Verdict::Drop {
@@ -213,7 +217,7 @@ impl Conn<'_> {
             }
             match h {
                 Handle::Topic(t) if runs => return self.hold(dest, Handle::Topic(t), msg).await,
-                Handle::Topic(t) => match t.publish_as(&msg, named.as_ref()) {
+                Handle::Topic(t) => match t.publish_as(&msg, named.as_ref(), self.link) {
                     Ok(bound) if bound.is_empty() => return self.confirmed(mode, rid, false).await,
                     Ok(bound) => {
                         let one = std::slice::from_ref(&msg);

@@ -51,7 +51,7 @@ impl Conn<'_> {
     /// Joins a topic; returns the subscription's receiving end for the shipper, and
     /// the connection's handle on it.
     pub(super) async fn subscribe_topic(&mut self, s: &Subscribe) -> Result<(SubRx, Sub), Denied> {
-        let (sub, rx) = self.subscriber(s.sid, None);
+        let (sub, rx) = self.subscriber(s.sid, None, &s.dest);
         for _ in 0..3 {
             let Handle::Topic(topic) = self.resolve(&s.dest).await? else {
                 return Err(Denied::Stopping);
@@ -76,6 +76,7 @@ impl Conn<'_> {
         &self,
         sid: u64,
         pattern: Option<crate::auth::Pattern>,
+        interest: &Destination,
     ) -> (Arc<Subscriber>, crate::deliveries::DeliveryRx) {
         let (tx, rx) = crate::deliveries::queue();
         let sub = Arc::new(Subscriber {
@@ -84,6 +85,11 @@ impl Conn<'_> {
             cap: self.broker.config.subscriber_buffer,
             outbox: self.outbox.clone(),
             dropped: AtomicU64::new(0),
+            link: self.link.then_some(self.info.id),
+            interest: match (&self.broker.cluster, self.link) {
+                (Some(c), false) => c.interest.hold(interest),
+                _ => None,
+            },
             pattern,
         });
         (sub, rx)
@@ -93,7 +99,7 @@ impl Conn<'_> {
     /// name it matches delivers to it.
     pub(super) fn subscribe_wild(&mut self, s: &Subscribe) -> (SubRx, Sub) {
         let pattern = crate::auth::Pattern::of(&s.dest);
-        let (sub, rx) = self.subscriber(s.sid, Some(pattern.clone()));
+        let (sub, rx) = self.subscriber(s.sid, Some(pattern.clone()), &s.dest);
         self.broker.wild.subscribe(&pattern, sub.clone());
         let mut add = SubRx::new(s.sid, s.dest.compact(), rx);
         add.budget = Some(self.broker.budget.clone());

@@ -208,6 +208,88 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "cluster_name",
+        flag: "cluster-name",
+        env: "AGORA_CLUSTER_NAME",
+        value_name: Some("NAME"),
+        default: Some("agora"),
+        valid: "1 to 64 of A-Z a-z 0-9 _ - .",
+        doc: "The cluster this node belongs to: a node of another cluster is refused. See the book's Clustering chapter",
+        apply: |s, v| {
+            let name = text(v)?;
+            if !agora_protocol::cluster::valid_cluster_name(name) {
+                return Err(format!("'{name}' is not 1 to 64 of A-Z a-z 0-9 _ - ."));
+            }
+            s.config.cluster_name = name.to_owned();
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "node_id",
+        flag: "node-id",
+        env: "AGORA_NODE_ID",
+        value_name: Some("N"),
+        default_note: "none: not clustered",
+        valid: "1 to 2^63, one of --peers",
+        doc: "This node's id in the cluster; with --cluster-listen, --peers and --cluster-secret it makes the broker a node of a cluster",
+        apply: |s, v| {
+            s.config.node_id = Some(unsigned(v, 1, Some(i64::MAX as u64))?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "cluster_listen",
+        flag: "cluster-listen",
+        env: "AGORA_CLUSTER_LISTEN",
+        value_name: Some("ADDR"),
+        default_note: "none",
+        valid: "an IP address and port; port 0 picks a free one",
+        doc: "Where this node takes the other nodes' links (only theirs: a client cannot connect there)",
+        apply: |s, v| {
+            let t = text(v)?;
+            s.config.cluster_listen = Some(
+                t.parse()
+                    .map_err(|_| format!("'{t}' is not an IP address and port, as 10.0.0.1:7480"))?,
+            );
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "peers",
+        flag: "peers",
+        env: "AGORA_PEERS",
+        value_name: Some("ID=ADDR,..."),
+        default_note: "none",
+        valid: "comma-separated ID=HOST:PORT, ids distinct, this node's included",
+        doc: "Every node of the cluster, this one included, each with the address of its --cluster-listen",
+        apply: |s, v| {
+            s.config.peers = parse_peers(text(v)?)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "cluster_secret",
+        flag: "cluster-secret",
+        env: "AGORA_CLUSTER_SECRET",
+        value_name: Some("SECRET"),
+        default_note: "none",
+        valid: "at least 16 characters",
+        doc: "The secret every node of the cluster is given: a link proves it (HMAC-SHA256 over both sides' random nonces; the secret itself never crosses). Better from the environment or the config file than on a command line others can read",
+        apply: |s, v| {
+            let t = text(v)?;
+            if t.chars().count() < 16 {
+                return Err("must be at least 16 characters".to_owned());
+            }
+            s.config.cluster_secret = Some(crate::config::Secret(t.to_owned()));
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "tls_cert",
         flag: "tls-cert",
         env: "AGORA_TLS_CERT",
@@ -919,3 +1001,32 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
 ];
+
+/// `ID=HOST:PORT,...`: ids from 1, distinct.
+fn parse_peers(t: &str) -> Result<Vec<(u64, String)>, String> {
+    let mut peers: Vec<(u64, String)> = Vec::new();
+    for part in t.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("'{part}' is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n >= 1 && n <= i64::MAX as u64)
+            .ok_or_else(|| format!("'{id}' in '{part}' is not a node id (1 to 2^63)"))?;
+        let addr = addr.trim();
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("'{addr}' in '{part}' is not HOST:PORT")),
+        }
+        if peers.iter().any(|(p, _)| *p == id) {
+            return Err(format!("node {id} is listed twice"));
+        }
+        peers.push((id, addr.to_owned()));
+    }
+    if peers.is_empty() {
+        return Err("no node listed".to_owned());
+    }
+    Ok(peers)
+}

@@ -103,6 +103,11 @@ fn each_setting_changes_the_settings() {
         ("mqtt_retained_bytes", "3"),
         ("mqtt_retained_topics", "3"),
         ("mqtt_session_expiry", "90s"),
+        ("cluster_name", "eu-1"),
+        ("node_id", "2"),
+        ("cluster_listen", "127.0.0.1:7480"),
+        ("peers", "1=127.0.0.1:7479,2=127.0.0.1:7480"),
+        ("cluster_secret", "0123456789abcdef"),
         ("http_port", "0"),
         ("http_max_connections", "9"),
         ("http_max_viewers", "3"),
@@ -513,4 +518,35 @@ fn the_example_config_file_is_valid() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!f.broker().is_empty(), "the example shows [broker]");
     assert_ne!(s.config, Config::default());
+}
+
+#[test]
+fn cluster_settings_are_checked_one_by_one() {
+    let s = resolved(
+        &["--node-id", "2", "--peers", " 1=10.0.0.1:7480, 2=node-b:7480 "],
+        &[("AGORA_CLUSTER_SECRET", "sixteen chars ok")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(s.config.node_id, Some(2));
+    assert_eq!(
+        s.config.peers,
+        [(1, "10.0.0.1:7480".to_owned()), (2, "node-b:7480".to_owned())]
+    );
+    // The secret never shows in a debug print.
+    assert!(!format!("{:?}", s.config).contains("sixteen chars ok"));
+    for (var, value, why) in [
+        ("AGORA_PEERS", "1=a:1,1=b:2", "node 1 is listed twice"),
+        ("AGORA_PEERS", "x=a:1", "'x' in 'x=a:1' is not a node id"),
+        ("AGORA_PEERS", "1=a", "'a' in '1=a' is not HOST:PORT"),
+        ("AGORA_PEERS", "1:a:1", "is not ID=HOST:PORT"),
+        ("AGORA_PEERS", ",", "no node listed"),
+        ("AGORA_CLUSTER_SECRET", "short", "at least 16 characters"),
+        ("AGORA_CLUSTER_NAME", "a b", "is not 1 to 64 of"),
+        ("AGORA_CLUSTER_LISTEN", "localhost:7480", "is not an IP address and port"),
+        ("AGORA_NODE_ID", "0", "0"),
+    ] {
+        let e = resolved(&[], &[(var, value)], None).unwrap_err().to_string();
+        assert!(e.contains(why), "{var}={value}: {e}");
+    }
 }

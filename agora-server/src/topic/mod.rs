@@ -35,6 +35,14 @@ pub(crate) struct Subscriber {
     /// A wildcard subscription's pattern (it lives in the broker's [`Wild`] index, not
     /// in one topic's list).
     pub pattern: Option<crate::auth::Pattern>,
+    /// Made by another node's cluster link (the link's connection id): a publish that
+    /// came over a link is not handed to it, and a publish is handed to each link once,
+    /// however many of its subscriptions match.
+    pub link: Option<u64>,
+    /// This node's interest in the subscription's pattern, given up when it is dropped
+    /// (a local subscription on a node of a cluster). Held for its `Drop`.
+    #[allow(dead_code)]
+    pub interest: Option<crate::cluster::interest::Held>,
 }
 
 /// What a topic counts: its own for a destination, shared by every topic that is not
@@ -245,17 +253,20 @@ impl Topic {
     /// several publishes them one by one ([`publish`](Topic::publish)), which tells
     /// apart the ones the memory budget can still take.
     pub fn publish_all(&self, msgs: &[Message]) -> Result<(), TopicRefused> {
-        self.publish_all_as(msgs, None).map(|_| ())
+        self.publish_all_as(msgs, None, false).map(|_| ())
     }
 
     /// As [`publish_all`](Topic::publish_all); with `named`, the topic's own
     /// subscribers' `MSG` names it instead of the topic (a reply to an address under
     /// an inbox). Returns the queues bound to patterns its name matches, for the
-    /// publisher to put copies in.
+    /// publisher to put copies in. `from_link`: the messages came over a cluster link,
+    /// so no link gets them (the node they came from sent them to every node that
+    /// wanted them).
     pub fn publish_all_as(
         &self,
         msgs: &[Message],
         named: Option<&Destination>,
+        from_link: bool,
     ) -> Result<Arc<[wild::Bound]>, TopicRefused> {
         if self.is_closed() {
             return Err(TopicRefused::Closed);
@@ -294,7 +305,18 @@ impl Topic {
         // A wildcard subscription's MSG names this topic.
         let topic = Some(self.dest.clone());
         let others = wild.iter().map(|w| (&w.0, topic.as_ref()));
+        // The links this run went to already (a link's subscriptions may overlap).
+        let mut links: Vec<u64> = Vec::new();
         for (s, via) in own.chain(others) {
+            if let Some(link) = s.link {
+                if from_link || links.contains(&link) {
+                    if charge {
+                        unplaced += size;
+                    }
+                    continue;
+                }
+                links.push(link);
+            }
             let deliveries = msgs.iter().map(|m| Delivery {
                 topic: via.cloned(),
                 did: 0,
@@ -360,8 +382,9 @@ impl Topic {
         &self,
         msg: &Message,
         named: Option<&Destination>,
+        from_link: bool,
     ) -> Result<Arc<[wild::Bound]>, TopicRefused> {
-        self.publish_all_as(std::slice::from_ref(msg), named)
+        self.publish_all_as(std::slice::from_ref(msg), named, from_link)
     }
 
     /// Whether anyone would receive a message published now: a subscriber of its own,

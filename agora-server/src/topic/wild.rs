@@ -125,6 +125,17 @@ impl Wild {
         true
     }
 
+    /// Every topic pattern some queue is bound to, but the reserved `$` names (a node of
+    /// a cluster wants what matches them from the others).
+    pub fn all_bound_patterns(&self) -> BTreeSet<String> {
+        let b = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        b.values()
+            .flatten()
+            .filter(|p| !p.starts_with("topic:$"))
+            .cloned()
+            .collect()
+    }
+
     /// Whether `queue` is bound to any pattern.
     pub fn is_bound(&self, queue: &str) -> bool {
         let b = self.bound.lock().unwrap_or_else(|p| p.into_inner());

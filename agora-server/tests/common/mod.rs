@@ -38,8 +38,56 @@ pub fn start() -> TestServer {
 }
 
 pub fn start_with(config: Config) -> TestServer {
+    serve_bound(smol::block_on(Server::bind(config)).expect("bind"))
+}
+
+/// The secret the test clusters share.
+pub const CLUSTER_SECRET: &str = "the test cluster's secret";
+
+/// A config for node `id` of a test cluster, its cluster port on 127.0.0.1:0 (its
+/// `--peers` are set once every node is bound: see [`start_cluster`]).
+pub fn cluster_node(id: u64) -> Config {
+    Config {
+        node_id: Some(id),
+        cluster_name: "test".to_owned(),
+        cluster_listen: Some("127.0.0.1:0".parse().unwrap()),
+        peers: vec![(id, "127.0.0.1:1".to_owned())],
+        cluster_secret: Some(agora_server::config::Secret(CLUSTER_SECRET.to_owned())),
+        ..Config::ephemeral()
+    }
+}
+
+/// Starts the nodes `configs` describe as one cluster: binds each, then tells each
+/// every node's cluster address (node ids as the configs say) and serves them. Returns
+/// the servers with their cluster addresses.
+pub fn start_cluster(configs: Vec<Config>) -> (Vec<TestServer>, Vec<(u64, String)>) {
+    let mut bound = Vec::new();
+    for c in configs {
+        let id = c.node_id.expect("a cluster node's config has a node id");
+        bound.push((id, smol::block_on(Server::bind(c)).expect("bind")));
+    }
+    let peers: Vec<(u64, String)> = bound
+        .iter()
+        .map(|(id, s)| {
+            (
+                *id,
+                s.cluster_addr().expect("a cluster address").to_string(),
+            )
+        })
+        .collect();
+    let servers = bound
+        .into_iter()
+        .map(|(_, mut s)| {
+            s.set_peers(peers.clone()).expect("peers");
+            serve_bound(s)
+        })
+        .collect();
+    (servers, peers)
+}
+
+/// Serves a bound server on a runtime of its own.
+pub fn serve_bound(server: Server) -> TestServer {
     let rt = Runtime::new(2);
-    let server = smol::block_on(Server::bind(config)).expect("bind");
     let addr = server.local_addr().unwrap();
     let tls = server.is_tls();
     let mqtt = server.mqtt_addr();

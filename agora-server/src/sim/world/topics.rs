@@ -176,6 +176,8 @@ fn subscriber(
         outbox,
         dropped: Default::default(),
         pattern,
+        link: None,
+        interest: None,
     });
     (sub, rx)
 }

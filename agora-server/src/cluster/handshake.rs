@@ -1,0 +1,320 @@
+//! The cluster handshake as plain values (the lines are `agora_protocol::cluster`'s):
+//! each side sends a random nonce and proves it holds the cluster's secret with an
+//! HMAC-SHA256 over its role, the cluster, its node id and both nonces. The secret never
+//! crosses the link, a proof made for one link is worth nothing on another (fresh
+//! nonces), and an acceptor's proof cannot be played back as a dialer's (the role).
+
+use agora_protocol::cluster::Line;
+use ring::hmac;
+
+/// What a node knows of its cluster for the handshake.
+#[derive(Clone)]
+pub(crate) struct Identity {
+    pub cluster: String,
+    pub node: u64,
+    pub secret: String,
+    /// Every node id of `--peers` (this one's included).
+    pub peers: Vec<u64>,
+}
+
+/// Which side of the link a proof is made by.
+#[derive(Clone, Copy)]
+enum Role {
+    Dialer,
+    Acceptor,
+}
+
+/// 32 random hex digits.
+pub(crate) fn nonce() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    // The system's random source; it does not fail on Linux once booted.
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    hex(&b)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn message(
+    role: Role,
+    cluster: &str,
+    prover: u64,
+    verifier_nonce: &str,
+    prover_nonce: &str,
+) -> String {
+    let role = match role {
+        Role::Dialer => "dialer",
+        Role::Acceptor => "acceptor",
+    };
+    format!(
+        "agora-cluster-1|{role}|{cluster}|{prover}|{}|{}",
+        verifier_nonce.to_ascii_lowercase(),
+        prover_nonce.to_ascii_lowercase()
+    )
+}
+
+impl Identity {
+    fn key(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, self.secret.as_bytes())
+    }
+
+    fn prove(&self, role: Role, verifier_nonce: &str, prover_nonce: &str) -> String {
+        let m = message(role, &self.cluster, self.node, verifier_nonce, prover_nonce);
+        hex(hmac::sign(&self.key(), m.as_bytes()).as_ref())
+    }
+
+    /// Whether `proof` is `prover`'s, made as `role` (compared in constant time).
+    fn check(
+        &self,
+        role: Role,
+        prover: u64,
+        verifier_nonce: &str,
+        prover_nonce: &str,
+        proof: &str,
+    ) -> bool {
+        let m = message(role, &self.cluster, prover, verifier_nonce, prover_nonce);
+        match unhex(proof) {
+            Some(tag) => hmac::verify(&self.key(), m.as_bytes(), &tag).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Whether `node` may join: one of `--peers`, not this node.
+    fn admits(&self, cluster: &str, node: u64) -> Result<(), String> {
+        if cluster != self.cluster {
+            return Err(format!(
+                "this node is of cluster {}, not {cluster}",
+                self.cluster
+            ));
+        }
+        if node == self.node {
+            return Err(format!("node {node} is this node"));
+        }
+        if !self.peers.contains(&node) {
+            return Err(format!("node {node} is not one of this node's --peers"));
+        }
+        Ok(())
+    }
+}
+
+/// The accepting side of one link.
+pub(crate) struct Acceptor {
+    me: Identity,
+    nonce: String,
+    /// The dialer, once its `HELLO` was taken: its id and nonce.
+    dialer: Option<(u64, String)>,
+}
+
+impl Acceptor {
+    pub fn new(me: Identity) -> Acceptor {
+        Acceptor {
+            me,
+            nonce: nonce(),
+            dialer: None,
+        }
+    }
+
+    /// The dialer's first line: the answer to send (with this node's proof), or why
+    /// it is refused (send `ERR` and close).
+    pub fn on_hello(&mut self, line: Line) -> Result<Line, String> {
+        let Line::Hello {
+            cluster,
+            node,
+            nonce,
+            proof: None,
+        } = line
+        else {
+            return Err("expected HELLO <cluster> <node> <nonce>".to_owned());
+        };
+        self.me.admits(&cluster, node)?;
+        let proof = self.me.prove(Role::Acceptor, &nonce, &self.nonce);
+        self.dialer = Some((node, nonce));
+        Ok(Line::Hello {
+            cluster: self.me.cluster.clone(),
+            node: self.me.node,
+            nonce: self.nonce.clone(),
+            proof: Some(proof),
+        })
+    }
+
+    /// The dialer's proof: its node id once it is right (send `WELCOME`).
+    pub fn on_proof(&mut self, line: Line) -> Result<u64, String> {
+        let (Some((node, their)), Line::Proof(proof)) = (&self.dialer, line) else {
+            return Err("expected PROOF <proof>".to_owned());
+        };
+        match self
+            .me
+            .check(Role::Dialer, *node, &self.nonce, their, &proof)
+        {
+            true => Ok(*node),
+            false => Err(format!(
+                "node {node}'s proof is wrong: it was given another --cluster-secret"
+            )),
+        }
+    }
+}
+
+/// The dialing side of one link, to node `to`.
+pub(crate) struct Dialer {
+    me: Identity,
+    to: u64,
+    nonce: String,
+}
+
+impl Dialer {
+    pub fn new(me: Identity, to: u64) -> Dialer {
+        Dialer {
+            me,
+            to,
+            nonce: nonce(),
+        }
+    }
+
+    /// The first line to send.
+    pub fn hello(&self) -> Line {
+        Line::Hello {
+            cluster: self.me.cluster.clone(),
+            node: self.me.node,
+            nonce: self.nonce.clone(),
+            proof: None,
+        }
+    }
+
+    /// The acceptor's answer: this node's proof to send, or why the link is given up.
+    pub fn on_answer(&self, line: Line) -> Result<Line, String> {
+        let (cluster, node, nonce, proof) = match line {
+            Line::Hello {
+                cluster,
+                node,
+                nonce,
+                proof: Some(p),
+            } => (cluster, node, nonce, p),
+            Line::Err(why) => return Err(format!("refused: {why}")),
+            other => return Err(format!("expected HELLO with a proof, got {other:?}")),
+        };
+        self.me.admits(&cluster, node)?;
+        if node != self.to {
+            return Err(format!(
+                "node {node} answered at node {}'s address",
+                self.to
+            ));
+        }
+        if !self
+            .me
+            .check(Role::Acceptor, node, &self.nonce, &nonce, &proof)
+        {
+            return Err(format!(
+                "node {node}'s proof is wrong: it was given another --cluster-secret"
+            ));
+        }
+        Ok(Line::Proof(self.me.prove(
+            Role::Dialer,
+            &nonce,
+            &self.nonce,
+        )))
+    }
+
+    /// The acceptor's last word.
+    pub fn on_welcome(line: Line) -> Result<(), String> {
+        match line {
+            Line::Welcome => Ok(()),
+            Line::Err(why) => Err(format!("refused: {why}")),
+            other => Err(format!("expected WELCOME, got {other:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u64, secret: &str) -> Identity {
+        Identity {
+            cluster: "eu".into(),
+            node: n,
+            secret: secret.into(),
+            peers: vec![1, 2, 3],
+        }
+    }
+
+    /// A whole handshake between `dialer` and `acceptor`: the dialer's id as the
+    /// acceptor took it, or the first refusal and which side refused.
+    fn shake(dialer: Identity, to: u64, acceptor: Identity) -> Result<u64, (&'static str, String)> {
+        let d = Dialer::new(dialer, to);
+        let mut a = Acceptor::new(acceptor);
+        let answer = a.on_hello(d.hello()).map_err(|e| ("acceptor", e))?;
+        let proof = d.on_answer(answer).map_err(|e| ("dialer", e))?;
+        let id = a.on_proof(proof).map_err(|e| ("acceptor", e))?;
+        Dialer::on_welcome(Line::Welcome).map_err(|e| ("dialer", e))?;
+        Ok(id)
+    }
+
+    const S: &str = "a shared secret, long enough";
+
+    #[test]
+    fn nodes_with_the_same_secret_link() {
+        assert_eq!(shake(node(1, S), 2, node(2, S)), Ok(1));
+    }
+
+    #[test]
+    fn a_wrong_secret_is_caught_by_both_sides() {
+        // The acceptor's proof fails at the dialer first.
+        let (side, why) = shake(node(1, "another secret, as long"), 2, node(2, S)).unwrap_err();
+        assert_eq!(side, "dialer");
+        assert!(why.contains("proof is wrong"), "{why}");
+        // A dialer that ignores the acceptor's proof still cannot make its own.
+        let d = Dialer::new(node(1, "another secret, as long"), 2);
+        let mut a = Acceptor::new(node(2, S));
+        let Line::Hello { nonce, .. } = a.on_hello(d.hello()).unwrap() else {
+            panic!()
+        };
+        let forged = d.me.prove(Role::Dialer, &nonce, &d.nonce);
+        let why = a.on_proof(Line::Proof(forged)).unwrap_err();
+        assert!(why.contains("node 1's proof is wrong"), "{why}");
+    }
+
+    #[test]
+    fn strangers_are_refused() {
+        let mut stranger = node(9, S);
+        stranger.peers.push(9);
+        let (side, why) = shake(stranger, 2, node(2, S)).unwrap_err();
+        assert_eq!(side, "acceptor");
+        assert!(why.contains("node 9 is not one of"), "{why}");
+        let mut other = node(1, S);
+        other.cluster = "us".into();
+        let (_, why) = shake(other, 2, node(2, S)).unwrap_err();
+        assert!(why.contains("not us"), "{why}");
+        // A node answering at another's address.
+        let (side, why) = shake(node(1, S), 3, node(2, S)).unwrap_err();
+        assert_eq!(side, "dialer");
+        assert!(why.contains("answered at node 3's address"), "{why}");
+    }
+
+    #[test]
+    fn a_proof_is_worth_nothing_on_another_link_or_in_the_other_role() {
+        let d = Dialer::new(node(1, S), 2);
+        let mut a = Acceptor::new(node(2, S));
+        let answer = a.on_hello(d.hello()).unwrap();
+        let proof = d.on_answer(answer.clone()).unwrap();
+        // Played to another acceptor (another nonce): refused.
+        let mut a2 = Acceptor::new(node(2, S));
+        a2.on_hello(d.hello()).unwrap();
+        assert!(a2.on_proof(proof.clone()).is_err());
+        // The acceptor's own proof reflected back as the dialer's: refused.
+        let Line::Hello { proof: Some(p), .. } = answer else {
+            panic!()
+        };
+        assert!(a.on_proof(Line::Proof(p)).is_err());
+        // The real one.
+        assert_eq!(a.on_proof(proof), Ok(1));
+    }
+}

@@ -1,0 +1,228 @@
+//! A cluster of brokers (issue 25), first part: nodes that know each other, links that
+//! prove they share the cluster's secret, and topics across nodes.
+//!
+//! Every node dials every other node's `--cluster-listen` address (so a pair of nodes
+//! has two links, one each way). A link, once its handshake is done
+//! ([`handshake`]), speaks the native protocol: the dialer subscribes there to the
+//! topic patterns its own clients subscribe to ([`interest`]), and publishes what comes
+//! back to its own subscribers, as a session of its own whose publishes are marked as
+//! from a link. A publish is handed to each link at most once, and never to a link
+//! when it came over one, so a message crosses from the node it was published on to
+//! each node that wants it, once, and no further (as NATS routes do). Durable queues
+//! are not replicated yet: each stays on its node.
+
+pub(crate) mod handshake;
+pub(crate) mod interest;
+mod link;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_channel::{Receiver, Sender};
+use async_net::TcpListener;
+
+use crate::config::Config;
+use crate::Broker;
+
+pub(crate) use link::dial_all;
+
+/// How long a link's handshake may take, either side.
+pub(crate) const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The cluster as this node sees it.
+pub(crate) struct Cluster {
+    pub me: handshake::Identity,
+    /// The other nodes.
+    pub peers: Vec<Peer>,
+    /// The topic patterns this node's own clients subscribe to.
+    pub interest: Arc<interest::Interest>,
+    /// Who a link's sessions are: may publish and subscribe to every topic.
+    pub user: Arc<crate::auth::User>,
+}
+
+/// Another node, and the state of the links with it.
+pub(crate) struct Peer {
+    pub id: u64,
+    pub addr: String,
+    /// This node's link to it is up (handshake done).
+    pub out_up: AtomicBool,
+    /// Its links to this node that are up (one, but for a moment while a new one
+    /// replaces an old one).
+    pub in_up: AtomicU64,
+    /// When this node's link to it last came up or went down.
+    pub since: Mutex<Instant>,
+    /// Messages that came from it over this node's link.
+    pub messages_in: AtomicU64,
+    /// Times this node's link to it came up.
+    pub connects: AtomicU64,
+    /// Why the last attempt to link to it failed, or the link ended.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Cluster {
+    /// The cluster `config` describes; `Ok(None)` when it describes none. Every
+    /// mistake is refused with what to change.
+    pub fn from_config(config: &Config) -> Result<Option<Cluster>, String> {
+        let given = [
+            ("--node-id", config.node_id.is_some()),
+            ("--cluster-listen", config.cluster_listen.is_some()),
+            ("--peers", !config.peers.is_empty()),
+            ("--cluster-secret", config.cluster_secret.is_some()),
+        ];
+        if given.iter().all(|(_, g)| !g) {
+            return Ok(None);
+        }
+        let missing: Vec<&str> = given.iter().filter(|(_, g)| !g).map(|(f, _)| *f).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "a node of a cluster needs --node-id, --cluster-listen, --peers and --cluster-secret; missing: {}",
+                missing.join(", ")
+            ));
+        }
+        let (Some(node), Some(secret)) = (config.node_id, &config.cluster_secret) else {
+            unreachable!("checked above");
+        };
+        if !config.peers.iter().any(|(id, _)| *id == node) {
+            return Err(format!(
+                "--peers must list every node of the cluster, this one (--node-id {node}) included"
+            ));
+        }
+        let peers = config
+            .peers
+            .iter()
+            .filter(|(id, _)| *id != node)
+            .map(|(id, addr)| Peer {
+                id: *id,
+                addr: addr.clone(),
+                out_up: AtomicBool::new(false),
+                in_up: AtomicU64::new(0),
+                since: Mutex::new(Instant::now()),
+                messages_in: AtomicU64::new(0),
+                connects: AtomicU64::new(0),
+                last_error: Mutex::new(None),
+            })
+            .collect();
+        Ok(Some(Cluster {
+            me: handshake::Identity {
+                cluster: config.cluster_name.clone(),
+                node,
+                secret: secret.0.clone(),
+                peers: config.peers.iter().map(|(id, _)| *id).collect(),
+            },
+            peers,
+            interest: Arc::default(),
+            user: Arc::new(crate::auth::User::cluster(node)),
+        }))
+    }
+
+    /// The peer with id `id`.
+    pub fn peer(&self, id: u64) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+
+    /// The cluster for `STATS`.
+    pub fn stats(&self) -> serde_json::Value {
+        let peers: Vec<serde_json::Value> = self
+            .peers
+            .iter()
+            .map(|p| {
+                let since = p.since.lock().unwrap_or_else(|e| e.into_inner());
+                serde_json::json!({
+                    "node": p.id,
+                    "addr": p.addr,
+                    "link_out": if p.out_up.load(SeqCst) { "up" } else { "down" },
+                    "link_in": if p.in_up.load(SeqCst) > 0 { "up" } else { "down" },
+                    "for_s": since.elapsed().as_secs(),
+                    "connects": p.connects.load(Relaxed),
+                    "messages_in": p.messages_in.load(Relaxed),
+                    "last_error": *p.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": self.me.cluster,
+            "node": self.me.node,
+            "interest": self.interest.patterns().1.len(),
+            "peers": peers,
+        })
+    }
+}
+
+impl Peer {
+    fn set_error(&self, why: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    fn mark_out(&self, up: bool) {
+        if self.out_up.swap(up, SeqCst) != up {
+            *self.since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
+    }
+}
+
+/// Takes the other nodes' links on `listener` until the broker stops: each makes its
+/// handshake (bounded by [`HANDSHAKE_TIMEOUT`]) and is then served as a session of the
+/// cluster's user. Links beyond two per peer at once are refused.
+pub(crate) async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    stop: Receiver<()>,
+    alive: Sender<()>,
+) {
+    let Some(cluster) = broker.cluster.clone() else {
+        return;
+    };
+    let open = Arc::new(AtomicU64::new(0));
+    let most = 2 * cluster.peers.len() as u64 + 2;
+    let mut backoff = crate::ACCEPT_BACKOFF.0;
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("cluster accept failed: {e}; retrying in {backoff:?}");
+                smol::Timer::after(backoff).await;
+                backoff = (backoff * 2).min(crate::ACCEPT_BACKOFF.1);
+                continue;
+            }
+        };
+        backoff = crate::ACCEPT_BACKOFF.0;
+        if open.fetch_add(1, SeqCst) >= most {
+            open.fetch_sub(1, SeqCst);
+            log::warn!("cluster link from {addr} refused: {most} links are open already");
+            continue;
+        }
+        let (b, c, stop, alive, open) = (
+            broker.clone(),
+            cluster.clone(),
+            stop.clone(),
+            alive.clone(),
+            open.clone(),
+        );
+        broker
+            .rt
+            .spawn(async move {
+                let _ = stream.set_nodelay(true);
+                match link::accept(&c, stream.clone()).await {
+                    Ok(node) => {
+                        log::info!("cluster: node {node} linked from {addr}");
+                        let peer = c.peer(node);
+                        if let Some(p) = peer {
+                            p.in_up.fetch_add(1, SeqCst);
+                        }
+                        let writer = crate::shipper::Writer::Tcp(stream.clone());
+                        let input = crate::conn::Input::Link(stream, c.user.clone());
+                        crate::conn::serve_client(&b, input, writer, addr, stop).await;
+                        if let Some(p) = peer {
+                            p.in_up.fetch_sub(1, SeqCst);
+                        }
+                        log::info!("cluster: node {node}'s link from {addr} ended");
+                    }
+                    Err(why) => log::warn!("cluster link from {addr} refused: {why}"),
+                }
+                open.fetch_sub(1, SeqCst);
+                drop(alive);
+            })
+            .detach();
+    }
+}

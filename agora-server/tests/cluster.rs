@@ -1,0 +1,309 @@
+//! A cluster of brokers in one process, over real sockets: topics across nodes (each
+//! message once per subscription, only where it is wanted, never round again), the
+//! link handshake (strangers and wrong secrets refused), links that come back after a
+//! node restarts, and the configuration's checks.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use agora_protocol::cluster::{self, Line};
+use agora_protocol::ServerFrame;
+use agora_server::{Config, Server};
+use common::*;
+
+/// A subscription on a node: `SUB #1 <dest> <sid>`, answered OK.
+fn sub(c: &mut Raw, dest: &str, sid: u64) {
+    c.send(format!("SUB #{sid} {dest} {sid}\r\n").as_bytes());
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(sid) });
+}
+
+/// How many subscriptions `pattern` has on the node `c` is connected to: its own
+/// clients' and the other nodes' links'.
+fn subscriptions(c: &mut Raw, pattern: &str) -> u64 {
+    let stats = c.stats();
+    let name = pattern.strip_prefix("topic:").unwrap();
+    if name.contains('*') || name.contains('>') {
+        stats["wildcards"]["patterns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pattern"] == pattern)
+            .map_or(0, |p| p["subscriptions"].as_u64().unwrap())
+    } else {
+        dest_stats(&stats, "topic", name).map_or(0, |d| d["consumers"].as_u64().unwrap())
+    }
+}
+
+/// Waits until `pattern` has `n` subscriptions on `c`'s node.
+fn wait_for_subscriptions(c: &mut Raw, pattern: &str, n: u64) {
+    wait_until(&format!("{n} subscriptions to {pattern}"), || {
+        subscriptions(c, pattern) == n
+    });
+}
+
+/// The next `n` deliveries' (sid, topic, payload).
+fn deliveries(c: &mut Raw, n: usize) -> Vec<(u64, String, String)> {
+    (0..n)
+        .map(|_| match c.next() {
+            ServerFrame::Msg(m) => (
+                m.sid,
+                m.dest.name.as_str().to_owned(),
+                String::from_utf8(m.payload.to_vec()).unwrap(),
+            ),
+            other => panic!("expected a delivery, got {other:?}"),
+        })
+        .collect()
+}
+
+/// This node's figures for its link with node `id`.
+fn peer(c: &mut Raw, id: u64) -> serde_json::Value {
+    let stats = c.stats();
+    stats["cluster"]["peers"]
+        .as_array()
+        .expect("a cluster section")
+        .iter()
+        .find(|p| p["node"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("node {id} in {stats}"))
+}
+
+fn three() -> Vec<TestServer> {
+    start_cluster(vec![cluster_node(1), cluster_node(2), cluster_node(3)]).0
+}
+
+fn links_up(nodes: &[TestServer]) {
+    for (i, n) in nodes.iter().enumerate() {
+        let mut c = n.connect();
+        for other in 1..=nodes.len() as u64 {
+            if other != i as u64 + 1 {
+                wait_until(&format!("node {} linked with node {other}", i + 1), || {
+                    let p = peer(&mut c, other);
+                    p["link_out"] == "up" && p["link_in"] == "up"
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn a_publish_on_one_node_reaches_every_matching_subscription_on_every_node_once() {
+    let nodes = three();
+    links_up(&nodes);
+    let (mut n1, mut n2, mut n3) = (nodes[0].connect(), nodes[1].connect(), nodes[2].connect());
+    // Node 1: its own subscriber; node 2: two overlapping subscriptions; node 3: one
+    // concrete topic.
+    sub(&mut n1, "topic:sensors.>", 1);
+    sub(&mut n2, "topic:sensors.>", 1);
+    sub(&mut n2, "topic:sensors.*.temp", 2);
+    sub(&mut n3, "topic:sensors.kitchen.temp", 1);
+    // Node 1 sees node 2's interest (its link's subscriptions) and node 3's.
+    let mut probe = nodes[0].connect();
+    wait_for_subscriptions(&mut probe, "topic:sensors.>", 2);
+    wait_for_subscriptions(&mut probe, "topic:sensors.*.temp", 1);
+    wait_for_subscriptions(&mut probe, "topic:sensors.kitchen.temp", 1);
+
+    let mut p = nodes[0].connect();
+    for i in 0..100 {
+        publish(
+            &mut p,
+            "topic:sensors.kitchen.temp",
+            format!("t{i}").as_bytes(),
+        );
+    }
+    p.sync(1);
+    let want: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+    let got = deliveries(&mut n1, 100);
+    assert!(got
+        .iter()
+        .all(|(sid, topic, _)| *sid == 1 && topic == "sensors.kitchen.temp"));
+    assert_eq!(got.iter().map(|d| d.2.clone()).collect::<Vec<_>>(), want);
+    // Node 2: each message once per subscription (its link took it once), in order
+    // per subscription.
+    let got = deliveries(&mut n2, 200);
+    for sid in [1, 2] {
+        let mine: Vec<String> = got
+            .iter()
+            .filter(|d| d.0 == sid)
+            .map(|d| d.2.clone())
+            .collect();
+        assert_eq!(mine, want, "node 2's subscription {sid}");
+    }
+    let got = deliveries(&mut n3, 100);
+    assert_eq!(got.iter().map(|d| d.2.clone()).collect::<Vec<_>>(), want);
+
+    // Node 2 published nothing to node 3: what it got over a link it kept. A message
+    // published on node 2 follows on that link, so anything node 2 had sent on
+    // before it would be counted already.
+    let mut p2 = nodes[1].connect();
+    publish(&mut p2, "topic:sensors.kitchen.temp", b"from node 2");
+    assert_eq!(deliveries(&mut n3, 1)[0].2, "from node 2");
+    assert_eq!(peer(&mut n3, 2)["messages_in"], 1);
+    assert_eq!(peer(&mut n3, 1)["messages_in"], 100);
+    // Node 2's own subscribers had it, and node 1's.
+    assert_eq!(deliveries(&mut n2, 2).len(), 2);
+    assert_eq!(deliveries(&mut n1, 1)[0].2, "from node 2");
+}
+
+#[test]
+fn a_node_sends_a_message_only_to_nodes_that_want_it() {
+    let nodes = three();
+    links_up(&nodes);
+    let mut n2 = nodes[1].connect();
+    sub(&mut n2, "topic:wanted", 1);
+    let mut probe = nodes[0].connect();
+    wait_for_subscriptions(&mut probe, "topic:wanted", 1);
+    let mut p = nodes[0].connect();
+    for i in 0..50 {
+        publish(&mut p, "topic:unwanted", format!("u{i}").as_bytes());
+    }
+    publish(&mut p, "topic:wanted", b"w");
+    assert_eq!(deliveries(&mut n2, 1)[0].2, "w");
+    // The link carried the wanted one only (the unwanted went before it on it).
+    assert_eq!(peer(&mut n2, 1)["messages_in"], 1);
+    let mut n3 = nodes[2].connect();
+    assert_eq!(peer(&mut n3, 1)["messages_in"], 0);
+    // An unsubscribed pattern is given up on the other nodes.
+    n2.send(b"UNSUB #9 1\r\n");
+    assert_eq!(n2.next(), ServerFrame::Ok { rid: Some(9) });
+    wait_for_subscriptions(&mut probe, "topic:wanted", 0);
+}
+
+/// Reads one handshake line from a raw socket (or `None` once it is closed).
+fn line(s: &mut TcpStream) -> Option<Line> {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    loop {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => buf.push(b[0]),
+        }
+        if let Some((l, _)) = cluster::decode(&buf).expect("a handshake line") {
+            return Some(l);
+        }
+    }
+}
+
+#[test]
+fn strangers_and_clients_are_refused_at_the_cluster_port() {
+    let (nodes, peers) = start_cluster(vec![cluster_node(1), cluster_node(2)]);
+    let port = &peers[0].1;
+    let hello = |node: u64, cluster: &str| Line::Hello {
+        cluster: cluster.to_owned(),
+        node,
+        nonce: "00112233445566778899aabbccddeeff".to_owned(),
+        proof: None,
+    };
+    for (l, why) in [
+        (hello(9, "test"), "node 9 is not one of this node's --peers"),
+        (hello(2, "other"), "not other"),
+        (hello(1, "test"), "node 1 is this node"),
+    ] {
+        let mut s = TcpStream::connect(port.as_str()).unwrap();
+        s.write_all(&cluster::encode(&l)).unwrap();
+        match line(&mut s) {
+            Some(Line::Err(m)) => assert!(m.contains(why), "{m}"),
+            other => panic!("expected ERR, got {other:?}"),
+        }
+        assert_eq!(line(&mut s), None, "closed after the refusal");
+    }
+    // A native client at the cluster port is refused the same way.
+    let mut s = TcpStream::connect(port.as_str()).unwrap();
+    s.write_all(b"CONNECT name=lost\r\n").unwrap();
+    assert_eq!(line(&mut s), None);
+    // A node 2 that answers the handshake but cannot prove: refused after its proof.
+    let mut s = TcpStream::connect(port.as_str()).unwrap();
+    s.write_all(&cluster::encode(&hello(2, "test"))).unwrap();
+    assert!(matches!(
+        line(&mut s),
+        Some(Line::Hello { proof: Some(_), .. })
+    ));
+    s.write_all(&cluster::encode(&Line::Proof("ab".repeat(32))))
+        .unwrap();
+    match line(&mut s) {
+        Some(Line::Err(m)) => assert!(m.contains("proof is wrong"), "{m}"),
+        other => panic!("expected ERR, got {other:?}"),
+    }
+    // The real node 2 is linked all along.
+    let mut c = nodes[0].connect();
+    wait_until("node 2 linked", || peer(&mut c, 2)["link_in"] == "up");
+}
+
+#[test]
+fn a_node_with_another_secret_is_not_linked_and_stats_says_why() {
+    let mut wrong = cluster_node(2);
+    wrong.cluster_secret = Some(agora_server::config::Secret(
+        "not the test cluster's".into(),
+    ));
+    let (nodes, _) = start_cluster(vec![cluster_node(1), wrong]);
+    let mut c1 = nodes[0].connect();
+    let mut c2 = nodes[1].connect();
+    wait_until("node 1 gives up on node 2's proof", || {
+        peer(&mut c1, 2)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("node 2's proof is wrong"))
+    });
+    wait_until("node 2 gives up on node 1's proof", || {
+        peer(&mut c2, 1)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("node 1's proof is wrong"))
+    });
+    for (c, other) in [(&mut c1, 2), (&mut c2, 1)] {
+        let p = peer(c, other);
+        assert_eq!(
+            (p["link_out"].as_str(), p["link_in"].as_str()),
+            (Some("down"), Some("down"))
+        );
+    }
+}
+
+#[test]
+fn links_come_back_when_a_node_restarts() {
+    let (mut nodes, peers) = start_cluster(vec![cluster_node(1), cluster_node(2)]);
+    links_up(&nodes);
+    let mut c1 = nodes[0].connect();
+    nodes[1].shutdown().unwrap();
+    wait_until("node 1 sees node 2 go", || {
+        let p = peer(&mut c1, 2);
+        p["link_out"] == "down" && p["link_in"] == "down"
+    });
+    // Node 2 again, at its cluster address; a subscriber there gets node 1's publishes.
+    let mut again = cluster_node(2);
+    again.cluster_listen = Some(peers[1].1.parse().unwrap());
+    again.peers = peers.clone();
+    let node2 = start_with(again);
+    let mut n2 = node2.connect();
+    sub(&mut n2, "topic:back", 1);
+    wait_for_subscriptions(&mut c1, "topic:back", 1);
+    wait_until("node 1 linked to node 2 again", || {
+        peer(&mut c1, 2)["connects"].as_u64().unwrap() >= 2
+    });
+    let mut p = nodes[0].connect();
+    publish(&mut p, "topic:back", b"hello again");
+    assert_eq!(deliveries(&mut n2, 1)[0].2, "hello again");
+}
+
+#[test]
+fn a_half_configured_cluster_is_refused_with_what_is_missing() {
+    let bind = |c: Config| {
+        smol::block_on(Server::bind(c))
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let half = Config {
+        node_id: Some(1),
+        ..Config::ephemeral()
+    };
+    let e = bind(half);
+    assert!(
+        e.contains("missing: --cluster-listen, --peers, --cluster-secret"),
+        "{e}"
+    );
+    let mut not_listed = cluster_node(1);
+    not_listed.peers = vec![(2, "127.0.0.1:1".into())];
+    let e = bind(not_listed);
+    assert!(e.contains("this one (--node-id 1) included"), "{e}");
+}
