@@ -523,7 +523,12 @@ fn the_example_config_file_is_valid() {
 #[test]
 fn cluster_settings_are_checked_one_by_one() {
     let s = resolved(
-        &["--node-id", "2", "--peers", " 1=10.0.0.1:7480, 2=node-b:7480 "],
+        &[
+            "--node-id",
+            "2",
+            "--peers",
+            " 1=10.0.0.1:7480, 2=node-b:7480 ",
+        ],
         &[("AGORA_CLUSTER_SECRET", "sixteen chars ok")],
         None,
     )
@@ -531,7 +536,10 @@ fn cluster_settings_are_checked_one_by_one() {
     assert_eq!(s.config.node_id, Some(2));
     assert_eq!(
         s.config.peers,
-        [(1, "10.0.0.1:7480".to_owned()), (2, "node-b:7480".to_owned())]
+        [
+            (1, "10.0.0.1:7480".to_owned()),
+            (2, "node-b:7480".to_owned())
+        ]
     );
     // The secret never shows in a debug print.
     assert!(!format!("{:?}", s.config).contains("sixteen chars ok"));
@@ -543,10 +551,16 @@ fn cluster_settings_are_checked_one_by_one() {
         ("AGORA_PEERS", ",", "no node listed"),
         ("AGORA_CLUSTER_SECRET", "short", "at least 16 characters"),
         ("AGORA_CLUSTER_NAME", "a b", "is not 1 to 64 of"),
-        ("AGORA_CLUSTER_LISTEN", "localhost:7480", "is not an IP address and port"),
+        (
+            "AGORA_CLUSTER_LISTEN",
+            "localhost:7480",
+            "is not an IP address and port",
+        ),
         ("AGORA_NODE_ID", "0", "0"),
     ] {
-        let e = resolved(&[], &[(var, value)], None).unwrap_err().to_string();
+        let e = resolved(&[], &[(var, value)], None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(why), "{var}={value}: {e}");
     }
 }

@@ -88,6 +88,10 @@ pub struct Report {
     pub intruders_refused: u64,
     /// Deliveries to wildcard subscriptions written.
     pub wild_delivered: u64,
+    /// Publishes that came over a cluster link, and deliveries to subscriptions made
+    /// by a link.
+    pub from_link: u64,
+    pub link_delivered: u64,
     /// Requests placed (someone listened), and refused `no_responders` (nobody did).
     pub requests: u64,
     pub no_responders: u64,
@@ -172,6 +176,8 @@ mod tests {
         assert!(a.intruders_refused > 0, "{a:?}");
         // Wildcard subscriptions got messages from the topics they match.
         assert!(a.wild_delivered > 0, "{a:?}");
+        // Links subscribed, and messages came over links.
+        assert!(a.from_link > 0 && a.link_delivered > 0, "{a:?}");
         // Requests were placed where someone listened, refused where nobody did.
         assert!(a.requests > 0 && a.no_responders > 0, "{a:?}");
         // Messages were held back by NACK delay= and dead-lettered by NACK dlq.

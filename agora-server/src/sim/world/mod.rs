@@ -106,6 +106,9 @@ pub(crate) struct World {
     /// The wildcard subscriptions every topic delivers to where its name matches.
     wild: Arc<crate::topic::wild::Wild>,
     wild_subs: Vec<WildSimSub>,
+    /// Per cluster link, what its subscriptions were handed (publisher, sequence):
+    /// each at most once, whatever overlaps.
+    link_seen: BTreeMap<u64, std::collections::BTreeSet<(u64, u64)>>,
     consumers: BTreeMap<u64, SimConsumer>,
     /// Connections: each one's session holds its subscriptions and delivery-id slots.
     clients: BTreeMap<u64, Session<u64>>,
@@ -168,6 +171,7 @@ impl World {
             topics: Vec::new(),
             wild: Default::default(),
             wild_subs: Vec::new(),
+            link_seen: BTreeMap::new(),
             consumers: BTreeMap::new(),
             clients: BTreeMap::new(),
             next_cid: 1,

@@ -14,14 +14,25 @@ impl World {
         let p = self.rng.below(PUBLISHERS as u64) as u8;
         let seq = self.seqs[p as usize];
         let pad = self.rng.below(64) as usize;
+        // Now and then the message came over a cluster link (byte 16 says so).
+        let from_link = self.rng.below(4) == 0;
         let mut body = (p as u64).to_le_bytes().to_vec();
         body.extend_from_slice(&seq.to_le_bytes());
-        body.resize(16 + pad, b'.');
-        match self.topics[t].topic.publish(&message(body, self.now)) {
-            Ok(()) => {
+        body.push(if from_link { b'L' } else { b'.' });
+        body.resize(17 + pad, b'.');
+        let msg = message(body, self.now);
+        match self.topics[t]
+            .topic
+            .publish_all_as(std::slice::from_ref(&msg), None, from_link)
+        {
+            Ok(_) => {
                 self.seqs[p as usize] += 1;
                 self.report.topic_published += 1;
-                format!("publisher {p} sends {seq} to topic {t}")
+                self.report.from_link += from_link as u64;
+                format!(
+                    "publisher {p} sends {seq} to topic {t}{}",
+                    if from_link { " (over a link)" } else { "" }
+                )
             }
             Err(TopicRefused::Memory(_)) => {
                 self.report.refused += 1;
@@ -38,7 +49,8 @@ impl World {
         self.next_cid += 1;
         let text = ["topic:*", "topic:>", "topic:events1"][self.rng.below(3) as usize];
         let pattern = Pattern::parse(text).expect("a pattern");
-        let (sub, rx) = subscriber(sid, Some(pattern.clone()));
+        let link = self.pick_link();
+        let (sub, rx) = subscriber(sid, Some(pattern.clone()), link);
         self.wild.subscribe(&pattern, sub.clone());
         self.wild_subs.push(WildSimSub {
             pattern,
@@ -48,7 +60,7 @@ impl World {
                 last: BTreeMap::new(),
             },
         });
-        format!("wildcard subscriber {sid} joins {text}")
+        format!("wildcard subscriber {sid} joins {text}{}", via(link))
     }
 
     pub(super) fn wild_unsubscribe(&mut self) -> String {
@@ -89,6 +101,14 @@ impl World {
             }
             let p = u64::from_le_bytes(d.msg.payload[..8].try_into().expect("16 bytes"));
             let seq = u64::from_le_bytes(d.msg.payload[8..16].try_into().expect("16 bytes"));
+            if let Some(why) = link_rule(
+                &mut self.link_seen,
+                &w.sub.sub,
+                &d.msg.payload,
+                &mut self.report,
+            ) {
+                self.broken = Some(why);
+            }
             if let Some(&last) = w.sub.last.get(&p) {
                 if seq <= last {
                     self.broken = Some(format!(
@@ -106,14 +126,15 @@ impl World {
     pub(super) fn topic_subscribe(&mut self, t: usize) -> String {
         let sid = self.next_cid;
         self.next_cid += 1;
-        let (sub, rx) = subscriber(sid, None);
+        let link = self.pick_link();
+        let (sub, rx) = subscriber(sid, None, link);
         self.topics[t].topic.subscribe(sub.clone());
         self.topics[t].subs.push(SimSub {
             sub,
             rx,
             last: BTreeMap::new(),
         });
-        format!("subscriber {sid} joins topic {t}")
+        format!("subscriber {sid} joins topic {t}{}", via(link))
     }
 
     pub(super) fn topic_unsubscribe(&mut self, t: usize) -> String {
@@ -146,6 +167,14 @@ impl World {
             // The publisher's key (the world's own, or a connection's), then its sequence.
             let p = u64::from_le_bytes(d.msg.payload[..8].try_into().expect("16 bytes"));
             let seq = u64::from_le_bytes(d.msg.payload[8..16].try_into().expect("16 bytes"));
+            if let Some(why) = link_rule(
+                &mut self.link_seen,
+                &s.sub,
+                &d.msg.payload,
+                &mut self.report,
+            ) {
+                self.broken = Some(why);
+            }
             if let Some(&last) = s.last.get(&p) {
                 if seq <= last {
                     self.broken = Some(format!(
@@ -159,6 +188,47 @@ impl World {
         }
         format!("subscriber {} writes {n}", s.sub.sid)
     }
+
+    /// Whose a new subscription is: this node's own clients' (two in three), or one of
+    /// two other nodes' links.
+    fn pick_link(&mut self) -> Option<u64> {
+        match self.rng.below(3) {
+            0 => Some(1 + self.rng.below(2)),
+            _ => None,
+        }
+    }
+}
+
+fn via(link: Option<u64>) -> String {
+    link.map(|l| format!(" (link {l})")).unwrap_or_default()
+}
+
+/// The cluster's rules for a delivery to a link's subscription: a message that came
+/// over a link is never handed to one, and a link is handed each message once,
+/// however many of its subscriptions match. `Some`: the rule broken.
+fn link_rule(
+    seen: &mut BTreeMap<u64, std::collections::BTreeSet<(u64, u64)>>,
+    sub: &Subscriber,
+    payload: &[u8],
+    report: &mut crate::sim::Report,
+) -> Option<String> {
+    let link = sub.link?;
+    report.link_delivered += 1;
+    let p = u64::from_le_bytes(payload[..8].try_into().expect("16 bytes"));
+    let seq = u64::from_le_bytes(payload[8..16].try_into().expect("16 bytes"));
+    if payload.get(16) == Some(&b'L') {
+        return Some(format!(
+            "subscriber {} of link {link} was handed {seq} from publisher {p}, which came over a link",
+            sub.sid
+        ));
+    }
+    if !seen.entry(link).or_default().insert((p, seq)) {
+        return Some(format!(
+            "link {link} was handed {seq} from publisher {p} twice (again through subscriber {})",
+            sub.sid
+        ));
+    }
+    None
 }
 
 /// A simulated topic subscriber (a wildcard one with its pattern), and its deliveries'
@@ -166,6 +236,7 @@ impl World {
 fn subscriber(
     sid: u64,
     pattern: Option<Pattern>,
+    link: Option<u64>,
 ) -> (Arc<Subscriber>, crate::deliveries::DeliveryRx) {
     let (tx, rx) = crate::deliveries::queue();
     let (outbox, _) = Outbox::new(64, usize::MAX, Default::default());
@@ -176,7 +247,7 @@ fn subscriber(
         outbox,
         dropped: Default::default(),
         pattern,
-        link: None,
+        link,
         interest: None,
     });
     (sub, rx)
