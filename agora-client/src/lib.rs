@@ -124,9 +124,9 @@ pub use message::{Delivery, Message};
 pub use options::{Overflow, Reconnect, Threads};
 pub use queue::Queue;
 pub use stats::{
-    BindingStats, BoundQueueStats, BrokerStats, ClientCounts, ConnectionStats, ConnectionsPage,
-    ConnectionsPageInfo, DestinationStats, LatencyStats, MemoryStats, PageStats, Stats,
-    UnlistedTopicStats, WildcardPatternStats, WildcardStats,
+    BindingStats, BoundQueueStats, BrokerStats, ClientCounts, ClusterStats, ConnectionStats,
+    ConnectionsPage, ConnectionsPageInfo, DestinationStats, LatencyStats, MemoryStats, PageStats,
+    PeerStats, Stats, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
 };
 pub use sub::{Consumer, Subscription};
 pub use topic::Topic;

@@ -47,6 +47,62 @@ pub struct Stats {
     /// ([`StatsPage::connections`](crate::StatsPage)); `None` otherwise.
     #[serde(default)]
     pub connections: Option<ConnectionsPage>,
+    /// The cluster the broker is a node of; `None` when it is none.
+    #[serde(default)]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// The cluster a broker is a node of (in [`Stats`]).
+///
+/// ```
+/// let json = r#"{"name":"eu","node":1,"interest":2,"peers":[{"node":2,"addr":"10.0.0.2:7480",
+///   "link_out":"up","link_in":"down","for_s":30,"connects":1,"messages_in":9,
+///   "last_error":null,"replies_lost":0}]}"#;
+/// let c: agora_client::ClusterStats = serde_json::from_str(json).unwrap();
+/// assert_eq!((c.node, c.peers[0].link_out.as_str()), (1, "up"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ClusterStats {
+    /// The cluster's name (`--cluster-name`).
+    pub name: String,
+    /// This node's id.
+    pub node: u64,
+    /// Topic patterns this node's own clients subscribe to (what the other nodes send
+    /// it).
+    #[serde(default)]
+    pub interest: u64,
+    /// The other nodes.
+    pub peers: Vec<PeerStats>,
+}
+
+/// Another node of the cluster, as this one sees it (in [`ClusterStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// Its node id.
+    pub node: u64,
+    /// Its cluster address, as `--peers` gives it.
+    pub addr: String,
+    /// This node's link to it: `up` or `down`.
+    pub link_out: String,
+    /// Its link to this node: `up` or `down`.
+    pub link_in: String,
+    /// Seconds since this node's link to it last came up or went down.
+    #[serde(default)]
+    pub for_s: u64,
+    /// Times this node's link to it came up.
+    #[serde(default)]
+    pub connects: u64,
+    /// Messages that came from it.
+    #[serde(default)]
+    pub messages_in: u64,
+    /// Why the last attempt to link to it failed, or the link ended.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Replies to its clients' inboxes this node could not send it.
+    #[serde(default)]
+    pub replies_lost: u64,
 }
 
 /// A page of connections (in [`Stats`], with `STATS connections=<n>`).

@@ -307,3 +307,77 @@ fn a_half_configured_cluster_is_refused_with_what_is_missing() {
     let e = bind(not_listed);
     assert!(e.contains("this one (--node-id 1) included"), "{e}");
 }
+
+/// `HPUB` of a request to `dest` with the reply address `reply_to`.
+fn request(c: &mut Raw, rid: u64, dest: &str, reply_to: &str, body: &str) {
+    let headers = format!("agora-reply-to: {reply_to}\r\n\r\n");
+    let total = headers.len() + body.len();
+    let frame = format!(
+        "HPUB #{rid} {dest} {} {total}\r\n{headers}{body}\r\n",
+        headers.len()
+    );
+    c.send(frame.as_bytes());
+}
+
+#[test]
+fn a_request_on_one_node_is_answered_by_a_responder_on_another() {
+    let nodes = three();
+    links_up(&nodes);
+    // The responder is on node 2; the requester on node 1, its inbox naming node 1.
+    let mut responder = nodes[1].connect();
+    sub(&mut responder, "topic:svc.echo", 1);
+    let mut requester = nodes[0].connect();
+    let ServerFrame::Info(info) = requester.info.clone() else {
+        panic!()
+    };
+    let inbox = info.inbox.expect("an inbox");
+    assert!(inbox.ends_with("_1"), "{inbox}");
+    sub(&mut requester, &format!("topic:{inbox}"), 7);
+    wait_for_subscriptions(&mut requester, "topic:svc.echo", 1);
+    for i in 0..20 {
+        let address = format!("topic:{inbox}.{i}");
+        request(
+            &mut requester,
+            100 + i,
+            "topic:svc.echo",
+            &address,
+            &format!("q{i}"),
+        );
+        let m = match responder.next() {
+            ServerFrame::Msg(m) => m,
+            f => panic!("expected the request, got {f:?}"),
+        };
+        assert_eq!(&m.payload[..], format!("q{i}").as_bytes());
+        let reply_to = m.headers.get("agora-reply-to").expect("the reply address");
+        assert_eq!(reply_to, address);
+        // The responder answers on node 2; the reply goes to node 1 over its link.
+        publish(&mut responder, reply_to, format!("a{i}").as_bytes());
+        let mut got = None;
+        for _ in 0..2 {
+            match requester.next() {
+                ServerFrame::Msg(m) => got = Some(m),
+                ServerFrame::PubAck { .. } | ServerFrame::Ok { .. } => {}
+                f => panic!("expected the reply, got {f:?}"),
+            }
+            if got.is_some() {
+                break;
+            }
+        }
+        let m = got.expect("the reply");
+        assert_eq!(
+            (m.sid, m.dest.to_string(), &m.payload[..]),
+            (7, address, format!("a{i}").as_bytes())
+        );
+    }
+    // A request to a topic nobody on any node listens to is still refused at once.
+    request(
+        &mut requester,
+        200,
+        "topic:svc.nobody",
+        &format!("topic:{inbox}.x"),
+        "q",
+    );
+    requester.expect_err(agora_protocol::ErrorCode::NoResponders);
+    let mut c2 = nodes[1].connect();
+    assert_eq!(peer(&mut c2, 1)["replies_lost"], 0);
+}

@@ -48,8 +48,43 @@ impl Drop for TestServer {
 
 /// Starts a broker with `config` (use port 0, or a port just freed for restarts).
 pub fn start_with(config: Config) -> TestServer {
+    serve_bound(smol::block_on(Server::bind(config)).expect("bind"))
+}
+
+/// Starts `n` brokers as one cluster (nodes 1 to `n`, their cluster ports on
+/// 127.0.0.1:0, each told the others' once all are bound).
+pub fn start_cluster(n: u64) -> Vec<TestServer> {
+    let bound: Vec<Server> = (1..=n)
+        .map(|id| {
+            let config = Config {
+                node_id: Some(id),
+                cluster_listen: Some("127.0.0.1:0".parse().unwrap()),
+                peers: vec![(id, "127.0.0.1:1".to_owned())],
+                cluster_secret: Some(agora_server::config::Secret(
+                    "the SDK tests' cluster secret".to_owned(),
+                )),
+                ..Config::ephemeral()
+            };
+            smol::block_on(Server::bind(config)).expect("bind")
+        })
+        .collect();
+    let peers: Vec<(u64, String)> = bound
+        .iter()
+        .zip(1..)
+        .map(|(s, id)| (id, s.cluster_addr().unwrap().to_string()))
+        .collect();
+    bound
+        .into_iter()
+        .map(|mut s| {
+            s.set_peers(peers.clone()).expect("peers");
+            serve_bound(s)
+        })
+        .collect()
+}
+
+/// Serves a bound broker on a runtime of its own.
+pub fn serve_bound(server: Server) -> TestServer {
     let rt = Runtime::new(2);
-    let server = smol::block_on(Server::bind(config)).expect("bind");
     let addr = server.local_addr().expect("local_addr");
     let (tx, rx) = async_channel::bounded::<()>(1);
     let served = rt.spawn(server.serve(rt.handle(), async move {

@@ -24,6 +24,9 @@ use crate::Broker;
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 /// Bytes of the pipe into the session that publishes what a link brings.
 const PIPE: usize = 256 * 1024;
+/// Chunks waiting for a link's writer (subscriptions, answers to pings, replies to
+/// the peer's inboxes); a reply that finds it full is dropped and counted.
+const REPLIES: usize = 1024;
 /// How often a link compares its subscriptions with this node's bound queues (its
 /// clients' subscriptions are followed as they change).
 const RESYNC: Duration = Duration::from_secs(1);
@@ -188,7 +191,8 @@ async fn serve(
     // What goes to the session (publishes, answers to its pings), and to the peer
     // (subscriptions, answers to its pings).
     let (to_local, local_rx) = async_channel::bounded::<Bytes>(16);
-    let (to_remote, remote_rx) = async_channel::bounded::<Bytes>(16);
+    let (to_remote, remote_rx) = async_channel::bounded::<Bytes>(REPLIES);
+    *peer.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(to_remote.clone());
     // Subscriptions on the peer, by pattern; a cancelled one is forgotten (and made
     // again at the next comparison).
     let subs = std::sync::Mutex::new(BTreeMap::<String, u64>::new());
@@ -215,7 +219,9 @@ async fn serve(
         why
     };
     // Dropping `work`'s futures closes the session's pipe: it ends too.
-    future::zip(session, work).await.1
+    let why = future::zip(session, work).await.1;
+    *peer.out.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    why
 }
 
 /// Writes each chunk from `rx` to `w`.

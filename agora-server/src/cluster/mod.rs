@@ -58,6 +58,11 @@ pub(crate) struct Peer {
     pub connects: AtomicU64,
     /// Why the last attempt to link to it failed, or the link ended.
     pub last_error: Mutex<Option<String>>,
+    /// While this node's link to it is up: what to write on it (replies to its
+    /// clients' inboxes).
+    pub out: Mutex<Option<async_channel::Sender<agora_protocol::bytes::Bytes>>>,
+    /// Replies to its inboxes that could not go (no link, or its queue full).
+    pub replies_lost: AtomicU64,
 }
 
 impl Cluster {
@@ -101,6 +106,8 @@ impl Cluster {
                 messages_in: AtomicU64::new(0),
                 connects: AtomicU64::new(0),
                 last_error: Mutex::new(None),
+                out: Mutex::new(None),
+                replies_lost: AtomicU64::new(0),
             })
             .collect();
         Ok(Some(Cluster {
@@ -114,6 +121,26 @@ impl Cluster {
             interest: Arc::default(),
             user: Arc::new(crate::auth::User::cluster(node)),
         }))
+    }
+
+    /// Sends a reply to `dest`, an address under another node's inbox, to that node
+    /// over this node's link to it (a reply is a topic message: at most once; one that
+    /// finds no link up, or its link's queue full, is counted and dropped). A reply to
+    /// no inbox of a node of this cluster is dropped, as one to an inbox nobody holds.
+    pub fn forward_reply(&self, dest: &agora_protocol::Destination, msg: &crate::message::Message) {
+        let Some(node) = agora_protocol::reply::inbox_of(dest.name.as_str()).and_then(inbox_node)
+        else {
+            return;
+        };
+        let Some(peer) = self.peer(node) else {
+            return;
+        };
+        let out = peer.out.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut frame = agora_protocol::bytes::BytesMut::new();
+        agora_protocol::encode_pub(None, dest, &msg.headers, &msg.payload, &mut frame);
+        if out.is_none_or(|o| o.try_send(frame.freeze()).is_err()) {
+            peer.replies_lost.fetch_add(1, Relaxed);
+        }
     }
 
     /// The peer with id `id`.
@@ -137,6 +164,7 @@ impl Cluster {
                     "connects": p.connects.load(Relaxed),
                     "messages_in": p.messages_in.load(Relaxed),
                     "last_error": *p.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+                    "replies_lost": p.replies_lost.load(Relaxed),
                 })
             })
             .collect();
@@ -159,6 +187,12 @@ impl Peer {
             *self.since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         }
     }
+}
+
+/// The node an inbox of a node of a cluster names: `$inbox.<nonce>_<node>`.
+pub(crate) fn inbox_node(inbox: &str) -> Option<u64> {
+    let nonce = inbox.strip_prefix(agora_protocol::reply::INBOX_PREFIX)?;
+    nonce.rsplit_once('_')?.1.parse().ok()
 }
 
 /// Takes the other nodes' links on `listener` until the broker stops: each makes its

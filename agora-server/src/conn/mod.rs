@@ -285,10 +285,11 @@ pub(crate) async fn serve_client(
             // Over TCP a connection has an inbox for replies; a UDP source does not.
             let s = match &input {
                 Input::Udp { .. } => s,
-                _ => s.with_inbox(resolve::new_inbox()),
+                _ => s.with_inbox(resolve::new_inbox(broker.config.node_id)),
             };
             let s = match &input {
                 Input::Pipe(_, _, Front::Mqtt) => s.for_mqtt(),
+                Input::Pipe(_, _, Front::Link) | Input::Link(..) => s.for_link(),
                 _ => s,
             };
             let users = &broker.config.users;

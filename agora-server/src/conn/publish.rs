@@ -198,7 +198,13 @@ impl Conn<'_> {
                     let why = format!("nobody listens on {dest}: the request was not kept");
                     return self.error(rid, ErrorCode::NoResponders, &why).await;
                 }
-                Ok(None) => return self.confirmed(mode, rid, false).await,
+                Ok(None) => {
+                    // A reply to an inbox of another node of the cluster goes there.
+                    if let (Some(c), false) = (&self.broker.cluster, self.link) {
+                        c.forward_reply(dest, &msg);
+                    }
+                    return self.confirmed(mode, rid, false).await;
+                }
                 Err(r) => return self.refuse(rid, r).await,
             };
             if mode.is_request() && !h.listened() {

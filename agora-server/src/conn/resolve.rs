@@ -87,7 +87,7 @@ impl Conn<'_> {
 /// A new connection's inbox: `$inbox.` and 128 bits from the operating system's
 /// generator in 22 letters and digits. Unguessable, since knowing an inbox's address
 /// is the right to reply to it.
-pub(super) fn new_inbox() -> String {
+pub(super) fn new_inbox(node: Option<u64>) -> String {
     use argon2::password_hash::rand_core::{OsRng, RngCore};
     const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut bytes = [0u8; 16];
@@ -97,6 +97,12 @@ pub(super) fn new_inbox() -> String {
     for _ in 0..22 {
         name.push(char::from(DIGITS[(n % 62) as usize]));
         n /= 62;
+    }
+    // On a node of a cluster the inbox names its node, so that a reply published on
+    // another node goes straight to this one (`crate::cluster::inbox_node`).
+    if let Some(node) = node {
+        name.push('_');
+        name.push_str(&node.to_string());
     }
     name
 }

@@ -120,6 +120,8 @@ pub(crate) struct Session<S> {
     /// The session of the MQTT front door's bridge: it may use the queues of its
     /// user's persistent MQTT sessions ([`Session::owns`]).
     mqtt: bool,
+    /// A cluster link's session: see [`Session::for_link`].
+    link: bool,
 }
 
 /// A UDP source's proof that it receives what is sent to its address.
@@ -147,6 +149,7 @@ impl<S> Session<S> {
             allowed: HashSet::new(),
             inbox: None,
             mqtt: false,
+            link: false,
         }
     }
 
@@ -154,6 +157,14 @@ impl<S> Session<S> {
     /// [`Session::owns`].
     pub fn for_mqtt(mut self) -> Session<S> {
         self.mqtt = true;
+        self
+    }
+
+    /// The session of a cluster link (`crate::cluster`): it carries a whole node's
+    /// subscriptions (no per-connection limit) and publishes what another node's
+    /// clients sent, whose reply addresses that node checked.
+    pub fn for_link(mut self) -> Session<S> {
+        self.link = true;
         self
     }
 
@@ -326,7 +337,7 @@ impl<S> Session<S> {
             return refuse(ErrorCode::DuplicateSubscription, why);
         }
         let max = self.limits.max_subscriptions;
-        if self.subs.len() >= max {
+        if self.subs.len() >= max && !self.link {
             let why = format!("at most {max} subscriptions per connection");
             return refuse(ErrorCode::TooManySubscriptions, why);
         }
