@@ -6,6 +6,7 @@
 //! cargo xtask sim --seeds 10                # seeds 1 to 10 (what CI runs)
 //! cargo xtask sim --seed 42 --ops 200000    # one seed, replayed exactly
 //! cargo run --release -p agora-server --example sim -- --seed 42 --ops 200000
+//! cargo xtask sim --cluster --seeds 10      # the cluster simulation (a Raft group)
 //! ```
 
 use std::process::ExitCode;
@@ -18,8 +19,13 @@ fn main() -> ExitCode {
     let mut ops: u64 = 20_000;
     let mut seconds: Option<u64> = None;
     let mut seeds: Option<u64> = None;
+    let mut cluster = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--cluster" {
+            cluster = true;
+            continue;
+        }
         let value = args.next().and_then(|v| v.parse::<u64>().ok());
         match (a.as_str(), value) {
             ("--seed", Some(v)) => seed = Some(v),
@@ -27,7 +33,7 @@ fn main() -> ExitCode {
             ("--seconds", Some(v)) => seconds = Some(v),
             ("--seeds", Some(v)) if v > 0 => seeds = Some(v),
             _ => {
-                eprintln!("usage: sim [--seed S] [--ops N] [--seconds T | --seeds K]");
+                eprintln!("usage: sim [--cluster] [--seed S] [--ops N] [--seconds T | --seeds K]");
                 return ExitCode::from(2);
             }
         }
@@ -39,12 +45,16 @@ fn main() -> ExitCode {
     // One seed when given alone; else consecutive seeds, K of them or until the time is up.
     let alone = seed.is_some() && seconds.is_none() && seeds.is_none();
     for s in first.. {
-        match run(Options { seed: s, ops }) {
-            Ok(r) => {
-                total += r.ops;
+        let outcome = match cluster {
+            false => run(Options { seed: s, ops }).map(|r| (r.ops, format!("{r:?}"))),
+            true => agora_server::sim::cluster::run(s, ops).map(|r| (r.steps, format!("{r:?}"))),
+        };
+        match outcome {
+            Ok((n, r)) => {
+                total += n;
                 runs += 1;
                 if alone {
-                    println!("seed {s}: {r:?}");
+                    println!("seed {s}: {r}");
                 }
             }
             Err(f) => {

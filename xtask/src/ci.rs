@@ -17,7 +17,8 @@ enum Step {
     /// No import cycle between modules of the server or the client.
     Cycles,
     Test,
-    /// The deterministic simulation, 10 seeds of 20,000 operations (release build).
+    /// The deterministic simulation, 10 seeds of 20,000 operations (release build), and
+    /// the cluster simulation, 10 seeds of 20,000 steps.
     Sim,
     /// The crash test, 10 kills of the release broker (`cargo xtask crash`).
     Crash,
@@ -83,7 +84,10 @@ impl Step {
                 process::run_watching(&mut cmd, Stream::Stdout, |line| tally.observe(line))
             }
             Step::Cycles => crate::cycles::run(),
-            Step::Sim => crate::sim(&["--seeds", "10", "--ops", "20000"].map(String::from)),
+            Step::Sim => crate::sim(&["--seeds", "10", "--ops", "20000"].map(String::from))
+                .and_then(|()| {
+                    crate::sim(&["--cluster", "--seeds", "10", "--ops", "20000"].map(String::from))
+                }),
             Step::Crash => crate::crash(&["--iterations", "10"].map(String::from)),
             Step::Statsd => crate::statsd::run(),
             Step::Book => book::run(),

@@ -14,6 +14,7 @@
 pub(crate) mod handshake;
 pub(crate) mod interest;
 mod link;
+pub(crate) mod replica;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};

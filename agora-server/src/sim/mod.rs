@@ -36,6 +36,7 @@
 //! name a topic their pattern matches, and each publisher's messages must reach them in
 //! order across topics; their buffers count in the budget's invariant.
 
+pub mod cluster;
 mod world;
 
 use std::fmt;
@@ -115,6 +116,8 @@ pub struct Failure {
     pub what: String,
     /// The last operations before it, oldest first.
     pub trail: Vec<String>,
+    /// A failure of the cluster simulation ([`cluster`]).
+    pub cluster: bool,
 }
 
 impl fmt::Display for Failure {
@@ -130,7 +133,8 @@ impl fmt::Display for Failure {
         }
         write!(
             f,
-            "replay: cargo xtask sim --seed {} --ops {}",
+            "replay: cargo xtask sim {}--seed {} --ops {}",
+            if self.cluster { "--cluster " } else { "" },
             self.seed,
             self.op + 1
         )

@@ -290,6 +290,7 @@ impl World {
 
     fn failure(&self, op: u64, what: String) -> Failure {
         Failure {
+            cluster: false,
             seed: self.seed,
             op,
             what,
