@@ -270,6 +270,13 @@ pub struct Config {
     /// CA certificates (PEM, `--tls-client-ca`): TLS clients must present a certificate
     /// one of them signed.
     pub tls_client_ca: Option<PathBuf>,
+    /// CA certificates (PEM, `--cluster-ca`) that signed the other nodes' certificates:
+    /// with it, cluster links are TLS.
+    pub cluster_ca: Option<PathBuf>,
+    /// The certificate chain (PEM, `--cluster-cert`) this node's cluster port presents.
+    pub cluster_cert: Option<PathBuf>,
+    /// Its private key (PEM, `--cluster-key`).
+    pub cluster_key: Option<PathBuf>,
     /// A TLS client that has not finished its handshake within this is closed.
     pub tls_handshake_timeout: Duration,
     /// At start, set damage in the log aside (into the data directory's `damaged`
@@ -353,6 +360,9 @@ impl Default for Config {
             cluster_listen: None,
             peers: Vec::new(),
             cluster_secret: None,
+            cluster_ca: None,
+            cluster_cert: None,
+            cluster_key: None,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,

@@ -182,6 +182,8 @@ pub struct Server {
     http: Option<(TcpListener, Option<http::Early>)>,
     /// With `--cluster-listen`: where the other nodes' links come in.
     cluster: Option<TcpListener>,
+    /// With `--cluster-ca`: TLS on the links.
+    cluster_tls: Option<cluster::tls::LinkTls>,
 }
 
 /// The data directory as [`Server::bind`] found it.
@@ -276,6 +278,7 @@ impl Server {
         let frame = largest_frame(&config);
         cluster::Cluster::from_config(&config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let cluster_tls = cluster::tls::link_tls(&config)?;
         if config.read_budget < 4 * frame {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -362,6 +365,7 @@ impl Server {
             ws,
             http,
             cluster,
+            cluster_tls,
         })
     }
 
@@ -465,9 +469,15 @@ impl Server {
         });
         let wild = Arc::new(topic::wild::Wild::default());
         let unlisted = Arc::new(topic::Unlisted::default());
+        let cluster_tls = self.cluster_tls;
         let cluster = cluster::Cluster::from_config(&self.config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
-            .map(Arc::new);
+            .map(|c| {
+                Arc::new(cluster::Cluster {
+                    tls: cluster_tls,
+                    ..c
+                })
+            });
         let broker = Arc::new(Broker {
             cluster,
             verifier,

@@ -48,7 +48,7 @@ pub(crate) fn acceptor(config: &crate::Config) -> io::Result<Option<TlsAcceptor>
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates("--tls-cert", cert)?;
-    let private = private_key(key)?;
+    let private = private_key("--tls-key", key)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(format!("TLS: {e}")))?;
@@ -86,7 +86,10 @@ fn bad(why: impl Into<String>) -> io::Error {
 }
 
 /// Every certificate in the PEM file `path` (at least one), for the setting `flag`.
-fn certificates(flag: &str, path: &Path) -> io::Result<Vec<pki_types::CertificateDer<'static>>> {
+pub(crate) fn certificates(
+    flag: &str,
+    path: &Path,
+) -> io::Result<Vec<pki_types::CertificateDer<'static>>> {
     let text = read(flag, path)?;
     let certs = rustls_pemfile::certs(&mut &text[..])
         .collect::<Result<Vec<_>, _>>()
@@ -101,15 +104,18 @@ fn certificates(flag: &str, path: &Path) -> io::Result<Vec<pki_types::Certificat
 }
 
 /// The first private key in the PEM file `path`.
-fn private_key(path: &Path) -> io::Result<pki_types::PrivateKeyDer<'static>> {
-    let text = read("--tls-key", path)?;
+pub(crate) fn private_key(
+    flag: &str,
+    path: &Path,
+) -> io::Result<pki_types::PrivateKeyDer<'static>> {
+    let text = read(flag, path)?;
     match rustls_pemfile::private_key(&mut &text[..]) {
         Ok(Some(key)) => Ok(key),
         Ok(None) => Err(bad(format!(
-            "--tls-key {}: no PEM private key in it (PKCS#8, PKCS#1 or SEC1)",
+            "{flag} {}: no PEM private key in it (PKCS#8, PKCS#1 or SEC1)",
             path.display()
         ))),
-        Err(e) => Err(bad(format!("--tls-key {}: not PEM: {e}", path.display()))),
+        Err(e) => Err(bad(format!("{flag} {}: not PEM: {e}", path.display()))),
     }
 }
 

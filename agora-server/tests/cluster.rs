@@ -381,3 +381,81 @@ fn a_request_on_one_node_is_answered_by_a_responder_on_another() {
     let mut c2 = nodes[1].connect();
     assert_eq!(peer(&mut c2, 1)["replies_lost"], 0);
 }
+
+/// Node `id` of a cluster whose links are TLS, with a certificate `pki` signed for
+/// 127.0.0.1.
+fn tls_node(id: u64, pki: &pki::Pki, ca: &std::path::Path) -> Config {
+    let issued = pki.issue(&format!("node{id}"));
+    Config {
+        cluster_ca: Some(ca.to_owned()),
+        cluster_cert: Some(issued.cert),
+        cluster_key: Some(issued.key),
+        ..cluster_node(id)
+    }
+}
+
+#[test]
+fn links_over_tls_carry_topics_and_refuse_a_node_the_cluster_ca_did_not_sign() {
+    let pki = pki::Pki::new("cluster");
+    let stranger = pki::Pki::new("elsewhere");
+    let ca = pki.ca_file();
+    // Node 3 has the cluster's secret but a certificate from another CA.
+    let (nodes, peers) = start_cluster(vec![
+        tls_node(1, &pki, &ca),
+        tls_node(2, &pki, &ca),
+        tls_node(3, &stranger, &ca),
+    ]);
+    let mut c1 = nodes[0].connect();
+    wait_until("nodes 1 and 2 linked over TLS", || {
+        let p = peer(&mut c1, 2);
+        p["link_out"] == "up" && p["link_in"] == "up"
+    });
+    wait_until("node 1 refuses node 3's certificate", || {
+        peer(&mut c1, 3)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TLS to") && e.contains("certificate"))
+    });
+    // Nor does node 3 get in: its certificate is checked at node 1's port too.
+    let mut c3 = nodes[2].connect();
+    wait_until("node 3 is refused at node 1", || {
+        peer(&mut c3, 1)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("UnknownCA"))
+    });
+    assert_eq!(peer(&mut c1, 3)["link_in"], "down");
+    let mut n2 = nodes[1].connect();
+    sub(&mut n2, "topic:private", 1);
+    wait_for_subscriptions(&mut c1, "topic:private", 1);
+    let mut p = nodes[0].connect();
+    publish(&mut p, "topic:private", b"over TLS");
+    assert_eq!(deliveries(&mut n2, 1)[0].2, "over TLS");
+    // The cluster port speaks TLS first: a clear handshake line gets no answer.
+    let mut s = TcpStream::connect(peers[0].1.as_str()).unwrap();
+    let hello = Line::Hello {
+        cluster: "test".to_owned(),
+        node: 2,
+        nonce: "00112233445566778899aabbccddeeff".to_owned(),
+        proof: None,
+    };
+    s.write_all(&cluster::encode(&hello)).unwrap();
+    assert!(!matches!(line(&mut s), Some(Line::Hello { .. })));
+}
+
+#[test]
+fn tls_on_links_needs_all_three_files() {
+    let pki = pki::Pki::new("cluster");
+    let issued = pki.issue("node1");
+    let half = Config {
+        cluster_ca: Some(pki.ca_file()),
+        cluster_cert: Some(issued.cert),
+        ..cluster_node(1)
+    };
+    let e = smol::block_on(Server::bind(half))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("needs all of --cluster-ca, --cluster-cert and --cluster-key"),
+        "{e}"
+    );
+}

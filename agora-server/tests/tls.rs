@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,74 +13,9 @@ use std::time::{Duration, Instant};
 use agora_protocol::bytes::BytesMut;
 use agora_protocol::{decode_server_with, Limits, ServerFrame};
 use agora_server::{Config, Server};
+use common::pki::{Issued, Pki};
 use common::{agora_exit, read_again, start_with, DEADLINE};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-
-/// A CA, and certificates it signed, written as PEM files in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-/// A certificate and its key, as PEM files and as rustls takes them.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
-    key_der: Vec<u8>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} CA"));
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir, ca, ca_key }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A certificate for `localhost` and 127.0.0.1 (server and client alike).
-    fn issue(&self, name: &str) -> Issued {
-        self.issue_to(name, None)
-    }
-
-    /// The same, with the subject `CN=<cn>` when given.
-    fn issue_to(&self, name: &str, cn: Option<&str>) -> Issued {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        if let Some(cn) = cn {
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, cn);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let (c, k) = (
-            self.dir.path().join(format!("{name}.pem")),
-            self.dir.path().join(format!("{name}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        Issued {
-            cert: c,
-            key: k,
-            der: cert.der().clone(),
-            key_der: key.serialize_der(),
-        }
-    }
-}
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
 fn tls_config(server: &Issued, client_ca: Option<&Path>) -> Config {
     let mut c = Config::ephemeral();

@@ -12,7 +12,7 @@ use agora_protocol::cluster::{self, Line};
 use agora_protocol::{ClientFrame, Limits, ServerFrame, Subscribe};
 use async_channel::Receiver;
 use async_net::TcpStream;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::handshake::{Acceptor, Dialer};
 use super::{Cluster, Peer, HANDSHAKE_TIMEOUT};
@@ -31,9 +31,14 @@ const REPLIES: usize = 1024;
 /// clients' subscriptions are followed as they change).
 const RESYNC: Duration = Duration::from_secs(1);
 
+/// A link's halves once its handshake is done (a TCP stream's clones, or a TLS
+/// stream's halves).
+type ReadSide = Box<dyn AsyncRead + Unpin + Send>;
+type WriteSide = Box<dyn AsyncWrite + Unpin + Send>;
+
 /// Reads one handshake line, a byte at a time (nothing after it is taken: native
 /// frames may follow).
-async fn read_line(s: &mut TcpStream) -> Result<Line, String> {
+async fn read_line(s: &mut (impl AsyncRead + Unpin)) -> Result<Line, String> {
     let mut buf = Vec::with_capacity(64);
     loop {
         let mut b = [0u8; 1];
@@ -50,8 +55,11 @@ async fn read_line(s: &mut TcpStream) -> Result<Line, String> {
     }
 }
 
-async fn write_line(s: &mut TcpStream, line: &Line) -> Result<(), String> {
+async fn write_line(s: &mut (impl AsyncWrite + Unpin), line: &Line) -> Result<(), String> {
     s.write_all(&cluster::encode(line))
+        .await
+        .map_err(|e| format!("writing the handshake: {e}"))?;
+    s.flush()
         .await
         .map_err(|e| format!("writing the handshake: {e}"))
 }
@@ -66,26 +74,29 @@ async fn bounded<T>(f: impl std::future::Future<Output = Result<T, String>>) -> 
 
 /// The accepting side's handshake: the dialer's node id once it proved itself. A
 /// refusal is told to the dialer (`ERR`) before the link is closed.
-pub(super) async fn accept(c: &Cluster, mut s: TcpStream) -> Result<u64, String> {
+pub(super) async fn accept(
+    c: &Cluster,
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+) -> Result<u64, String> {
     bounded(async {
         let mut a = Acceptor::new(c.me.clone());
-        let hello = read_line(&mut s).await?;
+        let hello = read_line(s).await?;
         let answer = match a.on_hello(hello) {
             Ok(l) => l,
             Err(why) => {
-                let _ = write_line(&mut s, &Line::Err(why.clone())).await;
+                let _ = write_line(s, &Line::Err(why.clone())).await;
                 return Err(why);
             }
         };
-        write_line(&mut s, &answer).await?;
-        let proof = read_line(&mut s).await?;
+        write_line(s, &answer).await?;
+        let proof = read_line(s).await?;
         match a.on_proof(proof) {
             Ok(node) => {
-                write_line(&mut s, &Line::Welcome).await?;
+                write_line(s, &Line::Welcome).await?;
                 Ok(node)
             }
             Err(why) => {
-                let _ = write_line(&mut s, &Line::Err(why.clone())).await;
+                let _ = write_line(s, &Line::Err(why.clone())).await;
                 Err(why)
             }
         }
@@ -93,19 +104,46 @@ pub(super) async fn accept(c: &Cluster, mut s: TcpStream) -> Result<u64, String>
     .await
 }
 
-/// The dialing side: connects to `peer` and makes the handshake.
-async fn dial(c: &Cluster, peer: &Peer) -> Result<TcpStream, String> {
+/// The dialer's half of the handshake over `s`.
+async fn shake(
+    c: &Cluster,
+    peer: &Peer,
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+) -> Result<(), String> {
+    let d = Dialer::new(c.me.clone(), peer.id);
+    write_line(s, &d.hello()).await?;
+    let proof = d.on_answer(read_line(s).await?)?;
+    write_line(s, &proof).await?;
+    Dialer::on_welcome(read_line(s).await?)
+}
+
+/// The dialing side: connects to `peer` (TLS first, when the links use it) and makes
+/// the handshake; the socket and the link's two halves.
+async fn dial(c: &Cluster, peer: &Peer) -> Result<(TcpStream, ReadSide, WriteSide), String> {
     bounded(async {
-        let mut s = TcpStream::connect(peer.addr.as_str())
+        let s = TcpStream::connect(peer.addr.as_str())
             .await
             .map_err(|e| format!("connecting to {}: {e}", peer.addr))?;
         let _ = s.set_nodelay(true);
-        let d = Dialer::new(c.me.clone(), peer.id);
-        write_line(&mut s, &d.hello()).await?;
-        let proof = d.on_answer(read_line(&mut s).await?)?;
-        write_line(&mut s, &proof).await?;
-        Dialer::on_welcome(read_line(&mut s).await?)?;
-        Ok(s)
+        match &c.tls {
+            None => {
+                shake(c, peer, &mut s.clone()).await?;
+                let (r, w): (ReadSide, WriteSide) = (Box::new(s.clone()), Box::new(s.clone()));
+                Ok((s, r, w))
+            }
+            Some(t) => {
+                let name = super::tls::server_name(&peer.addr)?;
+                let mut tls = t
+                    .connector
+                    .connect(name, s.clone())
+                    .await
+                    .map_err(|e| format!("TLS to {}: {e}", peer.addr))?;
+                shake(c, peer, &mut tls).await?;
+                let (r, w) = futures_lite::io::split(tls);
+                let (r, w): (ReadSide, WriteSide) = (Box::new(r), Box::new(w));
+                Ok((s, r, w))
+            }
+        }
     })
     .await
 }
@@ -138,13 +176,13 @@ async fn keep_linked(b: &Broker, c: &Cluster, i: usize, stop: Receiver<()>) {
     let mut failures = 0u64;
     loop {
         match dial(c, peer).await {
-            Ok(stream) => {
+            Ok(linked) => {
                 wait = BACKOFF.0;
                 failures = 0;
                 peer.connects.fetch_add(1, Relaxed);
                 peer.mark_out(true);
                 log::info!("cluster: linked to node {} at {}", peer.id, peer.addr);
-                let why = serve(b, c, peer, stream, stop.clone()).await;
+                let why = serve(b, c, peer, linked, stop.clone()).await;
                 peer.mark_out(false);
                 log::warn!("cluster: link to node {} ended: {why}", peer.id);
                 peer.set_error(why);
@@ -172,7 +210,7 @@ async fn serve(
     b: &Broker,
     c: &Cluster,
     peer: &Peer,
-    stream: TcpStream,
+    (stream, reader, writer): (TcpStream, ReadSide, WriteSide),
     stop: Receiver<()>,
 ) -> String {
     // The session that publishes here what the link brings.
@@ -203,8 +241,8 @@ async fn serve(
     let work = async {
         let why = future::or(
             future::or(
-                read_remote(peer, stream.clone(), &limits, &to_local, &to_remote, &subs),
-                write_all(stream.clone(), remote_rx, "the peer"),
+                read_remote(peer, reader, &limits, &to_local, &to_remote, &subs),
+                write_all(writer, remote_rx, "the peer"),
             ),
             future::or(
                 follow_interest(b, c, &to_remote, &subs),
@@ -231,7 +269,8 @@ async fn write_all(
     what: &str,
 ) -> String {
     while let Ok(chunk) = rx.recv().await {
-        if let Err(e) = w.write_all(&chunk).await {
+        // Flushed each time: a TLS stream holds what it was given until then.
+        if let Err(e) = w.write_all(&chunk).await.and(w.flush().await) {
             return format!("writing to {what}: {e}");
         }
     }
@@ -248,7 +287,7 @@ fn encode(f: &ClientFrame) -> Bytes {
 /// session (each read's worth in one write), pings are answered.
 async fn read_remote(
     peer: &Peer,
-    mut s: TcpStream,
+    mut s: ReadSide,
     limits: &Limits,
     to_local: &async_channel::Sender<Bytes>,
     to_remote: &async_channel::Sender<Bytes>,

@@ -15,6 +15,7 @@ pub(crate) mod handshake;
 pub(crate) mod interest;
 mod link;
 pub(crate) mod replica;
+pub(crate) mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,8 @@ pub(crate) struct Cluster {
     pub interest: Arc<interest::Interest>,
     /// Who a link's sessions are: may publish and subscribe to every topic.
     pub user: Arc<crate::auth::User>,
+    /// TLS on the links (`--cluster-ca`).
+    pub tls: Option<tls::LinkTls>,
 }
 
 /// Another node, and the state of the links with it.
@@ -121,6 +124,7 @@ impl Cluster {
             peers,
             interest: Arc::default(),
             user: Arc::new(crate::auth::User::cluster(node)),
+            tls: None,
         }))
     }
 
@@ -238,22 +242,57 @@ pub(crate) async fn accept_loop(
             .rt
             .spawn(async move {
                 let _ = stream.set_nodelay(true);
-                match link::accept(&c, stream.clone()).await {
-                    Ok(node) => {
+                let raw = stream.clone();
+                // TLS first, when the links use it; then the cluster's handshake.
+                let linked = match &c.tls {
+                    None => {
+                        let mut s = stream.clone();
+                        link::accept(&c, &mut s).await.map(|node| {
+                            let writer = crate::shipper::Writer::Tcp(stream.clone());
+                            (
+                                node,
+                                crate::conn::Input::Link(stream, c.user.clone()),
+                                writer,
+                            )
+                        })
+                    }
+                    Some(t) => {
+                        let timeout = HANDSHAKE_TIMEOUT;
+                        match crate::tls::handshake(&t.acceptor, stream, addr, timeout, &stop).await
+                        {
+                            None => Err("its TLS handshake failed".to_owned()),
+                            Some(mut tls) => link::accept(&c, &mut tls).await.map(|node| {
+                                let (read, write) = futures_lite::io::split(tls);
+                                let writer = crate::shipper::Writer::Tls {
+                                    tls: write,
+                                    raw: raw.clone(),
+                                };
+                                (
+                                    node,
+                                    crate::conn::Input::LinkTls(read, c.user.clone()),
+                                    writer,
+                                )
+                            }),
+                        }
+                    }
+                };
+                match linked {
+                    Ok((node, input, writer)) => {
                         log::info!("cluster: node {node} linked from {addr}");
                         let peer = c.peer(node);
                         if let Some(p) = peer {
                             p.in_up.fetch_add(1, SeqCst);
                         }
-                        let writer = crate::shipper::Writer::Tcp(stream.clone());
-                        let input = crate::conn::Input::Link(stream, c.user.clone());
                         crate::conn::serve_client(&b, input, writer, addr, stop).await;
                         if let Some(p) = peer {
                             p.in_up.fetch_sub(1, SeqCst);
                         }
                         log::info!("cluster: node {node}'s link from {addr} ended");
                     }
-                    Err(why) => log::warn!("cluster link from {addr} refused: {why}"),
+                    Err(why) => {
+                        log::warn!("cluster link from {addr} refused: {why}");
+                        let _ = raw.shutdown(std::net::Shutdown::Both);
+                    }
                 }
                 open.fetch_sub(1, SeqCst);
                 drop(alive);

@@ -192,6 +192,11 @@ pub(crate) enum Input {
     /// Another node's cluster link (its handshake done), as the cluster's user
     /// (`crate::cluster`).
     Link(TcpStream, Arc<crate::auth::User>),
+    /// The same over TLS (`--cluster-ca`): the reading half of the stream.
+    LinkTls(
+        futures_lite::io::ReadHalf<crate::tls::TlsStream>,
+        Arc<crate::auth::User>,
+    ),
     /// Datagrams from one UDP source address, handed over by the UDP loop, and what
     /// the broker keeps for that source.
     Udp {
@@ -216,9 +221,11 @@ pub(crate) fn spawn_client(
         .rt
         .spawn(async move {
             let count = match input {
-                Input::Tcp(_) | Input::Tls(..) | Input::Pipe(..) | Input::Link(..) => {
-                    &b.clients_tcp
-                }
+                Input::Tcp(_)
+                | Input::Tls(..)
+                | Input::Pipe(..)
+                | Input::Link(..)
+                | Input::LinkTls(..) => &b.clients_tcp,
                 Input::Udp { .. } => &b.clients_udp,
             };
             serve_client(&b, input, writer, peer, stop).await;
@@ -256,11 +263,15 @@ pub(crate) async fn serve_client(
         Input::Pipe(_, _, Front::Mqtt) => "mqtt",
         Input::Pipe(_, _, Front::WebSocket) => "ws",
         Input::Pipe(_, _, Front::Http) => "http",
-        Input::Pipe(_, _, Front::Link) | Input::Link(..) => "cluster",
+        Input::Pipe(_, _, Front::Link) | Input::Link(..) | Input::LinkTls(..) => "cluster",
         Input::Udp { .. } => "udp",
     };
     let listed = Arc::new(crate::conns::ConnInfo::new(broker.id(), peer, protocol));
-    if let Input::Tls(_, Some(u)) | Input::Pipe(_, Some(u), _) | Input::Link(_, u) = &input {
+    if let Input::Tls(_, Some(u))
+    | Input::Pipe(_, Some(u), _)
+    | Input::Link(_, u)
+    | Input::LinkTls(_, u) = &input
+    {
         listed.set_who(None, Some(&u.name));
     }
     broker.conns.add(listed.clone());
@@ -289,12 +300,16 @@ pub(crate) async fn serve_client(
             };
             let s = match &input {
                 Input::Pipe(_, _, Front::Mqtt) => s.for_mqtt(),
-                Input::Pipe(_, _, Front::Link) | Input::Link(..) => s.for_link(),
+                Input::Pipe(_, _, Front::Link) | Input::Link(..) | Input::LinkTls(..) => {
+                    s.for_link()
+                }
                 _ => s,
             };
             let users = &broker.config.users;
             match &input {
-                Input::Link(_, user) | Input::Pipe(_, Some(user), Front::Link) => {
+                Input::Link(_, user)
+                | Input::LinkTls(_, user)
+                | Input::Pipe(_, Some(user), Front::Link) => {
                     s.with_access(Access::User(user.clone()))
                 }
                 _ if users.is_empty() => match &input {
@@ -329,7 +344,10 @@ pub(crate) async fn serve_client(
         read_id: broker.id(),
         unstored: Default::default(),
         info: listed.clone(),
-        link: matches!(input, Input::Link(..) | Input::Pipe(_, _, Front::Link)),
+        link: matches!(
+            input,
+            Input::Link(..) | Input::LinkTls(..) | Input::Pipe(_, _, Front::Link)
+        ),
     };
     let info = ServerFrame::Info(Info {
         server: broker.config.server_name.clone(),
@@ -347,7 +365,7 @@ pub(crate) async fn serve_client(
     // A UDP source is sent nothing it did not ask for until it has proved it receives
     // (its address may be forged): no greeting.
     let greeted = match input {
-        Input::Tcp(_) | Input::Tls(..) | Input::Pipe(..) | Input::Link(..) => {
+        Input::Tcp(_) | Input::Tls(..) | Input::Pipe(..) | Input::Link(..) | Input::LinkTls(..) => {
             outbox.frame(&info).await
         }
         Input::Udp { .. } => true,
@@ -355,7 +373,7 @@ pub(crate) async fn serve_client(
     let end = match greeted {
         true => match input {
             Input::Tcp(stream) | Input::Link(stream, _) => c.read_loop(stream, &stop).await,
-            Input::Tls(stream, _) => c.read_loop(stream, &stop).await,
+            Input::Tls(stream, _) | Input::LinkTls(stream, _) => c.read_loop(stream, &stop).await,
             Input::Pipe(stream, ..) => c.read_loop(stream, &stop).await,
             Input::Udp { datagrams, source } => c.datagram_loop(datagrams, source, &stop).await,
         },

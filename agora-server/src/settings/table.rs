@@ -335,6 +335,51 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "cluster_ca",
+        flag: "cluster-ca",
+        env: "AGORA_CLUSTER_CA",
+        value_name: Some("FILE"),
+        kind: Kind::Path,
+        default_note: "none: cluster links in clear text",
+        valid: "a PEM file of one or more CA certificates; needs `--cluster-cert` and `--cluster-key`",
+        doc: "Cluster links use TLS: this node's cluster port presents --cluster-cert, and the other nodes' certificates must be signed by a CA in this file and name the host of their --peers address",
+        apply: |s, v| {
+            s.config.cluster_ca = Some(path(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "cluster_cert",
+        flag: "cluster-cert",
+        env: "AGORA_CLUSTER_CERT",
+        value_name: Some("FILE"),
+        kind: Kind::Path,
+        default_note: "none",
+        valid: "a PEM file: the certificate, then its chain; needs `--cluster-ca`",
+        doc: "The certificate this node's cluster port presents to the other nodes (its names must include the host of this node's --peers address)",
+        apply: |s, v| {
+            s.config.cluster_cert = Some(path(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
+        key: "cluster_key",
+        flag: "cluster-key",
+        env: "AGORA_CLUSTER_KEY",
+        value_name: Some("FILE"),
+        kind: Kind::Path,
+        default_note: "none",
+        valid: "a PEM file: PKCS#8, PKCS#1 or SEC1 private key",
+        doc: "The private key of --cluster-cert",
+        apply: |s, v| {
+            s.config.cluster_key = Some(path(v)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "tls_handshake_timeout",
         flag: "tls-handshake-timeout",
         env: "AGORA_TLS_HANDSHAKE_TIMEOUT",

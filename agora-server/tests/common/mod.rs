@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod mqtt;
+pub mod pki;
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
