@@ -286,6 +286,32 @@ fn links_come_back_when_a_node_restarts() {
 }
 
 #[test]
+fn metrics_show_each_link() {
+    let one = Config {
+        http_port: Some(0),
+        ..cluster_node(1)
+    };
+    let (nodes, _) = start_cluster(vec![one, cluster_node(2), cluster_node(3)]);
+    links_up(&nodes);
+    let web = nodes[0].http.unwrap();
+    let text = String::from_utf8(common::http::get(web, "/metrics").body).unwrap();
+    for node in [2, 3] {
+        assert!(
+            text.contains(&format!("agora_cluster_link_up{{node=\"{node}\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("agora_cluster_link_in_up{{node=\"{node}\"}} 1\n")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("# TYPE agora_cluster_received_messages_total counter"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_half_configured_cluster_is_refused_with_what_is_missing() {
     let bind = |c: Config| {
         smol::block_on(Server::bind(c))
@@ -306,17 +332,6 @@ fn a_half_configured_cluster_is_refused_with_what_is_missing() {
     not_listed.peers = vec![(2, "127.0.0.1:1".into())];
     let e = bind(not_listed);
     assert!(e.contains("this one (--node-id 1) included"), "{e}");
-}
-
-/// `HPUB` of a request to `dest` with the reply address `reply_to`.
-fn request(c: &mut Raw, rid: u64, dest: &str, reply_to: &str, body: &str) {
-    let headers = format!("agora-reply-to: {reply_to}\r\n\r\n");
-    let total = headers.len() + body.len();
-    let frame = format!(
-        "HPUB #{rid} {dest} {} {total}\r\n{headers}{body}\r\n",
-        headers.len()
-    );
-    c.send(frame.as_bytes());
 }
 
 #[test]

@@ -100,6 +100,26 @@ fn the_console_in_chromium_shows_the_depth_and_purges() {
     });
 }
 
+/// On a node of a cluster the console shows its links with the other nodes.
+#[test]
+fn the_console_shows_a_cluster_node_s_links() {
+    browser();
+    let one = Config {
+        http_port: Some(0),
+        ..cluster_node(1)
+    };
+    let (nodes, _) = start_cluster(vec![one, cluster_node(2)]);
+    fill(&nodes[0], "jobs", 3);
+    let url = format!("http://{}/", nodes[0].http.unwrap());
+    let said = run(Command::new("python3")
+        .arg("-B")
+        .arg(script("console_check.py"))
+        .args([url.as_str(), "admin"])
+        .env("AGORA_EXPECT_DEPTH", "3")
+        .env("AGORA_EXPECT_CLUSTER_NODE", "2"));
+    assert!(said.contains("cluster: link to node 2 shown up"), "{said}");
+}
+
 /// A user without admin rights is refused the console's actions, and nothing changes.
 #[test]
 fn the_console_refuses_an_action_to_a_user_without_admin_rights() {

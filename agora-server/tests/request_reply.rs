@@ -20,17 +20,6 @@ fn inbox(c: &Raw) -> String {
     }
 }
 
-/// `HPUB` of a request to `dest` with the reply address `reply_to`.
-fn request(c: &mut Raw, rid: u64, dest: &str, reply_to: &str, body: &str) {
-    let headers = format!("agora-reply-to: {reply_to}\r\n\r\n");
-    let total = headers.len() + body.len();
-    let frame = format!(
-        "HPUB #{rid} {dest} {} {total}\r\n{headers}{body}\r\n",
-        headers.len()
-    );
-    c.send(frame.as_bytes());
-}
-
 fn msg(f: ServerFrame) -> agora_protocol::Delivery {
     match f {
         ServerFrame::Msg(m) => m,

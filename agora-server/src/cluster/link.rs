@@ -413,7 +413,7 @@ async fn follow_interest(
                 if s.contains_key(&pattern) {
                     continue;
                 }
-                let Some(dest) = super::interest::topic(&pattern) else {
+                let Some(dest) = crate::interest::topic(&pattern) else {
                     continue;
                 };
                 let sid = next_sid;

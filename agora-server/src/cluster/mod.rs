@@ -4,7 +4,7 @@
 //! Every node dials every other node's `--cluster-listen` address (so a pair of nodes
 //! has two links, one each way). A link, once its handshake is done
 //! ([`handshake`]), speaks the native protocol: the dialer subscribes there to the
-//! topic patterns its own clients subscribe to ([`interest`]), and publishes what comes
+//! topic patterns its own clients subscribe to ([`crate::interest`]), and publishes what comes
 //! back to its own subscribers, as a session of its own whose publishes are marked as
 //! from a link. A publish is handed to each link at most once, and never to a link
 //! when it came over one, so a message crosses from the node it was published on to
@@ -12,7 +12,6 @@
 //! are not replicated yet: each stays on its node.
 
 pub(crate) mod handshake;
-pub(crate) mod interest;
 mod link;
 pub(crate) mod replica;
 pub(crate) mod tls;
@@ -38,7 +37,7 @@ pub(crate) struct Cluster {
     /// The other nodes.
     pub peers: Vec<Peer>,
     /// The topic patterns this node's own clients subscribe to.
-    pub interest: Arc<interest::Interest>,
+    pub interest: Arc<crate::interest::Interest>,
     /// Who a link's sessions are: may publish and subscribe to every topic.
     pub user: Arc<crate::auth::User>,
     /// TLS on the links (`--cluster-ca`).

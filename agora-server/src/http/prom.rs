@@ -243,6 +243,9 @@ pub(crate) fn render(doc: &Value) -> String {
             f(&st["free_bytes"]),
         );
     }
+    if let Some(peers) = doc["cluster"]["peers"].as_array() {
+        cluster(&mut o, peers);
+    }
     let page = &doc["page"];
     o.one(
         "agora_destinations",
@@ -275,6 +278,56 @@ pub(crate) fn render(doc: &Value) -> String {
     o.0
 }
 
+/// A series of a peer's: name, type, help, and its value from the peer's entry.
+type PeerSeries = (&'static str, &'static str, &'static str, fn(&Value) -> f64);
+
+/// A node of a cluster: its links with each other node, labelled `node="<id>"`.
+fn cluster(o: &mut Out, peers: &[Value]) {
+    let series: [PeerSeries; 5] = [
+        (
+            "agora_cluster_link_up",
+            "gauge",
+            "1 while this node's link to the node is up.",
+            |p| f64::from(p["link_out"] == "up"),
+        ),
+        (
+            "agora_cluster_link_in_up",
+            "gauge",
+            "1 while the node's link to this node is up.",
+            |p| f64::from(p["link_in"] == "up"),
+        ),
+        (
+            "agora_cluster_link_connects_total",
+            "counter",
+            "Times this node's link to the node came up.",
+            |p| f(&p["connects"]),
+        ),
+        (
+            "agora_cluster_received_messages_total",
+            "counter",
+            "Messages that came from the node over this node's link.",
+            |p| f(&p["messages_in"]),
+        ),
+        (
+            "agora_cluster_replies_lost_total",
+            "counter",
+            "Replies to the node's clients' inboxes this node could not send it.",
+            |p| f(&p["replies_lost"]),
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        o.head(name, kind, help);
+        for p in peers {
+            let _ = writeln!(
+                o.0,
+                "{name}{{node=\"{}\"}} {}",
+                num(f(&p["node"])),
+                num(value(p))
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +343,9 @@ mod tests {
                        "connections_rejected": 0},
             "storage": null,
             "page": {"total": 3, "listed": 2},
+            "cluster": {"name": "eu", "node": 1, "peers": [
+                {"node": 2, "link_out": "up", "link_in": "down", "connects": 3,
+                 "messages_in": 40, "replies_lost": 0}]},
             "destinations": [
                 {"kind": "queue", "name": "jobs", "depth": 100, "unacked": 0, "consumers": 0},
                 {"kind": "topic", "name": "a\"b", "consumers": 2, "messages_in": 9},
@@ -303,6 +359,9 @@ mod tests {
         assert!(text.contains("agora_errors_total{code=\"not_permitted\"} 2\n"));
         assert!(text.contains("agora_uptime_seconds 12.5\n"));
         assert!(text.contains("agora_metrics_destinations_omitted 1\n"));
+        assert!(text.contains("agora_cluster_link_up{node=\"2\"} 1\n"));
+        assert!(text.contains("agora_cluster_link_in_up{node=\"2\"} 0\n"));
+        assert!(text.contains("agora_cluster_received_messages_total{node=\"2\"} 40\n"));
         assert!(
             !text.contains("agora_disk_used_bytes"),
             "no storage, no disk figures"

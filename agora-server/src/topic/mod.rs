@@ -42,7 +42,7 @@ pub(crate) struct Subscriber {
     /// This node's interest in the subscription's pattern, given up when it is dropped
     /// (a local subscription on a node of a cluster). Held for its `Drop`.
     #[allow(dead_code)]
-    pub interest: Option<crate::cluster::interest::Held>,
+    pub interest: Option<crate::interest::Held>,
 }
 
 /// What a topic counts: its own for a destination, shared by every topic that is not

@@ -337,6 +337,17 @@ pub fn fill(s: &TestServer, q: &str, n: usize) {
     }
 }
 
+/// `HPUB` of a request to `dest` with the reply address `reply_to`.
+pub fn request(c: &mut Raw, rid: u64, dest: &str, reply_to: &str, body: &str) {
+    let headers = format!("agora-reply-to: {reply_to}\r\n\r\n");
+    let total = headers.len() + body.len();
+    let frame = format!(
+        "HPUB #{rid} {dest} {} {total}\r\n{headers}{body}\r\n",
+        headers.len()
+    );
+    c.send(frame.as_bytes());
+}
+
 pub fn publish(raw: &mut Raw, dest: &str, payload: &[u8]) {
     let mut b = Vec::new();
     b.extend_from_slice(format!("PUB {dest} {}\r\n", payload.len()).as_bytes());

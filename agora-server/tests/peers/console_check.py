@@ -118,6 +118,16 @@ def check(context, base, mode, shots, expect, home):
          "([row, want]) => document.querySelector(row + ' .depth')?.textContent.trim() === want",
          [ROW, str(expect)])
     print(f"depth shown after {round((time.monotonic() - t0) * 1000)} ms")
+    node = os.environ.get("AGORA_EXPECT_CLUSTER_NODE")
+    if node:
+        wait(f"the cluster section showing the link to node {node} up",
+             "(n) => !document.getElementById('cluster-section').hidden"
+             " && document.querySelector(`#cluster tr[data-node=\"${n}\"] td:nth-child(3)`)"
+             "?.textContent === 'up'",
+             node)
+        print(f"cluster: link to node {node} shown up")
+    elif not page.query_selector("#cluster-section[hidden]"):
+        fail("a broker that is no cluster's node shows a cluster section")
     if shots:
         page.screenshot(path=str(shots / "console.png"), full_page=True)
 

@@ -85,6 +85,7 @@ function onStats(ev) {
   showDestinations(s);
   drawRates();
   showConnections(doc.connections || {});
+  showCluster(s.cluster);
   // Tests wait on this to know a new document has been shown.
   $('status').dataset.events = String(state.events);
 }
@@ -229,6 +230,23 @@ function showConnections(c) {
   $('connections').tBodies[0].replaceChildren(...rows);
   const page = c.page || {};
   $('conn-page').textContent = page.next != null ? `(the first ${page.listed} of ${page.total})` : '';
+}
+
+// A node of a cluster: its links with each other node (the section stays hidden on a
+// broker that is no cluster's node).
+function showCluster(c) {
+  $('cluster-section').hidden = !c;
+  if (!c) return;
+  $('cluster-name').textContent = `${c.name}, this is node ${c.node}`;
+  const rows = (c.peers || []).map((p) => el('tr', { 'data-node': String(p.node) },
+    el('td', {}, String(p.node)),
+    el('td', {}, String(p.addr ?? '')),
+    el('td', { class: p.link_out === 'up' ? 'up' : 'down' }, String(p.link_out ?? '')),
+    el('td', { class: p.link_in === 'up' ? 'up' : 'down' }, String(p.link_in ?? '')),
+    el('td', { class: 'num' }, duration(p.for_s || 0)),
+    el('td', { class: 'num' }, String(p.messages_in ?? '')),
+    el('td', {}, p.last_error ?? '')));
+  $('cluster').tBodies[0].replaceChildren(...rows);
 }
 
 // ---- actions ----

@@ -1,5 +1,5 @@
-//! This node's interest: the topic patterns its own clients subscribe to, each counted,
-//! which the links to the other nodes subscribe to there (so a node sends a message to
+//! A node of a cluster's interest: the topic patterns its own clients subscribe to, each
+//! counted, which the links to the other nodes subscribe to there (so a node sends a message to
 //! another only when that node has a subscriber it matches).
 
 use std::collections::{BTreeMap, BTreeSet};
