@@ -472,3 +472,33 @@ fn connections_lists_each_client_with_its_name_protocol_and_bytes() {
         drop(named);
     });
 }
+
+/// Several brokers in `--server`, tried in turn; and a cluster: what `pub` sends on one
+/// node, `sub` on another receives.
+#[test]
+fn several_servers_and_a_cluster() {
+    let nodes = common::start_cluster(2);
+    // A port nobody listens on (a listener bound and let go), then node 2.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let list = format!("{gone},{}", nodes[1].addr);
+    let o = run(cli(&list).arg("ping"));
+    assert!(ok(&o).starts_with("pong from agora"));
+    let sub = cli(&nodes[1].addr.to_string())
+        .args(["sub", "--topic", "cli.cluster", "--count", "1"])
+        .spawn()
+        .unwrap();
+    smol::block_on(async {
+        let c = Client::connect(nodes[0].addr).await.unwrap();
+        wait_until("node 1 counts node 2's subscriber", || async {
+            consumers(&c, "topic", "cli.cluster").await == 1
+        })
+        .await;
+    });
+    let o = run(cli(&nodes[0].addr.to_string()).args(["pub", "--topic", "cli.cluster", "across"]));
+    ok(&o);
+    let o = finish(sub);
+    assert_eq!(ok(&o).trim(), "across");
+}
