@@ -110,7 +110,9 @@ fn a_backlog_four_times_the_memory_budget_waits_on_disk_and_comes_back_in_order(
     // The acks went without a request id: the queue's figures and the budget show
     // them once its task has taken them (seen once in a loaded run: 26,196 bytes still
     // counted when read at once).
-    wait_until("all gone, the budget back to 0", || figures(&mut p) == (0, 0, 0));
+    wait_until("all gone, the budget back to 0", || {
+        figures(&mut p) == (0, 0, 0)
+    });
 }
 
 #[test]
