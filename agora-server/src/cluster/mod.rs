@@ -14,6 +14,7 @@
 pub(crate) mod handshake;
 mod link;
 pub(crate) mod replica;
+pub(crate) mod rqueue;
 pub(crate) mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};

@@ -4,12 +4,25 @@
 //! (votes, append acknowledgements) leave only then. A crash is dropping the value and
 //! making it again from its `Disk`: whatever was written and not synced is gone.
 //!
-//! This is the unit replicated durable queues will be built on (issue 25): today only
-//! the cluster simulation (`crate::sim::cluster`) drives it, to check the way Agora
-//! drives raft-rs (asynchronous appends confirmed by a sync, entries applied once
-//! persisted) against seeded faults before a queue depends on it.
+//! It also keeps the **lease** a replicated queue's leader delivers under
+//! ([`Replica::serving`]): every message leaves with a [`Stamp`], the sender's clock
+//! (its ticks) and, to the leader it follows, the latest clock reading it had from that
+//! leader. A follower that heard from its leader at its reading `s` ignores votes for
+//! `election` ticks from then (raft-rs's check-quorum lease); so while a majority
+//! (itself included) echoed readings less than `lease` ticks old, with `lease` shorter
+//! than every member's election timeout, no other member can be elected, and the leader
+//! alone may hand out messages. A member made again after a crash has forgotten whom it
+//! heard from, so it ignores votes for its first `lease` ticks.
+//!
+//! This is the unit replicated durable queues are built on (issue 25): today the
+//! cluster simulation (`crate::sim::cluster`) drives it, with a replicated queue's
+//! state machine (`cluster::rqueue`), to check the way Agora drives raft-rs
+//! (asynchronous appends confirmed by a sync, entries applied once persisted, the
+//! lease) against seeded faults before a broker depends on it.
 
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message};
+use std::collections::BTreeMap;
+
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole};
 
@@ -34,11 +47,20 @@ impl Disk {
     }
 }
 
+/// What travels with a message besides raft-rs's fields: the sender's clock when it
+/// left, and the latest reading of the receiver's clock the sender had from it (when
+/// the receiver is the leader the sender follows, in the same term).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub sent_at: u64,
+    pub echo: Option<u64>,
+}
+
 /// What a member asks of its driver.
 #[derive(Debug)]
 pub(crate) enum Out {
-    /// Send this message to its `to`.
-    Send(Message),
+    /// Send this message to its `to`, with its stamp.
+    Send(Message, Stamp),
     /// This entry is committed: apply it (`data` as proposed).
     Apply { index: u64, data: Vec<u8> },
 }
@@ -46,7 +68,8 @@ pub(crate) enum Out {
 /// Why a proposal was not taken.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// Only the leader takes proposals; it is this node, as far as it knows.
+    /// Only the leader takes proposals: a member that knows no leader refuses them (one
+    /// that knows its leader forwards them).
     NotLeader(Option<u64>),
 }
 
@@ -66,6 +89,19 @@ pub(crate) struct Replica {
     node: RawNode<MemStorage>,
     disk: Disk,
     unsynced: Unsynced,
+    /// Its clock: ticks since it was made.
+    clock: u64,
+    /// How many ticks a reading echoed by a follower keeps the lease.
+    lease: u64,
+    /// Members of the group.
+    voters: usize,
+    /// Its leader's latest clock reading it stepped a message of (leader, term, reading).
+    from_leader: Option<(u64, u64, u64)>,
+    /// As leader: each follower's latest echo of its clock, in `heard_term`.
+    heard: BTreeMap<u64, u64>,
+    heard_term: u64,
+    /// The term of the last entry it applied.
+    applied_term: u64,
 }
 
 /// The logger raft-rs is given: its lines go nowhere (the broker logs what matters
@@ -78,7 +114,19 @@ impl Replica {
     /// Member `id` of the group of `voters`, from what `disk` holds (empty: a new
     /// group). Its election timeout is `election` ticks exactly (raft-rs would draw it
     /// from its own random source; the caller draws it, so that a seeded run replays).
-    pub fn new(id: u64, voters: &[u64], disk: Disk, election: usize) -> Result<Replica, String> {
+    /// `lease` (ticks) must be shorter than every member's election timeout.
+    pub fn new(
+        id: u64,
+        voters: &[u64],
+        disk: Disk,
+        election: usize,
+        lease: u64,
+    ) -> Result<Replica, String> {
+        if lease as usize >= election {
+            return Err(format!(
+                "a lease of {lease} ticks is not shorter than the election timeout ({election})"
+            ));
+        }
         let store = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
         {
             let mut w = store.wl();
@@ -94,6 +142,9 @@ impl Replica {
             pre_vote: true,
             check_quorum: true,
             max_inflight_msgs: 256,
+            // Entries an append may carry, in bytes (raft-rs's default, 0, is one entry
+            // per message: a follower catching up would get its log one by one).
+            max_size_per_msg: 1 << 20,
             ..Config::default()
         };
         config.validate().map_err(|e| e.to_string())?;
@@ -102,29 +153,95 @@ impl Replica {
             node,
             disk,
             unsynced: Unsynced::default(),
+            clock: 0,
+            lease,
+            voters: voters.len(),
+            from_leader: None,
+            heard: BTreeMap::new(),
+            heard_term: 0,
+            applied_term: 0,
         })
     }
 
     /// One tick of its clock.
     pub fn tick(&mut self) {
+        self.clock += 1;
         self.node.tick();
     }
 
-    /// A message from another member. One raft-rs refuses (from an unknown member,
-    /// say) is dropped, as a lost message would be.
-    pub fn step(&mut self, m: Message) {
+    /// A message from another member, with its stamp. One raft-rs refuses (from an
+    /// unknown member, say) is dropped, as a lost message would be; so are votes asked
+    /// for in its first `lease` ticks (a lease it gave before a crash may still run).
+    pub fn step(&mut self, m: Message, stamp: Stamp) {
+        use MessageType::*;
+        let kind = m.get_msg_type();
+        if self.clock < self.lease && matches!(kind, MsgRequestVote | MsgRequestPreVote) {
+            return;
+        }
+        let (from, term) = (m.from, m.term);
+        if self.is_leader() && term == self.term() {
+            if self.heard_term != term {
+                self.heard.clear();
+                self.heard_term = term;
+            }
+            if let Some(e) = stamp.echo {
+                let h = self.heard.entry(from).or_insert(e);
+                *h = (*h).max(e);
+            }
+        }
         let _ = self.node.step(m);
+        let raft = &self.node.raft;
+        if matches!(kind, MsgAppend | MsgHeartbeat | MsgSnapshot)
+            && raft.state == StateRole::Follower
+            && raft.leader_id == from
+            && raft.term == term
+        {
+            let s = match self.from_leader {
+                Some((l, t, s)) if l == from && t == term => s.max(stamp.sent_at),
+                _ => stamp.sent_at,
+            };
+            self.from_leader = Some((from, term, s));
+        }
     }
 
-    /// Proposes `data` to be appended to the group's log.
+    /// Proposes `data` to be appended to the group's log: taken by the leader, or
+    /// forwarded to it by a member that knows it (a forwarded proposal may be lost, or
+    /// appended twice when the network duplicates it: what is applied says which).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), Refused> {
-        if self.node.raft.state != StateRole::Leader {
-            let leader = self.node.raft.leader_id;
-            return Err(Refused::NotLeader((leader != 0).then_some(leader)));
+        let leader = self.node.raft.leader_id;
+        if self.node.raft.state != StateRole::Leader && leader == 0 {
+            return Err(Refused::NotLeader(None));
         }
         self.node
             .propose(vec![], data)
-            .map_err(|_| Refused::NotLeader(None))
+            .map_err(|_| Refused::NotLeader((leader != 0).then_some(leader)))
+    }
+
+    /// Whether it leads under a lease and has applied an entry of its own term (so
+    /// everything committed before it is applied too): what a replicated queue's
+    /// leader must be to hand out messages.
+    pub fn serving(&self) -> bool {
+        if !self.is_leader() || self.applied_term != self.term() || self.heard_term != self.term() {
+            return false;
+        }
+        let fresh = self
+            .heard
+            .values()
+            .filter(|&&e| self.clock.saturating_sub(e) < self.lease)
+            .count();
+        fresh + 1 > self.voters / 2
+    }
+
+    /// The stamp of a message leaving now.
+    fn stamp(&self, m: &Message) -> Stamp {
+        let echo = match self.from_leader {
+            Some((l, t, s)) if l == m.to && t == self.term() => Some(s),
+            _ => None,
+        };
+        Stamp {
+            sent_at: self.clock,
+            echo,
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -155,10 +272,14 @@ impl Replica {
             return out;
         }
         let mut rd = self.node.ready();
-        out.extend(rd.take_messages().into_iter().map(Out::Send));
+        for m in rd.take_messages() {
+            let stamp = self.stamp(&m);
+            out.push(Out::Send(m, stamp));
+        }
         let mut applied = None;
         for e in rd.take_committed_entries() {
             applied = Some(e.index);
+            self.applied_term = e.term;
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                 out.push(Out::Apply {
                     index: e.index,
@@ -197,7 +318,13 @@ impl Replica {
         if u.number > 0 {
             self.node.on_persist_ready(u.number);
         }
-        u.held.into_iter().map(Out::Send).collect()
+        u.held
+            .into_iter()
+            .map(|m| {
+                let stamp = self.stamp(&m);
+                Out::Send(m, stamp)
+            })
+            .collect()
     }
 }
 
@@ -214,7 +341,7 @@ mod tests {
                 out.extend(r.synced());
                 for o in out {
                     match o {
-                        Out::Send(m) => mail.push(m),
+                        Out::Send(m, st) => mail.push((m, st)),
                         Out::Apply { data, .. } => applied[i].push(data),
                     }
                 }
@@ -222,8 +349,8 @@ mod tests {
             if mail.is_empty() {
                 return;
             }
-            for m in mail {
-                rs[m.to as usize - 1].step(m);
+            for (m, st) in mail {
+                rs[m.to as usize - 1].step(m, st);
             }
         }
     }
@@ -231,8 +358,15 @@ mod tests {
     #[test]
     fn a_group_elects_a_leader_and_commits_what_it_proposes_everywhere() {
         let mut rs: Vec<Replica> = (1..=3)
-            .map(|id| Replica::new(id, &[1, 2, 3], Disk::default(), 5 + 3 * id as usize).unwrap())
+            .map(|id| {
+                Replica::new(id, &[1, 2, 3], Disk::default(), 5 + 3 * id as usize, 3).unwrap()
+            })
             .collect();
+        assert_eq!(
+            rs[0].propose(vec![0]),
+            Err(Refused::NotLeader(None)),
+            "no leader known yet"
+        );
         let mut applied = vec![Vec::new(); 3];
         for _ in 0..20 {
             rs.iter_mut().for_each(Replica::tick);
@@ -241,12 +375,11 @@ mod tests {
         let leaders: Vec<usize> = (0..3).filter(|&i| rs[i].is_leader()).collect();
         assert_eq!(leaders.len(), 1);
         let l = leaders[0];
+        // A follower forwards what it is given to its leader.
         let follower = (l + 1) % 3;
-        assert_eq!(
-            rs[follower].propose(b"x".to_vec()),
-            Err(Refused::NotLeader(Some(l as u64 + 1)))
-        );
-        for v in 0..10u8 {
+        assert_eq!(rs[follower].propose(vec![0]), Ok(()));
+        settle(&mut rs, &mut applied);
+        for v in 1..10u8 {
             rs[l].propose(vec![v]).unwrap();
         }
         settle(&mut rs, &mut applied);
@@ -271,8 +404,16 @@ mod tests {
     fn a_vote_is_asked_for_only_once_its_term_is_synced() {
         use raft::eraftpb::MessageType::*;
         let mut rs: Vec<Replica> = (1..=3)
-            .map(|id| Replica::new(id, &[1, 2, 3], Disk::default(), 3 + 4 * id as usize).unwrap())
+            .map(|id| {
+                Replica::new(id, &[1, 2, 3], Disk::default(), 3 + 4 * id as usize, 2).unwrap()
+            })
             .collect();
+        // The others' first ticks, in which they ignore votes (they may have given a
+        // lease before a crash).
+        for r in &mut rs[1..] {
+            r.tick();
+            r.tick();
+        }
         // Member 1 (the shortest timeout) times out and asks for pre-votes (a member
         // that does not lead sends only what its writes so far allow: after a sync).
         // Its peers answer.
@@ -280,25 +421,27 @@ mod tests {
         for _ in 0..8 {
             rs[0].tick();
             for o in rs[0].ready().into_iter().chain(rs[0].synced()) {
-                if let Out::Send(m) = o {
-                    pre.push(m);
+                if let Out::Send(m, st) = o {
+                    pre.push((m, st));
                 }
             }
         }
-        assert!(pre.iter().all(|m| m.get_msg_type() == MsgRequestPreVote));
+        assert!(pre
+            .iter()
+            .all(|(m, _)| m.get_msg_type() == MsgRequestPreVote));
         assert_eq!(pre.len(), 2, "{pre:?}");
         let mut answers = Vec::new();
-        for m in pre {
+        for (m, st) in pre {
             let to = m.to as usize - 1;
-            rs[to].step(m);
+            rs[to].step(m, st);
             for o in rs[to].ready().into_iter().chain(rs[to].synced()) {
-                if let Out::Send(m) = o {
-                    answers.push(m);
+                if let Out::Send(m, st) = o {
+                    answers.push((m, st));
                 }
             }
         }
-        for m in answers {
-            rs[0].step(m);
+        for (m, st) in answers {
+            rs[0].step(m, st);
         }
         // Now a candidate: its term and vote for itself are written, and the requests
         // for votes wait for the sync.
@@ -306,7 +449,7 @@ mod tests {
         assert!(rs[0].has_unsynced());
         assert!(
             now.iter()
-                .all(|o| !matches!(o, Out::Send(m) if m.get_msg_type() == MsgRequestVote)),
+                .all(|o| !matches!(o, Out::Send(m, _) if m.get_msg_type() == MsgRequestVote)),
             "{now:?}"
         );
         let term = rs[0].term();
@@ -316,15 +459,107 @@ mod tests {
             "not on disk before the sync"
         );
         // A crash here loses the unsynced term: made again from its disk, it is at 0.
-        let again = Replica::new(1, &[1, 2, 3], rs[0].disk().clone(), 7).unwrap();
+        let again = Replica::new(1, &[1, 2, 3], rs[0].disk().clone(), 7, 2).unwrap();
         assert_eq!(again.term(), 0);
         let later = rs[0].synced();
         let votes = later
             .iter()
-            .filter(|o| matches!(o, Out::Send(m) if m.get_msg_type() == MsgRequestVote))
+            .filter(|o| matches!(o, Out::Send(m, _) if m.get_msg_type() == MsgRequestVote))
             .count();
         assert_eq!(votes, 2);
         assert_eq!(rs[0].disk().hard_state.term, term);
         assert_eq!(rs[0].disk().hard_state.vote, 1);
+    }
+
+    /// One tick for every member, then messages delivered (those from or to `cut`
+    /// dropped) and writes synced until nothing moves.
+    fn tick_all(rs: &mut [Replica], cut: Option<usize>) {
+        rs.iter_mut().for_each(Replica::tick);
+        for _ in 0..100 {
+            let mut mail = Vec::new();
+            for (i, r) in rs.iter_mut().enumerate() {
+                let mut out = r.ready();
+                out.extend(r.synced());
+                for o in out {
+                    if let Out::Send(m, st) = o {
+                        if cut != Some(i) && cut != Some(m.to as usize - 1) {
+                            mail.push((m, st));
+                        }
+                    }
+                }
+            }
+            if mail.is_empty() {
+                return;
+            }
+            for (m, st) in mail {
+                rs[m.to as usize - 1].step(m, st);
+            }
+        }
+    }
+
+    #[test]
+    fn a_leader_cut_off_stops_serving_before_another_is_elected() {
+        let mut rs: Vec<Replica> = (1..=3)
+            .map(|id| {
+                Replica::new(id, &[1, 2, 3], Disk::default(), 6 + 4 * id as usize, 5).unwrap()
+            })
+            .collect();
+        for _ in 0..30 {
+            tick_all(&mut rs, None);
+        }
+        let l = (0..3).find(|&i| rs[i].is_leader()).expect("a leader");
+        assert!(rs[l].serving(), "a leader heard by its followers serves");
+        assert!((0..3).filter(|&i| i != l).all(|i| !rs[i].serving()));
+        let mut stopped = None;
+        for t in 1..=60 {
+            tick_all(&mut rs, Some(l));
+            if !rs[l].serving() && stopped.is_none() {
+                stopped = Some(t);
+            }
+            if let Some(n) = (0..3).find(|&i| i != l && rs[i].is_leader()) {
+                let stopped = stopped.expect("the old leader stopped serving first");
+                assert!(stopped <= 5, "within its lease: {stopped}");
+                assert!(t > stopped, "{t} {stopped}");
+                assert!(
+                    rs[l].is_leader(),
+                    "raft-rs still has it lead: the lease matters"
+                );
+                // The new one serves once its first entry is applied and it is heard.
+                tick_all(&mut rs, Some(l));
+                assert!(rs[n].serving());
+                return;
+            }
+        }
+        panic!("nobody else was elected");
+    }
+
+    #[test]
+    fn a_member_ignores_votes_for_its_first_lease_ticks() {
+        use raft::eraftpb::MessageType::MsgRequestVote;
+        let mut r = Replica::new(2, &[1, 2, 3], Disk::default(), 10, 4).unwrap();
+        let ask = || {
+            let mut m = Message::default();
+            m.set_msg_type(MsgRequestVote);
+            m.from = 1;
+            m.to = 2;
+            m.term = 5;
+            m
+        };
+        let answered = |r: &mut Replica| {
+            let mut out = r.ready();
+            out.extend(r.synced());
+            out.iter()
+                .any(|o| matches!(o, Out::Send(m, _) if m.to == 1))
+        };
+        for _ in 0..3 {
+            r.tick();
+        }
+        r.step(ask(), Stamp::default());
+        assert!(!answered(&mut r), "ignored at tick 3");
+        assert_eq!(r.term(), 0);
+        r.tick();
+        r.step(ask(), Stamp::default());
+        assert!(answered(&mut r), "answered at tick 4");
+        assert_eq!(r.term(), 5);
     }
 }

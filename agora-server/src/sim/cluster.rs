@@ -1,15 +1,23 @@
-//! The cluster simulation: three members of one Raft group
-//! ([`Replica`](crate::cluster::replica::Replica), raft-rs driven as Agora drives it),
-//! a simulated network that drops, delays (and so reorders), duplicates and partitions
-//! their messages, writes synced at seeded moments, and members that crash (losing
-//! what they wrote and had not synced) and restart from their disks.
+//! The cluster simulation: a replicated queue on three members of one Raft group
+//! ([`Replica`](crate::cluster::replica::Replica), raft-rs driven as Agora drives it,
+//! each applying the log to its [`Machine`]), a simulated network that drops, delays
+//! (and so reorders), duplicates and partitions their messages, writes synced at seeded
+//! moments, and members that crash (losing what they wrote and had not synced, and their
+//! consumer's deliveries) and restart from their disks.
 //!
-//! A proposal counts as **confirmed** once the member that took it as leader applied it
-//! (committed by a majority, on their disks): what a broker would answer `PUBACK` to.
+//! Publishers on every member propose messages (a follower forwards its proposal to the
+//! leader); one is **confirmed** once the member that took it applied it (committed by
+//! a majority, on their disks): what a broker would answer `PUBACK` to. Each member has
+//! a consumer; the member serving (leading under its lease) hands it messages, which it
+//! acknowledges or gives back a few steps later.
+//!
 //! Checked after every step: at most one leader per term; every member applies the
-//! same entry at each index (one committed log). At the end the network heals, every
-//! member comes back and time runs until all have applied everything: each confirmed
-//! proposal must be there, once.
+//! same entry at each index (one committed log); no message is handed to a consumer
+//! while another one holds it (a delivery is held until it is acknowledged, given back,
+//! or made void when its member stops serving or crashes). At the end the network heals,
+//! every member comes back, and time runs until the queue is empty everywhere: every
+//! confirmed message must have been delivered (at least once, across every failover)
+//! and acknowledged, and all members must have applied one log.
 //!
 //! As the broker's simulation, a seed replays exactly: raft-rs's only random draw, its
 //! election timeout, is given by the caller (each member's drawn from the seed).
@@ -19,12 +27,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use raft::eraftpb::Message;
 
 use super::{Failure, Rng};
-use crate::cluster::replica::{Disk, Out, Replica};
+use crate::cluster::replica::{Disk, Out, Replica, Stamp};
+use crate::cluster::rqueue::{Applied, Machine, Op};
 
 /// Members of the simulated group.
 const MEMBERS: u64 = 3;
-/// Steps of quiet (no faults, everything delivered) at the end.
-const QUIET: u64 = 2_000;
+/// Steps of quiet (no faults, everything delivered) at the end, at most: it ends once
+/// the queue is empty everywhere.
+const QUIET: u64 = 50_000;
+/// The leader's lease, in ticks: shorter than the shortest election timeout (6).
+const LEASE: u64 = 5;
+/// Deliveries a consumer holds at once.
+const PREFETCH: usize = 3;
 
 /// What a cluster run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,19 +53,31 @@ pub struct Report {
     pub duplicated: u64,
     pub crashes: u64,
     pub partitions: u64,
-    /// Proposals refused: not the leader.
+    /// Proposals refused: no leader known.
     pub refused: u64,
+    /// Proposals appended twice (a forwarded one duplicated), enqueued once.
+    pub duplicates: u64,
+    /// Messages handed to consumers, and of those, ones handed out before.
+    pub delivered: u64,
+    pub redelivered: u64,
+    pub acked: u64,
+    pub nacked: u64,
+    /// Deliveries made void: their member stopped serving or crashed.
+    pub voided: u64,
 }
 
 struct Member {
     replica: Option<Replica>,
     /// Its disk while it is down.
     disk: Disk,
-    /// What it applied, by index (its state machine; rebuilt from the log after a
-    /// restart).
+    /// What it applied, by index (rebuilt from the log after a restart, as its
+    /// machine is).
     applied: BTreeMap<u64, Vec<u8>>,
-    /// Proposals it took as leader, not yet applied: (value, index unknown).
+    machine: Machine,
+    /// Its publishers' proposals, not yet applied (unconfirmed).
     proposed: BTreeSet<u64>,
+    /// Its consumer's deliveries: (id, value, step it answers at).
+    holding: Vec<(u64, u64, u64)>,
 }
 
 struct Sim {
@@ -59,13 +85,17 @@ struct Sim {
     step: u64,
     members: Vec<Member>,
     /// In flight: (deliver at step, from, message).
-    wire: Vec<(u64, u64, Message)>,
+    wire: Vec<(u64, u64, Message, Stamp)>,
     /// Members cut off from the others until the given step.
     cut: BTreeMap<u64, u64>,
     /// The one committed log: what was applied at each index, by whoever first.
     log: BTreeMap<u64, Vec<u8>>,
     leaders: BTreeMap<u64, u64>,
     confirmed: BTreeSet<u64>,
+    /// Which member's consumer holds each message out.
+    holders: BTreeMap<u64, u64>,
+    /// Values handed to a consumer at least once.
+    delivered: BTreeSet<u64>,
     next_value: u64,
     report: Report,
     trail: Vec<String>,
@@ -97,7 +127,7 @@ impl Sim {
     fn handle(&mut self, id: u64, out: Vec<Out>) -> Result<(), String> {
         for o in out {
             match o {
-                Out::Send(m) => {
+                Out::Send(m, stamp) => {
                     self.report.sent += 1;
                     if self.faults && self.rng.chance(5) {
                         self.report.dropped += 1;
@@ -107,9 +137,9 @@ impl Sim {
                     if self.faults && self.rng.chance(2) {
                         self.report.duplicated += 1;
                         let later = self.step + delay + self.rng.below(8);
-                        self.wire.push((later, id, m.clone()));
+                        self.wire.push((later, id, m.clone(), stamp));
                     }
-                    self.wire.push((self.step + delay, id, m));
+                    self.wire.push((self.step + delay, id, m, stamp));
                 }
                 Out::Apply { index, data } => {
                     match self.log.get(&index) {
@@ -129,11 +159,39 @@ impl Sim {
                             "member {id} applied index {index} twice ({prev:?})"
                         ));
                     }
-                    let value = u64::from_le_bytes(data[..8].try_into().map_err(|_| "8 bytes")?);
-                    if m.proposed.remove(&value) {
-                        // Its leader applied it: the client would get its confirm now.
-                        self.confirmed.insert(value);
-                        self.report.confirmed += 1;
+                    match m.machine.apply(index, &data) {
+                        Applied::Enqueued { origin, seq, .. } => {
+                            if origin == id && m.proposed.remove(&seq) {
+                                // Its member applied it: the publisher is confirmed now.
+                                self.confirmed.insert(seq);
+                                self.report.confirmed += 1;
+                            }
+                        }
+                        Applied::Duplicate { origin, seq } => {
+                            if id == 1 {
+                                self.report.duplicates += 1;
+                            }
+                            if origin == id && m.proposed.remove(&seq) {
+                                return Err(format!("{seq} was confirmed by its second copy"));
+                            }
+                        }
+                        Applied::Acked {
+                            id: mid,
+                            held_by: Some(c),
+                            ..
+                        } => {
+                            // Out again, and acknowledged through an earlier delivery:
+                            // this one is over.
+                            if c != id {
+                                return Err(format!(
+                                    "member {id} had message {mid} out with consumer {c}"
+                                ));
+                            }
+                            m.holding.retain(|(h, ..)| *h != mid);
+                            self.holders.remove(&mid);
+                        }
+                        Applied::Acked { .. } => {}
+                        Applied::Unknown => return Err(format!("member {id} applied junk")),
                     }
                 }
             }
@@ -158,6 +216,10 @@ impl Sim {
                 let r = m.replica.take().expect("up");
                 m.disk = r.disk().clone();
                 m.proposed.clear();
+                for (mid, ..) in m.holding.drain(..) {
+                    self.holders.remove(&mid);
+                    self.report.voided += 1;
+                }
                 self.report.crashes += 1;
                 self.note(format!("member {id} crashes"));
             }
@@ -167,8 +229,9 @@ impl Sim {
                     let e = election(&mut self.rng, id);
                     let m = &mut self.members[id as usize - 1];
                     let voters: Vec<u64> = (1..=MEMBERS).collect();
-                    m.replica = Some(Replica::new(id, &voters, m.disk.clone(), e)?);
+                    m.replica = Some(Replica::new(id, &voters, m.disk.clone(), e, LEASE)?);
                     m.applied.clear();
+                    m.machine = Machine::default();
                     self.note(format!("member {id} restarts from its disk"));
                 }
             }
@@ -195,33 +258,22 @@ impl Sim {
             .into_iter()
             .partition(|(at, ..)| *at <= step);
         self.wire = later;
-        for (_, from, m) in due {
+        for (_, from, m, stamp) in due {
             let to = m.to;
             if !self.reachable(from, to) {
                 self.report.dropped += 1;
                 continue;
             }
             if let Some(r) = self.members[to as usize - 1].replica.as_mut() {
-                r.step(m);
+                r.step(m, stamp);
             }
         }
-        // A proposal, to whoever leads.
+        // A publish, on any member.
         if self.faults && self.rng.chance(30) {
             let value = self.next_value;
             self.next_value += 1;
             let id = 1 + self.rng.below(MEMBERS);
-            let m = &mut self.members[id as usize - 1];
-            if let Some(r) = m.replica.as_mut() {
-                let mut data = value.to_le_bytes().to_vec();
-                data.extend_from_slice(b" a message");
-                match r.propose(data) {
-                    Ok(()) => {
-                        m.proposed.insert(value);
-                        self.report.proposed += 1;
-                    }
-                    Err(_) => self.report.refused += 1,
-                }
-            }
+            self.publish(id, value);
         }
         // Readies, and syncs now and then (always, when quiet).
         for id in 1..=MEMBERS {
@@ -236,6 +288,9 @@ impl Sim {
                 _ => continue,
             };
             self.handle(id, out)?;
+        }
+        for id in 1..=MEMBERS {
+            self.consume(id)?;
         }
         // At most one leader per term.
         for id in 1..=MEMBERS {
@@ -256,6 +311,122 @@ impl Sim {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Sim {
+    /// Member `id`'s publisher proposes `value`.
+    fn publish(&mut self, id: u64, value: u64) -> bool {
+        let m = &mut self.members[id as usize - 1];
+        let Some(r) = m.replica.as_mut() else {
+            return false;
+        };
+        let op = Op::Enqueue {
+            origin: id,
+            seq: value,
+            body: value.to_le_bytes().to_vec(),
+        };
+        match r.propose(op.encode()) {
+            Ok(()) => {
+                m.proposed.insert(value);
+                self.report.proposed += 1;
+                true
+            }
+            Err(_) => {
+                self.report.refused += 1;
+                false
+            }
+        }
+    }
+
+    /// Member `id` serves or stops; its consumer answers what is due and takes what it
+    /// is handed.
+    fn consume(&mut self, id: u64) -> Result<(), String> {
+        let step = self.step;
+        let m = &mut self.members[id as usize - 1];
+        let Some(r) = m.replica.as_mut() else {
+            return Ok(());
+        };
+        let serving = r.serving();
+        let was = m.machine.serving();
+        let void = m.machine.serve(serving);
+        if was && !serving {
+            let n = m.holding.len();
+            for (mid, ..) in m.holding.drain(..) {
+                self.holders.remove(&mid);
+            }
+            self.report.voided += n as u64;
+            if void.len() != n {
+                return Err(format!(
+                    "member {id} voided {} deliveries, its consumer held {n}",
+                    void.len()
+                ));
+            }
+            self.note(format!("member {id} stops serving ({n} deliveries void)"));
+            return Ok(());
+        }
+        if !serving {
+            return Ok(());
+        }
+        // Now and then the consumer leaves (its connection closes) and comes back.
+        if self.faults && !m.holding.is_empty() && self.rng.chance(1) {
+            let n = m.machine.gone(id);
+            if n != m.holding.len() {
+                return Err(format!(
+                    "member {id} took back {n} deliveries, its consumer held {}",
+                    m.holding.len()
+                ));
+            }
+            for (mid, ..) in m.holding.drain(..) {
+                self.holders.remove(&mid);
+            }
+        }
+        let (due, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut m.holding)
+            .into_iter()
+            .partition(|(.., at)| *at <= step);
+        m.holding = kept;
+        for (mid, ..) in due {
+            self.holders.remove(&mid);
+            if self.rng.chance(10) {
+                m.machine
+                    .nack(id, mid)
+                    .map_err(|e| format!("nack of {mid}: {e:?}"))?;
+                self.report.nacked += 1;
+            } else {
+                let op = m
+                    .machine
+                    .ack(id, mid)
+                    .map_err(|e| format!("ack of {mid}: {e:?}"))?;
+                // A leader takes its own proposals.
+                if let Some(op) = op {
+                    r.propose(op.encode())
+                        .map_err(|e| format!("member {id} serves and refused an ack: {e:?}"))?;
+                }
+                self.report.acked += 1;
+            }
+        }
+        while m.holding.len() < PREFETCH {
+            let Some((mid, body)) = m.machine.next_for(id) else {
+                break;
+            };
+            let value = u64::from_le_bytes(body.try_into().map_err(|_| "8 bytes")?);
+            if let Some(other) = self.holders.insert(mid, id) {
+                return Err(format!(
+                    "member {id} handed out message {mid} (value {value}) while member \
+                     {other}'s consumer held it"
+                ));
+            }
+            self.report.delivered += 1;
+            if !self.delivered.insert(value) {
+                self.report.redelivered += 1;
+            }
+            // Most answer within a few steps; a slow one holds a message for longer
+            // than a failover takes.
+            let slow = self.rng.chance(20);
+            let at = step + 1 + self.rng.below(if slow { 150 } else { 12 });
+            m.holding.push((mid, value, at));
         }
         Ok(())
     }
@@ -295,13 +466,15 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
     let mut members = Vec::new();
     for id in 1..=MEMBERS {
         let e = election(&mut rng, id);
-        let r = Replica::new(id, &voters, Disk::default(), e)
+        let r = Replica::new(id, &voters, Disk::default(), e, LEASE)
             .map_err(|what| failure(seed, 0, what, Vec::new()))?;
         members.push(Member {
             replica: Some(r),
             disk: Disk::default(),
             applied: BTreeMap::new(),
+            machine: Machine::default(),
             proposed: BTreeSet::new(),
+            holding: Vec::new(),
         });
     }
     let mut sim = Sim {
@@ -313,6 +486,8 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
         log: BTreeMap::new(),
         leaders: BTreeMap::new(),
         confirmed: BTreeSet::new(),
+        holders: BTreeMap::new(),
+        delivered: BTreeSet::new(),
         next_value: 0,
         report: Report::default(),
         trail: Vec::new(),
@@ -329,29 +504,34 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
             let e = election(&mut sim.rng, id);
             let m = &mut sim.members[id as usize - 1];
             m.replica = Some(
-                Replica::new(id, &voters, m.disk.clone(), e)
+                Replica::new(id, &voters, m.disk.clone(), e, LEASE)
                     .map_err(|what| failure(seed, steps, what, Vec::new()))?,
             );
             m.applied.clear();
+            m.machine = Machine::default();
         }
     }
-    // A last proposal once a leader is there, so that everything before it commits
-    // (a leader commits its predecessors' entries only with one of its own term).
+    // A last message once a leader is there, so that everything before it commits (a
+    // leader commits its predecessors' entries only with one of its own term); proposed
+    // again now and then until it is confirmed, as a publisher would (the first leader
+    // found may be one about to learn it was deposed).
     let mut sealed = false;
-    for _ in 0..QUIET {
+    for i in 0..QUIET {
         sim.tick().map_err(|what| sim.fail(seed, what))?;
-        if !sealed {
-            if let Some(m) = sim
-                .members
-                .iter_mut()
-                .find(|m| m.replica.as_ref().is_some_and(Replica::is_leader))
-            {
-                let value = u64::MAX;
-                let mut data = value.to_le_bytes().to_vec();
-                data.extend_from_slice(b" the end");
-                if m.replica.as_mut().expect("up").propose(data).is_ok() {
-                    sealed = true;
-                }
+        if sealed
+            && sim.delivered.contains(&u64::MAX)
+            && sim.members.iter().all(|m| m.machine.depth() == 0)
+        {
+            break;
+        }
+        if !sim.confirmed.contains(&u64::MAX) && i % 100 == 0 {
+            if let Some(id) = (1..=MEMBERS).find(|&id| {
+                sim.members[id as usize - 1]
+                    .replica
+                    .as_ref()
+                    .is_some_and(Replica::is_leader)
+            }) {
+                sealed |= sim.publish(id, u64::MAX);
             }
         }
     }
@@ -360,27 +540,38 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
     if !sealed {
         return Err(fail("no leader in the quiet end".to_owned()));
     }
-    for (i, m) in sim.members.iter().enumerate() {
-        let values: Vec<u64> = m
-            .applied
-            .values()
-            .map(|d| u64::from_le_bytes(d[..8].try_into().expect("8 bytes")))
+    if !sim.delivered.contains(&u64::MAX) {
+        let members: Vec<String> = sim
+            .members
+            .iter()
+            .map(|m| {
+                let r = m.replica.as_ref().expect("up");
+                format!(
+                    "leader {} serving {} term {} depth {} applied {}",
+                    r.is_leader(),
+                    r.serving(),
+                    r.term(),
+                    m.machine.depth(),
+                    m.applied.len()
+                )
+            })
             .collect();
-        if values.last() != Some(&u64::MAX) {
+        return Err(fail(format!(
+            "the last message was never delivered ({})",
+            members.join("; ")
+        )));
+    }
+    if let Some(lost) = sim.confirmed.iter().find(|v| !sim.delivered.contains(v)) {
+        return Err(fail(format!(
+            "confirmed message {lost} was never delivered"
+        )));
+    }
+    for (i, m) in sim.members.iter().enumerate() {
+        if m.machine.depth() != 0 {
             return Err(fail(format!(
-                "member {} did not apply everything in the quiet end ({} entries)",
+                "member {}'s queue still holds {} messages at the end",
                 i + 1,
-                values.len()
-            )));
-        }
-        let set: BTreeSet<u64> = values.iter().copied().collect();
-        if set.len() != values.len() {
-            return Err(fail(format!("member {} applied a value twice", i + 1)));
-        }
-        if let Some(lost) = sim.confirmed.iter().find(|v| !set.contains(v)) {
-            return Err(fail(format!(
-                "confirmed proposal {lost} is not in member {}'s log",
-                i + 1
+                m.machine.depth()
             )));
         }
         if m.applied != sim.members[0].applied {
@@ -399,11 +590,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ten_seeds_keep_every_confirmed_proposal_and_one_log() {
+    fn ten_seeds_keep_every_confirmed_message_and_one_log() {
         for seed in 1..=10 {
             let r = run(seed, 5_000).unwrap_or_else(|f| panic!("{f}"));
             assert!(r.confirmed > 0 && r.leaders > 1, "{r:?}");
             assert!(r.crashes > 0 || r.partitions > 0, "{r:?}");
+            assert!(r.acked >= r.confirmed && r.nacked > 0, "{r:?}");
         }
     }
 }

@@ -1,0 +1,353 @@
+//! A replicated queue's state machine, as a plain value: what every member of the
+//! queue's Raft group applies from the committed log, and what its leader hands out.
+//!
+//! The log holds two kinds of entry ([`Op`]): a message enqueued (with the member that
+//! proposed it and that member's number for it, so its publisher is confirmed by that
+//! member once it applies it) and a message acknowledged. A message's id is the index of
+//! its entry. Deliveries are **not** in the log: only the member that serves (the leader
+//! under its lease, [`Replica::serving`](super::replica::Replica::serving)) hands out
+//! messages, and it keeps who holds what to itself. When it stops serving (it lost the
+//! lease, another was elected, it crashed) what it handed out is void: its consumers are
+//! told, and the next leader, which applied the same log, has every message not
+//! acknowledged ready to hand out again. So a message is held by one consumer at a time,
+//! and a message confirmed is delivered until one acknowledges it (at least once across
+//! a failover).
+//!
+//! An `Enqueue` applied a second time (a forwarded proposal the network duplicated, so
+//! the leader appended it twice) is enqueued once: its (member, number) was seen.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An entry of a replicated queue's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// A message, proposed by member `origin` as its `seq`th.
+    Enqueue {
+        origin: u64,
+        seq: u64,
+        body: Vec<u8>,
+    },
+    /// The message whose entry is at `id` was acknowledged.
+    Ack { id: u64 },
+}
+
+const ENQUEUE: u8 = 1;
+const ACK: u8 = 2;
+
+impl Op {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Op::Enqueue { origin, seq, body } => {
+                let mut v = Vec::with_capacity(17 + body.len());
+                v.push(ENQUEUE);
+                v.extend_from_slice(&origin.to_le_bytes());
+                v.extend_from_slice(&seq.to_le_bytes());
+                v.extend_from_slice(body);
+                v
+            }
+            Op::Ack { id } => {
+                let mut v = vec![ACK];
+                v.extend_from_slice(&id.to_le_bytes());
+                v
+            }
+        }
+    }
+
+    pub fn decode(data: &[u8]) -> Option<Op> {
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
+        };
+        match *data.first()? {
+            ENQUEUE => Some(Op::Enqueue {
+                origin: word(1)?,
+                seq: word(9)?,
+                body: data[17..].to_vec(),
+            }),
+            ACK if data.len() == 9 => Some(Op::Ack { id: word(1)? }),
+            _ => None,
+        }
+    }
+}
+
+/// What applying an entry did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// A message is in the queue as `id`; member `origin`'s `seq`th proposal (that
+    /// member confirms its publisher now).
+    Enqueued { origin: u64, seq: u64, id: u64 },
+    /// The same proposal appended again: not enqueued twice.
+    Duplicate { origin: u64, seq: u64 },
+    /// Message `id` left the queue (`was_there` false: it had left already). It was
+    /// out again with `held_by` (handed out again after the acknowledgement that this
+    /// entry is, as its member stopped serving meanwhile): that delivery is over.
+    Acked {
+        id: u64,
+        was_there: bool,
+        held_by: Option<u64>,
+    },
+    /// An entry that is no `Op` (written by a newer broker?): skipped.
+    Unknown,
+}
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NotHeld {
+    /// This consumer holds no such delivery here (never did, or it was made void when
+    /// this member stopped serving).
+    Unknown,
+}
+
+/// One member's copy of a replicated queue.
+#[derive(Default)]
+pub(crate) struct Machine {
+    /// Committed and not acknowledged, by id.
+    messages: BTreeMap<u64, Vec<u8>>,
+    /// (member, number) of every message enqueued.
+    seen: BTreeSet<(u64, u64)>,
+    /// While serving: what is out, and with which consumer.
+    out: BTreeMap<u64, u64>,
+    /// While serving: acknowledged here, its `Ack` not applied yet (not handed out
+    /// again meanwhile).
+    acking: BTreeSet<u64>,
+    serving: bool,
+}
+
+impl Machine {
+    /// Applies the committed entry at `index`.
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> Applied {
+        match Op::decode(data) {
+            Some(Op::Enqueue { origin, seq, body }) => {
+                if !self.seen.insert((origin, seq)) {
+                    return Applied::Duplicate { origin, seq };
+                }
+                self.messages.insert(index, body);
+                Applied::Enqueued {
+                    origin,
+                    seq,
+                    id: index,
+                }
+            }
+            Some(Op::Ack { id }) => {
+                self.acking.remove(&id);
+                Applied::Acked {
+                    id,
+                    held_by: self.out.remove(&id),
+                    was_there: self.messages.remove(&id).is_some(),
+                }
+            }
+            None => Applied::Unknown,
+        }
+    }
+
+    /// Messages in the queue (acknowledged ones whose `Ack` is not applied included).
+    pub fn depth(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Starts or stops serving. Stopping makes every delivery made void: returns them,
+    /// (id, consumer), for their consumers to be told.
+    pub fn serve(&mut self, on: bool) -> Vec<(u64, u64)> {
+        if self.serving == on {
+            return Vec::new();
+        }
+        self.serving = on;
+        self.acking.clear();
+        std::mem::take(&mut self.out).into_iter().collect()
+    }
+
+    pub fn serving(&self) -> bool {
+        self.serving
+    }
+
+    /// The next message for `consumer`, now out with it: (id, body). Only while
+    /// serving; the oldest not out and not being acknowledged.
+    pub fn next_for(&mut self, consumer: u64) -> Option<(u64, &[u8])> {
+        if !self.serving {
+            return None;
+        }
+        let (&id, body) = self
+            .messages
+            .iter()
+            .find(|(id, _)| !self.out.contains_key(id) && !self.acking.contains(id))?;
+        self.out.insert(id, consumer);
+        Some((id, body))
+    }
+
+    /// `consumer` is done with `id`: the `Op` to propose (the message leaves the queue
+    /// when it is applied, and is not handed out again meanwhile); none when it left
+    /// already (an earlier delivery of it was acknowledged, and that `Ack` applied).
+    pub fn ack(&mut self, consumer: u64, id: u64) -> Result<Option<Op>, NotHeld> {
+        if !self.messages.contains_key(&id) {
+            return Ok(None);
+        }
+        if self.out.get(&id) != Some(&consumer) {
+            return Err(NotHeld::Unknown);
+        }
+        self.out.remove(&id);
+        self.acking.insert(id);
+        Ok(Some(Op::Ack { id }))
+    }
+
+    /// `consumer` gives `id` back: it may be handed out again at once (nothing to do
+    /// when it left the queue already).
+    pub fn nack(&mut self, consumer: u64, id: u64) -> Result<(), NotHeld> {
+        if !self.messages.contains_key(&id) {
+            return Ok(());
+        }
+        if self.out.get(&id) != Some(&consumer) {
+            return Err(NotHeld::Unknown);
+        }
+        self.out.remove(&id);
+        Ok(())
+    }
+
+    /// `consumer` left: what it held comes back.
+    pub fn gone(&mut self, consumer: u64) -> usize {
+        let before = self.out.len();
+        self.out.retain(|_, c| *c != consumer);
+        before - self.out.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enqueue(origin: u64, seq: u64, body: &[u8]) -> Vec<u8> {
+        Op::Enqueue {
+            origin,
+            seq,
+            body: body.to_vec(),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn ops_read_back_as_written_and_anything_else_is_unknown() {
+        for op in [
+            Op::Enqueue {
+                origin: 3,
+                seq: u64::MAX,
+                body: b"hello".to_vec(),
+            },
+            Op::Enqueue {
+                origin: 1,
+                seq: 0,
+                body: Vec::new(),
+            },
+            Op::Ack { id: 77 },
+        ] {
+            assert_eq!(Op::decode(&op.encode()), Some(op));
+        }
+        for bad in [
+            &[][..],
+            &[9, 1],
+            &[ENQUEUE, 1, 2],
+            &[ACK, 1, 2, 3, 4, 5, 6, 7],
+        ] {
+            assert_eq!(Op::decode(bad), None, "{bad:?}");
+        }
+        let mut m = Machine::default();
+        assert_eq!(m.apply(1, b"\x07junk"), Applied::Unknown);
+    }
+
+    #[test]
+    fn only_a_serving_member_hands_out_and_each_message_to_one_consumer() {
+        let mut m = Machine::default();
+        assert_eq!(
+            m.apply(5, &enqueue(2, 1, b"a")),
+            Applied::Enqueued {
+                origin: 2,
+                seq: 1,
+                id: 5
+            }
+        );
+        m.apply(6, &enqueue(1, 1, b"b"));
+        assert_eq!(m.next_for(10), None, "not serving");
+        m.serve(true);
+        assert_eq!(m.next_for(10), Some((5, &b"a"[..])));
+        assert_eq!(m.next_for(11), Some((6, &b"b"[..])));
+        assert_eq!(m.next_for(10), None, "both out");
+        assert_eq!(m.ack(11, 5), Err(NotHeld::Unknown), "not its delivery");
+        assert_eq!(m.ack(10, 5), Ok(Some(Op::Ack { id: 5 })));
+        assert_eq!(m.next_for(12), None, "5 is being acknowledged");
+        assert_eq!(
+            m.apply(7, &Op::Ack { id: 5 }.encode()),
+            Applied::Acked {
+                id: 5,
+                was_there: true,
+                held_by: None
+            }
+        );
+        assert_eq!(m.ack(10, 5), Ok(None), "acknowledged already");
+        assert_eq!(m.nack(11, 6), Ok(()));
+        assert_eq!(m.next_for(12), Some((6, &b"b"[..])));
+        assert_eq!(m.depth(), 1);
+    }
+
+    #[test]
+    fn stopping_voids_every_delivery_and_the_next_leader_has_them_all() {
+        // Two members applied the same log; the first serves, then loses its lease.
+        let log = [
+            enqueue(1, 1, b"a"),
+            enqueue(1, 2, b"b"),
+            enqueue(2, 1, b"c"),
+        ];
+        let (mut a, mut b) = (Machine::default(), Machine::default());
+        for (i, e) in log.iter().enumerate() {
+            a.apply(i as u64 + 1, e);
+            b.apply(i as u64 + 1, e);
+        }
+        a.serve(true);
+        a.next_for(7);
+        a.next_for(8);
+        let ack = a.ack(7, 1).unwrap().unwrap();
+        let mut void = a.serve(false);
+        void.sort();
+        assert_eq!(void, vec![(2, 8)]);
+        assert_eq!(a.ack(8, 2), Err(NotHeld::Unknown), "void");
+        // The `Ack` of 1 may or may not commit; until it does, 1 is still there.
+        b.serve(true);
+        let got: Vec<u64> = std::iter::from_fn(|| b.next_for(9).map(|(id, _)| id)).collect();
+        assert_eq!(got, vec![1, 2, 3]);
+        assert_eq!(
+            b.apply(4, &ack.encode()),
+            Applied::Acked {
+                id: 1,
+                was_there: true,
+                held_by: Some(9)
+            },
+            "out again, acknowledged meanwhile"
+        );
+        assert_eq!(b.depth(), 2);
+    }
+
+    #[test]
+    fn a_proposal_appended_twice_is_enqueued_once() {
+        let mut m = Machine::default();
+        m.apply(1, &enqueue(3, 9, b"x"));
+        assert_eq!(
+            m.apply(2, &enqueue(3, 9, b"x")),
+            Applied::Duplicate { origin: 3, seq: 9 }
+        );
+        assert_eq!(m.depth(), 1);
+        assert_eq!(
+            m.apply(3, &Op::Ack { id: 2 }.encode()),
+            Applied::Acked {
+                id: 2,
+                was_there: false,
+                held_by: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_consumer_that_leaves_gives_back_what_it_held() {
+        let mut m = Machine::default();
+        m.apply(1, &enqueue(1, 1, b"a"));
+        m.serve(true);
+        m.next_for(4);
+        assert_eq!(m.gone(4), 1);
+        assert_eq!(m.next_for(5), Some((1, &b"a"[..])));
+    }
+}
