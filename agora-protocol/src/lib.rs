@@ -103,6 +103,20 @@ pub mod testing {
         check_decode_as::<ServerFrame>(data);
         check_pub_to(data);
         check_mqtt(data);
+        check_raft(data);
+    }
+
+    /// Feeds `data` to the cluster's Raft frame decoder (what a node reads from
+    /// another). Panics if it panics, or if a frame it reads does not survive
+    /// encode → decode unchanged.
+    pub fn check_raft(data: &[u8]) {
+        use crate::cluster::raft::RaftFrame;
+        if let Ok(f) = RaftFrame::decode(data) {
+            let mut out = Vec::new();
+            f.encode(&mut out)
+                .expect("a frame read is one that can be written");
+            assert_eq!(RaftFrame::decode(&out), Ok(f));
+        }
     }
 
     /// Feeds `data` to the MQTT decoder as a new connection, a 3.1.1 one and a 5.0 one,

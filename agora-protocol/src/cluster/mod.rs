@@ -14,6 +14,8 @@
 //! here: this module only frames the lines). Either side that refuses sends
 //! `ERR <reason>` and closes. Every line ends in CRLF and is at most [`MAX_LINE`] bytes.
 
+pub mod raft;
+
 /// The longest handshake line, CRLF included.
 pub const MAX_LINE: usize = 256;
 
