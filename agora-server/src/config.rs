@@ -262,6 +262,9 @@ pub struct Config {
     pub peers: Vec<(u64, String)>,
     /// The secret the nodes prove they share (`--cluster-secret`).
     pub cluster_secret: Option<Secret>,
+    /// Queue name patterns whose queues are replicated across the cluster
+    /// (`--replicated-queues`), as `orders` or `jobs.>`.
+    pub replicated_queues: Vec<crate::auth::Pattern>,
     /// The TCP port's certificate chain (PEM, `--tls-cert`): with it and
     /// [`Config::tls_key`], the port speaks TLS only.
     pub tls_cert: Option<PathBuf>,
@@ -360,6 +363,7 @@ impl Default for Config {
             cluster_listen: None,
             peers: Vec::new(),
             cluster_secret: None,
+            replicated_queues: Vec::new(),
             cluster_ca: None,
             cluster_cert: None,
             cluster_key: None,

@@ -63,6 +63,7 @@ mod metrics;
 mod mqtt;
 pub mod mutators;
 mod queue;
+mod replicated;
 mod reporter;
 #[doc(hidden)]
 pub mod rng;
@@ -140,6 +141,8 @@ pub(crate) struct Broker {
     pub unlisted: Arc<topic::Unlisted>,
     /// The cluster this node is one of, if any.
     pub cluster: Option<Arc<cluster::Cluster>>,
+    /// Its replicated queues (`--replicated-queues`).
+    pub replicated: Option<Arc<replicated::Groups>>,
 }
 
 impl Broker {
@@ -479,8 +482,23 @@ impl Server {
                     ..c
                 })
             });
+        // Raft frames go to another node over this node's link to it.
+        let replicated = match (&cluster, &self.config.data_dir) {
+            (Some(c), Some(dir)) if !self.config.replicated_queues.is_empty() => {
+                let link = c.clone();
+                Some(Arc::new(replicated::Groups::new(
+                    c.me.node,
+                    c.me.peers.clone(),
+                    self.config.replicated_queues.clone(),
+                    dir.join(store::RAFT_DIR),
+                    Box::new(move |to, bytes| link.send_raft(to, bytes)),
+                )))
+            }
+            _ => None,
+        };
         let broker = Arc::new(Broker {
             cluster,
+            replicated: replicated.clone(),
             verifier,
             manager: manager::spawn(
                 &self.config,
@@ -490,6 +508,7 @@ impl Server {
                 store,
                 wild.clone(),
                 unlisted.clone(),
+                replicated,
             ),
             wild,
             unlisted,

@@ -264,7 +264,14 @@ pub(crate) fn document(
             next: listing.next.as_ref().map(|d| d.to_string()),
         },
         destinations: handles.iter().map(Handle::stats).collect(),
-        cluster: broker.cluster.as_ref().map(|c| c.stats()),
+        cluster: broker.cluster.as_ref().map(|c| {
+            let mut v = c.stats();
+            if let Some(g) = &broker.replicated {
+                let figures = g.figures.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                v["replicated"] = serde_json::to_value(figures).unwrap_or_default();
+            }
+            v
+        }),
         // A user that is not an admin sees its own connections.
         connections: page.connections.map(|n| {
             broker.conns.list(

@@ -13,8 +13,6 @@
 
 pub(crate) mod handshake;
 mod link;
-pub(crate) mod replica;
-pub(crate) mod rqueue;
 pub(crate) mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
@@ -80,6 +78,9 @@ impl Cluster {
             ("--cluster-secret", config.cluster_secret.is_some()),
         ];
         if given.iter().all(|(_, g)| !g) {
+            if !config.replicated_queues.is_empty() {
+                return Err("--replicated-queues needs a cluster: --node-id, --cluster-listen, --peers and --cluster-secret".to_owned());
+            }
             return Ok(None);
         }
         let missing: Vec<&str> = given.iter().filter(|(_, g)| !g).map(|(f, _)| *f).collect();
@@ -88,6 +89,12 @@ impl Cluster {
                 "a node of a cluster needs --node-id, --cluster-listen, --peers and --cluster-secret; missing: {}",
                 missing.join(", ")
             ));
+        }
+        if !config.replicated_queues.is_empty() && config.data_dir.is_none() {
+            return Err(
+                "--replicated-queues needs --data-dir: each node keeps its replicated queues' Raft logs there"
+                    .to_owned(),
+            );
         }
         let (Some(node), Some(secret)) = (config.node_id, &config.cluster_secret) else {
             unreachable!("checked above");
@@ -146,6 +153,30 @@ impl Cluster {
         if out.is_none_or(|o| o.try_send(frame.freeze()).is_err()) {
             peer.replies_lost.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Sends a Raft frame to node `to` over this node's link to it (at most once: one
+    /// that finds no link up, or its link's queue full, is dropped, as the network
+    /// would; Raft sends again).
+    pub fn send_raft(&self, to: u64, frame: Vec<u8>) -> bool {
+        let Some(peer) = self.peer(to) else {
+            return false;
+        };
+        let out = peer.out.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(out) = out else {
+            return false;
+        };
+        let dest = agora_protocol::Destination::topic(crate::replicated::RAFT_TOPIC)
+            .expect("a valid name");
+        let mut bytes = agora_protocol::bytes::BytesMut::new();
+        agora_protocol::encode_pub(
+            None,
+            &dest,
+            &agora_protocol::Headers::new(),
+            &frame,
+            &mut bytes,
+        );
+        out.try_send(bytes.freeze()).is_ok()
     }
 
     /// The peer with id `id`.

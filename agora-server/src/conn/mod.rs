@@ -14,6 +14,7 @@ mod auth;
 mod bound;
 mod input;
 mod publish;
+mod raft;
 mod read;
 mod resolve;
 mod stored;
@@ -248,7 +249,17 @@ pub(crate) async fn serve_client(
         outbox: outbox.clone(),
         limits: Limits {
             max_line: broker.config.max_line,
-            max_payload: broker.config.max_payload,
+            // A link carries Raft appends: up to MAX_APPEND bytes of entries and one
+            // more entry, the largest message with its headers.
+            max_payload: match input {
+                Input::Link(..) | Input::LinkTls(..) | Input::Pipe(_, _, Front::Link) => {
+                    broker.config.max_payload
+                        + broker.config.max_line
+                        + crate::replicated::replica::MAX_APPEND
+                        + 4096
+                }
+                _ => broker.config.max_payload,
+            },
         },
         session: {
             let s = Session::new(SessionLimits::of(&broker.config), Instant::now());
@@ -375,6 +386,11 @@ impl Conn<'_> {
         // The hot path: the session's publish rule, without moving the message through
         // a `Step` (what `on_frame` would return for it, exactly).
         let f = match f {
+            ClientFrame::Pub(p)
+                if self.link && p.dest.name.as_str() == crate::replicated::RAFT_TOPIC =>
+            {
+                return self.raft_in(p.payload).await;
+            }
             ClientFrame::Pub(p) => {
                 return match self.session.publish_rule(&p.dest, &p.headers) {
                     Ok((end_run, mode)) => {

@@ -154,6 +154,8 @@ struct Entry {
 
 /// Spawns the manager task on `rt`; returns its channel. Queues read back from the
 /// log (`store`) are made before anything else is served.
+// Each argument is a different piece of the broker the manager hands to what it makes.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     config: &Config,
     budget: Arc<Budget>,
@@ -162,6 +164,7 @@ pub(crate) fn spawn(
     store: Option<Store>,
     wild: Arc<crate::topic::wild::Wild>,
     unlisted: Arc<crate::topic::Unlisted>,
+    replicated: Option<Arc<crate::replicated::Groups>>,
 ) -> Sender<ManagerCmd> {
     let (tx, rx) = async_channel::bounded(1024);
     // `Server::bind` checked every configured chain.
@@ -240,6 +243,7 @@ pub(crate) fn spawn(
         store,
         wild,
         unlisted,
+        replicated,
     };
     rt.spawn(m.run(rx, bound)).detach();
     // The sweeper only holds a weak link: it stops when the broker drops the manager.
@@ -276,11 +280,24 @@ struct Manager {
     wild: Arc<crate::topic::wild::Wild>,
     /// Topics published to that are not destinations.
     unlisted: Arc<crate::topic::Unlisted>,
+    /// The cluster's replicated queues, when this node has any.
+    replicated: Option<Arc<crate::replicated::Groups>>,
 }
 
 impl Manager {
     async fn run(mut self, rx: Receiver<ManagerCmd>, bound: Vec<Destination>) {
         self.recover().await;
+        // Replicated queues this node has a log of take part in their groups at once.
+        let logged = self
+            .replicated
+            .as_ref()
+            .map(|g| g.logged())
+            .unwrap_or_default();
+        for q in logged {
+            if let Err((_, why)) = self.resolve(q.clone()).await {
+                log::error!("{q} not made at start: {why}");
+            }
+        }
         // Bound queues exist from the start: what the bindings route is kept.
         for q in bound {
             if let Err((_, why)) = self.resolve(q.clone()).await {
@@ -518,6 +535,32 @@ impl Manager {
         }
         let dest = dest.compact();
         let handle = match dest.kind {
+            Kind::Queue
+                if self
+                    .replicated
+                    .as_ref()
+                    .is_some_and(|g| g.replicates(&dest)) =>
+            {
+                let groups = self.replicated.clone().expect("checked");
+                let settings = c.queue_settings(dest.name.as_str());
+                match crate::replicated::spawn(
+                    dest.clone(),
+                    settings,
+                    self.budget.clone(),
+                    c.queue_channel,
+                    &self.rt,
+                    groups,
+                ) {
+                    Ok(q) => Handle::Queue(q),
+                    Err(why) => {
+                        log::error!("{dest}: its replicated queue cannot start: {why}");
+                        return Err((
+                            ErrorCode::StorageFailed,
+                            format!("{dest} cannot start on this node: {why}"),
+                        ));
+                    }
+                }
+            }
             Kind::Queue => {
                 let settings = c.queue_settings(dest.name.as_str());
                 let channel = c.queue_channel;

@@ -34,7 +34,7 @@ use crate::shipper::Outbox;
 use crate::store::{Append, Kept, Outcome, Record, Stored, WriterHandle};
 pub(crate) use shared::{QueueShared, Refused};
 pub(crate) use state::{
-    Acked, ConsumerSpec, Held, MessageIds, Place, QueueState, COMPACT_AFTER, EXPIRED,
+    delivery_id, Acked, ConsumerSpec, Held, MessageIds, Place, QueueState, COMPACT_AFTER, EXPIRED,
     MAX_DELIVERIES, REJECTED, SLOT_SHIFT,
 };
 
@@ -483,7 +483,7 @@ fn outbox_of(state: &QueueState<Port>, cid: u64) -> Option<&Outbox> {
     state.consumer(cid).map(|c| &c.port.outbox)
 }
 
-fn unknown_delivery(outbox: &Outbox, did: u64) {
+pub(crate) fn unknown_delivery(outbox: &Outbox, did: u64) {
     outbox.notify(&ServerFrame::Err(ErrorReply {
         rid: None,
         code: ErrorCode::UnknownDelivery,

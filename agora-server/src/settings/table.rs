@@ -290,6 +290,28 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "replicated_queues",
+        flag: "replicated-queues",
+        env: "AGORA_REPLICATED_QUEUES",
+        value_name: Some("PATTERN,..."),
+        default_note: "none: every queue stays on its node",
+        valid: "comma-separated queue name patterns (`*` one token, `>` the rest), as orders,jobs.>; the same on every node; needs --data-dir",
+        doc: "Queues whose names match are replicated on the cluster's nodes (a Raft group each, on three nodes or every node when fewer): a confirm means a majority has the message on disk, and when the node leading one goes, another takes over (see the book's Clustering chapter)",
+        apply: |s, v| {
+            let mut out = Vec::new();
+            for p in text(v)?.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let pattern = crate::auth::Pattern::parse(&format!("queue:{p}"))?;
+                if pattern.to_string().starts_with("queue:$") {
+                    return Err(format!("'{p}': the broker's own $ names are never replicated"));
+                }
+                out.push(pattern);
+            }
+            s.config.replicated_queues = out;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "tls_cert",
         flag: "tls-cert",
         env: "AGORA_TLS_CERT",

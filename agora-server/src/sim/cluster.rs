@@ -1,5 +1,5 @@
 //! The cluster simulation: a replicated queue on three members of one Raft group
-//! ([`Replica`](crate::cluster::replica::Replica), raft-rs driven as Agora drives it,
+//! ([`Replica`](crate::replicated::replica::Replica), raft-rs driven as Agora drives it,
 //! each applying the log to its [`Machine`]), a simulated network that drops, delays
 //! (and so reorders), duplicates and partitions their messages, writes synced at seeded
 //! moments, and members that crash (losing what they wrote and had not synced, and their
@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use raft::eraftpb::Message;
 
 use super::{Failure, Rng};
-use crate::cluster::replica::{Disk, Out, Replica, Stamp};
-use crate::cluster::rqueue::{Applied, Machine, Op};
+use crate::replicated::machine::{Applied, Machine, Op};
+use crate::replicated::replica::{Disk, Out, Replica, Stamp};
 
 /// Members of the simulated group.
 const MEMBERS: u64 = 3;
@@ -190,7 +190,7 @@ impl Sim {
                             m.holding.retain(|(h, ..)| *h != mid);
                             self.holders.remove(&mid);
                         }
-                        Applied::Acked { .. } => {}
+                        Applied::Acked { .. } | Applied::Purged { .. } => {}
                         Applied::Unknown => return Err(format!("member {id} applied junk")),
                     }
                 }

@@ -28,7 +28,7 @@ pub use log::{
     Cut, Kept, Log, LogError, LogOptions, Recovered, SetAside, Stored, HEADER, LOCK_FILE,
 };
 pub use record::{Bad, Record, FRAME, MAX_RECORD};
-pub use storage::{Disk, SimDisk, Storage, MQTT_DIR, SET_ASIDE};
+pub use storage::{Disk, SimDisk, Storage, MQTT_DIR, RAFT_DIR, SET_ASIDE};
 pub use writer::{
     spawn as spawn_writer, Append, Fsync, Read, Stored as Outcome, WriterHandle, WriterStats,
 };

@@ -52,6 +52,8 @@ pub const SET_ASIDE: &str = "damaged";
 /// The folder of the data directory where the MQTT front door keeps its retained
 /// messages and persistent sessions (`crate::mqtt::state`), beside the log.
 pub const MQTT_DIR: &str = "mqtt";
+/// The directory of the data directory where replicated queues keep their Raft logs.
+pub const RAFT_DIR: &str = "raft";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

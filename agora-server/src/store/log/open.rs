@@ -54,13 +54,14 @@ impl<S: Storage> Log<S> {
             if n == LOCK_FILE
                 || n == super::super::storage::SET_ASIDE
                 || n == super::super::storage::MQTT_DIR
+                || n == super::super::storage::RAFT_DIR
             {
                 continue;
             }
             if !n.ends_with(".seg") {
                 return Err(LogError::Foreign {
                     file: n,
-                    why: "only segments (<20 digits>.seg), LOCK, damaged/ and mqtt/ belong here"
+                    why: "only segments (<20 digits>.seg), LOCK, damaged/, mqtt/ and raft/ belong here"
                         .to_owned(),
                 });
             }

@@ -16,7 +16,7 @@
 //!
 //! This is the unit replicated durable queues are built on (issue 25): today the
 //! cluster simulation (`crate::sim::cluster`) drives it, with a replicated queue's
-//! state machine (`cluster::rqueue`), to check the way Agora drives raft-rs
+//! state machine (`replicated::machine`), to check the way Agora drives raft-rs
 //! (asynchronous appends confirmed by a sync, entries applied once persisted, the
 //! lease) against seeded faults before a broker depends on it.
 
@@ -25,6 +25,10 @@ use std::collections::BTreeMap;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole};
+
+/// Most bytes of entries one append carries (one entry more when the first alone is
+/// larger): a cluster link's frames must be allowed this, plus the largest message.
+pub(crate) const MAX_APPEND: usize = 256 << 10;
 
 /// What a member has on disk: synced writes only.
 #[derive(Clone, Debug, Default)]
@@ -37,7 +41,7 @@ pub(crate) struct Disk {
 impl Disk {
     /// Writes `entries` as raft-rs appends them: from the first one's index on, what
     /// was there is replaced.
-    fn append(&mut self, entries: &[Entry]) {
+    pub(crate) fn append(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else {
             return;
         };
@@ -82,6 +86,10 @@ struct Unsynced {
     entries: Vec<Vec<Entry>>,
     /// Messages that may leave only once these writes are synced.
     held: Vec<Message>,
+    /// Batches of `entries` handed to a driver by `take_writes`, and whether the hard
+    /// state was.
+    handed: usize,
+    state_handed: bool,
 }
 
 /// A member of one Raft group.
@@ -102,6 +110,8 @@ pub(crate) struct Replica {
     heard_term: u64,
     /// The term of the last entry it applied.
     applied_term: u64,
+    /// Whether `disk` keeps a copy of what is synced (the simulation's disk).
+    mirror: bool,
 }
 
 /// The logger raft-rs is given: its lines go nowhere (the broker logs what matters
@@ -122,12 +132,26 @@ impl Replica {
         election: usize,
         lease: u64,
     ) -> Result<Replica, String> {
+        Replica::with_learners(id, voters, &[], disk, election, lease)
+    }
+
+    /// As [`new`](Replica::new), in a group that also has `learners`: members that
+    /// get the log and apply it but do not vote (nor count toward a majority).
+    pub fn with_learners(
+        id: u64,
+        voters: &[u64],
+        learners: &[u64],
+        disk: Disk,
+        election: usize,
+        lease: u64,
+    ) -> Result<Replica, String> {
         if lease as usize >= election {
             return Err(format!(
                 "a lease of {lease} ticks is not shorter than the election timeout ({election})"
             ));
         }
-        let store = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
+        let store =
+            MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), learners.to_vec())));
         {
             let mut w = store.wl();
             w.append(&disk.entries).map_err(|e| e.to_string())?;
@@ -144,7 +168,7 @@ impl Replica {
             max_inflight_msgs: 256,
             // Entries an append may carry, in bytes (raft-rs's default, 0, is one entry
             // per message: a follower catching up would get its log one by one).
-            max_size_per_msg: 1 << 20,
+            max_size_per_msg: MAX_APPEND as u64,
             ..Config::default()
         };
         config.validate().map_err(|e| e.to_string())?;
@@ -160,7 +184,45 @@ impl Replica {
             heard: BTreeMap::new(),
             heard_term: 0,
             applied_term: 0,
+            mirror: true,
         })
+    }
+
+    /// Keeps no copy of what is synced (a driver with a real disk has it there): its
+    /// [`disk`](Replica::disk) stays as it was made.
+    pub fn unmirrored(mut self) -> Replica {
+        self.mirror = false;
+        self.disk = Disk::default();
+        self
+    }
+
+    /// The member it knows leads (0: none).
+    pub fn leader(&self) -> u64 {
+        self.node.raft.leader_id
+    }
+
+    /// The log's last index, and the highest index known committed.
+    pub fn indexes(&self) -> (u64, u64) {
+        let log = &self.node.raft.raft_log;
+        (log.last_index(), log.committed)
+    }
+
+    /// As leader: how far each other member's log matches its own.
+    pub fn matched(&self) -> Vec<(u64, u64)> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let me = self.node.raft.id;
+        let mut v: Vec<(u64, u64)> = self
+            .node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
+        v.sort();
+        v
     }
 
     /// One tick of its clock.
@@ -295,6 +357,7 @@ impl Replica {
         if let Some(hs) = rd.hs() {
             self.node.mut_store().wl().set_hardstate(hs.clone());
             self.unsynced.hard_state = Some(hs.clone());
+            self.unsynced.state_handed = false;
         }
         self.unsynced.held.extend(rd.take_persisted_messages());
         self.unsynced.number = rd.number();
@@ -305,15 +368,31 @@ impl Replica {
         out
     }
 
+    /// The writes [`ready`](Replica::ready) made since the last call: what a driver
+    /// with a real disk writes (then syncs, then calls [`synced`](Replica::synced)).
+    pub fn take_writes(&mut self) -> (Vec<Entry>, Option<HardState>) {
+        let u = &mut self.unsynced;
+        let entries = u.entries[u.handed..].concat();
+        u.handed = u.entries.len();
+        let state = match (&u.hard_state, u.state_handed) {
+            (Some(hs), false) => Some(hs.clone()),
+            _ => None,
+        };
+        u.state_handed = true;
+        (entries, state)
+    }
+
     /// The writes handed out so far are synced: they are on disk, and the messages
     /// that waited on them may leave.
     pub fn synced(&mut self) -> Vec<Out> {
         let u = std::mem::take(&mut self.unsynced);
-        for entries in &u.entries {
-            self.disk.append(entries);
-        }
-        if let Some(hs) = u.hard_state {
-            self.disk.hard_state = hs;
+        if self.mirror {
+            for entries in &u.entries {
+                self.disk.append(entries);
+            }
+            if let Some(hs) = u.hard_state {
+                self.disk.hard_state = hs;
+            }
         }
         if u.number > 0 {
             self.node.on_persist_ready(u.number);

@@ -29,10 +29,16 @@ pub(crate) enum Op {
     },
     /// The message whose entry is at `id` was acknowledged.
     Ack { id: u64 },
+    /// Every message enqueued before this entry leaves the queue (`PURGE`).
+    Purge,
 }
+
+/// The bytes of an encoded `Enqueue` before its body.
+pub(crate) const ENQUEUE_HEAD: usize = 17;
 
 const ENQUEUE: u8 = 1;
 const ACK: u8 = 2;
+const PURGE: u8 = 3;
 
 impl Op {
     pub fn encode(&self) -> Vec<u8> {
@@ -50,6 +56,7 @@ impl Op {
                 v.extend_from_slice(&id.to_le_bytes());
                 v
             }
+            Op::Purge => vec![PURGE],
         }
     }
 
@@ -64,6 +71,7 @@ impl Op {
                 body: data[17..].to_vec(),
             }),
             ACK if data.len() == 9 => Some(Op::Ack { id: word(1)? }),
+            PURGE if data.len() == 1 => Some(Op::Purge),
             _ => None,
         }
     }
@@ -84,7 +92,12 @@ pub(crate) enum Applied {
         id: u64,
         was_there: bool,
         held_by: Option<u64>,
+        /// Its body's length (0 when it had left already).
+        bytes: usize,
     },
+    /// `PURGE`: these messages (ids) left the queue, of these bytes in all; those out
+    /// with a consumer are over (their acknowledgements find them gone).
+    Purged { ids: Vec<u64>, bytes: usize },
     /// An entry that is no `Op` (written by a newer broker?): skipped.
     Unknown,
 }
@@ -129,10 +142,24 @@ impl Machine {
             }
             Some(Op::Ack { id }) => {
                 self.acking.remove(&id);
+                let body = self.messages.remove(&id);
                 Applied::Acked {
                     id,
                     held_by: self.out.remove(&id),
-                    was_there: self.messages.remove(&id).is_some(),
+                    was_there: body.is_some(),
+                    bytes: body.map_or(0, |b| b.len()),
+                }
+            }
+            Some(Op::Purge) => {
+                let kept = self.messages.split_off(&index);
+                let gone = std::mem::replace(&mut self.messages, kept);
+                for id in gone.keys() {
+                    self.out.remove(id);
+                    self.acking.remove(id);
+                }
+                Applied::Purged {
+                    bytes: gone.values().map(Vec::len).sum(),
+                    ids: gone.into_keys().collect(),
                 }
             }
             None => Applied::Unknown,
@@ -142,6 +169,15 @@ impl Machine {
     /// Messages in the queue (acknowledged ones whose `Ack` is not applied included).
     pub fn depth(&self) -> usize {
         self.messages.len()
+    }
+
+    /// The first `limit` messages in the queue, oldest first (the console's peek).
+    pub fn peek(&self, limit: usize) -> Vec<&[u8]> {
+        self.messages
+            .values()
+            .take(limit)
+            .map(Vec::as_slice)
+            .collect()
     }
 
     /// Starts or stops serving. Stopping makes every delivery made void: returns them,
@@ -236,6 +272,7 @@ mod tests {
                 body: Vec::new(),
             },
             Op::Ack { id: 77 },
+            Op::Purge,
         ] {
             assert_eq!(Op::decode(&op.encode()), Some(op));
         }
@@ -276,7 +313,8 @@ mod tests {
             Applied::Acked {
                 id: 5,
                 was_there: true,
-                held_by: None
+                held_by: None,
+                bytes: 1
             }
         );
         assert_eq!(m.ack(10, 5), Ok(None), "acknowledged already");
@@ -315,7 +353,8 @@ mod tests {
             Applied::Acked {
                 id: 1,
                 was_there: true,
-                held_by: Some(9)
+                held_by: Some(9),
+                bytes: 1
             },
             "out again, acknowledged meanwhile"
         );
@@ -336,7 +375,8 @@ mod tests {
             Applied::Acked {
                 id: 2,
                 was_there: false,
-                held_by: None
+                held_by: None,
+                bytes: 0
             }
         );
     }
@@ -349,5 +389,24 @@ mod tests {
         m.next_for(4);
         assert_eq!(m.gone(4), 1);
         assert_eq!(m.next_for(5), Some((1, &b"a"[..])));
+    }
+
+    #[test]
+    fn a_purge_takes_what_came_before_it_only() {
+        let mut m = Machine::default();
+        m.apply(1, &enqueue(1, 1, b"a"));
+        m.apply(2, &enqueue(1, 2, b"bb"));
+        m.serve(true);
+        m.next_for(4);
+        assert_eq!(
+            m.apply(3, &Op::Purge.encode()),
+            Applied::Purged {
+                ids: vec![1, 2],
+                bytes: 3
+            }
+        );
+        m.apply(4, &enqueue(1, 3, b"c"));
+        assert_eq!(m.ack(4, 1), Ok(None), "gone");
+        assert_eq!(m.peek(5), vec![&b"c"[..]]);
     }
 }

@@ -1,0 +1,369 @@
+//! Replicated queues (issue 25): a queue whose name matches `--replicated-queues` is,
+//! on a node of a cluster, a Raft group over the cluster's nodes instead of a queue of
+//! its node's own log.
+//!
+//! - [`replica`]: one member of a group (raft-rs's `RawNode`), a plain value, with the
+//!   lease its leader serves under;
+//! - [`machine`]: the queue as every member applies it from the committed log;
+//! - [`raftlog`]: a member's log on disk, one file per queue under `<data-dir>/raft/`;
+//! - `task`: the task that drives them on a node: commands from connections (as a local
+//!   queue's task takes them), Raft messages from the other nodes, ticks, and the
+//!   writes it syncs before it lets a vote or an acknowledgement leave;
+//! - [`Groups`] (here): which queues are replicated, which nodes hold each, and the way
+//!   to the other nodes' groups (Raft frames over the cluster links, sent through a
+//!   function the broker gives, so that this module needs no link of its own).
+
+pub(crate) mod machine;
+pub(crate) mod raftlog;
+pub(crate) mod replica;
+mod task;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use agora_protocol::cluster::raft::{RaftEntry, RaftFrame, RaftMessage};
+use agora_protocol::Destination;
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+
+use crate::auth::Pattern;
+use replica::Stamp;
+
+pub(crate) use task::spawn;
+
+/// The topic name Raft frames travel under on a cluster link (a link's session hands
+/// them to [`Groups::deliver`], never to a topic).
+pub(crate) const RAFT_TOPIC: &str = "$cluster.raft";
+
+/// Sends a Raft frame's bytes to a node; false when it could not go (no link).
+pub(crate) type Send = Box<dyn Fn(u64, Vec<u8>) -> bool + std::marker::Send + Sync>;
+
+/// What `STATS` shows of one replicated queue on this node.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub(crate) struct Figures {
+    /// The node it knows leads the group (0: none known).
+    pub leader: u64,
+    pub term: u64,
+    /// This node serves its consumers (leads under its lease).
+    pub serving: bool,
+    /// The last index of its log, and the highest committed.
+    pub last_index: u64,
+    pub commit: u64,
+    /// As leader: entries each other member lacks (its lag).
+    pub lag: BTreeMap<u64, u64>,
+    /// Voters and learners.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// Why its log cannot be written, once it could not.
+    pub failed: Option<String>,
+}
+
+/// The replicated queues of this node.
+pub(crate) struct Groups {
+    /// This node.
+    pub me: u64,
+    /// Every node of the cluster, this one included, in order.
+    pub nodes: Vec<u64>,
+    patterns: Vec<Pattern>,
+    /// Where their logs are: `<data-dir>/raft`.
+    pub dir: PathBuf,
+    send: Send,
+    /// Each running group's way in, by queue name.
+    inbound: Mutex<HashMap<String, async_channel::Sender<RaftFrame>>>,
+    /// What each shows, by queue name.
+    pub figures: Mutex<BTreeMap<String, Figures>>,
+}
+
+/// Replicas per queue: three, as RabbitMQ's quorum queues and JetStream's R3 streams.
+pub(crate) const REPLICAS: usize = 3;
+
+impl Groups {
+    pub fn new(
+        me: u64,
+        mut nodes: Vec<u64>,
+        patterns: Vec<Pattern>,
+        dir: PathBuf,
+        send: Send,
+    ) -> Groups {
+        nodes.sort_unstable();
+        Groups {
+            me,
+            nodes,
+            patterns,
+            dir,
+            send,
+            inbound: Mutex::default(),
+            figures: Mutex::default(),
+        }
+    }
+
+    /// Whether `dest` is a replicated queue.
+    pub fn replicates(&self, dest: &Destination) -> bool {
+        dest.kind == agora_protocol::Kind::Queue && self.patterns.iter().any(|p| p.matches(dest))
+    }
+
+    /// The voters of queue `name`'s group (three of the nodes, chosen by rendezvous
+    /// hashing of the name, so every node agrees without asking; all when fewer), and
+    /// its learners (the other nodes: they get the log and apply it, but do not vote).
+    pub fn members(&self, name: &str) -> (Vec<u64>, Vec<u64>) {
+        let mut ranked: Vec<(u64, u64)> = self
+            .nodes
+            .iter()
+            .map(|&n| (rendezvous(name, n), n))
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        let mut voters: Vec<u64> = ranked.iter().take(REPLICAS).map(|r| r.1).collect();
+        let mut learners: Vec<u64> = ranked.iter().skip(REPLICAS).map(|r| r.1).collect();
+        voters.sort_unstable();
+        learners.sort_unstable();
+        (voters, learners)
+    }
+
+    /// The replicated queues this node has a log of (in `dir`), which it still
+    /// replicates.
+    pub fn logged(&self) -> Vec<Destination> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Destination> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let file = e.file_name().into_string().ok()?;
+                let name = task::queue_name(file.strip_suffix(".raft")?)?;
+                Destination::queue(&name).ok()
+            })
+            .filter(|d| self.replicates(d))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Hands a frame that came from another node to its group's task; false when this
+    /// node runs no group of that name (yet).
+    pub fn deliver(&self, frame: RaftFrame) -> Result<(), Box<RaftFrame>> {
+        let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        match inbound.get(&frame.group) {
+            // A full channel drops it, as a lost message: Raft sends again.
+            Some(tx) => {
+                let _ = tx.try_send(frame);
+                Ok(())
+            }
+            None => Err(Box::new(frame)),
+        }
+    }
+
+    fn register(&self, name: &str, tx: async_channel::Sender<RaftFrame>) {
+        let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        inbound.insert(name.to_owned(), tx);
+    }
+
+    fn unregister(&self, name: &str) {
+        let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        inbound.remove(name);
+        let mut figures = self.figures.lock().unwrap_or_else(|e| e.into_inner());
+        figures.remove(name);
+    }
+
+    fn show(&self, name: &str, f: Figures) {
+        let mut figures = self.figures.lock().unwrap_or_else(|e| e.into_inner());
+        figures.insert(name.to_owned(), f);
+    }
+
+    /// Sends `m` of group `name` to its `to`.
+    fn send(&self, name: &str, m: Message, stamp: Stamp) {
+        let to = m.to;
+        let frame = to_frame(name, m, stamp);
+        let mut bytes = Vec::new();
+        match frame.encode(&mut bytes) {
+            Ok(()) => {
+                let _ = (self.send)(to, bytes);
+            }
+            Err(e) => log::warn!("queue:{name}: a Raft message to node {to} not sent: {e}"),
+        }
+    }
+}
+
+/// A 64-bit FNV-1a hash of `name` and `node`: each node's rank for a queue.
+fn rendezvous(name: &str, node: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes().chain(node.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// raft-rs's message kinds, by their number.
+const MESSAGE_KINDS: [MessageType; 19] = {
+    use MessageType::*;
+    [
+        MsgHup,
+        MsgBeat,
+        MsgPropose,
+        MsgAppend,
+        MsgAppendResponse,
+        MsgRequestVote,
+        MsgRequestVoteResponse,
+        MsgSnapshot,
+        MsgHeartbeat,
+        MsgHeartbeatResponse,
+        MsgUnreachable,
+        MsgSnapStatus,
+        MsgCheckQuorum,
+        MsgTransferLeader,
+        MsgTimeoutNow,
+        MsgReadIndex,
+        MsgReadIndexResp,
+        MsgRequestPreVote,
+        MsgRequestPreVoteResponse,
+    ]
+};
+
+/// raft-rs's entry kinds, by their number.
+const ENTRY_KINDS: [EntryType; 3] = [
+    EntryType::EntryNormal,
+    EntryType::EntryConfChange,
+    EntryType::EntryConfChangeV2,
+];
+
+/// raft-rs's message as a frame.
+pub(crate) fn to_frame(group: &str, m: Message, stamp: Stamp) -> RaftFrame {
+    RaftFrame {
+        group: group.to_owned(),
+        sent_at: stamp.sent_at,
+        echo: stamp.echo,
+        message: RaftMessage {
+            kind: m.get_msg_type() as i32 as u8,
+            to: m.to,
+            from: m.from,
+            term: m.term,
+            log_term: m.log_term,
+            index: m.index,
+            commit: m.commit,
+            commit_term: m.commit_term,
+            reject: m.reject,
+            reject_hint: m.reject_hint,
+            request_snapshot: m.request_snapshot,
+            priority: m.priority,
+            context: m.context.to_vec(),
+            entries: m
+                .entries
+                .iter()
+                .map(|e| RaftEntry {
+                    kind: e.get_entry_type() as i32 as u8,
+                    term: e.term,
+                    index: e.index,
+                    data: e.data.to_vec(),
+                    context: e.context.to_vec(),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// A frame as raft-rs's message, with its stamp; `None` for a kind raft-rs does not
+/// have (the frame's decoder refused those already).
+pub(crate) fn from_frame(f: RaftFrame) -> Option<(Message, Stamp)> {
+    let r = f.message;
+    let mut m = Message::default();
+    m.set_msg_type(*MESSAGE_KINDS.get(r.kind as usize)?);
+    m.to = r.to;
+    m.from = r.from;
+    m.term = r.term;
+    m.log_term = r.log_term;
+    m.index = r.index;
+    m.commit = r.commit;
+    m.commit_term = r.commit_term;
+    m.reject = r.reject;
+    m.reject_hint = r.reject_hint;
+    m.request_snapshot = r.request_snapshot;
+    m.priority = r.priority;
+    m.context = r.context.into();
+    for e in r.entries {
+        let mut x = Entry::default();
+        x.set_entry_type(*ENTRY_KINDS.get(e.kind as usize)?);
+        x.term = e.term;
+        x.index = e.index;
+        x.data = e.data.into();
+        x.context = e.context.into();
+        m.entries.push(x);
+    }
+    let stamp = Stamp {
+        sent_at: f.sent_at,
+        echo: f.echo,
+    };
+    Some((m, stamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(nodes: Vec<u64>) -> Groups {
+        let patterns = vec![
+            Pattern::parse("queue:orders").unwrap(),
+            Pattern::parse("queue:jobs.>").unwrap(),
+        ];
+        Groups::new(1, nodes, patterns, PathBuf::new(), Box::new(|_, _| true))
+    }
+
+    #[test]
+    fn which_queues_are_replicated_and_on_which_nodes() {
+        let g = groups(vec![3, 1, 2]);
+        let q = |n: &str| Destination::queue(n).unwrap();
+        assert!(g.replicates(&q("orders")));
+        assert!(g.replicates(&q("jobs.eu.1")));
+        assert!(!g.replicates(&q("jobs")));
+        assert!(!g.replicates(&Destination::topic("orders").unwrap()));
+        assert_eq!(g.members("orders"), (vec![1, 2, 3], vec![]));
+        // Five nodes: three vote, chosen by the name, the same on every node.
+        let g = groups(vec![1, 2, 3, 4, 5]);
+        let mut spread = BTreeMap::new();
+        for i in 0..100 {
+            let (v, l) = g.members(&format!("q{i}"));
+            assert_eq!((v.len(), l.len()), (3, 2));
+            let mut all = [v.clone(), l].concat();
+            all.sort();
+            assert_eq!(all, vec![1, 2, 3, 4, 5]);
+            assert_eq!(groups(vec![5, 4, 3, 2, 1]).members(&format!("q{i}")).0, v);
+            for n in v {
+                *spread.entry(n).or_insert(0) += 1;
+            }
+        }
+        // Every node votes in some groups.
+        assert!(spread.values().all(|&n| n > 30), "{spread:?}");
+    }
+
+    #[test]
+    fn a_raft_message_survives_its_frame() {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.to = 2;
+        m.from = 1;
+        m.term = 4;
+        m.index = 10;
+        m.commit = 9;
+        m.entries.push(Entry {
+            term: 4,
+            index: 11,
+            data: b"x".to_vec().into(),
+            ..Default::default()
+        });
+        let stamp = Stamp {
+            sent_at: 7,
+            echo: Some(3),
+        };
+        let f = to_frame("orders", m.clone(), stamp);
+        let mut bytes = Vec::new();
+        f.encode(&mut bytes).unwrap();
+        let back = RaftFrame::decode(&bytes).unwrap();
+        assert_eq!(from_frame(back), Some((m, stamp)));
+        // The tables agree with raft-rs's numbers.
+        for (i, k) in MESSAGE_KINDS.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        for (i, k) in ENTRY_KINDS.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! A Raft member's log on disk: one append-only file per replicated queue, holding what
+//! each `Ready` asked to be written (entries, and the hard state: term, vote, commit),
+//! read back into a [`Disk`] when the node starts.
+//!
+//! ```text
+//! file   = record*
+//! record = len:u32 crc:u32 body           ; little-endian; crc = CRC-32 (IEEE) of body
+//! body   = has_state:u8 [term vote commit:u64] count:u32 entry*
+//! entry  = kind:u8 term:u64 index:u64 data:bytes context:bytes   ; bytes = len:u32 byte*
+//! ```
+//!
+//! Entries replace what the log held from their first index on, as raft-rs appends
+//! them. A write counts once [`RaftLog::sync`] returned (`fdatasync`): the member sends
+//! its votes and acknowledgements only then. A crash can leave the last record cut short
+//! or half written: that tail was never synced, so it is cut off at start. A bad record
+//! with more after it is damage, not a crash, and the node refuses to start (a member
+//! that forgot what it acknowledged would break Raft's promise).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use raft::eraftpb::{Entry, EntryType, HardState};
+
+use super::replica::Disk;
+
+const FRAME: usize = 8;
+/// The longest record: a `Ready`'s entries are bounded by the appends raft-rs makes
+/// (1 MiB per message, 256 in flight) and the proposals a queue takes at once.
+const MAX_RECORD: usize = 512 << 20;
+
+/// A member's log file, open for appending.
+pub(crate) struct RaftLog {
+    file: File,
+    buf: Vec<u8>,
+}
+
+fn bad(path: &Path, at: u64, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {why} at byte {at}", path.display()),
+    )
+}
+
+impl RaftLog {
+    /// Opens (or creates) the log at `path` and reads it back. Returns it with what it
+    /// holds, and how many bytes of a torn last record were cut off.
+    pub fn open(path: &Path) -> io::Result<(RaftLog, Disk, u64)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut disk = Disk::default();
+        let mut at = 0usize;
+        let mut torn = 0u64;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let whole = rest.len() >= FRAME && {
+                let len = u32::from_le_bytes(rest[..4].try_into().expect("4")) as usize;
+                len <= MAX_RECORD && rest.len() >= FRAME + len
+            };
+            if !whole {
+                torn = rest.len() as u64;
+                break;
+            }
+            let len = u32::from_le_bytes(rest[..4].try_into().expect("4")) as usize;
+            let crc = u32::from_le_bytes(rest[4..FRAME].try_into().expect("4"));
+            let body = &rest[FRAME..FRAME + len];
+            let last = FRAME + len == rest.len();
+            if crc32fast::hash(body) != crc {
+                if last {
+                    torn = rest.len() as u64;
+                    break;
+                }
+                return Err(bad(path, at as u64, "a damaged record"));
+            }
+            read_body(body, &mut disk).map_err(|why| bad(path, at as u64, why))?;
+            at += FRAME + len;
+        }
+        if torn > 0 {
+            file.set_len(at as u64)?;
+            file.sync_data()?;
+        }
+        file.seek(SeekFrom::End(0))?;
+        let log = RaftLog {
+            file,
+            buf: Vec::new(),
+        };
+        Ok((log, disk, torn))
+    }
+
+    /// Writes `entries` and `state` as one record (not synced).
+    pub fn write(&mut self, entries: &[Entry], state: Option<&HardState>) -> io::Result<()> {
+        if entries.is_empty() && state.is_none() {
+            return Ok(());
+        }
+        let b = &mut self.buf;
+        b.clear();
+        b.extend_from_slice(&[0; FRAME]);
+        match state {
+            Some(hs) => {
+                b.push(1);
+                for v in [hs.term, hs.vote, hs.commit] {
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            None => b.push(0),
+        }
+        b.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in entries {
+            b.push(e.get_entry_type() as i32 as u8);
+            b.extend_from_slice(&e.term.to_le_bytes());
+            b.extend_from_slice(&e.index.to_le_bytes());
+            for part in [&e.data[..], &e.context[..]] {
+                b.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                b.extend_from_slice(part);
+            }
+        }
+        let len = b.len() - FRAME;
+        if len > MAX_RECORD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a Raft record of {len} bytes (at most {MAX_RECORD})"),
+            ));
+        }
+        let crc = crc32fast::hash(&b[FRAME..]);
+        b[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        b[4..FRAME].copy_from_slice(&crc.to_le_bytes());
+        self.file.write_all(b)
+    }
+
+    /// Everything written so far is on disk once this returns.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+fn read_body(body: &[u8], disk: &mut Disk) -> Result<(), &'static str> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], &'static str> {
+        let b = body
+            .get(at..at + n)
+            .ok_or("a record shorter than its fields")?;
+        at += n;
+        Ok(b)
+    };
+    let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8"));
+    let has_state = take(1)?[0];
+    if has_state == 1 {
+        disk.hard_state.term = u64_of(take(8)?);
+        disk.hard_state.vote = u64_of(take(8)?);
+        disk.hard_state.commit = u64_of(take(8)?);
+    } else if has_state != 0 {
+        return Err("a record with an unknown form");
+    }
+    let count = u32::from_le_bytes(take(4)?.try_into().expect("4"));
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let kind = match take(1)?[0] {
+            0 => EntryType::EntryNormal,
+            1 => EntryType::EntryConfChange,
+            2 => EntryType::EntryConfChangeV2,
+            _ => return Err("an entry of an unknown kind"),
+        };
+        let mut e = Entry::default();
+        e.set_entry_type(kind);
+        e.term = u64_of(take(8)?);
+        e.index = u64_of(take(8)?);
+        let n = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
+        e.data = take(n)?.to_vec().into();
+        let n = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
+        e.context = take(n)?.to_vec().into();
+        entries.push(e);
+    }
+    if at != body.len() {
+        return Err("a record longer than its fields");
+    }
+    if let Some(first) = entries.first() {
+        let expected = disk.entries.len() as u64 + 1;
+        if first.index == 0 || first.index > expected {
+            return Err("entries that leave a gap in the log");
+        }
+    }
+    disk.append(&entries);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn entry(term: u64, index: u64, data: &[u8]) -> Entry {
+        Entry {
+            term,
+            index,
+            data: data.to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "agora-raftlog-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::SeqCst)
+    }
+
+    #[test]
+    fn what_was_written_reads_back_with_later_entries_replacing_a_suffix() {
+        let d = dir();
+        let path = d.join("orders.log");
+        let (mut log, disk, torn) = RaftLog::open(&path).unwrap();
+        assert!(disk.entries.is_empty() && torn == 0);
+        let hs = HardState {
+            term: 2,
+            vote: 1,
+            commit: 0,
+            ..Default::default()
+        };
+        log.write(
+            &[entry(1, 1, b""), entry(2, 2, b"a"), entry(2, 3, b"b")],
+            Some(&hs),
+        )
+        .unwrap();
+        // A new leader's entries replace index 3 on.
+        log.write(&[entry(3, 3, b"c"), entry(3, 4, b"d")], None)
+            .unwrap();
+        let hs2 = HardState {
+            term: 3,
+            vote: 2,
+            commit: 4,
+            ..Default::default()
+        };
+        log.write(&[], Some(&hs2)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (_, disk, torn) = RaftLog::open(&path).unwrap();
+        assert_eq!(torn, 0);
+        let got: Vec<(u64, u64, Vec<u8>)> = disk
+            .entries
+            .iter()
+            .map(|e| (e.term, e.index, e.data.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, 1, vec![]),
+                (2, 2, b"a".to_vec()),
+                (3, 3, b"c".to_vec()),
+                (3, 4, b"d".to_vec())
+            ]
+        );
+        assert_eq!(
+            (
+                disk.hard_state.term,
+                disk.hard_state.vote,
+                disk.hard_state.commit
+            ),
+            (3, 2, 4)
+        );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_and_damage_before_the_end_refuses() {
+        let d = dir();
+        let path = d.join("q.log");
+        let (mut log, ..) = RaftLog::open(&path).unwrap();
+        log.write(&[entry(1, 1, b"kept")], None).unwrap();
+        log.write(&[entry(1, 2, b"torn")], None).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let whole = std::fs::read(&path).unwrap();
+        let first = FRAME + u32::from_le_bytes(whole[..4].try_into().unwrap()) as usize;
+        // Every cut inside the second record, and a flipped byte in it: cut off.
+        for cut in first + 1..whole.len() {
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            let (_, disk, torn) = RaftLog::open(&path).unwrap();
+            assert_eq!(disk.entries.len(), 1, "cut at {cut}");
+            assert_eq!(torn, (cut - first) as u64);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), first as u64);
+        }
+        let mut flipped = whole.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let (mut log, disk, _) = RaftLog::open(&path).unwrap();
+        assert_eq!(disk.entries.len(), 1);
+        // Written after the cut, it reads back.
+        log.write(&[entry(1, 2, b"again")], None).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        assert_eq!(RaftLog::open(&path).unwrap().1.entries.len(), 2);
+        // Damage in the first record, with a whole one after it: refused, by name.
+        let mut damaged = whole.clone();
+        damaged[FRAME + 2] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        let e = RaftLog::open(&path).err().expect("refused");
+        assert!(e.to_string().contains("a damaged record at byte 0"), "{e}");
+        assert!(e.to_string().contains("q.log"), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_group_on_disk_comes_back_from_its_files() {
+        use crate::replicated::replica::{Out, Replica};
+        let d = dir();
+        let open = |id: u64| RaftLog::open(&d.join(format!("{id}.log"))).unwrap();
+        let mut logs: Vec<RaftLog> = (1..=3).map(|id| open(id).0).collect();
+        let mut rs: Vec<Replica> = (1..=3)
+            .map(|id| {
+                Replica::new(id, &[1, 2, 3], Disk::default(), 4 + 3 * id as usize, 3).unwrap()
+            })
+            .collect();
+        let mut applied = vec![0usize; 3];
+        let mut run = |rs: &mut Vec<Replica>, logs: &mut Vec<RaftLog>| {
+            rs.iter_mut().for_each(Replica::tick);
+            for _ in 0..50 {
+                let mut mail = Vec::new();
+                for (i, r) in rs.iter_mut().enumerate() {
+                    let mut out = r.ready();
+                    let (entries, state) = r.take_writes();
+                    logs[i].write(&entries, state.as_ref()).unwrap();
+                    logs[i].sync().unwrap();
+                    out.extend(r.synced());
+                    for o in out {
+                        match o {
+                            Out::Send(m, st) => mail.push((m, st)),
+                            Out::Apply { .. } => applied[i] += 1,
+                        }
+                    }
+                }
+                if mail.is_empty() {
+                    break;
+                }
+                for (m, st) in mail {
+                    rs[m.to as usize - 1].step(m, st);
+                }
+            }
+        };
+        for _ in 0..30 {
+            run(&mut rs, &mut logs);
+        }
+        let l = (0..3).find(|&i| rs[i].is_leader()).expect("a leader");
+        for v in 0..20u8 {
+            rs[l].propose(vec![v]).unwrap();
+        }
+        for _ in 0..5 {
+            run(&mut rs, &mut logs);
+        }
+        assert_eq!(applied, vec![20; 3]);
+        let term = rs[l].term();
+        drop((rs, logs));
+        for id in 1..=3u64 {
+            let (_, disk, torn) = open(id);
+            assert_eq!(torn, 0);
+            assert_eq!(disk.hard_state.term, term);
+            let data: Vec<u8> = disk
+                .entries
+                .iter()
+                .filter(|e| !e.data.is_empty())
+                .map(|e| e.data[0])
+                .collect();
+            assert_eq!(data, (0..20).collect::<Vec<u8>>(), "member {id}");
+            let again = Replica::new(id, &[1, 2, 3], disk, 7, 3).unwrap();
+            assert_eq!(again.term(), term);
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -1,0 +1,763 @@
+//! The task of a replicated queue on one node: it takes the commands a local queue's
+//! task takes (so connections need not know the difference), Raft frames from the
+//! other nodes, and ticks; it writes what raft-rs asks to its log, syncs it, and only
+//! then lets the messages that promise it leave; it applies what is committed to its
+//! [`Machine`], confirms its own publishers' messages as they are applied, and, while
+//! it serves (leads under its lease), hands messages to its consumers.
+//!
+//! Time is a tick every [`TICK`]; the ticks the clock owes are made up after a stall
+//! (so a leader whose task was held up knows its lease ran out meanwhile).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_protocol::cluster::raft::RaftFrame;
+use agora_protocol::{Destination, ErrorCode, Headers};
+
+use super::machine::{Applied, Machine, Op, ENQUEUE_HEAD};
+use super::raftlog::RaftLog;
+use super::replica::{Out, Replica};
+use super::{from_frame, Figures, Groups};
+use crate::budget::Budget;
+use crate::config::QueueSettings;
+use crate::message::{Delivery, Message};
+use crate::queue::{delivery_id, unknown_delivery, Consumer, QueueCmd, QueueShared};
+
+/// One tick of a group's clock.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// Election timeouts are drawn from this many ticks on (1 to 2 s).
+const ELECTION: usize = 10;
+/// The leader's lease: shorter than the shortest election timeout.
+const LEASE: u64 = 8;
+/// A confirm not heard within this long is answered with an error (the message may
+/// still be stored: its publisher may send it again with the same message id).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Makes queue `dest` a replicated one on this node: its log read back (or made), its
+/// group's member made, and its task spawned on `rt`.
+pub(crate) fn spawn(
+    dest: Destination,
+    settings: QueueSettings,
+    budget: Arc<Budget>,
+    channel: usize,
+    rt: &agora_rt::Handle,
+    groups: Arc<Groups>,
+) -> Result<Arc<QueueShared>, String> {
+    let name = dest.name.as_str().to_owned();
+    let path = groups.dir.join(format!("{}.raft", file_name(&name)));
+    std::fs::create_dir_all(&groups.dir).map_err(|e| format!("{}: {e}", groups.dir.display()))?;
+    let (log, disk, torn) = RaftLog::open(&path).map_err(|e| e.to_string())?;
+    if torn > 0 {
+        log::warn!(
+            "{}: cut off {torn} bytes of a last record never synced",
+            path.display()
+        );
+    }
+    let (voters, learners) = groups.members(&name);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut rng = crate::rng::Rng::new(seed ^ groups.me.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let election = ELECTION + rng.below(ELECTION as u64) as usize;
+    let replica =
+        Replica::with_learners(groups.me, &voters, &learners, disk, election, LEASE)?.unmirrored();
+    let (shared, rx) = QueueShared::new(dest, settings, budget, channel);
+    // Confirms wait for the group (`PublishStored`); and a replicated queue is never
+    // retired for being idle (its group lives on the other nodes).
+    shared.durable.store(true, SeqCst);
+    shared.remembered.store(1, SeqCst);
+    let (raft_tx, raft_rx) = async_channel::bounded(4096);
+    groups.register(&name, raft_tx);
+    log::info!(
+        "{}: a replicated queue, voters {voters:?}, learners {learners:?}",
+        shared.dest
+    );
+    let task = Task {
+        name,
+        shared: shared.clone(),
+        groups,
+        replica,
+        machine: Machine::default(),
+        log: Some(log),
+        failed: None,
+        next_seq: seed,
+        waiting: HashMap::new(),
+        consumers: Vec::new(),
+        outstanding: HashMap::new(),
+        by_id: HashMap::new(),
+        counts: HashMap::new(),
+        rr: 0,
+        started: Instant::now(),
+        ticked: 0,
+        voters,
+        learners,
+    };
+    rt.spawn(task.run(rx, raft_rx)).detach();
+    Ok(shared)
+}
+
+/// A queue's name as a file name: itself when it is plain, else in hex.
+fn file_name(name: &str) -> String {
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    match plain && !name.starts_with('.') {
+        true => name.to_owned(),
+        false => name.bytes().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// The queue name [`file_name`] made `file` of.
+pub(super) fn queue_name(file: &str) -> Option<String> {
+    let hex = file.len().is_multiple_of(2)
+        && file.len() >= 2
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if hex {
+        let bytes: Option<Vec<u8>> = (0..file.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&file[i..i + 2], 16).ok())
+            .collect();
+        if let Some(name) = bytes.and_then(|b| String::from_utf8(b).ok()) {
+            if file_name(&name) == file {
+                return Some(name);
+            }
+        }
+    }
+    (file_name(file) == file).then(|| file.to_owned())
+}
+
+struct Cons {
+    spec: Consumer,
+    held: bool,
+    /// Manual-ack deliveries not answered.
+    out: usize,
+    /// Auto-ack deliveries its shipper has not reported written.
+    inflight: usize,
+    next_seq: u64,
+}
+
+impl Cons {
+    fn has_credit(&self) -> bool {
+        !self.held && self.out + self.inflight < self.spec.prefetch as usize
+    }
+}
+
+struct Task {
+    name: String,
+    shared: Arc<QueueShared>,
+    groups: Arc<Groups>,
+    replica: Replica,
+    machine: Machine,
+    /// Out while a write is being synced on a blocking thread.
+    log: Option<RaftLog>,
+    /// Why the log cannot be written: the member stops promising anything.
+    failed: Option<String>,
+    /// Its next proposal's number (from the clock at start: unique across restarts).
+    next_seq: u64,
+    /// Confirms waiting for their message to be applied here.
+    waiting: HashMap<u64, (async_channel::Sender<crate::store::Outcome>, Instant)>,
+    consumers: Vec<Cons>,
+    /// Delivery id → (consumer, message id), while serving.
+    outstanding: HashMap<u64, (u64, u64)>,
+    /// Message id → delivery id.
+    by_id: HashMap<u64, u64>,
+    /// Deliveries of each message while this node serves.
+    counts: HashMap<u64, u32>,
+    rr: usize,
+    started: Instant,
+    ticked: u64,
+    voters: Vec<u64>,
+    learners: Vec<u64>,
+}
+
+enum Wake {
+    Cmd(Option<QueueCmd>),
+    Raft(RaftFrame),
+    Tick,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        rx: crate::chan::Rx<QueueCmd>,
+        raft: async_channel::Receiver<RaftFrame>,
+    ) {
+        let mut ticker = smol::Timer::interval(TICK);
+        'serve: loop {
+            let wake = futures_lite::future::or(
+                async { Wake::Cmd(rx.recv().await.ok()) },
+                futures_lite::future::or(
+                    async {
+                        match raft.recv().await {
+                            Ok(f) => Wake::Raft(f),
+                            Err(_) => futures_lite::future::pending().await,
+                        }
+                    },
+                    async {
+                        futures_lite::StreamExt::next(&mut ticker).await;
+                        Wake::Tick
+                    },
+                ),
+            )
+            .await;
+            match wake {
+                Wake::Cmd(None) => break,
+                Wake::Cmd(Some(cmd)) => {
+                    if self.handle(cmd) {
+                        break;
+                    }
+                }
+                Wake::Raft(f) => self.step(f),
+                Wake::Tick => {}
+            }
+            for _ in 0..4096 {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        if self.handle(cmd) {
+                            break 'serve;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..4096 {
+                match raft.try_recv() {
+                    Ok(f) => self.step(f),
+                    Err(_) => break,
+                }
+            }
+            self.tick();
+            self.advance().await;
+            self.dispatch();
+            self.expire();
+            self.show();
+        }
+        self.groups.unregister(&self.name);
+        for (_, (w, _)) in self.waiting.drain() {
+            let _ = w.try_send(Err(
+                "the queue stopped on this node before it was stored".into()
+            ));
+        }
+        rx.close();
+        while rx.try_recv().is_ok() {}
+    }
+
+    /// Makes up the ticks the clock owes.
+    fn tick(&mut self) {
+        let due = (self.started.elapsed().as_millis() / TICK.as_millis()) as u64;
+        // A long stall is made up at once: the lease and elections see the time.
+        while self.ticked < due {
+            self.ticked += 1;
+            self.replica.tick();
+        }
+    }
+
+    fn step(&mut self, f: RaftFrame) {
+        if let Some((m, stamp)) = from_frame(f) {
+            self.replica.step(m, stamp);
+        }
+    }
+
+    /// Proposes `msg`; `done` hears once it is applied here (or why not).
+    fn propose(
+        &mut self,
+        msg: Message,
+        done: Option<async_channel::Sender<crate::store::Outcome>>,
+    ) {
+        // The room the connection reserved: counted again once applied.
+        self.shared.release(1, msg.size());
+        if let Some(why) = &self.failed {
+            if let Some(d) = done {
+                let _ = d.try_send(Err(format!("not stored: {why}").into()));
+            }
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let op = Op::Enqueue {
+            origin: self.groups.me,
+            seq,
+            body: encode_message(&msg),
+        };
+        match self.replica.propose(op.encode()) {
+            Ok(()) => {
+                if let Some(d) = done {
+                    self.waiting.insert(seq, (d, Instant::now()));
+                }
+            }
+            Err(_) => {
+                if let Some(d) = done {
+                    let why = format!(
+                        "not stored: {} has no leader yet (an election is under way); try again",
+                        self.shared.dest
+                    );
+                    let _ = d.try_send(Err(why.into()));
+                }
+            }
+        }
+    }
+
+    /// Handles one command; true when the task must stop.
+    fn handle(&mut self, cmd: QueueCmd) -> bool {
+        match cmd {
+            QueueCmd::Publish(msg) => self.propose(msg, None),
+            QueueCmd::PublishMany(msgs) => {
+                for m in msgs {
+                    self.propose(m, None);
+                }
+            }
+            QueueCmd::PublishStored(msg, done) => self.propose(msg, Some(done)),
+            // The other queue's record of the message leaving is not written: after a
+            // restart of this node, that queue has it again (at least once).
+            QueueCmd::DeadLetter { msg, .. } => self.propose(msg, None),
+            QueueCmd::Subscribe(c) => {
+                self.shared.consumers.fetch_add(1, SeqCst);
+                self.consumers.push(Cons {
+                    spec: c,
+                    held: false,
+                    out: 0,
+                    inflight: 0,
+                    next_seq: 1,
+                });
+            }
+            QueueCmd::Hold { cid, on, reply } => {
+                if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
+                    c.held = on;
+                }
+                let _ = reply.try_send(());
+            }
+            QueueCmd::Unsubscribe { cid } => {
+                let before = self.consumers.len();
+                self.consumers.retain(|c| c.spec.cid != cid);
+                if self.consumers.len() < before {
+                    self.shared.consumers.fetch_sub(1, SeqCst);
+                }
+                self.machine.gone(cid);
+                self.outstanding.retain(|_, (c, _)| *c != cid);
+                let outstanding = &self.outstanding;
+                self.by_id.retain(|_, did| outstanding.contains_key(did));
+            }
+            QueueCmd::Ack {
+                cid,
+                did,
+                ack,
+                reply,
+                ..
+            } => {
+                let known = self.answer(cid, did, ack);
+                self.shared.unacked.store(self.outstanding.len(), Relaxed);
+                match reply {
+                    Some(r) => {
+                        let _ = r.try_send(known);
+                    }
+                    None if !known => {
+                        if let Some(c) = self.consumers.iter().find(|c| c.spec.cid == cid) {
+                            unknown_delivery(&c.spec.port.outbox, did);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            QueueCmd::Written { cid, n } => {
+                if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
+                    c.inflight = c.inflight.saturating_sub(n);
+                }
+            }
+            QueueCmd::Flush { reply } => {
+                let _ = reply.try_send(());
+            }
+            QueueCmd::Peek { limit, reply } => {
+                let now = Instant::now();
+                let got = self
+                    .machine
+                    .peek(limit)
+                    .into_iter()
+                    .filter_map(|b| decode_message(b, now))
+                    .map(|m| (m, 0))
+                    .collect();
+                let _ = reply.try_send(got);
+            }
+            QueueCmd::Purge { reply } => {
+                let n = self.machine.depth();
+                let _ = self.replica.propose(Op::Purge.encode());
+                let _ = reply.try_send(n);
+            }
+            QueueCmd::Delete { reply } => {
+                // Stops here only: the group lives on the other nodes (and again here
+                // when a client or a node names it).
+                self.shared.closed.store(true, SeqCst);
+                for c in self.consumers.drain(..) {
+                    c.spec.port.outbox.cancel(
+                        c.spec.sid,
+                        ErrorCode::UnknownDestination,
+                        format!(
+                            "{} was stopped on this node (a replicated queue is deleted node by node)",
+                            self.shared.dest
+                        ),
+                    );
+                    c.spec.port.tx.close();
+                }
+                self.shared.consumers.store(0, SeqCst);
+                self.shared.release_all();
+                let _ = reply.try_send(self.machine.depth());
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A consumer's `ACK` (`ack`) or `NACK` of delivery `did`: whether it was
+    /// outstanding.
+    fn answer(&mut self, cid: u64, did: u64, ack: bool) -> bool {
+        let Some(&(c, id)) = self.outstanding.get(&did) else {
+            return false;
+        };
+        if c != cid {
+            return false;
+        }
+        self.outstanding.remove(&did);
+        self.by_id.remove(&id);
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
+            c.out = c.out.saturating_sub(1);
+        }
+        if !ack {
+            return self.machine.nack(cid, id).is_ok();
+        }
+        match self.machine.ack(cid, id) {
+            Ok(Some(op)) => {
+                // While serving this node leads: it takes its own proposal. (One lost
+                // with a lost lead leaves the message to be delivered again.)
+                let _ = self.replica.propose(op.encode());
+                true
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Readies, writes, syncs and applies until raft-rs has nothing more.
+    async fn advance(&mut self) {
+        for _ in 0..8 {
+            let out = self.replica.ready();
+            let mut moved = !out.is_empty();
+            self.out(out);
+            let (entries, state) = self.replica.take_writes();
+            if !entries.is_empty() || state.is_some() {
+                moved = true;
+                if self.failed.is_some() {
+                    // Nothing written counts: this member stays silent.
+                    return;
+                }
+                let Some(mut log) = self.log.take() else {
+                    return;
+                };
+                let (log, wrote) = smol::unblock(move || {
+                    let r = log
+                        .write(&entries, state.as_ref())
+                        .and_then(|()| log.sync());
+                    (log, r)
+                })
+                .await;
+                self.log = Some(log);
+                if let Err(e) = wrote {
+                    let why = format!("its Raft log cannot be written: {e}");
+                    log::error!(
+                        "{}: {why}; this node no longer takes part in its group",
+                        self.shared.dest
+                    );
+                    for (_, (w, _)) in self.waiting.drain() {
+                        let _ = w.try_send(Err(format!("not stored: {why}").into()));
+                    }
+                    self.failed = Some(why);
+                    return;
+                }
+            }
+            let out = self.replica.synced();
+            moved |= !out.is_empty();
+            self.out(out);
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn out(&mut self, out: Vec<Out>) {
+        for o in out {
+            match o {
+                Out::Send(m, stamp) => self.groups.send(&self.name, m, stamp),
+                Out::Apply { index, data } => self.apply(index, &data),
+            }
+        }
+    }
+
+    fn apply(&mut self, index: u64, data: &[u8]) {
+        match self.machine.apply(index, data) {
+            Applied::Enqueued { origin, seq, .. } => {
+                // Counted as its body (what an `Ack`'s or a purge's figures give back).
+                let size = data.len().saturating_sub(ENQUEUE_HEAD);
+                self.shared.restored(1, size, true);
+                self.shared.messages_in.fetch_add(1, Relaxed);
+                self.shared.bytes_in.fetch_add(size as u64, Relaxed);
+                if origin == self.groups.me {
+                    if let Some((w, _)) = self.waiting.remove(&seq) {
+                        let _ = w.try_send(Ok(()));
+                    }
+                }
+            }
+            Applied::Duplicate { .. } => {}
+            Applied::Acked {
+                id,
+                was_there,
+                held_by,
+                bytes,
+            } => {
+                if was_there {
+                    self.shared.release(1, bytes);
+                }
+                if held_by.is_some() {
+                    self.forget(id);
+                }
+                self.counts.remove(&id);
+            }
+            Applied::Purged { ids, bytes } => {
+                self.shared.release(ids.len(), bytes);
+                for id in ids {
+                    self.forget(id);
+                    self.counts.remove(&id);
+                }
+            }
+            Applied::Unknown => log::warn!(
+                "{}: entry {index} is no operation this broker knows (from a newer one?); skipped",
+                self.shared.dest
+            ),
+        }
+    }
+
+    /// Delivery of message `id` is over (it left the queue).
+    fn forget(&mut self, id: u64) {
+        if let Some(did) = self.by_id.remove(&id) {
+            if let Some((cid, _)) = self.outstanding.remove(&did) {
+                if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
+                    c.out = c.out.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Starts or stops serving as the lease says, and hands messages out.
+    fn dispatch(&mut self) {
+        let serving = self.failed.is_none() && self.replica.serving();
+        let was = self.machine.serving();
+        let void = self.machine.serve(serving);
+        if was != serving {
+            match serving {
+                true => log::info!(
+                    "{}: this node leads it (term {})",
+                    self.shared.dest,
+                    self.replica.term()
+                ),
+                false => log::info!(
+                    "{}: this node no longer leads it ({} deliveries made void)",
+                    self.shared.dest,
+                    void.len()
+                ),
+            }
+        }
+        if was && !serving {
+            self.outstanding.clear();
+            self.by_id.clear();
+            self.counts.clear();
+            for c in &mut self.consumers {
+                c.out = 0;
+            }
+            self.shared.unacked.store(0, Relaxed);
+        }
+        if !serving || self.consumers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = 0;
+        while idle < self.consumers.len() {
+            self.rr %= self.consumers.len();
+            let i = self.rr;
+            self.rr += 1;
+            if !self.consumers[i].has_credit() {
+                idle += 1;
+                continue;
+            }
+            let cid = self.consumers[i].spec.cid;
+            let Some((id, body)) = self.machine.next_for(cid) else {
+                break;
+            };
+            idle = 0;
+            let Some(msg) = decode_message(body, now) else {
+                // Not a message this broker wrote: acknowledged, so it does not block.
+                log::warn!("{}: message {id} cannot be read; dropped", self.shared.dest);
+                if let Ok(Some(op)) = self.machine.ack(cid, id) {
+                    let _ = self.replica.propose(op.encode());
+                }
+                continue;
+            };
+            let count = self.counts.entry(id).or_insert(0);
+            *count += 1;
+            let count = *count;
+            let c = &mut self.consumers[i];
+            let did = match c.spec.auto_ack {
+                true => 0,
+                false => delivery_id(c.spec.slot, c.next_seq),
+            };
+            let bytes = msg.payload.len() as u64;
+            let d = Delivery {
+                did,
+                count,
+                msg,
+                charged: 0,
+                topic: None,
+            };
+            if c.spec.port.tx.push(d).is_err() {
+                // Its subscription ended; the unsubscribe is on the way.
+                c.held = true;
+                let _ = self.machine.nack(cid, id);
+                continue;
+            }
+            c.next_seq += 1;
+            self.shared.messages_out.fetch_add(1, Relaxed);
+            self.shared.bytes_out.fetch_add(bytes, Relaxed);
+            if count > 1 {
+                self.shared.redelivered.fetch_add(1, Relaxed);
+            }
+            if c.spec.auto_ack {
+                c.inflight += 1;
+                if let Ok(Some(op)) = self.machine.ack(cid, id) {
+                    let _ = self.replica.propose(op.encode());
+                }
+            } else {
+                c.out += 1;
+                self.outstanding.insert(did, (cid, id));
+                self.by_id.insert(id, did);
+            }
+        }
+        self.shared.unacked.store(self.outstanding.len(), Relaxed);
+    }
+
+    /// Confirms not heard in time are answered with an error.
+    fn expire(&mut self) {
+        let dest = &self.shared.dest;
+        self.waiting.retain(|_, (w, at)| {
+            if at.elapsed() < CONFIRM_TIMEOUT {
+                return true;
+            }
+            let why = format!(
+                "not confirmed within {} s: {dest}'s leader did not commit it in time (it may still be stored; publish it again with the same agora-msg-id to be sure)",
+                CONFIRM_TIMEOUT.as_secs()
+            );
+            let _ = w.try_send(Err(why.into()));
+            false
+        });
+    }
+
+    fn show(&mut self) {
+        let (last_index, commit) = self.replica.indexes();
+        let f = Figures {
+            leader: self.replica.leader(),
+            term: self.replica.term(),
+            serving: self.machine.serving(),
+            last_index,
+            commit,
+            lag: self
+                .replica
+                .matched()
+                .into_iter()
+                .map(|(n, m)| (n, last_index.saturating_sub(m)))
+                .collect(),
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
+            failed: self.failed.clone(),
+        };
+        self.groups.show(&self.name, f);
+    }
+}
+
+/// A message as a replicated queue's entry holds it: its headers, then its payload.
+/// `count:u16 (klen:u16 key vlen:u32 value)* payload`.
+pub(crate) fn encode_message(m: &Message) -> Vec<u8> {
+    let mut v = Vec::with_capacity(2 + m.headers.encoded_len() + m.payload.len());
+    let n = m.headers.len().min(u16::MAX as usize);
+    v.extend_from_slice(&(n as u16).to_le_bytes());
+    for (k, val) in m.headers.iter().take(n) {
+        v.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        v.extend_from_slice(k.as_bytes());
+        v.extend_from_slice(&(val.len() as u32).to_le_bytes());
+        v.extend_from_slice(val.as_bytes());
+    }
+    v.extend_from_slice(&m.payload);
+    v
+}
+
+/// The message [`encode_message`] wrote; `None` when `b` is not one.
+pub(crate) fn decode_message(b: &[u8], received: Instant) -> Option<Message> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = b.get(at..at.checked_add(n)?)?;
+        at += n;
+        Some(s)
+    };
+    let n = u16::from_le_bytes(take(2)?.try_into().ok()?);
+    let mut headers = Headers::new();
+    for _ in 0..n {
+        let kl = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+        let k = std::str::from_utf8(take(kl)?).ok()?.to_owned();
+        let vl = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        let v = std::str::from_utf8(take(vl)?).ok()?.to_owned();
+        headers.append(&k, &v).ok()?;
+    }
+    Some(Message {
+        received,
+        headers,
+        payload: agora_protocol::bytes::Bytes::copy_from_slice(&b[at..]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_survives_its_entry_and_junk_is_refused() {
+        let mut headers = Headers::new();
+        headers.insert("agora-msg-id", "order-7").unwrap();
+        headers.insert("k", "").unwrap();
+        let now = Instant::now();
+        let m = Message {
+            received: now,
+            headers,
+            payload: agora_protocol::bytes::Bytes::from_static(b"a payload"),
+        };
+        let b = encode_message(&m);
+        let back = decode_message(&b, now).unwrap();
+        assert_eq!(back.headers.get("agora-msg-id"), Some("order-7"));
+        assert_eq!(back.headers.len(), 2);
+        assert_eq!(&back.payload[..], b"a payload");
+        for cut in 0..b.len() - 9 {
+            assert!(decode_message(&b[..cut], now).is_none(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn file_names_are_plain_or_hex() {
+        assert_eq!(file_name("orders.eu-1_x"), "orders.eu-1_x");
+        assert_eq!(file_name("a/b"), "612f62");
+        assert_eq!(file_name(".."), "2e2e");
+        for name in ["orders.eu-1_x", "a/b", "..", "ab", "q 1"] {
+            assert_eq!(
+                queue_name(&file_name(name)).as_deref(),
+                Some(name),
+                "{name}"
+            );
+        }
+    }
+}

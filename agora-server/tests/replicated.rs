@@ -1,0 +1,221 @@
+//! Replicated queues on a cluster of three brokers in one process, over real sockets:
+//! confirms from any node once a majority has the message on disk, a leader stopped
+//! with deliveries out and the next one delivering everything not acknowledged, a node
+//! that comes back catching up from its own log, and the configuration's checks.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use agora_protocol::ServerFrame;
+use agora_server::auth::Pattern;
+use agora_server::{Config, Server};
+use common::*;
+
+fn node(id: u64, dir: &Path) -> Config {
+    Config {
+        data_dir: Some(dir.join(format!("node{id}"))),
+        replicated_queues: vec![Pattern::parse("queue:orders").unwrap()],
+        ..cluster_node(id)
+    }
+}
+
+/// This node's figures for the replicated queue `orders` (null until it runs it).
+fn group(c: &mut Raw) -> serde_json::Value {
+    c.stats()["cluster"]["replicated"]["orders"].clone()
+}
+
+/// The index (0-based) of the node that serves `orders`, once one does.
+fn leader(conns: &mut [(usize, Raw)]) -> usize {
+    let mut found = None;
+    wait_until("a node leads queue:orders", || {
+        found = conns
+            .iter_mut()
+            .find_map(|(i, c)| (group(c)["serving"] == true).then_some(*i));
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// Publishes `bodies` to queue:orders with confirms on; every one must be confirmed.
+fn publish_confirmed(c: &mut Raw, bodies: &[String]) {
+    c.send(b"SETACK #1 on\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    let mut batch = Vec::new();
+    for (i, b) in bodies.iter().enumerate() {
+        let rid = 100 + i;
+        batch.extend_from_slice(
+            format!("PUB #{rid} queue:orders {}\r\n{b}\r\n", b.len()).as_bytes(),
+        );
+    }
+    c.send(&batch);
+    for i in 0..bodies.len() {
+        match c.next() {
+            ServerFrame::PubAck { rid, .. } => assert_eq!(rid, Some(100 + i as u64)),
+            f => panic!("expected PUBACK #{}, got {f:?}", 100 + i),
+        }
+    }
+}
+
+/// Publishes one confirmed message until one is confirmed (the first client to name
+/// the queue makes its group, which elects a leader in a second or two).
+fn until_confirmed(c: &mut Raw) {
+    c.send(b"SETACK #1 on\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    wait_until("a confirmed publish to queue:orders", || {
+        c.send(b"PUB #2 queue:orders 4\r\nwarm\r\n");
+        match c.next() {
+            ServerFrame::PubAck { .. } => true,
+            ServerFrame::Err(e) => {
+                assert!(e.message.contains("no leader yet"), "{e:?}");
+                false
+            }
+            f => panic!("{f:?}"),
+        }
+    });
+}
+
+/// Subscribes with manual acks and reads `n` deliveries: (body, delivery id).
+fn take(c: &mut Raw, n: usize) -> Vec<(String, u64)> {
+    c.send(b"SUB #3 queue:orders 1 prefetch=1000\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    (0..n)
+        .map(|_| match c.next() {
+            ServerFrame::Msg(m) => (String::from_utf8_lossy(&m.payload).into_owned(), m.did),
+            f => panic!("expected MSG, got {f:?}"),
+        })
+        .collect()
+}
+
+fn ack(c: &mut Raw, dids: &[u64]) {
+    for (i, did) in dids.iter().enumerate() {
+        c.send(format!("ACK #{} {did}\r\n", 1000 + i).as_bytes());
+    }
+    for i in 0..dids.len() {
+        assert_eq!(
+            c.next(),
+            ServerFrame::Ok {
+                rid: Some(1000 + i as u64)
+            }
+        );
+    }
+}
+
+fn depth(c: &mut Raw) -> u64 {
+    let st = c.stats();
+    dest_stats(&st, "queue", "orders").map_or(u64::MAX, |d| d["depth"].as_u64().unwrap())
+}
+
+#[test]
+fn a_confirmed_message_outlives_its_leader_and_is_delivered_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _) = start_cluster((1..=3).map(|id| node(id, dir.path())).collect());
+    let mut warm = nodes[0].connect();
+    until_confirmed(&mut warm);
+    let mut conns: Vec<(usize, Raw)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, n.connect()))
+        .collect();
+    let l = leader(&mut conns);
+    // Published on a node that does not lead: its proposals go to the leader, and each
+    // is confirmed once applied on the node it was published on.
+    let f = (l + 1) % 3;
+    let bodies: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    let mut p = nodes[f].connect();
+    publish_confirmed(&mut p, &bodies);
+    // The leader delivers everything (the warm-up messages too); 30 are acknowledged.
+    let mut c = nodes[l].connect();
+    let got = take(&mut c, 101);
+    let (warmups, orders): (Vec<_>, Vec<_>) = got.into_iter().partition(|(b, _)| b == "warm");
+    assert_eq!((warmups.len(), orders.len()), (1, 100));
+    let first: Vec<u64> = warmups
+        .iter()
+        .chain(&orders[..30])
+        .map(|(_, d)| *d)
+        .collect();
+    ack(&mut c, &first);
+    // Every node applies the acknowledgements: 70 left everywhere.
+    for (i, c) in conns.iter_mut() {
+        wait_until(&format!("node {} holds 70", *i + 1), || {
+            depth(c) == 70 || (group(c)["serving"] == true && depth(c) == 0)
+        });
+    }
+    // The leader stops, 70 deliveries out and unacknowledged.
+    nodes[l].shutdown().unwrap();
+    drop(c);
+    let mut rest: Vec<(usize, Raw)> = conns.into_iter().filter(|(i, _)| *i != l).collect();
+    let next = leader(&mut rest);
+    assert_ne!(next, l);
+    let mut c = nodes[next].connect();
+    let again = take(&mut c, 70);
+    let seen: BTreeSet<String> = again.iter().map(|(b, _)| b.clone()).collect();
+    let want: BTreeSet<String> = (30..100).map(|i| format!("m{i}")).collect();
+    assert_eq!(seen, want, "each unacknowledged message once");
+    ack(&mut c, &again.iter().map(|(_, d)| *d).collect::<Vec<_>>());
+    for (i, c) in rest.iter_mut() {
+        wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
+    }
+    // And a publish on the survivors is confirmed by their majority of two.
+    let mut p = nodes[next].connect();
+    publish_confirmed(&mut p, &["after".to_owned()]);
+}
+
+#[test]
+fn a_node_that_comes_back_catches_up_from_its_own_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, peers) = start_cluster((1..=3).map(|id| node(id, dir.path())).collect());
+    let mut warm = nodes[0].connect();
+    until_confirmed(&mut warm);
+    let mut conns: Vec<(usize, Raw)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, n.connect()))
+        .collect();
+    let l = leader(&mut conns);
+    // A node that does not lead stops; 50 are confirmed by the other two meanwhile.
+    let gone = (l + 1) % 3;
+    nodes[gone].shutdown().unwrap();
+    drop(conns);
+    let bodies: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    let mut p = nodes[l].connect();
+    publish_confirmed(&mut p, &bodies);
+    // It comes back at its cluster address, with its data directory: its group is made
+    // at start from its log, and the leader brings it up to date.
+    let mut again = node(gone as u64 + 1, dir.path());
+    again.cluster_listen = Some(peers[gone].1.parse().unwrap());
+    again.peers = peers.clone();
+    let back = start_with(again);
+    let mut b = back.connect();
+    wait_until("the node that came back holds all 51", || {
+        depth(&mut b) == 51
+    });
+    let g = group(&mut b);
+    assert_eq!(g["voters"], serde_json::json!([1, 2, 3]), "{g}");
+    // The leader shows no lag for it once it caught up.
+    let mut lc = nodes[l].connect();
+    wait_until("no lag", || {
+        group(&mut lc)["lag"][(gone + 1).to_string()] == 0
+    });
+}
+
+#[test]
+fn replicated_queues_need_a_cluster_and_a_data_directory() {
+    let bind = |c: Config| {
+        smol::block_on(Server::bind(c))
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let alone = Config {
+        replicated_queues: vec![Pattern::parse("queue:orders").unwrap()],
+        ..Config::ephemeral()
+    };
+    assert!(bind(alone).contains("--replicated-queues needs a cluster"));
+    let diskless = Config {
+        replicated_queues: vec![Pattern::parse("queue:orders").unwrap()],
+        ..cluster_node(1)
+    };
+    assert!(bind(diskless).contains("--replicated-queues needs --data-dir"));
+}
