@@ -18,16 +18,19 @@
 //! first violation, with the round and the ids.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::BufReader;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agora_protocol::bytes::BytesMut;
-use agora_protocol::{decode_server_with, Limits, ServerFrame};
+use agora_protocol::ServerFrame;
+
+#[path = "common/conn.rs"]
+mod conn;
+use conn::Conn;
 
 /// Payload bytes of each message: its id in 20 digits, then padding.
 const PAYLOAD: usize = 128;
@@ -54,59 +57,6 @@ struct Model {
     acked: u64,
 }
 
-/// A blocking connection that decodes the broker's frames.
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Conn {
-    fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(DEADLINE))?;
-        let mut c = Conn {
-            stream,
-            buf: BytesMut::new(),
-        };
-        match c.next()? {
-            ServerFrame::Info(_) => Ok(c),
-            f => Err(std::io::Error::other(format!("expected INFO, got {f:?}"))),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    fn next(&mut self) -> std::io::Result<ServerFrame> {
-        let limits = Limits::default();
-        loop {
-            match decode_server_with(&mut self.buf, &limits) {
-                Ok(Some(f)) => return Ok(f),
-                Ok(None) => {}
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
-            }
-            let mut chunk = [0u8; 65536];
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Waits for `OK #rid`, failing on anything else but deliveries (returned).
-    fn ok(&mut self, rid: u64) -> std::io::Result<()> {
-        match self.next()? {
-            ServerFrame::Ok { rid: Some(r) } if r == rid => Ok(()),
-            f => Err(std::io::Error::other(format!(
-                "expected OK #{rid}, got {f:?}"
-            ))),
-        }
-    }
-}
-
 fn id_of(payload: &[u8]) -> Option<u64> {
     std::str::from_utf8(payload.get(..20)?).ok()?.parse().ok()
 }
@@ -119,7 +69,7 @@ fn payload(id: u64) -> Vec<u8> {
 
 /// Publishes with confirms, `WINDOW` at a time, until the connection dies.
 fn publisher(addr: SocketAddr, queue: &str, ids: Arc<AtomicU64>, model: Arc<Mutex<Model>>) {
-    let Ok(mut c) = Conn::connect(addr) else {
+    let Ok(mut c) = Conn::connect(addr, DEADLINE) else {
         return;
     };
     if c.send(b"SETACK #1 on\r\n").is_err() || c.ok(1).is_err() {
@@ -159,7 +109,7 @@ fn publisher(addr: SocketAddr, queue: &str, ids: Arc<AtomicU64>, model: Arc<Mute
 /// Consumes with manual acks, each with a request id; an acknowledged message is
 /// no longer owed once its `OK` is read.
 fn consumer(addr: SocketAddr, model: Arc<Mutex<Model>>, stop: Arc<AtomicBool>) {
-    let Ok(mut c) = Conn::connect(addr) else {
+    let Ok(mut c) = Conn::connect(addr, DEADLINE) else {
         return;
     };
     if c.send(b"SUB #1 queue:crash 1 prefetch=64\r\n").is_err() || c.ok(1).is_err() {
@@ -250,7 +200,7 @@ fn verify(
     last: bool,
 ) -> Result<(u64, u64), String> {
     let io = |e: std::io::Error| format!("round {round}: {e}");
-    let mut admin = Conn::connect(addr).map_err(io)?;
+    let mut admin = Conn::connect(addr, DEADLINE).map_err(io)?;
     admin.send(b"STATS #1 prefix=crash\r\n").map_err(io)?;
     let json = match admin.next().map_err(io)? {
         ServerFrame::StatsResp { json, .. } => String::from_utf8_lossy(&json).into_owned(),
@@ -261,7 +211,7 @@ fn verify(
     for (name, always) in [("crash", true), ("crash.keep", false)] {
         let depth = depth_of(&json, name);
         let ack = always || last || depth > KEEP;
-        let mut c = Conn::connect(addr).map_err(io)?;
+        let mut c = Conn::connect(addr, DEADLINE).map_err(io)?;
         c.send(format!("SUB #2 queue:{name} 1 prefetch=65536\r\n").as_bytes())
             .map_err(io)?;
         c.ok(2).map_err(io)?;

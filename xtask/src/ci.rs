@@ -22,6 +22,8 @@ enum Step {
     Sim,
     /// The crash test, 10 kills of the release broker (`cargo xtask crash`).
     Crash,
+    /// The cluster test, 3 faults (`cargo xtask cluster-test`).
+    ClusterTest,
     Statsd,
     Book,
     /// `bench --quick` with Agora alone, built without the peer drivers: a smoke test
@@ -40,6 +42,7 @@ const STEPS: &[Step] = &[
     Step::Test,
     Step::Sim,
     Step::Crash,
+    Step::ClusterTest,
     Step::Statsd,
     Step::Book,
     Step::BenchQuick,
@@ -55,6 +58,7 @@ impl Step {
             Step::Test => "test",
             Step::Sim => "sim",
             Step::Crash => "crash",
+            Step::ClusterTest => "cluster-test",
             Step::Statsd => "statsd",
             Step::Book => "book",
             Step::BenchQuick => "bench --quick",
@@ -89,6 +93,7 @@ impl Step {
                     crate::sim(&["--cluster", "--seeds", "10", "--ops", "20000"].map(String::from))
                 }),
             Step::Crash => crate::crash(&["--iterations", "10"].map(String::from)),
+            Step::ClusterTest => crate::cluster_test(&["--faults", "3"].map(String::from)),
             Step::Statsd => crate::statsd::run(),
             Step::Book => book::run(),
             Step::BenchQuick => crate::bench::run(&crate::bench::Options {

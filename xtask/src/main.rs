@@ -48,6 +48,12 @@ Commands:
                        (default 200) under publishers with confirms and an acknowledging
                        consumer: fails if a confirmed, unacknowledged message is missing
                        after a restart, or one comes back twice
+  cluster-test [--faults N] [--seed S]
+                       three release brokers as one cluster with a replicated queue,
+                       publishers with confirms and acknowledging consumers on each, and
+                       N faults (default 100): the leader (or another node) killed with
+                       SIGKILL and started again; fails if a confirmed message is never
+                       delivered; reports failover times and duplicates
   soak [--minutes N | --seconds N]
                        the release broker under hostile clients beside a normal pair for
                        N minutes (default 1): fails if its RSS passes the bound or a
@@ -66,6 +72,7 @@ enum Task {
     Cycles,
     Sim(Vec<String>),
     Crash(Vec<String>),
+    ClusterTest(Vec<String>),
     Soak { seconds: u64 },
     Help,
 }
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
         Task::Cycles => cycles::run(),
         Task::Sim(args) => sim(&args),
         Task::Crash(args) => crash(&args),
+        Task::ClusterTest(args) => cluster_test(&args),
         Task::Soak { seconds } => soak::run(seconds),
         Task::Help => {
             print!("{USAGE}");
@@ -124,6 +132,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
         // The example checks its own arguments.
         "sim" => return Ok(Task::Sim(rest.to_vec())),
         "crash" => return Ok(Task::Crash(rest.to_vec())),
+        "cluster-test" => return Ok(Task::ClusterTest(rest.to_vec())),
         "soak" => return soak::parse(rest).map(|seconds| Task::Soak { seconds }),
         "help" | "--help" | "-h" => Task::Help,
         other => return Err(format!("unknown command `{other}`")),
@@ -188,13 +197,23 @@ pub(crate) fn build_release_agora(extra: &[&str]) -> process::Result<()> {
 
 /// Builds the release broker and runs the crash test's example with `args`.
 pub(crate) fn crash(args: &[String]) -> process::Result<()> {
+    release_example("crash", args)
+}
+
+/// Builds the release broker and runs the cluster test's example with `args`.
+pub(crate) fn cluster_test(args: &[String]) -> process::Result<()> {
+    release_example("cluster_test", args)
+}
+
+/// Builds the release broker with agora-server's example `name`, and runs it.
+fn release_example(name: &str, args: &[String]) -> process::Result<()> {
     let root = project_root();
-    build_release_agora(&["--example", "crash"])?;
+    build_release_agora(&["--example", name])?;
     // Where cargo put it: CARGO_TARGET_DIR when set, else the workspace's target/.
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let mut cmd = std::process::Command::new(target.join("release/examples/crash"));
+    let mut cmd = std::process::Command::new(target.join("release/examples").join(name));
     process::run(cmd.args(args))
 }
 

@@ -1,0 +1,431 @@
+//! `cargo xtask cluster-test [--faults N] [--seed S]`: three release `agora` processes
+//! as one cluster on loopback, with the replicated queue `orders`; a publisher with
+//! confirms and an acknowledging consumer on each node; and N faults, one at a time:
+//! the node that leads `orders` (two faults in three) or another node killed with
+//! SIGKILL, then started again on its data directory a moment later.
+//!
+//! After the faults the publishers stop and the consumers read on until every
+//! confirmed message was delivered. It reports what was published, confirmed,
+//! delivered (and delivered more than once: a leader killed with deliveries out
+//! makes its successor deliver them again), the time from killing a leader to another
+//! node serving the queue (its failover), and the longest time no publish was
+//! confirmed; it fails (exit 1) if a confirmed message was never delivered.
+//!
+//! Partitions (a node cut off while it runs) are not made here yet: the cluster
+//! simulation makes them (`cargo xtask sim --cluster`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::BufReader;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agora_protocol::ServerFrame;
+
+#[path = "common/conn.rs"]
+mod conn;
+use conn::Conn;
+
+/// Payload bytes of each message: its id in 20 digits, then padding.
+const PAYLOAD: usize = 128;
+/// Confirmed publishes a publisher has outstanding at once.
+const WINDOW: usize = 16;
+/// How long a connection's read waits before its thread looks at the clock.
+const READ: Duration = Duration::from_millis(300);
+/// How long the end may take to deliver everything confirmed.
+const DRAIN: Duration = Duration::from_secs(60);
+const SECRET: &str = "the cluster test's secret, not a real one";
+
+#[derive(Default)]
+struct Model {
+    published: u64,
+    confirmed: BTreeSet<u64>,
+    /// Refused or timed out: not confirmed (it may be stored all the same).
+    refused: u64,
+    delivered: HashMap<u64, u32>,
+    last_confirm: Option<Instant>,
+    longest_pause: Duration,
+}
+
+struct Node {
+    id: u64,
+    client: SocketAddr,
+    cluster: SocketAddr,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn id_of(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload.get(..20)?).ok()?.parse().ok()
+}
+
+fn payload(id: u64) -> Vec<u8> {
+    let mut p = format!("{id:020}").into_bytes();
+    p.resize(PAYLOAD, b'.');
+    p
+}
+
+fn start(bin: &Path, n: &Node, peers: &str) -> Result<Child, String> {
+    let mut child = Command::new(bin)
+        .args(["--port", &n.client.port().to_string()])
+        .args(["--data-dir", &n.dir.display().to_string()])
+        .args(["--node-id", &n.id.to_string()])
+        .args(["--cluster-listen", &n.cluster.to_string()])
+        .args(["--peers", peers, "--cluster-name", "test"])
+        .args(["--replicated-queues", "orders", "--max-deliveries", "0"])
+        .env("AGORA_CLUSTER_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", bin.display()))?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    match agora_protocol::startup::read_listener(&mut out, "tcp") {
+        Ok(_) => {
+            // The broker logs to its standard output: read it all, so it never blocks.
+            std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+            Ok(child)
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("node {} did not start: {e}", n.id))
+        }
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// Whether the node at `addr` serves `orders` now (false when it does not answer).
+fn serves(addr: SocketAddr) -> bool {
+    let Ok(mut c) = Conn::connect(addr, READ) else {
+        return false;
+    };
+    if c.send(b"STATS #9 prefix=orders\r\n").is_err() {
+        return false;
+    }
+    for _ in 0..100 {
+        match c.next() {
+            Ok(ServerFrame::StatsResp { json, .. }) => {
+                let v: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+                return v["cluster"]["replicated"]["orders"]["serving"] == true;
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Publishes with confirms, `WINDOW` at a time, to its node, connecting again
+/// whenever the node goes, until `stop`.
+fn publisher(
+    addr: SocketAddr,
+    ids: Arc<AtomicU64>,
+    model: Arc<Mutex<Model>>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(SeqCst) {
+        let Ok(mut c) = Conn::connect(addr, READ * 20) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if c.send(b"SETACK #1 on\r\n").is_err() || c.ok(1).is_err() {
+            continue;
+        }
+        'conn: while !stop.load(SeqCst) {
+            let mut batch = Vec::new();
+            let mut sent = HashMap::new();
+            for _ in 0..WINDOW {
+                let id = ids.fetch_add(1, SeqCst);
+                let rid = id + 10;
+                sent.insert(rid, id);
+                batch
+                    .extend_from_slice(format!("PUB #{rid} queue:orders {PAYLOAD}\r\n").as_bytes());
+                batch.extend_from_slice(&payload(id));
+                batch.extend_from_slice(b"\r\n");
+            }
+            model.lock().unwrap().published += WINDOW as u64;
+            if c.send(&batch).is_err() {
+                break;
+            }
+            let mut refused = false;
+            for _ in 0..WINDOW {
+                match c.next() {
+                    Ok(ServerFrame::PubAck { rid: Some(rid), .. }) => {
+                        let mut m = model.lock().unwrap();
+                        m.confirmed.insert(sent[&rid]);
+                        let now = Instant::now();
+                        if let Some(last) = m.last_confirm {
+                            m.longest_pause = m.longest_pause.max(now - last);
+                        }
+                        m.last_confirm = Some(now);
+                    }
+                    Ok(ServerFrame::Err(_)) => {
+                        model.lock().unwrap().refused += 1;
+                        refused = true;
+                    }
+                    // Its node was killed (or a confirm took longer than the reads'
+                    // limit): what was not confirmed is not owed.
+                    _ => break 'conn,
+                }
+            }
+            // No leader (an election is under way): a moment before trying again.
+            if refused {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Consumes `orders` on its node with manual acks, connecting again whenever the node
+/// goes, until `stop`.
+fn consumer(addr: SocketAddr, model: Arc<Mutex<Model>>, stop: Arc<AtomicBool>) {
+    while !stop.load(SeqCst) {
+        let Ok(mut c) = Conn::connect(addr, READ) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if c.send(b"SUB #1 queue:orders 1 prefetch=64\r\n").is_err() || c.ok(1).is_err() {
+            continue;
+        }
+        while !stop.load(SeqCst) {
+            match c.next() {
+                Ok(ServerFrame::Msg(m)) => {
+                    if let Some(id) = id_of(&m.payload) {
+                        *model.lock().unwrap().delivered.entry(id).or_insert(0) += 1;
+                    }
+                    if c.send(format!("ACK {}\r\n", m.did).as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                // An acknowledgement of a delivery made void (its node stopped
+                // leading): the message is delivered again.
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let mut faults = 100u32;
+    let mut seed = 1u64;
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/release/examples/cluster_test → target/release/agora
+    let mut bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("agora"))
+        .unwrap_or_default();
+    let mut dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .and_then(|p| p.parent())
+        .map(|p| p.join("cluster-test"))
+        .unwrap_or_default();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next();
+        match (a.as_str(), v) {
+            ("--faults", Some(v)) => faults = v.parse().unwrap_or(faults),
+            ("--seed", Some(v)) => seed = v.parse().unwrap_or(seed),
+            ("--bin", Some(v)) => bin = v.into(),
+            ("--dir", Some(v)) => dir = v.into(),
+            _ => {
+                eprintln!("usage: cluster_test [--faults N] [--seed S] [--bin AGORA] [--dir DIR]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    match run(faults, seed, &bin, &dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "cluster-test: {e} (data directories kept: {})",
+                dir.display()
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
+    let mut rng = agora_server::rng::Rng::new(seed);
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| Node {
+            id,
+            client: free_addr(),
+            cluster: free_addr(),
+            dir: dir.join(format!("node{id}")),
+            child: None,
+        })
+        .collect();
+    let peers = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.cluster))
+        .collect::<Vec<_>>()
+        .join(",");
+    for i in 0..nodes.len() {
+        let child = start(bin, &nodes[i], &peers);
+        match child {
+            Ok(c) => nodes[i].child = Some(c),
+            Err(e) => {
+                stop_all(&mut nodes);
+                return Err(e);
+            }
+        }
+    }
+    let t0 = Instant::now();
+    let result = faults_under_load(faults, &mut rng, bin, &peers, &mut nodes);
+    stop_all(&mut nodes);
+    let (model, failovers) = result?;
+    let lost: Vec<u64> = model
+        .confirmed
+        .iter()
+        .filter(|id| !model.delivered.contains_key(id))
+        .copied()
+        .collect();
+    let twice: u64 = model.delivered.values().map(|&n| n as u64 - 1).sum();
+    let mut f = failovers.clone();
+    f.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let failover = match f.len() {
+        0 => "no leader was killed".to_owned(),
+        n => format!(
+            "{n} leaders killed; failover median {:.0} ms, min {:.0} ms, max {:.0} ms",
+            ms(f[n / 2]),
+            ms(f[0]),
+            ms(f[n - 1])
+        ),
+    };
+    println!(
+        "{faults} faults in {:.1} s: {} published, {} confirmed, {} refused or timed out; {} delivered ({} of them again); {} confirmed messages lost; {failover}; longest time with no confirm: {:.0} ms",
+        t0.elapsed().as_secs_f64(),
+        model.published,
+        model.confirmed.len(),
+        model.refused,
+        model.delivered.len(),
+        twice,
+        lost.len(),
+        ms(model.longest_pause),
+    );
+    if !lost.is_empty() {
+        return Err(format!(
+            "{} confirmed messages were never delivered, first {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        ));
+    }
+    Ok(())
+}
+
+fn stop_all(nodes: &mut [Node]) {
+    for n in nodes {
+        if let Some(mut c) = n.child.take() {
+            kill(&mut c);
+        }
+    }
+}
+
+/// The load, the faults, and the drain at the end: the model, and each failover's time.
+fn faults_under_load(
+    faults: u32,
+    rng: &mut agora_server::rng::Rng,
+    bin: &Path,
+    peers: &str,
+    nodes: &mut [Node],
+) -> Result<(Model, Vec<Duration>), String> {
+    let model = Arc::new(Mutex::new(Model::default()));
+    let ids = Arc::new(AtomicU64::new(0));
+    let stop_pub = Arc::new(AtomicBool::new(false));
+    let stop_sub = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for n in nodes.iter() {
+        let addr = n.client;
+        let (ids, m, stop) = (ids.clone(), model.clone(), stop_pub.clone());
+        threads.push(std::thread::spawn(move || publisher(addr, ids, m, stop)));
+        let (m, stop) = (model.clone(), stop_sub.clone());
+        threads.push(std::thread::spawn(move || consumer(addr, m, stop)));
+    }
+    let leader_of = |nodes: &[Node]| nodes.iter().position(|n| serves(n.client));
+    let mut failovers = Vec::new();
+    let until = |what: &str, limit: Duration, mut cond: Box<dyn FnMut() -> bool + '_>| {
+        let end = Instant::now() + limit;
+        while !cond() {
+            if Instant::now() > end {
+                return Err(format!("timed out waiting for {what}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    };
+    until(
+        "a leader",
+        Duration::from_secs(30),
+        Box::new(|| leader_of(nodes).is_some()),
+    )?;
+    for fault in 0..faults {
+        std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
+        let leader = leader_of(nodes);
+        let victim = match leader {
+            Some(l) if rng.below(3) < 2 => l,
+            _ => rng.below(3) as usize,
+        };
+        let mut child = nodes[victim].child.take().ok_or("a node is down")?;
+        kill(&mut child);
+        let killed = Instant::now();
+        if Some(victim) == leader {
+            let others: Vec<SocketAddr> = (0..3)
+                .filter(|&i| i != victim)
+                .map(|i| nodes[i].client)
+                .collect();
+            until(
+                &format!("another leader after fault {fault}"),
+                Duration::from_secs(30),
+                Box::new(|| others.iter().any(|&a| serves(a))),
+            )?;
+            failovers.push(killed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
+        nodes[victim].child = Some(start(bin, &nodes[victim], peers)?);
+    }
+    stop_pub.store(true, SeqCst);
+    // Every confirmed message delivered, or the drain's limit.
+    let drained = until(
+        "every confirmed message delivered",
+        DRAIN,
+        Box::new(|| {
+            let m = model.lock().unwrap();
+            m.confirmed.iter().all(|id| m.delivered.contains_key(id))
+        }),
+    );
+    stop_sub.store(true, SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Err(e) = drained {
+        eprintln!("cluster-test: {e}");
+    }
+    let model = std::mem::take(&mut *model.lock().unwrap());
+    Ok((model, failovers))
+}
