@@ -126,7 +126,8 @@ pub use queue::Queue;
 pub use stats::{
     BindingStats, BoundQueueStats, BrokerStats, ClientCounts, ClusterStats, ConnectionStats,
     ConnectionsPage, ConnectionsPageInfo, DestinationStats, LatencyStats, MemoryStats, PageStats,
-    PeerStats, Stats, UnlistedTopicStats, WildcardPatternStats, WildcardStats,
+    PeerStats, ReplicatedQueueStats, Stats, UnlistedTopicStats, WildcardPatternStats,
+    WildcardStats,
 };
 pub use sub::{Consumer, Subscription};
 pub use topic::Topic;

@@ -74,6 +74,41 @@ pub struct ClusterStats {
     pub interest: u64,
     /// The other nodes.
     pub peers: Vec<PeerStats>,
+    /// The replicated queues this node runs, by name.
+    #[serde(default)]
+    pub replicated: std::collections::BTreeMap<String, ReplicatedQueueStats>,
+}
+
+/// A replicated queue as one node of its group sees it (in [`ClusterStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReplicatedQueueStats {
+    /// The node this one knows leads the queue (0: none known).
+    pub leader: u64,
+    /// Its Raft term, as this node knows it.
+    #[serde(default)]
+    pub term: u64,
+    /// Whether this node leads it under its lease and delivers it.
+    #[serde(default)]
+    pub serving: bool,
+    /// The last entry of its log here.
+    #[serde(default)]
+    pub last_index: u64,
+    /// The highest entry known committed here.
+    #[serde(default)]
+    pub commit: u64,
+    /// On the leader: entries each other member lacks, by node id.
+    #[serde(default)]
+    pub lag: std::collections::BTreeMap<String, u64>,
+    /// The nodes that vote in its group.
+    #[serde(default)]
+    pub voters: Vec<u64>,
+    /// The nodes that follow its log without voting.
+    #[serde(default)]
+    pub learners: Vec<u64>,
+    /// Why this node's log of it cannot be written, if it cannot.
+    #[serde(default)]
+    pub failed: Option<String>,
 }
 
 /// Another node of the cluster, as this one sees it (in [`ClusterStats`]).

@@ -1,6 +1,7 @@
 //! The SDK against a cluster of three in-process brokers: a subscriber on one node gets
 //! what is published on another, follows its subscription to the next broker of its
-//! list when its own stops, and a request made on one node is answered on another.
+//! list when its own stops, a request made on one node is answered on another, and a
+//! replicated queue confirms on one node and is delivered by its leader.
 
 mod common;
 
@@ -96,5 +97,69 @@ fn a_request_made_on_one_node_is_answered_on_another() {
         }
         responder.close().await.unwrap();
         let _ = answering.join();
+    });
+}
+
+#[test]
+fn a_replicated_queue_confirms_on_any_node_and_its_leader_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster_with(3, |id, c| agora_server::Config {
+        data_dir: Some(dir.path().join(format!("node{id}"))),
+        replicated_queues: vec![agora_server::auth::Pattern::parse("queue:orders").unwrap()],
+        ..c
+    });
+    smol::block_on(async {
+        let clients: Vec<Client> = futures_lite::stream::iter(&nodes)
+            .then(|n| async move { Client::connect(n.addr).await.unwrap() })
+            .collect()
+            .await;
+        // The first publish makes the group; it elects a leader in a second or two.
+        let q = clients[0].queue("orders").unwrap();
+        wait_until("a confirmed publish", || async {
+            q.publish_confirmed("first").await.is_ok()
+        })
+        .await;
+        for i in 0..20 {
+            q.publish_confirmed(format!("o{i}")).await.unwrap();
+        }
+        // Every node's STATS names the same leader.
+        let leaders = || async {
+            let mut seen = Vec::new();
+            for c in &clients {
+                let st = within(c.stats()).await.expect("stats");
+                let r = st.cluster.expect("a cluster section").replicated;
+                seen.push(r.get("orders").map_or(0, |g| g.leader));
+            }
+            seen
+        };
+        wait_until("every node knows the leader", || async {
+            let seen = leaders().await;
+            seen[0] != 0 && seen.iter().all(|&l| l == seen[0])
+        })
+        .await;
+        let leader = leaders().await[0];
+        let on_leader = &clients[leader as usize - 1];
+        wait_until("the leader serves", || async {
+            let st = within(on_leader.stats()).await.unwrap();
+            let g = st.cluster.unwrap().replicated["orders"].clone();
+            assert_eq!(g.voters, vec![1, 2, 3]);
+            g.serving
+        })
+        .await;
+        // Its consumer gets all 21, in order.
+        let mut c = clients[leader as usize - 1]
+            .consume("orders", 100)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..21 {
+            let d = within(c.next()).await.unwrap();
+            got.push(String::from_utf8(d.payload().to_vec()).unwrap());
+            d.ack().await.unwrap();
+        }
+        let want: Vec<String> = std::iter::once("first".to_owned())
+            .chain((0..20).map(|i| format!("o{i}")))
+            .collect();
+        assert_eq!(got, want);
     });
 }

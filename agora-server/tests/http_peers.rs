@@ -100,24 +100,44 @@ fn the_console_in_chromium_shows_the_depth_and_purges() {
     });
 }
 
-/// On a node of a cluster the console shows its links with the other nodes.
+/// On a node of a cluster the console shows its links with the other nodes, and its
+/// replicated queues with the node leading each.
 #[test]
 fn the_console_shows_a_cluster_node_s_links() {
     browser();
+    let dir = tempfile::tempdir().unwrap();
+    let node = |id: u64| Config {
+        data_dir: Some(dir.path().join(format!("node{id}"))),
+        replicated_queues: vec![Pattern::parse("queue:orders").unwrap()],
+        ..cluster_node(id)
+    };
     let one = Config {
         http_port: Some(0),
-        ..cluster_node(1)
+        ..node(1)
     };
-    let (nodes, _) = start_cluster(vec![one, cluster_node(2)]);
+    let (nodes, _) = start_cluster(vec![one, node(2)]);
     fill(&nodes[0], "jobs", 3);
+    // The replicated queue's group, made by a publish (confirmed once it has a leader).
+    let mut c = nodes[0].connect();
+    c.send(b"SETACK #1 on\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    wait_until("a confirmed publish to queue:orders", || {
+        c.send(b"PUB #2 queue:orders 1\r\nx\r\n");
+        matches!(c.next(), ServerFrame::PubAck { .. })
+    });
     let url = format!("http://{}/", nodes[0].http.unwrap());
     let said = run(Command::new("python3")
         .arg("-B")
         .arg(script("console_check.py"))
         .args([url.as_str(), "admin"])
         .env("AGORA_EXPECT_DEPTH", "3")
-        .env("AGORA_EXPECT_CLUSTER_NODE", "2"));
+        .env("AGORA_EXPECT_CLUSTER_NODE", "2")
+        .env("AGORA_EXPECT_REPLICATED", "orders"));
     assert!(said.contains("cluster: link to node 2 shown up"), "{said}");
+    assert!(
+        said.contains("cluster: replicated queue orders shown led by node"),
+        "{said}"
+    );
 }
 
 /// A user without admin rights is refused the console's actions, and nothing changes.

@@ -54,6 +54,11 @@ pub fn start_with(config: Config) -> TestServer {
 /// Starts `n` brokers as one cluster (nodes 1 to `n`, their cluster ports on
 /// 127.0.0.1:0, each told the others' once all are bound).
 pub fn start_cluster(n: u64) -> Vec<TestServer> {
+    start_cluster_with(n, |_, c| c)
+}
+
+/// As [`start_cluster`], each node's config changed by `f` (given its id) first.
+pub fn start_cluster_with(n: u64, f: impl Fn(u64, Config) -> Config) -> Vec<TestServer> {
     let bound: Vec<Server> = (1..=n)
         .map(|id| {
             let config = Config {
@@ -65,7 +70,7 @@ pub fn start_cluster(n: u64) -> Vec<TestServer> {
                 )),
                 ..Config::ephemeral()
             };
-            smol::block_on(Server::bind(config)).expect("bind")
+            smol::block_on(Server::bind(f(id, config))).expect("bind")
         })
         .collect();
     let peers: Vec<(u64, String)> = bound

@@ -246,6 +246,9 @@ pub(crate) fn render(doc: &Value) -> String {
     if let Some(peers) = doc["cluster"]["peers"].as_array() {
         cluster(&mut o, peers);
     }
+    if let Some(queues) = doc["cluster"]["replicated"].as_object() {
+        replicated(&mut o, queues);
+    }
     let page = &doc["page"];
     o.one(
         "agora_destinations",
@@ -328,6 +331,67 @@ fn cluster(o: &mut Out, peers: &[Value]) {
     }
 }
 
+/// The replicated queues this node runs, labelled `queue="<name>"` (and `node` for
+/// each member's lag, on the leader).
+fn replicated(o: &mut Out, queues: &serde_json::Map<String, Value>) {
+    let series: [PeerSeries; 4] = [
+        (
+            "agora_replicated_queue_leader",
+            "gauge",
+            "The node this node knows leads the replicated queue (0: none known).",
+            |q| f(&q["leader"]),
+        ),
+        (
+            "agora_replicated_queue_serving",
+            "gauge",
+            "1 while this node leads the replicated queue under its lease and delivers it.",
+            |q| f64::from(q["serving"] == true),
+        ),
+        (
+            "agora_replicated_queue_term",
+            "gauge",
+            "The replicated queue's Raft term, as this node knows it.",
+            |q| f(&q["term"]),
+        ),
+        (
+            "agora_replicated_queue_commit_index",
+            "gauge",
+            "The highest entry of the replicated queue's log known committed here.",
+            |q| f(&q["commit"]),
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        o.head(name, kind, help);
+        for (queue, q) in queues {
+            let _ = writeln!(
+                o.0,
+                "{name}{{queue=\"{}\"}} {}",
+                escape(queue),
+                num(value(q))
+            );
+        }
+    }
+    let name = "agora_replicated_queue_lag_entries";
+    o.head(
+        name,
+        "gauge",
+        "On the leader: entries of the replicated queue's log a member lacks.",
+    );
+    for (queue, q) in queues {
+        if let Some(lag) = q["lag"].as_object() {
+            for (node, n) in lag {
+                let _ = writeln!(
+                    o.0,
+                    "{name}{{queue=\"{}\",node=\"{}\"}} {}",
+                    escape(queue),
+                    escape(node),
+                    num(f(n))
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,7 +409,9 @@ mod tests {
             "page": {"total": 3, "listed": 2},
             "cluster": {"name": "eu", "node": 1, "peers": [
                 {"node": 2, "link_out": "up", "link_in": "down", "connects": 3,
-                 "messages_in": 40, "replies_lost": 0}]},
+                 "messages_in": 40, "replies_lost": 0}],
+                "replicated": {"orders": {"leader": 1, "term": 3, "serving": true,
+                    "commit": 17, "lag": {"2": 4, "3": 0}}}},
             "destinations": [
                 {"kind": "queue", "name": "jobs", "depth": 100, "unacked": 0, "consumers": 0},
                 {"kind": "topic", "name": "a\"b", "consumers": 2, "messages_in": 9},
@@ -362,6 +428,11 @@ mod tests {
         assert!(text.contains("agora_cluster_link_up{node=\"2\"} 1\n"));
         assert!(text.contains("agora_cluster_link_in_up{node=\"2\"} 0\n"));
         assert!(text.contains("agora_cluster_received_messages_total{node=\"2\"} 40\n"));
+        assert!(text.contains("agora_replicated_queue_serving{queue=\"orders\"} 1\n"));
+        assert!(text.contains("agora_replicated_queue_leader{queue=\"orders\"} 1\n"));
+        assert!(
+            text.contains("agora_replicated_queue_lag_entries{queue=\"orders\",node=\"2\"} 4\n")
+        );
         assert!(
             !text.contains("agora_disk_used_bytes"),
             "no storage, no disk figures"

@@ -126,6 +126,15 @@ def check(context, base, mode, shots, expect, home):
              "?.textContent === 'up'",
              node)
         print(f"cluster: link to node {node} shown up")
+        queue = os.environ.get("AGORA_EXPECT_REPLICATED")
+        if queue:
+            wait(f"the replicated queue {queue} shown with its leader",
+                 "(q) => { const r = document.querySelector(`#replicated tr[data-queue=\"${q}\"]`);"
+                 " return !document.getElementById('replicated').hidden && r"
+                 " && r.querySelector('td:nth-child(2)').textContent !== 'none'; }",
+                 queue)
+            leader = page.text_content(f'#replicated tr[data-queue="{queue}"] td:nth-child(2)')
+            print(f"cluster: replicated queue {queue} shown led by node {leader}")
     elif not page.query_selector("#cluster-section[hidden]"):
         fail("a broker that is no cluster's node shows a cluster section")
     if shots:

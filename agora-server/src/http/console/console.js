@@ -247,6 +247,19 @@ function showCluster(c) {
     el('td', { class: 'num' }, String(p.messages_in ?? '')),
     el('td', {}, p.last_error ?? '')));
   $('cluster').tBodies[0].replaceChildren(...rows);
+  // Its replicated queues: who leads each, and on the leader how far each member lags.
+  const queues = Object.entries(c.replicated || {});
+  $('replicated').hidden = queues.length === 0;
+  const qrows = queues.map(([name, q]) => el('tr', { 'data-queue': name },
+    el('td', {}, name),
+    el('td', { class: 'num' }, q.leader ? String(q.leader) : 'none'),
+    el('td', { class: q.serving ? 'up' : '' }, q.serving ? 'leads, delivers' : 'follows'),
+    el('td', { class: 'num' }, String(q.term ?? '')),
+    el('td', { class: 'num' }, String(q.commit ?? '')),
+    el('td', {}, Object.entries(q.lag || {}).map(([n, l]) => `node ${n}: ${l}`).join(', ')),
+    el('td', {}, (q.voters || []).join(', ')),
+    el('td', { class: q.failed ? 'down' : '' }, q.failed ?? 'ok')));
+  $('replicated').tBodies[0].replaceChildren(...qrows);
 }
 
 // ---- actions ----
