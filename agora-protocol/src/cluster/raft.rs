@@ -261,6 +261,152 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A replicated queue's deliveries to consumers on a node that does not lead it: what
+/// that node and the queue's leader exchange beside the Raft messages (as publishes to
+/// `$cluster.feed` over the sender's link).
+///
+/// ```text
+/// feed    = version:u8(1) kind:u8 group body
+/// want    = from:u64 window:u32            ; kind 1
+/// deliver = from:u64 id:u64 count:u32 body:bytes    ; kind 2
+/// done    = from:u64 id:u64 ack:u8         ; kind 3
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedFrame {
+    /// Node `from` has consumers of `group` with room for `window` deliveries in all
+    /// (sent again every tick while it has them; 0: it has none any more).
+    Want {
+        /// The replicated queue.
+        group: String,
+        /// The node that wants deliveries.
+        from: u64,
+        /// How many it may hold at once.
+        window: u32,
+    },
+    /// The leader `from` hands message `id` (delivered `count` times so far, this one
+    /// included) to the receiving node's consumers.
+    Deliver {
+        /// The replicated queue.
+        group: String,
+        /// The leader that sends it.
+        from: u64,
+        /// The message's id (its entry's index).
+        id: u64,
+        /// Its deliveries, this one included.
+        count: u32,
+        /// The message as its entry holds it.
+        body: Vec<u8>,
+    },
+    /// Node `from` is done with `id` (`ack`), or gives it back.
+    Done {
+        /// The replicated queue.
+        group: String,
+        /// The node whose consumer had it.
+        from: u64,
+        /// The message's id.
+        id: u64,
+        /// Acknowledged (true) or given back.
+        ack: bool,
+    },
+}
+
+impl FeedFrame {
+    /// The queue it is about.
+    pub fn group(&self) -> &str {
+        match self {
+            FeedFrame::Want { group, .. }
+            | FeedFrame::Deliver { group, .. }
+            | FeedFrame::Done { group, .. } => group,
+        }
+    }
+
+    /// Appends the frame to `out`; refuses a group name of 0 or more than 255 bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), RaftFrameError> {
+        let g = self.group().as_bytes();
+        if g.is_empty() || g.len() > 255 {
+            return Err(RaftFrameError::Bad(
+                "a group name of 0 or more than 255 bytes",
+            ));
+        }
+        out.push(VERSION);
+        out.push(match self {
+            FeedFrame::Want { .. } => 1,
+            FeedFrame::Deliver { .. } => 2,
+            FeedFrame::Done { .. } => 3,
+        });
+        out.push(g.len() as u8);
+        out.extend_from_slice(g);
+        match self {
+            FeedFrame::Want { from, window, .. } => {
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&window.to_le_bytes());
+            }
+            FeedFrame::Deliver {
+                from,
+                id,
+                count,
+                body,
+                ..
+            } => {
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&count.to_le_bytes());
+                bytes(out, body);
+            }
+            FeedFrame::Done { from, id, ack, .. } => {
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&id.to_le_bytes());
+                out.push(*ack as u8);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one whole frame.
+    pub fn decode(buf: &[u8]) -> Result<FeedFrame, RaftFrameError> {
+        if buf.len() > MAX_FRAME {
+            return Err(RaftFrameError::TooLong(buf.len()));
+        }
+        let mut r = Reader { buf, at: 0 };
+        if r.u8()? != VERSION {
+            return Err(RaftFrameError::Bad("another version"));
+        }
+        let kind = r.u8()?;
+        let n = r.u8()? as usize;
+        let group = std::str::from_utf8(r.take(n)?)
+            .map_err(|_| RaftFrameError::Bad("a group name that is not UTF-8"))?
+            .to_owned();
+        if group.is_empty() {
+            return Err(RaftFrameError::Bad("an empty group name"));
+        }
+        let f = match kind {
+            1 => FeedFrame::Want {
+                group,
+                from: r.u64()?,
+                window: r.u32()?,
+            },
+            2 => FeedFrame::Deliver {
+                group,
+                from: r.u64()?,
+                id: r.u64()?,
+                count: r.u32()?,
+                body: r.bytes()?.to_vec(),
+            },
+            3 => FeedFrame::Done {
+                group,
+                from: r.u64()?,
+                id: r.u64()?,
+                ack: r.flag("an ack flag other than 0 or 1")?,
+            },
+            _ => return Err(RaftFrameError::Bad("an unknown feed kind")),
+        };
+        if r.at != buf.len() {
+            return Err(RaftFrameError::Trailing(buf.len() - r.at));
+        }
+        Ok(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,5 +511,45 @@ mod tests {
             ..sample()
         };
         assert!(f.encode(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn feed_frames_read_back_as_written_and_every_cut_is_refused() {
+        for f in [
+            FeedFrame::Want {
+                group: "orders".into(),
+                from: 2,
+                window: 64,
+            },
+            FeedFrame::Deliver {
+                group: "orders".into(),
+                from: 1,
+                id: 77,
+                count: 2,
+                body: b"a message".to_vec(),
+            },
+            FeedFrame::Done {
+                group: "q".into(),
+                from: 3,
+                id: u64::MAX,
+                ack: true,
+            },
+        ] {
+            let mut out = Vec::new();
+            f.encode(&mut out).unwrap();
+            assert_eq!(FeedFrame::decode(&out), Ok(f));
+            for n in 0..out.len() {
+                assert!(FeedFrame::decode(&out[..n]).is_err(), "cut at {n}");
+            }
+            for i in 0..out.len() {
+                let mut b = out.clone();
+                b[i] ^= 0xFF;
+                let _ = FeedFrame::decode(&b);
+            }
+        }
+        assert_eq!(
+            FeedFrame::decode(&[1, 9, 1, b'q']),
+            Err(RaftFrameError::Bad("an unknown feed kind"))
+        );
     }
 }

@@ -145,6 +145,22 @@ impl Replica {
         election: usize,
         lease: u64,
     ) -> Result<Replica, String> {
+        Replica::drawn(id, voters, learners, disk, (election, 1), lease)
+    }
+
+    /// As [`with_learners`](Replica::with_learners), its election timeout drawn again
+    /// by raft-rs (from its own random source) at each election, from
+    /// `election.0 .. election.0 + election.1` ticks: a live node's, so that two nodes
+    /// that drew the same timeout do not split their votes election after election.
+    pub fn drawn(
+        id: u64,
+        voters: &[u64],
+        learners: &[u64],
+        disk: Disk,
+        election: (usize, usize),
+        lease: u64,
+    ) -> Result<Replica, String> {
+        let (election, spread) = (election.0, election.1.max(1));
         if lease as usize >= election {
             return Err(format!(
                 "a lease of {lease} ticks is not shorter than the election timeout ({election})"
@@ -161,7 +177,7 @@ impl Replica {
             id,
             election_tick: election,
             min_election_tick: election,
-            max_election_tick: election + 1,
+            max_election_tick: election + spread,
             heartbeat_tick: 2.min(election.saturating_sub(1)).max(1),
             pre_vote: true,
             check_quorum: true,
