@@ -106,8 +106,8 @@ pub mod testing {
         check_raft(data);
     }
 
-    /// Feeds `data` to the cluster's Raft and feed frame decoders (what a node reads
-    /// from another). Panics if it panics, or if a frame it reads does not survive
+    /// Feeds `data` to the cluster's Raft frame decoder (what a node reads from
+    /// another). Panics if it panics, or if a frame it reads does not survive
     /// encode → decode unchanged.
     pub fn check_raft(data: &[u8]) {
         use crate::cluster::raft::RaftFrame;

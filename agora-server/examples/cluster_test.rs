@@ -1,6 +1,7 @@
 //! `cargo xtask cluster-test [--faults N] [--seed S]`: three release `agora` processes
 //! as one cluster on loopback, with the replicated queue `orders`; a publisher with
-//! confirms and an acknowledging consumer on each node; and N faults, one at a time:
+//! confirms and an acknowledging consumer on each node (the node leading the queue
+//! delivers to its own); and N faults, one at a time:
 //! the node that leads `orders` (two faults in three) or another node killed with
 //! SIGKILL, then started again on its data directory a moment later.
 //!
@@ -27,7 +28,10 @@ use agora_protocol::ServerFrame;
 
 #[path = "common/conn.rs"]
 mod conn;
+#[path = "common/process.rs"]
+mod process;
 use conn::Conn;
+use process::kill;
 
 /// Payload bytes of each message: its id in 20 digits, then padding.
 const PAYLOAD: usize = 128;
@@ -100,13 +104,6 @@ fn start(bin: &Path, n: &Node, peers: &str) -> Result<Child, String> {
             Err(format!("node {} did not start: {e}", n.id))
         }
     }
-}
-
-fn kill(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 /// Whether the node at `addr` serves `orders` now (false when it does not answer).
@@ -227,35 +224,16 @@ fn consumer(addr: SocketAddr, model: Arc<Mutex<Model>>, stop: Arc<AtomicBool>) {
 }
 
 fn main() -> ExitCode {
-    let mut faults = 100u32;
-    let mut seed = 1u64;
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/release/examples/cluster_test → target/release/agora
-    let mut bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("agora"))
-        .unwrap_or_default();
-    let mut dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .and_then(|p| p.parent())
-        .map(|p| p.join("cluster-test"))
-        .unwrap_or_default();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let v = args.next();
-        match (a.as_str(), v) {
-            ("--faults", Some(v)) => faults = v.parse().unwrap_or(faults),
-            ("--seed", Some(v)) => seed = v.parse().unwrap_or(seed),
-            ("--bin", Some(v)) => bin = v.into(),
-            ("--dir", Some(v)) => dir = v.into(),
-            _ => {
-                eprintln!("usage: cluster_test [--faults N] [--seed S] [--bin AGORA] [--dir DIR]");
-                return ExitCode::from(2);
-            }
-        }
-    }
+    let usage = "cluster_test [--faults N] [--seed S] [--bin AGORA] [--dir DIR]";
+    let Some(process::Args {
+        count: faults,
+        seed,
+        bin,
+        dir,
+    }) = process::args("--faults", 100, "cluster-test", usage)
+    else {
+        return ExitCode::from(2);
+    };
     let _ = std::fs::remove_dir_all(&dir);
     match run(faults, seed, &bin, &dir) {
         Ok(()) => ExitCode::SUCCESS,
@@ -359,13 +337,13 @@ fn faults_under_load(
     let ids = Arc::new(AtomicU64::new(0));
     let stop_pub = Arc::new(AtomicBool::new(false));
     let stop_sub = Arc::new(AtomicBool::new(false));
-    let mut threads = Vec::new();
+    let (mut publishers, mut consumers) = (Vec::new(), Vec::new());
     for n in nodes.iter() {
         let addr = n.client;
         let (ids, m, stop) = (ids.clone(), model.clone(), stop_pub.clone());
-        threads.push(std::thread::spawn(move || publisher(addr, ids, m, stop)));
+        publishers.push(std::thread::spawn(move || publisher(addr, ids, m, stop)));
         let (m, stop) = (model.clone(), stop_sub.clone());
-        threads.push(std::thread::spawn(move || consumer(addr, m, stop)));
+        consumers.push(std::thread::spawn(move || consumer(addr, m, stop)));
     }
     let leader_of = |nodes: &[Node]| nodes.iter().position(|n| serves(n.client));
     let mut failovers = Vec::new();
@@ -409,8 +387,12 @@ fn faults_under_load(
         std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
         nodes[victim].child = Some(start(bin, &nodes[victim], peers)?);
     }
+    // The publishers finish their windows (confirms may still come) before the drain
+    // compares what was confirmed with what was delivered.
     stop_pub.store(true, SeqCst);
-    // Every confirmed message delivered, or the drain's limit.
+    for t in publishers {
+        let _ = t.join();
+    }
     let drained = until(
         "every confirmed message delivered",
         DRAIN,
@@ -420,7 +402,7 @@ fn faults_under_load(
         }),
     );
     stop_sub.store(true, SeqCst);
-    for t in threads {
+    for t in consumers {
         let _ = t.join();
     }
     if let Err(e) = drained {

@@ -30,7 +30,10 @@ use agora_protocol::ServerFrame;
 
 #[path = "common/conn.rs"]
 mod conn;
+#[path = "common/process.rs"]
+mod process;
 use conn::Conn;
+use process::kill;
 
 /// Payload bytes of each message: its id in 20 digits, then padding.
 const PAYLOAD: usize = 128;
@@ -180,13 +183,6 @@ fn start(bin: &PathBuf, dir: &PathBuf) -> Result<(Child, SocketAddr, Duration), 
     }
 }
 
-fn kill(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}
-
 /// Reads both queues whole after a restart and checks them against the model; then
 /// acknowledges everything in `crash`, and in `crash.keep` once it holds more than
 /// `KEEP` or at the `last` check (else its messages go back, each delivered once more,
@@ -295,37 +291,16 @@ fn depth_of(json: &str, name: &str) -> u64 {
 }
 
 fn main() -> ExitCode {
-    let mut kills = 200u32;
-    let mut seed = 1u64;
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/release/examples/crash → target/release/agora
-    let mut bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("agora"))
-        .unwrap_or_default();
-    let mut dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .and_then(|p| p.parent())
-        .map(|p| p.join("crash/data"))
-        .unwrap_or_default();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let v = args.next();
-        match (a.as_str(), v) {
-            ("--iterations", Some(v)) => kills = v.parse().unwrap_or(kills),
-            ("--seed", Some(v)) => seed = v.parse().unwrap_or(seed),
-            ("--bin", Some(v)) => bin = v.into(),
-            ("--dir", Some(v)) => dir = v.into(),
-            _ => {
-                eprintln!(
-                    "usage: crash [--iterations N] [--seed S] [--bin AGORA] [--dir DATA_DIR]"
-                );
-                return ExitCode::from(2);
-            }
-        }
-    }
+    let usage = "crash [--iterations N] [--seed S] [--bin AGORA] [--dir DATA_DIR]";
+    let Some(process::Args {
+        count: kills,
+        seed,
+        bin,
+        dir,
+    }) = process::args("--iterations", 200, "crash/data", usage)
+    else {
+        return ExitCode::from(2);
+    };
     let _ = std::fs::remove_dir_all(&dir);
     match run(kills, seed, &bin, &dir) {
         Ok(()) => ExitCode::SUCCESS,

@@ -491,7 +491,7 @@ impl Server {
                     c.me.peers.clone(),
                     self.config.replicated_queues.clone(),
                     dir.join(store::RAFT_DIR),
-                    Box::new(move |to, topic, bytes| link.send_frame(to, topic, bytes)),
+                    Box::new(move |to, bytes| link.send_raft(to, bytes)),
                 )))
             }
             _ => None,

@@ -1,8 +1,7 @@
 //! Replicated queues on a cluster of three brokers in one process, over real sockets:
 //! confirms from any node once a majority has the message on disk, a leader stopped
-//! with deliveries out and the next one delivering everything not acknowledged, a
-//! consumer on a node that does not lead fed by the leader (and by the next one), a
-//! node that comes back catching up from its own log, and the configuration's checks.
+//! with deliveries out and the next one delivering everything not acknowledged, a node
+//! that comes back catching up from its own log, and the configuration's checks.
 
 mod common;
 
@@ -161,73 +160,6 @@ fn a_confirmed_message_outlives_its_leader_and_is_delivered_by_the_next() {
     // And a publish on the survivors is confirmed by their majority of two.
     let mut p = nodes[next].connect();
     publish_confirmed(&mut p, &["after".to_owned()]);
-}
-
-/// Reads deliveries until `n` came (frames about deliveries made void are skipped).
-fn deliveries(c: &mut Raw, n: usize) -> Vec<(String, u64)> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        match c.next() {
-            ServerFrame::Msg(m) => {
-                got.push((String::from_utf8_lossy(&m.payload).into_owned(), m.did))
-            }
-            ServerFrame::Err(e) => {
-                assert_eq!(e.code, agora_protocol::ErrorCode::UnknownDelivery, "{e:?}")
-            }
-            f => panic!("expected MSG, got {f:?}"),
-        }
-    }
-    got
-}
-
-#[test]
-fn a_consumer_on_a_node_that_does_not_lead_is_fed_by_the_leader_and_by_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut nodes, _) = start_cluster((1..=3).map(|id| node(id, dir.path())).collect());
-    let mut warm = nodes[0].connect();
-    until_confirmed(&mut warm);
-    let mut conns: Vec<(usize, Raw)> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i, n.connect()))
-        .collect();
-    let l = leader(&mut conns);
-    let (f, other) = ((l + 1) % 3, (l + 2) % 3);
-    // A consumer on a node that does not lead; the publisher on the third.
-    let mut c = nodes[f].connect();
-    c.send(b"SUB #3 queue:orders 1 prefetch=1000\r\n");
-    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
-    let bodies: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
-    let mut p = nodes[other].connect();
-    publish_confirmed(&mut p, &bodies);
-    let got = deliveries(&mut c, 101);
-    let (warmups, orders): (Vec<_>, Vec<_>) = got.into_iter().partition(|(b, _)| b == "warm");
-    assert_eq!((warmups.len(), orders.len()), (1, 100));
-    let want: Vec<&String> = bodies.iter().collect();
-    assert_eq!(
-        orders.iter().map(|(b, _)| b).collect::<Vec<_>>(),
-        want,
-        "in order"
-    );
-    let first: Vec<u64> = warmups
-        .iter()
-        .chain(&orders[..30])
-        .map(|(_, d)| *d)
-        .collect();
-    ack(&mut c, &first);
-    // The leader committed the acknowledgements: 70 left on the third node.
-    let mut o = nodes[other].connect();
-    wait_until("70 left", || depth(&mut o) == 70);
-    // The leader stops with the 70 out at the consumer's node; whichever node leads
-    // next (the consumer's own or the third), the consumer gets them all again.
-    nodes[l].shutdown().unwrap();
-    drop(conns);
-    let again = deliveries(&mut c, 70);
-    let seen: BTreeSet<String> = again.iter().map(|(b, _)| b.clone()).collect();
-    let want: BTreeSet<String> = (30..100).map(|i| format!("m{i}")).collect();
-    assert_eq!(seen, want, "each unacknowledged message once");
-    ack(&mut c, &again.iter().map(|(_, d)| *d).collect::<Vec<_>>());
-    wait_until("the queue empty", || depth(&mut o) == 0);
 }
 
 #[test]

@@ -155,10 +155,10 @@ impl Cluster {
         }
     }
 
-    /// Sends a replicated queue's frame to node `to` over this node's link to it, as a
-    /// publish to `topic` (at most once: one that finds no link up, or its link's queue
-    /// full, is dropped, as the network would; Raft sends again, a feed asks again).
-    pub fn send_frame(&self, to: u64, topic: &str, frame: Vec<u8>) -> bool {
+    /// Sends a Raft frame to node `to` over this node's link to it (at most once: one
+    /// that finds no link up, or its link's queue full, is dropped, as the network
+    /// would; Raft sends again).
+    pub fn send_raft(&self, to: u64, frame: Vec<u8>) -> bool {
         let Some(peer) = self.peer(to) else {
             return false;
         };
@@ -166,9 +166,8 @@ impl Cluster {
         let Some(out) = out else {
             return false;
         };
-        let Ok(dest) = agora_protocol::Destination::topic(topic) else {
-            return false;
-        };
+        let dest = agora_protocol::Destination::topic(crate::replicated::RAFT_TOPIC)
+            .expect("a valid name");
         let mut bytes = agora_protocol::bytes::BytesMut::new();
         agora_protocol::encode_pub(
             None,

@@ -387,14 +387,9 @@ impl Conn<'_> {
         // a `Step` (what `on_frame` would return for it, exactly).
         let f = match f {
             ClientFrame::Pub(p)
-                if self.link
-                    && matches!(
-                        p.dest.name.as_str(),
-                        crate::replicated::RAFT_TOPIC | crate::replicated::FEED_TOPIC
-                    ) =>
+                if self.link && p.dest.name.as_str() == crate::replicated::RAFT_TOPIC =>
             {
-                let feed = p.dest.name.as_str() == crate::replicated::FEED_TOPIC;
-                return self.raft_in(feed, p.payload).await;
+                return self.raft_in(p.payload).await;
             }
             ClientFrame::Pub(p) => {
                 return match self.session.publish_rule(&p.dest, &p.headers) {

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use agora_protocol::cluster::raft::{FeedFrame, RaftEntry, RaftFrame, RaftMessage};
+use agora_protocol::cluster::raft::{RaftEntry, RaftFrame, RaftMessage};
 use agora_protocol::Destination;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 
@@ -34,28 +34,9 @@ pub(crate) use task::spawn;
 /// The topic name Raft frames travel under on a cluster link (a link's session hands
 /// them to [`Groups::deliver`], never to a topic).
 pub(crate) const RAFT_TOPIC: &str = "$cluster.raft";
-/// The topic name feed frames (deliveries to consumers on nodes that do not lead a
-/// queue) travel under.
-pub(crate) const FEED_TOPIC: &str = "$cluster.feed";
 
-/// Sends a frame's bytes to a node under a topic name; false when it could not go (no
-/// link).
-pub(crate) type Send = Box<dyn Fn(u64, &'static str, Vec<u8>) -> bool + std::marker::Send + Sync>;
-
-/// What comes to a group from another node.
-pub(crate) enum Inbound {
-    Raft(RaftFrame),
-    Feed(FeedFrame),
-}
-
-impl Inbound {
-    fn group(&self) -> &str {
-        match self {
-            Inbound::Raft(f) => &f.group,
-            Inbound::Feed(f) => f.group(),
-        }
-    }
-}
+/// Sends a Raft frame's bytes to a node; false when it could not go (no link).
+pub(crate) type Send = Box<dyn Fn(u64, Vec<u8>) -> bool + std::marker::Send + Sync>;
 
 /// What `STATS` shows of one replicated queue on this node.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -88,7 +69,7 @@ pub(crate) struct Groups {
     pub dir: PathBuf,
     send: Send,
     /// Each running group's way in, by queue name.
-    inbound: Mutex<HashMap<String, async_channel::Sender<Inbound>>>,
+    inbound: Mutex<HashMap<String, async_channel::Sender<RaftFrame>>>,
     /// What each shows, by queue name.
     pub figures: Mutex<BTreeMap<String, Figures>>,
 }
@@ -157,11 +138,11 @@ impl Groups {
         out
     }
 
-    /// Hands a frame that came from another node to its group's task; `Err` (the frame
-    /// back) when this node runs no group of that name (yet).
-    pub fn deliver(&self, frame: Inbound) -> Result<(), Box<Inbound>> {
+    /// Hands a frame that came from another node to its group's task; false when this
+    /// node runs no group of that name (yet).
+    pub fn deliver(&self, frame: RaftFrame) -> Result<(), Box<RaftFrame>> {
         let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
-        match inbound.get(frame.group()) {
+        match inbound.get(&frame.group) {
             // A full channel drops it, as a lost message: Raft sends again.
             Some(tx) => {
                 let _ = tx.try_send(frame);
@@ -171,7 +152,7 @@ impl Groups {
         }
     }
 
-    fn register(&self, name: &str, tx: async_channel::Sender<Inbound>) {
+    fn register(&self, name: &str, tx: async_channel::Sender<RaftFrame>) {
         let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
         inbound.insert(name.to_owned(), tx);
     }
@@ -195,23 +176,9 @@ impl Groups {
         let mut bytes = Vec::new();
         match frame.encode(&mut bytes) {
             Ok(()) => {
-                let _ = (self.send)(to, RAFT_TOPIC, bytes);
+                let _ = (self.send)(to, bytes);
             }
             Err(e) => log::warn!("queue:{name}: a Raft message to node {to} not sent: {e}"),
-        }
-    }
-
-    /// Sends a feed frame to node `to`.
-    fn feed(&self, to: u64, frame: FeedFrame) {
-        let mut bytes = Vec::new();
-        match frame.encode(&mut bytes) {
-            Ok(()) => {
-                let _ = (self.send)(to, FEED_TOPIC, bytes);
-            }
-            Err(e) => log::warn!(
-                "queue:{}: a delivery frame to node {to} not sent: {e}",
-                frame.group()
-            ),
         }
     }
 }
@@ -337,7 +304,7 @@ mod tests {
             Pattern::parse("queue:orders").unwrap(),
             Pattern::parse("queue:jobs.>").unwrap(),
         ];
-        Groups::new(1, nodes, patterns, PathBuf::new(), Box::new(|_, _, _| true))
+        Groups::new(1, nodes, patterns, PathBuf::new(), Box::new(|_, _| true))
     }
 
     #[test]

@@ -5,29 +5,21 @@
 //! [`Machine`], confirms its own publishers' messages as they are applied, and, while
 //! it serves (leads under its lease), hands messages to its consumers.
 //!
-//! Consumers on a node that does not lead are fed by the leader: the node asks it for
-//! deliveries (`Want`, every tick while it has consumers, with room for as many as their
-//! prefetches add up to), the leader hands messages over (`Deliver`) as to a consumer
-//! of its own, and the node hands each to one of its consumers and sends their `ACK`s
-//! and `NACK`s back (`Done`). A feed ends, its deliveries void, when the leader changes
-//! (as the node sees it), when the leader stops serving, or when the node has not asked
-//! for 2 s (the leader takes its messages back).
-//!
 //! Time is a tick every [`TICK`]; the ticks the clock owes are made up after a stall
 //! (so a leader whose task was held up knows its lease ran out meanwhile).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_protocol::cluster::raft::{FeedFrame, RaftFrame};
+use agora_protocol::cluster::raft::RaftFrame;
 use agora_protocol::{Destination, ErrorCode, Headers};
 
 use super::machine::{Applied, Machine, Op, ENQUEUE_HEAD};
 use super::raftlog::RaftLog;
 use super::replica::{Out, Replica};
-use super::{from_frame, Figures, Groups, Inbound};
+use super::{from_frame, Figures, Groups};
 use crate::budget::Budget;
 use crate::config::QueueSettings;
 use crate::message::{Delivery, Message};
@@ -35,29 +27,14 @@ use crate::queue::{delivery_id, unknown_delivery, Consumer, QueueCmd, QueueShare
 
 /// One tick of a group's clock.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
-/// Election timeouts are drawn from this many ticks on (1 to 2 s).
+/// Election timeouts are drawn (by raft-rs, again at each election) from this many
+/// ticks to twice as many (1 to 2 s).
 const ELECTION: usize = 10;
 /// The leader's lease: shorter than the shortest election timeout.
 const LEASE: u64 = 8;
 /// A confirm not heard within this long is answered with an error (the message may
 /// still be stored: its publisher may send it again with the same message id).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
-/// A node that has not asked for deliveries for this many ticks has its messages
-/// taken back.
-const FEED_SILENCE: u64 = 20;
-/// The most deliveries a node may hold from the leader at once.
-const MAX_WINDOW: u64 = 4096;
-
-/// As leader: the consumers of another node, as one consumer.
-struct Remote {
-    /// Its consumer id in the machine (`u64::MAX - node`).
-    cid: u64,
-    window: u32,
-    /// Message ids out with it.
-    out: HashSet<u64>,
-    /// The tick it last asked.
-    seen: u64,
-}
 
 /// Makes queue `dest` a replicated one on this node: its log read back (or made), its
 /// group's member made, and its task spawned on `rt`.
@@ -122,11 +99,6 @@ pub(crate) fn spawn(
         ticked: 0,
         voters,
         learners,
-        remotes: BTreeMap::new(),
-        feed_from: 0,
-        fed: VecDeque::new(),
-        fed_out: HashSet::new(),
-        wanted: (0, 0),
     };
     rt.spawn(task.run(rx, raft_rx)).detach();
     Ok(shared)
@@ -206,26 +178,20 @@ struct Task {
     ticked: u64,
     voters: Vec<u64>,
     learners: Vec<u64>,
-    /// As leader: other nodes' consumers, by node.
-    remotes: BTreeMap<u64, Remote>,
-    /// As a node that does not lead: the leader that feeds its consumers (0: none).
-    feed_from: u64,
-    /// Fed and not yet taken by a consumer here: (id, count, body).
-    fed: VecDeque<(u64, u32, Vec<u8>)>,
-    /// Fed messages out with consumers here.
-    fed_out: HashSet<u64>,
-    /// The window last asked for, at which tick.
-    wanted: (u32, u64),
 }
 
 enum Wake {
     Cmd(Option<QueueCmd>),
-    Raft(Inbound),
+    Raft(RaftFrame),
     Tick,
 }
 
 impl Task {
-    async fn run(mut self, rx: crate::chan::Rx<QueueCmd>, raft: async_channel::Receiver<Inbound>) {
+    async fn run(
+        mut self,
+        rx: crate::chan::Rx<QueueCmd>,
+        raft: async_channel::Receiver<RaftFrame>,
+    ) {
         let mut ticker = smol::Timer::interval(TICK);
         'serve: loop {
             let wake = futures_lite::future::or(
@@ -296,94 +262,10 @@ impl Task {
         }
     }
 
-    fn step(&mut self, f: Inbound) {
-        match f {
-            Inbound::Raft(f) => self.raft(f),
-            Inbound::Feed(f) => self.feed(f),
-        }
-    }
-
-    fn raft(&mut self, f: RaftFrame) {
+    fn step(&mut self, f: RaftFrame) {
         if let Some((m, stamp)) = from_frame(f) {
             self.replica.step(m, stamp);
         }
-    }
-
-    fn feed(&mut self, f: FeedFrame) {
-        let me = self.groups.me;
-        match f {
-            FeedFrame::Want {
-                from, window: 0, ..
-            } => self.drop_remote(from),
-            FeedFrame::Want { from, window, .. } => {
-                let r = self.remotes.entry(from).or_insert_with(|| Remote {
-                    cid: u64::MAX - from,
-                    window,
-                    out: HashSet::new(),
-                    seen: 0,
-                });
-                r.window = window.min(MAX_WINDOW as u32);
-                r.seen = self.ticked;
-            }
-            FeedFrame::Deliver {
-                group,
-                from,
-                id,
-                count,
-                body,
-            } => {
-                if self.machine.serving() || from != self.feed_from {
-                    // Not (or no longer) fed by it: given back at once.
-                    let back = FeedFrame::Done {
-                        group,
-                        from: me,
-                        id,
-                        ack: false,
-                    };
-                    self.groups.feed(from, back);
-                } else {
-                    self.fed.push_back((id, count, body));
-                }
-            }
-            FeedFrame::Done { from, id, ack, .. } => {
-                let Some(r) = self.remotes.get_mut(&from) else {
-                    return;
-                };
-                if !r.out.remove(&id) {
-                    return;
-                }
-                let cid = r.cid;
-                if ack {
-                    if let Ok(Some(op)) = self.machine.ack(cid, id) {
-                        let _ = self.replica.propose(op.encode());
-                    }
-                } else {
-                    let _ = self.machine.nack(cid, id);
-                }
-            }
-        }
-    }
-
-    /// Another node's consumers are gone (or silent): what they held comes back.
-    fn drop_remote(&mut self, node: u64) {
-        if let Some(r) = self.remotes.remove(&node) {
-            self.machine.gone(r.cid);
-        }
-    }
-
-    /// The feed ends: what came from it and consumers here hold is void.
-    fn void_fed(&mut self) {
-        self.fed.clear();
-        for id in std::mem::take(&mut self.fed_out) {
-            if let Some(did) = self.by_id.remove(&id) {
-                if let Some((cid, _)) = self.outstanding.remove(&did) {
-                    if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
-                        c.out = c.out.saturating_sub(1);
-                    }
-                }
-            }
-        }
-        self.wanted = (0, 0);
     }
 
     /// Proposes `msg`; `done` hears once it is applied here (or why not).
@@ -461,23 +343,6 @@ impl Task {
                     self.shared.consumers.fetch_sub(1, SeqCst);
                 }
                 self.machine.gone(cid);
-                let gone: Vec<u64> = self
-                    .outstanding
-                    .values()
-                    .filter(|(c, _)| *c == cid)
-                    .map(|(_, id)| *id)
-                    .collect();
-                for id in gone {
-                    if self.fed_out.remove(&id) {
-                        let back = FeedFrame::Done {
-                            group: self.name.clone(),
-                            from: self.groups.me,
-                            id,
-                            ack: false,
-                        };
-                        self.groups.feed(self.feed_from, back);
-                    }
-                }
                 self.outstanding.retain(|_, (c, _)| *c != cid);
                 let outstanding = &self.outstanding;
                 self.by_id.retain(|_, did| outstanding.contains_key(did));
@@ -564,17 +429,6 @@ impl Task {
         self.by_id.remove(&id);
         if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
             c.out = c.out.saturating_sub(1);
-        }
-        if self.fed_out.remove(&id) {
-            // The leader that fed it takes the answer.
-            let done = FeedFrame::Done {
-                group: self.name.clone(),
-                from: self.groups.me,
-                id,
-                ack,
-            };
-            self.groups.feed(self.feed_from, done);
-            return true;
         }
         if !ack {
             return self.machine.nack(cid, id).is_ok();
@@ -673,18 +527,12 @@ impl Task {
                 if held_by.is_some() {
                     self.forget(id);
                 }
-                for r in self.remotes.values_mut() {
-                    r.out.remove(&id);
-                }
                 self.counts.remove(&id);
             }
             Applied::Purged { ids, bytes } => {
                 self.shared.release(ids.len(), bytes);
                 for id in ids {
                     self.forget(id);
-                    for r in self.remotes.values_mut() {
-                        r.out.remove(&id);
-                    }
                     self.counts.remove(&id);
                 }
             }
@@ -729,40 +577,12 @@ impl Task {
             self.outstanding.clear();
             self.by_id.clear();
             self.counts.clear();
-            self.remotes.clear();
             for c in &mut self.consumers {
                 c.out = 0;
             }
             self.shared.unacked.store(0, Relaxed);
         }
-        // Fed by the leader it knows, while it does not serve.
-        let from = match serving {
-            true => 0,
-            false => Some(self.replica.leader())
-                .filter(|&l| l != self.groups.me)
-                .unwrap_or(0),
-        };
-        if from != self.feed_from {
-            self.void_fed();
-            self.feed_from = from;
-        }
-        if !serving {
-            self.ask_feed();
-            self.hand_fed();
-            return;
-        }
-        // Other nodes that stopped asking give their messages back.
-        let silent: Vec<u64> = self
-            .remotes
-            .iter()
-            .filter(|(_, r)| self.ticked > r.seen + FEED_SILENCE)
-            .map(|(n, _)| *n)
-            .collect();
-        for n in silent {
-            self.drop_remote(n);
-        }
-        self.feed_remotes();
-        if self.consumers.is_empty() {
+        if !serving || self.consumers.is_empty() {
             return;
         }
         let now = Instant::now();
@@ -825,147 +645,6 @@ impl Task {
                 c.out += 1;
                 self.outstanding.insert(did, (cid, id));
                 self.by_id.insert(id, did);
-            }
-        }
-        self.shared.unacked.store(self.outstanding.len(), Relaxed);
-    }
-
-    /// As leader: hands other nodes' consumers what their windows have room for.
-    fn feed_remotes(&mut self) {
-        let me = self.groups.me;
-        let nodes: Vec<u64> = self.remotes.keys().copied().collect();
-        for node in nodes {
-            while let Some(r) = self.remotes.get(&node) {
-                if r.out.len() >= r.window as usize {
-                    break;
-                }
-                let cid = r.cid;
-                let Some((id, body)) = self.machine.next_for(cid) else {
-                    return;
-                };
-                let body = body.to_vec();
-                let count = self.counts.entry(id).or_insert(0);
-                *count += 1;
-                let count = *count;
-                if let Some(r) = self.remotes.get_mut(&node) {
-                    r.out.insert(id);
-                }
-                self.shared.messages_out.fetch_add(1, Relaxed);
-                if count > 1 {
-                    self.shared.redelivered.fetch_add(1, Relaxed);
-                }
-                let d = FeedFrame::Deliver {
-                    group: self.name.clone(),
-                    from: me,
-                    id,
-                    count,
-                    body,
-                };
-                self.groups.feed(node, d);
-            }
-        }
-    }
-
-    /// Not leading: asks the leader for deliveries once a tick while it has consumers
-    /// (and once, with none, when they are gone).
-    fn ask_feed(&mut self) {
-        if self.feed_from == 0 {
-            return;
-        }
-        let window = self
-            .consumers
-            .iter()
-            .map(|c| c.spec.prefetch as u64)
-            .sum::<u64>()
-            .min(MAX_WINDOW) as u32;
-        if window == 0 && self.wanted.0 == 0 {
-            return;
-        }
-        if (window, self.ticked) == self.wanted {
-            return;
-        }
-        self.wanted = (window, self.ticked);
-        let want = FeedFrame::Want {
-            group: self.name.clone(),
-            from: self.groups.me,
-            window,
-        };
-        self.groups.feed(self.feed_from, want);
-    }
-
-    /// Hands what the leader fed to consumers here with room for it (and gives it all
-    /// back when none is left).
-    fn hand_fed(&mut self) {
-        if self.consumers.is_empty() {
-            for (id, ..) in std::mem::take(&mut self.fed) {
-                let back = FeedFrame::Done {
-                    group: self.name.clone(),
-                    from: self.groups.me,
-                    id,
-                    ack: false,
-                };
-                self.groups.feed(self.feed_from, back);
-            }
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = 0;
-        while !self.fed.is_empty() && idle < self.consumers.len() {
-            self.rr %= self.consumers.len();
-            let i = self.rr;
-            self.rr += 1;
-            if !self.consumers[i].has_credit() {
-                idle += 1;
-                continue;
-            }
-            idle = 0;
-            let Some((id, count, body)) = self.fed.pop_front() else {
-                break;
-            };
-            let Some(msg) = decode_message(&body, now) else {
-                // Not a message this broker wrote: acknowledged, so it does not block.
-                let done = FeedFrame::Done {
-                    group: self.name.clone(),
-                    from: self.groups.me,
-                    id,
-                    ack: true,
-                };
-                self.groups.feed(self.feed_from, done);
-                continue;
-            };
-            let c = &mut self.consumers[i];
-            let cid = c.spec.cid;
-            let did = match c.spec.auto_ack {
-                true => 0,
-                false => delivery_id(c.spec.slot, c.next_seq),
-            };
-            let d = Delivery {
-                did,
-                count,
-                msg,
-                charged: 0,
-                topic: None,
-            };
-            if c.spec.port.tx.push(d).is_err() {
-                c.held = true;
-                self.fed.push_front((id, count, body));
-                continue;
-            }
-            c.next_seq += 1;
-            if c.spec.auto_ack {
-                c.inflight += 1;
-                let done = FeedFrame::Done {
-                    group: self.name.clone(),
-                    from: self.groups.me,
-                    id,
-                    ack: true,
-                };
-                self.groups.feed(self.feed_from, done);
-            } else {
-                c.out += 1;
-                self.outstanding.insert(did, (cid, id));
-                self.by_id.insert(id, did);
-                self.fed_out.insert(id);
             }
         }
         self.shared.unacked.store(self.outstanding.len(), Relaxed);
