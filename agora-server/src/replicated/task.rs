@@ -658,7 +658,7 @@ impl Task {
                 return true;
             }
             let why = format!(
-                "not confirmed within {} s: {dest}'s leader did not commit it in time (it may still be stored; publish it again with the same agora-msg-id to be sure)",
+                "not confirmed within {} s: {dest}'s leader did not commit it in time (it may still be stored: publishing it again may store it twice)",
                 CONFIRM_TIMEOUT.as_secs()
             );
             let _ = w.try_send(Err(why.into()));
