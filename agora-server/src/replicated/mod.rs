@@ -13,6 +13,7 @@
 //!   to the other nodes' groups (Raft frames over the cluster links, sent through a
 //!   function the broker gives, so that this module needs no link of its own).
 
+mod entry;
 pub(crate) mod machine;
 pub(crate) mod raftlog;
 pub(crate) mod replica;
@@ -129,7 +130,7 @@ impl Groups {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let file = e.file_name().into_string().ok()?;
-                let name = task::queue_name(file.strip_suffix(".raft")?)?;
+                let name = entry::queue_name(file.strip_suffix(".raft")?)?;
                 Destination::queue(&name).ok()
             })
             .filter(|d| self.replicates(d))

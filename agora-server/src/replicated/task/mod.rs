@@ -14,8 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_protocol::cluster::raft::RaftFrame;
-use agora_protocol::{Destination, ErrorCode, Headers};
+use agora_protocol::{Destination, ErrorCode};
 
+mod deliver;
+
+use deliver::Cons;
+
+use super::entry::{decode_message, encode_message, file_name};
 use super::machine::{Applied, Machine, Op, ENQUEUE_HEAD};
 use super::raftlog::RaftLog;
 use super::replica::{Out, Replica};
@@ -102,54 +107,6 @@ pub(crate) fn spawn(
     };
     rt.spawn(task.run(rx, raft_rx)).detach();
     Ok(shared)
-}
-
-/// A queue's name as a file name: itself when it is plain, else in hex.
-fn file_name(name: &str) -> String {
-    let plain = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    match plain && !name.starts_with('.') {
-        true => name.to_owned(),
-        false => name.bytes().map(|b| format!("{b:02x}")).collect(),
-    }
-}
-
-/// The queue name [`file_name`] made `file` of.
-pub(super) fn queue_name(file: &str) -> Option<String> {
-    let hex = file.len().is_multiple_of(2)
-        && file.len() >= 2
-        && file
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if hex {
-        let bytes: Option<Vec<u8>> = (0..file.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&file[i..i + 2], 16).ok())
-            .collect();
-        if let Some(name) = bytes.and_then(|b| String::from_utf8(b).ok()) {
-            if file_name(&name) == file {
-                return Some(name);
-            }
-        }
-    }
-    (file_name(file) == file).then(|| file.to_owned())
-}
-
-struct Cons {
-    spec: Consumer,
-    held: bool,
-    /// Manual-ack deliveries not answered.
-    out: usize,
-    /// Auto-ack deliveries its shipper has not reported written.
-    inflight: usize,
-    next_seq: u64,
-}
-
-impl Cons {
-    fn has_credit(&self) -> bool {
-        !self.held && self.out + self.inflight < self.spec.prefetch as usize
-    }
 }
 
 struct Task {
@@ -416,35 +373,6 @@ impl Task {
         false
     }
 
-    /// A consumer's `ACK` (`ack`) or `NACK` of delivery `did`: whether it was
-    /// outstanding.
-    fn answer(&mut self, cid: u64, did: u64, ack: bool) -> bool {
-        let Some(&(c, id)) = self.outstanding.get(&did) else {
-            return false;
-        };
-        if c != cid {
-            return false;
-        }
-        self.outstanding.remove(&did);
-        self.by_id.remove(&id);
-        if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
-            c.out = c.out.saturating_sub(1);
-        }
-        if !ack {
-            return self.machine.nack(cid, id).is_ok();
-        }
-        match self.machine.ack(cid, id) {
-            Ok(Some(op)) => {
-                // While serving this node leads: it takes its own proposal. (One lost
-                // with a lost lead leaves the message to be delivered again.)
-                let _ = self.replica.propose(op.encode());
-                true
-            }
-            Ok(None) => true,
-            Err(_) => false,
-        }
-    }
-
     /// Readies, writes, syncs and applies until raft-rs has nothing more.
     async fn advance(&mut self) {
         for _ in 0..8 {
@@ -554,102 +482,6 @@ impl Task {
         }
     }
 
-    /// Starts or stops serving as the lease says, and hands messages out.
-    fn dispatch(&mut self) {
-        let serving = self.failed.is_none() && self.replica.serving();
-        let was = self.machine.serving();
-        let void = self.machine.serve(serving);
-        if was != serving {
-            match serving {
-                true => log::info!(
-                    "{}: this node leads it (term {})",
-                    self.shared.dest,
-                    self.replica.term()
-                ),
-                false => log::info!(
-                    "{}: this node no longer leads it ({} deliveries made void)",
-                    self.shared.dest,
-                    void.len()
-                ),
-            }
-        }
-        if was && !serving {
-            self.outstanding.clear();
-            self.by_id.clear();
-            self.counts.clear();
-            for c in &mut self.consumers {
-                c.out = 0;
-            }
-            self.shared.unacked.store(0, Relaxed);
-        }
-        if !serving || self.consumers.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = 0;
-        while idle < self.consumers.len() {
-            self.rr %= self.consumers.len();
-            let i = self.rr;
-            self.rr += 1;
-            if !self.consumers[i].has_credit() {
-                idle += 1;
-                continue;
-            }
-            let cid = self.consumers[i].spec.cid;
-            let Some((id, body)) = self.machine.next_for(cid) else {
-                break;
-            };
-            idle = 0;
-            let Some(msg) = decode_message(body, now) else {
-                // Not a message this broker wrote: acknowledged, so it does not block.
-                log::warn!("{}: message {id} cannot be read; dropped", self.shared.dest);
-                if let Ok(Some(op)) = self.machine.ack(cid, id) {
-                    let _ = self.replica.propose(op.encode());
-                }
-                continue;
-            };
-            let count = self.counts.entry(id).or_insert(0);
-            *count += 1;
-            let count = *count;
-            let c = &mut self.consumers[i];
-            let did = match c.spec.auto_ack {
-                true => 0,
-                false => delivery_id(c.spec.slot, c.next_seq),
-            };
-            let bytes = msg.payload.len() as u64;
-            let d = Delivery {
-                did,
-                count,
-                msg,
-                charged: 0,
-                topic: None,
-            };
-            if c.spec.port.tx.push(d).is_err() {
-                // Its subscription ended; the unsubscribe is on the way.
-                c.held = true;
-                let _ = self.machine.nack(cid, id);
-                continue;
-            }
-            c.next_seq += 1;
-            self.shared.messages_out.fetch_add(1, Relaxed);
-            self.shared.bytes_out.fetch_add(bytes, Relaxed);
-            if count > 1 {
-                self.shared.redelivered.fetch_add(1, Relaxed);
-            }
-            if c.spec.auto_ack {
-                c.inflight += 1;
-                if let Ok(Some(op)) = self.machine.ack(cid, id) {
-                    let _ = self.replica.propose(op.encode());
-                }
-            } else {
-                c.out += 1;
-                self.outstanding.insert(did, (cid, id));
-                self.by_id.insert(id, did);
-            }
-        }
-        self.shared.unacked.store(self.outstanding.len(), Relaxed);
-    }
-
     /// Confirms not heard in time are answered with an error.
     fn expire(&mut self) {
         let dest = &self.shared.dest;
@@ -685,85 +517,5 @@ impl Task {
             failed: self.failed.clone(),
         };
         self.groups.show(&self.name, f);
-    }
-}
-
-/// A message as a replicated queue's entry holds it: its headers, then its payload.
-/// `count:u16 (klen:u16 key vlen:u32 value)* payload`.
-pub(crate) fn encode_message(m: &Message) -> Vec<u8> {
-    let mut v = Vec::with_capacity(2 + m.headers.encoded_len() + m.payload.len());
-    let n = m.headers.len().min(u16::MAX as usize);
-    v.extend_from_slice(&(n as u16).to_le_bytes());
-    for (k, val) in m.headers.iter().take(n) {
-        v.extend_from_slice(&(k.len() as u16).to_le_bytes());
-        v.extend_from_slice(k.as_bytes());
-        v.extend_from_slice(&(val.len() as u32).to_le_bytes());
-        v.extend_from_slice(val.as_bytes());
-    }
-    v.extend_from_slice(&m.payload);
-    v
-}
-
-/// The message [`encode_message`] wrote; `None` when `b` is not one.
-pub(crate) fn decode_message(b: &[u8], received: Instant) -> Option<Message> {
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = b.get(at..at.checked_add(n)?)?;
-        at += n;
-        Some(s)
-    };
-    let n = u16::from_le_bytes(take(2)?.try_into().ok()?);
-    let mut headers = Headers::new();
-    for _ in 0..n {
-        let kl = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-        let k = std::str::from_utf8(take(kl)?).ok()?.to_owned();
-        let vl = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-        let v = std::str::from_utf8(take(vl)?).ok()?.to_owned();
-        headers.append(&k, &v).ok()?;
-    }
-    Some(Message {
-        received,
-        headers,
-        payload: agora_protocol::bytes::Bytes::copy_from_slice(&b[at..]),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_message_survives_its_entry_and_junk_is_refused() {
-        let mut headers = Headers::new();
-        headers.insert("agora-msg-id", "order-7").unwrap();
-        headers.insert("k", "").unwrap();
-        let now = Instant::now();
-        let m = Message {
-            received: now,
-            headers,
-            payload: agora_protocol::bytes::Bytes::from_static(b"a payload"),
-        };
-        let b = encode_message(&m);
-        let back = decode_message(&b, now).unwrap();
-        assert_eq!(back.headers.get("agora-msg-id"), Some("order-7"));
-        assert_eq!(back.headers.len(), 2);
-        assert_eq!(&back.payload[..], b"a payload");
-        for cut in 0..b.len() - 9 {
-            assert!(decode_message(&b[..cut], now).is_none(), "cut at {cut}");
-        }
-    }
-
-    #[test]
-    fn file_names_are_plain_or_hex() {
-        assert_eq!(file_name("orders.eu-1_x"), "orders.eu-1_x");
-        assert_eq!(file_name("a/b"), "612f62");
-        assert_eq!(file_name(".."), "2e2e");
-        for name in ["orders.eu-1_x", "a/b", "..", "ab", "q 1"] {
-            assert_eq!(
-                queue_name(&file_name(name)).as_deref(),
-                Some(name),
-                "{name}"
-            );
-        }
     }
 }

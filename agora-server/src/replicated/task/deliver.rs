@@ -1,0 +1,147 @@
+//! A replicated queue's consumers on this node: what the serving node hands them, and
+//! their answers (`ACK`, `NACK`) turned into the log's `Ack` entries.
+
+use super::*;
+
+pub(super) struct Cons {
+    pub(super) spec: Consumer,
+    pub(super) held: bool,
+    /// Manual-ack deliveries not answered.
+    pub(super) out: usize,
+    /// Auto-ack deliveries its shipper has not reported written.
+    pub(super) inflight: usize,
+    pub(super) next_seq: u64,
+}
+
+impl Cons {
+    fn has_credit(&self) -> bool {
+        !self.held && self.out + self.inflight < self.spec.prefetch as usize
+    }
+}
+
+impl Task {
+    /// A consumer's `ACK` (`ack`) or `NACK` of delivery `did`: whether it was
+    /// outstanding.
+    pub(super) fn answer(&mut self, cid: u64, did: u64, ack: bool) -> bool {
+        let Some(&(c, id)) = self.outstanding.get(&did) else {
+            return false;
+        };
+        if c != cid {
+            return false;
+        }
+        self.outstanding.remove(&did);
+        self.by_id.remove(&id);
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
+            c.out = c.out.saturating_sub(1);
+        }
+        if !ack {
+            return self.machine.nack(cid, id).is_ok();
+        }
+        match self.machine.ack(cid, id) {
+            Ok(Some(op)) => {
+                // While serving this node leads: it takes its own proposal. (One lost
+                // with a lost lead leaves the message to be delivered again.)
+                let _ = self.replica.propose(op.encode());
+                true
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Starts or stops serving as the lease says, and hands messages out.
+    pub(super) fn dispatch(&mut self) {
+        let serving = self.failed.is_none() && self.replica.serving();
+        let was = self.machine.serving();
+        let void = self.machine.serve(serving);
+        if was != serving {
+            match serving {
+                true => log::info!(
+                    "{}: this node leads it (term {})",
+                    self.shared.dest,
+                    self.replica.term()
+                ),
+                false => log::info!(
+                    "{}: this node no longer leads it ({} deliveries made void)",
+                    self.shared.dest,
+                    void.len()
+                ),
+            }
+        }
+        if was && !serving {
+            self.outstanding.clear();
+            self.by_id.clear();
+            self.counts.clear();
+            for c in &mut self.consumers {
+                c.out = 0;
+            }
+            self.shared.unacked.store(0, Relaxed);
+        }
+        if !serving || self.consumers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = 0;
+        while idle < self.consumers.len() {
+            self.rr %= self.consumers.len();
+            let i = self.rr;
+            self.rr += 1;
+            if !self.consumers[i].has_credit() {
+                idle += 1;
+                continue;
+            }
+            let cid = self.consumers[i].spec.cid;
+            let Some((id, body)) = self.machine.next_for(cid) else {
+                break;
+            };
+            idle = 0;
+            let Some(msg) = decode_message(body, now) else {
+                // Not a message this broker wrote: acknowledged, so it does not block.
+                log::warn!("{}: message {id} cannot be read; dropped", self.shared.dest);
+                if let Ok(Some(op)) = self.machine.ack(cid, id) {
+                    let _ = self.replica.propose(op.encode());
+                }
+                continue;
+            };
+            let count = self.counts.entry(id).or_insert(0);
+            *count += 1;
+            let count = *count;
+            let c = &mut self.consumers[i];
+            let did = match c.spec.auto_ack {
+                true => 0,
+                false => delivery_id(c.spec.slot, c.next_seq),
+            };
+            let bytes = msg.payload.len() as u64;
+            let d = Delivery {
+                did,
+                count,
+                msg,
+                charged: 0,
+                topic: None,
+            };
+            if c.spec.port.tx.push(d).is_err() {
+                // Its subscription ended; the unsubscribe is on the way.
+                c.held = true;
+                let _ = self.machine.nack(cid, id);
+                continue;
+            }
+            c.next_seq += 1;
+            self.shared.messages_out.fetch_add(1, Relaxed);
+            self.shared.bytes_out.fetch_add(bytes, Relaxed);
+            if count > 1 {
+                self.shared.redelivered.fetch_add(1, Relaxed);
+            }
+            if c.spec.auto_ack {
+                c.inflight += 1;
+                if let Ok(Some(op)) = self.machine.ack(cid, id) {
+                    let _ = self.replica.propose(op.encode());
+                }
+            } else {
+                c.out += 1;
+                self.outstanding.insert(did, (cid, id));
+                self.by_id.insert(id, did);
+            }
+        }
+        self.shared.unacked.store(self.outstanding.len(), Relaxed);
+    }
+}
