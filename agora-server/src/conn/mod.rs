@@ -418,17 +418,23 @@ impl Conn<'_> {
             // A held-back run of publishes goes out before anything else is acted on.
             self.end_run().await?;
         }
-        let flow = self.carry_out(step).await;
         if shown {
-            // What the registry shows of it.
-            let user = self.session.access().user().map(|u| u.name.clone());
-            self.info
-                .set_who(self.session.name.as_deref(), user.as_deref());
-            self.info
-                .subscriptions
-                .store(self.session.subscriptions(), Relaxed);
+            // Before the reply goes out: a client that reads its OK and then lists the
+            // connections sees what it just did (a SUB is shown again once added).
+            self.show();
         }
-        flow
+        self.carry_out(step).await
+    }
+
+    /// Updates what the registry shows of this connection: its name, user and
+    /// number of subscriptions.
+    pub(super) fn show(&self) {
+        let user = self.session.access().user().map(|u| u.name.clone());
+        self.info
+            .set_who(self.session.name.as_deref(), user.as_deref());
+        self.info
+            .subscriptions
+            .store(self.session.subscriptions(), Relaxed);
     }
 
     async fn carry_out(&mut self, step: Step<Sub>) -> Flow {

@@ -33,6 +33,7 @@ impl Conn<'_> {
             self.session.add(s.sid, plan, sub);
             add
         });
+        self.show();
         match r {
             // The OK goes out before the shipper starts on the subscription, so no
             // MSG can overtake it; deliveries wait in the channel meanwhile.
