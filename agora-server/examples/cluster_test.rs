@@ -12,8 +12,11 @@
 //! node serving the queue (its failover), and the longest time no publish was
 //! confirmed; it fails (exit 1) if a confirmed message was never delivered.
 //!
-//! Partitions (a node cut off while it runs) are not made here yet: the cluster
-//! simulation makes them (`cargo xtask sim --cluster`).
+//! Every third fault is a partition instead: the links between nodes go through a
+//! proxy per pair (`common/proxy.rs`), and the node (the leader two times in three) is
+//! cut off from both others, silently, for 1 to 4 s, while its clients stay connected
+//! to it; then the links heal. A leader cut off must stop serving (its lease) while the
+//! other two elect another; what it handed out is delivered again by the new leader.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::BufReader;
@@ -30,8 +33,11 @@ use agora_protocol::ServerFrame;
 mod conn;
 #[path = "common/process.rs"]
 mod process;
+#[path = "common/proxy.rs"]
+mod proxy;
 use conn::Conn;
 use process::kill;
+use proxy::Proxy;
 
 /// Payload bytes of each message: its id in 20 digits, then padding.
 const PAYLOAD: usize = 128;
@@ -54,11 +60,23 @@ struct Model {
     longest_pause: Duration,
 }
 
+/// The faults made, and the failover each leader's loss took (until another node
+/// served the queue).
+#[derive(Default)]
+struct Faults {
+    kills: u32,
+    partitions: u32,
+    failovers: Vec<Duration>,
+    cut_failovers: Vec<Duration>,
+}
+
 struct Node {
     id: u64,
     client: SocketAddr,
     cluster: SocketAddr,
     dir: PathBuf,
+    /// Its `--peers`: the other nodes at the proxies it dials them through.
+    peers: String,
     child: Option<Child>,
 }
 
@@ -78,13 +96,13 @@ fn payload(id: u64) -> Vec<u8> {
     p
 }
 
-fn start(bin: &Path, n: &Node, peers: &str) -> Result<Child, String> {
+fn start(bin: &Path, n: &Node) -> Result<Child, String> {
     let mut child = Command::new(bin)
         .args(["--port", &n.client.port().to_string()])
         .args(["--data-dir", &n.dir.display().to_string()])
         .args(["--node-id", &n.id.to_string()])
         .args(["--cluster-listen", &n.cluster.to_string()])
-        .args(["--peers", peers, "--cluster-name", "test"])
+        .args(["--peers", &n.peers, "--cluster-name", "test"])
         .args(["--replicated-queues", "orders", "--max-deliveries", "0"])
         .env("AGORA_CLUSTER_SECRET", SECRET)
         .stdout(Stdio::piped())
@@ -255,16 +273,30 @@ fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
             client: free_addr(),
             cluster: free_addr(),
             dir: dir.join(format!("node{id}")),
+            peers: String::new(),
             child: None,
         })
         .collect();
-    let peers = nodes
-        .iter()
-        .map(|n| format!("{}={}", n.id, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut proxies = Vec::new();
+    for from in 0..nodes.len() {
+        let mut peers = Vec::new();
+        for to in 0..nodes.len() {
+            let addr = match from == to {
+                true => nodes[to].cluster,
+                false => {
+                    let p = Proxy::start(nodes[from].id, nodes[to].id, nodes[to].cluster)
+                        .map_err(|e| format!("a link proxy: {e}"))?;
+                    let addr = p.addr;
+                    proxies.push(p);
+                    addr
+                }
+            };
+            peers.push(format!("{}={addr}", nodes[to].id));
+        }
+        nodes[from].peers = peers.join(",");
+    }
     for i in 0..nodes.len() {
-        let child = start(bin, &nodes[i], &peers);
+        let child = start(bin, &nodes[i]);
         match child {
             Ok(c) => nodes[i].child = Some(c),
             Err(e) => {
@@ -274,9 +306,9 @@ fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
         }
     }
     let t0 = Instant::now();
-    let result = faults_under_load(faults, &mut rng, bin, &peers, &mut nodes);
+    let result = faults_under_load(faults, &mut rng, bin, &proxies, &mut nodes);
     stop_all(&mut nodes);
-    let (model, failovers) = result?;
+    let (model, made) = result?;
     let lost: Vec<u64> = model
         .confirmed
         .iter()
@@ -284,18 +316,27 @@ fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
         .copied()
         .collect();
     let twice: u64 = model.delivered.values().map(|&n| n as u64 - 1).sum();
-    let mut f = failovers.clone();
-    f.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let failover = match f.len() {
-        0 => "no leader was killed".to_owned(),
-        n => format!(
-            "{n} leaders killed; failover median {:.0} ms, min {:.0} ms, max {:.0} ms",
-            ms(f[n / 2]),
-            ms(f[0]),
-            ms(f[n - 1])
-        ),
+    let spread = |what: &str, f: &[Duration]| {
+        let mut f = f.to_vec();
+        f.sort();
+        match f.len() {
+            0 => format!("no leader {what}"),
+            n => format!(
+                "{n} leaders {what}: failover median {:.0} ms, min {:.0} ms, max {:.0} ms",
+                ms(f[n / 2]),
+                ms(f[0]),
+                ms(f[n - 1])
+            ),
+        }
     };
+    let failover = format!(
+        "{} kills, {} partitions; {}; {}",
+        made.kills,
+        made.partitions,
+        spread("killed", &made.failovers),
+        spread("cut off", &made.cut_failovers)
+    );
     println!(
         "{faults} faults in {:.1} s: {} published, {} confirmed, {} refused or timed out; {} delivered ({} of them again); {} confirmed messages lost; {failover}; longest time with no confirm: {:.0} ms",
         t0.elapsed().as_secs_f64(),
@@ -325,14 +366,14 @@ fn stop_all(nodes: &mut [Node]) {
     }
 }
 
-/// The load, the faults, and the drain at the end: the model, and each failover's time.
+/// The load, the faults, and the drain at the end: the model, and the faults made.
 fn faults_under_load(
     faults: u32,
     rng: &mut agora_server::rng::Rng,
     bin: &Path,
-    peers: &str,
+    proxies: &[Proxy],
     nodes: &mut [Node],
-) -> Result<(Model, Vec<Duration>), String> {
+) -> Result<(Model, Faults), String> {
     let model = Arc::new(Mutex::new(Model::default()));
     let ids = Arc::new(AtomicU64::new(0));
     let stop_pub = Arc::new(AtomicBool::new(false));
@@ -346,7 +387,7 @@ fn faults_under_load(
         consumers.push(std::thread::spawn(move || consumer(addr, m, stop)));
     }
     let leader_of = |nodes: &[Node]| nodes.iter().position(|n| serves(n.client));
-    let mut failovers = Vec::new();
+    let mut faults_made = Faults::default();
     let until = |what: &str, limit: Duration, mut cond: Box<dyn FnMut() -> bool + '_>| {
         let end = Instant::now() + limit;
         while !cond() {
@@ -369,23 +410,46 @@ fn faults_under_load(
             Some(l) if rng.below(3) < 2 => l,
             _ => rng.below(3) as usize,
         };
+        let others: Vec<SocketAddr> = (0..3)
+            .filter(|&i| i != victim)
+            .map(|i| nodes[i].client)
+            .collect();
+        let another_leader = |what: &str| {
+            until(
+                &format!("another leader after fault {fault} ({what})"),
+                Duration::from_secs(30),
+                Box::new(|| others.iter().any(|&a| serves(a))),
+            )
+        };
+        if fault % 3 == 1 {
+            // A partition: the victim's links cut both ways, its clients still on it.
+            let id = nodes[victim].id;
+            let links: Vec<&Proxy> = proxies
+                .iter()
+                .filter(|p| p.from == id || p.to == id)
+                .collect();
+            links.iter().for_each(|p| p.cut());
+            let cut = Instant::now();
+            faults_made.partitions += 1;
+            if Some(victim) == leader {
+                another_leader("its leader cut off")?;
+                faults_made.cut_failovers.push(cut.elapsed());
+            }
+            let lasts = Duration::from_millis(1000 + rng.below(3000));
+            std::thread::sleep(lasts.saturating_sub(cut.elapsed()));
+            links.iter().for_each(|p| p.heal());
+            continue;
+        }
         let mut child = nodes[victim].child.take().ok_or("a node is down")?;
         kill(&mut child);
         let killed = Instant::now();
+        faults_made.kills += 1;
         if Some(victim) == leader {
-            let others: Vec<SocketAddr> = (0..3)
-                .filter(|&i| i != victim)
-                .map(|i| nodes[i].client)
-                .collect();
-            until(
-                &format!("another leader after fault {fault}"),
-                Duration::from_secs(30),
-                Box::new(|| others.iter().any(|&a| serves(a))),
-            )?;
-            failovers.push(killed.elapsed());
+            another_leader("its leader killed")?;
+            faults_made.failovers.push(killed.elapsed());
         }
         std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
-        nodes[victim].child = Some(start(bin, &nodes[victim], peers)?);
+        nodes[victim].child = Some(start(bin, &nodes[victim])?);
     }
     // The publishers finish their windows (confirms may still come) before the drain
     // compares what was confirmed with what was delivered.
@@ -409,5 +473,5 @@ fn faults_under_load(
         eprintln!("cluster-test: {e}");
     }
     let model = std::mem::take(&mut *model.lock().unwrap());
-    Ok((model, failovers))
+    Ok((model, faults_made))
 }
