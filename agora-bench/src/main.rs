@@ -263,7 +263,8 @@ fn run(args: RunArgs) -> Result<bool, String> {
                 let view = ServerView {
                     system,
                     addr: server.addr.clone(),
-                    pid: server.pid(),
+                    nodes: server.addrs(),
+                    pids: server.pids(),
                 };
                 for cell in active {
                     serial += 1;
@@ -398,10 +399,55 @@ fn run_cell(
                 addr,
                 // durable-confirm was measured on a stream with the default retention.
                 work_queue: cell.scenario != Scenario::DurableConfirm,
+                replicas: 1,
             })
         }
         #[cfg(not(feature = "peers"))]
         System::Jetstream | System::JetstreamDefault => {
+            Err("built without the `peers` feature".into())
+        }
+        // The clients on the node leading the queue: a replicated queue's consumers
+        // are served there (publishes elsewhere would be forwarded to it).
+        System::AgoraCluster => {
+            let addr = drivers::agora::cluster_leader(&server.nodes, &name)?;
+            let leader = ServerView {
+                addr: addr.clone(),
+                nodes: server.nodes.clone(),
+                pids: server.pids.clone(),
+                ..*server
+            };
+            scenario::run(
+                &drivers::agora::Agora {
+                    addr,
+                    threads: server.system.sdk_threads(),
+                },
+                &leader,
+                cell,
+                settings,
+                name,
+            )
+        }
+        #[cfg(feature = "peers")]
+        System::JetstreamCluster => {
+            let driver = drivers::jetstream::Jetstream::on_leader(
+                &server.nodes,
+                &name,
+                3,
+                cell.scenario == Scenario::ClusterQueue4,
+            )?;
+            let leader = ServerView {
+                addr: driver.addr.clone(),
+                nodes: server.nodes.clone(),
+                pids: server.pids.clone(),
+                ..*server
+            };
+            scenario::run(&driver, &leader, cell, settings, name)
+        }
+        // A quorum queue's first leader is the node that declares it: the first.
+        #[cfg(feature = "peers")]
+        System::RabbitmqCluster => with!(drivers::rabbitmq::Rabbitmq { addr, quorum: true }),
+        #[cfg(not(feature = "peers"))]
+        System::JetstreamCluster | System::RabbitmqCluster => {
             Err("built without the `peers` feature".into())
         }
         #[cfg(feature = "peers")]

@@ -28,7 +28,28 @@ pub(crate) struct Server {
     epmd_port: Option<u16>,
     /// `agora-lean-http`'s load on the HTTP port, stopped with the server.
     http_load: Option<crate::http_load::HttpLoad>,
+    /// A cluster's other nodes (this one is its first), stopped with it.
+    others: Vec<Server>,
 }
+
+/// Which node of a three-node cluster a server is: its index (0, 1, 2) and what the
+/// nodes must know of each other before any starts.
+#[derive(Clone, Copy)]
+struct NodeOf<'a> {
+    index: usize,
+    /// Each node's port for the other nodes (Agora's `--cluster-listen`, NATS's routes;
+    /// unused by RabbitMQ, whose nodes find each other through their port mapper).
+    links: &'a [u16],
+    /// The port mapper all of a RabbitMQ cluster's nodes share.
+    epmd: u16,
+}
+
+/// Nodes in a cluster row.
+pub(crate) const CLUSTER_NODES: usize = 3;
+/// The Agora cluster's shared secret: a bench's, on loopback, not a real one.
+const CLUSTER_SECRET: &str = "agora-bench cluster secret";
+/// The RabbitMQ cluster's Erlang cookie, the same for its three nodes.
+const ERLANG_COOKIE: &str = "AGORABENCHCLUSTERCOOKIE";
 
 impl Server {
     /// Starts `system`'s server (`bins` says where the binaries are) with `extra`
@@ -41,6 +62,102 @@ impl Server {
         log_name: &str,
         extra: &[String],
     ) -> Result<Server, String> {
+        if system.cluster() {
+            return Server::start_cluster(system, bins, log_dir, log_name);
+        }
+        Server::start_node(system, bins, log_dir, log_name, extra, None)
+    }
+
+    /// Starts `system`'s three nodes, one after the other (a RabbitMQ node joins the
+    /// ones already running); the first node's `Server` holds the others.
+    fn start_cluster(
+        system: System,
+        bins: &Bins,
+        log_dir: &Path,
+        log_name: &str,
+    ) -> Result<Server, String> {
+        let links = (0..CLUSTER_NODES)
+            .map(|_| free_port())
+            .collect::<Result<Vec<u16>, String>>()?;
+        let epmd = free_port()?;
+        let mut nodes: Vec<Server> = Vec::new();
+        for index in 0..CLUSTER_NODES {
+            let name = format!("{log_name}-{}", index + 1);
+            let extra = match system {
+                System::AgoraCluster => {
+                    let peers = links
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    [
+                        "--node-id",
+                        &(index + 1).to_string(),
+                        "--cluster-listen",
+                        &format!("127.0.0.1:{}", links[index]),
+                        "--peers",
+                        &peers,
+                        "--cluster-name",
+                        "bench",
+                        "--cluster-secret",
+                        CLUSTER_SECRET,
+                        "--replicated-queues",
+                        ">",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec()
+                }
+                _ => Vec::new(),
+            };
+            let node = NodeOf {
+                index,
+                links: &links,
+                epmd,
+            };
+            // On an error the nodes started so far stop as `nodes` drops.
+            nodes.push(Server::start_node(
+                system,
+                bins,
+                log_dir,
+                &name,
+                &extra,
+                Some(node),
+            )?);
+        }
+        if system == System::RabbitmqCluster {
+            // Peer discovery may boot a node alone: the row counts only as a cluster.
+            let home = nodes[0].data.clone().ok_or("the first node's directory")?;
+            rabbitmq_wait_clustered(&home, epmd)?;
+        }
+        let mut first = nodes.remove(0);
+        first.others = nodes;
+        Ok(first)
+    }
+
+    /// Each node's client address, in node order (one for a single broker).
+    pub(crate) fn addrs(&self) -> Vec<String> {
+        std::iter::once(self.addr.clone())
+            .chain(self.others.iter().map(|s| s.addr.clone()))
+            .collect()
+    }
+
+    /// The broker's processes: the node's (or, under a start-up script, the worker's)
+    /// and each other node's.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.pid())
+            .chain(self.others.iter().map(|s| s.pid()))
+            .collect()
+    }
+
+    fn start_node(
+        system: System,
+        bins: &Bins,
+        log_dir: &Path,
+        log_name: &str,
+        extra: &[String],
+        node: Option<NodeOf<'_>>,
+    ) -> Result<Server, String> {
         fs::create_dir_all(log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
         let log = fs::File::create(log_dir.join(format!("{log_name}.log")))
             .map_err(|e| format!("log file: {e}"))?;
@@ -48,7 +165,7 @@ impl Server {
         let mut data = None;
         let mut epmd_port = None;
         let (mut cmd, port) = match system {
-            System::Jetstream | System::JetstreamDefault => {
+            System::Jetstream | System::JetstreamDefault | System::JetstreamCluster => {
                 let port = free_port()?;
                 let bin = bins
                     .jetstream
@@ -60,14 +177,32 @@ impl Server {
                 // File storage; `always` syncs every message before its ack, the
                 // default every two minutes.
                 let sync = match system {
-                    System::Jetstream => "sync_interval: always",
+                    System::Jetstream | System::JetstreamCluster => "sync_interval: always",
                     _ => "",
+                };
+                // A cluster's node: its name, and routes to every node (itself included,
+                // as nats-server's examples do: it skips its own).
+                let cluster = match node {
+                    None => String::new(),
+                    Some(n) => {
+                        let routes = n
+                            .links
+                            .iter()
+                            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        format!(
+                            "server_name: \"n{}\"\ncluster {{\n  name: \"bench\"\n  listen: \"127.0.0.1:{}\"\n  routes: [{routes}]\n}}\n",
+                            n.index + 1,
+                            n.links[n.index]
+                        )
+                    }
                 };
                 let conf = log_dir.join(format!("{log_name}.conf"));
                 fs::write(
                     &conf,
                     format!(
-                        "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n  {sync}\n}}\n",
+                        "listen: \"127.0.0.1:{port}\"\n{cluster}jetstream {{\n  store_dir: \"{}\"\n  {sync}\n}}\n",
                         store.display()
                     ),
                 )
@@ -76,9 +211,13 @@ impl Server {
                 cmd.arg("-c").arg(&conf);
                 (cmd, Some(port))
             }
-            System::RabbitmqQuorum | System::RabbitmqClassic => {
+            System::RabbitmqQuorum | System::RabbitmqClassic | System::RabbitmqCluster => {
                 let bin = bins.rabbitmq.as_ref().ok_or("no rabbitmq-server")?;
-                let (port, dist, epmd) = (free_port()?, free_port()?, free_port()?);
+                let (port, dist) = (free_port()?, free_port()?);
+                let epmd = match node {
+                    Some(n) => n.epmd,
+                    None => free_port()?,
+                };
                 let base = log_dir.join(format!("{log_name}.rabbitmq"));
                 let _ = fs::remove_dir_all(&base);
                 fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
@@ -91,14 +230,19 @@ impl Server {
                     // results keeps them once the node's own directory is removed.
                     format!(
                         "listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n\
-                         log.console = true\nlog.console.level = warning\n"
+                         log.console = true\nlog.console.level = warning\n{}",
+                        node.map(|_| rabbitmq_peers(epmd)).unwrap_or_default()
                     ),
                 )
                 .map_err(|e| e.to_string())?;
+                let nodename = match node {
+                    Some(n) => rabbitmq_node(epmd, n.index),
+                    None => format!("bench{port}@localhost"),
+                };
                 let mut cmd = Command::new(bin);
                 // A node of its own: its own directories, ports and Erlang cookie (HOME).
                 cmd.env("HOME", &base)
-                    .env("RABBITMQ_NODENAME", format!("bench{port}@localhost"))
+                    .env("RABBITMQ_NODENAME", &nodename)
                     .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
                     .env("RABBITMQ_NODE_PORT", port.to_string())
                     .env("RABBITMQ_DIST_PORT", dist.to_string())
@@ -111,6 +255,16 @@ impl Server {
                     )
                     .env("RABBITMQ_CONFIG_FILE", base.join("rabbitmq"))
                     .env("RABBITMQ_PID_FILE", base.join("pid"));
+                if node.is_some() {
+                    // The nodes must share a cookie to talk; and three Erlang nodes on
+                    // two cores starve each other unless their schedulers stop
+                    // busy-waiting (RabbitMQ's advice for shared hosts).
+                    write_cookie(&base)?;
+                    cmd.env(
+                        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                        "+sbwt none +sbwtdcpu none +sbwtdio none",
+                    );
+                }
                 {
                     use std::os::unix::process::CommandExt;
                     cmd.process_group(0);
@@ -123,13 +277,17 @@ impl Server {
             | System::AgoraLeanHttp
             | System::AgoraLeanTls
             | System::AgoraDurable
-            | System::AgoraDurableEvery => {
+            | System::AgoraDurableEvery
+            | System::AgoraCluster => {
                 let mut cmd = Command::new(&bins.agora);
                 // In memory, as the peers' core servers are, unless the extra arguments
                 // name a data directory (`{fresh-dir}`: an empty one beside the log,
                 // made anew for each broker).
                 let mut extra = extra.to_vec();
-                if matches!(system, System::AgoraDurable | System::AgoraDurableEvery) {
+                if matches!(
+                    system,
+                    System::AgoraDurable | System::AgoraDurableEvery | System::AgoraCluster
+                ) {
                     extra.extend(["--data-dir".to_owned(), "{fresh-dir}".to_owned()]);
                 }
                 if system == System::AgoraDurableEvery {
@@ -268,6 +426,7 @@ impl Server {
             worker: None,
             epmd_port,
             http_load: None,
+            others: Vec::new(),
         };
         match port {
             Some(port) => server.addr = format!("127.0.0.1:{port}"),
@@ -354,6 +513,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A cluster's other nodes first (they may be waiting on this one).
+        self.others.clear();
         // The HTTP load first: it talks to the server.
         drop(self.http_load.take());
         self.stop_inner();
@@ -386,6 +547,73 @@ pub(crate) struct Bins {
 /// /var/lib/rabbitmq and the rabbitmq user).
 pub(crate) fn rabbitmq_bin() -> Option<PathBuf> {
     Some(PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server")).filter(|p| p.is_file())
+}
+
+/// The Erlang node name of a RabbitMQ cluster's node `index`.
+fn rabbitmq_node(epmd: u16, index: usize) -> String {
+    format!("bench{epmd}n{}@localhost", index + 1)
+}
+
+/// Waits (60 s at most) until the first node of the RabbitMQ cluster on port mapper
+/// `epmd` reports every node running (`rabbitmqctl cluster_status`, with the cookie
+/// in `home`).
+fn rabbitmq_wait_clustered(home: &Path, epmd: u16) -> Result<(), String> {
+    let ctl = Path::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < end {
+        let out = Command::new(ctl)
+            .args([
+                "-n",
+                &rabbitmq_node(epmd, 0),
+                "cluster_status",
+                "--formatter",
+                "json",
+            ])
+            .env("HOME", home)
+            .env("ERL_EPMD_PORT", epmd.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("{}: {e}", ctl.display()))?;
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let running = status["running_nodes"].as_array().map_or(0, Vec::len);
+        if running == CLUSTER_NODES {
+            return Ok(());
+        }
+        last = format!(
+            "{running} running: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(format!(
+        "rabbitmq-cluster: not {CLUSTER_NODES} nodes running within 60 s ({last})"
+    ))
+}
+
+/// rabbitmq.conf lines that make the nodes one cluster: each, on its first start,
+/// joins the nodes of the list already running.
+fn rabbitmq_peers(epmd: u16) -> String {
+    let mut conf = "cluster_formation.peer_discovery_backend = classic_config\n".to_owned();
+    for i in 0..CLUSTER_NODES {
+        conf += &format!(
+            "cluster_formation.classic_config.nodes.{} = {}\n",
+            i + 1,
+            rabbitmq_node(epmd, i)
+        );
+    }
+    conf
+}
+
+/// The cluster's Erlang cookie in `home`, readable by its owner only (Erlang refuses
+/// it otherwise).
+fn write_cookie(home: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = home.join(".erlang.cookie");
+    fs::write(&path, ERLANG_COOKIE).map_err(|e| format!("{}: {e}", path.display()))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o400))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Stops the Erlang port mapper a RabbitMQ node started on `port`: it left the node's

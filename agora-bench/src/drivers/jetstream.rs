@@ -22,6 +22,8 @@ pub(crate) struct Jetstream {
     /// Work-queue retention (an acknowledged message is removed) rather than the
     /// default limits retention (kept until a limit): for the scenarios that consume.
     pub(crate) work_queue: bool,
+    /// Copies of each stream (1, or 3 on a cluster).
+    pub(crate) replicas: usize,
 }
 
 pub(crate) struct Pub {
@@ -37,6 +39,15 @@ pub(crate) struct Sub {
 
 /// The durable consumer every consumer of a stream shares (one stream per run).
 const CONSUMER: &str = "bench";
+
+/// The run's consumer: durable, pulled, every message acknowledged.
+fn consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(CONSUMER.to_owned()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ..Default::default()
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> String {
     format!("jetstream: {e}")
@@ -67,14 +78,7 @@ impl super::Driver for Jetstream {
         // Creating a consumer that exists with the same configuration is not an error:
         // the run's consumers may race to make it.
         let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                CONSUMER,
-                consumer::pull::Config {
-                    durable_name: Some(CONSUMER.to_owned()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ..Default::default()
-                },
-            )
+            .get_or_create_consumer(CONSUMER, consumer_config())
             .await
             .map_err(err)?;
         let messages = consumer
@@ -88,6 +92,72 @@ impl super::Driver for Jetstream {
 }
 
 impl Jetstream {
+    /// A driver for a stream named `name` with `replicas` copies on the cluster whose
+    /// nodes' client addresses are `nodes` (servers named `n1`, `n2`, ...), connected to
+    /// the node that leads it: the stream is made first (retried while the cluster's
+    /// meta leader is being elected), then its leader is read from its info.
+    /// With `consumed`, the run's consumer is made too, and has a leader of its own
+    /// (until it has, pulling from it gets "no responders").
+    pub(crate) fn on_leader(
+        nodes: &[String],
+        name: &str,
+        replicas: usize,
+        consumed: bool,
+    ) -> Result<Jetstream> {
+        let first = nodes.first().ok_or("a cluster with no nodes")?;
+        let mut driver = Jetstream {
+            addr: first.clone(),
+            work_queue: true,
+            replicas,
+        };
+        let dest = Dest {
+            queue: true,
+            name: name.to_owned(),
+        };
+        let leader = runtime().block_on(async {
+            let end = std::time::Instant::now() + Duration::from_secs(60);
+            let mut last = String::new();
+            while std::time::Instant::now() < end {
+                match driver.connect(&dest).await {
+                    Ok((client, _, mut stream)) => {
+                        let info = stream.info().await.map_err(err)?;
+                        let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+                        let consumer_led = match consumed {
+                            false => true,
+                            true => {
+                                let mut c: consumer::PullConsumer = stream
+                                    .get_or_create_consumer(CONSUMER, consumer_config())
+                                    .await
+                                    .map_err(err)?;
+                                let info = c.info().await.map_err(err)?;
+                                info.cluster.as_ref().is_some_and(|c| c.leader.is_some())
+                            }
+                        };
+                        drop(client);
+                        match leader {
+                            Some(l) if consumer_led => return Ok(l),
+                            _ => last = "the stream or its consumer has no leader yet".to_owned(),
+                        }
+                    }
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(format!(
+                "jetstream-cluster: no stream leader within 60 s: {last}"
+            ))
+        })?;
+        let index: usize = leader
+            .strip_prefix('n')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("jetstream-cluster: a leader named {leader:?}"))?;
+        driver.addr = nodes
+            .get(index.wrapping_sub(1))
+            .ok_or_else(|| format!("jetstream-cluster: no node {leader}"))?
+            .clone();
+        Ok(driver)
+    }
+
     /// A connection and the destination's stream, made if it is not there yet (one
     /// stream per destination; a run's publishers and consumers share it).
     async fn connect(
@@ -105,6 +175,7 @@ impl Jetstream {
                 name: dest.name.clone(),
                 subjects: vec![dest.name.clone()],
                 storage: stream::StorageType::File,
+                num_replicas: self.replicas,
                 retention: if self.work_queue {
                     stream::RetentionPolicy::WorkQueue
                 } else {

@@ -30,6 +30,9 @@ fn color(system: System) -> RGBColor {
         System::JetstreamDefault => RGBColor(0x6b, 0xae, 0xd6),
         System::RabbitmqQuorum => RGBColor(0xff, 0x66, 0x00),
         System::RabbitmqClassic => RGBColor(0xfd, 0xae, 0x6b),
+        System::AgoraCluster => RGBColor(0x7f, 0x27, 0x04),
+        System::JetstreamCluster => RGBColor(0x2c, 0x7f, 0xb8),
+        System::RabbitmqCluster => RGBColor(0xcc, 0x4c, 0x02),
     }
 }
 

@@ -60,7 +60,12 @@ pub(super) fn rows(cell_summaries: &[&Summary], versions: &[Version]) -> Vec<Vec
     let durable = cell_summaries
         .first()
         .is_some_and(|s| s.cell.scenario.durable());
-    let reference = if durable {
+    let cluster = cell_summaries
+        .first()
+        .is_some_and(|s| s.cell.scenario.cluster());
+    let reference = if cluster {
+        System::AgoraCluster
+    } else if durable {
         System::AgoraDurable
     } else {
         System::Agora

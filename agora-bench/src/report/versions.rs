@@ -122,6 +122,7 @@ pub(crate) fn versions(bins: &Bins, systems: &[System]) -> Vec<Version> {
             AgoraLeanTls,
             AgoraDurable,
             AgoraDurableEvery,
+            AgoraCluster,
         ]),
         asked(Some(&bins.agora), &["--version"]),
         None,
@@ -134,7 +135,7 @@ pub(crate) fn versions(bins: &Bins, systems: &[System]) -> Vec<Version> {
     );
     add(
         "nats-server",
-        of(&[Jetstream, JetstreamDefault]),
+        of(&[Jetstream, JetstreamDefault, JetstreamCluster]),
         asked(bins.jetstream.as_deref(), &["--version"]),
         None,
     );
@@ -148,7 +149,7 @@ pub(crate) fn versions(bins: &Bins, systems: &[System]) -> Vec<Version> {
     let version = rabbit.and_then(rabbitmq_version);
     add(
         "rabbitmq-server",
-        of(&[RabbitmqQuorum, RabbitmqClassic]),
+        of(&[RabbitmqQuorum, RabbitmqClassic, RabbitmqCluster]),
         (
             rabbit.map(|p| p.display().to_string()),
             version.clone().unwrap_or_else(|| "not found".into()),

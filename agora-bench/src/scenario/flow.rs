@@ -438,6 +438,9 @@ pub(super) fn stalled_subscriber(server: &ServerView, name: &str) -> Result<TcpS
         System::RabbitmqQuorum | System::RabbitmqClassic => {
             return Err("RabbitMQ runs the durable scenarios only".into())
         }
+        System::AgoraCluster | System::JetstreamCluster | System::RabbitmqCluster => {
+            return Err("the cluster rows run the cluster scenarios only".into())
+        }
     };
     s.write_all(&hello)
         .map_err(|e| format!("slow subscriber: {e}"))?;

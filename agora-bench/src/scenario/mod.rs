@@ -82,10 +82,19 @@ pub(crate) enum Scenario {
     /// 10,000 subscriptions (9,996 that match nothing it publishes).
     #[value(name = "wildcard-fanout")]
     WildcardFanout,
+    /// 16 publishers with confirms (64 outstanding each) into a queue replicated on
+    /// three nodes that nobody reads, on the cluster systems: a confirm means a majority
+    /// has the message on disk.
+    #[value(name = "cluster-confirm")]
+    ClusterConfirm,
+    /// 1 publisher with confirms (64 outstanding) while 4 consumers acknowledge each
+    /// message (prefetch 64), on a queue replicated on three nodes: the cluster systems.
+    #[value(name = "cluster-queue-4")]
+    ClusterQueue4,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 19] = [
+    pub(crate) const ALL: [Scenario; 21] = [
         Scenario::Publish,
         Scenario::Topic1x1,
         Scenario::Topic1x4,
@@ -105,6 +114,8 @@ impl Scenario {
         Scenario::DurableBacklog,
         Scenario::RequestReply,
         Scenario::WildcardFanout,
+        Scenario::ClusterConfirm,
+        Scenario::ClusterQueue4,
     ];
 
     pub(crate) fn id(self) -> &'static str {
@@ -128,6 +139,8 @@ impl Scenario {
             Scenario::DurableBacklog => "durable-backlog",
             Scenario::RequestReply => "request-reply",
             Scenario::WildcardFanout => "wildcard-fanout",
+            Scenario::ClusterConfirm => "cluster-confirm",
+            Scenario::ClusterQueue4 => "cluster-queue-4",
         }
     }
 
@@ -138,6 +151,12 @@ impl Scenario {
             self,
             Scenario::DurableConfirm | Scenario::DurableQueue4 | Scenario::DurableBacklog
         )
+    }
+
+    /// Whether it measures a queue replicated across three nodes: the cluster systems
+    /// run these only, and the others none of them.
+    pub(crate) fn cluster(self) -> bool {
+        matches!(self, Scenario::ClusterConfirm | Scenario::ClusterQueue4)
     }
 }
 
@@ -195,6 +214,16 @@ impl Settings {
 /// Why `system` has no run of `cell`, if it has none.
 pub(crate) fn unsupported(system: System, cell: &Cell) -> Option<&'static str> {
     use Scenario::*;
+    match (system.cluster(), cell.scenario.cluster()) {
+        (true, true) => return None,
+        (true, false) => return Some("the cluster systems run the cluster scenarios only"),
+        (false, true) => {
+            return Some(
+                "one broker: the cluster rows are agora-cluster, jetstream-cluster and rabbitmq-cluster",
+            )
+        }
+        (false, false) => {}
+    }
     match (system.durable(), cell.scenario.durable()) {
         (false, true) => {
             return Some(
@@ -309,12 +338,18 @@ pub(crate) struct Phases {
 pub(crate) struct ServerView {
     pub(crate) system: System,
     pub(crate) addr: String,
-    pub(crate) pid: u32,
+    /// Each node's client address, in node order (`addr` alone for one broker).
+    pub(crate) nodes: Vec<String>,
+    /// The broker's processes (three for a cluster): their CPU and peak RSS are summed.
+    pub(crate) pids: Vec<u32>,
 }
 
 impl ServerView {
     fn cpu(&self) -> f64 {
-        crate::server::cpu_seconds(self.pid).unwrap_or(f64::NAN)
+        self.pids
+            .iter()
+            .map(|&p| crate::server::cpu_seconds(p).unwrap_or(f64::NAN))
+            .sum()
     }
 }
 
@@ -421,6 +456,20 @@ pub(crate) fn run<D: Driver>(
             run_flow(driver, server, &f)?
         }
         DurableBacklog => backlog::backlog(driver, server, queue(name), payload, settings)?,
+        ClusterConfirm => {
+            let pubs = 16;
+            let confirmed = Kind::Confirmed { outstanding: 64 };
+            let mut f = flow(pubs, 0, queue(name), Mode::Topic, confirmed);
+            // Nobody drains it: at most 256 MiB per run, within the broker's limits.
+            f.max_per_pub = (256 * 1024 * 1024 / payload.max(1) as u64 / pubs as u64).max(1);
+            run_flow(driver, server, &f)?
+        }
+        ClusterQueue4 => {
+            let confirmed = Kind::Confirmed { outstanding: 64 };
+            let mut f = flow(1, 4, queue(name), Mode::Ack { prefetch: 64 }, confirmed);
+            f.delivered = true;
+            run_flow(driver, server, &f)?
+        }
         LatencyRate => {
             let rate = cell.rate.ok_or("latency-rate needs a rate")?;
             let mut f = flow(1, 1, topic(name), Mode::Topic, Kind::Paced { rate });
@@ -467,7 +516,11 @@ pub(crate) fn run<D: Driver>(
         }
         Udp => udp(server, payload, settings.duration, name)?,
     };
-    measured.server_peak_rss_mib = crate::server::peak_rss_of(server.pid).unwrap_or(f64::NAN);
+    measured.server_peak_rss_mib = server
+        .pids
+        .iter()
+        .map(|&p| crate::server::peak_rss_of(p).unwrap_or(f64::NAN))
+        .sum();
     measured.tls = driver.negotiated();
     Ok(measured)
 }
@@ -497,14 +550,15 @@ mod tests {
     }
 
     #[test]
-    fn durable_scenarios_run_on_durable_systems_only() {
+    fn durable_and_cluster_scenarios_run_on_their_systems_only() {
         for scenario in Scenario::ALL {
             let cell = cell_of(scenario);
             for system in System::ALL {
                 let why = unsupported(system, &cell);
-                if system.durable() != scenario.durable() {
+                if system.durable() != scenario.durable() || system.cluster() != scenario.cluster()
+                {
                     assert!(why.is_some(), "{} {}", system.name(), scenario.id());
-                } else if system.durable() {
+                } else if system.durable() || system.cluster() {
                     assert!(why.is_none(), "{} {}", system.name(), scenario.id());
                 }
             }
