@@ -162,6 +162,78 @@ fn a_confirmed_message_outlives_its_leader_and_is_delivered_by_the_next() {
     publish_confirmed(&mut p, &["after".to_owned()]);
 }
 
+/// Reads `n` deliveries (nothing else may come): (body, delivery id).
+fn read(c: &mut Raw, n: usize) -> Vec<(String, u64)> {
+    (0..n)
+        .map(|_| match c.next() {
+            ServerFrame::Msg(m) => (String::from_utf8_lossy(&m.payload).into_owned(), m.did),
+            f => panic!("expected MSG, got {f:?}"),
+        })
+        .collect()
+}
+
+/// Acknowledges `dids`, each with a request id, and reads until each is answered `OK`;
+/// the deliveries that come meanwhile (acknowledging frees the consumer's window) are
+/// returned, not acknowledged. An `ERR` fails the test.
+fn ack_all(c: &mut Raw, dids: &[u64]) -> Vec<String> {
+    for (i, did) in dids.iter().enumerate() {
+        c.send(format!("ACK #{} {did}\r\n", 1000 + i).as_bytes());
+    }
+    let (mut oks, mut more) = (0, Vec::new());
+    while oks < dids.len() {
+        match c.next() {
+            ServerFrame::Ok { .. } => oks += 1,
+            ServerFrame::Msg(m) => more.push(String::from_utf8_lossy(&m.payload).into_owned()),
+            f => panic!("expected OK, got {f:?}"),
+        }
+    }
+    more
+}
+
+#[test]
+fn consumers_on_two_connections_each_acknowledge_their_own_deliveries() {
+    // Delivery ids are numbered per connection: two connections' first subscriptions
+    // hand out the same numbers, and the queue must tell them apart by consumer.
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _) = start_cluster((1..=3).map(|id| node(id, dir.path())).collect());
+    let mut warm = nodes[0].connect();
+    until_confirmed(&mut warm);
+    let mut conns: Vec<(usize, Raw)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, n.connect()))
+        .collect();
+    let l = leader(&mut conns);
+    let (mut a, mut b) = (nodes[l].connect(), nodes[l].connect());
+    for c in [&mut a, &mut b] {
+        c.send(b"SUB #3 queue:orders 1 prefetch=5\r\n");
+        assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    }
+    let bodies: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    publish_confirmed(&mut nodes[l].connect(), &bodies);
+    // Each holds a full window of 5 (21 in the queue with the warm-up message).
+    let (got_a, got_b) = (read(&mut a, 5), read(&mut b, 5));
+    let dids = |got: &[(String, u64)]| got.iter().map(|(_, d)| *d).collect::<Vec<_>>();
+    assert_eq!(dids(&got_a), dids(&got_b), "the same delivery ids on both");
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    for (c, got) in [(&mut a, &got_a), (&mut b, &got_b)] {
+        ack_all(c, &dids(got));
+        acked.extend(got.iter().map(|(body, _)| body.clone()));
+    }
+    assert_eq!(acked.len(), 10, "ten different messages: {acked:?}");
+    // What they were handed and did not acknowledge comes back when they leave: a new
+    // consumer gets exactly the other 11, and the queue ends empty everywhere.
+    drop((a, b));
+    let mut c = nodes[l].connect();
+    let rest = take(&mut c, 11);
+    let all: BTreeSet<String> = rest.iter().map(|(b, _)| b.clone()).chain(acked).collect();
+    assert_eq!(all.len(), 21, "every message once: {all:?}");
+    assert!(ack_all(&mut c, &dids(&rest)).is_empty());
+    for (i, c) in conns.iter_mut() {
+        wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
+    }
+}
+
 #[test]
 fn a_node_that_comes_back_catches_up_from_its_own_log() {
     let dir = tempfile::tempdir().unwrap();

@@ -330,6 +330,11 @@ impl Replica {
         self.node.raft.term
     }
 
+    /// The term of the last entry applied here.
+    pub fn applied_term(&self) -> u64 {
+        self.applied_term
+    }
+
     /// What it has on disk (synced).
     pub fn disk(&self) -> &Disk {
         &self.disk

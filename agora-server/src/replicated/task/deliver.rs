@@ -23,13 +23,9 @@ impl Task {
     /// A consumer's `ACK` (`ack`) or `NACK` of delivery `did`: whether it was
     /// outstanding.
     pub(super) fn answer(&mut self, cid: u64, did: u64, ack: bool) -> bool {
-        let Some(&(c, id)) = self.outstanding.get(&did) else {
+        let Some(id) = self.outstanding.remove(&(cid, did)) else {
             return false;
         };
-        if c != cid {
-            return false;
-        }
-        self.outstanding.remove(&did);
         self.by_id.remove(&id);
         if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
             c.out = c.out.saturating_sub(1);
@@ -138,8 +134,8 @@ impl Task {
                 }
             } else {
                 c.out += 1;
-                self.outstanding.insert(did, (cid, id));
-                self.by_id.insert(id, did);
+                self.outstanding.insert((cid, did), id);
+                self.by_id.insert(id, (cid, did));
             }
         }
         self.shared.unacked.store(self.outstanding.len(), Relaxed);

@@ -121,13 +121,15 @@ struct Task {
     failed: Option<String>,
     /// Its next proposal's number (from the clock at start: unique across restarts).
     next_seq: u64,
-    /// Confirms waiting for their message to be applied here.
-    waiting: HashMap<u64, (async_channel::Sender<crate::store::Outcome>, Instant)>,
+    /// Confirms waiting for their message to be applied here: since when, and the
+    /// term it was proposed in.
+    waiting: HashMap<u64, (async_channel::Sender<crate::store::Outcome>, Instant, u64)>,
     consumers: Vec<Cons>,
-    /// Delivery id → (consumer, message id), while serving.
-    outstanding: HashMap<u64, (u64, u64)>,
-    /// Message id → delivery id.
-    by_id: HashMap<u64, u64>,
+    /// (consumer, delivery id) → message id, while serving. Delivery ids are unique
+    /// on their connection only: two consumers' may be the same number.
+    outstanding: HashMap<(u64, u64), u64>,
+    /// Message id → (consumer, delivery id).
+    by_id: HashMap<u64, (u64, u64)>,
     /// Deliveries of each message while this node serves.
     counts: HashMap<u64, u32>,
     rr: usize,
@@ -200,7 +202,7 @@ impl Task {
             self.show();
         }
         self.groups.unregister(&self.name);
-        for (_, (w, _)) in self.waiting.drain() {
+        for (_, (w, _, _)) in self.waiting.drain() {
             let _ = w.try_send(Err(
                 "the queue stopped on this node before it was stored".into()
             ));
@@ -249,7 +251,8 @@ impl Task {
         match self.replica.propose(op.encode()) {
             Ok(()) => {
                 if let Some(d) = done {
-                    self.waiting.insert(seq, (d, Instant::now()));
+                    let term = self.replica.term();
+                    self.waiting.insert(seq, (d, Instant::now(), term));
                 }
             }
             Err(_) => {
@@ -300,9 +303,8 @@ impl Task {
                     self.shared.consumers.fetch_sub(1, SeqCst);
                 }
                 self.machine.gone(cid);
-                self.outstanding.retain(|_, (c, _)| *c != cid);
-                let outstanding = &self.outstanding;
-                self.by_id.retain(|_, did| outstanding.contains_key(did));
+                self.outstanding.retain(|&(c, _), _| c != cid);
+                self.by_id.retain(|_, &mut (c, _)| c != cid);
             }
             QueueCmd::Ack {
                 cid,
@@ -403,7 +405,7 @@ impl Task {
                         "{}: {why}; this node no longer takes part in its group",
                         self.shared.dest
                     );
-                    for (_, (w, _)) in self.waiting.drain() {
+                    for (_, (w, _, _)) in self.waiting.drain() {
                         let _ = w.try_send(Err(format!("not stored: {why}").into()));
                     }
                     self.failed = Some(why);
@@ -437,7 +439,7 @@ impl Task {
                 self.shared.messages_in.fetch_add(1, Relaxed);
                 self.shared.bytes_in.fetch_add(size as u64, Relaxed);
                 if origin == self.groups.me {
-                    if let Some((w, _)) = self.waiting.remove(&seq) {
+                    if let Some((w, _, _)) = self.waiting.remove(&seq) {
                         let _ = w.try_send(Ok(()));
                     }
                 }
@@ -473,8 +475,9 @@ impl Task {
 
     /// Delivery of message `id` is over (it left the queue).
     fn forget(&mut self, id: u64) {
-        if let Some(did) = self.by_id.remove(&id) {
-            if let Some((cid, _)) = self.outstanding.remove(&did) {
+        if let Some(key) = self.by_id.remove(&id) {
+            if self.outstanding.remove(&key).is_some() {
+                let cid = key.0;
                 if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
                     c.out = c.out.saturating_sub(1);
                 }
@@ -482,17 +485,27 @@ impl Task {
         }
     }
 
-    /// Confirms not heard in time are answered with an error.
+    /// Confirms not heard in time are answered with an error; so are those proposed
+    /// in an earlier term once this node has applied an entry of the current one (what
+    /// the old leader had committed is applied by then: the rest was most likely lost
+    /// with it, and waiting out the timeout would only stall the publisher).
     fn expire(&mut self) {
         let dest = &self.shared.dest;
-        self.waiting.retain(|_, (w, at)| {
-            if at.elapsed() < CONFIRM_TIMEOUT {
+        let term = self.replica.term();
+        let settled = self.replica.leader() != 0 && self.replica.applied_term() == term;
+        self.waiting.retain(|_, (w, at, proposed)| {
+            let why = if settled && *proposed < term {
+                format!(
+                    "not confirmed: {dest}'s leader changed before it committed the message (it may still be stored: publishing it again may store it twice)"
+                )
+            } else if at.elapsed() >= CONFIRM_TIMEOUT {
+                format!(
+                    "not confirmed within {} s: {dest}'s leader did not commit it in time (it may still be stored: publishing it again may store it twice)",
+                    CONFIRM_TIMEOUT.as_secs()
+                )
+            } else {
                 return true;
-            }
-            let why = format!(
-                "not confirmed within {} s: {dest}'s leader did not commit it in time (it may still be stored: publishing it again may store it twice)",
-                CONFIRM_TIMEOUT.as_secs()
-            );
+            };
             let _ = w.try_send(Err(why.into()));
             false
         });
