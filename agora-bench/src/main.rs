@@ -264,6 +264,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
                     system,
                     addr: server.addr.clone(),
                     nodes: server.addrs(),
+                    leader: None,
                     pids: server.pids(),
                 };
                 for cell in active {
@@ -369,6 +370,27 @@ fn run(args: RunArgs) -> Result<bool, String> {
     Ok(ours == 0)
 }
 
+/// A cluster's view for one run: `leader` leads its queue; the clients go to the
+/// leader, or for `cluster-failover` to the node after it (which outlives it).
+fn cluster_view(server: &ServerView, cell: &Cell, leader: Option<usize>) -> ServerView {
+    let at = match (cell.scenario, leader) {
+        (Scenario::ClusterFailover, Some(l)) => (l + 1) % server.nodes.len().max(1),
+        (_, Some(l)) => l,
+        (_, None) => 0,
+    };
+    ServerView {
+        addr: server
+            .nodes
+            .get(at)
+            .cloned()
+            .unwrap_or_else(|| server.addr.clone()),
+        nodes: server.nodes.clone(),
+        leader,
+        pids: server.pids.clone(),
+        ..*server
+    }
+}
+
 fn run_cell(
     server: &ServerView,
     cell: &Cell,
@@ -407,45 +429,45 @@ fn run_cell(
             Err("built without the `peers` feature".into())
         }
         // The clients on the node leading the queue: a replicated queue's consumers
-        // are served there (publishes elsewhere would be forwarded to it).
+        // are served there (publishes elsewhere would be forwarded to it); the
+        // failover's publisher on the next node, which outlives the leader.
         System::AgoraCluster => {
-            let addr = drivers::agora::cluster_leader(&server.nodes, &name)?;
-            let leader = ServerView {
-                addr: addr.clone(),
-                nodes: server.nodes.clone(),
-                pids: server.pids.clone(),
-                ..*server
+            let at = drivers::agora::cluster_leader(&server.nodes, &name)?;
+            let leader = server.nodes.iter().position(|a| *a == at);
+            let view = cluster_view(server, cell, leader);
+            let driver = drivers::agora::Agora {
+                addr: view.addr.clone(),
+                threads: server.system.sdk_threads(),
             };
-            scenario::run(
-                &drivers::agora::Agora {
-                    addr,
-                    threads: server.system.sdk_threads(),
-                },
-                &leader,
-                cell,
-                settings,
-                name,
-            )
+            scenario::run(&driver, &view, cell, settings, name)
         }
         #[cfg(feature = "peers")]
         System::JetstreamCluster => {
-            let driver = drivers::jetstream::Jetstream::on_leader(
-                &server.nodes,
-                &name,
-                3,
-                cell.scenario == Scenario::ClusterQueue4,
-            )?;
-            let leader = ServerView {
-                addr: driver.addr.clone(),
-                nodes: server.nodes.clone(),
-                pids: server.pids.clone(),
-                ..*server
-            };
-            scenario::run(&driver, &leader, cell, settings, name)
+            let consumed = cell.scenario == Scenario::ClusterQueue4;
+            let mut driver =
+                drivers::jetstream::Jetstream::on_leader(&server.nodes, &name, 3, consumed)?;
+            let leader = server.nodes.iter().position(|a| *a == driver.addr);
+            let view = cluster_view(server, cell, leader);
+            driver.addr = view.addr.clone();
+            scenario::run(&driver, &view, cell, settings, name)
         }
         // A quorum queue's first leader is the node that declares it: the first.
         #[cfg(feature = "peers")]
-        System::RabbitmqCluster => with!(drivers::rabbitmq::Rabbitmq { addr, quorum: true }),
+        System::RabbitmqCluster => {
+            use drivers::{Driver, Publisher};
+            let first = drivers::rabbitmq::Rabbitmq { addr, quorum: true };
+            let dest = drivers::Dest {
+                queue: true,
+                name: name.clone(),
+            };
+            first.block_on(async { first.publisher(&dest).await?.close().await })?;
+            let view = cluster_view(server, cell, Some(0));
+            let driver = drivers::rabbitmq::Rabbitmq {
+                addr: view.addr.clone(),
+                quorum: true,
+            };
+            scenario::run(&driver, &view, cell, settings, name)
+        }
         #[cfg(not(feature = "peers"))]
         System::JetstreamCluster | System::RabbitmqCluster => {
             Err("built without the `peers` feature".into())

@@ -65,7 +65,7 @@ pub(crate) fn suite(args: &RunArgs) -> Vec<Vec<Cell>> {
                     groups.push(vec![cell(s, variant, 128, None)]);
                 }
             }
-            Scenario::ClusterConfirm | Scenario::ClusterQueue4 => {
+            Scenario::ClusterConfirm | Scenario::ClusterQueue4 | Scenario::ClusterFailover => {
                 groups.push(vec![cell(s, "", 128, None)]);
             }
             // 4 KiB only: a backlog of 128 B messages takes JetStream's one-sync-a-message

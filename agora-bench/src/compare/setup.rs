@@ -107,6 +107,7 @@ pub(super) fn destination(scenario: Scenario) -> Result<Destination, String> {
             | Scenario::Confirm
             | Scenario::ClusterConfirm
             | Scenario::ClusterQueue4
+            | Scenario::ClusterFailover
     );
     if queue {
         Destination::queue(DEST)
@@ -172,6 +173,7 @@ pub(super) fn one_run(
         system: System::Agora,
         addr: server.addr.clone(),
         nodes: server.addrs(),
+        leader: None,
         pids: server.pids(),
     };
     let result = prepare(

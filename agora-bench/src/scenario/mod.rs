@@ -91,10 +91,15 @@ pub(crate) enum Scenario {
     /// message (prefetch 64), on a queue replicated on three nodes: the cluster systems.
     #[value(name = "cluster-queue-4")]
     ClusterQueue4,
+    /// 1 publisher with confirms, one at a time, on a node that does not lead the
+    /// queue; the leading node's process is killed after 2 s: the longest time without
+    /// a confirm (`max`) is the failover a client sees. The cluster systems.
+    #[value(name = "cluster-failover")]
+    ClusterFailover,
 }
 
 impl Scenario {
-    pub(crate) const ALL: [Scenario; 21] = [
+    pub(crate) const ALL: [Scenario; 22] = [
         Scenario::Publish,
         Scenario::Topic1x1,
         Scenario::Topic1x4,
@@ -116,6 +121,7 @@ impl Scenario {
         Scenario::WildcardFanout,
         Scenario::ClusterConfirm,
         Scenario::ClusterQueue4,
+        Scenario::ClusterFailover,
     ];
 
     pub(crate) fn id(self) -> &'static str {
@@ -141,6 +147,7 @@ impl Scenario {
             Scenario::WildcardFanout => "wildcard-fanout",
             Scenario::ClusterConfirm => "cluster-confirm",
             Scenario::ClusterQueue4 => "cluster-queue-4",
+            Scenario::ClusterFailover => "cluster-failover",
         }
     }
 
@@ -156,7 +163,10 @@ impl Scenario {
     /// Whether it measures a queue replicated across three nodes: the cluster systems
     /// run these only, and the others none of them.
     pub(crate) fn cluster(self) -> bool {
-        matches!(self, Scenario::ClusterConfirm | Scenario::ClusterQueue4)
+        matches!(
+            self,
+            Scenario::ClusterConfirm | Scenario::ClusterQueue4 | Scenario::ClusterFailover
+        )
     }
 }
 
@@ -340,6 +350,8 @@ pub(crate) struct ServerView {
     pub(crate) addr: String,
     /// Each node's client address, in node order (`addr` alone for one broker).
     pub(crate) nodes: Vec<String>,
+    /// Which of `nodes` leads the run's queue (a cluster's, once the run made it).
+    pub(crate) leader: Option<usize>,
     /// The broker's processes (three for a cluster): their CPU and peak RSS are summed.
     pub(crate) pids: Vec<u32>,
 }
@@ -464,6 +476,9 @@ pub(crate) fn run<D: Driver>(
             f.max_per_pub = (256 * 1024 * 1024 / payload.max(1) as u64 / pubs as u64).max(1);
             run_flow(driver, server, &f)?
         }
+        ClusterFailover => {
+            failover::failover(driver, server, queue(name), payload, settings.format)?
+        }
         ClusterQueue4 => {
             let confirmed = Kind::Confirmed { outstanding: 64 };
             let mut f = flow(1, 4, queue(name), Mode::Ack { prefetch: 64 }, confirmed);
@@ -527,6 +542,7 @@ pub(crate) fn run<D: Driver>(
 
 mod backlog;
 mod crowd;
+mod failover;
 mod flow;
 mod probes;
 mod publishing;
