@@ -14,9 +14,38 @@
 //! a failover).
 //!
 //! An `Enqueue` applied a second time (a forwarded proposal the network duplicated, so
-//! the leader appended it twice) is enqueued once: its (member, number) was seen.
+//! the leader appended it twice) is enqueued once: its (member, number) was seen. Each
+//! member's latest [`SEEN_WINDOW`] numbers are remembered, no more (a duplicate comes
+//! right after its original, not a million entries later), so this memory stays
+//! bounded however long the queue lives.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+/// How many of each member's latest proposal numbers are remembered.
+pub(crate) const SEEN_WINDOW: usize = 65_536;
+
+/// A member's latest proposal numbers, oldest first out.
+#[derive(Default)]
+struct Recent {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Recent {
+    /// Whether `seq` is new (it is remembered from now on).
+    fn insert(&mut self, seq: u64) -> bool {
+        if !self.set.insert(seq) {
+            return false;
+        }
+        self.order.push_back(seq);
+        if self.order.len() > SEEN_WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
 
 /// An entry of a replicated queue's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,8 +144,8 @@ pub(crate) enum NotHeld {
 pub(crate) struct Machine {
     /// Committed and not acknowledged, by id.
     messages: BTreeMap<u64, Vec<u8>>,
-    /// (member, number) of every message enqueued.
-    seen: BTreeSet<(u64, u64)>,
+    /// The latest proposal numbers of each member whose messages were enqueued.
+    seen: BTreeMap<u64, Recent>,
     /// While serving: what is out, and with which consumer.
     out: BTreeMap<u64, u64>,
     /// While serving: acknowledged here, its `Ack` not applied yet (not handed out
@@ -130,7 +159,7 @@ impl Machine {
     pub fn apply(&mut self, index: u64, data: &[u8]) -> Applied {
         match Op::decode(data) {
             Some(Op::Enqueue { origin, seq, body }) => {
-                if !self.seen.insert((origin, seq)) {
+                if !self.seen.entry(origin).or_default().insert(seq) {
                     return Applied::Duplicate { origin, seq };
                 }
                 self.messages.insert(index, body);
@@ -408,5 +437,34 @@ mod tests {
         m.apply(4, &enqueue(1, 3, b"c"));
         assert_eq!(m.ack(4, 1), Ok(None), "gone");
         assert_eq!(m.peek(5), vec![&b"c"[..]]);
+    }
+
+    #[test]
+    fn duplicates_are_caught_within_the_window_and_memory_stays_bounded() {
+        let mut m = Machine::default();
+        let mut index = 0;
+        let mut apply = |m: &mut Machine, origin, seq| {
+            index += 1;
+            m.apply(index, &enqueue(origin, seq, b"x"))
+        };
+        assert!(matches!(apply(&mut m, 1, 10), Applied::Enqueued { .. }));
+        assert!(matches!(apply(&mut m, 2, 10), Applied::Enqueued { .. }));
+        assert_eq!(
+            apply(&mut m, 1, 10),
+            Applied::Duplicate { origin: 1, seq: 10 }
+        );
+        // A member restarted with a clock that went back: its numbers are still new.
+        assert!(matches!(apply(&mut m, 1, 3), Applied::Enqueued { .. }));
+        for seq in 100..100 + SEEN_WINDOW as u64 {
+            apply(&mut m, 1, seq);
+        }
+        let r = &m.seen[&1];
+        assert_eq!((r.set.len(), r.order.len()), (SEEN_WINDOW, SEEN_WINDOW));
+        // The oldest fell out; the latest are still caught.
+        assert!(matches!(apply(&mut m, 1, 10), Applied::Enqueued { .. }));
+        assert!(matches!(
+            apply(&mut m, 1, 99 + SEEN_WINDOW as u64),
+            Applied::Duplicate { .. }
+        ));
     }
 }
