@@ -76,30 +76,45 @@ fn until_confirmed(c: &mut Raw) {
     });
 }
 
+/// Three nodes whose queue `orders` has a leader that serves it.
+struct Warmed {
+    nodes: Vec<TestServer>,
+    peers: Vec<(u64, String)>,
+    /// A connection to each node, with its index.
+    conns: Vec<(usize, Raw)>,
+    /// The index of the node that serves `orders`.
+    leader: usize,
+}
+
+/// Starts three nodes with their data in `dir` and makes `orders` (one warm-up message
+/// confirmed), until a node serves it.
+fn warmed(dir: &Path) -> Warmed {
+    let (nodes, peers) = start_cluster((1..=3).map(|id| node(id, dir)).collect());
+    until_confirmed(&mut nodes[0].connect());
+    let mut conns: Vec<(usize, Raw)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, n.connect()))
+        .collect();
+    let leader = leader(&mut conns);
+    Warmed {
+        nodes,
+        peers,
+        conns,
+        leader,
+    }
+}
+
 /// Subscribes with manual acks and reads `n` deliveries: (body, delivery id).
 fn take(c: &mut Raw, n: usize) -> Vec<(String, u64)> {
     c.send(b"SUB #3 queue:orders 1 prefetch=1000\r\n");
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
-    (0..n)
-        .map(|_| match c.next() {
-            ServerFrame::Msg(m) => (String::from_utf8_lossy(&m.payload).into_owned(), m.did),
-            f => panic!("expected MSG, got {f:?}"),
-        })
-        .collect()
+    read(c, n)
 }
 
+/// Acknowledges `dids`; nothing else may come meanwhile.
 fn ack(c: &mut Raw, dids: &[u64]) {
-    for (i, did) in dids.iter().enumerate() {
-        c.send(format!("ACK #{} {did}\r\n", 1000 + i).as_bytes());
-    }
-    for i in 0..dids.len() {
-        assert_eq!(
-            c.next(),
-            ServerFrame::Ok {
-                rid: Some(1000 + i as u64)
-            }
-        );
-    }
+    assert_eq!(ack_all(c, dids), Vec::<String>::new());
 }
 
 fn depth(c: &mut Raw) -> u64 {
@@ -110,15 +125,12 @@ fn depth(c: &mut Raw) -> u64 {
 #[test]
 fn a_confirmed_message_outlives_its_leader_and_is_delivered_by_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut nodes, _) = start_cluster((1..=3).map(|id| node(id, dir.path())).collect());
-    let mut warm = nodes[0].connect();
-    until_confirmed(&mut warm);
-    let mut conns: Vec<(usize, Raw)> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i, n.connect()))
-        .collect();
-    let l = leader(&mut conns);
+    let Warmed {
+        mut nodes,
+        mut conns,
+        leader: l,
+        ..
+    } = warmed(dir.path());
     // Published on a node that does not lead: its proposals go to the leader, and each
     // is confirmed once applied on the node it was published on.
     let f = (l + 1) % 3;
@@ -195,15 +207,12 @@ fn consumers_on_two_connections_each_acknowledge_their_own_deliveries() {
     // Delivery ids are numbered per connection: two connections' first subscriptions
     // hand out the same numbers, and the queue must tell them apart by consumer.
     let dir = tempfile::tempdir().unwrap();
-    let (nodes, _) = start_cluster((1..=3).map(|id| node(id, dir.path())).collect());
-    let mut warm = nodes[0].connect();
-    until_confirmed(&mut warm);
-    let mut conns: Vec<(usize, Raw)> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i, n.connect()))
-        .collect();
-    let l = leader(&mut conns);
+    let Warmed {
+        nodes,
+        mut conns,
+        leader: l,
+        ..
+    } = warmed(dir.path());
     let (mut a, mut b) = (nodes[l].connect(), nodes[l].connect());
     for c in [&mut a, &mut b] {
         c.send(b"SUB #3 queue:orders 1 prefetch=5\r\n");
@@ -228,7 +237,7 @@ fn consumers_on_two_connections_each_acknowledge_their_own_deliveries() {
     let rest = take(&mut c, 11);
     let all: BTreeSet<String> = rest.iter().map(|(b, _)| b.clone()).chain(acked).collect();
     assert_eq!(all.len(), 21, "every message once: {all:?}");
-    assert!(ack_all(&mut c, &dids(&rest)).is_empty());
+    ack(&mut c, &dids(&rest));
     for (i, c) in conns.iter_mut() {
         wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
     }
@@ -237,15 +246,12 @@ fn consumers_on_two_connections_each_acknowledge_their_own_deliveries() {
 #[test]
 fn a_node_that_comes_back_catches_up_from_its_own_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut nodes, peers) = start_cluster((1..=3).map(|id| node(id, dir.path())).collect());
-    let mut warm = nodes[0].connect();
-    until_confirmed(&mut warm);
-    let mut conns: Vec<(usize, Raw)> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i, n.connect()))
-        .collect();
-    let l = leader(&mut conns);
+    let Warmed {
+        mut nodes,
+        peers,
+        conns,
+        leader: l,
+    } = warmed(dir.path());
     // A node that does not lead stops; 50 are confirmed by the other two meanwhile.
     let gone = (l + 1) % 3;
     nodes[gone].shutdown().unwrap();
