@@ -1,7 +1,8 @@
 //! Replicated queues on a cluster of three brokers in one process, over real sockets:
 //! confirms from any node once a majority has the message on disk, a leader stopped
-//! with deliveries out and the next one delivering everything not acknowledged, a node
-//! that comes back catching up from its own log, and the configuration's checks.
+//! with deliveries out and the next one delivering everything not acknowledged,
+//! consumers on nodes that do not lead (before and after a failover), a node that
+//! comes back catching up from its own log, and the configuration's checks.
 
 mod common;
 
@@ -239,6 +240,101 @@ fn consumers_on_two_connections_each_acknowledge_their_own_deliveries() {
     assert_eq!(all.len(), 21, "every message once: {all:?}");
     ack(&mut c, &dids(&rest));
     for (i, c) in conns.iter_mut() {
+        wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
+    }
+}
+
+#[test]
+fn consumers_on_nodes_that_do_not_lead_get_the_queue_and_acknowledge_it_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let Warmed {
+        nodes,
+        mut conns,
+        leader: l,
+        ..
+    } = warmed(dir.path());
+    let (f, g) = ((l + 1) % 3, (l + 2) % 3);
+    // A consumer on a node that does not lead: that node takes the queue's deliveries
+    // from the leader over its link and hands them out under its own delivery ids.
+    let mut c = nodes[f].connect();
+    c.send(b"SUB #3 queue:orders 1 prefetch=1000\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    let bodies: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    publish_confirmed(&mut nodes[g].connect(), &bodies);
+    let got = read(&mut c, 101);
+    // The leader counts the node's link as its one consumer; the node its client.
+    for (i, c) in conns.iter_mut() {
+        let st = c.stats();
+        let n = dest_stats(&st, "queue", "orders").unwrap()["consumers"].clone();
+        assert_eq!(n, [0, 1][(*i == l || *i == f) as usize], "node {}", *i + 1);
+    }
+    let seen: BTreeSet<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(seen.len(), 101, "each message once");
+    let dids: BTreeSet<u64> = got.iter().map(|(_, d)| *d).collect();
+    assert_eq!(dids.len(), 101, "each delivery its own id");
+    // Half acknowledged there: every node forgets them. (The leader and the consumer's
+    // node count the rest as handed out, not waiting.)
+    let (done, kept) = got.split_at(50);
+    ack(&mut c, &done.iter().map(|(_, d)| *d).collect::<Vec<_>>());
+    for (i, c) in conns.iter_mut() {
+        wait_until(&format!("node {} holds 51", *i + 1), || {
+            let st = c.stats();
+            let q = dest_stats(&st, "queue", "orders").unwrap();
+            let (depth, unacked) = (q["depth"].as_u64(), q["unacked"].as_u64());
+            match *i == g {
+                true => depth == Some(51),
+                false => (depth, unacked) == (Some(0), Some(51)),
+            }
+        });
+    }
+    // An answer to a delivery it no longer holds is refused there, as on a leader.
+    c.send(format!("ACK #9 {}\r\n", done[0].1).as_bytes());
+    let why = c.expect_err(agora_protocol::ErrorCode::UnknownDelivery);
+    assert!(why.contains(&done[0].1.to_string()), "{why}");
+    // The consumer leaves with 51 unacknowledged: they go back to the leader, and a
+    // consumer on the other node that does not lead gets exactly those.
+    drop(c);
+    let mut d = nodes[g].connect();
+    let rest = take(&mut d, 51);
+    let want: BTreeSet<&str> = kept.iter().map(|(b, _)| b.as_str()).collect();
+    let again: BTreeSet<&str> = rest.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(again, want);
+    ack(&mut d, &rest.iter().map(|(_, d)| *d).collect::<Vec<_>>());
+    for (i, c) in conns.iter_mut() {
+        wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
+    }
+}
+
+#[test]
+fn a_consumer_on_a_surviving_node_carries_on_after_failover_without_reconnecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let Warmed {
+        mut nodes,
+        conns,
+        leader: l,
+        ..
+    } = warmed(dir.path());
+    let f = (l + 1) % 3;
+    let mut c = nodes[f].connect();
+    c.send(b"SUB #3 queue:orders 1 prefetch=1000\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    let bodies: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    publish_confirmed(&mut nodes[f].connect(), &bodies);
+    let first = read(&mut c, 51);
+    // The leader stops with all 51 out and unacknowledged. Whichever node leads next
+    // (this consumer's own, or the other), the same subscription gets all 51 again.
+    nodes[l].shutdown().unwrap();
+    drop(conns);
+    let again = read(&mut c, 51);
+    let a: BTreeSet<&str> = first.iter().map(|(b, _)| b.as_str()).collect();
+    let b: BTreeSet<&str> = again.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!((a.len(), a == b), (51, true));
+    ack(&mut c, &again.iter().map(|(_, d)| *d).collect::<Vec<_>>());
+    let mut rest: Vec<(usize, Raw)> = [f, (l + 2) % 3]
+        .into_iter()
+        .map(|i| (i, nodes[i].connect()))
+        .collect();
+    for (i, c) in rest.iter_mut() {
         wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
     }
 }

@@ -88,16 +88,20 @@ impl std::fmt::Debug for User {
 
 impl User {
     /// The user a cluster link's sessions are (`crate::cluster`): it may publish and
-    /// subscribe to every topic, and nothing else; no client can log in as it.
-    pub(crate) fn cluster(node: u64) -> User {
+    /// subscribe to every topic, and consume the replicated queues (`replicated`: a node
+    /// whose clients consume one it does not lead does so on the leader), and nothing
+    /// else; no client can log in as it.
+    pub(crate) fn cluster(node: u64, replicated: &[Pattern]) -> User {
         let all = || vec![Pattern::parse("topic:>").expect("a valid pattern")];
+        let mut subscribe = all();
+        subscribe.extend(replicated.iter().cloned());
         User {
             name: format!("cluster.node-{node}"),
             password: None,
             certificate: None,
             rights: Rights {
                 publish: all(),
-                subscribe: all(),
+                subscribe,
                 admin: false,
             },
         }

@@ -30,6 +30,9 @@ const REPLIES: usize = 1024;
 /// How often a link compares its subscriptions with this node's bound queues (its
 /// clients' subscriptions are followed as they change).
 const RESYNC: Duration = Duration::from_secs(1);
+/// The prefetch of a link's subscription to a replicated queue this node consumes from
+/// its leader: the most of its deliveries on their way to, or waiting in, this node.
+pub(crate) const QUEUE_PREFETCH: u32 = 256;
 
 /// A link's halves once its handshake is done (a TCP stream's clones, or a TLS
 /// stream's halves).
@@ -241,11 +244,11 @@ async fn serve(
     let work = async {
         let why = future::or(
             future::or(
-                read_remote(peer, reader, &limits, &to_local, &to_remote, &subs),
+                read_remote(b, peer, reader, &limits, &to_local, &to_remote, &subs),
                 write_all(writer, remote_rx, "the peer"),
             ),
             future::or(
-                follow_interest(b, c, &to_remote, &subs),
+                follow_interest(b, c, peer, &to_remote, &subs),
                 future::or(
                     write_all(to_session, local_rx, "this node's link session"),
                     read_session(from_session, &to_local),
@@ -283,9 +286,11 @@ fn encode(f: &ClientFrame) -> Bytes {
     b.freeze()
 }
 
-/// Reads the peer's frames: deliveries become publishes into this node's link
-/// session (each read's worth in one write), pings are answered.
+/// Reads the peer's frames: deliveries of topics become publishes into this node's
+/// link session (each read's worth in one write), deliveries of a replicated queue go
+/// to its task here (for this node's consumers), pings are answered.
 async fn read_remote(
+    b: &Broker,
     peer: &Peer,
     mut s: ReadSide,
     limits: &Limits,
@@ -295,6 +300,7 @@ async fn read_remote(
 ) -> String {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
+    let epoch = peer.connects.load(SeqCst);
     loop {
         let n = match s.read(&mut chunk).await {
             Ok(0) => return "the peer closed the link".to_owned(),
@@ -305,6 +311,32 @@ async fn read_remote(
         let mut publishes = BytesMut::new();
         loop {
             match agora_protocol::decode_server_with(&mut buf, limits) {
+                Ok(Some(ServerFrame::Msg(m))) if m.dest.kind == agora_protocol::Kind::Queue => {
+                    peer.messages_in.fetch_add(1, Relaxed);
+                    let r = crate::replicated::Remote {
+                        from: peer.id,
+                        epoch,
+                        did: m.did,
+                        count: m.count,
+                        headers: m.headers,
+                        payload: m.payload,
+                    };
+                    let taken = match &b.replicated {
+                        Some(g) => g.remote(m.dest.name.as_str(), r).await,
+                        None => false,
+                    };
+                    if !taken {
+                        // No consumer of it here any more: back to the leader.
+                        let nack = encode(&ClientFrame::Nack {
+                            rid: None,
+                            did: m.did,
+                            how: agora_protocol::Nack::Requeue,
+                        });
+                        if to_remote.send(nack).await.is_err() {
+                            return "the link's writer ended".to_owned();
+                        }
+                    }
+                }
                 Ok(Some(ServerFrame::Msg(m))) => {
                     peer.messages_in.fetch_add(1, Relaxed);
                     agora_protocol::encode_pub(
@@ -380,19 +412,25 @@ async fn read_session(mut r: piper::Reader, to_local: &async_channel::Sender<Byt
 }
 
 /// Keeps the link's subscriptions on the peer equal to this node's interest: its
-/// clients' topic subscriptions (followed as they change) and the patterns its queues
-/// are bound to (compared every [`RESYNC`]).
+/// clients' topic subscriptions (followed as they change), the replicated queues its
+/// clients consume that the peer leads (followed as they change), and the patterns its
+/// queues are bound to (compared every [`RESYNC`]).
 async fn follow_interest(
     b: &Broker,
     c: &Cluster,
+    peer: &Peer,
     to_remote: &async_channel::Sender<Bytes>,
     subs: &std::sync::Mutex<BTreeMap<String, u64>>,
 ) -> String {
     let mut next_sid = 1u64;
     loop {
         let listener = c.interest.listen();
+        let consumed = b.replicated.as_ref().map(|g| g.listen());
         let (_, mut wanted) = c.interest.patterns();
         wanted.extend(b.wild.all_bound_patterns());
+        if let Some(g) = &b.replicated {
+            wanted.extend(g.consumed_from(peer.id));
+        }
         let mut frames = BytesMut::new();
         {
             let mut s = subs.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,18 +451,32 @@ async fn follow_interest(
                 if s.contains_key(&pattern) {
                     continue;
                 }
-                let Some(dest) = crate::interest::topic(&pattern) else {
-                    continue;
-                };
                 let sid = next_sid;
+                let sub = if let Some(q) = pattern.strip_prefix("queue:") {
+                    let Ok(dest) = agora_protocol::Destination::queue(q) else {
+                        continue;
+                    };
+                    Subscribe {
+                        rid: None,
+                        dest,
+                        sid,
+                        prefetch: Some(QUEUE_PREFETCH),
+                        ack: Some(agora_protocol::AckMode::Manual),
+                    }
+                } else {
+                    let Some(dest) = crate::interest::topic(&pattern) else {
+                        continue;
+                    };
+                    Subscribe {
+                        rid: None,
+                        dest,
+                        sid,
+                        prefetch: None,
+                        ack: None,
+                    }
+                };
                 next_sid += 1;
-                let sub = ClientFrame::Sub(Subscribe {
-                    rid: None,
-                    dest,
-                    sid,
-                    prefetch: None,
-                    ack: None,
-                });
+                let sub = ClientFrame::Sub(sub);
                 agora_protocol::encode(&sub, &mut frames);
                 s.insert(pattern, sid);
             }
@@ -433,9 +485,17 @@ async fn follow_interest(
             return "the link's writer ended".to_owned();
         }
         future::or(
-            async {
-                listener.await;
-            },
+            future::or(
+                async {
+                    listener.await;
+                },
+                async {
+                    match consumed {
+                        Some(l) => l.await,
+                        None => future::pending().await,
+                    }
+                },
+            ),
             async {
                 smol::Timer::after(RESYNC).await;
             },

@@ -130,7 +130,7 @@ impl Cluster {
             },
             peers,
             interest: Arc::default(),
-            user: Arc::new(crate::auth::User::cluster(node)),
+            user: Arc::new(crate::auth::User::cluster(node, &config.replicated_queues)),
             tls: None,
         }))
     }
@@ -177,6 +177,30 @@ impl Cluster {
             &mut bytes,
         );
         out.try_send(bytes.freeze()).is_ok()
+    }
+
+    /// Writes `frames` (answers to deliveries a queue's leader made to this node's
+    /// link) on this node's link to node `to`, if that link is still the one of epoch
+    /// `epoch` (the deliveries went with an earlier one).
+    pub fn send_frames(
+        &self,
+        to: u64,
+        epoch: u64,
+        frames: agora_protocol::bytes::Bytes,
+    ) -> crate::replicated::Sent {
+        use crate::replicated::Sent;
+        let Some(peer) = self.peer(to) else {
+            return Sent::Gone;
+        };
+        let out = peer.out.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match out {
+            Some(out) if peer.connects.load(SeqCst) == epoch => match out.try_send(frames) {
+                Ok(()) => Sent::Away,
+                Err(async_channel::TrySendError::Full(_)) => Sent::Full,
+                Err(async_channel::TrySendError::Closed(_)) => Sent::Gone,
+            },
+            _ => Sent::Gone,
+        }
     }
 
     /// The peer with id `id`.

@@ -9,13 +9,17 @@
 //! - `task`: the task that drives them on a node: commands from connections (as a local
 //!   queue's task takes them), Raft messages from the other nodes, ticks, and the
 //!   writes it syncs before it lets a vote or an acknowledgement leave;
+//! - [`relay`]: what a node that does not lead a queue holds for its own consumers: the
+//!   deliveries it takes from the leader over its link, as one consumer there;
 //! - [`Groups`] (here): which queues are replicated, which nodes hold each, and the way
 //!   to the other nodes' groups (Raft frames over the cluster links, sent through a
-//!   function the broker gives, so that this module needs no link of its own).
+//!   function the broker gives, so that this module needs no link of its own), and which
+//!   queues this node consumes from which leader.
 
 mod entry;
 pub(crate) mod machine;
 pub(crate) mod raftlog;
+mod relay;
 pub(crate) mod replica;
 mod task;
 
@@ -38,6 +42,44 @@ pub(crate) const RAFT_TOPIC: &str = "$cluster.raft";
 
 /// Sends a Raft frame's bytes to a node; false when it could not go (no link).
 pub(crate) type Send = Box<dyn Fn(u64, Vec<u8>) -> bool + std::marker::Send + Sync>;
+
+/// Writes native frames (`ACK`s and `NACK`s of deliveries a leader made to this node's
+/// link) on this node's link to a node, if that link is still the one of the given
+/// epoch (its count of connects).
+pub(crate) type SendFrame =
+    Box<dyn Fn(u64, u64, agora_protocol::bytes::Bytes) -> Sent + std::marker::Send + Sync>;
+
+/// What became of frames given to a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// On their way.
+    Away,
+    /// The link's queue is full: to try again.
+    Full,
+    /// That link is gone (and the deliveries they answer went with it).
+    Gone,
+}
+
+/// A delivery a queue's leader made to this node's link (its consumer there), on its way
+/// to one of this node's consumers.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Remote {
+    /// The node it came from, and the epoch of this node's link to it.
+    pub from: u64,
+    pub epoch: u64,
+    /// Its delivery id there (what this node acknowledges it by).
+    pub did: u64,
+    /// Deliveries of the message so far, this one included.
+    pub count: u32,
+    pub headers: agora_protocol::Headers,
+    pub payload: agora_protocol::bytes::Bytes,
+}
+
+/// What comes to a group's task from other nodes.
+pub(crate) enum Inbound {
+    Raft(RaftFrame),
+    Remote(Remote),
+}
 
 /// What `STATS` shows of one replicated queue on this node.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -69,10 +111,15 @@ pub(crate) struct Groups {
     /// Where their logs are: `<data-dir>/raft`.
     pub dir: PathBuf,
     send: Send,
+    send_frame: SendFrame,
     /// Each running group's way in, by queue name.
-    inbound: Mutex<HashMap<String, async_channel::Sender<RaftFrame>>>,
+    inbound: Mutex<HashMap<String, async_channel::Sender<Inbound>>>,
     /// What each shows, by queue name.
     pub figures: Mutex<BTreeMap<String, Figures>>,
+    /// The queues this node's consumers take from another node (their leader), by
+    /// name; and a signal when that changes (the links follow it).
+    consumed: Mutex<BTreeMap<String, u64>>,
+    consumed_changed: event_listener::Event,
 }
 
 /// Replicas per queue: three, as RabbitMQ's quorum queues and JetStream's R3 streams.
@@ -85,6 +132,7 @@ impl Groups {
         patterns: Vec<Pattern>,
         dir: PathBuf,
         send: Send,
+        send_frame: SendFrame,
     ) -> Groups {
         nodes.sort_unstable();
         Groups {
@@ -93,8 +141,53 @@ impl Groups {
             patterns,
             dir,
             send,
+            send_frame,
             inbound: Mutex::default(),
             figures: Mutex::default(),
+            consumed: Mutex::default(),
+            consumed_changed: event_listener::Event::new(),
+        }
+    }
+
+    /// Records that this node's consumers of queue `name` take its messages from node
+    /// `from` (`None`: from no other node); the links follow.
+    fn consume(&self, name: &str, from: Option<u64>) {
+        let mut c = self.consumed.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = match from {
+            Some(n) => c.insert(name.to_owned(), n) != Some(n),
+            None => c.remove(name).is_some(),
+        };
+        drop(c);
+        if changed {
+            self.consumed_changed.notify(usize::MAX);
+        }
+    }
+
+    /// The queues this node consumes from node `node` (as `queue:<name>`).
+    pub fn consumed_from(&self, node: u64) -> Vec<String> {
+        let c = self.consumed.lock().unwrap_or_else(|e| e.into_inner());
+        c.iter()
+            .filter(|(_, &n)| n == node)
+            .map(|(name, _)| format!("queue:{name}"))
+            .collect()
+    }
+
+    /// Resolves once what this node consumes from other nodes may have changed.
+    pub fn listen(&self) -> event_listener::EventListener {
+        self.consumed_changed.listen()
+    }
+
+    /// Hands a delivery a leader made to this node's link to queue `name`'s task
+    /// (waiting for room: a leader sends no more than the link's prefetch); false when
+    /// this node runs no group of that name.
+    pub async fn remote(&self, name: &str, r: Remote) -> bool {
+        let tx = {
+            let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+            inbound.get(name).cloned()
+        };
+        match tx {
+            Some(tx) => tx.send(Inbound::Remote(r)).await.is_ok(),
+            None => false,
         }
     }
 
@@ -146,14 +239,14 @@ impl Groups {
         match inbound.get(&frame.group) {
             // A full channel drops it, as a lost message: Raft sends again.
             Some(tx) => {
-                let _ = tx.try_send(frame);
+                let _ = tx.try_send(Inbound::Raft(frame));
                 Ok(())
             }
             None => Err(Box::new(frame)),
         }
     }
 
-    fn register(&self, name: &str, tx: async_channel::Sender<RaftFrame>) {
+    fn register(&self, name: &str, tx: async_channel::Sender<Inbound>) {
         let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
         inbound.insert(name.to_owned(), tx);
     }
@@ -161,8 +254,11 @@ impl Groups {
     fn unregister(&self, name: &str) {
         let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
         inbound.remove(name);
+        drop(inbound);
         let mut figures = self.figures.lock().unwrap_or_else(|e| e.into_inner());
         figures.remove(name);
+        drop(figures);
+        self.consume(name, None);
     }
 
     fn show(&self, name: &str, f: Figures) {
@@ -181,6 +277,11 @@ impl Groups {
             }
             Err(e) => log::warn!("queue:{name}: a Raft message to node {to} not sent: {e}"),
         }
+    }
+
+    /// Writes `frames` on this node's link of epoch `epoch` to `node`.
+    fn send_frames(&self, node: u64, epoch: u64, frames: agora_protocol::bytes::Bytes) -> Sent {
+        (self.send_frame)(node, epoch, frames)
     }
 }
 
@@ -305,7 +406,14 @@ mod tests {
             Pattern::parse("queue:orders").unwrap(),
             Pattern::parse("queue:jobs.>").unwrap(),
         ];
-        Groups::new(1, nodes, patterns, PathBuf::new(), Box::new(|_, _| true))
+        Groups::new(
+            1,
+            nodes,
+            patterns,
+            PathBuf::new(),
+            Box::new(|_, _| true),
+            Box::new(|_, _, _| Sent::Away),
+        )
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub(super) struct Cons {
 }
 
 impl Cons {
-    fn has_credit(&self) -> bool {
+    pub(super) fn has_credit(&self) -> bool {
         !self.held && self.out + self.inflight < self.spec.prefetch as usize
     }
 }
@@ -24,7 +24,7 @@ impl Task {
     /// outstanding.
     pub(super) fn answer(&mut self, cid: u64, did: u64, ack: bool) -> bool {
         let Some(id) = self.outstanding.remove(&(cid, did)) else {
-            return false;
+            return self.answer_relayed(cid, did, ack);
         };
         self.by_id.remove(&id);
         if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
@@ -73,6 +73,7 @@ impl Task {
             }
             self.shared.unacked.store(0, Relaxed);
         }
+        self.relay_out();
         if !serving || self.consumers.is_empty() {
             return;
         }

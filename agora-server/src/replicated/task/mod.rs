@@ -17,14 +17,16 @@ use agora_protocol::cluster::raft::RaftFrame;
 use agora_protocol::{Destination, ErrorCode};
 
 mod deliver;
+mod remote;
 
 use deliver::Cons;
 
 use super::entry::{decode_message, encode_message, file_name};
 use super::machine::{Applied, Machine, Op, ENQUEUE_HEAD};
 use super::raftlog::RaftLog;
+use super::relay::{Answers, Relay, Upstream};
 use super::replica::{Out, Replica};
-use super::{from_frame, Figures, Groups};
+use super::{from_frame, Figures, Groups, Inbound};
 use crate::budget::Budget;
 use crate::config::QueueSettings;
 use crate::message::{Delivery, Message};
@@ -100,6 +102,8 @@ pub(crate) fn spawn(
         by_id: HashMap::new(),
         counts: HashMap::new(),
         rr: 0,
+        relay: Relay::default(),
+        answers: Answers::default(),
         started: Instant::now(),
         ticked: 0,
         voters,
@@ -133,6 +137,10 @@ struct Task {
     /// Deliveries of each message while this node serves.
     counts: HashMap<u64, u32>,
     rr: usize,
+    /// What this node's consumers take from the leader while this node does not lead.
+    relay: Relay,
+    /// Its consumers' answers on their way back to the leader.
+    answers: Answers,
     started: Instant,
     ticked: u64,
     voters: Vec<u64>,
@@ -141,16 +149,12 @@ struct Task {
 
 enum Wake {
     Cmd(Option<QueueCmd>),
-    Raft(RaftFrame),
+    In(Inbound),
     Tick,
 }
 
 impl Task {
-    async fn run(
-        mut self,
-        rx: crate::chan::Rx<QueueCmd>,
-        raft: async_channel::Receiver<RaftFrame>,
-    ) {
+    async fn run(mut self, rx: crate::chan::Rx<QueueCmd>, raft: async_channel::Receiver<Inbound>) {
         let mut ticker = smol::Timer::interval(TICK);
         'serve: loop {
             let wake = futures_lite::future::or(
@@ -158,7 +162,7 @@ impl Task {
                 futures_lite::future::or(
                     async {
                         match raft.recv().await {
-                            Ok(f) => Wake::Raft(f),
+                            Ok(f) => Wake::In(f),
                             Err(_) => futures_lite::future::pending().await,
                         }
                     },
@@ -176,7 +180,7 @@ impl Task {
                         break;
                     }
                 }
-                Wake::Raft(f) => self.step(f),
+                Wake::In(f) => self.inbound(f),
                 Wake::Tick => {}
             }
             for _ in 0..4096 {
@@ -191,13 +195,14 @@ impl Task {
             }
             for _ in 0..4096 {
                 match raft.try_recv() {
-                    Ok(f) => self.step(f),
+                    Ok(f) => self.inbound(f),
                     Err(_) => break,
                 }
             }
             self.tick();
             self.advance().await;
             self.dispatch();
+            self.send_answers();
             self.expire();
             self.show();
         }
@@ -218,6 +223,20 @@ impl Task {
         while self.ticked < due {
             self.ticked += 1;
             self.replica.tick();
+        }
+    }
+
+    fn inbound(&mut self, f: Inbound) {
+        match f {
+            Inbound::Raft(f) => self.step(f),
+            Inbound::Remote(r) => {
+                if let Some(r) = self.relay.take(r) {
+                    // Void here (this node follows another leader now, or none): given
+                    // back (its node has it back anyway once the link's subscription
+                    // ends).
+                    self.answers.push(Upstream::of(&r), false);
+                }
+            }
         }
     }
 
@@ -280,8 +299,8 @@ impl Task {
             // The other queue's record of the message leaving is not written: after a
             // restart of this node, that queue has it again (at least once).
             QueueCmd::DeadLetter { msg, .. } => self.propose(msg, None),
+            // Counted by the connection before it sent this (as for a local queue).
             QueueCmd::Subscribe(c) => {
-                self.shared.consumers.fetch_add(1, SeqCst);
                 self.consumers.push(Cons {
                     spec: c,
                     held: false,
@@ -303,6 +322,9 @@ impl Task {
                     self.shared.consumers.fetch_sub(1, SeqCst);
                 }
                 self.machine.gone(cid);
+                for up in self.relay.gone(cid) {
+                    self.answers.push(up, false);
+                }
                 self.outstanding.retain(|&(c, _), _| c != cid);
                 self.by_id.retain(|_, &mut (c, _)| c != cid);
             }
@@ -314,7 +336,9 @@ impl Task {
                 ..
             } => {
                 let known = self.answer(cid, did, ack);
-                self.shared.unacked.store(self.outstanding.len(), Relaxed);
+                self.shared
+                    .unacked
+                    .store(self.outstanding.len() + self.relay.outstanding(), Relaxed);
                 match reply {
                     Some(r) => {
                         let _ = r.try_send(known);

@@ -1,0 +1,118 @@
+//! A replicated queue's consumers on a node that does not lead it: the node takes the
+//! leader's deliveries over its link ([`Relay`](super::Relay)) and hands them to them.
+
+use super::*;
+use crate::replicated::Sent;
+
+impl Task {
+    /// Follows the leader while this node has consumers and does not lead, and hands
+    /// them what the leader delivered.
+    pub(super) fn relay_out(&mut self) {
+        let leader = self.replica.leader();
+        let from = (self.failed.is_none()
+            && !self.machine.serving()
+            && !self.consumers.is_empty()
+            && leader != 0
+            && leader != self.groups.me)
+            .then_some(leader);
+        if self.relay.follow(from) {
+            self.groups.consume(&self.name, from);
+            // What came from the node followed before is void: its room is free again.
+            for c in &mut self.consumers {
+                let cid = c.spec.cid;
+                c.out = self.outstanding.keys().filter(|k| k.0 == cid).count();
+            }
+            match from {
+                Some(n) => log::info!(
+                    "{}: this node's consumers take its messages from node {n}, its leader",
+                    self.shared.dest
+                ),
+                None => log::debug!(
+                    "{}: this node's consumers take its messages from no other node",
+                    self.shared.dest
+                ),
+            }
+        }
+        let now = Instant::now();
+        let mut idle = 0;
+        while self.relay.waiting() > 0 && idle < self.consumers.len() {
+            self.rr %= self.consumers.len();
+            let i = self.rr;
+            self.rr += 1;
+            if !self.consumers[i].has_credit() {
+                idle += 1;
+                continue;
+            }
+            idle = 0;
+            let Some(r) = self.relay.next() else { break };
+            let up = Upstream::of(&r);
+            let c = &mut self.consumers[i];
+            let cid = c.spec.cid;
+            let did = match c.spec.auto_ack {
+                true => 0,
+                false => delivery_id(c.spec.slot, c.next_seq),
+            };
+            let bytes = r.payload.len() as u64;
+            let d = Delivery {
+                did,
+                count: r.count,
+                msg: Message {
+                    headers: r.headers,
+                    payload: r.payload,
+                    received: now,
+                },
+                charged: 0,
+                topic: None,
+            };
+            if c.spec.port.tx.push(d).is_err() {
+                // Its subscription ended; the unsubscribe is on the way.
+                c.held = true;
+                self.answers.push(up, false);
+                continue;
+            }
+            c.next_seq += 1;
+            self.shared.messages_out.fetch_add(1, Relaxed);
+            self.shared.bytes_out.fetch_add(bytes, Relaxed);
+            if r.count > 1 {
+                self.shared.redelivered.fetch_add(1, Relaxed);
+            }
+            if c.spec.auto_ack {
+                c.inflight += 1;
+                self.answers.push(up, true);
+            } else {
+                c.out += 1;
+                self.relay.handed(cid, did, up);
+            }
+        }
+        if !self.machine.serving() {
+            self.shared.unacked.store(self.relay.outstanding(), Relaxed);
+        }
+    }
+
+    /// A consumer's answer to a delivery that came from the leader: sent back there;
+    /// whether it was outstanding.
+    pub(super) fn answer_relayed(&mut self, cid: u64, did: u64, ack: bool) -> bool {
+        let Some(up) = self.relay.answer(cid, did) else {
+            return false;
+        };
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
+            c.out = c.out.saturating_sub(1);
+        }
+        self.answers.push(up, ack);
+        true
+    }
+
+    /// Writes the answers gathered this round on their links; those whose link's queue
+    /// is full wait for the next round, those whose link ended are dropped (that link
+    /// took their deliveries with it: the leader gives them again).
+    pub(super) fn send_answers(&mut self) {
+        if self.answers.is_empty() {
+            return;
+        }
+        for ((node, epoch), frames) in self.answers.take() {
+            if self.groups.send_frames(node, epoch, frames.clone()) == Sent::Full {
+                self.answers.keep((node, epoch), frames);
+            }
+        }
+    }
+}
