@@ -262,9 +262,17 @@ impl Replica {
                 self.heard.clear();
                 self.heard_term = term;
             }
-            if let Some(e) = stamp.echo {
-                let h = self.heard.entry(from).or_insert(e);
-                *h = (*h).max(e);
+            // Only a follower's answer to this leader's appends and heartbeats echoes
+            // this leader's clock. A (pre-)vote's term is the one its sender asks for,
+            // not its own: a member cut off from an earlier term may ask for this very
+            // term, with an echo of the clock of this member's life before a restart
+            // (ahead of its clock now); taken, that echo would keep the lease fresh
+            // for as long as this member's clock takes to catch up.
+            if let (Some(e), MsgAppendResponse | MsgHeartbeatResponse) = (stamp.echo, kind) {
+                if e <= self.clock {
+                    let h = self.heard.entry(from).or_insert(e);
+                    *h = (*h).max(e);
+                }
             }
         }
         let _ = self.node.step(m);
@@ -631,6 +639,50 @@ mod tests {
             }
         }
         panic!("nobody else was elected");
+    }
+
+    #[test]
+    fn only_answers_to_its_appends_echo_a_leaders_clock() {
+        use raft::eraftpb::MessageType::*;
+        let mut rs: Vec<Replica> = (1..=3)
+            .map(|id| {
+                Replica::new(id, &[1, 2, 3], Disk::default(), 6 + 4 * id as usize, 5).unwrap()
+            })
+            .collect();
+        for _ in 0..30 {
+            tick_all(&mut rs, None);
+        }
+        let l = (0..3).find(|&i| rs[i].is_leader()).expect("a leader");
+        let (me, term) = (l as u64 + 1, rs[l].term());
+        let other = if l == 0 { 2 } else { 1 };
+        let from = |kind, echo| {
+            let mut m = Message::default();
+            m.set_msg_type(kind);
+            m.from = other;
+            m.to = me;
+            m.term = term;
+            let stamp = Stamp {
+                sent_at: 1,
+                echo: Some(echo),
+            };
+            (m, stamp)
+        };
+        // Cut off, a pre-vote for this term echoing a reading ahead of its clock (its
+        // life before a restart), and an append's answer from the future, must not keep
+        // it serving.
+        let ahead = rs[l].clock + 1000;
+        for _ in 0..10 {
+            rs[l].tick();
+            let (m, s) = from(MsgRequestPreVote, ahead);
+            rs[l].step(m, s);
+            let (m, s) = from(MsgHeartbeatResponse, ahead);
+            rs[l].step(m, s);
+        }
+        assert!(rs[l].is_leader() && !rs[l].serving());
+        // An answer to its heartbeat echoing its clock now does count.
+        let (m, s) = from(MsgHeartbeatResponse, rs[l].clock);
+        rs[l].step(m, s);
+        assert!(rs[l].serving());
     }
 
     #[test]
