@@ -1,7 +1,8 @@
 //! `cargo xtask cluster-test [--faults N] [--seed S]`: three release `agora` processes
 //! as one cluster on loopback, with the replicated queue `orders`; a publisher with
-//! confirms and an acknowledging consumer on each node (the node leading the queue
-//! delivers to its own); and N faults, one at a time:
+//! confirms and an acknowledging consumer on each node (all three consume: a node
+//! that does not lead takes the queue's messages from the leader); and N faults, one
+//! at a time:
 //! the node that leads `orders` (two faults in three) or another node killed with
 //! SIGKILL, then started again on its data directory a moment later.
 //!

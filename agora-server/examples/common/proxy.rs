@@ -93,6 +93,10 @@ fn forward(client: TcpStream, target: SocketAddr, state: Arc<State>) {
     let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
         return;
     };
+    // Each write goes at once, as the nodes' own sockets do (Nagle's algorithm would
+    // hold a small write until the last was acknowledged: up to 40 ms a hop).
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
     let epoch = state.epoch.load(SeqCst);
     for (a, b) in [(&client, &server), (&server, &client)] {
         let (Ok(from), Ok(to)) = (a.try_clone(), b.try_clone()) else {

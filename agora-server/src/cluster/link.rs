@@ -260,8 +260,13 @@ async fn serve(
         why
     };
     // Dropping `work`'s futures closes the session's pipe: it ends too.
+    let epoch = peer.connects.load(SeqCst);
     let why = future::zip(session, work).await.1;
     *peer.out.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    // What the peer delivered on it for this node's consumers went back with it.
+    if let Some(g) = &b.replicated {
+        g.link_ended(peer.id, epoch);
+    }
     why
 }
 

@@ -140,6 +140,7 @@ impl Conn<'_> {
                 slot,
                 prefetch,
                 auto_ack,
+                link: self.link,
                 port: crate::queue::Port {
                     tx,
                     outbox: self.outbox.clone(),

@@ -38,6 +38,9 @@ pub(crate) struct ConsumerSpec<P> {
     pub prefetch: u32,
     /// The broker's auto-ack mode: a delivery is forgotten once its shipper wrote it.
     pub auto_ack: bool,
+    /// Another node of a cluster consuming over its link, for its own consumers (a
+    /// replicated queue keeps its deliveries while its leader's lease lapses).
+    pub link: bool,
     pub port: P,
 }
 

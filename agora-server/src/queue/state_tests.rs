@@ -65,6 +65,7 @@ pub(super) fn consumer(q: &mut QueueState<Rec>, cid: u64, prefetch: u32, auto_ac
         slot: cid,
         prefetch,
         auto_ack,
+        link: false,
         port: port.clone(),
     });
     port

@@ -209,15 +209,39 @@ impl Machine {
             .collect()
     }
 
-    /// Starts or stops serving. Stopping makes every delivery made void: returns them,
-    /// (id, consumer), for their consumers to be told.
+    /// Starts or stops serving. Not serving, every delivery is void (those a lapse
+    /// kept too): returns them, (id, consumer), for their consumers to be told.
     pub fn serve(&mut self, on: bool) -> Vec<(u64, u64)> {
-        if self.serving == on {
+        if self.serving != on {
+            self.serving = on;
+            self.acking.clear();
+        }
+        if on {
             return Vec::new();
         }
-        self.serving = on;
-        self.acking.clear();
         std::mem::take(&mut self.out).into_iter().collect()
+    }
+
+    /// Stops serving while this member still leads its term (its lease lapsed): every
+    /// delivery is void but those to the consumers `keep` names, which stay out (another
+    /// node's link: that node voids them itself when it follows another leader, and
+    /// since it must vote for (or be) that leader first, before that leader serves;
+    /// were they voided here, this member serving again in the same term would hand
+    /// them out while that node's consumers still hold them). Returns the void ones.
+    pub fn lapse(&mut self, keep: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+        if self.serving {
+            self.serving = false;
+            self.acking.clear();
+        }
+        let mut void = Vec::new();
+        self.out.retain(|&id, &mut c| {
+            let k = keep(c);
+            if !k {
+                void.push((id, c));
+            }
+            k
+        });
+        void
     }
 
     pub fn serving(&self) -> bool {
@@ -264,6 +288,11 @@ impl Machine {
         }
         self.out.remove(&id);
         Ok(())
+    }
+
+    /// Messages out with `consumer`.
+    pub fn held_by(&self, consumer: u64) -> usize {
+        self.out.values().filter(|&&c| c == consumer).count()
     }
 
     /// `consumer` left: what it held comes back.
@@ -350,6 +379,35 @@ mod tests {
         assert_eq!(m.nack(11, 6), Ok(()));
         assert_eq!(m.next_for(12), Some((6, &b"b"[..])));
         assert_eq!(m.depth(), 1);
+    }
+
+    #[test]
+    fn a_lapse_keeps_what_links_hold_and_stopping_voids_it() {
+        let mut m = Machine::default();
+        for seq in 1..=3 {
+            m.apply(seq, &enqueue(1, seq, b"x"));
+        }
+        m.serve(true);
+        m.next_for(7);
+        m.next_for(107);
+        m.next_for(107);
+        assert_eq!((m.held_by(7), m.held_by(107)), (1, 2));
+        // The lease lapses: the local consumer's delivery is void, the link's stay out.
+        let link = |c: u64| c > 100;
+        assert_eq!(m.lapse(link), vec![(1, 7)]);
+        assert!(!m.serving());
+        assert_eq!(m.lapse(link), vec![], "nothing more, lapsing on");
+        assert_eq!(m.next_for(7), None, "not serving");
+        // Serving again in the same term: only the void one is handed out again.
+        m.serve(true);
+        assert_eq!(m.next_for(7).map(|(id, _)| id), Some(1));
+        assert_eq!(m.next_for(7), None);
+        assert!(m.ack(107, 3).unwrap().is_some(), "still the link's");
+        // It no longer leads: everything is void, the link's too.
+        let mut void = m.serve(false);
+        void.sort();
+        assert_eq!(void, vec![(1, 7), (2, 107)]);
+        assert_eq!(m.held_by(107), 0);
     }
 
     #[test]

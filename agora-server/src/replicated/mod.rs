@@ -19,7 +19,7 @@
 mod entry;
 pub(crate) mod machine;
 pub(crate) mod raftlog;
-mod relay;
+pub(crate) mod relay;
 pub(crate) mod replica;
 mod task;
 
@@ -79,6 +79,11 @@ pub(crate) struct Remote {
 pub(crate) enum Inbound {
     Raft(RaftFrame),
     Remote(Remote),
+    /// This node's link of that epoch to that node ended.
+    LinkEnded {
+        node: u64,
+        epoch: u64,
+    },
 }
 
 /// What `STATS` shows of one replicated queue on this node.
@@ -243,6 +248,17 @@ impl Groups {
                 Ok(())
             }
             None => Err(Box::new(frame)),
+        }
+    }
+
+    /// This node's link of epoch `epoch` to `node` ended: every group's task voids what
+    /// came over it (told at most once: a task whose channel is full keeps those
+    /// deliveries until its node follows another leader; its consumers' answers to
+    /// them go nowhere, and the leader gives them again).
+    pub fn link_ended(&self, node: u64, epoch: u64) {
+        let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        for tx in inbound.values() {
+            let _ = tx.try_send(Inbound::LinkEnded { node, epoch });
         }
     }
 

@@ -108,6 +108,22 @@ impl Relay {
     pub fn outstanding(&self) -> usize {
         self.out.len()
     }
+
+    /// Consumer `cid`'s outstanding deliveries.
+    pub fn held(&self, cid: u64) -> usize {
+        self.out.keys().filter(|(c, _)| *c == cid).count()
+    }
+
+    /// This node's link of epoch `epoch` to `node` ended: the leader took back every
+    /// delivery it made on it, so they are void here too (waiting, or held by a
+    /// consumer, whose answer is then refused). How many consumers held.
+    pub fn link_ended(&mut self, node: u64, epoch: u64) -> usize {
+        let on = |n: u64, e: u64| n == node && e == epoch;
+        self.waiting.retain(|r| !on(r.from, r.epoch));
+        let before = self.out.len();
+        self.out.retain(|_, up| !on(up.node, up.epoch));
+        before - self.out.len()
+    }
 }
 
 /// Answers to send back upstream, gathered per link (node and epoch) and written once
@@ -243,6 +259,33 @@ mod tests {
         a.keep((2, 1), sent[0].1.clone());
         let again = a.take();
         assert_eq!(&again[0].1[..], b"ACK 10\r\nACK 12\r\nACK 13\r\n");
+    }
+
+    #[test]
+    fn a_link_that_ended_voids_what_came_over_it_only() {
+        let mut r = Relay::default();
+        r.follow(Some(2));
+        let on = |epoch, did| Remote {
+            epoch,
+            ..remote(2, did)
+        };
+        // Deliveries 1, 2 and 5 came over the link of epoch 1; 3 and 4 over epoch 2's.
+        for (epoch, did) in [(1, 1), (1, 2), (2, 3), (2, 4), (1, 5)] {
+            assert!(r.take(on(epoch, did)).is_none());
+        }
+        for local in 1..=3 {
+            let d = r.next().unwrap();
+            r.handed(7, local, Upstream::of(&d));
+        }
+        assert_eq!((r.waiting(), r.held(7)), (2, 3));
+        // Epoch 1 ended: the two it held and the one waiting are void.
+        assert_eq!(r.link_ended(2, 1), 2);
+        assert_eq!((r.answer(7, 1), r.answer(7, 2)), (None, None));
+        assert_eq!(r.answer(7, 3).unwrap().did, 3);
+        assert_eq!(r.next().unwrap().did, 4);
+        assert_eq!(r.next(), None);
+        // Another node's link, or one already gone: nothing.
+        assert_eq!(r.link_ended(3, 2), 0);
     }
 
     #[test]

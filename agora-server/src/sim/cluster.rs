@@ -9,7 +9,9 @@
 //! leader); one is **confirmed** once the member that took it applied it (committed by
 //! a majority, on their disks): what a broker would answer `PUBACK` to. Each member has
 //! a consumer; the member serving (leading under its lease) hands it messages, which it
-//! acknowledges or gives back a few steps later.
+//! acknowledges or gives back a few steps later. A member that does not serve follows
+//! the leader it knows over a link, as one more consumer there, and hands its own
+//! consumer what comes (`cluster/relay.rs`).
 //!
 //! Checked after every step: at most one leader per term; every member applies the
 //! same entry at each index (one committed log); no message is handed to a consumer
@@ -27,6 +29,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use raft::eraftpb::Message;
 
 use super::{Failure, Rng};
+use relay::{Link, Relayed, LINK};
+
+mod relay;
 use crate::replicated::machine::{Applied, Machine, Op};
 use crate::replicated::replica::{Disk, Out, Replica, Stamp};
 
@@ -64,6 +69,10 @@ pub struct Report {
     pub nacked: u64,
     /// Deliveries made void: their member stopped serving or crashed.
     pub voided: u64,
+    /// Of the deliveries, those handed to a consumer through its member's relay; and
+    /// the links members made to a leader.
+    pub relayed: u64,
+    pub links: u64,
 }
 
 struct Member {
@@ -78,6 +87,8 @@ struct Member {
     proposed: BTreeSet<u64>,
     /// Its consumer's deliveries: (id, value, step it answers at).
     holding: Vec<(u64, u64, u64)>,
+    /// What its consumer gets from the leader while it does not serve.
+    relayed: Relayed,
 }
 
 struct Sim {
@@ -100,6 +111,9 @@ struct Sim {
     report: Report,
     trail: Vec<String>,
     faults: bool,
+    /// Members' links to the leaders they follow, and the last link's epoch.
+    links: Vec<Link>,
+    epochs: u64,
 }
 
 fn election(rng: &mut Rng, id: u64) -> usize {
@@ -179,6 +193,11 @@ impl Sim {
                             id: mid,
                             held_by: Some(c),
                             ..
+                        } if c > LINK => self.settled_on_link(c, mid),
+                        Applied::Acked {
+                            id: mid,
+                            held_by: Some(c),
+                            ..
                         } => {
                             // Out again, and acknowledged through an earlier delivery:
                             // this one is over.
@@ -220,6 +239,11 @@ impl Sim {
                     self.holders.remove(&mid);
                     self.report.voided += 1;
                 }
+                for (_, mid, ..) in std::mem::take(&mut m.relayed).holding {
+                    self.holders.remove(&mid);
+                    self.report.voided += 1;
+                }
+                self.end_links_of(id);
                 self.report.crashes += 1;
                 self.note(format!("member {id} crashes"));
             }
@@ -243,7 +267,16 @@ impl Sim {
                 self.report.partitions += 1;
                 self.note(format!("member {id} cut off until step {until}"));
             }
+            let healed: Vec<u64> = self
+                .cut
+                .iter()
+                .filter(|(_, until)| **until <= step)
+                .map(|(id, _)| *id)
+                .collect();
             self.cut.retain(|_, until| *until > step);
+            for id in healed {
+                self.end_links_of(id);
+            }
         }
         // Time.
         if step.is_multiple_of(2) {
@@ -292,6 +325,7 @@ impl Sim {
         for id in 1..=MEMBERS {
             self.consume(id)?;
         }
+        self.relays()?;
         // At most one leader per term.
         for id in 1..=MEMBERS {
             if let Some(r) = self.members[id as usize - 1].replica.as_ref() {
@@ -351,17 +385,24 @@ impl Sim {
         };
         let serving = r.serving();
         let was = m.machine.serving();
-        let void = m.machine.serve(serving);
+        // A lapse in its own term keeps what links hold (`Machine::lapse`).
+        let void = match (serving, r.is_leader()) {
+            (true, _) => m.machine.serve(true),
+            (false, true) => m.machine.lapse(|c| c > LINK),
+            (false, false) => m.machine.serve(false),
+        };
         if was && !serving {
             let n = m.holding.len();
             for (mid, ..) in m.holding.drain(..) {
                 self.holders.remove(&mid);
             }
             self.report.voided += n as u64;
-            if void.len() != n {
+            // Its links' deliveries are void too: their members learn of it when they
+            // follow the next leader.
+            let mine = void.iter().filter(|(_, c)| *c == id).count();
+            if mine != n {
                 return Err(format!(
-                    "member {id} voided {} deliveries, its consumer held {n}",
-                    void.len()
+                    "member {id} voided {mine} deliveries, its consumer held {n}"
                 ));
             }
             self.note(format!("member {id} stops serving ({n} deliveries void)"));
@@ -475,6 +516,7 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
             machine: Machine::default(),
             proposed: BTreeSet::new(),
             holding: Vec::new(),
+            relayed: Relayed::default(),
         });
     }
     let mut sim = Sim {
@@ -492,13 +534,19 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
         report: Report::default(),
         trail: Vec::new(),
         faults: true,
+        links: Vec::new(),
+        epochs: 0,
     };
     for _ in 0..steps {
         sim.tick().map_err(|what| sim.fail(seed, what))?;
     }
     // The end: every member back, nothing lost on the wire, time until all agree.
     sim.faults = false;
+    let cut: Vec<u64> = sim.cut.keys().copied().collect();
     sim.cut.clear();
+    for id in cut {
+        sim.end_links_of(id);
+    }
     for id in 1..=MEMBERS {
         if !sim.up(id) {
             let e = election(&mut sim.rng, id);
@@ -596,6 +644,7 @@ mod tests {
             assert!(r.confirmed > 0 && r.leaders > 1, "{r:?}");
             assert!(r.crashes > 0 || r.partitions > 0, "{r:?}");
             assert!(r.acked >= r.confirmed && r.nacked > 0, "{r:?}");
+            assert!(r.relayed > 0 && r.links > 1, "{r:?}");
         }
     }
 }

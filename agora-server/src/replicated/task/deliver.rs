@@ -45,11 +45,41 @@ impl Task {
         }
     }
 
+    /// Deliveries made void (this node stopped serving): their ids no longer answer.
+    fn void(&mut self, void: &[(u64, u64)]) {
+        for (id, _) in void {
+            if let Some(key) = self.by_id.remove(id) {
+                self.outstanding.remove(&key);
+            }
+            self.counts.remove(id);
+        }
+        for c in &mut self.consumers {
+            let cid = c.spec.cid;
+            c.out = self.outstanding.keys().filter(|k| k.0 == cid).count();
+        }
+        self.shared.unacked.store(self.outstanding.len(), Relaxed);
+    }
+
     /// Starts or stops serving as the lease says, and hands messages out.
     pub(super) fn dispatch(&mut self) {
         let serving = self.failed.is_none() && self.replica.serving();
         let was = self.machine.serving();
-        let void = self.machine.serve(serving);
+        let leads = self.failed.is_none() && self.replica.is_leader();
+        let void = match (serving, leads) {
+            (true, _) => self.machine.serve(true),
+            // Its lease lapsed in its own term: other nodes' links keep what they hold
+            // (see `Machine::lapse`).
+            (false, true) => {
+                let links: Vec<u64> = self
+                    .consumers
+                    .iter()
+                    .filter(|c| c.spec.link)
+                    .map(|c| c.spec.cid)
+                    .collect();
+                self.machine.lapse(|c| links.contains(&c))
+            }
+            (false, false) => self.machine.serve(false),
+        };
         if was != serving {
             match serving {
                 true => log::info!(
@@ -58,20 +88,14 @@ impl Task {
                     self.replica.term()
                 ),
                 false => log::info!(
-                    "{}: this node no longer leads it ({} deliveries made void)",
+                    "{}: this node no longer serves it ({} deliveries made void)",
                     self.shared.dest,
                     void.len()
                 ),
             }
         }
-        if was && !serving {
-            self.outstanding.clear();
-            self.by_id.clear();
-            self.counts.clear();
-            for c in &mut self.consumers {
-                c.out = 0;
-            }
-            self.shared.unacked.store(0, Relaxed);
+        if !void.is_empty() {
+            self.void(&void);
         }
         self.relay_out();
         if !serving || self.consumers.is_empty() {

@@ -237,6 +237,13 @@ impl Task {
                     self.answers.push(Upstream::of(&r), false);
                 }
             }
+            Inbound::LinkEnded { node, epoch } => {
+                if self.relay.link_ended(node, epoch) > 0 {
+                    for c in &mut self.consumers {
+                        c.out = self.relay.held(c.spec.cid);
+                    }
+                }
+            }
         }
     }
 

@@ -65,6 +65,7 @@ impl World {
             slot,
             prefetch,
             auto_ack,
+            link: false,
             port: port.clone(),
         });
         self.consumers.insert(
