@@ -106,11 +106,23 @@ fn warmed(dir: &Path) -> Warmed {
     }
 }
 
-/// Subscribes with manual acks and reads `n` deliveries: (body, delivery id).
-fn take(c: &mut Raw, n: usize) -> Vec<(String, u64)> {
+/// Subscribes `c` to `orders` with manual acks (a window of 1000).
+fn subscribe(c: &mut Raw) {
     c.send(b"SUB #3 queue:orders 1 prefetch=1000\r\n");
     assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+}
+
+/// Subscribes with manual acks and reads `n` deliveries: (body, delivery id).
+fn take(c: &mut Raw, n: usize) -> Vec<(String, u64)> {
+    subscribe(c);
     read(c, n)
+}
+
+/// Waits until `orders` is empty on each node `conns` reach.
+fn empty_everywhere(conns: &mut [(usize, Raw)]) {
+    for (i, c) in conns.iter_mut() {
+        wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
+    }
 }
 
 /// Acknowledges `dids`; nothing else may come meanwhile.
@@ -167,9 +179,7 @@ fn a_confirmed_message_outlives_its_leader_and_is_delivered_by_the_next() {
     let want: BTreeSet<String> = (30..100).map(|i| format!("m{i}")).collect();
     assert_eq!(seen, want, "each unacknowledged message once");
     ack(&mut c, &again.iter().map(|(_, d)| *d).collect::<Vec<_>>());
-    for (i, c) in rest.iter_mut() {
-        wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
-    }
+    empty_everywhere(&mut rest);
     // And a publish on the survivors is confirmed by their majority of two.
     let mut p = nodes[next].connect();
     publish_confirmed(&mut p, &["after".to_owned()]);
@@ -239,9 +249,7 @@ fn consumers_on_two_connections_each_acknowledge_their_own_deliveries() {
     let all: BTreeSet<String> = rest.iter().map(|(b, _)| b.clone()).chain(acked).collect();
     assert_eq!(all.len(), 21, "every message once: {all:?}");
     ack(&mut c, &dids(&rest));
-    for (i, c) in conns.iter_mut() {
-        wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
-    }
+    empty_everywhere(&mut conns);
 }
 
 #[test]
@@ -257,8 +265,7 @@ fn consumers_on_nodes_that_do_not_lead_get_the_queue_and_acknowledge_it_there() 
     // A consumer on a node that does not lead: that node takes the queue's deliveries
     // from the leader over its link and hands them out under its own delivery ids.
     let mut c = nodes[f].connect();
-    c.send(b"SUB #3 queue:orders 1 prefetch=1000\r\n");
-    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    subscribe(&mut c);
     let bodies: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
     publish_confirmed(&mut nodes[g].connect(), &bodies);
     let got = read(&mut c, 101);
@@ -300,9 +307,7 @@ fn consumers_on_nodes_that_do_not_lead_get_the_queue_and_acknowledge_it_there() 
     let again: BTreeSet<&str> = rest.iter().map(|(b, _)| b.as_str()).collect();
     assert_eq!(again, want);
     ack(&mut d, &rest.iter().map(|(_, d)| *d).collect::<Vec<_>>());
-    for (i, c) in conns.iter_mut() {
-        wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
-    }
+    empty_everywhere(&mut conns);
 }
 
 #[test]
@@ -316,8 +321,7 @@ fn a_consumer_on_a_surviving_node_carries_on_after_failover_without_reconnecting
     } = warmed(dir.path());
     let f = (l + 1) % 3;
     let mut c = nodes[f].connect();
-    c.send(b"SUB #3 queue:orders 1 prefetch=1000\r\n");
-    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    subscribe(&mut c);
     let bodies: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
     publish_confirmed(&mut nodes[f].connect(), &bodies);
     let first = read(&mut c, 51);
@@ -334,9 +338,7 @@ fn a_consumer_on_a_surviving_node_carries_on_after_failover_without_reconnecting
         .into_iter()
         .map(|i| (i, nodes[i].connect()))
         .collect();
-    for (i, c) in rest.iter_mut() {
-        wait_until(&format!("node {} empty", *i + 1), || depth(c) == 0);
-    }
+    empty_everywhere(&mut rest);
 }
 
 #[test]

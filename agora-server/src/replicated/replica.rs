@@ -605,8 +605,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_leader_cut_off_stops_serving_before_another_is_elected() {
+    /// Three members (lease 5 ticks) after 30 ticks, and the index of their leader.
+    fn elected() -> (Vec<Replica>, usize) {
         let mut rs: Vec<Replica> = (1..=3)
             .map(|id| {
                 Replica::new(id, &[1, 2, 3], Disk::default(), 6 + 4 * id as usize, 5).unwrap()
@@ -616,6 +616,12 @@ mod tests {
             tick_all(&mut rs, None);
         }
         let l = (0..3).find(|&i| rs[i].is_leader()).expect("a leader");
+        (rs, l)
+    }
+
+    #[test]
+    fn a_leader_cut_off_stops_serving_before_another_is_elected() {
+        let (mut rs, l) = elected();
         assert!(rs[l].serving(), "a leader heard by its followers serves");
         assert!((0..3).filter(|&i| i != l).all(|i| !rs[i].serving()));
         let mut stopped = None;
@@ -644,15 +650,7 @@ mod tests {
     #[test]
     fn only_answers_to_its_appends_echo_a_leaders_clock() {
         use raft::eraftpb::MessageType::*;
-        let mut rs: Vec<Replica> = (1..=3)
-            .map(|id| {
-                Replica::new(id, &[1, 2, 3], Disk::default(), 6 + 4 * id as usize, 5).unwrap()
-            })
-            .collect();
-        for _ in 0..30 {
-            tick_all(&mut rs, None);
-        }
-        let l = (0..3).find(|&i| rs[i].is_leader()).expect("a leader");
+        let (mut rs, l) = elected();
         let (me, term) = (l as u64 + 1, rs[l].term());
         let other = if l == 0 { 2 } else { 1 };
         let from = |kind, echo| {

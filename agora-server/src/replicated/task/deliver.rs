@@ -14,8 +14,31 @@ pub(super) struct Cons {
 }
 
 impl Cons {
-    pub(super) fn has_credit(&self) -> bool {
+    fn has_credit(&self) -> bool {
         !self.held && self.out + self.inflight < self.spec.prefetch as usize
+    }
+
+    /// Hands `msg` (its `count`th delivery) to this consumer: the delivery id it went
+    /// under, or none when its subscription ended (it is held from then on: the
+    /// unsubscribe is on the way).
+    pub(super) fn hand(&mut self, msg: Message, count: u32) -> Option<u64> {
+        let did = match self.spec.auto_ack {
+            true => 0,
+            false => delivery_id(self.spec.slot, self.next_seq),
+        };
+        let d = Delivery {
+            did,
+            count,
+            msg,
+            charged: 0,
+            topic: None,
+        };
+        if self.spec.port.tx.push(d).is_err() {
+            self.held = true;
+            return None;
+        }
+        self.next_seq += 1;
+        Some(did)
     }
 }
 
@@ -42,6 +65,31 @@ impl Task {
             }
             Ok(None) => true,
             Err(_) => false,
+        }
+    }
+
+    /// The next consumer with room for a delivery, round-robin; none once each was
+    /// looked at since the last one found (`idle` counts them; reset it once one was
+    /// handed something).
+    pub(super) fn next_with_credit(&mut self, idle: &mut usize) -> Option<usize> {
+        while *idle < self.consumers.len() {
+            self.rr %= self.consumers.len();
+            let i = self.rr;
+            self.rr += 1;
+            if self.consumers[i].has_credit() {
+                return Some(i);
+            }
+            *idle += 1;
+        }
+        None
+    }
+
+    /// Counts a delivery of `bytes` bytes, its `count`th, in the queue's figures.
+    pub(super) fn counted_out(&self, bytes: u64, count: u32) {
+        self.shared.messages_out.fetch_add(1, Relaxed);
+        self.shared.bytes_out.fetch_add(bytes, Relaxed);
+        if count > 1 {
+            self.shared.redelivered.fetch_add(1, Relaxed);
         }
     }
 
@@ -103,14 +151,7 @@ impl Task {
         }
         let now = Instant::now();
         let mut idle = 0;
-        while idle < self.consumers.len() {
-            self.rr %= self.consumers.len();
-            let i = self.rr;
-            self.rr += 1;
-            if !self.consumers[i].has_credit() {
-                idle += 1;
-                continue;
-            }
+        while let Some(i) = self.next_with_credit(&mut idle) {
             let cid = self.consumers[i].spec.cid;
             let Some((id, body)) = self.machine.next_for(cid) else {
                 break;
@@ -127,31 +168,13 @@ impl Task {
             let count = self.counts.entry(id).or_insert(0);
             *count += 1;
             let count = *count;
-            let c = &mut self.consumers[i];
-            let did = match c.spec.auto_ack {
-                true => 0,
-                false => delivery_id(c.spec.slot, c.next_seq),
-            };
             let bytes = msg.payload.len() as u64;
-            let d = Delivery {
-                did,
-                count,
-                msg,
-                charged: 0,
-                topic: None,
-            };
-            if c.spec.port.tx.push(d).is_err() {
-                // Its subscription ended; the unsubscribe is on the way.
-                c.held = true;
+            let Some(did) = self.consumers[i].hand(msg, count) else {
                 let _ = self.machine.nack(cid, id);
                 continue;
-            }
-            c.next_seq += 1;
-            self.shared.messages_out.fetch_add(1, Relaxed);
-            self.shared.bytes_out.fetch_add(bytes, Relaxed);
-            if count > 1 {
-                self.shared.redelivered.fetch_add(1, Relaxed);
-            }
+            };
+            self.counted_out(bytes, count);
+            let c = &mut self.consumers[i];
             if c.spec.auto_ack {
                 c.inflight += 1;
                 if let Ok(Some(op)) = self.machine.ack(cid, id) {

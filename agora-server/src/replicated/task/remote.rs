@@ -35,47 +35,26 @@ impl Task {
         }
         let now = Instant::now();
         let mut idle = 0;
-        while self.relay.waiting() > 0 && idle < self.consumers.len() {
-            self.rr %= self.consumers.len();
-            let i = self.rr;
-            self.rr += 1;
-            if !self.consumers[i].has_credit() {
-                idle += 1;
-                continue;
-            }
+        while self.relay.waiting() > 0 {
+            let Some(i) = self.next_with_credit(&mut idle) else {
+                break;
+            };
             idle = 0;
             let Some(r) = self.relay.next() else { break };
             let up = Upstream::of(&r);
-            let c = &mut self.consumers[i];
-            let cid = c.spec.cid;
-            let did = match c.spec.auto_ack {
-                true => 0,
-                false => delivery_id(c.spec.slot, c.next_seq),
+            let (bytes, count) = (r.payload.len() as u64, r.count);
+            let msg = Message {
+                headers: r.headers,
+                payload: r.payload,
+                received: now,
             };
-            let bytes = r.payload.len() as u64;
-            let d = Delivery {
-                did,
-                count: r.count,
-                msg: Message {
-                    headers: r.headers,
-                    payload: r.payload,
-                    received: now,
-                },
-                charged: 0,
-                topic: None,
-            };
-            if c.spec.port.tx.push(d).is_err() {
-                // Its subscription ended; the unsubscribe is on the way.
-                c.held = true;
+            let Some(did) = self.consumers[i].hand(msg, count) else {
                 self.answers.push(up, false);
                 continue;
-            }
-            c.next_seq += 1;
-            self.shared.messages_out.fetch_add(1, Relaxed);
-            self.shared.bytes_out.fetch_add(bytes, Relaxed);
-            if r.count > 1 {
-                self.shared.redelivered.fetch_add(1, Relaxed);
-            }
+            };
+            self.counted_out(bytes, count);
+            let c = &mut self.consumers[i];
+            let cid = c.spec.cid;
             if c.spec.auto_ack {
                 c.inflight += 1;
                 self.answers.push(up, true);
