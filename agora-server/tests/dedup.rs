@@ -10,13 +10,6 @@ use agora_protocol::{ErrorCode, ServerFrame};
 use agora_server::Config;
 use common::*;
 
-/// A publish of `body` to `dest` with message id `id`, confirmed (request id `rid`).
-fn hpub(c: &mut Raw, rid: u64, dest: &str, id: &str, body: &str) {
-    let h = format!("agora-msg-id: {id}\r\n\r\n");
-    let total = h.len() + body.len();
-    c.send(format!("HPUB #{rid} {dest} {} {total}\r\n{h}{body}\r\n", h.len()).as_bytes());
-}
-
 fn puback(c: &mut Raw, rid: u64) {
     match c.next() {
         ServerFrame::PubAck { rid: r, filtered } => assert_eq!((r, filtered), (Some(rid), false)),

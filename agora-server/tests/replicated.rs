@@ -342,6 +342,56 @@ fn a_consumer_on_a_surviving_node_carries_on_after_failover_without_reconnecting
 }
 
 #[test]
+fn a_publish_repeated_with_its_message_id_is_stored_once_across_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let Warmed {
+        mut nodes,
+        conns,
+        leader: l,
+        ..
+    } = warmed(dir.path());
+    let (f, g) = ((l + 1) % 3, (l + 2) % 3);
+    let confirmed = |c: &mut Raw, rid: u64, body: &str| {
+        hpub(c, rid, "queue:orders", "order-1", body);
+        match c.next() {
+            ServerFrame::PubAck { rid: r, .. } => assert_eq!(r, Some(rid)),
+            f => panic!("expected PUBACK #{rid}, got {f:?}"),
+        }
+    };
+    let (mut p, mut q) = (nodes[f].connect(), nodes[g].connect());
+    for c in [&mut p, &mut q] {
+        c.send(b"SETACK #1 on\r\n");
+        assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    }
+    confirmed(&mut p, 10, "first");
+    // The same id on another node: confirmed, and not stored again.
+    confirmed(&mut q, 11, "again");
+    // The leader stops: the id is in the survivors' log, and a retry there (once a new
+    // leader is elected; refused meanwhile) is confirmed and not stored either.
+    nodes[l].shutdown().unwrap();
+    drop(conns);
+    wait_until("a confirmed retry after the failover", || {
+        hpub(&mut p, 12, "queue:orders", "order-1", "retry");
+        match p.next() {
+            ServerFrame::PubAck { .. } => true,
+            ServerFrame::Err(e) => {
+                assert_eq!(e.code, agora_protocol::ErrorCode::StorageFailed, "{e:?}");
+                false
+            }
+            f => panic!("{f:?}"),
+        }
+    });
+    let mut c = nodes[f].connect();
+    let got = take(&mut c, 2);
+    let bodies: BTreeSet<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(bodies, BTreeSet::from(["warm", "first"]));
+    ack(&mut c, &got.iter().map(|(_, d)| *d).collect::<Vec<_>>());
+    // Nothing else was stored: both survivors end empty.
+    let mut rest: Vec<(usize, Raw)> = [f, g].map(|i| (i, nodes[i].connect())).into();
+    empty_everywhere(&mut rest);
+}
+
+#[test]
 fn a_node_that_comes_back_catches_up_from_its_own_log() {
     let dir = tempfile::tempdir().unwrap();
     let Warmed {

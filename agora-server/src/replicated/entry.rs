@@ -55,6 +55,28 @@ pub(crate) fn encode_message(m: &Message) -> Vec<u8> {
     v
 }
 
+/// The message id (`agora-msg-id`) of the message [`encode_message`] wrote in `b`, if
+/// it carries one (and `b` is such a message).
+pub(crate) fn msg_id_of(b: &[u8]) -> Option<&str> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = b.get(at..at.checked_add(n)?)?;
+        at += n;
+        Some(s)
+    };
+    let n = u16::from_le_bytes(take(2)?.try_into().ok()?);
+    for _ in 0..n {
+        let kl = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+        let k = take(kl)?;
+        let vl = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        let v = take(vl)?;
+        if k.eq_ignore_ascii_case(agora_protocol::msg_id::MSG_ID.as_bytes()) {
+            return std::str::from_utf8(v).ok();
+        }
+    }
+    None
+}
+
 /// The message [`encode_message`] wrote; `None` when `b` is not one.
 pub(crate) fn decode_message(b: &[u8], received: Instant) -> Option<Message> {
     let mut at = 0usize;

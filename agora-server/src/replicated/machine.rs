@@ -18,6 +18,12 @@
 //! member's latest [`SEEN_WINDOW`] numbers are remembered, no more (a duplicate comes
 //! right after its original, not a million entries later), so this memory stays
 //! bounded however long the queue lives.
+//!
+//! A message whose `agora-msg-id` one of the queue's latest `ids` messages carried (the
+//! queue's `--dedup-ids`) is not enqueued again: its publisher is confirmed as for the
+//! first. The window is counted in messages, not in time (every member must decide the
+//! same from the log alone, and the log holds no clock), so a publisher may retry
+//! through a failover without storing twice.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
@@ -39,6 +45,34 @@ impl Recent {
         }
         self.order.push_back(seq);
         if self.order.len() > SEEN_WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// The message ids of a queue's latest messages, oldest first out.
+#[derive(Default)]
+struct Ids {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl Ids {
+    /// Whether `id` is new (it is remembered from now on).
+    fn insert(&mut self, id: &str) -> bool {
+        if self.cap == 0 {
+            return true;
+        }
+        if self.set.contains(id) {
+            return false;
+        }
+        self.set.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        if self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
             }
@@ -114,6 +148,9 @@ pub(crate) enum Applied {
     Enqueued { origin: u64, seq: u64, id: u64 },
     /// The same proposal appended again: not enqueued twice.
     Duplicate { origin: u64, seq: u64 },
+    /// A message whose message id a recent one carried: not enqueued again; member
+    /// `origin` confirms its publisher as if it were.
+    Repeated { origin: u64, seq: u64 },
     /// Message `id` left the queue (`was_there` false: it had left already). It was
     /// out again with `held_by` (handed out again after the acknowledgement that this
     /// entry is, as its member stopped serving meanwhile): that delivery is over.
@@ -146,6 +183,8 @@ pub(crate) struct Machine {
     messages: BTreeMap<u64, Vec<u8>>,
     /// The latest proposal numbers of each member whose messages were enqueued.
     seen: BTreeMap<u64, Recent>,
+    /// The message ids of the latest messages (none kept when its cap is 0).
+    ids: Ids,
     /// While serving: what is out, and with which consumer.
     out: BTreeMap<u64, u64>,
     /// While serving: acknowledged here, its `Ack` not applied yet (not handed out
@@ -155,12 +194,31 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
+    /// A queue that remembers its latest `ids` messages' ids (0: none; a repeat is
+    /// then enqueued again).
+    pub fn with_ids(ids: usize) -> Machine {
+        Machine {
+            ids: Ids {
+                cap: ids,
+                ..Ids::default()
+            },
+            ..Machine::default()
+        }
+    }
+
     /// Applies the committed entry at `index`.
     pub fn apply(&mut self, index: u64, data: &[u8]) -> Applied {
         match Op::decode(data) {
             Some(Op::Enqueue { origin, seq, body }) => {
                 if !self.seen.entry(origin).or_default().insert(seq) {
                     return Applied::Duplicate { origin, seq };
+                }
+                if self.ids.cap > 0 {
+                    if let Some(id) = super::entry::msg_id_of(&body) {
+                        if !self.ids.insert(id) {
+                            return Applied::Repeated { origin, seq };
+                        }
+                    }
                 }
                 self.messages.insert(index, body);
                 Applied::Enqueued {
@@ -523,6 +581,59 @@ mod tests {
         assert!(matches!(
             apply(&mut m, 1, 99 + SEEN_WINDOW as u64),
             Applied::Duplicate { .. }
+        ));
+    }
+
+    #[test]
+    fn a_repeated_message_id_is_enqueued_once_within_the_latest_ids() {
+        let msg = |id: Option<&str>| {
+            let mut headers = agora_protocol::Headers::new();
+            if let Some(id) = id {
+                headers.insert("Agora-Msg-Id", id).unwrap();
+            }
+            crate::replicated::entry::encode_message(&crate::message::Message {
+                headers,
+                payload: agora_protocol::bytes::Bytes::from_static(b"p"),
+                received: std::time::Instant::now(),
+            })
+        };
+        let mut m = Machine::with_ids(2);
+        let mut index = 0;
+        let mut apply = |m: &mut Machine, seq, id| {
+            index += 1;
+            m.apply(index, &enqueue(1, seq, &msg(id)))
+        };
+        assert!(matches!(
+            apply(&mut m, 1, Some("a")),
+            Applied::Enqueued { .. }
+        ));
+        // The same id again, proposed anew (a publisher's retry, on any member).
+        assert_eq!(
+            apply(&mut m, 2, Some("a")),
+            Applied::Repeated { origin: 1, seq: 2 }
+        );
+        assert!(matches!(apply(&mut m, 3, None), Applied::Enqueued { .. }));
+        assert!(matches!(apply(&mut m, 4, None), Applied::Enqueued { .. }));
+        assert_eq!(m.depth(), 3);
+        // Two newer ids push "a" out of the window of 2: then it is new again.
+        assert!(matches!(
+            apply(&mut m, 5, Some("b")),
+            Applied::Enqueued { .. }
+        ));
+        assert!(matches!(
+            apply(&mut m, 6, Some("c")),
+            Applied::Enqueued { .. }
+        ));
+        assert!(matches!(
+            apply(&mut m, 7, Some("a")),
+            Applied::Enqueued { .. }
+        ));
+        // Without a window nothing is caught.
+        let mut off = Machine::default();
+        off.apply(1, &enqueue(1, 1, &msg(Some("a"))));
+        assert!(matches!(
+            off.apply(2, &enqueue(1, 2, &msg(Some("a")))),
+            Applied::Enqueued { .. }
         ));
     }
 }

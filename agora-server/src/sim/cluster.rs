@@ -210,6 +210,10 @@ impl Sim {
                             self.holders.remove(&mid);
                         }
                         Applied::Acked { .. } | Applied::Purged { .. } => {}
+                        // Its members keep no message ids (a value has none).
+                        Applied::Repeated { .. } => {
+                            return Err(format!("member {id} caught a message id"))
+                        }
                         Applied::Unknown => return Err(format!("member {id} applied junk")),
                     }
                 }

@@ -348,6 +348,13 @@ pub fn request(c: &mut Raw, rid: u64, dest: &str, reply_to: &str, body: &str) {
     c.send(frame.as_bytes());
 }
 
+/// Sends a publish of `body` to `dest` with message id `id` (request id `rid`).
+pub fn hpub(c: &mut Raw, rid: u64, dest: &str, id: &str, body: &str) {
+    let h = format!("agora-msg-id: {id}\r\n\r\n");
+    let total = h.len() + body.len();
+    c.send(format!("HPUB #{rid} {dest} {} {total}\r\n{h}{body}\r\n", h.len()).as_bytes());
+}
+
 pub fn publish(raw: &mut Raw, dest: &str, payload: &[u8]) {
     let mut b = Vec::new();
     b.extend_from_slice(format!("PUB {dest} {}\r\n", payload.len()).as_bytes());

@@ -76,6 +76,12 @@ pub(crate) fn spawn(
         LEASE,
     )?
     .unmirrored();
+    // The message ids it remembers: a count (see `Machine`); none when the queue's
+    // window is off.
+    let ids = match settings.dedup_window.is_zero() {
+        true => 0,
+        false => settings.dedup_ids,
+    };
     let (shared, rx) = QueueShared::new(dest, settings, budget, channel);
     // Confirms wait for the group (`PublishStored`); and a replicated queue is never
     // retired for being idle (its group lives on the other nodes).
@@ -92,7 +98,7 @@ pub(crate) fn spawn(
         shared: shared.clone(),
         groups,
         replica,
-        machine: Machine::default(),
+        machine: Machine::with_ids(ids),
         log: Some(log),
         failed: None,
         next_seq: seed,
@@ -476,6 +482,16 @@ impl Task {
                 }
             }
             Applied::Duplicate { .. } => {}
+            // A message id seen within the queue's latest messages: confirmed, not
+            // stored again.
+            Applied::Repeated { origin, seq } => {
+                self.shared.duplicates.fetch_add(1, Relaxed);
+                if origin == self.groups.me {
+                    if let Some((w, _, _)) = self.waiting.remove(&seq) {
+                        let _ = w.try_send(Ok(()));
+                    }
+                }
+            }
             Applied::Acked {
                 id,
                 was_there,
