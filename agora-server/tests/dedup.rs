@@ -17,11 +17,6 @@ fn puback(c: &mut Raw, rid: u64) {
     }
 }
 
-fn confirms_on(c: &mut Raw) {
-    c.send(b"SETACK #1 on\r\n");
-    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
-}
-
 /// Waits until queue `name`'s figures are `want`: a memory-only queue's `PUBACK` means
 /// the publish was handed to the queue, and `STATS` shows it once the queue has taken
 /// it (a figure never seen in time fails the test).

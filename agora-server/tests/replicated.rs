@@ -41,8 +41,7 @@ fn leader(conns: &mut [(usize, Raw)]) -> usize {
 
 /// Publishes `bodies` to queue:orders with confirms on; every one must be confirmed.
 fn publish_confirmed(c: &mut Raw, bodies: &[String]) {
-    c.send(b"SETACK #1 on\r\n");
-    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    confirms_on(c);
     let mut batch = Vec::new();
     for (i, b) in bodies.iter().enumerate() {
         let rid = 100 + i;
@@ -62,8 +61,7 @@ fn publish_confirmed(c: &mut Raw, bodies: &[String]) {
 /// Publishes one confirmed message until one is confirmed (the first client to name
 /// the queue makes its group, which elects a leader in a second or two).
 fn until_confirmed(c: &mut Raw) {
-    c.send(b"SETACK #1 on\r\n");
-    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+    confirms_on(c);
     wait_until("a confirmed publish to queue:orders", || {
         c.send(b"PUB #2 queue:orders 4\r\nwarm\r\n");
         match c.next() {
@@ -359,10 +357,8 @@ fn a_publish_repeated_with_its_message_id_is_stored_once_across_a_failover() {
         }
     };
     let (mut p, mut q) = (nodes[f].connect(), nodes[g].connect());
-    for c in [&mut p, &mut q] {
-        c.send(b"SETACK #1 on\r\n");
-        assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
-    }
+    confirms_on(&mut p);
+    confirms_on(&mut q);
     confirmed(&mut p, 10, "first");
     // The same id on another node: confirmed, and not stored again.
     confirmed(&mut q, 11, "again");

@@ -55,11 +55,15 @@ pub(crate) fn encode_message(m: &Message) -> Vec<u8> {
     v
 }
 
-/// The message id (`agora-msg-id`) of the message [`encode_message`] wrote in `b`, if
-/// it carries one (and `b` is such a message).
-pub(crate) fn msg_id_of(b: &[u8]) -> Option<&str> {
+/// Walks the headers of the message [`encode_message`] wrote in `b`, handing each
+/// (key, value) to `each` until it returns false; where the payload starts, or `None`
+/// when `b` is not such a message (or `each` stopped first).
+fn walk_headers<'a>(
+    b: &'a [u8],
+    mut each: impl FnMut(&'a [u8], &'a [u8]) -> bool,
+) -> Option<usize> {
     let mut at = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
+    let mut take = |n: usize| -> Option<&'a [u8]> {
         let s = b.get(at..at.checked_add(n)?)?;
         at += n;
         Some(s)
@@ -70,30 +74,38 @@ pub(crate) fn msg_id_of(b: &[u8]) -> Option<&str> {
         let k = take(kl)?;
         let vl = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
         let v = take(vl)?;
-        if k.eq_ignore_ascii_case(agora_protocol::msg_id::MSG_ID.as_bytes()) {
-            return std::str::from_utf8(v).ok();
+        if !each(k, v) {
+            return None;
         }
     }
-    None
+    Some(at)
+}
+
+/// The message id (`agora-msg-id`) of the message [`encode_message`] wrote in `b`, if
+/// it carries one (and `b` is such a message).
+pub(crate) fn msg_id_of(b: &[u8]) -> Option<&str> {
+    let mut id = None;
+    walk_headers(b, |k, v| {
+        if k.eq_ignore_ascii_case(agora_protocol::msg_id::MSG_ID.as_bytes()) {
+            id = std::str::from_utf8(v).ok();
+            return false;
+        }
+        true
+    });
+    id
 }
 
 /// The message [`encode_message`] wrote; `None` when `b` is not one.
 pub(crate) fn decode_message(b: &[u8], received: Instant) -> Option<Message> {
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = b.get(at..at.checked_add(n)?)?;
-        at += n;
-        Some(s)
-    };
-    let n = u16::from_le_bytes(take(2)?.try_into().ok()?);
     let mut headers = Headers::new();
-    for _ in 0..n {
-        let kl = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-        let k = std::str::from_utf8(take(kl)?).ok()?.to_owned();
-        let vl = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-        let v = std::str::from_utf8(take(vl)?).ok()?.to_owned();
-        headers.append(&k, &v).ok()?;
-    }
+    let mut ok = true;
+    let at = walk_headers(b, |k, v| {
+        ok = match (std::str::from_utf8(k), std::str::from_utf8(v)) {
+            (Ok(k), Ok(v)) => headers.append(k, v).is_ok(),
+            _ => false,
+        };
+        ok
+    })?;
     Some(Message {
         received,
         headers,

@@ -348,6 +348,12 @@ pub fn request(c: &mut Raw, rid: u64, dest: &str, reply_to: &str, body: &str) {
     c.send(frame.as_bytes());
 }
 
+/// Turns publisher confirms on (`SETACK #1 on`).
+pub fn confirms_on(c: &mut Raw) {
+    c.send(b"SETACK #1 on\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(1) });
+}
+
 /// Sends a publish of `body` to `dest` with message id `id` (request id `rid`).
 pub fn hpub(c: &mut Raw, rid: u64, dest: &str, id: &str, body: &str) {
     let h = format!("agora-msg-id: {id}\r\n\r\n");
