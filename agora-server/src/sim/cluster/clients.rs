@@ -1,0 +1,127 @@
+//! The members' own clients: a publisher proposing values, and a consumer that the
+//! member hands messages to while it serves.
+
+use super::*;
+
+impl Sim {
+    /// Member `id`'s publisher proposes `value`.
+    pub(super) fn publish(&mut self, id: u64, value: u64) -> bool {
+        let m = &mut self.members[id as usize - 1];
+        let Some(r) = m.replica.as_mut() else {
+            return false;
+        };
+        let op = Op::Enqueue {
+            origin: id,
+            seq: value,
+            body: value.to_le_bytes().to_vec(),
+        };
+        match r.propose(op.encode()) {
+            Ok(()) => {
+                m.proposed.insert(value);
+                self.report.proposed += 1;
+                true
+            }
+            Err(_) => {
+                self.report.refused += 1;
+                false
+            }
+        }
+    }
+
+    /// Member `id` serves or stops; its consumer answers what is due and takes what it
+    /// is handed.
+    pub(super) fn consume(&mut self, id: u64) -> Result<(), String> {
+        let step = self.step;
+        let m = &mut self.members[id as usize - 1];
+        let Some(r) = m.replica.as_mut() else {
+            return Ok(());
+        };
+        let serving = r.serving();
+        let was = m.machine.serving();
+        // A lapse in its own term keeps what links hold (`Machine::lapse`).
+        let void = match (serving, r.is_leader()) {
+            (true, _) => m.machine.serve(true),
+            (false, true) => m.machine.lapse(|c| c > LINK),
+            (false, false) => m.machine.serve(false),
+        };
+        if was && !serving {
+            let n = m.holding.len();
+            for (mid, ..) in m.holding.drain(..) {
+                self.holders.remove(&mid);
+            }
+            self.report.voided += n as u64;
+            // Its links' deliveries are void too: their members learn of it when they
+            // follow the next leader.
+            let mine = void.iter().filter(|(_, c)| *c == id).count();
+            if mine != n {
+                return Err(format!(
+                    "member {id} voided {mine} deliveries, its consumer held {n}"
+                ));
+            }
+            self.note(format!("member {id} stops serving ({n} deliveries void)"));
+            return Ok(());
+        }
+        if !serving {
+            return Ok(());
+        }
+        // Now and then the consumer leaves (its connection closes) and comes back.
+        if self.faults && !m.holding.is_empty() && self.rng.chance(1) {
+            let n = m.machine.gone(id);
+            if n != m.holding.len() {
+                return Err(format!(
+                    "member {id} took back {n} deliveries, its consumer held {}",
+                    m.holding.len()
+                ));
+            }
+            for (mid, ..) in m.holding.drain(..) {
+                self.holders.remove(&mid);
+            }
+        }
+        let (due, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut m.holding)
+            .into_iter()
+            .partition(|(.., at)| *at <= step);
+        m.holding = kept;
+        for (mid, ..) in due {
+            self.holders.remove(&mid);
+            if self.rng.chance(10) {
+                m.machine
+                    .nack(id, mid)
+                    .map_err(|e| format!("nack of {mid}: {e:?}"))?;
+                self.report.nacked += 1;
+            } else {
+                let op = m
+                    .machine
+                    .ack(id, mid)
+                    .map_err(|e| format!("ack of {mid}: {e:?}"))?;
+                // A leader takes its own proposals.
+                if let Some(op) = op {
+                    r.propose(op.encode())
+                        .map_err(|e| format!("member {id} serves and refused an ack: {e:?}"))?;
+                }
+                self.report.acked += 1;
+            }
+        }
+        while m.holding.len() < PREFETCH {
+            let Some((mid, body)) = m.machine.next_for(id) else {
+                break;
+            };
+            let value = u64::from_le_bytes(body.try_into().map_err(|_| "8 bytes")?);
+            if let Some(other) = self.holders.insert(mid, id) {
+                return Err(format!(
+                    "member {id} handed out message {mid} (value {value}) while member \
+                     {other}'s consumer held it"
+                ));
+            }
+            self.report.delivered += 1;
+            if !self.delivered.insert(value) {
+                self.report.redelivered += 1;
+            }
+            // Most answer within a few steps; a slow one holds a message for longer
+            // than a failover takes.
+            let slow = self.rng.chance(20);
+            let at = step + 1 + self.rng.below(if slow { 150 } else { 12 });
+            m.holding.push((mid, value, at));
+        }
+        Ok(())
+    }
+}
