@@ -6,10 +6,11 @@
 //!
 //! A plain value: the task moves deliveries and answers in and out.
 //!
-//! When the leader changes (or this node starts leading, or loses its last consumer),
-//! what came from the old one is void here: the old leader gave it back when the link's
-//! subscription ended or its lead did, and the new leader delivers it again (at least
-//! once, as after any failover).
+//! When the leader changes, or its term does (the same node leading again after an
+//! election: it gave back what it held when it stopped leading), or this node starts
+//! leading, or loses its last consumer, what came from the old one is void here: the old
+//! leader gave it back when the link's subscription ended or its lead did, and the new
+//! leader delivers it again (at least once, as after any failover).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -39,8 +40,9 @@ impl Upstream {
 /// The deliveries this node takes from its queue's leader.
 #[derive(Default)]
 pub(crate) struct Relay {
-    /// The node they are taken from now.
+    /// The node they are taken from now, and the term it leads.
     from: Option<u64>,
+    term: u64,
     /// Come from it, not yet handed to a consumer.
     waiting: VecDeque<Remote>,
     /// (consumer, its delivery id) → where the delivery came from, until answered.
@@ -48,13 +50,15 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    /// Takes deliveries from `from` from now on (`None`: from no node); true when that
-    /// changed, and what came from the one before is then forgotten.
-    pub fn follow(&mut self, from: Option<u64>) -> bool {
-        if self.from == from {
+    /// Takes deliveries from `from`, leader of `term`, from now on (`None`: from no
+    /// node); true when that changed (the node, or its term), and what came before is
+    /// then forgotten.
+    pub fn follow(&mut self, from: Option<u64>, term: u64) -> bool {
+        if self.from == from && (from.is_none() || self.term == term) {
             return false;
         }
         self.from = from;
+        self.term = term;
         self.waiting.clear();
         self.out.clear();
         true
@@ -194,8 +198,11 @@ mod tests {
         let mut r = Relay::default();
         // Nothing is taken before a leader is followed.
         assert!(r.take(remote(2, 1)).is_some());
-        assert!(r.follow(Some(2)));
-        assert!(!r.follow(Some(2)));
+        assert!(r.follow(Some(2), 1));
+        assert!(!r.follow(Some(2), 1));
+        // The same node leading a later term: what came before is void.
+        assert!(r.follow(Some(2), 3));
+        assert!(!r.follow(Some(2), 3));
         assert!(r.take(remote(2, 10)).is_none());
         assert!(r.take(remote(2, 11)).is_none());
         // From another node: void.
@@ -218,7 +225,7 @@ mod tests {
     #[test]
     fn a_consumer_gone_gives_back_its_own_deliveries_only() {
         let mut r = Relay::default();
-        r.follow(Some(2));
+        r.follow(Some(2), 1);
         for did in 1..=3 {
             assert!(r.take(remote(2, did)).is_none());
         }
@@ -264,7 +271,7 @@ mod tests {
     #[test]
     fn a_link_that_ended_voids_what_came_over_it_only() {
         let mut r = Relay::default();
-        r.follow(Some(2));
+        r.follow(Some(2), 1);
         let on = |epoch, did| Remote {
             epoch,
             ..remote(2, did)
@@ -291,19 +298,19 @@ mod tests {
     #[test]
     fn a_new_leader_voids_what_came_from_the_old_one() {
         let mut r = Relay::default();
-        r.follow(Some(2));
+        r.follow(Some(2), 1);
         assert!(r.take(remote(2, 1)).is_none());
         assert!(r.take(remote(2, 2)).is_none());
         let a = r.next().unwrap();
         r.handed(7, 1, Upstream::of(&a));
-        assert!(r.follow(Some(3)));
+        assert!(r.follow(Some(3), 1));
         // Neither the waiting one nor the outstanding one is the new leader's.
         assert_eq!((r.waiting(), r.outstanding()), (0, 0));
         assert_eq!(r.answer(7, 1), None);
         assert!(r.take(remote(2, 3)).is_some());
         assert!(r.take(remote(3, 1)).is_none());
         // Leading (or no consumer left): nothing is taken.
-        assert!(r.follow(None));
+        assert!(r.follow(None, 1));
         assert!(r.take(remote(3, 2)).is_some());
     }
 }

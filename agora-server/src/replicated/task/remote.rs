@@ -15,7 +15,7 @@ impl Task {
             && leader != 0
             && leader != self.groups.me)
             .then_some(leader);
-        if self.relay.follow(from) {
+        if self.relay.follow(from, self.replica.term()) {
             self.groups.consume(&self.name, from);
             // What came from the node followed before is void: its room is free again.
             for c in &mut self.consumers {

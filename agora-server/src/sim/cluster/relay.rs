@@ -95,7 +95,12 @@ impl Sim {
             };
             let leader = r.leader();
             let follow = (!m.machine.serving() && leader != 0 && leader != n).then_some(leader);
-            if self.members[n as usize - 1].relayed.relay.follow(follow) {
+            let term = r.term();
+            if self.members[n as usize - 1]
+                .relayed
+                .relay
+                .follow(follow, term)
+            {
                 self.void_relayed(n, None);
                 for l in self.links.iter_mut().filter(|l| l.from == n) {
                     l.closing = true;
