@@ -265,6 +265,9 @@ pub struct Config {
     /// Queue name patterns whose queues are replicated across the cluster
     /// (`--replicated-queues`), as `orders` or `jobs.>`.
     pub replicated_queues: Vec<crate::auth::Pattern>,
+    /// Bytes of a replicated queue's Raft log since its last snapshot at which a member
+    /// compacts it (once the log is also larger than the queue's messages).
+    pub raft_compact_bytes: usize,
     /// The TCP port's certificate chain (PEM, `--tls-cert`): with it and
     /// [`Config::tls_key`], the port speaks TLS only.
     pub tls_cert: Option<PathBuf>,
@@ -364,6 +367,7 @@ impl Default for Config {
             peers: Vec::new(),
             cluster_secret: None,
             replicated_queues: Vec::new(),
+            raft_compact_bytes: 16 << 20,
             cluster_ca: None,
             cluster_cert: None,
             cluster_key: None,

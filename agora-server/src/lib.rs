@@ -486,14 +486,17 @@ impl Server {
         let replicated = match (&cluster, &self.config.data_dir) {
             (Some(c), Some(dir)) if !self.config.replicated_queues.is_empty() => {
                 let (link, link2) = (c.clone(), c.clone());
-                Some(Arc::new(replicated::Groups::new(
-                    c.me.node,
-                    c.me.peers.clone(),
-                    self.config.replicated_queues.clone(),
-                    dir.join(store::RAFT_DIR),
-                    Box::new(move |to, bytes| link.send_raft(to, bytes)),
-                    Box::new(move |to, epoch, frames| link2.send_frames(to, epoch, frames)),
-                )))
+                Some(Arc::new(
+                    replicated::Groups::new(
+                        c.me.node,
+                        c.me.peers.clone(),
+                        self.config.replicated_queues.clone(),
+                        dir.join(store::RAFT_DIR),
+                        Box::new(move |to, bytes| link.send_raft(to, bytes)),
+                        Box::new(move |to, epoch, frames| link2.send_frames(to, epoch, frames)),
+                    )
+                    .compacting(self.config.raft_compact_bytes),
+                ))
             }
             _ => None,
         };

@@ -423,6 +423,74 @@ fn a_node_that_comes_back_catches_up_from_its_own_log() {
 }
 
 #[test]
+fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let compacting = |id: u64| Config {
+        raft_compact_bytes: 4096,
+        ..node(id, dir.path())
+    };
+    let (mut nodes, peers) = start_cluster((1..=3).map(compacting).collect());
+    until_confirmed(&mut nodes[0].connect());
+    let mut conns: Vec<(usize, Raw)> = (0..3).map(|i| (i, nodes[i].connect())).collect();
+    let l = leader(&mut conns);
+    drop(conns);
+    // A node that does not lead stops; 200 messages of 100 bytes are confirmed, and
+    // the first 100 acknowledged, meanwhile: the others compact their logs.
+    let gone = (l + 1) % 3;
+    nodes[gone].shutdown().unwrap();
+    let bodies: Vec<String> = (0..200).map(|i| format!("{i:0100}")).collect();
+    let mut p = nodes[l].connect();
+    publish_confirmed(&mut p, &bodies);
+    let mut c = nodes[l].connect();
+    let got = take(&mut c, 201);
+    let first: Vec<u64> = got
+        .iter()
+        .filter(|(b, _)| b == "warm" || b.as_str() < bodies[100].as_str())
+        .map(|(_, d)| *d)
+        .collect();
+    assert_eq!(first.len(), 101, "warm and the first 100");
+    ack(&mut c, &first);
+    drop(c);
+    let mut lc = nodes[l].connect();
+    wait_until("the leader holds 100 and compacted", || {
+        depth(&mut lc) == 100 && group(&mut lc)["compacted"].as_u64().unwrap() > 0
+    });
+    // It comes back: the leader's log no longer has what it lacks, so it gets the
+    // leader's snapshot, then the entries after it.
+    let mut again = compacting(gone as u64 + 1);
+    again.cluster_listen = Some(peers[gone].1.parse().unwrap());
+    again.peers = peers.clone();
+    let back = start_with(again);
+    let mut b = back.connect();
+    wait_until(
+        "the node that came back holds the 100 from a snapshot",
+        || {
+            let g = group(&mut b);
+            depth(&mut b) == 100 && g["compacted"].as_u64().is_some_and(|c| c > 0)
+        },
+    );
+    // Its log file starts with the snapshot (a record of form 2: see `raftlog`).
+    let raft = dir
+        .path()
+        .join(format!("node{}/raft/orders.raft", gone + 1));
+    assert_eq!(std::fs::read(&raft).unwrap()[8], 2);
+    // Its state is the queue's: with the leader stopped, a consumer there gets the 100.
+    drop(lc);
+    drop(p);
+    nodes[l].shutdown().unwrap();
+    let mut c = back.connect();
+    let got = take(&mut c, 100);
+    let want: BTreeSet<&str> = bodies[100..].iter().map(String::as_str).collect();
+    let seen: BTreeSet<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(seen, want);
+    let dids: Vec<u64> = got.iter().map(|(_, d)| *d).collect();
+    ack(&mut c, &dids);
+    let third = 3 - l - gone;
+    let mut rest: Vec<(usize, Raw)> = vec![(gone, back.connect()), (third, nodes[third].connect())];
+    empty_everywhere(&mut rest);
+}
+
+#[test]
 fn replicated_queues_need_a_cluster_and_a_data_directory() {
     let bind = |c: Config| {
         smol::block_on(Server::bind(c))

@@ -4,24 +4,31 @@
 //! The broker maps them to and from raft-rs's types; this module only frames them.
 //!
 //! ```text
-//! frame   = version:u8(1) group stamp message
+//! frame   = version:u8(1|2) group stamp message [chunk]   ; chunk in version 2 only
 //! group   = len:u8 name                    ; the replicated queue's name, 1..=255 bytes
 //! stamp   = sent_at:u64 has_echo:u8 echo:u64
 //! message = kind:u8 to from term log_term index commit commit_term:u64
 //!           reject:u8 reject_hint request_snapshot:u64 priority:i64
 //!           context:bytes count:u32 entry*
 //! entry   = kind:u8 term index:u64 data:bytes context:bytes
+//! chunk   = index term:u64 voters:u32 u64* learners:u32 u64* total offset:u64 data:bytes
 //! bytes   = len:u32 byte*
 //! ```
 //!
-//! Integers are little-endian. A frame is at most [`MAX_FRAME`] bytes; anything short,
+//! A snapshot (a queue's state, as large as its messages) travels in chunks, each in a
+//! frame of its own with the message it belongs to ([`SnapshotChunk`]); a frame
+//! without one is written as version 1, which every node reads. Integers are
+//! little-endian. A frame is at most [`MAX_FRAME`] bytes; anything short,
 //! long, of another version, or with a kind raft-rs does not have, is refused with the
 //! reason, never a panic.
 
 /// The longest frame.
 pub const MAX_FRAME: usize = 64 << 20;
-/// The version this module writes and reads.
+/// The version of frames without a snapshot chunk (what the first clustered brokers
+/// read and write).
 pub const VERSION: u8 = 1;
+/// The version of frames with a snapshot chunk.
+pub const VERSION_CHUNK: u8 = 2;
 /// The highest message kind (raft-rs's `MsgRequestPreVoteResponse`).
 pub const MAX_MESSAGE_KIND: u8 = 18;
 /// The highest entry kind (raft-rs's `EntryConfChangeV2`).
@@ -40,7 +47,7 @@ pub struct RaftFrame {
     pub message: RaftMessage,
 }
 
-/// raft-rs's `Message`, less the snapshot (Agora does not send snapshots yet).
+/// raft-rs's `Message`; its snapshot, when it has one, in chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[allow(missing_docs)]
 pub struct RaftMessage {
@@ -59,6 +66,22 @@ pub struct RaftMessage {
     pub priority: i64,
     pub context: Vec<u8>,
     pub entries: Vec<RaftEntry>,
+    /// A piece of the snapshot the message carries.
+    pub chunk: Option<SnapshotChunk>,
+}
+
+/// A piece of a snapshot: `data` is its bytes from `offset` on, of `total` in all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[allow(missing_docs)]
+pub struct SnapshotChunk {
+    /// The snapshot's index and term, and the group's members.
+    pub index: u64,
+    pub term: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub total: u64,
+    pub offset: u64,
+    pub data: Vec<u8>,
 }
 
 /// raft-rs's `Entry`.
@@ -117,13 +140,16 @@ impl RaftFrame {
                 "a group name of 0 or more than 255 bytes",
             ));
         }
-        out.push(VERSION);
+        let m = &self.message;
+        out.push(match m.chunk {
+            Some(_) => VERSION_CHUNK,
+            None => VERSION,
+        });
         out.push(g.len() as u8);
         out.extend_from_slice(g);
         out.extend_from_slice(&self.sent_at.to_le_bytes());
         out.push(self.echo.is_some() as u8);
         out.extend_from_slice(&self.echo.unwrap_or(0).to_le_bytes());
-        let m = &self.message;
         out.push(m.kind);
         for v in [
             m.to,
@@ -149,6 +175,19 @@ impl RaftFrame {
             bytes(out, &e.data);
             bytes(out, &e.context);
         }
+        if let Some(c) = &m.chunk {
+            out.extend_from_slice(&c.index.to_le_bytes());
+            out.extend_from_slice(&c.term.to_le_bytes());
+            for ids in [&c.voters, &c.learners] {
+                out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+                for id in ids {
+                    out.extend_from_slice(&id.to_le_bytes());
+                }
+            }
+            out.extend_from_slice(&c.total.to_le_bytes());
+            out.extend_from_slice(&c.offset.to_le_bytes());
+            bytes(out, &c.data);
+        }
         let n = out.len() - start;
         if n > MAX_FRAME {
             out.truncate(start);
@@ -163,7 +202,8 @@ impl RaftFrame {
             return Err(RaftFrameError::TooLong(buf.len()));
         }
         let mut r = Reader { buf, at: 0 };
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != VERSION && version != VERSION_CHUNK {
             return Err(RaftFrameError::Bad("another version"));
         }
         let n = r.u8()? as usize;
@@ -195,6 +235,7 @@ impl RaftFrame {
             priority: r.u64()? as i64,
             context: r.bytes()?.to_vec(),
             entries: Vec::new(),
+            chunk: None,
         };
         let count = r.u32()? as usize;
         // Each entry takes at least 25 bytes: a count beyond what is left is a lie.
@@ -213,6 +254,39 @@ impl RaftFrame {
                 index: r.u64()?,
                 data: r.bytes()?.to_vec(),
                 context: r.bytes()?.to_vec(),
+            });
+        }
+        if version == VERSION_CHUNK {
+            let (index, term) = (r.u64()?, r.u64()?);
+            let mut ids = [Vec::new(), Vec::new()];
+            for v in &mut ids {
+                let n = r.u32()? as usize;
+                if n > (buf.len() - r.at) / 8 {
+                    return Err(RaftFrameError::Short);
+                }
+                for _ in 0..n {
+                    v.push(r.u64()?);
+                }
+            }
+            let [voters, learners] = ids;
+            let (total, offset) = (r.u64()?, r.u64()?);
+            let data = r.bytes()?.to_vec();
+            if offset
+                .checked_add(data.len() as u64)
+                .is_none_or(|end| end > total)
+            {
+                return Err(RaftFrameError::Bad(
+                    "a snapshot chunk past its snapshot's end",
+                ));
+            }
+            m.chunk = Some(SnapshotChunk {
+                index,
+                term,
+                voters,
+                learners,
+                total,
+                offset,
+                data,
             });
         }
         if r.at != buf.len() {
@@ -300,14 +374,32 @@ mod tests {
                         context: b"c".to_vec(),
                     },
                 ],
+                chunk: None,
             },
         }
+    }
+
+    fn chunked() -> RaftFrame {
+        let mut f = sample();
+        f.message.kind = 7;
+        f.message.entries.clear();
+        f.message.chunk = Some(SnapshotChunk {
+            index: 90,
+            term: 6,
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            total: 10,
+            offset: 4,
+            data: b"efgh".to_vec(),
+        });
+        f
     }
 
     #[test]
     fn a_frame_reads_back_as_written() {
         for f in [
             sample(),
+            chunked(),
             RaftFrame {
                 group: "q".into(),
                 ..RaftFrame::default()
@@ -321,20 +413,35 @@ mod tests {
 
     #[test]
     fn every_cut_of_a_frame_is_refused_and_nothing_panics() {
+        for f in [sample(), chunked()] {
+            let mut out = Vec::new();
+            f.encode(&mut out).unwrap();
+            for n in 0..out.len() {
+                assert!(RaftFrame::decode(&out[..n]).is_err(), "cut at {n}");
+            }
+            let mut long = out.clone();
+            long.push(0);
+            assert_eq!(RaftFrame::decode(&long), Err(RaftFrameError::Trailing(1)));
+            // Every byte flipped: refused or read as something, never a panic.
+            for i in 0..out.len() {
+                let mut b = out.clone();
+                b[i] ^= 0xFF;
+                let _ = RaftFrame::decode(&b);
+            }
+        }
+        // A chunk that would end past its snapshot's end is refused.
+        let mut f = chunked();
+        f.message.chunk.as_mut().unwrap().offset = 7;
+        let mut out = Vec::new();
+        f.encode(&mut out).unwrap();
+        assert!(matches!(
+            RaftFrame::decode(&out),
+            Err(RaftFrameError::Bad(_))
+        ));
+        // Without a chunk a frame is version 1, as older nodes read.
         let mut out = Vec::new();
         sample().encode(&mut out).unwrap();
-        for n in 0..out.len() {
-            assert!(RaftFrame::decode(&out[..n]).is_err(), "cut at {n}");
-        }
-        let mut long = out.clone();
-        long.push(0);
-        assert_eq!(RaftFrame::decode(&long), Err(RaftFrameError::Trailing(1)));
-        // Every byte flipped: refused or read as something, never a panic.
-        for i in 0..out.len() {
-            let mut b = out.clone();
-            b[i] ^= 0xFF;
-            let _ = RaftFrame::decode(&b);
-        }
+        assert_eq!(out[0], VERSION);
     }
 
     #[test]
@@ -342,7 +449,7 @@ mod tests {
         let mut out = Vec::new();
         sample().encode(&mut out).unwrap();
         let mut b = out.clone();
-        b[0] = 2;
+        b[0] = 3;
         assert_eq!(
             RaftFrame::decode(&b),
             Err(RaftFrameError::Bad("another version"))

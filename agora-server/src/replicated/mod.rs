@@ -16,11 +16,13 @@
 //!   function the broker gives, so that this module needs no link of its own), and which
 //!   queues this node consumes from which leader.
 
+pub(crate) mod chunks;
 mod entry;
 pub(crate) mod machine;
 pub(crate) mod raftlog;
 pub(crate) mod relay;
 pub(crate) mod replica;
+pub(crate) mod store;
 mod task;
 
 use std::collections::{BTreeMap, HashMap};
@@ -77,7 +79,7 @@ pub(crate) struct Remote {
 
 /// What comes to a group's task from other nodes.
 pub(crate) enum Inbound {
-    Raft(RaftFrame),
+    Raft(Box<RaftFrame>),
     Remote(Remote),
     /// This node's link of that epoch to that node ended.
     LinkEnded {
@@ -97,6 +99,9 @@ pub(crate) struct Figures {
     /// The last index of its log, and the highest committed.
     pub last_index: u64,
     pub commit: u64,
+    /// The index its log was last compacted to (or restored from a snapshot at): the
+    /// entries before it are in a snapshot (0: none).
+    pub compacted: u64,
     /// As leader: entries each other member lacks (its lag).
     pub lag: BTreeMap<u64, u64>,
     /// Voters and learners.
@@ -125,6 +130,8 @@ pub(crate) struct Groups {
     /// name; and a signal when that changes (the links follow it).
     consumed: Mutex<BTreeMap<String, u64>>,
     consumed_changed: event_listener::Event,
+    /// Log bytes since the last snapshot at which a member compacts (`--raft-compact-bytes`).
+    pub compact_bytes: usize,
 }
 
 /// Replicas per queue: three, as RabbitMQ's quorum queues and JetStream's R3 streams.
@@ -151,6 +158,16 @@ impl Groups {
             figures: Mutex::default(),
             consumed: Mutex::default(),
             consumed_changed: event_listener::Event::new(),
+            compact_bytes: 16 << 20,
+        }
+    }
+
+    /// Members compact their logs once they hold `bytes` since the last snapshot (and
+    /// more than the queue's messages).
+    pub fn compacting(self, bytes: usize) -> Groups {
+        Groups {
+            compact_bytes: bytes,
+            ..self
         }
     }
 
@@ -244,7 +261,7 @@ impl Groups {
         match inbound.get(&frame.group) {
             // A full channel drops it, as a lost message: Raft sends again.
             Some(tx) => {
-                let _ = tx.try_send(Inbound::Raft(frame));
+                let _ = tx.try_send(Inbound::Raft(Box::new(frame)));
                 Ok(())
             }
             None => Err(Box::new(frame)),
@@ -293,6 +310,12 @@ impl Groups {
             }
             Err(e) => log::warn!("queue:{name}: a Raft message to node {to} not sent: {e}"),
         }
+    }
+
+    /// Sends a frame's bytes to `node`: false when they could not go (no link, or its
+    /// queue is full).
+    pub(crate) fn send_bytes(&self, node: u64, bytes: Vec<u8>) -> bool {
+        (self.send)(node, bytes)
     }
 
     /// Writes `frames` on this node's link of epoch `epoch` to `node`.
@@ -375,6 +398,7 @@ pub(crate) fn to_frame(group: &str, m: Message, stamp: Stamp) -> RaftFrame {
                     context: e.context.to_vec(),
                 })
                 .collect(),
+            chunk: None,
         },
     }
 }
@@ -397,6 +421,19 @@ pub(crate) fn from_frame(f: RaftFrame) -> Option<(Message, Stamp)> {
     m.request_snapshot = r.request_snapshot;
     m.priority = r.priority;
     m.context = r.context.into();
+    if let Some(c) = r.chunk {
+        // Only a whole snapshot (see `chunks::Assembly`).
+        if c.offset != 0 || c.data.len() as u64 != c.total {
+            return None;
+        }
+        let mut s = raft::eraftpb::Snapshot::default();
+        let meta = s.mut_metadata();
+        meta.index = c.index;
+        meta.term = c.term;
+        meta.set_conf_state(raft::eraftpb::ConfState::from((c.voters, c.learners)));
+        s.data = c.data.into();
+        m.set_snapshot(s);
+    }
     for e in r.entries {
         let mut x = Entry::default();
         x.set_entry_type(*ENTRY_KINDS.get(e.kind as usize)?);

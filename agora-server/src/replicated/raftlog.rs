@@ -3,14 +3,20 @@
 //! read back into a [`Disk`] when the node starts.
 //!
 //! ```text
-//! file   = record*
-//! record = len:u32 crc:u32 body           ; little-endian; crc = CRC-32 (IEEE) of body
-//! body   = has_state:u8 [term vote commit:u64] count:u32 entry*
-//! entry  = kind:u8 term:u64 index:u64 data:bytes context:bytes   ; bytes = len:u32 byte*
+//! file     = record*
+//! record   = len:u32 crc:u32 body           ; little-endian; crc = CRC-32 (IEEE) of body
+//! body     = form:u8 [snapshot] [term vote commit:u64] count:u32 entry*
+//!            ; form 0: entries; 1: hard state, entries; 2: snapshot, hard state, entries
+//! snapshot = index term:u64 voters:u32 u64* learners:u32 u64* data:bytes
+//! entry    = kind:u8 term:u64 index:u64 data:bytes context:bytes   ; bytes = len:u32 byte*
 //! ```
 //!
 //! Entries replace what the log held from their first index on, as raft-rs appends
-//! them. A write counts once [`RaftLog::sync`] returned (`fdatasync`): the member sends
+//! them. A snapshot (the queue's state up to its index: a compaction, or a leader's
+//! state given to a member that was behind) replaces the whole log, so a record with
+//! one only ever starts a file: the file is then written anew beside the old one,
+//! synced, and renamed over it ([`RaftLog::write`]), so that a crash leaves one or the
+//! other, whole. A write counts once [`RaftLog::sync`] returned (`fdatasync`): the member sends
 //! its votes and acknowledgements only then. A crash can leave the last record cut short
 //! or half written: that tail was never synced, so it is cut off at start. A bad record
 //! with more after it is damage, not a crash, and the node refuses to start (a member
@@ -20,17 +26,19 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use raft::eraftpb::{Entry, EntryType, HardState};
+use std::path::PathBuf;
 
-use super::replica::Disk;
+use raft::eraftpb::{ConfState, Entry, EntryType, Snapshot};
+
+use super::replica::{Disk, Writes};
 
 const FRAME: usize = 8;
-/// The longest record: a `Ready`'s entries are bounded by the appends raft-rs makes
-/// (1 MiB per message, 256 in flight) and the proposals a queue takes at once.
-const MAX_RECORD: usize = 512 << 20;
+/// The longest record (its length is a `u32`): a snapshot is a queue's messages.
+const MAX_RECORD: usize = u32::MAX as usize;
 
 /// A member's log file, open for appending.
 pub(crate) struct RaftLog {
+    path: PathBuf,
     file: File,
     buf: Vec<u8>,
 }
@@ -86,56 +94,114 @@ impl RaftLog {
         }
         file.seek(SeekFrom::End(0))?;
         let log = RaftLog {
+            path: path.to_owned(),
             file,
             buf: Vec::new(),
         };
         Ok((log, disk, torn))
     }
 
-    /// Writes `entries` and `state` as one record (not synced).
-    pub fn write(&mut self, entries: &[Entry], state: Option<&HardState>) -> io::Result<()> {
-        if entries.is_empty() && state.is_none() {
+    /// Writes what a `Ready` asked (or a compaction) as one record. Entries and a
+    /// hard state are appended (not synced: [`sync`](RaftLog::sync)); with a snapshot,
+    /// the file is written anew and is on disk once this returns.
+    pub fn write(&mut self, w: &Writes) -> io::Result<()> {
+        if w.is_empty() {
             return Ok(());
         }
-        let b = &mut self.buf;
-        b.clear();
-        b.extend_from_slice(&[0; FRAME]);
-        match state {
-            Some(hs) => {
-                b.push(1);
-                for v in [hs.term, hs.vote, hs.commit] {
-                    b.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-            None => b.push(0),
+        encode(&mut self.buf, w)?;
+        let Some(_) = &w.snapshot else {
+            return self.file.write_all(&self.buf);
+        };
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".new");
+        let tmp = PathBuf::from(tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(&self.buf)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
         }
-        b.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for e in entries {
-            b.push(e.get_entry_type() as i32 as u8);
-            b.extend_from_slice(&e.term.to_le_bytes());
-            b.extend_from_slice(&e.index.to_le_bytes());
-            for part in [&e.data[..], &e.context[..]] {
-                b.extend_from_slice(&(part.len() as u32).to_le_bytes());
-                b.extend_from_slice(part);
-            }
-        }
-        let len = b.len() - FRAME;
-        if len > MAX_RECORD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a Raft record of {len} bytes (at most {MAX_RECORD})"),
-            ));
-        }
-        let crc = crc32fast::hash(&b[FRAME..]);
-        b[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        b[4..FRAME].copy_from_slice(&crc.to_le_bytes());
-        self.file.write_all(b)
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        // Its memory back: a snapshot is as large as the queue.
+        self.buf = Vec::new();
+        Ok(())
     }
 
     /// Everything written so far is on disk once this returns.
     pub fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
     }
+}
+
+/// `w` as one record in `b`.
+fn encode(b: &mut Vec<u8>, w: &Writes) -> io::Result<()> {
+    b.clear();
+    b.extend_from_slice(&[0; FRAME]);
+    let state = w.state.as_ref();
+    match (&w.snapshot, state) {
+        (Some(snap), Some(hs)) => {
+            b.push(2);
+            let meta = snap.get_metadata();
+            b.extend_from_slice(&meta.index.to_le_bytes());
+            b.extend_from_slice(&meta.term.to_le_bytes());
+            let cs = meta.get_conf_state();
+            for ids in [&cs.voters, &cs.learners] {
+                b.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+                for id in ids.iter() {
+                    b.extend_from_slice(&id.to_le_bytes());
+                }
+            }
+            let len = u32::try_from(snap.data.len()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "a snapshot of 4 GiB or more")
+            })?;
+            b.extend_from_slice(&len.to_le_bytes());
+            b.extend_from_slice(&snap.data);
+            for v in [hs.term, hs.vote, hs.commit] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        (Some(_), None) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a snapshot without its hard state",
+            ))
+        }
+        (None, Some(hs)) => {
+            b.push(1);
+            for v in [hs.term, hs.vote, hs.commit] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        (None, None) => b.push(0),
+    }
+    let entries = &w.entries;
+    b.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        b.push(e.get_entry_type() as i32 as u8);
+        b.extend_from_slice(&e.term.to_le_bytes());
+        b.extend_from_slice(&e.index.to_le_bytes());
+        for part in [&e.data[..], &e.context[..]] {
+            b.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            b.extend_from_slice(part);
+        }
+    }
+    let len = b.len() - FRAME;
+    if len > MAX_RECORD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a Raft record of {len} bytes (at most {MAX_RECORD})"),
+        ));
+    }
+    let crc = crc32fast::hash(&b[FRAME..]);
+    b[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    b[4..FRAME].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 fn read_body(body: &[u8], disk: &mut Disk) -> Result<(), &'static str> {
@@ -148,13 +214,36 @@ fn read_body(body: &[u8], disk: &mut Disk) -> Result<(), &'static str> {
         Ok(b)
     };
     let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8"));
-    let has_state = take(1)?[0];
-    if has_state == 1 {
+    let form = take(1)?[0];
+    if form > 2 {
+        return Err("a record with an unknown form");
+    }
+    if form == 2 {
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = u64_of(take(8)?);
+        meta.term = u64_of(take(8)?);
+        let mut cs = ConfState::default();
+        for learners in [false, true] {
+            let n = u32::from_le_bytes(take(4)?.try_into().expect("4"));
+            let mut ids = Vec::new();
+            for _ in 0..n {
+                ids.push(u64_of(take(8)?));
+            }
+            match learners {
+                false => cs.voters = ids,
+                true => cs.learners = ids,
+            }
+        }
+        meta.set_conf_state(cs);
+        let n = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
+        snap.data = take(n)?.to_vec().into();
+        disk.restore(snap);
+    }
+    if form >= 1 {
         disk.hard_state.term = u64_of(take(8)?);
         disk.hard_state.vote = u64_of(take(8)?);
         disk.hard_state.commit = u64_of(take(8)?);
-    } else if has_state != 0 {
-        return Err("a record with an unknown form");
     }
     let count = u32::from_le_bytes(take(4)?.try_into().expect("4"));
     let mut entries = Vec::new();
@@ -179,7 +268,7 @@ fn read_body(body: &[u8], disk: &mut Disk) -> Result<(), &'static str> {
         return Err("a record longer than its fields");
     }
     if let Some(first) = entries.first() {
-        let expected = disk.entries.len() as u64 + 1;
+        let expected = disk.base() + disk.entries.len() as u64 + 1;
         if first.index == 0 || first.index > expected {
             return Err("entries that leave a gap in the log");
         }
@@ -191,7 +280,7 @@ fn read_body(body: &[u8], disk: &mut Disk) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use raft::eraftpb::HardState;
 
     fn entry(term: u64, index: u64, data: &[u8]) -> Entry {
         Entry {
@@ -199,6 +288,14 @@ mod tests {
             index,
             data: data.to_vec().into(),
             ..Default::default()
+        }
+    }
+
+    fn w(entries: &[Entry], state: Option<&HardState>) -> Writes {
+        Writes {
+            snapshot: None,
+            entries: entries.to_vec(),
+            state: state.cloned(),
         }
     }
 
@@ -230,13 +327,13 @@ mod tests {
             commit: 0,
             ..Default::default()
         };
-        log.write(
+        log.write(&w(
             &[entry(1, 1, b""), entry(2, 2, b"a"), entry(2, 3, b"b")],
             Some(&hs),
-        )
+        ))
         .unwrap();
         // A new leader's entries replace index 3 on.
-        log.write(&[entry(3, 3, b"c"), entry(3, 4, b"d")], None)
+        log.write(&w(&[entry(3, 3, b"c"), entry(3, 4, b"d")], None))
             .unwrap();
         let hs2 = HardState {
             term: 3,
@@ -244,7 +341,7 @@ mod tests {
             commit: 4,
             ..Default::default()
         };
-        log.write(&[], Some(&hs2)).unwrap();
+        log.write(&w(&[], Some(&hs2))).unwrap();
         log.sync().unwrap();
         drop(log);
         let (_, disk, torn) = RaftLog::open(&path).unwrap();
@@ -279,8 +376,8 @@ mod tests {
         let d = dir();
         let path = d.join("q.log");
         let (mut log, ..) = RaftLog::open(&path).unwrap();
-        log.write(&[entry(1, 1, b"kept")], None).unwrap();
-        log.write(&[entry(1, 2, b"torn")], None).unwrap();
+        log.write(&w(&[entry(1, 1, b"kept")], None)).unwrap();
+        log.write(&w(&[entry(1, 2, b"torn")], None)).unwrap();
         log.sync().unwrap();
         drop(log);
         let whole = std::fs::read(&path).unwrap();
@@ -299,7 +396,7 @@ mod tests {
         let (mut log, disk, _) = RaftLog::open(&path).unwrap();
         assert_eq!(disk.entries.len(), 1);
         // Written after the cut, it reads back.
-        log.write(&[entry(1, 2, b"again")], None).unwrap();
+        log.write(&w(&[entry(1, 2, b"again")], None)).unwrap();
         log.sync().unwrap();
         drop(log);
         assert_eq!(RaftLog::open(&path).unwrap().1.entries.len(), 2);
@@ -331,14 +428,14 @@ mod tests {
                 let mut mail = Vec::new();
                 for (i, r) in rs.iter_mut().enumerate() {
                     let mut out = r.ready();
-                    let (entries, state) = r.take_writes();
-                    logs[i].write(&entries, state.as_ref()).unwrap();
+                    logs[i].write(&r.take_writes()).unwrap();
                     logs[i].sync().unwrap();
                     out.extend(r.synced());
                     for o in out {
                         match o {
                             Out::Send(m, st) => mail.push((m, st)),
                             Out::Apply { .. } => applied[i] += 1,
+                            Out::Restore { .. } => panic!("nothing was compacted"),
                         }
                     }
                 }

@@ -22,9 +22,10 @@
 
 use std::collections::BTreeMap;
 
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType};
-use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
+use raft::{Config, RawNode, SnapshotStatus, StateRole};
+
+use super::store::Store;
 
 /// Most bytes of entries one append carries (one entry more when the first alone is
 /// larger): a cluster link's frames must be allowed this, plus the largest message.
@@ -34,20 +35,44 @@ pub(crate) const MAX_APPEND: usize = 256 << 10;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Disk {
     pub hard_state: HardState,
-    /// The log from index 1 (nothing is compacted yet).
+    /// The state applied up to its index (index 0: none; the log is then from 1).
+    pub snapshot: Snapshot,
+    /// The log after the snapshot.
     pub entries: Vec<Entry>,
 }
 
 impl Disk {
+    /// The index entries start after.
+    pub(crate) fn base(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+
     /// Writes `entries` as raft-rs appends them: from the first one's index on, what
-    /// was there is replaced.
+    /// was there is replaced (those at or before the snapshot are in it).
     pub(crate) fn append(&mut self, entries: &[Entry]) {
+        let base = self.base();
+        let skip = entries.iter().take_while(|e| e.index <= base).count();
+        let entries = &entries[skip..];
         let Some(first) = entries.first() else {
             return;
         };
         self.entries
-            .truncate(first.index.saturating_sub(1) as usize);
+            .truncate(first.index.saturating_sub(base + 1) as usize);
         self.entries.extend_from_slice(entries);
+    }
+
+    /// Replaces the log with a snapshot (a leader's: nothing else is kept).
+    pub(crate) fn restore(&mut self, snap: Snapshot) {
+        self.snapshot = snap;
+        self.entries.clear();
+    }
+
+    /// The log up to the snapshot's index is the snapshot now (this member's own
+    /// compaction: the entries after it stay).
+    pub(crate) fn compact(&mut self, snap: Snapshot) {
+        let index = snap.get_metadata().index;
+        self.entries.retain(|e| e.index > index);
+        self.snapshot = snap;
     }
 }
 
@@ -67,6 +92,26 @@ pub(crate) enum Out {
     Send(Message, Stamp),
     /// This entry is committed: apply it (`data` as proposed).
     Apply { index: u64, data: Vec<u8> },
+    /// The leader sent the state applied up to `index` (this member was behind what
+    /// it compacted): it replaces what was applied; entries after it follow.
+    Restore { index: u64, data: Vec<u8> },
+}
+
+/// What a driver with a real disk writes (then syncs, then calls
+/// [`Replica::synced`]).
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    /// A snapshot the log restarts from (with `state` then always given): the file is
+    /// written anew.
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+    pub state: Option<HardState>,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.state.is_none()
+    }
 }
 
 /// Why a proposal was not taken.
@@ -83,18 +128,24 @@ struct Unsynced {
     /// The last `Ready` written.
     number: u64,
     hard_state: Option<HardState>,
-    entries: Vec<Vec<Entry>>,
+    /// Entries and restored snapshots, in the order they were written.
+    writes: Vec<Write>,
     /// Messages that may leave only once these writes are synced.
     held: Vec<Message>,
-    /// Batches of `entries` handed to a driver by `take_writes`, and whether the hard
-    /// state was.
+    /// Writes handed to a driver by `take_writes`, and whether the hard state was.
     handed: usize,
     state_handed: bool,
 }
 
+/// One write of a `Ready`.
+enum Write {
+    Entries(Vec<Entry>),
+    Snapshot(Snapshot),
+}
+
 /// A member of one Raft group.
 pub(crate) struct Replica {
-    node: RawNode<MemStorage>,
+    node: RawNode<Store>,
     disk: Disk,
     unsynced: Unsynced,
     /// Its clock: ticks since it was made.
@@ -166,13 +217,13 @@ impl Replica {
                 "a lease of {lease} ticks is not shorter than the election timeout ({election})"
             ));
         }
-        let store =
-            MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), learners.to_vec())));
-        {
-            let mut w = store.wl();
-            w.append(&disk.entries).map_err(|e| e.to_string())?;
-            w.set_hardstate(disk.hard_state.clone());
-        }
+        let meta = disk.snapshot.get_metadata();
+        let store = Store::new(
+            disk.hard_state.clone(),
+            ConfState::from((voters.to_vec(), learners.to_vec())),
+            (meta.index, meta.term),
+            disk.entries.clone(),
+        );
         let config = Config {
             id,
             election_tick: election,
@@ -348,6 +399,75 @@ impl Replica {
         &self.disk
     }
 
+    /// The index of the last entry applied.
+    pub fn applied(&self) -> u64 {
+        self.node.raft.raft_log.applied
+    }
+
+    /// The index the log was last compacted to, or restored from a snapshot at.
+    pub fn compacted(&self) -> u64 {
+        self.node.store().base().0
+    }
+
+    /// The bytes of the entries kept since the last compaction (or snapshot).
+    pub fn log_bytes(&self) -> usize {
+        self.node.store().bytes()
+    }
+
+    /// Compacts the log up to the last entry applied, whose state is `data` (what
+    /// [`Out::Restore`] gives back): returns what the log's file is written anew with
+    /// (the snapshot, the entries after it, the hard state). Nothing while writes wait
+    /// for a sync, or when nothing was applied since the last compaction.
+    pub fn compact(&mut self, data: Vec<u8>) -> Option<Writes> {
+        if self.unsynced.number > 0 || !self.unsynced.writes.is_empty() {
+            return None;
+        }
+        let index = self.applied();
+        let store = self.node.mut_store();
+        if index <= store.base().0 {
+            return None;
+        }
+        let snap = store.snapshot_at(index, data)?;
+        store.compact(index);
+        let w = Writes {
+            snapshot: Some(snap.clone()),
+            entries: store.entries().to_vec(),
+            state: Some(store.hard_state.clone()),
+        };
+        if self.mirror {
+            self.disk.compact(snap);
+        }
+        Some(w)
+    }
+
+    /// Whether raft-rs asked for a snapshot to send and none was offered (asking
+    /// clears it): the driver offers one.
+    pub fn snapshot_wanted(&self) -> bool {
+        self.node.store().wanted()
+    }
+
+    /// Offers `data`, the state applied so far, as the snapshot to send members
+    /// behind the compacted log.
+    pub fn offer_snapshot(&mut self, data: Vec<u8>) {
+        let index = self.applied();
+        self.node.mut_store().offer(index, data);
+    }
+
+    /// Drops the snapshot offered (its memory); whether there was one.
+    pub fn withdraw_snapshot(&mut self) -> bool {
+        self.node.mut_store().withdraw()
+    }
+
+    /// Says whether a snapshot sent to `to` left whole (`false`: it did not, and is
+    /// sent again later).
+    pub fn report_snapshot(&mut self, to: u64, sent: bool) {
+        let status = match sent {
+            true => SnapshotStatus::Finish,
+            false => SnapshotStatus::Failure,
+        };
+        self.node.report_snapshot(to, status);
+    }
+
     /// Whether writes wait for a sync.
     #[cfg(test)]
     pub fn has_unsynced(&self) -> bool {
@@ -367,6 +487,20 @@ impl Replica {
             let stamp = self.stamp(&m);
             out.push(Out::Send(m, stamp));
         }
+        if !rd.snapshot().is_empty() {
+            // Behind what the leader compacted: its state replaces this member's log.
+            let snap = rd.snapshot().clone();
+            let meta = snap.get_metadata();
+            self.applied_term = meta.term;
+            self.node.mut_store().restore(&snap);
+            out.push(Out::Restore {
+                index: meta.index,
+                data: snap.data.to_vec(),
+            });
+            self.unsynced.writes.push(Write::Snapshot(snap));
+            self.unsynced.state_handed = false;
+            self.unsynced.hard_state = Some(self.node.store().hard_state.clone());
+        }
         let mut applied = None;
         for e in rd.take_committed_entries() {
             applied = Some(e.index);
@@ -380,11 +514,13 @@ impl Replica {
         }
         if !rd.entries().is_empty() {
             // Written (the storage raft-rs reads is the page cache); on disk once synced.
-            let _ = self.node.mut_store().wl().append(rd.entries());
-            self.unsynced.entries.push(rd.entries().clone());
+            self.node.mut_store().append(rd.entries());
+            self.unsynced
+                .writes
+                .push(Write::Entries(rd.entries().clone()));
         }
         if let Some(hs) = rd.hs() {
-            self.node.mut_store().wl().set_hardstate(hs.clone());
+            self.node.mut_store().hard_state = hs.clone();
             self.unsynced.hard_state = Some(hs.clone());
             self.unsynced.state_handed = false;
         }
@@ -399,32 +535,65 @@ impl Replica {
 
     /// The writes [`ready`](Replica::ready) made since the last call: what a driver
     /// with a real disk writes (then syncs, then calls [`synced`](Replica::synced)).
-    pub fn take_writes(&mut self) -> (Vec<Entry>, Option<HardState>) {
+    pub fn take_writes(&mut self) -> Writes {
         let u = &mut self.unsynced;
-        let entries = u.entries[u.handed..].concat();
-        u.handed = u.entries.len();
-        let state = match (&u.hard_state, u.state_handed) {
+        let mut w = Writes::default();
+        for x in &u.writes[u.handed..] {
+            match x {
+                Write::Entries(e) => {
+                    if let Some(first) = e.first() {
+                        w.entries.retain(|x| x.index < first.index);
+                    }
+                    w.entries.extend_from_slice(e);
+                }
+                Write::Snapshot(s) => {
+                    w.snapshot = Some(s.clone());
+                    w.entries.clear();
+                }
+            }
+        }
+        u.handed = u.writes.len();
+        w.state = match (&u.hard_state, u.state_handed) {
             (Some(hs), false) => Some(hs.clone()),
             _ => None,
         };
+        if w.snapshot.is_some() {
+            w.state = Some(self.node.store().hard_state.clone());
+        }
         u.state_handed = true;
-        (entries, state)
+        w
     }
 
     /// The writes handed out so far are synced: they are on disk, and the messages
     /// that waited on them may leave.
     pub fn synced(&mut self) -> Vec<Out> {
         let u = std::mem::take(&mut self.unsynced);
-        if self.mirror {
-            for entries in &u.entries {
-                self.disk.append(entries);
+        let mut restored = None;
+        for w in u.writes {
+            match w {
+                Write::Entries(e) if self.mirror => self.disk.append(&e),
+                Write::Entries(_) => {}
+                Write::Snapshot(s) => {
+                    restored = Some(s.get_metadata().index);
+                    if self.mirror {
+                        self.disk.restore(s);
+                    }
+                }
             }
+        }
+        if self.mirror {
             if let Some(hs) = u.hard_state {
                 self.disk.hard_state = hs;
             }
         }
         if u.number > 0 {
             self.node.on_persist_ready(u.number);
+        }
+        if let Some(index) = restored {
+            // Its state is what was restored (the snapshot is on disk now).
+            if index > self.node.raft.raft_log.applied {
+                self.node.advance_apply_to(index);
+            }
         }
         u.held
             .into_iter()
@@ -451,6 +620,7 @@ mod tests {
                     match o {
                         Out::Send(m, st) => mail.push((m, st)),
                         Out::Apply { data, .. } => applied[i].push(data),
+                        Out::Restore { .. } => panic!("nothing was compacted"),
                     }
                 }
             }
@@ -681,6 +851,83 @@ mod tests {
         let (m, s) = from(MsgHeartbeatResponse, rs[l].clock);
         rs[l].step(m, s);
         assert!(rs[l].serving());
+    }
+
+    #[test]
+    fn a_member_behind_the_compacted_log_gets_the_leaders_snapshot() {
+        use raft::eraftpb::MessageType::MsgSnapshot;
+        let (mut rs, l) = elected();
+        let behind = (l + 1) % 3;
+        for v in 0..30u8 {
+            rs[l].propose(vec![v; 100]).unwrap();
+            tick_all(&mut rs, Some(behind));
+        }
+        // Every member up compacts; a state is its applied index, as text.
+        let state = |r: &Replica| r.applied().to_string().into_bytes();
+        for i in (0..3).filter(|&i| i != behind) {
+            let before = rs[i].log_bytes();
+            let s = state(&rs[i]);
+            let w = rs[i].compact(s).expect("compacted");
+            let index = w.snapshot.as_ref().unwrap().get_metadata().index;
+            assert_eq!(index, rs[i].applied());
+            assert!(w.entries.is_empty() && w.state.is_some());
+            assert!(before >= 3000 && rs[i].log_bytes() == 0, "{before}");
+            assert_eq!(rs[i].disk().base(), index, "mirrored");
+            let s = state(&rs[i]);
+            assert!(rs[i].compact(s).is_none(), "nothing new");
+        }
+        let index = rs[l].applied();
+        // Healed: the leader wants a snapshot for it, is offered one, and sends it.
+        let mut restored = Vec::new();
+        let mut sent = 0;
+        for _ in 0..30 {
+            rs.iter_mut().for_each(Replica::tick);
+            for _ in 0..100 {
+                let mut mail = Vec::new();
+                for (i, r) in rs.iter_mut().enumerate() {
+                    if r.snapshot_wanted() {
+                        let s = state(r);
+                        r.offer_snapshot(s);
+                    }
+                    let mut out = r.ready();
+                    out.extend(r.synced());
+                    for o in out {
+                        match o {
+                            Out::Send(m, st) => {
+                                if m.get_msg_type() == MsgSnapshot {
+                                    sent += 1;
+                                    r.report_snapshot(m.to, true);
+                                }
+                                mail.push((m, st));
+                            }
+                            Out::Restore { index, data } => restored.push((i, index, data)),
+                            Out::Apply { .. } => {}
+                        }
+                    }
+                }
+                if mail.is_empty() {
+                    break;
+                }
+                for (m, st) in mail {
+                    rs[m.to as usize - 1].step(m, st);
+                }
+            }
+        }
+        assert_eq!(sent, 1);
+        assert_eq!(
+            restored,
+            vec![(behind, index, index.to_string().into_bytes())]
+        );
+        assert_eq!(rs[behind].applied(), index);
+        // It is in step again: what comes next is applied there too.
+        rs[l].propose(b"after".to_vec()).unwrap();
+        tick_all(&mut rs, None);
+        assert_eq!(rs[behind].applied(), rs[l].applied());
+        // Made again from its disk, it starts from the snapshot.
+        let d = rs[behind].disk().clone();
+        assert_eq!(d.base(), index);
+        let again = Replica::new(behind as u64 + 1, &[1, 2, 3], d, 20, 5).unwrap();
+        assert_eq!(again.applied(), index);
     }
 
     #[test]

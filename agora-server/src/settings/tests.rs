@@ -109,6 +109,7 @@ fn each_setting_changes_the_settings() {
         ("peers", "1=127.0.0.1:7479,2=127.0.0.1:7480"),
         ("cluster_secret", "0123456789abcdef"),
         ("replicated_queues", "orders,jobs.>"),
+        ("raft_compact_bytes", "8192"),
         ("cluster_ca", "/etc/agora/cluster-ca.pem"),
         ("cluster_cert", "/etc/agora/node.pem"),
         ("cluster_key", "/etc/agora/node.key"),

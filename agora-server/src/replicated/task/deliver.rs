@@ -94,7 +94,7 @@ impl Task {
     }
 
     /// Deliveries made void (this node stopped serving): their ids no longer answer.
-    fn void(&mut self, void: &[(u64, u64)]) {
+    pub(super) fn void(&mut self, void: &[(u64, u64)]) {
         for (id, _) in void {
             if let Some(key) = self.by_id.remove(id) {
                 self.outstanding.remove(&key);

@@ -19,14 +19,16 @@ use agora_protocol::{Destination, ErrorCode};
 mod applied;
 mod deliver;
 mod remote;
+mod snapshot;
 
 use deliver::Cons;
 
+use super::chunks::{Assembly, Outgoing};
 use super::entry::{decode_message, encode_message, file_name};
 use super::machine::{Applied, Machine, Op, ENQUEUE_HEAD};
 use super::raftlog::RaftLog;
 use super::relay::{Answers, Relay, Upstream};
-use super::replica::{Out, Replica};
+use super::replica::{Out, Replica, Writes};
 use super::{from_frame, Figures, Groups, Inbound};
 use crate::budget::Budget;
 use crate::config::QueueSettings;
@@ -68,6 +70,18 @@ pub(crate) fn spawn(
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
+    // The message ids it remembers: a count (see `Machine`); none when the queue's
+    // window is off.
+    let ids = match settings.dedup_window.is_zero() {
+        true => 0,
+        false => settings.dedup_ids,
+    };
+    let mut machine = Machine::with_ids(ids);
+    if disk.base() > 0 {
+        machine
+            .restore(&disk.snapshot.data)
+            .map_err(|why| format!("{}: its snapshot cannot be read: {why}", path.display()))?;
+    }
     let replica = Replica::drawn(
         groups.me,
         &voters,
@@ -77,13 +91,9 @@ pub(crate) fn spawn(
         LEASE,
     )?
     .unmirrored();
-    // The message ids it remembers: a count (see `Machine`); none when the queue's
-    // window is off.
-    let ids = match settings.dedup_window.is_zero() {
-        true => 0,
-        false => settings.dedup_ids,
-    };
     let (shared, rx) = QueueShared::new(dest, settings, budget, channel);
+    // What its snapshot holds (the entries after it are applied as they come).
+    shared.restored(machine.depth(), machine.bytes(), true);
     // Confirms wait for the group (`PublishStored`); and a replicated queue is never
     // retired for being idle (its group lives on the other nodes).
     shared.durable.store(true, SeqCst);
@@ -99,7 +109,7 @@ pub(crate) fn spawn(
         shared: shared.clone(),
         groups,
         replica,
-        machine: Machine::with_ids(ids),
+        machine,
         log: Some(log),
         failed: None,
         next_seq: seed,
@@ -115,6 +125,9 @@ pub(crate) fn spawn(
         ticked: 0,
         voters,
         learners,
+        sending: Vec::new(),
+        assembly: Assembly::default(),
+        offered: None,
     };
     rt.spawn(task.run(rx, raft_rx)).detach();
     Ok(shared)
@@ -152,6 +165,12 @@ struct Task {
     ticked: u64,
     voters: Vec<u64>,
     learners: Vec<u64>,
+    /// Snapshots on their way to members behind the compacted log.
+    sending: Vec<Outgoing>,
+    /// The snapshot coming to this member, in pieces.
+    assembly: Assembly,
+    /// The tick a snapshot was offered at (raft-rs asked for one).
+    offered: Option<u64>,
 }
 
 enum Wake {
@@ -208,6 +227,7 @@ impl Task {
             }
             self.tick();
             self.advance().await;
+            self.snapshots().await;
             self.dispatch();
             self.send_answers();
             self.expire();
@@ -235,7 +255,7 @@ impl Task {
 
     fn inbound(&mut self, f: Inbound) {
         match f {
-            Inbound::Raft(f) => self.step(f),
+            Inbound::Raft(f) => self.step(*f),
             Inbound::Remote(r) => {
                 if let Some(r) = self.relay.take(r) {
                     // Void here (this node follows another leader now, or none): given
@@ -255,6 +275,13 @@ impl Task {
     }
 
     fn step(&mut self, f: RaftFrame) {
+        let f = match f.message.chunk {
+            Some(_) => match self.assembly.take(f) {
+                Some(whole) => whole,
+                None => return,
+            },
+            None => f,
+        };
         if let Some((m, stamp)) = from_frame(f) {
             self.replica.step(m, stamp);
         }
@@ -341,6 +368,10 @@ impl Task {
                 }
                 self.outstanding.retain(|&(c, _), _| c != cid);
                 self.by_id.retain(|_, &mut (c, _)| c != cid);
+                // What it held is in the queue again (`STATS` counts it there).
+                self.shared
+                    .unacked
+                    .store(self.outstanding.len() + self.relay.outstanding(), Relaxed);
             }
             QueueCmd::Ack {
                 cid,
@@ -419,34 +450,10 @@ impl Task {
             let out = self.replica.ready();
             let mut moved = !out.is_empty();
             self.out(out);
-            let (entries, state) = self.replica.take_writes();
-            if !entries.is_empty() || state.is_some() {
+            let w = self.replica.take_writes();
+            if !w.is_empty() {
                 moved = true;
-                if self.failed.is_some() {
-                    // Nothing written counts: this member stays silent.
-                    return;
-                }
-                let Some(mut log) = self.log.take() else {
-                    return;
-                };
-                let (log, wrote) = smol::unblock(move || {
-                    let r = log
-                        .write(&entries, state.as_ref())
-                        .and_then(|()| log.sync());
-                    (log, r)
-                })
-                .await;
-                self.log = Some(log);
-                if let Err(e) = wrote {
-                    let why = format!("its Raft log cannot be written: {e}");
-                    log::error!(
-                        "{}: {why}; this node no longer takes part in its group",
-                        self.shared.dest
-                    );
-                    for (_, (w, _, _)) in self.waiting.drain() {
-                        let _ = w.try_send(Err(format!("not stored: {why}").into()));
-                    }
-                    self.failed = Some(why);
+                if !self.write(w).await {
                     return;
                 }
             }
@@ -459,11 +466,50 @@ impl Task {
         }
     }
 
+    /// Writes `w` to the log and syncs it; false when that failed (or had failed):
+    /// this member then stays silent, and its publishers waiting are told.
+    async fn write(&mut self, w: Writes) -> bool {
+        if self.failed.is_some() {
+            // Nothing written counts.
+            return false;
+        }
+        let Some(mut log) = self.log.take() else {
+            return false;
+        };
+        let (log, wrote) = smol::unblock(move || {
+            let r = log.write(&w).and_then(|()| log.sync());
+            (log, r)
+        })
+        .await;
+        self.log = Some(log);
+        if let Err(e) = wrote {
+            let why = format!("its Raft log cannot be written: {e}");
+            log::error!(
+                "{}: {why}; this node no longer takes part in its group",
+                self.shared.dest
+            );
+            for (_, (w, _, _)) in self.waiting.drain() {
+                let _ = w.try_send(Err(format!("not stored: {why}").into()));
+            }
+            self.failed = Some(why);
+            return false;
+        }
+        true
+    }
+
     fn out(&mut self, out: Vec<Out>) {
         for o in out {
             match o {
+                Out::Send(m, stamp)
+                    if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot =>
+                {
+                    let o = Outgoing::new(&self.name, m, stamp);
+                    self.sending.retain(|s| s.to() != o.to());
+                    self.sending.push(o);
+                }
                 Out::Send(m, stamp) => self.groups.send(&self.name, m, stamp),
                 Out::Apply { index, data } => self.apply(index, &data),
+                Out::Restore { index, data } => self.restore(index, &data),
             }
         }
     }
@@ -476,6 +522,7 @@ impl Task {
             serving: self.machine.serving(),
             last_index,
             commit,
+            compacted: self.replica.compacted(),
             lag: self
                 .replica
                 .matched()

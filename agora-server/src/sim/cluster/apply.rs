@@ -11,6 +11,14 @@ impl Sim {
             match o {
                 Out::Send(m, stamp) => {
                     self.report.sent += 1;
+                    if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                        // Handed to the wire whole (the broker's pieces are the
+                        // link's business): reported sent, lost or not.
+                        self.report.snapshots_sent += 1;
+                        if let Some(r) = self.members[id as usize - 1].replica.as_mut() {
+                            r.report_snapshot(m.to, true);
+                        }
+                    }
                     if self.faults && self.rng.chance(5) {
                         self.report.dropped += 1;
                         continue;
@@ -23,6 +31,7 @@ impl Sim {
                     }
                     self.wire.push((self.step + delay, id, m, stamp));
                 }
+                Out::Restore { index, data } => self.restore(id, index, &data)?,
                 Out::Apply { index, data } => {
                     match self.log.get(&index) {
                         Some(d) if *d != data => {
@@ -88,5 +97,65 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// Member `id` restores the leader's snapshot at `index`: it must be the one
+    /// committed log applied up to there.
+    fn restore(&mut self, id: u64, index: u64, data: &[u8]) -> Result<(), String> {
+        let mut want = Machine::default();
+        for (&i, e) in self.log.range(..=index) {
+            want.apply(i, e);
+        }
+        if want.image() != data {
+            return Err(format!(
+                "member {id} got a snapshot at {index} that is not the committed log's state"
+            ));
+        }
+        self.report.restores += 1;
+        self.note(format!("member {id} restores a snapshot at {index}"));
+        let m = &mut self.members[id as usize - 1];
+        let void = m.machine.restore(data).map_err(|e| e.to_string())?;
+        // Had it served still, what its consumer held is void (as when it stops).
+        let mine = void.iter().filter(|(_, c)| *c == id).count();
+        if mine != m.holding.len() {
+            return Err(format!(
+                "member {id} voided {mine} deliveries restoring, its consumer held {}",
+                m.holding.len()
+            ));
+        }
+        for (mid, ..) in m.holding.drain(..) {
+            self.holders.remove(&mid);
+            self.report.voided += 1;
+        }
+        // Its publishers whose messages the snapshot holds are confirmed now.
+        let machine = &m.machine;
+        let stored: Vec<u64> = m
+            .proposed
+            .iter()
+            .copied()
+            .filter(|&seq| machine.has_seen(id, seq))
+            .collect();
+        for seq in stored {
+            m.proposed.remove(&seq);
+            self.confirmed.insert(seq);
+            self.report.confirmed += 1;
+        }
+        Ok(())
+    }
+
+    /// Member `id` offers a snapshot when its replica wants one, and compacts its log
+    /// once it holds more than `COMPACT` bytes and more than its queue.
+    pub(super) fn snapshots(&mut self, id: u64) {
+        let m = &mut self.members[id as usize - 1];
+        let Some(r) = m.replica.as_mut() else {
+            return;
+        };
+        if r.snapshot_wanted() {
+            r.offer_snapshot(m.machine.image());
+        }
+        if r.log_bytes() >= COMPACT.max(m.machine.bytes()) && r.compact(m.machine.image()).is_some()
+        {
+            self.report.compactions += 1;
+        }
     }
 }

@@ -27,6 +27,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
+mod image;
+
 /// How many of each member's latest proposal numbers are remembered.
 pub(crate) const SEEN_WINDOW: usize = 65_536;
 
@@ -179,8 +181,9 @@ pub(crate) enum NotHeld {
 /// One member's copy of a replicated queue.
 #[derive(Default)]
 pub(crate) struct Machine {
-    /// Committed and not acknowledged, by id.
+    /// Committed and not acknowledged, by id, and their bytes.
     messages: BTreeMap<u64, Vec<u8>>,
+    bytes: usize,
     /// The latest proposal numbers of each member whose messages were enqueued.
     seen: BTreeMap<u64, Recent>,
     /// The message ids of the latest messages (none kept when its cap is 0).
@@ -220,6 +223,7 @@ impl Machine {
                         }
                     }
                 }
+                self.bytes += body.len();
                 self.messages.insert(index, body);
                 Applied::Enqueued {
                     origin,
@@ -230,6 +234,7 @@ impl Machine {
             Some(Op::Ack { id }) => {
                 self.acking.remove(&id);
                 let body = self.messages.remove(&id);
+                self.bytes -= body.as_ref().map_or(0, Vec::len);
                 Applied::Acked {
                     id,
                     held_by: self.out.remove(&id),
@@ -244,8 +249,10 @@ impl Machine {
                     self.out.remove(id);
                     self.acking.remove(id);
                 }
+                let bytes = gone.values().map(Vec::len).sum();
+                self.bytes -= bytes;
                 Applied::Purged {
-                    bytes: gone.values().map(Vec::len).sum(),
+                    bytes,
                     ids: gone.into_keys().collect(),
                 }
             }
@@ -365,7 +372,7 @@ impl Machine {
 mod tests {
     use super::*;
 
-    fn enqueue(origin: u64, seq: u64, body: &[u8]) -> Vec<u8> {
+    pub(super) fn enqueue(origin: u64, seq: u64, body: &[u8]) -> Vec<u8> {
         Op::Enqueue {
             origin,
             seq,
