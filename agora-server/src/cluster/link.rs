@@ -318,12 +318,19 @@ async fn read_remote(
             match agora_protocol::decode_server_with(&mut buf, limits) {
                 Ok(Some(ServerFrame::Msg(m))) if m.dest.kind == agora_protocol::Kind::Queue => {
                     peer.messages_in.fetch_add(1, Relaxed);
+                    let mut headers = m.headers;
+                    let term = headers
+                        .get(crate::replicated::TERM_HEADER)
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
+                    headers.remove(crate::replicated::TERM_HEADER);
                     let r = crate::replicated::Remote {
                         from: peer.id,
                         epoch,
                         did: m.did,
                         count: m.count,
-                        headers: m.headers,
+                        term,
+                        headers,
                         payload: m.payload,
                     };
                     let taken = match &b.replicated {

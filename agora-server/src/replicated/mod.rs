@@ -42,6 +42,11 @@ pub(crate) use task::spawn;
 /// them to [`Groups::deliver`], never to a topic).
 pub(crate) const RAFT_TOPIC: &str = "$cluster.raft";
 
+/// The header a leader stamps its deliveries to another node's link with: the term it
+/// leads (the node takes them only while it follows that leader in that term, and
+/// removes the header before its consumers see them).
+pub(crate) const TERM_HEADER: &str = "agora-raft-term";
+
 /// Sends a Raft frame's bytes to a node; false when it could not go (no link).
 pub(crate) type Send = Box<dyn Fn(u64, Vec<u8>) -> bool + std::marker::Send + Sync>;
 
@@ -73,6 +78,8 @@ pub(crate) struct Remote {
     pub did: u64,
     /// Deliveries of the message so far, this one included.
     pub count: u32,
+    /// The term the leader delivered it in (its [`TERM_HEADER`]; 0: not said).
+    pub term: u64,
     pub headers: agora_protocol::Headers,
     pub payload: agora_protocol::bytes::Bytes,
 }

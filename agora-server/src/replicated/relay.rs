@@ -64,10 +64,12 @@ impl Relay {
         true
     }
 
-    /// A delivery that came over a link: kept when it came from the node followed;
-    /// given back when it did not (it is void here).
+    /// A delivery that came over a link: kept when it came from the node followed, in
+    /// the term followed (or one it did not say); given back when it did not (it is
+    /// void here: the leader delivered it in an earlier term, and voided it when it
+    /// stopped leading that one).
     pub fn take(&mut self, r: Remote) -> Option<Remote> {
-        if self.from != Some(r.from) {
+        if self.from != Some(r.from) || (r.term != 0 && r.term != self.term) {
             return Some(r);
         }
         self.waiting.push_back(r);
@@ -188,6 +190,7 @@ mod tests {
             epoch: 1,
             did,
             count: 1,
+            term: 0,
             headers: agora_protocol::Headers::new(),
             payload: agora_protocol::bytes::Bytes::from_static(b"m"),
         }
@@ -203,6 +206,18 @@ mod tests {
         // The same node leading a later term: what came before is void.
         assert!(r.follow(Some(2), 3));
         assert!(!r.follow(Some(2), 3));
+        // A delivery it made in an earlier term, still on its way, is void here.
+        let late = Remote {
+            term: 2,
+            ..remote(2, 9)
+        };
+        assert!(r.take(late).is_some());
+        let now = Remote {
+            term: 3,
+            ..remote(2, 9)
+        };
+        assert!(r.take(now).is_none());
+        assert_eq!(r.next().map(|d| d.did), Some(9));
         assert!(r.take(remote(2, 10)).is_none());
         assert!(r.take(remote(2, 11)).is_none());
         // From another node: void.

@@ -157,7 +157,7 @@ impl Task {
                 break;
             };
             idle = 0;
-            let Some(msg) = decode_message(body, now) else {
+            let Some(mut msg) = decode_message(body, now) else {
                 // Not a message this broker wrote: acknowledged, so it does not block.
                 log::warn!("{}: message {id} cannot be read; dropped", self.shared.dest);
                 if let Ok(Some(op)) = self.machine.ack(cid, id) {
@@ -169,6 +169,12 @@ impl Task {
             *count += 1;
             let count = *count;
             let bytes = msg.payload.len() as u64;
+            if self.consumers[i].spec.link {
+                // The node it goes to takes it only while it follows this term.
+                let _ = msg
+                    .headers
+                    .insert(super::super::TERM_HEADER, &self.replica.term().to_string());
+            }
             let Some(did) = self.consumers[i].hand(msg, count) else {
                 let _ = self.machine.nack(cid, id);
                 continue;

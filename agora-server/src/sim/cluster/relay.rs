@@ -25,8 +25,9 @@ pub(super) struct Link {
     from: u64,
     to: u64,
     epoch: u64,
-    /// Deliveries on their way to `from`: (due step, message id, body).
-    down: Vec<(u64, u64, Vec<u8>)>,
+    /// Deliveries on their way to `from`: (due step, message id, body, the leader's
+    /// term then).
+    down: Vec<(u64, u64, Vec<u8>, u64)>,
     /// Answers on their way to `to`: (due step, message id, acknowledged).
     up: Vec<(u64, u64, bool)>,
     /// `from` unsubscribed: the link ends once that reaches `to`.
@@ -102,7 +103,14 @@ impl Sim {
                 .follow(follow, term)
             {
                 self.void_relayed(n, None);
-                for l in self.links.iter_mut().filter(|l| l.from == n) {
+                // A link to the same node in a later term stays (as a node's link's
+                // subscription does): what the leader delivered in the earlier term
+                // may still be on it.
+                for l in self
+                    .links
+                    .iter_mut()
+                    .filter(|l| l.from == n && Some(l.to) != follow)
+                {
                     l.closing = true;
                 }
             }
@@ -170,25 +178,33 @@ impl Sim {
             }
         }
         // The leader hands the link what it has room for.
+        let term = r.term();
         while leader.machine.held_by(cid) < LINK_PREFETCH {
             let Some((mid, body)) = leader.machine.next_for(cid) else {
                 break;
             };
             let body = body.to_vec();
-            let at = self.step + 1 + self.rng.below(4);
-            self.links[i].down.push((at, mid, body));
+            // Now and then a stalled connection: a delivery late by up to 300 steps,
+            // long enough for its leader to lose the lead and win it again.
+            let late = match self.rng.chance(1) {
+                true => self.rng.below(300),
+                false => self.rng.below(4),
+            };
+            let at = self.step + 1 + late;
+            self.links[i].down.push((at, mid, body, term));
         }
         // Deliveries that reached the member.
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links[i].down)
             .into_iter()
             .partition(|(at, ..)| *at <= step);
         self.links[i].down = later;
-        for (_, mid, body) in due {
+        for (_, mid, body, term) in due {
             let remote = Remote {
                 from: to,
                 epoch,
                 did: mid,
                 count: 1,
+                term,
                 headers: agora_protocol::Headers::new(),
                 payload: body.into(),
             };
