@@ -50,6 +50,11 @@ const READ: Duration = Duration::from_millis(300);
 const DRAIN: Duration = Duration::from_secs(60);
 const SECRET: &str = "the cluster test's secret, not a real one";
 
+/// Lines of the brokers' logs that say a member compacted its log, and that one
+/// restored a leader's snapshot (counted, for the report).
+static COMPACTIONS: AtomicU64 = AtomicU64::new(0);
+static RESTORES: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Default)]
 struct Model {
     published: u64,
@@ -107,13 +112,29 @@ fn start(bin: &Path, n: &Node) -> Result<Child, String> {
         .args(["--replicated-queues", "orders", "--max-deliveries", "0"])
         .env("AGORA_CLUSTER_SECRET", SECRET)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("could not start {}: {e}", bin.display()))?;
+    // Its log (standard error): read it all, so it never blocks, counting what the
+    // report says of compactions.
+    let mut log = BufReader::new(child.stderr.take().ok_or("no stderr")?);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut line = Vec::new();
+        while matches!(log.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            let l = String::from_utf8_lossy(&line);
+            if l.contains("its log compacted") {
+                COMPACTIONS.fetch_add(1, Relaxed);
+            } else if l.contains("restored the leader's snapshot") {
+                RESTORES.fetch_add(1, Relaxed);
+            }
+            line.clear();
+        }
+    });
     let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
     match agora_protocol::startup::read_listener(&mut out, "tcp") {
         Ok(_) => {
-            // The broker logs to its standard output: read it all, so it never blocks.
+            // Read the rest of its standard output, so it never blocks.
             std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
             Ok(child)
         }
@@ -339,7 +360,7 @@ fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
         spread("cut off", &made.cut_failovers)
     );
     println!(
-        "{faults} faults in {:.1} s: {} published, {} confirmed, {} refused or timed out; {} delivered ({} of them again); {} confirmed messages lost; {failover}; longest time with no confirm: {:.0} ms",
+        "{faults} faults in {:.1} s: {} published, {} confirmed, {} refused or timed out; {} delivered ({} of them again); {} confirmed messages lost; {failover}; longest time with no confirm: {:.0} ms; {} log compactions, {} snapshots restored",
         t0.elapsed().as_secs_f64(),
         model.published,
         model.confirmed.len(),
@@ -348,6 +369,8 @@ fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
         twice,
         lost.len(),
         ms(model.longest_pause),
+        COMPACTIONS.load(Relaxed),
+        RESTORES.load(Relaxed),
     );
     if !lost.is_empty() {
         return Err(format!(

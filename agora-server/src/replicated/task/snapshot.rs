@@ -37,7 +37,7 @@ impl Task {
             .as_ref()
             .map_or((0, 0), |s| (s.get_metadata().index, s.data.len()));
         if self.write(w).await {
-            log::debug!(
+            log::info!(
                 "{}: its log compacted to index {index} ({kept} bytes of entries; a snapshot of {size})",
                 self.shared.dest
             );
