@@ -491,6 +491,40 @@ fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
 }
 
 #[test]
+fn a_delivery_not_acknowledged_within_the_ack_timeout_is_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let timing_out = |id: u64| Config {
+        ack_timeout: Some(std::time::Duration::from_millis(500)),
+        ..node(id, dir.path())
+    };
+    let (nodes, _) = start_cluster((1..=3).map(timing_out).collect());
+    until_confirmed(&mut nodes[0].connect());
+    let mut conns: Vec<(usize, Raw)> = (0..3).map(|i| (i, nodes[i].connect())).collect();
+    let l = leader(&mut conns);
+    // A consumer on the leader takes the message and does not answer.
+    let mut c = nodes[l].connect();
+    c.send(b"SUB #3 queue:orders 1 prefetch=1\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    let first = read(&mut c, 1);
+    assert_eq!(first[0].0, "warm");
+    // Past the timeout the leader takes it back and hands it out again (to the same
+    // consumer, the only one), under another delivery id, as a second delivery.
+    let again = match c.next() {
+        ServerFrame::Msg(m) => m,
+        f => panic!("expected the message again, got {f:?}"),
+    };
+    assert_eq!(&again.payload[..], b"warm");
+    assert_ne!(again.did, first[0].1);
+    assert_eq!(again.count, 2);
+    // The late answer to the first delivery is refused; the second one's is taken.
+    c.send(format!("ACK #8 {}\r\n", first[0].1).as_bytes());
+    let why = c.expect_err(agora_protocol::ErrorCode::UnknownDelivery);
+    assert!(why.contains(&first[0].1.to_string()), "{why}");
+    ack(&mut c, &[again.did]);
+    empty_everywhere(&mut conns);
+}
+
+#[test]
 fn replicated_queues_need_a_cluster_and_a_data_directory() {
     let bind = |c: Config| {
         smol::block_on(Server::bind(c))

@@ -108,6 +108,46 @@ impl Task {
         self.shared.unacked.store(self.outstanding.len(), Relaxed);
     }
 
+    /// With `--ack-timeout`, takes back the deliveries this node made that were not
+    /// answered in time (once a tick): their messages are handed out again, round-robin
+    /// (to the same consumer, when it has room and its turn comes), and a late answer is
+    /// `unknown_delivery`.
+    pub(super) fn take_back_late(&mut self) {
+        let Some(timeout) = self.shared.settings.ack_timeout else {
+            return;
+        };
+        if self.late_checked == self.ticked {
+            return;
+        }
+        self.late_checked = self.ticked;
+        let now = Instant::now();
+        let outstanding = &self.outstanding;
+        let mut late = Vec::new();
+        self.handed_at.retain(|key, at| {
+            if !outstanding.contains_key(key) {
+                return false;
+            }
+            if now.saturating_duration_since(*at) >= timeout {
+                late.push(*key);
+                return false;
+            }
+            true
+        });
+        for (cid, did) in late {
+            let Some(id) = self.outstanding.remove(&(cid, did)) else {
+                continue;
+            };
+            self.by_id.remove(&id);
+            if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
+                c.out = c.out.saturating_sub(1);
+            }
+            let _ = self.machine.nack(cid, id);
+        }
+        self.shared
+            .unacked
+            .store(self.outstanding.len() + self.relay.outstanding(), Relaxed);
+    }
+
     /// Starts or stops serving as the lease says, and hands messages out.
     pub(super) fn dispatch(&mut self) {
         let serving = self.failed.is_none() && self.replica.serving();
@@ -190,6 +230,9 @@ impl Task {
                 c.out += 1;
                 self.outstanding.insert((cid, did), id);
                 self.by_id.insert(id, (cid, did));
+                if self.shared.settings.ack_timeout.is_some() {
+                    self.handed_at.insert((cid, did), now);
+                }
             }
         }
         self.shared.unacked.store(self.outstanding.len(), Relaxed);

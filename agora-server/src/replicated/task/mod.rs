@@ -117,6 +117,8 @@ pub(crate) fn spawn(
         consumers: Vec::new(),
         outstanding: HashMap::new(),
         by_id: HashMap::new(),
+        handed_at: HashMap::new(),
+        late_checked: 0,
         counts: HashMap::new(),
         rr: 0,
         relay: Relay::default(),
@@ -154,6 +156,11 @@ struct Task {
     outstanding: HashMap<(u64, u64), u64>,
     /// Message id → (consumer, delivery id).
     by_id: HashMap<u64, (u64, u64)>,
+    /// When each delivery in `outstanding` was made (with `--ack-timeout`; entries
+    /// no longer outstanding are dropped when next looked at), and the tick they were
+    /// last looked at.
+    handed_at: HashMap<(u64, u64), Instant>,
+    late_checked: u64,
     /// Deliveries of each message while this node serves.
     counts: HashMap<u64, u32>,
     rr: usize,
@@ -228,6 +235,7 @@ impl Task {
             self.tick();
             self.advance().await;
             self.snapshots().await;
+            self.take_back_late();
             self.dispatch();
             self.send_answers();
             self.expire();
