@@ -491,7 +491,7 @@ fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
 }
 
 #[test]
-fn a_delivery_not_acknowledged_within_the_ack_timeout_is_handed_out_again() {
+fn a_delivery_not_acknowledged_in_time_or_nacked_with_a_delay_is_handed_out_again() {
     let dir = tempfile::tempdir().unwrap();
     let timing_out = |id: u64| Config {
         ack_timeout: Some(std::time::Duration::from_millis(500)),
@@ -520,6 +520,18 @@ fn a_delivery_not_acknowledged_within_the_ack_timeout_is_handed_out_again() {
     c.send(format!("ACK #8 {}\r\n", first[0].1).as_bytes());
     let why = c.expect_err(agora_protocol::ErrorCode::UnknownDelivery);
     assert!(why.contains(&first[0].1.to_string()), "{why}");
+    ack(&mut c, &[again.did]);
+    // A NACK with a delay: given back for later, then handed out again.
+    publish_confirmed(&mut nodes[l].connect(), &["later".to_owned()]);
+    let first = read(&mut c, 1);
+    assert_eq!(first[0].0, "later");
+    c.send(format!("NACK #9 {} delay=300ms\r\n", first[0].1).as_bytes());
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(9) });
+    let again = match c.next() {
+        ServerFrame::Msg(m) => m,
+        f => panic!("expected the message again, got {f:?}"),
+    };
+    assert_eq!((&again.payload[..], again.count), (&b"later"[..], 2));
     ack(&mut c, &[again.did]);
     empty_everywhere(&mut conns);
 }

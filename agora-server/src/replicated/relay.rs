@@ -142,17 +142,25 @@ pub(crate) struct Answers {
 }
 
 impl Answers {
-    /// `ACK` (`ack`) or `NACK` of the delivery `up` names.
+    /// `ACK` (`ack`) or plain `NACK` of the delivery `up` names.
     pub fn push(&mut self, up: Upstream, ack: bool) {
-        let f = match ack {
-            true => ClientFrame::Ack {
+        match ack {
+            true => self.answer(up, None),
+            false => self.answer(up, Some(agora_protocol::Nack::Requeue)),
+        }
+    }
+
+    /// `ACK` (`None`) or `NACK` with its option of the delivery `up` names.
+    pub fn answer(&mut self, up: Upstream, nack: Option<agora_protocol::Nack>) {
+        let f = match nack {
+            None => ClientFrame::Ack {
                 rid: None,
                 did: up.did,
             },
-            false => ClientFrame::Nack {
+            Some(how) => ClientFrame::Nack {
                 rid: None,
                 did: up.did,
-                how: agora_protocol::Nack::Requeue,
+                how,
             },
         };
         let b = self.pending.entry((up.node, up.epoch)).or_default();

@@ -31,6 +31,8 @@ mod image;
 
 /// How many of each member's latest proposal numbers are remembered.
 pub(crate) const SEEN_WINDOW: usize = 65_536;
+/// Who "holds" a message a `NACK` with a delay parked.
+const PARKED: u64 = u64::MAX;
 
 /// A member's latest proposal numbers, oldest first out.
 #[derive(Default)]
@@ -355,6 +357,27 @@ impl Machine {
         Ok(())
     }
 
+    /// `consumer` gives `id` back for later (a `NACK` with a delay): nobody is handed it
+    /// until [`unpark`](Machine::unpark), or until this member stops serving (then it
+    /// is void with every delivery, and the next leader has it at once).
+    pub fn park(&mut self, consumer: u64, id: u64) -> Result<(), NotHeld> {
+        if !self.messages.contains_key(&id) {
+            return Ok(());
+        }
+        if self.out.get(&id) != Some(&consumer) {
+            return Err(NotHeld::Unknown);
+        }
+        self.out.insert(id, PARKED);
+        Ok(())
+    }
+
+    /// A parked message may be handed out again (nothing when it is not parked).
+    pub fn unpark(&mut self, id: u64) {
+        if self.out.get(&id) == Some(&PARKED) {
+            self.out.remove(&id);
+        }
+    }
+
     /// Messages out with `consumer`.
     pub fn held_by(&self, consumer: u64) -> usize {
         self.out.values().filter(|&&c| c == consumer).count()
@@ -531,6 +554,25 @@ mod tests {
                 bytes: 0
             }
         );
+    }
+
+    #[test]
+    fn a_parked_message_is_handed_out_only_once_unparked_or_void() {
+        let mut m = Machine::default();
+        m.apply(1, &enqueue(1, 1, b"a"));
+        m.serve(true);
+        m.next_for(4);
+        assert_eq!(m.park(5, 1), Err(NotHeld::Unknown), "not its delivery");
+        assert_eq!(m.park(4, 1), Ok(()));
+        assert_eq!(m.next_for(4), None, "parked");
+        assert_eq!(m.ack(4, 1), Err(NotHeld::Unknown), "no longer its delivery");
+        m.unpark(1);
+        assert_eq!(m.next_for(6), Some((1, &b"a"[..])));
+        // Parked when its member stops serving: void, and free again once it serves.
+        m.park(6, 1).unwrap();
+        assert_eq!(m.serve(false), vec![(1, PARKED)]);
+        m.serve(true);
+        assert_eq!(m.next_for(7).map(|(id, _)| id), Some(1));
     }
 
     #[test]

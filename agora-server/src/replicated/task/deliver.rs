@@ -43,18 +43,33 @@ impl Cons {
 }
 
 impl Task {
-    /// A consumer's `ACK` (`ack`) or `NACK` of delivery `did`: whether it was
-    /// outstanding.
-    pub(super) fn answer(&mut self, cid: u64, did: u64, ack: bool) -> bool {
+    /// A consumer's `ACK` (`nack` none) or `NACK` of delivery `did`: whether it was
+    /// outstanding. A `NACK` with a delay parks the message for that long (while this
+    /// node serves: a new leader has it at once); one to the dead-letter queue, or
+    /// `unseen`, acts as a plain `NACK` here.
+    pub(super) fn answer(
+        &mut self,
+        cid: u64,
+        did: u64,
+        nack: Option<agora_protocol::Nack>,
+    ) -> bool {
         let Some(id) = self.outstanding.remove(&(cid, did)) else {
-            return self.answer_relayed(cid, did, ack);
+            return self.answer_relayed(cid, did, nack);
         };
         self.by_id.remove(&id);
         if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
             c.out = c.out.saturating_sub(1);
         }
-        if !ack {
-            return self.machine.nack(cid, id).is_ok();
+        match nack {
+            None => {}
+            Some(agora_protocol::Nack::Delay(d)) => {
+                if self.machine.park(cid, id).is_err() {
+                    return false;
+                }
+                self.parked.push((Instant::now() + d, id));
+                return true;
+            }
+            Some(_) => return self.machine.nack(cid, id).is_ok(),
         }
         match self.machine.ack(cid, id) {
             Ok(Some(op)) => {
@@ -108,19 +123,18 @@ impl Task {
         self.shared.unacked.store(self.outstanding.len(), Relaxed);
     }
 
-    /// With `--ack-timeout`, takes back the deliveries this node made that were not
-    /// answered in time (once a tick): their messages are handed out again, round-robin
-    /// (to the same consumer, when it has room and its turn comes), and a late answer is
+    /// Once a tick: messages parked by a `NACK`'s delay whose time came are free again;
+    /// and with `--ack-timeout`, deliveries this node made that were not answered in
+    /// time are taken back: their messages are handed out again, round-robin (to the
+    /// same consumer, when it has room and its turn comes), and a late answer is
     /// `unknown_delivery`.
     pub(super) fn take_back_late(&mut self) {
-        let Some(timeout) = self.shared.settings.ack_timeout else {
-            return;
-        };
         if self.late_checked == self.ticked {
             return;
         }
         self.late_checked = self.ticked;
         let now = Instant::now();
+        let timeout = self.shared.settings.ack_timeout.unwrap_or(Duration::MAX);
         let outstanding = &self.outstanding;
         let mut late = Vec::new();
         self.handed_at.retain(|key, at| {
@@ -133,6 +147,17 @@ impl Task {
             }
             true
         });
+        // Parked messages whose delay ran out may be handed out again.
+        if !self.parked.is_empty() {
+            let machine = &mut self.machine;
+            self.parked.retain(|&(due, id)| {
+                if due > now {
+                    return true;
+                }
+                machine.unpark(id);
+                false
+            });
+        }
         for (cid, did) in late {
             let Some(id) = self.outstanding.remove(&(cid, did)) else {
                 continue;

@@ -119,6 +119,7 @@ pub(crate) fn spawn(
         by_id: HashMap::new(),
         handed_at: HashMap::new(),
         late_checked: 0,
+        parked: Vec::new(),
         counts: HashMap::new(),
         rr: 0,
         relay: Relay::default(),
@@ -161,6 +162,8 @@ struct Task {
     /// last looked at.
     handed_at: HashMap<(u64, u64), Instant>,
     late_checked: u64,
+    /// Messages a `NACK` with a delay parked, and when they are free again.
+    parked: Vec<(Instant, u64)>,
     /// Deliveries of each message while this node serves.
     counts: HashMap<u64, u32>,
     rr: usize,
@@ -385,10 +388,10 @@ impl Task {
                 cid,
                 did,
                 ack,
+                how,
                 reply,
-                ..
             } => {
-                let known = self.answer(cid, did, ack);
+                let known = self.answer(cid, did, (!ack).then_some(how));
                 self.shared
                     .unacked
                     .store(self.outstanding.len() + self.relay.outstanding(), Relaxed);

@@ -68,16 +68,21 @@ impl Task {
         }
     }
 
-    /// A consumer's answer to a delivery that came from the leader: sent back there;
-    /// whether it was outstanding.
-    pub(super) fn answer_relayed(&mut self, cid: u64, did: u64, ack: bool) -> bool {
+    /// A consumer's answer to a delivery that came from the leader (`None`: `ACK`; a
+    /// `NACK` with its option): sent back there, as it was; whether it was outstanding.
+    pub(super) fn answer_relayed(
+        &mut self,
+        cid: u64,
+        did: u64,
+        nack: Option<agora_protocol::Nack>,
+    ) -> bool {
         let Some(up) = self.relay.answer(cid, did) else {
             return false;
         };
         if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
             c.out = c.out.saturating_sub(1);
         }
-        self.answers.push(up, ack);
+        self.answers.answer(up, nack);
         true
     }
 
