@@ -35,7 +35,7 @@ use crate::store::{Append, Kept, Outcome, Record, Stored, WriterHandle};
 pub(crate) use shared::{QueueShared, Refused};
 pub(crate) use state::{
     delivery_id, Acked, ConsumerSpec, Held, MessageIds, Place, QueueState, COMPACT_AFTER, EXPIRED,
-    MAX_DELIVERIES, REJECTED, SLOT_SHIFT,
+    ID_COST, MAX_DELIVERIES, REJECTED, SLOT_SHIFT,
 };
 
 /// Commands a queue task takes.

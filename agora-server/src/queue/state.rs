@@ -496,6 +496,7 @@ pub(crate) use compact::COMPACT_AFTER;
 pub(crate) use journal::MessageIds;
 pub(crate) use paging::Paged;
 use paging::Pending;
+pub(crate) use seen::ID_COST;
 
 #[cfg(test)]
 #[path = "state_paging_tests.rs"]

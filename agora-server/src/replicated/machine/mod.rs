@@ -27,6 +27,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
+use crate::queue::ID_COST;
+
 mod image;
 
 /// How many of each member's latest proposal numbers are remembered.
@@ -57,12 +59,15 @@ impl Recent {
     }
 }
 
-/// The message ids of a queue's latest messages, oldest first out.
+/// The message ids of a queue's latest messages, oldest first out, and what they cost
+/// the memory budget (as a local queue counts its ids: `ID_COST` each and their
+/// lengths).
 #[derive(Default)]
 struct Ids {
     set: HashSet<String>,
     order: VecDeque<String>,
     cap: usize,
+    bytes: usize,
 }
 
 impl Ids {
@@ -76,8 +81,10 @@ impl Ids {
         }
         self.set.insert(id.to_owned());
         self.order.push_back(id.to_owned());
+        self.bytes += id.len() + ID_COST;
         if self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
+                self.bytes -= old.len() + ID_COST;
                 self.set.remove(&old);
             }
         }
@@ -260,6 +267,11 @@ impl Machine {
             }
             None => Applied::Unknown,
         }
+    }
+
+    /// What the message ids it remembers cost the memory budget.
+    pub fn ids_cost(&self) -> usize {
+        self.ids.bytes
     }
 
     /// Messages in the queue (acknowledged ones whose `Ack` is not applied included).
@@ -673,6 +685,8 @@ mod tests {
             apply(&mut m, 6, Some("c")),
             Applied::Enqueued { .. }
         ));
+        // Two ids of one byte remembered: what they cost the memory budget.
+        assert_eq!(m.ids_cost(), 2 * (1 + ID_COST));
         assert!(matches!(
             apply(&mut m, 7, Some("a")),
             Applied::Enqueued { .. }

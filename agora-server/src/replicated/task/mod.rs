@@ -120,6 +120,7 @@ pub(crate) fn spawn(
         handed_at: HashMap::new(),
         late_checked: 0,
         parked: Vec::new(),
+        ids_charged: 0,
         counts: HashMap::new(),
         rr: 0,
         relay: Relay::default(),
@@ -164,6 +165,8 @@ struct Task {
     late_checked: u64,
     /// Messages a `NACK` with a delay parked, and when they are free again.
     parked: Vec<(Instant, u64)>,
+    /// What the message ids its machine remembers are charged to the memory budget.
+    ids_charged: usize,
     /// Deliveries of each message while this node serves.
     counts: HashMap<u64, u32>,
     rr: usize,
@@ -245,6 +248,7 @@ impl Task {
             self.show();
         }
         self.groups.unregister(&self.name);
+        self.shared.budget().give_back(self.ids_charged);
         for (_, (w, _, _)) in self.waiting.drain() {
             let _ = w.try_send(Err(
                 "the queue stopped on this node before it was stored".into()
@@ -526,6 +530,16 @@ impl Task {
     }
 
     fn show(&mut self) {
+        // The message ids remembered, charged to the memory budget as a local queue's
+        // are (taken whatever the budget says: the publishes are stored).
+        let cost = self.machine.ids_cost();
+        if cost != self.ids_charged {
+            match cost > self.ids_charged {
+                true => self.shared.budget().take(cost - self.ids_charged),
+                false => self.shared.budget().give_back(self.ids_charged - cost),
+            }
+            self.ids_charged = cost;
+        }
         let (last_index, commit) = self.replica.indexes();
         let f = Figures {
             leader: self.replica.leader(),
