@@ -34,7 +34,7 @@ use relay::{Link, Relayed, LINK};
 mod apply;
 mod clients;
 mod relay;
-use crate::replicated::machine::{Applied, Machine, Op};
+use crate::replicated::machine::{compaction_due, Applied, Machine, Op};
 use crate::replicated::replica::{Disk, Out, Replica, Stamp};
 
 /// Members of the simulated group.

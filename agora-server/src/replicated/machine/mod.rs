@@ -36,6 +36,20 @@ pub(crate) const SEEN_WINDOW: usize = 65_536;
 /// Who "holds" a message a `NACK` with a delay parked.
 const PARKED: u64 = u64::MAX;
 
+/// How many times the queue's bytes the log since the last snapshot must hold before
+/// a member compacts it.
+pub(crate) const COMPACT_RATIO: usize = 4;
+
+/// Whether a member whose log holds `log` bytes since its last snapshot, of a queue
+/// holding `queue` bytes, compacts it now: once the log holds at least `least` bytes and
+/// [`COMPACT_RATIO`] times the queue's. So a snapshot (a copy of the queue, written while
+/// the queue's task waits) costs at most a quarter of the log it replaces, and a queue
+/// that nobody reads, whose log is its messages, is not copied again and again as it
+/// grows (its log is then bounded by what it holds).
+pub(crate) fn compaction_due(log: usize, queue: usize, least: usize) -> bool {
+    log >= least.max(queue.saturating_mul(COMPACT_RATIO))
+}
+
 /// A member's latest proposal numbers, oldest first out.
 #[derive(Default)]
 struct Recent {
@@ -566,6 +580,18 @@ mod tests {
                 bytes: 0
             }
         );
+    }
+
+    #[test]
+    fn compaction_waits_for_the_least_and_for_four_times_the_queue() {
+        assert!(!compaction_due(999, 0, 1000));
+        assert!(compaction_due(1000, 0, 1000));
+        assert!(compaction_due(1000, 250, 1000));
+        assert!(
+            !compaction_due(1000, 251, 1000),
+            "the queue is more than a quarter"
+        );
+        assert!(!compaction_due(usize::MAX - 1, usize::MAX / 2, 1000));
     }
 
     #[test]

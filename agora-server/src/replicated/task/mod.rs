@@ -25,7 +25,7 @@ use deliver::Cons;
 
 use super::chunks::{Assembly, Outgoing};
 use super::entry::{decode_message, encode_message, file_name};
-use super::machine::{Applied, Machine, Op, ENQUEUE_HEAD};
+use super::machine::{compaction_due, Applied, Machine, Op, ENQUEUE_HEAD};
 use super::raftlog::RaftLog;
 use super::relay::{Answers, Relay, Upstream};
 use super::replica::{Out, Replica, Writes};

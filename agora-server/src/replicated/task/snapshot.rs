@@ -26,7 +26,8 @@ impl Task {
             }
         }
         let kept = self.replica.log_bytes();
-        if kept < self.groups.compact_bytes.max(self.machine.bytes()) || self.failed.is_some() {
+        let due = compaction_due(kept, self.machine.bytes(), self.groups.compact_bytes);
+        if !due || self.failed.is_some() {
             return;
         }
         let Some(w) = self.replica.compact(self.machine.image()) else {

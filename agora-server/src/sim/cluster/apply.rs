@@ -153,7 +153,8 @@ impl Sim {
         if r.snapshot_wanted() {
             r.offer_snapshot(m.machine.image());
         }
-        if r.log_bytes() >= COMPACT.max(m.machine.bytes()) && r.compact(m.machine.image()).is_some()
+        if compaction_due(r.log_bytes(), m.machine.bytes(), COMPACT)
+            && r.compact(m.machine.image()).is_some()
         {
             self.report.compactions += 1;
         }
