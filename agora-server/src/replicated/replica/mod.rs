@@ -23,58 +23,18 @@
 use std::collections::BTreeMap;
 
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
-use raft::{Config, RawNode, SnapshotStatus, StateRole};
+use raft::{Config, RawNode, StateRole};
 
 use super::store::Store;
+
+mod disk;
+mod snapshot;
+
+pub(crate) use disk::{Disk, Writes};
 
 /// Most bytes of entries one append carries (one entry more when the first alone is
 /// larger): a cluster link's frames must be allowed this, plus the largest message.
 pub(crate) const MAX_APPEND: usize = 256 << 10;
-
-/// What a member has on disk: synced writes only.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Disk {
-    pub hard_state: HardState,
-    /// The state applied up to its index (index 0: none; the log is then from 1).
-    pub snapshot: Snapshot,
-    /// The log after the snapshot.
-    pub entries: Vec<Entry>,
-}
-
-impl Disk {
-    /// The index entries start after.
-    pub(crate) fn base(&self) -> u64 {
-        self.snapshot.get_metadata().index
-    }
-
-    /// Writes `entries` as raft-rs appends them: from the first one's index on, what
-    /// was there is replaced (those at or before the snapshot are in it).
-    pub(crate) fn append(&mut self, entries: &[Entry]) {
-        let base = self.base();
-        let skip = entries.iter().take_while(|e| e.index <= base).count();
-        let entries = &entries[skip..];
-        let Some(first) = entries.first() else {
-            return;
-        };
-        self.entries
-            .truncate(first.index.saturating_sub(base + 1) as usize);
-        self.entries.extend_from_slice(entries);
-    }
-
-    /// Replaces the log with a snapshot (a leader's: nothing else is kept).
-    pub(crate) fn restore(&mut self, snap: Snapshot) {
-        self.snapshot = snap;
-        self.entries.clear();
-    }
-
-    /// The log up to the snapshot's index is the snapshot now (this member's own
-    /// compaction: the entries after it stay).
-    pub(crate) fn compact(&mut self, snap: Snapshot) {
-        let index = snap.get_metadata().index;
-        self.entries.retain(|e| e.index > index);
-        self.snapshot = snap;
-    }
-}
 
 /// What travels with a message besides raft-rs's fields: the sender's clock when it
 /// left, and the latest reading of the receiver's clock the sender had from it (when
@@ -95,23 +55,6 @@ pub(crate) enum Out {
     /// The leader sent the state applied up to `index` (this member was behind what
     /// it compacted): it replaces what was applied; entries after it follow.
     Restore { index: u64, data: Vec<u8> },
-}
-
-/// What a driver with a real disk writes (then syncs, then calls
-/// [`Replica::synced`]).
-#[derive(Debug, Default)]
-pub(crate) struct Writes {
-    /// A snapshot the log restarts from (with `state` then always given): the file is
-    /// written anew.
-    pub snapshot: Option<Snapshot>,
-    pub entries: Vec<Entry>,
-    pub state: Option<HardState>,
-}
-
-impl Writes {
-    pub fn is_empty(&self) -> bool {
-        self.snapshot.is_none() && self.entries.is_empty() && self.state.is_none()
-    }
 }
 
 /// Why a proposal was not taken.
@@ -397,75 +340,6 @@ impl Replica {
     /// What it has on disk (synced).
     pub fn disk(&self) -> &Disk {
         &self.disk
-    }
-
-    /// The index of the last entry applied.
-    pub fn applied(&self) -> u64 {
-        self.node.raft.raft_log.applied
-    }
-
-    /// The index the log was last compacted to, or restored from a snapshot at.
-    pub fn compacted(&self) -> u64 {
-        self.node.store().base().0
-    }
-
-    /// The bytes of the entries kept since the last compaction (or snapshot).
-    pub fn log_bytes(&self) -> usize {
-        self.node.store().bytes()
-    }
-
-    /// Compacts the log up to the last entry applied, whose state is `data` (what
-    /// [`Out::Restore`] gives back): returns what the log's file is written anew with
-    /// (the snapshot, the entries after it, the hard state). Nothing while writes wait
-    /// for a sync, or when nothing was applied since the last compaction.
-    pub fn compact(&mut self, data: Vec<u8>) -> Option<Writes> {
-        if self.unsynced.number > 0 || !self.unsynced.writes.is_empty() {
-            return None;
-        }
-        let index = self.applied();
-        let store = self.node.mut_store();
-        if index <= store.base().0 {
-            return None;
-        }
-        let snap = store.snapshot_at(index, data)?;
-        store.compact(index);
-        let w = Writes {
-            snapshot: Some(snap.clone()),
-            entries: store.entries().to_vec(),
-            state: Some(store.hard_state.clone()),
-        };
-        if self.mirror {
-            self.disk.compact(snap);
-        }
-        Some(w)
-    }
-
-    /// Whether raft-rs asked for a snapshot to send and none was offered (asking
-    /// clears it): the driver offers one.
-    pub fn snapshot_wanted(&self) -> bool {
-        self.node.store().wanted()
-    }
-
-    /// Offers `data`, the state applied so far, as the snapshot to send members
-    /// behind the compacted log.
-    pub fn offer_snapshot(&mut self, data: Vec<u8>) {
-        let index = self.applied();
-        self.node.mut_store().offer(index, data);
-    }
-
-    /// Drops the snapshot offered (its memory); whether there was one.
-    pub fn withdraw_snapshot(&mut self) -> bool {
-        self.node.mut_store().withdraw()
-    }
-
-    /// Says whether a snapshot sent to `to` left whole (`false`: it did not, and is
-    /// sent again later).
-    pub fn report_snapshot(&mut self, to: u64, sent: bool) {
-        let status = match sent {
-            true => SnapshotStatus::Finish,
-            false => SnapshotStatus::Failure,
-        };
-        self.node.report_snapshot(to, status);
     }
 
     /// Whether writes wait for a sync.
