@@ -116,17 +116,8 @@ impl Sim {
         let m = &mut self.members[id as usize - 1];
         let void = m.machine.restore(data).map_err(|e| e.to_string())?;
         // Had it served still, what its consumer held is void (as when it stops).
-        let mine = void.iter().filter(|(_, c)| *c == id).count();
-        if mine != m.holding.len() {
-            return Err(format!(
-                "member {id} voided {mine} deliveries restoring, its consumer held {}",
-                m.holding.len()
-            ));
-        }
-        for (mid, ..) in m.holding.drain(..) {
-            self.holders.remove(&mid);
-            self.report.voided += 1;
-        }
+        self.void_held(id, &void, "restoring")?;
+        let m = &mut self.members[id as usize - 1];
         // Its publishers whose messages the snapshot holds are confirmed now.
         let machine = &m.machine;
         let stored: Vec<u64> = m

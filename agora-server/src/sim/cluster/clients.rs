@@ -45,19 +45,9 @@ impl Sim {
             (false, false) => m.machine.serve(false),
         };
         if was && !serving {
-            let n = m.holding.len();
-            for (mid, ..) in m.holding.drain(..) {
-                self.holders.remove(&mid);
-            }
-            self.report.voided += n as u64;
             // Its links' deliveries are void too: their members learn of it when they
             // follow the next leader.
-            let mine = void.iter().filter(|(_, c)| *c == id).count();
-            if mine != n {
-                return Err(format!(
-                    "member {id} voided {mine} deliveries, its consumer held {n}"
-                ));
-            }
+            let n = self.void_held(id, &void, "stopping")?;
             self.note(format!("member {id} stops serving ({n} deliveries void)"));
             return Ok(());
         }
@@ -123,5 +113,29 @@ impl Sim {
             m.holding.push((mid, value, at));
         }
         Ok(())
+    }
+
+    /// Member `id`'s consumer's deliveries are void (`void`: those the member's
+    /// machine gave back, with their holders): they must be exactly what it held.
+    /// Returns how many.
+    pub(super) fn void_held(
+        &mut self,
+        id: u64,
+        void: &[(u64, u64)],
+        doing: &str,
+    ) -> Result<usize, String> {
+        let m = &mut self.members[id as usize - 1];
+        let n = m.holding.len();
+        let mine = void.iter().filter(|(_, c)| *c == id).count();
+        if mine != n {
+            return Err(format!(
+                "member {id} voided {mine} deliveries {doing}, its consumer held {n}"
+            ));
+        }
+        for (mid, ..) in m.holding.drain(..) {
+            self.holders.remove(&mid);
+        }
+        self.report.voided += n as u64;
+        Ok(n)
     }
 }
