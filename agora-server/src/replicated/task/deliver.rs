@@ -215,6 +215,8 @@ impl Task {
             return;
         }
         let now = Instant::now();
+        // What a link's deliveries carry, formatted once a round.
+        let term = self.replica.term().to_string();
         let mut idle = 0;
         while let Some(i) = self.next_with_credit(&mut idle) {
             let cid = self.consumers[i].spec.cid;
@@ -236,9 +238,7 @@ impl Task {
             let bytes = msg.payload.len() as u64;
             if self.consumers[i].spec.link {
                 // The node it goes to takes it only while it follows this term.
-                let _ = msg
-                    .headers
-                    .insert(super::super::TERM_HEADER, &self.replica.term().to_string());
+                let _ = msg.headers.insert(super::super::TERM_HEADER, &term);
             }
             let Some(did) = self.consumers[i].hand(msg, count) else {
                 let _ = self.machine.nack(cid, id);
