@@ -40,6 +40,10 @@ pub(crate) struct CompareArgs {
     /// queue-*, publish, confirm).
     #[arg(long = "scenario", value_enum, value_delimiter = ',', required = true)]
     scenarios: Vec<Scenario>,
+    /// The scenarios' variant: requesters for `request-reply` (default 1), publishers
+    /// for `durable-confirm` (default 1), `queue` for `publish` into a queue.
+    #[arg(long)]
+    variant: Option<String>,
     /// Payload size in bytes.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     payload: u64,
@@ -254,9 +258,14 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
     let mut summaries = Vec::new();
     for &scenario in &args.scenarios {
         let dest = destination(scenario)?;
+        let variant = match (&args.variant, scenario) {
+            (Some(v), _) => v.clone(),
+            (None, Scenario::RequestReply | Scenario::DurableConfirm) => "1".to_owned(),
+            (None, _) => String::new(),
+        };
         let cell = Cell {
             scenario,
-            variant: "",
+            variant: Box::leak(variant.into_boxed_str()),
             payload,
             rate: None,
         };
@@ -299,10 +308,14 @@ pub(crate) fn run(args: CompareArgs) -> Result<bool, String> {
                     pair + 1,
                     if run.status == "ok" {
                         format!(
-                            "{:.0} published/s, {:.0} delivered/s, {:.2} CPU s/M{}",
+                            "{:.0} published/s, {:.0} delivered/s, {:.2} CPU s/M{}{}",
                             run.published_per_s,
                             run.msgs_per_s,
                             run.server_cpu_s_per_million,
+                            match (run.p50_us, run.p99_us) {
+                                (Some(a), Some(b)) => format!(", p50 {a:.1} µs, p99 {b:.1} µs"),
+                                _ => String::new(),
+                            },
                             if sink.is_some() {
                                 format!(", {} StatsD datagrams", run.statsd_datagrams)
                             } else {

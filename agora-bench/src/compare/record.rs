@@ -25,6 +25,10 @@ pub(super) struct Run {
     pub(super) lost: u64,
     pub(super) duplicated: u64,
     pub(super) statsd_datagrams: u64,
+    /// Latency percentiles, where the scenario measures them (`request-reply`: a
+    /// request's round trip).
+    pub(super) p50_us: Option<f64>,
+    pub(super) p99_us: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,6 +103,8 @@ pub(super) fn to_run(
         lost: 0,
         duplicated: 0,
         statsd_datagrams,
+        p50_us: None,
+        p99_us: None,
     };
     match result {
         Err(e) => {
@@ -117,6 +123,10 @@ pub(super) fn to_run(
             run.server_cpu_s_per_million = m.server_cpu_s / (m.published.max(1) as f64 / 1e6);
             run.lost = m.lost;
             run.duplicated = m.duplicated;
+            if let Some(h) = m.latency.as_ref().filter(|h| !h.is_empty()) {
+                run.p50_us = Some(h.value_at_quantile(0.5) as f64 / 1e3);
+                run.p99_us = Some(h.value_at_quantile(0.99) as f64 / 1e3);
+            }
             if let Some(why) = m.broken {
                 run.status = "failed";
                 run.reason = Some(why);

@@ -170,7 +170,13 @@ pub(super) fn one_run(
 ) -> Result<scenario::Measured, String> {
     let server = Server::start_with(System::Agora, bins, log_dir, log_name, argv)?;
     let view = ServerView {
-        system: System::Agora,
+        // Scenarios that speak the protocol themselves (`request-reply`) pick the lean
+        // client by it.
+        system: if lean {
+            System::AgoraLean
+        } else {
+            System::Agora
+        },
         addr: server.addr.clone(),
         nodes: server.addrs(),
         leader: None,
