@@ -99,7 +99,6 @@ impl<T> Tx<T> {
     }
 
     /// Sends if there is room now.
-    #[cfg(test)]
     pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
         if self.inner.is_closed() {
             return Err(TrySendError::Closed(v));

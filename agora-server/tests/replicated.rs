@@ -538,6 +538,86 @@ fn a_delivery_not_acknowledged_in_time_or_nacked_with_a_delay_is_handed_out_agai
 }
 
 #[test]
+fn a_message_delivered_too_often_or_rejected_goes_to_the_dead_letter_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its dead-letter queue is replicated too, so any node serves it.
+    let limited = |id: u64| Config {
+        max_deliveries: 2,
+        replicated_queues: vec![
+            Pattern::parse("queue:orders").unwrap(),
+            Pattern::parse("queue:orders.dlq").unwrap(),
+        ],
+        ..node(id, dir.path())
+    };
+    let (nodes, _) = start_cluster((1..=3).map(limited).collect());
+    until_confirmed(&mut nodes[0].connect());
+    let mut conns: Vec<(usize, Raw)> = (0..3).map(|i| (i, nodes[i].connect())).collect();
+    let l = leader(&mut conns);
+    // A consumer on a node that does not lead: its NACKs go up its node's link.
+    let f = (l + 1) % 3;
+    let mut c = nodes[f].connect();
+    c.send(b"SUB #3 queue:orders 1 prefetch=1\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    for count in 1..=2 {
+        let m = match c.next() {
+            ServerFrame::Msg(m) => m,
+            f => panic!("expected delivery {count}, got {f:?}"),
+        };
+        assert_eq!((&m.payload[..], m.count), (&b"warm"[..], count));
+        c.send(format!("NACK #9 {}\r\n", m.did).as_bytes());
+        assert_eq!(c.next(), ServerFrame::Ok { rid: Some(9) });
+    }
+    // Delivered twice: not a third time. One rejected goes at its first delivery.
+    publish_confirmed(&mut nodes[l].connect(), &["bad".to_owned()]);
+    let bad = read(&mut c, 1);
+    assert_eq!(
+        bad[0].0, "bad",
+        "the first message did not come a third time"
+    );
+    c.send(format!("NACK #10 {} dlq\r\n", bad[0].1).as_bytes());
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(10) });
+    empty_everywhere(&mut conns);
+    // Both are in the dead-letter queue, read on the third node, with why.
+    let mut d = nodes[(l + 2) % 3].connect();
+    d.send(b"SUB #4 queue:orders.dlq 1\r\n");
+    assert_eq!(d.next(), ServerFrame::Ok { rid: Some(4) });
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        match d.next() {
+            ServerFrame::Msg(m) => {
+                let h = |k: &str| m.headers.get(k).unwrap_or_default().to_owned();
+                got.push((
+                    String::from_utf8_lossy(&m.payload).into_owned(),
+                    h("agora-dead-letter-from"),
+                    h("agora-dead-letter-reason"),
+                    h("agora-dead-letter-deliveries"),
+                ));
+            }
+            f => panic!("expected a dead letter, got {f:?}"),
+        }
+    }
+    got.sort();
+    let row = |p: &str, why: &str, n: &str| {
+        (
+            p.to_owned(),
+            "queue:orders".to_owned(),
+            why.to_owned(),
+            n.to_owned(),
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            row("bad", "rejected", "1"),
+            row("warm", "max_deliveries", "2")
+        ]
+    );
+    let st = conns[l].1.stats();
+    let orders = dest_stats(&st, "queue", "orders").unwrap();
+    assert_eq!(orders["deadlettered"], 2, "{orders}");
+}
+
+#[test]
 fn replicated_queues_need_a_cluster_and_a_data_directory() {
     let bind = |c: Config| {
         smol::block_on(Server::bind(c))

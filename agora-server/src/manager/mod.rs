@@ -550,6 +550,7 @@ impl Manager {
                     c.queue_channel,
                     &self.rt,
                     groups,
+                    dlq_resolver(self.me.clone()),
                 ) {
                     Ok(q) => Handle::Queue(q),
                     Err(why) => {

@@ -3,18 +3,33 @@
 
 use super::*;
 
-impl Queue {
-    /// The dead-letter queue's name: configured, or `<queue>.dlq`.
-    fn dlq_name(&self) -> Option<Name> {
-        let own = self.shared.dest.name.as_str();
-        let name = match &self.shared.settings.dead_letter {
-            Some(n) => Name::try_from(n.as_str()).ok(),
-            None => Name::try_from(format!("{own}.dlq")).ok(),
-        }?;
-        // A queue is never its own dead-letter queue (it would wait on itself).
-        (name.as_str() != own).then_some(name)
-    }
+/// The dead-letter queue of the queue `dest`: configured, or `<queue>.dlq` (a queue is
+/// never its own: it would wait on itself). A replicated queue's too.
+pub(crate) fn dlq_of(dest: &Destination, settings: &QueueSettings) -> Option<Destination> {
+    let own = dest.name.as_str();
+    let name = match &settings.dead_letter {
+        Some(n) => Name::try_from(n.as_str()).ok(),
+        None => Name::try_from(format!("{own}.dlq")).ok(),
+    }?;
+    (name.as_str() != own).then_some(Destination {
+        kind: Kind::Queue,
+        name,
+    })
+}
 
+/// A message on its way to a dead-letter queue, with why (`reason`) and after how many
+/// deliveries, as the headers say.
+pub(crate) fn dead_letter_copy(msg: &Message, from: &str, reason: &str, count: u32) -> Message {
+    let mut msg = msg.clone();
+    let _ = msg.headers.insert(DEAD_LETTER_FROM, from);
+    let _ = msg.headers.insert(DEAD_LETTER_REASON, reason);
+    let _ = msg
+        .headers
+        .insert(DEAD_LETTER_DELIVERIES, &count.to_string());
+    msg
+}
+
+impl Queue {
     /// Moves messages to the dead-letter queue. A message the dead-letter queue cannot
     /// take (full, or no valid name) stays here, at the back, and is tried again later:
     /// never dropped.
@@ -29,12 +44,7 @@ impl Queue {
                 self.state.keep(h);
                 continue;
             };
-            let mut msg = h.msg.clone();
-            let _ = msg.headers.insert(DEAD_LETTER_FROM, &from);
-            let _ = msg.headers.insert(DEAD_LETTER_REASON, reason);
-            let _ = msg
-                .headers
-                .insert(DEAD_LETTER_DELIVERIES, &h.count.to_string());
+            let msg = dead_letter_copy(&h.msg, &from, reason, h.count);
             let size = msg.size();
             let ack = self.state.moved(h.id);
             match dlq.reserve(size) {
@@ -60,11 +70,7 @@ impl Queue {
     }
 
     async fn resolve_dlq(&self) -> Option<Arc<QueueShared>> {
-        let name = self.dlq_name()?;
-        (self.resolver)(Destination {
-            kind: Kind::Queue,
-            name,
-        })
-        .await
+        let dlq = dlq_of(&self.shared.dest, &self.shared.settings)?;
+        (self.resolver)(dlq).await
     }
 }

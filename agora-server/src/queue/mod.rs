@@ -492,6 +492,7 @@ pub(crate) fn unknown_delivery(outbox: &Outbox, did: u64) {
 }
 
 mod dead_letter;
+pub(crate) use dead_letter::{dead_letter_copy, dlq_of};
 mod figures;
 mod paging;
 use paging::Paging;

@@ -19,7 +19,9 @@
 //! or made void when its member stops serving or crashes). At the end the network heals,
 //! every member comes back, and time runs until the queue is empty everywhere: every
 //! confirmed message must have been delivered (at least once, across every failover)
-//! and acknowledged, and all members must have applied one log.
+//! and acknowledged or moved to the dead-letter queue (a poison message, which every
+//! consumer gives back, only that way, once a serving member handed it out
+//! `MAX_DELIVERIES` times), and all members must have applied one log.
 //!
 //! As the broker's simulation, a seed replays exactly: raft-rs's only random draw, its
 //! election timeout, is given by the caller (each member's drawn from the seed).
@@ -46,6 +48,15 @@ const QUIET: u64 = 50_000;
 const LEASE: u64 = 5;
 /// Deliveries a consumer holds at once.
 const PREFETCH: usize = 3;
+/// A serving member hands a message out this many times at most, then moves it to the
+/// dead-letter queue (as `--max-deliveries`).
+const MAX_DELIVERIES: u32 = 4;
+
+/// A poison message: every consumer gives it back, so only the dead-letter queue takes
+/// it out of the queue.
+fn poison(value: u64) -> bool {
+    value % 97 == 13 && value != u64::MAX
+}
 /// Bytes of log entries at which a member compacts (a hundred messages or so, so that
 /// members fall behind compactions and get snapshots).
 const COMPACT: usize = 2_000;
@@ -82,6 +93,9 @@ pub struct Report {
     pub compactions: u64,
     pub snapshots_sent: u64,
     pub restores: u64,
+    /// Messages moved to the dead-letter queue: delivered `MAX_DELIVERIES` times by one
+    /// serving member, or rejected by a consumer.
+    pub dead_lettered: u64,
 }
 
 struct Member {
@@ -98,6 +112,9 @@ struct Member {
     holding: Vec<(u64, u64, u64)>,
     /// What its consumer gets from the leader while it does not serve.
     relayed: Relayed,
+    /// While it serves: how often it handed out each message (to a consumer or a
+    /// link), as the broker counts toward `--max-deliveries`.
+    counts: BTreeMap<u64, u32>,
 }
 
 struct Sim {
@@ -116,6 +133,8 @@ struct Sim {
     holders: BTreeMap<u64, u64>,
     /// Values handed to a consumer at least once.
     delivered: BTreeSet<u64>,
+    /// Values moved to the dead-letter queue.
+    dead: BTreeSet<u64>,
     next_value: u64,
     report: Report,
     trail: Vec<String>,
@@ -334,6 +353,7 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
             proposed: BTreeSet::new(),
             holding: Vec::new(),
             relayed: Relayed::default(),
+            counts: BTreeMap::new(),
         });
     }
     let mut sim = Sim {
@@ -347,6 +367,7 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
         confirmed: BTreeSet::new(),
         holders: BTreeMap::new(),
         delivered: BTreeSet::new(),
+        dead: BTreeSet::new(),
         next_value: 0,
         report: Report::default(),
         trail: Vec::new(),
@@ -432,6 +453,17 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
             "confirmed message {lost} was never delivered"
         )));
     }
+    // A poison message leaves only through the dead-letter queue; with the queue
+    // empty, each confirmed one is there.
+    if let Some(stuck) = sim
+        .confirmed
+        .iter()
+        .find(|&&v| poison(v) && !sim.dead.contains(&v))
+    {
+        return Err(fail(format!(
+            "confirmed poison message {stuck} left the queue, not to the dead-letter queue"
+        )));
+    }
     for (i, m) in sim.members.iter().enumerate() {
         if m.machine.depth() != 0 {
             return Err(fail(format!(
@@ -470,11 +502,13 @@ mod tests {
             assert!(r.crashes > 0 || r.partitions > 0, "{r:?}");
             assert!(r.acked >= r.confirmed && r.nacked > 0, "{r:?}");
             assert!(r.relayed > 0 && r.links > 1, "{r:?}");
+            all.dead_lettered += r.dead_lettered;
         }
-        // Ten seeds compact, and send and restore snapshots.
+        // Ten seeds compact, and send and restore snapshots, and dead-letter.
         assert!(
             all.compactions > 0 && all.snapshots_sent > 0 && all.restores > 0,
             "{all:?}"
         );
+        assert!(all.dead_lettered > 0, "{all:?}");
     }
 }

@@ -404,6 +404,24 @@ impl Machine {
         }
     }
 
+    /// The body of `id` while it is parked (not once it left the queue, or was
+    /// handed back because this member stopped serving).
+    pub fn parked_body(&self, id: u64) -> Option<&[u8]> {
+        match self.out.get(&id) {
+            Some(&PARKED) => self.messages.get(&id).map(Vec::as_slice),
+            _ => None,
+        }
+    }
+
+    /// A parked message leaves the queue (its copy reached the dead-letter queue): the
+    /// `Ack` to propose; nobody is handed it meanwhile. None when it is not parked.
+    pub fn settle_parked(&mut self, id: u64) -> Option<Op> {
+        self.parked_body(id)?;
+        self.out.remove(&id);
+        self.acking.insert(id);
+        Some(Op::Ack { id })
+    }
+
     /// Messages out with `consumer`.
     pub fn held_by(&self, consumer: u64) -> usize {
         self.out.values().filter(|&&c| c == consumer).count()
@@ -611,6 +629,33 @@ mod tests {
         assert_eq!(m.serve(false), vec![(1, PARKED)]);
         m.serve(true);
         assert_eq!(m.next_for(7).map(|(id, _)| id), Some(1));
+    }
+
+    #[test]
+    fn a_parked_message_settled_leaves_with_an_ack_and_is_not_handed_out_meanwhile() {
+        let mut m = Machine::default();
+        m.apply(1, &enqueue(1, 1, b"a"));
+        m.apply(2, &enqueue(1, 2, b"b"));
+        m.serve(true);
+        assert_eq!(m.parked_body(1), None, "not parked");
+        assert_eq!(m.settle_parked(1), None, "not parked");
+        m.next_for(4);
+        m.park(4, 1).unwrap();
+        assert_eq!(m.parked_body(1), Some(&b"a"[..]));
+        assert_eq!(m.settle_parked(1), Some(Op::Ack { id: 1 }));
+        assert_eq!(m.parked_body(1), None, "settled");
+        assert_eq!(m.settle_parked(1), None, "once");
+        // Not handed out while its Ack is on the way; gone once applied.
+        assert_eq!(m.next_for(5).map(|(id, _)| id), Some(2));
+        m.nack(5, 2).unwrap();
+        m.apply(3, &Op::Ack { id: 1 }.encode());
+        assert_eq!(m.depth(), 1);
+        // Parked, then void (its member stopped serving): nothing to settle.
+        m.next_for(5);
+        m.park(5, 2).unwrap();
+        m.serve(false);
+        assert_eq!(m.parked_body(2), None);
+        assert_eq!(m.settle_parked(2), None);
     }
 
     #[test]

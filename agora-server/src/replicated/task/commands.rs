@@ -12,6 +12,15 @@ impl Task {
     ) {
         // The room the connection reserved: counted again once applied.
         self.shared.release(1, msg.size());
+        self.propose_message(&msg, done);
+    }
+
+    /// [`propose`](Task::propose) without the room (taken back already).
+    pub(super) fn propose_message(
+        &mut self,
+        msg: &Message,
+        done: Option<async_channel::Sender<crate::store::Outcome>>,
+    ) {
         if let Some(why) = &self.failed {
             if let Some(d) = done {
                 let _ = d.try_send(Err(format!("not stored: {why}").into()));
@@ -23,7 +32,7 @@ impl Task {
         let op = Op::Enqueue {
             origin: self.groups.me,
             seq,
-            body: encode_message(&msg),
+            body: encode_message(msg),
         };
         match self.replica.propose(op.encode()) {
             Ok(()) => {
@@ -55,8 +64,14 @@ impl Task {
             }
             QueueCmd::PublishStored(msg, done) => self.propose(msg, Some(done)),
             // The other queue's record of the message leaving is not written: after a
-            // restart of this node, that queue has it again (at least once).
-            QueueCmd::DeadLetter { msg, .. } => self.propose(msg, None),
+            // restart of this node, that queue has it again (at least once). Proposed
+            // again until it is applied here: that queue has let it go.
+            QueueCmd::DeadLetter { msg, .. } => {
+                self.shared.release(1, msg.size());
+                let (done, stored) = async_channel::bounded(1);
+                self.propose_message(&msg, Some(done));
+                self.dead_in.push((stored, msg));
+            }
             // Counted by the connection before it sent this (as for a local queue).
             QueueCmd::Subscribe(c) => {
                 self.consumers.push(Cons {

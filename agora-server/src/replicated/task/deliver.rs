@@ -45,8 +45,9 @@ impl Cons {
 impl Task {
     /// A consumer's `ACK` (`nack` none) or `NACK` of delivery `did`: whether it was
     /// outstanding. A `NACK` with a delay parks the message for that long (while this
-    /// node serves: a new leader has it at once); one to the dead-letter queue, or
-    /// `unseen`, acts as a plain `NACK` here.
+    /// node serves: a new leader has it at once); one to the dead-letter queue parks it
+    /// until its copy is there ([`dead_letter`](Task::dead_letter)); `unseen` does not
+    /// count the delivery.
     pub(super) fn answer(
         &mut self,
         cid: u64,
@@ -69,7 +70,20 @@ impl Task {
                 self.parked.push((Instant::now() + d, id));
                 return true;
             }
-            Some(_) => return self.machine.nack(cid, id).is_ok(),
+            Some(agora_protocol::Nack::DeadLetter) => {
+                if self.machine.park(cid, id).is_err() {
+                    return false;
+                }
+                self.dead.push((id, REJECTED, Instant::now()));
+                return true;
+            }
+            Some(agora_protocol::Nack::Unseen) => {
+                if let Some(n) = self.counts.get_mut(&id) {
+                    *n = n.saturating_sub(1);
+                }
+                return self.machine.nack(cid, id).is_ok();
+            }
+            Some(agora_protocol::Nack::Requeue) => return self.machine.nack(cid, id).is_ok(),
         }
         match self.machine.ack(cid, id) {
             Ok(Some(op)) => {
@@ -217,6 +231,7 @@ impl Task {
         let now = Instant::now();
         // What a link's deliveries carry, formatted once a round.
         let term = self.replica.term().to_string();
+        let max = self.shared.settings.max_deliveries;
         let mut idle = 0;
         while let Some(i) = self.next_with_credit(&mut idle) {
             let cid = self.consumers[i].spec.cid;
@@ -224,6 +239,13 @@ impl Task {
                 break;
             };
             idle = 0;
+            if max > 0 && self.counts.get(&id).is_some_and(|&n| n >= max) {
+                // Delivered as often as it may be (by this node): to the dead-letter
+                // queue instead.
+                let _ = self.machine.park(cid, id);
+                self.dead.push((id, MAX_DELIVERIES, now));
+                continue;
+            }
             let Some(mut msg) = decode_message(body, now) else {
                 // Not a message this broker wrote: acknowledged, so it does not block.
                 log::warn!("{}: message {id} cannot be read; dropped", self.shared.dest);

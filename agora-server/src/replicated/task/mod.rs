@@ -18,6 +18,7 @@ use agora_protocol::{Destination, ErrorCode};
 
 mod applied;
 mod commands;
+mod dead;
 mod deliver;
 mod remote;
 mod snapshot;
@@ -34,7 +35,10 @@ use super::{from_frame, Figures, Groups, Inbound};
 use crate::budget::Budget;
 use crate::config::QueueSettings;
 use crate::message::{Delivery, Message};
-use crate::queue::{delivery_id, unknown_delivery, Consumer, QueueCmd, QueueShared};
+use crate::queue::{
+    delivery_id, unknown_delivery, Consumer, DlqResolver, QueueCmd, QueueShared, MAX_DELIVERIES,
+    REJECTED,
+};
 
 /// One tick of a group's clock.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -56,6 +60,7 @@ pub(crate) fn spawn(
     channel: usize,
     rt: &agora_rt::Handle,
     groups: Arc<Groups>,
+    resolver: DlqResolver,
 ) -> Result<Arc<QueueShared>, String> {
     let name = dest.name.as_str().to_owned();
     let path = groups.dir.join(format!("{}.raft", file_name(&name)));
@@ -133,6 +138,11 @@ pub(crate) fn spawn(
         sending: Vec::new(),
         assembly: Assembly::default(),
         offered: None,
+        resolver,
+        dlq: None,
+        dead: Vec::new(),
+        dead_out: Vec::new(),
+        dead_in: Vec::new(),
     };
     rt.spawn(task.run(rx, raft_rx)).detach();
     Ok(shared)
@@ -185,6 +195,19 @@ struct Task {
     assembly: Assembly,
     /// The tick a snapshot was offered at (raft-rs asked for one).
     offered: Option<u64>,
+    /// Finds the dead-letter queue (through the registry), and the one found.
+    resolver: DlqResolver,
+    dlq: Option<Arc<QueueShared>>,
+    /// Messages parked on their way to the dead-letter queue, with why and from when;
+    /// and those sent there, until it says they are stored.
+    dead: Vec<(u64, &'static str, Instant)>,
+    dead_out: Vec<(
+        u64,
+        async_channel::Receiver<crate::store::Outcome>,
+        &'static str,
+    )>,
+    /// Dead letters of other queues proposed here, until applied.
+    dead_in: Vec<(async_channel::Receiver<crate::store::Outcome>, Message)>,
 }
 
 enum Wake {
@@ -244,6 +267,8 @@ impl Task {
             self.snapshots().await;
             self.take_back_late();
             self.dispatch();
+            self.dead_letter().await;
+            self.dead_letters_stored();
             self.send_answers();
             self.expire();
             self.show();

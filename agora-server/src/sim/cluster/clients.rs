@@ -52,6 +52,8 @@ impl Sim {
             return Ok(());
         }
         if !serving {
+            // Its counts start again when it serves again (as the broker's).
+            m.counts.clear();
             return Ok(());
         }
         // Now and then the consumer leaves (its connection closes) and comes back.
@@ -71,9 +73,19 @@ impl Sim {
             .into_iter()
             .partition(|(.., at)| *at <= step);
         m.holding = kept;
-        for (mid, ..) in due {
+        for (mid, value, _) in due {
             self.holders.remove(&mid);
-            if self.rng.chance(10) {
+            if !poison(value) && self.rng.chance(1) {
+                // Rejected: to the dead-letter queue (`NACK … dlq`).
+                m.machine
+                    .park(id, mid)
+                    .map_err(|e| format!("nack dlq of {mid}: {e:?}"))?;
+                let op = m.machine.settle_parked(mid).ok_or("parked, not settled")?;
+                r.propose(op.encode())
+                    .map_err(|e| format!("member {id} serves and refused an ack: {e:?}"))?;
+                self.dead.insert(value);
+                self.report.dead_lettered += 1;
+            } else if poison(value) || self.rng.chance(10) {
                 m.machine
                     .nack(id, mid)
                     .map_err(|e| format!("nack of {mid}: {e:?}"))?;
@@ -91,11 +103,12 @@ impl Sim {
                 self.report.acked += 1;
             }
         }
-        while m.holding.len() < PREFETCH {
-            let Some((mid, body)) = m.machine.next_for(id) else {
+        while self.members[id as usize - 1].holding.len() < PREFETCH {
+            let Some((mid, body)) = self.next_for(id, id)? else {
                 break;
             };
-            let value = u64::from_le_bytes(body.try_into().map_err(|_| "8 bytes")?);
+            let m = &mut self.members[id as usize - 1];
+            let value = u64::from_le_bytes(body[..].try_into().map_err(|_| "8 bytes")?);
             if let Some(other) = self.holders.insert(mid, id) {
                 return Err(format!(
                     "member {id} handed out message {mid} (value {value}) while member \
@@ -137,5 +150,36 @@ impl Sim {
         }
         self.report.voided += n as u64;
         Ok(n)
+    }
+
+    /// The next message serving member `id` hands consumer `cid` (its own, or a
+    /// link): one it handed out `MAX_DELIVERIES` times already goes to the dead-letter
+    /// queue instead (parked, copied, and its `Ack` proposed).
+    pub(super) fn next_for(&mut self, id: u64, cid: u64) -> Result<Option<(u64, Vec<u8>)>, String> {
+        loop {
+            let m = &mut self.members[id as usize - 1];
+            let r = m.replica.as_mut().ok_or("a member that is down serves")?;
+            let Some((mid, body)) = m.machine.next_for(cid) else {
+                return Ok(None);
+            };
+            let body = body.to_vec();
+            let n = m.counts.entry(mid).or_insert(0);
+            if *n < MAX_DELIVERIES {
+                *n += 1;
+                return Ok(Some((mid, body)));
+            }
+            m.machine
+                .park(cid, mid)
+                .map_err(|e| format!("park of {mid}: {e:?}"))?;
+            let op = m.machine.settle_parked(mid).ok_or("parked, not settled")?;
+            r.propose(op.encode())
+                .map_err(|e| format!("member {id} serves and refused an ack: {e:?}"))?;
+            let value = u64::from_le_bytes(body[..].try_into().map_err(|_| "8 bytes")?);
+            self.dead.insert(value);
+            self.report.dead_lettered += 1;
+            self.note(format!(
+                "member {id} dead-letters message {mid} (value {value}), handed out {MAX_DELIVERIES} times"
+            ));
+        }
     }
 }

@@ -179,11 +179,10 @@ impl Sim {
         }
         // The leader hands the link what it has room for.
         let term = r.term();
-        while leader.machine.held_by(cid) < LINK_PREFETCH {
-            let Some((mid, body)) = leader.machine.next_for(cid) else {
+        while self.members[to as usize - 1].machine.held_by(cid) < LINK_PREFETCH {
+            let Some((mid, body)) = self.next_for(to, cid)? else {
                 break;
             };
-            let body = body.to_vec();
             // Now and then a stalled connection: a delivery late by up to 300 steps,
             // long enough for its leader to lose the lead and win it again.
             let late = match self.rng.chance(1) {
@@ -230,9 +229,9 @@ impl Sim {
             .into_iter()
             .partition(|h| h.3 <= step);
         m.relayed.holding = kept;
-        for (did, mid, ..) in due {
+        for (did, mid, value, ..) in due {
             self.holders.remove(&mid);
-            let ack = !self.rng.chance(10);
+            let ack = !poison(value) && !self.rng.chance(10);
             let Some(up) = self.members[n as usize - 1].relayed.relay.answer(n, did) else {
                 return Err(format!(
                     "member {n}'s relay lost delivery {did} (message {mid}) its consumer held"
