@@ -618,6 +618,37 @@ fn a_message_delivered_too_often_or_rejected_goes_to_the_dead_letter_queue() {
 }
 
 #[test]
+fn a_message_waiting_past_its_ttl_goes_to_the_dead_letter_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let expiring = |id: u64| Config {
+        message_ttl: Some(std::time::Duration::from_millis(300)),
+        replicated_queues: vec![
+            Pattern::parse("queue:orders").unwrap(),
+            Pattern::parse("queue:orders.dlq").unwrap(),
+        ],
+        ..node(id, dir.path())
+    };
+    let (nodes, _) = start_cluster((1..=3).map(expiring).collect());
+    // Nobody consumes the warm-up message: it expires on whichever node serves.
+    until_confirmed(&mut nodes[0].connect());
+    let mut conns: Vec<(usize, Raw)> = (0..3).map(|i| (i, nodes[i].connect())).collect();
+    empty_everywhere(&mut conns);
+    let mut d = nodes[2].connect();
+    d.send(b"SUB #4 queue:orders.dlq 1\r\n");
+    assert_eq!(d.next(), ServerFrame::Ok { rid: Some(4) });
+    match d.next() {
+        ServerFrame::Msg(m) => {
+            assert_eq!(&m.payload[..], b"warm");
+            let h = |k: &str| m.headers.get(k).unwrap_or_default().to_owned();
+            assert_eq!(h("agora-dead-letter-reason"), "expired");
+            assert_eq!(h("agora-dead-letter-deliveries"), "0");
+            assert_eq!(h("agora-dead-letter-from"), "queue:orders");
+        }
+        f => panic!("expected the expired message, got {f:?}"),
+    }
+}
+
+#[test]
 fn replicated_queues_need_a_cluster_and_a_data_directory() {
     let bind = |c: Config| {
         smol::block_on(Server::bind(c))

@@ -19,9 +19,10 @@
 //! or made void when its member stops serving or crashes). At the end the network heals,
 //! every member comes back, and time runs until the queue is empty everywhere: every
 //! confirmed message must have been delivered (at least once, across every failover)
-//! and acknowledged or moved to the dead-letter queue (a poison message, which every
-//! consumer gives back, only that way, once a serving member handed it out
-//! `MAX_DELIVERIES` times), and all members must have applied one log.
+//! (or expired: it waited `TTL` steps undelivered) and acknowledged or moved to the
+//! dead-letter queue (a poison message, which every consumer gives back, only that way,
+//! once a serving member handed it out `MAX_DELIVERIES` times), and all members must
+//! have applied one log.
 //!
 //! As the broker's simulation, a seed replays exactly: raft-rs's only random draw, its
 //! election timeout, is given by the caller (each member's drawn from the seed).
@@ -48,6 +49,10 @@ const QUIET: u64 = 50_000;
 const LEASE: u64 = 5;
 /// Deliveries a consumer holds at once.
 const PREFETCH: usize = 3;
+/// Steps a message may wait in the queue (not out with a consumer) before the serving
+/// member moves it to the dead-letter queue (as a message TTL, counted from the step it
+/// was published at).
+const TTL: u64 = 400;
 /// A serving member hands a message out this many times at most, then moves it to the
 /// dead-letter queue (as `--max-deliveries`).
 const MAX_DELIVERIES: u32 = 4;
@@ -96,6 +101,8 @@ pub struct Report {
     /// Messages moved to the dead-letter queue: delivered `MAX_DELIVERIES` times by one
     /// serving member, or rejected by a consumer.
     pub dead_lettered: u64,
+    /// Of those, messages that waited `TTL` steps undelivered (message TTL).
+    pub expired: u64,
 }
 
 struct Member {
@@ -133,8 +140,11 @@ struct Sim {
     holders: BTreeMap<u64, u64>,
     /// Values handed to a consumer at least once.
     delivered: BTreeSet<u64>,
-    /// Values moved to the dead-letter queue.
+    /// Values moved to the dead-letter queue, and of those, ones that expired.
     dead: BTreeSet<u64>,
+    expired: BTreeSet<u64>,
+    /// The step each value was first published at (its `Enqueue`'s time).
+    born: BTreeMap<u64, u64>,
     next_value: u64,
     report: Report,
     trail: Vec<String>,
@@ -368,6 +378,8 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
         holders: BTreeMap::new(),
         delivered: BTreeSet::new(),
         dead: BTreeSet::new(),
+        expired: BTreeSet::new(),
+        born: BTreeMap::new(),
         next_value: 0,
         report: Report::default(),
         trail: Vec::new(),
@@ -448,9 +460,14 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
             members.join("; ")
         )));
     }
-    if let Some(lost) = sim.confirmed.iter().find(|v| !sim.delivered.contains(v)) {
+    // Delivered, or expired into the dead-letter queue before it could be.
+    if let Some(lost) = sim
+        .confirmed
+        .iter()
+        .find(|v| !sim.delivered.contains(v) && !sim.expired.contains(v))
+    {
         return Err(fail(format!(
-            "confirmed message {lost} was never delivered"
+            "confirmed message {lost} was never delivered, nor expired"
         )));
     }
     // A poison message leaves only through the dead-letter queue; with the queue
@@ -503,12 +520,16 @@ mod tests {
             assert!(r.acked >= r.confirmed && r.nacked > 0, "{r:?}");
             assert!(r.relayed > 0 && r.links > 1, "{r:?}");
             all.dead_lettered += r.dead_lettered;
+            all.expired += r.expired;
         }
         // Ten seeds compact, and send and restore snapshots, and dead-letter.
         assert!(
             all.compactions > 0 && all.snapshots_sent > 0 && all.restores > 0,
             "{all:?}"
         );
-        assert!(all.dead_lettered > 0, "{all:?}");
+        assert!(
+            all.dead_lettered > all.expired && all.expired > 0,
+            "{all:?}"
+        );
     }
 }

@@ -2,17 +2,18 @@
 //! leader sends a member that is behind its compacted log (a Raft snapshot's data).
 //!
 //! ```text
-//! image   = version:u8(1) count:u64 message* origins:u32 origin* ids:u32 id*
-//! message = id:u64 len:u32 body          ; an Enqueue's body, as applied
+//! image   = version:u8(2) count:u64 message* origins:u32 origin* ids:u32 id*
+//! message = id:u64 at:u64 len:u32 body   ; an Enqueue's time (0: none) and body
 //! origin  = member:u64 n:u32 seq:u64*    ; its latest proposal numbers, oldest first
 //! id      = len:u32 byte*                ; the latest message ids, oldest first
 //! ```
 //!
 //! Integers are little-endian. Deliveries are not in it (they never are in the log).
+//! An image of version 1 (before enqueues had a time) has no `at`; it is read as 0.
 
 use super::*;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -58,6 +59,8 @@ impl Machine {
         out.extend_from_slice(&(self.messages.len() as u64).to_le_bytes());
         for (id, body) in &self.messages {
             out.extend_from_slice(&id.to_le_bytes());
+            let at = self.born.get(id).copied().unwrap_or(0);
+            out.extend_from_slice(&at.to_le_bytes());
             put_bytes(&mut out, body);
         }
         out.extend_from_slice(&(self.seen.len() as u32).to_le_bytes());
@@ -80,16 +83,22 @@ impl Machine {
     /// (id, consumer).
     pub fn restore(&mut self, data: &[u8]) -> Result<Vec<(u64, u64)>, &'static str> {
         let mut r = Reader { data, at: 0 };
-        if r.take(1)?[0] != VERSION {
+        let version = r.take(1)?[0];
+        if !(1..=VERSION).contains(&version) {
             return Err("an image of an unknown version");
         }
         let mut messages = BTreeMap::new();
+        let mut born = BTreeMap::new();
         let mut bytes = 0;
         for _ in 0..r.u64()? {
             let id = r.u64()?;
+            let at = if version >= 2 { r.u64()? } else { 0 };
             let body = r.bytes()?;
             bytes += body.len();
             messages.insert(id, body.to_vec());
+            if at > 0 {
+                born.insert(id, at);
+            }
         }
         let mut seen = BTreeMap::new();
         for _ in 0..r.u32()? {
@@ -113,6 +122,7 @@ impl Machine {
         }
         let void = self.serve(false);
         self.messages = messages;
+        self.born = born;
         self.bytes = bytes;
         self.seen = seen;
         self.ids = ids;
@@ -134,6 +144,31 @@ impl Machine {
 mod tests {
     use super::super::tests::enqueue;
     use super::*;
+
+    #[test]
+    fn an_image_of_version_1_is_read_with_no_times() {
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&1u64.to_le_bytes());
+        v1.extend_from_slice(&9u64.to_le_bytes());
+        put_bytes(&mut v1, b"old");
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        let mut m = Machine::default();
+        m.restore(&v1).unwrap();
+        m.serve(true);
+        assert_eq!(
+            m.park_expired(u64::MAX, 1),
+            Vec::<u64>::new(),
+            "no time: never"
+        );
+        assert_eq!(m.next_for(1), Some((9, &b"old"[..])));
+        let mut v3 = v1.clone();
+        v3[0] = 3;
+        assert_eq!(
+            Machine::default().restore(&v3),
+            Err("an image of an unknown version")
+        );
+    }
 
     #[test]
     fn an_image_restores_the_same_queue_and_a_cut_one_changes_nothing() {

@@ -109,10 +109,13 @@ impl Ids {
 /// An entry of a replicated queue's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
-    /// A message, proposed by member `origin` as its `seq`th.
+    /// A message, proposed by member `origin` as its `seq`th at `at` (milliseconds
+    /// since the Unix epoch on its clock; 0: not said, as in entries of brokers before
+    /// message TTL on replicated queues).
     Enqueue {
         origin: u64,
         seq: u64,
+        at: u64,
         body: Vec<u8>,
     },
     /// The message whose entry is at `id` was acknowledged.
@@ -121,21 +124,29 @@ pub(crate) enum Op {
     Purge,
 }
 
-/// The bytes of an encoded `Enqueue` before its body.
-pub(crate) const ENQUEUE_HEAD: usize = 17;
+/// The bytes of an encoded `Enqueue` before its body (with its time).
+const ENQUEUE_HEAD: usize = 25;
 
-const ENQUEUE: u8 = 1;
+/// An `Enqueue` without its time (written before it had one): read, never written.
+const ENQUEUE_UNTIMED: u8 = 1;
 const ACK: u8 = 2;
 const PURGE: u8 = 3;
+const ENQUEUE: u8 = 4;
 
 impl Op {
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Op::Enqueue { origin, seq, body } => {
-                let mut v = Vec::with_capacity(17 + body.len());
+            Op::Enqueue {
+                origin,
+                seq,
+                at,
+                body,
+            } => {
+                let mut v = Vec::with_capacity(ENQUEUE_HEAD + body.len());
                 v.push(ENQUEUE);
                 v.extend_from_slice(&origin.to_le_bytes());
                 v.extend_from_slice(&seq.to_le_bytes());
+                v.extend_from_slice(&at.to_le_bytes());
                 v.extend_from_slice(body);
                 v
             }
@@ -148,6 +159,14 @@ impl Op {
         }
     }
 
+    /// The length of the body of an encoded `Enqueue` (what the queue's figures count).
+    pub fn body_len(data: &[u8]) -> usize {
+        match data.first() {
+            Some(&ENQUEUE_UNTIMED) => data.len().saturating_sub(17),
+            _ => data.len().saturating_sub(ENQUEUE_HEAD),
+        }
+    }
+
     pub fn decode(data: &[u8]) -> Option<Op> {
         let word = |at: usize| -> Option<u64> {
             Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
@@ -156,6 +175,13 @@ impl Op {
             ENQUEUE => Some(Op::Enqueue {
                 origin: word(1)?,
                 seq: word(9)?,
+                at: word(17)?,
+                body: data[ENQUEUE_HEAD..].to_vec(),
+            }),
+            ENQUEUE_UNTIMED => Some(Op::Enqueue {
+                origin: word(1)?,
+                seq: word(9)?,
+                at: 0,
                 body: data[17..].to_vec(),
             }),
             ACK if data.len() == 9 => Some(Op::Ack { id: word(1)? }),
@@ -207,6 +233,8 @@ pub(crate) struct Machine {
     /// Committed and not acknowledged, by id, and their bytes.
     messages: BTreeMap<u64, Vec<u8>>,
     bytes: usize,
+    /// When each message was published (its `Enqueue`'s time), where it was said.
+    born: BTreeMap<u64, u64>,
     /// The latest proposal numbers of each member whose messages were enqueued.
     seen: BTreeMap<u64, Recent>,
     /// The message ids of the latest messages (none kept when its cap is 0).
@@ -235,7 +263,12 @@ impl Machine {
     /// Applies the committed entry at `index`.
     pub fn apply(&mut self, index: u64, data: &[u8]) -> Applied {
         match Op::decode(data) {
-            Some(Op::Enqueue { origin, seq, body }) => {
+            Some(Op::Enqueue {
+                origin,
+                seq,
+                at,
+                body,
+            }) => {
                 if !self.seen.entry(origin).or_default().insert(seq) {
                     return Applied::Duplicate { origin, seq };
                 }
@@ -248,6 +281,9 @@ impl Machine {
                 }
                 self.bytes += body.len();
                 self.messages.insert(index, body);
+                if at > 0 {
+                    self.born.insert(index, at);
+                }
                 Applied::Enqueued {
                     origin,
                     seq,
@@ -256,6 +292,7 @@ impl Machine {
             }
             Some(Op::Ack { id }) => {
                 self.acking.remove(&id);
+                self.born.remove(&id);
                 let body = self.messages.remove(&id);
                 self.bytes -= body.as_ref().map_or(0, Vec::len);
                 Applied::Acked {
@@ -271,6 +308,7 @@ impl Machine {
                 for id in gone.keys() {
                     self.out.remove(id);
                     self.acking.remove(id);
+                    self.born.remove(id);
                 }
                 let bytes = gone.values().map(Vec::len).sum();
                 self.bytes -= bytes;
@@ -422,6 +460,30 @@ impl Machine {
         Some(Op::Ack { id })
     }
 
+    /// Messages published `ttl_ms` or longer before `now_ms` (milliseconds since the
+    /// Unix epoch) and not out with a consumer, parked now (as by a `NACK`'s delay:
+    /// nobody is handed them) on their way to the dead-letter queue. Only while
+    /// serving; a message published without a time never expires.
+    pub fn park_expired(&mut self, now_ms: u64, ttl_ms: u64) -> Vec<u64> {
+        if !self.serving {
+            return Vec::new();
+        }
+        let expired: Vec<u64> = self
+            .born
+            .iter()
+            .filter(|(id, &at)| {
+                now_ms.saturating_sub(at) >= ttl_ms
+                    && !self.out.contains_key(id)
+                    && !self.acking.contains(id)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &expired {
+            self.out.insert(id, PARKED);
+        }
+        expired
+    }
+
     /// Messages out with `consumer`.
     pub fn held_by(&self, consumer: u64) -> usize {
         self.out.values().filter(|&&c| c == consumer).count()
@@ -443,6 +505,7 @@ mod tests {
         Op::Enqueue {
             origin,
             seq,
+            at: 0,
             body: body.to_vec(),
         }
         .encode()
@@ -454,11 +517,13 @@ mod tests {
             Op::Enqueue {
                 origin: 3,
                 seq: u64::MAX,
+                at: 1_700_000_000_000,
                 body: b"hello".to_vec(),
             },
             Op::Enqueue {
                 origin: 1,
                 seq: 0,
+                at: 0,
                 body: Vec::new(),
             },
             Op::Ack { id: 77 },
@@ -466,10 +531,26 @@ mod tests {
         ] {
             assert_eq!(Op::decode(&op.encode()), Some(op));
         }
+        // An entry of a broker before enqueues had a time: none.
+        let mut old = vec![ENQUEUE_UNTIMED];
+        old.extend_from_slice(&5u64.to_le_bytes());
+        old.extend_from_slice(&6u64.to_le_bytes());
+        old.extend_from_slice(b"body");
+        let read = Op::Enqueue {
+            origin: 5,
+            seq: 6,
+            at: 0,
+            body: b"body".to_vec(),
+        };
+        assert_eq!(Op::decode(&old), Some(read.clone()));
+        assert_eq!((Op::body_len(&old), Op::body_len(&read.encode())), (4, 4));
         for bad in [
             &[][..],
             &[9, 1],
             &[ENQUEUE, 1, 2],
+            &[
+                ENQUEUE, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+            ],
             &[ACK, 1, 2, 3, 4, 5, 6, 7],
         ] {
             assert_eq!(Op::decode(bad), None, "{bad:?}");
@@ -656,6 +737,48 @@ mod tests {
         m.serve(false);
         assert_eq!(m.parked_body(2), None);
         assert_eq!(m.settle_parked(2), None);
+    }
+
+    #[test]
+    fn messages_past_their_ttl_and_not_out_are_parked_while_serving() {
+        let timed = |seq: u64, at: u64| {
+            Op::Enqueue {
+                origin: 1,
+                seq,
+                at,
+                body: vec![seq as u8],
+            }
+            .encode()
+        };
+        let mut m = Machine::default();
+        m.apply(1, &timed(1, 1_000));
+        m.apply(2, &timed(2, 1_000));
+        m.apply(3, &timed(3, 5_000));
+        m.apply(4, &enqueue(1, 4, b"untimed"));
+        assert_eq!(
+            m.park_expired(9_000, 1_000),
+            Vec::<u64>::new(),
+            "not serving"
+        );
+        m.serve(true);
+        // Message 1 is out with a consumer: it does not expire there.
+        assert_eq!(m.next_for(7).map(|(id, _)| id), Some(1));
+        assert_eq!(m.park_expired(5_999, 1_000), vec![2]);
+        assert_eq!(m.park_expired(5_999, 1_000), Vec::<u64>::new(), "once");
+        assert_eq!(m.parked_body(2), Some(&[2u8][..]));
+        assert_eq!(m.settle_parked(2), Some(Op::Ack { id: 2 }));
+        // Back from its consumer, past its time: it goes too; 3 once its time comes.
+        m.nack(7, 1).unwrap();
+        assert_eq!(m.park_expired(6_000, 1_000), vec![1, 3]);
+        // The untimed message never expires, and is what is handed out.
+        assert_eq!(m.park_expired(u64::MAX, 1), Vec::<u64>::new());
+        assert_eq!(m.next_for(7).map(|(id, _)| id), Some(4));
+        // Their times are in the image (2's Ack is not applied: it is still there).
+        let mut copy = Machine::default();
+        copy.restore(&m.image()).unwrap();
+        copy.serve(true);
+        assert_eq!(copy.park_expired(5_999, 1_000), vec![1, 2]);
+        assert_eq!(copy.park_expired(6_000, 1_000), vec![3]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ impl Task {
         match self.machine.apply(index, data) {
             Applied::Enqueued { origin, seq, .. } => {
                 // Counted as its body (what an `Ack`'s or a purge's figures give back).
-                let size = data.len().saturating_sub(ENQUEUE_HEAD);
+                let size = Op::body_len(data);
                 self.shared.restored(1, size, true);
                 self.shared.messages_in.fetch_add(1, Relaxed);
                 self.shared.bytes_in.fetch_add(size as u64, Relaxed);

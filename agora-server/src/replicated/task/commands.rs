@@ -32,6 +32,7 @@ impl Task {
         let op = Op::Enqueue {
             origin: self.groups.me,
             seq,
+            at: unix_ms(),
             body: encode_message(msg),
         };
         match self.replica.propose(op.encode()) {
@@ -175,4 +176,12 @@ impl Task {
         }
         false
     }
+}
+
+/// Milliseconds since the Unix epoch on this node's clock (a message's time in its
+/// `Enqueue`, which message TTL counts from); at least 1 (0 means none).
+pub(super) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| (d.as_millis() as u64).max(1))
 }

@@ -161,6 +161,14 @@ impl Task {
             }
             true
         });
+        // With a TTL, messages waiting longer go to the dead-letter queue (counted from
+        // when they were published, by the clock of the node they were published on).
+        if let Some(ttl) = self.shared.settings.ttl {
+            let ttl_ms = (ttl.as_millis() as u64).max(1);
+            for id in self.machine.park_expired(commands::unix_ms(), ttl_ms) {
+                self.dead.push((id, EXPIRED, now));
+            }
+        }
         // Parked messages whose delay ran out may be handed out again.
         if !self.parked.is_empty() {
             let machine = &mut self.machine;

@@ -27,7 +27,7 @@ use deliver::Cons;
 
 use super::chunks::{Assembly, Outgoing};
 use super::entry::{decode_message, encode_message, file_name};
-use super::machine::{compaction_due, Applied, Machine, Op, ENQUEUE_HEAD};
+use super::machine::{compaction_due, Applied, Machine, Op};
 use super::raftlog::RaftLog;
 use super::relay::{Answers, Relay, Upstream};
 use super::replica::{Out, Replica, Writes};
@@ -36,8 +36,8 @@ use crate::budget::Budget;
 use crate::config::QueueSettings;
 use crate::message::{Delivery, Message};
 use crate::queue::{
-    delivery_id, unknown_delivery, Consumer, DlqResolver, QueueCmd, QueueShared, MAX_DELIVERIES,
-    REJECTED,
+    delivery_id, unknown_delivery, Consumer, DlqResolver, QueueCmd, QueueShared, EXPIRED,
+    MAX_DELIVERIES, REJECTED,
 };
 
 /// One tick of a group's clock.

@@ -13,11 +13,14 @@ impl Sim {
         let op = Op::Enqueue {
             origin: id,
             seq: value,
+            // Its time is the step (message TTL counts steps here).
+            at: self.step.max(1),
             body: value.to_le_bytes().to_vec(),
         };
         match r.propose(op.encode()) {
             Ok(()) => {
                 m.proposed.insert(value);
+                self.born.entry(value).or_insert(self.step.max(1));
                 self.report.proposed += 1;
                 true
             }
@@ -102,6 +105,26 @@ impl Sim {
                 }
                 self.report.acked += 1;
             }
+        }
+        // Messages that waited `TTL` steps (not out with a consumer) go to the
+        // dead-letter queue.
+        let m = &mut self.members[id as usize - 1];
+        let r = m.replica.as_mut().ok_or("a member that is down serves")?;
+        for mid in m.machine.park_expired(step, TTL) {
+            let body = m.machine.parked_body(mid).ok_or("parked, no body")?;
+            let value = u64::from_le_bytes(body.try_into().map_err(|_| "8 bytes")?);
+            let born = self.born.get(&value).copied().unwrap_or(0);
+            if step < born + TTL {
+                return Err(format!(
+                    "member {id} expired value {value} published at step {born}, at step {step}"
+                ));
+            }
+            let op = m.machine.settle_parked(mid).ok_or("parked, not settled")?;
+            r.propose(op.encode())
+                .map_err(|e| format!("member {id} serves and refused an ack: {e:?}"))?;
+            self.dead.insert(value);
+            self.expired.insert(value);
+            self.report.expired += 1;
         }
         while self.members[id as usize - 1].holding.len() < PREFETCH {
             let Some((mid, body)) = self.next_for(id, id)? else {
