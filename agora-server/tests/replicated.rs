@@ -618,6 +618,68 @@ fn a_message_delivered_too_often_or_rejected_goes_to_the_dead_letter_queue() {
 }
 
 #[test]
+fn a_message_s_delivery_count_carries_over_to_the_next_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = |id: u64| Config {
+        max_deliveries: 3,
+        replicated_queues: vec![
+            Pattern::parse("queue:orders").unwrap(),
+            Pattern::parse("queue:orders.dlq").unwrap(),
+        ],
+        ..node(id, dir.path())
+    };
+    let (mut nodes, _) = start_cluster((1..=3).map(limited).collect());
+    until_confirmed(&mut nodes[0].connect());
+    let mut conns: Vec<(usize, Raw)> = (0..3).map(|i| (i, nodes[i].connect())).collect();
+    let l = leader(&mut conns);
+    drop(conns);
+    // Given back twice on the leader.
+    let mut c = nodes[l].connect();
+    c.send(b"SUB #3 queue:orders 1 prefetch=1\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    for count in 1..=2 {
+        let m = match c.next() {
+            ServerFrame::Msg(m) => m,
+            f => panic!("expected delivery {count}, got {f:?}"),
+        };
+        assert_eq!((&m.payload[..], m.count), (&b"warm"[..], count));
+        c.send(format!("NACK #9 {}\r\n", m.did).as_bytes());
+        assert_eq!(c.next(), ServerFrame::Ok { rid: Some(9) });
+    }
+    // A publish confirmed after them: the returns before it are committed.
+    publish_confirmed(&mut nodes[l].connect(), &["after".to_owned()]);
+    drop(c);
+    nodes[l].shutdown().unwrap();
+    // The next leader hands it out as its third delivery, and, given back, it goes.
+    let s = (l + 1) % 3;
+    let mut c = nodes[s].connect();
+    c.send(b"SUB #3 queue:orders 1 prefetch=1\r\n");
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(3) });
+    let m = match c.next() {
+        ServerFrame::Msg(m) => m,
+        f => panic!("expected the message again, got {f:?}"),
+    };
+    assert_eq!((&m.payload[..], m.count), (&b"warm"[..], 3));
+    c.send(format!("NACK #9 {}\r\n", m.did).as_bytes());
+    assert_eq!(c.next(), ServerFrame::Ok { rid: Some(9) });
+    let after = read(&mut c, 1);
+    assert_eq!(after[0].0, "after");
+    ack(&mut c, &[after[0].1]);
+    let mut d = nodes[(l + 2) % 3].connect();
+    d.send(b"SUB #4 queue:orders.dlq 1\r\n");
+    assert_eq!(d.next(), ServerFrame::Ok { rid: Some(4) });
+    match d.next() {
+        ServerFrame::Msg(m) => {
+            assert_eq!(&m.payload[..], b"warm");
+            let h = |k: &str| m.headers.get(k).unwrap_or_default().to_owned();
+            assert_eq!(h("agora-dead-letter-reason"), "max_deliveries");
+            assert_eq!(h("agora-dead-letter-deliveries"), "3");
+        }
+        f => panic!("expected the dead letter, got {f:?}"),
+    }
+}
+
+#[test]
 fn a_message_waiting_past_its_ttl_goes_to_the_dead_letter_queue() {
     let dir = tempfile::tempdir().unwrap();
     let expiring = |id: u64| Config {

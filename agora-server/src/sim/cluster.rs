@@ -145,6 +145,8 @@ struct Sim {
     expired: BTreeSet<u64>,
     /// The step each value was first published at (its `Enqueue`'s time).
     born: BTreeMap<u64, u64>,
+    /// `Return`s proposed for each message (it came back from a consumer).
+    gave_back: BTreeMap<u64, u32>,
     next_value: u64,
     report: Report,
     trail: Vec<String>,
@@ -380,6 +382,7 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
         dead: BTreeSet::new(),
         expired: BTreeSet::new(),
         born: BTreeMap::new(),
+        gave_back: BTreeMap::new(),
         next_value: 0,
         report: Report::default(),
         trail: Vec::new(),

@@ -2,18 +2,21 @@
 //! leader sends a member that is behind its compacted log (a Raft snapshot's data).
 //!
 //! ```text
-//! image   = version:u8(2) count:u64 message* origins:u32 origin* ids:u32 id*
+//! image   = version:u8(3) count:u64 message* origins:u32 origin* ids:u32 id*
+//!           returns:u32 return*
 //! message = id:u64 at:u64 len:u32 body   ; an Enqueue's time (0: none) and body
 //! origin  = member:u64 n:u32 seq:u64*    ; its latest proposal numbers, oldest first
 //! id      = len:u32 byte*                ; the latest message ids, oldest first
+//! return  = id:u64 n:u32                 ; how often a message came back
 //! ```
 //!
 //! Integers are little-endian. Deliveries are not in it (they never are in the log).
 //! An image of version 1 (before enqueues had a time) has no `at`; it is read as 0.
+//! One of version 1 or 2 has no returns: none.
 
 use super::*;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -75,6 +78,11 @@ impl Machine {
         for id in &self.ids.order {
             put_bytes(&mut out, id.as_bytes());
         }
+        out.extend_from_slice(&(self.returns.len() as u32).to_le_bytes());
+        for (id, n) in &self.returns {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
         out
     }
 
@@ -117,12 +125,20 @@ impl Machine {
             let id = std::str::from_utf8(r.bytes()?).map_err(|_| "a message id not UTF-8")?;
             ids.insert(id);
         }
+        let mut returns = BTreeMap::new();
+        if version >= 3 {
+            for _ in 0..r.u32()? {
+                let id = r.u64()?;
+                returns.insert(id, r.u32()?);
+            }
+        }
         if r.at != data.len() {
             return Err("an image longer than its fields");
         }
         let void = self.serve(false);
         self.messages = messages;
         self.born = born;
+        self.returns = returns;
         self.bytes = bytes;
         self.seen = seen;
         self.ids = ids;
@@ -146,7 +162,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_image_of_version_1_is_read_with_no_times() {
+    fn an_image_of_version_1_is_read_with_no_times_and_no_returns() {
         let mut v1 = vec![1u8];
         v1.extend_from_slice(&1u64.to_le_bytes());
         v1.extend_from_slice(&9u64.to_le_bytes());
@@ -162,10 +178,11 @@ mod tests {
             "no time: never"
         );
         assert_eq!(m.next_for(1), Some((9, &b"old"[..])));
-        let mut v3 = v1.clone();
-        v3[0] = 3;
+        assert_eq!(m.returned(9), 0);
+        let mut v4 = v1.clone();
+        v4[0] = 4;
         assert_eq!(
-            Machine::default().restore(&v3),
+            Machine::default().restore(&v4),
             Err("an image of an unknown version")
         );
     }

@@ -120,6 +120,10 @@ pub(crate) enum Op {
     },
     /// The message whose entry is at `id` was acknowledged.
     Ack { id: u64 },
+    /// The message whose entry is at `id` came back from a consumer (given back, not
+    /// answered in time, or its consumer left): one more toward `--max-deliveries`,
+    /// whichever node serves next.
+    Return { id: u64 },
     /// Every message enqueued before this entry leaves the queue (`PURGE`).
     Purge,
 }
@@ -132,6 +136,7 @@ const ENQUEUE_UNTIMED: u8 = 1;
 const ACK: u8 = 2;
 const PURGE: u8 = 3;
 const ENQUEUE: u8 = 4;
+const RETURN: u8 = 5;
 
 impl Op {
     pub fn encode(&self) -> Vec<u8> {
@@ -156,6 +161,11 @@ impl Op {
                 v
             }
             Op::Purge => vec![PURGE],
+            Op::Return { id } => {
+                let mut v = vec![RETURN];
+                v.extend_from_slice(&id.to_le_bytes());
+                v
+            }
         }
     }
 
@@ -186,6 +196,7 @@ impl Op {
             }),
             ACK if data.len() == 9 => Some(Op::Ack { id: word(1)? }),
             PURGE if data.len() == 1 => Some(Op::Purge),
+            RETURN if data.len() == 9 => Some(Op::Return { id: word(1)? }),
             _ => None,
         }
     }
@@ -215,6 +226,8 @@ pub(crate) enum Applied {
     /// `PURGE`: these messages (ids) left the queue, of these bytes in all; those out
     /// with a consumer are over (their acknowledgements find them gone).
     Purged { ids: Vec<u64>, bytes: usize },
+    /// Message `id` came back from a consumer once more (nothing when it had left).
+    Returned { id: u64 },
     /// An entry that is no `Op` (written by a newer broker?): skipped.
     Unknown,
 }
@@ -235,6 +248,8 @@ pub(crate) struct Machine {
     bytes: usize,
     /// When each message was published (its `Enqueue`'s time), where it was said.
     born: BTreeMap<u64, u64>,
+    /// How often each message came back from consumers, where it did.
+    returns: BTreeMap<u64, u32>,
     /// The latest proposal numbers of each member whose messages were enqueued.
     seen: BTreeMap<u64, Recent>,
     /// The message ids of the latest messages (none kept when its cap is 0).
@@ -293,6 +308,7 @@ impl Machine {
             Some(Op::Ack { id }) => {
                 self.acking.remove(&id);
                 self.born.remove(&id);
+                self.returns.remove(&id);
                 let body = self.messages.remove(&id);
                 self.bytes -= body.as_ref().map_or(0, Vec::len);
                 Applied::Acked {
@@ -309,6 +325,7 @@ impl Machine {
                     self.out.remove(id);
                     self.acking.remove(id);
                     self.born.remove(id);
+                    self.returns.remove(id);
                 }
                 let bytes = gone.values().map(Vec::len).sum();
                 self.bytes -= bytes;
@@ -317,8 +334,20 @@ impl Machine {
                     ids: gone.into_keys().collect(),
                 }
             }
+            Some(Op::Return { id }) => {
+                if self.messages.contains_key(&id) {
+                    let n = self.returns.entry(id).or_insert(0);
+                    *n = n.saturating_add(1);
+                }
+                Applied::Returned { id }
+            }
             None => Applied::Unknown,
         }
+    }
+
+    /// How often message `id` came back from consumers (its `Return`s applied).
+    pub fn returned(&self, id: u64) -> u32 {
+        self.returns.get(&id).copied().unwrap_or(0)
     }
 
     /// What the message ids it remembers cost the memory budget.
@@ -489,11 +518,18 @@ impl Machine {
         self.out.values().filter(|&&c| c == consumer).count()
     }
 
-    /// `consumer` left: what it held comes back.
-    pub fn gone(&mut self, consumer: u64) -> usize {
-        let before = self.out.len();
-        self.out.retain(|_, c| *c != consumer);
-        before - self.out.len()
+    /// `consumer` left: what it held comes back (those ids).
+    pub fn gone(&mut self, consumer: u64) -> Vec<u64> {
+        let back: Vec<u64> = self
+            .out
+            .iter()
+            .filter(|&(_, &c)| c == consumer)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &back {
+            self.out.remove(id);
+        }
+        back
     }
 }
 
@@ -528,6 +564,7 @@ mod tests {
             },
             Op::Ack { id: 77 },
             Op::Purge,
+            Op::Return { id: 5 },
         ] {
             assert_eq!(Op::decode(&op.encode()), Some(op));
         }
@@ -782,12 +819,34 @@ mod tests {
     }
 
     #[test]
+    fn returns_are_counted_until_the_message_leaves_and_kept_in_the_image() {
+        let mut m = Machine::default();
+        m.apply(1, &enqueue(1, 1, b"a"));
+        assert_eq!(m.returned(1), 0);
+        let ret = Op::Return { id: 1 }.encode();
+        assert_eq!(m.apply(2, &ret), Applied::Returned { id: 1 });
+        m.apply(3, &ret);
+        assert_eq!(m.returned(1), 2);
+        // The image carries them.
+        let mut copy = Machine::default();
+        copy.restore(&m.image()).unwrap();
+        assert_eq!(copy.returned(1), 2);
+        // Once it left, nothing counts.
+        m.apply(4, &Op::Ack { id: 1 }.encode());
+        m.apply(5, &ret);
+        assert_eq!(m.returned(1), 0);
+        // A return of a message never there counts nothing either.
+        m.apply(6, &Op::Return { id: 99 }.encode());
+        assert_eq!(m.returned(99), 0);
+    }
+
+    #[test]
     fn a_consumer_that_leaves_gives_back_what_it_held() {
         let mut m = Machine::default();
         m.apply(1, &enqueue(1, 1, b"a"));
         m.serve(true);
         m.next_for(4);
-        assert_eq!(m.gone(4), 1);
+        assert_eq!(m.gone(4), vec![1]);
         assert_eq!(m.next_for(5), Some((1, &b"a"[..])));
     }
 

@@ -51,6 +51,7 @@ impl Task {
                     self.counts.remove(&id);
                 }
             }
+            Applied::Returned { .. } => {}
             Applied::Unknown => log::warn!(
                 "{}: entry {index} is no operation this broker knows (from a newer one?); skipped",
                 self.shared.dest

@@ -95,7 +95,10 @@ impl Task {
                 if self.consumers.len() < before {
                     self.shared.consumers.fetch_sub(1, SeqCst);
                 }
-                self.machine.gone(cid);
+                // What it held came back: each counts toward `--max-deliveries`.
+                for id in self.machine.gone(cid) {
+                    self.came_back(id);
+                }
                 for up in self.relay.gone(cid) {
                     self.answers.push(up, false);
                 }

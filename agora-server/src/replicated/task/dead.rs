@@ -46,7 +46,12 @@ impl Task {
             let Some(body) = self.machine.parked_body(id) else {
                 continue;
             };
-            let count = self.counts.get(&id).copied().unwrap_or(0);
+            let count = self
+                .counts
+                .get(&id)
+                .copied()
+                .unwrap_or(0)
+                .max(self.machine.returned(id));
             let Some(msg) = decode_message(body, now) else {
                 continue;
             };

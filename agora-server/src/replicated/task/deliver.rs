@@ -68,6 +68,7 @@ impl Task {
                     return false;
                 }
                 self.parked.push((Instant::now() + d, id));
+                self.came_back(id);
                 return true;
             }
             Some(agora_protocol::Nack::DeadLetter) => {
@@ -83,7 +84,13 @@ impl Task {
                 }
                 return self.machine.nack(cid, id).is_ok();
             }
-            Some(agora_protocol::Nack::Requeue) => return self.machine.nack(cid, id).is_ok(),
+            Some(agora_protocol::Nack::Requeue) => {
+                if self.machine.nack(cid, id).is_err() {
+                    return false;
+                }
+                self.came_back(id);
+                return true;
+            }
         }
         match self.machine.ack(cid, id) {
             Ok(Some(op)) => {
@@ -95,6 +102,12 @@ impl Task {
             Ok(None) => true,
             Err(_) => false,
         }
+    }
+
+    /// Message `id` came back from a consumer while this node serves: its `Return` is
+    /// proposed, so that the next node to serve counts it too.
+    pub(super) fn came_back(&mut self, id: u64) {
+        let _ = self.replica.propose(Op::Return { id }.encode());
     }
 
     /// The next consumer with room for a delivery, round-robin; none once each was
@@ -188,7 +201,9 @@ impl Task {
             if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.cid == cid) {
                 c.out = c.out.saturating_sub(1);
             }
-            let _ = self.machine.nack(cid, id);
+            if self.machine.nack(cid, id).is_ok() {
+                self.came_back(id);
+            }
         }
         self.shared
             .unacked
@@ -247,14 +262,22 @@ impl Task {
                 break;
             };
             idle = 0;
-            if max > 0 && self.counts.get(&id).is_some_and(|&n| n >= max) {
-                // Delivered as often as it may be (by this node): to the dead-letter
-                // queue instead.
+            let decoded = decode_message(body, now);
+            // Its deliveries so far: this node's, or the returns the log counts (from
+            // earlier leaders) when more.
+            let before = self
+                .counts
+                .get(&id)
+                .copied()
+                .unwrap_or(0)
+                .max(self.machine.returned(id));
+            if max > 0 && before >= max {
+                // Delivered as often as it may be: to the dead-letter queue instead.
                 let _ = self.machine.park(cid, id);
                 self.dead.push((id, MAX_DELIVERIES, now));
                 continue;
             }
-            let Some(mut msg) = decode_message(body, now) else {
+            let Some(mut msg) = decoded else {
                 // Not a message this broker wrote: acknowledged, so it does not block.
                 log::warn!("{}: message {id} cannot be read; dropped", self.shared.dest);
                 if let Ok(Some(op)) = self.machine.ack(cid, id) {
@@ -262,9 +285,8 @@ impl Task {
                 }
                 continue;
             };
-            let count = self.counts.entry(id).or_insert(0);
-            *count += 1;
-            let count = *count;
+            let count = before + 1;
+            self.counts.insert(id, count);
             let bytes = msg.payload.len() as u64;
             if self.consumers[i].spec.link {
                 // The node it goes to takes it only while it follows this term.

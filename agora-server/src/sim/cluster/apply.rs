@@ -91,6 +91,7 @@ impl Sim {
                         Applied::Repeated { .. } => {
                             return Err(format!("member {id} caught a message id"))
                         }
+                        Applied::Returned { .. } => {}
                         Applied::Unknown => return Err(format!("member {id} applied junk")),
                     }
                 }

@@ -61,7 +61,13 @@ impl Sim {
         }
         // Now and then the consumer leaves (its connection closes) and comes back.
         if self.faults && !m.holding.is_empty() && self.rng.chance(1) {
-            let n = m.machine.gone(id);
+            let back = m.machine.gone(id);
+            let n = back.len();
+            for mid in back {
+                r.propose(Op::Return { id: mid }.encode())
+                    .map_err(|e| format!("member {id} serves and refused a return: {e:?}"))?;
+                *self.gave_back.entry(mid).or_insert(0) += 1;
+            }
             if n != m.holding.len() {
                 return Err(format!(
                     "member {id} took back {n} deliveries, its consumer held {}",
@@ -92,6 +98,9 @@ impl Sim {
                 m.machine
                     .nack(id, mid)
                     .map_err(|e| format!("nack of {mid}: {e:?}"))?;
+                r.propose(Op::Return { id: mid }.encode())
+                    .map_err(|e| format!("member {id} serves and refused a return: {e:?}"))?;
+                *self.gave_back.entry(mid).or_insert(0) += 1;
                 self.report.nacked += 1;
             } else {
                 let op = m
@@ -186,10 +195,25 @@ impl Sim {
                 return Ok(None);
             };
             let body = body.to_vec();
-            let n = m.counts.entry(mid).or_insert(0);
-            if *n < MAX_DELIVERIES {
-                *n += 1;
+            // Its deliveries by this member, or the returns the log counts (from
+            // earlier leaders) when more.
+            let before = m
+                .counts
+                .get(&mid)
+                .copied()
+                .unwrap_or(0)
+                .max(m.machine.returned(mid));
+            if before < MAX_DELIVERIES {
+                m.counts.insert(mid, before + 1);
                 return Ok(Some((mid, body)));
+            }
+            // The log never counts more returns than consumers made.
+            let made = self.gave_back.get(&mid).copied().unwrap_or(0);
+            if m.machine.returned(mid) > made {
+                return Err(format!(
+                    "member {id} counts {} returns of message {mid}, its consumers made {made}",
+                    m.machine.returned(mid)
+                ));
             }
             m.machine
                 .park(cid, mid)

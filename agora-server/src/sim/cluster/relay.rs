@@ -66,8 +66,14 @@ impl Sim {
     fn end_link(&mut self, i: usize) {
         let l = self.links.remove(i);
         let leader = &mut self.members[l.to as usize - 1];
-        if leader.replica.is_some() {
-            leader.machine.gone(LINK + l.from);
+        if let Some(r) = leader.replica.as_mut() {
+            // What the link held came back (a proposal refused when the member no
+            // longer leads: its deliveries were void anyway).
+            for mid in leader.machine.gone(LINK + l.from) {
+                if r.propose(Op::Return { id: mid }.encode()).is_ok() {
+                    *self.gave_back.entry(mid).or_insert(0) += 1;
+                }
+            }
         }
         if self.up(l.from) {
             self.members[l.from as usize - 1]
@@ -171,7 +177,11 @@ impl Sim {
             .ok_or("a link to a member that is down")?;
         for (_, mid, ack) in due {
             if !ack {
-                let _ = leader.machine.nack(cid, mid);
+                if leader.machine.nack(cid, mid).is_ok()
+                    && r.propose(Op::Return { id: mid }.encode()).is_ok()
+                {
+                    *self.gave_back.entry(mid).or_insert(0) += 1;
+                }
             } else if let Ok(Some(op)) = leader.machine.ack(cid, mid) {
                 // One lost with a lost lead leaves the message to be delivered again.
                 let _ = r.propose(op.encode());
