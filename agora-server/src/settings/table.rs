@@ -318,7 +318,7 @@ pub const SETTINGS: &[Setting] = &[
         default: Some("16777216"),
         default_note: "16 MiB",
         valid: "4096 or more bytes",
-        doc: "A member of a replicated queue's group compacts its Raft log (memory and file) into a snapshot of the queue once the entries since the last one hold this many bytes and more than the queue's messages do; a member that is behind what the leader compacted gets the snapshot (see the book's Clustering chapter)",
+        doc: "A member of a replicated queue's group compacts its Raft log (memory and file) into a snapshot of the queue once the entries since the last one hold this many bytes and four times the queue's messages; a member that is behind what the leader compacted gets the snapshot (see the book's Clustering chapter)",
         apply: |s, v| {
             s.config.raft_compact_bytes = count(unsigned(v, 4096, None)?);
             Ok(())
