@@ -16,7 +16,10 @@
 //! state given to a member that was behind) replaces the whole log, so a record with
 //! one only ever starts a file: the file is then written anew beside the old one,
 //! synced, and renamed over it ([`RaftLog::write`]), so that a crash leaves one or the
-//! other, whole. A write counts once [`RaftLog::sync`] returned (`fdatasync`): the member sends
+//! other, whole. A member's own compaction writes the new file (`<log>.compact`) on a
+//! blocking thread while the log goes on taking appends ([`RaftLog::begin_rewrite`]),
+//! then appends what the member holds after its snapshot by then, syncs, and renames
+//! ([`RaftLog::finish_rewrite`]); a rewrite left unfinished is removed at start. A write counts once [`RaftLog::sync`] returned (`fdatasync`): the member sends
 //! its votes and acknowledgements only then. A crash can leave the last record cut short
 //! or half written: that tail was never synced, so it is cut off at start. A bad record
 //! with more after it is damage, not a crash, and the node refuses to start (a member
@@ -59,6 +62,8 @@ impl RaftLog {
             .append(true)
             .create(true)
             .open(path)?;
+        // A rewrite a stop or a crash left unfinished: the log is the old file, whole.
+        let _ = std::fs::remove_file(rewrite_path(path));
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let mut disk = Disk::default();
@@ -137,6 +142,65 @@ impl RaftLog {
     pub fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
     }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts writing the log at `path` anew beside it (`<path>.compact`), from a
+    /// compaction's `w` (a snapshot, the entries after it, the hard state), synced; on
+    /// any thread, while the log itself goes on taking appends. Nothing changes for
+    /// the log until [`finish_rewrite`](RaftLog::finish_rewrite).
+    pub fn begin_rewrite(path: &Path, w: &Writes) -> io::Result<Rewrite> {
+        let tmp = rewrite_path(path);
+        let mut buf = Vec::new();
+        encode(&mut buf, w)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        Ok(Rewrite { tmp })
+    }
+
+    /// Ends a rewrite: `rest` (every entry after the snapshot the member holds now, and
+    /// its hard state: what was appended meanwhile, and anything since replaced) is
+    /// appended to the new file, which is synced and renamed over the log, and is the
+    /// log from then on. A crash before the rename leaves the old log, whole.
+    pub fn finish_rewrite(&mut self, r: Rewrite, rest: &Writes) -> io::Result<()> {
+        encode(&mut self.buf, rest)?;
+        let mut f = OpenOptions::new().append(true).open(&r.tmp)?;
+        f.write_all(&self.buf)?;
+        f.sync_data()?;
+        std::fs::rename(&r.tmp, &self.path)?;
+        self.file = f;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// A log being written anew ([`RaftLog::begin_rewrite`]).
+pub(crate) struct Rewrite {
+    tmp: PathBuf,
+}
+
+impl Rewrite {
+    /// Gives it up (the log changed under it): its file goes.
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Where the log at `path` is written anew.
+fn rewrite_path(path: &Path) -> PathBuf {
+    let mut tmp = path.to_owned().into_os_string();
+    tmp.push(".compact");
+    PathBuf::from(tmp)
 }
 
 /// `w` as one record in `b`.
@@ -368,6 +432,74 @@ mod tests {
             ),
             (3, 2, 4)
         );
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_log_written_anew_in_the_background_keeps_what_was_appended_meanwhile() {
+        let d = dir();
+        let path = d.join("q.log");
+        let (mut log, ..) = RaftLog::open(&path).unwrap();
+        let hs = |commit: u64| HardState {
+            term: 2,
+            vote: 1,
+            commit,
+            ..Default::default()
+        };
+        let first: Vec<Entry> = (1..=4).map(|i| entry(2, i, b"x")).collect();
+        log.write(&w(&first, Some(&hs(4)))).unwrap();
+        log.sync().unwrap();
+        // Compacted at 3: the snapshot and entry 4, written beside the log.
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 3;
+        snap.mut_metadata().term = 2;
+        snap.data = b"state at 3".to_vec().into();
+        let compaction = Writes {
+            snapshot: Some(snap),
+            entries: vec![entry(2, 4, b"x")],
+            state: Some(hs(4)),
+        };
+        let _unfinished = RaftLog::begin_rewrite(&path, &compaction).unwrap();
+        // Meanwhile the log takes 5 and 6, and a new leader's 6 replaces it.
+        log.write(&w(&[entry(2, 5, b"y"), entry(2, 6, b"z")], Some(&hs(5))))
+            .unwrap();
+        log.write(&w(&[entry(3, 6, b"Z")], None)).unwrap();
+        log.sync().unwrap();
+        // A crash now: the old log, whole, and the unfinished rewrite gone.
+        let (_, disk, _) = RaftLog::open(&path).unwrap();
+        assert_eq!((disk.base(), disk.entries.len()), (0, 6));
+        assert!(!rewrite_path(&path).exists());
+        let (mut log, ..) = RaftLog::open(&path).unwrap();
+        // Again, finished this time with what the member holds after its snapshot.
+        let rewrite = RaftLog::begin_rewrite(&path, &compaction).unwrap();
+        let now = Writes {
+            snapshot: None,
+            entries: vec![entry(2, 4, b"x"), entry(2, 5, b"y"), entry(3, 6, b"Z")],
+            state: Some(hs(6)),
+        };
+        log.finish_rewrite(rewrite, &now).unwrap();
+        // Appends go to the new file.
+        log.write(&w(&[entry(3, 7, b"w")], None)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (_, disk, torn) = RaftLog::open(&path).unwrap();
+        assert_eq!((disk.base(), torn), (3, 0));
+        assert_eq!(&disk.snapshot.data[..], b"state at 3");
+        let got: Vec<(u64, u64, Vec<u8>)> = disk
+            .entries
+            .iter()
+            .map(|e| (e.term, e.index, e.data.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, 4, b"x".to_vec()),
+                (2, 5, b"y".to_vec()),
+                (3, 6, b"Z".to_vec()),
+                (3, 7, b"w".to_vec())
+            ]
+        );
+        assert_eq!(disk.hard_state.commit, 6);
         std::fs::remove_dir_all(d).unwrap();
     }
 

@@ -48,6 +48,17 @@ impl Replica {
         Some(w)
     }
 
+    /// What a log written anew after a compaction must hold besides its snapshot: every
+    /// entry kept now (appended since, or replaced), and the hard state.
+    pub fn held_writes(&self) -> Writes {
+        let store = self.node.store();
+        Writes {
+            snapshot: None,
+            entries: store.entries().to_vec(),
+            state: Some(store.hard_state.clone()),
+        }
+    }
+
     /// Whether raft-rs asked for a snapshot to send and none was offered (asking
     /// clears it): the driver offers one.
     pub fn snapshot_wanted(&self) -> bool {

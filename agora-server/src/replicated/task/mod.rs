@@ -28,7 +28,7 @@ use deliver::Cons;
 use super::chunks::{Assembly, Outgoing};
 use super::entry::{decode_message, encode_message, file_name};
 use super::machine::{compaction_due, Applied, Machine, Op};
-use super::raftlog::RaftLog;
+use super::raftlog::{RaftLog, Rewrite};
 use super::relay::{Answers, Relay, Upstream};
 use super::replica::{Out, Replica, Writes};
 use super::{from_frame, Figures, Groups, Inbound};
@@ -143,6 +143,8 @@ pub(crate) fn spawn(
         dead: Vec::new(),
         dead_out: Vec::new(),
         dead_in: Vec::new(),
+        rewrite: None,
+        generation: 0,
     };
     rt.spawn(task.run(rx, raft_rx)).detach();
     Ok(shared)
@@ -208,6 +210,23 @@ struct Task {
     )>,
     /// Dead letters of other queues proposed here, until applied.
     dead_in: Vec<(async_channel::Receiver<crate::store::Outcome>, Message)>,
+    /// The log being written anew after a compaction, on a blocking thread.
+    rewrite: Option<(smol::Task<std::io::Result<Rewrite>>, Rewriting)>,
+    /// Counts snapshots written to the log at once (a leader's): a rewrite begun
+    /// before one is out of date.
+    generation: u64,
+}
+
+/// A compaction whose log is being written beside the log.
+struct Rewriting {
+    generation: u64,
+    /// The snapshot's index, the bytes of entries it replaced, and its size.
+    index: u64,
+    kept: usize,
+    size: usize,
+    /// When the compaction began, and how long the task took to make the snapshot.
+    began: Instant,
+    made: Duration,
 }
 
 enum Wake {
@@ -360,6 +379,9 @@ impl Task {
         let Some(mut log) = self.log.take() else {
             return false;
         };
+        if w.snapshot.is_some() {
+            self.generation += 1;
+        }
         let (log, wrote) = smol::unblock(move || {
             let r = log.write(&w).and_then(|()| log.sync());
             (log, r)

@@ -1,6 +1,8 @@
 //! A replicated queue's task and snapshots: its member compacts its log once it holds
-//! more than `--raft-compact-bytes` and more than the queue's messages (so the copy a
-//! snapshot makes costs at most as much as the log it replaces), offers one when
+//! more than `--raft-compact-bytes` and four times the queue's messages (so the copy a
+//! snapshot makes costs at most a quarter of the log it replaces), writing the new log
+//! on a blocking thread while the task goes on (the task copies the queue's state, and
+//! at the end adds what came meanwhile), offers one when
 //! raft-rs wants to send it to a member behind the compacted log, sends it there in
 //! pieces as the link takes them, and restores one the leader sent.
 
@@ -25,23 +27,92 @@ impl Task {
                 self.offered = None;
             }
         }
+        // A log being written anew: finished once its file is ready.
+        if self.rewrite.as_ref().is_some_and(|(t, _)| t.is_finished()) {
+            let (task, r) = self.rewrite.take().expect("checked");
+            match task.await {
+                Ok(file) if r.generation == self.generation => {
+                    self.finish_rewrite(file, &r).await;
+                }
+                // A leader's snapshot was written meanwhile: this one is out of date.
+                Ok(file) => file.abandon(),
+                Err(e) => log::warn!(
+                    "{}: its log could not be written anew ({e}); it stays as it was",
+                    self.shared.dest
+                ),
+            }
+        }
         let kept = self.replica.log_bytes();
         let due = compaction_due(kept, self.machine.bytes(), self.groups.compact_bytes);
-        if !due || self.failed.is_some() {
+        if !due || self.failed.is_some() || self.rewrite.is_some() {
             return;
         }
+        let Some(path) = self.log.as_ref().map(|l| l.path().to_owned()) else {
+            return;
+        };
+        let began = Instant::now();
         let Some(w) = self.replica.compact(self.machine.image()) else {
             return;
         };
+        let made = began.elapsed();
         let (index, size) = w
             .snapshot
             .as_ref()
             .map_or((0, 0), |s| (s.get_metadata().index, s.data.len()));
-        if self.write(w).await {
-            log::info!(
-                "{}: its log compacted to index {index} ({kept} bytes of entries; a snapshot of {size})",
-                self.shared.dest
-            );
+        // Written beside the log on a blocking thread while this task goes on; until
+        // it is renamed over the log, the log (whole, from before) is what a restart
+        // reads.
+        let task = smol::unblock(move || RaftLog::begin_rewrite(&path, &w));
+        self.rewrite = Some((
+            task,
+            Rewriting {
+                generation: self.generation,
+                index,
+                kept,
+                size,
+                began,
+                made,
+            },
+        ));
+    }
+
+    /// Ends a log's rewrite: what the member holds after its snapshot now is appended
+    /// to the new file, which replaces the log.
+    async fn finish_rewrite(&mut self, file: Rewrite, r: &Rewriting) {
+        let Some(mut log) = self.log.take() else {
+            file.abandon();
+            return;
+        };
+        let rest = self.replica.held_writes();
+        let (log, done) = smol::unblock(move || {
+            let done = log.finish_rewrite(file, &rest);
+            (log, done)
+        })
+        .await;
+        self.log = Some(log);
+        match done {
+            Ok(()) => log::info!(
+                "{}: its log compacted to index {} ({} bytes of entries; a snapshot of {}, made in {} ms in the queue's task, the log written anew beside it in {} ms)",
+                self.shared.dest,
+                r.index,
+                r.kept,
+                r.size,
+                r.made.as_millis(),
+                r.began.elapsed().as_millis()
+            ),
+            Err(e) => {
+                // Where the log's appends go is not known for sure: as any write
+                // that failed, this member stops promising anything.
+                let why = format!("its Raft log cannot be written anew: {e}");
+                log::error!(
+                    "{}: {why}; this node no longer takes part in its group",
+                    self.shared.dest
+                );
+                for (_, (w, _, _)) in self.waiting.drain() {
+                    let _ = w.try_send(Err(format!("not stored: {why}").into()));
+                }
+                self.failed = Some(why);
+            }
         }
     }
 
