@@ -22,6 +22,17 @@ fn node(id: u64, dir: &Path) -> Config {
     }
 }
 
+/// [`node`], with `orders`' dead-letter queue replicated too (so any node serves it).
+fn node_with_dlq(id: u64, dir: &Path) -> Config {
+    Config {
+        replicated_queues: vec![
+            Pattern::parse("queue:orders").unwrap(),
+            Pattern::parse("queue:orders.dlq").unwrap(),
+        ],
+        ..node(id, dir)
+    }
+}
+
 /// This node's figures for the replicated queue `orders` (null until it runs it).
 fn group(c: &mut Raw) -> serde_json::Value {
     c.stats()["cluster"]["replicated"]["orders"].clone()
@@ -88,7 +99,12 @@ struct Warmed {
 /// Starts three nodes with their data in `dir` and makes `orders` (one warm-up message
 /// confirmed), until a node serves it.
 fn warmed(dir: &Path) -> Warmed {
-    let (nodes, peers) = start_cluster((1..=3).map(|id| node(id, dir)).collect());
+    warmed_with((1..=3).map(|id| node(id, dir)).collect())
+}
+
+/// [`warmed`], the nodes configured as `configs` say.
+fn warmed_with(configs: Vec<Config>) -> Warmed {
+    let (nodes, peers) = start_cluster(configs);
     until_confirmed(&mut nodes[0].connect());
     let mut conns: Vec<(usize, Raw)> = nodes
         .iter()
@@ -429,11 +445,12 @@ fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
         raft_compact_bytes: 4096,
         ..node(id, dir.path())
     };
-    let (mut nodes, peers) = start_cluster((1..=3).map(compacting).collect());
-    until_confirmed(&mut nodes[0].connect());
-    let mut conns: Vec<(usize, Raw)> = (0..3).map(|i| (i, nodes[i].connect())).collect();
-    let l = leader(&mut conns);
-    drop(conns);
+    let Warmed {
+        mut nodes,
+        peers,
+        leader: l,
+        ..
+    } = warmed_with((1..=3).map(compacting).collect());
     // A node that does not lead stops; 200 messages of 100 bytes are confirmed, and
     // the first 190 acknowledged, meanwhile: the others compact their logs (which then
     // hold more than four times what the queue does).
@@ -502,10 +519,12 @@ fn a_delivery_not_acknowledged_in_time_or_nacked_with_a_delay_is_handed_out_agai
         ack_timeout: Some(std::time::Duration::from_millis(500)),
         ..node(id, dir.path())
     };
-    let (nodes, _) = start_cluster((1..=3).map(timing_out).collect());
-    until_confirmed(&mut nodes[0].connect());
-    let mut conns: Vec<(usize, Raw)> = (0..3).map(|i| (i, nodes[i].connect())).collect();
-    let l = leader(&mut conns);
+    let Warmed {
+        nodes,
+        mut conns,
+        leader: l,
+        ..
+    } = warmed_with((1..=3).map(timing_out).collect());
     // A consumer on the leader takes the message and does not answer.
     let mut c = nodes[l].connect();
     c.send(b"SUB #3 queue:orders 1 prefetch=1\r\n");
@@ -544,19 +563,16 @@ fn a_delivery_not_acknowledged_in_time_or_nacked_with_a_delay_is_handed_out_agai
 #[test]
 fn a_message_delivered_too_often_or_rejected_goes_to_the_dead_letter_queue() {
     let dir = tempfile::tempdir().unwrap();
-    // Its dead-letter queue is replicated too, so any node serves it.
     let limited = |id: u64| Config {
         max_deliveries: 2,
-        replicated_queues: vec![
-            Pattern::parse("queue:orders").unwrap(),
-            Pattern::parse("queue:orders.dlq").unwrap(),
-        ],
-        ..node(id, dir.path())
+        ..node_with_dlq(id, dir.path())
     };
-    let (nodes, _) = start_cluster((1..=3).map(limited).collect());
-    until_confirmed(&mut nodes[0].connect());
-    let mut conns: Vec<(usize, Raw)> = (0..3).map(|i| (i, nodes[i].connect())).collect();
-    let l = leader(&mut conns);
+    let Warmed {
+        nodes,
+        mut conns,
+        leader: l,
+        ..
+    } = warmed_with((1..=3).map(limited).collect());
     // A consumer on a node that does not lead: its NACKs go up its node's link.
     let f = (l + 1) % 3;
     let mut c = nodes[f].connect();
@@ -661,17 +677,13 @@ fn a_message_s_delivery_count_carries_over_to_the_next_leader() {
     let dir = tempfile::tempdir().unwrap();
     let limited = |id: u64| Config {
         max_deliveries: 5,
-        replicated_queues: vec![
-            Pattern::parse("queue:orders").unwrap(),
-            Pattern::parse("queue:orders.dlq").unwrap(),
-        ],
-        ..node(id, dir.path())
+        ..node_with_dlq(id, dir.path())
     };
-    let (mut nodes, _) = start_cluster((1..=3).map(limited).collect());
-    until_confirmed(&mut nodes[0].connect());
-    let mut conns: Vec<(usize, Raw)> = (0..3).map(|i| (i, nodes[i].connect())).collect();
-    let l = leader(&mut conns);
-    drop(conns);
+    let Warmed {
+        mut nodes,
+        leader: l,
+        ..
+    } = warmed_with((1..=3).map(limited).collect());
     // Given back twice on the leader; the third delivery is held when it stops.
     let mut c = nodes[l].connect();
     c.send(b"SUB #3 queue:orders 1 prefetch=1\r\n");
@@ -742,11 +754,7 @@ fn a_message_waiting_past_its_ttl_goes_to_the_dead_letter_queue() {
     let dir = tempfile::tempdir().unwrap();
     let expiring = |id: u64| Config {
         message_ttl: Some(std::time::Duration::from_millis(300)),
-        replicated_queues: vec![
-            Pattern::parse("queue:orders").unwrap(),
-            Pattern::parse("queue:orders.dlq").unwrap(),
-        ],
-        ..node(id, dir.path())
+        ..node_with_dlq(id, dir.path())
     };
     let (nodes, _) = start_cluster((1..=3).map(expiring).collect());
     // Nobody consumes the warm-up message: it expires on whichever node serves.

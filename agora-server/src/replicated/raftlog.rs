@@ -363,6 +363,14 @@ mod tests {
         }
     }
 
+    /// (term, index, data) of each entry on `disk`.
+    fn terms_indexes_data(disk: &Disk) -> Vec<(u64, u64, Vec<u8>)> {
+        disk.entries
+            .iter()
+            .map(|e| (e.term, e.index, e.data.to_vec()))
+            .collect()
+    }
+
     fn dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!(
             "agora-raftlog-{}-{}",
@@ -410,11 +418,7 @@ mod tests {
         drop(log);
         let (_, disk, torn) = RaftLog::open(&path).unwrap();
         assert_eq!(torn, 0);
-        let got: Vec<(u64, u64, Vec<u8>)> = disk
-            .entries
-            .iter()
-            .map(|e| (e.term, e.index, e.data.to_vec()))
-            .collect();
+        let got = terms_indexes_data(&disk);
         assert_eq!(
             got,
             vec![
@@ -485,11 +489,7 @@ mod tests {
         let (_, disk, torn) = RaftLog::open(&path).unwrap();
         assert_eq!((disk.base(), torn), (3, 0));
         assert_eq!(&disk.snapshot.data[..], b"state at 3");
-        let got: Vec<(u64, u64, Vec<u8>)> = disk
-            .entries
-            .iter()
-            .map(|e| (e.term, e.index, e.data.to_vec()))
-            .collect();
+        let got = terms_indexes_data(&disk);
         assert_eq!(
             got,
             vec![

@@ -389,18 +389,23 @@ impl Task {
         .await;
         self.log = Some(log);
         if let Err(e) = wrote {
-            let why = format!("its Raft log cannot be written: {e}");
-            log::error!(
-                "{}: {why}; this node no longer takes part in its group",
-                self.shared.dest
-            );
-            for (_, (w, _, _)) in self.waiting.drain() {
-                let _ = w.try_send(Err(format!("not stored: {why}").into()));
-            }
-            self.failed = Some(why);
+            self.stop_taking_part(format!("its Raft log cannot be written: {e}"));
             return false;
         }
         true
+    }
+
+    /// Its log failed (`why`): this member stays silent from now on, and its publishers
+    /// waiting are told.
+    pub(super) fn stop_taking_part(&mut self, why: String) {
+        log::error!(
+            "{}: {why}; this node no longer takes part in its group",
+            self.shared.dest
+        );
+        for (_, (w, _, _)) in self.waiting.drain() {
+            let _ = w.try_send(Err(format!("not stored: {why}").into()));
+        }
+        self.failed = Some(why);
     }
 
     fn out(&mut self, out: Vec<Out>) {

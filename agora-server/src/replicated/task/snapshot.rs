@@ -100,19 +100,9 @@ impl Task {
                 r.made.as_millis(),
                 r.began.elapsed().as_millis()
             ),
-            Err(e) => {
-                // Where the log's appends go is not known for sure: as any write
-                // that failed, this member stops promising anything.
-                let why = format!("its Raft log cannot be written anew: {e}");
-                log::error!(
-                    "{}: {why}; this node no longer takes part in its group",
-                    self.shared.dest
-                );
-                for (_, (w, _, _)) in self.waiting.drain() {
-                    let _ = w.try_send(Err(format!("not stored: {why}").into()));
-                }
-                self.failed = Some(why);
-            }
+            // Where the log's appends go is not known for sure: as any write that
+            // failed, this member stops promising anything.
+            Err(e) => self.stop_taking_part(format!("its Raft log cannot be written anew: {e}")),
         }
     }
 
