@@ -54,6 +54,21 @@ const SECRET: &str = "the cluster test's secret, not a real one";
 /// restored a leader's snapshot (counted, for the report).
 static COMPACTIONS: AtomicU64 = AtomicU64::new(0);
 static RESTORES: AtomicU64 = AtomicU64::new(0);
+/// The longest a queue's task took to make a compaction's snapshot, and the longest a
+/// log took to be written anew beside it (ms, from the compaction lines).
+static MADE_MS: AtomicU64 = AtomicU64::new(0);
+static REWRITTEN_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The number of milliseconds after `before` in `line` ("… made in 3 ms …").
+fn ms_after(line: &str, before: &str) -> Option<u64> {
+    line.split(before)
+        .nth(1)?
+        .split(" ms")
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
 
 #[derive(Default)]
 struct Model {
@@ -125,6 +140,12 @@ fn start(bin: &Path, n: &Node) -> Result<Child, String> {
             let l = String::from_utf8_lossy(&line);
             if l.contains("its log compacted") {
                 COMPACTIONS.fetch_add(1, Relaxed);
+                if let Some(ms) = ms_after(&l, "made in ") {
+                    MADE_MS.fetch_max(ms, Relaxed);
+                }
+                if let Some(ms) = ms_after(&l, "beside it in ") {
+                    REWRITTEN_MS.fetch_max(ms, Relaxed);
+                }
             } else if l.contains("restored the leader's snapshot") {
                 RESTORES.fetch_add(1, Relaxed);
             }
@@ -360,7 +381,7 @@ fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
         spread("cut off", &made.cut_failovers)
     );
     println!(
-        "{faults} faults in {:.1} s: {} published, {} confirmed, {} refused or timed out; {} delivered ({} of them again); {} confirmed messages lost; {failover}; longest time with no confirm: {:.0} ms; {} log compactions, {} snapshots restored",
+        "{faults} faults in {:.1} s: {} published, {} confirmed, {} refused or timed out; {} delivered ({} of them again); {} confirmed messages lost; {failover}; longest time with no confirm: {:.0} ms; {} log compactions (a snapshot made in the queue's task in at most {} ms, the log written anew beside it in at most {} ms), {} snapshots restored",
         t0.elapsed().as_secs_f64(),
         model.published,
         model.confirmed.len(),
@@ -370,6 +391,8 @@ fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
         lost.len(),
         ms(model.longest_pause),
         COMPACTIONS.load(Relaxed),
+        MADE_MS.load(Relaxed),
+        REWRITTEN_MS.load(Relaxed),
         RESTORES.load(Relaxed),
     );
     if !lost.is_empty() {

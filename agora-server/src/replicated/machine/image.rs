@@ -60,11 +60,10 @@ impl Machine {
         let mut out = Vec::with_capacity(16 + self.bytes + 12 * self.messages.len());
         out.push(VERSION);
         out.extend_from_slice(&(self.messages.len() as u64).to_le_bytes());
-        for (id, body) in &self.messages {
+        for (id, m) in &self.messages {
             out.extend_from_slice(&id.to_le_bytes());
-            let at = self.born.get(id).copied().unwrap_or(0);
-            out.extend_from_slice(&at.to_le_bytes());
-            put_bytes(&mut out, body);
+            out.extend_from_slice(&m.at.to_le_bytes());
+            put_bytes(&mut out, &m.body);
         }
         out.extend_from_slice(&(self.seen.len() as u32).to_le_bytes());
         for (origin, r) in &self.seen {
@@ -96,17 +95,19 @@ impl Machine {
             return Err("an image of an unknown version");
         }
         let mut messages = BTreeMap::new();
-        let mut born = BTreeMap::new();
         let mut bytes = 0;
         for _ in 0..r.u64()? {
             let id = r.u64()?;
             let at = if version >= 2 { r.u64()? } else { 0 };
             let body = r.bytes()?;
             bytes += body.len();
-            messages.insert(id, body.to_vec());
-            if at > 0 {
-                born.insert(id, at);
-            }
+            messages.insert(
+                id,
+                Stored {
+                    at,
+                    body: body.to_vec(),
+                },
+            );
         }
         let mut seen = BTreeMap::new();
         for _ in 0..r.u32()? {
@@ -137,7 +138,6 @@ impl Machine {
         }
         let void = self.serve(false);
         self.messages = messages;
-        self.born = born;
         self.returns = returns;
         self.bytes = bytes;
         self.seen = seen;

@@ -240,14 +240,20 @@ pub(crate) enum NotHeld {
     Unknown,
 }
 
+/// A message in the queue: its body as its `Enqueue` carried it, and the time it was
+/// published (0: not said).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub at: u64,
+    pub body: Vec<u8>,
+}
+
 /// One member's copy of a replicated queue.
 #[derive(Default)]
 pub(crate) struct Machine {
     /// Committed and not acknowledged, by id, and their bytes.
-    messages: BTreeMap<u64, Vec<u8>>,
+    messages: BTreeMap<u64, Stored>,
     bytes: usize,
-    /// When each message was published (its `Enqueue`'s time), where it was said.
-    born: BTreeMap<u64, u64>,
     /// How often each message came back from consumers, where it did.
     returns: BTreeMap<u64, u32>,
     /// The latest proposal numbers of each member whose messages were enqueued.
@@ -295,10 +301,7 @@ impl Machine {
                     }
                 }
                 self.bytes += body.len();
-                self.messages.insert(index, body);
-                if at > 0 {
-                    self.born.insert(index, at);
-                }
+                self.messages.insert(index, Stored { at, body });
                 Applied::Enqueued {
                     origin,
                     seq,
@@ -307,15 +310,14 @@ impl Machine {
             }
             Some(Op::Ack { id }) => {
                 self.acking.remove(&id);
-                self.born.remove(&id);
                 self.returns.remove(&id);
-                let body = self.messages.remove(&id);
-                self.bytes -= body.as_ref().map_or(0, Vec::len);
+                let bytes = self.messages.remove(&id).map(|m| m.body.len());
+                self.bytes -= bytes.unwrap_or(0);
                 Applied::Acked {
                     id,
                     held_by: self.out.remove(&id),
-                    was_there: body.is_some(),
-                    bytes: body.map_or(0, |b| b.len()),
+                    was_there: bytes.is_some(),
+                    bytes: bytes.unwrap_or(0),
                 }
             }
             Some(Op::Purge) => {
@@ -324,10 +326,9 @@ impl Machine {
                 for id in gone.keys() {
                     self.out.remove(id);
                     self.acking.remove(id);
-                    self.born.remove(id);
                     self.returns.remove(id);
                 }
-                let bytes = gone.values().map(Vec::len).sum();
+                let bytes = gone.values().map(|m| m.body.len()).sum();
                 self.bytes -= bytes;
                 Applied::Purged {
                     bytes,
@@ -365,7 +366,7 @@ impl Machine {
         self.messages
             .values()
             .take(limit)
-            .map(Vec::as_slice)
+            .map(|m| m.body.as_slice())
             .collect()
     }
 
@@ -414,12 +415,12 @@ impl Machine {
         if !self.serving {
             return None;
         }
-        let (&id, body) = self
+        let (&id, m) = self
             .messages
             .iter()
             .find(|(id, _)| !self.out.contains_key(id) && !self.acking.contains(id))?;
         self.out.insert(id, consumer);
-        Some((id, body))
+        Some((id, &m.body))
     }
 
     /// `consumer` is done with `id`: the `Op` to propose (the message leaves the queue
@@ -475,7 +476,7 @@ impl Machine {
     /// handed back because this member stopped serving).
     pub fn parked_body(&self, id: u64) -> Option<&[u8]> {
         match self.out.get(&id) {
-            Some(&PARKED) => self.messages.get(&id).map(Vec::as_slice),
+            Some(&PARKED) => self.messages.get(&id).map(|m| m.body.as_slice()),
             _ => None,
         }
     }
@@ -498,10 +499,11 @@ impl Machine {
             return Vec::new();
         }
         let expired: Vec<u64> = self
-            .born
+            .messages
             .iter()
-            .filter(|(id, &at)| {
-                now_ms.saturating_sub(at) >= ttl_ms
+            .filter(|(id, m)| {
+                m.at > 0
+                    && now_ms.saturating_sub(m.at) >= ttl_ms
                     && !self.out.contains_key(id)
                     && !self.acking.contains(id)
             })
