@@ -46,12 +46,7 @@ impl Task {
             let Some(body) = self.machine.parked_body(id) else {
                 continue;
             };
-            let count = self
-                .counts
-                .get(&id)
-                .copied()
-                .unwrap_or(0)
-                .max(self.machine.returned(id));
+            let count = self.deliveries(id);
             let Some(msg) = decode_message(body, now) else {
                 continue;
             };

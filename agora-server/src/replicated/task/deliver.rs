@@ -104,6 +104,13 @@ impl Task {
         }
     }
 
+    /// Message `id`'s deliveries so far: this node's, or the returns its log counts
+    /// (from earlier leaders) when more.
+    pub(super) fn deliveries(&self, id: u64) -> u32 {
+        let here = self.counts.get(&id).copied().unwrap_or(0);
+        here.max(self.machine.returned(id))
+    }
+
     /// Message `id` came back from a consumer while this node serves: its `Return` is
     /// proposed, so that the next node to serve counts it too.
     pub(super) fn came_back(&mut self, id: u64) {
@@ -263,14 +270,7 @@ impl Task {
             };
             idle = 0;
             let decoded = decode_message(body, now);
-            // Its deliveries so far: this node's, or the returns the log counts (from
-            // earlier leaders) when more.
-            let before = self
-                .counts
-                .get(&id)
-                .copied()
-                .unwrap_or(0)
-                .max(self.machine.returned(id));
+            let before = self.deliveries(id);
             if max > 0 && before >= max {
                 // Delivered as often as it may be: to the dead-letter queue instead.
                 let _ = self.machine.park(cid, id);
