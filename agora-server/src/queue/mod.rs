@@ -185,6 +185,7 @@ pub(crate) fn spawn(
         waiters: Vec::new(),
         forwarded: Vec::new(),
         flushed: Vec::new(),
+        rejected: Vec::new(),
         seen_charged: 0,
     };
     rt.spawn(task.run(rx)).detach();
@@ -217,6 +218,10 @@ struct Queue {
     forwarded: Vec<Record>,
     /// Who waits for this batch's records to be handed to the writer.
     flushed: Vec<Sender<()>>,
+    /// Replies to `NACK … dlq`, told after the batch's dead letters moved and its
+    /// figures were published, so a client that reads `STATS` after its OK sees the
+    /// message gone (or kept, when the dead-letter queue could not take it).
+    rejected: Vec<(Sender<bool>, bool)>,
     /// What its message ids are counted in the memory budget as.
     seen_charged: usize,
     /// Its backlog kept in the log (`paging.rs`).
@@ -366,6 +371,9 @@ impl Queue {
         }
         self.give_back_released();
         self.publish_figures();
+        for (r, known) in self.rejected.drain(..) {
+            let _ = r.try_send(known);
+        }
         self.store().await;
         self.page().await;
         self.flushed();
@@ -384,116 +392,13 @@ impl Queue {
         // A failed writer has told every waiter why, and logged it.
         let _ = writer.append(Append { records, done }).await;
     }
-
-    /// Handles one command; true when the queue must stop.
-    fn handle(&mut self, cmd: QueueCmd) -> bool {
-        match cmd {
-            QueueCmd::Publish(msg) => self.state.enqueue([msg], Instant::now()),
-            QueueCmd::PublishStored(msg, done) => {
-                self.state.enqueue([msg], Instant::now());
-                if self.state.journaled() && self.writer.is_some() {
-                    self.waiters.push(done);
-                } else {
-                    let _ = done.try_send(Ok(()));
-                }
-            }
-            QueueCmd::DeadLetter { msg, ack } => {
-                self.state.enqueue_dead_letter(msg, Instant::now());
-                self.forwarded.extend(ack);
-            }
-            QueueCmd::PublishMany(msgs) => self.state.enqueue(msgs, Instant::now()),
-            QueueCmd::Subscribe(c) => self.state.subscribe(c),
-            QueueCmd::Hold { cid, on, reply } => {
-                self.state.hold(cid, on);
-                let _ = reply.try_send(());
-            }
-            QueueCmd::Unsubscribe { cid } => {
-                if self.state.unsubscribe(cid).is_some() {
-                    self.shared.consumers.fetch_sub(1, SeqCst);
-                }
-            }
-            QueueCmd::Ack {
-                cid,
-                did,
-                ack,
-                how,
-                reply,
-            } => {
-                let known = match ack {
-                    true => self.state.ack(cid, did, true),
-                    false => self.state.nack(cid, did, how, Instant::now()),
-                } == Acked::Done;
-                // Released (and the unacknowledged count told) before the reply, so a
-                // client that reads STATS after its OK sees the message gone.
-                self.give_back_released();
-                self.shared.unacked.store(self.state.unacked(), Relaxed);
-                match reply {
-                    Some(r) => {
-                        let _ = r.try_send(known);
-                    }
-                    None if !known => {
-                        if let Some(port) = outbox_of(&self.state, cid) {
-                            unknown_delivery(port, did);
-                        }
-                    }
-                    None => {}
-                }
-            }
-            QueueCmd::Written { cid, n } => self.state.written(cid, n),
-            QueueCmd::Flush { reply } => self.flushed.push(reply),
-            QueueCmd::Peek { limit, reply } => {
-                let _ = reply.try_send(self.state.peek(limit));
-            }
-            QueueCmd::Purge { reply } => {
-                let n = self.state.purge();
-                self.give_back_released();
-                self.publish_figures();
-                let _ = reply.try_send(n);
-            }
-            QueueCmd::Delete { reply } => {
-                self.shared.closed.store(true, SeqCst);
-                let (n, consumers) = self.state.delete();
-                for c in consumers {
-                    c.port.outbox.cancel(
-                        c.sid,
-                        ErrorCode::UnknownDestination,
-                        format!("{} was deleted", self.shared.dest),
-                    );
-                    c.port.tx.close();
-                    self.shared.consumers.fetch_sub(1, SeqCst);
-                }
-                // Everything reserved goes back, messages still in the channel included.
-                self.rebudget();
-                let _ = self.state.take_released();
-                self.shared.release_all();
-                self.shared
-                    .budget()
-                    .give_back(std::mem::take(&mut self.seen_charged));
-                self.publish_figures();
-                let _ = reply.try_send(n);
-                return true;
-            }
-        }
-        false
-    }
-}
-
-/// The outbox of consumer `cid`, for a notice about it.
-fn outbox_of(state: &QueueState<Port>, cid: u64) -> Option<&Outbox> {
-    state.consumer(cid).map(|c| &c.port.outbox)
-}
-
-pub(crate) fn unknown_delivery(outbox: &Outbox, did: u64) {
-    outbox.notify(&ServerFrame::Err(ErrorReply {
-        rid: None,
-        code: ErrorCode::UnknownDelivery,
-        message: format!("delivery {did} is not outstanding on this subscription"),
-    }));
 }
 
 mod dead_letter;
 pub(crate) use dead_letter::{dead_letter_copy, dlq_of};
 mod figures;
+mod handle;
+pub(crate) use handle::unknown_delivery;
 mod paging;
 use paging::Paging;
 
@@ -569,6 +474,7 @@ mod tests {
             waiters: Vec::new(),
             forwarded: Vec::new(),
             flushed: Vec::new(),
+            rejected: Vec::new(),
             seen_charged: 0,
             paging: Paging {
                 number: 0,
