@@ -36,6 +36,7 @@ use relay::{Link, Relayed, LINK};
 
 mod apply;
 mod clients;
+mod end;
 mod relay;
 use crate::replicated::machine::{compaction_due, Applied, Machine, Op};
 use crate::replicated::replica::{Disk, Out, Replica, Stamp};
@@ -154,6 +155,19 @@ struct Sim {
     /// Members' links to the leaders they follow, and the last link's epoch.
     links: Vec<Link>,
     epochs: u64,
+}
+
+/// A delivery came back from a consumer: its member (which serves) proposes the
+/// `Return` (one more toward the delivery limit), counted in `gave_back`, so that no
+/// member may count more returns than were proposed.
+fn give_back(
+    r: &mut Replica,
+    gave_back: &mut BTreeMap<u64, u32>,
+    mid: u64,
+) -> Result<(), crate::replicated::replica::Refused> {
+    r.propose(Op::Return { id: mid }.encode())?;
+    *gave_back.entry(mid).or_insert(0) += 1;
+    Ok(())
 }
 
 fn election(rng: &mut Rng, id: u64) -> usize {
@@ -393,117 +407,7 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
     for _ in 0..steps {
         sim.tick().map_err(|what| sim.fail(seed, what))?;
     }
-    // The end: every member back, nothing lost on the wire, time until all agree.
-    sim.faults = false;
-    let cut: Vec<u64> = sim.cut.keys().copied().collect();
-    sim.cut.clear();
-    for id in cut {
-        sim.end_links_of(id);
-    }
-    for id in 1..=MEMBERS {
-        if !sim.up(id) {
-            let e = election(&mut sim.rng, id);
-            let m = &mut sim.members[id as usize - 1];
-            m.replica = Some(
-                Replica::new(id, &voters, m.disk.clone(), e, LEASE)
-                    .map_err(|what| failure(seed, steps, what, Vec::new()))?,
-            );
-            m.applied.clear();
-            m.machine =
-                machine_of(&m.disk).map_err(|what| failure(seed, steps, what, Vec::new()))?;
-        }
-    }
-    // A last message once a leader is there, so that everything before it commits (a
-    // leader commits its predecessors' entries only with one of its own term); proposed
-    // again now and then until it is confirmed, as a publisher would (the first leader
-    // found may be one about to learn it was deposed).
-    let mut sealed = false;
-    for i in 0..QUIET {
-        sim.tick().map_err(|what| sim.fail(seed, what))?;
-        if sealed
-            && sim.delivered.contains(&u64::MAX)
-            && sim.members.iter().all(|m| m.machine.depth() == 0)
-        {
-            break;
-        }
-        if !sim.confirmed.contains(&u64::MAX) && i % 100 == 0 {
-            if let Some(id) = (1..=MEMBERS).find(|&id| {
-                sim.members[id as usize - 1]
-                    .replica
-                    .as_ref()
-                    .is_some_and(Replica::is_leader)
-            }) {
-                sealed |= sim.publish(id, u64::MAX);
-            }
-        }
-    }
-    let step = sim.step;
-    let fail = |what: String| failure(seed, step, what, sim.trail.clone());
-    if !sealed {
-        return Err(fail("no leader in the quiet end".to_owned()));
-    }
-    if !sim.delivered.contains(&u64::MAX) {
-        let members: Vec<String> = sim
-            .members
-            .iter()
-            .map(|m| {
-                let r = m.replica.as_ref().expect("up");
-                format!(
-                    "leader {} serving {} term {} depth {} applied {}",
-                    r.is_leader(),
-                    r.serving(),
-                    r.term(),
-                    m.machine.depth(),
-                    m.applied.len()
-                )
-            })
-            .collect();
-        return Err(fail(format!(
-            "the last message was never delivered ({})",
-            members.join("; ")
-        )));
-    }
-    // Delivered, or expired into the dead-letter queue before it could be.
-    if let Some(lost) = sim
-        .confirmed
-        .iter()
-        .find(|v| !sim.delivered.contains(v) && !sim.expired.contains(v))
-    {
-        return Err(fail(format!(
-            "confirmed message {lost} was never delivered, nor expired"
-        )));
-    }
-    // A poison message leaves only through the dead-letter queue; with the queue
-    // empty, each confirmed one is there.
-    if let Some(stuck) = sim
-        .confirmed
-        .iter()
-        .find(|&&v| poison(v) && !sim.dead.contains(&v))
-    {
-        return Err(fail(format!(
-            "confirmed poison message {stuck} left the queue, not to the dead-letter queue"
-        )));
-    }
-    for (i, m) in sim.members.iter().enumerate() {
-        if m.machine.depth() != 0 {
-            return Err(fail(format!(
-                "member {}'s queue still holds {} messages at the end",
-                i + 1,
-                m.machine.depth()
-            )));
-        }
-        // Each applied the one committed log (checked at every entry); entries a
-        // snapshot or a restart skipped are in the state, which must be the same.
-        let last = |m: &Member| m.applied.last_key_value().map(|(k, _)| *k);
-        if last(m) != last(&sim.members[0]) || m.machine.image() != sim.members[0].machine.image() {
-            return Err(fail(format!(
-                "members 1 and {} applied different logs",
-                i + 1
-            )));
-        }
-    }
-    sim.report.steps = sim.step;
-    Ok(sim.report)
+    sim.end(seed, steps, &voters)
 }
 
 #[cfg(test)]

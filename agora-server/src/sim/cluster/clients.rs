@@ -64,9 +64,8 @@ impl Sim {
             let back = m.machine.gone(id);
             let n = back.len();
             for mid in back {
-                r.propose(Op::Return { id: mid }.encode())
+                give_back(r, &mut self.gave_back, mid)
                     .map_err(|e| format!("member {id} serves and refused a return: {e:?}"))?;
-                *self.gave_back.entry(mid).or_insert(0) += 1;
             }
             if n != m.holding.len() {
                 return Err(format!(
@@ -98,9 +97,8 @@ impl Sim {
                 m.machine
                     .nack(id, mid)
                     .map_err(|e| format!("nack of {mid}: {e:?}"))?;
-                r.propose(Op::Return { id: mid }.encode())
+                give_back(r, &mut self.gave_back, mid)
                     .map_err(|e| format!("member {id} serves and refused a return: {e:?}"))?;
-                *self.gave_back.entry(mid).or_insert(0) += 1;
                 self.report.nacked += 1;
             } else {
                 let op = m

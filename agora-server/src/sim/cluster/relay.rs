@@ -70,9 +70,7 @@ impl Sim {
             // What the link held came back (a proposal refused when the member no
             // longer leads: its deliveries were void anyway).
             for mid in leader.machine.gone(LINK + l.from) {
-                if r.propose(Op::Return { id: mid }.encode()).is_ok() {
-                    *self.gave_back.entry(mid).or_insert(0) += 1;
-                }
+                let _ = give_back(r, &mut self.gave_back, mid);
             }
         }
         if self.up(l.from) {
@@ -177,10 +175,8 @@ impl Sim {
             .ok_or("a link to a member that is down")?;
         for (_, mid, ack) in due {
             if !ack {
-                if leader.machine.nack(cid, mid).is_ok()
-                    && r.propose(Op::Return { id: mid }.encode()).is_ok()
-                {
-                    *self.gave_back.entry(mid).or_insert(0) += 1;
+                if leader.machine.nack(cid, mid).is_ok() {
+                    let _ = give_back(r, &mut self.gave_back, mid);
                 }
             } else if let Ok(Some(op)) = leader.machine.ack(cid, mid) {
                 // One lost with a lost lead leaves the message to be delivered again.
