@@ -482,6 +482,13 @@ impl Server {
                     ..c
                 })
             });
+        // The nodes this node's replicated queues were made over must be the ones it is
+        // given now.
+        if let (Some(c), Some(dir)) = (&cluster, &self.config.data_dir) {
+            if !self.config.replicated_queues.is_empty() {
+                replicated::nodes::pin(&dir.join(store::RAFT_DIR), &c.me.peers)?;
+            }
+        }
         // Raft frames go to another node over this node's link to it.
         let replicated = match (&cluster, &self.config.data_dir) {
             (Some(c), Some(dir)) if !self.config.replicated_queues.is_empty() => {

@@ -195,6 +195,7 @@ fn strangers_and_clients_are_refused_at_the_cluster_port() {
         node,
         nonce: "00112233445566778899aabbccddeeff".to_owned(),
         proof: None,
+        peers: None,
     };
     for (l, why) in [
         (hello(9, "test"), "node 9 is not one of this node's --peers"),
@@ -451,6 +452,7 @@ fn links_over_tls_carry_topics_and_refuse_a_node_the_cluster_ca_did_not_sign() {
         node: 2,
         nonce: "00112233445566778899aabbccddeeff".to_owned(),
         proof: None,
+        peers: None,
     };
     s.write_all(&cluster::encode(&hello)).unwrap();
     assert!(!matches!(line(&mut s), Some(Line::Hello { .. })));
@@ -473,4 +475,80 @@ fn tls_on_links_needs_all_three_files() {
         e.contains("needs all of --cluster-ca, --cluster-cert and --cluster-key"),
         "{e}"
     );
+}
+
+/// A node of a cluster with replicated queues links only to nodes that list the same
+/// nodes in `--peers` (a queue's voters follow from them), and a node whose data
+/// directory holds replicated queues made over other nodes does not start.
+#[test]
+fn a_replicating_cluster_keeps_the_nodes_it_was_made_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = |id: u64| Config {
+        data_dir: Some(dir.path().join(format!("node{id}"))),
+        replicated_queues: vec![agora_server::auth::Pattern::parse("queue:orders").unwrap()],
+        ..cluster_node(id)
+    };
+    let (mut nodes, peers) = start_cluster(vec![node(1), node(2), node(3)]);
+    // At the cluster port: a node 2 that lists a fourth node, or does not say (an
+    // earlier Agora), is refused, told why.
+    let hello = |peers: Option<String>| Line::Hello {
+        cluster: "test".to_owned(),
+        node: 2,
+        nonce: "00112233445566778899aabbccddeeff".to_owned(),
+        proof: None,
+        peers,
+    };
+    for (said, why) in [
+        (
+            Some(cluster::peers_digest(&[1, 2, 3, 4])),
+            "node 2 lists other nodes in its --peers than this node (1,2,3)",
+        ),
+        (None, "does not say which nodes its --peers lists"),
+    ] {
+        let mut s = TcpStream::connect(peers[0].1.as_str()).unwrap();
+        s.write_all(&cluster::encode(&hello(said))).unwrap();
+        match line(&mut s) {
+            Some(Line::Err(m)) => assert!(m.contains(why), "{m}"),
+            other => panic!("expected ERR, got {other:?}"),
+        }
+    }
+    // The same nodes: answered.
+    let mut s = TcpStream::connect(peers[0].1.as_str()).unwrap();
+    s.write_all(&cluster::encode(&hello(Some(cluster::peers_digest(&[
+        3, 2, 1,
+    ])))))
+    .unwrap();
+    assert!(matches!(
+        line(&mut s),
+        Some(Line::Hello {
+            proof: Some(_),
+            peers: Some(_),
+            ..
+        })
+    ));
+    drop(s);
+    // Every node stops; node 1 started again with a fourth node in --peers: refused,
+    // saying what to do.
+    for n in &mut nodes {
+        n.shutdown().unwrap();
+    }
+    let mut grown = peers.clone();
+    grown.push((4, "127.0.0.1:1".to_owned()));
+    let mut again = node(1);
+    again.cluster_listen = Some(peers[0].1.parse().unwrap());
+    let mut bound = smol::block_on(Server::bind(again.clone())).unwrap();
+    bound.set_peers(grown).unwrap();
+    let why = serve_bound(bound).shutdown().unwrap_err().to_string();
+    assert!(
+        why.contains("made by a cluster of nodes 1,2,3")
+            && why.contains("--peers now lists nodes 1,2,3,4")
+            && why.contains("membership changes are not built"),
+        "{why}"
+    );
+    // With the nodes it was made over, it starts.
+    let mut bound = smol::block_on(Server::bind(again)).unwrap();
+    bound.set_peers(peers).unwrap();
+    let mut n = serve_bound(bound);
+    n.connect().stats();
+    n.shutdown().unwrap();
 }

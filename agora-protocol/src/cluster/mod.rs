@@ -2,8 +2,8 @@
 //! other's cluster port, before the link carries the native protocol.
 //!
 //! ```text
-//! dialer   → acceptor: HELLO <cluster> <node> <nonce>
-//! acceptor → dialer:   HELLO <cluster> <node> <nonce> <proof>
+//! dialer   → acceptor: HELLO <cluster> <node> <nonce> [peers=<digest>]
+//! acceptor → dialer:   HELLO <cluster> <node> <nonce> <proof> [peers=<digest>]
 //! dialer   → acceptor: PROOF <proof>
 //! acceptor → dialer:   WELCOME
 //! ```
@@ -11,7 +11,9 @@
 //! `<cluster>` is the cluster's name, `<node>` the sender's node id, `<nonce>` 32 random
 //! hex digits, `<proof>` 64 hex digits: an HMAC-SHA256, keyed with the cluster's shared
 //! secret, of the prover's role and node id and both nonces (computed by the broker, not
-//! here: this module only frames the lines). Either side that refuses sends
+//! here: this module only frames the lines), `<digest>` 16 hex digits naming the set of
+//! node ids the sender's `--peers` lists (a node of a cluster with replicated queues
+//! links only to nodes that list the same ones). Either side that refuses sends
 //! `ERR <reason>` and closes. Every line ends in CRLF and is at most [`MAX_LINE`] bytes.
 
 pub mod raft;
@@ -33,6 +35,9 @@ pub enum Line {
         nonce: String,
         /// The acceptor's proof of the dialer's nonce (absent in the dialer's line).
         proof: Option<String>,
+        /// The digest of the node ids of the sender's `--peers` (absent: not said, as
+        /// by a node of an earlier version).
+        peers: Option<String>,
     },
     /// The dialer's proof of the acceptor's nonce.
     Proof(String),
@@ -70,6 +75,21 @@ pub fn valid_cluster_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// The digest a `HELLO` names a set of node ids by (in any order, repeats ignored):
+/// 16 hex digits of a 64-bit FNV-1a hash of the ids, sorted, each as 8 little-endian
+/// bytes.
+pub fn peers_digest(ids: &[u64]) -> String {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ids.iter().flat_map(|id| id.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 fn hex_of_len(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -81,14 +101,20 @@ pub fn encode(line: &Line) -> Vec<u8> {
             cluster,
             node,
             nonce,
-            proof: None,
-        } => format!("HELLO {cluster} {node} {nonce}"),
-        Line::Hello {
-            cluster,
-            node,
-            nonce,
-            proof: Some(p),
-        } => format!("HELLO {cluster} {node} {nonce} {p}"),
+            proof,
+            peers,
+        } => {
+            let mut t = format!("HELLO {cluster} {node} {nonce}");
+            if let Some(p) = proof {
+                t.push(' ');
+                t.push_str(p);
+            }
+            if let Some(d) = peers {
+                t.push_str(" peers=");
+                t.push_str(d);
+            }
+            t
+        }
         Line::Proof(p) => format!("PROOF {p}"),
         Line::Welcome => "WELCOME".to_owned(),
         Line::Err(why) => {
@@ -122,7 +148,15 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Line, usize)>, LineError> {
     let (verb, rest) = text.split_once(' ').unwrap_or((text, ""));
     let line = match verb {
         "HELLO" => {
-            let f: Vec<&str> = rest.split(' ').collect();
+            let mut f: Vec<&str> = rest.split(' ').collect();
+            let peers = match f.last().and_then(|l| l.strip_prefix("peers=")) {
+                Some(d) if hex_of_len(d, 16) => Some(d.to_owned()),
+                Some(_) => return Err(bad("a peers digest must be 16 hex digits")),
+                None => None,
+            };
+            if peers.is_some() {
+                f.pop();
+            }
             if !(3..=4).contains(&f.len()) {
                 return Err(bad("HELLO takes a cluster, a node and a nonce"));
             }
@@ -143,6 +177,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Line, usize)>, LineError> {
                 node,
                 nonce: f[2].to_owned(),
                 proof,
+                peers,
             }
         }
         "PROOF" if hex_of_len(rest, 64) => Line::Proof(rest.to_owned()),
@@ -170,12 +205,21 @@ mod tests {
                 node: 3,
                 nonce: nonce(),
                 proof: None,
+                peers: None,
+            },
+            Line::Hello {
+                cluster: "prod-eu.1".into(),
+                node: 3,
+                nonce: nonce(),
+                proof: None,
+                peers: Some("0123456789abcdef".into()),
             },
             Line::Hello {
                 cluster: "c".into(),
                 node: u64::MAX,
                 nonce: nonce(),
                 proof: Some("ab".repeat(32)),
+                peers: Some("fedcba9876543210".into()),
             },
             Line::Proof("0f".repeat(32)),
             Line::Welcome,
@@ -196,7 +240,7 @@ mod tests {
 
     #[test]
     fn bad_lines_are_refused_with_what_is_wrong() {
-        let cases: [(&[u8], &str); 8] = [
+        let cases: [(&[u8], &str); 10] = [
             (b"HELLO c 1\r\n", "takes a cluster"),
             (
                 b"HELLO bad/name 1 0123456789abcdef0123456789abcdef\r\n",
@@ -208,6 +252,11 @@ mod tests {
                 b"HELLO c 1 0123456789abcdef0123456789abcdef zz\r\n",
                 "proof",
             ),
+            (
+                b"HELLO c 1 0123456789abcdef0123456789abcdef peers=12\r\n",
+                "peers digest",
+            ),
+            (b"HELLO c 1 peers=0123456789abcdef\r\n", "takes a cluster"),
             (b"PROOF 12\r\n", "proof"),
             (b"WELCOME now\r\n", "not a handshake line"),
             (b"CONNECT name=x\r\n", "not a handshake line"),

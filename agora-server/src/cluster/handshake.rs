@@ -3,8 +3,13 @@
 //! HMAC-SHA256 over its role, the cluster, its node id and both nonces. The secret never
 //! crosses the link, a proof made for one link is worth nothing on another (fresh
 //! nonces), and an acceptor's proof cannot be played back as a dialer's (the role).
+//!
+//! Each side also says which nodes its `--peers` lists (a digest of their ids). A node
+//! of a cluster with replicated queues links only to nodes that list the same ones: a
+//! queue's voters follow from that list, and two nodes that chose them from different
+//! lists could each count a different majority (membership changes are not built).
 
-use agora_protocol::cluster::Line;
+use agora_protocol::cluster::{peers_digest, Line};
 use ring::hmac;
 
 /// What a node knows of its cluster for the handshake.
@@ -15,6 +20,9 @@ pub(crate) struct Identity {
     pub secret: String,
     /// Every node id of `--peers` (this one's included).
     pub peers: Vec<u64>,
+    /// Whether a node must list the same `--peers` ids to link (this node replicates
+    /// queues).
+    pub same_peers: bool,
 }
 
 /// Which side of the link a proof is made by.
@@ -63,6 +71,10 @@ fn message(
 }
 
 impl Identity {
+    fn digest(&self) -> String {
+        peers_digest(&self.peers)
+    }
+
     fn key(&self) -> hmac::Key {
         hmac::Key::new(hmac::HMAC_SHA256, self.secret.as_bytes())
     }
@@ -88,8 +100,9 @@ impl Identity {
         }
     }
 
-    /// Whether `node` may join: one of `--peers`, not this node.
-    fn admits(&self, cluster: &str, node: u64) -> Result<(), String> {
+    /// Whether `node` may join: one of `--peers`, not this node, and (when this node
+    /// replicates queues) listing the same nodes, its `peers` digest.
+    fn admits(&self, cluster: &str, node: u64, peers: Option<&str>) -> Result<(), String> {
         if cluster != self.cluster {
             return Err(format!(
                 "this node is of cluster {}, not {cluster}",
@@ -101,6 +114,20 @@ impl Identity {
         }
         if !self.peers.contains(&node) {
             return Err(format!("node {node} is not one of this node's --peers"));
+        }
+        if self.same_peers && peers != Some(self.digest().as_str()) {
+            let mut ids = self.peers.clone();
+            ids.sort_unstable();
+            let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+            let what = match peers {
+                Some(_) => "lists other nodes in its --peers than",
+                None => "does not say which nodes its --peers lists (an earlier Agora), unlike",
+            };
+            return Err(format!(
+                "node {node} {what} this node ({}): in a cluster with replicated queues every \
+                 node must list the same nodes (membership changes are not built)",
+                ids.join(",")
+            ));
         }
         Ok(())
     }
@@ -131,11 +158,12 @@ impl Acceptor {
             node,
             nonce,
             proof: None,
+            peers,
         } = line
         else {
             return Err("expected HELLO <cluster> <node> <nonce>".to_owned());
         };
-        self.me.admits(&cluster, node)?;
+        self.me.admits(&cluster, node, peers.as_deref())?;
         let proof = self.me.prove(Role::Acceptor, &nonce, &self.nonce);
         self.dialer = Some((node, nonce));
         Ok(Line::Hello {
@@ -143,6 +171,7 @@ impl Acceptor {
             node: self.me.node,
             nonce: self.nonce.clone(),
             proof: Some(proof),
+            peers: Some(self.me.digest()),
         })
     }
 
@@ -186,22 +215,24 @@ impl Dialer {
             node: self.me.node,
             nonce: self.nonce.clone(),
             proof: None,
+            peers: Some(self.me.digest()),
         }
     }
 
     /// The acceptor's answer: this node's proof to send, or why the link is given up.
     pub fn on_answer(&self, line: Line) -> Result<Line, String> {
-        let (cluster, node, nonce, proof) = match line {
+        let (cluster, node, nonce, proof, peers) = match line {
             Line::Hello {
                 cluster,
                 node,
                 nonce,
                 proof: Some(p),
-            } => (cluster, node, nonce, p),
+                peers,
+            } => (cluster, node, nonce, p, peers),
             Line::Err(why) => return Err(format!("refused: {why}")),
             other => return Err(format!("expected HELLO with a proof, got {other:?}")),
         };
-        self.me.admits(&cluster, node)?;
+        self.me.admits(&cluster, node, peers.as_deref())?;
         if node != self.to {
             return Err(format!(
                 "node {node} answered at node {}'s address",
@@ -243,6 +274,7 @@ mod tests {
             node: n,
             secret: secret.into(),
             peers: vec![1, 2, 3],
+            same_peers: true,
         }
     }
 
@@ -297,6 +329,48 @@ mod tests {
         let (side, why) = shake(node(1, S), 3, node(2, S)).unwrap_err();
         assert_eq!(side, "dialer");
         assert!(why.contains("answered at node 3's address"), "{why}");
+    }
+
+    #[test]
+    fn nodes_of_a_replicating_cluster_must_list_the_same_peers() {
+        // The same ids in another order, or repeated: the same nodes.
+        let mut shuffled = node(1, S);
+        shuffled.peers = vec![3, 1, 2, 3];
+        assert_eq!(shake(shuffled, 2, node(2, S)), Ok(1));
+        // A node that lists a fourth: refused by whichever side checks first, saying
+        // which nodes this one lists.
+        let mut grown = node(1, S);
+        grown.peers.push(4);
+        let (side, why) = shake(grown.clone(), 2, node(2, S)).unwrap_err();
+        assert_eq!(side, "acceptor");
+        assert!(
+            why.contains("node 1 lists other nodes in its --peers than this node (1,2,3)"),
+            "{why}"
+        );
+        let (side, why) = shake(node(2, S), 1, grown.clone()).unwrap_err();
+        assert_eq!(side, "acceptor");
+        assert!(why.contains("node 2 lists other nodes"), "{why}");
+        // A dialer that does not replicate still hears it from the acceptor that does.
+        grown.same_peers = false;
+        let (side, _) = shake(grown.clone(), 2, node(2, S)).unwrap_err();
+        assert_eq!(side, "acceptor");
+        let mut loose = node(2, S);
+        loose.same_peers = false;
+        assert_eq!(shake(grown, 2, loose), Ok(1));
+        // A HELLO without a digest (an earlier Agora): refused by a replicating node.
+        let mut a = Acceptor::new(node(2, S));
+        let why = a
+            .on_hello(Line::Hello {
+                cluster: "eu".into(),
+                node: 1,
+                nonce: nonce(),
+                proof: None,
+                peers: None,
+            })
+            .unwrap_err();
+        assert!(why.contains("an earlier Agora"), "{why}");
+        assert_ne!(peers_digest(&[1, 2, 3]), peers_digest(&[1, 2, 4]));
+        assert_eq!(peers_digest(&[2, 1]), peers_digest(&[1, 2]));
     }
 
     #[test]

@@ -127,6 +127,7 @@ impl Cluster {
                 node,
                 secret: secret.0.clone(),
                 peers: config.peers.iter().map(|(id, _)| *id).collect(),
+                same_peers: !config.replicated_queues.is_empty(),
             },
             peers,
             interest: Arc::default(),

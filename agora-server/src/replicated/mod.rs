@@ -6,6 +6,8 @@
 //!   lease its leader serves under;
 //! - [`machine`]: the queue as every member applies it from the committed log;
 //! - [`raftlog`]: a member's log on disk, one file per queue under `<data-dir>/raft/`;
+//! - [`nodes`]: the nodes the queues in `<data-dir>/raft/` were made over, checked at
+//!   start (membership changes are not built);
 //! - `task`: the task that drives them on a node: commands from connections (as a local
 //!   queue's task takes them), Raft messages from the other nodes, ticks, and the
 //!   writes it syncs before it lets a vote or an acknowledgement leave;
@@ -19,6 +21,7 @@
 pub(crate) mod chunks;
 mod entry;
 pub(crate) mod machine;
+pub(crate) mod nodes;
 pub(crate) mod raftlog;
 pub(crate) mod relay;
 pub(crate) mod replica;
