@@ -28,6 +28,7 @@ use raft::{Config, RawNode, StateRole};
 use super::store::Store;
 
 mod disk;
+mod lost;
 mod snapshot;
 
 pub(crate) use disk::{Disk, Writes};
@@ -106,6 +107,8 @@ pub(crate) struct Replica {
     applied_term: u64,
     /// Whether `disk` keeps a copy of what is synced (the simulation's disk).
     mirror: bool,
+    /// Its leader, whose link closed and who was not heard from since (`lost.rs`).
+    lost: Option<u64>,
 }
 
 /// The logger raft-rs is given: its lines go nowhere (the broker logs what matters
@@ -195,6 +198,7 @@ impl Replica {
             heard_term: 0,
             applied_term: 0,
             mirror: true,
+            lost: None,
         })
     }
 
@@ -239,6 +243,7 @@ impl Replica {
     pub fn tick(&mut self) {
         self.clock += 1;
         self.node.tick();
+        self.campaign_early();
     }
 
     /// A message from another member, with its stamp. One raft-rs refuses (from an
@@ -281,6 +286,9 @@ impl Replica {
                 _ => stamp.sent_at,
             };
             self.from_leader = Some((from, term, s));
+            if self.lost == Some(from) {
+                self.lost = None;
+            }
         }
     }
 
@@ -625,7 +633,7 @@ mod tests {
 
     /// One tick for every member, then messages delivered (those from or to `cut`
     /// dropped) and writes synced until nothing moves.
-    fn tick_all(rs: &mut [Replica], cut: Option<usize>) {
+    pub(super) fn tick_all(rs: &mut [Replica], cut: Option<usize>) {
         rs.iter_mut().for_each(Replica::tick);
         for _ in 0..100 {
             let mut mail = Vec::new();

@@ -325,6 +325,7 @@ impl Task {
                 }
             }
             Inbound::LinkEnded { node, epoch } => {
+                self.replica.link_lost(node);
                 if self.relay.link_ended(node, epoch) > 0 {
                     for c in &mut self.consumers {
                         c.out = self.relay.held(c.spec.cid);
