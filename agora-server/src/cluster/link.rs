@@ -271,15 +271,40 @@ async fn serve(
 }
 
 /// Writes each chunk from `rx` to `w`.
+/// The most bytes of queued chunks [`write_all`] gathers into one write (one chunk
+/// more when the last is larger).
+const WRITE_BATCH: usize = 256 << 10;
+
 async fn write_all(
     mut w: impl futures_lite::AsyncWrite + Unpin,
     rx: async_channel::Receiver<Bytes>,
     what: &str,
 ) -> String {
+    let mut batch = Vec::new();
     while let Ok(chunk) = rx.recv().await {
+        // What queued meanwhile goes in the same write (up to `WRITE_BATCH` bytes): a
+        // member's answers released by one sync, say, in one system call, not one each.
+        let mut more = rx.try_recv().ok();
+        let bytes: &[u8] = match more {
+            None => &chunk,
+            Some(_) => {
+                batch.clear();
+                batch.extend_from_slice(&chunk);
+                while let Some(c) = more.take() {
+                    batch.extend_from_slice(&c);
+                    if batch.len() < WRITE_BATCH {
+                        more = rx.try_recv().ok();
+                    }
+                }
+                &batch
+            }
+        };
         // Flushed each time: a TLS stream holds what it was given until then.
-        if let Err(e) = w.write_all(&chunk).await.and(w.flush().await) {
+        if let Err(e) = w.write_all(bytes).await.and(w.flush().await) {
             return format!("writing to {what}: {e}");
+        }
+        if batch.capacity() > 4 * WRITE_BATCH {
+            batch = Vec::new();
         }
     }
     format!("{what}'s queue closed")

@@ -28,6 +28,7 @@ use raft::{Config, RawNode, StateRole};
 use super::store::Store;
 
 mod disk;
+mod held;
 mod lost;
 mod snapshot;
 
@@ -477,7 +478,7 @@ impl Replica {
                 self.node.advance_apply_to(index);
             }
         }
-        u.held
+        held::latest_answers(u.held)
             .into_iter()
             .map(|m| {
                 let stamp = self.stamp(&m);
