@@ -55,6 +55,7 @@ mod conns;
 #[doc(hidden)]
 pub mod deliveries;
 mod http;
+mod idhash;
 mod interest;
 pub mod logging;
 mod manager;

@@ -57,7 +57,7 @@ pub(crate) fn compaction_due(log: usize, queue: usize, least: usize) -> bool {
 /// A member's latest proposal numbers, oldest first out.
 #[derive(Default)]
 struct Recent {
-    set: HashSet<u64>,
+    set: HashSet<u64, crate::idhash::IdHash>,
     order: VecDeque<u64>,
 }
 

@@ -79,12 +79,18 @@ impl Task {
         let dest = &self.shared.dest;
         let term = self.replica.term();
         let settled = self.replica.leader() != 0 && self.replica.applied_term() == term;
+        let seen = (self.ticked, term, settled);
+        if seen == self.expire_seen {
+            return;
+        }
+        self.expire_seen = seen;
+        let now = Instant::now();
         self.waiting.retain(|_, (w, at, proposed)| {
             let why = if settled && *proposed < term {
                 format!(
                     "not confirmed: {dest}'s leader changed before it committed the message (it may still be stored: publishing it again may store it twice)"
                 )
-            } else if at.elapsed() >= CONFIRM_TIMEOUT {
+            } else if now.saturating_duration_since(*at) >= CONFIRM_TIMEOUT {
                 format!(
                     "not confirmed within {} s: {dest}'s leader did not commit it in time (it may still be stored: publishing it again may store it twice)",
                     CONFIRM_TIMEOUT.as_secs()

@@ -119,7 +119,8 @@ pub(crate) fn spawn(
         log: Some(log),
         failed: None,
         next_seq: seed,
-        waiting: HashMap::new(),
+        waiting: HashMap::default(),
+        expire_seen: (u64::MAX, 0, false),
         consumers: Vec::new(),
         outstanding: HashMap::new(),
         by_id: HashMap::new(),
@@ -164,7 +165,15 @@ struct Task {
     next_seq: u64,
     /// Confirms waiting for their message to be applied here: since when, and the
     /// term it was proposed in.
-    waiting: HashMap<u64, (async_channel::Sender<crate::store::Outcome>, Instant, u64)>,
+    waiting: HashMap<
+        u64,
+        (async_channel::Sender<crate::store::Outcome>, Instant, u64),
+        crate::idhash::IdHash,
+    >,
+    /// The tick, term and whether its leader's term had an entry applied here when
+    /// `waiting` was last looked through (`expire`): once per tick, or when those
+    /// change, not after every batch.
+    expire_seen: (u64, u64, bool),
     consumers: Vec<Cons>,
     /// (consumer, delivery id) → message id, while serving. Delivery ids are unique
     /// on their connection only: two consumers' may be the same number.
