@@ -270,11 +270,11 @@ async fn serve(
     why
 }
 
-/// Writes each chunk from `rx` to `w`.
 /// The most bytes of queued chunks [`write_all`] gathers into one write (one chunk
 /// more when the last is larger).
 const WRITE_BATCH: usize = 256 << 10;
 
+/// Writes each chunk from `rx` to `w`, what queued meanwhile with it.
 async fn write_all(
     mut w: impl futures_lite::AsyncWrite + Unpin,
     rx: async_channel::Receiver<Bytes>,
