@@ -35,7 +35,10 @@
 //!   executor.
 //! - **Batched writes.** A fire-and-forget publish is encoded by its caller into a
 //!   shared buffer ([`ClientBuilder::publish_buffer`]); the driver swaps that buffer
-//!   out, adds every command waiting for it and writes it all with one call.
+//!   out, adds every command waiting for it and writes it all with one call. While a
+//!   publisher streams (publishes arrived during the last write), the driver gathers
+//!   up to 64 KiB before it writes, waiting at most [`ClientBuilder::publish_linger`]
+//!   (50 µs by default).
 //! - **Request ids.** Every request that gets an answer carries `#rid`; answers are
 //!   matched by it, so any number of requests can be in flight from many tasks.
 //! - **Bounded buffers.** Publishes wait for room in the publish buffer, requests in

@@ -88,6 +88,9 @@ pub(crate) struct Options {
     pub(crate) subscription_buffer: usize,
     pub(crate) command_buffer: usize,
     pub(crate) publish_buffer: usize,
+    /// How long the driver gathers fire-and-forget publishes while a publisher
+    /// streams (zero: it writes whatever is buffered at once).
+    pub(crate) publish_linger: Duration,
     /// `Some`: speak TLS, with these settings.
     pub(crate) tls: Option<TlsOptions>,
     /// `user=` and `password=` of every `CONNECT`, the reconnects' too.
@@ -160,6 +163,7 @@ impl Default for Options {
             subscription_buffer: 1024,
             command_buffer: 1024,
             publish_buffer: 256 * 1024,
+            publish_linger: Duration::from_micros(50),
             tls: None,
             credentials: None,
             retry_initial: false,

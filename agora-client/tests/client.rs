@@ -604,6 +604,63 @@ fn fire_and_forget_and_confirmed_publishes_keep_their_order() {
     });
 }
 
+/// Publishes `n` numbered messages to `queue:stream` through a client built by `b`
+/// (a queue, so a fast publisher loses nothing to a slow reader), with a flush after
+/// them or not, and checks `c` receives them all in order.
+async fn stream_through(
+    b: agora_client::ClientBuilder,
+    addr: std::net::SocketAddr,
+    c: &mut agora_client::Consumer,
+    n: u32,
+    flush: bool,
+) {
+    let client = b.connect(addr).await.unwrap();
+    let q = client.queue("stream").unwrap();
+    within(async {
+        for i in 0..n {
+            q.publish(i.to_string()).await.unwrap();
+        }
+    })
+    .await;
+    if flush {
+        within(client.flush()).await.unwrap();
+    }
+    for i in 0..n {
+        let m = within(c.next()).await.expect("a message");
+        assert_eq!(m.payload(), i.to_string().as_bytes(), "message {i}");
+    }
+    within(client.close()).await.unwrap();
+}
+
+#[test]
+fn a_streaming_publishers_last_publishes_go_out_after_the_linger() {
+    // A stream makes the driver gather (publishes arrive while it writes): the ones at
+    // the end, short of 64 KiB, must still go out, after the linger, with no flush.
+    let server = start();
+    smol::block_on(async {
+        let reader = Client::connect(server.addr).await.unwrap();
+        let mut c = reader.consume_auto_ack("stream", 256).await.unwrap();
+        for threads in [
+            agora_client::Threads::Shared,
+            agora_client::Threads::Dedicated,
+        ] {
+            let b = Client::builder().threads(threads);
+            stream_through(b, server.addr, &mut c, 20_000, false).await;
+            let b = Client::builder()
+                .threads(threads)
+                .publish_linger(Duration::ZERO);
+            stream_through(b, server.addr, &mut c, 20_000, false).await;
+        }
+        // A publish buffer smaller than what the driver gathers: a publisher at its
+        // limit must wake it, with a linger that would otherwise never end.
+        let b = Client::builder()
+            .publish_buffer(1000)
+            .publish_linger(Duration::from_secs(3600));
+        stream_through(b, server.addr, &mut c, 5_000, true).await;
+        assert!(c.try_next().is_none(), "nothing more");
+    });
+}
+
 #[test]
 fn a_publisher_waits_at_its_buffer_limit_and_nothing_is_lost() {
     use agora_protocol::bytes::BytesMut;

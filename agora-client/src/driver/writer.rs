@@ -17,6 +17,10 @@ use crate::lock;
 /// The writer stops draining commands into one buffer past this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
 
+/// While a publisher streams, the writer waits for this many bytes of publishes (or
+/// the builder's linger) before it writes them.
+const GATHER_BYTES: usize = 64 * 1024;
+
 impl Driver {
     /// Subscribes again, with the same sids, to everything the application still
     /// holds; a queue consumer's deliveries from the lost connection are dropped from
@@ -66,12 +70,27 @@ impl Driver {
                     return End::Closed;
                 }
             }
+            // Publishes that arrived during the last write: a publisher is streaming,
+            // so gather a large write (or wait the linger) rather than write a few
+            // frames at a time.
+            let gather = match self.shared.pubs.len() {
+                0 => 0,
+                _ if self.opts.publish_linger.is_zero() => 0,
+                _ => GATHER_BYTES.min(self.opts.publish_buffer),
+            };
             let next = future::or(
                 async { self.ctl_rx.recv().await.map_or(Next::Gone, Next::Ctl) },
                 future::or(
                     async { self.cmd_rx.recv().await.map_or(Next::Gone, Next::Cmd) },
                     async {
-                        self.shared.pubs.filled().await;
+                        if gather == 0 {
+                            self.shared.pubs.filled(0).await;
+                        } else {
+                            future::or(self.shared.pubs.filled(gather), async {
+                                async_io::Timer::after(self.opts.publish_linger).await;
+                            })
+                            .await;
+                        }
                         Next::Published
                     },
                 ),
