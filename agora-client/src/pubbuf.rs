@@ -12,8 +12,8 @@
 //! connection as they are.
 //!
 //! Gathering: while a publisher streams (publishes arrived while the driver's last
-//! write was under way), the driver asks to be woken only once [`PubBuf::filled_to`]
-//! bytes are buffered, and waits that long at most (the builder's `publish_linger`):
+//! write was under way), the driver asks to be woken only once 64 KiB are buffered
+//! ([`PubBuf::filled`]), and waits that long at most (the builder's `publish_linger`):
 //! one write of 64 KiB instead of a write every few frames, each waking the broker.
 //!
 //! Order: the driver takes the buffer before it handles any command, so a publish made
