@@ -34,6 +34,7 @@ mod connect;
 mod reader;
 mod resend;
 mod stream;
+mod woken;
 mod writer;
 
 use std::cell::{Cell, RefCell};
@@ -352,9 +353,10 @@ impl Driver {
             end
         };
         if self.opts.threads == Threads::Shared {
-            // The reader is a future of this task, polled beside the writer; once
-            // either ends the other is dropped, and nothing more is read.
-            let end = future::or(self.writer(&mut writer, out, generation), read).await;
+            // The reader is a future of this task, polled beside the writer (each only
+            // when its own waker fired); once either ends the other is dropped, and
+            // nothing more is read.
+            let end = woken::or_woken(self.writer(&mut writer, out, generation), read).await;
             writer.shutdown();
             drop(stop_tx);
             return end;
