@@ -46,6 +46,7 @@ mod frame;
 pub mod mqtt;
 pub mod msg_id;
 mod name;
+mod read_size;
 pub mod reply;
 mod server;
 pub mod startup;
@@ -64,6 +65,7 @@ pub use frame::{
     Publish, StatsPage, Subscribe,
 };
 pub use name::{Destination, DestinationError, Kind, Name, NameError, RequestId, MAX_NAME_LEN};
+pub use read_size::ReadSize;
 pub use server::ServerFrame;
 pub use table::{help_text, CommandSpec, SentBy, COMMANDS};
 
@@ -254,83 +256,6 @@ pub const DEFAULT_MAX_LINE: usize = 4096;
 
 /// Default largest payload (header block included), in bytes.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
-
-/// How many bytes to ask the socket for next, for a decoder's read buffer. It starts at
-/// [`ReadSize::MIN`], doubles while reads fill it and halves while they come back less
-/// than a quarter full, up to [`ReadSize::MAX`]: an idle peer costs little (a safe `read`
-/// needs the new part of the buffer initialised, so a big request costs a big `memset`
-/// even when one small frame arrives) and a busy one is read in bulk. The broker's
-/// connections and the client's reader both size their reads with it.
-///
-/// ```
-/// let mut size = agora_protocol::ReadSize::default();
-/// assert_eq!(size.get(), agora_protocol::ReadSize::MIN);
-/// size.after_read(size.get()); // filled: ask for more next time
-/// assert_eq!(size.get(), 2 * agora_protocol::ReadSize::MIN);
-/// size.after_read(1); // far from full: ask for less
-/// assert_eq!(size.get(), agora_protocol::ReadSize::MIN);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadSize(usize);
-
-impl ReadSize {
-    /// The smallest read asked for.
-    pub const MIN: usize = 4 * 1024;
-    /// The largest read asked for.
-    pub const MAX: usize = 64 * 1024;
-
-    /// Bytes to ask for in the next read.
-    pub fn get(self) -> usize {
-        self.0
-    }
-
-    /// The shortest tail of a held buffer worth a read of its own (see
-    /// [`with_spare`](ReadSize::with_spare)).
-    pub const MIN_TAIL: usize = 512;
-
-    /// Bytes to ask for when the buffer cannot make room for [`get`](ReadSize::get)
-    /// without allocating (parts of it are still held elsewhere) and has `spare` bytes
-    /// free past what it holds: the rest of the buffer, up to `get()`, when that is at
-    /// least [`MIN_TAIL`](ReadSize::MIN_TAIL); otherwise `get()` (and a new buffer is
-    /// taken). A broker keeps the payloads it queues as slices of its read buffers, so a
-    /// buffer stays whole while any of them is held: filling each one before taking
-    /// another keeps the unused tail of a held buffer under `MIN_TAIL` bytes. (Asking
-    /// for `get()` whenever the tail was shorter left up to a whole read's worth unused
-    /// in every held buffer: a third of the memory of a queue flooded over loopback.)
-    ///
-    /// ```
-    /// use agora_protocol::ReadSize;
-    /// let mut size = ReadSize::default();
-    /// size.after_read(size.get()); // 8 KiB now
-    /// assert_eq!(size.with_spare(5000), 5000); // fill the buffer's tail first
-    /// assert_eq!(size.with_spare(100), 8192); // too little left: a new buffer
-    /// assert_eq!(size.with_spare(1 << 20), 8192);
-    /// ```
-    pub fn with_spare(self, spare: usize) -> usize {
-        if spare >= Self::MIN_TAIL {
-            spare.min(self.0)
-        } else {
-            self.0
-        }
-    }
-
-    /// Adapts to a read that returned `n` bytes. (A read asked for less than
-    /// [`get`](ReadSize::get), to fill a buffer's tail, says nothing about the peer and
-    /// is not reported.)
-    pub fn after_read(&mut self, n: usize) {
-        if n >= self.0 {
-            self.0 = (self.0 * 2).min(Self::MAX);
-        } else if n < self.0 / 4 {
-            self.0 = (self.0 / 2).max(Self::MIN);
-        }
-    }
-}
-
-impl Default for ReadSize {
-    fn default() -> ReadSize {
-        ReadSize(Self::MIN)
-    }
-}
 
 /// The limits the decoder enforces before buffering a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

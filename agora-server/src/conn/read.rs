@@ -15,6 +15,8 @@ impl Conn<'_> {
     ) -> End {
         let mut read_size = ReadSize::default();
         let mut buf = BytesMut::with_capacity(read_size.get());
+        // The last read came back with all it asked for.
+        let mut filled = false;
         // One timer for the connection's life, moved forward as the client is heard
         // from (registering a timer per read would cost a reactor round trip per read).
         let ping_every = self.broker.config.ping_interval;
@@ -51,14 +53,10 @@ impl Conn<'_> {
                 }
             }
             let len = buf.len();
-            // Room for a whole read, made without allocating when nothing else holds
-            // the buffer's earlier bytes; else, while payloads queued from it keep it
-            // alive, its tail is read into before another buffer is taken.
-            let ask = if buf.try_reclaim(read_size.get()) {
-                read_size.get()
-            } else {
-                read_size.with_spare(buf.capacity() - len)
-            };
+            // Room for a whole read (the buffer reused, or grown when nothing else
+            // holds it); while payloads queued from it keep it alive, its tail is read
+            // into before another buffer is taken.
+            let ask = read_size.make_room(&mut buf, filled);
             buf.resize(len + ask, 0);
             if self.auth_deadline.is_none() {
                 auth_timer = None;
@@ -113,6 +111,7 @@ impl Conn<'_> {
                     if ask == read_size.get() {
                         read_size.after_read(n);
                     }
+                    filled = n == ask;
                 }
                 Event::Read(_) => return End::Gone, // EOF or error: the client is gone
                 Event::Stored(outcome) => {
