@@ -68,6 +68,10 @@ pub struct ClusterStats {
     pub name: String,
     /// This node's id.
     pub node: u64,
+    /// One tick of its replicated queues' Raft clocks, in milliseconds (`--raft-tick`;
+    /// 0 from a broker that does not say).
+    #[serde(default)]
+    pub raft_tick_ms: u64,
     /// Topic patterns this node's own clients subscribe to (what the other nodes send
     /// it).
     #[serde(default)]

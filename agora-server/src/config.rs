@@ -268,6 +268,9 @@ pub struct Config {
     /// Bytes of a replicated queue's Raft log since its last snapshot at which a member
     /// compacts it (once the log is also larger than the queue's messages).
     pub raft_compact_bytes: usize,
+    /// One tick of a replicated queue's Raft clock (`--raft-tick`): elections, the
+    /// leader's lease and heartbeats are counted in it. The same on every node.
+    pub raft_tick: Duration,
     /// The TCP port's certificate chain (PEM, `--tls-cert`): with it and
     /// [`Config::tls_key`], the port speaks TLS only.
     pub tls_cert: Option<PathBuf>,
@@ -368,6 +371,7 @@ impl Default for Config {
             cluster_secret: None,
             replicated_queues: Vec::new(),
             raft_compact_bytes: 16 << 20,
+            raft_tick: Duration::from_millis(100),
             cluster_ca: None,
             cluster_cert: None,
             cluster_key: None,

@@ -503,7 +503,8 @@ impl Server {
                         Box::new(move |to, bytes| link.send_raft(to, bytes)),
                         Box::new(move |to, epoch, frames| link2.send_frames(to, epoch, frames)),
                     )
-                    .compacting(self.config.raft_compact_bytes),
+                    .compacting(self.config.raft_compact_bytes)
+                    .ticking(self.config.raft_tick),
                 ))
             }
             _ => None,

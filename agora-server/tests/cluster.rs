@@ -196,6 +196,7 @@ fn strangers_and_clients_are_refused_at_the_cluster_port() {
         nonce: "00112233445566778899aabbccddeeff".to_owned(),
         proof: None,
         peers: None,
+        tick: None,
     };
     for (l, why) in [
         (hello(9, "test"), "node 9 is not one of this node's --peers"),
@@ -453,6 +454,7 @@ fn links_over_tls_carry_topics_and_refuse_a_node_the_cluster_ca_did_not_sign() {
         nonce: "00112233445566778899aabbccddeeff".to_owned(),
         proof: None,
         peers: None,
+        tick: None,
     };
     s.write_all(&cluster::encode(&hello)).unwrap();
     assert!(!matches!(line(&mut s), Some(Line::Hello { .. })));
@@ -497,7 +499,26 @@ fn a_replicating_cluster_keeps_the_nodes_it_was_made_over() {
         nonce: "00112233445566778899aabbccddeeff".to_owned(),
         proof: None,
         peers,
+        tick: None,
     };
+    // One that ticks faster than this node's 100 ms (--raft-tick): refused too.
+    let fast = Line::Hello {
+        cluster: "test".to_owned(),
+        node: 2,
+        nonce: "00112233445566778899aabbccddeeff".to_owned(),
+        proof: None,
+        peers: Some(cluster::peers_digest(&[1, 2, 3])),
+        tick: Some(25),
+    };
+    let mut s = TcpStream::connect(peers[0].1.as_str()).unwrap();
+    s.write_all(&cluster::encode(&fast)).unwrap();
+    match line(&mut s) {
+        Some(Line::Err(m)) => assert!(
+            m.contains("node 2 ticks every 25 ms and this node every 100 ms"),
+            "{m}"
+        ),
+        other => panic!("expected ERR, got {other:?}"),
+    }
     for (said, why) in [
         (
             Some(cluster::peers_digest(&[1, 2, 3, 4])),

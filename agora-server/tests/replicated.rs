@@ -356,6 +356,36 @@ fn a_consumer_on_a_surviving_node_carries_on_after_failover_without_reconnecting
 }
 
 #[test]
+fn a_cluster_with_a_shorter_raft_tick_elects_and_fails_over_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = |id: u64| Config {
+        raft_tick: std::time::Duration::from_millis(50),
+        ..node(id, dir.path())
+    };
+    let Warmed {
+        mut nodes,
+        mut conns,
+        leader: l,
+        ..
+    } = warmed_with((1..=3).map(fast).collect());
+    // Every node says its tick (and they linked: they tick alike).
+    for (_, c) in conns.iter_mut() {
+        assert_eq!(c.stats()["cluster"]["raft_tick_ms"], 50);
+    }
+    let bodies: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    publish_confirmed(&mut nodes[(l + 1) % 3].connect(), &bodies);
+    nodes[l].shutdown().unwrap();
+    // The survivors elect another leader, which confirms again and holds every
+    // confirmed message (the warm-up one too).
+    let mut rest: Vec<(usize, Raw)> = conns.into_iter().filter(|(i, _)| *i != l).collect();
+    let next = leader(&mut rest);
+    assert_ne!(next, l);
+    until_confirmed(&mut nodes[next].connect());
+    let c = &mut rest.iter_mut().find(|(i, _)| *i == next).unwrap().1;
+    wait_until("the new leader holds all 22", || depth(c) == 22);
+}
+
+#[test]
 fn a_publish_repeated_with_its_message_id_is_stored_once_across_a_failover() {
     let dir = tempfile::tempdir().unwrap();
     let Warmed {

@@ -2,8 +2,8 @@
 //! other's cluster port, before the link carries the native protocol.
 //!
 //! ```text
-//! dialer   → acceptor: HELLO <cluster> <node> <nonce> [peers=<digest>]
-//! acceptor → dialer:   HELLO <cluster> <node> <nonce> <proof> [peers=<digest>]
+//! dialer   → acceptor: HELLO <cluster> <node> <nonce> [peers=<digest>] [tick=<ms>]
+//! acceptor → dialer:   HELLO <cluster> <node> <nonce> <proof> [peers=<digest>] [tick=<ms>]
 //! dialer   → acceptor: PROOF <proof>
 //! acceptor → dialer:   WELCOME
 //! ```
@@ -13,7 +13,9 @@
 //! secret, of the prover's role and node id and both nonces (computed by the broker, not
 //! here: this module only frames the lines), `<digest>` 16 hex digits naming the set of
 //! node ids the sender's `--peers` lists (a node of a cluster with replicated queues
-//! links only to nodes that list the same ones). Either side that refuses sends
+//! links only to nodes that list the same ones), `<ms>` the milliseconds of the sender's
+//! Raft tick (`--raft-tick`; absent: 100, which a node leaves unsaid so that nodes of
+//! an earlier version, which refuse the field, still link to it). Either side that refuses sends
 //! `ERR <reason>` and closes. Every line ends in CRLF and is at most [`MAX_LINE`] bytes.
 
 pub mod raft;
@@ -38,6 +40,8 @@ pub enum Line {
         /// The digest of the node ids of the sender's `--peers` (absent: not said, as
         /// by a node of an earlier version).
         peers: Option<String>,
+        /// The sender's Raft tick in milliseconds (absent: not said, meaning 100).
+        tick: Option<u64>,
     },
     /// The dialer's proof of the acceptor's nonce.
     Proof(String),
@@ -103,6 +107,7 @@ pub fn encode(line: &Line) -> Vec<u8> {
             nonce,
             proof,
             peers,
+            tick,
         } => {
             let mut t = format!("HELLO {cluster} {node} {nonce}");
             if let Some(p) = proof {
@@ -112,6 +117,9 @@ pub fn encode(line: &Line) -> Vec<u8> {
             if let Some(d) = peers {
                 t.push_str(" peers=");
                 t.push_str(d);
+            }
+            if let Some(ms) = tick {
+                t.push_str(&format!(" tick={ms}"));
             }
             t
         }
@@ -149,6 +157,18 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Line, usize)>, LineError> {
     let line = match verb {
         "HELLO" => {
             let mut f: Vec<&str> = rest.split(' ').collect();
+            let tick = match f.last().and_then(|l| l.strip_prefix("tick=")) {
+                Some(ms) => match ms.parse::<u64>() {
+                    Ok(n) if n > 0 && ms.len() <= 6 && ms.bytes().all(|b| b.is_ascii_digit()) => {
+                        Some(n)
+                    }
+                    _ => return Err(bad("a tick must be 1 to 999999 milliseconds")),
+                },
+                None => None,
+            };
+            if tick.is_some() {
+                f.pop();
+            }
             let peers = match f.last().and_then(|l| l.strip_prefix("peers=")) {
                 Some(d) if hex_of_len(d, 16) => Some(d.to_owned()),
                 Some(_) => return Err(bad("a peers digest must be 16 hex digits")),
@@ -178,6 +198,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Line, usize)>, LineError> {
                 nonce: f[2].to_owned(),
                 proof,
                 peers,
+                tick,
             }
         }
         "PROOF" if hex_of_len(rest, 64) => Line::Proof(rest.to_owned()),
@@ -206,6 +227,7 @@ mod tests {
                 nonce: nonce(),
                 proof: None,
                 peers: None,
+                tick: None,
             },
             Line::Hello {
                 cluster: "prod-eu.1".into(),
@@ -213,6 +235,15 @@ mod tests {
                 nonce: nonce(),
                 proof: None,
                 peers: Some("0123456789abcdef".into()),
+                tick: None,
+            },
+            Line::Hello {
+                cluster: "c".into(),
+                node: 2,
+                nonce: nonce(),
+                proof: None,
+                peers: None,
+                tick: Some(25),
             },
             Line::Hello {
                 cluster: "c".into(),
@@ -220,6 +251,7 @@ mod tests {
                 nonce: nonce(),
                 proof: Some("ab".repeat(32)),
                 peers: Some("fedcba9876543210".into()),
+                tick: Some(999_999),
             },
             Line::Proof("0f".repeat(32)),
             Line::Welcome,
@@ -240,7 +272,7 @@ mod tests {
 
     #[test]
     fn bad_lines_are_refused_with_what_is_wrong() {
-        let cases: [(&[u8], &str); 10] = [
+        let cases: [(&[u8], &str); 14] = [
             (b"HELLO c 1\r\n", "takes a cluster"),
             (
                 b"HELLO bad/name 1 0123456789abcdef0123456789abcdef\r\n",
@@ -257,6 +289,23 @@ mod tests {
                 "peers digest",
             ),
             (b"HELLO c 1 peers=0123456789abcdef\r\n", "takes a cluster"),
+            (
+                b"HELLO c 1 0123456789abcdef0123456789abcdef tick=0\r\n",
+                "a tick must be",
+            ),
+            (
+                b"HELLO c 1 0123456789abcdef0123456789abcdef tick=+5\r\n",
+                "a tick must be",
+            ),
+            (
+                b"HELLO c 1 0123456789abcdef0123456789abcdef tick=1000000\r\n",
+                "a tick must be",
+            ),
+            // The tick comes after the digest, not before.
+            (
+                b"HELLO c 1 0123456789abcdef0123456789abcdef tick=5 peers=0123456789abcdef\r\n",
+                "proof",
+            ),
             (b"PROOF 12\r\n", "proof"),
             (b"WELCOME now\r\n", "not a handshake line"),
             (b"CONNECT name=x\r\n", "not a handshake line"),

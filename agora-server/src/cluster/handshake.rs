@@ -23,7 +23,13 @@ pub(crate) struct Identity {
     /// Whether a node must list the same `--peers` ids to link (this node replicates
     /// queues).
     pub same_peers: bool,
+    /// This node's Raft tick in milliseconds (`--raft-tick`); a node that replicates
+    /// queues links only to nodes that tick alike.
+    pub tick_ms: u64,
 }
+
+/// The tick a node that does not say its own has (every earlier Agora's).
+pub(crate) const DEFAULT_TICK_MS: u64 = 100;
 
 /// Which side of the link a proof is made by.
 #[derive(Clone, Copy)]
@@ -75,6 +81,12 @@ impl Identity {
         peers_digest(&self.peers)
     }
 
+    /// The tick to say in a `HELLO`: unsaid when it is the default, so that nodes of
+    /// an earlier version (which refuse the field) link to a node left at it.
+    fn said_tick(&self) -> Option<u64> {
+        (self.tick_ms != DEFAULT_TICK_MS).then_some(self.tick_ms)
+    }
+
     fn key(&self) -> hmac::Key {
         hmac::Key::new(hmac::HMAC_SHA256, self.secret.as_bytes())
     }
@@ -102,7 +114,13 @@ impl Identity {
 
     /// Whether `node` may join: one of `--peers`, not this node, and (when this node
     /// replicates queues) listing the same nodes, its `peers` digest.
-    fn admits(&self, cluster: &str, node: u64, peers: Option<&str>) -> Result<(), String> {
+    fn admits(
+        &self,
+        cluster: &str,
+        node: u64,
+        peers: Option<&str>,
+        tick: Option<u64>,
+    ) -> Result<(), String> {
         if cluster != self.cluster {
             return Err(format!(
                 "this node is of cluster {}, not {cluster}",
@@ -127,6 +145,15 @@ impl Identity {
                 "node {node} {what} this node ({}): in a cluster with replicated queues every \
                  node must list the same nodes (membership changes are not built)",
                 ids.join(",")
+            ));
+        }
+        let theirs = tick.unwrap_or(DEFAULT_TICK_MS);
+        if self.same_peers && theirs != self.tick_ms {
+            return Err(format!(
+                "node {node} ticks every {theirs} ms and this node every {} ms (--raft-tick): \
+                 in a cluster with replicated queues every node must tick alike (a leader's \
+                 lease and its followers' wait before they vote are counted in ticks)",
+                self.tick_ms
             ));
         }
         Ok(())
@@ -159,11 +186,12 @@ impl Acceptor {
             nonce,
             proof: None,
             peers,
+            tick,
         } = line
         else {
             return Err("expected HELLO <cluster> <node> <nonce>".to_owned());
         };
-        self.me.admits(&cluster, node, peers.as_deref())?;
+        self.me.admits(&cluster, node, peers.as_deref(), tick)?;
         let proof = self.me.prove(Role::Acceptor, &nonce, &self.nonce);
         self.dialer = Some((node, nonce));
         Ok(Line::Hello {
@@ -172,6 +200,7 @@ impl Acceptor {
             nonce: self.nonce.clone(),
             proof: Some(proof),
             peers: Some(self.me.digest()),
+            tick: self.me.said_tick(),
         })
     }
 
@@ -216,23 +245,25 @@ impl Dialer {
             nonce: self.nonce.clone(),
             proof: None,
             peers: Some(self.me.digest()),
+            tick: self.me.said_tick(),
         }
     }
 
     /// The acceptor's answer: this node's proof to send, or why the link is given up.
     pub fn on_answer(&self, line: Line) -> Result<Line, String> {
-        let (cluster, node, nonce, proof, peers) = match line {
+        let (cluster, node, nonce, proof, peers, tick) = match line {
             Line::Hello {
                 cluster,
                 node,
                 nonce,
                 proof: Some(p),
                 peers,
-            } => (cluster, node, nonce, p, peers),
+                tick,
+            } => (cluster, node, nonce, p, peers, tick),
             Line::Err(why) => return Err(format!("refused: {why}")),
             other => return Err(format!("expected HELLO with a proof, got {other:?}")),
         };
-        self.me.admits(&cluster, node, peers.as_deref())?;
+        self.me.admits(&cluster, node, peers.as_deref(), tick)?;
         if node != self.to {
             return Err(format!(
                 "node {node} answered at node {}'s address",
@@ -275,6 +306,7 @@ mod tests {
             secret: secret.into(),
             peers: vec![1, 2, 3],
             same_peers: true,
+            tick_ms: DEFAULT_TICK_MS,
         }
     }
 
@@ -366,11 +398,43 @@ mod tests {
                 nonce: nonce(),
                 proof: None,
                 peers: None,
+                tick: None,
             })
             .unwrap_err();
         assert!(why.contains("an earlier Agora"), "{why}");
         assert_ne!(peers_digest(&[1, 2, 3]), peers_digest(&[1, 2, 4]));
         assert_eq!(peers_digest(&[2, 1]), peers_digest(&[1, 2]));
+    }
+
+    #[test]
+    fn nodes_of_a_replicating_cluster_must_tick_alike() {
+        let fast = |n| Identity {
+            tick_ms: 25,
+            ..node(n, S)
+        };
+        assert_eq!(shake(fast(1), 2, fast(2)), Ok(1));
+        // Either side refuses the other; the default tick is left unsaid (an earlier
+        // Agora's HELLO, which has none, is taken as ticking every 100 ms).
+        let (side, why) = shake(fast(1), 2, node(2, S)).unwrap_err();
+        assert_eq!(side, "acceptor");
+        assert!(
+            why.contains("node 1 ticks every 25 ms and this node every 100 ms (--raft-tick)"),
+            "{why}"
+        );
+        let (side, why) = shake(node(1, S), 2, fast(2)).unwrap_err();
+        assert_eq!(side, "acceptor");
+        assert!(
+            why.contains("node 1 ticks every 100 ms and this node every 25 ms"),
+            "{why}"
+        );
+        assert_eq!(node(1, S).said_tick(), None);
+        assert_eq!(fast(1).said_tick(), Some(25));
+        // Nodes that replicate nothing need not.
+        let loose = |i: Identity| Identity {
+            same_peers: false,
+            ..i
+        };
+        assert_eq!(shake(loose(fast(1)), 2, loose(node(2, S))), Ok(1));
     }
 
     #[test]

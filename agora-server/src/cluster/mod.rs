@@ -128,6 +128,7 @@ impl Cluster {
                 secret: secret.0.clone(),
                 peers: config.peers.iter().map(|(id, _)| *id).collect(),
                 same_peers: !config.replicated_queues.is_empty(),
+                tick_ms: config.raft_tick.as_millis() as u64,
             },
             peers,
             interest: Arc::default(),
@@ -232,6 +233,7 @@ impl Cluster {
         serde_json::json!({
             "name": self.me.cluster,
             "node": self.me.node,
+            "raft_tick_ms": self.me.tick_ms,
             "interest": self.interest.patterns().1.len(),
             "peers": peers,
         })

@@ -31,6 +31,7 @@ mod task;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use agora_protocol::cluster::raft::{RaftEntry, RaftFrame, RaftMessage};
 use agora_protocol::Destination;
@@ -142,6 +143,8 @@ pub(crate) struct Groups {
     consumed_changed: event_listener::Event,
     /// Log bytes since the last snapshot at which a member compacts (`--raft-compact-bytes`).
     pub compact_bytes: usize,
+    /// One tick of every group's clock (`--raft-tick`).
+    pub tick: Duration,
 }
 
 /// Replicas per queue: three, as RabbitMQ's quorum queues and JetStream's R3 streams.
@@ -169,7 +172,13 @@ impl Groups {
             consumed: Mutex::default(),
             consumed_changed: event_listener::Event::new(),
             compact_bytes: 16 << 20,
+            tick: Duration::from_millis(100),
         }
+    }
+
+    /// Every group's clock ticks every `tick`.
+    pub fn ticking(self, tick: Duration) -> Groups {
+        Groups { tick, ..self }
     }
 
     /// Members compact their logs once they hold `bytes` since the last snapshot (and

@@ -326,6 +326,23 @@ pub const SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        key: "raft_tick",
+        flag: "raft-tick",
+        env: "AGORA_RAFT_TICK",
+        default: Some("100ms"),
+        valid: "a [duration](#durations) from 20ms to 1s; the same on every node",
+        doc: "One tick of a replicated queue's Raft clock: a follower that has not heard from its leader for 10 to 20 ticks calls an election, a leader serves under a lease of 8 ticks, and heartbeats go every 2. Shorter ticks fail over sooner and cost more heartbeats; every node of a cluster with replicated queues must have the same (see the book's Clustering chapter)",
+        apply: |s, v| {
+            let t = duration(v)?;
+            if !(20..=1000).contains(&t.as_millis()) {
+                return Err(format!("'{}' must be from 20ms to 1s", text(v)?));
+            }
+            s.config.raft_tick = t;
+            Ok(())
+        },
+        ..BASE
+    },
+    Setting {
         key: "tls_cert",
         flag: "tls-cert",
         env: "AGORA_TLS_CERT",

@@ -110,6 +110,7 @@ fn each_setting_changes_the_settings() {
         ("cluster_secret", "0123456789abcdef"),
         ("replicated_queues", "orders,jobs.>"),
         ("raft_compact_bytes", "8192"),
+        ("raft_tick", "50ms"),
         ("cluster_ca", "/etc/agora/cluster-ca.pem"),
         ("cluster_cert", "/etc/agora/node.pem"),
         ("cluster_key", "/etc/agora/node.key"),
@@ -235,6 +236,12 @@ fn values_are_checked_in_the_words_clap_used() {
     assert_eq!(bad("queue_channel", "0"), "0 is not in 1..=1000000");
     assert_eq!(bad("ack_timeout", "5"), "'5' needs a unit: ms, s, m or h");
     assert_eq!(bad("ping_interval", "0s"), "'0s' must be above zero");
+    for t in ["10ms", "19ms", "2s"] {
+        assert_eq!(
+            bad("raft_tick", t),
+            format!("'{t}' must be from 20ms to 1s")
+        );
+    }
     assert_eq!(
         bad("message_ttl", "3fortnights"),
         "unknown unit 'fortnights' in '3fortnights': use ms, s, m or h"

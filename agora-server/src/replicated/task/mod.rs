@@ -5,8 +5,9 @@
 //! [`Machine`], confirms its own publishers' messages as they are applied, and, while
 //! it serves (leads under its lease), hands messages to its consumers.
 //!
-//! Time is a tick every [`TICK`]; the ticks the clock owes are made up after a stall
-//! (so a leader whose task was held up knows its lease ran out meanwhile).
+//! Time is a tick every `--raft-tick` ([`Groups::tick`]); the ticks the clock owes are
+//! made up after a stall (so a leader whose task was held up knows its lease ran out
+//! meanwhile).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -40,10 +41,8 @@ use crate::queue::{
     MAX_DELIVERIES, REJECTED,
 };
 
-/// One tick of a group's clock.
-pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// Election timeouts are drawn (by raft-rs, again at each election) from this many
-/// ticks to twice as many (1 to 2 s).
+/// ticks to twice as many (1 to 2 s at the default tick of 100 ms).
 const ELECTION: usize = 10;
 /// The leader's lease: shorter than the shortest election timeout.
 const LEASE: u64 = 8;
@@ -246,7 +245,7 @@ enum Wake {
 
 impl Task {
     async fn run(mut self, rx: crate::chan::Rx<QueueCmd>, raft: async_channel::Receiver<Inbound>) {
-        let mut ticker = smol::Timer::interval(TICK);
+        let mut ticker = smol::Timer::interval(self.groups.tick);
         'serve: loop {
             let wake = futures_lite::future::or(
                 async { Wake::Cmd(rx.recv().await.ok()) },
@@ -314,7 +313,7 @@ impl Task {
 
     /// Makes up the ticks the clock owes.
     fn tick(&mut self) {
-        let due = (self.started.elapsed().as_millis() / TICK.as_millis()) as u64;
+        let due = (self.started.elapsed().as_millis() / self.groups.tick.as_millis()) as u64;
         // A long stall is made up at once: the lease and elections see the time.
         while self.ticked < due {
             self.ticked += 1;

@@ -8,9 +8,9 @@
 
 use super::*;
 
-/// Ticks an offered snapshot is kept once nothing is sending it (raft-rs asks again
+/// How long an offered snapshot is kept once nothing is sending it (raft-rs asks again
 /// when it needs one).
-const OFFER_TICKS: u64 = 50;
+const OFFER_KEPT: Duration = Duration::from_secs(5);
 
 impl Task {
     /// Sends the pieces of snapshots on their way, offers or withdraws one as raft-rs
@@ -22,7 +22,8 @@ impl Task {
             self.offered = Some(self.ticked);
         }
         if let Some(at) = self.offered {
-            if self.sending.is_empty() && self.ticked >= at + OFFER_TICKS {
+            let kept = (OFFER_KEPT.as_millis() / self.groups.tick.as_millis()) as u64;
+            if self.sending.is_empty() && self.ticked >= at + kept {
                 self.replica.withdraw_snapshot();
                 self.offered = None;
             }
