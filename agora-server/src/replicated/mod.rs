@@ -31,7 +31,7 @@ mod task;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agora_protocol::cluster::raft::{RaftEntry, RaftFrame, RaftMessage};
 use agora_protocol::Destination;
@@ -145,6 +145,8 @@ pub(crate) struct Groups {
     pub compact_bytes: usize,
     /// One tick of every group's clock (`--raft-tick`).
     pub tick: Duration,
+    /// The instant every group's ticks are counted from (see [`Groups::tick_boundary`]).
+    epoch: Instant,
 }
 
 /// Replicas per queue: three, as RabbitMQ's quorum queues and JetStream's R3 streams.
@@ -173,7 +175,22 @@ impl Groups {
             consumed_changed: event_listener::Event::new(),
             compact_bytes: 16 << 20,
             tick: Duration::from_millis(100),
+            epoch: Instant::now(),
         }
+    }
+
+    /// The first tick boundary from now: every group's clock on this node ticks at the
+    /// same instants (the epoch and whole ticks after it), so one timer expiry wakes
+    /// them all, and their heartbeats to a node leave together. Clocks started at any
+    /// instant each woke the node on their own: with 100 queues, 1,000 wake-ups a
+    /// second at the default tick.
+    pub fn tick_boundary(&self) -> Instant {
+        let tick = self.tick.as_nanos().max(1);
+        let since = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_nanos();
+        let ticks = since.div_ceil(tick);
+        self.epoch + Duration::from_nanos((ticks * tick).min(u64::MAX as u128) as u64)
     }
 
     /// Every group's clock ticks every `tick`.
@@ -486,6 +503,20 @@ mod tests {
             Box::new(|_, _| true),
             Box::new(|_, _, _| Sent::Away),
         )
+    }
+
+    #[test]
+    fn every_group_of_a_node_ticks_at_the_same_instants() {
+        let g = groups(vec![1, 2, 3]).ticking(Duration::from_millis(30));
+        for _ in 0..3 {
+            let before = Instant::now();
+            let b = g.tick_boundary();
+            // The first boundary from now: not past, less than a tick ahead, and a
+            // whole number of ticks after the epoch.
+            assert!(b >= before && b < Instant::now() + g.tick, "{b:?}");
+            assert_eq!((b - g.epoch).as_nanos() % g.tick.as_nanos(), 0);
+            std::thread::sleep(Duration::from_millis(7));
+        }
     }
 
     #[test]

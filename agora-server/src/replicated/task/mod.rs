@@ -109,6 +109,7 @@ pub(crate) fn spawn(
         "{}: a replicated queue, voters {voters:?}, learners {learners:?}",
         shared.dest
     );
+    let started = groups.tick_boundary();
     let task = Task {
         name,
         shared: shared.clone(),
@@ -131,7 +132,7 @@ pub(crate) fn spawn(
         rr: 0,
         relay: Relay::default(),
         answers: Answers::default(),
-        started: Instant::now(),
+        started,
         ticked: 0,
         voters,
         learners,
@@ -245,7 +246,8 @@ enum Wake {
 
 impl Task {
     async fn run(mut self, rx: crate::chan::Rx<QueueCmd>, raft: async_channel::Receiver<Inbound>) {
-        let mut ticker = smol::Timer::interval(self.groups.tick);
+        let tick = self.groups.tick;
+        let mut ticker = smol::Timer::interval_at(self.started + tick, tick);
         'serve: loop {
             let wake = futures_lite::future::or(
                 async { Wake::Cmd(rx.recv().await.ok()) },
