@@ -77,6 +77,8 @@ pub fn queue<T>() -> (Tx<T>, Rx<T>) {
 pub(crate) struct Pushed {
     /// Deliveries added, the first ones offered.
     pub pushed: usize,
+    /// Their payloads' bytes.
+    pub pushed_bytes: u64,
     /// Older deliveries dropped to make room.
     pub dropped: u64,
     /// Budget charges of deliveries dropped or refused.
@@ -183,6 +185,7 @@ impl Tx<Delivery> {
                     break;
                 }
             }
+            r.pushed_bytes += d.msg.payload.len() as u64;
             s.queue.push_back(d);
             r.pushed += 1;
         }

@@ -46,7 +46,7 @@ impl Conn<'_> {
             }
         };
         let mut flow = Ok(());
-        if let Ok(bound) = topic.publish_all_as(&msgs, None, self.link) {
+        if let Ok(bound) = topic.publish_run(&mut msgs, self.link) {
             if !bound.is_empty() {
                 if let Copies::Refused(f) = self
                     .copy_to_bound(None, &topic.dest, &bound, &msgs, false)

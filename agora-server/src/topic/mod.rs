@@ -106,6 +106,22 @@ pub(crate) enum TopicRefused {
     Closed,
 }
 
+/// The messages a publish hands to subscribers: borrowed, or given up by the caller
+/// ([`Topic::publish_run`]).
+enum Run<'a> {
+    Shared(&'a [Message]),
+    Owned(&'a mut Vec<Message>),
+}
+
+impl Run<'_> {
+    fn as_slice(&self) -> &[Message] {
+        match self {
+            Run::Shared(m) => m,
+            Run::Owned(v) => v,
+        }
+    }
+}
+
 impl Topic {
     pub fn new(dest: Destination, policy: SlowConsumerPolicy, budget: Arc<Budget>) -> Topic {
         Topic {
@@ -268,9 +284,33 @@ impl Topic {
         named: Option<&Destination>,
         from_link: bool,
     ) -> Result<Arc<[wild::Bound]>, TopicRefused> {
+        self.deliver(Run::Shared(msgs), named, from_link)
+    }
+
+    /// [`publish_all`](Topic::publish_all) of a run the caller gives up: when no queue
+    /// is bound to the topic, the last subscriber gets the messages themselves rather
+    /// than copies (each copy is an atomic count on the read buffer they share, which
+    /// the subscriber's shipper counts down again on another thread). `msgs` is left
+    /// empty then; on `Err`, and when queues are bound (returned, for the caller's
+    /// copies), it is left as it was.
+    pub fn publish_run(
+        &self,
+        msgs: &mut Vec<Message>,
+        from_link: bool,
+    ) -> Result<Arc<[wild::Bound]>, TopicRefused> {
+        self.deliver(Run::Owned(msgs), None, from_link)
+    }
+
+    fn deliver(
+        &self,
+        run: Run<'_>,
+        named: Option<&Destination>,
+        from_link: bool,
+    ) -> Result<Arc<[wild::Bound]>, TopicRefused> {
         if self.is_closed() {
             return Err(TopicRefused::Closed);
         }
+        let msgs = run.as_slice();
         let n = msgs.len() as u64;
         let bytes: u64 = msgs.iter().map(|m| m.payload.len() as u64).sum();
         let subs = self.snapshot();
@@ -297,7 +337,20 @@ impl Topic {
         self.counts.messages_in.fetch_add(n, Relaxed);
         self.counts.bytes_in.fetch_add(bytes, Relaxed);
         let charge = self.budget.enabled();
+        let per_message = self.per_message;
+        let charged = |m: &Message| match charge {
+            true => m.size() + per_message,
+            false => 0,
+        };
         let drop_oldest = matches!(self.policy, SlowConsumerPolicy::DropOldest);
+        // The messages themselves go to the last subscriber, when the caller gave them
+        // up and no bound queue needs copies after.
+        let last = subs.len() + wild.len() - 1;
+        let (shared, mut owned): (&[Message], Option<&mut Vec<Message>>) = match run {
+            Run::Owned(v) if bound.is_empty() && !self.copy_fanout => (&[], Some(v)),
+            Run::Owned(v) => (v, None),
+            Run::Shared(m) => (m, None),
+        };
         let mut unplaced = 0;
         let mut sent = 0u64;
         let mut sent_bytes = 0u64;
@@ -307,7 +360,7 @@ impl Topic {
         let others = wild.iter().map(|w| (&w.0, topic.as_ref()));
         // The links this run went to already (a link's subscriptions may overlap).
         let mut links: Vec<u64> = Vec::new();
-        for (s, via) in own.chain(others) {
+        for (i, (s, via)) in own.chain(others).enumerate() {
             if let Some(link) = s.link {
                 if from_link || links.contains(&link) {
                     if charge {
@@ -317,36 +370,41 @@ impl Topic {
                 }
                 links.push(link);
             }
-            let deliveries = msgs.iter().map(|m| Delivery {
-                topic: via.cloned(),
-                did: 0,
-                count: 1,
-                msg: if self.copy_fanout {
-                    Message {
-                        headers: m.headers.clone(),
-                        payload: Bytes::copy_from_slice(&m.payload),
-                        received: m.received,
-                    }
-                } else {
-                    m.clone()
-                },
-                charged: if charge {
-                    m.size() + self.per_message
-                } else {
-                    0
-                },
-            });
-            let r = s.tx.push_all(deliveries, s.cap, drop_oldest);
+            let r = match owned.take() {
+                Some(v) if i == last => {
+                    let deliveries = v.drain(..).map(|m| Delivery {
+                        topic: via.cloned(),
+                        did: 0,
+                        count: 1,
+                        charged: charged(&m),
+                        msg: m,
+                    });
+                    s.tx.push_all(deliveries, s.cap, drop_oldest)
+                }
+                v => {
+                    owned = v;
+                    let msgs = owned.as_deref().map_or(shared, Vec::as_slice);
+                    let deliveries = msgs.iter().map(|m| Delivery {
+                        topic: via.cloned(),
+                        did: 0,
+                        count: 1,
+                        msg: if self.copy_fanout {
+                            Message {
+                                headers: m.headers.clone(),
+                                payload: Bytes::copy_from_slice(&m.payload),
+                                received: m.received,
+                            }
+                        } else {
+                            m.clone()
+                        },
+                        charged: charged(m),
+                    });
+                    s.tx.push_all(deliveries, s.cap, drop_oldest)
+                }
+            };
             unplaced += r.unplaced;
             sent += r.pushed as u64;
-            sent_bytes += if r.pushed == msgs.len() {
-                bytes
-            } else {
-                msgs[..r.pushed]
-                    .iter()
-                    .map(|m| m.payload.len() as u64)
-                    .sum()
-            };
+            sent_bytes += r.pushed_bytes;
             if r.dropped > 0 {
                 let before = s.dropped.fetch_add(r.dropped, Relaxed);
                 // Once per power of two passed, so a stalled subscriber cannot flood
@@ -431,5 +489,80 @@ impl Topic {
             );
             self.unsubscribe(s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::shipper::Outbox;
+
+    fn subscriber(topic: &Topic, sid: u64) -> crate::deliveries::DeliveryRx {
+        let (tx, rx) = crate::deliveries::queue();
+        let (outbox, _) = Outbox::new(64, usize::MAX, Default::default());
+        assert!(topic.subscribe(Arc::new(Subscriber {
+            sid,
+            tx,
+            cap: 100,
+            outbox,
+            dropped: Default::default(),
+            pattern: None,
+            link: None,
+            interest: None,
+        })));
+        rx
+    }
+
+    fn run(payloads: &[&'static [u8]]) -> Vec<Message> {
+        payloads
+            .iter()
+            .map(|p| Message {
+                headers: Default::default(),
+                payload: Bytes::from_static(p),
+                received: std::time::Instant::now(),
+            })
+            .collect()
+    }
+
+    fn taken(rx: &crate::deliveries::DeliveryRx) -> Vec<Bytes> {
+        let mut batch = VecDeque::new();
+        rx.take(&mut batch);
+        batch.into_iter().map(|d| d.msg.payload).collect()
+    }
+
+    #[test]
+    fn a_run_given_up_goes_to_the_last_subscriber_itself_and_copies_to_the_others() {
+        let topic = Topic::new(
+            Destination::topic("t").unwrap(),
+            SlowConsumerPolicy::DropOldest,
+            crate::budget::Budget::new(usize::MAX, true),
+        );
+        let (a, b) = (subscriber(&topic, 1), subscriber(&topic, 2));
+        let mut msgs = run(&[b"one", b"two"]);
+        assert!(topic.publish_run(&mut msgs, false).is_ok());
+        // Given up: the run is empty, and both subscribers have both messages, in order.
+        assert!(msgs.is_empty());
+        let (got_a, got_b) = (taken(&a), taken(&b));
+        assert_eq!(got_a, [&b"one"[..], b"two"]);
+        assert_eq!(got_b, got_a);
+        let c = topic.counts.as_ref();
+        assert_eq!(c.messages_out.load(Relaxed), 4);
+        assert_eq!(c.bytes_out.load(Relaxed), 12);
+        // Borrowed (`publish_all`), the caller keeps its run.
+        let msgs = run(&[b"three"]);
+        assert!(topic.publish_all(&msgs).is_ok());
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(taken(&b), [&b"three"[..]]);
+        // With no subscriber, nothing is taken from the run either.
+        let lone = Topic::new(
+            Destination::topic("u").unwrap(),
+            SlowConsumerPolicy::DropOldest,
+            crate::budget::Budget::new(usize::MAX, true),
+        );
+        let mut msgs = run(&[b"four"]);
+        assert!(lone.publish_run(&mut msgs, false).is_ok());
+        assert_eq!(msgs.len(), 1);
     }
 }
