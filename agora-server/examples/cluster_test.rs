@@ -19,7 +19,7 @@
 //! to it; then the links heal. A leader cut off must stop serving (its lease) while the
 //! other two elect another; what it handed out is delivered again by the new leader.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -101,10 +101,12 @@ struct Node {
     child: Option<Child>,
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
+/// A free port on 127.0.0.1, and the listener that keeps it so until it is dropped
+/// (held until the proxies have their ports and just before the nodes start, so that
+/// neither a proxy nor another pick can be given it meanwhile).
+fn free_addr() -> (SocketAddr, TcpListener) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1");
+    (l.local_addr().expect("a bound listener's address"), l)
 }
 
 fn id_of(payload: &[u8]) -> Option<u64> {
@@ -133,11 +135,21 @@ fn start(bin: &Path, n: &Node) -> Result<Child, String> {
     // Its log (standard error): read it all, so it never blocks, counting what the
     // report says of compactions.
     let mut log = BufReader::new(child.stderr.take().ok_or("no stderr")?);
-    std::thread::spawn(move || {
+    // Its last lines, for the report when it does not start.
+    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    let kept = tail.clone();
+    let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut line = Vec::new();
         while matches!(log.read_until(b'\n', &mut line), Ok(n) if n > 0) {
             let l = String::from_utf8_lossy(&line);
+            {
+                let mut t = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if t.len() == 5 {
+                    t.pop_front();
+                }
+                t.push_back(l.trim_end().to_owned());
+            }
             if l.contains("its log compacted") {
                 COMPACTIONS.fetch_add(1, Relaxed);
                 if let Some(ms) = ms_after(&l, "made in ") {
@@ -162,7 +174,19 @@ fn start(bin: &Path, n: &Node) -> Result<Child, String> {
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!("node {} did not start: {e}", n.id))
+            // Dead, so its standard error ends: what it said last.
+            let _ = reader.join();
+            let said: Vec<String> = tail
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            Err(format!(
+                "node {} did not start: {e}; its last words: {}",
+                n.id,
+                said.join(" | ")
+            ))
         }
     }
 }
@@ -310,14 +334,20 @@ fn main() -> ExitCode {
 
 fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
     let mut rng = agora_server::rng::Rng::new(seed);
+    let mut held = Vec::new();
     let mut nodes: Vec<Node> = (1..=3)
-        .map(|id| Node {
-            id,
-            client: free_addr(),
-            cluster: free_addr(),
-            dir: dir.join(format!("node{id}")),
-            peers: String::new(),
-            child: None,
+        .map(|id| {
+            let (client, a) = free_addr();
+            let (cluster, b) = free_addr();
+            held.extend([a, b]);
+            Node {
+                id,
+                client,
+                cluster,
+                dir: dir.join(format!("node{id}")),
+                peers: String::new(),
+                child: None,
+            }
         })
         .collect();
     let mut proxies = Vec::new();
@@ -338,6 +368,7 @@ fn run(faults: u32, seed: u64, bin: &Path, dir: &Path) -> Result<(), String> {
         }
         nodes[from].peers = peers.join(",");
     }
+    drop(held);
     for i in 0..nodes.len() {
         let child = start(bin, &nodes[i]);
         match child {
