@@ -26,10 +26,10 @@
 //! - **No runtime is assumed.** [`Client::connect`] does the handshake on the caller's
 //!   executor (any: the socket is an `async-net` one, driven by `async-io`'s reactor),
 //!   then hands it to a **driver**, which writes, and a **reader**, which reads. By
-//!   default both run on the process's shared I/O threads (one per core, at most four),
-//!   so a client costs no thread of its own; [`Threads::Dedicated`] gives a connection
-//!   two threads on a blocking socket instead, each woken by the kernel directly, for
-//!   shorter round trips. Every handle ([`Client`], [`Subscription`], [`Consumer`],
+//!   default both run on the process's shared I/O threads (half the cores, at most
+//!   four; [`set_shared_threads`]), so a client costs no thread of its own;
+//!   [`Threads::Dedicated`] gives a connection two threads on a blocking socket
+//!   instead, each woken by the kernel directly, for shorter round trips. Every handle ([`Client`], [`Subscription`], [`Consumer`],
 //!   [`Delivery`]) talks to the driver over channels and buffers, so the client works
 //!   the same under smol, a plain `futures_lite::future::block_on`, or any other
 //!   executor.
@@ -125,6 +125,7 @@ pub use error::{Error, ErrorKind, ErrorStream, Result, ServerError};
 pub use events::{Event, EventStream};
 pub use message::{Delivery, Message};
 pub use options::{Overflow, Reconnect, Threads};
+pub use pool::{set_shared_threads, MAX_SHARED_THREADS};
 pub use queue::Queue;
 pub use stats::{
     BindingStats, BoundQueueStats, BrokerStats, ClientCounts, ClusterStats, ConnectionStats,

@@ -108,16 +108,19 @@ pub(crate) struct Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Threads {
-    /// The process's shared I/O threads: one per core, at most four, started by the
-    /// first client that uses them and kept for the life of the process. Every client
-    /// of the process runs there as tasks (its driver, which writes, and its reader),
-    /// on sockets in async-io's reactor; a client costs no thread of its own.
+    /// The process's shared I/O threads: half the cores (rounded up), at most four,
+    /// unless [`set_shared_threads`](crate::set_shared_threads) or `AGORA_CLIENT_THREADS`
+    /// says otherwise; started by the first client that uses them and kept for the life
+    /// of the process. Every client of the process runs there as tasks (its driver,
+    /// which writes, and its reader), on sockets in async-io's reactor; a client costs
+    /// no thread of its own.
     #[default]
     Shared,
     /// Two threads of the connection's own, on a blocking socket: a driver that
     /// writes and a reader that reads, each woken by the kernel directly, never
-    /// through the reactor. Lower latency and more throughput for one busy
-    /// connection (figures in the client chapter), at two threads per client.
+    /// through the reactor, whoever polls it. A few percent more round trips for one
+    /// latency-bound connection, less throughput where messages stream (figures in
+    /// the client chapter), at two threads per client.
     Dedicated,
 }
 

@@ -13,6 +13,19 @@ use agora_server::Config;
 use common::*;
 use futures_lite::StreamExt;
 
+/// Threads of this process named `agora-client-io-…` (`comm` keeps 15 bytes): the
+/// shared I/O threads.
+fn shared_io_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter(|t| {
+            let comm = t.as_ref().map(|t| t.path().join("comm")).ok();
+            comm.and_then(|c| std::fs::read_to_string(c).ok())
+                .is_some_and(|name| name.starts_with("agora-client-io"))
+        })
+        .count()
+}
+
 fn threads_now() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
@@ -106,6 +119,13 @@ fn shared_clients_start_no_threads_and_dedicated_ones_two_each() {
         let server = start();
         // One client first: the shared threads start with it.
         let warm = clients(server.addr, 1, Threads::Shared).await;
+        // Half the cores, rounded up, at most four.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            shared_io_threads(),
+            cores.div_ceil(2).min(4),
+            "{cores} cores"
+        );
         let before = threads_now();
         let shared = clients(server.addr, 50, Threads::Shared).await;
         let during = threads_now();
