@@ -35,6 +35,10 @@ use raft::eraftpb::{ConfState, Entry, EntryType, Snapshot};
 
 use super::replica::{Disk, Writes};
 
+/// A log written anew is synced every this many bytes as it is written (see
+/// [`RaftLog::begin_rewrite`]).
+const REWRITE_PIECE: usize = 8 << 20;
+
 const FRAME: usize = 8;
 /// The longest record (its length is a `u32`): a snapshot is a queue's messages.
 const MAX_RECORD: usize = u32::MAX as usize;
@@ -161,7 +165,12 @@ impl RaftLog {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        f.write_all(&buf)?;
+        // Synced a piece at a time: the log's own syncs meanwhile (each confirm waits
+        // for one) then wait behind at most a piece of it, not the whole file.
+        for piece in buf.chunks(REWRITE_PIECE) {
+            f.write_all(piece)?;
+            f.sync_data()?;
+        }
         f.sync_all()?;
         Ok(Rewrite { tmp })
     }
@@ -170,17 +179,30 @@ impl RaftLog {
     /// its hard state: what was appended meanwhile, and anything since replaced) is
     /// appended to the new file, which is synced and renamed over the log, and is the
     /// log from then on. A crash before the rename leaves the old log, whole.
-    pub fn finish_rewrite(&mut self, r: Rewrite, rest: &Writes) -> io::Result<()> {
+    pub fn finish_rewrite(&mut self, r: Rewrite, rest: &Writes) -> io::Result<Replaced> {
         encode(&mut self.buf, rest)?;
         let mut f = OpenOptions::new().append(true).open(&r.tmp)?;
         f.write_all(&self.buf)?;
         f.sync_data()?;
         std::fs::rename(&r.tmp, &self.path)?;
-        self.file = f;
+        let old = std::mem::replace(&mut self.file, f);
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        Ok(())
+        Ok(Replaced(old))
+    }
+}
+
+/// The log a rewrite replaced, renamed over and still open: closing it frees its
+/// blocks, which for a large log takes long (about a second for 2 GB on ext4), so
+/// its owner closes it where nothing waits ([`Replaced::close`]).
+#[must_use = "closing it frees the old log's blocks; close it off the queue's task"]
+pub(crate) struct Replaced(File);
+
+impl Replaced {
+    /// Closes it (frees its blocks).
+    pub fn close(self) {
+        drop(self.0);
     }
 }
 
@@ -481,7 +503,7 @@ mod tests {
             entries: vec![entry(2, 4, b"x"), entry(2, 5, b"y"), entry(3, 6, b"Z")],
             state: Some(hs(6)),
         };
-        log.finish_rewrite(rewrite, &now).unwrap();
+        log.finish_rewrite(rewrite, &now).unwrap().close();
         // Appends go to the new file.
         log.write(&w(&[entry(3, 7, b"w")], None)).unwrap();
         log.sync().unwrap();
@@ -500,6 +522,55 @@ mod tests {
             ]
         );
         assert_eq!(disk.hard_state.commit, 6);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_log_written_anew_in_pieces_reads_back_whole() {
+        let d = dir();
+        let path = d.join("q.log");
+        let (mut log, ..) = RaftLog::open(&path).unwrap();
+        log.write(&w(&[entry(1, 1, b"a"), entry(1, 2, b"b")], None))
+            .unwrap();
+        log.sync().unwrap();
+        // A snapshot of two and a half pieces, each byte telling where it is.
+        let data: Vec<u8> = (0..REWRITE_PIECE * 5 / 2 + 3)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 2;
+        snap.mut_metadata().term = 1;
+        snap.data = data.clone().into();
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: 2,
+            ..Default::default()
+        };
+        let compaction = Writes {
+            snapshot: Some(snap),
+            entries: Vec::new(),
+            state: Some(hs),
+        };
+        let rewrite = RaftLog::begin_rewrite(&path, &compaction).unwrap();
+        let rest = Writes {
+            snapshot: None,
+            entries: vec![entry(1, 3, b"c")],
+            state: None,
+        };
+        let old = log.finish_rewrite(rewrite, &rest).unwrap();
+        // The new log is in place before the old one is closed.
+        log.write(&w(&[entry(1, 4, b"d")], None)).unwrap();
+        log.sync().unwrap();
+        old.close();
+        drop(log);
+        let (_, disk, torn) = RaftLog::open(&path).unwrap();
+        assert_eq!((disk.base(), torn), (2, 0));
+        assert!(disk.snapshot.data[..] == data[..], "the snapshot, whole");
+        assert_eq!(
+            terms_indexes_data(&disk),
+            vec![(1, 3, b"c".to_vec()), (1, 4, b"d".to_vec())]
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 

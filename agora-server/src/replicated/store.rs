@@ -17,6 +17,7 @@
 
 use std::cell::Cell;
 
+use agora_protocol::bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{Error, GetEntriesContext, RaftState, Storage, StorageError};
 
@@ -135,7 +136,7 @@ impl Store {
 
     /// A snapshot of `data`, the state applied up to entry `index` (none when that
     /// entry is neither kept nor the base).
-    pub fn snapshot_at(&self, index: u64, data: Vec<u8>) -> Option<Snapshot> {
+    pub fn snapshot_at(&self, index: u64, data: impl Into<Bytes>) -> Option<Snapshot> {
         let term = self.term(index).ok()?;
         let mut snap = Snapshot::default();
         let meta = snap.mut_metadata();

@@ -53,28 +53,40 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl Machine {
-    /// The state every member applied (its messages, the proposal numbers and message
-    /// ids it remembers), as bytes.
-    pub fn image(&self) -> Vec<u8> {
+/// A machine's state taken at one moment, to be encoded later, elsewhere: its
+/// collections copied, the message bodies shared (a reference each, not a copy of
+/// their bytes). Taking one costs a pass over the messages; [`Image::encode`], the copy
+/// of every byte the queue holds, can then run on another thread while the queue goes
+/// on (a compaction's snapshot).
+pub(crate) struct Image {
+    messages: Vec<(u64, u64, Bytes)>,
+    bytes: usize,
+    seen: Vec<(u64, Vec<u64>)>,
+    ids: Vec<String>,
+    returns: Vec<(u64, u32)>,
+}
+
+impl Image {
+    /// The image's bytes, in the format above.
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + self.bytes + 12 * self.messages.len());
         out.push(VERSION);
         out.extend_from_slice(&(self.messages.len() as u64).to_le_bytes());
-        for (id, m) in &self.messages {
+        for (id, at, body) in &self.messages {
             out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&m.at.to_le_bytes());
-            put_bytes(&mut out, &m.body);
+            out.extend_from_slice(&at.to_le_bytes());
+            put_bytes(&mut out, body);
         }
         out.extend_from_slice(&(self.seen.len() as u32).to_le_bytes());
-        for (origin, r) in &self.seen {
+        for (origin, order) in &self.seen {
             out.extend_from_slice(&origin.to_le_bytes());
-            out.extend_from_slice(&(r.order.len() as u32).to_le_bytes());
-            for seq in &r.order {
+            out.extend_from_slice(&(order.len() as u32).to_le_bytes());
+            for seq in order {
                 out.extend_from_slice(&seq.to_le_bytes());
             }
         }
-        out.extend_from_slice(&(self.ids.order.len() as u32).to_le_bytes());
-        for id in &self.ids.order {
+        out.extend_from_slice(&(self.ids.len() as u32).to_le_bytes());
+        for id in &self.ids {
             put_bytes(&mut out, id.as_bytes());
         }
         out.extend_from_slice(&(self.returns.len() as u32).to_le_bytes());
@@ -83,6 +95,34 @@ impl Machine {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out
+    }
+}
+
+impl Machine {
+    /// The state every member applied (its messages, the proposal numbers and message
+    /// ids it remembers), as bytes.
+    pub fn image(&self) -> Vec<u8> {
+        self.take_image().encode()
+    }
+
+    /// The state every member applied, to be encoded later ([`Image::encode`] gives
+    /// what [`image`](Machine::image) gives now); the bodies are shared, not copied.
+    pub fn take_image(&self) -> Image {
+        Image {
+            messages: self
+                .messages
+                .iter()
+                .map(|(&id, m)| (id, m.at, m.body.clone()))
+                .collect(),
+            bytes: self.bytes,
+            seen: self
+                .seen
+                .iter()
+                .map(|(&origin, r)| (origin, r.order.iter().copied().collect()))
+                .collect(),
+            ids: self.ids.order.iter().cloned().collect(),
+            returns: self.returns.iter().map(|(&id, &n)| (id, n)).collect(),
+        }
     }
 
     /// Replaces its state with an [`image`](Machine::image)'s (nothing changes when
@@ -105,7 +145,7 @@ impl Machine {
                 id,
                 Stored {
                     at,
-                    body: body.to_vec(),
+                    body: Bytes::copy_from_slice(body),
                 },
             );
         }
@@ -185,6 +225,28 @@ mod tests {
             Machine::default().restore(&v4),
             Err("an image of an unknown version")
         );
+    }
+
+    #[test]
+    fn an_image_taken_shares_the_bodies_and_encodes_the_state_when_it_was_taken() {
+        let mut a = Machine::with_ids(4);
+        a.apply(1, &enqueue(1, 7, &[1; 1000]));
+        a.apply(2, &enqueue(2, 9, b"bb"));
+        let before = a.image();
+        let taken = a.take_image();
+        // The bodies are the machine's own (a reference each), not copies.
+        assert_eq!(taken.messages.len(), 2);
+        assert_eq!(taken.messages[0].2.as_ptr(), a.messages[&1].body.as_ptr());
+        // The machine goes on; the image is still what it was when taken.
+        a.apply(3, &enqueue(1, 8, b"ccc"));
+        a.apply(4, &Op::Ack { id: 1 }.encode());
+        let encoded = std::thread::spawn(move || taken.encode()).join().unwrap();
+        assert_eq!(encoded, before);
+        assert_ne!(a.image(), before);
+        let mut b = Machine::with_ids(4);
+        b.restore(&encoded).unwrap();
+        assert_eq!(b.peek(9), vec![&[1; 1000][..], &b"bb"[..]]);
+        assert!(b.has_seen(1, 7) && b.has_seen(2, 9) && !b.has_seen(1, 8));
     }
 
     #[test]

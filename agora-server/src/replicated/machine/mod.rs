@@ -28,6 +28,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
+use agora_protocol::bytes::Bytes;
+
 use crate::queue::ID_COST;
 
 mod image;
@@ -149,11 +151,12 @@ pub(crate) enum NotHeld {
 }
 
 /// A message in the queue: its body as its `Enqueue` carried it, and the time it was
-/// published (0: not said).
+/// published (0: not said). The body is shared, so an [`Image`](image::Image) taken for
+/// a snapshot holds it without a copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Stored {
     pub at: u64,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 /// One member's copy of a replicated queue.
@@ -209,6 +212,7 @@ impl Machine {
                     }
                 }
                 self.bytes += body.len();
+                let body = Bytes::from(body);
                 self.messages.insert(index, Stored { at, body });
                 Applied::Enqueued {
                     origin,
@@ -274,7 +278,7 @@ impl Machine {
         self.messages
             .values()
             .take(limit)
-            .map(|m| m.body.as_slice())
+            .map(|m| &m.body[..])
             .collect()
     }
 
@@ -384,7 +388,7 @@ impl Machine {
     /// handed back because this member stopped serving).
     pub fn parked_body(&self, id: u64) -> Option<&[u8]> {
         match self.out.get(&id) {
-            Some(&PARKED) => self.messages.get(&id).map(|m| m.body.as_slice()),
+            Some(&PARKED) => self.messages.get(&id).map(|m| &m.body[..]),
             _ => None,
         }
     }

@@ -737,6 +737,47 @@ mod tests {
     }
 
     #[test]
+    fn a_state_taken_earlier_compacts_the_log_to_its_own_index() {
+        let (mut rs, l) = elected();
+        for v in 0..10u8 {
+            rs[l].propose(vec![v; 100]).unwrap();
+            tick_all(&mut rs, None);
+        }
+        // The state is taken here, and encoded while the member goes on.
+        let taken = rs[l].applied();
+        let state = taken.to_string().into_bytes();
+        for v in 10..20u8 {
+            rs[l].propose(vec![v; 100]).unwrap();
+            tick_all(&mut rs, None);
+        }
+        let applied = rs[l].applied();
+        assert!(applied >= taken + 10, "{taken} {applied}");
+        assert!(rs[l].may_compact());
+        // Not yet applied: refused.
+        assert!(rs[l]
+            .compact_at(applied + 1, state.clone().into())
+            .is_none());
+        let w = rs[l]
+            .compact_at(taken, state.clone().into())
+            .expect("compacted");
+        let snap = w.snapshot.as_ref().unwrap();
+        assert_eq!(snap.get_metadata().index, taken);
+        assert_eq!(&snap.data[..], &state[..]);
+        // The entries after it are kept, in the log and in what is written anew.
+        assert_eq!(w.entries.first().map(|e| e.index), Some(taken + 1));
+        assert_eq!(w.entries.last().map(|e| e.index), Some(applied));
+        assert_eq!(rs[l].compacted(), taken);
+        assert_eq!(rs[l].disk().base(), taken, "mirrored");
+        assert!(rs[l].log_bytes() >= 1000);
+        // Not after the last compaction: refused.
+        assert!(rs[l].compact_at(taken, state.into()).is_none());
+        // And the group goes on from there.
+        rs[l].propose(vec![99; 100]).unwrap();
+        tick_all(&mut rs, None);
+        assert_eq!(rs[l].applied(), applied + 1);
+    }
+
+    #[test]
     fn a_member_behind_the_compacted_log_gets_the_leaders_snapshot() {
         use raft::eraftpb::MessageType::MsgSnapshot;
         let (mut rs, l) = elected();

@@ -2,6 +2,7 @@
 //! state is written as a snapshot, and sends that state to members behind what it
 //! forgot.
 
+use agora_protocol::bytes::Bytes;
 use raft::SnapshotStatus;
 
 use super::{Replica, Writes};
@@ -27,10 +28,26 @@ impl Replica {
     /// (the snapshot, the entries after it, the hard state). Nothing while writes wait
     /// for a sync, or when nothing was applied since the last compaction.
     pub fn compact(&mut self, data: Vec<u8>) -> Option<Writes> {
-        if self.unsynced.number > 0 || !self.unsynced.writes.is_empty() {
+        if !self.may_compact() {
             return None;
         }
-        let index = self.applied();
+        self.compact_at(self.applied(), data.into())
+    }
+
+    /// Whether the log may be compacted now: not while writes wait for a sync.
+    pub fn may_compact(&self) -> bool {
+        self.unsynced.number == 0 && self.unsynced.writes.is_empty()
+    }
+
+    /// Compacts the log up to entry `index` (applied, and perhaps followed by others
+    /// since), whose state is `data`: as [`compact`](Replica::compact), for a state
+    /// taken at `index` and encoded meanwhile. Nothing while writes wait for a sync
+    /// (try again later with the same data), or when `index` is not after the last
+    /// compaction (or a snapshot restored meanwhile), or not applied.
+    pub fn compact_at(&mut self, index: u64, data: Bytes) -> Option<Writes> {
+        if !self.may_compact() || index > self.applied() {
+            return None;
+        }
         let store = self.node.mut_store();
         if index <= store.base().0 {
             return None;

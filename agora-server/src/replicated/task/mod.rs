@@ -145,6 +145,7 @@ pub(crate) fn spawn(
         dead_out: Vec::new(),
         dead_in: Vec::new(),
         rewrite: None,
+        encoding: None,
         generation: 0,
     };
     rt.spawn(task.run(rx, raft_rx)).detach();
@@ -221,6 +222,9 @@ struct Task {
     dead_in: Vec<(async_channel::Receiver<crate::store::Outcome>, Message)>,
     /// The log being written anew after a compaction, on a blocking thread.
     rewrite: Option<(smol::Task<std::io::Result<Rewrite>>, Rewriting)>,
+    /// A compaction's snapshot being encoded on a blocking thread, before the log is
+    /// compacted to it.
+    encoding: Option<Encoding>,
     /// Counts snapshots written to the log at once (a leader's): a rewrite begun
     /// before one is out of date.
     generation: u64,
@@ -233,9 +237,29 @@ struct Rewriting {
     index: u64,
     kept: usize,
     size: usize,
-    /// When the compaction began, and how long the task took to make the snapshot.
+    /// When the compaction began, how long the task took (to take the queue's state,
+    /// then to compact the log to it), and how long the encoding took on a blocking
+    /// thread.
     began: Instant,
     made: Duration,
+    encoded: Duration,
+}
+
+/// A compaction's snapshot: the queue's state taken at entry `index` in the task,
+/// encoded on a blocking thread (the copy of every byte the queue holds), then the log
+/// compacted to it once no write waits for a sync.
+struct Encoding {
+    /// The encoding under way (its bytes, and how long it took); `None` once they
+    /// are in `data`.
+    task: Option<smol::Task<(Vec<u8>, Duration)>>,
+    data: Option<agora_protocol::bytes::Bytes>,
+    generation: u64,
+    index: u64,
+    /// The bytes of entries the log held when it began.
+    kept: usize,
+    began: Instant,
+    made: Duration,
+    encoded: Duration,
 }
 
 enum Wake {

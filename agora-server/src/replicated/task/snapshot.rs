@@ -1,10 +1,11 @@
 //! A replicated queue's task and snapshots: its member compacts its log once it holds
 //! more than `--raft-compact-bytes` and four times the queue's messages (so the copy a
-//! snapshot makes costs at most a quarter of the log it replaces), writing the new log
-//! on a blocking thread while the task goes on (the task copies the queue's state, and
-//! at the end adds what came meanwhile), offers one when
-//! raft-rs wants to send it to a member behind the compacted log, sends it there in
-//! pieces as the link takes them, and restores one the leader sent.
+//! snapshot makes costs at most a quarter of the log it replaces). The task takes the
+//! queue's state (its messages' bodies shared, not copied), a blocking thread encodes
+//! it, the log is compacted to it, and another writes the new log while the task goes
+//! on (at the end the task adds what came meanwhile). It offers a snapshot when raft-rs
+//! wants to send one to a member behind the compacted log, sends it there in pieces as
+//! the link takes them, and restores one the leader sent.
 
 use super::*;
 
@@ -43,36 +44,85 @@ impl Task {
                 ),
             }
         }
-        let kept = self.replica.log_bytes();
-        let due = compaction_due(kept, self.machine.bytes(), self.groups.compact_bytes);
-        if !due || self.failed.is_some() || self.rewrite.is_some() {
+        self.compaction().await;
+    }
+
+    /// Compacts the log when it is due: the queue's state is taken in the task (its
+    /// messages' bodies shared, not copied), encoded on a blocking thread, and the log
+    /// compacted to it once that is done and no write waits for a sync; then the log
+    /// is written anew, on a blocking thread too.
+    async fn compaction(&mut self) {
+        if let Some(e) = self.encoding.as_mut() {
+            if let Some(task) = e.task.take_if(|t| t.is_finished()) {
+                let (data, took) = task.await;
+                e.data = Some(data.into());
+                e.encoded = took;
+            }
+            let Some(data) = e.data.clone() else {
+                return;
+            };
+            // A leader's snapshot written meanwhile replaced the log: out of date.
+            if e.generation != self.generation || self.failed.is_some() {
+                self.encoding = None;
+                return;
+            }
+            if !self.replica.may_compact() {
+                return;
+            }
+            let mut e = self.encoding.take().expect("checked");
+            let began = Instant::now();
+            if let Some(w) = self.replica.compact_at(e.index, data) {
+                e.made += began.elapsed();
+                self.rewrite_log(w, e);
+            }
             return;
         }
+        let kept = self.replica.log_bytes();
+        let due = compaction_due(kept, self.machine.bytes(), self.groups.compact_bytes);
+        if !due || self.failed.is_some() || self.rewrite.is_some() || self.log.is_none() {
+            return;
+        }
+        let began = Instant::now();
+        let image = self.machine.take_image();
+        let index = self.replica.applied();
+        let made = began.elapsed();
+        self.encoding = Some(Encoding {
+            task: Some(smol::unblock(move || {
+                let began = Instant::now();
+                (image.encode(), began.elapsed())
+            })),
+            data: None,
+            generation: self.generation,
+            index,
+            kept,
+            began,
+            made,
+            encoded: Duration::ZERO,
+        });
+    }
+
+    /// Writes the log anew beside it, on a blocking thread, from a compaction's
+    /// snapshot and the entries after it; until it is renamed over the log, the log
+    /// (whole, from before) is what a restart reads.
+    fn rewrite_log(&mut self, w: Writes, e: Encoding) {
         let Some(path) = self.log.as_ref().map(|l| l.path().to_owned()) else {
             return;
         };
-        let began = Instant::now();
-        let Some(w) = self.replica.compact(self.machine.image()) else {
-            return;
-        };
-        let made = began.elapsed();
         let (index, size) = w
             .snapshot
             .as_ref()
             .map_or((0, 0), |s| (s.get_metadata().index, s.data.len()));
-        // Written beside the log on a blocking thread while this task goes on; until
-        // it is renamed over the log, the log (whole, from before) is what a restart
-        // reads.
         let task = smol::unblock(move || RaftLog::begin_rewrite(&path, &w));
         self.rewrite = Some((
             task,
             Rewriting {
                 generation: self.generation,
                 index,
-                kept,
+                kept: e.kept,
                 size,
-                began,
-                made,
+                began: e.began,
+                made: e.made,
+                encoded: e.encoded,
             },
         ));
     }
@@ -85,6 +135,7 @@ impl Task {
             return;
         };
         let rest = self.replica.held_writes();
+        let waited = Instant::now();
         let (log, done) = smol::unblock(move || {
             let done = log.finish_rewrite(file, &rest);
             (log, done)
@@ -92,15 +143,22 @@ impl Task {
         .await;
         self.log = Some(log);
         match done {
-            Ok(()) => log::info!(
-                "{}: its log compacted to index {} ({} bytes of entries; a snapshot of {}, made in {} ms in the queue's task, the log written anew beside it in {} ms)",
+            Ok(old) => {
+                // Closing the log replaced frees its blocks: a second for 2 GB, not
+                // waited for here.
+                smol::unblock(move || old.close()).detach();
+                log::info!(
+                "{}: its log compacted to index {} ({} bytes of entries; a snapshot of {}, {} ms of the queue's task to take its state and compact, encoded in {} ms beside it, the log written anew in {} ms, of which the task waited {} ms for its end)",
                 self.shared.dest,
                 r.index,
                 r.kept,
                 r.size,
                 r.made.as_millis(),
-                r.began.elapsed().as_millis()
-            ),
+                r.encoded.as_millis(),
+                r.began.elapsed().as_millis(),
+                waited.elapsed().as_millis()
+                )
+            }
             // Where the log's appends go is not known for sure: as any write that
             // failed, this member stops promising anything.
             Err(e) => self.stop_taking_part(format!("its Raft log cannot be written anew: {e}")),
