@@ -130,6 +130,10 @@ struct Member {
     /// While it serves: how often it handed out each message (to a consumer or a
     /// link), as the broker counts toward `--max-deliveries`.
     counts: BTreeMap<u64, u32>,
+    /// The state taken for a compaction, as the broker's task takes it and a blocking
+    /// thread encodes it: (index, image, step it is encoded at); the member goes on
+    /// meanwhile.
+    compacting: Option<(u64, Vec<u8>, u64)>,
 }
 
 struct Sim {
@@ -232,6 +236,7 @@ impl Sim {
                 let r = m.replica.take().expect("up");
                 m.disk = r.disk().clone();
                 m.proposed.clear();
+                m.compacting = None;
                 for (mid, ..) in m.holding.drain(..) {
                     self.holders.remove(&mid);
                     self.report.voided += 1;
@@ -418,6 +423,7 @@ fn run_seed(seed: u64, steps: u64) -> Result<Report, Failure> {
             holding: Vec::new(),
             relayed: Relayed::default(),
             counts: BTreeMap::new(),
+            compacting: None,
         });
     }
     let mut sim = Sim {

@@ -26,7 +26,9 @@ impl Replica {
     /// Compacts the log up to the last entry applied, whose state is `data` (what
     /// [`Out::Restore`] gives back): returns what the log's file is written anew with
     /// (the snapshot, the entries after it, the hard state). Nothing while writes wait
-    /// for a sync, or when nothing was applied since the last compaction.
+    /// for a sync, or when nothing was applied since the last compaction. (The broker
+    /// takes the state, encodes it elsewhere and calls [`compact_at`](Replica::compact_at).)
+    #[cfg(test)]
     pub fn compact(&mut self, data: Vec<u8>) -> Option<Writes> {
         if !self.may_compact() {
             return None;

@@ -136,8 +136,15 @@ impl Sim {
     }
 
     /// Member `id` offers a snapshot when its replica wants one, and compacts its log
-    /// once it holds more than `COMPACT` bytes and more than its queue.
+    /// once it holds more than `COMPACT` bytes and more than its queue: from a state
+    /// taken then and encoded a few steps later (with faults), as the broker's task
+    /// takes it and a blocking thread encodes it, the member going on meanwhile.
     pub(super) fn snapshots(&mut self, id: u64) {
+        let step = self.step;
+        let delay = match self.faults {
+            true => self.rng.below(4),
+            false => 0,
+        };
         let m = &mut self.members[id as usize - 1];
         let Some(r) = m.replica.as_mut() else {
             return;
@@ -145,10 +152,14 @@ impl Sim {
         if r.snapshot_wanted() {
             r.offer_snapshot(m.machine.image());
         }
-        if compaction_due(r.log_bytes(), m.machine.bytes(), COMPACT)
-            && r.compact(m.machine.image()).is_some()
-        {
-            self.report.compactions += 1;
+        if m.compacting.is_none() && compaction_due(r.log_bytes(), m.machine.bytes(), COMPACT) {
+            m.compacting = Some((r.applied(), m.machine.image(), step + delay));
+        }
+        if m.compacting.as_ref().is_some_and(|c| c.2 <= step) && r.may_compact() {
+            let (index, data, _) = m.compacting.take().expect("checked");
+            if r.compact_at(index, data.into()).is_some() {
+                self.report.compactions += 1;
+            }
         }
     }
 }
