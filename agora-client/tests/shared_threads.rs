@@ -8,17 +8,6 @@ use agora_client::{set_shared_threads, Client};
 use common::*;
 use futures_lite::StreamExt;
 
-fn shared_io_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter(|t| {
-            let comm = t.as_ref().map(|t| t.path().join("comm")).ok();
-            comm.and_then(|c| std::fs::read_to_string(c).ok())
-                .is_some_and(|name| name.starts_with("agora-client-io"))
-        })
-        .count()
-}
-
 #[test]
 fn the_application_sets_how_many_shared_threads_start_before_they_do() {
     assert_eq!(shared_io_threads(), 0);

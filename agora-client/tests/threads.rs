@@ -13,19 +13,6 @@ use agora_server::Config;
 use common::*;
 use futures_lite::StreamExt;
 
-/// Threads of this process named `agora-client-io-…` (`comm` keeps 15 bytes): the
-/// shared I/O threads.
-fn shared_io_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter(|t| {
-            let comm = t.as_ref().map(|t| t.path().join("comm")).ok();
-            comm.and_then(|c| std::fs::read_to_string(c).ok())
-                .is_some_and(|name| name.starts_with("agora-client-io"))
-        })
-        .count()
-}
-
 fn threads_now() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
