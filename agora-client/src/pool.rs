@@ -9,8 +9,10 @@
 //! a time. With two threads, a socket event for a client on the thread that is not
 //! polling reaches it through the one that is, by one more wake-up; with one thread
 //! there is no such hop, and the application's own threads keep a core. Measured on a
-//! 2-core machine (client chapter): one thread delivered 16–28 % more on the streaming
-//! scenarios, round trips 7–13 % more, with less client CPU on every row.
+//! 2-core machine against two threads (client chapter): round trips 10–30 % more a
+//! second, `topic-1-1` 6–17 % and `queue-4` 3–7 % more messages, 10–16 % less client
+//! CPU.
+//!
 //! Each runs a `LocalExecutor` under `async_io::block_on`, so a thread with nothing to
 //! run polls async-io's reactor itself. A client's driver goes to the threads in turn
 //! and stays on its thread for its life: its futures borrow its state across awaits
