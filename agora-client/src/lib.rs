@@ -77,7 +77,8 @@
 // - `error`, `options`: the error types and the error stream; the settings.
 // - `tls`: the rustls configuration made from the settings, and TLS's errors.
 // - `inbox`, `pubbuf`: the buffers between handles and threads: one inbox per
-//   subscription, filled by the reader; the publish buffer, filled by publishers.
+//   subscription, filled by the reader; the publish buffer, filled by publishers
+//   (and by consumers, with their acks and nacks).
 // - `driver`: the threads that own the socket (connect, writer, reader).
 // - `message`: what the application receives, `Message` and `Delivery`.
 // - `client`: the `Client` handle, its requests, the plumbing of publish and subscribe.

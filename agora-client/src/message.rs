@@ -8,10 +8,9 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 use agora_protocol::{Destination, Headers};
-use async_channel::Sender;
 use bytes::Bytes;
 
-use crate::driver::{Ctl, Shared};
+use crate::driver::Shared;
 use crate::error::{Error, Result};
 
 /// A message received from a topic or a queue.
@@ -266,8 +265,6 @@ pub struct Delivery {
     did: u64,
     generation: u64,
     auto_acked: bool,
-    ctl: Sender<Ctl>,
-    shared: Arc<Shared>,
 }
 
 impl Deref for Delivery {
@@ -284,16 +281,13 @@ impl Delivery {
         d: agora_protocol::Delivery,
         generation: u64,
         auto_acked: bool,
-        ctl: Sender<Ctl>,
         shared: Arc<Shared>,
     ) -> Delivery {
         Delivery {
             did: d.did,
             generation,
-            message: Message::from_wire(d, Some(shared.clone())),
+            message: Message::from_wire(d, Some(shared)),
             auto_acked,
-            ctl,
-            shared,
         }
     }
 
@@ -455,21 +449,14 @@ impl Delivery {
         if self.auto_acked {
             return Ok(());
         }
-        if self.shared.closed.load(SeqCst) {
+        // A delivery always has the way back to its client.
+        let Some(shared) = &self.message.replier.0 else {
             return Err(Error::Closed);
-        }
-        if self.shared.generation.load(SeqCst) != self.generation {
-            return Err(Error::StaleDelivery);
-        }
-        // The driver checks the generation again when it writes the frame, so a
-        // reconnect in between drops the settle instead of acking a stranger.
-        self.ctl
-            .try_send(Ctl::Settle {
-                did: self.did,
-                generation: self.generation,
-                ack,
-                how,
-            })
-            .map_err(|_| Error::Closed)
+        };
+        // Encoded here, into the buffer the driver writes with the publishes; refused
+        // if the connection it arrived on is gone (the broker delivers it again).
+        shared
+            .pubs
+            .settle(self.generation, self.did, (!ack).then_some(how))
     }
 }

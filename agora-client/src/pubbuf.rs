@@ -19,12 +19,22 @@
 //! Order: the driver takes the buffer before it handles any command, so a publish made
 //! before a command was queued goes out before it (and a confirmed publish never
 //! overtakes an earlier fire-and-forget one).
+//!
+//! Settles: a consumer's `ACK` and `NACK` are encoded here too, by the thread that
+//! settles, into a second buffer the driver writes right after the publishes (so a
+//! responder's reply goes out before the `ACK` that lets its request go). A delivery id
+//! means something only on the connection it came from: the settles buffer belongs to
+//! one connection generation, a settle of another one is refused
+//! ([`Error::StaleDelivery`]), and a new connection empties it
+//! ([`PubBuf::new_connection`]). It needs no limit of its own: a consumer holds at most
+//! its prefetch of unsettled deliveries, so at most that many settles (about 20 bytes
+//! each) are ever in it.
 
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use agora_protocol::bytes::BytesMut;
-use agora_protocol::{encode_pub, Destination, Headers};
+use agora_protocol::{encode, encode_pub, ClientFrame, Destination, Headers, Nack};
 use event_listener::Event;
 
 use crate::error::{Error, Result};
@@ -32,6 +42,9 @@ use crate::lock;
 
 struct State {
     buf: BytesMut,
+    /// Encoded `ACK`s and `NACK`s of deliveries of connection `generation`.
+    settles: BytesMut,
+    generation: u64,
     /// The driver has stopped for good: publishes fail with [`Error::Closed`].
     closed: bool,
     /// The driver, waiting for the buffer to fill; woken after the lock is let go.
@@ -63,6 +76,8 @@ impl PubBuf {
         PubBuf {
             state: Mutex::new(State {
                 buf: BytesMut::new(),
+                settles: BytesMut::new(),
+                generation: 1,
                 closed: false,
                 driver: None,
                 want: 0,
@@ -109,43 +124,100 @@ impl PubBuf {
         }
     }
 
-    /// Moves whatever is buffered to the end of `out` (swapping buffers when `out` is
-    /// empty, so nothing is copied); false if there was nothing.
+    /// Encodes the `ACK` (`how` is `None`) or `NACK` of delivery `did`, read on
+    /// connection `generation`: refused with [`Error::StaleDelivery`] once another
+    /// connection has begun. Never waits (see the module's docs for the bound).
+    pub(crate) fn settle(&self, generation: u64, did: u64, how: Option<Nack>) -> Result<()> {
+        let mut s = lock(&self.state);
+        if s.closed {
+            return Err(Error::Closed);
+        }
+        if s.generation != generation {
+            return Err(Error::StaleDelivery);
+        }
+        let first = s.settles.is_empty();
+        let frame = match how {
+            None => ClientFrame::Ack { rid: None, did },
+            Some(how) => ClientFrame::Nack {
+                rid: None,
+                did,
+                how,
+            },
+        };
+        encode(&frame, &mut s.settles);
+        // The first settle wakes the driver even while it gathers publishes: a
+        // consumer's next deliveries wait for it.
+        let driver = if first {
+            s.want = 0;
+            s.driver.take()
+        } else {
+            None
+        };
+        drop(s);
+        if let Some(w) = driver {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Connection `generation` begins: settles of earlier ones are dropped (their
+    /// delivery ids mean nothing on it) and later ones refused.
+    pub(crate) fn new_connection(&self, generation: u64) {
+        let mut s = lock(&self.state);
+        s.generation = generation;
+        let n = s.settles.len();
+        s.settles.clear();
+        drop(s);
+        if n > 0 {
+            log::debug!("agora client: dropped {n} bytes of settles of a lost connection");
+        }
+    }
+
+    /// Moves whatever is buffered to the end of `out`, publishes first, then settles
+    /// (swapping buffers when `out` is empty, so nothing is copied); false if there was
+    /// nothing.
     pub(crate) fn take_into(&self, out: &mut BytesMut) -> bool {
         let mut s = lock(&self.state);
         s.want = 0;
-        if s.buf.is_empty() {
+        if s.buf.is_empty() && s.settles.is_empty() {
             return false;
         }
+        let published = !s.buf.is_empty();
         if out.is_empty() {
             std::mem::swap(out, &mut s.buf);
         } else {
             out.extend_from_slice(&s.buf);
             s.buf.clear();
         }
+        out.extend_from_slice(&s.settles);
+        s.settles.clear();
         drop(s);
-        self.taken.notify(usize::MAX);
+        if published {
+            self.taken.notify(usize::MAX);
+        }
         true
     }
 
+    /// No publish is buffered (settles may be).
     pub(crate) fn is_empty(&self) -> bool {
         lock(&self.state).buf.is_empty()
     }
 
-    /// Bytes buffered.
+    /// Bytes of publishes buffered.
     pub(crate) fn len(&self) -> usize {
         lock(&self.state).buf.len()
     }
 
-    /// Waits until at least `want` bytes (and at least one frame) are buffered (one
-    /// waiter: the driver). The wish lasts until the driver next takes the buffer.
+    /// Waits until at least `want` bytes of publishes (and at least one frame) are
+    /// buffered, or a settle is (one waiter: the driver). The wish lasts until the
+    /// driver next takes the buffer.
     pub(crate) async fn filled(&self, want: usize) {
         std::future::poll_fn(|cx| self.poll_filled(cx, want)).await
     }
 
     fn poll_filled(&self, cx: &mut Context<'_>, want: usize) -> Poll<()> {
         let mut s = lock(&self.state);
-        if !s.buf.is_empty() && s.buf.len() >= want {
+        if (!s.buf.is_empty() && s.buf.len() >= want) || !s.settles.is_empty() {
             return Poll::Ready(());
         }
         s.want = want;
@@ -163,6 +235,7 @@ impl PubBuf {
         s.closed = true;
         let n = s.buf.len();
         s.buf = BytesMut::new();
+        s.settles = BytesMut::new();
         drop(s);
         self.taken.notify(usize::MAX);
         n
@@ -229,5 +302,67 @@ mod tests {
         assert!(poll(&p, 0, &count).is_pending());
         publish(&p);
         assert_eq!(woken(), 3);
+    }
+
+    #[test]
+    fn settles_go_after_the_publishes_and_belong_to_one_connection() {
+        let p = PubBuf::new(1 << 20);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let woken = || count.0.load(SeqCst);
+
+        // Gathering publishes: the first settle wakes the driver all the same, the
+        // next ones do not.
+        publish(&p);
+        assert!(poll(&p, 1 << 16, &count).is_pending());
+        p.settle(1, 7, None).unwrap();
+        assert_eq!(woken(), 1, "the first settle wakes a gathering driver");
+        p.settle(1, 8, Some(Nack::Requeue)).unwrap();
+        assert_eq!(woken(), 1);
+        assert!(poll(&p, 1 << 16, &count).is_ready());
+
+        // Publishes first, then the settles in the order they were made.
+        let mut out = BytesMut::new();
+        assert!(p.take_into(&mut out));
+        let mut frames = Vec::new();
+        while let Some(f) = agora_protocol::decode_client(&mut out).unwrap() {
+            frames.push(f);
+        }
+        assert!(matches!(frames[0], ClientFrame::Pub { .. }), "{frames:?}");
+        assert!(
+            matches!(frames[1], ClientFrame::Ack { did: 7, .. }),
+            "{frames:?}"
+        );
+        assert!(
+            matches!(
+                frames[2],
+                ClientFrame::Nack {
+                    did: 8,
+                    how: Nack::Requeue,
+                    ..
+                }
+            ),
+            "{frames:?}"
+        );
+        assert_eq!(frames.len(), 3);
+        assert!(!p.take_into(&mut out), "nothing left");
+
+        // A settle made before a reconnect is dropped with its connection; one of a
+        // delivery of the old connection is refused after it.
+        p.settle(1, 9, None).unwrap();
+        p.new_connection(2);
+        assert!(matches!(p.settle(1, 10, None), Err(Error::StaleDelivery)));
+        assert!(
+            !p.take_into(&mut out),
+            "the old connection's settle was dropped"
+        );
+        p.settle(2, 1, None).unwrap();
+        assert!(p.take_into(&mut out));
+        assert!(matches!(
+            agora_protocol::decode_client(&mut out).unwrap(),
+            Some(ClientFrame::Ack { did: 1, .. })
+        ));
+
+        p.close();
+        assert!(matches!(p.settle(2, 2, None), Err(Error::Closed)));
     }
 }

@@ -352,7 +352,6 @@ impl Consumer {
             i.msg,
             i.generation,
             self.auto_ack,
-            self.client.inner.ctl.clone(),
             self.client.inner.shared.clone(),
         ))
     }

@@ -204,6 +204,42 @@ fn queue_two_consumers_share_with_acks_and_a_redelivered_nack() {
 }
 
 #[test]
+fn acks_made_before_a_consumer_is_dropped_reach_the_broker_before_its_unsub() {
+    // Acks are encoded by the thread that makes them, into a buffer the driver writes;
+    // the UNSUB of a dropped consumer is a control message. Were the UNSUB written
+    // first, the broker would give back what was acked, and deliver it again.
+    let server = start();
+    smol::block_on(async {
+        let producer = Client::connect(server.addr).await.unwrap();
+        let q = producer.queue("acked-then-dropped").unwrap();
+        for i in 0..200 {
+            q.publish(format!("job {i}")).await.unwrap();
+        }
+        within(producer.flush()).await.unwrap();
+        // Each consumer acks 50 and is dropped holding more (its prefetch is 64): those
+        // come again, to the next one; no acked one may.
+        let mut acked = std::collections::HashSet::new();
+        for round in 0..4 {
+            let client = Client::connect(server.addr).await.unwrap();
+            let mut c = client.consume("acked-then-dropped", 64).await.unwrap();
+            for _ in 0..50 {
+                let d = within(c.next()).await.unwrap();
+                let p = d.payload().clone();
+                assert!(!acked.contains(&p), "round {round}: acked {p:?} came again");
+                d.ack().await.unwrap();
+                acked.insert(p);
+            }
+            drop(c);
+            within(client.close()).await.unwrap();
+        }
+        assert_eq!(acked.len(), 200);
+        let s = stats(&producer).await;
+        let d = dest(&s, "queue", "acked-then-dropped").unwrap();
+        assert_eq!((d.depth, d.unacked), (0, 0));
+    });
+}
+
+#[test]
 fn a_dropped_consumer_gives_its_unacked_deliveries_to_the_other() {
     let server = start();
     smol::block_on(async {

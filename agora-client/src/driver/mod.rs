@@ -330,6 +330,7 @@ impl Driver {
         } else {
             self.shared.generation.fetch_add(1, SeqCst) + 1
         };
+        self.shared.pubs.new_connection(generation);
         self.confirm.set(false);
         *self.inbox.borrow_mut() = None;
         let mut out = BytesMut::new();

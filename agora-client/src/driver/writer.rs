@@ -142,6 +142,10 @@ impl Driver {
     }
 
     fn on_ctl(&self, c: Ctl, generation: u64, out: &mut BytesMut) {
+        // Publishes and settles made before the message was queued go out before it: a
+        // responder's reply before the ACK that lets its request go, a consumer's ACKs
+        // before its UNSUB (which gives back what it has not acked).
+        self.take_published(out);
         match c {
             Ctl::Settle {
                 did,
@@ -149,9 +153,6 @@ impl Driver {
                 ack,
                 how,
             } => {
-                // Publishes made before the settle was queued go out before it: a
-                // responder's reply comes before the ACK that lets its request go.
-                self.take_published(out);
                 if g != generation {
                     log::debug!("agora client: dropping settle of stale delivery {did}");
                 } else if ack {
