@@ -120,8 +120,8 @@ impl ClientBuilder {
 
     /// Which threads run the connection: the process's shared I/O threads
     /// ([`Threads::Shared`], the default: no thread of the client's own) or two of its
-    /// own ([`Threads::Dedicated`]: for one busy connection, whose round trips and
-    /// throughput it helps; see the client chapter for the figures).
+    /// own ([`Threads::Dedicated`]: for a process whose own threads poll the reactor;
+    /// see the client chapter for the figures).
     ///
     /// ```
     /// use agora_client::{Client, Threads};

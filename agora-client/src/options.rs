@@ -118,9 +118,12 @@ pub enum Threads {
     Shared,
     /// Two threads of the connection's own, on a blocking socket: a driver that
     /// writes and a reader that reads, each woken by the kernel directly, never
-    /// through the reactor, whoever polls it. A few percent more round trips for one
-    /// latency-bound connection, less throughput where messages stream (figures in
-    /// the client chapter), at two threads per client.
+    /// through the reactor, whoever polls it, at two threads per client. Measured on
+    /// two cores they do worse than the shared threads on every row (fewer round trips:
+    /// only the shared threads let a publisher write an idle connection itself; less
+    /// throughput where messages stream; figures in the client chapter): they are for
+    /// a process whose own threads poll the reactor, where an event for a shared
+    /// thread may pass through one of them.
     Dedicated,
 }
 

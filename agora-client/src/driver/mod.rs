@@ -246,6 +246,7 @@ impl Driver {
         loop {
             self.shared.connected.store(true, SeqCst);
             let end = self.serve(conn, first).await;
+            self.shared.pubs.disconnected();
             self.shared.connected.store(false, SeqCst);
             first = false;
             self.keep_resends();
@@ -330,7 +331,13 @@ impl Driver {
         } else {
             self.shared.generation.fetch_add(1, SeqCst) + 1
         };
-        self.shared.pubs.new_connection(generation);
+        // Publishers may write a clear socket on the shared threads themselves, when
+        // the driver is idle (a copy of the socket: the same one, its own descriptor).
+        let direct = match &stream {
+            stream::Stream::Async(s) => direct_socket(s),
+            _ => None,
+        };
+        self.shared.pubs.connected(generation, direct);
         self.confirm.set(false);
         *self.inbox.borrow_mut() = None;
         let mut out = BytesMut::new();
@@ -387,6 +394,13 @@ impl Driver {
         end
     }
 
+    /// Switches the connection's confirms on or off (the `SETACK` is the caller's),
+    /// telling the publish buffer too.
+    fn set_confirm(&self, on: bool) {
+        self.confirm.set(on);
+        self.shared.pubs.set_confirm(on);
+    }
+
     fn register(&self, reply: Option<Reply>, sid: Option<u64>) -> Option<u64> {
         self.register_resend(reply, sid, None)
     }
@@ -401,5 +415,18 @@ impl Driver {
         self.next_rid.set(rid + 1);
         lock(&self.core.pending).insert(rid, Pending { reply, sid, resend });
         Some(rid)
+    }
+}
+
+/// A second descriptor of the connection's socket, for publishers' own writes; `None`
+/// (everything goes through the driver) if the system refuses one.
+fn direct_socket(s: &async_net::TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    match s.as_fd().try_clone_to_owned() {
+        Ok(fd) => Some(std::net::TcpStream::from(fd)),
+        Err(e) => {
+            log::debug!("agora client: no second descriptor for direct writes: {e}");
+            None
+        }
     }
 }

@@ -101,7 +101,7 @@ impl Driver {
             },
             out,
         );
-        self.confirm.set(true);
+        self.set_confirm(true);
         for (reply, again) in resends {
             let (dest, headers, payload) = (
                 again.dest.clone(),

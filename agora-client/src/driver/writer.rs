@@ -136,7 +136,7 @@ impl Driver {
                 },
                 out,
             );
-            self.confirm.set(false);
+            self.set_confirm(false);
         }
         self.shared.pubs.take_into(out)
     }
@@ -219,7 +219,7 @@ impl Driver {
                         },
                         out,
                     );
-                    self.confirm.set(want);
+                    self.set_confirm(want);
                 }
                 // Under a reconnect policy a confirmed publish is kept until answered,
                 // to be written again if the connection is lost first.
