@@ -152,6 +152,24 @@ impl Subscription {
         self.ended = true;
         unsubscribe(&self.client, self.sid).await
     }
+
+    /// Messages received and not yet taken from the stream. Past the subscription's
+    /// buffer ([`ClientBuilder::subscription_buffer`](crate::ClientBuilder::subscription_buffer))
+    /// the broker has been asked to hold the rest (under
+    /// [`Overflow::Hold`](crate::Overflow::Hold)); what it had sent before that still
+    /// arrives, and is counted here.
+    ///
+    /// ```no_run
+    /// # futures_lite::future::block_on(async {
+    /// let client = agora_client::Client::connect("127.0.0.1:48879").await?;
+    /// let prices = client.subscribe("prices").await?;
+    /// println!("{} waiting here", prices.buffered());
+    /// # Ok::<(), agora_client::Error>(())
+    /// # });
+    /// ```
+    pub fn buffered(&self) -> usize {
+        self.rx.buffered()
+    }
 }
 
 impl Drop for Subscription {
