@@ -1,7 +1,7 @@
 //! Agora through agora-client, the SDK applications use.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agora_client::{Client, Consumer, Queue, Subscription, Topic};
 use bytes::Bytes;
@@ -28,11 +28,12 @@ pub(crate) struct Pub {
 
 pub(crate) struct Sub {
     kind: SubKind,
-    /// The wait of `next`, armed once and kept until it fires: arming an `async-io`
-    /// timer wakes the reactor's thread, so a timer per call would cost every message
-    /// that is not already there a wake-up (the NATS driver's tokio timeout has no such
-    /// cost). A wait that ends early only means the caller asks again.
-    timer: Option<async_io::Timer>,
+    /// The wait of `next`, armed again only when half of it is gone: arming an
+    /// `async-io` timer wakes the reactor's thread, so a timer per call would cost
+    /// every message that is not already there a wake-up (the NATS driver's tokio
+    /// timeout has no such cost). A wait that ends early only means the caller asks
+    /// again.
+    timer: Option<Wait>,
 }
 
 enum SubKind {
@@ -178,19 +179,34 @@ impl super::Publisher for Pub {
     }
 }
 
-/// `fut`, or `None` once `timer`, armed for `wait` from now, fires.
+/// A wait's timer and when it fires.
+struct Wait {
+    timer: async_io::Timer,
+    deadline: Instant,
+}
+
+/// `fut`, or `None` once `timer` fires: between `wait / 2` and `wait` from now.
 async fn timeout<T>(
-    timer: &mut Option<async_io::Timer>,
+    timer: &mut Option<Wait>,
     wait: Duration,
     fut: impl Future<Output = T>,
 ) -> Option<T> {
-    // One timer, armed again for each wait that blocks (the deadline is `wait` from
-    // now, not from the first wait: a run that lasted longer than `wait` once failed
-    // its rtt at a random round with "nothing arrived within 2 s").
-    let t = timer.get_or_insert_with(|| async_io::Timer::after(wait));
-    t.set_after(wait);
+    // The deadline must be counted from now, not from the first wait (a run that
+    // lasted longer than `wait` once failed its rtt at a random round with "nothing
+    // arrived within 2 s"); but arming an async-io timer (`set_after`, or a new one)
+    // wakes the reactor's thread, the SDK's I/O thread: arming it for every message
+    // cost each round trip that wake-up. So the timer is armed again only when less
+    // than half the wait is left; polled again by the same task, it is not re-armed.
+    let now = Instant::now();
+    let w = match timer {
+        Some(w) if w.deadline.saturating_duration_since(now) >= wait / 2 => w,
+        _ => timer.insert(Wait {
+            timer: async_io::Timer::at(now + wait),
+            deadline: now + wait,
+        }),
+    };
     let r = futures_lite::future::or(async { Some(fut.await) }, async {
-        t.await;
+        (&mut w.timer).await;
         None
     })
     .await;

@@ -363,9 +363,13 @@ fn sdk(
     std::thread::scope(|scope| -> Result<Measured> {
         let answering = scope.spawn(|| -> Result<()> {
             block_on(async {
+                // One timer, firing every 100 ms, to look at `stop`: a timer armed per
+                // request would wake the SDK's I/O thread each time (see the agora
+                // driver's `timeout`).
+                let mut tick = async_io::Timer::interval(Duration::from_millis(100));
                 while !stop.load(SeqCst) {
                     let next = futures_lite::future::or(async { requests.next().await }, async {
-                        async_io::Timer::after(Duration::from_millis(100)).await;
+                        tick.next().await;
                         None
                     });
                     if let Some(req) = next.await {
