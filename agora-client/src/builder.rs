@@ -325,6 +325,7 @@ impl ClientBuilder {
             (ctl_tx.clone(), ctl_rx),
             (err_tx, event_tx),
         );
+        let asker = driver.asker();
         match opts.threads {
             Threads::Dedicated => {
                 std::thread::Builder::new()
@@ -342,6 +343,7 @@ impl ClientBuilder {
                 shared,
                 cmd: cmd_tx,
                 ctl: ctl_tx,
+                asker,
                 errors: err_rx,
                 events: event_rx,
             }),

@@ -25,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) cmd: Sender<Cmd>,
     pub(crate) ctl: Sender<Ctl>,
+    /// For requests written by the requester itself.
+    pub(crate) asker: crate::driver::Asker,
     pub(crate) errors: Receiver<ServerError>,
     pub(crate) events: Receiver<crate::events::Event>,
 }

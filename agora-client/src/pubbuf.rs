@@ -78,6 +78,20 @@ struct State {
     /// Bytes at the front of `buf` that end a frame whose start a publisher wrote
     /// itself: they belong to this connection only.
     tail: usize,
+    /// The connection's inbox, once the driver has subscribed it: a requester may
+    /// then write its request itself.
+    inbox: Option<String>,
+}
+
+/// What a publisher's own write of a frame did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// All of it is on the socket.
+    All,
+    /// Its start is: the rest is buffered for the driver, on this connection only.
+    Part,
+    /// Nothing: it was not tried, or the socket took none of it.
+    Nothing,
 }
 
 /// A publish that finds the driver idle and the buffer empty is written by the
@@ -117,6 +131,7 @@ impl PubBuf {
                 confirm_on: false,
                 last_direct: None,
                 tail: 0,
+                inbox: None,
             }),
             limit: limit.max(1),
             taken: Event::new(),
@@ -214,6 +229,7 @@ impl PubBuf {
         s.direct = direct;
         s.idle = false;
         s.confirm_on = false;
+        s.inbox = None;
         drop(s);
         if n > 0 {
             log::debug!("agora client: dropped {n} bytes of settles of a lost connection");
@@ -228,6 +244,46 @@ impl PubBuf {
         let mut s = lock(&self.state);
         s.direct = None;
         s.idle = false;
+    }
+
+    /// The driver has subscribed the connection's inbox (its `SUB` is written before
+    /// the driver next waits idle, so before any write of a requester's own).
+    pub(crate) fn set_inbox(&self, inbox: String) {
+        lock(&self.state).inbox = Some(inbox);
+    }
+
+    /// A request written by the requester itself, when a publish could be (see
+    /// [`write_direct`]) and the inbox is subscribed: `encode` puts the frame, with its
+    /// reply address under the inbox it is given, into the empty buffer (false: it
+    /// changed its mind, nothing is written). [`Sent::Nothing`] leaves the buffer as it
+    /// was, for the request to go through the driver; [`Sent::Part`] has woken the
+    /// driver to write the rest.
+    pub(crate) fn write_request(&self, encode: impl FnOnce(&str, &mut BytesMut) -> bool) -> Sent {
+        let mut s = lock(&self.state);
+        if s.closed || !s.buf.is_empty() || !may_write_direct(&mut s) {
+            return Sent::Nothing;
+        }
+        let Some(inbox) = s.inbox.clone() else {
+            return Sent::Nothing;
+        };
+        if !encode(&inbox, &mut s.buf) {
+            s.buf.clear();
+            return Sent::Nothing;
+        }
+        let sent = send_buf(&mut s);
+        match sent {
+            Sent::All => {}
+            Sent::Nothing => s.buf.clear(),
+            Sent::Part => {
+                s.want = 0;
+                let driver = s.driver.take();
+                drop(s);
+                if let Some(w) = driver {
+                    w.wake();
+                }
+            }
+        }
+        sent
     }
 
     /// The driver switched the connection's confirms on or off.
@@ -316,12 +372,15 @@ impl PubBuf {
 /// True if all of it went; otherwise what is left stays for the driver, which the
 /// caller wakes (the end of a frame half written is this connection's only).
 fn write_direct(s: &mut State) -> bool {
-    if !s.idle || s.confirm_on || !s.settles.is_empty() {
+    may_write_direct(s) && send_buf(s) == Sent::All
+}
+
+/// Whether a publisher may write the socket now (see [`write_direct`]); if so, the
+/// gap starts again.
+fn may_write_direct(s: &mut State) -> bool {
+    if !s.idle || s.confirm_on || !s.settles.is_empty() || s.direct.is_none() {
         return false;
     }
-    let Some(socket) = &s.direct else {
-        return false;
-    };
     let now = Instant::now();
     if s.last_direct
         .is_some_and(|t| now.duration_since(t) < DIRECT_GAP)
@@ -329,19 +388,28 @@ fn write_direct(s: &mut State) -> bool {
         return false;
     }
     s.last_direct = Some(now);
+    true
+}
+
+/// Sends the buffer (one frame) on the socket: what is not taken stays in it.
+fn send_buf(s: &mut State) -> Sent {
+    let Some(socket) = &s.direct else {
+        return Sent::Nothing;
+    };
     // The socket is non-blocking (the reactor's): a full one refuses at once.
     match (&*socket).write(&s.buf) {
         Ok(n) if n == s.buf.len() => {
             s.buf.clear();
-            true
+            Sent::All
         }
+        Ok(0) => Sent::Nothing,
         Ok(n) => {
             s.buf.advance(n);
             s.tail = s.buf.len();
-            false
+            Sent::Part
         }
         // Full, or failing: the driver writes it, or finds the failure.
-        Err(_) => false,
+        Err(_) => Sent::Nothing,
     }
 }
 
@@ -556,5 +624,55 @@ mod tests {
         p.connected(2, None);
         assert_eq!(p.len(), 0, "the end of the half-written frame is dropped");
         drop(broker);
+    }
+
+    #[test]
+    fn a_request_is_written_by_the_requester_only_once_the_inbox_is_subscribed() {
+        let (ours, mut broker) = pair();
+        let p = PubBuf::new(1 << 20);
+        p.connected(1, Some(ours));
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let dest = Destination::parse("topic:time").unwrap();
+        let ask = |p: &PubBuf| {
+            p.write_request(|inbox, buf| {
+                let mut h = Headers::new();
+                h.insert("agora-reply-to", &format!("topic:{inbox}.1"))
+                    .unwrap();
+                encode_pub(Some(9), &dest, &h, b"now?", buf);
+                true
+            })
+        };
+        assert!(poll(&p, 0, &count).is_pending());
+        assert_eq!(ask(&p), Sent::Nothing, "no inbox yet");
+        assert!(p.is_empty());
+
+        p.set_inbox("_INBOX.c1".to_owned());
+        assert_eq!(p.write_request(|_, _| false), Sent::Nothing);
+        assert!(
+            p.is_empty(),
+            "a request that changed its mind leaves nothing"
+        );
+        lock(&p.state).last_direct = None;
+        assert_eq!(ask(&p), Sent::All);
+        assert!(p.is_empty());
+        assert_eq!(count.0.load(SeqCst), 0, "the driver was not woken");
+        match read_frame(&mut broker) {
+            ClientFrame::Pub(pb) => {
+                assert_eq!(pb.rid, Some(9));
+                assert_eq!(
+                    pb.headers.get("agora-reply-to"),
+                    Some("topic:_INBOX.c1.1"),
+                    "{pb:?}"
+                );
+            }
+            f => panic!("{f:?}"),
+        }
+
+        // A new connection has no inbox until the driver subscribes one again.
+        let (ours, _broker) = pair();
+        p.connected(2, Some(ours));
+        assert!(poll(&p, 0, &count).is_pending());
+        lock(&p.state).last_direct = None;
+        assert_eq!(ask(&p), Sent::Nothing);
     }
 }

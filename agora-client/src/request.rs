@@ -4,6 +4,9 @@
 //! [`Delivery::respond`](crate::Delivery::respond). Replies travel through one inbox
 //! subscription per connection, which the driver makes at the first request; any
 //! number of requests share it, told apart by the number at the end of their address.
+//! On an idle connection whose inbox is subscribed, the requester writes its request
+//! itself ([`Asker::ask_direct`](crate::driver::Asker::ask_direct)); otherwise it is a
+//! command for the driver.
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -89,15 +92,7 @@ impl Client {
             number,
             armed: true,
         };
-        let wait = async {
-            let ask = Cmd::Ask {
-                dest: dest.clone(),
-                headers,
-                payload,
-                number,
-                reply: tx,
-            };
-            self.inner.cmd.send(ask).await.map_err(|_| Error::Closed)?;
+        let answer = async {
             loop {
                 match rx.recv().await {
                     Ok(Ok(Answer::Reply(d))) => {
@@ -110,7 +105,30 @@ impl Client {
                 }
             }
         };
-        let r = driver::timeout(timeout, wait).await;
+        // On an idle connection the request is written here, one thread hop shorter,
+        // and the driver's alarm times it out (a timer of its own would wake the I/O
+        // thread to arm it). Otherwise the driver writes it, and the timer here also
+        // covers its wait for room in the command queue.
+        let parts = (dest, &headers, &payload[..]);
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        let direct =
+            deadline.is_some_and(|d| self.inner.asker.ask_direct(shared, parts, number, &tx, d));
+        let r = if direct {
+            answer.await
+        } else {
+            let ask = Cmd::Ask {
+                dest: dest.clone(),
+                headers,
+                payload,
+                number,
+                reply: tx,
+            };
+            driver::timeout(timeout, async {
+                self.inner.cmd.send(ask).await.map_err(|_| Error::Closed)?;
+                answer.await
+            })
+            .await
+        };
         forget.armed = r.is_err();
         r
     }

@@ -134,6 +134,51 @@ fn a_request_times_out_and_its_late_reply_is_dropped() {
 }
 
 #[test]
+fn a_request_written_by_its_requester_times_out_by_the_drivers_alarm_earliest_first() {
+    // Once the inbox is subscribed, a request on an idle connection is written by the
+    // requester itself and timed out by the driver's alarm, which a later request with
+    // an earlier deadline must move forward.
+    let server = start();
+    smol::block_on(async {
+        let slow = Client::connect(server.addr).await.unwrap();
+        let mut requests = slow.subscribe("slower").await.unwrap();
+        let _echo = echo(slow.subscribe("warm").await.unwrap(), "");
+        let client = Client::connect(server.addr).await.unwrap();
+        within(client.request("warm", "inbox")).await.unwrap();
+
+        let long = {
+            let c = client.clone();
+            smol::spawn(async move {
+                c.request_with(
+                    "slower",
+                    Default::default(),
+                    "long",
+                    Duration::from_secs(60),
+                )
+                .await
+            })
+        };
+        let first = within(requests.next()).await.unwrap();
+        assert_eq!(&first.payload()[..], b"long");
+        let short = within(client.request_with(
+            "slower",
+            Default::default(),
+            "short",
+            Duration::from_millis(50),
+        ))
+        .await;
+        assert!(matches!(short, Err(Error::Timeout)), "{short:?}");
+
+        // The long one still waits, and gets its answer.
+        first.respond("answer").await.unwrap();
+        let reply = within(long).await.unwrap();
+        assert_eq!(&reply.payload()[..], b"answer");
+        // And the client goes on.
+        within(client.request("warm", "again")).await.unwrap();
+    });
+}
+
+#[test]
 fn many_concurrent_requests_on_one_client_each_get_their_own_reply() {
     let server = start();
     smol::block_on(async {

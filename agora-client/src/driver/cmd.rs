@@ -87,6 +87,9 @@ pub(crate) enum Ctl {
     Forget {
         number: u64,
     },
+    /// A request the requester wrote itself has a deadline before the one the
+    /// driver's alarm is set for: set it again.
+    Alarm,
 }
 
 impl Cmd {

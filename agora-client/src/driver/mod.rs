@@ -41,9 +41,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
-use agora_protocol::{Destination, Info};
+use agora_protocol::{Destination, Headers, Info};
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
 
@@ -52,7 +53,7 @@ use crate::events::Event;
 use crate::inbox::Inbox;
 use crate::lock;
 use crate::options::{Options, Threads};
-use crate::pubbuf::PubBuf;
+use crate::pubbuf::{PubBuf, Sent};
 use crate::tls::Connector;
 
 pub(crate) use cmd::{Cmd, Ctl};
@@ -143,6 +144,47 @@ struct Pending {
     resend: Option<Resend>,
 }
 
+/// Requests waiting for their reply.
+#[derive(Default)]
+struct Requests {
+    /// By number.
+    waiting: HashMap<u64, Waiting>,
+    /// When the driver's alarm for their deadlines rings (`None`: it is not set).
+    alarm: Option<Instant>,
+}
+
+/// A request waiting for its reply.
+struct Waiting {
+    reply: Reply,
+    /// The request id of its publish (whose `ERR` would answer it instead).
+    rid: u64,
+    /// When the driver answers it [`Error::Timeout`]: for one the requester wrote
+    /// itself (the others' requesters keep their own timers, which also cover the
+    /// wait for room in the command queue).
+    deadline: Option<Instant>,
+}
+
+impl Requests {
+    /// Answers every request whose deadline has passed [`Error::Timeout`], forgets
+    /// it, and sets the alarm for the next deadline (returned).
+    fn expire(&mut self, now: Instant, pending: &Mutex<HashMap<u64, Pending>>) -> Option<Instant> {
+        let expired: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.deadline.is_some_and(|d| d <= now))
+            .map(|(&n, _)| n)
+            .collect();
+        for n in expired {
+            if let Some(w) = self.waiting.remove(&n) {
+                lock(pending).remove(&w.rid);
+                let _ = w.reply.try_send(Err(Error::Timeout));
+            }
+        }
+        self.alarm = self.waiting.values().filter_map(|w| w.deadline).min();
+        self.alarm
+    }
+}
+
 /// Why a connection ended.
 enum End {
     /// The application closed the client (or dropped every handle).
@@ -162,11 +204,13 @@ struct Core {
     events: Sender<Event>,
     subs: Mutex<HashMap<u64, SubEntry>>,
     pending: Mutex<HashMap<u64, Pending>>,
-    /// Requests waiting for their reply, by number: who waits, and the request id of
-    /// the publish (whose `ERR` would answer it instead).
-    requests: Mutex<HashMap<u64, (Reply, u64)>>,
+    /// Requests waiting for their reply, and when the driver's alarm is set for.
+    requests: Mutex<Requests>,
     /// `close()` was called: the connection ending is not a loss.
     closing: AtomicBool,
+    /// Request ids, unique per client (and so per connection): the driver's, and a
+    /// requester's that writes its request itself.
+    next_rid: AtomicU64,
 }
 
 impl Core {
@@ -189,9 +233,10 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     cmd_rx: Receiver<Cmd>,
     ctl_rx: Receiver<Ctl>,
-    next_rid: Cell<u64>,
     /// Publisher confirms as last set on this connection (`SETACK`).
     confirm: Cell<bool>,
+    /// A requester set the requests' alarm earlier ([`Ctl::Alarm`]).
+    alarm_moved: Cell<bool>,
     /// The `close()` caller waiting for the connection to finish.
     closing: RefCell<Option<Sender<()>>>,
     /// The inbox subscribed on this connection (at its first request), if any.
@@ -222,21 +267,27 @@ impl Driver {
                 events,
                 subs: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
-                requests: Mutex::new(HashMap::new()),
+                requests: Mutex::new(Requests::default()),
                 closing: AtomicBool::new(false),
+                next_rid: AtomicU64::new(1),
             }),
             opts,
             tls,
             shared,
             cmd_rx,
             ctl_rx,
-            next_rid: Cell::new(1),
             confirm: Cell::new(false),
+            alarm_moved: Cell::new(false),
             closing: RefCell::new(None),
             inbox: RefCell::new(None),
             resends: RefCell::new(Vec::new()),
             drained: RefCell::new(None),
         }
+    }
+
+    /// The requesters' way to write a request themselves.
+    pub(crate) fn asker(&self) -> Asker {
+        Asker(Arc::downgrade(&self.core))
     }
 
     /// Serves connection after connection until the client is closed or reconnecting
@@ -306,9 +357,12 @@ impl Driver {
 
     fn fail_pending(&self, e: impl Fn() -> Error) {
         // A request's reply would come to this connection's inbox, now gone.
-        for (_, (r, _)) in lock(&self.core.requests).drain() {
-            let _ = r.try_send(Err(e()));
+        let mut requests = lock(&self.core.requests);
+        requests.alarm = None;
+        for (_, w) in requests.waiting.drain() {
+            let _ = w.reply.try_send(Err(e()));
         }
+        drop(requests);
         for (_, p) in lock(&self.core.pending).drain() {
             if let Some(r) = p.reply {
                 let _ = r.try_send(Err(e()));
@@ -411,8 +465,7 @@ impl Driver {
         sid: Option<u64>,
         resend: Option<Resend>,
     ) -> Option<u64> {
-        let rid = self.next_rid.get();
-        self.next_rid.set(rid + 1);
+        let rid = self.core.next_rid.fetch_add(1, SeqCst);
         lock(&self.core.pending).insert(rid, Pending { reply, sid, resend });
         Some(rid)
     }
@@ -428,5 +481,80 @@ fn direct_socket(s: &async_net::TcpStream) -> Option<std::net::TcpStream> {
             log::debug!("agora client: no second descriptor for direct writes: {e}");
             None
         }
+    }
+}
+
+/// A client's way to write a request itself, registered as the driver registers the
+/// ones it writes (see [`PubBuf::write_request`]). Weak: the driver's end (its error
+/// and event streams ending) must not wait for the client's handles.
+pub(crate) struct Asker(std::sync::Weak<Core>);
+
+impl Asker {
+    /// Writes request `number` to `dest` on the requester's thread, when the
+    /// connection allows it; `reply` then gets its answer as for [`Cmd::Ask`]. False
+    /// if it was not written (nothing is registered): the driver must write it.
+    pub(crate) fn ask_direct(
+        &self,
+        shared: &Shared,
+        (dest, headers, payload): (&Destination, &Headers, &[u8]),
+        number: u64,
+        reply: &Reply,
+        deadline: Instant,
+    ) -> bool {
+        let Some(core) = self.0.upgrade() else {
+            return false;
+        };
+        let mut rid = None;
+        let mut ring = false;
+        let sent = shared.pubs.write_request(|inbox, buf| {
+            let mut headers = headers.clone();
+            let to = format!("topic:{inbox}.{number}");
+            if headers
+                .insert(agora_protocol::reply::REPLY_TO, &to)
+                .is_err()
+            {
+                return false;
+            }
+            let id = core.next_rid.fetch_add(1, SeqCst);
+            lock(&core.pending).insert(
+                id,
+                Pending {
+                    reply: Some(reply.clone()),
+                    sid: None,
+                    resend: None,
+                },
+            );
+            let mut requests = lock(&core.requests);
+            requests.waiting.insert(
+                number,
+                Waiting {
+                    reply: reply.clone(),
+                    rid: id,
+                    deadline: Some(deadline),
+                },
+            );
+            // The driver's alarm times it out; it needs telling only when this
+            // deadline comes before the one it is set for (with one timeout for every
+            // request, only the first since the alarm last rang with nothing left).
+            if requests.alarm.is_none_or(|a| deadline < a) {
+                requests.alarm = Some(deadline);
+                ring = true;
+            }
+            drop(requests);
+            agora_protocol::encode_pub(Some(id), dest, &headers, payload, buf);
+            rid = Some(id);
+            true
+        });
+        if sent != Sent::Nothing {
+            if ring {
+                let _ = core.ctl_tx.try_send(Ctl::Alarm);
+            }
+            return true;
+        }
+        if let Some(id) = rid {
+            lock(&core.requests).waiting.remove(&number);
+            lock(&core.pending).remove(&id);
+        }
+        false
     }
 }

@@ -120,11 +120,11 @@ impl Core {
             .rsplit('.')
             .next()
             .and_then(|n| n.parse::<u64>().ok());
-        let waiting = number.and_then(|n| lock(&self.requests).remove(&n));
+        let waiting = number.and_then(|n| lock(&self.requests).waiting.remove(&n));
         match waiting {
-            Some((reply, rid)) => {
-                lock(&self.pending).remove(&rid);
-                let _ = reply.try_send(Ok(Answer::Reply(d)));
+            Some(w) => {
+                lock(&self.pending).remove(&w.rid);
+                let _ = w.reply.try_send(Ok(Answer::Reply(d)));
             }
             None => log::debug!("agora client: a reply to {} nobody waits for", d.dest),
         }

@@ -10,7 +10,7 @@ use agora_protocol::{encode, encode_pub, AckMode, ClientFrame, Destination, Subs
 use futures_lite::future;
 
 use super::stream::WriteHalf;
-use super::{Answer, Cmd, Ctl, Driver, End, Resend, SubEntry, INBOX_SID};
+use super::{Answer, Cmd, Ctl, Driver, End, Resend, SubEntry, Waiting, INBOX_SID};
 use crate::error::Error;
 use crate::lock;
 
@@ -54,8 +54,13 @@ impl Driver {
             Cmd(Cmd),
             Ctl(Ctl),
             Published,
+            Alarm,
             Gone,
         }
+        // The alarm for the deadlines of requests their requesters wrote themselves:
+        // when it rings, and its timer (kept across waits: arming one wakes the
+        // reactor).
+        let mut alarm: Option<(std::time::Instant, async_io::Timer)> = None;
         loop {
             if !out.is_empty() {
                 if let Err(e) = stream.write_all(&out).await {
@@ -82,17 +87,28 @@ impl Driver {
                 async { self.ctl_rx.recv().await.map_or(Next::Gone, Next::Ctl) },
                 future::or(
                     async { self.cmd_rx.recv().await.map_or(Next::Gone, Next::Cmd) },
-                    async {
-                        if gather == 0 {
-                            self.shared.pubs.filled(0).await;
-                        } else {
-                            future::or(self.shared.pubs.filled(gather), async {
-                                async_io::Timer::after(self.opts.publish_linger).await;
-                            })
-                            .await;
-                        }
-                        Next::Published
-                    },
+                    future::or(
+                        async {
+                            if gather == 0 {
+                                self.shared.pubs.filled(0).await;
+                            } else {
+                                future::or(self.shared.pubs.filled(gather), async {
+                                    async_io::Timer::after(self.opts.publish_linger).await;
+                                })
+                                .await;
+                            }
+                            Next::Published
+                        },
+                        async {
+                            match &mut alarm {
+                                Some((_, timer)) => {
+                                    timer.await;
+                                    Next::Alarm
+                                }
+                                None => future::pending().await,
+                            }
+                        },
+                    ),
                 ),
             )
             .await;
@@ -101,6 +117,11 @@ impl Driver {
                 Next::Cmd(c) => self.on_cmd(c, &mut out),
                 Next::Published => {
                     self.take_published(&mut out);
+                }
+                Next::Alarm => {
+                    let now = std::time::Instant::now();
+                    let next = lock(&self.core.requests).expire(now, &self.core.pending);
+                    alarm = next.map(|at| (at, async_io::Timer::at(at)));
                 }
                 Next::Gone => {
                     self.take_published(&mut out);
@@ -121,6 +142,13 @@ impl Driver {
             }
             if self.closing.borrow().is_none() {
                 self.take_published(&mut out);
+            }
+            // A requester set the alarm earlier than it rings.
+            if self.alarm_moved.replace(false) {
+                let at = lock(&self.core.requests).alarm;
+                if at != alarm.as_ref().map(|(when, _)| *when) {
+                    alarm = at.map(|at| (at, async_io::Timer::at(at)));
+                }
             }
         }
     }
@@ -191,10 +219,12 @@ impl Driver {
             Ctl::Pong { rid } => encode(&ClientFrame::PingResp { rid }, out),
             Ctl::Closing => {}
             Ctl::Forget { number } => {
-                if let Some((_, rid)) = lock(&self.core.requests).remove(&number) {
-                    lock(&self.core.pending).remove(&rid);
+                let forgotten = lock(&self.core.requests).waiting.remove(&number);
+                if let Some(w) = forgotten {
+                    lock(&self.core.pending).remove(&w.rid);
                 }
             }
+            Ctl::Alarm => self.alarm_moved.set(true),
         }
     }
 
@@ -281,7 +311,12 @@ impl Driver {
                 let Some(rid) = self.register(Some(reply.clone()), None) else {
                     return;
                 };
-                lock(&self.core.requests).insert(number, (reply, rid));
+                let waiting = Waiting {
+                    reply,
+                    rid,
+                    deadline: None,
+                };
+                lock(&self.core.requests).waiting.insert(number, waiting);
                 encode_pub(Some(rid), &dest, &headers, &payload, out);
             }
             Cmd::Drain { reply } => {
@@ -338,6 +373,7 @@ impl Driver {
         };
         encode(&ClientFrame::Sub(sub), out);
         *self.inbox.borrow_mut() = Some(inbox.clone());
+        self.shared.pubs.set_inbox(inbox.clone());
         Some(inbox)
     }
 }
