@@ -41,7 +41,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -157,17 +157,8 @@ impl PubBuf {
                     if was_empty && write_direct(&mut s) {
                         return Ok(());
                     }
-                    let driver =
-                        if (was_empty && s.want == 0) || (s.want > 0 && s.buf.len() >= s.want) {
-                            s.want = 0;
-                            s.driver.take()
-                        } else {
-                            None
-                        };
-                    drop(s);
-                    if let Some(w) = driver {
-                        w.wake();
-                    }
+                    let wake = (was_empty && s.want == 0) || (s.want > 0 && s.buf.len() >= s.want);
+                    release(s, wake);
                     return Ok(());
                 }
                 // Listen before the lock is let go, so the driver's notification after
@@ -201,16 +192,7 @@ impl PubBuf {
         encode(&frame, &mut s.settles);
         // The first settle wakes the driver even while it gathers publishes: a
         // consumer's next deliveries wait for it.
-        let driver = if first {
-            s.want = 0;
-            s.driver.take()
-        } else {
-            None
-        };
-        drop(s);
-        if let Some(w) = driver {
-            w.wake();
-        }
+        release(s, first);
         Ok(())
     }
 
@@ -274,14 +256,7 @@ impl PubBuf {
         match sent {
             Sent::All => {}
             Sent::Nothing => s.buf.clear(),
-            Sent::Part => {
-                s.want = 0;
-                let driver = s.driver.take();
-                drop(s);
-                if let Some(w) = driver {
-                    w.wake();
-                }
-            }
+            Sent::Part => release(s, true),
         }
         sent
     }
@@ -362,6 +337,21 @@ impl PubBuf {
         drop(s);
         self.taken.notify(usize::MAX);
         n
+    }
+}
+
+/// Lets the lock go, then wakes the driver if `wake` (which ends its wish to gather):
+/// woken after, so it never finds the lock still held.
+fn release(mut s: MutexGuard<'_, State>, wake: bool) {
+    let driver = if wake {
+        s.want = 0;
+        s.driver.take()
+    } else {
+        None
+    };
+    drop(s);
+    if let Some(w) = driver {
+        w.wake();
     }
 }
 
