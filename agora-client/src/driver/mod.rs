@@ -26,9 +26,11 @@
 //! Its parts: `cmd` is what the handles send the driver; `connect` makes a connection (the handshake, TLS's included, and the
 //! reconnect back-off); `stream` cuts it into the two threads' halves, clear or TLS;
 //! `writer` is the driver's loop, which turns commands into frames; `reader` is the
-//! reader, which turns frames into answers and deliveries. This file holds
-//! what they share and the loop over connections.
+//! reader, which turns frames into answers and deliveries; `asks` keeps the requests
+//! waiting for a reply, their deadlines, and the way a requester writes its own. This
+//! file holds what they share and the loop over connections.
 
+mod asks;
 mod cmd;
 mod connect;
 mod reader;
@@ -41,10 +43,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use agora_protocol::bytes::{Bytes, BytesMut};
-use agora_protocol::{Destination, Headers, Info};
+use agora_protocol::{Destination, Info};
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
 
@@ -53,9 +54,11 @@ use crate::events::Event;
 use crate::inbox::Inbox;
 use crate::lock;
 use crate::options::{Options, Threads};
-use crate::pubbuf::{PubBuf, Sent};
+use crate::pubbuf::PubBuf;
 use crate::tls::Connector;
 
+pub(crate) use asks::Asker;
+use asks::{Requests, Waiting};
 pub(crate) use cmd::{Cmd, Ctl};
 use connect::read_limits;
 pub(crate) use connect::{handshake, timeout, Established};
@@ -142,47 +145,6 @@ struct Pending {
     /// For a confirmed publish under a reconnect policy: what to publish again on the
     /// next connection if this one is lost before the answer.
     resend: Option<Resend>,
-}
-
-/// Requests waiting for their reply.
-#[derive(Default)]
-struct Requests {
-    /// By number.
-    waiting: HashMap<u64, Waiting>,
-    /// When the driver's alarm for their deadlines rings (`None`: it is not set).
-    alarm: Option<Instant>,
-}
-
-/// A request waiting for its reply.
-struct Waiting {
-    reply: Reply,
-    /// The request id of its publish (whose `ERR` would answer it instead).
-    rid: u64,
-    /// When the driver answers it [`Error::Timeout`]: for one the requester wrote
-    /// itself (the others' requesters keep their own timers, which also cover the
-    /// wait for room in the command queue).
-    deadline: Option<Instant>,
-}
-
-impl Requests {
-    /// Answers every request whose deadline has passed [`Error::Timeout`], forgets
-    /// it, and sets the alarm for the next deadline (returned).
-    fn expire(&mut self, now: Instant, pending: &Mutex<HashMap<u64, Pending>>) -> Option<Instant> {
-        let expired: Vec<u64> = self
-            .waiting
-            .iter()
-            .filter(|(_, w)| w.deadline.is_some_and(|d| d <= now))
-            .map(|(&n, _)| n)
-            .collect();
-        for n in expired {
-            if let Some(w) = self.waiting.remove(&n) {
-                lock(pending).remove(&w.rid);
-                let _ = w.reply.try_send(Err(Error::Timeout));
-            }
-        }
-        self.alarm = self.waiting.values().filter_map(|w| w.deadline).min();
-        self.alarm
-    }
 }
 
 /// Why a connection ended.
@@ -481,80 +443,5 @@ fn direct_socket(s: &async_net::TcpStream) -> Option<std::net::TcpStream> {
             log::debug!("agora client: no second descriptor for direct writes: {e}");
             None
         }
-    }
-}
-
-/// A client's way to write a request itself, registered as the driver registers the
-/// ones it writes (see [`PubBuf::write_request`]). Weak: the driver's end (its error
-/// and event streams ending) must not wait for the client's handles.
-pub(crate) struct Asker(std::sync::Weak<Core>);
-
-impl Asker {
-    /// Writes request `number` to `dest` on the requester's thread, when the
-    /// connection allows it; `reply` then gets its answer as for [`Cmd::Ask`]. False
-    /// if it was not written (nothing is registered): the driver must write it.
-    pub(crate) fn ask_direct(
-        &self,
-        shared: &Shared,
-        (dest, headers, payload): (&Destination, &Headers, &[u8]),
-        number: u64,
-        reply: &Reply,
-        deadline: Instant,
-    ) -> bool {
-        let Some(core) = self.0.upgrade() else {
-            return false;
-        };
-        let mut rid = None;
-        let mut ring = false;
-        let sent = shared.pubs.write_request(|inbox, buf| {
-            let mut headers = headers.clone();
-            let to = format!("topic:{inbox}.{number}");
-            if headers
-                .insert(agora_protocol::reply::REPLY_TO, &to)
-                .is_err()
-            {
-                return false;
-            }
-            let id = core.next_rid.fetch_add(1, SeqCst);
-            lock(&core.pending).insert(
-                id,
-                Pending {
-                    reply: Some(reply.clone()),
-                    sid: None,
-                    resend: None,
-                },
-            );
-            let mut requests = lock(&core.requests);
-            requests.waiting.insert(
-                number,
-                Waiting {
-                    reply: reply.clone(),
-                    rid: id,
-                    deadline: Some(deadline),
-                },
-            );
-            // The driver's alarm times it out; it needs telling only when this
-            // deadline comes before the one it is set for (with one timeout for every
-            // request, only the first since the alarm last rang with nothing left).
-            if requests.alarm.is_none_or(|a| deadline < a) {
-                requests.alarm = Some(deadline);
-                ring = true;
-            }
-            drop(requests);
-            agora_protocol::encode_pub(Some(id), dest, &headers, payload, buf);
-            rid = Some(id);
-            true
-        });
-        if sent != Sent::Nothing {
-            if ring {
-                let _ = core.ctl_tx.try_send(Ctl::Alarm);
-            }
-            return true;
-        }
-        if let Some(id) = rid {
-            lock(&core.requests).waiting.remove(&number);
-            lock(&core.pending).remove(&id);
-        }
-        false
     }
 }
