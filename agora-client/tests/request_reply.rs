@@ -179,6 +179,49 @@ fn a_request_written_by_its_requester_times_out_by_the_drivers_alarm_earliest_fi
 }
 
 #[test]
+fn a_request_written_by_its_requester_times_out_while_its_client_streams_publishes() {
+    // The driver's alarm must ring even while publishes keep it busy.
+    let server = start();
+    smol::block_on(async {
+        let slow = Client::connect(server.addr).await.unwrap();
+        let mut requests = slow.subscribe("silent").await.unwrap();
+        let _echo = echo(slow.subscribe("warm").await.unwrap(), "");
+        let client = Client::connect(server.addr).await.unwrap();
+        within(client.request("warm", "inbox")).await.unwrap();
+        // Asked on an idle connection (so written by the requester, and left to the
+        // alarm), and seen by the subscriber before the stream starts.
+        let asking = {
+            let c = client.clone();
+            smol::spawn(async move {
+                let timeout = Duration::from_millis(50);
+                c.request_with("silent", Default::default(), "anyone?", timeout)
+                    .await
+            })
+        };
+        within(requests.next()).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let streaming = {
+            let (c, stop) = (client.clone(), stop.clone());
+            std::thread::spawn(move || {
+                smol::block_on(async {
+                    // Bounded: until told, or 20 million.
+                    for i in 0..20_000_000u64 {
+                        if i % 1024 == 0 && stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        c.publish("stream", "x").await.unwrap();
+                    }
+                })
+            })
+        };
+        let r = within(asking).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        streaming.join().unwrap();
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    });
+}
+
+#[test]
 fn many_concurrent_requests_on_one_client_each_get_their_own_reply() {
     let server = start();
     smol::block_on(async {

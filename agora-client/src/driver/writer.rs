@@ -83,11 +83,22 @@ impl Driver {
                 _ if self.opts.publish_linger.is_zero() => 0,
                 _ => GATHER_BYTES.min(self.opts.publish_buffer),
             };
+            // The alarm first: `or` polls its second future only when the first is
+            // not ready, and a stream of publishes or commands is always ready.
             let next = future::or(
-                async { self.ctl_rx.recv().await.map_or(Next::Gone, Next::Ctl) },
+                async {
+                    match &mut alarm {
+                        Some((_, timer)) => {
+                            timer.await;
+                            Next::Alarm
+                        }
+                        None => future::pending().await,
+                    }
+                },
                 future::or(
-                    async { self.cmd_rx.recv().await.map_or(Next::Gone, Next::Cmd) },
+                    async { self.ctl_rx.recv().await.map_or(Next::Gone, Next::Ctl) },
                     future::or(
+                        async { self.cmd_rx.recv().await.map_or(Next::Gone, Next::Cmd) },
                         async {
                             if gather == 0 {
                                 self.shared.pubs.filled(0).await;
@@ -98,15 +109,6 @@ impl Driver {
                                 .await;
                             }
                             Next::Published
-                        },
-                        async {
-                            match &mut alarm {
-                                Some((_, timer)) => {
-                                    timer.await;
-                                    Next::Alarm
-                                }
-                                None => future::pending().await,
-                            }
                         },
                     ),
                 ),
