@@ -550,12 +550,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_publish_finding_the_driver_idle_is_written_by_the_publisher() {
-        let (ours, mut broker) = pair();
+    /// A buffer on connection 1 of a [`pair`], the broker's end, and a waker's count.
+    fn connected_pair() -> (PubBuf, TcpStream, Arc<Count>) {
+        let (ours, broker) = pair();
         let p = PubBuf::new(1 << 20);
         p.connected(1, Some(ours));
-        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (p, broker, Arc::new(Count(AtomicUsize::new(0))))
+    }
+
+    #[test]
+    fn a_publish_finding_the_driver_idle_is_written_by_the_publisher() {
+        let (p, mut broker, count) = connected_pair();
         let woken = || count.0.load(SeqCst);
 
         // Not before the driver has waited idle once (it may hold frames to write).
@@ -618,10 +623,7 @@ mod tests {
 
     #[test]
     fn a_request_is_written_by_the_requester_only_once_the_inbox_is_subscribed() {
-        let (ours, mut broker) = pair();
-        let p = PubBuf::new(1 << 20);
-        p.connected(1, Some(ours));
-        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let (p, mut broker, count) = connected_pair();
         let dest = Destination::parse("topic:time").unwrap();
         let ask = |p: &PubBuf| {
             p.write_request(|inbox, buf| {

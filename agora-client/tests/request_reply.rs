@@ -28,6 +28,40 @@ fn echo(mut sub: agora_client::Subscription, prefix: &'static str) -> std::threa
     })
 }
 
+/// A client whose inbox is subscribed (one request answered on `warm`), so its next
+/// request on an idle connection is written by the requester itself; and a
+/// subscription to `topic` that answers nothing (with the responders' client).
+async fn warmed(
+    addr: std::net::SocketAddr,
+    topic: &str,
+) -> (
+    Client,
+    agora_client::Subscription,
+    std::thread::JoinHandle<()>,
+    Client,
+) {
+    let slow = Client::connect(addr).await.unwrap();
+    let requests = slow.subscribe(topic).await.unwrap();
+    let echoing = echo(slow.subscribe("warm").await.unwrap(), "");
+    let client = Client::connect(addr).await.unwrap();
+    within(client.request("warm", "inbox")).await.unwrap();
+    (slow, requests, echoing, client)
+}
+
+/// A request to `topic` with its own timeout, asked on another task.
+fn ask(
+    client: &Client,
+    topic: &'static str,
+    payload: &'static str,
+    timeout: Duration,
+) -> smol::Task<agora_client::Result<agora_client::Message>> {
+    let c = client.clone();
+    smol::spawn(async move {
+        c.request_with(topic, Default::default(), payload, timeout)
+            .await
+    })
+}
+
 #[test]
 fn a_request_to_a_topic_gets_the_first_reply_and_later_ones_are_dropped() {
     let server = start();
@@ -140,24 +174,8 @@ fn a_request_written_by_its_requester_times_out_by_the_drivers_alarm_earliest_fi
     // an earlier deadline must move forward.
     let server = start();
     smol::block_on(async {
-        let slow = Client::connect(server.addr).await.unwrap();
-        let mut requests = slow.subscribe("slower").await.unwrap();
-        let _echo = echo(slow.subscribe("warm").await.unwrap(), "");
-        let client = Client::connect(server.addr).await.unwrap();
-        within(client.request("warm", "inbox")).await.unwrap();
-
-        let long = {
-            let c = client.clone();
-            smol::spawn(async move {
-                c.request_with(
-                    "slower",
-                    Default::default(),
-                    "long",
-                    Duration::from_secs(60),
-                )
-                .await
-            })
-        };
+        let (_slow, mut requests, _echo, client) = warmed(server.addr, "slower").await;
+        let long = ask(&client, "slower", "long", Duration::from_secs(60));
         let first = within(requests.next()).await.unwrap();
         assert_eq!(&first.payload()[..], b"long");
         let short = within(client.request_with(
@@ -183,21 +201,10 @@ fn a_request_written_by_its_requester_times_out_while_its_client_streams_publish
     // The driver's alarm must ring even while publishes keep it busy.
     let server = start();
     smol::block_on(async {
-        let slow = Client::connect(server.addr).await.unwrap();
-        let mut requests = slow.subscribe("silent").await.unwrap();
-        let _echo = echo(slow.subscribe("warm").await.unwrap(), "");
-        let client = Client::connect(server.addr).await.unwrap();
-        within(client.request("warm", "inbox")).await.unwrap();
+        let (_slow, mut requests, _echo, client) = warmed(server.addr, "silent").await;
         // Asked on an idle connection (so written by the requester, and left to the
         // alarm), and seen by the subscriber before the stream starts.
-        let asking = {
-            let c = client.clone();
-            smol::spawn(async move {
-                let timeout = Duration::from_millis(50);
-                c.request_with("silent", Default::default(), "anyone?", timeout)
-                    .await
-            })
-        };
+        let asking = ask(&client, "silent", "anyone?", Duration::from_millis(50));
         within(requests.next()).await.unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let streaming = {
